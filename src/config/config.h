@@ -1,0 +1,115 @@
+/* wsgate configuration: one table of variables (the seed's Terraform
+ * variables plus wsgate's own), filled from built-in defaults, a tfvars
+ * file, TF_VAR_<name> environment variables and --set overrides, in that
+ * order of precedence. See docs/configuration.md. */
+#ifndef WSGATE_CONFIG_CONFIG_H
+#define WSGATE_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config_kv {
+    char *key;
+    char *value;
+} config_kv;
+
+typedef struct config {
+    /* --- the seed's variables (CONFIG.md) --- */
+    char *aws_region;
+    char *environment;
+    char *project_name;
+    char *api_name;
+    char *api_description;
+    char *stage_name;
+    char *route_selection_expression;
+    char **custom_routes;          /* NULL-terminated list */
+    size_t custom_routes_count;
+    char *dynamodb_billing_mode;
+    int64_t dynamodb_read_capacity;
+    int64_t dynamodb_write_capacity;
+    char *dynamodb_table_class;
+    bool enable_dynamodb_point_in_time_recovery;
+    char *lambda_runtime;
+    int64_t lambda_memory_size;
+    int64_t lambda_message_memory_size;
+    int64_t lambda_timeout;
+    int64_t lambda_message_timeout;
+    bool enable_detailed_metrics;
+    bool enable_data_trace;
+    char *logging_level;           /* "OFF", "ERROR" or "INFO" */
+    int64_t throttling_burst_limit;
+    int64_t throttling_rate_limit;
+    int64_t log_retention_days;
+    bool enable_xray_tracing;
+    bool enable_encryption;
+    int64_t kms_key_deletion_window;
+    config_kv *additional_tags;    /* array of additional_tags_count pairs */
+    size_t additional_tags_count;
+
+    /* --- wsgate's own --- */
+    char *listen;                  /* listen address, default 127.0.0.1 */
+    int64_t port;                  /* default 8080 */
+    char *data_dir;                /* default ./data */
+    char *mode;                    /* "api" (default) or "echo" */
+    int64_t max_frame_size;        /* bytes, default 131072 */
+    int64_t max_message_size;      /* bytes, default 131072 */
+    int64_t max_header_bytes;      /* handshake header budget, default 8192 */
+    int64_t max_headers;           /* default 100 */
+    int64_t handshake_timeout_ms;  /* default 10000 */
+    int64_t idle_timeout_s;        /* default 600 */
+    int64_t ping_interval_s;       /* default 30 (0 = no server pings) */
+    int64_t pong_timeout_s;        /* default 10 */
+    int64_t max_connection_duration_s; /* default 0 = unlimited */
+    int64_t max_queued_bytes;      /* per-connection write queue cap, default 1048576 */
+    int64_t shutdown_timeout_ms;   /* default 5000 */
+    int64_t max_connections;       /* default 100000 */
+} config;
+
+/* Error detail filled by the config functions: `message` is one line that
+ * names the source (file:line, environment variable or --set), the variable
+ * and the rule broken. */
+typedef struct config_error {
+    char message[512];
+} config_error;
+
+/* Fill *cfg with the built-in defaults. Every string in *cfg is owned by it
+ * and released by config_free(). Never fails. */
+void config_init_defaults(config *cfg);
+
+/* Apply a tfvars file. Returns 0 on success; on failure returns -1, fills
+ * *err and leaves *cfg valid (possibly partly updated). */
+int config_load_file(config *cfg, const char *path, config_error *err);
+
+/* Apply the tfvars text `text` (len bytes) as if read from file `origin`
+ * (used in messages). Returns 0 or -1 with *err filled. */
+int config_load_text(config *cfg, const char *origin, const char *text, size_t len,
+                     config_error *err);
+
+/* Apply every TF_VAR_<name> variable of `envp` (NULL-terminated, as environ)
+ * whose name is a known variable. Values are parsed as tfvars values when
+ * they look like one (lists, maps, numbers, bools), else as raw strings, as
+ * Terraform does. Returns 0 or -1 with *err filled. */
+int config_load_env(config *cfg, char **envp, config_error *err);
+
+/* Apply one `name=value` override (from --set). Same value rules as
+ * config_load_env. Returns 0 or -1 with *err filled (unknown name included). */
+int config_set(config *cfg, const char *assignment, config_error *err);
+
+/* Check the cross-variable rules that single values cannot (e.g.
+ * max_frame_size <= max_message_size is NOT required; see docs). Returns 0 or
+ * -1 with *err filled. */
+int config_validate(const config *cfg, config_error *err);
+
+/* Write every variable and its effective value, one `name = value` line each
+ * in tfvars syntax, to `out` (a FILE*). Secrets are masked. */
+void config_dump(const config *cfg, void *out);
+
+/* Write the variable table (name, type, default, help) to `out` (a FILE*),
+ * for `wsgate serve --help`. */
+void config_print_help(void *out);
+
+/* Release everything owned by *cfg. */
+void config_free(config *cfg);
+
+#endif

@@ -1,0 +1,796 @@
+#include "config/tfvars.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+typedef struct tfv_parser {
+    const char *s;
+    size_t len;
+    size_t pos;
+    int line;
+    size_t line_start; /* offset of the first byte of the current line */
+    int depth;
+    tfv_error *err;
+} tfv_parser;
+
+/* A growable byte buffer for decoded strings. */
+typedef struct tfv_buf {
+    char *d;
+    size_t n;
+    size_t cap;
+} tfv_buf;
+
+static void buf_push(tfv_buf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 32;
+        while (cap < b->n + n + 1) cap *= 2;
+        b->d = xrealloc(b->d, cap);
+        b->cap = cap;
+    }
+    memcpy(b->d + b->n, s, n);
+    b->n += n;
+    b->d[b->n] = '\0';
+}
+
+static void buf_putc(tfv_buf *b, char c) { buf_push(b, &c, 1); }
+
+/* ---------- positions and errors ---------- */
+
+static int p_col(const tfv_parser *p) {
+    size_t c = p->pos - p->line_start + 1;
+    return c > 1000000000 ? 1000000000 : (int)c;
+}
+
+static int peek(const tfv_parser *p) {
+    return p->pos < p->len ? (unsigned char)p->s[p->pos] : -1;
+}
+
+static int peek_at(const tfv_parser *p, size_t k) {
+    return p->pos + k < p->len ? (unsigned char)p->s[p->pos + k] : -1;
+}
+
+static void advance(tfv_parser *p) {
+    if (p->s[p->pos] == '\n') {
+        p->line++;
+        p->line_start = p->pos + 1;
+    }
+    p->pos++;
+}
+
+static int fail_at(tfv_parser *p, int line, int column, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail_at(tfv_parser *p, int line, int column, const char *fmt, ...) {
+    if (p->err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->err->message, sizeof p->err->message, fmt, ap);
+        va_end(ap);
+        p->err->line = line;
+        p->err->column = column;
+    }
+    return -1;
+}
+
+/* Describe the byte at the cursor for "found X" in messages. */
+static const char *describe(const tfv_parser *p, char *buf, size_t size) {
+    int c = peek(p);
+    if (c < 0) return "end of input";
+    if (c == '\n') return "end of line";
+    if (c > 0x20 && c < 0x7f)
+        snprintf(buf, size, "'%c'", c);
+    else
+        snprintf(buf, size, "byte 0x%02x", (unsigned)c);
+    return buf;
+}
+
+static bool is_ident_start(int c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool is_ident_char(int c) {
+    return is_ident_start(c) || (c >= '0' && c <= '9') || c == '-';
+}
+
+static bool is_digit(int c) { return c >= '0' && c <= '9'; }
+
+/* ---------- UTF-8 ---------- */
+
+bool tfv_utf8_valid(const char *str, size_t len) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        size_t need;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            need = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2;
+            if (c == 0xe0) lo = 0xa0;      /* overlong */
+            if (c == 0xed) hi = 0x9f;      /* surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3;
+            if (c == 0xf0) lo = 0x90;      /* overlong */
+            if (c == 0xf4) hi = 0x8f;      /* above U+10FFFF */
+        } else {
+            return false;
+        }
+        if (len - i - 1 < need) return false;
+        if (s[i + 1] < lo || s[i + 1] > hi) return false;
+        for (size_t k = 2; k <= need; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xbf) return false;
+        i += need + 1;
+    }
+    return true;
+}
+
+static void put_utf8(tfv_buf *b, uint32_t cp) {
+    char out[4];
+    size_t n;
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        out[0] = (char)(0xf0 | (cp >> 18));
+        out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    buf_push(b, out, n);
+}
+
+/* ---------- whitespace and comments ---------- */
+
+/* Skip blanks and comments; newlines too when `newlines` (inside brackets
+ * they are layout, at the top level and in map entries they end things). A
+ * line comment stops before its newline so that newline still counts. */
+static int skip_space(tfv_parser *p, bool newlines) {
+    for (;;) {
+        int c = peek(p);
+        if (c == ' ' || c == '\t' || c == '\r') {
+            p->pos++;
+        } else if (c == '\n') {
+            if (!newlines) return 0;
+            advance(p);
+        } else if (c == '#' || (c == '/' && peek_at(p, 1) == '/')) {
+            while (p->pos < p->len && p->s[p->pos] != '\n') p->pos++;
+        } else if (c == '/' && peek_at(p, 1) == '*') {
+            int line = p->line, col = p_col(p);
+            p->pos += 2;
+            for (;;) {
+                if (p->pos >= p->len)
+                    return fail_at(p, line, col, "unterminated comment: missing '*/'");
+                if (p->s[p->pos] == '*' && peek_at(p, 1) == '/') {
+                    p->pos += 2;
+                    break;
+                }
+                advance(p);
+            }
+        } else {
+            return 0;
+        }
+    }
+}
+
+/* ---------- values ---------- */
+
+static tfv_value *value_new(tfv_type type, int line, int column) {
+    tfv_value *v = xcalloc(1, sizeof *v);
+    v->type = type;
+    v->line = line;
+    v->column = column;
+    return v;
+}
+
+void tfv_value_free(tfv_value *v) {
+    if (!v) return;
+    for (size_t i = 0; i < v->count; i++) {
+        tfv_value_free(v->items[i]);
+        if (v->keys) free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    free(v->string);
+    free(v);
+}
+
+tfv_value *tfv_string_new(const char *s, size_t len) {
+    tfv_value *v = value_new(TFV_STRING, 0, 0);
+    v->string = xstrndup(s, len);
+    v->string_len = len;
+    return v;
+}
+
+const char *tfv_type_name(tfv_type type) {
+    switch (type) {
+    case TFV_NULL: return "null";
+    case TFV_BOOL: return "bool";
+    case TFV_NUMBER: return "number";
+    case TFV_STRING: return "string";
+    case TFV_LIST: return "list";
+    case TFV_MAP: return "map";
+    }
+    return "?";
+}
+
+static void push_item(tfv_value *v, tfv_value *item, char *key) {
+    /* Grow by doubling, tracking capacity implicitly as the next power of
+     * two at or above count, so the struct needs no capacity field. */
+    size_t n = v->count;
+    if ((n & (n - 1)) == 0) {
+        size_t cap = n ? n * 2 : 4;
+        if (n == 0 || n >= 4) {
+            v->items = xrealloc(v->items, cap * sizeof *v->items);
+            if (v->type == TFV_MAP) v->keys = xrealloc(v->keys, cap * sizeof *v->keys);
+        }
+    }
+    v->items[n] = item;
+    if (v->type == TFV_MAP) v->keys[n] = key;
+    v->count = n + 1;
+}
+
+/* Copy s[from..to) into b, turning $${ and %%{ into their literal forms and
+ * rejecting ${ and %{, which would be template interpolation Terraform does
+ * not allow in a tfvars file. `line`/`col0` locate s[from] for errors. */
+static int copy_template_text(tfv_parser *p, tfv_buf *b, size_t from, size_t to, int line,
+                              int col0) {
+    for (size_t i = from; i < to; i++) {
+        char c = p->s[i];
+        if ((c == '$' || c == '%') && i + 1 < to && p->s[i + 1] == '{')
+            return fail_at(p, line, col0 + (int)(i - from),
+                           "template sequence '%c{' is not allowed in a tfvars value "
+                           "(write %c%c{ for a literal %c{)",
+                           c, c, c, c);
+        if ((c == '$' || c == '%') && i + 2 < to && p->s[i + 1] == c && p->s[i + 2] == '{') {
+            buf_putc(b, c);
+            buf_putc(b, '{');
+            i += 2;
+            continue;
+        }
+        if (c == '\0') return fail_at(p, line, col0 + (int)(i - from), "NUL byte in string");
+        buf_putc(b, c);
+    }
+    return 0;
+}
+
+static int hex_value(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Parse a quoted string at the cursor into *out (NUL-terminated). */
+static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
+    int line = p->line, col = p_col(p);
+    tfv_buf b = {0};
+    buf_push(&b, "", 0);
+    p->pos++;
+    for (;;) {
+        if (p->pos >= p->len) {
+            free(b.d);
+            return fail_at(p, line, col, "unterminated string: missing closing '\"'");
+        }
+        char c = p->s[p->pos];
+        if (c == '"') {
+            p->pos++;
+            break;
+        }
+        if (c == '\n') {
+            free(b.d);
+            return fail_at(p, line, col,
+                           "unterminated string: a quoted string cannot span lines (use \\n)");
+        }
+        if (c == '\\') {
+            int ecol = p_col(p);
+            int e = peek_at(p, 1);
+            size_t ndig = 0;
+            switch (e) {
+            case 'n': buf_putc(&b, '\n'); break;
+            case 't': buf_putc(&b, '\t'); break;
+            case 'r': buf_putc(&b, '\r'); break;
+            case '"': buf_putc(&b, '"'); break;
+            case '\\': buf_putc(&b, '\\'); break;
+            case 'u': ndig = 4; break;
+            case 'U': ndig = 8; break;
+            case -1:
+                free(b.d);
+                return fail_at(p, line, col, "unterminated string: missing closing '\"'");
+            default:
+                free(b.d);
+                if (e > 0x20 && e < 0x7f)
+                    return fail_at(p, p->line, ecol, "invalid escape sequence '\\%c'", e);
+                return fail_at(p, p->line, ecol, "invalid escape sequence (byte 0x%02x after '\\')",
+                               (unsigned)e);
+            }
+            if (ndig) {
+                uint32_t cp = 0;
+                for (size_t k = 0; k < ndig; k++) {
+                    int h = hex_value(peek_at(p, 2 + k));
+                    if (h < 0) {
+                        free(b.d);
+                        return fail_at(p, p->line, ecol, "invalid '\\%c' escape: expected %zu hex digits",
+                                       e, ndig);
+                    }
+                    cp = cp * 16 + (uint32_t)h;
+                }
+                if (cp == 0) {
+                    free(b.d);
+                    return fail_at(p, p->line, ecol, "'\\%c' escape of NUL is not allowed", e);
+                }
+                if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+                    free(b.d);
+                    return fail_at(p, p->line, ecol, "'\\%c' escape is not a valid Unicode code point",
+                                   e);
+                }
+                put_utf8(&b, cp);
+            }
+            p->pos += 2 + ndig;
+            continue;
+        }
+        /* Copy a run of plain bytes in one go, stopping at anything special. */
+        size_t start = p->pos;
+        int run_col = p_col(p);
+        while (p->pos < p->len) {
+            char d = p->s[p->pos];
+            if (d == '"' || d == '\n' || d == '\\') break;
+            p->pos++;
+        }
+        if (copy_template_text(p, &b, start, p->pos, p->line, run_col) < 0) {
+            free(b.d);
+            return -1;
+        }
+    }
+    if (!tfv_utf8_valid(b.d, b.n)) {
+        free(b.d);
+        return fail_at(p, line, col, "string is not valid UTF-8");
+    }
+    *out = b.d;
+    *out_len = b.n;
+    return 0;
+}
+
+/* Parse <<ID or <<-ID ... ID at the cursor. Backslashes are literal in a
+ * heredoc, as in HCL; <<- strips the smallest indentation of its lines. */
+static int parse_heredoc(tfv_parser *p, char **out, size_t *out_len) {
+    int line = p->line, col = p_col(p);
+    p->pos += 2;
+    bool strip = false;
+    if (peek(p) == '-') {
+        strip = true;
+        p->pos++;
+    }
+    size_t mstart = p->pos;
+    if (!is_ident_start(peek(p)))
+        return fail_at(p, p->line, p_col(p), "expected a heredoc marker name after '<<'");
+    while (is_ident_char(peek(p))) p->pos++;
+    size_t mlen = p->pos - mstart;
+    const char *marker = p->s + mstart;
+    if (peek(p) == '\r') p->pos++;
+    if (peek(p) != '\n')
+        return fail_at(p, p->line, p_col(p), "a heredoc marker must be followed by a newline");
+    advance(p);
+
+    /* Offsets of each content line [start, end) where end includes '\n'. */
+    size_t *starts = NULL, *ends = NULL, nlines = 0, cap = 0;
+    int first_line = p->line;
+    for (;;) {
+        if (p->pos >= p->len) {
+            free(starts);
+            free(ends);
+            return fail_at(p, line, col, "unterminated heredoc: missing closing '%.*s'",
+                           (int)(mlen > 40 ? 40 : mlen), marker);
+        }
+        size_t ls = p->pos, le = ls;
+        while (le < p->len && p->s[le] != '\n') le++;
+        size_t a = ls, z = le;
+        while (a < z && (p->s[a] == ' ' || p->s[a] == '\t')) a++;
+        while (z > a && (p->s[z - 1] == ' ' || p->s[z - 1] == '\t' || p->s[z - 1] == '\r')) z--;
+        if (z - a == mlen && memcmp(p->s + a, marker, mlen) == 0) {
+            p->pos = le; /* the newline after the marker ends the attribute */
+            break;
+        }
+        if (nlines == cap) {
+            cap = cap ? cap * 2 : 8;
+            starts = xrealloc(starts, cap * sizeof *starts);
+            ends = xrealloc(ends, cap * sizeof *ends);
+        }
+        starts[nlines] = ls;
+        ends[nlines] = le < p->len ? le + 1 : le;
+        nlines++;
+        p->pos = ls;
+        while (p->pos < ends[nlines - 1]) advance(p);
+    }
+
+    size_t indent = 0;
+    if (strip) {
+        indent = (size_t)-1;
+        for (size_t i = 0; i < nlines; i++) {
+            size_t k = starts[i];
+            while (k < ends[i] && (p->s[k] == ' ' || p->s[k] == '\t')) k++;
+            bool blank = k >= ends[i] || p->s[k] == '\n' || p->s[k] == '\r';
+            if (!blank && k - starts[i] < indent) indent = k - starts[i];
+        }
+        if (indent == (size_t)-1) indent = 0;
+    }
+    tfv_buf b = {0};
+    buf_push(&b, "", 0);
+    for (size_t i = 0; i < nlines; i++) {
+        size_t k = starts[i], skipped = 0;
+        while (skipped < indent && k < ends[i] && (p->s[k] == ' ' || p->s[k] == '\t')) {
+            k++;
+            skipped++;
+        }
+        if (copy_template_text(p, &b, k, ends[i], first_line + (int)i, (int)(k - starts[i]) + 1) <
+            0) {
+            free(b.d);
+            free(starts);
+            free(ends);
+            return -1;
+        }
+    }
+    free(starts);
+    free(ends);
+    if (!tfv_utf8_valid(b.d, b.n)) {
+        free(b.d);
+        return fail_at(p, line, col, "heredoc is not valid UTF-8");
+    }
+    *out = b.d;
+    *out_len = b.n;
+    return 0;
+}
+
+static int parse_number(tfv_parser *p, tfv_value *v) {
+    size_t start = p->pos;
+    bool whole = true;
+    if (peek(p) == '-') p->pos++;
+    if (!is_digit(peek(p))) {
+        p->pos = start;
+        return fail_at(p, v->line, v->column, "expected a number after '-'");
+    }
+    while (is_digit(peek(p))) p->pos++;
+    if (peek(p) == '.') {
+        p->pos++;
+        if (!is_digit(peek(p)))
+            return fail_at(p, v->line, v->column, "invalid number: expected digits after '.'");
+        while (is_digit(peek(p))) p->pos++;
+        whole = false;
+    }
+    if (peek(p) == 'e' || peek(p) == 'E') {
+        p->pos++;
+        if (peek(p) == '+' || peek(p) == '-') p->pos++;
+        if (!is_digit(peek(p)))
+            return fail_at(p, v->line, v->column, "invalid number: expected digits in the exponent");
+        while (is_digit(peek(p))) p->pos++;
+        whole = false;
+    }
+    if (is_ident_char(peek(p)) || peek(p) == '.')
+        return fail_at(p, v->line, v->column, "invalid number");
+    size_t n = p->pos - start;
+    char tmp[320];
+    if (n >= sizeof tmp) return fail_at(p, v->line, v->column, "number literal is too long");
+    memcpy(tmp, p->s + start, n);
+    tmp[n] = '\0';
+    errno = 0;
+    double d = strtod(tmp, NULL);
+    bool underflow = errno == ERANGE && d == 0.0;
+    if (!isfinite(d)) return fail_at(p, v->line, v->column, "number is out of range");
+    v->number = d;
+    if (whole) {
+        errno = 0;
+        long long ll = strtoll(tmp, NULL, 10);
+        if (errno == 0) {
+            v->is_integer = true;
+            v->integer = ll;
+        }
+    } else if (!underflow && d == floor(d) && d >= -9223372036854775808.0 &&
+               d < 9223372036854775808.0) {
+        v->is_integer = true;
+        v->integer = (int64_t)d;
+    }
+    return 0;
+}
+
+static tfv_value *parse_value(tfv_parser *p);
+
+static tfv_value *parse_list(tfv_parser *p, tfv_value *v) {
+    p->pos++;
+    for (;;) {
+        if (skip_space(p, true) < 0) goto fail;
+        if (p->pos >= p->len) {
+            fail_at(p, v->line, v->column, "unterminated list: missing ']'");
+            goto fail;
+        }
+        if (peek(p) == ']') break;
+        tfv_value *item = parse_value(p);
+        if (!item) goto fail;
+        push_item(v, item, NULL);
+        if (skip_space(p, true) < 0) goto fail;
+        if (p->pos >= p->len) {
+            fail_at(p, v->line, v->column, "unterminated list: missing ']'");
+            goto fail;
+        }
+        if (peek(p) == ',') {
+            p->pos++;
+            continue;
+        }
+        if (peek(p) == ']') break;
+        char d[16];
+        fail_at(p, p->line, p_col(p), "expected ',' or ']' after a list element, found %s",
+                describe(p, d, sizeof d));
+        goto fail;
+    }
+    p->pos++;
+    return v;
+fail:
+    tfv_value_free(v);
+    return NULL;
+}
+
+static tfv_value *parse_map(tfv_parser *p, tfv_value *v) {
+    p->pos++;
+    for (;;) {
+        if (skip_space(p, true) < 0) goto fail;
+        if (p->pos >= p->len) {
+            fail_at(p, v->line, v->column, "unterminated map: missing '}'");
+            goto fail;
+        }
+        if (peek(p) == '}') break;
+        int kline = p->line, kcol = p_col(p);
+        char *key;
+        if (peek(p) == '"') {
+            size_t klen;
+            if (parse_string(p, &key, &klen) < 0) goto fail;
+        } else if (is_ident_start(peek(p))) {
+            size_t ks = p->pos;
+            while (is_ident_char(peek(p))) p->pos++;
+            key = xstrndup(p->s + ks, p->pos - ks);
+        } else {
+            char d[16];
+            fail_at(p, kline, kcol, "expected a map key (a name or a quoted string), found %s",
+                    describe(p, d, sizeof d));
+            goto fail;
+        }
+        for (size_t i = 0; i < v->count; i++) {
+            if (strcmp(v->keys[i], key) == 0) {
+                fail_at(p, kline, kcol, "duplicate map key \"%.60s\"", key);
+                free(key);
+                goto fail;
+            }
+        }
+        if (skip_space(p, false) < 0) {
+            free(key);
+            goto fail;
+        }
+        if (peek(p) != '=' && peek(p) != ':') {
+            char d[16];
+            fail_at(p, p->line, p_col(p), "expected '=' or ':' after map key, found %s",
+                    describe(p, d, sizeof d));
+            free(key);
+            goto fail;
+        }
+        p->pos++;
+        if (skip_space(p, false) < 0) {
+            free(key);
+            goto fail;
+        }
+        tfv_value *item = parse_value(p);
+        if (!item) {
+            free(key);
+            goto fail;
+        }
+        push_item(v, item, key);
+        if (skip_space(p, false) < 0) goto fail;
+        if (p->pos >= p->len) {
+            fail_at(p, v->line, v->column, "unterminated map: missing '}'");
+            goto fail;
+        }
+        if (peek(p) == '}') break;
+        if (peek(p) == ',' || peek(p) == '\n') {
+            advance(p);
+            continue;
+        }
+        char d[16];
+        fail_at(p, p->line, p_col(p), "expected ',', a newline or '}' after a map entry, found %s",
+                describe(p, d, sizeof d));
+        goto fail;
+    }
+    p->pos++;
+    return v;
+fail:
+    tfv_value_free(v);
+    return NULL;
+}
+
+/* Parse one value at the cursor (no leading blanks). NULL on error. */
+static tfv_value *parse_value(tfv_parser *p) {
+    int line = p->line, col = p_col(p);
+    int c = peek(p);
+    if (c == '"' || (c == '<' && peek_at(p, 1) == '<')) {
+        char *s;
+        size_t n;
+        int rc = c == '"' ? parse_string(p, &s, &n) : parse_heredoc(p, &s, &n);
+        if (rc < 0) return NULL;
+        tfv_value *v = value_new(TFV_STRING, line, col);
+        v->string = s;
+        v->string_len = n;
+        return v;
+    }
+    if (c == '[' || c == '{') {
+        if (p->depth >= TFV_MAX_DEPTH) {
+            fail_at(p, line, col, "lists and maps are nested too deeply (limit %d)", TFV_MAX_DEPTH);
+            return NULL;
+        }
+        p->depth++;
+        tfv_value *v = c == '[' ? parse_list(p, value_new(TFV_LIST, line, col))
+                                : parse_map(p, value_new(TFV_MAP, line, col));
+        p->depth--;
+        return v;
+    }
+    if (c == '-' || is_digit(c)) {
+        tfv_value *v = value_new(TFV_NUMBER, line, col);
+        if (parse_number(p, v) < 0) {
+            tfv_value_free(v);
+            return NULL;
+        }
+        return v;
+    }
+    if (is_ident_start(c)) {
+        size_t s = p->pos;
+        while (is_ident_char(peek(p))) p->pos++;
+        size_t n = p->pos - s;
+        const char *w = p->s + s;
+        if (n == 4 && memcmp(w, "true", 4) == 0) {
+            tfv_value *v = value_new(TFV_BOOL, line, col);
+            v->boolean = true;
+            return v;
+        }
+        if (n == 5 && memcmp(w, "false", 5) == 0) return value_new(TFV_BOOL, line, col);
+        if (n == 4 && memcmp(w, "null", 4) == 0) return value_new(TFV_NULL, line, col);
+        fail_at(p, line, col,
+                "unexpected name \"%.*s\": variables and function calls are not allowed in tfvars "
+                "(quote strings)",
+                (int)(n > 40 ? 40 : n), w);
+        return NULL;
+    }
+    char d[16];
+    fail_at(p, line, col, "expected a value, found %s", describe(p, d, sizeof d));
+    return NULL;
+}
+
+static void parser_init(tfv_parser *p, const char *text, size_t len, tfv_error *err) {
+    memset(p, 0, sizeof *p);
+    p->s = text;
+    p->len = text ? len : 0;
+    p->line = 1;
+    p->err = err;
+    if (err) {
+        err->line = 0;
+        err->column = 0;
+        err->message[0] = '\0';
+    }
+    /* Editors on Windows may save a byte-order mark; it is not content. */
+    if (p->len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        p->pos = 3;
+        p->line_start = 3;
+    }
+}
+
+/* ---------- documents ---------- */
+
+void tfv_doc_free(tfv_doc *doc) {
+    if (!doc) return;
+    for (size_t i = 0; i < doc->count; i++) {
+        free(doc->attrs[i].name);
+        tfv_value_free(doc->attrs[i].value);
+    }
+    free(doc->attrs);
+    free(doc);
+}
+
+const tfv_attr *tfv_doc_find(const tfv_doc *doc, const char *name) {
+    for (size_t i = 0; doc && i < doc->count; i++)
+        if (strcmp(doc->attrs[i].name, name) == 0) return &doc->attrs[i];
+    return NULL;
+}
+
+tfv_doc *tfv_parse(const char *text, size_t len, tfv_error *err) {
+    tfv_parser p;
+    parser_init(&p, text, len, err);
+    tfv_doc *doc = xcalloc(1, sizeof *doc);
+    size_t cap = 0;
+    for (;;) {
+        if (skip_space(&p, true) < 0) goto fail;
+        if (p.pos >= p.len) break;
+        int line = p.line, col = p_col(&p);
+        if (!is_ident_start(peek(&p))) {
+            char d[16];
+            fail_at(&p, line, col, "expected a variable name, found %s", describe(&p, d, sizeof d));
+            goto fail;
+        }
+        size_t ns = p.pos;
+        while (is_ident_char(peek(&p))) p.pos++;
+        size_t nlen = p.pos - ns;
+        for (size_t i = 0; i < doc->count; i++) {
+            if (strlen(doc->attrs[i].name) == nlen &&
+                memcmp(doc->attrs[i].name, p.s + ns, nlen) == 0) {
+                fail_at(&p, line, col, "duplicate variable \"%.*s\" (first set on line %d)",
+                        (int)(nlen > 60 ? 60 : nlen), p.s + ns, doc->attrs[i].line);
+                goto fail;
+            }
+        }
+        if (skip_space(&p, false) < 0) goto fail;
+        if (peek(&p) == '{' || peek(&p) == '"') {
+            fail_at(&p, line, col, "blocks are not allowed in a tfvars file");
+            goto fail;
+        }
+        if (peek(&p) != '=') {
+            char d[16];
+            fail_at(&p, p.line, p_col(&p), "expected '=' after \"%.*s\", found %s",
+                    (int)(nlen > 60 ? 60 : nlen), p.s + ns, describe(&p, d, sizeof d));
+            goto fail;
+        }
+        p.pos++;
+        if (skip_space(&p, false) < 0) goto fail;
+        tfv_value *v = parse_value(&p);
+        if (!v) goto fail;
+        if (doc->count == cap) {
+            cap = cap ? cap * 2 : 16;
+            doc->attrs = xrealloc(doc->attrs, cap * sizeof *doc->attrs);
+        }
+        tfv_attr *a = &doc->attrs[doc->count++];
+        a->name = xstrndup(p.s + ns, nlen);
+        a->line = line;
+        a->column = col;
+        a->value = v;
+        if (skip_space(&p, false) < 0) goto fail;
+        if (p.pos < p.len && peek(&p) != '\n') {
+            char d[16];
+            fail_at(&p, p.line, p_col(&p), "expected a newline after the value of \"%s\", found %s",
+                    a->name, describe(&p, d, sizeof d));
+            goto fail;
+        }
+    }
+    return doc;
+fail:
+    tfv_doc_free(doc);
+    return NULL;
+}
+
+tfv_value *tfv_parse_value(const char *text, size_t len, tfv_error *err) {
+    tfv_parser p;
+    parser_init(&p, text, len, err);
+    if (skip_space(&p, true) < 0) return NULL;
+    tfv_value *v = parse_value(&p);
+    if (!v) return NULL;
+    if (skip_space(&p, true) < 0 || p.pos < p.len) {
+        if (p.pos < p.len) {
+            char d[16];
+            fail_at(&p, p.line, p_col(&p), "unexpected %s after the value",
+                    describe(&p, d, sizeof d));
+        }
+        tfv_value_free(v);
+        return NULL;
+    }
+    return v;
+}

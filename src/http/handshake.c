@@ -1,0 +1,86 @@
+#include "http/handshake.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+void ws_handshake_accept(const char *key, size_t key_len, char out[29]) {
+    /* SHA-1 is what RFC 6455 prescribes here; it is not used for security. */
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    char joined[128];
+    if (key_len > sizeof(joined) - sizeof(WS_GUID)) key_len = sizeof(joined) - sizeof(WS_GUID);
+    memcpy(joined, key, key_len);
+    memcpy(joined + key_len, WS_GUID, sizeof(WS_GUID) - 1);
+    EVP_Digest(joined, key_len + sizeof(WS_GUID) - 1, digest, &dlen, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
+}
+
+static bool key_is_16_bytes_base64(const char *key, size_t len) {
+    /* 16 bytes encode to exactly 24 characters ending in "==". */
+    if (len != 24 || key[22] != '=' || key[23] != '=') return false;
+    for (size_t i = 0; i < 22; i++) {
+        char c = key[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '+' || c == '/';
+        if (!ok) return false;
+    }
+    /* The last character before the padding carries 2 data bits: its low
+     * 4 bits must be zero for a canonical encoding. */
+    static const char tail[] = "AQgw";
+    return strchr(tail, key[21]) != NULL;
+}
+
+static int fail(ws_handshake_result *out, int status, const char *msg, const char *hdrs) {
+    out->status = status;
+    out->message = msg;
+    out->extra_headers = hdrs;
+    return status;
+}
+
+int ws_handshake_check(const http_request *r, const char *path, ws_handshake_result *out) {
+    memset(out, 0, sizeof(*out));
+    size_t plen;
+    const char *p = http_request_path(r, &plen);
+    if (plen != strlen(path) || memcmp(p, path, plen) != 0) return fail(out, 404, "Not Found", NULL);
+    if (r->parser.method != HTTP_GET)
+        return fail(out, 405, "Method Not Allowed", "Allow: GET\r\n");
+    if (r->parser.http_major != 1 || r->parser.http_minor < 1)
+        return fail(out, 400, "HTTP/1.1 or later required", NULL);
+    if (!http_request_header_has_token(r, "Upgrade", "websocket"))
+        return fail(out, 426, "Upgrade to websocket required",
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+    if (!http_request_header_has_token(r, "Connection", "upgrade"))
+        return fail(out, 400, "Connection: Upgrade required", NULL);
+    size_t vlen;
+    const char *ver = http_request_header(r, "Sec-WebSocket-Version", &vlen);
+    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0)
+        return fail(out, 426, "Unsupported WebSocket version", "Sec-WebSocket-Version: 13\r\n");
+    size_t klen;
+    const char *key = http_request_header(r, "Sec-WebSocket-Key", &klen);
+    if (!key || !key_is_16_bytes_base64(key, klen))
+        return fail(out, 400, "Invalid Sec-WebSocket-Key", NULL);
+    ws_handshake_accept(key, klen, out->accept);
+    out->status = 101;
+    return 101;
+}
+
+char *ws_handshake_response(const char *accept, const char *protocol, size_t *len) {
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n"
+                     "%s%s%s"
+                     "\r\n",
+                     accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof(buf)) n = 0;
+    *len = (size_t)n;
+    return xstrndup(buf, (size_t)n);
+}

@@ -1,0 +1,31 @@
+/* The server side of the RFC 6455 opening handshake (section 4.2): checks a
+ * parsed request and builds the 101 answer. No I/O. */
+#ifndef WSGATE_HTTP_HANDSHAKE_H
+#define WSGATE_HTTP_HANDSHAKE_H
+
+#include <stddef.h>
+
+#include "http/request.h"
+
+typedef struct ws_handshake_result {
+    int status;              /* 101 when the upgrade may proceed, else the error status */
+    const char *message;     /* static error text for the JSON body (status != 101) */
+    const char *extra_headers; /* static headers to add to the error response, or NULL */
+    char accept[29];         /* Sec-WebSocket-Accept value (status == 101) */
+} ws_handshake_result;
+
+/* Check that r is a valid WebSocket upgrade for `path` (e.g. "/staging"):
+ * GET (else 405), the path (else 404), Upgrade/Connection tokens (else 400),
+ * version 13 (else 426 with Sec-WebSocket-Version: 13), a key that is base64
+ * of 16 bytes (else 400). Fills *out; returns out->status. */
+int ws_handshake_check(const http_request *r, const char *path, ws_handshake_result *out);
+
+/* Compute the Sec-WebSocket-Accept value for `key` (key_len bytes) into
+ * out (28 characters and a NUL). */
+void ws_handshake_accept(const char *key, size_t key_len, char out[29]);
+
+/* Return a malloc'd 101 response for `accept` (caller frees); its length in
+ * *len. `protocol` is the chosen subprotocol or NULL. */
+char *ws_handshake_response(const char *accept, const char *protocol, size_t *len);
+
+#endif

@@ -1,0 +1,193 @@
+/* wsgate: the command line. serve, check, outputs, version. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "app/echo.h"
+#include "common/alloc.h"
+#include "config/config.h"
+#include "log/log.h"
+#include "net/server.h"
+
+#ifndef WSGATE_VERSION
+#define WSGATE_VERSION "0.1.0"
+#endif
+
+extern char **environ;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "wsgate %s: a self-hosted real-time WebSocket API server\n"
+            "\n"
+            "Usage:\n"
+            "  wsgate serve   [options]   start the server\n"
+            "  wsgate check   [options]   validate the configuration and explain it\n"
+            "  wsgate version             print the version\n"
+            "  wsgate --help              this text; `wsgate serve --help` lists every variable\n"
+            "\n"
+            "Options:\n"
+            "  -c FILE             configuration file in terraform.tfvars syntax\n"
+            "  --set NAME=VALUE    set one variable (repeatable; highest precedence)\n"
+            "  --listen ADDR       listen address (default 127.0.0.1)\n"
+            "  --port N            listen port (default 8080)\n"
+            "  --data-dir DIR      data directory (default ./data)\n"
+            "\n"
+            "Precedence, lowest first: defaults, -c FILE, TF_VAR_<name> environment\n"
+            "variables, --set and the flags above. See docs/configuration.md.\n",
+            WSGATE_VERSION);
+}
+
+/* Build the configuration from defaults, -c, the environment and the flags
+ * in argv[from..argc). Returns 0, 1 when --help was shown, or exits with
+ * status 2 on a configuration error. */
+static int load_config(config *cfg, int argc, char **argv, int from) {
+    config_error err;
+    const char *file = NULL;
+    config_init_defaults(cfg);
+    for (int i = from; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "wsgate: %s needs a file\n", argv[i]);
+                exit(2);
+            }
+            file = argv[++i];
+        }
+    }
+    if (file && config_load_file(cfg, file, &err) != 0) goto fail;
+    if (config_load_env(cfg, environ, &err) != 0) goto fail;
+    for (int i = from; i < argc; i++) {
+        const char *a = argv[i];
+        const char *var = NULL;
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            i++;
+            continue;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            printf("\nVariables:\n");
+            config_print_help(stdout);
+            return 1;
+        } else if (strcmp(a, "--set") == 0) {
+            var = "";
+        } else if (strcmp(a, "--listen") == 0) {
+            var = "listen";
+        } else if (strcmp(a, "--port") == 0) {
+            var = "port";
+        } else if (strcmp(a, "--data-dir") == 0) {
+            var = "data_dir";
+        } else {
+            fprintf(stderr, "wsgate: unknown option %s (see wsgate --help)\n", a);
+            exit(2);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "wsgate: %s needs a value\n", a);
+            exit(2);
+        }
+        const char *val = argv[++i];
+        int r;
+        if (*var) {
+            size_t n = strlen(var) + strlen(val) + 2;
+            char *assign = xmalloc(n);
+            snprintf(assign, n, "%s=%s", var, val);
+            r = config_set(cfg, assign, &err);
+            free(assign);
+        } else {
+            r = config_set(cfg, val, &err);
+        }
+        if (r != 0) goto fail;
+    }
+    if (config_validate(cfg, &err) != 0) goto fail;
+    return 0;
+fail:
+    fprintf(stderr, "wsgate: %s\n", err.message);
+    config_free(cfg);
+    exit(2);
+}
+
+static int mkdir_p(const char *path) {
+    char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            free(p);
+            return -1;
+        }
+        *s = '/';
+    }
+    int r = mkdir(p, 0755);
+    free(p);
+    return (r == 0 || errno == EEXIST) ? 0 : -1;
+}
+
+static int cmd_serve(int argc, char **argv) {
+    config cfg;
+    if (load_config(&cfg, argc, argv, 2) == 1) {
+        config_free(&cfg);
+        return 0;
+    }
+    if (mkdir_p(cfg.data_dir) != 0) {
+        fprintf(stderr, "wsgate: cannot create data directory %s: %s\n", cfg.data_dir,
+                strerror(errno));
+        config_free(&cfg);
+        return 1;
+    }
+    char logpath[4096];
+    snprintf(logpath, sizeof(logpath), "%s/wsgate.log", cfg.data_dir);
+    if (log_init(log_level_parse(cfg.logging_level), logpath) != 0)
+        log_msg(LOG_ERROR, "log_error", "cannot open %s: %s", logpath, strerror(errno));
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const server_handlers *handlers = echo_handlers();
+    server *srv = xmalloc(sizeof(*srv));
+    int rc = 0;
+    if (server_start(srv, &loop, &cfg, handlers, NULL) != 0) {
+        rc = 1;
+    } else {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        log_msg(LOG_INFO, "stopped", "wsgate stopped");
+    }
+    /* Let every close callback run, then release the loop. */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&loop) != 0) {
+        uv_walk(&loop, (uv_walk_cb)uv_close, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+    }
+    free(srv);
+    log_close();
+    config_free(&cfg);
+    return rc;
+}
+
+static int cmd_check(int argc, char **argv) {
+    config cfg;
+    if (load_config(&cfg, argc, argv, 2) == 1) {
+        config_free(&cfg);
+        return 0;
+    }
+    printf("configuration is valid\n");
+    config_dump(&cfg, stdout);
+    config_free(&cfg);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("wsgate %s (libuv %s)\n", WSGATE_VERSION, uv_version_string());
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc, argv);
+    if (strcmp(cmd, "check") == 0) return cmd_check(argc, argv);
+    fprintf(stderr, "wsgate: unknown command '%s' (see wsgate --help)\n", cmd);
+    return 2;
+}

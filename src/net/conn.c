@@ -1,0 +1,503 @@
+#include "net/conn.h"
+
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "http/handshake.h"
+#include "log/log.h"
+#include "net/server.h"
+
+/* How long a closing connection waits for the peer's close frame (or for a
+ * slow reader to take our close frame) before TCP is ended anyway. */
+#define CONN_CLOSE_WAIT_MS 2000
+/* Buffers handed to one writev. */
+#define CONN_IOV_MAX 64
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_closed(uv_handle_t *h);
+
+/* A raw byte buffer (an HTTP response) in a frame's clothing, so it shares
+ * the write queue with WebSocket frames. */
+static ws_frame *raw_buffer(const void *data, size_t len) {
+    ws_frame *f = xmalloc(sizeof(ws_frame) + len);
+    atomic_init(&f->refs, 1);
+    f->len = (uint32_t)len;
+    memcpy(f->data, data, len);
+    return f;
+}
+
+static void make_id(char out[CONN_ID_LEN + 1]) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char rnd[CONN_ID_LEN];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) abort();
+    for (int i = 0; i < CONN_ID_LEN; i++) out[i] = alphabet[rnd[i] & 63];
+    out[CONN_ID_LEN] = '\0';
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    conn *c = h->data;
+    buf->base = (char *)c->srv->read_buf;
+    buf->len = sizeof(c->srv->read_buf);
+}
+
+conn *conn_accept(server *srv) {
+    conn *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return NULL;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->state = CONN_HTTP;
+    c->created_ms = uv_now(srv->loop);
+    c->last_active_ms = c->created_ms;
+    make_id(c->id);
+
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    strcpy(c->source_ip, "unknown");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->source_ip, sizeof(c->source_ip));
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->source_ip, sizeof(c->source_ip));
+    }
+
+    const config *cfg = srv->cfg;
+    c->req = xmalloc(sizeof(*c->req));
+    http_request_init(c->req, (size_t)cfg->max_header_bytes, (size_t)cfg->max_headers,
+                      128 * 1024);
+
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+    return c;
+}
+
+/* ---- write queue ---- */
+
+static void wq_push(conn *c, ws_frame *f) {
+    if (c->wq_count == c->wq_cap) {
+        uint32_t ncap = c->wq_cap ? c->wq_cap * 2 : 8;
+        ws_frame **n = xmalloc(ncap * sizeof(*n));
+        for (uint32_t i = 0; i < c->wq_count; i++) n[i] = c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+        free(c->wq);
+        c->wq = n;
+        c->wq_cap = ncap;
+        c->wq_head = 0;
+    }
+    c->wq[(c->wq_head + c->wq_count) & (c->wq_cap - 1)] = f;
+    c->wq_count++;
+    c->wq_bytes += f->len;
+}
+
+static ws_frame *wq_at(const conn *c, uint32_t i) { return c->wq[(c->wq_head + i) & (c->wq_cap - 1)]; }
+
+static void wq_pop(conn *c) {
+    ws_frame *f = wq_at(c, 0);
+    c->wq_bytes -= f->len - c->wq_head_off;
+    c->wq_head = (c->wq_head + 1) & (c->wq_cap - 1);
+    c->wq_count--;
+    c->wq_head_off = 0;
+    ws_frame_unref(f);
+}
+
+/* Account for n bytes written from the head of the queue. */
+static void wq_advance(conn *c, size_t n) {
+    while (n > 0 && c->wq_count > 0) {
+        ws_frame *f = wq_at(c, 0);
+        size_t left = f->len - c->wq_head_off;
+        if (n >= left) {
+            n -= left;
+            wq_pop(c);
+        } else {
+            c->wq_head_off += (uint32_t)n;
+            c->wq_bytes -= n;
+            n = 0;
+        }
+    }
+}
+
+/* Drop every frame not yet handed to the kernel or to an in-flight write. */
+static void wq_drop_unsent(conn *c) {
+    uint32_t keep = c->writing ? c->writing : (c->wq_head_off ? 1 : 0);
+    while (c->wq_count > keep) {
+        uint32_t last = c->wq_count - 1;
+        ws_frame *f = wq_at(c, last);
+        c->wq_bytes -= f->len;
+        c->wq_count--;
+        ws_frame_unref(f);
+    }
+}
+
+static void wq_clear(conn *c) {
+    while (c->wq_count) wq_pop(c);
+    free(c->wq);
+    c->wq = NULL;
+    c->wq_cap = 0;
+}
+
+static uint32_t wq_gather(conn *c, uv_buf_t *bufs, uint32_t max) {
+    uint32_t n = c->wq_count < max ? c->wq_count : max;
+    for (uint32_t i = 0; i < n; i++) {
+        ws_frame *f = wq_at(c, i);
+        uint32_t off = i == 0 ? c->wq_head_off : 0;
+        bufs[i] = uv_buf_init((char *)f->data + off, f->len - off);
+    }
+    return n;
+}
+
+static void enqueue(conn *c, ws_frame *f) {
+    wq_push(c, f);
+    if (!c->dirty) server_mark_dirty(c->srv, c);
+}
+
+int conn_send(conn *c, ws_frame *f) {
+    if (c->state != CONN_OPEN || c->close_sent) return -1;
+    if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) {
+        log_line l;
+        log_begin(&l, LOG_INFO, "slow_consumer");
+        log_str(&l, "connectionId", c->id);
+        log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
+        log_end(&l);
+        wq_drop_unsent(c);
+        conn_close(c, WS_CLOSE_POLICY, "slow consumer: send queue limit exceeded");
+        return -1;
+    }
+    enqueue(c, ws_frame_ref(f));
+    return 0;
+}
+
+int conn_send_data(conn *c, uint8_t opcode, const void *payload, size_t len) {
+    ws_frame *f = ws_frame_new(opcode, payload, len);
+    int r = conn_send(c, f);
+    ws_frame_unref(f);
+    return r;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    conn *c = req->data;
+    conn_abort(c);
+}
+
+static void start_shutdown(conn *c) {
+    if (c->state == CONN_CLOSED) return;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_abort(c);
+        return;
+    }
+    /* Stop reading: nothing more from the peer matters now. */
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->close_after_flush = false;
+    c->state = CONN_CLOSING;
+    c->close_deadline_ms = uv_now(c->srv->loop) + CONN_CLOSE_WAIT_MS;
+}
+
+static void on_write(uv_write_t *req, int status) {
+    conn *c = req->data;
+    uint32_t n = c->writing;
+    c->writing = 0;
+    if (status < 0) {
+        /* Cancelled by close or failed: the frames are released with the
+         * queue when the connection is freed. */
+        conn_abort(c);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) wq_pop(c);
+    if (c->state == CONN_CLOSED) return;
+    if (c->wq_count > 0) {
+        if (!c->dirty) server_mark_dirty(c->srv, c);
+    } else if (c->close_after_flush) {
+        start_shutdown(c);
+    }
+}
+
+void conn_flush(conn *c) {
+    if (c->state == CONN_CLOSED || c->writing) return;
+    uv_buf_t bufs[CONN_IOV_MAX];
+    while (c->wq_count > 0) {
+        uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r == UV_EAGAIN || r == UV_ENOSYS) break;
+        if (r < 0) {
+            conn_abort(c);
+            return;
+        }
+        size_t want = 0;
+        for (uint32_t i = 0; i < n; i++) want += bufs[i].len;
+        wq_advance(c, (size_t)r);
+        if ((size_t)r < want) break; /* the kernel buffer is full */
+    }
+    if (c->wq_count > 0) {
+        /* Hand the rest to libuv: it writes when the socket is writable. */
+        uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
+        c->write_req.data = c;
+        if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_write) != 0) {
+            conn_abort(c);
+            return;
+        }
+        c->writing = n;
+        return;
+    }
+    if (c->close_after_flush) start_shutdown(c);
+}
+
+/* ---- closing ---- */
+
+void conn_abort(conn *c) {
+    if (c->state == CONN_CLOSED) return;
+    c->state = CONN_CLOSED;
+    if (c->opened) {
+        c->opened = false;
+        c->srv->nopen--;
+        if (c->srv->handlers->on_close) c->srv->handlers->on_close(c);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    server_conn_freed(c->srv, c);
+    wq_clear(c);
+    if (c->req) {
+        http_request_free(c->req);
+        free(c->req);
+    }
+    if (c->parser) ws_parser_free(c->parser);
+    free(c->user_agent);
+    free(c);
+}
+
+void conn_close(conn *c, uint16_t code, const char *reason) {
+    if (c->state == CONN_CLOSED) return;
+    if (c->state == CONN_HTTP) {
+        conn_abort(c);
+        return;
+    }
+    if (c->close_sent) return;
+    c->close_sent = true;
+    c->state = CONN_CLOSING;
+    c->close_deadline_ms = uv_now(c->srv->loop) + CONN_CLOSE_WAIT_MS;
+    enqueue(c, ws_frame_close(code, reason));
+}
+
+/* Fail the WebSocket connection (RFC 6455 7.1.7): send a close frame and
+ * end TCP as soon as it is written, without waiting for an answer. */
+static void conn_fail(conn *c, uint16_t code, const char *reason) {
+    if (!c->close_sent) {
+        c->close_sent = true;
+        enqueue(c, ws_frame_close(code, reason));
+    }
+    c->state = CONN_CLOSING;
+    c->close_after_flush = true;
+    c->close_deadline_ms = uv_now(c->srv->loop) + CONN_CLOSE_WAIT_MS;
+}
+
+void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive) {
+    if (c->state == CONN_CLOSED) return;
+    enqueue(c, raw_buffer(data, len));
+    if (!keep_alive) {
+        c->close_after_flush = true;
+        c->state = CONN_CLOSING;
+        c->close_deadline_ms = uv_now(c->srv->loop) + CONN_CLOSE_WAIT_MS;
+    } else {
+        c->http_keep_alive = true;
+    }
+}
+
+static void http_error(conn *c, int status, const char *extra, const char *msg) {
+    size_t len;
+    char *resp = http_response_json_message(status, extra, msg, &len);
+    conn_http_respond(c, resp, len, false);
+    free(resp);
+}
+
+/* ---- reading ---- */
+
+static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
+    size_t off = 0;
+    while (off < len && c->state != CONN_CLOSED && !(c->close_after_flush)) {
+        ws_event ev;
+        ssize_t n = ws_parser_feed(c->parser, data + off, len - off, &ev);
+        if (n < 0) {
+            log_line l;
+            log_begin(&l, LOG_INFO, "protocol_error");
+            log_str(&l, "connectionId", c->id);
+            log_str(&l, "error", ws_strerror((int)n));
+            log_end(&l);
+            conn_fail(c, ws_error_close_code((int)n), ws_strerror((int)n));
+            return;
+        }
+        off += (size_t)n;
+        switch (ev.type) {
+        case WS_EV_NONE:
+            break;
+        case WS_EV_MESSAGE:
+            if (c->close_sent) break; /* closing: data is discarded */
+            c->last_active_ms = uv_now(c->srv->loop);
+            c->last_active_at = time(NULL);
+            if (c->srv->handlers->on_message)
+                c->srv->handlers->on_message(c, ev.opcode, ev.data, ev.len);
+            break;
+        case WS_EV_PING:
+            c->last_active_ms = uv_now(c->srv->loop);
+            if (!c->close_sent) enqueue(c, ws_frame_new(WS_OP_PONG, ev.data, ev.len));
+            break;
+        case WS_EV_PONG:
+            break;
+        case WS_EV_CLOSE:
+            if (!c->close_sent) {
+                /* Echo the peer's code (RFC 6455 5.5.1), then end TCP. */
+                c->close_sent = true;
+                if (ev.close_code == WS_CLOSE_NO_STATUS)
+                    enqueue(c, ws_frame_close(0, NULL));
+                else
+                    enqueue(c, ws_frame_close(ev.close_code, NULL));
+            }
+            c->state = CONN_CLOSING;
+            c->close_after_flush = true;
+            if (!c->dirty) server_mark_dirty(c->srv, c);
+            return;
+        }
+    }
+}
+
+static void upgrade(conn *c, const char *rest, size_t rest_len) {
+    server *srv = c->srv;
+    http_request *req = c->req;
+    ws_handshake_result hs;
+    if (ws_handshake_check(req, srv->stage_path, &hs) != 101) {
+        http_error(c, hs.status, hs.extra_headers, hs.message);
+        return;
+    }
+    if (srv->shutting_down) {
+        http_error(c, 503, NULL, "Server shutting down");
+        return;
+    }
+    if ((int64_t)srv->nopen >= srv->cfg->max_connections) {
+        http_error(c, 503, NULL, "Too many connections");
+        return;
+    }
+    const char *msg = NULL;
+    if (srv->handlers->authorize) {
+        int st = srv->handlers->authorize(c, req, &msg);
+        if (st != 0) {
+            http_error(c, st, NULL, msg ? msg : http_status_text(st));
+            return;
+        }
+    }
+    size_t ualen;
+    const char *ua = http_request_header(req, "User-Agent", &ualen);
+    if (ua) c->user_agent = xstrndup(ua, ualen);
+
+    size_t rlen;
+    char *resp = ws_handshake_response(hs.accept, NULL, &rlen);
+    enqueue(c, raw_buffer(resp, rlen));
+    free(resp);
+
+    c->state = CONN_OPEN;
+    c->parser = ws_parser_new((size_t)srv->cfg->max_frame_size, (size_t)srv->cfg->max_message_size);
+    c->opened_ms = uv_now(srv->loop);
+    c->last_active_ms = c->opened_ms;
+    c->last_ping_ms = c->opened_ms;
+    c->connected_at = time(NULL);
+    c->last_active_at = c->connected_at;
+    c->opened = true;
+    srv->nopen++;
+    if (srv->handlers->on_open) srv->handlers->on_open(c, req);
+
+    http_request_free(req);
+    free(req);
+    c->req = NULL;
+
+    /* Bytes pipelined after the request head are the first frames. The
+     * shared read buffer is still ours: copy them out of it first only if
+     * they live there (they always do). */
+    if (rest_len > 0 && c->state == CONN_OPEN) handle_ws_bytes(c, (uint8_t *)rest, rest_len);
+}
+
+static void handle_http_bytes(conn *c, char *data, size_t len) {
+    ssize_t n = http_request_feed(c->req, data, len);
+    if (n < 0) {
+        int st = c->req->error_status ? c->req->error_status : 400;
+        http_error(c, st, NULL,
+                   st == 431 ? "Request header fields too large"
+                   : st == 413 ? "Payload too large"
+                             : "Bad request");
+        return;
+    }
+    if (!c->req->complete) return;
+    size_t plen;
+    const char *path = http_request_path(c->req, &plen);
+    bool is_stage = plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
+    if (is_stage || c->req->upgrade) {
+        upgrade(c, data + n, len - (size_t)n);
+        return;
+    }
+    if (c->srv->handlers->on_http && c->srv->handlers->on_http(c, c->req)) return;
+    http_error(c, 404, NULL, "Not Found");
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    conn *c = s->data;
+    if (nread < 0) {
+        conn_abort(c);
+        return;
+    }
+    if (nread == 0 || c->state == CONN_CLOSED) return;
+    c->awaiting_pong = false;
+    if (c->state == CONN_HTTP) {
+        handle_http_bytes(c, buf->base, (size_t)nread);
+    } else if (c->parser) {
+        handle_ws_bytes(c, (uint8_t *)buf->base, (size_t)nread);
+    }
+}
+
+/* ---- timers ---- */
+
+void conn_sweep(conn *c, uint64_t now) {
+    const config *cfg = c->srv->cfg;
+    switch (c->state) {
+    case CONN_HTTP:
+        if (now - c->created_ms >= (uint64_t)cfg->handshake_timeout_ms) conn_abort(c);
+        return;
+    case CONN_CLOSING:
+        if (now >= c->close_deadline_ms) conn_abort(c);
+        return;
+    case CONN_CLOSED:
+        return;
+    case CONN_OPEN:
+        break;
+    }
+    if (cfg->idle_timeout_s > 0 && now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
+        conn_close(c, WS_CLOSE_POLICY, "idle timeout");
+        return;
+    }
+    if (cfg->max_connection_duration_s > 0 &&
+        now - c->opened_ms >= (uint64_t)cfg->max_connection_duration_s * 1000) {
+        conn_close(c, WS_CLOSE_GOING_AWAY, "maximum connection duration reached");
+        return;
+    }
+    if (cfg->ping_interval_s > 0) {
+        if (c->awaiting_pong && now - c->last_ping_ms >= (uint64_t)cfg->pong_timeout_s * 1000) {
+            conn_close(c, WS_CLOSE_POLICY, "pong timeout");
+            return;
+        }
+        if (!c->awaiting_pong && now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_s * 1000) {
+            c->awaiting_pong = true;
+            c->last_ping_ms = now;
+            enqueue(c, ws_frame_new(WS_OP_PING, NULL, 0));
+        }
+    }
+}

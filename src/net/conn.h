@@ -1,0 +1,101 @@
+/* One client connection: its socket, its handshake, its frame parser and its
+ * write queue of shared frames. A connection is owned by the server (the
+ * worker loop) that accepted it, and is only touched from that loop's
+ * thread. It is never freed inside one of its own callbacks: closing marks
+ * it and libuv's close callback frees it on a later turn of the loop. */
+#ifndef WSGATE_NET_CONN_H
+#define WSGATE_NET_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "http/request.h"
+#include "ws/frame.h"
+
+struct server;
+
+typedef enum conn_state {
+    CONN_HTTP,     /* reading the request head */
+    CONN_OPEN,     /* WebSocket open */
+    CONN_CLOSING,  /* close frame sent or received; waiting to end TCP */
+    CONN_CLOSED,   /* uv_close called; freed by the close callback */
+} conn_state;
+
+#define CONN_ID_LEN 16
+
+typedef struct conn {
+    uv_tcp_t tcp;
+    struct server *srv;
+    struct conn *prev, *next;        /* the server's list of connections */
+    struct conn *dirty_next;         /* the server's list of queues to flush */
+
+    conn_state state;
+    bool dirty;                      /* on the flush list */
+    bool close_after_flush;          /* end TCP once the queue drains */
+    bool close_sent;                 /* our close frame is queued */
+    bool awaiting_pong;
+    bool opened;                     /* on_open ran, so on_close must run */
+    bool http_keep_alive;            /* plain HTTP: read another request after this one */
+
+    http_request *req;               /* during the handshake / plain HTTP */
+    ws_parser *parser;               /* once open */
+
+    /* Write queue: a ring of shared frames; the first may be part-written. */
+    ws_frame **wq;
+    uint32_t wq_head, wq_count, wq_cap;
+    uint32_t wq_head_off;            /* bytes of the first frame already written */
+    uint32_t writing;                /* frames covered by the uv_write in flight */
+    size_t wq_bytes;                 /* unwritten bytes queued */
+    uv_write_t write_req;
+    uv_shutdown_t shutdown_req;
+
+    uint64_t created_ms;             /* uv_now at accept */
+    uint64_t opened_ms;              /* uv_now at 101 */
+    uint64_t last_active_ms;         /* last data message or ping from the client */
+    uint64_t last_ping_ms;           /* last server ping sent */
+    uint64_t close_deadline_ms;      /* when a closing connection's TCP is ended anyway */
+    int64_t connected_at;            /* Unix seconds at 101 */
+    int64_t last_active_at;          /* Unix seconds of the last message */
+
+    char id[CONN_ID_LEN + 1];        /* opaque, URL-safe connection id */
+    char source_ip[46];
+    char *user_agent;                /* owned, may be NULL */
+
+    void *app;                       /* the application's per-connection state */
+} conn;
+
+/* Queue frame f (taking a new reference) to be written on the next flush.
+ * Returns 0, or -1 when the connection is not open for writing (closing,
+ * closed). When the queue would exceed the connection's cap the connection
+ * is closed with 1008 (slow consumer) and -1 is returned. */
+int conn_send(conn *c, ws_frame *f);
+
+/* Encode and queue one text or binary message (copying payload). Same
+ * returns as conn_send. */
+int conn_send_data(conn *c, uint8_t opcode, const void *payload, size_t len);
+
+/* Start the closing handshake with `code` and `reason` (NULL for none): the
+ * close frame is queued, further data frames from the peer are ignored, and
+ * TCP is ended when the peer answers or a short deadline passes. No effect
+ * on a connection already closing. */
+void conn_close(conn *c, uint16_t code, const char *reason);
+
+/* End the TCP connection now (after nothing): queued frames are dropped.
+ * on_close runs if the connection was open. Safe to call more than once. */
+void conn_abort(conn *c);
+
+/* Send a complete plain-HTTP response (raw bytes, copied) and then close
+ * TCP once it is written, unless the request asked for keep-alive and
+ * `keep_alive` is true. */
+void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive);
+
+/* Return bytes queued and not yet written. */
+static inline size_t conn_queued_bytes(const conn *c) { return c->wq_bytes; }
+
+/* Internal to the net module: accept, read, flush, sweep, free. */
+conn *conn_accept(struct server *srv);
+void conn_flush(conn *c);
+void conn_sweep(conn *c, uint64_t now_ms);
+
+#endif

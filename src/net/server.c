@@ -1,0 +1,174 @@
+#include "net/server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log/log.h"
+
+static void on_connection(uv_stream_t *listener, int status) {
+    server *srv = listener->data;
+    if (status < 0) {
+        log_msg(LOG_ERROR, "accept_error", "%s", uv_strerror(status));
+        return;
+    }
+    conn_accept(srv);
+}
+
+void server_mark_dirty(server *srv, conn *c) {
+    c->dirty = true;
+    c->dirty_next = srv->dirty;
+    srv->dirty = c;
+}
+
+/* Flush every queue written to since the last flush: one writev per socket
+ * per loop turn, however many frames were queued in between. */
+static void flush_dirty(server *srv) {
+    while (srv->dirty) {
+        conn *list = srv->dirty;
+        srv->dirty = NULL;
+        while (list) {
+            conn *c = list;
+            list = c->dirty_next;
+            c->dirty = false;
+            c->dirty_next = NULL;
+            conn_flush(c);
+        }
+    }
+}
+
+static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
+static void on_check(uv_check_t *h) { flush_dirty(h->data); }
+
+void server_conn_freed(server *srv, conn *c) {
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv->nconns--;
+    if (c->dirty) {
+        /* Unlink from the flush list. */
+        conn **pp = &srv->dirty;
+        while (*pp && *pp != c) pp = &(*pp)->dirty_next;
+        if (*pp) *pp = c->dirty_next;
+    }
+}
+
+static void close_server_handles(server *srv) {
+    uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+    uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
+    uv_close((uv_handle_t *)&srv->flush_check, NULL);
+    uv_close((uv_handle_t *)&srv->sig_term, NULL);
+    uv_close((uv_handle_t *)&srv->sig_int, NULL);
+}
+
+static void on_sweep(uv_timer_t *t) {
+    server *srv = t->data;
+    uint64_t now = uv_now(srv->loop);
+    conn *c = srv->conns;
+    while (c) {
+        conn *next = c->next; /* c is not freed here: uv_close defers it */
+        conn_sweep(c, now);
+        c = next;
+    }
+    if (srv->shutting_down) {
+        if (now >= srv->shutdown_deadline_ms) {
+            for (c = srv->conns; c; c = c->next) conn_abort(c);
+        }
+        if (srv->nconns == 0) {
+            close_server_handles(srv);
+        }
+    }
+}
+
+void server_shutdown(server *srv) {
+    if (srv->shutting_down) {
+        /* A second signal: stop waiting for clients. */
+        srv->shutdown_deadline_ms = 0;
+        return;
+    }
+    srv->shutting_down = true;
+    srv->shutdown_deadline_ms = uv_now(srv->loop) + (uint64_t)srv->cfg->shutdown_timeout_ms;
+    log_msg(LOG_INFO, "shutdown", "closing %zu connections", srv->nconns);
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+    for (conn *c = srv->conns; c; c = c->next) {
+        if (c->state == CONN_OPEN) conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+        else if (c->state == CONN_HTTP) conn_abort(c);
+    }
+    /* Check often while draining. */
+    uv_timer_start(&srv->sweep_timer, on_sweep, 20, 20);
+}
+
+static void on_signal(uv_signal_t *h, int signum) { server_shutdown(h->data); }
+
+static uint64_t sweep_interval_ms(const config *cfg) {
+    uint64_t iv = 1000;
+    uint64_t cand[] = {(uint64_t)cfg->handshake_timeout_ms / 4, (uint64_t)cfg->ping_interval_s * 250,
+                       (uint64_t)cfg->pong_timeout_s * 250, (uint64_t)cfg->idle_timeout_s * 250};
+    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
+        if (cand[i] > 0 && cand[i] < iv) iv = cand[i];
+    return iv < 50 ? 50 : iv;
+}
+
+int server_start(server *srv, uv_loop_t *loop, const config *cfg,
+                 const server_handlers *handlers, void *app) {
+    memset(srv, 0, offsetof(server, read_buf));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->handlers = handlers;
+    srv->app = app;
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg->stage_name);
+
+    struct sockaddr_storage addr;
+    int r;
+    if (strchr(cfg->listen, ':'))
+        r = uv_ip6_addr(cfg->listen, (int)cfg->port, (struct sockaddr_in6 *)&addr);
+    else
+        r = uv_ip4_addr(cfg->listen, (int)cfg->port, (struct sockaddr_in *)&addr);
+    if (r != 0) {
+        log_msg(LOG_ERROR, "listen_error", "bad listen address %s: %s", cfg->listen, uv_strerror(r));
+        return r;
+    }
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
+    if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
+    if (r != 0) {
+        log_msg(LOG_ERROR, "listen_error", "cannot listen on %s:%lld: %s", cfg->listen,
+                (long long)cfg->port, uv_strerror(r));
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        return r;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
+    srv->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+
+    uv_prepare_init(loop, &srv->flush_prepare);
+    srv->flush_prepare.data = srv;
+    uv_prepare_start(&srv->flush_prepare, on_prepare);
+    uv_check_init(loop, &srv->flush_check);
+    srv->flush_check.data = srv;
+    uv_check_start(&srv->flush_check, on_check);
+
+    uv_timer_init(loop, &srv->sweep_timer);
+    srv->sweep_timer.data = srv;
+    uint64_t iv = sweep_interval_ms(cfg);
+    uv_timer_start(&srv->sweep_timer, on_sweep, iv, iv);
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(loop, &srv->sig_term);
+    srv->sig_term.data = srv;
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_init(loop, &srv->sig_int);
+    srv->sig_int.data = srv;
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+
+    log_line l;
+    log_begin(&l, LOG_INFO, "listening");
+    log_str(&l, "address", cfg->listen);
+    log_int(&l, "port", srv->bound_port);
+    log_str(&l, "stage", cfg->stage_name);
+    log_str(&l, "mode", cfg->mode);
+    log_end(&l);
+    return 0;
+}

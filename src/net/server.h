@@ -1,0 +1,77 @@
+/* The listener and its event loop: accepts connections, flushes their
+ * write queues once per loop turn, runs the timers (handshake deadline,
+ * idle timeout, pings, maximum duration) and shuts down gracefully on
+ * SIGTERM/SIGINT. What connections say is handed to server_handlers. */
+#ifndef WSGATE_NET_SERVER_H
+#define WSGATE_NET_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/request.h"
+#include "net/conn.h"
+
+struct server;
+
+/* What the application layer does with connections. Every callback runs on
+ * the loop's thread. Any may be NULL. */
+typedef struct server_handlers {
+    /* A valid upgrade request for the stage path, before the 101. Return 0
+     * to accept, or an HTTP status (401, 403, 429...) with *message set to a
+     * static text for the JSON body. */
+    int (*authorize)(conn *c, const http_request *req, const char **message);
+    /* The 101 has been queued; c->app may be set here. */
+    void (*on_open)(conn *c, const http_request *req);
+    /* A complete text or binary message. data is valid during the call. */
+    void (*on_message)(conn *c, uint8_t opcode, const uint8_t *data, size_t len);
+    /* The connection is going away (only called after on_open). The
+     * connection can no longer be written to. */
+    void (*on_close)(conn *c);
+    /* A plain HTTP request that is not an upgrade to the stage path.
+     * Return true after answering it with conn_http_respond(). */
+    bool (*on_http)(conn *c, const http_request *req);
+} server_handlers;
+
+typedef struct server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_prepare_t flush_prepare;
+    uv_check_t flush_check;
+    uv_timer_t sweep_timer;
+    uv_signal_t sig_term, sig_int;
+
+    const config *cfg;
+    const server_handlers *handlers;
+    void *app;                       /* the application's server-wide state */
+    char stage_path[256];            /* "/staging" */
+
+    conn *conns;                     /* every live connection */
+    size_t nconns;
+    size_t nopen;                    /* connections past the 101 */
+    conn *dirty;                     /* connections with unflushed queues */
+
+    bool shutting_down;
+    uint64_t shutdown_deadline_ms;
+    int bound_port;
+
+    uint8_t read_buf[256 * 1024];    /* shared: read callbacks finish with it */
+} server;
+
+/* Initialise srv on `loop` with cfg (borrowed: must outlive srv) and
+ * handlers, bind and listen on cfg->listen:cfg->port. Returns 0, or a
+ * negative libuv error (the message is logged). */
+int server_start(server *srv, uv_loop_t *loop, const config *cfg,
+                 const server_handlers *handlers, void *app);
+
+/* Begin a graceful shutdown: stop accepting, send close 1001 to every open
+ * connection, and stop the loop when all are gone or the shutdown timeout
+ * passes. */
+void server_shutdown(server *srv);
+
+/* Internal to the net module. */
+void server_mark_dirty(server *srv, conn *c);
+void server_conn_freed(server *srv, conn *c);
+
+#endif

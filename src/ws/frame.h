@@ -1,0 +1,144 @@
+/* RFC 6455 framing, as an I/O-free codec.
+ *
+ * Incoming: a ws_parser is fed bytes as they arrive from the socket and
+ * yields events (a complete text/binary message, ping, pong, close) or an
+ * error whose close code is what the connection must be closed with.
+ *
+ * Outgoing: ws_frame is an encoded server frame (header + payload) in one
+ * reference-counted buffer, so a broadcast is encoded once and queued by
+ * reference on any number of connections, in any thread. */
+#ifndef WSGATE_WS_FRAME_H
+#define WSGATE_WS_FRAME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ws/utf8.h"
+
+enum {
+    WS_OP_CONTINUATION = 0x0,
+    WS_OP_TEXT = 0x1,
+    WS_OP_BINARY = 0x2,
+    WS_OP_CLOSE = 0x8,
+    WS_OP_PING = 0x9,
+    WS_OP_PONG = 0xA,
+};
+
+/* Close codes (PROTOCOL.md). */
+enum {
+    WS_CLOSE_NORMAL = 1000,
+    WS_CLOSE_GOING_AWAY = 1001,
+    WS_CLOSE_PROTOCOL_ERROR = 1002,
+    WS_CLOSE_UNSUPPORTED = 1003,
+    WS_CLOSE_NO_STATUS = 1005,      /* never sent: a close frame without a code */
+    WS_CLOSE_ABNORMAL = 1006,       /* never sent */
+    WS_CLOSE_INVALID_DATA = 1007,
+    WS_CLOSE_POLICY = 1008,
+    WS_CLOSE_TOO_BIG = 1009,
+    WS_CLOSE_INTERNAL_ERROR = 1011,
+};
+
+/* Parser errors: negative codes from one list that also yields their text
+ * and the close code the connection must be closed with. */
+#define WS_ERRNO_MAP(X)                                                             \
+    X(WS_E_UNMASKED, -1, 1002, "client frame is not masked")                        \
+    X(WS_E_RSV, -2, 1002, "reserved bits set")                                      \
+    X(WS_E_OPCODE, -3, 1002, "unknown opcode")                                      \
+    X(WS_E_CONTROL_FRAGMENTED, -4, 1002, "fragmented control frame")                \
+    X(WS_E_CONTROL_TOO_LONG, -5, 1002, "control frame payload over 125 bytes")      \
+    X(WS_E_NON_MINIMAL_LENGTH, -6, 1002, "payload length not minimally encoded")    \
+    X(WS_E_LENGTH_TOP_BIT, -7, 1002, "64-bit payload length has its top bit set")   \
+    X(WS_E_UNEXPECTED_CONTINUATION, -8, 1002, "continuation without a message")     \
+    X(WS_E_EXPECTED_CONTINUATION, -9, 1002, "new data frame inside a fragmented message") \
+    X(WS_E_CLOSE_PAYLOAD, -10, 1002, "close frame payload of 1 byte")              \
+    X(WS_E_CLOSE_CODE, -11, 1002, "invalid close code")                             \
+    X(WS_E_UTF8, -12, 1007, "invalid UTF-8 in text message")                        \
+    X(WS_E_CLOSE_UTF8, -13, 1007, "invalid UTF-8 in close reason")                  \
+    X(WS_E_FRAME_TOO_BIG, -14, 1009, "frame over the size limit")                   \
+    X(WS_E_MESSAGE_TOO_BIG, -15, 1009, "message over the size limit")               \
+    X(WS_E_CLOSED, -16, 1002, "data after close frame")
+
+typedef enum ws_error {
+#define WS_ERR_ENUM(name, val, close, text) name = val,
+    WS_ERRNO_MAP(WS_ERR_ENUM)
+#undef WS_ERR_ENUM
+} ws_error;
+
+/* Return the static text of error `err` ("unknown error" if not one). */
+const char *ws_strerror(int err);
+/* Return the close code (1002, 1007, 1009) a connection failing with `err`
+ * must be closed with; 1002 if `err` is not a ws_error. */
+uint16_t ws_error_close_code(int err);
+
+typedef enum ws_event_type {
+    WS_EV_NONE = 0,
+    WS_EV_MESSAGE, /* a complete text or binary message: opcode, data, len */
+    WS_EV_PING,    /* data/len: the ping payload (<= 125 bytes) */
+    WS_EV_PONG,    /* data/len: the pong payload */
+    WS_EV_CLOSE,   /* close_code (1005 when the frame had no code), data/len: reason */
+} ws_event_type;
+
+typedef struct ws_event {
+    ws_event_type type;
+    uint8_t opcode;        /* WS_OP_TEXT or WS_OP_BINARY for WS_EV_MESSAGE */
+    uint16_t close_code;   /* for WS_EV_CLOSE */
+    const uint8_t *data;   /* valid until the next ws_parser_feed/free call */
+    size_t len;
+} ws_event;
+
+typedef struct ws_parser ws_parser;
+
+/* Return a new parser enforcing max_frame (bytes of one frame's payload) and
+ * max_message (bytes of a reassembled message) limits; 0 means unlimited.
+ * Caller owns it and releases it with ws_parser_free(). */
+ws_parser *ws_parser_new(size_t max_frame, size_t max_message);
+void ws_parser_free(ws_parser *p);
+
+/* Consume bytes from in[0..len) until one event is complete or the input is
+ * exhausted. Returns the number of bytes consumed (>= 0) and sets *ev (its
+ * type is WS_EV_NONE when more input is needed), or a negative ws_error after
+ * which the parser must not be fed again. Input bytes may be unmasked in
+ * place. The caller calls again with the rest of the input after handling
+ * each event. Limits are enforced from the frame header, before any payload
+ * is buffered. Text is UTF-8 validated as bytes arrive, across fragments,
+ * so invalid text fails as soon as the offending byte is seen. After a close
+ * event, any further input is WS_E_CLOSED. */
+ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev);
+
+/* Bytes currently held for an unfinished message (for abuse limits). */
+size_t ws_parser_buffered(const ws_parser *p);
+
+/* ---- outgoing frames ---- */
+
+typedef struct ws_frame {
+    _Atomic uint32_t refs;
+    uint32_t len;          /* bytes of data[] in use: header + payload */
+    uint8_t data[];        /* the encoded frame, ready for write(2) */
+} ws_frame;
+
+/* Return a new unmasked, FIN frame of `opcode` with a copy of payload
+ * (len bytes), refcount 1. Never NULL (allocation failure aborts). */
+ws_frame *ws_frame_new(uint8_t opcode, const void *payload, size_t len);
+
+/* Return a new frame whose payload (len bytes) the caller fills in through
+ * ws_frame_payload() before sharing it. Refcount 1. */
+ws_frame *ws_frame_alloc(uint8_t opcode, size_t len);
+/* Return a pointer to the payload area of f. */
+uint8_t *ws_frame_payload(ws_frame *f);
+
+/* Return a close frame with `code` and an optional reason (truncated so the
+ * payload stays within 125 bytes; NULL for none). code 0 = empty payload. */
+ws_frame *ws_frame_close(uint16_t code, const char *reason);
+
+/* Add a reference (thread-safe); returns f. */
+ws_frame *ws_frame_ref(ws_frame *f);
+/* Drop a reference (thread-safe); frees f when the last one goes. */
+void ws_frame_unref(ws_frame *f);
+
+/* Return true when `code` may appear in a close frame received from a peer
+ * (RFC 6455 7.4: 1000-1003, 1007-1011, 3000-4999). */
+bool ws_close_code_valid(uint16_t code);
+
+#endif
