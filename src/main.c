@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "app/app.h"
 #include "app/echo.h"
+#include "cli/outputs.h"
 #include "common/alloc.h"
 #include "config/config.h"
 #include "log/log.h"
@@ -25,6 +27,8 @@ static void usage(FILE *out) {
             "Usage:\n"
             "  wsgate serve   [options]   start the server\n"
             "  wsgate check   [options]   validate the configuration and explain it\n"
+            "  wsgate outputs [options] [-json | -raw NAME]\n"
+            "                             the deployment's outputs (as terraform output)\n"
             "  wsgate version             print the version\n"
             "  wsgate --help              this text; `wsgate serve --help` lists every variable\n"
             "\n"
@@ -141,14 +145,35 @@ static int cmd_serve(int argc, char **argv) {
 
     uv_loop_t loop;
     uv_loop_init(&loop);
-    const server_handlers *handlers = echo_handlers();
-    server *srv = xmalloc(sizeof(*srv));
+    bool echo = strcmp(cfg.mode, "echo") == 0;
+    app *a = NULL;
     int rc = 0;
-    if (server_start(srv, &loop, &cfg, handlers, NULL) != 0) {
-        rc = 1;
-    } else {
+    if (!echo) {
+        char dbpath[4096], err[512];
+        outputs_data_file(&cfg, dbpath, sizeof(dbpath));
+        a = xmalloc(sizeof(*a));
+        if (app_init(a, &cfg, &loop, dbpath, err, sizeof(err)) != 0) {
+            log_msg(LOG_ERROR, "startup_error", "%s", err);
+            fprintf(stderr, "wsgate: %s\n", err);
+            free(a);
+            a = NULL;
+            rc = 1;
+        }
+    }
+    server *srv = xmalloc(sizeof(*srv));
+    if (rc == 0) {
+        const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
+        if (server_start(srv, &loop, &cfg, handlers, a) != 0) {
+            rc = 1;
+        } else {
+            uv_run(&loop, UV_RUN_DEFAULT);
+            log_msg(LOG_INFO, "stopped", "wsgate stopped");
+        }
+    }
+    if (a) {
+        app_close(a);
         uv_run(&loop, UV_RUN_DEFAULT);
-        log_msg(LOG_INFO, "stopped", "wsgate stopped");
+        free(a);
     }
     /* Let every close callback run, then release the loop. */
     uv_run(&loop, UV_RUN_NOWAIT);
@@ -163,6 +188,44 @@ static int cmd_serve(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_outputs(int argc, char **argv) {
+    outputs_format fmt = OUTPUTS_TEXT;
+    const char *name = NULL;
+    /* Pull out -json / -raw NAME, hand the rest to the config loader. */
+    char **rest = xcalloc((size_t)argc + 1, sizeof(*rest));
+    int n = 0;
+    rest[n++] = argv[0];
+    rest[n++] = argv[1];
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-json") == 0 || strcmp(argv[i], "--json") == 0) {
+            fmt = OUTPUTS_JSON;
+        } else if (strcmp(argv[i], "-raw") == 0 || strcmp(argv[i], "--raw") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "wsgate: -raw needs an output name\n");
+                free(rest);
+                return 2;
+            }
+            fmt = OUTPUTS_RAW;
+            name = argv[++i];
+        } else if (strncmp(argv[i], "-raw=", 5) == 0) {
+            fmt = OUTPUTS_RAW;
+            name = argv[i] + 5;
+        } else {
+            rest[n++] = argv[i];
+        }
+    }
+    config cfg;
+    if (load_config(&cfg, n, rest, 2) == 1) {
+        config_free(&cfg);
+        free(rest);
+        return 0;
+    }
+    int rc = outputs_print(&cfg, fmt, name, stdout);
+    config_free(&cfg);
+    free(rest);
+    return rc;
+}
+
 static int cmd_check(int argc, char **argv) {
     config cfg;
     if (load_config(&cfg, argc, argv, 2) == 1) {
@@ -170,6 +233,7 @@ static int cmd_check(int argc, char **argv) {
         return 0;
     }
     printf("configuration is valid\n");
+    config_print_no_effect(&cfg, stdout);
     config_dump(&cfg, stdout);
     config_free(&cfg);
     return 0;
@@ -188,6 +252,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc, argv);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc, argv);
+    if (strcmp(cmd, "outputs") == 0 || strcmp(cmd, "output") == 0) return cmd_outputs(argc, argv);
     fprintf(stderr, "wsgate: unknown command '%s' (see wsgate --help)\n", cmd);
     return 2;
 }

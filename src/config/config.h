@@ -96,6 +96,12 @@ int config_load_env(config *cfg, char **envp, config_error *err);
  * config_load_env. Returns 0 or -1 with *err filled (unknown name included). */
 int config_set(config *cfg, const char *assignment, config_error *err);
 
+/* Apply `value` to the variable `name` as config_set does, naming `origin`
+ * (e.g. "-p" for a CLI short flag) in messages. Returns 0 or -1 with *err
+ * filled (unknown name included). */
+int config_set_var(config *cfg, const char *origin, const char *name, const char *value,
+                   config_error *err);
+
 /* Check the cross-variable rules that single values cannot (e.g.
  * max_frame_size <= max_message_size is NOT required; see docs). Returns 0 or
  * -1 with *err filled. */
@@ -108,6 +114,12 @@ void config_dump(const config *cfg, void *out);
 /* Write the variable table (name, type, default, help) to `out` (a FILE*),
  * for `wsgate serve --help`. */
 void config_print_help(void *out);
+
+/* Write one `note:` line to `out` (a FILE*) for each AWS-only variable
+ * (DynamoDB capacity and billing, Lambda runtime and memory) whose value
+ * differs from its default: it is accepted and validated but has no effect
+ * in wsgate. For `wsgate check`. */
+void config_print_no_effect(const config *cfg, void *out);
 
 /* Release everything owned by *cfg. */
 void config_free(config *cfg);

@@ -1,7 +1,7 @@
 #include "config/tfvars.h"
 
 #include <errno.h>
-#include <math.h>
+#include <math.h> /* isfinite, a macro: no -lm needed */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -503,8 +503,10 @@ static int parse_number(tfv_parser *p, tfv_value *v) {
             v->is_integer = true;
             v->integer = ll;
         }
-    } else if (!underflow && d == floor(d) && d >= -9223372036854775808.0 &&
-               d < 9223372036854775808.0) {
+    } else if (!underflow && d >= -9223372036854775808.0 && d < 9223372036854775808.0 &&
+               d == (double)(int64_t)d) {
+        /* The range test comes first: converting an out-of-range double to
+         * an integer is undefined. */
         v->is_integer = true;
         v->integer = (int64_t)d;
     }

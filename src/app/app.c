@@ -1,0 +1,177 @@
+#include "app/app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "app/handlers.h"
+#include "common/alloc.h"
+#include "log/log.h"
+
+/* Bytes of a message body written to the log when enable_data_trace. */
+#define DATA_TRACE_MAX 1024
+
+static app *app_of(conn *c) { return c->srv->app; }
+
+static int64_t epoch_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* One access-log line with API Gateway's $context fields. */
+static void access_log(const app *a, conn *c, const char *event_type, const char *route_key,
+                       int status, int64_t request_ms, double latency_ms, const char *error,
+                       const char *body, size_t body_len) {
+    if (!log_enabled(LOG_INFO)) return;
+    char request_id[37];
+    store_uuid(request_id);
+    log_line l;
+    log_begin(&l, LOG_INFO, "access");
+    log_str(&l, "requestId", request_id);
+    log_str(&l, "connectionId", c->id);
+    log_str(&l, "eventType", event_type);
+    log_str(&l, "routeKey", route_key);
+    log_int(&l, "status", status);
+    log_int(&l, "requestTimeEpoch", request_ms);
+    log_num(&l, "integrationLatency", latency_ms);
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_str(&l, "identity.userAgent", c->user_agent);
+    log_str(&l, "stage", a->cfg->stage_name);
+    for (size_t i = 0; i < a->cfg->additional_tags_count; i++)
+        log_str(&l, a->cfg->additional_tags[i].key, a->cfg->additional_tags[i].value);
+    if (error) log_str(&l, "error.message", error);
+    if (body && a->cfg->enable_data_trace) log_strn(&l, "body", body, body_len, DATA_TRACE_MAX);
+    log_end(&l);
+}
+
+static int app_authorize(conn *c, const http_request *req, const char **message) {
+    app *a = app_of(c);
+    int64_t t0 = epoch_ms();
+    auth_identity *id = xcalloc(1, sizeof(*id));
+    int st = auth_identity_from_query(req, id, message);
+    if (st == 0) st = a->auth->authorize(a->auth, req, id, message);
+    if (st != 0) {
+        access_log(a, c, "CONNECT", "$connect", st, t0, 0, *message, NULL, 0);
+        auth_identity_clear(id);
+        free(id);
+        return st;
+    }
+    c->app = id; /* taken over by on_open */
+    return 0;
+}
+
+static void app_open(conn *c, const http_request *req) {
+    app *a = app_of(c);
+    int64_t t0 = epoch_ms();
+    double m0 = mono_ms();
+    auth_identity *id = c->app;
+    session *s = registry_add(&a->reg, c, id->user_id, id->username);
+    c->app = s;
+    room *rm = registry_join(&a->reg, s, id->room_id);
+    handlers_room_join(a, s, id->room_id);
+    handlers_welcome(s);
+    handlers_presence(rm, s, "user_joined", s);
+    auth_identity_clear(id);
+    free(id);
+    access_log(a, c, "CONNECT", "$connect", 200, t0, mono_ms() - m0, NULL, NULL, 0);
+}
+
+void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
+    int64_t t0 = epoch_ms();
+    double m0 = mono_ms();
+    s->messages++;
+    route_match m;
+    router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
+    handler_result res = {200, NULL};
+    char unknown[300];
+    switch (m.outcome) {
+    case ROUTE_INVALID_JSON:
+        handlers_send_error(s->c, "Invalid JSON format", "BAD_REQUEST");
+        res.status = 400;
+        res.error = "Invalid JSON format";
+        break;
+    case ROUTE_UNKNOWN:
+        snprintf(unknown, sizeof(unknown), "Unknown message type: %s", m.selected);
+        handlers_send_error(s->c, unknown, "BAD_REQUEST");
+        res.status = 400;
+        res.error = "Unknown message type";
+        break;
+    case ROUTED:
+        handlers_run(a, s, m.route, m.body, &res);
+        break;
+    }
+    access_log(a, s->c, "MESSAGE", m.route_key, res.status, t0, mono_ms() - m0, res.error,
+               (const char *)data, len);
+    free(m.selected);
+    json_decref(m.body);
+}
+
+static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
+    app_handle_message(app_of(c), c->app, opcode, data, len);
+}
+
+static void app_closed(conn *c) {
+    app *a = app_of(c);
+    session *s = c->app;
+    if (!s) return;
+    int64_t t0 = epoch_ms();
+    double m0 = mono_ms();
+    /* Leave every index first ($disconnect sees a registry without this
+     * connection), then tell the room. */
+    room *rm = s->room;
+    if (rm && rm->count > 1) {
+        registry_leave(&a->reg, s);
+        handlers_presence(rm, s, "user_left", NULL);
+    }
+    registry_remove(&a->reg, s);
+    c->app = NULL;
+    access_log(a, c, "DISCONNECT", "$disconnect", 200, t0, mono_ms() - m0, NULL, NULL, 0);
+}
+
+static const server_handlers api_handlers = {
+    .authorize = app_authorize,
+    .on_open = app_open,
+    .on_message = app_message,
+    .on_close = app_closed,
+};
+
+const server_handlers *app_handlers(void) { return &api_handlers; }
+
+int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
+             size_t errlen) {
+    memset(a, 0, sizeof(*a));
+    a->cfg = cfg;
+    a->loop = loop;
+    const char *rerr = NULL;
+    if (router_init(&a->router, cfg->route_selection_expression, cfg->custom_routes,
+                    cfg->custom_routes_count, &rerr) != 0) {
+        snprintf(err, errlen, "%s", rerr);
+        return -1;
+    }
+    registry_init(&a->reg);
+    a->auth = auth_demo();
+    a->store = store_open(store_path, loop, true, err, errlen);
+    if (!a->store) {
+        router_free(&a->router);
+        registry_free(&a->reg);
+        return -1;
+    }
+    return 0;
+}
+
+void app_close(app *a) {
+    if (a->store) store_close(a->store);
+    a->store = NULL;
+    registry_free(&a->reg);
+    router_free(&a->router);
+    if (a->auth && a->auth->destroy) a->auth->destroy(a->auth);
+}

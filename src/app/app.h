@@ -1,0 +1,44 @@
+/* The seed's API as the server's application: $connect (authorizer,
+ * welcome, user_joined), the message routes, $disconnect (user_left), the
+ * registry of live connections and the store. Runs on one loop thread. */
+#ifndef WSGATE_APP_APP_H
+#define WSGATE_APP_APP_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "app/auth.h"
+#include "app/registry.h"
+#include "app/router.h"
+#include "config/config.h"
+#include "net/server.h"
+#include "store/store.h"
+
+typedef struct app {
+    const config *cfg;
+    registry reg;
+    router router;
+    store *store;
+    authorizer *auth;
+    uv_loop_t *loop;
+} app;
+
+/* Initialise a on loop: open the store at store_path, build the router
+ * from cfg. Returns 0, or -1 with a message in err. */
+int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
+             size_t errlen);
+
+/* Close the store (running its last completions) and free everything.
+ * Call after the server's loop has stopped with no connections left; the
+ * loop must run once more to finish closing handles. */
+void app_close(app *a);
+
+/* Return the server handlers of the API mode (static storage). The
+ * server's `app` pointer must be the app. */
+const server_handlers *app_handlers(void);
+
+/* Route one message from session s (the built-in $default handler and the
+ * custom routes). Exposed for the fuzzer and tests. */
+void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len);
+
+#endif

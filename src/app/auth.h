@@ -1,0 +1,48 @@
+/* Authorizers: who may connect, decided at $connect before the 101. Each
+ * authorizer implements one interface; the demo authorizer reproduces the
+ * seed's handler (no token is accepted; a token not starting with "valid_"
+ * is refused), and the JWT and HTTP authorizers will implement the same
+ * interface. */
+#ifndef WSGATE_APP_AUTH_H
+#define WSGATE_APP_AUTH_H
+
+#include "http/request.h"
+
+/* Who a connection is. Strings are malloc'd and owned by the identity. */
+typedef struct auth_identity {
+    char *user_id;
+    char *username;
+    char *room_id;
+} auth_identity;
+
+typedef struct authorizer authorizer;
+
+struct authorizer {
+    const char *name;
+    /* Decide on the upgrade request `req`. `id` arrives filled from the
+     * query string (userId, username, roomId with their defaults); an
+     * authorizer that knows better (JWT claims) replaces its fields.
+     * Returns 0 to accept, or an HTTP status (401, 403) with *message set
+     * to a static text. Must not keep pointers into req. */
+    int (*authorize)(const authorizer *self, const http_request *req, auth_identity *id,
+                     const char **message);
+    void (*destroy)(authorizer *self);
+    void *state;
+};
+
+/* Return the demo authorizer (static storage; destroy is a no-op). */
+authorizer *auth_demo(void);
+
+/* Fill id from the request's query string: userId (default "anonymous"),
+ * username (default: the userId), roomId (default "general"). Returns 0, or
+ * 400 with *message set when a value is badly encoded or not a valid id. */
+int auth_identity_from_query(const http_request *req, auth_identity *id, const char **message);
+
+/* Free the strings of id (not id itself). */
+void auth_identity_clear(auth_identity *id);
+
+/* Return true when s is a usable user or room id: 1..128 bytes, no control
+ * characters. */
+int auth_valid_id(const char *s);
+
+#endif

@@ -1,0 +1,37 @@
+/* The built-in route handlers (the seed's message Lambda) and the messages
+ * they send. Internal to the app module. */
+#ifndef WSGATE_APP_HANDLERS_H
+#define WSGATE_APP_HANDLERS_H
+
+#include <jansson.h>
+
+#include "app/app.h"
+
+/* Result of a handler, for the access log. */
+typedef struct handler_result {
+    int status;              /* 200, or 400/403/404/500 when an error was sent */
+    const char *error;       /* the error text sent, or NULL */
+} handler_result;
+
+/* Run built-in route `id` for session s with the parsed body. Errors are
+ * sent to s's connection; the result says which. */
+void handlers_run(app *a, session *s, route_id id, json_t *body, handler_result *res);
+
+/* Send {"type":"error","data":{"message","code","timestamp"}} to c. */
+void handlers_send_error(conn *c, const char *message, const char *code);
+
+/* Encode j (reference stolen) once as a text frame. Returns the frame
+ * (refcount 1, caller unrefs). */
+ws_frame *handlers_frame(json_t *j);
+
+/* Send {"type":"user_joined"|"user_left","data":{...}} about s in room
+ * rm to every member of rm, skipping `except` (may be NULL). */
+void handlers_presence(room *rm, session *s, const char *type, session *except);
+
+/* The $connect welcome to s. */
+void handlers_welcome(session *s);
+
+/* Submit the room's creation (owner = s's user) to the store. */
+void handlers_room_join(app *a, session *s, const char *room_id);
+
+#endif

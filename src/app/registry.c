@@ -1,0 +1,127 @@
+#include "app/registry.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+void registry_init(registry *r) {
+    strmap_init(&r->by_id);
+    strmap_init(&r->users);
+    strmap_init(&r->rooms);
+}
+
+static void session_free(session *s) {
+    free(s->user_id);
+    free(s->username);
+    free(s->token_hint);
+    free(s);
+}
+
+void registry_free(registry *r) {
+    size_t it = 0;
+    void *v;
+    while (strmap_next(&r->by_id, &it, NULL, &v)) session_free(v);
+    it = 0;
+    while (strmap_next(&r->users, &it, NULL, &v)) {
+        free(((user_conns *)v)->id);
+        free(v);
+    }
+    it = 0;
+    while (strmap_next(&r->rooms, &it, NULL, &v)) {
+        free(((room *)v)->id);
+        free(v);
+    }
+    strmap_free(&r->by_id);
+    strmap_free(&r->users);
+    strmap_free(&r->rooms);
+}
+
+session *registry_add(registry *r, conn *c, const char *user_id, const char *username) {
+    session *s = xcalloc(1, sizeof(*s));
+    s->c = c;
+    s->user_id = xstrdup(user_id);
+    s->username = xstrdup(username);
+    strmap_put(&r->by_id, c->id, s, NULL);
+    user_conns *u = strmap_get(&r->users, user_id);
+    if (!u) {
+        u = xcalloc(1, sizeof(*u));
+        u->id = xstrdup(user_id);
+        strmap_put(&r->users, user_id, u, NULL);
+    }
+    s->user = u;
+    s->user_next = u->conns;
+    if (u->conns) u->conns->user_prev = s;
+    u->conns = s;
+    u->count++;
+    return s;
+}
+
+room *registry_join(registry *r, session *s, const char *room_id) {
+    if (s->room && strcmp(s->room->id, room_id) == 0) return s->room;
+    registry_leave(r, s);
+    room *rm = strmap_get(&r->rooms, room_id);
+    if (!rm) {
+        rm = xcalloc(1, sizeof(*rm));
+        rm->id = xstrdup(room_id);
+        strmap_put(&r->rooms, room_id, rm, NULL);
+    }
+    /* Append at the tail would need a tail pointer; members are unordered,
+     * so push at the head. */
+    s->room = rm;
+    s->room_prev = NULL;
+    s->room_next = rm->members;
+    if (rm->members) rm->members->room_prev = s;
+    rm->members = s;
+    rm->count++;
+    return rm;
+}
+
+void registry_leave(registry *r, session *s) {
+    room *rm = s->room;
+    if (!rm) return;
+    if (s->room_prev) s->room_prev->room_next = s->room_next;
+    else rm->members = s->room_next;
+    if (s->room_next) s->room_next->room_prev = s->room_prev;
+    s->room = NULL;
+    s->room_prev = s->room_next = NULL;
+    if (--rm->count == 0) {
+        strmap_remove(&r->rooms, rm->id);
+        free(rm->id);
+        free(rm);
+    }
+}
+
+void registry_remove(registry *r, session *s) {
+    registry_leave(r, s);
+    user_conns *u = s->user;
+    if (s->user_prev) s->user_prev->user_next = s->user_next;
+    else u->conns = s->user_next;
+    if (s->user_next) s->user_next->user_prev = s->user_prev;
+    if (--u->count == 0) {
+        strmap_remove(&r->users, u->id);
+        free(u->id);
+        free(u);
+    }
+    strmap_remove(&r->by_id, s->c->id);
+    session_free(s);
+}
+
+session *registry_by_id(const registry *r, const char *conn_id) { return strmap_get(&r->by_id, conn_id); }
+user_conns *registry_user(const registry *r, const char *user_id) { return strmap_get(&r->users, user_id); }
+room *registry_room(const registry *r, const char *room_id) { return strmap_get(&r->rooms, room_id); }
+
+static int cmp_room(const void *a, const void *b) {
+    const room *x = *(room *const *)a, *y = *(room *const *)b;
+    return strcmp(x->id, y->id);
+}
+
+size_t registry_rooms_sorted(const registry *r, room ***out) {
+    room **arr = xmalloc((r->rooms.count + 1) * sizeof(*arr));
+    size_t n = 0, it = 0;
+    void *v;
+    while (strmap_next(&r->rooms, &it, NULL, &v)) arr[n++] = v;
+    qsort(arr, n, sizeof(*arr), cmp_room);
+    *out = arr;
+    return n;
+}

@@ -1,0 +1,77 @@
+/* The live registry, standing in for the seed's DynamoDB connections table
+ * and its UserIndex and RoomIndex: every open connection's session, indexed
+ * by connection id, by user and by room. Add, move and remove are O(1); a
+ * room's members and a user's connections are intrusive lists, so a
+ * broadcast walks exactly the recipients. Owned by one loop thread. */
+#ifndef WSGATE_APP_REGISTRY_H
+#define WSGATE_APP_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strmap.h"
+#include "net/conn.h"
+
+typedef struct session session;
+
+typedef struct room {
+    char *id;                /* owned */
+    session *members;        /* list through session.room_next */
+    size_t count;
+} room;
+
+typedef struct user_conns {
+    char *id;                /* owned */
+    session *conns;          /* list through session.user_next */
+    size_t count;
+} user_conns;
+
+struct session {
+    conn *c;
+    char *user_id;           /* owned */
+    char *username;          /* owned */
+    char *token_hint;        /* unused for now; tokens are never kept */
+    room *room;              /* NULL: in no room */
+    session *room_prev, *room_next;
+    user_conns *user;
+    session *user_prev, *user_next;
+    uint64_t messages;       /* messages received, for logs */
+};
+
+typedef struct registry {
+    strmap by_id;            /* connection id -> session */
+    strmap users;            /* user id -> user_conns */
+    strmap rooms;            /* room id -> room (only rooms with members) */
+} registry;
+
+/* Initialise an empty registry. */
+void registry_init(registry *r);
+/* Free the registry's indexes and every session still in it. */
+void registry_free(registry *r);
+
+/* Create a session for c with copies of user_id and username, index it by
+ * connection id and user (in no room yet). Returns it, owned by r. */
+session *registry_add(registry *r, conn *c, const char *user_id, const char *username);
+
+/* Move s into room room_id (creating the room entry on first member),
+ * leaving its old room. Returns the new room. */
+room *registry_join(registry *r, session *s, const char *room_id);
+
+/* Take s out of its room (no effect if in none). An emptied room entry is
+ * freed. */
+void registry_leave(registry *r, session *s);
+
+/* Remove s from every index and free it. */
+void registry_remove(registry *r, session *s);
+
+/* Return the session of connection id, the live connections of a user, or
+ * a room with members; NULL when absent. */
+session *registry_by_id(const registry *r, const char *conn_id);
+user_conns *registry_user(const registry *r, const char *user_id);
+room *registry_room(const registry *r, const char *room_id);
+
+/* Fill *out with a malloc'd array of the rooms that have members, sorted by
+ * id (caller frees the array, not the rooms). Returns the count. */
+size_t registry_rooms_sorted(const registry *r, room ***out);
+
+#endif

@@ -1,0 +1,107 @@
+#include "cli/outputs.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+void outputs_data_file(const config *cfg, char *buf, size_t len) {
+    snprintf(buf, len, "%s/%s-%s.db", cfg->data_dir, cfg->project_name, cfg->environment);
+}
+
+/* The host clients should dial: the listen address, or loopback when
+ * listening on every address. */
+static const char *dial_host(const config *cfg, char *buf, size_t len) {
+    if (strcmp(cfg->listen, "0.0.0.0") == 0) return "127.0.0.1";
+    if (strcmp(cfg->listen, "::") == 0) return "[::1]";
+    if (strchr(cfg->listen, ':')) {
+        snprintf(buf, len, "[%s]", cfg->listen);
+        return buf;
+    }
+    return cfg->listen;
+}
+
+/* A stable id for the API, like API Gateway's 10-character api id, derived
+ * from the names that identify a deployment. */
+static void api_id(const config *cfg, char out[11]) {
+    char src[1024];
+    snprintf(src, sizeof(src), "%s/%s/%s/%s", cfg->project_name, cfg->environment, cfg->api_name,
+             cfg->aws_region);
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    EVP_Digest(src, strlen(src), d, &dl, EVP_sha256(), NULL);
+    static const char a[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    for (int i = 0; i < 10; i++) out[i] = a[d[i] % 36];
+    out[10] = '\0';
+}
+
+int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out) {
+    char hostbuf[128], endpoint[512], test_url[1024], id[11], data_file[4096], mgmt[600];
+    char conn_tbl[300], rooms_tbl[300], msgs_tbl[300], fn_connect[300], fn_message[300],
+        fn_disconnect[300];
+    const char *host = dial_host(cfg, hostbuf, sizeof(hostbuf));
+    snprintf(endpoint, sizeof(endpoint), "ws://%s:%lld/%s", host, (long long)cfg->port, cfg->stage_name);
+    snprintf(test_url, sizeof(test_url),
+             "%s?userId=testuser&username=TestUser&roomId=general&token=valid_test_token", endpoint);
+    api_id(cfg, id);
+    outputs_data_file(cfg, data_file, sizeof(data_file));
+    snprintf(mgmt, sizeof(mgmt), "http://%s:%lld/%s", host, (long long)cfg->port, cfg->stage_name);
+    const char *pe[] = {cfg->project_name, cfg->environment};
+    snprintf(conn_tbl, sizeof(conn_tbl), "%s-%s-connections", pe[0], pe[1]);
+    snprintf(rooms_tbl, sizeof(rooms_tbl), "%s-%s-rooms", pe[0], pe[1]);
+    snprintf(msgs_tbl, sizeof(msgs_tbl), "%s-%s-messages", pe[0], pe[1]);
+    snprintf(fn_connect, sizeof(fn_connect), "%s-%s-connect", pe[0], pe[1]);
+    snprintf(fn_message, sizeof(fn_message), "%s-%s-message", pe[0], pe[1]);
+    snprintf(fn_disconnect, sizeof(fn_disconnect), "%s-%s-disconnect", pe[0], pe[1]);
+
+    const struct {
+        const char *name;
+        const char *value;
+    } rows[] = {
+        {"connect_function_name", fn_connect},
+        {"connections_table_name", conn_tbl},
+        {"data_file", data_file},
+        {"disconnect_function_name", fn_disconnect},
+        {"management_api_url", mgmt},
+        {"message_function_name", fn_message},
+        {"messages_table_name", msgs_tbl},
+        {"rooms_table_name", rooms_tbl},
+        {"stage_name", cfg->stage_name},
+        {"test_connection_url", test_url},
+        {"websocket_api_endpoint", endpoint},
+        {"websocket_api_id", id},
+    };
+    size_t n = sizeof(rows) / sizeof(rows[0]);
+    if (format == OUTPUTS_RAW) {
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(rows[i].name, name) == 0) {
+                fputs(rows[i].value, out);
+                return 0;
+            }
+        }
+        fprintf(stderr, "wsgate: no output named \"%s\"\n", name);
+        return 1;
+    }
+    if (format == OUTPUTS_JSON) {
+        json_t *o = json_object();
+        for (size_t i = 0; i < n; i++)
+            json_object_set_new(o, rows[i].name,
+                                json_pack("{s:b,s:s,s:s}", "sensitive", 0, "type", "string", "value",
+                                          rows[i].value));
+        char *txt = json_dumps(o, JSON_INDENT(2));
+        fprintf(out, "%s\n", txt);
+        free(txt);
+        json_decref(o);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_string(rows[i].value);
+        char *q = json_dumps(s, JSON_ENCODE_ANY);
+        fprintf(out, "%s = %s\n", rows[i].name, q);
+        free(q);
+        json_decref(s);
+    }
+    return 0;
+}

@@ -1,0 +1,20 @@
+/* `wsgate outputs`: what `terraform output` printed for the seed, computed
+ * from the configuration. */
+#ifndef WSGATE_CLI_OUTPUTS_H
+#define WSGATE_CLI_OUTPUTS_H
+
+#include <stdio.h>
+
+#include "config/config.h"
+
+typedef enum outputs_format { OUTPUTS_TEXT, OUTPUTS_JSON, OUTPUTS_RAW } outputs_format;
+
+/* Print the outputs of cfg to out in `format`; for OUTPUTS_RAW only the
+ * value of `name`. Returns 0, or 1 (with a message on stderr) when name is
+ * not an output. */
+int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out);
+
+/* Write the path of the store's database file for cfg into buf. */
+void outputs_data_file(const config *cfg, char *buf, size_t len);
+
+#endif

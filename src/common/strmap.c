@@ -1,0 +1,124 @@
+#include "common/strmap.h"
+
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+static char tombstone_mark;
+#define STRMAP_TOMBSTONE (&tombstone_mark)
+
+static uint64_t strmap_seed;
+
+static uint64_t hash_key(const char *s) {
+    if (strmap_seed == 0) {
+        uint64_t seed = 0;
+        if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1) seed = 0x9e3779b97f4a7c15ULL;
+        strmap_seed = seed | 1;
+    }
+    /* FNV-1a over the seed and the key, then a 64-bit finaliser so every
+     * input bit reaches the low bits used as the index. */
+    uint64_t h = 0xcbf29ce484222325ULL ^ strmap_seed;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+void strmap_init(strmap *m) { memset(m, 0, sizeof(*m)); }
+
+void strmap_free(strmap *m) {
+    for (size_t i = 0; i < m->cap; i++) {
+        char *k = m->slots[i].key;
+        if (k && k != STRMAP_TOMBSTONE) free(k);
+    }
+    free(m->slots);
+    memset(m, 0, sizeof(*m));
+}
+
+static strmap_slot *find(const strmap *m, const char *key, uint64_t h) {
+    if (m->cap == 0) return NULL;
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        strmap_slot *s = &m->slots[i];
+        if (!s->key) return NULL;
+        if (s->key != STRMAP_TOMBSTONE && s->hash == h && strcmp(s->key, key) == 0) return s;
+    }
+}
+
+static void grow(strmap *m) {
+    size_t ncap = m->cap ? m->cap * 2 : 16;
+    /* Only tombstones: rehash at the same size. */
+    if (m->count * 2 < m->cap) ncap = m->cap;
+    strmap_slot *old = m->slots;
+    size_t ocap = m->cap;
+    m->slots = xcalloc(ncap, sizeof(*m->slots));
+    m->cap = ncap;
+    m->used = m->count;
+    for (size_t i = 0; i < ocap; i++) {
+        if (!old[i].key || old[i].key == STRMAP_TOMBSTONE) continue;
+        size_t mask = ncap - 1;
+        size_t j = old[i].hash & mask;
+        while (m->slots[j].key) j = (j + 1) & mask;
+        m->slots[j] = old[i];
+    }
+    free(old);
+}
+
+void *strmap_get(const strmap *m, const char *key) {
+    strmap_slot *s = find(m, key, hash_key(key));
+    return s ? s->value : NULL;
+}
+
+const char *strmap_put(strmap *m, const char *key, void *value, void **old) {
+    uint64_t h = hash_key(key);
+    strmap_slot *s = find(m, key, h);
+    if (s) {
+        if (old) *old = s->value;
+        s->value = value;
+        return s->key;
+    }
+    if (old) *old = NULL;
+    if ((m->used + 1) * 4 > m->cap * 3) grow(m);
+    size_t mask = m->cap - 1;
+    size_t i = h & mask;
+    while (m->slots[i].key && m->slots[i].key != STRMAP_TOMBSTONE) i = (i + 1) & mask;
+    if (!m->slots[i].key) m->used++;
+    m->slots[i].key = xstrdup(key);
+    m->slots[i].hash = h;
+    m->slots[i].value = value;
+    m->count++;
+    return m->slots[i].key;
+}
+
+void *strmap_remove(strmap *m, const char *key) {
+    strmap_slot *s = find(m, key, hash_key(key));
+    if (!s) return NULL;
+    void *v = s->value;
+    free(s->key);
+    s->key = STRMAP_TOMBSTONE;
+    s->value = NULL;
+    m->count--;
+    return v;
+}
+
+bool strmap_next(const strmap *m, size_t *iter, const char **key, void **value) {
+    for (size_t i = *iter; i < m->cap; i++) {
+        const strmap_slot *s = &m->slots[i];
+        if (s->key && s->key != STRMAP_TOMBSTONE) {
+            *iter = i + 1;
+            if (key) *key = s->key;
+            if (value) *value = s->value;
+            return true;
+        }
+    }
+    *iter = m->cap;
+    return false;
+}

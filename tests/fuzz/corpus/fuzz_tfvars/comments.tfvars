@@ -1,0 +1,4 @@
+/* block
+ comment */ stage_name = "x" // tail
+# hash
+port = 9000 /* c */

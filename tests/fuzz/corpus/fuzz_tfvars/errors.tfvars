@@ -1,0 +1,2 @@
+stage_name = "unterminated
+port = [1, 2

@@ -1,0 +1,4 @@
+custom_routes = [
+  "a", # c
+  "b",
+]

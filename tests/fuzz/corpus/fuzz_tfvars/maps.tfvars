@@ -1,0 +1,3 @@
+additional_tags = { Owner = "x", "Cost Center": "y",
+  z = "w"
+}

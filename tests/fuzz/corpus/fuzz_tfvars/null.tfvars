@@ -1,0 +1,3 @@
+environment = null
+lambda_timeout = "30"
+enable_encryption = "false"

@@ -1,0 +1,561 @@
+/* Unit tests for the configuration table (src/config/config.c). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "config/config.h"
+
+/* The seed document's "Example terraform.tfvars", verbatim. */
+static const char seed_example[] =
+    "# Core configuration\n"
+    "aws_region   = \"us-west-2\"\n"
+    "environment  = \"production\"\n"
+    "project_name = \"chat-app\"\n"
+    "\n"
+    "# WebSocket API configuration\n"
+    "api_name    = \"chat-websocket-api\"\n"
+    "stage_name  = \"prod\"\n"
+    "\n"
+    "# DynamoDB configuration\n"
+    "dynamodb_billing_mode = \"PAY_PER_REQUEST\"\n"
+    "enable_dynamodb_point_in_time_recovery = true\n"
+    "\n"
+    "# Lambda configuration\n"
+    "lambda_runtime = \"python3.11\"\n"
+    "lambda_memory_size = 512\n"
+    "lambda_message_memory_size = 1024\n"
+    "\n"
+    "# Security configuration\n"
+    "enable_encryption = true\n"
+    "enable_xray_tracing = true\n"
+    "log_retention_days = 30\n"
+    "\n"
+    "# Monitoring configuration\n"
+    "enable_detailed_metrics = true\n"
+    "logging_level = \"INFO\"\n"
+    "throttling_burst_limit = 1000\n"
+    "throttling_rate_limit = 2000\n"
+    "\n"
+    "# Custom routes\n"
+    "custom_routes = [\n"
+    "  \"chat\",\n"
+    "  \"join_room\",\n"
+    "  \"leave_room\",\n"
+    "  \"private_message\",\n"
+    "  \"room_list\",\n"
+    "  \"typing_indicator\"\n"
+    "]\n"
+    "\n"
+    "# Additional tags\n"
+    "additional_tags = {\n"
+    "  Owner       = \"platform-team\"\n"
+    "  CostCenter  = \"engineering\"\n"
+    "  Application = \"chat-service\"\n"
+    "}\n";
+
+/* Load text from an exact-size heap copy (no NUL after it). */
+static int load(config *cfg, const char *text, config_error *err) {
+    size_t n = strlen(text);
+    char *copy = xmalloc(n);
+    memcpy(copy, text, n);
+    int rc = config_load_text(cfg, "test.tfvars", copy, n, err);
+    free(copy);
+    return rc;
+}
+
+static char *dump_to_string(const config *cfg) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    cr_assert_not_null(m);
+    config_dump(cfg, m);
+    fclose(m);
+    return buf;
+}
+
+Test(config, defaults) {
+    config c;
+    config_init_defaults(&c);
+    cr_expect_str_eq(c.aws_region, "us-east-1");
+    cr_expect_str_eq(c.environment, "dev");
+    cr_expect_str_eq(c.project_name, "websocket-api");
+    cr_expect_str_eq(c.api_name, "websocket-api");
+    cr_expect_str_eq(c.api_description, "Real-time WebSocket API for chat and messaging");
+    cr_expect_str_eq(c.stage_name, "staging");
+    cr_expect_str_eq(c.route_selection_expression, "$request.body.type");
+    cr_assert_eq(c.custom_routes_count, 5);
+    cr_expect_str_eq(c.custom_routes[0], "chat");
+    cr_expect_str_eq(c.custom_routes[4], "room_list");
+    cr_expect_null(c.custom_routes[5]);
+    cr_expect_str_eq(c.dynamodb_billing_mode, "PROVISIONED");
+    cr_expect_eq(c.dynamodb_read_capacity, 5);
+    cr_expect_eq(c.dynamodb_write_capacity, 5);
+    cr_expect_str_eq(c.dynamodb_table_class, "STANDARD");
+    cr_expect(c.enable_dynamodb_point_in_time_recovery);
+    cr_expect_str_eq(c.lambda_runtime, "python3.11");
+    cr_expect_eq(c.lambda_memory_size, 256);
+    cr_expect_eq(c.lambda_message_memory_size, 512);
+    cr_expect_eq(c.lambda_timeout, 30);
+    cr_expect_eq(c.lambda_message_timeout, 60);
+    cr_expect(c.enable_detailed_metrics);
+    cr_expect(c.enable_data_trace);
+    cr_expect_str_eq(c.logging_level, "INFO");
+    cr_expect_eq(c.throttling_burst_limit, 500);
+    cr_expect_eq(c.throttling_rate_limit, 1000);
+    cr_expect_eq(c.log_retention_days, 14);
+    cr_expect(c.enable_xray_tracing);
+    cr_expect(c.enable_encryption);
+    cr_expect_eq(c.kms_key_deletion_window, 7);
+    cr_expect_eq(c.additional_tags_count, 0);
+    cr_expect_str_eq(c.listen, "127.0.0.1");
+    cr_expect_eq(c.port, 8080);
+    cr_expect_str_eq(c.data_dir, "./data");
+    cr_expect_str_eq(c.mode, "api");
+    cr_expect_eq(c.max_frame_size, 131072);
+    cr_expect_eq(c.max_message_size, 131072);
+    cr_expect_eq(c.max_header_bytes, 8192);
+    cr_expect_eq(c.max_headers, 100);
+    cr_expect_eq(c.handshake_timeout_ms, 10000);
+    cr_expect_eq(c.idle_timeout_s, 600);
+    cr_expect_eq(c.ping_interval_s, 30);
+    cr_expect_eq(c.pong_timeout_s, 10);
+    cr_expect_eq(c.max_connection_duration_s, 0);
+    cr_expect_eq(c.max_queued_bytes, 1048576);
+    cr_expect_eq(c.shutdown_timeout_ms, 5000);
+    cr_expect_eq(c.max_connections, 100000);
+    config_error err;
+    cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
+    config_free(&c);
+    config_free(&c); /* idempotent */
+}
+
+Test(config, seed_example_loads) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, seed_example, &err), 0, "%s", err.message);
+    cr_assert_eq(config_validate(&c, &err), 0, "%s", err.message);
+    cr_expect_str_eq(c.aws_region, "us-west-2");
+    cr_expect_str_eq(c.environment, "production");
+    cr_expect_str_eq(c.project_name, "chat-app");
+    cr_expect_str_eq(c.api_name, "chat-websocket-api");
+    cr_expect_str_eq(c.stage_name, "prod");
+    cr_expect_str_eq(c.dynamodb_billing_mode, "PAY_PER_REQUEST");
+    cr_expect(c.enable_dynamodb_point_in_time_recovery);
+    cr_expect_str_eq(c.lambda_runtime, "python3.11");
+    cr_expect_eq(c.lambda_memory_size, 512);
+    cr_expect_eq(c.lambda_message_memory_size, 1024);
+    cr_expect(c.enable_encryption);
+    cr_expect(c.enable_xray_tracing);
+    cr_expect_eq(c.log_retention_days, 30);
+    cr_expect(c.enable_detailed_metrics);
+    cr_expect_str_eq(c.logging_level, "INFO");
+    cr_expect_eq(c.throttling_burst_limit, 1000);
+    cr_expect_eq(c.throttling_rate_limit, 2000);
+    cr_assert_eq(c.custom_routes_count, 6);
+    cr_expect_str_eq(c.custom_routes[5], "typing_indicator");
+    cr_expect_null(c.custom_routes[6]);
+    cr_assert_eq(c.additional_tags_count, 3);
+    cr_expect_str_eq(c.additional_tags[0].key, "Owner");
+    cr_expect_str_eq(c.additional_tags[0].value, "platform-team");
+    cr_expect_str_eq(c.additional_tags[2].key, "Application");
+    cr_expect_str_eq(c.additional_tags[2].value, "chat-service");
+    /* Unset variables keep their defaults. */
+    cr_expect_eq(c.dynamodb_read_capacity, 5);
+    cr_expect_eq(c.port, 8080);
+    config_free(&c);
+}
+
+Test(config, load_file_and_missing_file) {
+    char path[] = "/tmp/wsgate_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, seed_example, strlen(seed_example)), (ssize_t)strlen(seed_example));
+    close(fd);
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_expect_eq(config_load_file(&c, path, &err), 0, "%s", err.message);
+    cr_expect_str_eq(c.stage_name, "prod");
+    unlink(path);
+    cr_expect_eq(config_load_file(&c, path, &err), -1);
+    char want[128];
+    snprintf(want, sizeof want, "cannot read %s: No such file or directory", path);
+    cr_expect_str_eq(err.message, want);
+    config_free(&c);
+}
+
+Test(config, file_errors_name_file_and_line) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_expect_eq(load(&c, "port = 1\n\nfoo = 2\n", &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:3: unknown variable \"foo\"");
+    cr_expect_eq(load(&c, "a = \"x\n", &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:1:5: unterminated string: a quoted string cannot "
+                                  "span lines (use \\n)");
+    cr_expect_eq(load(&c, "custom_routes = [\n\"a\",\n", &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:1:17: unterminated list: missing ']'");
+    cr_expect_eq(load(&c, "port = 1\n/* x\n", &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:2:1: unterminated comment: missing '*/'");
+    config_free(&c);
+}
+
+/* One bad value per validation rule, with the rule text the message must
+ * carry. */
+static const struct {
+    const char *text;
+    const char *name;
+    const char *rule;
+} bad_values[] = {
+    {"aws_region = \"US_EAST\"", "aws_region", "AWS region must contain only lowercase"},
+    {"environment = \"prod env\"", "environment",
+     "Environment name must contain only alphanumeric characters and hyphens."},
+    {"environment = \"\"", "environment", "Environment name must contain only"},
+    {"project_name = \"chat_app\"", "project_name",
+     "Project name must contain only alphanumeric characters and hyphens."},
+    {"api_name = \"\"", "api_name", "API name must be between 1 and 128 characters."},
+    {"stage_name = \"a/b\"", "stage_name", "Stage name must contain only"},
+    {"route_selection_expression = \"$request.header.x\"", "route_selection_expression",
+     "Route selection expression must be of the form $request.body.PATH."},
+    {"route_selection_expression = \"$request.body.\"", "route_selection_expression",
+     "of the form $request.body.PATH"},
+    {"route_selection_expression = \"$request.body.a..b\"", "route_selection_expression",
+     "of the form $request.body.PATH"},
+    {"custom_routes = [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]",
+     "custom_routes", "Maximum of 10 custom routes allowed."},
+    {"custom_routes = [\"chat\", \"\"]", "custom_routes", "non-empty string"},
+    {"custom_routes = [\"chat\", 5]", "custom_routes", "must be a list of strings"},
+    {"custom_routes = \"chat\"", "custom_routes", "must be a list of strings"},
+    {"dynamodb_billing_mode = \"ON_DEMAND\"", "dynamodb_billing_mode",
+     "DynamoDB billing mode must be either PROVISIONED or PAY_PER_REQUEST."},
+    {"dynamodb_read_capacity = 0", "dynamodb_read_capacity",
+     "DynamoDB read capacity must be between 1 and 40000."},
+    {"dynamodb_write_capacity = 40001", "dynamodb_write_capacity",
+     "DynamoDB write capacity must be between 1 and 40000."},
+    {"dynamodb_table_class = \"GLACIER\"", "dynamodb_table_class",
+     "DynamoDB table class must be either STANDARD or STANDARD_INFREQUENT_ACCESS."},
+    {"enable_dynamodb_point_in_time_recovery = 1", "enable_dynamodb_point_in_time_recovery",
+     "must be true or false"},
+    {"lambda_runtime = \"python3.12\"", "lambda_runtime",
+     "Lambda runtime must be a supported Python version (python3.8 through python3.11)."},
+    {"lambda_runtime = \"nodejs18.x\"", "lambda_runtime", "supported Python version"},
+    {"lambda_memory_size = 127", "lambda_memory_size",
+     "Lambda memory size must be between 128 and 10240 MB."},
+    {"lambda_message_memory_size = 10241", "lambda_message_memory_size",
+     "Lambda message memory size must be between 128 and 10240 MB."},
+    {"lambda_timeout = 0", "lambda_timeout", "Lambda timeout must be between 1 and 900 seconds."},
+    {"lambda_message_timeout = 901", "lambda_message_timeout",
+     "Lambda message timeout must be between 1 and 900 seconds."},
+    {"enable_detailed_metrics = \"yes\"", "enable_detailed_metrics", "must be true or false"},
+    {"enable_data_trace = null_", "enable_data_trace", "variables and function calls"},
+    {"logging_level = \"DEBUG\"", "logging_level",
+     "Logging level must be one of: OFF, ERROR, INFO."},
+    {"logging_level = \"info\"", "logging_level", "Logging level must be one of"},
+    {"throttling_burst_limit = 5001", "throttling_burst_limit",
+     "Throttling burst limit must be between 0 and 5000."},
+    {"throttling_burst_limit = -1", "throttling_burst_limit",
+     "Throttling burst limit must be between 0 and 5000."},
+    {"throttling_rate_limit = 10001", "throttling_rate_limit",
+     "Throttling rate limit must be between 0 and 10000."},
+    {"log_retention_days = 15", "log_retention_days",
+     "Log retention days must be one of the valid CloudWatch retention periods."},
+    {"enable_xray_tracing = []", "enable_xray_tracing", "must be true or false"},
+    {"enable_encryption = 0", "enable_encryption", "must be true or false"},
+    {"kms_key_deletion_window = 6", "kms_key_deletion_window",
+     "KMS key deletion window must be between 7 and 30 days."},
+    {"kms_key_deletion_window = 31", "kms_key_deletion_window", "between 7 and 30 days"},
+    {"additional_tags = { a = 1 }", "additional_tags", "must be a map of strings"},
+    {"additional_tags = [\"a\"]", "additional_tags", "must be a map of strings"},
+    {"additional_tags = { \"\" = \"x\" }", "additional_tags", "Tag keys must be 1 to 128"},
+    {"listen = \"0.0.0.0 \"", "listen", "Listen address must be"},
+    {"listen = \"\"", "listen", "Listen address must be"},
+    {"port = 65536", "port", "Port must be between 0 and 65535."},
+    {"port = -1", "port", "Port must be between 0 and 65535."},
+    {"port = 80.5", "port", "must be a whole number"},
+    {"port = \"eighty\"", "port", "must be a whole number"},
+    {"data_dir = \"\"", "data_dir", "Data directory must be a non-empty path."},
+    {"mode = \"proxy\"", "mode", "Mode must be either api or echo."},
+    {"max_frame_size = 0", "max_frame_size", "Maximum frame size must be between 1 and 67108864"},
+    {"max_frame_size = 67108865", "max_frame_size", "between 1 and 67108864"},
+    {"max_message_size = 67108865", "max_message_size",
+     "Maximum message size must be between 1 and 67108864"},
+    {"max_header_bytes = 1023", "max_header_bytes", "Maximum header bytes must be between"},
+    {"max_headers = 7", "max_headers", "Maximum headers must be between 8 and 10000."},
+    {"handshake_timeout_ms = -1", "handshake_timeout_ms", "Handshake timeout must be between"},
+    {"idle_timeout_s = 86401", "idle_timeout_s", "Idle timeout must be between 0 and 86400"},
+    {"ping_interval_s = -5", "ping_interval_s", "Ping interval must be between"},
+    {"pong_timeout_s = 3601", "pong_timeout_s", "Pong timeout must be between"},
+    {"max_connection_duration_s = -1", "max_connection_duration_s",
+     "Maximum connection duration must be between"},
+    {"max_queued_bytes = 0", "max_queued_bytes", "Maximum queued bytes must be between"},
+    {"shutdown_timeout_ms = 600001", "shutdown_timeout_ms", "Shutdown timeout must be between"},
+    {"max_connections = 0", "max_connections", "Maximum connections must be between"},
+    {"stage_name = 5", "stage_name", "must be a string"},
+    {"aws_region = true", "aws_region", "must be a string"},
+    {"api_description = [\"x\"]", "api_description", "must be a string"},
+};
+
+Test(config, every_rule_rejects_with_file_line_name) {
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
+        config c;
+        config_error err;
+        config_init_defaults(&c);
+        char text[512];
+        /* The bad value sits on line 3, after a comment and a good line. */
+        bool is_port = strcmp(bad_values[i].name, "port") == 0;
+        snprintf(text, sizeof text, "# header\n%s\n%s\n",
+                 is_port ? "lambda_timeout = 31" : "port = 9000", bad_values[i].text);
+        cr_expect_eq(load(&c, text, &err), -1, "accepted: %s", bad_values[i].text);
+        char prefix[160];
+        snprintf(prefix, sizeof prefix, "test.tfvars:3: variable \"%s\": ", bad_values[i].name);
+        bool syntax = strstr(bad_values[i].rule, "variables and function calls") != NULL;
+        if (syntax) /* reported by position, and nothing of the file applies */
+            snprintf(prefix, sizeof prefix, "test.tfvars:3:");
+        cr_expect(strncmp(err.message, prefix, strlen(prefix)) == 0, "\"%s\" lacks prefix \"%s\"",
+                  err.message, prefix);
+        cr_expect(strstr(err.message, bad_values[i].rule) != NULL, "\"%s\" lacks \"%s\"",
+                  err.message, bad_values[i].rule);
+        /* The earlier line applied; the bad value did not. */
+        if (is_port)
+            cr_expect_eq(c.lambda_timeout, 31);
+        else if (!syntax)
+            cr_expect_eq(c.port, 9000);
+        cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
+        config_free(&c);
+    }
+}
+
+Test(config, good_edge_values) {
+    static const char *good[] = {
+        "port = 0",
+        "port = 65535",
+        "throttling_burst_limit = 0",
+        "throttling_rate_limit = 10000",
+        "log_retention_days = 3653",
+        "log_retention_days = 1",
+        "lambda_runtime = \"python3.8\"",
+        "route_selection_expression = \"$request.body.action\"",
+        "route_selection_expression = \"$request.body.meta.kind\"",
+        "custom_routes = []",
+        "custom_routes = [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\"]",
+        "max_frame_size = 67108864",
+        "logging_level = \"OFF\"",
+        "mode = \"echo\"",
+        "listen = \"::\"",
+        "listen = \"localhost\"",
+        "lambda_timeout = \"45\"",          /* Terraform converts numeric strings */
+        "enable_encryption = \"false\"",
+        "port = 8.1e3",
+        "environment = \"Prod-2\"",
+        "additional_tags = { \"team name\" = \"\" }",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        config c;
+        config_error err;
+        config_init_defaults(&c);
+        cr_expect_eq(load(&c, good[i], &err), 0, "%s: %s", good[i], err.message);
+        cr_expect_eq(config_validate(&c, &err), 0, "%s: %s", good[i], err.message);
+        config_free(&c);
+    }
+}
+
+Test(config, null_restores_default) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, "stage_name = \"x\"\nport = 1\n", &err), 0);
+    cr_assert_eq(config_set(&c, "stage_name=null", &err), 0); /* a string: taken verbatim */
+    cr_expect_str_eq(c.stage_name, "null");
+    cr_assert_eq(load(&c, "stage_name = null\nport = null\ncustom_routes = null\n", &err), 0,
+                 "%s", err.message);
+    cr_expect_str_eq(c.stage_name, "staging");
+    cr_expect_eq(c.port, 8080);
+    cr_expect_eq(c.custom_routes_count, 5);
+    config_free(&c);
+}
+
+Test(config, env_and_set) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    char *env[] = {
+        "PATH=/usr/bin",
+        "TF_VAR_stage_name=prod",
+        "TF_VAR_port=\"5\"",
+        "TF_VAR_custom_routes=[\"a\", \"b\"]",
+        "TF_VAR_enable_encryption=false",
+        "TF_VAR_enable_xray_tracing=\"false\"",
+        "TF_VAR_additional_tags={ team = \"x\" }",
+        "TF_VAR_api_name=\"quoted\"",
+        "TF_VAR_api_description=2024",
+        "TF_VAR_unknown_thing=1",
+        "TF_VAR_noequals",
+        NULL,
+    };
+    cr_assert_eq(config_load_env(&c, env, &err), 0, "%s", err.message);
+    cr_expect_str_eq(c.stage_name, "prod");
+    cr_expect_eq(c.port, 5);
+    cr_assert_eq(c.custom_routes_count, 2);
+    cr_expect_str_eq(c.custom_routes[1], "b");
+    cr_expect_not(c.enable_encryption);
+    cr_expect_not(c.enable_xray_tracing);
+    cr_assert_eq(c.additional_tags_count, 1);
+    cr_expect_str_eq(c.additional_tags[0].value, "x");
+    cr_expect_str_eq(c.api_name, "quoted");
+    cr_expect_str_eq(c.api_description, "2024");
+
+    cr_assert_eq(config_set(&c, "stage_name=v2", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "custom_routes=[\"a\",\"b\",\"c\"]", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "port=9000", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "max_frame_size=1e3", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "api_description=a = b", &err), 0, "%s", err.message);
+    cr_expect_str_eq(c.stage_name, "v2");
+    cr_expect_eq(c.custom_routes_count, 3);
+    cr_expect_eq(c.port, 9000);
+    cr_expect_eq(c.max_frame_size, 1000);
+    cr_expect_str_eq(c.api_description, "a = b");
+
+    cr_expect_eq(config_set(&c, "port=abc", &err), -1);
+    cr_expect_str_eq(err.message, "--set: variable \"port\": must be a whole number");
+    cr_expect_eq(config_set(&c, "port=70000", &err), -1);
+    cr_expect_str_eq(err.message, "--set: variable \"port\": Port must be between 0 and 65535.");
+    cr_expect_eq(config_set(&c, "custom_routes=chat", &err), -1);
+    cr_expect_str_eq(err.message, "--set: variable \"custom_routes\": must be a list of strings");
+    cr_expect_eq(config_set(&c, "nope=1", &err), -1);
+    cr_expect_str_eq(err.message, "--set: unknown variable \"nope\"");
+    cr_expect_eq(config_set(&c, "port", &err), -1);
+    cr_expect(strstr(err.message, "expected name=value") != NULL, "%s", err.message);
+    cr_expect_eq(config_set(&c, "enable_encryption=maybe", &err), -1);
+    cr_expect_str_eq(err.message, "--set: variable \"enable_encryption\": must be true or false");
+    cr_expect_eq(config_set(&c, "stage_name=\"unterminated", &err), -1);
+    cr_expect(strstr(err.message, "Stage name must contain only") != NULL, "%s", err.message);
+    cr_expect_eq(config_set_var(&c, "-p", "port", "x", &err), -1);
+    cr_expect_str_eq(err.message, "-p: variable \"port\": must be a whole number");
+    cr_expect_eq(c.port, 9000); /* failures leave the old value */
+
+    char *bad_env[] = {"TF_VAR_log_retention_days=2", NULL};
+    cr_expect_eq(config_load_env(&c, bad_env, &err), -1);
+    cr_expect_str_eq(err.message, "TF_VAR_log_retention_days: variable \"log_retention_days\": "
+                                  "Log retention days must be one of the valid CloudWatch "
+                                  "retention periods.");
+    config_free(&c);
+}
+
+Test(config, precedence_file_env_set) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, "stage_name = \"file\"\nport = 1000\napi_name = \"f\"\n", &err), 0);
+    char *env[] = {"TF_VAR_stage_name=env", "TF_VAR_port=2000", NULL};
+    cr_assert_eq(config_load_env(&c, env, &err), 0);
+    cr_assert_eq(config_set(&c, "port=3000", &err), 0);
+    cr_expect_str_eq(c.api_name, "f");        /* file only */
+    cr_expect_str_eq(c.stage_name, "env");    /* env beats file */
+    cr_expect_eq(c.port, 3000);               /* --set beats env */
+    config_free(&c);
+}
+
+Test(config, dump_round_trip) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, seed_example, &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "api_description=\"q\\\" b\\\\ $${x} %%{y} \\n\\t\\u0001 \\u00e9\"",
+                            &err),
+                 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "additional_tags={\"a b\" = \"c\\\"d\", e = \"\"}", &err), 0,
+                 "%s", err.message);
+    char *text = dump_to_string(&c);
+    cr_expect(strstr(text, "stage_name") != NULL);
+    cr_expect(strstr(text, "custom_routes                          = [\"chat\", ") != NULL,
+              "%s", text);
+    config d;
+    config_init_defaults(&d);
+    cr_assert_eq(config_load_text(&d, "dump", text, strlen(text), &err), 0, "%s\n%s", err.message,
+                 text);
+    cr_expect_str_eq(d.api_description, c.api_description);
+    cr_expect_str_eq(d.api_description, "q\" b\\ ${x} %{y} \n\t\x01 \xc3\xa9");
+    cr_expect_eq(d.additional_tags_count, 2);
+    cr_expect_str_eq(d.additional_tags[0].key, "a b");
+    cr_expect_str_eq(d.additional_tags[0].value, "c\"d");
+    char *again = dump_to_string(&d);
+    cr_expect_str_eq(again, text);
+    free(again);
+    free(text);
+    config_free(&d);
+    config_free(&c);
+
+    /* Defaults round-trip too (empty map, default list). */
+    config_init_defaults(&c);
+    text = dump_to_string(&c);
+    cr_expect(strstr(text, "additional_tags                        = {}\n") != NULL, "%s", text);
+    config_init_defaults(&d);
+    cr_assert_eq(config_load_text(&d, "dump", text, strlen(text), &err), 0, "%s", err.message);
+    again = dump_to_string(&d);
+    cr_expect_str_eq(again, text);
+    free(again);
+    free(text);
+    config_free(&d);
+    config_free(&c);
+}
+
+Test(config, help_lists_every_variable) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    config_print_help(m);
+    fclose(m);
+    static const char *names[] = {"aws_region", "additional_tags", "kms_key_deletion_window",
+                                  "max_connections", "route_selection_expression"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        cr_expect(strstr(buf, names[i]) != NULL, "%s missing", names[i]);
+    cr_expect(strstr(buf, "list(string)") != NULL);
+    cr_expect(strstr(buf, "\"us-east-1\"") != NULL);
+    cr_expect(strncmp(buf, "VARIABLE", 8) == 0);
+    free(buf);
+}
+
+Test(config, no_effect_notes) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, seed_example, &err), 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    config_print_no_effect(&c, m);
+    fclose(m);
+    cr_expect(strstr(buf, "\"dynamodb_billing_mode\"") != NULL, "%s", buf);
+    cr_expect(strstr(buf, "\"lambda_memory_size\"") != NULL, "%s", buf);
+    cr_expect(strstr(buf, "\"lambda_runtime\"") == NULL, "%s", buf); /* default value */
+    cr_expect(strstr(buf, "\"stage_name\"") == NULL, "%s", buf);
+    free(buf);
+    config_free(&c);
+}
+
+Test(config, validate_catches_direct_assignment) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    c.port = 70000;
+    cr_expect_eq(config_validate(&c, &err), -1);
+    cr_expect_str_eq(err.message, "variable \"port\": Port must be between 0 and 65535.");
+    config_free(&c);
+}
+
+Test(config, not_nul_terminated) {
+    /* "port = 12" cut after "port = 1": must read only 8 bytes. */
+    char *buf = xmalloc(8);
+    memcpy(buf, "port = 12", 8);
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_expect_eq(config_load_text(&c, "x", buf, 8, &err), 0, "%s", err.message);
+    cr_expect_eq(c.port, 1);
+    free(buf);
+    config_free(&c);
+}
