@@ -21,15 +21,18 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ  := $(BUILD)/obj/src/main.o
 LIB       := $(BUILD)/libwsgate.a
 BIN       := $(BUILD)/wsgate
+LOADGEN   := $(BUILD)/wsgate-loadgen
 
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
+.SECONDARY:
+
 .PHONY: all deps run test unit integration asan fuzz fuzz-smoke clean bench
 
-all: $(BIN)
+all: $(BIN) $(LOADGEN)
 
 deps:
 	@./scripts/install-deps.sh
@@ -44,6 +47,10 @@ $(LIB): $(LIB_OBJS)
 
 $(BIN): $(MAIN_OBJ) $(LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(LOADGEN): bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS_ALL) $(PKG_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -70,15 +77,21 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" all unit integration
 
-# libFuzzer targets, built with clang against the library sources.
+# libFuzzer targets, built with clang: the library once with coverage
+# instrumentation, then each target linked against it.
 FUZZ_BUILD := build-fuzz
-FUZZ_FLAGS := -std=gnu17 -g -O1 -Isrc $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS := -std=gnu17 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) \
+               -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+FUZZ_OBJS  := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_TIME  ?= 60
 
-$(FUZZ_BUILD)/%: tests/fuzz/%.c $(LIB_SRCS)
-	@mkdir -p $(FUZZ_BUILD)
-	clang $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(PKG_LIBS) -lpthread
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_OBJS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(PKG_LIBS) -lpthread
 
 # Runs every fuzzer for FUZZ_TIME seconds on its seed corpus (copied, so the
 # committed corpus only grows by hand).
@@ -87,14 +100,17 @@ fuzz: deps $(FUZZ_BINS)
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$n; cp -r tests/fuzz/corpus/$$n/. $(FUZZ_BUILD)/corpus/$$n/ 2>/dev/null || true; \
 	  dict=""; [ -f tests/fuzz/$$n.dict ] && dict="-dict=tests/fuzz/$$n.dict"; \
 	  echo "== $$n for $(FUZZ_TIME)s"; \
-	  $$f $$dict -max_total_time=$(FUZZ_TIME) -max_len=70000 -print_final_stats=0 $(FUZZ_BUILD)/corpus/$$n 2>&1 | tail -2; done
+	  if ! $$f $$dict -max_total_time=$(FUZZ_TIME) -max_len=70000 -artifact_prefix=$(FUZZ_BUILD)/ \
+	       $(FUZZ_BUILD)/corpus/$$n > $(FUZZ_BUILD)/$$n.log 2>&1; then \
+	    tail -60 $(FUZZ_BUILD)/$$n.log; echo "fuzzer $$n failed"; exit 1; fi; \
+	  grep -E '^(#[0-9]+.*DONE|Done)' $(FUZZ_BUILD)/$$n.log | tail -1; done
 
 # CI's short smoke: every fuzzer replays its seed corpus and runs a few seconds.
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5
 
-bench: deps $(BIN)
-	@./bench/run.sh
+bench: deps $(BIN) $(LOADGEN)
+	@BUILD=$(BUILD) ./bench/run.sh
 
 clean:
 	rm -rf build build-asan build-fuzz
