@@ -22,31 +22,53 @@ void auth_identity_clear(auth_identity *id) {
     memset(id, 0, sizeof(*id));
 }
 
+/* True when parameter `name` is in the query at all: http_query_param()
+ * answers false both for an absent name and for a badly encoded value. */
+static bool query_has(const char *q, size_t qlen, const char *name) {
+    size_t nl = strlen(name);
+    for (const char *p = q, *end = q + qlen; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        const char *ke = eq ? eq : pe;
+        if ((size_t)(ke - p) == nl && memcmp(p, name, nl) == 0) return true;
+        if (!amp) break;
+        p = amp + 1;
+    }
+    return false;
+}
+
+/* Set *out to the decoded, non-empty value of `name` (left NULL when absent
+ * or empty). Returns false when the value is present but badly encoded. */
+static bool query_value(const char *q, size_t qlen, const char *name, char **out) {
+    char *v = NULL;
+    if (http_query_param(q, qlen, name, &v)) {
+        if (*v) *out = v;
+        else free(v);
+        return true;
+    }
+    return !query_has(q, qlen, name);
+}
+
 int auth_identity_from_query(const http_request *req, auth_identity *id, const char **message) {
     size_t qlen;
     const char *q = http_request_query(req, &qlen);
-    char *v = NULL;
     memset(id, 0, sizeof(*id));
-    if (http_query_param(q, qlen, "userId", &v) && *v) id->user_id = v;
-    else free(v);
-    v = NULL;
-    if (http_query_param(q, qlen, "username", &v) && *v) id->username = v;
-    else free(v);
-    v = NULL;
-    if (http_query_param(q, qlen, "roomId", &v) && *v) id->room_id = v;
-    else free(v);
+    bool user_ok = query_value(q, qlen, "userId", &id->user_id);
+    bool name_ok = query_value(q, qlen, "username", &id->username);
+    bool room_ok = query_value(q, qlen, "roomId", &id->room_id);
     if (!id->user_id) id->user_id = xstrdup("anonymous");
     if (!id->username) id->username = xstrdup(id->user_id);
     if (!id->room_id) id->room_id = xstrdup("general");
-    if (!auth_valid_id(id->user_id)) {
+    if (!user_ok || !auth_valid_id(id->user_id)) {
         *message = "Invalid userId";
         return 400;
     }
-    if (!auth_valid_id(id->username)) {
+    if (!name_ok || !auth_valid_id(id->username)) {
         *message = "Invalid username";
         return 400;
     }
-    if (!auth_valid_id(id->room_id)) {
+    if (!room_ok || !auth_valid_id(id->room_id)) {
         *message = "Invalid roomId";
         return 400;
     }
@@ -59,9 +81,11 @@ static int demo_authorize(const authorizer *self, const http_request *req, auth_
     const char *q = http_request_query(req, &qlen);
     char *token = NULL;
     int status = 0;
-    /* The seed's connect handler: no token is fine (demo), a token must
+    /* The seed's connect handler (`if token and not token.startswith(...)`):
+     * no token or an empty one is fine (demo), a token must
      * start with "valid_". */
-    if (http_query_param(q, qlen, "token", &token) && strncmp(token, "valid_", 6) != 0) {
+    bool present = http_query_param(q, qlen, "token", &token) || query_has(q, qlen, "token");
+    if (present && (!token || (*token && strncmp(token, "valid_", 6) != 0))) { /* !token: badly encoded */
         *message = "Unauthorized";
         status = 401;
     }

@@ -51,8 +51,11 @@ static int on_url(http_parser *p, const char *at, size_t n) {
 
 static int on_header_field(http_parser *p, const char *at, size_t n) {
     http_request *r = p->data;
-    if (over_budget(r, n + 4)) return 1; /* ": " and CRLF count too */
-    if (r->nheaders == 0 || r->in_value) {
+    /* A name may arrive in several pieces: ": " and CRLF count once per
+     * header, so the budget does not depend on how the bytes were split. */
+    bool starts = r->nheaders == 0 || r->in_value;
+    if (over_budget(r, n + (starts ? 4 : 0))) return 1;
+    if (starts) {
         if (r->nheaders >= r->max_headers) {
             r->error_status = 431;
             return 1;
@@ -90,9 +93,17 @@ static int on_headers_complete(http_parser *p) {
     http_request *r = p->data;
     raw_terminate(r);
     r->headers_complete = true;
+    /* Optional whitespace after a value is not part of it (RFC 7230 3.2.4;
+     * http-parser drops only the leading one). */
+    for (size_t i = 0; i < r->nheaders; i++) {
+        http_header *h = &r->headers[i];
+        while (h->value_len > 0 && (r->raw[h->value_off + h->value_len - 1] == ' ' ||
+                                    r->raw[h->value_off + h->value_len - 1] == '\t'))
+            r->raw[h->value_off + --h->value_len] = '\0';
+    }
     if (p->content_length != UINT64_MAX && p->content_length > r->max_body) {
         r->error_status = 413;
-        return 1;
+        return -1; /* 1 would mean "no body follows", not an error */
     }
     return 0;
 }
@@ -153,6 +164,8 @@ ssize_t http_request_feed(http_request *r, const char *data, size_t len) {
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     if (e == HPE_PAUSED) {
         http_parser_pause(&r->parser, 0);
+        /* An upgrade request's message_complete pauses too. */
+        if (r->parser.upgrade) r->upgrade = true;
         return (ssize_t)n;
     }
     if (e != HPE_OK) {

@@ -162,8 +162,27 @@ static void enqueue(conn *c, ws_frame *f) {
     if (!c->dirty) server_mark_dirty(c->srv, c);
 }
 
+/* Offer the queue to the kernel now, without closing on error (callers may
+ * be walking a list of connections); conn_flush handles errors later. */
+static void wq_try_push(conn *c) {
+    uv_buf_t bufs[CONN_IOV_MAX];
+    while (c->wq_count > 0 && !c->writing && c->state != CONN_CLOSED) {
+        uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r <= 0) return;
+        size_t want = 0;
+        for (uint32_t i = 0; i < n; i++) want += bufs[i].len;
+        wq_advance(c, (size_t)r);
+        if ((size_t)r < want) return;
+    }
+}
+
 int conn_send(conn *c, ws_frame *f) {
     if (c->state != CONN_OPEN || c->close_sent) return -1;
+    /* Bug fix (fast readers cut off as slow consumers): frames queued in
+     * this loop turn (a batch of broadcasts) have not been offered to the
+     * kernel yet; count only what the kernel will not take. */
+    if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) wq_try_push(c);
     if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) {
         log_line l;
         log_begin(&l, LOG_INFO, "slow_consumer");
@@ -389,6 +408,12 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
         http_error(c, 503, NULL, "Too many connections");
         return;
     }
+    /* Known before the authorizer runs, so refused connects are logged
+     * with it too. */
+    size_t ualen;
+    const char *ua = http_request_header(req, "User-Agent", &ualen);
+    if (ua) c->user_agent = xstrndup(ua, ualen);
+
     const char *msg = NULL;
     if (srv->handlers->authorize) {
         int st = srv->handlers->authorize(c, req, &msg);
@@ -397,10 +422,6 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
             return;
         }
     }
-    size_t ualen;
-    const char *ua = http_request_header(req, "User-Agent", &ualen);
-    if (ua) c->user_agent = xstrndup(ua, ualen);
-
     size_t rlen;
     char *resp = ws_handshake_response(hs.accept, NULL, &rlen);
     enqueue(c, raw_buffer(resp, rlen));
@@ -470,7 +491,10 @@ void conn_sweep(conn *c, uint64_t now) {
     const config *cfg = c->srv->cfg;
     switch (c->state) {
     case CONN_HTTP:
-        if (now - c->created_ms >= (uint64_t)cfg->handshake_timeout_ms) conn_abort(c);
+        /* Bug fix: 0 means no limit, it used to abort at the first sweep. */
+        if (cfg->handshake_timeout_ms > 0 &&
+            now - c->created_ms >= (uint64_t)cfg->handshake_timeout_ms)
+            conn_abort(c);
         return;
     case CONN_CLOSING:
         if (now >= c->close_deadline_ms) conn_abort(c);
@@ -490,11 +514,15 @@ void conn_sweep(conn *c, uint64_t now) {
         return;
     }
     if (cfg->ping_interval_s > 0) {
-        if (c->awaiting_pong && now - c->last_ping_ms >= (uint64_t)cfg->pong_timeout_s * 1000) {
+        /* Bug fix: pong_timeout_s 0 means never, it used to close at the
+         * first sweep after a ping; pings go on without waiting for pongs. */
+        if (cfg->pong_timeout_s > 0 && c->awaiting_pong &&
+            now - c->last_ping_ms >= (uint64_t)cfg->pong_timeout_s * 1000) {
             conn_close(c, WS_CLOSE_POLICY, "pong timeout");
             return;
         }
-        if (!c->awaiting_pong && now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_s * 1000) {
+        if ((!c->awaiting_pong || cfg->pong_timeout_s == 0) &&
+            now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_s * 1000) {
             c->awaiting_pong = true;
             c->last_ping_ms = now;
             enqueue(c, ws_frame_new(WS_OP_PING, NULL, 0));

@@ -274,6 +274,11 @@ store *store_open(const char *path, uv_loop_t *loop, bool sync_full, char *err, 
     pthread_cond_init(&s->wake, NULL);
     uv_async_init(loop, &s->async, on_async);
     s->async.data = s;
+    /* Bug fix (shutdown hang): an active async handle kept uv_run() alive
+     * forever after SIGTERM had closed the listener and every connection.
+     * Unreferenced, it no longer holds the loop open; store_close() still
+     * runs whatever completions are left. */
+    uv_unref((uv_handle_t *)&s->async);
     if (pthread_create(&s->thread, NULL, store_thread, s) != 0) {
         snprintf(err, errlen, "cannot start the store thread");
         uv_close((uv_handle_t *)&s->async, NULL);

@@ -1,0 +1,403 @@
+"""The command line and the configuration (CONFIG.md, docs/configuration.md):
+the seed's terraform.tfvars, validation errors, precedence, `wsgate outputs`,
+and the access log lines."""
+import asyncio
+import json
+import os
+import subprocess
+import time
+
+import websockets
+
+import wsraw
+from conftest import WSGATE_BIN
+
+# The seed's "Example terraform.tfvars", copied verbatim.
+SEED_TFVARS = '''# Core configuration
+aws_region   = "us-west-2"
+environment  = "production"
+project_name = "chat-app"
+
+# WebSocket API configuration
+api_name    = "chat-websocket-api"
+stage_name  = "prod"
+
+# DynamoDB configuration
+dynamodb_billing_mode = "PAY_PER_REQUEST"
+enable_dynamodb_point_in_time_recovery = true
+
+# Lambda configuration
+lambda_runtime = "python3.11"
+lambda_memory_size = 512
+lambda_message_memory_size = 1024
+
+# Security configuration
+enable_encryption = true
+enable_xray_tracing = true
+log_retention_days = 30
+
+# Monitoring configuration
+enable_detailed_metrics = true
+logging_level = "INFO"
+throttling_burst_limit = 1000
+throttling_rate_limit = 2000
+
+# Custom routes
+custom_routes = [
+  "chat",
+  "join_room",
+  "leave_room",
+  "private_message",
+  "room_list",
+  "typing_indicator"
+]
+
+# Additional tags
+additional_tags = {
+  Owner       = "platform-team"
+  CostCenter  = "engineering"
+  Application = "chat-service"
+}
+'''
+
+OUTPUT_NAMES = ["websocket_api_endpoint", "test_connection_url", "websocket_api_id", "stage_name",
+                "connections_table_name", "rooms_table_name", "messages_table_name", "data_file",
+                "management_api_url"]
+TEST_QUERY = "?userId=testuser&username=TestUser&roomId=general&token=valid_test_token"
+
+
+def wsgate(*args, env=None, timeout=10):
+    full_env = dict(os.environ)
+    for k in list(full_env):
+        if k.startswith("TF_VAR_"):
+            del full_env[k]
+    full_env.update(env or {})
+    return subprocess.run([WSGATE_BIN, *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+
+
+def write(tmp_path, text, name="terraform.tfvars"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+async def open_ws(url):
+    ws = await websockets.connect(url, open_timeout=5, close_timeout=2)
+    msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert msg["type"] == "welcome", msg
+    return ws, msg["data"]
+
+
+async def recv(ws, timeout=5):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+# ---------------------------------------------------------------- the seed's tfvars
+
+def test_seed_tfvars_checks_clean(tmp_path):
+    path = write(tmp_path, SEED_TFVARS)
+    r = wsgate("check", "-c", path)
+    assert r.returncode == 0, r.stderr
+    assert "configuration is valid" in r.stdout
+    # the effective values came from the file
+    assert 'stage_name' in r.stdout and '"prod"' in r.stdout
+    assert '"chat-app"' in r.stdout
+
+
+def test_seed_tfvars_serves_on_prod(start_server):
+    srv = start_server(config_text=SEED_TFVARS)
+    url = f"ws://127.0.0.1:{srv.port}/prod"
+
+    async def main():
+        ws, w = await open_ws(url + TEST_QUERY)
+        assert w["userId"] == "testuser" and w["roomId"] == "general"
+        await ws.send(json.dumps({"type": "typing_indicator"}))  # a custom route of this file
+        await ws.send(json.dumps({"type": "chat", "message": "on prod"}))
+        m = await recv(ws)
+        assert m["type"] == "chat" and m["data"]["message"] == "on prod"
+        await ws.close()
+    asyncio.run(main())
+    # the old stage is not served
+    status, _, _ = wsraw.raw_http(srv.port, (
+        f"GET /staging HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert status != 101 and 400 <= status < 500
+    # the store is named after project and environment
+    deadline = time.time() + 5
+    db = os.path.join(srv.data_dir, "chat-app-production.db")
+    while not os.path.exists(db) and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(db)
+    # the additional tags are fields of the access lines
+    lines = wait_access(srv, lambda ls: any(l["eventType"] == "MESSAGE" for l in ls))
+    assert all(l["Owner"] == "platform-team" and l["CostCenter"] == "engineering" for l in lines)
+
+
+# ---------------------------------------------------------------- validation
+
+BAD_VALUES = [
+    ('environment = "bad env!"', "environment",
+     "Environment name must contain only alphanumeric characters and hyphens."),
+    ("throttling_burst_limit = 99999", "throttling_burst_limit",
+     "Throttling burst limit must be between 0 and 5000."),
+    ("log_retention_days = 2", "log_retention_days",
+     "Log retention days must be one of the valid CloudWatch retention periods."),
+    ('logging_level = "DEBUG"', "logging_level", None),
+    ('lambda_runtime = "python2.7"', "lambda_runtime",
+     "Lambda runtime must be a supported Python version (python3.8 through python3.11)."),
+    ("custom_routes = [" + ", ".join(f'"r{i}"' for i in range(11)) + "]", "custom_routes", None),
+]
+
+
+def test_validation_rules_reject_bad_values(tmp_path):
+    for line, var, message in BAD_VALUES:
+        path = write(tmp_path, f"# line one\nstage_name = \"ok\"\n{line}\n")
+        r = wsgate("check", "-c", path)
+        assert r.returncode == 2, (line, r.stdout, r.stderr)
+        err = r.stderr.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"{path}:3: " in err and f'variable "{var}"' in err, err
+        if message:
+            assert err.endswith(message), err
+        elif var == "logging_level":
+            assert all(x in err for x in ("OFF", "ERROR", "INFO")), err
+        else:
+            assert "10" in err, err
+        # serve refuses it the same way, without starting
+        r2 = wsgate("serve", "-c", path, "--port", "0", "--data-dir", str(tmp_path / "d"))
+        assert r2.returncode == 2 and r2.stderr.strip().endswith(err.split(": ", 1)[1]), r2.stderr
+    # the limits themselves are accepted
+    ok = write(tmp_path, "throttling_burst_limit = 5000\nlog_retention_days = 3653\n"
+                         'lambda_runtime = "python3.8"\nlogging_level = "OFF"\n'
+                         "custom_routes = [" + ", ".join(f'"r{i}"' for i in range(10)) + "]\n")
+    r = wsgate("check", "-c", ok)
+    assert r.returncode == 0, r.stderr
+
+
+def test_unknown_variable_named_with_file_and_line(tmp_path):
+    path = write(tmp_path, 'stage_name = "prod"\n\n# comment\nstage = "x"\n')
+    r = wsgate("check", "-c", path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f'wsgate: {path}:4: unknown variable "stage"'
+
+
+# ---------------------------------------------------------------- precedence
+
+def test_precedence_file_env_set(tmp_path, start_server):
+    path = write(tmp_path, 'stage_name = "fromfile"\n')
+    assert wsgate("outputs", "-c", path, "-raw", "stage_name").stdout == "fromfile"
+    env = {"TF_VAR_stage_name": "fromenv"}
+    assert wsgate("outputs", "-c", path, "-raw", "stage_name", env=env).stdout == "fromenv"
+    r = wsgate("outputs", "-c", path, "-raw", "stage_name", "--set", "stage_name=fromset", env=env)
+    assert r.stdout == "fromset"
+
+    # and a running server follows the same order
+    s1 = start_server(config_text='stage_name = "fromfile"\n', env=env)
+    s2 = start_server(config_text='stage_name = "fromfile"\n', env=env,
+                      settings={"stage_name": "fromset"})
+
+    async def main():
+        for port, stage in ((s1.port, "fromenv"), (s2.port, "fromset")):
+            ws, _ = await open_ws(f"ws://127.0.0.1:{port}/{stage}")
+            await ws.close()
+            with __import__("pytest").raises(websockets.exceptions.InvalidStatusCode):
+                await websockets.connect(f"ws://127.0.0.1:{port}/fromfile", open_timeout=5)
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- outputs
+
+def test_outputs_text_json_raw(tmp_path):
+    path = write(tmp_path, SEED_TFVARS)
+    args = ("-c", path, "--port", "9443", "--data-dir", "/srv/wsgate")
+    text = wsgate("outputs", *args)
+    assert text.returncode == 0, text.stderr
+    rows = {}
+    for line in text.stdout.splitlines():
+        k, _, v = line.partition(" = ")
+        rows[k] = json.loads(v)
+    for name in OUTPUT_NAMES:
+        assert name in rows, (name, text.stdout)
+
+    j = wsgate("outputs", "-json", *args)
+    assert j.returncode == 0, j.stderr
+    doc = json.loads(j.stdout)
+    for name in OUTPUT_NAMES:
+        assert isinstance(doc[name]["value"], str) and doc[name]["value"], name
+        assert doc[name]["value"] == rows[name]
+    v = {k: doc[k]["value"] for k in OUTPUT_NAMES}
+    assert v["websocket_api_endpoint"] == "ws://127.0.0.1:9443/prod"
+    assert v["test_connection_url"] == "ws://127.0.0.1:9443/prod" + TEST_QUERY
+    assert v["stage_name"] == "prod"
+    assert v["data_file"] == "/srv/wsgate/chat-app-production.db"
+    assert v["connections_table_name"] != v["rooms_table_name"] != v["messages_table_name"]
+    assert "chat-app" in v["messages_table_name"]
+    assert v["management_api_url"].startswith("http") and ":9443" in v["management_api_url"]
+
+    raw = wsgate("outputs", "-raw", "test_connection_url", *args)
+    assert raw.returncode == 0 and raw.stdout == v["test_connection_url"]  # no newline, as terraform
+    bad = wsgate("outputs", "-raw", "no_such_output", *args)
+    assert bad.returncode != 0 and "no_such_output" in bad.stderr
+
+
+# ---------------------------------------------------------------- access logs
+
+ACCESS_FIELDS = ["requestId", "connectionId", "eventType", "routeKey", "status", "requestTimeEpoch",
+                 "integrationLatency", "identity.sourceIp", "identity.userAgent"]
+
+
+def log_file(srv):
+    return os.path.join(srv.data_dir, "wsgate.log")
+
+
+def read_log_lines(srv):
+    try:
+        with open(log_file(srv), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8")
+    assert text == "" or text.endswith("\n"), text[-200:]
+    # every "\n"-terminated line is one JSON object (split on "\n" only:
+    # U+2028 in a traced body is valid JSON and no line break for JSON Lines)
+    return [json.loads(l) for l in text.split("\n")[:-1]]
+
+
+def wait_access(srv, pred, timeout=5.0):
+    deadline = time.time() + timeout
+    while True:
+        lines = [l for l in read_log_lines(srv) if l.get("event") == "access"]
+        if pred(lines):
+            return lines
+        if time.time() > deadline:
+            raise AssertionError(f"log never matched; access lines: {lines}")
+        time.sleep(0.05)
+
+
+def test_access_log_one_line_per_event(start_server):
+    srv = start_server()
+
+    async def main():
+        ws = await websockets.connect(srv.url + "?userId=logger&token=valid_SeCrEtToKeN123",
+                                      open_timeout=5, extra_headers={"User-Agent": "log-test/1.0"})
+        w = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send(json.dumps({"type": "chat", "message": "logged body"}))
+        assert (await recv(ws))["type"] == "chat"
+        await ws.send(json.dumps({"type": "dance"}))
+        assert (await recv(ws))["data"]["message"] == "Unknown message type: dance"
+        await ws.send(json.dumps({"type": "leave_room"}))
+        assert (await recv(ws))["type"] == "user_left"
+        await ws.send(json.dumps({"type": "leave_room"}))
+        assert (await recv(ws))["data"]["message"] == "Not in a room"
+        await ws.close()
+        # a refused connect with a token
+        try:
+            await websockets.connect(srv.url + "?token=BadSeCrEt456", open_timeout=5,
+                                     extra_headers={"User-Agent": "refused-client/2.0"})
+            raise AssertionError("bad token accepted")
+        except websockets.exceptions.InvalidStatusCode as e:
+            assert e.status_code == 401
+        return w["data"]["connectionId"]
+    cid = asyncio.run(main())
+
+    lines = wait_access(srv, lambda ls: sum(l["eventType"] == "DISCONNECT" for l in ls) == 1
+                        and sum(l["eventType"] == "CONNECT" for l in ls) == 2)
+    mine = [l for l in lines if l["connectionId"] == cid]
+    kinds = [(l["eventType"], l["routeKey"]) for l in mine]
+    assert kinds == [("CONNECT", "$connect"), ("MESSAGE", "chat"), ("MESSAGE", "$default"),
+                     ("MESSAGE", "leave_room"), ("MESSAGE", "leave_room"),
+                     ("DISCONNECT", "$disconnect")], kinds
+    for l in mine:
+        for f in ACCESS_FIELDS:
+            assert f in l, (f, l)
+        assert l["identity.sourceIp"] == "127.0.0.1"
+        assert l["identity.userAgent"] == "log-test/1.0"
+        assert isinstance(l["requestTimeEpoch"], int) and abs(l["requestTimeEpoch"] / 1000 - time.time()) < 60
+        assert isinstance(l["integrationLatency"], (int, float)) and l["integrationLatency"] >= 0
+    assert len({l["requestId"] for l in mine}) == len(mine)
+    assert [l["status"] for l in mine][:2] == [200, 200] and mine[-1]["status"] == 200
+    assert mine[2]["status"] >= 400 and mine[2]["error.message"]
+    assert mine[4]["status"] >= 400 and mine[4]["error.message"] == "Not in a room"
+    assert "error.message" not in mine[1] and "error.message" not in mine[0]
+    # data trace is on by default: the body is in the message lines
+    assert "logged body" in mine[1]["body"]
+    # the refused connect is logged with its status and error, without the token
+    refused = [l for l in lines if l["connectionId"] != cid]
+    assert len(refused) == 1 and refused[0]["status"] == 401 and refused[0]["error.message"]
+    # Bug fixed: the User-Agent was recorded only after the authorizer, so
+    # refused connects were logged with a null identity.userAgent.
+    assert refused[0]["identity.userAgent"] == "refused-client/2.0"
+    # tokens never reach the logs (file or stderr)
+    for text in (open(log_file(srv)).read(), srv.log()):
+        assert "SeCrEtToKeN123" not in text and "BadSeCrEt456" not in text
+    # stderr carries the same lines
+    stderr_access = [json.loads(l) for l in srv.log().splitlines() if '"event":"access"' in l]
+    assert [l["requestId"] for l in stderr_access] == [l["requestId"] for l in lines]
+
+
+def test_no_bodies_without_data_trace(start_server):
+    srv = start_server(settings={"enable_data_trace": "false"})
+
+    async def main():
+        ws, _ = await open_ws(srv.url)
+        await ws.send(json.dumps({"type": "chat", "message": "PrivateWords42"}))
+        assert (await recv(ws))["type"] == "chat"
+        await ws.send("not json PrivateWords43")
+        assert (await recv(ws))["type"] == "error"
+        await ws.close()
+    asyncio.run(main())
+    lines = wait_access(srv, lambda ls: any(l["eventType"] == "DISCONNECT" for l in ls))
+    assert sum(l["eventType"] == "MESSAGE" for l in lines) == 2
+    assert all("body" not in l for l in lines)
+    for text in (open(log_file(srv)).read(), srv.log()):
+        assert "PrivateWords4" not in text
+
+
+def test_logging_off_writes_no_access_lines(start_server):
+    srv = start_server(settings={"logging_level": "OFF"})
+
+    async def main():
+        ws, _ = await open_ws(srv.url)
+        await ws.send(json.dumps({"type": "chat", "message": "quiet"}))
+        assert (await recv(ws))["type"] == "chat"
+        await ws.send(json.dumps({"type": "dance"}))
+        assert (await recv(ws))["type"] == "error"
+        await ws.close()
+    asyncio.run(main())
+    time.sleep(0.3)
+    assert [l for l in read_log_lines(srv) if l.get("event") == "access"] == []
+    assert '"event":"access"' not in srv.log()
+
+
+def test_control_characters_keep_one_line_per_event(start_server):
+    srv = start_server()
+    nasty = [
+        '{"type":"chat",\n"message":"multi\\nline\\u0000 \\u001b[31m red"}\r\n',
+        "not json\nat all\r\n\x01\x02\x7f\x1b[2J{\"type\":\"chat\"}\n\n",
+        '{"type":"evil\\nkind\\r\\u0007"}',
+        "\u2028\u2029 unicode line separators \ufeff",
+        "x" * 5000 + "\n" + "y" * 5000,  # longer than the traced part
+    ]
+
+    async def main():
+        ws, w = await open_ws(srv.url)
+        for body in nasty:
+            await ws.send(body)
+            m = await recv(ws)
+            assert m["type"] in ("chat", "error"), m
+        await ws.close()
+        return w["connectionId"]
+    cid = asyncio.run(main())
+    lines = wait_access(srv, lambda ls: any(l["eventType"] == "DISCONNECT" for l in ls))
+    mine = [l for l in lines if l["connectionId"] == cid]
+    assert [l["eventType"] for l in mine] == ["CONNECT"] + ["MESSAGE"] * len(nasty) + ["DISCONNECT"]
+    raw = open(log_file(srv), "rb").read()
+    assert raw.count(b"\n") == len(read_log_lines(srv))
+    # the bodies are traced with their control characters escaped, not raw
+    msg_lines = [l for l in mine if l["eventType"] == "MESSAGE"]
+    assert msg_lines[0]["body"].startswith('{"type":"chat",\n"message"')  # decoded JSON keeps it
+    assert b"\x01" not in raw and b"\x1b" not in raw and b"\r" not in raw
+    assert msg_lines[2]["routeKey"] == "$default"
+    assert len(msg_lines[4]["body"]) < 5000
