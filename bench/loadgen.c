@@ -8,6 +8,14 @@
  *
  *   wsgate-loadgen --port 8080 --path /staging --conns 50 --inflight 8 \
  *                  --size 32 --duration 10 --server-pid PID
+ *
+ * Any request/response workload of the API works the same way: --message
+ * sets the text sent, --expect the substring that marks its reply, and
+ * --room-per-conn connects each connection as user/room lgN, e.g. durable
+ * chat (each chat comes back to its sender after its commit):
+ *
+ *   wsgate-loadgen --room-per-conn --message '{"type":"chat","message":"hi"}' \
+ *                  --expect '"type":"chat"' ...
  */
 #include <getopt.h>
 #include <stdint.h>
@@ -20,6 +28,9 @@
 
 typedef struct lg_opts {
     const char *host, *path, *label;
+    const char *message;   /* payload text; default: `size` bytes of 'x' */
+    const char *expect;    /* only replies containing this count (NULL: all) */
+    int room_per_conn;     /* connect as user lgN in room lgN */
     int port, conns, inflight, size, warmup;
     double duration;
     int server_pid;
@@ -171,7 +182,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         if (c->rlen - off < hdr + len) break;
         int opcode = p[0] & 0x0f;
         off += hdr + len;
-        if (opcode == 0x1 || opcode == 0x2) {
+        int reply = opcode == 0x1 || opcode == 0x2;
+        if (reply && g->o.expect)
+            reply = memmem(p + hdr, (size_t)len, g->o.expect, strlen(g->o.expect)) != NULL;
+        if (reply) {
             if (c->count > 0) {
                 uint64_t sent = c->sent_at[c->head];
                 c->head = (c->head + 1) % g->o.inflight;
@@ -188,6 +202,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     c->rlen -= off;
 }
 
+static void on_request_written(uv_write_t *w, int status) {
+    free(w->data);
+    free(w);
+}
+
 static void on_connect(uv_connect_t *req, int status) {
     lg_conn *c = req->data;
     if (status < 0) {
@@ -195,6 +214,22 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->lg->o.room_per_conn) {
+        char req[1024];
+        int n = snprintf(req, sizeof(req),
+                         "GET %s?userId=lg%d&roomId=lg%d HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n",
+                         c->lg->o.path, (int)(c - c->lg->conns), (int)(c - c->lg->conns), c->lg->o.host,
+                         c->lg->o.port);
+        char *copy = malloc((size_t)n);
+        memcpy(copy, req, (size_t)n);
+        uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+        uv_write_t *w = malloc(sizeof(*w));
+        w->data = copy;
+        uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_request_written);
+        return;
+    }
     send_raw(c, c->lg->request, c->lg->request_len);
 }
 
@@ -251,7 +286,8 @@ int main(int argc, char **argv) {
         {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},     {"path", 1, 0, 'P'},
         {"conns", 1, 0, 'c'},    {"inflight", 1, 0, 'k'}, {"size", 1, 0, 's'},
         {"duration", 1, 0, 'd'}, {"server-pid", 1, 0, 'S'}, {"label", 1, 0, 'l'},
-        {"warmup", 1, 0, 'w'},   {0, 0, 0, 0}};
+        {"warmup", 1, 0, 'w'},   {"message", 1, 0, 'm'}, {"expect", 1, 0, 'e'},
+        {"room-per-conn", 0, 0, 'r'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -265,6 +301,9 @@ int main(int argc, char **argv) {
         case 'S': g.o.server_pid = atoi(optarg); break;
         case 'l': g.o.label = optarg; break;
         case 'w': g.o.warmup = atoi(optarg); break;
+        case 'm': g.o.message = optarg; break;
+        case 'e': g.o.expect = optarg; break;
+        case 'r': g.o.room_per_conn = 1; break;
         default:
             fprintf(stderr, "usage: wsgate-loadgen [--host H] [--port N] [--path P] [--conns N] "
                             "[--inflight K] [--size BYTES] [--duration S] [--server-pid PID]\n");
@@ -275,7 +314,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "wsgate-loadgen: size must be <= 65535, inflight and conns >= 1\n");
         return 2;
     }
-    /* One masked text frame of `size` bytes of 'x' (mask key 0x37fa213d). */
+    if (g.o.message) g.o.size = (int)strlen(g.o.message);
+    /* One masked text frame: the message, or `size` bytes of 'x' (mask key 0x37fa213d). */
     size_t hdr = g.o.size < 126 ? 6 : 8;
     g.frame_len = hdr + (size_t)g.o.size;
     g.frame = malloc(g.frame_len);
@@ -291,7 +331,8 @@ int main(int argc, char **argv) {
         f[3] = (unsigned char)g.o.size;
         memcpy(f + 4, key, 4);
     }
-    for (int i = 0; i < g.o.size; i++) f[hdr + i] = (unsigned char)('x' ^ key[i % 4]);
+    for (int i = 0; i < g.o.size; i++)
+        f[hdr + i] = (unsigned char)((g.o.message ? g.o.message[i] : 'x') ^ key[i % 4]);
 
     char req[1024];
     g.request_len = (size_t)snprintf(req, sizeof(req),

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential pkg-config clang libclang-rt-14-dev
   libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev zlib1g-dev
   libcriterion-dev
-  python3 python3-pytest python3-websockets sqlite3
+  python3 python3-pytest python3-websockets python3-boto3 sqlite3 curl prometheus
 )
 # Node (for the npm test tools) only when the machine has none: a machine
 # may already carry a newer Node than Debian's.

@@ -10,8 +10,10 @@
 #include "app/echo.h"
 #include "cli/outputs.h"
 #include "common/alloc.h"
+#include "common/fs.h"
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "net/server.h"
 
 #ifndef WSGATE_VERSION
@@ -110,29 +112,13 @@ fail:
     exit(2);
 }
 
-static int mkdir_p(const char *path) {
-    char *p = xstrdup(path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            free(p);
-            return -1;
-        }
-        *s = '/';
-    }
-    int r = mkdir(p, 0755);
-    free(p);
-    return (r == 0 || errno == EEXIST) ? 0 : -1;
-}
-
 static int cmd_serve(int argc, char **argv) {
     config cfg;
     if (load_config(&cfg, argc, argv, 2) == 1) {
         config_free(&cfg);
         return 0;
     }
-    if (mkdir_p(cfg.data_dir) != 0) {
+    if (fs_mkdir_p(cfg.data_dir) != 0) {
         fprintf(stderr, "wsgate: cannot create data directory %s: %s\n", cfg.data_dir,
                 strerror(errno));
         config_free(&cfg);
@@ -143,6 +129,7 @@ static int cmd_serve(int argc, char **argv) {
     if (log_init(log_level_parse(cfg.logging_level), logpath) != 0)
         log_msg(LOG_ERROR, "log_error", "cannot open %s: %s", logpath, strerror(errno));
 
+    metrics_global_init(&cfg, WSGATE_VERSION);
     uv_loop_t loop;
     uv_loop_init(&loop);
     bool echo = strcmp(cfg.mode, "echo") == 0;
@@ -163,6 +150,7 @@ static int cmd_serve(int argc, char **argv) {
     server *srv = xmalloc(sizeof(*srv));
     if (rc == 0) {
         const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
+        if (a) app_attach(a, srv);
         if (server_start(srv, &loop, &cfg, handlers, a) != 0) {
             rc = 1;
         } else {
@@ -183,6 +171,7 @@ static int cmd_serve(int argc, char **argv) {
         uv_loop_close(&loop);
     }
     free(srv);
+    metrics_global_free();
     log_close();
     config_free(&cfg);
     return rc;

@@ -9,6 +9,7 @@
 #include "app/handlers.h"
 #include "common/alloc.h"
 #include "log/log.h"
+#include "mgmt/mgmt.h"
 
 /* Bytes of a message body written to the log when enable_data_trace. */
 #define DATA_TRACE_MAX 1024
@@ -56,10 +57,12 @@ static void access_log(const app *a, conn *c, const char *event_type, const char
 static int app_authorize(conn *c, const http_request *req, const char **message) {
     app *a = app_of(c);
     int64_t t0 = epoch_ms();
+    metrics_count_connect(a->metrics, METRICS_SLOT_CONNECT);
     auth_identity *id = xcalloc(1, sizeof(*id));
     int st = auth_identity_from_query(req, id, message);
     if (st == 0) st = a->auth->authorize(a->auth, req, id, message);
     if (st != 0) {
+        metrics_count_client_error(a->metrics, METRICS_SLOT_CONNECT);
         access_log(a, c, "CONNECT", "$connect", st, t0, 0, *message, NULL, 0);
         auth_identity_clear(id);
         free(id);
@@ -82,7 +85,9 @@ static void app_open(conn *c, const http_request *req) {
     handlers_presence(rm, s, "user_joined", s);
     auth_identity_clear(id);
     free(id);
-    access_log(a, c, "CONNECT", "$connect", 200, t0, mono_ms() - m0, NULL, NULL, 0);
+    double dt = mono_ms() - m0;
+    metrics_observe_latency(a->metrics, METRICS_SLOT_CONNECT, dt / 1000.0);
+    access_log(a, c, "CONNECT", "$connect", 200, t0, dt, NULL, NULL, 0);
 }
 
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
@@ -109,8 +114,14 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
         handlers_run(a, s, m.route, m.body, &res);
         break;
     }
-    access_log(a, s->c, "MESSAGE", m.route_key, res.status, t0, mono_ms() - m0, res.error,
-               (const char *)data, len);
+    double dt = mono_ms() - m0;
+    int slot = m.custom_index >= 0 ? a->custom_slots[m.custom_index] : METRICS_SLOT_DEFAULT;
+    metrics_count_message(a->metrics, slot);
+    if (res.status >= 500) metrics_count_execution_error(a->metrics, slot);
+    else if (res.status >= 400) metrics_count_client_error(a->metrics, slot);
+    metrics_observe_latency(a->metrics, slot, dt / 1000.0);
+    access_log(a, s->c, "MESSAGE", m.route_key, res.status, t0, dt, res.error, (const char *)data,
+               len);
     free(m.selected);
     json_decref(m.body);
 }
@@ -134,10 +145,15 @@ static void app_closed(conn *c) {
     }
     registry_remove(&a->reg, s);
     c->app = NULL;
-    access_log(a, c, "DISCONNECT", "$disconnect", 200, t0, mono_ms() - m0, NULL, NULL, 0);
+    double dt = mono_ms() - m0;
+    metrics_observe_latency(a->metrics, METRICS_SLOT_DISCONNECT, dt / 1000.0);
+    access_log(a, c, "DISCONNECT", "$disconnect", 200, t0, dt, NULL, NULL, 0);
 }
 
+static bool app_http(conn *c, const http_request *req) { return mgmt_handle(app_of(c), c, req); }
+
 static const server_handlers api_handlers = {
+    .on_http = app_http,
     .authorize = app_authorize,
     .on_open = app_open,
     .on_message = app_message,
@@ -145,6 +161,26 @@ static const server_handlers api_handlers = {
 };
 
 const server_handlers *app_handlers(void) { return &api_handlers; }
+
+/* Gauges read when /metrics is rendered (on this loop's thread, from the
+ * management API), so counting them costs nothing per message. */
+static void app_gauges(metrics_gauges *g, void *ctx) {
+    app *a = ctx;
+    g->value[METRICS_GAUGE_ROOMS] = (double)a->reg.rooms.count;
+    if (a->store) {
+        store_stats st;
+        store_get_stats(a->store, &st);
+        g->value[METRICS_GAUGE_STORE_BATCH_LATENCY] = st.last_batch_ms / 1000.0;
+        g->value[METRICS_GAUGE_STORE_BATCH_SIZE] = st.last_batch_size;
+        g->value[METRICS_GAUGE_STORE_PENDING_OPS] = (double)store_pending(a->store);
+    }
+    if (a->srv) {
+        size_t queued = 0;
+        for (conn *c = a->srv->conns; c; c = c->next) queued += conn_queued_bytes(c);
+        g->value[METRICS_GAUGE_CONNECTIONS] = (double)a->srv->nopen;
+        g->value[METRICS_GAUGE_QUEUED_BYTES] = (double)queued;
+    }
+}
 
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
              size_t errlen) {
@@ -157,21 +193,37 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         snprintf(err, errlen, "%s", rerr);
         return -1;
     }
+    if (mgmt_credentials_load(cfg, &a->mgmt_creds, err, errlen) != 0) {
+        router_free(&a->router);
+        return -1;
+    }
     registry_init(&a->reg);
     a->auth = auth_demo();
+    a->metrics = metrics_thread_new();
+    a->custom_slots = xcalloc(cfg->custom_routes_count + 1, sizeof(int));
+    for (size_t i = 0; i < cfg->custom_routes_count; i++)
+        a->custom_slots[i] = metrics_route_slot(cfg->custom_routes[i]);
     a->store = store_open(store_path, loop, true, err, errlen);
     if (!a->store) {
         router_free(&a->router);
         registry_free(&a->reg);
+        metrics_thread_free(a->metrics);
+        free(a->custom_slots);
         return -1;
     }
+    metrics_add_gauge_source(app_gauges, a);
     return 0;
 }
 
+void app_attach(app *a, server *srv) { a->srv = srv; }
+
 void app_close(app *a) {
+    metrics_remove_gauge_source(app_gauges, a);
     if (a->store) store_close(a->store);
     a->store = NULL;
     registry_free(&a->reg);
     router_free(&a->router);
     if (a->auth && a->auth->destroy) a->auth->destroy(a->auth);
+    metrics_thread_free(a->metrics);
+    free(a->custom_slots);
 }

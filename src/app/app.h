@@ -11,6 +11,8 @@
 #include "app/registry.h"
 #include "app/router.h"
 #include "config/config.h"
+#include "metrics/metrics.h"
+#include "mgmt/credentials.h"
 #include "net/server.h"
 #include "store/store.h"
 
@@ -21,7 +23,14 @@ typedef struct app {
     store *store;
     authorizer *auth;
     uv_loop_t *loop;
+    mgmt_credentials mgmt_creds;   /* the management API's keys */
+    metrics *metrics;              /* this loop's counters */
+    int *custom_slots;             /* metrics slot of each custom route */
+    server *srv;                   /* set by app_attach */
 } app;
+
+/* Tell the app which server carries it (for gauges read at scrape time). */
+void app_attach(app *a, server *srv);
 
 /* Initialise a on loop: open the store at store_path, build the router
  * from cfg. Returns 0, or -1 with a message in err. */

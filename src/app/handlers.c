@@ -97,6 +97,7 @@ static void chat_committed(store_op *op) {
     if (op->status != 0) {
         session *s = registry_by_id(&a->reg, op->conn_id);
         log_msg(LOG_ERROR, "store_error", "message %s not stored: status %d", op->message_id, op->status);
+        metrics_count_integration_error(a->metrics, METRICS_SLOT_DEFAULT);
         if (s) handlers_send_error(s->c, "Failed to store message", "INTERNAL_ERROR");
         return;
     }

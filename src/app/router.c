@@ -72,6 +72,7 @@ void router_route(const router *r, const char *data, size_t len, bool binary, ro
     memset(m, 0, sizeof(*m));
     m->route = ROUTE_NONE;
     m->route_key = "$default";
+    m->custom_index = -1;
     json_error_t jerr;
     json_t *body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!body || !json_is_object(body)) {
@@ -97,7 +98,10 @@ void router_route(const router *r, const char *data, size_t len, bool binary, ro
     }
     if (!binary && json_is_string(v)) {
         for (size_t i = 0; i < r->ncustom; i++)
-            if (strcmp(r->custom[i], m->selected) == 0) m->route_key = r->custom[i];
+            if (strcmp(r->custom[i], m->selected) == 0) {
+                m->route_key = r->custom[i];
+                m->custom_index = (int)i;
+            }
     }
     m->route = json_is_string(v) ? router_builtin(m->selected) : ROUTE_NONE;
     m->outcome = m->route == ROUTE_NONE ? ROUTE_UNKNOWN : ROUTED;

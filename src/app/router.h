@@ -50,6 +50,8 @@ typedef struct route_match {
     /* The route key for logs and metrics: a custom route's own key, or
      * "$default" (points into the router or static storage). */
     const char *route_key;
+    /* Index of route_key in the custom routes, -1 for $default. */
+    int custom_index;
     /* The selected value as text (for "Unknown message type: KEY"); NULL
      * when the selection field is absent. Malloc'd, caller frees. */
     char *selected;

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/fs.h"
+#include "mgmt/credentials.h"
 
 void outputs_data_file(const config *cfg, char *buf, size_t len) {
     snprintf(buf, len, "%s/%s-%s.db", cfg->data_dir, cfg->project_name, cfg->environment);
@@ -56,22 +58,36 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     snprintf(fn_message, sizeof(fn_message), "%s-%s-message", pe[0], pe[1]);
     snprintf(fn_disconnect, sizeof(fn_disconnect), "%s-%s-disconnect", pe[0], pe[1]);
 
+    /* The management API's keys: configured, or generated into the data
+     * directory on first use (by the server or by this command). */
+    mgmt_credentials creds;
+    char cerr[512];
+    if (fs_mkdir_p(cfg->data_dir) != 0 || mgmt_credentials_load(cfg, &creds, cerr, sizeof(cerr)) != 0) {
+        fprintf(stderr, "wsgate: management credentials unavailable: %s\n",
+                fs_mkdir_p(cfg->data_dir) != 0 ? "cannot create the data directory" : cerr);
+        memset(&creds, 0, sizeof(creds));
+    }
+
     const struct {
         const char *name;
         const char *value;
+        bool sensitive;
     } rows[] = {
-        {"connect_function_name", fn_connect},
-        {"connections_table_name", conn_tbl},
-        {"data_file", data_file},
-        {"disconnect_function_name", fn_disconnect},
-        {"management_api_url", mgmt},
-        {"message_function_name", fn_message},
-        {"messages_table_name", msgs_tbl},
-        {"rooms_table_name", rooms_tbl},
-        {"stage_name", cfg->stage_name},
-        {"test_connection_url", test_url},
-        {"websocket_api_endpoint", endpoint},
-        {"websocket_api_id", id},
+        {"connect_function_name", fn_connect, false},
+        {"connections_table_name", conn_tbl, false},
+        {"data_file", data_file, false},
+        {"disconnect_function_name", fn_disconnect, false},
+        {"management_access_key_id", creds.access_key_id, false},
+        {"management_api_url", mgmt, false},
+        {"management_bearer_key", creds.bearer_key, true},
+        {"management_secret_access_key", creds.secret_access_key, true},
+        {"message_function_name", fn_message, false},
+        {"messages_table_name", msgs_tbl, false},
+        {"rooms_table_name", rooms_tbl, false},
+        {"stage_name", cfg->stage_name, false},
+        {"test_connection_url", test_url, false},
+        {"websocket_api_endpoint", endpoint, false},
+        {"websocket_api_id", id, false},
     };
     size_t n = sizeof(rows) / sizeof(rows[0]);
     if (format == OUTPUTS_RAW) {
@@ -88,7 +104,7 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
         json_t *o = json_object();
         for (size_t i = 0; i < n; i++)
             json_object_set_new(o, rows[i].name,
-                                json_pack("{s:b,s:s,s:s}", "sensitive", 0, "type", "string", "value",
+                                json_pack("{s:b,s:s,s:s}", "sensitive", rows[i].sensitive, "type", "string", "value",
                                           rows[i].value));
         char *txt = json_dumps(o, JSON_INDENT(2));
         fprintf(out, "%s\n", txt);
@@ -97,6 +113,11 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
         return 0;
     }
     for (size_t i = 0; i < n; i++) {
+        if (rows[i].sensitive) {
+            /* As terraform output does: shown only with -raw or -json. */
+            fprintf(out, "%s = <sensitive>\n", rows[i].name);
+            continue;
+        }
         json_t *s = json_string(rows[i].value);
         char *q = json_dumps(s, JSON_ENCODE_ANY);
         fprintf(out, "%s = %s\n", rows[i].name, q);

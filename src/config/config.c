@@ -252,6 +252,18 @@ static const config_var config_vars[] = {
      .def_int = 100000, .ranged = true, .min = 1, .max = 10000000,
      .help = "most simultaneous connections",
      .rule = "Maximum connections must be between 1 and 10000000."},
+    {.name = "management_access_key_id", .type = CV_STRING,
+     .offset = OFF(management_access_key_id), .def_str = "", .max_len = 128,
+     .help = "SigV4 access key id of the management API (empty: generated into the data directory)",
+     .rule = "Management access key id must be at most 128 characters."},
+    {.name = "management_secret_access_key", .type = CV_STRING,
+     .offset = OFF(management_secret_access_key), .def_str = "", .max_len = 128, .flags = CV_SECRET,
+     .help = "SigV4 secret of the management API (empty: generated into the data directory)",
+     .rule = "Management secret access key must be at most 128 characters."},
+    {.name = "management_bearer_key", .type = CV_STRING, .offset = OFF(management_bearer_key),
+     .def_str = "", .max_len = 256, .flags = CV_SECRET,
+     .help = "bearer key for the management API (empty: generated into the data directory)",
+     .rule = "Management bearer key must be at most 256 characters."},
 };
 
 #define NVARS (sizeof config_vars / sizeof config_vars[0])

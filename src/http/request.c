@@ -78,6 +78,15 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
 static int on_header_value(http_parser *p, const char *at, size_t n) {
     http_request *r = p->data;
     if (over_budget(r, n)) return 1;
+    /* http-parser lets a control character (NUL included) through as the
+     * first byte of a value; values are handed out as C strings. */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            r->error_status = 400;
+            return 1;
+        }
+    }
     http_header *h = &r->headers[r->nheaders - 1];
     if (!r->in_value) {
         raw_terminate(r);
@@ -89,18 +98,24 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     return 0;
 }
 
-static int on_headers_complete(http_parser *p) {
-    http_request *r = p->data;
-    raw_terminate(r);
-    r->headers_complete = true;
-    /* Optional whitespace after a value is not part of it (RFC 7230 3.2.4;
-     * http-parser drops only the leading one). */
+/* Optional whitespace after a value is not part of it (RFC 7230 3.2.4;
+ * http-parser drops only the leading one). Run when the headers are
+ * complete, and again at the end for a chunked body's trailer fields,
+ * which http-parser reports as more headers. */
+static void trim_values(http_request *r) {
     for (size_t i = 0; i < r->nheaders; i++) {
         http_header *h = &r->headers[i];
         while (h->value_len > 0 && (r->raw[h->value_off + h->value_len - 1] == ' ' ||
                                     r->raw[h->value_off + h->value_len - 1] == '\t'))
             r->raw[h->value_off + --h->value_len] = '\0';
     }
+}
+
+static int on_headers_complete(http_parser *p) {
+    http_request *r = p->data;
+    raw_terminate(r);
+    r->headers_complete = true;
+    trim_values(r);
     if (p->content_length != UINT64_MAX && p->content_length > r->max_body) {
         r->error_status = 413;
         return -1; /* 1 would mean "no body follows", not an error */
@@ -124,6 +139,7 @@ static int on_body(http_parser *p, const char *at, size_t n) {
 static int on_message_complete(http_parser *p) {
     http_request *r = p->data;
     r->complete = true;
+    trim_values(r);
     /* One request at a time: stop so pipelined bytes stay unparsed. */
     http_parser_pause(p, 1);
     return 0;
@@ -164,18 +180,16 @@ ssize_t http_request_feed(http_request *r, const char *data, size_t len) {
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     if (e == HPE_PAUSED) {
         http_parser_pause(&r->parser, 0);
-        /* An upgrade request's message_complete pauses too. */
+        /* Every request ends here, an upgrade too (message_complete pauses;
+         * http-parser stops after it). parser.upgrade is already set once
+         * an upgrade's head is parsed, so it means nothing before that: a
+         * body may still follow, e.g. when the head ends a chunk. */
         if (r->parser.upgrade) r->upgrade = true;
         return (ssize_t)n;
     }
     if (e != HPE_OK) {
         if (!r->error_status) r->error_status = (e == HPE_HEADER_OVERFLOW) ? 431 : 400;
         return -1;
-    }
-    if (r->parser.upgrade) {
-        r->upgrade = true;
-        r->complete = true;
-        return (ssize_t)n;
     }
     if (!r->headers_complete && r->head_bytes + (len - n) > r->max_header_bytes + 1024) {
         r->error_status = 431;
@@ -245,12 +259,12 @@ static int hexval(int c) {
     return -1;
 }
 
-char *http_url_decode(const char *s, size_t len) {
+static char *percent_decode(const char *s, size_t len, bool plus_is_space) {
     char *out = xmalloc(len + 1);
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
-        if (c == '+') {
+        if (c == '+' && plus_is_space) {
             c = ' ';
         } else if (c == '%') {
             int hi = i + 2 < len ? hexval((unsigned char)s[i + 1]) : -1;
@@ -271,6 +285,10 @@ char *http_url_decode(const char *s, size_t len) {
     out[o] = '\0';
     return out;
 }
+
+char *http_url_decode(const char *s, size_t len) { return percent_decode(s, len, true); }
+
+char *http_path_decode(const char *s, size_t len) { return percent_decode(s, len, false); }
 
 bool http_query_param(const char *q, size_t qlen, const char *name, char **out) {
     size_t nl = strlen(name);

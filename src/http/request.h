@@ -78,6 +78,10 @@ bool http_query_param(const char *q, size_t qlen, const char *name, char **out);
  * Returns NULL on a bad escape or an embedded NUL. */
 char *http_url_decode(const char *s, size_t len);
 
+/* URL-decode a path (len bytes; %XX only: '+' stays '+') into a new
+ * malloc'd string. Returns NULL on a bad escape or an embedded NUL. */
+char *http_path_decode(const char *s, size_t len);
+
 /* Return the reason phrase of an HTTP status ("Not Found"). */
 const char *http_status_text(int status);
 

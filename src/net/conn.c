@@ -14,6 +14,9 @@
 /* How long a closing connection waits for the peer's close frame (or for a
  * slow reader to take our close frame) before TCP is ended anyway. */
 #define CONN_CLOSE_WAIT_MS 2000
+/* Largest plain-HTTP request body: API Gateway's 128 KB message limit, for
+ * POST @connections. */
+#define CONN_MAX_HTTP_BODY (128 * 1024)
 /* Buffers handed to one writev. */
 #define CONN_IOV_MAX 64
 
@@ -73,7 +76,7 @@ conn *conn_accept(server *srv) {
     const config *cfg = srv->cfg;
     c->req = xmalloc(sizeof(*c->req));
     http_request_init(c->req, (size_t)cfg->max_header_bytes, (size_t)cfg->max_headers,
-                      128 * 1024);
+                      CONN_MAX_HTTP_BODY);
 
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
@@ -449,25 +452,44 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
 }
 
 static void handle_http_bytes(conn *c, char *data, size_t len) {
-    ssize_t n = http_request_feed(c->req, data, len);
-    if (n < 0) {
-        int st = c->req->error_status ? c->req->error_status : 400;
-        http_error(c, st, NULL,
-                   st == 431 ? "Request header fields too large"
-                   : st == 413 ? "Payload too large"
-                             : "Bad request");
-        return;
+    /* Plain HTTP requests (management API, metrics) may come several on one
+     * keep-alive connection; a WebSocket upgrade ends the loop. */
+    for (;;) {
+        ssize_t n = http_request_feed(c->req, data, len);
+        if (n < 0) {
+            int st = c->req->error_status ? c->req->error_status : 400;
+            http_error(c, st,
+                       st == 413 ? "x-amzn-ErrorType: PayloadTooLargeException\r\n" : NULL,
+                       st == 431   ? "Request header fields too large"
+                       : st == 413 ? "Payload too large"
+                                   : "Bad request");
+            return;
+        }
+        if (!c->req->complete) return;
+        size_t plen;
+        const char *path = http_request_path(c->req, &plen);
+        bool is_stage =
+            plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
+        if (is_stage || c->req->upgrade) {
+            upgrade(c, data + n, len - (size_t)n);
+            return;
+        }
+        c->http_keep_alive = false;
+        if (!c->srv->handlers->on_http || !c->srv->handlers->on_http(c, c->req)) {
+            http_error(c, 404, NULL, "Not Found");
+            return;
+        }
+        if (!c->http_keep_alive || c->state != CONN_HTTP) return;
+        /* Ready for the next request; the handshake deadline now bounds how
+         * long an idle keep-alive connection is kept. */
+        http_request_free(c->req);
+        http_request_init(c->req, (size_t)c->srv->cfg->max_header_bytes,
+                          (size_t)c->srv->cfg->max_headers, CONN_MAX_HTTP_BODY);
+        c->created_ms = uv_now(c->srv->loop);
+        data += n;
+        len -= (size_t)n;
+        if (len == 0) return;
     }
-    if (!c->req->complete) return;
-    size_t plen;
-    const char *path = http_request_path(c->req, &plen);
-    bool is_stage = plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
-    if (is_stage || c->req->upgrade) {
-        upgrade(c, data + n, len - (size_t)n);
-        return;
-    }
-    if (c->srv->handlers->on_http && c->srv->handlers->on_http(c, c->req)) return;
-    http_error(c, 404, NULL, "Not Found");
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {

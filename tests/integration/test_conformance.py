@@ -755,6 +755,31 @@ def _c10_1_x(connect):
     closing_handshake(p)
 
 
+def test_case_x_frames_pipelined_with_handshake(echo_server):
+    # Not in Autobahn: frames in the same write as the upgrade request are
+    # the first frames of the connection (they are in the server's read
+    # buffer behind the request head).
+    import base64
+    port = echo_server.port
+    s = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /staging HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+              + F(TEXT, KOSME) + F(PING, b"p") + F(BINARY, b"\x00") + close_frame(3001))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    p = Peer.__new__(Peer)
+    p.sock, p.buf, p.pos, p.recv_size, p.reset = s, bytearray(rest), 0, 65536, False
+    assert p.events_until_eof() == [("text", KOSME), ("pong", b"p"), ("binary", b"\x00"),
+                                    ("close", 3001)]
+
+
 @pytest.mark.parametrize("cid", list(CASES))
 def test_case(cid, echo_server):
     def connect(**kw):

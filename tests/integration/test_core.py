@@ -271,6 +271,9 @@ def test_handshake_one_byte_at_a_time(echo):
 def test_handshake_large_head_one_byte_at_a_time(start_server):
     # A head that fits max_header_bytes in one send must fit it however the
     # bytes arrive: the budget counts bytes, not parser callbacks.
+    # Bug: src/http/request.c on_header_field charged ": " and CRLF (4 bytes)
+    # on every callback, so a name split over N reads cost 4*N extra and a
+    # trickled head got 431 (fixed there, in on_header_field).
     srv = start_server(settings={"mode": "echo", "max_header_bytes": 2048})
     extra = [(f"X-Header-Number-{i:02d}-Padding-Name", "v") for i in range(40)]
     req = request_head(port=srv.port, extra=extra)
@@ -326,6 +329,8 @@ def test_handshake_slowloris_timeout(start_server):
 
 def test_handshake_timeout_zero_means_no_limit(start_server):
     # docs/configuration.md: handshake_timeout_ms 0 = no limit.
+    # Bug (fixed in src/net/conn.c, conn_sweep): 0 aborted every unfinished
+    # handshake at the first sweep.
     srv = start_server(settings={"mode": "echo", "handshake_timeout_ms": 0})
     key = base64.b64encode(os.urandom(16)).decode()
     req = request_head(key=key, port=srv.port)
@@ -360,6 +365,37 @@ def test_handshake_pipelined_frame(echo):
     assert c.recv_message() == (0x1, b"pipelined")
     assert c.recv_message() == (0x2, b"\x00\x01")
     c.close()
+
+
+def test_stage_name_is_the_path(start_server):
+    srv = start_server(settings={"mode": "echo", "stage_name": "prod"})
+    c = ws_open(srv.port, "/prod")
+    c.send(text(b"on prod"))
+    assert c.recv_message() == (0x1, b"on prod")
+    assert_json_error(srv.port, request_head(path="/staging", port=srv.port), 404)
+    c.close()
+
+
+def test_max_connections(start_server):
+    srv = start_server(settings={"mode": "echo", "max_connections": 2})
+    a, b = ws_open(srv.port), ws_open(srv.port)
+    assert_json_error(srv.port, request_head(port=srv.port), 503)
+    # A slot frees up once a connection is gone.
+    a.send(frame(0x8, struct.pack("!H", 1000)))
+    a.expect_close(1000)
+    deadline = time.time() + 3
+    while True:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+        s.sendall(request_head(port=srv.port))
+        head = s.recv(4096)
+        s.close()
+        if head.startswith(b"HTTP/1.1 101"):
+            break
+        assert head.startswith(b"HTTP/1.1 503") and time.time() < deadline, head
+        time.sleep(0.05)
+    b.send(text(b"b"))
+    assert b.recv_message() == (0x1, b"b")
+    b.close()
 
 
 # ---------------------------------------------------------------- framing
@@ -638,6 +674,8 @@ def test_pong_timeout(start_server):
 
 def test_pong_timeout_zero_means_never(start_server):
     # docs/configuration.md: pong_timeout_s 0 = never close for a missing pong.
+    # Bug (fixed in src/net/conn.c, conn_sweep): 0 closed with 1008 "pong
+    # timeout" at the first sweep after every ping.
     srv = start_server(settings={"mode": "echo", "ping_interval_s": 1, "pong_timeout_s": 0})
     c = ws_open(srv.port)
     fin, op, payload = c.recv_frame(timeout=3)
@@ -683,6 +721,10 @@ def test_max_connection_duration(start_server):
 
 @pytest.mark.parametrize("mode", ["echo", "api"])
 def test_sigterm_graceful_shutdown(start_server, mode):
+    # Bug (api mode): the store's active uv_async handle kept uv_run() going
+    # after every connection and the server's handles were closed, so the
+    # server never exited (and a second SIGTERM killed it). Fixed in
+    # src/store/store.c, store_open (uv_unref of the async handle).
     srv = start_server(settings={"mode": mode, "shutdown_timeout_ms": 1500})
     conns = [ws_open(srv.port) for _ in range(3)]
     for c in conns:  # every connection fully open (api mode sends a welcome)

@@ -202,6 +202,7 @@ Test(auth_demo, tokens, .fini = fini) {
     cr_assert_eq(demo("/staging?token=valid_test_token&userId=testuser", &msg), 0);
     cr_assert_eq(demo("/staging?token=valid%5Fx", &msg), 0); /* decoded first */
     cr_assert_eq(demo("/staging?token=valid_", &msg), 0);
+    cr_assert_eq(demo("/staging?token=", &msg), 0); /* empty: as if absent, like the seed */
 
     cr_assert_eq(demo("/staging?token=bad", &msg), 401);
     cr_assert_str_eq(msg, "Unauthorized");

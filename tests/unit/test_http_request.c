@@ -174,6 +174,40 @@ Test(http_request, upgrade_head_then_frame_in_separate_feeds) {
     http_request_free(&r);
 }
 
+/* Found by fuzz_http_request: an upgrade request with a body was declared
+ * complete, without its body, whenever a feed ended right after the head
+ * (parser.upgrade is set from the head on), but read whole otherwise. */
+Test(http_request, upgrade_request_with_body_complete_after_body) {
+    const char req[] = "GET /staging HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Content-Length: 4\r\n\r\nbody\x81\x80";
+    size_t head = strlen(req) - 6;
+    http_request r;
+    ssize_t n = parse(&r, req); /* whole, bytewise and chunked agree */
+    cr_assert_eq(n, (ssize_t)(head + 4));
+    cr_assert(r.complete && r.upgrade);
+    cr_assert_str_eq(r.body, "body");
+    http_request_free(&r);
+
+    http_request_init(&r, MAXH, MAXN, MAXB);
+    cr_assert_eq(http_request_feed(&r, req, head), (ssize_t)head);
+    cr_assert(!r.complete, "complete before its body");
+    cr_assert(!r.upgrade);
+    cr_assert_eq(http_request_feed(&r, req + head, 6), 4);
+    cr_assert(r.complete && r.upgrade);
+    cr_assert_str_eq(r.body, "body");
+    http_request_free(&r);
+}
+
+Test(http_request, connect_is_an_upgrade) {
+    const char req[] = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\nrest";
+    http_request r;
+    ssize_t n = parse(&r, req);
+    cr_assert_eq(n, (ssize_t)strlen(req) - 4);
+    cr_assert(r.complete && r.upgrade);
+    cr_assert_str_eq(http_request_method(&r), "CONNECT");
+    http_request_free(&r);
+}
+
 Test(http_request, pipelined_second_request_left_unparsed) {
     const char first[] = "GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
     const char both[] = "GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: b\r\n\r\n";
@@ -267,6 +301,22 @@ Test(http_request, header_value_surrounding_whitespace_dropped) {
     cr_assert_eq(l, 3);
     cr_assert_str_eq(http_request_header(&r, "X-C", &l), "");
     cr_assert_eq(l, 0);
+    http_request_free(&r);
+}
+
+/* Found by fuzz_http_request: trailer fields of a chunked body arrive as
+ * more headers after on_headers_complete, and kept their trailing
+ * whitespace. */
+Test(http_request, trailer_values_trimmed_too) {
+    http_request r;
+    parse(&r, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked \r\n\r\n"
+              "1\r\na\r\n0\r\nX-Trailer: t \t\r\n\r\n");
+    cr_assert(r.complete);
+    size_t l;
+    cr_assert_str_eq(http_request_header(&r, "Transfer-Encoding", &l), "chunked");
+    cr_assert_str_eq(http_request_header(&r, "X-Trailer", &l), "t");
+    cr_assert_eq(l, 1);
+    cr_assert_str_eq(r.body, "a");
     http_request_free(&r);
 }
 
@@ -436,6 +486,32 @@ Test(http_request, malformed_request_lines_400) {
         cr_assert_eq(r.error_status, 400, "request %zu: status %d", i, r.error_status);
         http_request_free(&r);
     }
+}
+
+/* Found by fuzz_http_request: http-parser does not check the first byte
+ * of a header value, so `User-Agent:\0...` parsed and http_request_header
+ * returned a string shorter than its length. */
+Test(http_request, control_characters_in_values_400) {
+    static const char a[] = "GET / HTTP/1.1\r\nUser-Agent:\0x\r\n\r\n";
+    static const char b[] = "GET / HTTP/1.1\r\nUser-Agent: \x01x\r\n\r\n";
+    static const char c[] = "GET / HTTP/1.1\r\nUser-Agent: \x7fx\r\n\r\n";
+    static const char d[] = "GET / HTTP/1.1\r\nUser-Agent: x\x1b\r\n\r\n";
+    static const char e[] = "GET / HTTP/1.1\r\nSec-WebSocket-Key:\0dGhlIHNhbXBsZSBub25jZQ=\r\n\r\n";
+    const char *reqs[] = {a, b, c, d, e};
+    size_t lens[] = {sizeof a - 1, sizeof b - 1, sizeof c - 1, sizeof d - 1, sizeof e - 1};
+    for (size_t i = 0; i < 5; i++) {
+        http_request r;
+        cr_assert_eq(parse_lim(&r, reqs[i], lens[i], DEF), -1, "request %zu accepted", i);
+        cr_assert_eq(r.error_status, 400);
+        http_request_free(&r);
+    }
+    /* A tab and bytes >= 0x80 are fine. */
+    http_request r;
+    parse(&r, "GET / HTTP/1.1\r\nUser-Agent:\tx\ty \xc3\xa9\xff\r\n\r\n");
+    size_t l;
+    cr_assert_str_eq(http_request_header(&r, "User-Agent", &l), "x\ty \xc3\xa9\xff");
+    cr_assert_eq(l, 7);
+    http_request_free(&r);
 }
 
 Test(http_request, free_is_idempotent_and_reinit_works) {

@@ -186,7 +186,7 @@ Test(registry, remove_from_middle_of_lists) {
     conn *c[5];
     session *s[5];
     for (int i = 0; i < 5; i++) {
-        char id[8];
+        char id[32];
         snprintf(id, sizeof id, "c%d", i);
         c[i] = fake_conn(id);
         s[i] = registry_add(&r, c[i], "u", "u");
@@ -238,7 +238,7 @@ Test(registry, rooms_sorted) {
     conn *c[20];
     session *s[20];
     for (size_t i = 0; i < 2 * n; i++) {
-        char id[8];
+        char id[32];
         snprintf(id, sizeof id, "c%zu", i);
         c[i] = fake_conn(id);
         s[i] = registry_add(&r, c[i], id, id);
@@ -296,7 +296,7 @@ static void check_model(const registry *r, const model_sess *m) {
             cr_assert_null(m[i].s->room);
         } else {
             room_count[m[i].room]++;
-            char rid[16];
+            char rid[32];
             snprintf(rid, sizeof rid, "room-%03d", m[i].room);
             cr_assert_not_null(m[i].s->room);
             cr_assert_str_eq(m[i].s->room->id, rid);
@@ -304,7 +304,7 @@ static void check_model(const registry *r, const model_sess *m) {
     }
     size_t nrooms = 0, nusers = 0;
     for (int i = 0; i < NROOMS; i++) {
-        char rid[16];
+        char rid[32];
         snprintf(rid, sizeof rid, "room-%03d", i);
         room *rm = registry_room(r, rid);
         if (room_count[i] == 0) {
@@ -316,7 +316,7 @@ static void check_model(const registry *r, const model_sess *m) {
         }
     }
     for (int i = 0; i < NUSERS; i++) {
-        char uid[16];
+        char uid[32];
         snprintf(uid, sizeof uid, "user-%d", i);
         user_conns *u = registry_user(r, uid);
         if (user_count[i] == 0) {
@@ -344,18 +344,18 @@ Test(registry, many_sessions_random_moves_against_model, .timeout = 120) {
     registry_init(&r);
     model_sess *m = calloc(NSESS, sizeof(*m));
     for (int i = 0; i < NSESS; i++) {
-        char id[24];
+        char id[32];
         snprintf(id, sizeof id, "conn-%05d", i);
         m[i].c = fake_conn(id);
         m[i].room = -1;
     }
     for (int i = 0; i < NSESS; i++) {
-        char uid[16];
+        char uid[32];
         m[i].user = (int)(rnd() % NUSERS);
         snprintf(uid, sizeof uid, "user-%d", m[i].user);
         m[i].s = registry_add(&r, m[i].c, uid, uid);
         if (rnd() % 4) {
-            char rid[16];
+            char rid[32];
             m[i].room = (int)(rnd() % NROOMS);
             snprintf(rid, sizeof rid, "room-%03d", m[i].room);
             registry_join(&r, m[i].s, rid);
@@ -369,13 +369,13 @@ Test(registry, many_sessions_random_moves_against_model, .timeout = 120) {
             uint32_t what = rnd() % 10;
             if (!m[i].s) {
                 /* Reconnect, maybe as someone else. */
-                char uid[16];
+                char uid[32];
                 m[i].user = (int)(rnd() % NUSERS);
                 snprintf(uid, sizeof uid, "user-%d", m[i].user);
                 m[i].s = registry_add(&r, m[i].c, uid, uid);
                 m[i].room = -1;
             } else if (what < 6) {
-                char rid[16];
+                char rid[32];
                 /* Later batches crowd into few rooms so rooms empty out. */
                 int nr = batch < 10 ? NROOMS : 3 + batch;
                 m[i].room = (int)(rnd() % (unsigned)nr);

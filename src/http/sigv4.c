@@ -1,0 +1,800 @@
+#include "http/sigv4.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/alloc.h"
+
+/* Every reason sigv4_verify can give, in one list. */
+#define SIGV4_REASONS(X)                                                              \
+    X(NO_AUTH, "missing Authorization header")                                        \
+    X(MALFORMED, "malformed Authorization header")                                    \
+    X(ALGORITHM, "unsupported Authorization scheme (expected AWS4-HMAC-SHA256)")      \
+    X(SERVICE, "credential scope names the wrong service")                            \
+    X(UNKNOWN_KEY, "unknown access key")                                              \
+    X(NO_DATE, "missing X-Amz-Date or Date header")                                   \
+    X(BAD_DATE, "malformed X-Amz-Date or Date header")                                \
+    X(SCOPE_DATE, "credential scope date does not match the request date")            \
+    X(SKEW, "request time is too skewed (signature expired or not yet valid)")        \
+    X(HOST_UNSIGNED, "host header is not signed")                                     \
+    X(DATE_UNSIGNED, "request date header is not signed")                             \
+    X(MISSING_HEADER, "a signed header is missing from the request")                  \
+    X(UNSIGNED_PAYLOAD, "unsigned payloads are not accepted")                         \
+    X(PAYLOAD_HASH, "x-amz-content-sha256 does not match the body")                   \
+    X(CRYPTO, "signature computation failed")                                         \
+    X(SIGNATURE, "signature does not match")
+
+enum {
+#define SIGV4_ENUM(name, text) R_##name,
+    SIGV4_REASONS(SIGV4_ENUM)
+#undef SIGV4_ENUM
+};
+
+static const char *const reason_text[] = {
+#define SIGV4_TEXT(name, text) text,
+    SIGV4_REASONS(SIGV4_TEXT)
+#undef SIGV4_TEXT
+};
+
+#define ALGORITHM "AWS4-HMAC-SHA256"
+#define TERMINATOR "aws4_request"
+
+/* ---- a growable byte string ---- */
+
+typedef struct {
+    char *d;
+    size_t n, cap;
+} sbuf;
+
+static void sb_put(sbuf *b, const void *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        b->d = xrealloc(b->d, cap);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->d + b->n, s, n);
+    b->n += n;
+    b->d[b->n] = '\0';
+}
+
+static void sb_putc(sbuf *b, char c) { sb_put(b, &c, 1); }
+static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* Return b's NUL-terminated contents (never NULL), now owned by the caller. */
+static char *sb_take(sbuf *b) {
+    if (!b->d) sb_put(b, "", 0);
+    char *d = b->d;
+    memset(b, 0, sizeof(*b));
+    return d;
+}
+
+/* ---- encoding ---- */
+
+static const char HEX_UPPER[] = "0123456789ABCDEF";
+static const char HEX_LOWER[] = "0123456789abcdef";
+
+static bool is_unreserved(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.' || c == '~';
+}
+
+/* Percent-encode s as Python's urllib.parse.quote does (uppercase hex);
+ * '/' stays when slash_safe. */
+static void pct_encode(sbuf *b, const char *s, size_t n, bool slash_safe) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (is_unreserved(c) || (slash_safe && c == '/')) {
+            sb_putc(b, (char)c);
+        } else {
+            char e[3] = {'%', HEX_UPPER[c >> 4], HEX_UPPER[c & 15]};
+            sb_put(b, e, 3);
+        }
+    }
+}
+
+static int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Append the %XX-decoded s (invalid escapes kept literally; '+' kept). */
+static void pct_decode(sbuf *b, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n) {
+            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+            if (hi >= 0 && lo >= 0) {
+                sb_putc(b, (char)(hi * 16 + lo));
+                i += 2;
+                continue;
+            }
+        }
+        sb_putc(b, s[i]);
+    }
+}
+
+static void hex_lower(const unsigned char *in, size_t n, char *out) {
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = HEX_LOWER[in[i] >> 4];
+        out[2 * i + 1] = HEX_LOWER[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Decode exactly 2*n hex digits (either case) into out; false otherwise. */
+static bool hex_decode(const char *s, size_t len, unsigned char *out, size_t n) {
+    if (len != 2 * n) return false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = (unsigned char)(hi * 16 + lo);
+    }
+    return true;
+}
+
+/* ---- crypto ---- */
+
+static bool sha256(const void *data, size_t n, unsigned char out[32]) {
+    unsigned int len = 0;
+    if (!EVP_Digest(n ? data : "", n, out, &len, EVP_sha256(), NULL)) return false;
+    return len == 32;
+}
+
+static bool sha256_hex(const void *data, size_t n, char out[65]) {
+    unsigned char md[32];
+    if (!sha256(data, n, md)) return false;
+    hex_lower(md, 32, out);
+    return true;
+}
+
+static bool hmac(const void *key, size_t keylen, const void *msg, size_t n, unsigned char out[32]) {
+    unsigned int len = 0;
+    if (keylen > INT_MAX) return false;
+    if (!HMAC(EVP_sha256(), key, (int)keylen, n ? msg : (const void *)"", n, out, &len))
+        return false;
+    return len == 32;
+}
+
+/* The signing key for (secret, date, region, service) into out. */
+static bool signing_key(const char *secret, const char *date, size_t date_len, const char *region,
+                        size_t region_len, const char *service, size_t service_len,
+                        unsigned char out[32]) {
+    size_t sl = strlen(secret);
+    char *k = xmalloc(sl + 5);
+    memcpy(k, "AWS4", 4);
+    memcpy(k + 4, secret, sl + 1);
+    unsigned char a[32], b[32];
+    bool ok = hmac(k, sl + 4, date, date_len, a) && hmac(a, 32, region, region_len, b) &&
+              hmac(b, 32, service, service_len, a) && hmac(a, 32, TERMINATOR, strlen(TERMINATOR), out);
+    OPENSSL_cleanse(k, sl + 4);
+    OPENSSL_cleanse(a, sizeof a);
+    OPENSSL_cleanse(b, sizeof b);
+    free(k);
+    return ok;
+}
+
+/* ---- canonical pieces ---- */
+
+char *sigv4_canonical_uri(const char *path, size_t len) {
+    /* botocore's remove_dot_segments: drop empty and "." segments, ".."
+     * pops; keep a leading '/', and a trailing one when anything is left. */
+    if (len == 0) return xstrdup("/");
+    size_t nseg = 1;
+    for (size_t i = 0; i < len; i++) nseg += path[i] == '/';
+    size_t *off = xmalloc(nseg * sizeof(*off)), *sl = xmalloc(nseg * sizeof(*sl));
+    size_t top = 0;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && path[i] != '/') continue;
+        size_t n = i - start;
+        const char *s = path + start;
+        if (n == 0 || (n == 1 && s[0] == '.')) {
+            /* skipped */
+        } else if (n == 2 && s[0] == '.' && s[1] == '.') {
+            if (top) top--;
+        } else {
+            off[top] = start;
+            sl[top] = n;
+            top++;
+        }
+        start = i + 1;
+    }
+    sbuf b = {0};
+    if (path[0] == '/') sb_putc(&b, '/');
+    for (size_t i = 0; i < top; i++) {
+        if (i) sb_putc(&b, '/');
+        pct_encode(&b, path + off[i], sl[i], false);
+    }
+    if (path[len - 1] == '/' && top) sb_putc(&b, '/');
+    free(off);
+    free(sl);
+    return sb_take(&b);
+}
+
+typedef struct {
+    char *k, *v;
+    size_t kl, vl;
+} qpair;
+
+static int span_cmp(const char *a, size_t al, const char *b, size_t bl) {
+    int c = memcmp(a, b, al < bl ? al : bl);
+    if (c) return c;
+    return al < bl ? -1 : al > bl;
+}
+
+static int qpair_cmp(const void *x, const void *y) {
+    const qpair *a = x, *b = y;
+    int c = span_cmp(a->k, a->kl, b->k, b->kl);
+    return c ? c : span_cmp(a->v, a->vl, b->v, b->vl);
+}
+
+/* reencode: decode %XX then encode (the canonical form; botocore's for
+ * params). Otherwise take keys and values as they are (botocore's for a
+ * query already in the URL, which is how boto3 signs). */
+static char *canon_query(const char *q, size_t len, bool reencode) {
+    if (len == 0) return xstrdup("");
+    size_t npairs = 1;
+    for (size_t i = 0; i < len; i++) npairs += q[i] == '&';
+    qpair *p = xcalloc(npairs, sizeof(*p));
+    size_t start = 0, np = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && q[i] != '&') continue;
+        const char *s = q + start;
+        size_t n = i - start;
+        const char *eq = memchr(s, '=', n);
+        size_t kl = eq ? (size_t)(eq - s) : n;
+        const char *v = eq ? eq + 1 : s + n;
+        size_t vl = eq ? n - kl - 1 : 0;
+        qpair *pp = &p[np++];
+        if (reencode) {
+            sbuf dk = {0}, dv = {0}, ek = {0}, ev = {0};
+            pct_decode(&dk, s, kl);
+            pct_decode(&dv, v, vl);
+            pct_encode(&ek, dk.d, dk.n, false);
+            pct_encode(&ev, dv.d, dv.n, false);
+            free(dk.d);
+            free(dv.d);
+            pp->kl = ek.n;
+            pp->vl = ev.n;
+            pp->k = sb_take(&ek);
+            pp->v = sb_take(&ev);
+        } else {
+            pp->k = xstrndup(s, kl);
+            pp->v = xstrndup(v, vl);
+            pp->kl = kl;
+            pp->vl = vl;
+        }
+        start = i + 1;
+    }
+    qsort(p, np, sizeof(*p), qpair_cmp);
+    sbuf b = {0};
+    for (size_t i = 0; i < np; i++) {
+        if (i) sb_putc(&b, '&');
+        sb_put(&b, p[i].k, p[i].kl);
+        sb_putc(&b, '=');
+        sb_put(&b, p[i].v, p[i].vl);
+        free(p[i].k);
+        free(p[i].v);
+    }
+    free(p);
+    return sb_take(&b);
+}
+
+char *sigv4_canonical_query(const char *query, size_t len) {
+    return canon_query(query, len, true);
+}
+
+/* Whitespace as Python's str.split() sees it, ASCII part. */
+static bool is_ws(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' ||
+           (c >= 0x1c && c <= 0x1f);
+}
+
+/* Append value trimmed, inner whitespace runs collapsed to one space. */
+static void put_trimall(sbuf *b, const char *v, size_t n) {
+    size_t i = 0;
+    bool first = true;
+    while (i < n) {
+        while (i < n && is_ws((unsigned char)v[i])) i++;
+        if (i == n) break;
+        size_t s = i;
+        while (i < n && !is_ws((unsigned char)v[i])) i++;
+        if (!first) sb_putc(b, ' ');
+        sb_put(b, v + s, i - s);
+        first = false;
+    }
+}
+
+/* Build the string to sign and the signature for the given canonical
+ * request, into sig. */
+static bool compute_signature(const char *canonical, size_t clen, const char *amz_date,
+                              const char *secret, const char *date, const char *region,
+                              size_t region_len, const char *service, unsigned char sig[32]) {
+    char crhash[65];
+    if (!sha256_hex(canonical, clen, crhash)) return false;
+    sbuf sts = {0};
+    sb_puts(&sts, ALGORITHM "\n");
+    sb_puts(&sts, amz_date);
+    sb_putc(&sts, '\n');
+    sb_put(&sts, date, 8);
+    sb_putc(&sts, '/');
+    sb_put(&sts, region, region_len);
+    sb_putc(&sts, '/');
+    sb_puts(&sts, service);
+    sb_puts(&sts, "/" TERMINATOR "\n");
+    sb_puts(&sts, crhash);
+    unsigned char key[32];
+    bool ok = signing_key(secret, date, 8, region, region_len, service, strlen(service), key) &&
+              hmac(key, 32, sts.d, sts.n, sig);
+    OPENSSL_cleanse(key, sizeof key);
+    free(sts.d);
+    return ok;
+}
+
+/* ---- dates ---- */
+
+static bool digits(const char *s, size_t n, int *out) {
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* Convert broken-down UTC fields to time_t, refusing out-of-range fields
+ * (e.g. 31 February). */
+static bool make_time(int year, int mon, int day, int hh, int mm, int ss, time_t *out) {
+    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 59) return false;
+    struct tm tm = {0};
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hh;
+    tm.tm_min = mm;
+    tm.tm_sec = ss;
+    time_t t = timegm(&tm);
+    struct tm back;
+    if (!gmtime_r(&t, &back)) return false;
+    if (back.tm_year != year - 1900 || back.tm_mon != mon - 1 || back.tm_mday != day ||
+        back.tm_hour != hh || back.tm_min != mm || back.tm_sec != ss)
+        return false;
+    *out = t;
+    return true;
+}
+
+/* "YYYYMMDDTHHMMSSZ" */
+static bool parse_amz_date(const char *s, size_t n, time_t *out) {
+    int y, mo, d, h, mi, se;
+    if (n != SIGV4_AMZ_DATE_LEN || s[8] != 'T' || s[15] != 'Z') return false;
+    if (!digits(s, 4, &y) || !digits(s + 4, 2, &mo) || !digits(s + 6, 2, &d) ||
+        !digits(s + 9, 2, &h) || !digits(s + 11, 2, &mi) || !digits(s + 13, 2, &se))
+        return false;
+    return make_time(y, mo, d, h, mi, se, out);
+}
+
+/* RFC 1123 "Tue, 05 Mar 2024 06:07:08 GMT" (also UT, UTC, Z, +0000,
+ * -0000, as Python's email.utils.formatdate writes it). */
+static bool parse_http_date(const char *s, size_t n, time_t *out) {
+    static const char days[] = "SunMonTueWedThuFriSat";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    size_t i = 0;
+    if (n < 5 || s[3] != ',' || s[4] != ' ') return false;
+    bool dayok = false;
+    for (int k = 0; k < 7; k++) dayok |= strncmp(s, days + 3 * k, 3) == 0;
+    if (!dayok) return false;
+    i = 5;
+    size_t ds = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9' && i - ds < 2) i++;
+    int day, year, hh, mm, ss, mon = 0;
+    if (i == ds || !digits(s + ds, i - ds, &day)) return false;
+    if (n - i < 1 + 3 + 1 + 4 + 1 + 8 + 1 || s[i] != ' ') return false;
+    i++;
+    for (int k = 0; k < 12; k++)
+        if (strncmp(s + i, months + 3 * k, 3) == 0) mon = k + 1;
+    if (!mon || s[i + 3] != ' ') return false;
+    i += 4;
+    if (!digits(s + i, 4, &year) || s[i + 4] != ' ') return false;
+    i += 5;
+    if (!digits(s + i, 2, &hh) || s[i + 2] != ':' || !digits(s + i + 3, 2, &mm) ||
+        s[i + 5] != ':' || !digits(s + i + 6, 2, &ss) || s[i + 8] != ' ')
+        return false;
+    i += 9;
+    const char *z = s + i;
+    size_t zl = n - i;
+    static const char *const zones[] = {"GMT", "UT", "UTC", "Z", "+0000", "-0000"};
+    bool zok = false;
+    for (size_t k = 0; k < sizeof zones / sizeof zones[0]; k++)
+        zok |= strlen(zones[k]) == zl && memcmp(z, zones[k], zl) == 0;
+    if (!zok) return false;
+    return make_time(year, mon, day, hh, mm, ss, out);
+}
+
+int sigv4_amz_date(time_t t, char out[SIGV4_AMZ_DATE_LEN + 1]) {
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900) return -1;
+    if (strftime(out, SIGV4_AMZ_DATE_LEN + 1, "%Y%m%dT%H%M%SZ", &tm) != SIGV4_AMZ_DATE_LEN)
+        return -1;
+    return 0;
+}
+
+/* ---- verification ---- */
+
+typedef struct {
+    const char *akid, *date, *region, *service, *signed_headers, *signature;
+    size_t akid_len, date_len, region_len, service_len, signed_headers_len, signature_len;
+} auth_parts;
+
+static void trim_span(const char **s, size_t *n) {
+    while (*n && (**s == ' ' || **s == '\t')) (*s)++, (*n)--;
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
+}
+
+/* Parse an Authorization value into parts (pointers into v). Returns a
+ * reason code, or -1 when well-formed. */
+static int parse_authorization(const char *v, size_t n, auth_parts *a) {
+    memset(a, 0, sizeof(*a));
+    size_t al = strlen(ALGORITHM);
+    if (n < al || memcmp(v, ALGORITHM, al) != 0) return R_ALGORITHM;
+    if (n == al || (v[al] != ' ' && v[al] != '\t')) return n == al ? R_MALFORMED : R_ALGORITHM;
+    const char *p = v + al, *end = v + n;
+    bool have_cred = false, have_sh = false, have_sig = false;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        const char *s = p;
+        size_t sl = (size_t)(e - p);
+        trim_span(&s, &sl);
+        p = comma ? comma + 1 : end;
+        const char *eq = memchr(s, '=', sl);
+        if (!eq) return R_MALFORMED;
+        size_t kl = (size_t)(eq - s);
+        const char *val = eq + 1;
+        size_t vl = sl - kl - 1;
+        if (kl == 10 && memcmp(s, "Credential", 10) == 0) {
+            if (have_cred) return R_MALFORMED;
+            have_cred = true;
+            /* AKID/DATE/REGION/SERVICE/aws4_request, split from the right. */
+            const char *slash[4];
+            size_t found = 0;
+            for (size_t i = vl; i-- > 0 && found < 4;)
+                if (val[i] == '/') slash[found++] = val + i;
+            if (found < 4) return R_MALFORMED;
+            const char *term = slash[0] + 1;
+            size_t tl = (size_t)(val + vl - term);
+            if (tl != strlen(TERMINATOR) || memcmp(term, TERMINATOR, tl) != 0) return R_MALFORMED;
+            a->akid = val;
+            a->akid_len = (size_t)(slash[3] - val);
+            a->date = slash[3] + 1;
+            a->date_len = (size_t)(slash[2] - a->date);
+            a->region = slash[2] + 1;
+            a->region_len = (size_t)(slash[1] - a->region);
+            a->service = slash[1] + 1;
+            a->service_len = (size_t)(slash[0] - a->service);
+            int dummy;
+            if (!a->akid_len || !a->region_len || !a->service_len || a->date_len != 8 ||
+                !digits(a->date, 8, &dummy))
+                return R_MALFORMED;
+        } else if (kl == 13 && memcmp(s, "SignedHeaders", 13) == 0) {
+            if (have_sh) return R_MALFORMED;
+            have_sh = true;
+            a->signed_headers = val;
+            a->signed_headers_len = vl;
+        } else if (kl == 9 && memcmp(s, "Signature", 9) == 0) {
+            if (have_sig) return R_MALFORMED;
+            have_sig = true;
+            a->signature = val;
+            a->signature_len = vl;
+        } else {
+            return R_MALFORMED;
+        }
+    }
+    if (!have_cred || !have_sh || !have_sig) return R_MALFORMED;
+    /* SignedHeaders: lowercase token names, strictly ascending. */
+    if (!a->signed_headers_len) return R_MALFORMED;
+    const char *prev = NULL;
+    size_t prev_len = 0;
+    const char *sh = a->signed_headers, *shend = sh + a->signed_headers_len;
+    while (sh <= shend) {
+        const char *semi = memchr(sh, ';', (size_t)(shend - sh));
+        const char *e = semi ? semi : shend;
+        size_t nl = (size_t)(e - sh);
+        if (!nl) return R_MALFORMED;
+        for (size_t i = 0; i < nl; i++) {
+            unsigned char c = (unsigned char)sh[i];
+            if (c <= ' ' || c >= 0x7f || (c >= 'A' && c <= 'Z') || c == ':' || c == ',')
+                return R_MALFORMED;
+        }
+        if (prev && span_cmp(prev, prev_len, sh, nl) >= 0) return R_MALFORMED;
+        prev = sh;
+        prev_len = nl;
+        if (!semi) break;
+        sh = semi + 1;
+    }
+    return -1;
+}
+
+static bool header_name_is(const http_request *r, const http_header *h, const char *name,
+                           size_t nl) {
+    return h->name_len == nl && strncasecmp(r->raw + h->name_off, name, nl) == 0;
+}
+
+static size_t header_count(const http_request *r, const char *name) {
+    size_t n = 0, nl = strlen(name);
+    for (size_t i = 0; i < r->nheaders; i++) n += header_name_is(r, &r->headers[i], name, nl);
+    return n;
+}
+
+static bool signed_list_has(const auth_parts *a, const char *name) {
+    size_t nl = strlen(name);
+    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
+    while (sh < end) {
+        const char *semi = memchr(sh, ';', (size_t)(end - sh));
+        const char *e = semi ? semi : end;
+        if ((size_t)(e - sh) == nl && memcmp(sh, name, nl) == 0) return true;
+        sh = e + 1;
+    }
+    return false;
+}
+
+/* Append "name:v1,v2\n" for every signed header. Returns false when one is
+ * absent from the request. */
+static bool put_canonical_headers(sbuf *b, const http_request *r, const auth_parts *a) {
+    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
+    while (sh < end) {
+        const char *semi = memchr(sh, ';', (size_t)(end - sh));
+        const char *e = semi ? semi : end;
+        size_t nl = (size_t)(e - sh);
+        sb_put(b, sh, nl);
+        sb_putc(b, ':');
+        bool found = false;
+        for (size_t i = 0; i < r->nheaders; i++) {
+            const http_header *h = &r->headers[i];
+            if (h->name_len != nl || strncasecmp(r->raw + h->name_off, sh, nl) != 0) continue;
+            if (found) sb_putc(b, ',');
+            found = true;
+            if (h->value_len) put_trimall(b, r->raw + h->value_off, h->value_len);
+        }
+        if (!found) return false;
+        sb_putc(b, '\n');
+        sh = e + 1;
+    }
+    return true;
+}
+
+static int fail(const char **reason, int code) {
+    if (reason) *reason = reason_text[code];
+    return -1;
+}
+
+int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
+                 const char *service, time_t now, int max_skew_s, const char **reason) {
+    if (reason) *reason = NULL;
+    size_t authn = header_count(req, "authorization");
+    if (authn == 0) return fail(reason, R_NO_AUTH);
+    if (authn > 1) return fail(reason, R_MALFORMED);
+    size_t av_len = 0;
+    const char *av = http_request_header(req, "authorization", &av_len);
+    auth_parts a;
+    int rc = parse_authorization(av, av_len, &a);
+    if (rc >= 0) return fail(reason, rc);
+    unsigned char given[32];
+    if (!hex_decode(a.signature, a.signature_len, given, sizeof given))
+        return fail(reason, R_MALFORMED);
+
+    if (a.service_len != strlen(service) || memcmp(a.service, service, a.service_len) != 0)
+        return fail(reason, R_SERVICE);
+    bool known = false;
+    for (size_t i = 0; i < ncreds && !known; i++)
+        known = strlen(creds[i].access_key_id) == a.akid_len &&
+                memcmp(creds[i].access_key_id, a.akid, a.akid_len) == 0;
+    if (!known) return fail(reason, R_UNKNOWN_KEY);
+
+    /* The request time: X-Amz-Date, else Date. */
+    char amz_date[SIGV4_AMZ_DATE_LEN + 1];
+    const char *date_header;
+    time_t t;
+    size_t dl = 0;
+    const char *dv = http_request_header(req, "x-amz-date", &dl);
+    if (dv) {
+        date_header = "x-amz-date";
+        if (!parse_amz_date(dv, dl, &t)) return fail(reason, R_BAD_DATE);
+    } else if ((dv = http_request_header(req, "date", &dl)) != NULL) {
+        date_header = "date";
+        if (!parse_http_date(dv, dl, &t)) return fail(reason, R_BAD_DATE);
+    } else {
+        return fail(reason, R_NO_DATE);
+    }
+    if (sigv4_amz_date(t, amz_date) != 0) return fail(reason, R_BAD_DATE);
+    if (memcmp(a.date, amz_date, 8) != 0) return fail(reason, R_SCOPE_DATE);
+    int64_t diff;
+    if (__builtin_sub_overflow((int64_t)now, (int64_t)t, &diff) || diff > max_skew_s ||
+        diff < -(int64_t)max_skew_s || max_skew_s < 0)
+        return fail(reason, R_SKEW);
+
+    if (!signed_list_has(&a, "host")) return fail(reason, R_HOST_UNSIGNED);
+    if (!signed_list_has(&a, date_header)) return fail(reason, R_DATE_UNSIGNED);
+
+    /* The payload hash. */
+    char body_hash[65];
+    if (!sha256_hex(req->body, req->body_len, body_hash)) return fail(reason, R_CRYPTO);
+    size_t phl = 0;
+    const char *ph = http_request_header(req, "x-amz-content-sha256", &phl);
+    if (ph) {
+        if ((phl == 16 && memcmp(ph, "UNSIGNED-PAYLOAD", 16) == 0) ||
+            (phl >= 10 && memcmp(ph, "STREAMING-", 10) == 0))
+            return fail(reason, R_UNSIGNED_PAYLOAD);
+        if (phl != 64 || strncasecmp(ph, body_hash, 64) != 0) return fail(reason, R_PAYLOAD_HASH);
+    } else {
+        ph = body_hash;
+        phl = 64;
+    }
+
+    /* The canonical request, with the query in its canonical form and,
+     * should the client have sent a non-canonical encoding, as it was sent
+     * (what botocore signs for a query already in the URL). */
+    size_t pl, ql;
+    const char *path = http_request_path(req, &pl);
+    const char *query = http_request_query(req, &ql);
+    char *uri = sigv4_canonical_uri(path, pl);
+    char *queries[2] = {canon_query(query, ql, true), canon_query(query, ql, false)};
+    int nq = strcmp(queries[0], queries[1]) == 0 ? 1 : 2;
+    sbuf tail = {0}; /* everything after the query */
+    sb_putc(&tail, '\n');
+    bool present = put_canonical_headers(&tail, req, &a);
+    sb_putc(&tail, '\n');
+    sb_put(&tail, a.signed_headers, a.signed_headers_len);
+    sb_putc(&tail, '\n');
+    sb_put(&tail, ph, phl);
+
+    int result = R_SIGNATURE;
+    if (!present) result = R_MISSING_HEADER;
+    for (int qi = 0; qi < nq && result == R_SIGNATURE; qi++) {
+        sbuf cr = {0};
+        sb_puts(&cr, http_request_method(req));
+        sb_putc(&cr, '\n');
+        sb_puts(&cr, uri);
+        sb_putc(&cr, '\n');
+        sb_puts(&cr, queries[qi]);
+        sb_put(&cr, tail.d, tail.n);
+        for (size_t i = 0; i < ncreds && result == R_SIGNATURE; i++) {
+            if (strlen(creds[i].access_key_id) != a.akid_len ||
+                memcmp(creds[i].access_key_id, a.akid, a.akid_len) != 0)
+                continue;
+            unsigned char want[32];
+            if (!compute_signature(cr.d, cr.n, amz_date, creds[i].secret_access_key, a.date,
+                                   a.region, a.region_len, service, want)) {
+                result = R_CRYPTO;
+                break;
+            }
+            if (CRYPTO_memcmp(want, given, sizeof want) == 0) result = -1;
+        }
+        free(cr.d);
+    }
+    free(uri);
+    free(queries[0]);
+    free(queries[1]);
+    free(tail.d);
+    if (result >= 0) return fail(reason, result);
+    return 0;
+}
+
+/* ---- signing ---- */
+
+typedef struct {
+    char *name; /* lowercased, owned */
+    const char *value;
+    size_t order;
+} sign_header;
+
+static int sign_header_cmp(const void *x, const void *y) {
+    const sign_header *a = x, *b = y;
+    int c = strcmp(a->name, b->name);
+    if (c) return c;
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
+char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const char *region,
+                 const char *service, time_t when, char amz_date[SIGV4_AMZ_DATE_LEN + 1]) {
+    if (sigv4_amz_date(when, amz_date) != 0) return NULL;
+    size_t n = req->nheaders + 1;
+    sign_header *h = xcalloc(n, sizeof(*h));
+    bool ok = true, has_host = false;
+    const char *payload = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const char *nm = req->headers[i].name;
+        size_t nl = strlen(nm);
+        h[i].name = xmalloc(nl + 1);
+        for (size_t j = 0; j <= nl; j++) {
+            unsigned char c = (unsigned char)nm[j];
+            h[i].name[j] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+            if (j < nl && (c <= ' ' || c >= 0x7f || c == ';' || c == ':' || c == ',')) ok = false;
+        }
+        h[i].value = req->headers[i].value ? req->headers[i].value : "";
+        h[i].order = i;
+        if (nl == 0 || strcmp(h[i].name, "x-amz-date") == 0 || strcmp(h[i].name, "date") == 0)
+            ok = false;
+        if (strcmp(h[i].name, "host") == 0) has_host = true;
+        if (strcmp(h[i].name, "x-amz-content-sha256") == 0 && !payload) payload = h[i].value;
+    }
+    h[n - 1].name = xstrdup("x-amz-date");
+    h[n - 1].value = amz_date;
+    h[n - 1].order = n - 1;
+    char *out = NULL;
+    if (ok && has_host) {
+        qsort(h, n, sizeof(*h), sign_header_cmp);
+        sbuf cr = {0}, sh = {0};
+        sb_puts(&cr, req->method);
+        sb_putc(&cr, '\n');
+        char *uri = sigv4_canonical_uri(req->path, strlen(req->path));
+        sb_puts(&cr, uri);
+        free(uri);
+        sb_putc(&cr, '\n');
+        char *q = sigv4_canonical_query(req->query ? req->query : "",
+                                        req->query ? strlen(req->query) : 0);
+        sb_puts(&cr, q);
+        free(q);
+        sb_putc(&cr, '\n');
+        for (size_t i = 0; i < n; i++) {
+            bool same = i > 0 && strcmp(h[i].name, h[i - 1].name) == 0;
+            if (same) {
+                sb_putc(&cr, ',');
+            } else {
+                if (i) {
+                    sb_putc(&cr, '\n');
+                    sb_putc(&sh, ';');
+                }
+                sb_puts(&cr, h[i].name);
+                sb_putc(&cr, ':');
+                sb_puts(&sh, h[i].name);
+            }
+            put_trimall(&cr, h[i].value, strlen(h[i].value));
+        }
+        sb_puts(&cr, "\n\n");
+        sb_put(&cr, sh.d, sh.n);
+        sb_putc(&cr, '\n');
+        char body_hash[65];
+        if (!payload) {
+            if (sha256_hex(req->body, req->body_len, body_hash)) payload = body_hash;
+        }
+        unsigned char sig[32];
+        if (payload) {
+            sb_puts(&cr, payload);
+            if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date,
+                                  region, strlen(region), service, sig)) {
+                char hex[65];
+                hex_lower(sig, 32, hex);
+                sbuf o = {0};
+                sb_puts(&o, ALGORITHM " Credential=");
+                sb_puts(&o, cred->access_key_id);
+                sb_putc(&o, '/');
+                sb_put(&o, amz_date, 8);
+                sb_putc(&o, '/');
+                sb_puts(&o, region);
+                sb_putc(&o, '/');
+                sb_puts(&o, service);
+                sb_puts(&o, "/" TERMINATOR ", SignedHeaders=");
+                sb_put(&o, sh.d, sh.n);
+                sb_puts(&o, ", Signature=");
+                sb_puts(&o, hex);
+                out = sb_take(&o);
+            }
+        }
+        free(cr.d);
+        free(sh.d);
+    }
+    for (size_t i = 0; i < n; i++) free(h[i].name);
+    free(h);
+    return out;
+}

@@ -1,0 +1,569 @@
+/* wsgate metrics: per-thread counter blocks, summed at render time into the
+ * Prometheus text format. See metrics.h. */
+#include "metrics/metrics.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "ws/utf8.h"
+
+#ifndef WSGATE_VERSION
+#define WSGATE_VERSION "0.1.0"
+#endif
+
+#define METRICS_MAX_SOURCES 8
+
+/* The latency buckets: bound in ns (used by the inline helper) and the `le`
+ * label text, side by side. */
+const uint64_t metrics_latency_bounds_ns[METRICS_LATENCY_BOUNDS] = {
+    100000ull,     250000ull,     500000ull,     1000000ull,    2500000ull,
+    5000000ull,    10000000ull,   25000000ull,   50000000ull,   100000000ull,
+    250000000ull,  500000000ull,  1000000000ull, 2500000000ull, 5000000000ull,
+};
+static const char *const latency_le[METRICS_LATENCY_BUCKETS] = {
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05",   "0.1",     "0.25",   "0.5",   "1",     "2.5",    "5",    "+Inf",
+};
+
+static const char *const throttle_scope_name[METRICS_THROTTLE_COUNT] = {
+    "stage", "route", "connection", "address",
+};
+
+/* ---- the global registry ---- */
+
+typedef struct gauge_source {
+    metrics_gauge_fn fn;
+    void *ctx;
+} gauge_source;
+
+static struct {
+    pthread_mutex_t mu;          /* guards everything below except gauge_bits */
+    bool detailed;
+    char *const_labels;          /* rendered `a="x",b="y"` (no braces), or NULL */
+    char *version;               /* escaped build_info version */
+    char *route_names[METRICS_ROUTE_NAMED]; /* raw route keys, NULL = unused */
+    int nroutes;
+    metrics **threads;
+    size_t nthreads, cap;
+    metrics retired;             /* counters of freed blocks (gauge unused) */
+    gauge_source sources[METRICS_MAX_SOURCES];
+    size_t nsources;
+    uint64_t gauge_bits[METRICS_GAUGE_COUNT]; /* doubles, atomic bit patterns */
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---- a growable string ---- */
+
+typedef struct sbuf {
+    char *d;
+    size_t n, cap;
+} sbuf;
+
+static void sb_reserve(sbuf *b, size_t extra) {
+    if (b->n + extra + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->n + extra + 1) cap *= 2;
+    b->d = xrealloc(b->d, cap);
+    b->cap = cap;
+}
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+    sb_reserve(b, n);
+    memcpy(b->d + b->n, s, n);
+    b->n += n;
+    b->d[b->n] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_putc(sbuf *b, char c) { sb_put(b, &c, 1); }
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k <= 0) return;
+    sb_reserve(b, (size_t)k);
+    va_start(ap, fmt);
+    vsnprintf(b->d + b->n, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)k;
+}
+
+/* Append s as a label value body (no quotes): backslash, double quote and
+ * newline escaped as the text format requires. A value that is not valid
+ * UTF-8 has every byte >= 0x80 replaced by '?'. */
+static void sb_put_label_value(sbuf *b, const char *s) {
+    size_t n = strlen(s);
+    bool utf8 = ws_utf8_valid((const uint8_t *)s, n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\\') sb_put(b, "\\\\", 2);
+        else if (c == '"') sb_put(b, "\\\"", 2);
+        else if (c == '\n') sb_put(b, "\\n", 2);
+        else if (c >= 0x80 && !utf8) sb_putc(b, '?');
+        else sb_putc(b, (char)c);
+    }
+}
+
+/* Append a sample value: shortest of %.15g / %.17g that round-trips; NaN
+ * and infinities as the text format spells them. */
+static void sb_put_double(sbuf *b, double v) {
+    if (isnan(v)) { sb_puts(b, "NaN"); return; }
+    if (isinf(v)) { sb_puts(b, v > 0 ? "+Inf" : "-Inf"); return; }
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%.15g", v);
+    if (strtod(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.17g", v);
+    sb_puts(b, tmp);
+}
+
+/* ---- setup ---- */
+
+static bool label_name_taken(const char *name, char **names, size_t n) {
+    static const char *const reserved[] = {"api", "stage", "route", "scope", "le", "version"};
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
+        if (strcmp(name, reserved[i]) == 0) return true;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0) return true;
+    return false;
+}
+
+/* Return a malloc'd label name made of s: [a-zA-Z_][a-zA-Z0-9_]*. */
+static char *sanitize_label_name(const char *s) {
+    size_t n = strlen(s);
+    char *out = xmalloc(n + 2);
+    size_t k = 0;
+    if (n == 0 || (s[0] >= '0' && s[0] <= '9')) out[k++] = '_';
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+        out[k++] = ok ? c : '_';
+    }
+    out[k] = '\0';
+    return out;
+}
+
+static void add_label(sbuf *b, const char *name, const char *value) {
+    if (b->n) sb_putc(b, ',');
+    sb_puts(b, name);
+    sb_put(b, "=\"", 2);
+    sb_put_label_value(b, value ? value : "");
+    sb_putc(b, '"');
+}
+
+/* Release the setup (labels, names), keeping counters and threads. Lock held. */
+static void clear_setup_locked(void) {
+    free(G.const_labels);
+    G.const_labels = NULL;
+    free(G.version);
+    G.version = NULL;
+    for (int i = 0; i < METRICS_ROUTE_NAMED; i++) {
+        free(G.route_names[i]);
+        G.route_names[i] = NULL;
+    }
+    G.nroutes = 0;
+    G.detailed = false;
+}
+
+static void add_route_locked(const char *key) {
+    if (!key) return;
+    for (int i = 0; i < G.nroutes; i++)
+        if (strcmp(G.route_names[i], key) == 0) return;
+    if (strcmp(key, "$other") == 0 || G.nroutes >= METRICS_ROUTE_NAMED) return;
+    G.route_names[G.nroutes++] = xstrdup(key);
+}
+
+void metrics_global_init(const config *cfg, const char *version) {
+    pthread_mutex_lock(&G.mu);
+    clear_setup_locked();
+
+    sbuf v = {0};
+    sb_puts(&v, "");
+    sb_put_label_value(&v, version ? version : WSGATE_VERSION);
+    G.version = v.d;
+
+    add_route_locked("$connect");
+    add_route_locked("$disconnect");
+    add_route_locked("$default");
+
+    if (cfg) {
+        G.detailed = cfg->enable_detailed_metrics;
+        for (size_t i = 0; i < cfg->custom_routes_count && cfg->custom_routes; i++)
+            add_route_locked(cfg->custom_routes[i]);
+
+        sbuf l = {0};
+        if (cfg->api_name) add_label(&l, "api", cfg->api_name);
+        if (cfg->stage_name) add_label(&l, "stage", cfg->stage_name);
+        size_t ntags = cfg->additional_tags ? cfg->additional_tags_count : 0;
+        char **names = ntags ? xcalloc(ntags, sizeof *names) : NULL;
+        size_t nnames = 0;
+        for (size_t i = 0; i < ntags; i++) {
+            const config_kv *kv = &cfg->additional_tags[i];
+            if (!kv->key) continue;
+            char *name = sanitize_label_name(kv->key);
+            if (strncmp(name, "__", 2) == 0 || label_name_taken(name, names, nnames)) {
+                char *p = xmalloc(strlen(name) + 5);
+                memcpy(p, "tag_", 4);
+                strcpy(p + 4, name);
+                free(name);
+                name = p;
+                if (label_name_taken(name, names, nnames)) {
+                    free(name);
+                    continue;
+                }
+            }
+            add_label(&l, name, kv->value);
+            names[nnames++] = name;
+        }
+        for (size_t i = 0; i < nnames; i++) free(names[i]);
+        free(names);
+        G.const_labels = l.d; /* NULL when no label was added */
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
+void metrics_global_free(void) {
+    pthread_mutex_lock(&G.mu);
+    clear_setup_locked();
+    for (size_t i = 0; i < G.nthreads; i++) free(G.threads[i]);
+    free(G.threads);
+    G.threads = NULL;
+    G.nthreads = G.cap = 0;
+    memset(&G.retired, 0, sizeof G.retired);
+    memset(G.sources, 0, sizeof G.sources);
+    G.nsources = 0;
+    for (int i = 0; i < METRICS_GAUGE_COUNT; i++) __atomic_store_n(&G.gauge_bits[i], 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&G.mu);
+}
+
+/* ---- threads ---- */
+
+metrics *metrics_thread_new(void) {
+    void *p = NULL;
+    /* Cache-line aligned so two loops' blocks never share a line. */
+    if (posix_memalign(&p, 64, sizeof(metrics)) != 0 || !p) {
+        fputs("wsgate: out of memory (metrics)\n", stderr);
+        abort();
+    }
+    memset(p, 0, sizeof(metrics));
+    metrics *m = p;
+    pthread_mutex_lock(&G.mu);
+    if (G.nthreads == G.cap) {
+        G.cap = G.cap ? G.cap * 2 : 8;
+        G.threads = xrealloc(G.threads, G.cap * sizeof *G.threads);
+    }
+    G.threads[G.nthreads++] = m;
+    pthread_mutex_unlock(&G.mu);
+    return m;
+}
+
+static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+/* dst += src for every counter (src read with relaxed atomic loads). */
+static void add_counters(metrics *dst, const metrics *src) {
+    for (int s = 0; s < METRICS_ROUTE_SLOTS; s++) {
+        metrics_route_stats *d = &dst->route[s];
+        const metrics_route_stats *r = &src->route[s];
+        d->connect += ld(&r->connect);
+        d->message += ld(&r->message);
+        d->client_error += ld(&r->client_error);
+        d->execution_error += ld(&r->execution_error);
+        d->integration_error += ld(&r->integration_error);
+        d->latency_sum_ns += ld(&r->latency_sum_ns);
+        for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) d->latency_bucket[i] += ld(&r->latency_bucket[i]);
+    }
+    for (int i = 0; i < METRICS_THROTTLE_COUNT; i++) dst->throttled[i] += ld(&src->throttled[i]);
+}
+
+void metrics_thread_free(metrics *m) {
+    if (!m) return;
+    pthread_mutex_lock(&G.mu);
+    for (size_t i = 0; i < G.nthreads; i++) {
+        if (G.threads[i] == m) {
+            add_counters(&G.retired, m);
+            G.threads[i] = G.threads[--G.nthreads];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+    free(m);
+}
+
+/* ---- slots ---- */
+
+int metrics_route_slot(const char *route_key) {
+    if (!route_key) return METRICS_SLOT_OTHER;
+    for (int i = 0; i < G.nroutes; i++)
+        if (strcmp(G.route_names[i], route_key) == 0) return i;
+    return METRICS_SLOT_OTHER;
+}
+
+const char *metrics_route_name(int slot) {
+    if (slot == METRICS_SLOT_OTHER) return "$other";
+    if (slot < 0 || slot >= G.nroutes) return NULL;
+    return G.route_names[slot];
+}
+
+bool metrics_detailed(void) { return G.detailed; }
+
+/* ---- gauges ---- */
+
+void metrics_set_gauge(metrics_gauge_id id, double value) {
+    if ((unsigned)id >= METRICS_GAUGE_COUNT) return;
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    __atomic_store_n(&G.gauge_bits[id], bits, __ATOMIC_RELAXED);
+}
+
+static double gauge_global(int id) {
+    uint64_t bits = __atomic_load_n(&G.gauge_bits[id], __ATOMIC_RELAXED);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+int metrics_add_gauge_source(metrics_gauge_fn fn, void *ctx) {
+    int rc = -1;
+    pthread_mutex_lock(&G.mu);
+    if (fn && G.nsources < METRICS_MAX_SOURCES) {
+        G.sources[G.nsources++] = (gauge_source){fn, ctx};
+        rc = 0;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
+void metrics_remove_gauge_source(metrics_gauge_fn fn, void *ctx) {
+    pthread_mutex_lock(&G.mu);
+    for (size_t i = 0; i < G.nsources; i++) {
+        if (G.sources[i].fn == fn && G.sources[i].ctx == ctx) {
+            memmove(&G.sources[i], &G.sources[i + 1], (G.nsources - i - 1) * sizeof *G.sources);
+            G.nsources--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
+/* ---- rendering ---- */
+
+/* A snapshot taken under the lock, rendered after it is released. */
+typedef struct snapshot {
+    metrics sum;
+    bool detailed;
+    int nroutes;
+    char *route_names[METRICS_ROUTE_SLOTS]; /* copies; [METRICS_SLOT_OTHER] = "$other" */
+    char *const_labels;
+    char *version;
+    gauge_source sources[METRICS_MAX_SOURCES];
+    size_t nsources;
+    metrics_gauges gauges;
+} snapshot;
+
+static void family(sbuf *b, const char *name, const char *type, const char *help) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Write `name{const,extra}` and a space; extra is a pre-rendered label list
+ * or NULL. */
+static void series(sbuf *b, const snapshot *s, const char *name, const char *suffix, const sbuf *extra) {
+    sb_puts(b, name);
+    if (suffix) sb_puts(b, suffix);
+    bool c = s->const_labels && *s->const_labels;
+    bool e = extra && extra->n;
+    if (c || e) {
+        sb_putc(b, '{');
+        if (c) sb_puts(b, s->const_labels);
+        if (c && e) sb_putc(b, ',');
+        if (e) sb_put(b, extra->d, extra->n);
+        sb_putc(b, '}');
+    }
+    sb_putc(b, ' ');
+}
+
+static void route_label(sbuf *l, const snapshot *s, int slot) {
+    l->n = 0;
+    if (l->d) l->d[0] = '\0';
+    if (s->detailed) add_label(l, "route", s->route_names[slot]);
+}
+
+/* The slots to render: every named slot and $other when detailed; one
+ * aggregate (all slots summed into slot 0 of `agg`) otherwise. */
+static int slot_list(const snapshot *s, int *slots) {
+    int n = 0;
+    if (!s->detailed) {
+        slots[n++] = 0;
+        return n;
+    }
+    for (int i = 0; i < s->nroutes; i++) slots[n++] = i;
+    slots[n++] = METRICS_SLOT_OTHER;
+    return n;
+}
+
+typedef enum { C_CONNECT, C_MESSAGE, C_CLIENT, C_EXEC, C_INTEG } counter_kind;
+
+static uint64_t counter_of(const metrics_route_stats *r, counter_kind k) {
+    switch (k) {
+    case C_CONNECT: return r->connect;
+    case C_MESSAGE: return r->message;
+    case C_CLIENT: return r->client_error;
+    case C_EXEC: return r->execution_error;
+    case C_INTEG: return r->integration_error;
+    }
+    return 0;
+}
+
+static const struct {
+    counter_kind kind;
+    const char *name;
+    const char *help;
+} route_counters[] = {
+    {C_CONNECT, "wsgate_connect_count_total",
+     "Connection requests sent to the $connect route (CloudWatch ConnectCount)."},
+    {C_MESSAGE, "wsgate_message_count_total",
+     "Messages received on routes or sent through the management API (CloudWatch MessageCount)."},
+    {C_CLIENT, "wsgate_client_error_total",
+     "Requests answered with a 4xx outcome before or by the route (CloudWatch ClientError)."},
+    {C_EXEC, "wsgate_execution_error_total",
+     "Requests that failed with a 5xx outcome or a handler failure (CloudWatch ExecutionError)."},
+    {C_INTEG, "wsgate_integration_error_total",
+     "Requests whose store or integration call failed (CloudWatch IntegrationError)."},
+};
+
+static const struct {
+    metrics_gauge_id id;
+    const char *name;
+    const char *help;
+} gauge_families[METRICS_GAUGE_COUNT] = {
+    {METRICS_GAUGE_CONNECTIONS, "wsgate_connections", "Live WebSocket connections."},
+    {METRICS_GAUGE_ROOMS, "wsgate_rooms", "Rooms with at least one member."},
+    {METRICS_GAUGE_QUEUED_BYTES, "wsgate_queued_bytes", "Bytes waiting in connections' write queues."},
+    {METRICS_GAUGE_STORE_BATCH_LATENCY, "wsgate_store_batch_latency_seconds",
+     "Commit time of the store's last group-commit batch."},
+    {METRICS_GAUGE_STORE_BATCH_SIZE, "wsgate_store_batch_size",
+     "Operations in the store's last group-commit batch."},
+    {METRICS_GAUGE_STORE_PENDING_OPS, "wsgate_store_pending_ops",
+     "Operations queued for the store thread."},
+};
+
+static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {
+    a->connect += r->connect;
+    a->message += r->message;
+    a->client_error += r->client_error;
+    a->execution_error += r->execution_error;
+    a->integration_error += r->integration_error;
+    a->latency_sum_ns += r->latency_sum_ns;
+    for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) a->latency_bucket[k] += r->latency_bucket[k];
+}
+
+static void render_snapshot(sbuf *b, snapshot *s) {
+    sbuf l = {0};
+    int slots[METRICS_ROUTE_SLOTS];
+    int nslots = slot_list(s, slots);
+
+    /* Not detailed: sum every slot into slot 0. Detailed: slots never
+     * assigned a route (a caller's stray slot number) count as $other. */
+    for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) {
+        int to = !s->detailed ? 0 : (i >= s->nroutes && i != METRICS_SLOT_OTHER) ? METRICS_SLOT_OTHER : i;
+        if (to != i) add_stats(&s->sum.route[to], &s->sum.route[i]);
+    }
+
+    family(b, "wsgate_up", "gauge", "1 while the server is serving.");
+    series(b, s, "wsgate_up", NULL, NULL);
+    sb_puts(b, "1\n");
+
+    family(b, "wsgate_build_info", "gauge", "Build information; the value is always 1.");
+    l.n = 0;
+    sb_puts(&l, "version=\"");
+    sb_puts(&l, s->version ? s->version : WSGATE_VERSION);
+    sb_putc(&l, '"');
+    series(b, s, "wsgate_build_info", NULL, &l);
+    sb_puts(b, "1\n");
+
+    for (size_t f = 0; f < sizeof route_counters / sizeof *route_counters; f++) {
+        family(b, route_counters[f].name, "counter", route_counters[f].help);
+        for (int i = 0; i < nslots; i++) {
+            route_label(&l, s, slots[i]);
+            series(b, s, route_counters[f].name, NULL, &l);
+            sb_printf(b, "%llu\n", (unsigned long long)counter_of(&s->sum.route[slots[i]], route_counters[f].kind));
+        }
+    }
+
+    const char *h = "wsgate_integration_latency_seconds";
+    family(b, h, "histogram",
+           "Time between a route's request and its integration's response (CloudWatch IntegrationLatency).");
+    for (int i = 0; i < nslots; i++) {
+        const metrics_route_stats *r = &s->sum.route[slots[i]];
+        uint64_t cum = 0;
+        for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
+            cum += r->latency_bucket[k];
+            route_label(&l, s, slots[i]);
+            add_label(&l, "le", latency_le[k]);
+            series(b, s, h, "_bucket", &l);
+            sb_printf(b, "%llu\n", (unsigned long long)cum);
+        }
+        route_label(&l, s, slots[i]);
+        series(b, s, h, "_sum", &l);
+        sb_printf(b, "%llu.%09llu\n", (unsigned long long)(r->latency_sum_ns / 1000000000ull),
+                  (unsigned long long)(r->latency_sum_ns % 1000000000ull));
+        series(b, s, h, "_count", &l);
+        sb_printf(b, "%llu\n", (unsigned long long)cum);
+    }
+
+    family(b, "wsgate_throttled_total", "counter", "Requests refused by a throttling token bucket, by scope.");
+    for (int i = 0; i < METRICS_THROTTLE_COUNT; i++) {
+        l.n = 0;
+        add_label(&l, "scope", throttle_scope_name[i]);
+        series(b, s, "wsgate_throttled_total", NULL, &l);
+        sb_printf(b, "%llu\n", (unsigned long long)s->sum.throttled[i]);
+    }
+
+    for (int g = 0; g < METRICS_GAUGE_COUNT; g++) {
+        family(b, gauge_families[g].name, "gauge", gauge_families[g].help);
+        series(b, s, gauge_families[g].name, NULL, NULL);
+        sb_put_double(b, s->gauges.value[gauge_families[g].id]);
+        sb_putc(b, '\n');
+    }
+    free(l.d);
+}
+
+char *metrics_render(size_t *len) {
+    snapshot *s = xcalloc(1, sizeof *s);
+
+    pthread_mutex_lock(&G.mu);
+    s->sum = G.retired;
+    int64_t gsum[METRICS_GAUGE_COUNT] = {0};
+    for (size_t t = 0; t < G.nthreads; t++) {
+        add_counters(&s->sum, G.threads[t]);
+        for (int g = 0; g < METRICS_GAUGE_COUNT; g++)
+            gsum[g] += (int64_t)__atomic_load_n(&G.threads[t]->gauge[g], __ATOMIC_RELAXED);
+    }
+    s->detailed = G.detailed;
+    s->nroutes = G.nroutes;
+    for (int i = 0; i < G.nroutes; i++) s->route_names[i] = xstrdup(G.route_names[i]);
+    s->route_names[METRICS_SLOT_OTHER] = xstrdup("$other");
+    s->const_labels = G.const_labels ? xstrdup(G.const_labels) : NULL;
+    s->version = G.version ? xstrdup(G.version) : NULL;
+    memcpy(s->sources, G.sources, sizeof s->sources);
+    s->nsources = G.nsources;
+    pthread_mutex_unlock(&G.mu);
+
+    for (int g = 0; g < METRICS_GAUGE_COUNT; g++) s->gauges.value[g] = gauge_global(g) + (double)gsum[g];
+    for (size_t i = 0; i < s->nsources; i++) s->sources[i].fn(&s->gauges, s->sources[i].ctx);
+
+    sbuf b = {0};
+    sb_reserve(&b, 8192);
+    render_snapshot(&b, s);
+
+    for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) free(s->route_names[i]);
+    free(s->const_labels);
+    free(s->version);
+    free(s);
+    if (len) *len = b.n;
+    return b.d;
+}

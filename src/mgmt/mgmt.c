@@ -1,0 +1,287 @@
+#include "mgmt/mgmt.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "http/sigv4.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "ws/utf8.h"
+
+/* How far a SigV4 request's X-Amz-Date may be from our clock (AWS's own
+ * window). */
+#define MGMT_MAX_SKEW_S (15 * 60)
+
+void mgmt_iso8601(int64_t t, int ms, char *out, size_t len) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, len - n, ".%03dZ", ms);
+}
+
+/* ---- responses ---- */
+
+static void respond(conn *c, const http_request *req, int status, const char *extra,
+                    const char *ctype, const char *body, size_t body_len) {
+    bool keep = http_should_keep_alive(&req->parser) != 0;
+    size_t len;
+    char *resp = http_response_format(status, extra, ctype, body, body_len, !keep, &len);
+    conn_http_respond(c, resp, len, keep);
+    free(resp);
+}
+
+static void respond_json(conn *c, const http_request *req, int status, json_t *j) {
+    char *txt = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    respond(c, req, status, NULL, "application/json", txt, strlen(txt));
+    free(txt);
+}
+
+/* An error as API Gateway answers it: botocore reads the exception class
+ * from x-amzn-ErrorType and the text from the body's "message". */
+static void respond_error(conn *c, const http_request *req, int status, const char *type,
+                          const char *message) {
+    char hdr[128];
+    snprintf(hdr, sizeof(hdr), "x-amzn-ErrorType: %s\r\n", type);
+    json_t *j = json_pack("{s:s}", "message", message);
+    char *txt = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    respond(c, req, status, hdr, "application/json", txt, strlen(txt));
+    free(txt);
+}
+
+/* ---- authentication ---- */
+
+static bool authenticated(app *a, conn *c, const http_request *req) {
+    size_t alen;
+    const char *auth = http_request_header(req, "Authorization", &alen);
+    const char *reason = "Missing Authentication Token";
+    if (auth && alen > 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *key = auth + 7;
+        size_t klen = alen - 7;
+        size_t want = strlen(a->mgmt_creds.bearer_key);
+        if (want > 0 && klen == want && CRYPTO_memcmp(key, a->mgmt_creds.bearer_key, want) == 0)
+            return true;
+        reason = "The bearer key is not valid";
+    } else if (auth) {
+        sigv4_credentials cred = {a->mgmt_creds.access_key_id, a->mgmt_creds.secret_access_key};
+        if (sigv4_verify(req, &cred, 1, "execute-api", time(NULL), MGMT_MAX_SKEW_S, &reason) == 0)
+            return true;
+    }
+    log_line l;
+    log_begin(&l, LOG_INFO, "management_denied");
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_str(&l, "reason", reason);
+    log_end(&l);
+    respond_error(c, req, 403, "ForbiddenException", reason);
+    return false;
+}
+
+/* ---- @connections ---- */
+
+static json_t *connection_json(session *s) {
+    char connected[40], active[40];
+    mgmt_iso8601(s->c->connected_at, 0, connected, sizeof(connected));
+    mgmt_iso8601(s->c->last_active_at, 0, active, sizeof(active));
+    return json_pack("{s:s,s:{s:s,s:s?},s:s}", "connectedAt", connected, "identity", "sourceIp",
+                     s->c->source_ip, "userAgent", s->c->user_agent, "lastActiveAt", active);
+}
+
+static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
+    session *s = registry_by_id(&a->reg, id);
+    if (!s || s->c->state != CONN_OPEN || s->c->close_sent) {
+        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
+        return;
+    }
+    if (conn_queued_bytes(s->c) + req->body_len + 14 > (size_t)a->cfg->max_queued_bytes) {
+        respond_error(c, req, 429, "LimitExceededException",
+                      "The connection's send queue is full; retry later");
+        return;
+    }
+    /* Text when the bytes are UTF-8 (what API Gateway's clients expect),
+     * binary otherwise. */
+    const uint8_t *body = (const uint8_t *)(req->body ? req->body : "");
+    uint8_t op = ws_utf8_valid(body, req->body_len) ? WS_OP_TEXT : WS_OP_BINARY;
+    if (conn_send_data(s->c, op, body, req->body_len) != 0) {
+        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
+        return;
+    }
+    respond(c, req, 200, NULL, NULL, NULL, 0);
+}
+
+static void get_connection(app *a, conn *c, const http_request *req, const char *id) {
+    session *s = registry_by_id(&a->reg, id);
+    if (!s) {
+        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
+        return;
+    }
+    respond_json(c, req, 200, connection_json(s));
+}
+
+static void delete_connection(app *a, conn *c, const http_request *req, const char *id) {
+    session *s = registry_by_id(&a->reg, id);
+    if (!s) {
+        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
+        return;
+    }
+    conn_close(s->c, WS_CLOSE_NORMAL, "closed by the management API");
+    respond(c, req, 204, NULL, NULL, NULL, 0);
+}
+
+static json_t *listing_entry(session *s) {
+    json_t *j = connection_json(s);
+    json_object_set_new(j, "connectionId", json_string(s->c->id));
+    json_object_set_new(j, "userId", json_string(s->user_id));
+    json_object_set_new(j, "username", json_string(s->username));
+    json_object_set_new(j, "roomId", s->room ? json_string(s->room->id) : json_null());
+    return j;
+}
+
+static void list_connections(app *a, conn *c, const http_request *req) {
+    size_t qlen;
+    const char *q = http_request_query(req, &qlen);
+    char *user = NULL, *room_id = NULL;
+    http_query_param(q, qlen, "userId", &user);
+    http_query_param(q, qlen, "roomId", &room_id);
+    json_t *arr = json_array();
+    if (user && *user) {
+        user_conns *u = registry_user(&a->reg, user);
+        for (session *s = u ? u->conns : NULL; s; s = s->user_next)
+            if (!room_id || !*room_id || (s->room && strcmp(s->room->id, room_id) == 0))
+                json_array_append_new(arr, listing_entry(s));
+    } else if (room_id && *room_id) {
+        room *rm = registry_room(&a->reg, room_id);
+        for (session *s = rm ? rm->members : NULL; s; s = s->room_next)
+            json_array_append_new(arr, listing_entry(s));
+    } else {
+        size_t it = 0;
+        void *v;
+        while (strmap_next(&a->reg.by_id, &it, NULL, &v)) json_array_append_new(arr, listing_entry(v));
+    }
+    free(user);
+    free(room_id);
+    respond_json(c, req, 200, json_pack("{s:o}", "connections", arr));
+}
+
+/* ---- @rooms ---- */
+
+static void list_rooms(app *a, conn *c, const http_request *req) {
+    room **rooms;
+    size_t n = registry_rooms_sorted(&a->reg, &rooms);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:I}", "roomId", rooms[i]->id, "activeUsers",
+                                             (json_int_t)rooms[i]->count));
+    free(rooms);
+    respond_json(c, req, 200, json_pack("{s:o}", "rooms", arr));
+}
+
+static void post_to_room(app *a, conn *c, const http_request *req, const char *room_id) {
+    room *rm = registry_room(&a->reg, room_id);
+    size_t delivered = 0;
+    if (rm) {
+        const uint8_t *body = (const uint8_t *)(req->body ? req->body : "");
+        uint8_t op = ws_utf8_valid(body, req->body_len) ? WS_OP_TEXT : WS_OP_BINARY;
+        ws_frame *f = ws_frame_new(op, body, req->body_len);
+        for (session *s = rm->members; s; s = s->room_next)
+            if (conn_send(s->c, f) == 0) delivered++;
+        ws_frame_unref(f);
+    }
+    respond_json(c, req, 200, json_pack("{s:s,s:I}", "roomId", room_id, "delivered", (json_int_t)delivered));
+}
+
+/* ---- operational endpoints ---- */
+
+static void healthz(app *a, conn *c, const http_request *req) {
+    respond_json(c, req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void readyz(app *a, conn *c, const http_request *req) {
+    bool store_ok = a->store != NULL;
+    bool listening = !c->srv->shutting_down;
+    json_t *j = json_pack("{s:s,s:b,s:b}", "status", store_ok && listening ? "ready" : "not ready",
+                          "store", store_ok, "listening", listening);
+    respond_json(c, req, store_ok && listening ? 200 : 503, j);
+}
+
+static void metrics_page(app *a, conn *c, const http_request *req) {
+    size_t len;
+    char *txt = metrics_render(&len);
+    respond(c, req, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", txt, len);
+    free(txt);
+}
+
+/* ---- routing ---- */
+
+typedef enum { ARG_NONE, ARG_ID } arg_kind;
+
+typedef struct mgmt_route {
+    const char *method;
+    const char *prefix;  /* after "/{stage}", or the whole path when !staged */
+    bool staged;
+    arg_kind arg;        /* ARG_ID: one path segment follows the prefix */
+    bool auth;
+    void (*plain)(app *a, conn *c, const http_request *req);
+    void (*with_id)(app *a, conn *c, const http_request *req, const char *id);
+} mgmt_route;
+
+/* The route table. */
+static const mgmt_route mgmt_routes[] = {
+    {"GET", "/healthz", false, ARG_NONE, false, healthz, NULL},
+    {"GET", "/readyz", false, ARG_NONE, false, readyz, NULL},
+    {"GET", "/metrics", false, ARG_NONE, false, metrics_page, NULL},
+    {"POST", "/@connections/", true, ARG_ID, true, NULL, post_to_connection},
+    {"GET", "/@connections/", true, ARG_ID, true, NULL, get_connection},
+    {"DELETE", "/@connections/", true, ARG_ID, true, NULL, delete_connection},
+    {"GET", "/@connections", true, ARG_NONE, true, list_connections, NULL},
+    {"GET", "/@rooms", true, ARG_NONE, true, list_rooms, NULL},
+    {"POST", "/@rooms/", true, ARG_ID, true, NULL, post_to_room},
+};
+
+bool mgmt_handle(app *a, conn *c, const http_request *req) {
+    size_t plen;
+    const char *raw = http_request_path(req, &plen);
+    /* Decode once: boto3 sends "@" as %40 and ids may be escaped. */
+    char *path = http_path_decode(raw, plen);
+    if (!path) return false;
+    const char *stage = a->cfg->stage_name;
+    size_t sl = strlen(stage);
+    const char *after_stage = NULL;
+    if (path[0] == '/' && strncmp(path + 1, stage, sl) == 0 && path[1 + sl] == '/')
+        after_stage = path + 1 + sl;
+    const char *method = http_request_method(req);
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof(mgmt_routes) / sizeof(mgmt_routes[0]); i++) {
+        const mgmt_route *r = &mgmt_routes[i];
+        const char *p = r->staged ? after_stage : path;
+        if (!p) continue;
+        size_t pl = strlen(r->prefix);
+        const char *id = NULL;
+        if (r->arg == ARG_ID) {
+            if (strncmp(p, r->prefix, pl) != 0 || !p[pl] || strchr(p + pl, '/')) continue;
+            id = p + pl;
+        } else if (strcmp(p, r->prefix) != 0) {
+            continue;
+        }
+        path_known = true;
+        if (strcmp(method, r->method) != 0) continue;
+        if (!r->auth || authenticated(a, c, req)) {
+            if (r->plain) r->plain(a, c, req);
+            else r->with_id(a, c, req, id);
+        }
+        free(path);
+        return true;
+    }
+    free(path);
+    if (path_known) {
+        respond_error(c, req, 405, "MethodNotAllowedException", "Method not allowed");
+        return true;
+    }
+    return false;
+}

@@ -1,0 +1,23 @@
+/* The management API on the client listener: API Gateway's @connections
+ * paths and status codes (so boto3's apigatewaymanagementapi client works
+ * with only its endpoint changed), wsgate's extensions (@rooms broadcast,
+ * connection and room listings), and the unauthenticated operational
+ * endpoints (/healthz, /readyz, /metrics). */
+#ifndef WSGATE_MGMT_MGMT_H
+#define WSGATE_MGMT_MGMT_H
+
+#include <stdbool.h>
+
+#include "app/app.h"
+#include "mgmt/credentials.h"
+
+/* Answer the plain HTTP request on c when it is one of the management or
+ * operational paths. Returns true when answered (the response is queued on
+ * c), false to let the caller answer 404. */
+bool mgmt_handle(app *a, conn *c, const http_request *req);
+
+/* Format Unix time t (seconds) with milliseconds ms as ISO-8601 UTC
+ * ("2026-11-25T21:05:00.123Z") into out (at least 32 bytes). */
+void mgmt_iso8601(int64_t t, int ms, char *out, size_t len);
+
+#endif
