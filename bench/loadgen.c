@@ -215,15 +215,15 @@ static void on_connect(uv_connect_t *req, int status) {
     }
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (c->lg->o.room_per_conn) {
-        char req[1024];
-        int n = snprintf(req, sizeof(req),
+        char head[1024];
+        int n = snprintf(head, sizeof(head),
                          "GET %s?userId=lg%d&roomId=lg%d HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                          "Sec-WebSocket-Version: 13\r\n\r\n",
                          c->lg->o.path, (int)(c - c->lg->conns), (int)(c - c->lg->conns), c->lg->o.host,
                          c->lg->o.port);
         char *copy = malloc((size_t)n);
-        memcpy(copy, req, (size_t)n);
+        memcpy(copy, head, (size_t)n);
         uv_buf_t b = uv_buf_init(copy, (unsigned)n);
         uv_write_t *w = malloc(sizeof(*w));
         w->data = copy;

@@ -175,7 +175,8 @@ static bool signing_key(const char *secret, const char *date, size_t date_len, c
     memcpy(k + 4, secret, sl + 1);
     unsigned char a[32], b[32];
     bool ok = hmac(k, sl + 4, date, date_len, a) && hmac(a, 32, region, region_len, b) &&
-              hmac(b, 32, service, service_len, a) && hmac(a, 32, TERMINATOR, strlen(TERMINATOR), out);
+              hmac(b, 32, service, service_len, a) &&
+              hmac(a, 32, TERMINATOR, strlen(TERMINATOR), out);
     OPENSSL_cleanse(k, sl + 4);
     OPENSSL_cleanse(a, sizeof a);
     OPENSSL_cleanse(b, sizeof b);
@@ -543,7 +544,8 @@ static bool signed_list_has(const auth_parts *a, const char *name) {
         const char *semi = memchr(sh, ';', (size_t)(end - sh));
         const char *e = semi ? semi : end;
         if ((size_t)(e - sh) == nl && memcmp(sh, name, nl) == 0) return true;
-        sh = e + 1;
+        if (!semi) break;
+        sh = semi + 1;
     }
     return false;
 }
@@ -568,7 +570,8 @@ static bool put_canonical_headers(sbuf *b, const http_request *r, const auth_par
         }
         if (!found) return false;
         sb_putc(b, '\n');
-        sh = e + 1;
+        if (!semi) break;
+        sh = semi + 1;
     }
     return true;
 }

@@ -97,7 +97,9 @@ char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const 
 int sigv4_amz_date(time_t t, char out[SIGV4_AMZ_DATE_LEN + 1]);
 
 /* Return the canonical URI of a raw request path (len bytes, as received),
- * malloc'd and NUL-terminated (caller frees). Never fails. */
+ * malloc'd and NUL-terminated (caller frees): "/" for an empty path, and,
+ * as botocore gives, "" for a relative one that normalises to nothing
+ * ("x/.."). Never fails. */
 char *sigv4_canonical_uri(const char *path, size_t len);
 
 /* Return the canonical query string of a raw query (len bytes, without the

@@ -9,6 +9,7 @@
  * fed to http_request_feed as raw HTTP text, whole and one byte at a time. */
 #include <criterion/criterion.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,6 +312,24 @@ Test(sigv4_botocore, canonical_query_matches_botocore) {
     }
 }
 
+/* Found by fuzz_sigv4: a target that is not absolute may normalise to
+ * nothing, as botocore's does (checked with botocore 1.29.27), and such a
+ * request is refused, not crashed on. */
+Test(sigv4_botocore, relative_targets) {
+    static const struct { const char *in, *want; } cases[] = {
+        {"*5ng-/../", ""}, {"x/..", ""}, {"*", "%2A"}, {"x/y/", "x/y/"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *u = sigv4_canonical_uri(cases[i].in, strlen(cases[i].in));
+        cr_assert_str_eq(u, cases[i].want, "path '%s'", cases[i].in);
+        free(u);
+    }
+    const char *why;
+    char *w = replace(vector("boto3_get"), "GET /staging/@connections/abc%3D", "GET *5ng-/../");
+    cr_assert_eq(verify(w, GEN_TIME, &why), -1);
+    cr_assert_str_eq(why, R_SIG);
+    free(w);
+}
+
 /* The signer reproduces botocore's Authorization headers exactly. */
 Test(sigv4_botocore, signer_matches_botocore) {
     char date[SIGV4_AMZ_DATE_LEN + 1];
@@ -406,10 +425,12 @@ Test(sigv4_fail, changed_method_path_query) {
 Test(sigv4_fail, equivalent_targets_still_verify) {
     /* Dot segments and doubled slashes are normalised away, and the
      * query's order and encoding do not matter. */
-    char *w = replace(vector("boto3_get"), "/staging/@connections/", "/x/../staging//@connections/./");
+    char *w = replace(vector("boto3_get"), "/staging/@connections/",
+                      "/x/../staging//@connections/./");
     cr_assert_eq(verify(w, GEN_TIME, NULL), 0);
     free(w);
-    w = replace(vector("signer_query"), "b=2&a=%2F&a=1&c&Z=sp%20ace", "Z=sp%20ace&c&a=1&a=%2f&b=%32");
+    w = replace(vector("signer_query"), "b=2&a=%2F&a=1&c&Z=sp%20ace",
+                "Z=sp%20ace&c&a=1&a=%2f&b=%32");
     cr_assert_eq(verify(w, GEN_TIME, NULL), 0);
     free(w);
 }
