@@ -124,10 +124,8 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 1;
     }
-    char logpath[4096];
-    snprintf(logpath, sizeof(logpath), "%s/wsgate.log", cfg.data_dir);
-    if (log_init(log_level_parse(cfg.logging_level), logpath) != 0)
-        log_msg(LOG_ERROR, "log_error", "cannot open %s: %s", logpath, strerror(errno));
+    if (log_open_dir(log_level_parse(cfg.logging_level), cfg.data_dir, (int)cfg.log_retention_days) != 0)
+        log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir, strerror(errno));
 
     metrics_global_init(&cfg, WSGATE_VERSION);
     uv_loop_t loop;

@@ -28,74 +28,135 @@ static double mono_ms(void) {
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-/* One access-log line with API Gateway's $context fields. */
-static void access_log(const app *a, conn *c, const char *event_type, const char *route_key,
-                       int status, int64_t request_ms, double latency_ms, const char *error,
-                       const char *body, size_t body_len) {
-    if (!log_enabled(LOG_INFO)) return;
+/* One request ($connect, a message, $disconnect) as it is logged and
+ * traced. */
+typedef struct request_record {
+    const char *event_type;      /* CONNECT, MESSAGE, DISCONNECT */
+    const char *route_key;
+    int status;
+    const char *error;
+    const char *body;            /* message body for the data trace, or NULL */
+    size_t body_len;
+    int64_t start_epoch_ms;
+    uint64_t start_ns;           /* Unix ns, for the span */
+    double start_mono_ms;
+    trace_ctx trace;
+    bool traced;
+} request_record;
+
+static void record_start(const app *a, request_record *r, const char *event_type,
+                         const char *traceparent, size_t tp_len) {
+    memset(r, 0, sizeof(*r));
+    r->event_type = event_type;
+    r->status = 200;
+    r->start_epoch_ms = epoch_ms();
+    r->start_mono_ms = mono_ms();
+    if (a->cfg->enable_xray_tracing) {
+        r->traced = true;
+        r->start_ns = trace_now_ns();
+        trace_start(&r->trace, traceparent, tp_len);
+    }
+}
+
+/* Finish r: one access-log line with API Gateway's $context fields (and the
+ * trace ids), and its span for the exporter. Returns the latency in ms. */
+static double record_finish(const app *a, conn *c, request_record *r) {
+    double latency_ms = mono_ms() - r->start_mono_ms;
+    if (r->traced && a->tracer) {
+        trace_span sp = {.ctx = r->trace,
+                         .name = r->route_key,
+                         .start_unix_ns = r->start_ns,
+                         .end_unix_ns = trace_now_ns(),
+                         .error = r->status >= 400,
+                         .connection_id = c->id,
+                         .route_key = r->route_key,
+                         .status = r->status};
+        trace_export(a->tracer, &sp);
+    }
+    if (!log_enabled(LOG_INFO)) return latency_ms;
     char request_id[37];
     store_uuid(request_id);
     log_line l;
     log_begin(&l, LOG_INFO, "access");
     log_str(&l, "requestId", request_id);
     log_str(&l, "connectionId", c->id);
-    log_str(&l, "eventType", event_type);
-    log_str(&l, "routeKey", route_key);
-    log_int(&l, "status", status);
-    log_int(&l, "requestTimeEpoch", request_ms);
+    log_str(&l, "eventType", r->event_type);
+    log_str(&l, "routeKey", r->route_key);
+    log_int(&l, "status", r->status);
+    log_int(&l, "requestTimeEpoch", r->start_epoch_ms);
     log_num(&l, "integrationLatency", latency_ms);
     log_str(&l, "identity.sourceIp", c->source_ip);
     log_str(&l, "identity.userAgent", c->user_agent);
     log_str(&l, "stage", a->cfg->stage_name);
+    if (r->traced) {
+        log_str(&l, "traceId", r->trace.trace_id);
+        log_str(&l, "spanId", r->trace.span_id);
+        if (r->trace.parent_span_id[0]) log_str(&l, "parentSpanId", r->trace.parent_span_id);
+    }
     for (size_t i = 0; i < a->cfg->additional_tags_count; i++)
         log_str(&l, a->cfg->additional_tags[i].key, a->cfg->additional_tags[i].value);
-    if (error) log_str(&l, "error.message", error);
-    if (body && a->cfg->enable_data_trace) log_strn(&l, "body", body, body_len, DATA_TRACE_MAX);
+    if (r->error) log_str(&l, "error.message", r->error);
+    if (r->body && a->cfg->enable_data_trace) log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
     log_end(&l);
+    return latency_ms;
 }
+
+/* What authorize hands to on_open. */
+typedef struct pending_connect {
+    auth_identity id;
+    request_record rec;
+} pending_connect;
 
 static int app_authorize(conn *c, const http_request *req, const char **message) {
     app *a = app_of(c);
-    int64_t t0 = epoch_ms();
+    pending_connect *p = xcalloc(1, sizeof(*p));
+    size_t tpl = 0;
+    const char *tp = http_request_header(req, "traceparent", &tpl);
+    record_start(a, &p->rec, "CONNECT", tp, tpl);
+    p->rec.route_key = "$connect";
     metrics_count_connect(a->metrics, METRICS_SLOT_CONNECT);
-    auth_identity *id = xcalloc(1, sizeof(*id));
-    int st = auth_identity_from_query(req, id, message);
-    if (st == 0) st = a->auth->authorize(a->auth, req, id, message);
+    int st = auth_identity_from_query(req, &p->id, message);
+    if (st == 0) st = a->auth->authorize(a->auth, req, &p->id, message);
     if (st != 0) {
         metrics_count_client_error(a->metrics, METRICS_SLOT_CONNECT);
-        access_log(a, c, "CONNECT", "$connect", st, t0, 0, *message, NULL, 0);
-        auth_identity_clear(id);
-        free(id);
+        p->rec.status = st;
+        p->rec.error = *message;
+        record_finish(a, c, &p->rec);
+        auth_identity_clear(&p->id);
+        free(p);
         return st;
     }
-    c->app = id; /* taken over by on_open */
+    c->app = p; /* taken over by on_open */
     return 0;
 }
 
 static void app_open(conn *c, const http_request *req) {
     app *a = app_of(c);
-    int64_t t0 = epoch_ms();
-    double m0 = mono_ms();
-    auth_identity *id = c->app;
-    session *s = registry_add(&a->reg, c, id->user_id, id->username);
+    pending_connect *p = c->app;
+    session *s = registry_add(&a->reg, c, p->id.user_id, p->id.username);
     c->app = s;
-    room *rm = registry_join(&a->reg, s, id->room_id);
-    handlers_room_join(a, s, id->room_id);
+    room *rm = registry_join(&a->reg, s, p->id.room_id);
+    handlers_room_join(a, s, p->id.room_id);
     handlers_welcome(s);
     handlers_presence(rm, s, "user_joined", s);
-    auth_identity_clear(id);
-    free(id);
-    double dt = mono_ms() - m0;
+    double dt = record_finish(a, c, &p->rec);
     metrics_observe_latency(a->metrics, METRICS_SLOT_CONNECT, dt / 1000.0);
-    access_log(a, c, "CONNECT", "$connect", 200, t0, dt, NULL, NULL, 0);
+    auth_identity_clear(&p->id);
+    free(p);
 }
 
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
-    int64_t t0 = epoch_ms();
-    double m0 = mono_ms();
     s->messages++;
     route_match m;
     router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
+    /* A message may carry its own W3C trace context. */
+    json_t *tp = m.body ? json_object_get(m.body, "traceparent") : NULL;
+    request_record rec;
+    record_start(a, &rec, "MESSAGE", json_is_string(tp) ? json_string_value(tp) : NULL,
+                 json_is_string(tp) ? json_string_length(tp) : 0);
+    rec.route_key = m.route_key;
+    rec.body = (const char *)data;
+    rec.body_len = len;
     handler_result res = {200, NULL};
     char unknown[300];
     switch (m.outcome) {
@@ -114,14 +175,14 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
         handlers_run(a, s, m.route, m.body, &res);
         break;
     }
-    double dt = mono_ms() - m0;
+    rec.status = res.status;
+    rec.error = res.error;
+    double dt = record_finish(a, s->c, &rec);
     int slot = m.custom_index >= 0 ? a->custom_slots[m.custom_index] : METRICS_SLOT_DEFAULT;
     metrics_count_message(a->metrics, slot);
     if (res.status >= 500) metrics_count_execution_error(a->metrics, slot);
     else if (res.status >= 400) metrics_count_client_error(a->metrics, slot);
     metrics_observe_latency(a->metrics, slot, dt / 1000.0);
-    access_log(a, s->c, "MESSAGE", m.route_key, res.status, t0, dt, res.error, (const char *)data,
-               len);
     free(m.selected);
     json_decref(m.body);
 }
@@ -134,8 +195,9 @@ static void app_closed(conn *c) {
     app *a = app_of(c);
     session *s = c->app;
     if (!s) return;
-    int64_t t0 = epoch_ms();
-    double m0 = mono_ms();
+    request_record rec;
+    record_start(a, &rec, "DISCONNECT", NULL, 0);
+    rec.route_key = "$disconnect";
     /* Leave every index first ($disconnect sees a registry without this
      * connection), then tell the room. */
     room *rm = s->room;
@@ -145,9 +207,8 @@ static void app_closed(conn *c) {
     }
     registry_remove(&a->reg, s);
     c->app = NULL;
-    double dt = mono_ms() - m0;
+    double dt = record_finish(a, c, &rec);
     metrics_observe_latency(a->metrics, METRICS_SLOT_DISCONNECT, dt / 1000.0);
-    access_log(a, c, "DISCONNECT", "$disconnect", 200, t0, dt, NULL, NULL, 0);
 }
 
 static bool app_http(conn *c, const http_request *req) { return mgmt_handle(app_of(c), c, req); }
@@ -212,6 +273,13 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         return -1;
     }
     metrics_add_gauge_source(app_gauges, a);
+    if (cfg->enable_xray_tracing && cfg->otlp_endpoint[0]) {
+        a->tracer = trace_exporter_start(cfg->otlp_endpoint, cfg->api_name, cfg->stage_name, err, errlen);
+        if (!a->tracer) {
+            app_close(a);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -219,6 +287,8 @@ void app_attach(app *a, server *srv) { a->srv = srv; }
 
 void app_close(app *a) {
     metrics_remove_gauge_source(app_gauges, a);
+    if (a->tracer) trace_exporter_stop(a->tracer);
+    a->tracer = NULL;
     if (a->store) store_close(a->store);
     a->store = NULL;
     registry_free(&a->reg);

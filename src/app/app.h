@@ -15,6 +15,7 @@
 #include "mgmt/credentials.h"
 #include "net/server.h"
 #include "store/store.h"
+#include "trace/trace.h"
 
 typedef struct app {
     const config *cfg;
@@ -27,6 +28,7 @@ typedef struct app {
     metrics *metrics;              /* this loop's counters */
     int *custom_slots;             /* metrics slot of each custom route */
     server *srv;                   /* set by app_attach */
+    trace_exporter *tracer;        /* NULL unless otlp_endpoint is set */
 } app;
 
 /* Tell the app which server carries it (for gauges read at scrape time). */

@@ -89,6 +89,10 @@ static bool check_route_selection(const char *s) {
 
 #define MIB (1024 * 1024)
 
+static bool check_http_url(const char *s) {
+    return *s == '\0' || strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
 static const config_var config_vars[] = {
     /* --- the seed's variables --- */
     {.name = "aws_region", .type = CV_STRING, .offset = OFF(aws_region), .def_str = "us-east-1",
@@ -252,6 +256,10 @@ static const config_var config_vars[] = {
      .def_int = 100000, .ranged = true, .min = 1, .max = 10000000,
      .help = "most simultaneous connections",
      .rule = "Maximum connections must be between 1 and 10000000."},
+    {.name = "otlp_endpoint", .type = CV_STRING, .offset = OFF(otlp_endpoint), .def_str = "",
+     .max_len = 1024, .check = check_http_url,
+     .help = "OTLP/HTTP endpoint for spans when enable_xray_tracing (empty: no export)",
+     .rule = "OTLP endpoint must be empty or an http:// or https:// URL."},
     {.name = "management_access_key_id", .type = CV_STRING,
      .offset = OFF(management_access_key_id), .def_str = "", .max_len = 128,
      .help = "SigV4 access key id of the management API (empty: generated into the data directory)",

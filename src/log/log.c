@@ -1,6 +1,10 @@
 #include "log/log.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -10,6 +14,14 @@
 
 static log_level current_level = LOG_INFO;
 static int log_fd = -1;
+
+/* Daily rotation state: the file in use, the directory it lives in, and the
+ * UTC day (days since the epoch) its lines belong to. */
+static pthread_mutex_t rotate_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_dir[4096];
+static int retention_days;
+static int64_t file_day = -1;
+static _Atomic int64_t file_day_hint = -1; /* read without the lock on the hot path */
 
 log_level log_level_parse(const char *name) {
     if (name && strcasecmp(name, "OFF") == 0) return LOG_OFF;
@@ -21,14 +33,119 @@ int log_init(log_level level, const char *path) {
     current_level = level;
     if (log_fd >= 0) close(log_fd);
     log_fd = -1;
+    log_dir[0] = '\0';
     if (!path) return 0;
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    return log_fd >= 0 ? 0 : -1;
+}
+
+static int64_t day_of(time_t t) { return (int64_t)(t >= 0 ? t / 86400 : (t - 86399) / 86400); }
+
+static void day_name(int64_t day, char *out, size_t len) {
+    time_t t = (time_t)(day * 86400);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%d", &tm);
+}
+
+/* Parse "wsgate-YYYY-MM-DD" at the start of name into a day number. */
+static bool parse_rotated(const char *name, int64_t *day) {
+    int y, m, d;
+    char tail[8];
+    if (sscanf(name, "wsgate-%4d-%2d-%2d%7s", &y, &m, &d, tail) < 4) return false;
+    if (strncmp(tail, ".log", 4) != 0 && tail[0] != '.' && tail[0] != '-') return false;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1) return false;
+    *day = day_of(t);
+    return true;
+}
+
+/* Delete rotated files older than the retention period (lock held). */
+static void prune(int64_t today) {
+    DIR *dir = opendir(log_dir);
+    if (!dir) return;
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        int64_t day;
+        if (!parse_rotated(de->d_name, &day)) continue;
+        if (today - day > retention_days) {
+            char path[8192];
+            snprintf(path, sizeof(path), "%s/%s", log_dir, de->d_name);
+            unlink(path);
+        }
+    }
+    closedir(dir);
+}
+
+/* Move wsgate.log aside as wsgate-DAY.log (lock held). */
+static void rotate_file(int64_t day) {
+    char cur[8192], dst[8192], name[32];
+    snprintf(cur, sizeof(cur), "%s/wsgate.log", log_dir);
+    day_name(day, name, sizeof(name));
+    snprintf(dst, sizeof(dst), "%s/wsgate-%s.log", log_dir, name);
+    for (int i = 1; access(dst, F_OK) == 0 && i < 1000; i++)
+        snprintf(dst, sizeof(dst), "%s/wsgate-%s.%d.log", log_dir, name, i);
+    rename(cur, dst);
+}
+
+static void reopen(void) {
+    char cur[8192];
+    snprintf(cur, sizeof(cur), "%s/wsgate.log", log_dir);
+    int fd = open(cur, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) return;
+    if (log_fd >= 0) {
+        /* dup2 swaps the file under the same descriptor atomically, so a
+         * thread writing without the lock never sees a closed one. */
+        dup2(fd, log_fd);
+        close(fd);
+    } else {
+        log_fd = fd;
+    }
+}
+
+void log_rotate_check(time_t now) {
+    if (!log_dir[0]) return;
+    int64_t today = day_of(now);
+    if (atomic_load_explicit(&file_day_hint, memory_order_relaxed) == today) return;
+    pthread_mutex_lock(&rotate_lock);
+    if (file_day != today) {
+        if (file_day >= 0) rotate_file(file_day);
+        reopen();
+        file_day = today;
+        atomic_store_explicit(&file_day_hint, today, memory_order_relaxed);
+        prune(today);
+    }
+    pthread_mutex_unlock(&rotate_lock);
+}
+
+int log_open_dir(log_level level, const char *dir, int keep_days) {
+    current_level = level;
+    if (log_fd >= 0) close(log_fd);
+    log_fd = -1;
+    snprintf(log_dir, sizeof(log_dir), "%s", dir);
+    retention_days = keep_days;
+    file_day = -1;
+    atomic_store(&file_day_hint, -1);
+    /* A file left by an earlier run holds the lines of the day it was last
+     * written: rotate it now when that day is over. */
+    char cur[8192];
+    snprintf(cur, sizeof(cur), "%s/wsgate.log", log_dir);
+    struct stat st;
+    time_t now = time(NULL);
+    if (stat(cur, &st) == 0 && day_of(st.st_mtime) != day_of(now)) {
+        pthread_mutex_lock(&rotate_lock);
+        rotate_file(day_of(st.st_mtime));
+        pthread_mutex_unlock(&rotate_lock);
+    }
+    log_rotate_check(now);
     return log_fd >= 0 ? 0 : -1;
 }
 
 void log_close(void) {
     if (log_fd >= 0) close(log_fd);
     log_fd = -1;
+    log_dir[0] = '\0';
 }
 
 bool log_enabled(log_level level) { return level != LOG_OFF && level <= current_level; }
@@ -43,10 +160,11 @@ static void put(log_line *l, const char *s, size_t n) {
     l->len += n;
 }
 
-size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len) {
-    size_t o = 0;
+size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len, size_t *consumed) {
+    size_t o = 0, done = len;
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len; i++) {
+        size_t start = i;
         unsigned char c = u[i];
         char tmp[8];
         size_t tn = 0;
@@ -78,11 +196,15 @@ size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len) {
                 tn = 3;
             }
         }
-        if (o + tn + 1 > cap) break;
+        if (o + tn + 1 > cap) {
+            done = start;
+            break;
+        }
         memcpy(buf + o, tmp, tn);
         o += tn;
     }
     if (cap) buf[o] = '\0';
+    if (consumed) *consumed = done;
     return o;
 }
 
@@ -92,8 +214,11 @@ static void put_escaped(log_line *l, const char *s, size_t n) {
         l->truncated = true;
         return;
     }
-    size_t w = log_json_escape(l->buf + l->len, room - 24, s, n);
+    size_t used;
+    size_t w = log_json_escape(l->buf + l->len, room - 24, s, n, &used);
     l->len += w;
+    /* Bug fixed: a value cut to fit used to be written as if whole. */
+    if (used < n) l->truncated = true;
 }
 
 static void put_key(log_line *l, const char *key) {
@@ -170,6 +295,7 @@ void log_end(log_line *l) {
     l->buf[l->len++] = '}';
     l->buf[l->len++] = '\n';
     ssize_t w = write(STDERR_FILENO, l->buf, l->len);
+    if (log_dir[0]) log_rotate_check(time(NULL));
     if (log_fd >= 0) w = write(log_fd, l->buf, l->len);
     (void)w;
 }

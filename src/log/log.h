@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef enum log_level { LOG_OFF = 0, LOG_ERROR = 1, LOG_INFO = 2 } log_level;
 
@@ -19,6 +20,17 @@ log_level log_level_parse(const char *name);
 /* Set the level and open `path` for appending (NULL: stderr only). Returns 0,
  * or -1 when the file cannot be opened (stderr logging still works). */
 int log_init(log_level level, const char *path);
+/* Set the level and log to DIR/wsgate.log, rotated daily (UTC): the lines
+ * of each past day move to DIR/wsgate-YYYY-MM-DD.log, and rotated files
+ * older than keep_days are deleted (at start and at each rotation). A
+ * wsgate.log left from an earlier day is rotated at once. Returns 0, or -1
+ * when the file cannot be opened (stderr logging still works). */
+int log_open_dir(log_level level, const char *dir, int keep_days);
+
+/* Rotate and prune as if the time were `now` (called before each file
+ * write; exposed so tests can move the clock). */
+void log_rotate_check(time_t now);
+
 /* Close the log file. */
 void log_close(void);
 /* Return true when events of `level` are written. */
@@ -55,7 +67,9 @@ void log_msg(log_level level, const char *event, const char *fmt, ...)
 /* Append s (len bytes) to buf as JSON string contents (no quotes), escaping
  * quotes, backslashes and control characters, and replacing invalid UTF-8
  * with U+FFFD. Writes at most cap-1 bytes and NUL-terminates; returns the
- * bytes written. Shared with the other JSON writers. */
-size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len);
+ * bytes written, and in *consumed (when not NULL) how many input bytes they
+ * cover (less than len when the output did not fit; never a partial
+ * character). */
+size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len, size_t *consumed);
 
 #endif

@@ -1,0 +1,99 @@
+/* JSON-lines logging: escaping, truncation, daily rotation and retention
+ * (with the clock moved through log_rotate_check). */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log/log.h"
+
+static char *make_dir(void) {
+    char *tmpl = strdup("/tmp/wsgate-logtest-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpl));
+    return tmpl;
+}
+
+static bool exists(const char *dir, const char *name) {
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static char *slurp(const char *dir, const char *name) {
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "r");
+    if (!f) return NULL;
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static void day_file(time_t t, char *out, size_t len) {
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "wsgate-%Y-%m-%d.log", &tm);
+}
+
+Test(log, escapes_control_characters_and_quotes) {
+    char out[64];
+    size_t n = log_json_escape(out, sizeof(out), "a\"b\\c\nd\x01", 8, NULL);
+    cr_assert_str_eq(out, "a\\\"b\\\\c\\u000ad\\u0001");
+    cr_assert_eq(n, strlen(out));
+}
+
+Test(log, invalid_utf8_becomes_replacement_character) {
+    char out[64];
+    log_json_escape(out, sizeof(out), "x\xff" "y\xc3\xa9", 5, NULL);
+    cr_assert_str_eq(out, "x\xef\xbf\xbdy\xc3\xa9");
+}
+
+Test(log, escape_reports_what_fit) {
+    char out[8];
+    size_t used;
+    /* "\u000a" needs 6 bytes: after "ab" only 5 remain with the NUL. */
+    log_json_escape(out, sizeof(out), "ab\ncd", 5, &used);
+    cr_assert_eq(used, 2);
+    cr_assert_str_eq(out, "ab");
+}
+
+Test(log, overlong_line_is_truncated_not_split) {
+    log_line l;
+    log_begin(&l, LOG_INFO, "test");
+    static char big[20000];
+    memset(big, 'x', sizeof(big) - 1);
+    log_str(&l, "small", "ok");
+    log_str(&l, "big", big);
+    cr_assert(l.truncated);
+    cr_assert_lt(l.len, sizeof(l.buf));
+}
+
+Test(log, rotates_daily_and_prunes_past_retention) {
+    char *dir = make_dir();
+    time_t now = time(NULL);
+    cr_assert_eq(log_open_dir(LOG_INFO, dir, 3), 0);
+    log_msg(LOG_INFO, "first_day", "hello");
+    cr_assert(strstr(slurp(dir, "wsgate.log"), "first_day"));
+
+    /* The next day: yesterday's lines move to wsgate-DAY.log. */
+    log_rotate_check(now + 86400);
+    char first[64];
+    day_file(now, first, sizeof(first));
+    cr_assert(exists(dir, first), "%s not rotated", first);
+    cr_assert(strstr(slurp(dir, first), "first_day"));
+    log_msg(LOG_INFO, "second_day", "hello");
+    cr_assert(strstr(slurp(dir, "wsgate.log"), "second_day"));
+    cr_assert_null(strstr(slurp(dir, "wsgate.log"), "first_day"));
+
+    /* Within retention the file stays; past it, it is deleted. */
+    log_rotate_check(now + 3 * 86400);
+    cr_assert(exists(dir, first));
+    log_rotate_check(now + 5 * 86400);
+    cr_assert_not(exists(dir, first), "%s kept past retention", first);
+    log_close();
+}
