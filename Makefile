@@ -5,7 +5,7 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
-PKGS    := libuv jansson sqlite3 openssl libcurl
+PKGS    := libuv jansson sqlite3 openssl libcurl libjwt
 PYTHON  := /usr/bin/python3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -17,7 +17,9 @@ LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
 SRCS      := $(shell find src -name '*.c' | sort)
 LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+# The browser pages (web/) are embedded by a generated C file per build dir.
+WEB_FILES := $(shell find web -type f ! -name '.*' 2>/dev/null | sort)
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/web_assets.o
 MAIN_OBJ  := $(BUILD)/obj/src/main.o
 LIB       := $(BUILD)/libwsgate.a
 BIN       := $(BUILD)/wsgate
@@ -38,6 +40,14 @@ deps:
 	@./scripts/install-deps.sh
 
 $(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+# web/ is a prerequisite too so that a removed file regenerates the table.
+%/gen/web_assets.c: scripts/embed-web.sh $(WEB_FILES) web
+	./scripts/embed-web.sh web $@
+
+$(BUILD)/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -82,11 +92,15 @@ asan: deps
 FUZZ_BUILD := build-fuzz
 FUZZ_CFLAGS := -std=gnu17 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) \
                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-FUZZ_OBJS  := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_OBJS  := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/gen/web_assets.o
 FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_TIME  ?= 60
 
 $(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/obj/gen/web_assets.o: $(FUZZ_BUILD)/gen/web_assets.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 

@@ -107,6 +107,20 @@ typedef struct pending_connect {
     request_record rec;
 } pending_connect;
 
+/* The Origin allow-list (against cross-site WebSocket hijacking): with
+ * allowed_origins set, the Origin header must be one of them exactly. */
+static bool origin_allowed(const app *a, const http_request *req) {
+    if (a->cfg->allowed_origins_count == 0) return true;
+    size_t olen;
+    const char *origin = http_request_header(req, "Origin", &olen);
+    if (!origin) return false;
+    for (size_t i = 0; i < a->cfg->allowed_origins_count; i++) {
+        const char *ok = a->cfg->allowed_origins[i];
+        if (strlen(ok) == olen && memcmp(ok, origin, olen) == 0) return true;
+    }
+    return false;
+}
+
 static int app_authorize(conn *c, const http_request *req, const char **message) {
     app *a = app_of(c);
     pending_connect *p = xcalloc(1, sizeof(*p));
@@ -115,8 +129,21 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
     record_start(a, &p->rec, "CONNECT", tp, tpl);
     p->rec.route_key = "$connect";
     metrics_count_connect(a->metrics, METRICS_SLOT_CONNECT);
-    int st = auth_identity_from_query(req, &p->id, message);
-    if (st == 0) st = a->auth->authorize(a->auth, req, &p->id, message);
+    uint64_t now = uv_now(a->loop);
+    int st = origin_allowed(a, req) ? 0 : 403;
+    if (st) *message = "Origin not allowed";
+    throttle_verdict tv = st ? THROTTLE_OK : throttle_connect(&a->throttle, c->source_ip, now);
+    if (tv != THROTTLE_OK) {
+        st = 429;
+        *message = "Too Many Requests";
+        metrics_count_throttled(a->metrics, tv == THROTTLE_STAGE ? METRICS_THROTTLE_STAGE
+                                                                 : METRICS_THROTTLE_ADDRESS);
+    }
+    if (st == 0) st = auth_identity_from_query(req, &p->id, message);
+    if (st == 0) {
+        st = a->auth->authorize(a->auth, req, &p->id, message);
+        if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
+    }
     if (st != 0) {
         metrics_count_client_error(a->metrics, METRICS_SLOT_CONNECT);
         p->rec.status = st;
@@ -126,6 +153,8 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
         free(p);
         return st;
     }
+    c->subprotocol = p->id.subprotocol; /* answered in the 101 */
+    p->id.subprotocol = NULL;
     c->app = p; /* taken over by on_open */
     return 0;
 }
@@ -135,6 +164,9 @@ static void app_open(conn *c, const http_request *req) {
     pending_connect *p = c->app;
     session *s = registry_add(&a->reg, c, p->id.user_id, p->id.username);
     c->app = s;
+    uint64_t now = uv_now(a->loop);
+    throttle_connection_init(&a->throttle, &s->bucket, now);
+    throttle_opened(&a->throttle, c->source_ip, now);
     room *rm = registry_join(&a->reg, s, p->id.room_id);
     handlers_room_join(a, s, p->id.room_id);
     handlers_welcome(s);
@@ -159,7 +191,29 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
     rec.body_len = len;
     handler_result res = {200, NULL};
     char unknown[300];
+    uint64_t now = uv_now(a->loop);
+    throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
+    if (tv == THROTTLE_OK && m.outcome == ROUTED)
+        tv = throttle_message(&a->throttle, NULL, m.selected ? m.selected : router_route_name(m.route), now);
+    if (tv != THROTTLE_OK) {
+        static const metrics_throttle_scope scope[] = {
+            [THROTTLE_STAGE] = METRICS_THROTTLE_STAGE, [THROTTLE_ROUTE] = METRICS_THROTTLE_ROUTE,
+            [THROTTLE_CONNECTION] = METRICS_THROTTLE_CONNECTION,
+            [THROTTLE_ADDRESS] = METRICS_THROTTLE_ADDRESS};
+        metrics_count_throttled(a->metrics, scope[tv]);
+        handlers_send_error(s->c, "Too Many Requests", "THROTTLED");
+        res.status = 429;
+        res.error = "Too Many Requests";
+        m.outcome = ROUTE_THROTTLED;
+    }
     switch (m.outcome) {
+    case ROUTE_THROTTLED:
+        break;
+    case ROUTE_TOO_DEEP:
+        handlers_send_error(s->c, "JSON nesting too deep", "BAD_REQUEST");
+        res.status = 400;
+        res.error = "JSON nesting too deep";
+        break;
     case ROUTE_INVALID_JSON:
         handlers_send_error(s->c, "Invalid JSON format", "BAD_REQUEST");
         res.status = 400;
@@ -207,6 +261,7 @@ static void app_closed(conn *c) {
     }
     registry_remove(&a->reg, s);
     c->app = NULL;
+    throttle_closed(&a->throttle, c->source_ip, uv_now(a->loop));
     double dt = record_finish(a, c, &rec);
     metrics_observe_latency(a->metrics, METRICS_SLOT_DISCONNECT, dt / 1000.0);
 }
@@ -243,6 +298,11 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
     }
 }
 
+static void on_gc(uv_timer_t *t) {
+    app *a = t->data;
+    throttle_gc(&a->throttle, uv_now(a->loop), 60000);
+}
+
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
              size_t errlen) {
     memset(a, 0, sizeof(*a));
@@ -258,8 +318,14 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         router_free(&a->router);
         return -1;
     }
+    a->router.max_depth = (size_t)cfg->max_json_depth;
     registry_init(&a->reg);
     a->auth = auth_demo();
+    throttle_init(&a->throttle, cfg, uv_now(loop));
+    uv_timer_init(loop, &a->gc_timer);
+    a->gc_timer.data = a;
+    uv_timer_start(&a->gc_timer, on_gc, 10000, 10000);
+    uv_unref((uv_handle_t *)&a->gc_timer);
     a->metrics = metrics_thread_new();
     a->custom_slots = xcalloc(cfg->custom_routes_count + 1, sizeof(int));
     for (size_t i = 0; i < cfg->custom_routes_count; i++)
@@ -296,4 +362,6 @@ void app_close(app *a) {
     if (a->auth && a->auth->destroy) a->auth->destroy(a->auth);
     metrics_thread_free(a->metrics);
     free(a->custom_slots);
+    throttle_free(&a->throttle);
+    uv_close((uv_handle_t *)&a->gc_timer, NULL);
 }

@@ -15,6 +15,7 @@
 #include "mgmt/credentials.h"
 #include "net/server.h"
 #include "store/store.h"
+#include "throttle/throttle.h"
 #include "trace/trace.h"
 
 typedef struct app {
@@ -29,6 +30,8 @@ typedef struct app {
     int *custom_slots;             /* metrics slot of each custom route */
     server *srv;                   /* set by app_attach */
     trace_exporter *tracer;        /* NULL unless otlp_endpoint is set */
+    throttle throttle;             /* stage, route, connection, address limits */
+    uv_timer_t gc_timer;           /* forgets idle source addresses */
 } app;
 
 /* Tell the app which server carries it (for gauges read at scrape time). */

@@ -19,6 +19,7 @@ void auth_identity_clear(auth_identity *id) {
     free(id->user_id);
     free(id->username);
     free(id->room_id);
+    free(id->subprotocol);
     memset(id, 0, sizeof(*id));
 }
 

@@ -13,6 +13,9 @@ typedef struct auth_identity {
     char *user_id;
     char *username;
     char *room_id;
+    /* The Sec-WebSocket-Protocol value the 101 must answer with, when the
+     * authorizer took the token from that header; NULL otherwise. */
+    char *subprotocol;
 } auth_identity;
 
 typedef struct authorizer authorizer;

@@ -11,6 +11,7 @@
 
 #include "common/strmap.h"
 #include "net/conn.h"
+#include "throttle/throttle.h"
 
 typedef struct session session;
 
@@ -36,6 +37,7 @@ struct session {
     user_conns *user;
     session *user_prev, *user_next;
     uint64_t messages;       /* messages received, for logs */
+    throttle_bucket bucket;  /* the connection's message rate */
 };
 
 typedef struct registry {

@@ -73,6 +73,10 @@ void router_route(const router *r, const char *data, size_t len, bool binary, ro
     m->route = ROUTE_NONE;
     m->route_key = "$default";
     m->custom_index = -1;
+    if (r->max_depth && !router_depth_ok(data, len, r->max_depth)) {
+        m->outcome = ROUTE_TOO_DEEP;
+        return;
+    }
     json_error_t jerr;
     json_t *body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!body || !json_is_object(body)) {
@@ -105,4 +109,23 @@ void router_route(const router *r, const char *data, size_t len, bool binary, ro
     }
     m->route = json_is_string(v) ? router_builtin(m->selected) : ROUTE_NONE;
     m->outcome = m->route == ROUTE_NONE ? ROUTE_UNKNOWN : ROUTED;
+}
+
+bool router_depth_ok(const char *data, size_t len, size_t max_depth) {
+    size_t depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) return false;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return true;
 }

@@ -30,6 +30,7 @@ typedef struct router {
     size_t depth;
     char **custom;          /* custom_routes, owned copies */
     size_t ncustom;
+    size_t max_depth;       /* JSON nesting limit (0 = jansson's own) */
 } router;
 
 /* Parse expr ("$request.body.type", nested paths allowed) and keep a copy of
@@ -42,6 +43,8 @@ typedef enum route_outcome {
     ROUTED,                 /* run `route` */
     ROUTE_INVALID_JSON,     /* body not a JSON object: "Invalid JSON format" */
     ROUTE_UNKNOWN,          /* no built-in handler for `selected` */
+    ROUTE_TOO_DEEP,         /* JSON nested deeper than the router's limit */
+    ROUTE_THROTTLED,        /* set by the caller: refused by a token bucket */
 } route_outcome;
 
 typedef struct route_match {
@@ -64,6 +67,11 @@ typedef struct route_match {
  * take the $default route key. Fills *m; caller frees m->selected and
  * decrefs m->body. */
 void router_route(const router *r, const char *data, size_t len, bool binary, route_match *m);
+
+/* Return true when data (len bytes) nests arrays and objects no deeper than
+ * max_depth, judging brackets outside strings only (a pre-check so that
+ * hostile nesting never reaches the JSON parser). */
+bool router_depth_ok(const char *data, size_t len, size_t max_depth);
 
 /* Return true when key is one of the custom routes. */
 bool router_is_custom(const router *r, const char *key);

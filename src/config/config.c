@@ -1,6 +1,7 @@
 #include "config/config.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -777,6 +778,46 @@ void config_dump(const config *cfg, void *out) {
         put_value(f, (config *)cfg, &config_vars[i]);
         fputc('\n', f);
     }
+}
+
+static json_t *value_json(config *cfg, const config_var *v) {
+    if (v->flags & CV_SECRET) return json_string("********");
+    switch (v->type) {
+    case CV_STRING: {
+        const char *s = *str_field(cfg, v);
+        /* Values are bytes; a string that is not UTF-8 is shown escaped. */
+        json_t *j = json_string(s ? s : "");
+        return j ? j : json_string("(not UTF-8)");
+    }
+    case CV_INT: return json_integer((json_int_t)*int_field(cfg, v));
+    case CV_BOOL: return json_boolean(*bool_field(cfg, v));
+    case CV_STRLIST: {
+        json_t *arr = json_array();
+        char **list = *list_field(cfg, v);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            json_t *item = json_string(list[i]);
+            json_array_append_new(arr, item ? item : json_string("(not UTF-8)"));
+        }
+        return arr;
+    }
+    case CV_STRMAP: {
+        json_t *obj = json_object();
+        config_kv *kv = *map_field(cfg, v);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            json_t *item = json_string(kv[i].value);
+            json_object_set_new(obj, kv[i].key, item ? item : json_string("(not UTF-8)"));
+        }
+        return obj;
+    }
+    }
+    return json_null();
+}
+
+json_t *config_to_json(const config *cfg) {
+    json_t *vars = json_object();
+    for (size_t i = 0; i < NVARS; i++)
+        json_object_set_new(vars, config_vars[i].name, value_json((config *)cfg, &config_vars[i]));
+    return vars;
 }
 
 static const char *type_name(cv_type t) {

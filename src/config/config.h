@@ -14,6 +14,13 @@ typedef struct config_kv {
     char *value;
 } config_kv;
 
+/* One route's throttling override (route_throttling = { chat = {...} }). */
+typedef struct config_route_throttle {
+    char *route;
+    int64_t burst_limit;
+    int64_t rate_limit;
+} config_route_throttle;
+
 typedef struct config {
     /* --- the seed's variables (CONFIG.md) --- */
     char *aws_region;
@@ -68,6 +75,34 @@ typedef struct config {
     char *management_access_key_id;      /* "" = generated into the data dir */
     char *management_secret_access_key;  /* "" = generated into the data dir */
     char *management_bearer_key;         /* "" = generated into the data dir */
+
+    /* --- protection (throttling, TLS, authorizers, abuse limits) --- */
+    config_route_throttle *route_throttling; /* per-route token buckets */
+    size_t route_throttling_count;
+    int64_t connection_rate_limit;       /* messages/s per connection, default 100 (0 = off) */
+    int64_t connection_burst_limit;      /* default 200 */
+    int64_t max_connections_per_ip;      /* concurrent, default 1000 (0 = off) */
+    int64_t connect_rate_per_ip;         /* connects/s per source address, default 50 (0 = off) */
+    int64_t connect_burst_per_ip;        /* default 100 */
+    int64_t auth_failures_per_minute;    /* per source address before 429, default 20 */
+    char **allowed_origins;              /* NULL-terminated; empty = any Origin */
+    size_t allowed_origins_count;
+    char *auth_mode;                     /* "demo" (default) or "jwt" */
+    char *jwt_algorithm;                 /* "HS256" (default), "RS256" or "ES256" */
+    char *jwt_secret;                    /* HS256 key (secret) */
+    char *jwt_public_key_file;           /* PEM for RS256/ES256 */
+    char *jwt_issuer;                    /* "" = not checked */
+    char *jwt_audience;                  /* "" = not checked */
+    int64_t jwt_leeway_s;                /* clock leeway for exp/nbf, default 30 (0..300) */
+    char *jwt_user_id_claim;             /* default "sub" */
+    char *jwt_username_claim;            /* default "name" */
+    int64_t max_fragmented_bytes;        /* held for one unfinished fragmented message, default 1048576 */
+    int64_t max_control_frames_per_s;    /* pings/pongs/closes per second, default 50 (0 = off) */
+    int64_t max_json_depth;              /* default 32 */
+    char *tls_cert_file;                 /* "" = plain ws:// */
+    char *tls_key_file;
+    bool allow_demo_auth_in_production;  /* default false */
+    bool allow_plaintext_in_production;  /* default false */
 } config;
 
 /* Error detail filled by the config functions: `message` is one line that
@@ -114,6 +149,14 @@ int config_validate(const config *cfg, config_error *err);
 /* Write every variable and its effective value, one `name = value` line each
  * in tfvars syntax, to `out` (a FILE*). Secrets are masked. */
 void config_dump(const config *cfg, void *out);
+
+struct json_t;
+
+/* Return a new JSON object (caller owns the reference) mapping every
+ * variable's name to its effective value: strings, numbers, booleans,
+ * arrays of strings and objects of strings, in table order. Secrets are
+ * masked as "********", as config_dump masks them. */
+struct json_t *config_to_json(const config *cfg);
 
 /* Write the variable table (name, type, default, help) to `out` (a FILE*),
  * for `wsgate serve --help`. */

@@ -11,6 +11,7 @@
 #include "http/sigv4.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "web/web.h"
 #include "ws/utf8.h"
 
 /* How far a SigV4 request's X-Amz-Date may be from our clock (AWS's own
@@ -217,6 +218,11 @@ static void metrics_page(app *a, conn *c, const http_request *req) {
     free(txt);
 }
 
+/* The configuration in effect, secrets masked (for the dashboard). */
+static void get_config(app *a, conn *c, const http_request *req) {
+    respond_json(c, req, 200, json_pack("{s:o}", "variables", config_to_json(a->cfg)));
+}
+
 /* ---- routing ---- */
 
 typedef enum { ARG_NONE, ARG_ID } arg_kind;
@@ -241,10 +247,12 @@ static const mgmt_route mgmt_routes[] = {
     {"DELETE", "/@connections/", true, ARG_ID, true, NULL, delete_connection},
     {"GET", "/@connections", true, ARG_NONE, true, list_connections, NULL},
     {"GET", "/@rooms", true, ARG_NONE, true, list_rooms, NULL},
+    {"GET", "/@config", true, ARG_NONE, true, get_config, NULL},
     {"POST", "/@rooms/", true, ARG_ID, true, NULL, post_to_room},
 };
 
 bool mgmt_handle(app *a, conn *c, const http_request *req) {
+    if (web_handle(c, req, a->cfg->stage_name)) return true; /* the browser pages */
     size_t plen;
     const char *raw = http_request_path(req, &plen);
     /* Decode once: boto3 sends "@" as %40 and ids may be escaped. */

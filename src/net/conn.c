@@ -298,6 +298,7 @@ static void on_closed(uv_handle_t *h) {
     }
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
+    free(c->subprotocol);
     free(c);
 }
 
@@ -426,7 +427,7 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
         }
     }
     size_t rlen;
-    char *resp = ws_handshake_response(hs.accept, NULL, &rlen);
+    char *resp = ws_handshake_response(hs.accept, c->subprotocol, &rlen);
     enqueue(c, raw_buffer(resp, rlen));
     free(resp);
 

@@ -61,6 +61,8 @@ typedef struct conn {
     char id[CONN_ID_LEN + 1];        /* opaque, URL-safe connection id */
     char source_ip[46];
     char *user_agent;                /* owned, may be NULL */
+    char *subprotocol;               /* owned; set by the authorizer to answer
+                                      * Sec-WebSocket-Protocol, or NULL */
 
     void *app;                       /* the application's per-connection state */
 } conn;

@@ -1,0 +1,154 @@
+#include "throttle/throttle.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+#define AUTH_WINDOW_MS 60000
+
+void throttle_bucket_init(throttle_bucket *b, double rate, double burst, bool unlimited,
+                          uint64_t now_ms) {
+    b->rate = rate;
+    b->burst = burst;
+    b->tokens = burst;
+    b->last_ms = now_ms;
+    b->unlimited = unlimited;
+}
+
+bool throttle_bucket_take(throttle_bucket *b, uint64_t now_ms) {
+    if (b->unlimited) return true;
+    /* A positive rate with a burst below one still lets a request through
+     * every 1/rate seconds: the bucket holds at least one token. */
+    double cap = b->burst < 1.0 && b->rate > 0 ? 1.0 : b->burst;
+    if (now_ms > b->last_ms) {
+        b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
+        if (b->tokens > cap) b->tokens = cap;
+        b->last_ms = now_ms;
+    }
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+        return true;
+    }
+    return false;
+}
+
+void throttle_init(throttle *t, const config *cfg, uint64_t now_ms) {
+    memset(t, 0, sizeof(*t));
+    t->cfg = cfg;
+    throttle_bucket_init(&t->stage, (double)cfg->throttling_rate_limit,
+                         (double)cfg->throttling_burst_limit, false, now_ms);
+    t->nroutes = cfg->route_throttling_count;
+    t->routes = xcalloc(t->nroutes + 1, sizeof(*t->routes));
+    t->route_names = xcalloc(t->nroutes + 1, sizeof(*t->route_names));
+    for (size_t i = 0; i < t->nroutes; i++) {
+        const config_route_throttle *r = &cfg->route_throttling[i];
+        t->route_names[i] = r->route;
+        throttle_bucket_init(&t->routes[i], (double)r->rate_limit, (double)r->burst_limit, false,
+                             now_ms);
+    }
+    strmap_init(&t->addrs);
+}
+
+void throttle_free(throttle *t) {
+    size_t it = 0;
+    void *v;
+    while (strmap_next(&t->addrs, &it, NULL, &v)) free(v);
+    strmap_free(&t->addrs);
+    free(t->routes);
+    free(t->route_names);
+}
+
+static throttle_addr *addr_get(throttle *t, const char *addr, uint64_t now_ms) {
+    throttle_addr *a = strmap_get(&t->addrs, addr);
+    if (!a) {
+        a = xcalloc(1, sizeof(*a));
+        const config *cfg = t->cfg;
+        throttle_bucket_init(&a->connects, (double)cfg->connect_rate_per_ip,
+                             (double)cfg->connect_burst_per_ip, cfg->connect_rate_per_ip == 0, now_ms);
+        a->auth_window_ms = now_ms;
+        strmap_put(&t->addrs, addr, a, NULL);
+    }
+    a->last_seen_ms = now_ms;
+    return a;
+}
+
+throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms) {
+    const config *cfg = t->cfg;
+    throttle_addr *a = addr_get(t, addr, now_ms);
+    if (cfg->max_connections_per_ip > 0 && a->connections >= (uint64_t)cfg->max_connections_per_ip)
+        return THROTTLE_ADDRESS;
+    if (now_ms - a->auth_window_ms >= AUTH_WINDOW_MS) {
+        a->auth_window_ms = now_ms;
+        a->auth_failures = 0;
+    }
+    if (cfg->auth_failures_per_minute > 0 && a->auth_failures >= (uint64_t)cfg->auth_failures_per_minute)
+        return THROTTLE_ADDRESS;
+    if (!throttle_bucket_take(&a->connects, now_ms)) return THROTTLE_ADDRESS;
+    if (!throttle_bucket_take(&t->stage, now_ms)) return THROTTLE_STAGE;
+    return THROTTLE_OK;
+}
+
+void throttle_auth_failed(throttle *t, const char *addr, uint64_t now_ms) {
+    throttle_addr *a = addr_get(t, addr, now_ms);
+    if (now_ms - a->auth_window_ms >= AUTH_WINDOW_MS) {
+        a->auth_window_ms = now_ms;
+        a->auth_failures = 0;
+    }
+    a->auth_failures++;
+}
+
+void throttle_opened(throttle *t, const char *addr, uint64_t now_ms) {
+    addr_get(t, addr, now_ms)->connections++;
+}
+
+void throttle_closed(throttle *t, const char *addr, uint64_t now_ms) {
+    throttle_addr *a = strmap_get(&t->addrs, addr);
+    if (a && a->connections > 0) {
+        a->connections--;
+        a->last_seen_ms = now_ms;
+    }
+}
+
+void throttle_connection_init(const throttle *t, throttle_bucket *b, uint64_t now_ms) {
+    const config *cfg = t->cfg;
+    throttle_bucket_init(b, (double)cfg->connection_rate_limit, (double)cfg->connection_burst_limit,
+                         cfg->connection_rate_limit == 0, now_ms);
+}
+
+throttle_verdict throttle_message(throttle *t, throttle_bucket *conn_bucket, const char *route_key,
+                                  uint64_t now_ms) {
+    if (!route_key) {
+        if (conn_bucket && !throttle_bucket_take(conn_bucket, now_ms)) return THROTTLE_CONNECTION;
+        if (!throttle_bucket_take(&t->stage, now_ms)) return THROTTLE_STAGE;
+        return THROTTLE_OK;
+    }
+    for (size_t i = 0; i < t->nroutes; i++)
+        if (strcmp(t->route_names[i], route_key) == 0)
+            return throttle_bucket_take(&t->routes[i], now_ms) ? THROTTLE_OK : THROTTLE_ROUTE;
+    return THROTTLE_OK;
+}
+
+size_t throttle_gc(throttle *t, uint64_t now_ms, uint64_t idle_ms) {
+    /* Collect first: the map must not change while it is walked. */
+    size_t n = 0, cap = 0, it = 0;
+    char **dead = NULL;
+    const char *k;
+    void *v;
+    while (strmap_next(&t->addrs, &it, &k, &v)) {
+        throttle_addr *a = v;
+        if (a->connections == 0 && now_ms - a->last_seen_ms >= idle_ms) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                dead = xrealloc(dead, cap * sizeof(*dead));
+            }
+            dead[n++] = xstrdup(k);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(strmap_remove(&t->addrs, dead[i]));
+        free(dead[i]);
+    }
+    free(dead);
+    return n;
+}

@@ -1,0 +1,84 @@
+/* Throttling, standing in for API Gateway's stage throttling and going
+ * further: token buckets for the stage (connects and messages), per route,
+ * per connection and per source address, plus per-address caps on
+ * concurrent connections and failed authorizations. No I/O and no clock of
+ * its own: callers pass the time in milliseconds. One instance per loop
+ * thread. */
+#ifndef WSGATE_THROTTLE_THROTTLE_H
+#define WSGATE_THROTTLE_THROTTLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strmap.h"
+#include "config/config.h"
+
+/* A token bucket: `burst` tokens at most, refilled at `rate` per second. */
+typedef struct throttle_bucket {
+    double tokens;
+    double rate;
+    double burst;
+    uint64_t last_ms;
+    bool unlimited;
+} throttle_bucket;
+
+/* Start b full. unlimited buckets always give a token. */
+void throttle_bucket_init(throttle_bucket *b, double rate, double burst, bool unlimited,
+                          uint64_t now_ms);
+/* Take one token; returns false (and takes nothing) when none is left. */
+bool throttle_bucket_take(throttle_bucket *b, uint64_t now_ms);
+
+/* Per source address state. */
+typedef struct throttle_addr {
+    uint32_t connections;        /* open WebSocket connections */
+    throttle_bucket connects;    /* connect attempts */
+    uint32_t auth_failures;      /* in the current minute */
+    uint64_t auth_window_ms;     /* start of that minute */
+    uint64_t last_seen_ms;
+} throttle_addr;
+
+typedef enum throttle_verdict {
+    THROTTLE_OK = 0,
+    THROTTLE_STAGE,              /* the stage bucket is empty */
+    THROTTLE_ROUTE,              /* the route's bucket is empty */
+    THROTTLE_CONNECTION,         /* the connection's bucket is empty */
+    THROTTLE_ADDRESS,            /* too many connects, connections or auth failures */
+} throttle_verdict;
+
+typedef struct throttle {
+    const config *cfg;
+    throttle_bucket stage;
+    char **route_names;          /* route_throttling keys (borrowed from cfg) */
+    throttle_bucket *routes;
+    size_t nroutes;
+    strmap addrs;                /* source address -> throttle_addr */
+} throttle;
+
+/* Initialise t from cfg (borrowed; must outlive t). */
+void throttle_init(throttle *t, const config *cfg, uint64_t now_ms);
+void throttle_free(throttle *t);
+
+/* A connect from addr: checks the per-address cap on concurrent
+ * connections, the per-address connect bucket, the address's failed
+ * authorizations, then the stage bucket. */
+throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms);
+/* Record a failed authorization from addr. */
+void throttle_auth_failed(throttle *t, const char *addr, uint64_t now_ms);
+/* A connection from addr opened / closed (the concurrent count). */
+void throttle_opened(throttle *t, const char *addr, uint64_t now_ms);
+void throttle_closed(throttle *t, const char *addr, uint64_t now_ms);
+
+/* Initialise a connection's message bucket. */
+void throttle_connection_init(const throttle *t, throttle_bucket *b, uint64_t now_ms);
+/* A message on a connection (its bucket conn_bucket) for route_key (NULL
+ * before routing is known): connection bucket, stage bucket, then the
+ * route's own bucket when route_throttling has one. */
+throttle_verdict throttle_message(throttle *t, throttle_bucket *conn_bucket, const char *route_key,
+                                  uint64_t now_ms);
+
+/* Forget addresses with no connections that have been quiet for idle_ms.
+ * Returns how many were dropped. */
+size_t throttle_gc(throttle *t, uint64_t now_ms, uint64_t idle_ms);
+
+#endif
