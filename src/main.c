@@ -168,6 +168,7 @@ static int cmd_serve(int argc, char **argv) {
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
     }
+    server_free(srv);
     free(srv);
     metrics_global_free();
     log_close();

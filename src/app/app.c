@@ -318,9 +318,17 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         router_free(&a->router);
         return -1;
     }
+    if (cfg->auth_mode && strcmp(cfg->auth_mode, "jwt") == 0) {
+        a->auth = auth_jwt_new(cfg, err, errlen);
+        if (!a->auth) {
+            router_free(&a->router);
+            return -1;
+        }
+    } else {
+        a->auth = auth_demo();
+    }
     a->router.max_depth = (size_t)cfg->max_json_depth;
     registry_init(&a->reg);
-    a->auth = auth_demo();
     throttle_init(&a->throttle, cfg, uv_now(loop));
     uv_timer_init(loop, &a->gc_timer);
     a->gc_timer.data = a;
@@ -334,6 +342,8 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     if (!a->store) {
         router_free(&a->router);
         registry_free(&a->reg);
+        a->auth->destroy(a->auth);
+        a->auth = NULL;
         metrics_thread_free(a->metrics);
         free(a->custom_slots);
         return -1;

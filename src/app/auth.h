@@ -6,6 +6,9 @@
 #ifndef WSGATE_APP_AUTH_H
 #define WSGATE_APP_AUTH_H
 
+#include <stddef.h>
+
+#include "config/config.h"
 #include "http/request.h"
 
 /* Who a connection is. Strings are malloc'd and owned by the identity. */
@@ -35,6 +38,16 @@ struct authorizer {
 
 /* Return the demo authorizer (static storage; destroy is a no-op). */
 authorizer *auth_demo(void);
+
+/* Return a new JWT authorizer (auth_mode = "jwt") configured from cfg's jwt_*
+ * variables (NULL strings are taken as ""), freed by its destroy; or NULL
+ * with a one-line message in err (missing secret, unreadable key file, key
+ * of the wrong type for jwt_algorithm). The algorithm is pinned: a token
+ * whose header names another one is refused. The token is taken from
+ * `Authorization: Bearer`, else from `Sec-WebSocket-Protocol: bearer, <jwt>`
+ * (the 101 then answers `bearer`), else from the `token` query parameter;
+ * its claims replace the query's userId and username. */
+authorizer *auth_jwt_new(const config *cfg, char *err, size_t errlen);
 
 /* Fill id from the request's query string: userId (default "anonymous"),
  * username (default: the userId), roomId (default "general"). Returns 0, or

@@ -44,12 +44,15 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     char conn_tbl[300], rooms_tbl[300], msgs_tbl[300], fn_connect[300], fn_message[300],
         fn_disconnect[300];
     const char *host = dial_host(cfg, hostbuf, sizeof(hostbuf));
-    snprintf(endpoint, sizeof(endpoint), "ws://%s:%lld/%s", host, (long long)cfg->port, cfg->stage_name);
+    bool tls = cfg->tls_cert_file && cfg->tls_cert_file[0];
+    snprintf(endpoint, sizeof(endpoint), "%s://%s:%lld/%s", tls ? "wss" : "ws", host,
+             (long long)cfg->port, cfg->stage_name);
     snprintf(test_url, sizeof(test_url),
              "%s?userId=testuser&username=TestUser&roomId=general&token=valid_test_token", endpoint);
     api_id(cfg, id);
     outputs_data_file(cfg, data_file, sizeof(data_file));
-    snprintf(mgmt, sizeof(mgmt), "http://%s:%lld/%s", host, (long long)cfg->port, cfg->stage_name);
+    snprintf(mgmt, sizeof(mgmt), "%s://%s:%lld/%s", tls ? "https" : "http", host,
+             (long long)cfg->port, cfg->stage_name);
     const char *pe[] = {cfg->project_name, cfg->environment};
     snprintf(conn_tbl, sizeof(conn_tbl), "%s-%s-connections", pe[0], pe[1]);
     snprintf(rooms_tbl, sizeof(rooms_tbl), "%s-%s-rooms", pe[0], pe[1]);

@@ -1,11 +1,14 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/alloc.h"
 #include "config/tfvars.h"
@@ -20,12 +23,23 @@ typedef enum cv_type {
     CV_BOOL,
     CV_STRLIST,
     CV_STRMAP,
+    CV_OBJMAP, /* map of objects whose members are all whole numbers */
 } cv_type;
 
 enum {
     CV_NO_EFFECT = 1u << 0, /* an AWS knob: accepted and validated only */
     CV_SECRET = 1u << 1,    /* masked by config_dump */
 };
+
+/* One member of a CV_OBJMAP entry: a whole number stored as int64_t at
+ * `offset` in the entry's struct, within min..max. Every member is
+ * required. */
+typedef struct cv_member {
+    const char *name;
+    size_t offset;
+    int64_t min, max;
+    const char *rule; /* the message when the value is out of range */
+} cv_member;
 
 /* One variable: everything defaults, parsing, validation, dump and help
  * need, so adding a variable is adding one row. */
@@ -49,6 +63,10 @@ typedef struct config_var {
     size_t max_items;           /* lists and maps; 0 = none */
     size_t max_key_len;         /* maps */
     bool (*check)(const char *s);
+    const cv_member *members;   /* CV_OBJMAP: NULL-name-terminated */
+    size_t elem_size;           /* CV_OBJMAP: size of one entry's struct */
+    size_t key_offset;          /* CV_OBJMAP: of the entry's char *key in it */
+    const char *key_noun;       /* CV_OBJMAP: what a key names, for messages ("route") */
     unsigned flags;
     const char *help;
     const char *rule;           /* the message when validation fails */
@@ -93,6 +111,18 @@ static bool check_route_selection(const char *s) {
 static bool check_http_url(const char *s) {
     return *s == '\0' || strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
+
+static const char *const auth_modes[] = {"demo", "jwt", NULL};
+static const char *const jwt_algorithms[] = {"HS256", "RS256", "ES256", NULL};
+
+#define ROUTE_OFF(f) offsetof(config_route_throttle, f)
+static const cv_member route_throttle_members[] = {
+    {.name = "burst_limit", .offset = ROUTE_OFF(burst_limit), .min = 0, .max = 5000,
+     .rule = "Route burst limit must be between 0 and 5000."},
+    {.name = "rate_limit", .offset = ROUTE_OFF(rate_limit), .min = 0, .max = 10000,
+     .rule = "Route rate limit must be between 0 and 10000."},
+    {.name = NULL},
+};
 
 static const config_var config_vars[] = {
     /* --- the seed's variables --- */
@@ -273,6 +303,94 @@ static const config_var config_vars[] = {
      .def_str = "", .max_len = 256, .flags = CV_SECRET,
      .help = "bearer key for the management API (empty: generated into the data directory)",
      .rule = "Management bearer key must be at most 256 characters."},
+
+    /* --- protection (throttling, TLS, authorizers, abuse limits) --- */
+    {.name = "route_throttling", .type = CV_OBJMAP, .offset = OFF(route_throttling),
+     .count_offset = OFF(route_throttling_count), .members = route_throttle_members,
+     .elem_size = sizeof(config_route_throttle), .key_offset = ROUTE_OFF(route), .key_noun = "route",
+     .max_items = 20, .max_key_len = 128,
+     .help = "per-route token buckets, on top of the stage bucket",
+     .rule = "At most 20 routes may have their own throttling.",
+     .item_rule = "Route names must be 1 to 128 characters."},
+    {.name = "connection_rate_limit", .type = CV_INT, .offset = OFF(connection_rate_limit),
+     .def_int = 100, .ranged = true, .min = 0, .max = 1000000,
+     .help = "messages per second per connection (0 = off)",
+     .rule = "Connection rate limit must be between 0 and 1000000."},
+    {.name = "connection_burst_limit", .type = CV_INT, .offset = OFF(connection_burst_limit),
+     .def_int = 200, .ranged = true, .min = 0, .max = 1000000,
+     .help = "per-connection message bucket size",
+     .rule = "Connection burst limit must be between 0 and 1000000."},
+    {.name = "max_connections_per_ip", .type = CV_INT, .offset = OFF(max_connections_per_ip),
+     .def_int = 1000, .ranged = true, .min = 0, .max = 10000000,
+     .help = "simultaneous connections per source address (0 = off)",
+     .rule = "Maximum connections per IP must be between 0 and 10000000."},
+    {.name = "connect_rate_per_ip", .type = CV_INT, .offset = OFF(connect_rate_per_ip),
+     .def_int = 50, .ranged = true, .min = 0, .max = 1000000,
+     .help = "connects per second per source address (0 = off)",
+     .rule = "Connect rate per IP must be between 0 and 1000000."},
+    {.name = "connect_burst_per_ip", .type = CV_INT, .offset = OFF(connect_burst_per_ip),
+     .def_int = 100, .ranged = true, .min = 0, .max = 1000000,
+     .help = "per source address connect bucket size",
+     .rule = "Connect burst per IP must be between 0 and 1000000."},
+    {.name = "auth_failures_per_minute", .type = CV_INT, .offset = OFF(auth_failures_per_minute),
+     .def_int = 20, .ranged = true, .min = 0, .max = 100000,
+     .help = "failed authorizations per source address per minute before 429 (0 = off)",
+     .rule = "Auth failures per minute must be between 0 and 100000."},
+    {.name = "allowed_origins", .type = CV_STRLIST, .offset = OFF(allowed_origins),
+     .count_offset = OFF(allowed_origins_count), .max_items = 100, .nonempty = true,
+     .max_len = 1024, .help = "exact Origin values allowed to connect (empty: any)",
+     .rule = "At most 100 allowed origins are allowed.",
+     .item_rule = "Each allowed origin must be a non-empty string of at most 1024 characters."},
+    {.name = "auth_mode", .type = CV_STRING, .offset = OFF(auth_mode), .def_str = "demo",
+     .one_of = auth_modes, .help = "$connect authorizer: demo (valid_* tokens) or jwt",
+     .rule = "Auth mode must be either demo or jwt."},
+    {.name = "jwt_algorithm", .type = CV_STRING, .offset = OFF(jwt_algorithm),
+     .def_str = "HS256", .one_of = jwt_algorithms, .help = "JWT signature: HS256, RS256 or ES256",
+     .rule = "JWT algorithm must be one of: HS256, RS256, ES256."},
+    {.name = "jwt_secret", .type = CV_STRING, .offset = OFF(jwt_secret), .def_str = "",
+     .max_len = 4096, .flags = CV_SECRET, .help = "HS256 key of the JWT authorizer",
+     .rule = "JWT secret must be at most 4096 characters."},
+    {.name = "jwt_public_key_file", .type = CV_STRING, .offset = OFF(jwt_public_key_file),
+     .def_str = "", .max_len = 4096, .help = "PEM public key file for RS256/ES256",
+     .rule = "JWT public key file must be a path of at most 4096 characters."},
+    {.name = "jwt_issuer", .type = CV_STRING, .offset = OFF(jwt_issuer), .def_str = "",
+     .max_len = 1024, .help = "required iss claim (empty: not checked)",
+     .rule = "JWT issuer must be at most 1024 characters."},
+    {.name = "jwt_audience", .type = CV_STRING, .offset = OFF(jwt_audience), .def_str = "",
+     .max_len = 1024, .help = "required aud claim (empty: not checked)",
+     .rule = "JWT audience must be at most 1024 characters."},
+    {.name = "jwt_leeway_s", .type = CV_INT, .offset = OFF(jwt_leeway_s), .def_int = 30,
+     .ranged = true, .min = 0, .max = 300, .help = "clock leeway for exp/nbf, seconds",
+     .rule = "JWT leeway must be between 0 and 300 seconds."},
+    {.name = "jwt_user_id_claim", .type = CV_STRING, .offset = OFF(jwt_user_id_claim),
+     .def_str = "sub", .nonempty = true, .max_len = 128, .help = "claim holding the user id",
+     .rule = "JWT user id claim must be between 1 and 128 characters."},
+    {.name = "jwt_username_claim", .type = CV_STRING, .offset = OFF(jwt_username_claim),
+     .def_str = "name", .nonempty = true, .max_len = 128, .help = "claim holding the user name",
+     .rule = "JWT username claim must be between 1 and 128 characters."},
+    {.name = "max_fragmented_bytes", .type = CV_INT, .offset = OFF(max_fragmented_bytes),
+     .def_int = 1048576, .ranged = true, .min = 1, .max = 64 * MIB,
+     .help = "bytes buffered for one unfinished fragmented message",
+     .rule = "Maximum fragmented bytes must be between 1 and 67108864."},
+    {.name = "max_control_frames_per_s", .type = CV_INT,
+     .offset = OFF(max_control_frames_per_s), .def_int = 50, .ranged = true, .min = 0,
+     .max = 100000, .help = "pings/pongs/closes per second before closing with 1008 (0 = off)",
+     .rule = "Maximum control frames per second must be between 0 and 100000."},
+    {.name = "max_json_depth", .type = CV_INT, .offset = OFF(max_json_depth), .def_int = 32,
+     .ranged = true, .min = 1, .max = 1000, .help = "deepest JSON nesting accepted in messages",
+     .rule = "Maximum JSON depth must be between 1 and 1000."},
+    {.name = "tls_cert_file", .type = CV_STRING, .offset = OFF(tls_cert_file), .def_str = "",
+     .max_len = 4096, .help = "PEM certificate chain for wss:// (empty: plain ws://)",
+     .rule = "TLS certificate file must be a path of at most 4096 characters."},
+    {.name = "tls_key_file", .type = CV_STRING, .offset = OFF(tls_key_file), .def_str = "",
+     .max_len = 4096, .help = "PEM private key for wss://",
+     .rule = "TLS key file must be a path of at most 4096 characters."},
+    {.name = "allow_demo_auth_in_production", .type = CV_BOOL,
+     .offset = OFF(allow_demo_auth_in_production), .def_bool = false,
+     .help = "let a prod/production environment run the demo authorizer"},
+    {.name = "allow_plaintext_in_production", .type = CV_BOOL,
+     .offset = OFF(allow_plaintext_in_production), .def_bool = false,
+     .help = "let a prod/production environment serve ws:// on a non-loopback address"},
 };
 
 #define NVARS (sizeof config_vars / sizeof config_vars[0])
@@ -296,6 +414,29 @@ static config_kv **map_field(config *cfg, const config_var *v) {
 }
 static size_t *count_field(config *cfg, const config_var *v) {
     return (size_t *)((char *)cfg + v->count_offset);
+}
+
+/* CV_OBJMAP: the array of entries is a typed pointer in struct config (e.g.
+ * config_route_throttle *); it is read and written through memcpy so no
+ * lvalue of another pointer type touches it. */
+static char *objmap_get(config *cfg, const config_var *v) {
+    void *p;
+    memcpy(&p, (char *)cfg + v->offset, sizeof p);
+    return p;
+}
+static void objmap_set(config *cfg, const config_var *v, void *p) {
+    memcpy((char *)cfg + v->offset, &p, sizeof p);
+}
+static char *entry_key(const config_var *v, char *entry) {
+    char *k;
+    memcpy(&k, entry + v->key_offset, sizeof k);
+    return k;
+}
+static void entry_set_key(const config_var *v, char *entry, char *k) {
+    memcpy(entry + v->key_offset, &k, sizeof k);
+}
+static int64_t *entry_member(char *entry, const cv_member *m) {
+    return (int64_t *)(entry + m->offset);
 }
 
 static const config_var *find_var(const char *name, size_t len) {
@@ -330,6 +471,15 @@ static void free_field(config *cfg, const config_var *v) {
         *count_field(cfg, v) = 0;
         break;
     }
+    case CV_OBJMAP: {
+        char *arr = objmap_get(cfg, v);
+        for (size_t i = 0; arr && i < *count_field(cfg, v); i++)
+            free(entry_key(v, arr + i * v->elem_size));
+        free(arr);
+        objmap_set(cfg, v, NULL);
+        *count_field(cfg, v) = 0;
+        break;
+    }
     case CV_INT:
     case CV_BOOL:
         break;
@@ -352,6 +502,7 @@ static void set_default(config *cfg, const config_var *v) {
         break;
     }
     case CV_STRMAP: break; /* defaults to {} */
+    case CV_OBJMAP: break; /* defaults to {} */
     }
 }
 
@@ -460,6 +611,114 @@ static bool string_to_int(const char *s, size_t len, int64_t *out) {
     return ok;
 }
 
+/* A number variable's value: a whole number, or a string holding one. */
+static bool value_to_int(const tfv_value *val, int64_t *out) {
+    if (val->type == TFV_NUMBER && val->is_integer) {
+        *out = val->integer;
+        return true;
+    }
+    return val->type == TFV_STRING && string_to_int(val->string, val->string_len, out);
+}
+
+/* Copy user text (a map key or member name) into buf for a one-line
+ * message: at most 64 bytes, cut at a UTF-8 boundary, control bytes shown
+ * as '?'. */
+static const char *printable(char *buf, size_t size, const char *s) {
+    size_t n = 0, max = size - 1 < 64 ? size - 1 : 64;
+    for (; s[n] && n < max; n++) {
+        unsigned char c = (unsigned char)s[n];
+        buf[n] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    if (s[n]) /* cut: back off a partial UTF-8 sequence */
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--;
+    buf[n] = '\0';
+    return buf;
+}
+
+/* "burst_limit, rate_limit": the members of a CV_OBJMAP entry. */
+static void member_list(const config_var *v, char *buf, size_t size) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (const cv_member *m = v->members; m->name && at < size; m++) {
+        int r = snprintf(buf + at, size - at, "%s%s", m == v->members ? "" : ", ", m->name);
+        if (r < 0) break;
+        at += (size_t)r;
+    }
+}
+
+/* Check one CV_OBJMAP entry as stored (key and member ranges). Returns NULL
+ * or the message, written into msg. */
+static const char *check_entry(const config_var *v, char *entry, char *msg, size_t size) {
+    const char *k = entry_key(v, entry);
+    const char *bad;
+    if (!k) return v->item_rule;
+    if ((bad = check_key(v, k))) return bad;
+    for (const cv_member *m = v->members; m->name; m++) {
+        int64_t x = *entry_member(entry, m);
+        if (x < m->min || x > m->max) {
+            char kb[72];
+            snprintf(msg, size, "%s \"%s\": %s", v->key_noun, printable(kb, sizeof kb, k), m->rule);
+            return msg;
+        }
+    }
+    return NULL;
+}
+
+/* Convert and check one CV_OBJMAP entry `it` named `key` into entry (whose
+ * key is not set). Returns NULL, or the message with *bad_line set to the
+ * line of the offending value. */
+static const char *parse_entry(const config_var *v, const char *key, const tfv_value *it,
+                               char *entry, char *msg, size_t size, int *bad_line) {
+    char kb[72], mb[72], list[200];
+    printable(kb, sizeof kb, key);
+    member_list(v, list, sizeof list);
+    *bad_line = it->line;
+    if (it->type != TFV_MAP) {
+        snprintf(msg, size, "%s \"%s\": must be an object with %s", v->key_noun, kb, list);
+        return msg;
+    }
+    for (size_t j = 0; j < it->count; j++) {
+        const cv_member *m = v->members;
+        while (m->name && strcmp(m->name, it->keys[j]) != 0) m++;
+        if (!m->name) {
+            *bad_line = it->items[j]->line ? it->items[j]->line : it->line;
+            snprintf(msg, size, "%s \"%s\": unknown member \"%s\" (expected %s)", v->key_noun, kb,
+                     printable(mb, sizeof mb, it->keys[j]), list);
+            return msg;
+        }
+    }
+    for (const cv_member *m = v->members; m->name; m++) {
+        size_t j = 0;
+        while (j < it->count && strcmp(it->keys[j], m->name) != 0) j++;
+        if (j == it->count) {
+            snprintf(msg, size, "%s \"%s\": missing member \"%s\" (expected %s)", v->key_noun, kb,
+                     m->name, list);
+            return msg;
+        }
+        const tfv_value *mv = it->items[j];
+        if (mv->line) *bad_line = mv->line;
+        int64_t x;
+        if (!value_to_int(mv, &x)) {
+            snprintf(msg, size, "%s \"%s\": member \"%s\" must be a whole number", v->key_noun, kb,
+                     m->name);
+            return msg;
+        }
+        if (x < m->min || x > m->max) {
+            snprintf(msg, size, "%s \"%s\": %s", v->key_noun, kb, m->rule);
+            return msg;
+        }
+        *entry_member(entry, m) = x;
+    }
+    return NULL;
+}
+
+/* The line to report for an element found at item_line of a value given at
+ * `line`: text from the environment or --set (line 0) has no lines, even
+ * when its value spans several. */
+static int item_line(int item, int line) {
+    return line == 0 ? 0 : item ? item : line;
+}
+
 /* ---------- applying one value ---------- */
 
 /* Convert, validate and store val into variable v. *cfg is untouched on
@@ -481,12 +740,7 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
         return 0;
     case CV_INT: {
         int64_t x;
-        if (val->type == TFV_NUMBER && val->is_integer)
-            x = val->integer;
-        else if (val->type == TFV_STRING && string_to_int(val->string, val->string_len, &x))
-            ;
-        else
-            return fail_var(err, origin, line, v, "must be a whole number");
+        if (!value_to_int(val, &x)) return fail_var(err, origin, line, v, "must be a whole number");
         if ((bad = check_int(v, x))) return fail_var(err, origin, line, v, bad);
         *int_field(cfg, v) = x;
         return 0;
@@ -505,7 +759,7 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
         if (val->type != TFV_LIST) return fail_var(err, origin, line, v, "must be a list of strings");
         for (size_t i = 0; i < val->count; i++) {
             const tfv_value *it = val->items[i];
-            int l = it->line ? it->line : line;
+            int l = item_line(it->line, line);
             if (it->type != TFV_STRING)
                 return fail_var(err, origin, l, v, "must be a list of strings");
             if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
@@ -522,7 +776,7 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
         if (val->type != TFV_MAP) return fail_var(err, origin, line, v, "must be a map of strings");
         for (size_t i = 0; i < val->count; i++) {
             const tfv_value *it = val->items[i];
-            int l = it->line ? it->line : line;
+            int l = item_line(it->line, line);
             if (it->type != TFV_STRING)
                 return fail_var(err, origin, l, v, "must be a map of strings");
             if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
@@ -536,6 +790,35 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
         }
         free_field(cfg, v);
         *map_field(cfg, v) = kv;
+        *count_field(cfg, v) = val->count;
+        return 0;
+    }
+    case CV_OBJMAP: {
+        char list[200], msg[400];
+        if (val->type != TFV_MAP) {
+            member_list(v, list, sizeof list);
+            snprintf(msg, sizeof msg, "must be a map of objects with %s", list);
+            return fail_var(err, origin, line, v, msg);
+        }
+        char *arr = val->count ? xcalloc(val->count, v->elem_size) : NULL;
+        for (size_t i = 0; i < val->count; i++) {
+            const tfv_value *it = val->items[i];
+            int l = 0;
+            bad = check_key(v, val->keys[i]);
+            if (!bad) bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
+            if (bad) {
+                free(arr);
+                return fail_var(err, origin, item_line(l ? l : it->line, line), v, bad);
+            }
+        }
+        if (v->max_items && val->count > v->max_items) {
+            free(arr);
+            return fail_var(err, origin, line, v, v->rule);
+        }
+        for (size_t i = 0; i < val->count; i++)
+            entry_set_key(v, arr + i * v->elem_size, xstrdup(val->keys[i]));
+        free_field(cfg, v);
+        objmap_set(cfg, v, arr);
         *count_field(cfg, v) = val->count;
         return 0;
     }
@@ -658,10 +941,68 @@ int config_set(config *cfg, const char *assignment, config_error *err) {
     return apply_text(cfg, v, eq + 1, "--set", err);
 }
 
+/* ---------- cross-variable rules ---------- */
+
+/* Messages of these rules name the variables involved and never start with
+ * `variable "`, which marks a single value's rule (the tfvars fuzzer relies
+ * on that to tell the two apart). */
+
+static bool is_production(const char *env) {
+    return env && (strcasecmp(env, "prod") == 0 || strcasecmp(env, "production") == 0);
+}
+
+/* 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) and localhost. Anything else,
+ * host names included, may be reachable from other machines. */
+static bool is_loopback(const char *listen) {
+    if (!listen) return false;
+    if (strcasecmp(listen, "localhost") == 0) return true;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, listen, &a4) == 1)
+        return ((const unsigned char *)&a4.s_addr)[0] == 127;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, listen, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
+}
+
+static bool empty(const char *s) {
+    return !s || !*s;
+}
+
+static int check_cross_rules(const config *c, config_error *err) {
+    if (c->auth_mode && strcmp(c->auth_mode, "jwt") == 0) {
+        bool hs = !c->jwt_algorithm || strcmp(c->jwt_algorithm, "HS256") == 0;
+        if (hs && empty(c->jwt_secret))
+            return fail(err, "auth_mode = \"jwt\" with jwt_algorithm = \"HS256\" requires "
+                             "jwt_secret (the shared signing key)");
+        if (!hs && empty(c->jwt_public_key_file))
+            return fail(err, "auth_mode = \"jwt\" with jwt_algorithm = \"%s\" requires "
+                             "jwt_public_key_file (a PEM public key)",
+                        c->jwt_algorithm);
+    }
+    if (empty(c->tls_cert_file) != empty(c->tls_key_file))
+        return fail(err, "tls_cert_file and tls_key_file must be set together (%s is empty)",
+                    empty(c->tls_cert_file) ? "tls_cert_file" : "tls_key_file");
+    if (is_production(c->environment)) {
+        if (c->auth_mode && strcmp(c->auth_mode, "demo") == 0 && !c->allow_demo_auth_in_production)
+            return fail(err, "environment \"%s\" refuses the demo authorizer (any token starting "
+                             "with valid_ is accepted); set auth_mode = \"jwt\" or "
+                             "allow_demo_auth_in_production = true",
+                        c->environment);
+        if (empty(c->tls_cert_file) && !is_loopback(c->listen) && !c->allow_plaintext_in_production)
+            return fail(err, "environment \"%s\" refuses plain ws:// on the non-loopback listen "
+                             "address \"%s\"; set tls_cert_file and tls_key_file, listen on "
+                             "127.0.0.1, or allow_plaintext_in_production = true",
+                        c->environment, c->listen);
+    }
+    return 0;
+}
+
 int config_validate(const config *cfg, config_error *err) {
     /* Fields may have been assigned directly by the CLI, so every single
      * value is checked again before the cross-variable rules. */
     config *c = (config *)cfg; /* read-only use of the accessors */
+    char msg[400];
     for (size_t i = 0; i < NVARS; i++) {
         const config_var *v = &config_vars[i];
         const char *bad = NULL;
@@ -688,10 +1029,19 @@ int config_validate(const config *cfg, config_error *err) {
             if (!bad && v->max_items && n > v->max_items) bad = v->rule;
             break;
         }
+        case CV_OBJMAP: {
+            size_t n = *count_field(c, v);
+            char *arr = objmap_get(c, v);
+            if (n && !arr) bad = "must be a map of objects";
+            for (size_t k = 0; !bad && k < n; k++)
+                bad = check_entry(v, arr + k * v->elem_size, msg, sizeof msg);
+            if (!bad && v->max_items && n > v->max_items) bad = v->rule;
+            break;
+        }
         }
         if (bad) return fail(err, "variable \"%s\": %s", v->name, bad);
     }
-    return 0;
+    return check_cross_rules(cfg, err);
 }
 
 /* ---------- dump and help ---------- */
@@ -760,6 +1110,27 @@ static void put_value(FILE *out, config *cfg, const config_var *v) {
         fputs(" }", out);
         break;
     }
+    case CV_OBJMAP: {
+        char *arr = objmap_get(cfg, v);
+        size_t n = *count_field(cfg, v);
+        if (!n) {
+            fputs("{}", out);
+            break;
+        }
+        fputs("{ ", out);
+        for (size_t i = 0; i < n; i++) {
+            char *e = arr + i * v->elem_size;
+            if (i) fputs(", ", out);
+            put_quoted(out, entry_key(v, e));
+            fputs(" = {", out);
+            for (const cv_member *m = v->members; m->name; m++)
+                fprintf(out, "%s %s = %lld", m == v->members ? "" : ",", m->name,
+                        (long long)*entry_member(e, m));
+            fputs(" }", out);
+        }
+        fputs(" }", out);
+        break;
+    }
     }
 }
 
@@ -809,6 +1180,18 @@ static json_t *value_json(config *cfg, const config_var *v) {
         }
         return obj;
     }
+    case CV_OBJMAP: {
+        json_t *obj = json_object();
+        char *arr = objmap_get(cfg, v);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            char *e = arr + i * v->elem_size;
+            json_t *entry = json_object();
+            for (const cv_member *m = v->members; m->name; m++)
+                json_object_set_new(entry, m->name, json_integer((json_int_t)*entry_member(e, m)));
+            json_object_set_new(obj, entry_key(v, e), entry);
+        }
+        return obj;
+    }
     }
     return json_null();
 }
@@ -820,13 +1203,22 @@ json_t *config_to_json(const config *cfg) {
     return vars;
 }
 
-static const char *type_name(cv_type t) {
-    switch (t) {
+static const char *type_name(const config_var *v, char *buf, size_t size) {
+    switch (v->type) {
     case CV_STRING: return "string";
     case CV_INT: return "number";
     case CV_BOOL: return "bool";
     case CV_STRLIST: return "list(string)";
     case CV_STRMAP: return "map(string)";
+    case CV_OBJMAP: {
+        /* map(object({burst_limit=number,rate_limit=number})) */
+        size_t at = (size_t)snprintf(buf, size, "map(object({");
+        for (const cv_member *m = v->members; m->name && at < size; m++)
+            at += (size_t)snprintf(buf + at, size - at, "%s%s=number", m == v->members ? "" : ",",
+                                   m->name);
+        if (at < size) snprintf(buf + at, size - at, "}))");
+        return buf;
+    }
     }
     return "?";
 }
@@ -853,7 +1245,9 @@ void config_print_help(void *out) {
     fprintf(f, "%-*s  %-12s  %-*s  %s\n", w, "VARIABLE", "TYPE", dw, "DEFAULT", "DESCRIPTION");
     for (size_t i = 0; i < NVARS; i++) {
         const config_var *v = &config_vars[i];
-        fprintf(f, "%-*s  %-12s  %-*s  %s\n", w, v->name, type_name(v->type), dw, defs[i], v->help);
+        char tb[160];
+        fprintf(f, "%-*s  %-12s  %-*s  %s\n", w, v->name, type_name(v, tb, sizeof tb), dw, defs[i],
+                v->help);
         free(defs[i]);
     }
     config_free(&defaults);

@@ -58,6 +58,7 @@ conn *conn_accept(server *srv) {
         return NULL;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (srv->tls) c->tls = tls_conn_new(srv->tls);
     c->state = CONN_HTTP;
     c->created_ms = uv_now(srv->loop);
     c->last_active_ms = c->created_ms;
@@ -168,6 +169,7 @@ static void enqueue(conn *c, ws_frame *f) {
 /* Offer the queue to the kernel now, without closing on error (callers may
  * be walking a list of connections); conn_flush handles errors later. */
 static void wq_try_push(conn *c) {
+    if (c->tls) return; /* plaintext must go through the TLS engine first */
     uv_buf_t bufs[CONN_IOV_MAX];
     while (c->wq_count > 0 && !c->writing && c->state != CONN_CLOSED) {
         uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
@@ -245,8 +247,75 @@ static void on_write(uv_write_t *req, int status) {
     }
 }
 
+/* ---- TLS write path: the queue holds plaintext frames (still shared by
+ * reference); they are encrypted into the engine and the ciphertext is
+ * written from a buffer of its own. ---- */
+
+static void tls_flush(conn *c);
+
+static void on_tls_write(uv_write_t *req, int status) {
+    conn *c = req->data;
+    ws_frame_unref(c->tls_inflight);
+    c->tls_inflight = NULL;
+    c->writing = 0;
+    if (status < 0) {
+        conn_abort(c);
+        return;
+    }
+    if (c->state != CONN_CLOSED) tls_flush(c);
+}
+
+static void tls_flush(conn *c) {
+    if (c->state == CONN_CLOSED || c->writing) return;
+    while (c->wq_count > 0) {
+        ws_frame *f = wq_at(c, 0);
+        int n = tls_conn_write(c->tls, f->data + c->wq_head_off, f->len - c->wq_head_off);
+        if (n < 0) {
+            conn_abort(c);
+            return;
+        }
+        if (n == 0) break; /* handshake still running */
+        wq_advance(c, (size_t)n);
+    }
+    if (c->wq_count == 0 && c->close_after_flush && !c->tls_shutdown_sent) {
+        tls_conn_shutdown(c->tls);
+        c->tls_shutdown_sent = true;
+    }
+    size_t pending = tls_conn_pending_output(c->tls);
+    if (pending > 0) {
+        ws_frame *out = xmalloc(sizeof(ws_frame) + pending);
+        atomic_init(&out->refs, 1);
+        out->len = (uint32_t)tls_conn_take_output(c->tls, out->data, pending);
+        uv_buf_t b = uv_buf_init((char *)out->data, out->len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+            ws_frame_unref(out);
+            conn_abort(c);
+            return;
+        }
+        size_t done = r > 0 ? (size_t)r : 0;
+        if (done < out->len) {
+            b = uv_buf_init((char *)out->data + done, out->len - (uint32_t)done);
+            c->tls_inflight = out;
+            c->write_req.data = c;
+            if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) != 0) {
+                conn_abort(c);
+                return;
+            }
+            c->writing = 1;
+            return;
+        }
+        ws_frame_unref(out);
+    }
+    if (c->wq_count == 0 && c->close_after_flush) start_shutdown(c);
+}
+
 void conn_flush(conn *c) {
     if (c->state == CONN_CLOSED || c->writing) return;
+    if (c->tls) {
+        tls_flush(c);
+        return;
+    }
     uv_buf_t bufs[CONN_IOV_MAX];
     while (c->wq_count > 0) {
         uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
@@ -299,6 +368,8 @@ static void on_closed(uv_handle_t *h) {
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
     free(c->subprotocol);
+    if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
+    tls_conn_free(c->tls);
     free(c);
 }
 
@@ -501,6 +572,30 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     if (nread == 0 || c->state == CONN_CLOSED) return;
     c->awaiting_pong = false;
+    if (c->tls) {
+        tls_conn_feed(c->tls, buf->base, (size_t)nread);
+        for (;;) {
+            const char *reason = NULL;
+            int n = tls_conn_read(c->tls, c->srv->tls_plain, sizeof(c->srv->tls_plain), &reason);
+            if (n == 0) break;
+            if (n < 0) {
+                log_line l;
+                log_begin(&l, LOG_INFO, "tls_error");
+                log_str(&l, "connectionId", c->id);
+                log_str(&l, "identity.sourceIp", c->source_ip);
+                log_str(&l, "error", reason);
+                log_end(&l);
+                conn_abort(c);
+                return;
+            }
+            if (c->state == CONN_HTTP) handle_http_bytes(c, (char *)c->srv->tls_plain, (size_t)n);
+            else if (c->parser) handle_ws_bytes(c, c->srv->tls_plain, (size_t)n);
+            if (c->state == CONN_CLOSED) return;
+        }
+        /* Handshake records (or a close_notify) may be waiting. */
+        if (tls_conn_pending_output(c->tls) && !c->dirty) server_mark_dirty(c->srv, c);
+        return;
+    }
     if (c->state == CONN_HTTP) {
         handle_http_bytes(c, buf->base, (size_t)nread);
     } else if (c->parser) {

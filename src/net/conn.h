@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "http/request.h"
+#include "net/tls.h"
 #include "ws/frame.h"
 
 struct server;
@@ -49,6 +50,10 @@ typedef struct conn {
     size_t wq_bytes;                 /* unwritten bytes queued */
     uv_write_t write_req;
     uv_shutdown_t shutdown_req;
+
+    tls_conn *tls;                   /* wss://: the queue holds plaintext */
+    ws_frame *tls_inflight;          /* ciphertext being written */
+    bool tls_shutdown_sent;
 
     uint64_t created_ms;             /* uv_now at accept */
     uint64_t opened_ms;              /* uv_now at 101 */

@@ -59,6 +59,7 @@ static void close_server_handles(server *srv) {
     uv_close((uv_handle_t *)&srv->flush_check, NULL);
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
+    uv_close((uv_handle_t *)&srv->sig_hup, NULL);
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -100,6 +101,28 @@ void server_shutdown(server *srv) {
 
 static void on_signal(uv_signal_t *h, int signum) { server_shutdown(h->data); }
 
+/* SIGHUP: load the certificate and key again. New connections use the new
+ * ones; open connections keep theirs (each holds its own reference). A
+ * failed reload keeps the old pair and says why. */
+static void on_hup(uv_signal_t *h, int signum) {
+    server *srv = h->data;
+    if (!srv->tls) return;
+    char err[512];
+    tls_ctx *fresh = tls_ctx_new(srv->cfg->tls_cert_file, srv->cfg->tls_key_file, err, sizeof(err));
+    if (!fresh) {
+        log_msg(LOG_ERROR, "tls_reload_error", "%s (keeping the previous certificate)", err);
+        return;
+    }
+    tls_ctx_free(srv->tls);
+    srv->tls = fresh;
+    log_msg(LOG_INFO, "tls_reloaded", "certificate %s reloaded", srv->cfg->tls_cert_file);
+}
+
+void server_free(server *srv) {
+    tls_ctx_free(srv->tls);
+    srv->tls = NULL;
+}
+
 static uint64_t sweep_interval_ms(const config *cfg) {
     uint64_t iv = 1000;
     uint64_t cand[] = {(uint64_t)cfg->handshake_timeout_ms / 4, (uint64_t)cfg->ping_interval_s * 250,
@@ -118,6 +141,14 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
     srv->app = app;
     snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg->stage_name);
 
+    if (cfg->tls_cert_file && cfg->tls_cert_file[0]) {
+        char err[512];
+        srv->tls = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof(err));
+        if (!srv->tls) {
+            log_msg(LOG_ERROR, "startup_error", "%s", err);
+            return UV_EINVAL;
+        }
+    }
     struct sockaddr_storage addr;
     int r;
     if (strchr(cfg->listen, ':'))
@@ -162,6 +193,9 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
     uv_signal_init(loop, &srv->sig_int);
     srv->sig_int.data = srv;
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_signal_init(loop, &srv->sig_hup);
+    srv->sig_hup.data = srv;
+    uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
 
     log_line l;
     log_begin(&l, LOG_INFO, "listening");
@@ -169,6 +203,7 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
     log_int(&l, "port", srv->bound_port);
     log_str(&l, "stage", cfg->stage_name);
     log_str(&l, "mode", cfg->mode);
+    log_str(&l, "scheme", srv->tls ? "wss" : "ws");
     log_end(&l);
     return 0;
 }

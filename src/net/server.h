@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "http/request.h"
 #include "net/conn.h"
+#include "net/tls.h"
 
 struct server;
 
@@ -56,7 +57,12 @@ typedef struct server {
     uint64_t shutdown_deadline_ms;
     int bound_port;
 
+    tls_ctx *tls;                    /* wss:// when set; replaced on SIGHUP */
+    uv_signal_t sig_hup;
+
+    /* Buffers last: server_start zeroes everything before read_buf. */
     uint8_t read_buf[256 * 1024];    /* shared: read callbacks finish with it */
+    uint8_t tls_plain[64 * 1024];    /* shared: decrypted bytes of one read */
 } server;
 
 /* Initialise srv on `loop` with cfg (borrowed: must outlive srv) and
@@ -69,6 +75,10 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
  * connection, and stop the loop when all are gone or the shutdown timeout
  * passes. */
 void server_shutdown(server *srv);
+
+/* Release what server_start allocated (the TLS context) once the loop has
+ * stopped. */
+void server_free(server *srv);
 
 /* Internal to the net module. */
 void server_mark_dirty(server *srv, conn *c);

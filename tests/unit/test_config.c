@@ -126,6 +126,34 @@ Test(config, defaults) {
     cr_expect_eq(c.max_queued_bytes, 1048576);
     cr_expect_eq(c.shutdown_timeout_ms, 5000);
     cr_expect_eq(c.max_connections, 100000);
+    /* protection */
+    cr_expect_eq(c.route_throttling_count, 0);
+    cr_expect_null(c.route_throttling);
+    cr_expect_eq(c.connection_rate_limit, 100);
+    cr_expect_eq(c.connection_burst_limit, 200);
+    cr_expect_eq(c.max_connections_per_ip, 1000);
+    cr_expect_eq(c.connect_rate_per_ip, 50);
+    cr_expect_eq(c.connect_burst_per_ip, 100);
+    cr_expect_eq(c.auth_failures_per_minute, 20);
+    cr_assert_eq(c.allowed_origins_count, 0);
+    cr_assert_not_null(c.allowed_origins);
+    cr_expect_null(c.allowed_origins[0]);
+    cr_expect_str_eq(c.auth_mode, "demo");
+    cr_expect_str_eq(c.jwt_algorithm, "HS256");
+    cr_expect_str_eq(c.jwt_secret, "");
+    cr_expect_str_eq(c.jwt_public_key_file, "");
+    cr_expect_str_eq(c.jwt_issuer, "");
+    cr_expect_str_eq(c.jwt_audience, "");
+    cr_expect_eq(c.jwt_leeway_s, 30);
+    cr_expect_str_eq(c.jwt_user_id_claim, "sub");
+    cr_expect_str_eq(c.jwt_username_claim, "name");
+    cr_expect_eq(c.max_fragmented_bytes, 1048576);
+    cr_expect_eq(c.max_control_frames_per_s, 50);
+    cr_expect_eq(c.max_json_depth, 32);
+    cr_expect_str_eq(c.tls_cert_file, "");
+    cr_expect_str_eq(c.tls_key_file, "");
+    cr_expect_not(c.allow_demo_auth_in_production);
+    cr_expect_not(c.allow_plaintext_in_production);
     config_error err;
     cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
     config_free(&c);
@@ -137,6 +165,13 @@ Test(config, seed_example_loads) {
     config_error err;
     config_init_defaults(&c);
     cr_assert_eq(load(&c, seed_example, &err), 0, "%s", err.message);
+    /* environment = "production" with the default demo authorizer is refused
+     * (production safety); the escape hatch lets it through. */
+    cr_expect_eq(config_validate(&c, &err), -1);
+    cr_expect_str_eq(err.message, "environment \"production\" refuses the demo authorizer (any "
+                                  "token starting with valid_ is accepted); set auth_mode = "
+                                  "\"jwt\" or allow_demo_auth_in_production = true");
+    cr_assert_eq(config_set(&c, "allow_demo_auth_in_production=true", &err), 0, "%s", err.message);
     cr_assert_eq(config_validate(&c, &err), 0, "%s", err.message);
     cr_expect_str_eq(c.aws_region, "us-west-2");
     cr_expect_str_eq(c.environment, "production");
@@ -297,6 +332,65 @@ static const struct {
     {"stage_name = 5", "stage_name", "must be a string"},
     {"aws_region = true", "aws_region", "must be a string"},
     {"api_description = [\"x\"]", "api_description", "must be a string"},
+    /* protection */
+    {"route_throttling = [\"chat\"]", "route_throttling",
+     "must be a map of objects with burst_limit, rate_limit"},
+    {"route_throttling = { chat = 5 }", "route_throttling",
+     "route \"chat\": must be an object with burst_limit, rate_limit"},
+    {"route_throttling = { chat = { burst_limit = 5001, rate_limit = 1 } }", "route_throttling",
+     "route \"chat\": Route burst limit must be between 0 and 5000."},
+    {"route_throttling = { chat = { burst_limit = 1, rate_limit = -1 } }", "route_throttling",
+     "route \"chat\": Route rate limit must be between 0 and 10000."},
+    {"route_throttling = { chat = { burst_limit = 1, rate_limit = 10001 } }", "route_throttling",
+     "Route rate limit must be between 0 and 10000."},
+    {"route_throttling = { chat = { burts_limit = 1, rate_limit = 1 } }", "route_throttling",
+     "route \"chat\": unknown member \"burts_limit\" (expected burst_limit, rate_limit)"},
+    {"route_throttling = { chat = { burst_limit = 1 } }", "route_throttling",
+     "route \"chat\": missing member \"rate_limit\""},
+    {"route_throttling = { chat = { burst_limit = 1.5, rate_limit = 1 } }", "route_throttling",
+     "route \"chat\": member \"burst_limit\" must be a whole number"},
+    {"route_throttling = { chat = { burst_limit = \"x\", rate_limit = 1 } }", "route_throttling",
+     "member \"burst_limit\" must be a whole number"},
+    {"route_throttling = { \"\" = { burst_limit = 1, rate_limit = 1 } }", "route_throttling",
+     "Route names must be 1 to 128 characters."},
+    {"route_throttling = \"chat\"", "route_throttling", "must be a map of objects"},
+    {"allowed_origins = [\"https://a.example\", \"\"]", "allowed_origins",
+     "Each allowed origin must be a non-empty string of at most 1024 characters."},
+    {"allowed_origins = \"https://a.example\"", "allowed_origins", "must be a list of strings"},
+    {"connection_rate_limit = 1000001", "connection_rate_limit",
+     "Connection rate limit must be between 0 and 1000000."},
+    {"connection_burst_limit = -1", "connection_burst_limit",
+     "Connection burst limit must be between 0 and 1000000."},
+    {"max_connections_per_ip = 10000001", "max_connections_per_ip",
+     "Maximum connections per IP must be between 0 and 10000000."},
+    {"connect_rate_per_ip = -1", "connect_rate_per_ip",
+     "Connect rate per IP must be between 0 and 1000000."},
+    {"connect_burst_per_ip = 1000001", "connect_burst_per_ip",
+     "Connect burst per IP must be between 0 and 1000000."},
+    {"auth_failures_per_minute = 100001", "auth_failures_per_minute",
+     "Auth failures per minute must be between 0 and 100000."},
+    {"auth_mode = \"none\"", "auth_mode", "Auth mode must be either demo or jwt."},
+    {"auth_mode = \"JWT\"", "auth_mode", "Auth mode must be either demo or jwt."},
+    {"jwt_algorithm = \"none\"", "jwt_algorithm", "JWT algorithm must be one of: HS256, RS256, ES256."},
+    {"jwt_algorithm = \"hs256\"", "jwt_algorithm", "JWT algorithm must be one of"},
+    {"jwt_leeway_s = 301", "jwt_leeway_s", "JWT leeway must be between 0 and 300 seconds."},
+    {"jwt_leeway_s = -1", "jwt_leeway_s", "JWT leeway must be between 0 and 300 seconds."},
+    {"jwt_user_id_claim = \"\"", "jwt_user_id_claim",
+     "JWT user id claim must be between 1 and 128 characters."},
+    {"jwt_username_claim = \"\"", "jwt_username_claim",
+     "JWT username claim must be between 1 and 128 characters."},
+    {"jwt_secret = 5", "jwt_secret", "must be a string"},
+    {"max_fragmented_bytes = 0", "max_fragmented_bytes",
+     "Maximum fragmented bytes must be between 1 and 67108864."},
+    {"max_fragmented_bytes = 67108865", "max_fragmented_bytes", "between 1 and 67108864"},
+    {"max_control_frames_per_s = 100001", "max_control_frames_per_s",
+     "Maximum control frames per second must be between 0 and 100000."},
+    {"max_json_depth = 0", "max_json_depth", "Maximum JSON depth must be between 1 and 1000."},
+    {"max_json_depth = 1001", "max_json_depth", "Maximum JSON depth must be between 1 and 1000."},
+    {"tls_cert_file = 1", "tls_cert_file", "must be a string"},
+    {"allow_demo_auth_in_production = \"yes\"", "allow_demo_auth_in_production",
+     "must be true or false"},
+    {"allow_plaintext_in_production = 1", "allow_plaintext_in_production", "must be true or false"},
 };
 
 Test(config, every_rule_rejects_with_file_line_name) {
@@ -352,6 +446,24 @@ Test(config, good_edge_values) {
         "port = 8.1e3",
         "environment = \"Prod-2\"",
         "additional_tags = { \"team name\" = \"\" }",
+        "route_throttling = {}",
+        "route_throttling = { chat = { burst_limit = 0, rate_limit = 0 } }",
+        "route_throttling = { chat = { burst_limit = 5000, rate_limit = 10000 } }",
+        "route_throttling = { \"$default\" = { burst_limit = \"3\", rate_limit = 1e3 } }",
+        "allowed_origins = []",
+        "allowed_origins = [\"https://chat.example.com\", \"http://localhost:3000\"]",
+        "connection_rate_limit = 0",
+        "connection_burst_limit = 1000000",
+        "max_connections_per_ip = 10000000",
+        "auth_failures_per_minute = 0",
+        "jwt_leeway_s = 300",
+        "max_fragmented_bytes = 67108864",
+        "max_control_frames_per_s = 0",
+        "max_json_depth = 1000",
+        "auth_mode = \"jwt\"\njwt_secret = \"s3cret\"",
+        "auth_mode = \"jwt\"\njwt_algorithm = \"ES256\"\njwt_public_key_file = \"/k.pem\"",
+        "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"",
+        "environment = \"production\"\nallow_demo_auth_in_production = true",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         config c;
@@ -558,4 +670,443 @@ Test(config, not_nul_terminated) {
     cr_expect_eq(c.port, 1);
     free(buf);
     config_free(&c);
+}
+
+/* ---------- protection: route_throttling ---------- */
+
+static const char route_throttling_text[] =
+    "route_throttling = { chat = { burst_limit = 10, rate_limit = 5 }, "
+    "join_room = { burst_limit = 2, rate_limit = 1 } }";
+
+static void expect_two_routes(const config *c) {
+    cr_assert_eq(c->route_throttling_count, 2);
+    cr_expect_str_eq(c->route_throttling[0].route, "chat");
+    cr_expect_eq(c->route_throttling[0].burst_limit, 10);
+    cr_expect_eq(c->route_throttling[0].rate_limit, 5);
+    cr_expect_str_eq(c->route_throttling[1].route, "join_room");
+    cr_expect_eq(c->route_throttling[1].burst_limit, 2);
+    cr_expect_eq(c->route_throttling[1].rate_limit, 1);
+}
+
+Test(config, route_throttling_parses) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, route_throttling_text, &err), 0, "%s", err.message);
+    expect_two_routes(&c);
+    cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
+    /* Multi-line form, quoted keys, colon separators, numeric strings. */
+    cr_assert_eq(load(&c,
+                      "route_throttling = {\n"
+                      "  \"private_message\" = {\n"
+                      "    burst_limit = \"7\"\n"
+                      "    rate_limit  = 3\n"
+                      "  },\n"
+                      "  room_list: { rate_limit = 0, burst_limit = 0 },\n"
+                      "}\n",
+                      &err),
+                 0, "%s", err.message);
+    cr_assert_eq(c.route_throttling_count, 2); /* a new value replaces the old one */
+    cr_expect_str_eq(c.route_throttling[0].route, "private_message");
+    cr_expect_eq(c.route_throttling[0].burst_limit, 7);
+    cr_expect_eq(c.route_throttling[0].rate_limit, 3);
+    cr_expect_str_eq(c.route_throttling[1].route, "room_list");
+    cr_expect_eq(c.route_throttling[1].rate_limit, 0);
+    /* null and {} both mean none. */
+    cr_assert_eq(load(&c, "route_throttling = null", &err), 0, "%s", err.message);
+    cr_expect_eq(c.route_throttling_count, 0);
+    cr_expect_null(c.route_throttling);
+    cr_assert_eq(load(&c, route_throttling_text, &err), 0, "%s", err.message);
+    cr_assert_eq(load(&c, "route_throttling = {}", &err), 0, "%s", err.message);
+    cr_expect_eq(c.route_throttling_count, 0);
+    config_free(&c);
+    cr_expect_null(c.route_throttling);
+}
+
+Test(config, route_throttling_errors) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, route_throttling_text, &err), 0, "%s", err.message);
+    /* The line of the offending member, not of the variable. */
+    cr_expect_eq(load(&c,
+                      "route_throttling = {\n"
+                      "  chat = {\n"
+                      "    burts_limit = 10\n"
+                      "    rate_limit  = 5\n"
+                      "  }\n"
+                      "}\n",
+                      &err),
+                 -1);
+    cr_expect_str_eq(err.message, "test.tfvars:3: variable \"route_throttling\": route \"chat\": "
+                                  "unknown member \"burts_limit\" (expected burst_limit, rate_limit)");
+    cr_expect_eq(load(&c, "route_throttling = {\n  chat = {\n    burst_limit = 10\n  }\n}\n", &err),
+                 -1);
+    cr_expect_str_eq(err.message, "test.tfvars:2: variable \"route_throttling\": route \"chat\": "
+                                  "missing member \"rate_limit\" (expected burst_limit, rate_limit)");
+    cr_expect_eq(load(&c, "route_throttling = {\n a = { burst_limit = 1, rate_limit = 1 }\n"
+                          " b = { burst_limit = 1,\n rate_limit = 20000 }\n}\n",
+                      &err),
+                 -1);
+    cr_expect_str_eq(err.message, "test.tfvars:4: variable \"route_throttling\": route \"b\": "
+                                  "Route rate limit must be between 0 and 10000.");
+    /* Names in messages stay on one line and short. */
+    cr_expect_eq(load(&c, "route_throttling = { \"a\\nb\" = { burst_limit = 1, rate_limit = 1, "
+                          "\"x\\ty\" = 2 } }",
+                      &err),
+                 -1);
+    cr_expect(strstr(err.message, "route \"a?b\": unknown member \"x?y\"") != NULL, "%s",
+              err.message);
+    cr_expect(strchr(err.message, '\n') == NULL);
+    /* At most 20 routes, names at most 128 characters. */
+    char text[4096];
+    size_t n = (size_t)snprintf(text, sizeof text, "route_throttling = {\n");
+    for (int i = 0; i < 21; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "  r%d = { burst_limit = 1, rate_limit = 1 }\n",
+                              i);
+    snprintf(text + n, sizeof text - n, "}\n");
+    cr_expect_eq(load(&c, text, &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:1: variable \"route_throttling\": At most 20 routes "
+                                  "may have their own throttling.");
+    char *p = strstr(text, "  r20 =");
+    strcpy(p, "}\n");
+    cr_expect_eq(load(&c, text, &err), 0, "%s", err.message);
+    cr_expect_eq(c.route_throttling_count, 20);
+    char name[130];
+    memset(name, 'x', 129);
+    name[129] = '\0';
+    snprintf(text, sizeof text, "route_throttling = { %s = { burst_limit = 1, rate_limit = 1 } }",
+             name);
+    cr_expect_eq(load(&c, text, &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:1: variable \"route_throttling\": Route names must "
+                                  "be 1 to 128 characters.");
+    name[128] = '\0';
+    snprintf(text, sizeof text, "route_throttling = { %s = { burst_limit = 1, rate_limit = 1 } }",
+             name);
+    cr_expect_eq(load(&c, text, &err), 0, "%s", err.message);
+    cr_expect_eq(c.route_throttling_count, 1);
+    config_free(&c);
+}
+
+Test(config, route_throttling_env_and_set) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    char *env[] = {"TF_VAR_route_throttling={ chat = { burst_limit = 10, rate_limit = 5 }, "
+                   "join_room = { burst_limit = 2, rate_limit = 1 } }",
+                   NULL};
+    cr_assert_eq(config_load_env(&c, env, &err), 0, "%s", err.message);
+    expect_two_routes(&c);
+    cr_assert_eq(config_set(&c, "route_throttling={ typing = { burst_limit = 1, rate_limit = 2 } }",
+                            &err),
+                 0, "%s", err.message);
+    cr_assert_eq(c.route_throttling_count, 1);
+    cr_expect_str_eq(c.route_throttling[0].route, "typing");
+    cr_expect_eq(c.route_throttling[0].rate_limit, 2);
+    cr_expect_eq(config_set(&c, "route_throttling={ chat = { burts_limit = 1, rate_limit = 2 } }",
+                            &err),
+                 -1);
+    cr_expect_str_eq(err.message, "--set: variable \"route_throttling\": route \"chat\": unknown "
+                                  "member \"burts_limit\" (expected burst_limit, rate_limit)");
+    cr_expect_eq(config_set(&c, "route_throttling=chat", &err), -1);
+    cr_expect_str_eq(err.message, "--set: variable \"route_throttling\": must be a map of objects "
+                                  "with burst_limit, rate_limit");
+    char *bad_env[] = {"TF_VAR_route_throttling={ chat = {\n burst_limit = 6000,\n rate_limit = 1 } }",
+                       NULL};
+    cr_expect_eq(config_load_env(&c, bad_env, &err), -1);
+    cr_expect_str_eq(err.message, "TF_VAR_route_throttling: variable \"route_throttling\": route "
+                                  "\"chat\": Route burst limit must be between 0 and 5000.");
+    cr_expect_str_eq(c.route_throttling[0].route, "typing"); /* failures leave the old value */
+    cr_assert_eq(config_set(&c, "route_throttling=null", &err), 0, "%s", err.message);
+    cr_expect_eq(c.route_throttling_count, 0);
+    config_free(&c);
+}
+
+Test(config, route_throttling_dump_round_trip) {
+    config c, d;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, route_throttling_text, &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "allowed_origins=[\"https://a.example\", \"http://b:8080\"]", &err),
+                 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "jwt_secret=hunter2", &err), 0, "%s", err.message);
+    char *text = dump_to_string(&c);
+    cr_expect(strstr(text, "\nroute_throttling                       = { \"chat\" = { burst_limit = "
+                           "10, rate_limit = 5 }, \"join_room\" = { burst_limit = 2, rate_limit = "
+                           "1 } }\n") != NULL,
+              "%s", text);
+    cr_expect(strstr(text, "\nallowed_origins                        = [\"https://a.example\", "
+                           "\"http://b:8080\"]\n") != NULL,
+              "%s", text);
+    cr_expect(strstr(text, "hunter2") == NULL, "%s", text); /* the secret is masked */
+    cr_expect(strstr(text, "\njwt_secret                             = \"********\"\n") != NULL,
+              "%s", text);
+    config_init_defaults(&d);
+    cr_assert_eq(config_load_text(&d, "dump", text, strlen(text), &err), 0, "%s\n%s", err.message,
+                 text);
+    expect_two_routes(&d);
+    cr_assert_eq(d.allowed_origins_count, 2);
+    cr_expect_str_eq(d.allowed_origins[1], "http://b:8080");
+    char *again = dump_to_string(&d);
+    cr_expect_str_eq(again, text);
+    free(again);
+    free(text);
+    config_free(&d);
+    config_free(&c);
+
+    /* The default (empty) round-trips as {}. */
+    config_init_defaults(&c);
+    text = dump_to_string(&c);
+    cr_expect(strstr(text, "\nroute_throttling                       = {}\n") != NULL, "%s", text);
+    cr_expect(strstr(text, "\nallowed_origins                        = []\n") != NULL, "%s", text);
+    config_init_defaults(&d);
+    cr_assert_eq(config_load_text(&d, "dump", text, strlen(text), &err), 0, "%s", err.message);
+    cr_expect_eq(d.route_throttling_count, 0);
+    free(text);
+    config_free(&d);
+    config_free(&c);
+}
+
+Test(config, route_throttling_validate_direct_assignment) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, route_throttling_text, &err), 0, "%s", err.message);
+    c.route_throttling[1].burst_limit = 5001;
+    cr_expect_eq(config_validate(&c, &err), -1);
+    cr_expect_str_eq(err.message, "variable \"route_throttling\": route \"join_room\": Route burst "
+                                  "limit must be between 0 and 5000.");
+    c.route_throttling[1].burst_limit = 5000;
+    c.route_throttling[0].rate_limit = -1;
+    cr_expect_eq(config_validate(&c, &err), -1);
+    cr_expect(strstr(err.message, "route \"chat\": Route rate limit") != NULL, "%s", err.message);
+    c.route_throttling[0].rate_limit = 0;
+    cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
+    config_free(&c);
+}
+
+/* ---------- protection: allowed_origins and the scalars ---------- */
+
+Test(config, allowed_origins) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, "allowed_origins = [\n  \"https://chat.example.com\",\n"
+                          "  \"http://localhost:3000\",\n]\n",
+                      &err),
+                 0, "%s", err.message);
+    cr_assert_eq(c.allowed_origins_count, 2);
+    cr_expect_str_eq(c.allowed_origins[0], "https://chat.example.com");
+    cr_expect_str_eq(c.allowed_origins[1], "http://localhost:3000");
+    cr_expect_null(c.allowed_origins[2]);
+    char *env[] = {"TF_VAR_allowed_origins=[\"https://x.example\"]", NULL};
+    cr_assert_eq(config_load_env(&c, env, &err), 0, "%s", err.message);
+    cr_assert_eq(c.allowed_origins_count, 1);
+    cr_expect_str_eq(c.allowed_origins[0], "https://x.example");
+    cr_expect_eq(config_set(&c, "allowed_origins=https://x.example", &err), -1);
+    cr_expect_str_eq(err.message, "--set: variable \"allowed_origins\": must be a list of strings");
+    /* At most 100, each 1..1024 characters. */
+    size_t cap = 101 * 8 + 64;
+    char *text = xmalloc(cap);
+    size_t n = (size_t)snprintf(text, cap, "allowed_origins = [");
+    for (int i = 0; i < 101; i++) n += (size_t)snprintf(text + n, cap - n, "\"o%d\",", i);
+    snprintf(text + n, cap - n, "]");
+    cr_expect_eq(load(&c, text, &err), -1);
+    cr_expect_str_eq(err.message, "test.tfvars:1: variable \"allowed_origins\": At most 100 allowed "
+                                  "origins are allowed.");
+    strcpy(strstr(text, "\"o100\","), "]");
+    cr_expect_eq(load(&c, text, &err), 0, "%s", err.message);
+    cr_expect_eq(c.allowed_origins_count, 100);
+    free(text);
+    char *longest = xmalloc(1025 + 32);
+    n = (size_t)sprintf(longest, "allowed_origins = [\"");
+    memset(longest + n, 'a', 1025);
+    strcpy(longest + n + 1025, "\"]");
+    cr_expect_eq(load(&c, longest, &err), -1);
+    cr_expect(strstr(err.message, "Each allowed origin must be a non-empty string of at most 1024 "
+                                  "characters.") != NULL,
+              "%s", err.message);
+    strcpy(longest + n + 1024, "\"]");
+    cr_expect_eq(load(&c, longest, &err), 0, "%s", err.message);
+    free(longest);
+    config_free(&c);
+}
+
+Test(config, protection_scalars_from_file_env_set) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(load(&c, "connection_rate_limit = 7\nconnection_burst_limit = 8\n"
+                          "max_connections_per_ip = 9\nconnect_rate_per_ip = 10\n"
+                          "connect_burst_per_ip = 11\nauth_failures_per_minute = 12\n"
+                          "jwt_leeway_s = 13\nmax_fragmented_bytes = 14\n"
+                          "max_control_frames_per_s = 15\nmax_json_depth = 16\n"
+                          "jwt_issuer = \"https://issuer.example/\"\njwt_audience = \"wsgate\"\n"
+                          "jwt_user_id_claim = \"uid\"\njwt_username_claim = \"preferred_username\"\n",
+                      &err),
+                 0, "%s", err.message);
+    cr_expect_eq(c.connection_rate_limit, 7);
+    cr_expect_eq(c.connection_burst_limit, 8);
+    cr_expect_eq(c.max_connections_per_ip, 9);
+    cr_expect_eq(c.connect_rate_per_ip, 10);
+    cr_expect_eq(c.connect_burst_per_ip, 11);
+    cr_expect_eq(c.auth_failures_per_minute, 12);
+    cr_expect_eq(c.jwt_leeway_s, 13);
+    cr_expect_eq(c.max_fragmented_bytes, 14);
+    cr_expect_eq(c.max_control_frames_per_s, 15);
+    cr_expect_eq(c.max_json_depth, 16);
+    cr_expect_str_eq(c.jwt_issuer, "https://issuer.example/");
+    cr_expect_str_eq(c.jwt_audience, "wsgate");
+    cr_expect_str_eq(c.jwt_user_id_claim, "uid");
+    cr_expect_str_eq(c.jwt_username_claim, "preferred_username");
+    char *env[] = {"TF_VAR_auth_mode=jwt", "TF_VAR_jwt_algorithm=RS256",
+                   "TF_VAR_jwt_public_key_file=/etc/wsgate/jwt.pem",
+                   "TF_VAR_allow_plaintext_in_production=true", NULL};
+    cr_assert_eq(config_load_env(&c, env, &err), 0, "%s", err.message);
+    cr_expect_str_eq(c.auth_mode, "jwt");
+    cr_expect_str_eq(c.jwt_algorithm, "RS256");
+    cr_expect_str_eq(c.jwt_public_key_file, "/etc/wsgate/jwt.pem");
+    cr_expect(c.allow_plaintext_in_production);
+    cr_assert_eq(config_set(&c, "tls_cert_file=/etc/wsgate/cert.pem", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "tls_key_file=/etc/wsgate/key.pem", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "allow_demo_auth_in_production=true", &err), 0, "%s", err.message);
+    cr_expect_str_eq(c.tls_cert_file, "/etc/wsgate/cert.pem");
+    cr_expect_str_eq(c.tls_key_file, "/etc/wsgate/key.pem");
+    cr_expect(c.allow_demo_auth_in_production);
+    cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
+    config_free(&c);
+}
+
+/* ---------- cross-variable rules ---------- */
+
+/* Load `text` over the defaults and return config_validate's result, with
+ * the message in *err. */
+static int validate_text(const char *text, config_error *err) {
+    config c;
+    config_init_defaults(&c);
+    int rc = load(&c, text, err);
+    cr_assert_eq(rc, 0, "%s: %s", text, err->message);
+    rc = config_validate(&c, err);
+    config_free(&c);
+    return rc;
+}
+
+Test(config, jwt_needs_its_key) {
+    config_error err;
+    cr_expect_eq(validate_text("auth_mode = \"jwt\"", &err), -1);
+    cr_expect_str_eq(err.message, "auth_mode = \"jwt\" with jwt_algorithm = \"HS256\" requires "
+                                  "jwt_secret (the shared signing key)");
+    cr_expect_eq(validate_text("auth_mode = \"jwt\"\njwt_public_key_file = \"/k.pem\"", &err), -1);
+    cr_expect(strstr(err.message, "requires jwt_secret") != NULL, "%s", err.message);
+    cr_expect_eq(validate_text("auth_mode = \"jwt\"\njwt_secret = \"s\"", &err), 0, "%s",
+                 err.message);
+    cr_expect_eq(validate_text("auth_mode = \"jwt\"\njwt_algorithm = \"RS256\"\n"
+                               "jwt_secret = \"s\"",
+                               &err),
+                 -1);
+    cr_expect_str_eq(err.message, "auth_mode = \"jwt\" with jwt_algorithm = \"RS256\" requires "
+                                  "jwt_public_key_file (a PEM public key)");
+    cr_expect_eq(validate_text("auth_mode = \"jwt\"\njwt_algorithm = \"ES256\"", &err), -1);
+    cr_expect(strstr(err.message, "\"ES256\" requires jwt_public_key_file") != NULL, "%s",
+              err.message);
+    cr_expect_eq(validate_text("auth_mode = \"jwt\"\njwt_algorithm = \"ES256\"\n"
+                               "jwt_public_key_file = \"/k.pem\"",
+                               &err),
+                 0, "%s", err.message);
+    /* The demo authorizer needs neither. */
+    cr_expect_eq(validate_text("jwt_algorithm = \"RS256\"", &err), 0, "%s", err.message);
+}
+
+Test(config, tls_files_go_together) {
+    config_error err;
+    cr_expect_eq(validate_text("tls_cert_file = \"/c.pem\"", &err), -1);
+    cr_expect_str_eq(err.message,
+                     "tls_cert_file and tls_key_file must be set together (tls_key_file is empty)");
+    cr_expect_eq(validate_text("tls_key_file = \"/k.pem\"", &err), -1);
+    cr_expect_str_eq(err.message,
+                     "tls_cert_file and tls_key_file must be set together (tls_cert_file is empty)");
+    cr_expect_eq(validate_text("tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"", &err), 0,
+                 "%s", err.message);
+}
+
+Test(config, production_refuses_demo_auth) {
+    config_error err;
+    static const char *prod_names[] = {"prod", "production", "PROD", "Production"};
+    for (size_t i = 0; i < sizeof prod_names / sizeof prod_names[0]; i++) {
+        char text[256], want[400];
+        snprintf(text, sizeof text, "environment = \"%s\"", prod_names[i]);
+        cr_expect_eq(validate_text(text, &err), -1, "%s", text);
+        snprintf(want, sizeof want,
+                 "environment \"%s\" refuses the demo authorizer (any token starting with valid_ "
+                 "is accepted); set auth_mode = \"jwt\" or allow_demo_auth_in_production = true",
+                 prod_names[i]);
+        cr_expect_str_eq(err.message, want);
+        snprintf(text, sizeof text, "environment = \"%s\"\nallow_demo_auth_in_production = true",
+                 prod_names[i]);
+        cr_expect_eq(validate_text(text, &err), 0, "%s: %s", text, err.message);
+        snprintf(text, sizeof text,
+                 "environment = \"%s\"\nauth_mode = \"jwt\"\njwt_secret = \"k\"", prod_names[i]);
+        cr_expect_eq(validate_text(text, &err), 0, "%s: %s", text, err.message);
+    }
+    /* Other environments are not production. */
+    static const char *others[] = {"dev", "staging", "prod2", "preprod", "production-eu"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "environment = \"%s\"\nlisten = \"0.0.0.0\"", others[i]);
+        cr_expect_eq(validate_text(text, &err), 0, "%s: %s", text, err.message);
+    }
+}
+
+Test(config, production_refuses_plaintext_off_loopback) {
+    config_error err;
+    static const char *base = "environment = \"production\"\nallow_demo_auth_in_production = true\n";
+    static const char *loopback[] = {"127.0.0.1", "127.1.2.3", "::1", "localhost", "LocalHost",
+                                     "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"};
+    for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "%slisten = \"%s\"", base, loopback[i]);
+        cr_expect_eq(validate_text(text, &err), 0, "%s: %s", loopback[i], err.message);
+    }
+    static const char *open_addrs[] = {"0.0.0.0", "::", "10.0.0.5", "128.0.0.1",
+                                       "chat.example.com", "localhost.example", "::ffff:10.0.0.1"};
+    for (size_t i = 0; i < sizeof open_addrs / sizeof open_addrs[0]; i++) {
+        char text[256], want[400];
+        snprintf(text, sizeof text, "%slisten = \"%s\"", base, open_addrs[i]);
+        cr_expect_eq(validate_text(text, &err), -1, "%s", open_addrs[i]);
+        snprintf(want, sizeof want,
+                 "environment \"production\" refuses plain ws:// on the non-loopback listen "
+                 "address \"%s\"; set tls_cert_file and tls_key_file, listen on 127.0.0.1, or "
+                 "allow_plaintext_in_production = true",
+                 open_addrs[i]);
+        cr_expect_str_eq(err.message, want);
+        /* Either TLS or the escape hatch lets it through. */
+        snprintf(text, sizeof text, "%slisten = \"%s\"\nallow_plaintext_in_production = true", base,
+                 open_addrs[i]);
+        cr_expect_eq(validate_text(text, &err), 0, "%s: %s", open_addrs[i], err.message);
+        snprintf(text, sizeof text, "%slisten = \"%s\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"",
+                 base, open_addrs[i]);
+        cr_expect_eq(validate_text(text, &err), 0, "%s: %s", open_addrs[i], err.message);
+    }
+    /* Outside production, plain ws:// anywhere is fine. */
+    cr_expect_eq(validate_text("listen = \"0.0.0.0\"", &err), 0, "%s", err.message);
+    /* With both problems, the authorizer is reported first. */
+    cr_expect_eq(validate_text("environment = \"prod\"\nlisten = \"0.0.0.0\"", &err), -1);
+    cr_expect(strstr(err.message, "refuses the demo authorizer") != NULL, "%s", err.message);
+}
+
+Test(config, help_shows_protection_types) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    config_print_help(m);
+    fclose(m);
+    cr_expect(strstr(buf, "\nroute_throttling ") != NULL, "%s", buf);
+    cr_expect(strstr(buf, "map(object({burst_limit=number,rate_limit=number}))") != NULL, "%s", buf);
+    static const char *names[] = {"allowed_origins", "auth_mode", "jwt_algorithm", "jwt_secret",
+                                  "jwt_leeway_s", "max_json_depth", "tls_cert_file",
+                                  "allow_demo_auth_in_production", "allow_plaintext_in_production",
+                                  "connect_burst_per_ip", "auth_failures_per_minute"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        cr_expect(strstr(buf, names[i]) != NULL, "%s missing", names[i]);
+    free(buf);
 }
