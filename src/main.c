@@ -145,7 +145,7 @@ static int cmd_serve(int argc, char **argv) {
             rc = 1;
         }
     }
-    server *srv = xmalloc(sizeof(*srv));
+    server *srv = xcalloc(1, sizeof(*srv)); /* zeroed: server_free runs even when start-up failed */
     if (rc == 0) {
         const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
         if (a) app_attach(a, srv);

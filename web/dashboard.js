@@ -7,7 +7,8 @@
   const $ = (id) => document.getElementById(id);
   const KEY_STORE = 'wsgate.mgmtKey';
   const POLL_MS = 1000;
-  const HISTORY_S = 120;
+  const HISTORY_S = 120;          // the charts' widest window
+  const MIN_WINDOW_S = 30;         // ... and narrowest, right after sign-in
   const LATENCY_WINDOW_S = 5;
   const MAX_ROWS = 200;
 
@@ -31,6 +32,7 @@
   function fmtRate(v) { return v == null ? '–' : fmtNum(v, v < 10 && v !== 0 ? 1 : 0); }
   function fmtMs(v) {
     if (v == null || !isFinite(v)) return '–';
+    if (v === 0) return '0 ms';
     if (v < 1) return v.toFixed(2) + ' ms';
     if (v < 100) return v.toFixed(1) + ' ms';
     return Math.round(v) + ' ms';
@@ -38,8 +40,8 @@
   function fmtBytes(v) {
     if (v == null || !isFinite(v)) return '–';
     if (v < 1024) return Math.round(v) + ' B';
-    if (v < 1024 * 1024) return (v / 1024).toFixed(1) + ' KiB';
-    return (v / 1024 / 1024).toFixed(1) + ' MiB';
+    if (v < 1024 * 1024) return +(v / 1024).toFixed(1) + ' KiB';
+    return +(v / 1024 / 1024).toFixed(1) + ' MiB';
   }
   function fmtTime(iso) {
     const d = new Date(iso);
@@ -54,8 +56,9 @@
 
   // A line chart of the last HISTORY_S seconds. series: [{ color: '--series-1' }]
   class Chart {
-    constructor(canvas, nseries, fmt, minMax) {
+    constructor(canvas, nseries, fmt, minMax, nice) {
       this.canvas = canvas;
+      this.nice = nice || niceCeil;
       this.nseries = nseries;
       this.fmt = fmt;
       this.minMax = minMax;   // the y axis never shrinks below this
@@ -85,7 +88,9 @@
       let max = this.minMax;
       for (const p of this.points)
         for (const v of p.v) if (v != null && isFinite(v) && v > max) max = v;
-      max = niceCeil(max);
+      // four grid steps of a round size
+      const step = this.nice(max / 4);
+      max = step * 4;
 
       const text = cssVar('--chart-text');
       const grid = cssVar('--chart-grid');
@@ -105,12 +110,15 @@
       }
       g.textAlign = 'left';
       g.textBaseline = 'alphabetic';
-      g.fillText('−2 min', padL, h - 4);
+      // The window grows from MIN_WINDOW_S to HISTORY_S as history builds up.
+      const first = this.points.length ? this.points[0].t : now;
+      const span = Math.min(HISTORY_S, Math.max(MIN_WINDOW_S, Math.ceil((now - first) / 10000) * 10)) * 1000;
+      g.fillText(span >= 120000 ? '−2 min' : '−' + span / 1000 + ' s', padL, h - 4);
       g.textAlign = 'right';
       g.fillText('now', padL + pw, h - 4);
 
-      const x0 = now - HISTORY_S * 1000;
-      const xOf = (t) => padL + ((t - x0) / (HISTORY_S * 1000)) * pw;
+      const x0 = now - span;
+      const xOf = (t) => padL + (Math.max(0, t - x0) / span) * pw;
       const yOf = (v) => padT + ph - (Math.min(v, max) / max) * ph;
       const colors = ['--series-1', '--series-2', '--series-3', '--series-4'];
       for (let s = 0; s < this.nseries; s++) {
@@ -146,14 +154,24 @@
     return 10 * p;
   }
 
+  // Byte axes step in powers of two (4 KiB, 8 KiB, ...).
+  function niceBytes(v) {
+    return v > 1 ? Math.pow(2, Math.ceil(Math.log2(v))) : 1;
+  }
+
+  // Axis labels: short, no float noise (0.25, not 0.3 or 0.25000001).
+  function tick(v) {
+    return Math.abs(v) >= 1e4 ? fmtNum(v) : String(+v.toFixed(2));
+  }
+
   const charts = {};
   function makeCharts() {
-    charts.conn = new Chart($('c-conn'), 1, (v) => fmtNum(v, v % 1 ? 1 : 0), 4);
-    charts.msg = new Chart($('c-msg'), 1, (v) => fmtNum(v, v % 1 ? 1 : 0), 4);
-    charts.err = new Chart($('c-err'), 3, (v) => fmtNum(v, v % 1 ? 1 : 0), 1);
+    charts.conn = new Chart($('c-conn'), 1, tick, 4);
+    charts.msg = new Chart($('c-msg'), 1, tick, 4);
+    charts.err = new Chart($('c-err'), 3, tick, 1);
     charts.lat = new Chart($('c-lat'), 2, (v) => fmtMs(v), 1);
     charts.store = new Chart($('c-store'), 1, (v) => fmtMs(v), 1);
-    charts.queue = new Chart($('c-queue'), 1, (v) => fmtBytes(v), 1024);
+    charts.queue = new Chart($('c-queue'), 1, (v) => fmtBytes(v), 4096, niceBytes);
   }
 
   // ---------- Prometheus text ----------

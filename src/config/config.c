@@ -211,6 +211,10 @@ static const config_var config_vars[] = {
      .def_int = 1000, .ranged = true, .min = 0, .max = 10000,
      .help = "stage token bucket refill per second",
      .rule = "Throttling rate limit must be between 0 and 10000."},
+    {.name = "throttling_enabled", .type = CV_BOOL, .offset = OFF(throttling_enabled),
+     .def_bool = true,
+     .help = "apply the stage and route token buckets (false: only per-connection and per-address limits)",
+     .rule = "throttling_enabled must be true or false."},
     {.name = "log_retention_days", .type = CV_INT, .offset = OFF(log_retention_days),
      .def_int = 14, .int_set = retention_days,
      .int_set_len = sizeof retention_days / sizeof retention_days[0],
@@ -691,6 +695,7 @@ static const char *parse_entry(const config_var *v, const char *key, const tfv_v
         size_t j = 0;
         while (j < it->count && strcmp(it->keys[j], m->name) != 0) j++;
         if (j == it->count) {
+            *bad_line = it->line;
             snprintf(msg, size, "%s \"%s\": missing member \"%s\" (expected %s)", v->key_noun, kb,
                      m->name, list);
             return msg;

@@ -47,6 +47,7 @@ typedef struct config {
     char *logging_level;           /* "OFF", "ERROR" or "INFO" */
     int64_t throttling_burst_limit;
     int64_t throttling_rate_limit;
+    bool throttling_enabled;       /* wsgate's own: stage + route buckets on/off */
     int64_t log_retention_days;
     bool enable_xray_tracing;
     bool enable_encryption;

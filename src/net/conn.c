@@ -419,6 +419,27 @@ static void http_error(conn *c, int status, const char *extra, const char *msg) 
 
 /* ---- reading ---- */
 
+/* Count one control frame from the peer; true (and the connection is
+ * failed with 1008) when it sends more than max_control_frames_per_s in a
+ * second: a ping flood costs us a pong each. */
+static bool control_flood(conn *c) {
+    int64_t limit = c->srv->cfg->max_control_frames_per_s;
+    if (limit <= 0) return false;
+    uint64_t now = uv_now(c->srv->loop);
+    if (now - c->control_window_ms >= 1000) {
+        c->control_window_ms = now;
+        c->control_frames = 0;
+    }
+    if (++c->control_frames <= (uint32_t)limit) return false;
+    log_line l;
+    log_begin(&l, LOG_INFO, "control_flood");
+    log_str(&l, "connectionId", c->id);
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_end(&l);
+    conn_fail(c, WS_CLOSE_POLICY, "too many control frames");
+    return true;
+}
+
 static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
     size_t off = 0;
     while (off < len && c->state != CONN_CLOSED && !(c->close_after_flush)) {
@@ -446,9 +467,11 @@ static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
             break;
         case WS_EV_PING:
             c->last_active_ms = uv_now(c->srv->loop);
+            if (control_flood(c)) return;
             if (!c->close_sent) enqueue(c, ws_frame_new(WS_OP_PONG, ev.data, ev.len));
             break;
         case WS_EV_PONG:
+            if (control_flood(c)) return;
             break;
         case WS_EV_CLOSE:
             if (!c->close_sent) {
@@ -503,7 +526,12 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
     free(resp);
 
     c->state = CONN_OPEN;
-    c->parser = ws_parser_new((size_t)srv->cfg->max_frame_size, (size_t)srv->cfg->max_message_size);
+    /* A message that arrives in fragments is buffered: it may hold no more
+     * than max_fragmented_bytes (nor max_message_size). */
+    size_t max_message = (size_t)srv->cfg->max_message_size;
+    if (srv->cfg->max_fragmented_bytes > 0 && (size_t)srv->cfg->max_fragmented_bytes < max_message)
+        max_message = (size_t)srv->cfg->max_fragmented_bytes;
+    c->parser = ws_parser_new((size_t)srv->cfg->max_frame_size, max_message);
     c->opened_ms = uv_now(srv->loop);
     c->last_active_ms = c->opened_ms;
     c->last_ping_ms = c->opened_ms;

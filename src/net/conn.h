@@ -60,6 +60,8 @@ typedef struct conn {
     uint64_t last_active_ms;         /* last data message or ping from the client */
     uint64_t last_ping_ms;           /* last server ping sent */
     uint64_t close_deadline_ms;      /* when a closing connection's TCP is ended anyway */
+    uint64_t control_window_ms;      /* start of the current control-frame second */
+    uint32_t control_frames;         /* pings and pongs received in it */
     int64_t connected_at;            /* Unix seconds at 101 */
     int64_t last_active_at;          /* Unix seconds of the last message */
 

@@ -37,15 +37,15 @@ void throttle_init(throttle *t, const config *cfg, uint64_t now_ms) {
     memset(t, 0, sizeof(*t));
     t->cfg = cfg;
     throttle_bucket_init(&t->stage, (double)cfg->throttling_rate_limit,
-                         (double)cfg->throttling_burst_limit, false, now_ms);
+                         (double)cfg->throttling_burst_limit, !cfg->throttling_enabled, now_ms);
     t->nroutes = cfg->route_throttling_count;
     t->routes = xcalloc(t->nroutes + 1, sizeof(*t->routes));
     t->route_names = xcalloc(t->nroutes + 1, sizeof(*t->route_names));
     for (size_t i = 0; i < t->nroutes; i++) {
         const config_route_throttle *r = &cfg->route_throttling[i];
         t->route_names[i] = r->route;
-        throttle_bucket_init(&t->routes[i], (double)r->rate_limit, (double)r->burst_limit, false,
-                             now_ms);
+        throttle_bucket_init(&t->routes[i], (double)r->rate_limit, (double)r->burst_limit,
+                             !cfg->throttling_enabled, now_ms);
     }
     strmap_init(&t->addrs);
 }

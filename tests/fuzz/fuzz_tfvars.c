@@ -26,7 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     config_error err;
     config_init_defaults(&cfg);
     if (config_load_text(&cfg, "fuzz.tfvars", text, size, &err) == 0) {
-        if (config_validate(&cfg, &err) != 0) abort(); /* loaded values are valid */
+        /* Every loaded value passes its own rule again. Cross-variable rules
+         * (production safety, jwt/tls pairs) may refuse a loaded file; their
+         * messages never start with `variable "`. */
+        if (config_validate(&cfg, &err) != 0 && strncmp(err.message, "variable \"", 10) == 0)
+            abort();
         char *dump = NULL;
         size_t dump_len = 0;
         FILE *m = open_memstream(&dump, &dump_len);

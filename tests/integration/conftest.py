@@ -14,6 +14,14 @@ WSGATE_BIN = os.environ.get(
 )
 
 
+TEST_DEFAULTS = {
+    "throttling_burst_limit": 5000,
+    "throttling_rate_limit": 10000,
+    "connection_rate_limit": 0,
+    "connect_rate_per_ip": 0,
+}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -27,6 +35,10 @@ class Server:
         os.makedirs(self.data_dir, exist_ok=True)
         cmd = [WSGATE_BIN, "serve", "--listen", "127.0.0.1", "--port", str(self.port),
                "--data-dir", self.data_dir]
+        # Tests send bursts far beyond a chat user's pace: unless a test says
+        # otherwise, the token buckets are opened wide so that timing on a
+        # busy machine never decides a result. Throttling tests set their own.
+        settings = dict(TEST_DEFAULTS, **(settings or {})) if config_text is None else settings
         if config_text is not None:
             path = os.path.join(self.data_dir, "test.tfvars")
             with open(path, "w") as f:
@@ -107,4 +119,5 @@ def echo_server(start_server):
         "max_frame_size": 16 * 1024 * 1024 + 1024,
         "max_message_size": 16 * 1024 * 1024 + 1024,
         "max_queued_bytes": 64 * 1024 * 1024,
+        "max_fragmented_bytes": 16 * 1024 * 1024 + 1024,
     })

@@ -93,11 +93,41 @@ async def recv(ws, timeout=5):
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
+# The seed's file says environment = "production" and leaves the demo
+# authorizer on, which production safety refuses; these tests keep the file
+# verbatim and pass the documented escape hatch on the command line.
+ALLOW_DEMO = ("--set", "allow_demo_auth_in_production=true")
+
+DEMO_REFUSED = ('environment "production" refuses the demo authorizer (any token starting with '
+                'valid_ is accepted); set auth_mode = "jwt" or allow_demo_auth_in_production = true')
+
+
 # ---------------------------------------------------------------- the seed's tfvars
+
+def test_seed_tfvars_refused_in_production_without_escape_hatch(tmp_path):
+    path = write(tmp_path, SEED_TFVARS)
+    r = wsgate("check", "-c", path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip() == f"wsgate: {DEMO_REFUSED}", r.stderr
+    assert "configuration is valid" not in r.stdout
+    # serve refuses it the same way, before listening
+    r = wsgate("serve", "-c", path, "--port", "0", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2 and r.stderr.strip() == f"wsgate: {DEMO_REFUSED}", r.stderr
+    # the same from the environment: TF_VAR_ works as the escape hatch too
+    r = wsgate("check", "-c", path, env={"TF_VAR_allow_demo_auth_in_production": "true"})
+    assert r.returncode == 0, r.stderr
+    # and plain ws:// on all interfaces is refused next, with its own hatch
+    r = wsgate("check", "-c", path, *ALLOW_DEMO, "--listen", "0.0.0.0")
+    assert r.returncode == 2 and "allow_plaintext_in_production = true" in r.stderr, r.stderr
+    assert 'non-loopback listen address "0.0.0.0"' in r.stderr, r.stderr
+    r = wsgate("check", "-c", path, *ALLOW_DEMO, "--listen", "0.0.0.0",
+               "--set", "allow_plaintext_in_production=true")
+    assert r.returncode == 0, r.stderr
+
 
 def test_seed_tfvars_checks_clean(tmp_path):
     path = write(tmp_path, SEED_TFVARS)
-    r = wsgate("check", "-c", path)
+    r = wsgate("check", "-c", path, *ALLOW_DEMO)
     assert r.returncode == 0, r.stderr
     assert "configuration is valid" in r.stdout
     # the effective values came from the file
@@ -106,7 +136,7 @@ def test_seed_tfvars_checks_clean(tmp_path):
 
 
 def test_seed_tfvars_serves_on_prod(start_server):
-    srv = start_server(config_text=SEED_TFVARS)
+    srv = start_server(config_text=SEED_TFVARS, settings={"allow_demo_auth_in_production": "true"})
     url = f"ws://127.0.0.1:{srv.port}/prod"
 
     async def main():
@@ -212,7 +242,7 @@ def test_precedence_file_env_set(tmp_path, start_server):
 def test_outputs_text_json_raw(tmp_path):
     path = write(tmp_path, SEED_TFVARS)
     data_dir = str(tmp_path / "srv" / "wsgate")
-    args = ("-c", path, "--port", "9443", "--data-dir", data_dir)
+    args = ("-c", path, "--port", "9443", "--data-dir", data_dir, *ALLOW_DEMO)
     text = wsgate("outputs", *args)
     assert text.returncode == 0, text.stderr
     rows = {}

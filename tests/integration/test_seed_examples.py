@@ -244,9 +244,12 @@ stage_name  = "prod"
 def test_seed_wscat_with_outputs_line(start_server):
     """`wscat -c "$(wsgate outputs -raw test_connection_url)"`, the seed's
     line with terraform replaced by wsgate, through a real shell."""
-    srv = start_server(config_text=SEED_TFVARS_SMALL)
+    # environment = "production" refuses the demo authorizer unless allowed
+    srv = start_server(config_text=SEED_TFVARS_SMALL,
+                       settings={"allow_demo_auth_in_production": "true"})
     cfg = os.path.join(srv.data_dir, "test.tfvars")
     out = subprocess.run([WSGATE_BIN, "outputs", "-c", cfg, "--port", str(srv.port),
+                          "--set", "allow_demo_auth_in_production=true",
                           "-raw", "test_connection_url"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"ws://127.0.0.1:{srv.port}/prod{TEST_QUERY}"
@@ -254,7 +257,8 @@ def test_seed_wscat_with_outputs_line(start_server):
     env = dict(os.environ, WSGATE=os.path.abspath(WSGATE_BIN), WSCAT=WSCAT, CFG=cfg,
                PORT=str(srv.port))
     line = ('wsgate() { "$WSGATE" "$@"; }; wscat() { "$WSCAT" "$@"; }; '
-            'wscat -c "$(wsgate outputs -c "$CFG" --port "$PORT" -raw test_connection_url)"')
+            'wscat -c "$(wsgate outputs -c "$CFG" --port "$PORT" '
+            '--set allow_demo_auth_in_production=true -raw test_connection_url)"')
     wscat = Wscat(line, shell=True, env=env)
     try:
         run_seed_wscat_session(wscat, f"ws://127.0.0.1:{srv.port}/prod?userId=user2")
