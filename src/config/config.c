@@ -78,6 +78,7 @@ typedef struct config_var {
 static const char *const default_routes[] = {"chat", "join_room", "leave_room",
                                              "private_message", "room_list", NULL};
 static const char *const billing_modes[] = {"PROVISIONED", "PAY_PER_REQUEST", NULL};
+static const char *const store_sync_modes[] = {"full", "normal", NULL};
 static const char *const table_classes[] = {"STANDARD", "STANDARD_INFREQUENT_ACCESS", NULL};
 static const char *const runtimes[] = {"python3.8", "python3.9", "python3.10", "python3.11", NULL};
 static const char *const logging_levels[] = {"OFF", "ERROR", "INFO", NULL};
@@ -228,6 +229,26 @@ static const config_var config_vars[] = {
      .def_int = 7, .ranged = true, .min = 7, .max = 30,
      .help = "days a retired key is kept after rotation",
      .rule = "KMS key deletion window must be between 7 and 30 days."},
+    {.name = "store_sync", .type = CV_STRING, .offset = OFF(store_sync), .def_str = "full",
+     .one_of = store_sync_modes,
+     .help = "full: an fsync per group commit; normal: WAL sync at checkpoints only (a crash may lose the last commits)",
+     .rule = "store_sync must be \"full\" or \"normal\"."},
+    {.name = "message_ttl_days", .type = CV_INT, .offset = OFF(message_ttl_days), .def_int = 0,
+     .ranged = true, .min = 0, .max = 36500,
+     .help = "days a chat message is kept (0 = forever), like a DynamoDB TTL",
+     .rule = "Message TTL must be between 0 and 36500 days."},
+    {.name = "idempotency_window_s", .type = CV_INT, .offset = OFF(idempotency_window_s),
+     .def_int = 86400, .ranged = true, .min = 0, .max = 2592000,
+     .help = "seconds a repeated clientMessageId returns the original message instead of a new one",
+     .rule = "Idempotency window must be between 0 and 2592000 seconds."},
+    {.name = "pitr_retention_days", .type = CV_INT, .offset = OFF(pitr_retention_days),
+     .def_int = 35, .ranged = true, .min = 1, .max = 35,
+     .help = "point-in-time recovery window in days (DynamoDB's is 35)",
+     .rule = "PITR retention must be between 1 and 35 days."},
+    {.name = "kms_key_file", .type = CV_STRING, .offset = OFF(kms_key_file), .def_str = "",
+     .max_len = 4096,
+     .help = "data key file for encryption at rest (empty: DATA_DIR/keys.json, created 0600)",
+     .rule = "kms_key_file must be at most 4096 characters."},
     {.name = "additional_tags", .type = CV_STRMAP, .offset = OFF(additional_tags),
      .count_offset = OFF(additional_tags_count), .max_items = 50, .max_key_len = 128,
      .max_len = 256, .help = "labels on metrics and fields on log lines",

@@ -52,6 +52,12 @@ typedef struct config {
     bool enable_xray_tracing;
     bool enable_encryption;
     int64_t kms_key_deletion_window;
+    /* wsgate's own store settings */
+    char *store_sync;              /* "full" (default) or "normal" */
+    int64_t message_ttl_days;      /* 0 = keep forever */
+    int64_t idempotency_window_s;  /* default 86400 */
+    int64_t pitr_retention_days;   /* default 35 */
+    char *kms_key_file;            /* "" = DATA_DIR/keys.json */
     config_kv *additional_tags;    /* array of additional_tags_count pairs */
     size_t additional_tags_count;
 

@@ -213,10 +213,10 @@ def test_refusals_are_401_before_upgrade(start_server):
 
 
 def test_failures_turn_into_429_per_address(start_server):
-    srv = start_server(settings=SETTINGS)
+    srv = start_server(settings=dict(SETTINGS, auth_failures_per_minute=20))  # the default
     bad = hs256(claims(), secret="guessed")
     good = hs256(claims(sub="dave"))
-    for _ in range(20):  # auth_failures_per_minute defaults to 20
+    for _ in range(20):
         expect_refused(srv, 401, "Invalid token", {"token": bad})
     expect_refused(srv, 429, "Too Many Requests", {"token": bad})
     # a good token from that address is throttled too ...
