@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <uv.h>
 
 #include "app/app.h"
@@ -14,6 +15,8 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "store/crypto.h"
+#include "store/store.h"
 #include "net/server.h"
 
 #ifndef WSGATE_VERSION
@@ -31,6 +34,11 @@ static void usage(FILE *out) {
             "  wsgate check   [options]   validate the configuration and explain it\n"
             "  wsgate outputs [options] [-json | -raw NAME]\n"
             "                             the deployment's outputs (as terraform output)\n"
+            "  wsgate backup  --out FILE [options]   a consistent online backup of the store\n"
+            "  wsgate restore --to TIME --out FILE [options]\n"
+            "                             the store as it was at TIME (Unix seconds or\n"
+            "                             YYYY-MM-DDTHH:MM:SSZ), from point-in-time recovery\n"
+            "  wsgate rotate-key [options] start a new data key for new writes\n"
             "  wsgate version             print the version\n"
             "  wsgate --help              this text; `wsgate serve --help` lists every variable\n"
             "\n"
@@ -214,6 +222,109 @@ static int cmd_outputs(int argc, char **argv) {
     return rc;
 }
 
+/* Split `--NAME VALUE` pairs for the names in `wanted` out of argv; the rest
+ * (from argv[2]) is left for load_config in *rest (caller frees). */
+static int take_flags(int argc, char **argv, const char *const *wanted, const char **values,
+                      char ***rest) {
+    *rest = xcalloc((size_t)argc + 1, sizeof(**rest));
+    int n = 0;
+    (*rest)[n++] = argv[0];
+    (*rest)[n++] = argv[1];
+    for (int i = 2; i < argc; i++) {
+        bool taken = false;
+        for (int w = 0; wanted[w]; w++) {
+            if (strcmp(argv[i], wanted[w]) == 0) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "wsgate: %s needs a value\n", argv[i]);
+                    exit(2);
+                }
+                values[w] = argv[++i];
+                taken = true;
+            }
+        }
+        if (!taken) (*rest)[n++] = argv[i];
+    }
+    return n;
+}
+
+/* Parse Unix seconds or an ISO-8601 UTC time ("2026-11-25T21:05:00Z").
+ * Returns 0 or -1. */
+static int parse_time(const char *s, int64_t *out) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*s && *end == '\0') {
+        *out = v;
+        return 0;
+    }
+    struct tm tm = {0};
+    const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest || (*rest && strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)) return -1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+static int cmd_backup_restore(int argc, char **argv, bool restore) {
+    static const char *const wanted[] = {"--out", "--to", NULL};
+    const char *values[2] = {NULL, NULL};
+    char **rest;
+    int n = take_flags(argc, argv, wanted, values, &rest);
+    config cfg;
+    if (load_config(&cfg, n, rest, 2) == 1) {
+        config_free(&cfg);
+        free(rest);
+        return 0;
+    }
+    free(rest);
+    int rc = 0;
+    char db[4096], err[1024], pitr[4096];
+    outputs_data_file(&cfg, db, sizeof(db));
+    snprintf(pitr, sizeof(pitr), "%s/pitr", cfg.data_dir);
+    int64_t to = 0;
+    if (!values[0] || (restore && !values[1])) {
+        fprintf(stderr, "wsgate: usage: wsgate %s\n",
+                restore ? "restore --to TIME --out FILE [options]" : "backup --out FILE [options]");
+        rc = 2;
+    } else if (restore && parse_time(values[1], &to) != 0) {
+        fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
+        rc = 2;
+    } else if (restore ? store_restore(db, pitr, to, values[0], err, sizeof(err))
+                       : store_backup(db, values[0], err, sizeof(err))) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        rc = 1;
+    } else if (restore) {
+        printf("restored %s as of %lld into %s\n", db, (long long)to, values[0]);
+    } else {
+        printf("backed up %s into %s\n", db, values[0]);
+    }
+    config_free(&cfg);
+    return rc;
+}
+
+static int cmd_rotate_key(int argc, char **argv) {
+    config cfg;
+    if (load_config(&cfg, argc, argv, 2) == 1) {
+        config_free(&cfg);
+        return 0;
+    }
+    char *path = crypto_key_file_path(cfg.data_dir, cfg.kms_key_file);
+    crypto_keyring *keys = NULL;
+    char err[512];
+    int rc = 0;
+    if (crypto_keyring_open(path, false, &keys, err, sizeof(err)) != 0 ||
+        crypto_keyring_rotate(keys, time(NULL), err, sizeof(err)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        rc = 1;
+    } else {
+        printf("key %u is now active in %s; older keys stay readable and are destroyed %lld days after\n"
+               "retirement once no stored value uses them\n",
+               crypto_active_key_id(keys), path, (long long)cfg.kms_key_deletion_window);
+    }
+    crypto_keyring_free(keys);
+    free(path);
+    config_free(&cfg);
+    return rc;
+}
+
 static int cmd_check(int argc, char **argv) {
     config cfg;
     if (load_config(&cfg, argc, argv, 2) == 1) {
@@ -241,6 +352,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc, argv);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc, argv);
     if (strcmp(cmd, "outputs") == 0 || strcmp(cmd, "output") == 0) return cmd_outputs(argc, argv);
+    if (strcmp(cmd, "backup") == 0) return cmd_backup_restore(argc, argv, false);
+    if (strcmp(cmd, "restore") == 0) return cmd_backup_restore(argc, argv, true);
+    if (strcmp(cmd, "rotate-key") == 0) return cmd_rotate_key(argc, argv);
     fprintf(stderr, "wsgate: unknown command '%s' (see wsgate --help)\n", cmd);
     return 2;
 }

@@ -171,6 +171,17 @@ static void app_open(conn *c, const http_request *req) {
     handlers_room_join(a, s, p->id.room_id);
     handlers_welcome(s);
     handlers_presence(rm, s, "user_joined", s);
+    /* Resume after a reconnect: ?sinceSeq=S replays the room from S. */
+    size_t qlen;
+    const char *q = http_request_query(req, &qlen);
+    char *since = NULL;
+    if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
+        char *end;
+        long long v = strtoll(since, &end, 10);
+        if (*end == '\0' && v >= 0) handlers_resume(a, s, v);
+        else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
+    }
+    free(since);
     double dt = record_finish(a, c, &p->rec);
     metrics_observe_latency(a->metrics, METRICS_SLOT_CONNECT, dt / 1000.0);
     auth_identity_clear(&p->id);
@@ -303,6 +314,49 @@ static void on_gc(uv_timer_t *t) {
     throttle_gc(&a->throttle, uv_now(a->loop), 60000);
 }
 
+/* Is key_id still used by a stored value? (for destroying retired keys) */
+static bool key_in_use(uint32_t key_id, void *ctx) { return store_key_in_use(ctx, key_id) != 0; }
+
+/* The key ring (encryption at rest) and the store. Returns 0 or -1 with err. */
+static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
+                      size_t errlen) {
+    if (cfg->enable_encryption) {
+        char *kpath = crypto_key_file_path(cfg->data_dir, cfg->kms_key_file);
+        /* A configured key file must exist (a missing KMS key is an error);
+         * the default one is created on first start. */
+        bool create = !cfg->kms_key_file || !cfg->kms_key_file[0];
+        if (crypto_keyring_open(kpath, create, &a->keys, err, errlen) != 0) {
+            free(kpath);
+            return -1;
+        }
+        free(kpath);
+        char kerr[256];
+        int destroyed = crypto_keyring_destroy_expired(a->keys, time(NULL), cfg->kms_key_deletion_window,
+                                                       key_in_use, (void *)store_path, kerr, sizeof(kerr));
+        if (destroyed > 0) log_msg(LOG_INFO, "key_destroyed", "%d retired keys destroyed", destroyed);
+        else if (destroyed < 0) log_msg(LOG_ERROR, "key_error", "%s", kerr);
+    }
+    char pitr_dir[4096];
+    snprintf(pitr_dir, sizeof(pitr_dir), "%s/pitr", cfg->data_dir);
+    store_options so = {
+        .sync_full = !cfg->store_sync || strcmp(cfg->store_sync, "normal") != 0,
+        .ttl_days = cfg->message_ttl_days,
+        .idempotency_window_s = cfg->idempotency_window_s,
+        .pitr = cfg->enable_dynamodb_point_in_time_recovery,
+        .pitr_retention_days = cfg->pitr_retention_days,
+        .pitr_dir = pitr_dir,
+        .pitr_snapshot_interval_s = 3600,
+        .keys = a->keys,
+    };
+    a->store = store_open(store_path, loop, &so, err, errlen);
+    if (!a->store) {
+        crypto_keyring_free(a->keys);
+        a->keys = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
              size_t errlen) {
     memset(a, 0, sizeof(*a));
@@ -327,6 +381,12 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     } else {
         a->auth = auth_demo();
     }
+    if (open_store(a, cfg, loop, store_path, err, errlen) != 0) {
+        router_free(&a->router);
+        a->auth->destroy(a->auth);
+        a->auth = NULL;
+        return -1;
+    }
     a->router.max_depth = (size_t)cfg->max_json_depth;
     registry_init(&a->reg);
     throttle_init(&a->throttle, cfg, uv_now(loop));
@@ -338,16 +398,6 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     a->custom_slots = xcalloc(cfg->custom_routes_count + 1, sizeof(int));
     for (size_t i = 0; i < cfg->custom_routes_count; i++)
         a->custom_slots[i] = metrics_route_slot(cfg->custom_routes[i]);
-    a->store = store_open(store_path, loop, true, err, errlen);
-    if (!a->store) {
-        router_free(&a->router);
-        registry_free(&a->reg);
-        a->auth->destroy(a->auth);
-        a->auth = NULL;
-        metrics_thread_free(a->metrics);
-        free(a->custom_slots);
-        return -1;
-    }
     metrics_add_gauge_source(app_gauges, a);
     if (cfg->enable_xray_tracing && cfg->otlp_endpoint[0]) {
         a->tracer = trace_exporter_start(cfg->otlp_endpoint, cfg->api_name, cfg->stage_name, err, errlen);
@@ -367,6 +417,8 @@ void app_close(app *a) {
     a->tracer = NULL;
     if (a->store) store_close(a->store);
     a->store = NULL;
+    crypto_keyring_free(a->keys);
+    a->keys = NULL;
     registry_free(&a->reg);
     router_free(&a->router);
     if (a->auth && a->auth->destroy) a->auth->destroy(a->auth);

@@ -31,6 +31,7 @@ typedef struct app {
     server *srv;                   /* set by app_attach */
     trace_exporter *tracer;        /* NULL unless otlp_endpoint is set */
     throttle throttle;             /* stage, route, connection, address limits */
+    crypto_keyring *keys;          /* encryption at rest, or NULL */
     uv_timer_t gc_timer;           /* forgets idle source addresses */
 } app;
 

@@ -92,8 +92,21 @@ static const char *get_string(json_t *body, const char *key, bool *wrong_type) {
 
 /* ---- chat ---- */
 
+static json_t *chat_data(const store_op *op) {
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId", op->message_id, "roomId",
+                     op->room_id, "seq", (json_int_t)op->seq, "senderId", op->user_id, "senderName",
+                     op->username, "message", op->message, "timestamp", (json_int_t)op->timestamp);
+}
+
 static void chat_committed(store_op *op) {
     app *a = op->ctx;
+    if (op->status == 0 && op->duplicate) {
+        /* A retry of a message already stored: the sender gets the original
+         * (same messageId and seq); nobody else hears it again. */
+        session *s = registry_by_id(&a->reg, op->conn_id);
+        if (s) send_json(s->c, json_pack("{s:s,s:o}", "type", "chat", "data", chat_data(op)));
+        return;
+    }
     if (op->status != 0) {
         session *s = registry_by_id(&a->reg, op->conn_id);
         log_msg(LOG_ERROR, "store_error", "message %s not stored: status %d", op->message_id, op->status);
@@ -103,11 +116,9 @@ static void chat_committed(store_op *op) {
     }
     room *rm = registry_room(&a->reg, op->room_id);
     if (!rm) return; /* everyone left while it was being stored */
-    ws_frame *f = handlers_frame(json_pack(
-        "{s:s,s:{s:s,s:s,s:I,s:s,s:s,s:s,s:I}}", "type", "chat", "data", "messageId", op->message_id,
-        "roomId", op->room_id, "seq", (json_int_t)op->seq, "senderId", op->user_id, "senderName",
-        op->username, "message", op->message, "timestamp", (json_int_t)op->timestamp));
-    for (session *m = rm->members; m; m = m->room_next) conn_send(m->c, f);
+    ws_frame *f = handlers_frame(json_pack("{s:s,s:o}", "type", "chat", "data", chat_data(op)));
+    for (session *m = rm->members; m; m = m->room_next)
+        if (!m->resuming) conn_send(m->c, f); /* a resuming member gets it from its replay */
     ws_frame_unref(f);
 }
 
@@ -133,7 +144,13 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
         fail(s->c, res, 400, "BAD_REQUEST", "Not in a room");
         return;
     }
+    const char *client_id = get_string(body, "clientMessageId", &wrong);
+    if (wrong || (client_id && (!*client_id || strlen(client_id) > 128))) {
+        fail(s->c, res, 400, "BAD_REQUEST", "clientMessageId must be a string of 1 to 128 characters");
+        return;
+    }
     store_op *op = store_op_new(STORE_OP_CHAT);
+    if (client_id) op->client_message_id = xstrdup(client_id);
     op->room_id = xstrdup(s->room->id);
     op->user_id = xstrdup(s->user_id);
     op->username = xstrdup(s->username);
@@ -151,6 +168,15 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
 static void route_join_room(app *a, session *s, json_t *body, handler_result *res) {
     bool wrong = false;
     const char *room_id = get_string(body, "roomId", &wrong);
+    json_t *sv = json_object_get(body, "sinceSeq");
+    json_int_t since = -1;
+    if (sv && !json_is_null(sv)) {
+        if (!json_is_integer(sv) || json_integer_value(sv) < 0) {
+            fail(s->c, res, 400, "BAD_REQUEST", "sinceSeq must be a non-negative integer");
+            return;
+        }
+        since = json_integer_value(sv);
+    }
     if (!room_id || !*room_id) {
         fail(s->c, res, 400, "BAD_REQUEST", "Room ID required");
         return;
@@ -178,6 +204,9 @@ static void route_join_room(app *a, session *s, json_t *body, handler_result *re
     room *rm = registry_join(&a->reg, s, room_id);
     handlers_room_join(a, s, room_id);
     handlers_presence(rm, s, "user_joined", NULL);
+    s->resuming = false;
+    s->resume_gen++;
+    if (since >= 0) handlers_resume(a, s, since);
 }
 
 static void route_leave_room(app *a, session *s, json_t *body, handler_result *res) {
@@ -246,6 +275,117 @@ static void route_typing_indicator(app *a, session *s, json_t *body, handler_res
     ws_frame_unref(f);
 }
 
+/* ---- history and resume ---- */
+
+#define HISTORY_DEFAULT_LIMIT 50
+#define HISTORY_MAX_LIMIT 500
+/* Messages replayed per store read while resuming. */
+#define RESUME_PAGE 500
+
+static void history_read(store_op *op) {
+    app *a = op->ctx;
+    session *s = registry_by_id(&a->reg, op->conn_id);
+    if (!s) return;
+    if (op->status != 0) {
+        metrics_count_integration_error(a->metrics, METRICS_SLOT_DEFAULT);
+        handlers_send_error(s->c, "Failed to read history", "INTERNAL_ERROR");
+        return;
+    }
+    send_json(s->c, json_pack("{s:s,s:{s:s,s:O,s:b}}", "type", "history", "data", "roomId", op->room_id,
+                              "messages", op->messages, "hasMore", op->has_more));
+}
+
+static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after);
+
+/* A page of stored messages for a resuming session: sent as ordinary chat
+ * messages, oldest first. Live messages of the room were held back while
+ * the page was read (they all have seq <= the page's last, as the store
+ * runs reads and writes in one order), so nothing is missed or doubled. */
+static void resume_read(store_op *op) {
+    app *a = op->ctx;
+    session *s = registry_by_id(&a->reg, op->conn_id);
+    if (!s || s->resume_gen != op->gen || !s->room || strcmp(s->room->id, op->room_id) != 0) return;
+    if (op->status != 0) {
+        s->resuming = false;
+        metrics_count_integration_error(a->metrics, METRICS_SLOT_DEFAULT);
+        handlers_send_error(s->c, "Failed to read history", "INTERNAL_ERROR");
+        return;
+    }
+    size_t n = json_array_size(op->messages);
+    for (size_t i = 0; i < n; i++)
+        send_json(s->c, json_pack("{s:s,s:O}", "type", "chat", "data", json_array_get(op->messages, i)));
+    if (op->has_more && n > 0) {
+        json_t *last = json_object_get(json_array_get(op->messages, n - 1), "seq");
+        submit_resume_page(a, s, op->room_id, (int64_t)json_integer_value(last));
+        return;
+    }
+    s->resuming = false;
+}
+
+static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after) {
+    store_op *op = store_op_new(STORE_OP_HISTORY);
+    op->room_id = xstrdup(room_id);
+    op->after_seq = after;
+    op->limit = RESUME_PAGE;
+    op->gen = s->resume_gen;
+    snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
+    op->done = resume_read;
+    op->ctx = a;
+    store_submit(a->store, op);
+}
+
+void handlers_resume(app *a, session *s, int64_t since) {
+    if (!s->room) return;
+    s->resuming = true;
+    submit_resume_page(a, s, s->room->id, since);
+}
+
+static void route_history(app *a, session *s, json_t *body, handler_result *res) {
+    bool wrong = false;
+    const char *room_id = get_string(body, "roomId", &wrong);
+    if (wrong) {
+        fail(s->c, res, 400, "BAD_REQUEST", "roomId must be a string");
+        return;
+    }
+    if (!room_id) {
+        if (!s->room) {
+            fail(s->c, res, 400, "BAD_REQUEST", "Not in a room");
+            return;
+        }
+        room_id = s->room->id;
+    }
+    if (!s->room || strcmp(room_id, s->room->id) != 0) {
+        failf(s->c, res, 403, "FORBIDDEN", "Not a member of room", "Not a member of room %s", room_id);
+        return;
+    }
+    json_t *lv = json_object_get(body, "limit");
+    json_t *bv = json_object_get(body, "beforeSeq");
+    json_int_t limit = HISTORY_DEFAULT_LIMIT;
+    if (lv && !json_is_null(lv)) {
+        if (!json_is_integer(lv) || json_integer_value(lv) < 1 || json_integer_value(lv) > HISTORY_MAX_LIMIT) {
+            fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 500");
+            return;
+        }
+        limit = json_integer_value(lv);
+    }
+    json_int_t before = 0;
+    if (bv && !json_is_null(bv)) {
+        if (!json_is_integer(bv) || json_integer_value(bv) < 1) {
+            fail(s->c, res, 400, "BAD_REQUEST", "beforeSeq must be a positive integer");
+            return;
+        }
+        before = json_integer_value(bv);
+    }
+    store_op *op = store_op_new(STORE_OP_HISTORY);
+    op->room_id = xstrdup(room_id);
+    op->before_seq = before;
+    op->limit = (int)limit;
+    snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
+    op->done = history_read;
+    op->ctx = a;
+    store_submit(a->store, op);
+}
+
 typedef void (*route_handler)(app *a, session *s, json_t *body, handler_result *res);
 
 /* The route table: one row per built-in route key (Redis's command table). */
@@ -256,6 +396,7 @@ static const route_handler route_table[ROUTE_COUNT] = {
     [ROUTE_PRIVATE_MESSAGE] = route_private_message,
     [ROUTE_ROOM_LIST] = route_room_list,
     [ROUTE_TYPING_INDICATOR] = route_typing_indicator,
+    [ROUTE_HISTORY] = route_history,
 };
 
 void handlers_run(app *a, session *s, route_id id, json_t *body, handler_result *res) {

@@ -31,6 +31,10 @@ void handlers_presence(room *rm, session *s, const char *type, session *except);
 /* The $connect welcome to s. */
 void handlers_welcome(session *s);
 
+/* Replay every stored message of s's room with seq > since to s, then let
+ * live messages through again (resume after a reconnect). */
+void handlers_resume(app *a, session *s, int64_t since);
+
 /* Submit the room's creation (owner = s's user) to the store. */
 void handlers_room_join(app *a, session *s, const char *room_id);
 

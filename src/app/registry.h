@@ -38,6 +38,9 @@ struct session {
     session *user_prev, *user_next;
     uint64_t messages;       /* messages received, for logs */
     throttle_bucket bucket;  /* the connection's message rate */
+    bool resuming;           /* stored messages are being replayed: live chat
+                              * for its room waits in the store's order */
+    uint64_t resume_gen;     /* which replay is current */
 };
 
 typedef struct registry {

@@ -12,6 +12,7 @@ static const char *const route_names[ROUTE_COUNT] = {
     [ROUTE_PRIVATE_MESSAGE] = "private_message",
     [ROUTE_ROOM_LIST] = "room_list",
     [ROUTE_TYPING_INDICATOR] = "typing_indicator",
+    [ROUTE_HISTORY] = "history",
 };
 
 const char *router_route_name(route_id id) {

@@ -17,6 +17,7 @@ typedef enum route_id {
     ROUTE_PRIVATE_MESSAGE,
     ROUTE_ROOM_LIST,
     ROUTE_TYPING_INDICATOR,
+    ROUTE_HISTORY,
     ROUTE_COUNT
 } route_id;
 

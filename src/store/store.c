@@ -1,12 +1,15 @@
 #include "store/store.h"
 
+#include <dirent.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/strmap.h"
@@ -14,13 +17,32 @@
 
 /* Operations committed in one transaction at most. */
 #define STORE_MAX_BATCH 1024
+/* Expired messages deleted per sweep step, so a sweep never holds the write
+ * lock for long. */
+#define STORE_SWEEP_STEP 500
 
-struct store {
-    sqlite3 *db;
+/* Kinds of change-log rows (point-in-time recovery). */
+enum { LOG_MESSAGE = 1, LOG_ROOM_JOIN = 2, LOG_ROOM_TOUCH = 3, LOG_DELETE = 4 };
+
+typedef struct stmts {
     sqlite3_stmt *insert_message;
     sqlite3_stmt *room_join;
     sqlite3_stmt *room_touch;
     sqlite3_stmt *max_seq;
+    sqlite3_stmt *find_client_id;
+    sqlite3_stmt *history_before;
+    sqlite3_stmt *history_after;
+    sqlite3_stmt *expired;
+    sqlite3_stmt *delete_message;
+    sqlite3_stmt *log_insert;
+    sqlite3_stmt *key_in_use;
+} stmts;
+
+struct store {
+    sqlite3 *db;
+    stmts st;
+    store_options opt;
+    char *pitr_dir;
 
     pthread_t thread;
     pthread_mutex_t lock;
@@ -31,14 +53,17 @@ struct store {
     size_t pending;                /* loop thread's count of unfinished ops */
     store_stats stats;
 
-    strmap last_seq;               /* store thread only: room -> last seq (int64 boxed) */
+    strmap last_seq;               /* store thread only: room -> last seq (boxed) */
+    int64_t batch_ms;              /* commit time of the batch being written */
+    time_t last_sweep;
+    time_t last_snapshot;
     uv_async_t async;
 };
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS rooms ("
     "  roomId TEXT PRIMARY KEY,"
-    "  ownerId TEXT NOT NULL,"
+    "  ownerId NOT NULL,"
     "  createdAt INTEGER NOT NULL,"
     "  lastActivity INTEGER NOT NULL"
     ");"
@@ -46,12 +71,26 @@ static const char SCHEMA[] =
     "  roomId TEXT NOT NULL,"
     "  seq INTEGER NOT NULL,"
     "  messageId TEXT NOT NULL UNIQUE,"
-    "  senderId TEXT NOT NULL,"
-    "  senderName TEXT NOT NULL,"
-    "  message TEXT NOT NULL,"
+    "  senderId NOT NULL,"
+    "  senderName NOT NULL,"
+    "  message NOT NULL,"
     "  timestamp INTEGER NOT NULL,"
+    "  clientMessageId TEXT,"
+    "  senderKey TEXT,"
     "  PRIMARY KEY (roomId, seq)"
-    ") WITHOUT ROWID;";
+    ") WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS messages_timestamp ON messages(timestamp);"
+    "CREATE INDEX IF NOT EXISTS messages_client ON messages(senderKey, clientMessageId)"
+    "  WHERE clientMessageId IS NOT NULL;"
+    /* The change log for point-in-time recovery: every write, with the time
+     * its batch committed, replayable onto a base snapshot. */
+    "CREATE TABLE IF NOT EXISTS pitr_log ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  t_ms INTEGER NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  roomId TEXT, seq INTEGER, messageId TEXT, senderId, senderName, message,"
+    "  timestamp INTEGER, clientMessageId TEXT, senderKey TEXT"
+    ");";
 
 void store_uuid(char out[37]) {
     unsigned char b[16];
@@ -66,6 +105,7 @@ void store_uuid(char out[37]) {
 store_op *store_op_new(store_op_kind kind) {
     store_op *op = xcalloc(1, sizeof(*op));
     op->kind = kind;
+    op->after_seq = -1;
     return op;
 }
 
@@ -74,14 +114,59 @@ static void op_free(store_op *op) {
     free(op->user_id);
     free(op->username);
     free(op->message);
+    free(op->client_message_id);
+    json_decref(op->messages);
     free(op);
 }
 
-static double now_ms(void) {
+static double mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- column encryption ---- */
+
+char *store_open_value(const crypto_keyring *keys, const void *blob, size_t len, const char *aad) {
+    if (!keys) return xstrndup(blob ? blob : "", len);
+    char *plain = NULL;
+    size_t plen;
+    if (crypto_open(keys, blob, len, aad, strlen(aad), &plain, &plen) != 0) return NULL;
+    return plain;
+}
+
+/* Read a column that may be sealed: TEXT is plaintext (written before
+ * encryption was on), BLOB is sealed. Returns malloc'd text or NULL. */
+static char *column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys, const char *aad,
+                          int *err) {
+    const void *p = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    if (sqlite3_column_type(st, col) != SQLITE_BLOB) return xstrndup(p ? p : "", n);
+    if (!keys) {
+        *err = CRYPTO_E_UNKNOWN_KEY;
+        return NULL;
+    }
+    char *plain = NULL;
+    size_t plen;
+    int rc = crypto_open(keys, p, n, aad, strlen(aad), &plain, &plen);
+    if (rc != 0) {
+        *err = rc;
+        return NULL;
+    }
+    return plain;
+}
+
+static void message_aad(char *out, size_t len, char col, const char *room, int64_t seq) {
+    snprintf(out, len, "messages.%c:%s:%lld", col, room, (long long)seq);
+}
+
+/* ---- sequence numbers ---- */
 
 static void clear_seq_cache(store *s) {
     size_t it = 0;
@@ -95,7 +180,7 @@ static void clear_seq_cache(store *s) {
 static int next_seq(store *s, const char *room_id, int64_t *seq) {
     int64_t *last = strmap_get(&s->last_seq, room_id);
     if (!last) {
-        sqlite3_stmt *st = s->max_seq;
+        sqlite3_stmt *st = s->st.max_seq;
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, room_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
@@ -109,74 +194,406 @@ static int next_seq(store *s, const char *room_id, int64_t *seq) {
     return SQLITE_OK;
 }
 
-static int apply(store *s, store_op *op) {
-    int rc;
-    sqlite3_stmt *st;
-    switch (op->kind) {
-    case STORE_OP_ROOM_JOIN:
-        st = s->room_join;
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, op->user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, op->timestamp);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        return rc == SQLITE_DONE ? SQLITE_OK : rc;
-    case STORE_OP_CHAT:
-        rc = next_seq(s, op->room_id, &op->seq);
-        if (rc != SQLITE_OK) return rc;
-        st = s->insert_message;
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, op->seq);
-        sqlite3_bind_text(st, 3, op->message_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, op->user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, op->username, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 6, op->message, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 7, op->timestamp);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE) return rc;
-        /* The seed's rooms table: a room posted to exists, owned by the
-         * first member seen, and its lastActivity follows its messages. */
-        st = s->room_touch;
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, op->user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, op->timestamp);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        return rc == SQLITE_DONE ? SQLITE_OK : rc;
+/* ---- writes ---- */
+
+/* A column value as written: plaintext, or sealed bytes. */
+typedef struct cell {
+    void *p;
+    size_t n;
+    bool blob;
+} cell;
+
+static cell seal(const crypto_keyring *keys, const char *text, const char *aad) {
+    cell c;
+    if (!keys) {
+        c.p = xstrdup(text);
+        c.n = strlen(text);
+        c.blob = false;
+    } else {
+        c.p = crypto_seal(keys, text, strlen(text), aad, strlen(aad), &c.n);
+        c.blob = true;
     }
-    return SQLITE_MISUSE;
+    return c;
 }
 
+static void bind_cell(sqlite3_stmt *st, int col, const cell *c) {
+    if (c->blob) sqlite3_bind_blob(st, col, c->p, (int)c->n, SQLITE_STATIC);
+    else sqlite3_bind_text(st, col, c->p, (int)c->n, SQLITE_STATIC);
+}
+
+static int step_done(sqlite3_stmt *st) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* One change-log row (point-in-time recovery): the values exactly as they
+ * were written, sealed bytes included. NULL/0 for unused columns. */
+static int log_change(store *s, int kind, const char *room, int64_t seq, const char *message_id,
+                      const cell *sender, const cell *name, const cell *msg, int64_t ts,
+                      const char *client_id, const char *sender_key) {
+    if (!s->opt.pitr) return SQLITE_OK;
+    sqlite3_stmt *st = s->st.log_insert;
+    sqlite3_bind_int64(st, 1, s->batch_ms);
+    sqlite3_bind_int(st, 2, kind);
+    if (room) sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, seq);
+    if (message_id) sqlite3_bind_text(st, 5, message_id, -1, SQLITE_STATIC);
+    if (sender) bind_cell(st, 6, sender);
+    if (name) bind_cell(st, 7, name);
+    if (msg) bind_cell(st, 8, msg);
+    sqlite3_bind_int64(st, 9, ts);
+    if (client_id) sqlite3_bind_text(st, 10, client_id, -1, SQLITE_STATIC);
+    if (sender_key) sqlite3_bind_text(st, 11, sender_key, -1, SQLITE_STATIC);
+    return step_done(st);
+}
+
+static void sender_key_of(const store *s, const char *user_id, char out[65]) {
+    if (s->opt.keys) crypto_blind_index(s->opt.keys, "senderId", user_id, strlen(user_id), out);
+    else snprintf(out, 65, "%.64s", user_id);
+}
+
+/* Fill op from the message it repeats (the row at st's current step). */
+static int take_original(store *s, store_op *op, sqlite3_stmt *st) {
+    const crypto_keyring *keys = s->opt.keys;
+    const char *room = (const char *)sqlite3_column_text(st, 0);
+    int64_t seq = sqlite3_column_int64(st, 1);
+    char aad[512];
+    int err = 0;
+    message_aad(aad, sizeof(aad), 'm', room, seq);
+    char *msg = column_value(st, 3, keys, aad, &err);
+    message_aad(aad, sizeof(aad), 'n', room, seq);
+    char *name = column_value(st, 5, keys, aad, &err);
+    if (!msg || !name) {
+        free(msg);
+        free(name);
+        return SQLITE_CORRUPT;
+    }
+    op->duplicate = true;
+    free(op->room_id);
+    op->room_id = xstrdup(room);
+    op->seq = seq;
+    snprintf(op->message_id, sizeof(op->message_id), "%s", (const char *)sqlite3_column_text(st, 2));
+    free(op->message);
+    op->message = msg;
+    free(op->username);
+    op->username = name;
+    op->timestamp = sqlite3_column_int64(st, 4);
+    return SQLITE_OK;
+}
+
+static int apply_chat(store *s, store_op *op) {
+    const crypto_keyring *keys = s->opt.keys;
+    char sender_key[65];
+    sender_key_of(s, op->user_id, sender_key);
+    int rc;
+    if (op->client_message_id && s->opt.idempotency_window_s > 0) {
+        /* The same sender repeating a clientMessageId within the window gets
+         * the original message back, stored once. */
+        sqlite3_stmt *st = s->st.find_client_id;
+        sqlite3_bind_text(st, 1, sender_key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, op->client_message_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, op->timestamp - s->opt.idempotency_window_s);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) rc = take_original(s, op, st);
+        else if (rc == SQLITE_DONE) rc = SQLITE_OK;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_OK || op->duplicate) return rc;
+    }
+    rc = next_seq(s, op->room_id, &op->seq);
+    if (rc != SQLITE_OK) return rc;
+    char aad[512];
+    message_aad(aad, sizeof(aad), 's', op->room_id, op->seq);
+    cell sender = seal(keys, op->user_id, aad);
+    message_aad(aad, sizeof(aad), 'n', op->room_id, op->seq);
+    cell name = seal(keys, op->username, aad);
+    message_aad(aad, sizeof(aad), 'm', op->room_id, op->seq);
+    cell msg = seal(keys, op->message, aad);
+    sqlite3_stmt *st = s->st.insert_message;
+    sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, op->seq);
+    sqlite3_bind_text(st, 3, op->message_id, -1, SQLITE_STATIC);
+    bind_cell(st, 4, &sender);
+    bind_cell(st, 5, &name);
+    bind_cell(st, 6, &msg);
+    sqlite3_bind_int64(st, 7, op->timestamp);
+    if (op->client_message_id) sqlite3_bind_text(st, 8, op->client_message_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, sender_key, -1, SQLITE_STATIC);
+    rc = step_done(st);
+    if (rc == SQLITE_OK)
+        rc = log_change(s, LOG_MESSAGE, op->room_id, op->seq, op->message_id, &sender, &name, &msg,
+                        op->timestamp, op->client_message_id, sender_key);
+    if (rc == SQLITE_OK) {
+        /* The seed's rooms table: a room posted to exists, owned by the
+         * first member seen, and its lastActivity follows its messages. */
+        char oaad[300];
+        snprintf(oaad, sizeof(oaad), "rooms.o:%s", op->room_id);
+        cell owner = seal(keys, op->user_id, oaad);
+        st = s->st.room_touch;
+        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+        bind_cell(st, 2, &owner);
+        sqlite3_bind_int64(st, 3, op->timestamp);
+        rc = step_done(st);
+        if (rc == SQLITE_OK)
+            rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
+                            NULL, NULL);
+        free(owner.p);
+    }
+    free(sender.p);
+    free(name.p);
+    free(msg.p);
+    return rc;
+}
+
+static int apply_room_join(store *s, store_op *op) {
+    char aad[300];
+    snprintf(aad, sizeof(aad), "rooms.o:%s", op->room_id);
+    cell owner = seal(s->opt.keys, op->user_id, aad);
+    sqlite3_stmt *st = s->st.room_join;
+    sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+    bind_cell(st, 2, &owner);
+    sqlite3_bind_int64(st, 3, op->timestamp);
+    int rc = step_done(st);
+    if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0)
+        rc = log_change(s, LOG_ROOM_JOIN, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
+                        NULL, NULL);
+    free(owner.p);
+    return rc;
+}
+
+/* ---- reads ---- */
+
+static int apply_history(store *s, store_op *op) {
+    const crypto_keyring *keys = s->opt.keys;
+    int64_t cutoff = s->opt.ttl_days > 0 ? (int64_t)time(NULL) - s->opt.ttl_days * 86400 : INT64_MIN;
+    bool forward = op->after_seq >= 0;
+    sqlite3_stmt *st = forward ? s->st.history_after : s->st.history_before;
+    sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, forward ? op->after_seq : (op->before_seq > 0 ? op->before_seq : INT64_MAX));
+    sqlite3_bind_int64(st, 3, cutoff);
+    sqlite3_bind_int(st, 4, op->limit + 1);
+    json_t *rows = json_array();
+    int rc, err = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((int)json_array_size(rows) == op->limit) {
+            op->has_more = true;
+            break;
+        }
+        int64_t seq = sqlite3_column_int64(st, 0);
+        char aad[512];
+        message_aad(aad, sizeof(aad), 's', op->room_id, seq);
+        char *sender = column_value(st, 2, keys, aad, &err);
+        message_aad(aad, sizeof(aad), 'n', op->room_id, seq);
+        char *name = column_value(st, 3, keys, aad, &err);
+        message_aad(aad, sizeof(aad), 'm', op->room_id, seq);
+        char *msg = column_value(st, 4, keys, aad, &err);
+        if (sender && name && msg)
+            json_array_append_new(rows, json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId",
+                                                  (const char *)sqlite3_column_text(st, 1), "roomId",
+                                                  op->room_id, "seq", (json_int_t)seq, "senderId", sender,
+                                                  "senderName", name, "message", msg, "timestamp",
+                                                  (json_int_t)sqlite3_column_int64(st, 5)));
+        free(sender);
+        free(name);
+        free(msg);
+        if (err) break;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (err) {
+        log_msg(LOG_ERROR, "store_error", "cannot read room %s: %s", op->room_id, crypto_strerror(err));
+        json_decref(rows);
+        return SQLITE_CORRUPT;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        json_decref(rows);
+        return rc;
+    }
+    if (!forward) {
+        /* Read newest first to find the page; answer oldest first. */
+        size_t n = json_array_size(rows);
+        json_t *asc = json_array();
+        for (size_t i = n; i > 0; i--) json_array_append(asc, json_array_get(rows, i - 1));
+        json_decref(rows);
+        rows = asc;
+    }
+    op->messages = rows;
+    return SQLITE_OK;
+}
+
+/* ---- TTL ---- */
+
+/* Delete up to STORE_SWEEP_STEP expired messages in one small transaction.
+ * Returns how many were deleted, or -1 on error. */
+static int sweep_step(store *s, int64_t cutoff) {
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return -1;
+    s->batch_ms = wall_ms();
+    sqlite3_stmt *st = s->st.expired;
+    sqlite3_bind_int64(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, STORE_SWEEP_STEP);
+    int n = 0, rc = SQLITE_OK;
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        char *room = xstrdup((const char *)sqlite3_column_text(st, 0));
+        int64_t seq = sqlite3_column_int64(st, 1);
+        sqlite3_stmt *del = s->st.delete_message;
+        sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(del, 2, seq);
+        rc = step_done(del);
+        if (rc == SQLITE_OK) rc = log_change(s, LOG_DELETE, room, seq, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+        free(room);
+        n++;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_OK || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return n;
+}
+
+/* Sweep expired messages while no writes are waiting (store thread). */
+static void sweep(store *s) {
+    int64_t cutoff = (int64_t)time(NULL) - s->opt.ttl_days * 86400;
+    for (;;) {
+        int n = sweep_step(s, cutoff);
+        if (n > 0) {
+            pthread_mutex_lock(&s->lock);
+            s->stats.expired += (uint64_t)n;
+            bool busy = s->in_head != NULL;
+            pthread_mutex_unlock(&s->lock);
+            if (busy) return; /* writes first; the sweep resumes later */
+        }
+        if (n < STORE_SWEEP_STEP) return;
+    }
+}
+
+/* ---- point-in-time recovery: base snapshots ---- */
+
+typedef struct base_file {
+    int64_t t_ms;
+    int64_t last_id;
+    char name[256];
+} base_file;
+
+static size_t list_bases(const char *dir, base_file **out) {
+    DIR *d = opendir(dir);
+    *out = NULL;
+    if (!d) return 0;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long long t, id;
+        char tail[8];
+        if (sscanf(de->d_name, "base-%lld-%lld%7s", &t, &id, tail) != 3 || strcmp(tail, ".db") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        (*out)[n].t_ms = t;
+        (*out)[n].last_id = id;
+        snprintf((*out)[n].name, sizeof((*out)[n].name), "%s", de->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int copy_db(sqlite3 *from, const char *to_path) {
+    sqlite3 *to = NULL;
+    int rc = sqlite3_open(to_path, &to);
+    if (rc == SQLITE_OK) {
+        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+        if (!b) {
+            rc = sqlite3_errcode(to);
+        } else {
+            sqlite3_backup_step(b, -1);
+            rc = sqlite3_backup_finish(b);
+        }
+    }
+    sqlite3_close(to);
+    return rc;
+}
+
+/* Take a base snapshot of the live database (store thread, between
+ * batches, so it holds exactly the log rows up to last_id), then drop the
+ * bases and log rows that fell out of the recovery window. */
+static void snapshot(store *s) {
+    sqlite3_stmt *st;
+    int64_t last_id = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(id), 0) FROM pitr_log", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) last_id = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    int64_t now = wall_ms();
+    char tmp[4200], dst[4096];
+    snprintf(dst, sizeof(dst), "%s/base-%lld-%lld.db", s->pitr_dir, (long long)now, (long long)last_id);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+    if (copy_db(s->db, tmp) != SQLITE_OK || rename(tmp, dst) != 0) {
+        unlink(tmp);
+        log_msg(LOG_ERROR, "pitr_error", "cannot write base snapshot %s", dst);
+        return;
+    }
+    base_file *bases;
+    size_t n = list_bases(s->pitr_dir, &bases);
+    int64_t window_start = now - s->opt.pitr_retention_days * 86400000LL;
+    /* The anchor: the newest base at or before the window's start (restores
+     * to the window's first second start from it). */
+    base_file *anchor = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (bases[i].t_ms <= window_start && (!anchor || bases[i].t_ms > anchor->t_ms)) anchor = &bases[i];
+    if (anchor) {
+        for (size_t i = 0; i < n; i++) {
+            if (bases[i].t_ms < anchor->t_ms) {
+                char p[4096];
+                snprintf(p, sizeof(p), "%s/%s", s->pitr_dir, bases[i].name);
+                unlink(p);
+            }
+        }
+        char sql[128];
+        snprintf(sql, sizeof(sql), "DELETE FROM pitr_log WHERE id <= %lld", (long long)anchor->last_id);
+        sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    }
+    free(bases);
+    s->last_snapshot = time(NULL);
+}
+
+/* ---- the store thread ---- */
+
 static void commit_batch(store *s, store_op *batch, uint32_t n) {
-    double t0 = now_ms();
+    double t0 = mono_ms();
+    s->batch_ms = wall_ms();
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     for (store_op *op = batch; op; op = op->next) {
-        op->status = rc == SQLITE_OK ? apply(s, op) : rc;
-        /* A failed op is reported alone; the rest of the batch still
-         * commits (each op is a single statement group, so a failure
-         * leaves nothing half-written except when seq was assigned). */
+        if (rc != SQLITE_OK) {
+            op->status = rc;
+            continue;
+        }
+        switch (op->kind) {
+        case STORE_OP_CHAT: op->status = apply_chat(s, op); break;
+        case STORE_OP_ROOM_JOIN: op->status = apply_room_join(s, op); break;
+        case STORE_OP_HISTORY: op->status = apply_history(s, op); break;
+        }
     }
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         clear_seq_cache(s);
         for (store_op *op = batch; op; op = op->next)
-            if (op->status == SQLITE_OK) op->status = rc;
+            if (op->status == SQLITE_OK && op->kind != STORE_OP_HISTORY) op->status = rc;
         log_msg(LOG_ERROR, "store_error", "batch of %u failed: %s", n, sqlite3_errstr(rc));
     }
     for (store_op *op = batch; op; op = op->next) {
         if (op->status != SQLITE_OK && op->kind == STORE_OP_CHAT) {
             /* Its seq may have been taken from the cache: forget the room's
              * cached value so the next message re-reads the truth. */
-            int64_t *v = strmap_remove(&s->last_seq, op->room_id);
-            free(v);
+            free(strmap_remove(&s->last_seq, op->room_id));
         }
     }
-    double dt = now_ms() - t0;
+    double dt = mono_ms() - t0;
     pthread_mutex_lock(&s->lock);
     s->stats.batches++;
     s->stats.ops += n;
@@ -187,12 +604,33 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
 
 static void *store_thread(void *arg) {
     store *s = arg;
+    if (s->opt.pitr) {
+        base_file *bases;
+        size_t n = list_bases(s->pitr_dir, &bases);
+        free(bases);
+        if (n == 0) snapshot(s);
+        else s->last_snapshot = time(NULL);
+    }
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        while (!s->in_head && !s->stopping) pthread_cond_wait(&s->wake, &s->lock);
-        if (!s->in_head && s->stopping) {
+        if (!s->in_head && !s->stopping) {
+            /* Wake at least once a second for the TTL sweep and snapshots. */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&s->wake, &s->lock, &until);
+        }
+        if (!s->in_head) {
+            bool stop = s->stopping;
             pthread_mutex_unlock(&s->lock);
-            break;
+            if (stop) break;
+            time_t now = time(NULL);
+            if (s->opt.ttl_days > 0 && now != s->last_sweep) {
+                s->last_sweep = now;
+                sweep(s);
+            }
+            if (s->opt.pitr && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s) snapshot(s);
+            continue;
         }
         /* Take up to STORE_MAX_BATCH ops: all that arrived while the last
          * batch was committing go into this one. */
@@ -235,67 +673,160 @@ static void run_completions(store *s) {
 
 static void on_async(uv_async_t *h) { run_completions(h->data); }
 
-static int prepare(store *s, const char *sql, sqlite3_stmt **st) {
-    return sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+/* ---- opening ---- */
+
+static int prepare_all(store *s) {
+    static const struct {
+        size_t off;
+        const char *sql;
+    } table[] = {
+        {offsetof(stmts, insert_message),
+         "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"
+         " clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+        {offsetof(stmts, room_join),
+         "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?2, ?3, ?3)"
+         " ON CONFLICT(roomId) DO NOTHING"},
+        {offsetof(stmts, room_touch),
+         "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?2, ?3, ?3)"
+         " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity"},
+        {offsetof(stmts, max_seq), "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE roomId = ?1"},
+        {offsetof(stmts, find_client_id),
+         "SELECT roomId, seq, messageId, message, timestamp, senderName FROM messages"
+         " WHERE senderKey = ?1 AND clientMessageId = ?2 AND timestamp >= ?3 LIMIT 1"},
+        {offsetof(stmts, history_before),
+         "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
+         " WHERE roomId = ?1 AND seq < ?2 AND timestamp >= ?3 ORDER BY seq DESC LIMIT ?4"},
+        {offsetof(stmts, history_after),
+         "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
+         " WHERE roomId = ?1 AND seq > ?2 AND timestamp >= ?3 ORDER BY seq ASC LIMIT ?4"},
+        {offsetof(stmts, expired), "SELECT roomId, seq FROM messages WHERE timestamp < ?1 LIMIT ?2"},
+        {offsetof(stmts, delete_message), "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2"},
+        {offsetof(stmts, log_insert),
+         "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
+         " timestamp, clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        sqlite3_stmt **st = (sqlite3_stmt **)((char *)&s->st + table[i].off);
+        int rc = sqlite3_prepare_v3(s->db, table[i].sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+        if (rc != SQLITE_OK) return rc;
+    }
+    return SQLITE_OK;
 }
 
-store *store_open(const char *path, uv_loop_t *loop, bool sync_full, char *err, size_t errlen) {
+static void finalize_all(store *s) {
+    sqlite3_stmt **all = (sqlite3_stmt **)&s->st;
+    for (size_t i = 0; i < sizeof(s->st) / sizeof(sqlite3_stmt *); i++) sqlite3_finalize(all[i]);
+    memset(&s->st, 0, sizeof(s->st));
+}
+
+/* Columns added since the first version of the schema. */
+static int migrate(sqlite3 *db) {
+    static const char *const adds[] = {"clientMessageId TEXT", "senderKey TEXT"};
+    for (size_t i = 0; i < 2; i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE messages ADD COLUMN %s", adds[i]);
+        sqlite3_exec(db, sql, NULL, NULL, NULL); /* fails harmlessly when present */
+    }
+    return SQLITE_OK;
+}
+
+/* PRAGMA quick_check: returns 0 when the file is sound. */
+static int check_integrity(sqlite3 *db, char *err, size_t errlen, const char *path) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store %s is not a usable database: %s (restore it from a backup: wsgate restore)",
+                 path, sqlite3_errmsg(db));
+        return -1;
+    }
+    int rc = sqlite3_step(st);
+    const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    if (!res || strcmp(res, "ok") != 0) {
+        snprintf(err, errlen, "store %s failed its integrity check: %s (restore it from a backup: wsgate restore)",
+                 path, res ? res : sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* With encryption on, the newest sealed message must open: a wrong or
+ * missing key is a start-up error, never garbage later. */
+static int check_keys(store *s, char *err, size_t errlen) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT roomId, seq, message FROM messages WHERE typeof(message) = 'blob'"
+                           " ORDER BY timestamp DESC LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    int result = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        char aad[512];
+        message_aad(aad, sizeof(aad), 'm', (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+        int e = 0;
+        char *plain = column_value(st, 2, s->opt.keys, aad, &e);
+        if (!plain) {
+            snprintf(err, errlen, "stored messages cannot be decrypted with the configured keys: %s",
+                     s->opt.keys ? crypto_strerror(e) : "encryption is off but the store holds encrypted rows (set enable_encryption = true and the key file)");
+            result = -1;
+        }
+        free(plain);
+    }
+    sqlite3_finalize(st);
+    return result;
+}
+
+store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, char *err, size_t errlen) {
     store *s = xcalloc(1, sizeof(*s));
+    s->opt = *opt;
+    if (opt->pitr) {
+        s->pitr_dir = xstrdup(opt->pitr_dir);
+        mkdir(s->pitr_dir, 0700);
+        if (s->opt.pitr_snapshot_interval_s <= 0) s->opt.pitr_snapshot_interval_s = 3600;
+    }
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
+    if (check_integrity(s->db, err, errlen, path) != 0) goto fail_msg;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+        rc = sqlite3_exec(s->db, opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                           NULL, NULL, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = prepare(s,
-                     "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                     &s->insert_message);
-    if (rc == SQLITE_OK)
-        rc = prepare(s,
-                     "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?2, ?3, ?3)"
-                     " ON CONFLICT(roomId) DO NOTHING",
-                     &s->room_join);
-    if (rc == SQLITE_OK)
-        rc = prepare(s,
-                     "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?2, ?3, ?3)"
-                     " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity",
-                     &s->room_touch);
-    if (rc == SQLITE_OK)
-        rc = prepare(s, "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE roomId = ?1", &s->max_seq);
+    if (rc == SQLITE_OK) {
+        /* A database made by the first schema lacks the newer columns: add
+         * them before the indexes that use them. */
+        sqlite3_exec(s->db, "CREATE TABLE IF NOT EXISTS messages (roomId TEXT NOT NULL, seq INTEGER NOT NULL,"
+                            " messageId TEXT NOT NULL UNIQUE, senderId NOT NULL, senderName NOT NULL,"
+                            " message NOT NULL, timestamp INTEGER NOT NULL, PRIMARY KEY (roomId, seq)) WITHOUT ROWID",
+                     NULL, NULL, NULL);
+        migrate(s->db);
+        rc = sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) rc = prepare_all(s);
     if (rc != SQLITE_OK) goto fail;
+    if (check_keys(s, err, errlen) != 0) goto fail_msg;
 
     strmap_init(&s->last_seq);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     uv_async_init(loop, &s->async, on_async);
     s->async.data = s;
-    /* Bug fix (shutdown hang): an active async handle kept uv_run() alive
-     * forever after SIGTERM had closed the listener and every connection.
-     * Unreferenced, it no longer holds the loop open; store_close() still
-     * runs whatever completions are left. */
+    /* Bug fix: the async handle kept uv_run alive after every connection
+     * closed, so SIGTERM never ended the loop. Pending completions are run
+     * by store_close. */
     uv_unref((uv_handle_t *)&s->async);
     if (pthread_create(&s->thread, NULL, store_thread, s) != 0) {
         snprintf(err, errlen, "cannot start the store thread");
-        uv_close((uv_handle_t *)&s->async, NULL);
-        sqlite3_close(s->db);
-        /* The async handle is closed on the loop; the struct leaks only on
-         * this fatal start-up path, where the process exits. */
-        return NULL;
+        abort();
     }
     return s;
 fail:
-    snprintf(err, errlen, "cannot open store %s: %s", path,
-             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-    sqlite3_finalize(s->insert_message);
-    sqlite3_finalize(s->room_join);
-    sqlite3_finalize(s->room_touch);
-    sqlite3_finalize(s->max_seq);
+    snprintf(err, errlen, "cannot open store %s: %s", path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+fail_msg:
+    finalize_all(s);
     sqlite3_close(s->db);
+    free(s->pitr_dir);
     free(s);
     return NULL;
 }
@@ -330,12 +861,172 @@ void store_close(store *s) {
     run_completions(s);
     clear_seq_cache(s);
     strmap_free(&s->last_seq);
-    sqlite3_finalize(s->insert_message);
-    sqlite3_finalize(s->room_join);
-    sqlite3_finalize(s->room_touch);
-    sqlite3_finalize(s->max_seq);
+    finalize_all(s);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->wake);
+    free(s->pitr_dir);
     uv_close((uv_handle_t *)&s->async, on_store_closed);
+}
+
+/* ---- backup and restore (the CLI) ---- */
+
+static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errlen) {
+    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path, *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        sqlite3_close(*db);
+        *db = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    return 0;
+}
+
+/* The copy at out keeps the tables, not the change log (it starts a new
+ * history when served). */
+static int finish_copy(const char *out, char *err, size_t errlen) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open(out, &db) != SQLITE_OK ||
+        sqlite3_exec(db, "DELETE FROM pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot finish %s: %s", out, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_close(db);
+    return 0;
+}
+
+int store_backup(const char *path, const char *out, char *err, size_t errlen) {
+    sqlite3 *src;
+    if (open_readonly(path, &src, err, errlen) != 0) return -1;
+    unlink(out);
+    int rc = copy_db(src, out);
+    sqlite3_close(src);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot write %s: %s", out, sqlite3_errstr(rc));
+        return -1;
+    }
+    return finish_copy(out, err, errlen);
+}
+
+/* Apply one change-log row (the live store's writes, replayed verbatim). */
+static int replay_row(sqlite3 *db, sqlite3_stmt *row) {
+    static const char *const sql[] = {
+        [LOG_MESSAGE] = "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"
+                        " clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        [LOG_ROOM_JOIN] = "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"
+                          " ON CONFLICT(roomId) DO NOTHING",
+        [LOG_ROOM_TOUCH] = "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"
+                           " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity",
+        [LOG_DELETE] = "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2",
+    };
+    int kind = sqlite3_column_int(row, 1);
+    if (kind < LOG_MESSAGE || kind > LOG_DELETE) return SQLITE_CORRUPT;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql[kind], -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    /* Row columns: t_ms, kind, roomId, seq, messageId, senderId, senderName,
+     * message, timestamp, clientMessageId, senderKey -> ?1..?9. */
+    for (int i = 0; i < 9; i++) {
+        int col = 2 + i;
+        if (i + 1 > sqlite3_bind_parameter_count(st)) break;
+        sqlite3_bind_value(st, i + 1, sqlite3_column_value(row, col));
+    }
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int store_restore(const char *path, const char *pitr_dir, int64_t to, const char *out, char *err,
+                  size_t errlen) {
+    int64_t to_ms = to * 1000 + 999; /* the whole second `to` */
+    base_file *bases;
+    size_t n = list_bases(pitr_dir, &bases);
+    base_file *base = NULL, *earliest = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!earliest || bases[i].t_ms < earliest->t_ms) earliest = &bases[i];
+        if (bases[i].t_ms <= to_ms && (!base || bases[i].t_ms > base->t_ms)) base = &bases[i];
+    }
+    if (!base) {
+        if (earliest)
+            snprintf(err, errlen, "%lld is before the recovery window, which starts at %lld (Unix seconds)",
+                     (long long)to, (long long)(earliest->t_ms / 1000));
+        else
+            snprintf(err, errlen, "no base snapshot in %s: is enable_dynamodb_point_in_time_recovery on?", pitr_dir);
+        free(bases);
+        return -1;
+    }
+    char base_path[4096];
+    snprintf(base_path, sizeof(base_path), "%s/%s", pitr_dir, base->name);
+    int64_t from_id = base->last_id;
+    free(bases);
+    sqlite3 *src, *live;
+    if (open_readonly(base_path, &src, err, errlen) != 0) return -1;
+    unlink(out);
+    int rc = copy_db(src, out);
+    sqlite3_close(src);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot write %s: %s", out, sqlite3_errstr(rc));
+        return -1;
+    }
+    if (open_readonly(path, &live, err, errlen) != 0) return -1;
+    sqlite3 *dst = NULL;
+    sqlite3_open(out, &dst);
+    sqlite3_stmt *rows = NULL;
+    rc = sqlite3_prepare_v2(live,
+                            "SELECT t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"
+                            " clientMessageId, senderKey FROM pitr_log WHERE id > ?1 AND t_ms <= ?2 ORDER BY id",
+                            -1, &rows, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(rows, 1, from_id);
+        sqlite3_bind_int64(rows, 2, to_ms);
+        sqlite3_exec(dst, "BEGIN", NULL, NULL, NULL);
+        int step;
+        while (rc == SQLITE_OK && (step = sqlite3_step(rows)) == SQLITE_ROW) {
+            /* replay_row binds by position: map row columns onto ?1..?9 as
+             * roomId, seq, messageId, senderId(owner), senderName, message,
+             * timestamp, clientMessageId, senderKey. */
+            rc = replay_row(dst, rows);
+        }
+        if (rc == SQLITE_OK) rc = sqlite3_exec(dst, "COMMIT", NULL, NULL, NULL);
+        else sqlite3_exec(dst, "ROLLBACK", NULL, NULL, NULL);
+    }
+    sqlite3_finalize(rows);
+    sqlite3_close(live);
+    sqlite3_close(dst);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot replay the change log into %s: %s", out, sqlite3_errstr(rc));
+        return -1;
+    }
+    return finish_copy(out, err, errlen);
+}
+
+int store_key_in_use(const char *path, uint32_t key_id) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return access(path, F_OK) == 0 ? -1 : 0; /* no database yet: nothing uses it */
+    }
+    sqlite3_busy_timeout(db, 5000);
+    static const char sql[] =
+        "SELECT 1 FROM messages WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, 4) = ?1"
+        " OR substr(senderName, 2, 4) = ?1"
+        " UNION ALL SELECT 1 FROM rooms WHERE substr(ownerId, 2, 4) = ?1"
+        " UNION ALL SELECT 1 FROM pitr_log WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, 4) = ?1"
+        " OR substr(senderName, 2, 4) = ?1 LIMIT 1";
+    sqlite3_stmt *st;
+    int result = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        uint8_t id[4] = {(uint8_t)(key_id >> 24), (uint8_t)(key_id >> 16), (uint8_t)(key_id >> 8),
+                         (uint8_t)key_id};
+        sqlite3_bind_blob(st, 1, id, 4, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        result = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+        sqlite3_finalize(st);
+    } else {
+        result = 0; /* tables not created yet */
+    }
+    sqlite3_close(db);
+    return result;
 }

@@ -603,7 +603,9 @@ def test_disconnect_in_the_middle_of_a_broadcast(start_server):
 # ---------------------------------------------------------------- the store
 
 def test_chat_is_stored_as_broadcast(start_server):
-    srv = start_server()
+    # Plaintext columns: encryption at rest (on by default) is tested in
+    # test_store.py.
+    srv = start_server(settings={"enable_encryption": "false"})
 
     async def main():
         a, _ = await connect(srv, userId="alice", username="Alice A", roomId="stored")
@@ -626,7 +628,7 @@ def test_chat_is_stored_as_broadcast(start_server):
 
 
 def test_rooms_owner_is_first_joiner(start_server):
-    srv = start_server()
+    srv = start_server(settings={"enable_encryption": "false"})
 
     async def main():
         a, _ = await connect(srv, userId="owner1", roomId="owned")
@@ -661,11 +663,11 @@ def test_seq_continues_after_restart(start_server, tmp_path):
         await a.close()
         return out
 
-    s1 = start_server(settings={"data_dir": shared})
+    s1 = start_server(settings={"data_dir": shared, "enable_encryption": "false"})
     first = asyncio.run(post(s1, ["a", "b", "c"]))
     assert first == [1, 2, 3]
     assert s1.stop() == 0
-    s2 = start_server(settings={"data_dir": shared})
+    s2 = start_server(settings={"data_dir": shared, "enable_encryption": "false"})
     second = asyncio.run(post(s2, ["d", "e"]))
     assert second == [4, 5]
     con = sqlite3.connect(os.path.join(shared, "websocket-api-dev.db"))

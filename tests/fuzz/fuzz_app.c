@@ -1,0 +1,216 @@
+/* libFuzzer target for the API application: JSON routing (src/app/router.c),
+ * the throttling checks and every route handler (src/app/app.c,
+ * src/app/handlers.c) with the registry (src/app/registry.c) and the store.
+ *
+ * Each input builds a fresh app on a fresh loop (SQLite ":memory:" store),
+ * a fake server and three fake open connections: alice in "general", bob in
+ * "general" and alice again in "lobby" (so rooms, users with two
+ * connections and private messages all have somebody to reach). The input
+ * is split on 0x00 bytes into messages; each message's first byte picks the
+ * session (byte % 3) and, with bit 2 set, a binary opcode; the rest is the
+ * message. After each message the store's completions (chat broadcasts) are
+ * run and every frame the fake connections were sent is checked and
+ * released. At the end the connections close through the app's on_close
+ * ($disconnect) and everything is freed, so LeakSanitizer sees no leak. */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "app/app.h"
+#include "config/config.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "net/conn.h"
+#include "net/server.h"
+#include "ws/frame.h"
+
+#define require(cond)                                                             \
+    do {                                                                          \
+        if (!(cond)) {                                                            \
+            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
+            abort();                                                              \
+        }                                                                         \
+    } while (0)
+
+#define NCONN 3
+
+static config cfg;
+static char data_dir[] = "/tmp/fuzz_app.XXXXXX";
+
+static void set(const char *assignment) {
+    config_error err;
+    if (config_set(&cfg, assignment, &err) != 0) {
+        fprintf(stderr, "fuzz_app: %s: %s\n", assignment, err.message);
+        abort();
+    }
+}
+
+static void rmtree_data_dir(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
+    if (system(cmd) != 0) fprintf(stderr, "fuzz_app: cannot remove %s\n", data_dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    log_init(LOG_OFF, NULL);
+    if (!mkdtemp(data_dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+    atexit(rmtree_data_dir);
+    config_init_defaults(&cfg);
+    char a[300];
+    snprintf(a, sizeof(a), "data_dir=%s", data_dir);
+    set(a);
+    /* Keys given, so nothing is generated into the data directory. */
+    set("management_access_key_id=AKIAFUZZFUZZFUZZFUZZ");
+    set("management_secret_access_key=fuzzsecretfuzzsecretfuzzsecretfuzzsecret");
+    set("management_bearer_key=fuzz-bearer-key");
+    set("logging_level=OFF");
+    set("enable_xray_tracing=false");
+    /* Small buckets so that inputs reach the throttled paths too. */
+    set("route_throttling={ chat = { burst_limit = 4, rate_limit = 1 }, typing_indicator = { burst_limit = 2, rate_limit = 1 } }");
+    set("connection_burst_limit=40");
+    set("connection_rate_limit=1");
+    set("custom_routes=[\"chat\",\"join_room\",\"leave_room\",\"private_message\",\"room_list\",\"typing_indicator\",\"custom\"]");
+    set("max_queued_bytes=67108864");
+    config_error err;
+    if (config_validate(&cfg, &err) != 0) {
+        fprintf(stderr, "fuzz_app: %s\n", err.message);
+        abort();
+    }
+    metrics_global_init(&cfg, "fuzz");
+    return 0;
+}
+
+/* Check and release every frame queued on c (nothing writes them). */
+static void release_queue(conn *c) {
+    for (uint32_t i = 0; i < c->wq_count; i++) {
+        ws_frame *f = c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+        require(f->len >= 2);
+        uint8_t op = f->data[0] & 0x0F;
+        require(f->data[0] & 0x80);                /* FIN: the app never fragments */
+        require(!(f->data[1] & 0x80));             /* server frames are unmasked */
+        if (op == WS_OP_TEXT) {
+            /* Everything the app sends is a JSON object with a string "type". */
+            size_t n = f->data[1] & 0x7F, off = 2;
+            if (n == 126) {
+                n = (size_t)f->data[2] << 8 | f->data[3];
+                off = 4;
+            } else if (n == 127) {
+                n = 0;
+                for (int k = 0; k < 8; k++) n = n << 8 | f->data[2 + k];
+                off = 10;
+            }
+            require(off + n == f->len);
+            json_error_t jerr;
+            json_t *j = json_loadb((const char *)f->data + off, n, 0, &jerr);
+            require(j && json_is_object(j));
+            require(json_is_string(json_object_get(j, "type")));
+            json_decref(j);
+        } else {
+            require(op == WS_OP_CLOSE || op == WS_OP_BINARY);
+        }
+        ws_frame_unref(f);
+    }
+    free(c->wq);
+    c->wq = NULL;
+    c->wq_head = c->wq_count = c->wq_cap = 0;
+    c->wq_head_off = 0;
+    c->wq_bytes = 0;
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
+static void release_all(server *srv, conn *conns) {
+    for (int i = 0; i < NCONN; i++) release_queue(&conns[i]);
+    srv->dirty = NULL;
+}
+
+/* Run the store's completions (chat broadcasts) until none is pending. */
+static void settle(app *a) {
+    while (store_pending(a->store) > 0) uv_run(a->loop, UV_RUN_ONCE);
+    uv_run(a->loop, UV_RUN_NOWAIT);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    uv_loop_t loop;
+    require(uv_loop_init(&loop) == 0);
+    app *a = calloc(1, sizeof(*a));
+    char err[512];
+    if (app_init(a, &cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz_app: app_init: %s\n", err);
+        abort();
+    }
+    server *srv = calloc(1, sizeof(*srv));
+    srv->loop = &loop;
+    srv->cfg = &cfg;
+    srv->app = a;
+    srv->handlers = app_handlers();
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg.stage_name);
+    app_attach(a, srv);
+
+    static const char *const users[NCONN] = {"alice", "bob", "alice"};
+    static const char *const names[NCONN] = {"Alice", "Bob", "Alice2"};
+    static const char *const rooms[NCONN] = {"general", "general", "lobby"};
+    static const char *const ips[NCONN] = {"127.0.0.1", "127.0.0.2", "::1"};
+    conn *conns = calloc(NCONN, sizeof(conn));
+    session *sess[NCONN];
+    for (int i = 0; i < NCONN; i++) {
+        conn *c = &conns[i];
+        c->state = CONN_OPEN;
+        c->srv = srv;
+        c->opened = true;
+        snprintf(c->id, sizeof(c->id), "conn%012d", i);
+        snprintf(c->source_ip, sizeof(c->source_ip), "%s", ips[i]);
+        c->next = i + 1 < NCONN ? &conns[i + 1] : NULL;
+        c->prev = i > 0 ? &conns[i - 1] : NULL;
+        sess[i] = registry_add(&a->reg, c, users[i], names[i]);
+        throttle_connection_init(&a->throttle, &sess[i]->bucket, uv_now(&loop));
+        throttle_opened(&a->throttle, c->source_ip, uv_now(&loop));
+        registry_join(&a->reg, sess[i], rooms[i]);
+        c->app = sess[i];
+    }
+    srv->conns = conns;
+    srv->nconns = srv->nopen = NCONN;
+
+    size_t off = 0;
+    while (off < size) {
+        const uint8_t *msg = data + off;
+        const uint8_t *end = memchr(msg, 0, size - off);
+        size_t len = end ? (size_t)(end - msg) : size - off;
+        off += len + 1;
+        if (len == 0) continue;
+        uint8_t sel = msg[0];
+        int i = sel % NCONN;
+        uint8_t op = (sel & 4) ? WS_OP_BINARY : WS_OP_TEXT;
+        app_handle_message(a, sess[i], op, msg + 1, len - 1);
+        settle(a);
+        release_all(srv, conns);
+    }
+
+    /* $disconnect for each, through the app's on_close. */
+    for (int i = 0; i < NCONN; i++) {
+        conn *c = &conns[i];
+        c->state = CONN_CLOSED;
+        srv->nopen--;
+        srv->handlers->on_close(c);
+        require(c->app == NULL);
+        release_all(srv, conns);
+    }
+    require(a->reg.by_id.count == 0 && a->reg.rooms.count == 0 && a->reg.users.count == 0);
+    settle(a);
+    release_all(srv, conns);
+
+    app_close(a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    require(uv_loop_close(&loop) == 0);
+    free(a);
+    free(conns);
+    free(srv);
+    return 0;
+}

@@ -1,0 +1,259 @@
+/* libFuzzer target for the management API (src/mgmt/mgmt.c) and the browser
+ * pages (src/web/web.c) behind it: request parsing (src/http/request.c),
+ * path decoding, bearer and SigV4 authentication, and every route
+ * (@connections, @rooms, @config, /metrics, /healthz, /readyz).
+ *
+ * Each input builds a fresh app (SQLite ":memory:"), a fake server, three
+ * fake open WebSocket connections (ids conn000000000000..2, users alice and
+ * bob, rooms general and lobby) and one fake connection in CONN_HTTP state.
+ * The first input byte picks how the rest is fed to http_request_feed (whole
+ * or in pseudo-random chunks); the rest is what a client sends, possibly
+ * several pipelined keep-alive requests. Each complete plain request goes to
+ * mgmt_handle; its queued response is checked (a well-formed HTTP/1.1
+ * response whose Content-Length matches its body, a JSON body when it says
+ * so) and released, as is whatever it sent to the WebSocket connections.
+ * The bearer key is "fuzz-bearer-key" (in the dictionary). */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+
+#include "app/app.h"
+#include "config/config.h"
+#include "http/request.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "mgmt/mgmt.h"
+#include "net/conn.h"
+#include "net/server.h"
+#include "ws/frame.h"
+
+#define require(cond)                                                             \
+    do {                                                                          \
+        if (!(cond)) {                                                            \
+            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
+            abort();                                                              \
+        }                                                                         \
+    } while (0)
+
+#define NWS 3
+#define MAX_REQUESTS 8
+
+static config cfg;
+static char data_dir[] = "/tmp/fuzz_mgmt.XXXXXX";
+
+static void set(const char *assignment) {
+    config_error err;
+    if (config_set(&cfg, assignment, &err) != 0) {
+        fprintf(stderr, "fuzz_mgmt: %s: %s\n", assignment, err.message);
+        abort();
+    }
+}
+
+static void rmtree_data_dir(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
+    if (system(cmd) != 0) fprintf(stderr, "fuzz_mgmt: cannot remove %s\n", data_dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    log_init(LOG_OFF, NULL);
+    if (!mkdtemp(data_dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+    atexit(rmtree_data_dir);
+    config_init_defaults(&cfg);
+    char a[300];
+    snprintf(a, sizeof(a), "data_dir=%s", data_dir);
+    set(a);
+    set("management_access_key_id=AKIAFUZZFUZZFUZZFUZZ");
+    set("management_secret_access_key=fuzzsecretfuzzsecretfuzzsecretfuzzsecret");
+    set("management_bearer_key=fuzz-bearer-key");
+    set("logging_level=OFF");
+    set("enable_xray_tracing=false");
+    set("max_queued_bytes=67108864");
+    config_error err;
+    if (config_validate(&cfg, &err) != 0) {
+        fprintf(stderr, "fuzz_mgmt: %s\n", err.message);
+        abort();
+    }
+    metrics_global_init(&cfg, "fuzz");
+    return 0;
+}
+
+static ws_frame *queued(const conn *c, uint32_t i) { return c->wq[(c->wq_head + i) & (c->wq_cap - 1)]; }
+
+static void reset_queue(conn *c) {
+    free(c->wq);
+    c->wq = NULL;
+    c->wq_head = c->wq_count = c->wq_cap = 0;
+    c->wq_head_off = 0;
+    c->wq_bytes = 0;
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
+/* Frames sent to a WebSocket connection: single unmasked frames. */
+static void release_ws(conn *c) {
+    for (uint32_t i = 0; i < c->wq_count; i++) {
+        ws_frame *f = queued(c, i);
+        require(f->len >= 2 && (f->data[0] & 0x80) && !(f->data[1] & 0x80));
+        uint8_t op = f->data[0] & 0x0F;
+        require(op == WS_OP_TEXT || op == WS_OP_BINARY || op == WS_OP_CLOSE);
+        ws_frame_unref(f);
+    }
+    reset_queue(c);
+}
+
+/* Responses queued on the HTTP connection: each a complete HTTP/1.1
+ * response. Returns how many. */
+static uint32_t release_http(conn *c) {
+    uint32_t n = c->wq_count;
+    for (uint32_t i = 0; i < n; i++) {
+        ws_frame *f = queued(c, i);
+        const char *r = (const char *)f->data;
+        size_t len = f->len;
+        require(len > 17 && memcmp(r, "HTTP/1.1 ", 9) == 0);
+        int status = atoi(r + 9);
+        require(status >= 200 && status <= 599);
+        const char *end = memmem(r, len, "\r\n\r\n", 4);
+        require(end != NULL);
+        size_t head_len = (size_t)(end - r) + 4;
+        size_t body_len = len - head_len;
+        /* Content-Length, Content-Type from the head. */
+        long clen = -1;
+        bool json = false;
+        const char *p = memchr(r, '\n', head_len) + 1;
+        while (p < end) {
+            const char *eol = memchr(p, '\n', (size_t)(end + 2 - p));
+            require(eol && eol[-1] == '\r');
+            for (const char *q = p; q < eol - 1; q++) require(*q != '\r' && *q != '\0');
+            if (strncasecmp(p, "Content-Length:", 15) == 0) clen = strtol(p + 15, NULL, 10);
+            if (strncasecmp(p, "Content-Type: application/json", 30) == 0) json = true;
+            p = eol + 1;
+        }
+        require(clen >= 0 && (size_t)clen == body_len);
+        if (json && body_len) {
+            json_error_t jerr;
+            json_t *j = json_loadb(end + 4, body_len, 0, &jerr);
+            require(j != NULL);
+            json_decref(j);
+        }
+        ws_frame_unref(f);
+    }
+    reset_queue(c);
+    return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    uint8_t seed = data[0];
+    const char *in = (const char *)data + 1;
+    size_t n = size - 1;
+
+    uv_loop_t loop;
+    require(uv_loop_init(&loop) == 0);
+    app *a = calloc(1, sizeof(*a));
+    char err[512];
+    if (app_init(a, &cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz_mgmt: app_init: %s\n", err);
+        abort();
+    }
+    server *srv = calloc(1, sizeof(*srv));
+    srv->loop = &loop;
+    srv->cfg = &cfg;
+    srv->app = a;
+    srv->handlers = app_handlers();
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg.stage_name);
+    app_attach(a, srv);
+
+    static const char *const users[NWS] = {"alice", "bob", "alice"};
+    static const char *const rooms[NWS] = {"general", "general", "lobby"};
+    conn *conns = calloc(NWS + 1, sizeof(conn));
+    for (int i = 0; i <= NWS; i++) {
+        conn *c = &conns[i];
+        c->srv = srv;
+        snprintf(c->id, sizeof(c->id), "conn%012d", i);
+        snprintf(c->source_ip, sizeof(c->source_ip), "127.0.0.%d", i + 1);
+        c->next = i < NWS ? &conns[i + 1] : NULL;
+        c->prev = i > 0 ? &conns[i - 1] : NULL;
+        if (i == NWS) {
+            c->state = CONN_HTTP;
+            continue;
+        }
+        c->state = CONN_OPEN;
+        c->opened = true;
+        c->connected_at = 1700000000 + i;
+        c->last_active_at = 1700000100 + i;
+        if (i == 1) c->user_agent = strdup("fuzz-agent/1.0 \"quoted\"");
+        session *s = registry_add(&a->reg, c, users[i], users[i]);
+        throttle_connection_init(&a->throttle, &s->bucket, uv_now(&loop));
+        registry_join(&a->reg, s, rooms[i]);
+        c->app = s;
+    }
+    srv->conns = conns;
+    srv->nconns = NWS + 1;
+    srv->nopen = NWS;
+    conn *hc = &conns[NWS];
+
+    uint32_t rng = seed * 2654435761u + 1;
+    size_t off = 0;
+    for (int reqs = 0; reqs < MAX_REQUESTS && off < n; reqs++) {
+        http_request req;
+        http_request_init(&req, (size_t)cfg.max_header_bytes, (size_t)cfg.max_headers, 128 * 1024);
+        bool bad = false;
+        while (off < n && !req.complete) {
+            size_t c = n - off;
+            if (seed & 1) {
+                rng = rng * 1103515245u + 12345u;
+                size_t want = (rng >> 16) % (seed % 61 + 2) + 1;
+                if (want < c) c = want;
+            }
+            ssize_t got = http_request_feed(&req, in + off, c);
+            if (got < 0) {
+                require(req.error_status == 400 || req.error_status == 413 || req.error_status == 431);
+                bad = true;
+                break;
+            }
+            require((size_t)got <= c);
+            off += (size_t)got;
+        }
+        if (bad || !req.complete || req.upgrade) {
+            http_request_free(&req);
+            break;
+        }
+        hc->state = CONN_HTTP;
+        hc->http_keep_alive = false;
+        hc->close_after_flush = false;
+        bool answered = mgmt_handle(a, hc, &req);
+        uint32_t responses = release_http(hc);
+        require(responses == (answered ? 1u : 0u));
+        for (int i = 0; i < NWS; i++) release_ws(&conns[i]);
+        srv->dirty = NULL;
+        http_request_free(&req);
+        if (!answered || !hc->http_keep_alive) break;
+    }
+
+    /* $disconnect for the WebSocket connections, then free everything. */
+    for (int i = 0; i < NWS; i++) {
+        conn *c = &conns[i];
+        c->state = CONN_CLOSED;
+        srv->nopen--;
+        srv->handlers->on_close(c);
+        for (int k = 0; k < NWS; k++) release_ws(&conns[k]);
+        srv->dirty = NULL;
+        free(c->user_agent);
+    }
+    while (store_pending(a->store) > 0) uv_run(&loop, UV_RUN_ONCE);
+    app_close(a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    require(uv_loop_close(&loop) == 0);
+    free(a);
+    free(conns);
+    free(srv);
+    return 0;
+}

@@ -1,0 +1,592 @@
+"""Protection: the throttling token buckets (stage, route, connection,
+source address, failed authorizations), the Origin allow-list, and the abuse
+limits (JSON depth, control-frame floods, fragmented bytes, connection cap),
+each against a real wsgate (docs/configuration.md, "Protection").
+
+conftest's TEST_DEFAULTS open the buckets wide, so every test passes the
+limits it exercises explicitly in `settings`. Every load generator here is
+loopback only and bounded by both a count and a deadline; a second source
+address is 127.0.0.2 (the client socket is bound to it before connecting).
+Every wait polls against a deadline."""
+import base64
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import sqlite3
+import struct
+import time
+
+import pytest
+
+from wsraw import Conn, frame, parse_headers
+
+OTHER_IP = "127.0.0.2"
+TIMEOUT = 5.0
+QUIET = 0.3  # window in which "nothing more arrives" must hold
+
+
+# ---------------------------------------------------------------- helpers
+
+def open_ws(port, query="", src=None, headers=None, path="/staging", timeout=TIMEOUT):
+    """One opening handshake from source address `src` (default 127.0.0.1).
+    Returns (status, headers, body, conn): conn is a wsraw.Conn for a 101
+    (the caller closes it), None otherwise (the socket is closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        target = path + ("?" + query if query else "")
+        lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        deadline = time.time() + timeout
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            s.settimeout(max(0.01, deadline - time.time()))
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed during the handshake: {buf!r}"
+            buf += chunk
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        status = int(head.split(b" ", 2)[1])
+        hdrs = parse_headers(head)
+        if status == 101:
+            return status, hdrs, b"", Conn(s, rest)
+        n = int(hdrs.get("content-length", "0"))
+        while len(rest) < n:
+            s.settimeout(max(0.01, deadline - time.time()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        s.close()
+        return status, hdrs, rest, None
+    except BaseException:
+        s.close()
+        raise
+
+
+def assert_refused(result, status, message):
+    """A refusal before the upgrade: the plain HTTP status with a JSON body
+    {"message": message}, no Upgrade header, no WebSocket."""
+    st, hdrs, body, conn = result
+    assert conn is None and st == status, (st, hdrs, body)
+    assert "upgrade" not in hdrs and "sec-websocket-accept" not in hdrs, hdrs
+    assert hdrs.get("content-type", "").startswith("application/json"), hdrs
+    assert json.loads(body) == {"message": message}, body
+
+
+def ws_connect(port, query="", src=None, headers=None):
+    """Connect (must get 101) and read the welcome; returns the Conn."""
+    st, hdrs, body, conn = open_ws(port, query, src, headers)
+    assert st == 101, (st, hdrs, body)
+    welcome = recv_json(conn)
+    assert welcome["type"] == "welcome", welcome
+    return conn
+
+
+def send_json(conn, obj):
+    conn.send(frame(0x1, (obj if isinstance(obj, str) else json.dumps(obj)).encode()))
+
+
+def recv_json(conn, timeout=TIMEOUT):
+    """The next data message as JSON, skipping pings and pongs."""
+    deadline = time.time() + timeout
+    while True:
+        op, data = conn.recv_message(max(0.01, deadline - time.time()))
+        if op in (0x9, 0xA):
+            continue
+        assert op == 0x1, f"unexpected opcode {op}: {data[:80]!r}"
+        return json.loads(data)
+
+
+def recv_type(conn, typ, timeout=TIMEOUT, skip=("user_joined", "user_left")):
+    """The next message of type `typ`, skipping presence notices."""
+    deadline = time.time() + timeout
+    while True:
+        msg = recv_json(conn, max(0.01, deadline - time.time()))
+        if msg["type"] in skip and typ not in skip:
+            continue
+        assert msg["type"] == typ, f"wanted {typ}, got {msg}"
+        return msg["data"]
+
+
+def drain(conn, window=QUIET):
+    """Every message arriving until `window` seconds pass quietly."""
+    out = []
+    while True:
+        try:
+            out.append(recv_json(conn, window))
+        except socket.timeout:
+            return out
+
+
+def is_throttled(msg):
+    if msg["type"] != "error" or msg["data"].get("code") != "THROTTLED":
+        return False
+    assert msg["data"]["message"] == "Too Many Requests", msg
+    assert isinstance(msg["data"].get("timestamp"), int), msg
+    return True
+
+
+def room_list_ok(conn):
+    """Send room_list; True when answered, False when THROTTLED."""
+    send_json(conn, {"type": "room_list"})
+    while True:
+        msg = recv_json(conn)
+        if msg["type"] == "room_list":
+            return True
+        if is_throttled(msg):
+            return False
+        assert msg["type"] in ("user_joined", "user_left", "chat"), msg
+
+
+def chat_burst(conn, markers):
+    """Send one chat per marker back to back; returns (passed markers in
+    arrival order, number of THROTTLED errors). Every chat is accounted
+    for: the sender is in its room, so a passed chat comes back to it."""
+    conn.send(b"".join(frame(0x1, json.dumps({"type": "chat", "message": m}).encode())
+                       for m in markers))
+    passed, throttled = [], 0
+    deadline = time.time() + TIMEOUT
+    while len(passed) + throttled < len(markers):
+        msg = recv_json(conn, max(0.01, deadline - time.time()))
+        if msg["type"] == "chat":
+            passed.append(msg["data"]["message"])
+        elif is_throttled(msg):
+            throttled += 1
+        else:
+            assert msg["type"] in ("user_joined", "user_left"), msg
+    return passed, throttled
+
+
+def stored_messages(srv, want, timeout=TIMEOUT):
+    """Poll the store until every message text in `want` is there; returns
+    the set of all stored message texts."""
+    path = os.path.join(srv.data_dir, "websocket-api-dev.db")
+    deadline = time.time() + timeout
+    got = set()
+    while time.time() < deadline:
+        if os.path.exists(path):
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                got = {r[0] for r in con.execute("SELECT message FROM messages")}
+            except sqlite3.OperationalError:
+                got = set()
+            finally:
+                con.close()
+            if set(want) <= got:
+                return got
+        time.sleep(0.05)
+    raise AssertionError(f"store never held {sorted(set(want) - got)}; has {sorted(got)}")
+
+
+def http_get(port, path):
+    """A plain HTTP GET (no upgrade); returns (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    return int(head.split(b" ", 2)[1]), parse_headers(head), body
+
+
+def throttled_metrics(srv):
+    """wsgate_throttled_total by scope, from /metrics."""
+    st, _, body = http_get(srv.port, "/metrics")
+    assert st == 200, (st, body)
+    out = {}
+    for m in re.finditer(rb'^wsgate_throttled_total\{([^}]*)\} (\d+)$', body, re.M):
+        scope = re.search(rb'scope="([^"]*)"', m.group(1)).group(1).decode()
+        out[scope] = int(m.group(2))
+    assert set(out) == {"stage", "route", "connection", "address"}, body[:2000]
+    return out
+
+
+def poll(fn, timeout=TIMEOUT, interval=0.05):
+    """Call fn until it returns truthy or the deadline passes; returns the
+    last value."""
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def close_all(conns):
+    for c in conns:
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------- per source address
+
+def test_connection_flood_capped_per_address(start_server):
+    """max_connections_per_ip: a flood from 127.0.0.1 (concurrent, bounded to
+    60 attempts and 15 s) gets exactly 20 WebSockets and 429 JSON answers
+    before the upgrade for the rest, while 127.0.0.2 connects normally in
+    the middle of it."""
+    srv = start_server(settings={"max_connections_per_ip": 20})
+    held, results, other = [], [], []
+    deadline = time.time() + 15
+
+    def attempt(i):
+        if time.time() > deadline:
+            return None
+        return open_ws(srv.port, f"userId=flood{i}")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futs = [pool.submit(attempt, i) for i in range(60)]
+        # During the flood: the other address is not affected.
+        while sum(f.done() for f in futs) < 25 and time.time() < deadline:
+            time.sleep(0.005)
+        other.append(ws_connect(srv.port, "userId=other", src=OTHER_IP))
+        for f in futs:
+            r = f.result(timeout=TIMEOUT)
+            assert r is not None, "flood ran out of time"
+            results.append(r)
+    try:
+        for r in results:
+            if r[0] == 101:
+                held.append(r[3])
+        refused = [r for r in results if r[0] != 101]
+        assert len(held) == 20, [r[0] for r in results]
+        assert len(refused) == 40
+        for r in refused:
+            assert_refused(r, 429, "Too Many Requests")
+        # The other address is open and served during and after the flood.
+        assert room_list_ok(other[0])
+        other.append(ws_connect(srv.port, "userId=other2", src=OTHER_IP))
+        assert throttled_metrics(srv)["address"] == 40
+        # A closed connection frees a place for its address.
+        held.pop().close()
+        assert poll(lambda: (lambda r: (close_all([r[3]] if r[3] else []), r[0] == 101)[1])(
+            open_ws(srv.port))), "the address never got its place back"
+    finally:
+        close_all(held + other)
+
+
+def test_connect_rate_per_address(start_server):
+    """connect_rate_per_ip/connect_burst_per_ip: back-to-back connects from
+    one address get the burst, then 429; the other address is unaffected;
+    the bucket refills."""
+    srv = start_server(settings={"connect_rate_per_ip": 2, "connect_burst_per_ip": 5})
+    statuses = []
+    t0 = time.time()
+    for i in range(15):
+        r = open_ws(srv.port, f"userId=r{i}")
+        statuses.append(r[0])
+        if r[3]:
+            r[3].close()
+        else:
+            assert_refused(r, 429, "Too Many Requests")
+        if i == 10:
+            # In the middle of the flood, from the other address.
+            ws_connect(srv.port, "userId=other", src=OTHER_IP).close()
+    elapsed = time.time() - t0
+    ok = statuses.count(101)
+    assert statuses[:5] == [101] * 5, statuses
+    assert ok <= 5 + 2 * elapsed + 1, (statuses, elapsed)
+    assert statuses.count(429) == 15 - ok and statuses.count(429) >= 5, statuses
+    assert throttled_metrics(srv)["address"] == 15 - ok
+    # The bucket refills at 2 per second.
+    r = poll(lambda: (lambda x: (x[3].close() if x[3] else None, x[0] == 101)[1])(
+        open_ws(srv.port)), timeout=3, interval=0.1)
+    assert r, "the connect bucket never refilled"
+
+
+def test_auth_failures_per_address(start_server):
+    """auth_failures_per_minute=3: after 3 refused tokens the address gets 429
+    even with a good token; 127.0.0.2 is unaffected."""
+    srv = start_server(settings={"auth_failures_per_minute": 3})
+    for i in range(3):
+        assert_refused(open_ws(srv.port, f"userId=a{i}&token=bad"), 401, "Unauthorized")
+    assert_refused(open_ws(srv.port, "userId=a&token=valid_good"), 429, "Too Many Requests")
+    assert_refused(open_ws(srv.port, "userId=a"), 429, "Too Many Requests")
+    # The other address: its own failures count separately, a good token works.
+    assert_refused(open_ws(srv.port, "userId=b&token=bad", src=OTHER_IP), 401, "Unauthorized")
+    c = ws_connect(srv.port, "userId=b&token=valid_good", src=OTHER_IP)
+    assert room_list_ok(c)
+    c.close()
+    assert throttled_metrics(srv)["address"] == 2
+
+
+# ------------------------------------------------- the stage bucket
+
+def test_stage_bucket_connects(start_server):
+    """throttling_burst_limit=5, throttling_rate_limit=1: the 6th connect
+    within a second gets 429 before the upgrade."""
+    srv = start_server(settings={"throttling_burst_limit": 5, "throttling_rate_limit": 1})
+    held, statuses = [], []
+    t0 = time.time()
+    try:
+        for i in range(8):
+            r = open_ws(srv.port, f"userId=s{i}")
+            statuses.append((r[0], time.time() - t0))
+            if r[3]:
+                held.append(r[3])
+            else:
+                assert_refused(r, 429, "Too Many Requests")
+        assert [s for s, _ in statuses[:5]] == [101] * 5, statuses
+        assert statuses[5][1] < 1.0, f"too slow to test the burst: {statuses}"
+        assert statuses[5][0] == 429, statuses
+        # At most one more token came back while the rest were tried.
+        assert [s for s, _ in statuses].count(101) <= 5 + int(statuses[-1][1]) + 1, statuses
+        m = throttled_metrics(srv)
+        assert m["stage"] == [s for s, _ in statuses].count(429) and m["address"] == 0, m
+    finally:
+        close_all(held)
+
+
+def test_stage_bucket_messages(start_server):
+    """Messages beyond the stage burst get THROTTLED errors, are neither
+    broadcast nor stored, and the connection stays open; after a wait they
+    pass again."""
+    srv = start_server(settings={"throttling_burst_limit": 5, "throttling_rate_limit": 1})
+    sender = ws_connect(srv.port, "userId=alice&roomId=r1")        # 4 tokens left
+    watcher = ws_connect(srv.port, "userId=bob&roomId=r1")         # 3 tokens left
+    drain(sender)
+    markers = [f"burst-{i}" for i in range(10)]
+    passed, throttled = chat_burst(sender, markers)
+    assert throttled >= 5 and 1 <= len(passed) <= 5, (passed, throttled)
+    # Passed chats come back in the order sent; the rest were refused.
+    assert passed == [m for m in markers if m in passed], passed
+    refused = [m for m in markers if m not in passed]
+    # The watcher in the same room gets exactly the passed ones.
+    got = [m["data"]["message"] for m in drain(watcher) if m["type"] == "chat"]
+    assert got == passed, got
+    # After a wait the bucket has a token again and the connection is open.
+    assert poll(lambda: room_list_ok(sender), timeout=4, interval=0.3), "never passed again"
+    late = poll(lambda: (lambda p: p[0])(chat_burst(sender, ["after-wait"])), timeout=4,
+                interval=0.3)
+    assert late == ["after-wait"], late
+    stored = stored_messages(srv, passed + ["after-wait"])
+    assert not stored & set(refused), stored & set(refused)
+    assert [m["data"]["message"] for m in drain(watcher) if m["type"] == "chat"] == ["after-wait"]
+    assert throttled_metrics(srv)["stage"] >= throttled
+    close_all([sender, watcher])
+
+
+def test_throttling_disabled_lifts_stage_bucket(start_server):
+    """throttling_enabled=false: the same tiny stage bucket does not apply to
+    connects or messages."""
+    srv = start_server(settings={"throttling_burst_limit": 5, "throttling_rate_limit": 1,
+                                 "throttling_enabled": "false",
+                                 "route_throttling": "{ chat = { burst_limit = 1, rate_limit = 1 } }"})
+    conns = [ws_connect(srv.port, f"userId=u{i}&roomId=r") for i in range(8)]
+    try:
+        drain(conns[0])
+        markers = [f"free-{i}" for i in range(20)]
+        passed, throttled = chat_burst(conns[0], markers)
+        assert throttled == 0 and passed == markers, (passed, throttled)
+        assert sum(room_list_ok(conns[1]) for _ in range(10)) == 10
+        assert throttled_metrics(srv) == {"stage": 0, "route": 0, "connection": 0, "address": 0}
+    finally:
+        close_all(conns)
+
+
+# ------------------------------------------------- route and connection buckets
+
+def test_route_throttling(start_server):
+    """route_throttling chat {burst 2, rate 1}: the 3rd chat of a burst is
+    THROTTLED (and not broadcast), while room_list still works."""
+    srv = start_server(settings={
+        "route_throttling": "{ chat = { burst_limit = 2, rate_limit = 1 } }"})
+    c = ws_connect(srv.port, "userId=alice&roomId=r1")
+    # One write, so one read: the server sees the three at the same instant.
+    passed, throttled = chat_burst(c, ["one", "two", "three"])
+    assert passed == ["one", "two"] and throttled == 1, (passed, throttled)
+    assert all(room_list_ok(c) for _ in range(5)), "room_list was throttled with chat"
+    assert drain(c) == []
+    stored = stored_messages(srv, ["one", "two"])
+    assert "three" not in stored
+    m = throttled_metrics(srv)
+    assert m["route"] == 1 and m["stage"] == 0 and m["connection"] == 0, m
+    c.close()
+
+
+def test_connection_bucket(start_server):
+    """connection_rate_limit=5, connection_burst_limit=5: one noisy
+    connection is throttled while another on the same server is not."""
+    srv = start_server(settings={"connection_rate_limit": 5, "connection_burst_limit": 5})
+    noisy = ws_connect(srv.port, "userId=noisy")
+    calm = ws_connect(srv.port, "userId=calm")
+    t0 = time.time()
+    noisy.send(b"".join(frame(0x1, b'{"type":"room_list"}') for _ in range(20)))
+    answered = throttled = 0
+    while answered + throttled < 20:
+        msg = recv_json(noisy)
+        if msg["type"] == "room_list":
+            answered += 1
+        elif is_throttled(msg):
+            throttled += 1
+    elapsed = time.time() - t0
+    assert 5 <= answered <= 5 + 5 * elapsed + 1, (answered, elapsed)
+    assert throttled == 20 - answered and throttled >= 10
+    # The other connection has its own bucket.
+    assert all(room_list_ok(calm) for _ in range(5))
+    assert throttled_metrics(srv)["connection"] == throttled
+    # The noisy one is still open and gets tokens back.
+    assert poll(lambda: room_list_ok(noisy), timeout=3, interval=0.25)
+    close_all([noisy, calm])
+
+
+# ------------------------------------------------- Origin allow-list
+
+def test_origin_allow_list(start_server):
+    srv = start_server(settings={"allowed_origins": '["https://app.example"]'})
+    c = ws_connect(srv.port, "userId=good", headers={"Origin": "https://app.example"})
+    assert room_list_ok(c)
+    c.close()
+    assert_refused(open_ws(srv.port, "userId=evil", headers={"Origin": "https://evil.example"}),
+                   403, "Origin not allowed")
+    # Exact match only: no prefix, suffix or case games.
+    for bad in ("https://app.example.evil", "https://app.exampl", "HTTPS://APP.EXAMPLE",
+                "https://app.example/", "null"):
+        assert_refused(open_ws(srv.port, headers={"Origin": bad}), 403, "Origin not allowed")
+    assert_refused(open_ws(srv.port, "userId=none"), 403, "Origin not allowed")
+    # A refused Origin is not an authorization failure and takes no tokens.
+    assert throttled_metrics(srv)["address"] == 0
+
+
+# ------------------------------------------------- abuse limits
+
+def test_json_depth(start_server):
+    srv = start_server(settings={"max_json_depth": 32})
+    c = ws_connect(srv.port, "userId=deep&roomId=r1")
+
+    def expect_error(text):
+        data = recv_type(c, "error")
+        assert data["message"] == text, data
+
+    send_json(c, "[" * 33 + "]" * 33)
+    expect_error("JSON nesting too deep")
+    send_json(c, "[" * 32 + "]" * 32)          # deep enough, but not an object
+    expect_error("Invalid JSON format")
+    # 32 levels with the chat object outermost: routed.
+    inner = "[" * 31 + "1" + "]" * 31
+    send_json(c, '{"type":"chat","message":"deep32","x":' + inner + "}")
+    assert recv_type(c, "chat")["message"] == "deep32"
+    send_json(c, '{"type":"chat","message":"deep33","x":[' + inner + "]}")
+    expect_error("JSON nesting too deep")
+    # Brackets inside strings do not count.
+    send_json(c, json.dumps({"type": "chat", "message": "[" * 100}))
+    assert recv_type(c, "chat")["message"] == "[" * 100
+    # Hostile nesting: 100000 opening brackets, and objects.
+    send_json(c, "[" * 100000)
+    expect_error("JSON nesting too deep")
+    send_json(c, '{"a":' * 20000)
+    expect_error("JSON nesting too deep")
+    assert room_list_ok(c)
+    assert "deep33" not in stored_messages(srv, ["deep32"])
+    c.close()
+
+
+def test_ping_flood(start_server):
+    srv = start_server(settings={"max_control_frames_per_s": 20})
+    # 10 pings a second for 2 seconds: fine.
+    calm = ws_connect(srv.port, "userId=calm")
+    for i in range(20):
+        payload = b"p%d" % i
+        calm.send(frame(0x9, payload))
+        fin, op, data = calm.recv_frame()
+        assert (op, data) == (0xA, payload)
+        time.sleep(0.1)
+    assert room_list_ok(calm)
+    # 100 pings in one burst: closed with 1008.
+    noisy = ws_connect(srv.port, "userId=noisy")
+    noisy.send(b"".join(frame(0x9, b"x") for _ in range(100)))
+    pongs = 0
+    while True:
+        fin, op, data = noisy.recv_frame()
+        if op == 0xA:
+            pongs += 1
+            continue
+        assert op == 0x8, op
+        assert struct.unpack("!H", data[:2])[0] == 1008, data
+        break
+    assert pongs <= 20, pongs
+    noisy.expect_eof()
+    # The calm one is untouched.
+    assert room_list_ok(calm)
+    calm.close()
+
+
+def fragments(payload, size=100):
+    parts = [payload[i:i + size] for i in range(0, len(payload), size)]
+    return b"".join(frame(0x1 if i == 0 else 0x0, p, fin=(i == len(parts) - 1))
+                    for i, p in enumerate(parts))
+
+
+def test_max_fragmented_bytes(start_server):
+    srv = start_server(settings={"max_fragmented_bytes": 4096, "max_message_size": 65536})
+    c = ws_connect(srv.port, "userId=frag&roomId=r1")
+    head, tail = b'{"type":"chat","message":"', b'"}'
+    ok = head + b"a" * (4000 - len(head) - len(tail)) + tail
+    assert len(ok) == 4000
+    c.send(fragments(ok))
+    assert recv_type(c, "chat")["message"] == "a" * (4000 - len(head) - len(tail))
+    big = head + b"b" * (5000 - len(head) - len(tail)) + tail
+    c.send(fragments(big))
+    c.expect_close(1009)
+    c.close()
+
+
+def test_max_connections(start_server):
+    srv = start_server(settings={"max_connections": 5})
+    conns = [ws_connect(srv.port, f"userId=m{i}") for i in range(5)]
+    try:
+        r = open_ws(srv.port, "userId=sixth")
+        assert_refused(r, 503, "Too many connections")
+        r = open_ws(srv.port, "userId=sixth", src=OTHER_IP)
+        assert_refused(r, 503, "Too many connections")
+        conns.pop().close()
+        def reopen():
+            st, _, _, conn = open_ws(srv.port, "userId=again")
+            if conn:
+                conns.append(conn)
+            return st == 101
+        assert poll(reopen), "a freed place never became available"
+    finally:
+        close_all(conns)
+
+
+# ------------------------------------------------- metrics
+
+def test_metrics_every_scope(start_server):
+    """One server where each bucket refuses something: /metrics counts each
+    scope."""
+    srv = start_server(settings={
+        "throttling_burst_limit": 8, "throttling_rate_limit": 1,
+        "connection_rate_limit": 1, "connection_burst_limit": 3,
+        "max_connections_per_ip": 3,
+        "route_throttling": "{ chat = { burst_limit = 1, rate_limit = 1 } }"})
+    assert throttled_metrics(srv) == {"stage": 0, "route": 0, "connection": 0, "address": 0}
+    c = [ws_connect(srv.port, f"userId=u{i}&roomId=r{i}") for i in range(3)]   # stage: 5 left
+    try:
+        assert_refused(open_ws(srv.port, "userId=u3"), 429, "Too Many Requests")  # address
+        for x in c:
+            drain(x, 0.1)
+        # connection: 3 pass on c0, the 4th is refused (stage: 2 left)
+        assert [room_list_ok(c[0]) for _ in range(4)] == [True, True, True, False]
+        # route: c1's first chat passes (stage: 1 left), the second is refused (stage: 0)
+        passed, throttled = chat_burst(c[1], ["r1", "r2"])
+        assert passed == ["r1"] and throttled == 1, (passed, throttled)
+        # stage: empty now
+        assert not all(room_list_ok(c[2]) for _ in range(3))
+        m = throttled_metrics(srv)
+        assert m["address"] == 1 and m["connection"] >= 1 and m["route"] == 1 and m["stage"] >= 1, m
+    finally:
+        close_all(c)
