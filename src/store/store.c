@@ -21,6 +21,21 @@
  * lock for long. */
 #define STORE_SWEEP_STEP 500
 
+/* Statements shared by the live store and by restore's replay of the change
+ * log (the log's columns bind in this order: ?1 roomId, ?2 seq, ?3
+ * messageId, ?4 senderId or the room's owner, ?5 senderName, ?6 message,
+ * ?7 timestamp, ?8 clientMessageId, ?9 senderKey). */
+#define SQL_INSERT_MESSAGE                                                                      \
+    "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"   \
+    " clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+#define SQL_ROOM_JOIN                                                                           \
+    "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"      \
+    " ON CONFLICT(roomId) DO NOTHING"
+#define SQL_ROOM_TOUCH                                                                          \
+    "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"      \
+    " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity"
+#define SQL_DELETE_MESSAGE "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2"
+
 /* Kinds of change-log rows (point-in-time recovery). */
 enum { LOG_MESSAGE = 1, LOG_ROOM_JOIN = 2, LOG_ROOM_TOUCH = 3, LOG_DELETE = 4 };
 
@@ -333,8 +348,8 @@ static int apply_chat(store *s, store_op *op) {
         cell owner = seal(keys, op->user_id, oaad);
         st = s->st.room_touch;
         sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-        bind_cell(st, 2, &owner);
-        sqlite3_bind_int64(st, 3, op->timestamp);
+        bind_cell(st, 4, &owner);
+        sqlite3_bind_int64(st, 7, op->timestamp);
         rc = step_done(st);
         if (rc == SQLITE_OK)
             rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
@@ -353,8 +368,8 @@ static int apply_room_join(store *s, store_op *op) {
     cell owner = seal(s->opt.keys, op->user_id, aad);
     sqlite3_stmt *st = s->st.room_join;
     sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-    bind_cell(st, 2, &owner);
-    sqlite3_bind_int64(st, 3, op->timestamp);
+    bind_cell(st, 4, &owner);
+    sqlite3_bind_int64(st, 7, op->timestamp);
     int rc = step_done(st);
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0)
         rc = log_change(s, LOG_ROOM_JOIN, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
@@ -680,15 +695,9 @@ static int prepare_all(store *s) {
         size_t off;
         const char *sql;
     } table[] = {
-        {offsetof(stmts, insert_message),
-         "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"
-         " clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
-        {offsetof(stmts, room_join),
-         "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?2, ?3, ?3)"
-         " ON CONFLICT(roomId) DO NOTHING"},
-        {offsetof(stmts, room_touch),
-         "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?2, ?3, ?3)"
-         " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity"},
+        {offsetof(stmts, insert_message), SQL_INSERT_MESSAGE},
+        {offsetof(stmts, room_join), SQL_ROOM_JOIN},
+        {offsetof(stmts, room_touch), SQL_ROOM_TOUCH},
         {offsetof(stmts, max_seq), "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE roomId = ?1"},
         {offsetof(stmts, find_client_id),
          "SELECT roomId, seq, messageId, message, timestamp, senderName FROM messages"
@@ -700,7 +709,7 @@ static int prepare_all(store *s) {
          "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
          " WHERE roomId = ?1 AND seq > ?2 AND timestamp >= ?3 ORDER BY seq ASC LIMIT ?4"},
         {offsetof(stmts, expired), "SELECT roomId, seq FROM messages WHERE timestamp < ?1 LIMIT ?2"},
-        {offsetof(stmts, delete_message), "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2"},
+        {offsetof(stmts, delete_message), SQL_DELETE_MESSAGE},
         {offsetof(stmts, log_insert),
          "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
          " timestamp, clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
@@ -795,11 +804,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
                           NULL, NULL, NULL);
     if (rc == SQLITE_OK) {
         /* A database made by the first schema lacks the newer columns: add
-         * them before the indexes that use them. */
-        sqlite3_exec(s->db, "CREATE TABLE IF NOT EXISTS messages (roomId TEXT NOT NULL, seq INTEGER NOT NULL,"
-                            " messageId TEXT NOT NULL UNIQUE, senderId NOT NULL, senderName NOT NULL,"
-                            " message NOT NULL, timestamp INTEGER NOT NULL, PRIMARY KEY (roomId, seq)) WITHOUT ROWID",
-                     NULL, NULL, NULL);
+         * them before the indexes that use them (no-ops on a new file). */
         migrate(s->db);
         rc = sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL);
     }
@@ -913,13 +918,10 @@ int store_backup(const char *path, const char *out, char *err, size_t errlen) {
 /* Apply one change-log row (the live store's writes, replayed verbatim). */
 static int replay_row(sqlite3 *db, sqlite3_stmt *row) {
     static const char *const sql[] = {
-        [LOG_MESSAGE] = "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"
-                        " clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        [LOG_ROOM_JOIN] = "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"
-                          " ON CONFLICT(roomId) DO NOTHING",
-        [LOG_ROOM_TOUCH] = "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"
-                           " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity",
-        [LOG_DELETE] = "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2",
+        [LOG_MESSAGE] = SQL_INSERT_MESSAGE,
+        [LOG_ROOM_JOIN] = SQL_ROOM_JOIN,
+        [LOG_ROOM_TOUCH] = SQL_ROOM_TOUCH,
+        [LOG_DELETE] = SQL_DELETE_MESSAGE,
     };
     int kind = sqlite3_column_int(row, 1);
     if (kind < LOG_MESSAGE || kind > LOG_DELETE) return SQLITE_CORRUPT;
