@@ -114,7 +114,8 @@ fuzz: deps $(FUZZ_BINS)
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$n; cp -r tests/fuzz/corpus/$$n/. $(FUZZ_BUILD)/corpus/$$n/ 2>/dev/null || true; \
 	  dict=""; [ -f tests/fuzz/$$n.dict ] && dict="-dict=tests/fuzz/$$n.dict"; \
 	  echo "== $$n for $(FUZZ_TIME)s"; \
-	  if ! $$f $$dict -max_total_time=$(FUZZ_TIME) -max_len=70000 -artifact_prefix=$(FUZZ_BUILD)/ \
+	  if ! timeout $$(( $(FUZZ_TIME) + 120 )) $$f $$dict -max_total_time=$(FUZZ_TIME) -timeout=20 \
+	       -max_len=70000 -artifact_prefix=$(FUZZ_BUILD)/ \
 	       $(FUZZ_BUILD)/corpus/$$n > $(FUZZ_BUILD)/$$n.log 2>&1; then \
 	    tail -60 $(FUZZ_BUILD)/$$n.log; echo "fuzzer $$n failed"; exit 1; fi; \
 	  grep -E '^(#[0-9]+.*DONE|Done)' $(FUZZ_BUILD)/$$n.log | tail -1; done

@@ -54,7 +54,7 @@ static void expect(const char *msg, bool binary, route_outcome o, route_id id, c
 
 Test(router, builtin_names) {
     static const char *const names[] = {"chat", "join_room", "leave_room", "private_message",
-                                        "room_list", "typing_indicator"};
+                                        "room_list", "typing_indicator", "history"};
     for (int i = 0; i < ROUTE_COUNT; i++) {
         cr_assert_str_eq(router_route_name((route_id)i), names[i]);
         cr_assert_eq(router_builtin(names[i]), (route_id)i);
