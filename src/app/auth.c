@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "ws/utf8.h"
 
 #define AUTH_MAX_ID 128
 
@@ -12,7 +13,9 @@ int auth_valid_id(const char *s) {
     if (n == 0 || n > AUTH_MAX_ID) return 0;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7f) return 0;
-    return 1;
+    /* Bug fix: ids go into JSON (welcome, presence, listings), which must be
+     * UTF-8: ?roomId=%C0%80 made json_pack fail and the server abort. */
+    return ws_utf8_valid((const uint8_t *)s, n);
 }
 
 void auth_identity_clear(auth_identity *id) {

@@ -57,8 +57,8 @@ int auth_identity_from_query(const http_request *req, auth_identity *id, const c
 /* Free the strings of id (not id itself). */
 void auth_identity_clear(auth_identity *id);
 
-/* Return true when s is a usable user or room id: 1..128 bytes, no control
- * characters. */
+/* Return true when s is a usable user or room id: 1..128 bytes of valid
+ * UTF-8, no control characters. */
 int auth_valid_id(const char *s);
 
 #endif

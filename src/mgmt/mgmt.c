@@ -184,6 +184,12 @@ static void list_rooms(app *a, conn *c, const http_request *req) {
 }
 
 static void post_to_room(app *a, conn *c, const http_request *req, const char *room_id) {
+    /* Bug fix: the id is echoed in JSON, which cannot hold invalid UTF-8
+     * (POST @rooms/%C0 crashed the server); no room has such an id. */
+    if (!ws_utf8_valid((const uint8_t *)room_id, strlen(room_id))) {
+        respond_error(c, req, 400, "BadRequestException", "Invalid room ID");
+        return;
+    }
     room *rm = registry_room(&a->reg, room_id);
     size_t delivered = 0;
     if (rm) {

@@ -131,9 +131,17 @@ static void release_all(server *srv, conn *conns) {
     srv->dirty = NULL;
 }
 
-/* Run the store's completions (chat broadcasts) until none is pending. */
-static void settle(app *a) {
-    while (store_pending(a->store) > 0) uv_run(a->loop, UV_RUN_ONCE);
+static void tick(uv_timer_t *t) {}
+
+/* Run the store's completions (chat broadcasts) until none is pending. The
+ * store's wake-up handle is unreferenced (it must not keep a server alive),
+ * so a referenced timer keeps uv_run polling meanwhile. */
+static void settle(app *a, uv_timer_t *timer) {
+    if (store_pending(a->store) > 0) {
+        uv_timer_start(timer, tick, 1, 1);
+        while (store_pending(a->store) > 0) uv_run(a->loop, UV_RUN_ONCE);
+        uv_timer_stop(timer);
+    }
     uv_run(a->loop, UV_RUN_NOWAIT);
 }
 
@@ -146,6 +154,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fprintf(stderr, "fuzz_app: app_init: %s\n", err);
         abort();
     }
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
     server *srv = calloc(1, sizeof(*srv));
     srv->loop = &loop;
     srv->cfg = &cfg;
@@ -189,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int i = sel % NCONN;
         uint8_t op = (sel & 4) ? WS_OP_BINARY : WS_OP_TEXT;
         app_handle_message(a, sess[i], op, msg + 1, len - 1);
-        settle(a);
+        settle(a, &timer);
         release_all(srv, conns);
     }
 
@@ -203,9 +213,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         release_all(srv, conns);
     }
     require(a->reg.by_id.count == 0 && a->reg.rooms.count == 0 && a->reg.users.count == 0);
-    settle(a);
+    settle(a, &timer);
     release_all(srv, conns);
 
+    uv_close((uv_handle_t *)&timer, NULL);
     app_close(a);
     uv_run(&loop, UV_RUN_DEFAULT);
     require(uv_loop_close(&loop) == 0);

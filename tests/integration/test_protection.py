@@ -167,7 +167,8 @@ def chat_burst(conn, markers):
 
 def stored_messages(srv, want, timeout=TIMEOUT):
     """Poll the store until every message text in `want` is there; returns
-    the set of all stored message texts."""
+    the set of all stored message texts (the server must run with
+    enable_encryption=false so that the texts are readable)."""
     path = os.path.join(srv.data_dir, "websocket-api-dev.db")
     deadline = time.time() + timeout
     got = set()
@@ -354,7 +355,8 @@ def test_stage_bucket_messages(start_server):
     """Messages beyond the stage burst get THROTTLED errors, are neither
     broadcast nor stored, and the connection stays open; after a wait they
     pass again."""
-    srv = start_server(settings={"throttling_burst_limit": 5, "throttling_rate_limit": 1})
+    srv = start_server(settings={"throttling_burst_limit": 5, "throttling_rate_limit": 1,
+                                 "enable_encryption": "false"})  # plain text in the .db
     sender = ws_connect(srv.port, "userId=alice&roomId=r1")        # 4 tokens left
     watcher = ws_connect(srv.port, "userId=bob&roomId=r1")         # 3 tokens left
     drain(sender)
@@ -403,7 +405,8 @@ def test_route_throttling(start_server):
     """route_throttling chat {burst 2, rate 1}: the 3rd chat of a burst is
     THROTTLED (and not broadcast), while room_list still works."""
     srv = start_server(settings={
-        "route_throttling": "{ chat = { burst_limit = 2, rate_limit = 1 } }"})
+        "route_throttling": "{ chat = { burst_limit = 2, rate_limit = 1 } }",
+        "enable_encryption": "false"})
     c = ws_connect(srv.port, "userId=alice&roomId=r1")
     # One write, so one read: the server sees the three at the same instant.
     passed, throttled = chat_burst(c, ["one", "two", "three"])
@@ -464,7 +467,7 @@ def test_origin_allow_list(start_server):
 # ------------------------------------------------- abuse limits
 
 def test_json_depth(start_server):
-    srv = start_server(settings={"max_json_depth": 32})
+    srv = start_server(settings={"max_json_depth": 32, "enable_encryption": "false"})
     c = ws_connect(srv.port, "userId=deep&roomId=r1")
 
     def expect_error(text):
@@ -590,3 +593,31 @@ def test_metrics_every_scope(start_server):
         assert m["address"] == 1 and m["connection"] >= 1 and m["route"] == 1 and m["stage"] >= 1, m
     finally:
         close_all(c)
+
+
+# ------------------------------------------------- regressions (found by fuzzing)
+
+def test_invalid_utf8_ids_refused(start_server):
+    """Regression (fuzz_mgmt): an id that is not UTF-8 cannot be put in JSON.
+    ?roomId=%C0%80 used to abort the server at the welcome, and
+    POST @rooms/%C0 crashed it answering; both are now 400."""
+    srv = start_server(settings={"management_bearer_key": "regression-key"})
+    for q, msg in (("roomId=%C0%80x", "Invalid roomId"), ("userId=%FF", "Invalid userId"),
+                   ("username=a%ED%A0%80", "Invalid username")):
+        assert_refused(open_ws(srv.port, q), 400, msg)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
+        s.sendall(b"POST /staging/@rooms/g%C0neral HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer regression-key\r\nContent-Length: 2\r\n"
+                  b"Connection: close\r\n\r\nhi")
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    assert buf.startswith(b"HTTP/1.1 400"), buf
+    assert json.loads(buf.split(b"\r\n\r\n", 1)[1]) == {"message": "Invalid room ID"}
+    # Still serving, with valid non-ASCII ids.
+    c = ws_connect(srv.port, "roomId=%C3%A9t%C3%A9&userId=%E2%9C%93")
+    assert room_list_ok(c)
+    c.close()

@@ -155,7 +155,12 @@ Test(auth_identity, badly_encoded_values_400, .fini = fini) {
 Test(auth_identity, valid_id_function) {
     cr_assert(auth_valid_id("a"));
     cr_assert(auth_valid_id("user name with spaces"));
-    cr_assert(auth_valid_id("\xc3\xa9\xff"));
+    cr_assert(auth_valid_id("\xc3\xa9"));
+    /* Regression: ids go into JSON, so they must be UTF-8 (?roomId=%C0%80
+     * aborted the server). */
+    cr_assert(!auth_valid_id("\xc3\xa9\xff"));
+    cr_assert(!auth_valid_id("\xc0\x80"));
+    cr_assert(!auth_valid_id("\xed\xa0\x80"));
     cr_assert(!auth_valid_id(""));
     cr_assert(!auth_valid_id("a\x01"));
     cr_assert(!auth_valid_id("\x7f"));
