@@ -28,69 +28,26 @@
 #include "net/server.h"
 #include "ws/frame.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_harness.h"
+
 
 #define NCONN 3
 
-static config cfg;
-static char data_dir[] = "/tmp/fuzz_app.XXXXXX";
-
-static void set(const char *assignment) {
-    config_error err;
-    if (config_set(&cfg, assignment, &err) != 0) {
-        fprintf(stderr, "fuzz_app: %s: %s\n", assignment, err.message);
-        abort();
-    }
-}
-
-static void rmtree_data_dir(void) {
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
-    if (system(cmd) != 0) fprintf(stderr, "fuzz_app: cannot remove %s\n", data_dir);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    log_init(LOG_OFF, NULL);
-    if (!mkdtemp(data_dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-    atexit(rmtree_data_dir);
-    config_init_defaults(&cfg);
-    char a[300];
-    snprintf(a, sizeof(a), "data_dir=%s", data_dir);
-    set(a);
-    /* Keys given, so nothing is generated into the data directory. */
-    set("management_access_key_id=AKIAFUZZFUZZFUZZFUZZ");
-    set("management_secret_access_key=fuzzsecretfuzzsecretfuzzsecretfuzzsecret");
-    set("management_bearer_key=fuzz-bearer-key");
-    set("logging_level=OFF");
-    set("enable_xray_tracing=false");
+    harness_begin();
     /* Small buckets so that inputs reach the throttled paths too. */
-    set("route_throttling={ chat = { burst_limit = 4, rate_limit = 1 }, typing_indicator = { burst_limit = 2, rate_limit = 1 } }");
-    set("connection_burst_limit=40");
-    set("connection_rate_limit=1");
-    set("custom_routes=[\"chat\",\"join_room\",\"leave_room\",\"private_message\",\"room_list\",\"typing_indicator\",\"custom\"]");
-    set("max_queued_bytes=67108864");
-    config_error err;
-    if (config_validate(&cfg, &err) != 0) {
-        fprintf(stderr, "fuzz_app: %s\n", err.message);
-        abort();
-    }
-    metrics_global_init(&cfg, "fuzz");
+    harness_set("route_throttling={ chat = { burst_limit = 4, rate_limit = 1 }, typing_indicator = { burst_limit = 2, rate_limit = 1 } }");
+    harness_set("connection_burst_limit=40");
+    harness_set("connection_rate_limit=1");
+    harness_set("custom_routes=[\"chat\",\"join_room\",\"leave_room\",\"private_message\",\"room_list\",\"typing_indicator\",\"custom\"]");
+    harness_finish();
     return 0;
 }
 
 /* Check and release every frame queued on c (nothing writes them). */
 static void release_queue(conn *c) {
     for (uint32_t i = 0; i < c->wq_count; i++) {
-        ws_frame *f = c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+        ws_frame *f = harness_queued(c, i);
         require(f->len >= 2);
         uint8_t op = f->data[0] & 0x0F;
         require(f->data[0] & 0x80);                /* FIN: the app never fragments */
@@ -117,13 +74,7 @@ static void release_queue(conn *c) {
         }
         ws_frame_unref(f);
     }
-    free(c->wq);
-    c->wq = NULL;
-    c->wq_head = c->wq_count = c->wq_cap = 0;
-    c->wq_head_off = 0;
-    c->wq_bytes = 0;
-    c->dirty = false;
-    c->dirty_next = NULL;
+    harness_reset_queue(c);
 }
 
 static void release_all(server *srv, conn *conns) {
@@ -150,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     require(uv_loop_init(&loop) == 0);
     app *a = calloc(1, sizeof(*a));
     char err[512];
-    if (app_init(a, &cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
+    if (app_init(a, &harness_cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_app: app_init: %s\n", err);
         abort();
     }
@@ -158,10 +109,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uv_timer_init(&loop, &timer);
     server *srv = calloc(1, sizeof(*srv));
     srv->loop = &loop;
-    srv->cfg = &cfg;
+    srv->cfg = &harness_cfg;
     srv->app = a;
     srv->handlers = app_handlers();
-    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg.stage_name);
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
     app_attach(a, srv);
 
     static const char *const users[NCONN] = {"alice", "bob", "alice"};

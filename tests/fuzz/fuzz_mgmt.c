@@ -31,82 +31,28 @@
 #include "net/server.h"
 #include "ws/frame.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_harness.h"
+
 
 #define NWS 3
 #define MAX_REQUESTS 8
 
-static config cfg;
-static char data_dir[] = "/tmp/fuzz_mgmt.XXXXXX";
-
-static void set(const char *assignment) {
-    config_error err;
-    if (config_set(&cfg, assignment, &err) != 0) {
-        fprintf(stderr, "fuzz_mgmt: %s: %s\n", assignment, err.message);
-        abort();
-    }
-}
-
-static void rmtree_data_dir(void) {
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
-    if (system(cmd) != 0) fprintf(stderr, "fuzz_mgmt: cannot remove %s\n", data_dir);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    log_init(LOG_OFF, NULL);
-    if (!mkdtemp(data_dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-    atexit(rmtree_data_dir);
-    config_init_defaults(&cfg);
-    char a[300];
-    snprintf(a, sizeof(a), "data_dir=%s", data_dir);
-    set(a);
-    set("management_access_key_id=AKIAFUZZFUZZFUZZFUZZ");
-    set("management_secret_access_key=fuzzsecretfuzzsecretfuzzsecretfuzzsecret");
-    set("management_bearer_key=fuzz-bearer-key");
-    set("logging_level=OFF");
-    set("enable_xray_tracing=false");
-    set("max_queued_bytes=67108864");
-    config_error err;
-    if (config_validate(&cfg, &err) != 0) {
-        fprintf(stderr, "fuzz_mgmt: %s\n", err.message);
-        abort();
-    }
-    metrics_global_init(&cfg, "fuzz");
+    harness_begin();
+    harness_finish();
     return 0;
-}
-
-static ws_frame *queued(const conn *c, uint32_t i) { return c->wq[(c->wq_head + i) & (c->wq_cap - 1)]; }
-
-static void reset_queue(conn *c) {
-    free(c->wq);
-    c->wq = NULL;
-    c->wq_head = c->wq_count = c->wq_cap = 0;
-    c->wq_head_off = 0;
-    c->wq_bytes = 0;
-    c->dirty = false;
-    c->dirty_next = NULL;
 }
 
 /* Frames sent to a WebSocket connection: single unmasked frames. */
 static void release_ws(conn *c) {
     for (uint32_t i = 0; i < c->wq_count; i++) {
-        ws_frame *f = queued(c, i);
+        ws_frame *f = harness_queued(c, i);
         require(f->len >= 2 && (f->data[0] & 0x80) && !(f->data[1] & 0x80));
         uint8_t op = f->data[0] & 0x0F;
         require(op == WS_OP_TEXT || op == WS_OP_BINARY || op == WS_OP_CLOSE);
         ws_frame_unref(f);
     }
-    reset_queue(c);
+    harness_reset_queue(c);
 }
 
 /* Responses queued on the HTTP connection: each a complete HTTP/1.1
@@ -114,7 +60,7 @@ static void release_ws(conn *c) {
 static uint32_t release_http(conn *c) {
     uint32_t n = c->wq_count;
     for (uint32_t i = 0; i < n; i++) {
-        ws_frame *f = queued(c, i);
+        ws_frame *f = harness_queued(c, i);
         const char *r = (const char *)f->data;
         size_t len = f->len;
         require(len > 17 && memcmp(r, "HTTP/1.1 ", 9) == 0);
@@ -145,7 +91,7 @@ static uint32_t release_http(conn *c) {
         }
         ws_frame_unref(f);
     }
-    reset_queue(c);
+    harness_reset_queue(c);
     return n;
 }
 
@@ -159,16 +105,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     require(uv_loop_init(&loop) == 0);
     app *a = calloc(1, sizeof(*a));
     char err[512];
-    if (app_init(a, &cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
+    if (app_init(a, &harness_cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_mgmt: app_init: %s\n", err);
         abort();
     }
     server *srv = calloc(1, sizeof(*srv));
     srv->loop = &loop;
-    srv->cfg = &cfg;
+    srv->cfg = &harness_cfg;
     srv->app = a;
     srv->handlers = app_handlers();
-    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg.stage_name);
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
     app_attach(a, srv);
 
     static const char *const users[NWS] = {"alice", "bob", "alice"};
@@ -204,7 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t off = 0;
     for (int reqs = 0; reqs < MAX_REQUESTS && off < n; reqs++) {
         http_request req;
-        http_request_init(&req, (size_t)cfg.max_header_bytes, (size_t)cfg.max_headers, 128 * 1024);
+        http_request_init(&req, (size_t)harness_cfg.max_header_bytes, (size_t)harness_cfg.max_headers, 128 * 1024);
         bool bad = false;
         while (off < n && !req.complete) {
             size_t c = n - off;

@@ -1,0 +1,91 @@
+/* Shared by the fuzz targets that drive the application (fuzz_app,
+ * fuzz_mgmt): a configuration in a temporary data directory, invariant
+ * checks, and releasing what a fake connection queued (nothing writes it). */
+#ifndef WSGATE_FUZZ_HARNESS_H
+#define WSGATE_FUZZ_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "net/conn.h"
+#include "ws/frame.h"
+
+#define require(cond)                                                             \
+    do {                                                                          \
+        if (!(cond)) {                                                            \
+            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
+            abort();                                                              \
+        }                                                                         \
+    } while (0)
+
+static config harness_cfg;
+static char harness_dir[] = "/tmp/wsgate_fuzz.XXXXXX";
+
+/* Apply one `name=value` to the harness configuration or abort. */
+static void harness_set(const char *assignment) {
+    config_error err;
+    if (config_set(&harness_cfg, assignment, &err) != 0) {
+        fprintf(stderr, "fuzz: %s: %s\n", assignment, err.message);
+        abort();
+    }
+}
+
+static void harness_rmtree(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", harness_dir);
+    if (system(cmd) != 0) fprintf(stderr, "fuzz: cannot remove %s\n", harness_dir);
+}
+
+/* Defaults in a fresh temporary data directory (removed at exit), logging
+ * off, tracing off, fixed management keys (so nothing is generated) and a
+ * large queue cap. Callers add their own settings, then call
+ * harness_finish(). */
+static void harness_begin(void) {
+    log_init(LOG_OFF, NULL);
+    if (!mkdtemp(harness_dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+    atexit(harness_rmtree);
+    config_init_defaults(&harness_cfg);
+    char a[300];
+    snprintf(a, sizeof(a), "data_dir=%s", harness_dir);
+    harness_set(a);
+    harness_set("management_access_key_id=AKIAFUZZFUZZFUZZFUZZ");
+    harness_set("management_secret_access_key=fuzzsecretfuzzsecretfuzzsecretfuzzsecret");
+    harness_set("management_bearer_key=fuzz-bearer-key");
+    harness_set("logging_level=OFF");
+    harness_set("enable_xray_tracing=false");
+    harness_set("max_queued_bytes=67108864");
+}
+
+/* Validate the configuration and start the metrics registry. */
+static void harness_finish(void) {
+    config_error err;
+    if (config_validate(&harness_cfg, &err) != 0) {
+        fprintf(stderr, "fuzz: %s\n", err.message);
+        abort();
+    }
+    metrics_global_init(&harness_cfg, "fuzz");
+}
+
+static ws_frame *harness_queued(const conn *c, uint32_t i) {
+    return c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+}
+
+/* Forget c's queue (after its frames were checked and released). */
+static void harness_reset_queue(conn *c) {
+    free(c->wq);
+    c->wq = NULL;
+    c->wq_head = c->wq_count = c->wq_cap = 0;
+    c->wq_head_off = 0;
+    c->wq_bytes = 0;
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
+#endif
