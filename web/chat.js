@@ -35,6 +35,8 @@
     roomListTimer: 0,
     roomListPoll: 0,
     rooms: [],
+    lastSeq: 0,          // newest chat seq seen in the current room (for resume)
+    seen: new Set(),     // messageIds shown in the current room (history and live overlap)
   };
 
   // ---------- status and errors ----------
@@ -172,6 +174,10 @@
   }
 
   function setRoom(roomId) {
+    if (roomId !== st.roomId) {
+      st.lastSeq = 0;
+      st.seen.clear();
+    }
     st.roomId = roomId;
     try { localStorage.setItem('wsgate.room', roomId); } catch (e) { /* private mode */ }
     $('room-title').textContent = '#' + roomId;
@@ -259,6 +265,8 @@
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const q = new URLSearchParams({ userId: st.userId, username: st.username, roomId: st.roomId });
     if (st.token) q.set('token', st.token);
+    // After a dropped connection, ask for what was missed in this room.
+    if (st.lastSeq > 0) q.set('sinceSeq', String(st.lastSeq));
     return proto + '//' + location.host + '/' + encodeURIComponent(st.stage) + '?' + q.toString();
   }
 
@@ -343,6 +351,25 @@
 
   // ---------- server messages ----------
 
+  // One chat message of the current room, live or from history, shown once.
+  function showChat(d) {
+    if (!d || typeof d !== 'object') return;
+    if (d.messageId) {
+      if (st.seen.has(d.messageId)) return;
+      st.seen.add(d.messageId);
+    }
+    if (typeof d.seq === 'number' && d.seq > st.lastSeq) st.lastSeq = d.seq;
+    if (d.senderId) {
+      st.typing.has(d.senderId) && setTyping(d.senderId, '', false);
+      if (!st.people.has(d.senderId)) {
+        st.people.set(d.senderId, d.senderName || d.senderId);
+        renderPeople();
+      }
+    }
+    addMessage({ who: d.senderName || d.senderId || '?', text: String(d.message ?? ''),
+                 ts: d.timestamp, own: d.senderId === st.userId });
+  }
+
   function handle(m) {
     const d = m.data && typeof m.data === 'object' ? m.data : {};
     switch (m.type) {
@@ -352,23 +379,23 @@
       setStatus('Connected as ' + st.username, 'online');
       $('disconnect').textContent = 'Sign out';
       $('disconnect').dataset.action = 'signout';
+      const resumed = st.lastSeq > 0 && (d.roomId || st.roomId) === st.roomId;
       setRoom(d.roomId || st.roomId);
       addSystem(d.message || 'Connected.');
+      // A first visit shows recent history; a resumed one gets the missed
+      // messages replayed by the server (sinceSeq).
+      if (!resumed) send({ type: 'history', limit: 50 });
       requestRoomList();
       clearInterval(st.roomListPoll);
       st.roomListPoll = setInterval(() => send({ type: 'room_list' }), ROOM_LIST_EVERY_MS);
       break;
+    case 'history':
+      if (d.roomId !== st.roomId || !Array.isArray(d.messages)) break;
+      for (const h of d.messages) showChat(h);
+      break;
     case 'chat':
       if (d.roomId && d.roomId !== st.roomId) break;
-      if (d.senderId) {
-        st.typing.has(d.senderId) && setTyping(d.senderId, '', false);
-        if (!st.people.has(d.senderId)) {
-          st.people.set(d.senderId, d.senderName || d.senderId);
-          renderPeople();
-        }
-      }
-      addMessage({ who: d.senderName || d.senderId || '?', text: String(d.message ?? ''),
-                   ts: d.timestamp, own: d.senderId === st.userId });
+      showChat(d);
       break;
     case 'private_message':
       addMessage({ who: d.senderName || d.senderId || '?', text: String(d.message ?? ''),
@@ -378,6 +405,7 @@
       if (d.userId === st.userId && d.roomId !== st.roomId) {
         setRoom(d.roomId);
         addSystem('You joined #' + d.roomId + '.');
+        send({ type: 'history', limit: 50 });
       } else if (d.userId !== st.userId && d.roomId === st.roomId) {
         st.people.set(d.userId, d.username || d.userId);
         renderPeople();

@@ -89,6 +89,14 @@ await run('chat', () => ({ alice, bob, carol }), [
     await carol.waitForTimeout(300);
     await neverSees(carol, 'the roses are out');
   }],
+  ['carol switching to #garden sees its history, each message once', async () => {
+    await switchRoom(carol, 'garden');
+    await sees(carol, 'the roses are out');
+    await sees(carol, 'lovely, bob');
+    const n = await carol.locator('#messages .msg .text', { hasText: 'the roses are out' }).count();
+    if (n !== 1) throw new Error('history message shown ' + n + ' times');
+    await switchRoom(carol, 'lobby');
+  }],
   ['a private message reaches only its target', async () => {
     await carol.getByLabel('Private to').fill('bob');
     await say(carol, 'psst bob, a secret');
