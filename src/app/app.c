@@ -232,6 +232,7 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
         break;
     case ROUTE_UNKNOWN:
         snprintf(unknown, sizeof(unknown), "Unknown message type: %s", m.selected);
+        unknown[ws_utf8_trim(unknown, strlen(unknown))] = '\0';
         handlers_send_error(s->c, unknown, "BAD_REQUEST");
         res.status = 400;
         res.error = "Unknown message type";

@@ -10,6 +10,13 @@
 #include "log/log.h"
 
 ws_frame *handlers_frame(json_t *j) {
+    if (!j) {
+        /* json_pack refused a value (text that is not UTF-8): a bug upstream,
+         * but never a reason to take the server down. */
+        log_msg(LOG_ERROR, "internal_error", "a reply could not be encoded as JSON");
+        j = json_pack("{s:s,s:{s:s,s:s,s:I}}", "type", "error", "data", "message", "Internal error",
+                      "code", "INTERNAL_ERROR", "timestamp", (json_int_t)time(NULL));
+    }
     char *txt = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (!txt) abort(); /* only on allocation failure */
@@ -41,6 +48,9 @@ static void failf(conn *c, handler_result *res, int status, const char *code, co
                   const char *fmt, const char *arg) {
     char msg[512];
     snprintf(msg, sizeof(msg), fmt, arg);
+    /* Bug fixed: a long value cut inside a UTF-8 character made the reply
+     * unencodable, and the server aborted. */
+    msg[ws_utf8_trim(msg, strlen(msg))] = '\0';
     handlers_send_error(c, msg, code);
     res->status = status;
     res->error = generic;

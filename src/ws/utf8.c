@@ -75,3 +75,19 @@ bool ws_utf8_valid(const uint8_t *s, size_t len) {
     ws_utf8_init(&v);
     return ws_utf8_feed(&v, s, len) && ws_utf8_complete(&v);
 }
+
+size_t ws_utf8_trim(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    /* Find the start of the last character: at most 3 continuation bytes. */
+    size_t i = len, back = 0;
+    while (i > 0 && back < 4 && (u[i - 1] & 0xC0) == 0x80) {
+        i--;
+        back++;
+    }
+    if (i == 0) return back ? 0 : len;
+    unsigned char lead = u[i - 1];
+    size_t need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    /* The last character is complete when its lead byte and continuation
+     * bytes add up to its length; otherwise cut before the lead byte. */
+    return back + 1 >= need ? len : i - 1;
+}

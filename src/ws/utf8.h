@@ -23,6 +23,11 @@ void ws_utf8_init(ws_utf8 *v);
 bool ws_utf8_feed(ws_utf8 *v, const uint8_t *s, size_t len);
 /* Return true when the bytes fed so far end at a character boundary. */
 bool ws_utf8_complete(const ws_utf8 *v);
+/* Return the length of the longest prefix of s[0..len) that does not end
+ * inside a multi-byte sequence (for cutting valid UTF-8 text to a size
+ * without leaving half a character). */
+size_t ws_utf8_trim(const char *s, size_t len);
+
 /* Return true when s[0..len) is complete, valid UTF-8. */
 bool ws_utf8_valid(const uint8_t *s, size_t len);
 

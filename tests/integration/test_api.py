@@ -696,3 +696,23 @@ def test_sigterm_exits_promptly_after_chat(start_server):
     assert srv.proc.wait(timeout=5) == 0
     assert time.time() - t0 < 3
     assert '"event":"stopped"' in srv.log()
+
+
+def test_long_room_id_cut_inside_a_character_does_not_crash(start_server):
+    # Bug fixed: "Not a member of room R" was cut at 511 bytes, splitting a
+    # multi-byte character; the reply could not be encoded and the server
+    # aborted. Every cut position around the limit is tried.
+    srv = start_server()
+
+    async def main():
+        ws, _ = await connect(srv, userId="cutter")
+        for pad in range(486, 492):
+            room = "a" * pad + "\u00e9\u20ac" * 20
+            await ws.send(json.dumps({"type": "chat", "message": "x", "roomId": room}, ensure_ascii=False))
+            err = await recv_type(ws, "error")
+            assert err["message"].startswith("Not a member of room aaa")
+            await ws.send(json.dumps({"type": "x" * pad + "\u00e9" * 20}, ensure_ascii=False))
+            err = await recv_type(ws, "error")
+            assert err["message"].startswith("Unknown message type: xxx")
+        await ws.close()
+    run(main())

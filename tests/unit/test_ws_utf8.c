@@ -221,3 +221,22 @@ Test(utf8, guard_page_no_overread) {
     }
     munmap(m, 2 * (size_t)pg);
 }
+
+/* ws_utf8_trim: cutting valid text to a size never leaves half a character
+ * (the bug: an error reply cut inside "é" could not be encoded and the
+ * server aborted). */
+Test(utf8, trim_never_splits_a_character) {
+    const char *s = "ab\xc3\xa9" "c\xe2\x82\xac" "\xf0\x9f\x98\x80";
+    size_t n = strlen(s);
+    for (size_t cut = 0; cut <= n; cut++) {
+        size_t t = ws_utf8_trim(s, cut);
+        cr_assert_leq(t, cut);
+        cr_assert(ws_utf8_valid((const uint8_t *)s, t), "cut %zu gave %zu", cut, t);
+        /* Nothing whole is dropped: at most the partial character. */
+        cr_assert_geq(t + 3, cut);
+    }
+    cr_assert_eq(ws_utf8_trim(s, 3), 2);
+    cr_assert_eq(ws_utf8_trim(s, 4), 4);
+    cr_assert_eq(ws_utf8_trim(s, n - 1), n - 4);
+    cr_assert_eq(ws_utf8_trim("", 0), 0);
+}
