@@ -510,7 +510,15 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
      * with it too. */
     size_t ualen;
     const char *ua = http_request_header(req, "User-Agent", &ualen);
-    if (ua) c->user_agent = xstrndup(ua, ualen);
+    if (ua) {
+        c->user_agent = xstrndup(ua, ualen);
+        /* It is echoed in JSON (logs, the management API), which must be
+         * UTF-8: a header that is not keeps its ASCII and gets '?' for the
+         * rest. */
+        if (!ws_utf8_valid((const uint8_t *)c->user_agent, ualen))
+            for (char *p = c->user_agent; *p; p++)
+                if ((unsigned char)*p >= 0x80) *p = '?';
+    }
 
     const char *msg = NULL;
     if (srv->handlers->authorize) {

@@ -229,3 +229,19 @@ def test_health_and_metrics(start_server, tmp_path):
         res = subprocess.run(["promtool", "check", "metrics"], stdin=f, capture_output=True, text=True,
                              timeout=30)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_user_agent_that_is_not_utf8(start_server):
+    # Bug fixed: a User-Agent with bytes that are not UTF-8 made
+    # GET @connections/{id} build no JSON and crash the server.
+    srv = start_server(settings=CREDS)
+    conn = wsraw.connect(srv.port, headers={"User-Agent": "bad\udcff-agent"})  # raw byte 0xff
+    _, welcome = conn.recv_message()
+    cid = json.loads(welcome)["data"]["connectionId"]
+    info = client(srv).get_connection(ConnectionId=cid)
+    assert info["Identity"]["UserAgent"] == "bad?-agent"
+    code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                           f"Authorization: Bearer {BEARER}", f"http://127.0.0.1:{srv.port}/{srv.stage}/@connections"],
+                          capture_output=True, text=True, timeout=10).stdout
+    assert code == "200"
+    conn.close()

@@ -16,7 +16,7 @@ def handshake(port, path="/staging", headers=None, timeout=5.0):
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     for k, v in (headers or {}).items():
         lines.append(f"{k}: {v}")
-    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(4096)
