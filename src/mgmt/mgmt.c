@@ -37,7 +37,16 @@ static void respond(conn *c, const http_request *req, int status, const char *ex
     free(resp);
 }
 
+static void respond_error(conn *c, const http_request *req, int status, const char *type,
+                          const char *message);
+
 static void respond_json(conn *c, const http_request *req, int status, json_t *j) {
+    if (!j) {
+        /* A value json_pack refused (not UTF-8): a bug, never a crash. */
+        log_msg(LOG_ERROR, "internal_error", "a management response could not be encoded as JSON");
+        respond_error(c, req, 500, "InternalServerErrorException", "Internal server error");
+        return;
+    }
     char *txt = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     respond(c, req, status, NULL, "application/json", txt, strlen(txt));
