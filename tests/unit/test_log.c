@@ -96,4 +96,5 @@ Test(log, rotates_daily_and_prunes_past_retention) {
     log_rotate_check(now + 5 * 86400);
     cr_assert_not(exists(dir, first), "%s kept past retention", first);
     log_close();
+    free(dir);
 }
