@@ -70,7 +70,10 @@ run: deps $(BIN)
 	$(BIN) serve
 
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 2; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; \
+	  $$t --jobs 2 > $$t.log 2>&1 || { cat $$t.log; exit 1; }; \
+	  if grep -q "ERROR: .*Sanitizer\|runtime error:" $$t.log; then cat $$t.log; echo "$$t: sanitizer report"; exit 1; fi; \
+	  grep "Synthesis" $$t.log; done
 
 integration: $(BIN)
 	WSGATE_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration

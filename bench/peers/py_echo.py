@@ -64,6 +64,8 @@ async def chat(ws, path):
             websockets.broadcast(members, dumps({"type": "chat", "data": {
                 "messageId": str(uuid.uuid4()), "roomId": room_id, "senderId": user_id,
                 "senderName": username, "message": text, "timestamp": int(time.time())}}))
+    except websockets.ConnectionClosed:
+        pass
     finally:
         members.discard(ws)
         if not members:
