@@ -84,7 +84,7 @@ for w in $WORKLOADS; do
   echo)
     echo "== echo: $CONNS connections x $INFLIGHT in flight, $SIZE bytes, ${DURATION}s"
     a="--workload echo --conns $CONNS --inflight $INFLIGHT --size $SIZE --duration $DURATION"
-    run_one echo wsgate "$a" "${WSGATE[@]}" --set mode=echo --set logging_level=ERROR
+    run_one echo wsgate "$a" "${WSGATE[@]}" --set mode=echo --set logging_level=ERROR --set worker_threads=1
     run_one echo node-ws "$a" "${NODE[@]}" echo
     run_one echo py-websockets "$a" "${PY[@]}" echo
     ;;

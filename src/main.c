@@ -120,6 +120,68 @@ fail:
     exit(2);
 }
 
+/* ---- several workers (echo mode): one loop per thread, one port ---- */
+
+typedef struct worker {
+    uv_loop_t loop;
+    server *srv;
+    uv_thread_t thread;
+    bool started;
+} worker;
+
+static void run_worker(void *arg) {
+    worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+static void close_loop(uv_loop_t *loop) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(loop) != 0) {
+        uv_walk(loop, (uv_walk_cb)uv_close, NULL);
+        uv_run(loop, UV_RUN_DEFAULT);
+        uv_loop_close(loop);
+    }
+}
+
+/* Start n servers on n loops sharing the port (SO_REUSEPORT), run loop 0 on
+ * this thread and the others on their own, and wait for all to stop (each
+ * stops on SIGTERM/SIGINT like a single server). Returns the exit status. */
+static int serve_workers(const config *cfg, unsigned n) {
+    worker *w = xcalloc(n, sizeof(*w));
+    int rc = 0;
+    int port = (int)cfg->port;
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        uv_loop_init(&w[i].loop);
+        w[i].srv = xcalloc(1, sizeof(*w[i].srv));
+        if (server_start_worker(w[i].srv, &w[i].loop, cfg, echo_handlers(), NULL, port, true) != 0) {
+            rc = 1;
+            break;
+        }
+        w[i].started = true;
+        port = w[i].srv->bound_port; /* port 0: the others share the first one's */
+    }
+    if (rc != 0) {
+        /* Stop the ones that did start, as SIGTERM would. */
+        for (unsigned i = 0; i < n; i++)
+            if (w[i].started) server_shutdown(w[i].srv);
+    }
+    for (unsigned i = 1; i < n; i++)
+        if (w[i].started) uv_thread_create(&w[i].thread, run_worker, &w[i]);
+    if (w[0].started) run_worker(&w[0]);
+    for (unsigned i = 1; i < n; i++)
+        if (w[i].started) uv_thread_join(&w[i].thread);
+    for (unsigned i = 0; i < n; i++) {
+        if (w[i].srv) {
+            close_loop(&w[i].loop); /* every loop with a server was initialised */
+            server_free(w[i].srv);
+            free(w[i].srv);
+        }
+    }
+    free(w);
+    if (rc == 0) log_msg(LOG_INFO, "stopped", "wsgate stopped (%u workers)", n);
+    return rc;
+}
+
 static int cmd_serve(int argc, char **argv) {
     config cfg;
     if (load_config(&cfg, argc, argv, 2) == 1) {
@@ -136,9 +198,28 @@ static int cmd_serve(int argc, char **argv) {
         log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir, strerror(errno));
 
     metrics_global_init(&cfg, WSGATE_VERSION);
+    bool echo = strcmp(cfg.mode, "echo") == 0;
+    unsigned workers = (unsigned)cfg.worker_threads;
+    if (workers == 0) workers = echo ? uv_available_parallelism() : 1;
+    if (!echo && workers > 1) {
+        /* Rooms span connections on every worker: until broadcasts cross
+         * workers, the API runs on one loop. */
+        fprintf(stderr, "wsgate: worker_threads = %u: api mode runs one event loop for now "
+                        "(several workers serve echo mode)\n", workers);
+        metrics_global_free();
+        log_close();
+        config_free(&cfg);
+        return 2;
+    }
+    if (workers > 1) {
+        int rc = serve_workers(&cfg, workers);
+        metrics_global_free();
+        log_close();
+        config_free(&cfg);
+        return rc;
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
-    bool echo = strcmp(cfg.mode, "echo") == 0;
     app *a = NULL;
     int rc = 0;
     if (!echo) {

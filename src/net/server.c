@@ -1,6 +1,9 @@
 #include "net/server.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -134,6 +137,29 @@ static uint64_t sweep_interval_ms(const config *cfg) {
 
 int server_start(server *srv, uv_loop_t *loop, const config *cfg,
                  const server_handlers *handlers, void *app) {
+    return server_start_worker(srv, loop, cfg, handlers, app, (int)cfg->port, false);
+}
+
+/* A listening socket that other workers' sockets may share (SO_REUSEPORT:
+ * the kernel spreads new connections over them). Returns a libuv error. */
+static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr) {
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return uv_translate_sys_error(errno);
+    int one = 1;
+    socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 || bind(fd, addr, len) != 0) {
+        int e = errno;
+        close(fd);
+        return uv_translate_sys_error(e);
+    }
+    int r = uv_tcp_open(listener, fd);
+    if (r != 0) close(fd);
+    return r;
+}
+
+int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
+                        const server_handlers *handlers, void *app, int port, bool shared) {
     memset(srv, 0, offsetof(server, read_buf));
     srv->loop = loop;
     srv->cfg = cfg;
@@ -152,20 +178,21 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
     struct sockaddr_storage addr;
     int r;
     if (strchr(cfg->listen, ':'))
-        r = uv_ip6_addr(cfg->listen, (int)cfg->port, (struct sockaddr_in6 *)&addr);
+        r = uv_ip6_addr(cfg->listen, port, (struct sockaddr_in6 *)&addr);
     else
-        r = uv_ip4_addr(cfg->listen, (int)cfg->port, (struct sockaddr_in *)&addr);
+        r = uv_ip4_addr(cfg->listen, port, (struct sockaddr_in *)&addr);
     if (r != 0) {
         log_msg(LOG_ERROR, "listen_error", "bad listen address %s: %s", cfg->listen, uv_strerror(r));
         return r;
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
+    r = shared ? bind_shared(&srv->listener, (struct sockaddr *)&addr)
+               : uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
     if (r != 0) {
-        log_msg(LOG_ERROR, "listen_error", "cannot listen on %s:%lld: %s", cfg->listen,
-                (long long)cfg->port, uv_strerror(r));
+        log_msg(LOG_ERROR, "listen_error", "cannot listen on %s:%d: %s", cfg->listen, port,
+                uv_strerror(r));
         uv_close((uv_handle_t *)&srv->listener, NULL);
         return r;
     }

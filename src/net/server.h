@@ -71,6 +71,13 @@ typedef struct server {
 int server_start(server *srv, uv_loop_t *loop, const config *cfg,
                  const server_handlers *handlers, void *app);
 
+/* As server_start, on `port` instead of cfg->port; with shared, the socket
+ * is opened with SO_REUSEPORT so several workers (one loop each, in their
+ * own threads) listen on the same port and the kernel spreads connections
+ * over them. */
+int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
+                        const server_handlers *handlers, void *app, int port, bool shared);
+
 /* Begin a graceful shutdown: stop accepting, send close 1001 to every open
  * connection, and stop the loop when all are gone or the shutdown timeout
  * passes. */

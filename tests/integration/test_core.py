@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import WSGATE_BIN
+import wsraw
 from wsraw import Conn, frame, parse_headers
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -802,3 +803,29 @@ def test_cli_check_bad_file(tmp_path):
     r = run_cli("check", "-c", str(p))
     assert r.returncode == 2
     assert f"{p}:2:" in r.stderr and "nosuch" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- workers
+
+def test_echo_workers_share_the_port_and_shut_down_together(start_server):
+    """worker_threads = 2: two event loops on one port (SO_REUSEPORT); every
+    connection works whichever worker takes it, and SIGTERM closes all of
+    them with 1001."""
+    srv = start_server(settings={"mode": "echo", "worker_threads": 2})
+    assert srv.log().count('"event":"listening"') == 2
+    conns = [wsraw.connect(srv.port) for _ in range(16)]
+    for i, c in enumerate(conns):
+        c.send(wsraw.frame(0x1, f"hello {i}".encode()))
+    for i, c in enumerate(conns):
+        assert c.recv_message() == (0x1, f"hello {i}".encode())
+    srv.signal(signal.SIGTERM)
+    for c in conns:
+        assert c.expect_close(1001) == 1001
+    assert srv.stop() == 0
+    assert "wsgate stopped (2 workers)" in srv.log()
+
+
+def test_api_mode_refuses_several_workers(tmp_path):
+    res = subprocess.run([WSGATE_BIN, "serve", "--port", "0", "--data-dir", str(tmp_path),
+                          "--set", "worker_threads=2"], capture_output=True, text=True, timeout=10)
+    assert res.returncode == 2 and "api mode runs one event loop" in res.stderr
