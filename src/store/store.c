@@ -902,7 +902,9 @@ static int finish_copy(const char *out, char *err, size_t errlen) {
     return 0;
 }
 
-int store_backup(const char *path, const char *out, char *err, size_t errlen) {
+/* Copy the database at path (read-only, consistent) to a new file out.
+ * Returns 0 or -1 with err. */
+static int copy_file(const char *path, const char *out, char *err, size_t errlen) {
     sqlite3 *src;
     if (open_readonly(path, &src, err, errlen) != 0) return -1;
     unlink(out);
@@ -912,6 +914,11 @@ int store_backup(const char *path, const char *out, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot write %s: %s", out, sqlite3_errstr(rc));
         return -1;
     }
+    return 0;
+}
+
+int store_backup(const char *path, const char *out, char *err, size_t errlen) {
+    if (copy_file(path, out, err, errlen) != 0) return -1;
     return finish_copy(out, err, errlen);
 }
 
@@ -963,20 +970,13 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
     snprintf(base_path, sizeof(base_path), "%s/%s", pitr_dir, base->name);
     int64_t from_id = base->last_id;
     free(bases);
-    sqlite3 *src, *live;
-    if (open_readonly(base_path, &src, err, errlen) != 0) return -1;
-    unlink(out);
-    int rc = copy_db(src, out);
-    sqlite3_close(src);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot write %s: %s", out, sqlite3_errstr(rc));
-        return -1;
-    }
+    sqlite3 *live;
+    if (copy_file(base_path, out, err, errlen) != 0) return -1;
     if (open_readonly(path, &live, err, errlen) != 0) return -1;
     sqlite3 *dst = NULL;
     sqlite3_open(out, &dst);
     sqlite3_stmt *rows = NULL;
-    rc = sqlite3_prepare_v2(live,
+    int rc = sqlite3_prepare_v2(live,
                             "SELECT t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"
                             " clientMessageId, senderKey FROM pitr_log WHERE id > ?1 AND t_ms <= ?2 ORDER BY id",
                             -1, &rows, NULL);
