@@ -352,6 +352,7 @@ void conn_abort(conn *c) {
     if (c->opened) {
         c->opened = false;
         c->srv->nopen--;
+        server_open_add(-1);
         if (c->srv->handlers->on_close) c->srv->handlers->on_close(c);
     }
     uv_close((uv_handle_t *)&c->tcp, on_closed);
@@ -502,7 +503,8 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
         http_error(c, 503, NULL, "Server shutting down");
         return;
     }
-    if ((int64_t)srv->nopen >= srv->cfg->max_connections) {
+    /* max_connections is for the process, whichever worker accepted. */
+    if (server_open_total() >= srv->cfg->max_connections) {
         http_error(c, 503, NULL, "Too many connections");
         return;
     }
@@ -547,6 +549,7 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
     c->last_active_at = c->connected_at;
     c->opened = true;
     srv->nopen++;
+    server_open_add(1);
     if (srv->handlers->on_open) srv->handlers->on_open(c, req);
 
     http_request_free(req);

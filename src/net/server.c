@@ -2,12 +2,20 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "log/log.h"
+
+/* Shared by every worker: max_connections holds for the process. */
+static _Atomic int64_t open_total;
+
+int64_t server_open_total(void) { return atomic_load_explicit(&open_total, memory_order_relaxed); }
+
+void server_open_add(int delta) { atomic_fetch_add_explicit(&open_total, delta, memory_order_relaxed); }
 
 static void on_connection(uv_stream_t *listener, int status) {
     server *srv = listener->data;

@@ -87,7 +87,11 @@ void server_shutdown(server *srv);
  * stopped. */
 void server_free(server *srv);
 
+/* Open WebSocket connections of the whole process (every worker). */
+int64_t server_open_total(void);
+
 /* Internal to the net module. */
+void server_open_add(int delta);
 void server_mark_dirty(server *srv, conn *c);
 void server_conn_freed(server *srv, conn *c);
 

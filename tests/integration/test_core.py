@@ -378,7 +378,9 @@ def test_stage_name_is_the_path(start_server):
 
 
 def test_max_connections(start_server):
-    srv = start_server(settings={"mode": "echo", "max_connections": 2})
+    # Bug fixed: with several workers the cap was counted per worker, so a
+    # third connection landing on the other worker got in.
+    srv = start_server(settings={"mode": "echo", "max_connections": 2, "worker_threads": 2})
     a, b = ws_open(srv.port), ws_open(srv.port)
     assert_json_error(srv.port, request_head(port=srv.port), 503)
     # A slot frees up once a connection is gone.
