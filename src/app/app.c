@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "app/handlers.h"
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "log/log.h"
 #include "mgmt/mgmt.h"
 
@@ -15,18 +15,6 @@
 #define DATA_TRACE_MAX 1024
 
 static app *app_of(conn *c) { return c->srv->app; }
-
-static int64_t epoch_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
 
 /* One request ($connect, a message, $disconnect) as it is logged and
  * traced. */
@@ -49,8 +37,8 @@ static void record_start(const app *a, request_record *r, const char *event_type
     memset(r, 0, sizeof(*r));
     r->event_type = event_type;
     r->status = 200;
-    r->start_epoch_ms = epoch_ms();
-    r->start_mono_ms = mono_ms();
+    r->start_epoch_ms = clock_wall_ms();
+    r->start_mono_ms = clock_mono_ms();
     if (a->cfg->enable_xray_tracing) {
         r->traced = true;
         r->start_ns = trace_now_ns();
@@ -61,7 +49,7 @@ static void record_start(const app *a, request_record *r, const char *event_type
 /* Finish r: one access-log line with API Gateway's $context fields (and the
  * trace ids), and its span for the exporter. Returns the latency in ms. */
 static double record_finish(const app *a, conn *c, request_record *r) {
-    double latency_ms = mono_ms() - r->start_mono_ms;
+    double latency_ms = clock_mono_ms() - r->start_mono_ms;
     if (r->traced && a->tracer) {
         trace_span sp = {.ctx = r->trace,
                          .name = r->route_key,
@@ -201,7 +189,6 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
     rec.body = (const char *)data;
     rec.body_len = len;
     handler_result res = {200, NULL};
-    char unknown[300];
     uint64_t now = uv_now(a->loop);
     throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
     if (tv == THROTTLE_OK && m.outcome == ROUTED)
@@ -231,9 +218,7 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
         res.error = "Invalid JSON format";
         break;
     case ROUTE_UNKNOWN:
-        snprintf(unknown, sizeof(unknown), "Unknown message type: %s", m.selected);
-        unknown[ws_utf8_trim(unknown, strlen(unknown))] = '\0';
-        handlers_send_error(s->c, unknown, "BAD_REQUEST");
+        handlers_send_errorf(s->c, "BAD_REQUEST", "Unknown message type: %s", m.selected);
         res.status = 400;
         res.error = "Unknown message type";
         break;

@@ -42,16 +42,20 @@ static void fail(conn *c, handler_result *res, int status, const char *code, con
     res->error = msg;
 }
 
-/* Same as fail() for a message built at run time: the log keeps a generic
- * text, the client gets the full one. */
-static void failf(conn *c, handler_result *res, int status, const char *code, const char *generic,
-                  const char *fmt, const char *arg) {
+void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char *arg) {
     char msg[512];
     snprintf(msg, sizeof(msg), fmt, arg);
     /* Bug fixed: a long value cut inside a UTF-8 character made the reply
      * unencodable, and the server aborted. */
     msg[ws_utf8_trim(msg, strlen(msg))] = '\0';
     handlers_send_error(c, msg, code);
+}
+
+/* Same as fail() for a message built at run time: the log keeps a generic
+ * text, the client gets the full one. */
+static void failf(conn *c, handler_result *res, int status, const char *code, const char *generic,
+                  const char *fmt, const char *arg) {
+    handlers_send_errorf(c, code, fmt, arg);
     res->status = status;
     res->error = generic;
 }

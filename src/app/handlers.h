@@ -20,6 +20,10 @@ void handlers_run(app *a, session *s, route_id id, json_t *body, handler_result 
 /* Send {"type":"error","data":{"message","code","timestamp"}} to c. */
 void handlers_send_error(conn *c, const char *message, const char *code);
 
+/* Send an error whose text is fmt with one %s filled by arg, cut to 511
+ * bytes on a character boundary. */
+void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char *arg);
+
 /* Encode j (reference stolen) once as a text frame. Returns the frame
  * (refcount 1, caller unrefs). */
 ws_frame *handlers_frame(json_t *j);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/strmap.h"
 #include "log/log.h"
 
@@ -132,18 +133,6 @@ static void op_free(store_op *op) {
     free(op->client_message_id);
     json_decref(op->messages);
     free(op);
-}
-
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- column encryption ---- */
@@ -444,7 +433,7 @@ static int apply_history(store *s, store_op *op) {
  * Returns how many were deleted, or -1 on error. */
 static int sweep_step(store *s, int64_t cutoff) {
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return -1;
-    s->batch_ms = wall_ms();
+    s->batch_ms = clock_wall_ms();
     sqlite3_stmt *st = s->st.expired;
     sqlite3_bind_int64(st, 1, cutoff);
     sqlite3_bind_int(st, 2, STORE_SWEEP_STEP);
@@ -543,7 +532,7 @@ static void snapshot(store *s) {
         if (sqlite3_step(st) == SQLITE_ROW) last_id = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
     }
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     char tmp[4200], dst[4096];
     snprintf(dst, sizeof(dst), "%s/base-%lld-%lld.db", s->pitr_dir, (long long)now, (long long)last_id);
     snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
@@ -579,8 +568,8 @@ static void snapshot(store *s) {
 /* ---- the store thread ---- */
 
 static void commit_batch(store *s, store_op *batch, uint32_t n) {
-    double t0 = mono_ms();
-    s->batch_ms = wall_ms();
+    double t0 = clock_mono_ms();
+    s->batch_ms = clock_wall_ms();
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     for (store_op *op = batch; op; op = op->next) {
         if (rc != SQLITE_OK) {
@@ -608,7 +597,7 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
             free(strmap_remove(&s->last_seq, op->room_id));
         }
     }
-    double dt = mono_ms() - t0;
+    double dt = clock_mono_ms() - t0;
     pthread_mutex_lock(&s->lock);
     s->stats.batches++;
     s->stats.ops += n;

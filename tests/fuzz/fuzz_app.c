@@ -107,13 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     uv_timer_t timer;
     uv_timer_init(&loop, &timer);
-    server *srv = calloc(1, sizeof(*srv));
-    srv->loop = &loop;
-    srv->cfg = &harness_cfg;
-    srv->app = a;
-    srv->handlers = app_handlers();
-    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
-    app_attach(a, srv);
+    server *srv = harness_server(&loop, a);
 
     static const char *const users[NCONN] = {"alice", "bob", "alice"};
     static const char *const names[NCONN] = {"Alice", "Bob", "Alice2"};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/app.h"
 #include "config/config.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
@@ -86,6 +87,19 @@ static void harness_reset_queue(conn *c) {
     c->wq_bytes = 0;
     c->dirty = false;
     c->dirty_next = NULL;
+}
+
+/* A zeroed server on loop carrying app a with the API's handlers, as
+ * server_start would leave it but with no socket (caller frees). */
+static server *harness_server(uv_loop_t *loop, app *a) {
+    server *srv = calloc(1, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = &harness_cfg;
+    srv->app = a;
+    srv->handlers = app_handlers();
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
+    app_attach(a, srv);
+    return srv;
 }
 
 #endif

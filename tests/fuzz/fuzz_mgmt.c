@@ -109,13 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fprintf(stderr, "fuzz_mgmt: app_init: %s\n", err);
         abort();
     }
-    server *srv = calloc(1, sizeof(*srv));
-    srv->loop = &loop;
-    srv->cfg = &harness_cfg;
-    srv->app = a;
-    srv->handlers = app_handlers();
-    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
-    app_attach(a, srv);
+    server *srv = harness_server(&loop, a);
 
     static const char *const users[NWS] = {"alice", "bob", "alice"};
     static const char *const rooms[NWS] = {"general", "general", "lobby"};
