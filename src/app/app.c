@@ -7,6 +7,7 @@
 
 #include "app/handlers.h"
 #include "common/alloc.h"
+#include "common/random.h"
 #include "common/clock.h"
 #include "log/log.h"
 #include "mgmt/mgmt.h"
@@ -63,7 +64,7 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     }
     if (!log_enabled(LOG_INFO)) return latency_ms;
     char request_id[37];
-    store_uuid(request_id);
+    random_uuid(request_id);
     log_line l;
     log_begin(&l, LOG_INFO, "access");
     log_str(&l, "requestId", request_id);

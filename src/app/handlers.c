@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/random.h"
 #include "log/log.h"
 
 ws_frame *handlers_frame(json_t *j) {
@@ -170,7 +171,7 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
     op->username = xstrdup(s->username);
     op->message = xstrdup(msg);
     op->timestamp = time(NULL);
-    store_uuid(op->message_id);
+    random_uuid(op->message_id);
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = chat_committed;
     op->ctx = a;
@@ -250,7 +251,7 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
         return;
     }
     char id[37];
-    store_uuid(id);
+    random_uuid(id);
     ws_frame *f = handlers_frame(json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:s,s:I}}", "type",
                                            "private_message", "data", "messageId", id, "senderId",
                                            s->user_id, "senderName", s->username, "targetUserId",

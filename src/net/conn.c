@@ -1,12 +1,12 @@
 #include "net/conn.h"
 
-#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/random.h"
 #include "http/handshake.h"
 #include "log/log.h"
 #include "net/server.h"
@@ -37,7 +37,7 @@ static void make_id(char out[CONN_ID_LEN + 1]) {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char rnd[CONN_ID_LEN];
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) abort();
+    random_bytes(rnd, sizeof(rnd));
     for (int i = 0; i < CONN_ID_LEN; i++) out[i] = alphabet[rnd[i] & 63];
     out[CONN_ID_LEN] = '\0';
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/random.h"
 
 #define KEY_FILE_MAX (1024 * 1024) /* bytes; a ring of 4096 keys is ~0.6 MiB */
 #define RING_MAX_KEYS 4096
@@ -49,6 +50,13 @@ typedef struct keyset {
     uint32_t active;
 } keyset;
 
+/* An AES-256-GCM context with one key's schedule already set up. */
+typedef struct gcm_cache {
+    EVP_CIPHER_CTX *ctx;       /* NULL until first use */
+    uint32_t key_id;
+    bool keyed;                /* ctx holds key_id's key of the current set */
+} gcm_cache;
+
 /* What the key file looked like when this ring last read or wrote it. */
 typedef struct file_ident {
     dev_t dev;
@@ -66,6 +74,13 @@ struct crypto_keyring {
     EVP_CIPHER *gcm;
     EVP_MAC *hmac;
     file_ident ident;          /* guarded by write_mu */
+    /* Keyed contexts kept between calls: setting up AES-GCM or HMAC from
+     * scratch (allocation, key schedule, provider lookups) costs several
+     * times the encryption of a chat message. Guarded by cache_mu; a thread
+     * that finds it taken builds a one-off context instead of waiting. */
+    pthread_mutex_t cache_mu;
+    gcm_cache seal_cache, open_cache;
+    EVP_MAC_CTX *index_mac;    /* keyed with index_key; NULL until first use */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -604,6 +619,7 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, cha
     pthread_rwlock_init(&r->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&r->write_mu, NULL);
+    pthread_mutex_init(&r->cache_mu, NULL);
     r->path = xstrdup(path);
     r->set = set;
     memcpy(r->index_key, index_key, CRYPTO_KEY_LEN);
@@ -633,6 +649,12 @@ static int publish(crypto_keyring *r, keyset *next, char *err, size_t errlen) {
     pthread_rwlock_wrlock(&r->lock);
     keyset *old = r->set;
     r->set = next;
+    /* No seal or open runs now (they hold the read lock), and the cached
+     * schedules may belong to keys the new set no longer has. */
+    pthread_mutex_lock(&r->cache_mu);
+    r->seal_cache.keyed = false;
+    r->open_cache.keyed = false;
+    pthread_mutex_unlock(&r->cache_mu);
     pthread_rwlock_unlock(&r->lock);
     r->ident = ident;
     keyset_free(old);
@@ -741,6 +763,10 @@ void crypto_keyring_free(crypto_keyring *r) {
     OPENSSL_cleanse(r->index_key, sizeof(r->index_key));
     EVP_CIPHER_free(r->gcm);
     EVP_MAC_free(r->hmac);
+    EVP_CIPHER_CTX_free(r->seal_cache.ctx);
+    EVP_CIPHER_CTX_free(r->open_cache.ctx);
+    EVP_MAC_CTX_free(r->index_mac);
+    pthread_mutex_destroy(&r->cache_mu);
     pthread_rwlock_destroy(&r->lock);
     pthread_mutex_destroy(&r->write_mu);
     free(r->path);
@@ -763,17 +789,42 @@ static bool gcm_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, siz
     return true;
 }
 
-/* Encrypt (enc) or decrypt-and-verify `len` bytes from in to out. `hdr` is
- * the blob's first AAD_HDR_LEN bytes, `nonce` its NONCE_LEN bytes, `tag` its
- * CRYPTO_TAG_LEN bytes (written when encrypting). Returns 0, CRYPTO_E_AUTH
- * or CRYPTO_E_INTERNAL. */
-static int gcm_run(const crypto_keyring *r, const uint8_t *key, bool enc, const uint8_t *hdr,
+/* Point ctx at a new message under key k: only the nonce when the cached
+ * context already holds k's schedule, else from scratch. Called with the
+ * ring's read lock held. Returns true on success. */
+static bool gcm_begin(crypto_keyring *r, gcm_cache *c, EVP_CIPHER_CTX *ctx, const ring_key *k,
+                      bool enc, const uint8_t *nonce) {
+    if (c && c->keyed && c->key_id == k->id)
+        return EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, enc ? 1 : 0, NULL) == 1;
+    if (c) c->keyed = false;
+    if (EVP_CipherInit_ex2(ctx, r->gcm, k->key, nonce, enc ? 1 : 0, NULL) != 1) return false;
+    if (c) {
+        c->keyed = true;
+        c->key_id = k->id;
+    }
+    return true;
+}
+
+/* Encrypt (enc) or decrypt-and-verify `len` bytes from in to out under key
+ * k. `hdr` is the blob's first AAD_HDR_LEN bytes, `nonce` its NONCE_LEN
+ * bytes, `tag` its CRYPTO_TAG_LEN bytes (written when encrypting). Called
+ * with the ring's read lock held. Returns 0, CRYPTO_E_AUTH or
+ * CRYPTO_E_INTERNAL. */
+static int gcm_run(crypto_keyring *r, const ring_key *k, bool enc, const uint8_t *hdr,
                    const uint8_t *nonce, const void *aad, size_t aad_len, const uint8_t *in,
                    size_t len, uint8_t *out, uint8_t *tag) {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    gcm_cache *c = NULL;
+    EVP_CIPHER_CTX *ctx;
+    if (pthread_mutex_trylock(&r->cache_mu) == 0) {
+        c = enc ? &r->seal_cache : &r->open_cache;
+        if (!c->ctx) c->ctx = EVP_CIPHER_CTX_new();
+        ctx = c->ctx;
+    } else {
+        ctx = EVP_CIPHER_CTX_new();
+    }
     int rc = CRYPTO_E_INTERNAL;
-    if (!ctx) return rc;
-    if (EVP_CipherInit_ex2(ctx, r->gcm, key, nonce, enc ? 1 : 0, NULL) != 1) goto done;
+    if (!ctx) goto done;
+    if (!gcm_begin(r, c, ctx, k, enc, nonce)) goto done;
     if (!gcm_update(ctx, NULL, hdr, AAD_HDR_LEN)) goto done;
     if (aad_len && !gcm_update(ctx, NULL, aad, aad_len)) goto done;
     if (len && !gcm_update(ctx, out, in, len)) goto done;
@@ -794,7 +845,13 @@ static int gcm_run(const crypto_keyring *r, const uint8_t *key, bool enc, const 
         rc = EVP_CipherFinal_ex(ctx, out + len, &outl) == 1 ? 0 : CRYPTO_E_AUTH;
     }
 done:
-    EVP_CIPHER_CTX_free(ctx);
+    if (c) {
+        /* After an internal failure the context's state is unknown. */
+        if (rc == CRYPTO_E_INTERNAL) c->keyed = false;
+        pthread_mutex_unlock(&r->cache_mu);
+    } else {
+        EVP_CIPHER_CTX_free(ctx);
+    }
     return rc;
 }
 
@@ -808,9 +865,8 @@ uint8_t *crypto_seal(const crypto_keyring *r, const void *plain, size_t len, con
     const ring_key *k = keyset_find(r->set, r->set->active);
     blob[0] = CRYPTO_BLOB_VERSION;
     put_be32(blob + 1, k->id);
-    int rc = CRYPTO_E_INTERNAL;
-    if (RAND_bytes(blob + AAD_HDR_LEN, NONCE_LEN) == 1)
-        rc = gcm_run(r, k->key, true, blob, blob + AAD_HDR_LEN, aad, aad_len, plain, len,
+    random_bytes(blob + AAD_HDR_LEN, NONCE_LEN);
+    int rc = gcm_run(m, k, true, blob, blob + AAD_HDR_LEN, aad, aad_len, plain, len,
                      blob + CRYPTO_HEADER_LEN, blob + CRYPTO_HEADER_LEN + len);
     pthread_rwlock_unlock(&m->lock);
     if (rc != 0) {
@@ -839,7 +895,7 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
         return CRYPTO_E_UNKNOWN_KEY;
     }
     char *out = xmalloc(n + 1);
-    int rc = gcm_run(r, k->key, false, blob, blob + AAD_HDR_LEN, aad, aad_len,
+    int rc = gcm_run(m, k, false, blob, blob + AAD_HDR_LEN, aad, aad_len,
                      blob + CRYPTO_HEADER_LEN, n, (uint8_t *)out, tag);
     pthread_rwlock_unlock(&m->lock);
     if (rc != 0) {
@@ -885,27 +941,53 @@ uint32_t crypto_blob_key_id(const uint8_t *blob, size_t len) {
 
 /* ------------------------------------------------------------ blind index */
 
-void crypto_blind_index(const crypto_keyring *r, const char *domain, const void *v, size_t len,
-                        char out[CRYPTO_INDEX_HEX_LEN + 1]) {
-    static const char hex[] = "0123456789abcdef";
+/* HMAC-SHA256 of domain, a zero byte and v under the index key into mac. */
+static bool index_mac(crypto_keyring *r, const char *domain, const void *v, size_t len,
+                      uint8_t mac[32]) {
     static const uint8_t sep = 0;
-    uint8_t mac[32];
-    size_t maclen = 0;
     char digest[] = "SHA256";
     OSSL_PARAM params[2] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end()};
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(r->hmac);
-    if (!ctx || EVP_MAC_init(ctx, r->index_key, CRYPTO_KEY_LEN, params) != 1 ||
-        EVP_MAC_update(ctx, (const uint8_t *)(domain ? domain : ""),
-                       domain ? strlen(domain) : 0) != 1 ||
-        EVP_MAC_update(ctx, &sep, 1) != 1 ||
-        (len && EVP_MAC_update(ctx, v, len) != 1) ||
-        EVP_MAC_final(ctx, mac, &maclen, sizeof(mac)) != 1 || maclen != sizeof(mac)) {
+    bool cached = pthread_mutex_trylock(&r->cache_mu) == 0;
+    EVP_MAC_CTX *ctx;
+    bool init_ok;
+    if (cached && r->index_mac) {
+        ctx = r->index_mac;
+        init_ok = EVP_MAC_init(ctx, NULL, 0, NULL) == 1; /* same key, fresh state */
+    } else {
+        ctx = EVP_MAC_CTX_new(r->hmac);
+        init_ok = ctx && EVP_MAC_init(ctx, r->index_key, CRYPTO_KEY_LEN, params) == 1;
+        if (cached && init_ok) r->index_mac = ctx;
+    }
+    size_t maclen = 0;
+    bool ok = init_ok &&
+              EVP_MAC_update(ctx, (const uint8_t *)(domain ? domain : ""),
+                             domain ? strlen(domain) : 0) == 1 &&
+              EVP_MAC_update(ctx, &sep, 1) == 1 && (!len || EVP_MAC_update(ctx, v, len) == 1) &&
+              EVP_MAC_final(ctx, mac, &maclen, 32) == 1 && maclen == 32;
+    if (cached) {
+        if (!ok && ctx == r->index_mac) {
+            EVP_MAC_CTX_free(ctx);
+            r->index_mac = NULL;
+        } else if (!r->index_mac) {
+            EVP_MAC_CTX_free(ctx);
+        }
+        pthread_mutex_unlock(&r->cache_mu);
+    } else {
+        EVP_MAC_CTX_free(ctx);
+    }
+    return ok;
+}
+
+void crypto_blind_index(const crypto_keyring *r, const char *domain, const void *v, size_t len,
+                        char out[CRYPTO_INDEX_HEX_LEN + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    uint8_t mac[32];
+    if (!index_mac((crypto_keyring *)r, domain, v, len, mac)) {
         fprintf(stderr, "wsgate: HMAC-SHA256 failed in crypto_blind_index\n");
         abort();
     }
-    EVP_MAC_CTX_free(ctx);
     for (size_t i = 0; i < sizeof(mac); i++) {
         out[2 * i] = hex[mac[i] >> 4];
         out[2 * i + 1] = hex[mac[i] & 15];

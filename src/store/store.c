@@ -1,7 +1,6 @@
 #include "store/store.h"
 
 #include <dirent.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -107,16 +106,6 @@ static const char SCHEMA[] =
     "  roomId TEXT, seq INTEGER, messageId TEXT, senderId, senderName, message,"
     "  timestamp INTEGER, clientMessageId TEXT, senderKey TEXT"
     ");";
-
-void store_uuid(char out[37]) {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof(b)) != 1) abort();
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-}
 
 store_op *store_op_new(store_op_kind kind) {
     store_op *op = xcalloc(1, sizeof(*op));

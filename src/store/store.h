@@ -99,9 +99,6 @@ void store_get_stats(store *s, store_stats *out);
  * has closed its handle (keep running the loop). */
 void store_close(store *s);
 
-/* Write a new random UUID (version 4) into out. */
-void store_uuid(char out[37]);
-
 /* `wsgate backup`: copy the live database at path (a consistent snapshot,
  * safe while the server runs) to out. Returns 0 or -1 with err. */
 int store_backup(const char *path, const char *out, char *err, size_t errlen);

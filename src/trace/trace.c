@@ -2,7 +2,6 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,20 +9,12 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/random.h"
 #include "log/log.h"
 
 #define TRACE_QUEUE_MAX 10000
 #define TRACE_BATCH_MAX 512
 #define TRACE_FLUSH_MS 1000
-
-static void hex(const unsigned char *b, size_t n, char *out) {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
 
 static bool is_hex_run(const char *s, size_t n) {
     bool nonzero = false;
@@ -50,13 +41,11 @@ bool trace_parse_traceparent(const char *s, size_t len, char trace_id[33], char 
 }
 
 void trace_start(trace_ctx *t, const char *traceparent, size_t len) {
-    unsigned char rnd[24];
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) abort();
     if (!traceparent || !trace_parse_traceparent(traceparent, len, t->trace_id, t->parent_span_id)) {
-        hex(rnd, 16, t->trace_id);
+        random_hex(t->trace_id, 16);
         t->parent_span_id[0] = '\0';
     }
-    hex(rnd + 16, 8, t->span_id);
+    random_hex(t->span_id, 8);
 }
 
 void trace_format(const trace_ctx *t, char out[56]) {

@@ -174,6 +174,51 @@ Test(crypto, loads_hand_written_file) {
     char idx[65];
     crypto_blind_index(RING, "d", "v", 1, idx);
     cr_assert_str_eq(idx, "5b080b3ee1c987c4fa0013fe7242be222564e18adae285b85c818ff436a7ae98");
+    /* Later calls reuse the keyed HMAC context: the answers must not drift
+     * (the state is reset, the key kept). */
+    crypto_blind_index(RING, "messages.user_id", "user-1", 6, idx);
+    cr_assert_str_eq(idx, "16e8016b17207c559d5523e5fe1809ada1d656a10cd45b0b33012a5e68cf3565");
+    crypto_blind_index(RING, "d", "v", 1, idx);
+    cr_assert_str_eq(idx, "5b080b3ee1c987c4fa0013fe7242be222564e18adae285b85c818ff436a7ae98");
+}
+
+/* Sealing and opening keep a keyed context between calls; it must follow
+ * each blob's key and each rotation, and a failed open must not spoil it. */
+Test(crypto, cached_contexts_follow_keys_and_survive_failures) {
+    write_text(keypath,
+               "{\"version\":1,\"active\":7,\"index_key\":\"" KIDX "\",\"keys\":["
+               "{\"id\":3,\"key\":\"" K32A "\",\"created\":100,\"retired\":200},"
+               "{\"id\":7,\"key\":\"" K32B "\",\"created\":200}]}",
+               0600);
+    RING = open_ok(keypath, false);
+    size_t n7, n;
+    uint8_t *b7 = seal_str(RING, "under seven", "aad", &n7);
+    char err[512] = "";
+    cr_assert_eq(crypto_keyring_rotate(RING, 1700000000, err, sizeof(err)), 0, "%s", err);
+    uint8_t *b8 = seal_str(RING, "under eight", "aad", &n);
+    cr_assert_eq(crypto_blob_key_id(b7, n7), 7);
+    cr_assert_eq(crypto_blob_key_id(b8, n), 8);
+    char *p = NULL;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(open_str(RING, b7, n7, "aad", &p), 0);
+        cr_assert_str_eq(p, "under seven");
+        free(p);
+        cr_assert_eq(open_str(RING, b8, n, "aad", &p), 0);
+        cr_assert_str_eq(p, "under eight");
+        free(p);
+        /* A tag that fails to verify leaves the context usable. */
+        b8[n - 1] ^= 1;
+        cr_assert_eq(open_str(RING, b8, n, "aad", &p), CRYPTO_E_AUTH);
+        b8[n - 1] ^= 1;
+    }
+    /* A fresh ring (no cached state) reads what the cached one sealed. */
+    crypto_keyring *again = open_ok(keypath, false);
+    cr_assert_eq(open_str(again, b8, n, "aad", &p), 0);
+    cr_assert_str_eq(p, "under eight");
+    free(p);
+    crypto_keyring_free(again);
+    free(b7);
+    free(b8);
 }
 
 Test(crypto, missing_file_without_create_fails) {
