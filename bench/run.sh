@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks on loopback, each server pinned to CPU 0 with the
 # load generator on CPU 1, every workload against its peers in the same run:
-#   echo    wsgate (echo mode) vs Node `ws` vs python3-websockets (echo)
-#   fanout  wsgate (API mode, durable chat) vs the peers in chat mode
-#           (welcome + chat broadcast to the room, PROTOCOL.md shapes)
-#   storm   handshakes/s (closed after the welcome): wsgate (API) vs Node `ws` (chat)
-#   idle    server RSS per idle connection: wsgate (API) vs Node `ws` (chat)
-# Prints each result and the ratios wsgate/peer, raw and per server CPU-second.
+#   echo     wsgate (echo mode) vs Node `ws` vs python3-websockets (echo)
+#   fanout   wsgate (API mode, durable chat) vs the peers in chat mode
+#            (welcome + chat broadcast to the room, PROTOCOL.md shapes)
+#   storm    handshakes/s (closed after the welcome): wsgate (API) vs Node `ws` (chat)
+#   idle     server RSS per idle connection (19,000 by default; the load
+#            generator forks more processes if one cannot hold them):
+#            wsgate (API) vs Node `ws` (chat)
+#   durable  stored-then-broadcast chat at rising total rates, the highest
+#            sustained one compared: wsgate (API mode: every chat committed,
+#            fsync per group commit, before its broadcast) vs the peers in
+#            chat mode, which store nothing (broadcast only)
+# Prints each result, then a table of the ratios wsgate/peer (raw and per
+# server CPU-second, with p50/p90/p99), and writes every result and ratio as
+# JSON to BENCH_JSON (default $BUILD/bench-results.json).
 #   CONNS=50 INFLIGHT=8 SIZE=32 DURATION=5 make bench
 #   WORKLOADS="echo fanout" FAN_ROOMS=10 FAN_MEMBERS=20 FAN_RATE=150 ./bench/run.sh
-# Every run is bounded: the load generator stops by itself (and has a
-# watchdog), is wrapped in `timeout`, and each server is killed after it.
+#   WORKLOADS=durable DUR_RATES=1000,5000,10000 DUR_DURATION=3 ./bench/run.sh
+# The default run (all five workloads) takes about 6 minutes on a 2-core
+# machine. Every run is bounded: the load generator stops by itself (and
+# has a watchdog), is wrapped in `timeout`, and each server is killed after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-WORKLOADS=${WORKLOADS:-echo fanout storm idle}
+WORKLOADS=${WORKLOADS:-echo fanout storm idle durable}
 CONNS=${CONNS:-50}
 INFLIGHT=${INFLIGHT:-8}
 SIZE=${SIZE:-32}
@@ -23,10 +33,17 @@ FAN_ROOMS=${FAN_ROOMS:-10}
 FAN_MEMBERS=${FAN_MEMBERS:-20}
 FAN_RATE=${FAN_RATE:-150}          # chats/s per room: 10 x 20 x 150 = 30,000 deliveries/s
 STORM_CONNS=${STORM_CONNS:-50}     # handshakes in progress at once
-IDLE_CONNS=${IDLE_CONNS:-10000}
-IDLE_SOURCES=${IDLE_SOURCES:-2}    # client source addresses 127.0.0.1 .. 127.0.0.K
+IDLE_CONNS=${IDLE_CONNS:-19000}
+IDLE_SOURCES=${IDLE_SOURCES:-$(((IDLE_CONNS + 9999) / 10000))} # 127.0.0.1 .. 127.0.0.K, <= 10,000 each
+IDLE_PROCS=${IDLE_PROCS:-0}        # load generator processes; 0: as many as the fd limit needs
 IDLE_HOLD=${IDLE_HOLD:-3}
+IDLE_OPEN_TIMEOUT=${IDLE_OPEN_TIMEOUT:-150}
+DUR_ROOMS=${DUR_ROOMS:-20}
+DUR_MEMBERS=${DUR_MEMBERS:-5}
+DUR_RATES=${DUR_RATES:-1000,2000,3000,5000,7500,10000,15000,20000,30000,50000} # total chats/s, one step each
+DUR_DURATION=${DUR_DURATION:-$DURATION} # measured seconds per step (after 1 s of warm-up)
 PORT_BASE=${PORT_BASE:-18700}
+BENCH_JSON=${BENCH_JSON:-$BUILD/bench-results.json}
 LOADGEN="$BUILD/wsgate-loadgen"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -58,11 +75,12 @@ stop_server() { # pid
 }
 
 port=$PORT_BASE
-# run_one WORKLOAD LABEL "LOADGEN ARGS" SERVER-CMD... ; the server command's
-# literal PORT and DATA are replaced by a fresh port and data directory.
+# run_one WORKLOAD LABEL TIMEOUT "LOADGEN ARGS" SERVER-CMD... ; the server
+# command's literal @PORT@ and @DATA@ are replaced by a fresh port and data
+# directory; TIMEOUT (s) bounds the load generator on top of its watchdog.
 run_one() {
-  local workload=$1 label=$2 lgargs=$3
-  shift 3
+  local workload=$1 label=$2 tmo=$3 lgargs=$4
+  shift 4
   port=$((port + 1))
   local data="$out/data-$workload-$label" args=() a
   for a in "$@"; do a=${a//@PORT@/$port}; args+=("${a//@DATA@/$data}"); done
@@ -70,7 +88,7 @@ run_one() {
   local pid=$!
   if ! wait_port "$port"; then stop_server "$pid"; cat "$out/$workload.$label.server.log" >&2; return 1; fi
   # shellcheck disable=SC2086
-  timeout 180 $pin_load "$LOADGEN" --port "$port" $lgargs --server-pid "$pid" --label "$label" \
+  timeout "$tmo" $pin_load "$LOADGEN" --port "$port" $lgargs --server-pid "$pid" --label "$label" \
     | tee "$out/$workload.$label.txt" || echo "bench: $workload $label: load generator failed" >&2
   stop_server "$pid"
 }
@@ -84,62 +102,158 @@ for w in $WORKLOADS; do
   echo)
     echo "== echo: $CONNS connections x $INFLIGHT in flight, $SIZE bytes, ${DURATION}s"
     a="--workload echo --conns $CONNS --inflight $INFLIGHT --size $SIZE --duration $DURATION"
-    run_one echo wsgate "$a" "${WSGATE[@]}" --set mode=echo --set logging_level=ERROR --set worker_threads=1
-    run_one echo node-ws "$a" "${NODE[@]}" echo
-    run_one echo py-websockets "$a" "${PY[@]}" echo
+    t=$((DURATION + 120))
+    run_one echo wsgate $t "$a" "${WSGATE[@]}" --set mode=echo --set logging_level=ERROR --set worker_threads=1
+    run_one echo node-ws $t "$a" "${NODE[@]}" echo
+    run_one echo py-websockets $t "$a" "${PY[@]}" echo
     ;;
   fanout)
     echo "== fanout: $FAN_ROOMS rooms x $FAN_MEMBERS members, $FAN_RATE chats/s per room, ${DURATION}s"
     a="--workload fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --size $SIZE --duration $DURATION"
-    run_one fanout wsgate "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one fanout node-ws "$a" "${NODE[@]}" chat
-    run_one fanout py-websockets "$a" "${PY[@]}" chat
+    t=$((DURATION + 120))
+    run_one fanout wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
+    run_one fanout node-ws $t "$a" "${NODE[@]}" chat
+    run_one fanout py-websockets $t "$a" "${PY[@]}" chat
     ;;
   storm)
     echo "== storm: handshakes with at most $STORM_CONNS in progress, closed after the welcome, ${DURATION}s"
     a="--workload storm --conns $STORM_CONNS --rooms 100 --duration $DURATION --expect \"type\":\"welcome\""
-    run_one storm wsgate "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one storm node-ws "$a" "${NODE[@]}" chat
+    t=$((DURATION + 120))
+    run_one storm wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
+    run_one storm node-ws $t "$a" "${NODE[@]}" chat
     ;;
   idle)
     echo "== idle: $IDLE_CONNS connections from $IDLE_SOURCES source addresses, held ${IDLE_HOLD}s"
-    a="--workload idle --conns $IDLE_CONNS --sources $IDLE_SOURCES --rooms $((IDLE_CONNS / 20 + 1)) --duration $IDLE_HOLD --expect \"type\":\"welcome\""
-    run_one idle wsgate "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one idle node-ws "$a" "${NODE[@]}" chat
+    a="--workload idle --conns $IDLE_CONNS --sources $IDLE_SOURCES --rooms $((IDLE_CONNS / 20 + 1)) --duration $IDLE_HOLD"
+    a="$a --open-timeout $IDLE_OPEN_TIMEOUT --procs $IDLE_PROCS --expect \"type\":\"welcome\""
+    t=$((IDLE_OPEN_TIMEOUT + IDLE_HOLD + 60))
+    run_one idle wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
+    run_one idle node-ws $t "$a" "${NODE[@]}" chat
+    ;;
+  durable)
+    nrates=$(echo "$DUR_RATES" | tr ',' '\n' | grep -c .)
+    echo "== durable: $DUR_ROOMS rooms x $DUR_MEMBERS members, total chats/s stepping through $DUR_RATES," \
+      "${DUR_DURATION}s per step, until a server falls behind (achieved < 90% of offered, p99 > 1 s or" \
+      "deliveries lost). wsgate (API mode) commits every chat to its store (fsync per group commit)" \
+      "before broadcasting it; the Node and Python peers (chat mode) store nothing, they only broadcast."
+    a="--workload durable --rooms $DUR_ROOMS --members $DUR_MEMBERS --rates $DUR_RATES --size $SIZE"
+    a="$a --duration $DUR_DURATION"
+    t=$((nrates * (DUR_DURATION + 8) + 120))
+    run_one durable wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
+    run_one durable node-ws $t "$a" "${NODE[@]}" chat
+    run_one durable py-websockets $t "$a" "${PY[@]}" chat
     ;;
   *) echo "bench: unknown workload $w" >&2; exit 2 ;;
   esac
 done
 
-/usr/bin/python3 - "$out" <<'PY'
-import json, sys, pathlib
-d = pathlib.Path(sys.argv[1])
-res = {}
+mkdir -p "$(dirname "$BENCH_JSON")"
+env WORKLOADS="$WORKLOADS" CONNS="$CONNS" INFLIGHT="$INFLIGHT" SIZE="$SIZE" DURATION="$DURATION" \
+  FAN_ROOMS="$FAN_ROOMS" FAN_MEMBERS="$FAN_MEMBERS" FAN_RATE="$FAN_RATE" STORM_CONNS="$STORM_CONNS" \
+  IDLE_CONNS="$IDLE_CONNS" IDLE_SOURCES="$IDLE_SOURCES" IDLE_PROCS="$IDLE_PROCS" IDLE_HOLD="$IDLE_HOLD" \
+  DUR_ROOMS="$DUR_ROOMS" DUR_MEMBERS="$DUR_MEMBERS" DUR_RATES="$DUR_RATES" DUR_DURATION="$DUR_DURATION" \
+  /usr/bin/python3 - "$out" "$BENCH_JSON" <<'PY'
+import datetime, json, os, pathlib, platform, sys
+d, json_path = pathlib.Path(sys.argv[1]), sys.argv[2]
+order = ("echo", "fanout", "storm", "idle", "durable")
+res, steps, lines = {}, {}, []
 for f in sorted(d.glob("*.txt")):
     for line in f.read_text().splitlines():
-        if line.startswith("{"):
-            r = json.loads(line)
-            res[(r["workload"], r["label"])] = r
-units = {"echo": "msg/s", "fanout": "deliveries/s", "storm": "handshakes/s"}
-for wl in ("echo", "fanout", "storm", "idle"):
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        lines.append(r)
+        if r.get("workload") == "durable" and "step" in r:
+            steps.setdefault(r["label"], []).append(r)
+            continue
+        res[(r["workload"], r["label"])] = r  # durable: the summary line
+units = {"echo": "msg/s", "fanout": "deliveries/s", "storm": "handshakes/s", "durable": "chats/s"}
+
+def ratio(a, b):
+    return a / b if a > 0 and b > 0 else None
+
+def fx(x):
+    return f"x{x:.2f}" if x is not None else "-"
+
+def ms(us):
+    return f"{us / 1000:.1f}" if us is not None else "-"
+
+rows = []
+for wl in order:
     w = res.get((wl, "wsgate"))
-    peers = [(l, r) for (k, l), r in res.items() if k == wl and l != "wsgate"]
-    if not (w and peers):
+    if not w:
         continue
-    print(f"\nratios wsgate / peer ({wl}):")
-    for peer, p in peers:
+    for (k, peer), p in sorted(res.items()):
+        if k != wl or peer == "wsgate":
+            continue
+        row = {"workload": wl, "peer": peer}
         if wl == "idle":
-            if w["bytes_per_conn"] > 0 and p["bytes_per_conn"] > 0:
-                print(f"  vs {peer:14s} bytes per idle connection {w['bytes_per_conn']:.0f} vs "
-                      f"{p['bytes_per_conn']:.0f}: x{p['bytes_per_conn'] / w['bytes_per_conn']:.2f} less memory")
+            row.update(metric="bytes per idle connection", wsgate=w["bytes_per_conn"], peer_value=p["bytes_per_conn"],
+                       ratio=ratio(p["bytes_per_conn"], w["bytes_per_conn"]), note="x = times less memory",
+                       open_seconds=[w["open_seconds"], p["open_seconds"]], conns=[w["opened"], p["opened"]])
+            rows.append(row)
             continue
-        if p["rate"] <= 0:
-            continue
-        per = (w["per_cpu_s"] / p["per_cpu_s"]) if p["per_cpu_s"] > 0 else float("nan")
-        line = (f"  vs {peer:14s} {units[wl]} x{w['rate'] / p['rate']:.2f}   per server CPU-second x{per:.2f}")
-        if "p99_us" in w:
-            line += f"   p50 {w['p50_us']:.0f} us vs {p['p50_us']:.0f} us   p99 {w['p99_us']:.0f} us vs {p['p99_us']:.0f} us"
+        row.update(metric=units[wl], wsgate=w["rate"], peer_value=p["rate"], ratio=ratio(w["rate"], p["rate"]),
+                   per_cpu_ratio=ratio(w["per_cpu_s"], p["per_cpu_s"]))
+        if "p50_us" in w:
+            for q in ("p50_us", "p90_us", "p99_us"):
+                row[q] = [w.get(q), p.get(q)]
         if wl == "storm":
-            line += f"   errors {w['errors']} vs {p['errors']}"
-        print(line)
+            row["errors"] = [w["errors"], p["errors"]]
+        if wl == "durable":
+            row["max_sustained_offered"] = [w["max_sustained_offered"], p["max_sustained_offered"]]
+            row["stop"] = [w.get("stop_reason", ""), p.get("stop_reason", "")]
+            # The same step for both: the highest rate both sustained.
+            ws = {s["offered"]: s for s in steps.get("wsgate", []) if s["sustained"]}
+            ps = {s["offered"]: s for s in steps.get(peer, []) if s["sustained"]}
+            common = sorted(set(ws) & set(ps))
+            if common:
+                o = common[-1]
+                row["at_common_rate"] = {
+                    "offered": o, "per_cpu_ratio": ratio(ws[o]["per_cpu_s"], ps[o]["per_cpu_s"]),
+                    "p50_us": [ws[o]["p50_us"], ps[o]["p50_us"]], "p90_us": [ws[o]["p90_us"], ps[o]["p90_us"]],
+                    "p99_us": [ws[o]["p99_us"], ps[o]["p99_us"]]}
+        rows.append(row)
+
+if rows:
+    print("\nratios wsgate / peer (throughput: higher favours wsgate; latencies in ms, wsgate / peer)")
+    print(f"{'workload':9s} {'peer':14s} {'metric':14s} {'wsgate':>10s} {'peer':>10s} {'ratio':>7s} "
+          f"{'per cpu-s':>9s}   {'p50':>13s} {'p90':>13s} {'p99':>13s}")
+    for r in rows:
+        if r["workload"] == "idle":
+            print(f"{'idle':9s} {r['peer']:14s} {'B/idle conn':14s} {r['wsgate']:10.0f} {r['peer_value']:10.0f} "
+                  f"{fx(r['ratio']):>7s} {'':9s}   (x = times less memory; {r['conns'][0]} vs {r['conns'][1]} "
+                  f"connections opened in {r['open_seconds'][0]:.1f} s vs {r['open_seconds'][1]:.1f} s)")
+            continue
+        lat = ["-"] * 3
+        if "p50_us" in r:
+            lat = [f"{ms(r[q][0])} / {ms(r[q][1])}" for q in ("p50_us", "p90_us", "p99_us")]
+        extra = ""
+        if r["workload"] == "storm":
+            extra = f"   errors {r['errors'][0]} vs {r['errors'][1]}"
+        if r["workload"] == "durable":
+            extra = (f"   max sustained offered {r['max_sustained_offered'][0]:.0f} vs "
+                     f"{r['max_sustained_offered'][1]:.0f}")
+        print(f"{r['workload']:9s} {r['peer']:14s} {r['metric']:14s} {r['wsgate']:10.0f} {r['peer_value']:10.0f} "
+              f"{fx(r['ratio']):>7s} {fx(r['per_cpu_ratio']):>9s}   {lat[0]:>13s} {lat[1]:>13s} {lat[2]:>13s}{extra}")
+        c = r.get("at_common_rate")
+        if c:
+            print(f"{'':9s} {'':14s} {'at ' + format(c['offered'], '.0f') + '/s':14s} {'':10s} {'':10s} {'':7s} "
+                  f"{fx(c['per_cpu_ratio']):>9s}   "
+                  + " ".join(f"{ms(c[q][0]) + ' / ' + ms(c[q][1]):>13s}" for q in ("p50_us", "p90_us", "p99_us"))
+                  + "   (the highest rate both sustained)")
+
+knobs = ("WORKLOADS CONNS INFLIGHT SIZE DURATION FAN_ROOMS FAN_MEMBERS FAN_RATE STORM_CONNS IDLE_CONNS "
+         "IDLE_SOURCES IDLE_PROCS IDLE_HOLD DUR_ROOMS DUR_MEMBERS DUR_RATES DUR_DURATION").split()
+doc = {
+    "generated_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+    "settings": {k: os.environ.get(k) for k in knobs},
+    "results": lines,
+    "ratios": rows,
+}
+with open(json_path, "w") as f:
+    json.dump(doc, f, indent=1)
+    f.write("\n")
+print(f"\nresults written to {json_path}")
 PY

@@ -120,18 +120,23 @@ fail:
     exit(2);
 }
 
-/* ---- several workers (echo mode): one loop per thread, one port ---- */
+/* ---- the workers: one event loop per thread, one port ---- */
 
 typedef struct worker {
     uv_loop_t loop;
     server *srv;
+    app *app;          /* API mode: the one application every worker runs */
+    bool first;        /* runs on the main thread and carries the store */
     uv_thread_t thread;
     bool started;
 } worker;
 
 static void run_worker(void *arg) {
     worker *w = arg;
+    if (w->app) app_worker_enter(w->app, w->srv, w->first);
+    else server_enter(w->srv);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (w->app && !w->first) app_worker_leave(w->app);
 }
 
 static void close_loop(uv_loop_t *loop) {
@@ -143,21 +148,41 @@ static void close_loop(uv_loop_t *loop) {
     }
 }
 
-/* Start n servers on n loops sharing the port (SO_REUSEPORT), run loop 0 on
- * this thread and the others on their own, and wait for all to stop (each
- * stops on SIGTERM/SIGINT like a single server). Returns the exit status. */
-static int serve_workers(const config *cfg, unsigned n) {
+/* Start n servers on n loops (sharing the port with SO_REUSEPORT when n >
+ * 1), run loop 0 on this thread and the others on their own, and wait for
+ * all to stop (each stops on SIGTERM/SIGINT). In API mode one application
+ * serves every worker; its store wakes loop 0. Returns the exit status. */
+static int serve(const config *cfg, unsigned n, bool echo) {
     worker *w = xcalloc(n, sizeof(*w));
+    for (unsigned i = 0; i < n; i++) uv_loop_init(&w[i].loop);
     int rc = 0;
+    app *a = NULL;
+    if (!echo) {
+        char dbpath[4096], err[512];
+        outputs_data_file(cfg, dbpath, sizeof(dbpath));
+        a = xmalloc(sizeof(*a));
+        if (app_init(a, cfg, &w[0].loop, dbpath, err, sizeof(err)) != 0) {
+            log_msg(LOG_ERROR, "startup_error", "%s", err);
+            fprintf(stderr, "wsgate: %s\n", err);
+            free(a);
+            a = NULL;
+            rc = 1;
+        }
+    }
+    const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
     int port = (int)cfg->port;
     for (unsigned i = 0; i < n && rc == 0; i++) {
-        uv_loop_init(&w[i].loop);
+        /* zeroed: server_free runs even when start-up failed */
         w[i].srv = xcalloc(1, sizeof(*w[i].srv));
-        if (server_start_worker(w[i].srv, &w[i].loop, cfg, echo_handlers(), NULL, port, true) != 0) {
+        w[i].app = a;
+        w[i].first = i == 0;
+        if (a) app_attach(a, w[i].srv);
+        if (server_start_worker(w[i].srv, &w[i].loop, cfg, handlers, a, port, n > 1) != 0) {
             rc = 1;
             break;
         }
         w[i].started = true;
+        w[i].srv->worker_index = (int)i;
         port = w[i].srv->bound_port; /* port 0: the others share the first one's */
     }
     if (rc != 0) {
@@ -170,15 +195,27 @@ static int serve_workers(const config *cfg, unsigned n) {
     if (w[0].started) run_worker(&w[0]);
     for (unsigned i = 1; i < n; i++)
         if (w[i].started) uv_thread_join(&w[i].thread);
+    if (rc == 0) {
+        if (n > 1) log_msg(LOG_INFO, "stopped", "wsgate stopped (%u workers)", n);
+        else log_msg(LOG_INFO, "stopped", "wsgate stopped");
+    }
+    /* Every loop has stopped. The other loops' last close callbacks may
+     * still reach the application, so they go before it closes; closing
+     * the store runs its last completions on loop 0. */
+    for (unsigned i = 1; i < n; i++) close_loop(&w[i].loop);
+    if (a) {
+        app_close(a);
+        uv_run(&w[0].loop, UV_RUN_DEFAULT);
+        free(a);
+    }
+    close_loop(&w[0].loop);
     for (unsigned i = 0; i < n; i++) {
         if (w[i].srv) {
-            close_loop(&w[i].loop); /* every loop with a server was initialised */
             server_free(w[i].srv);
             free(w[i].srv);
         }
     }
     free(w);
-    if (rc == 0) log_msg(LOG_INFO, "stopped", "wsgate stopped (%u workers)", n);
     return rc;
 }
 
@@ -200,65 +237,8 @@ static int cmd_serve(int argc, char **argv) {
     metrics_global_init(&cfg, WSGATE_VERSION);
     bool echo = strcmp(cfg.mode, "echo") == 0;
     unsigned workers = (unsigned)cfg.worker_threads;
-    if (workers == 0) workers = echo ? uv_available_parallelism() : 1;
-    if (!echo && workers > 1) {
-        /* Rooms span connections on every worker: until broadcasts cross
-         * workers, the API runs on one loop. */
-        fprintf(stderr, "wsgate: worker_threads = %u: api mode runs one event loop for now "
-                        "(several workers serve echo mode)\n", workers);
-        metrics_global_free();
-        log_close();
-        config_free(&cfg);
-        return 2;
-    }
-    if (workers > 1) {
-        int rc = serve_workers(&cfg, workers);
-        metrics_global_free();
-        log_close();
-        config_free(&cfg);
-        return rc;
-    }
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    app *a = NULL;
-    int rc = 0;
-    if (!echo) {
-        char dbpath[4096], err[512];
-        outputs_data_file(&cfg, dbpath, sizeof(dbpath));
-        a = xmalloc(sizeof(*a));
-        if (app_init(a, &cfg, &loop, dbpath, err, sizeof(err)) != 0) {
-            log_msg(LOG_ERROR, "startup_error", "%s", err);
-            fprintf(stderr, "wsgate: %s\n", err);
-            free(a);
-            a = NULL;
-            rc = 1;
-        }
-    }
-    server *srv = xcalloc(1, sizeof(*srv)); /* zeroed: server_free runs even when start-up failed */
-    if (rc == 0) {
-        const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
-        if (a) app_attach(a, srv);
-        if (server_start(srv, &loop, &cfg, handlers, a) != 0) {
-            rc = 1;
-        } else {
-            uv_run(&loop, UV_RUN_DEFAULT);
-            log_msg(LOG_INFO, "stopped", "wsgate stopped");
-        }
-    }
-    if (a) {
-        app_close(a);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        free(a);
-    }
-    /* Let every close callback run, then release the loop. */
-    uv_run(&loop, UV_RUN_NOWAIT);
-    if (uv_loop_close(&loop) != 0) {
-        uv_walk(&loop, (uv_walk_cb)uv_close, NULL);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        uv_loop_close(&loop);
-    }
-    server_free(srv);
-    free(srv);
+    if (workers == 0) workers = uv_available_parallelism();
+    int rc = serve(&cfg, workers, echo);
     metrics_global_free();
     log_close();
     config_free(&cfg);

@@ -4,7 +4,8 @@ usage: /usr/bin/python3 bench/peers/py_echo.py PORT [PATH] [echo|chat]   (or PEE
   chat: the wsgate-protocol subset the fan-out benchmark needs, with the
   shapes of PROTOCOL.md: a welcome on connect (roomId, userId from the query)
   and {"type":"chat","message":M} broadcast to every connection of the
-  sender's room, sender included. Nothing else (no store, no
+  sender's room, sender included, with a per-room "seq" (+1 per chat, counted
+  in memory only). Nothing else (no store: nothing is written anywhere, no
   user_joined/user_left, other types ignored)."""
 import asyncio
 import json
@@ -22,6 +23,7 @@ PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 8091
 PATH = sys.argv[2] if len(sys.argv) > 2 else "/staging"
 MODE = sys.argv[3] if len(sys.argv) > 3 else os.environ.get("PEER_MODE", "echo")
 ROOMS = {}  # roomId -> set of connections
+SEQ = {}  # roomId -> the last chat's seq (in memory; kept while the server runs)
 
 
 def dumps(obj):
@@ -61,8 +63,9 @@ async def chat(ws, path):
             text = body.get("message")
             if not isinstance(text, str) or not text.strip():
                 continue
+            seq = SEQ[room_id] = SEQ.get(room_id, 0) + 1
             websockets.broadcast(members, dumps({"type": "chat", "data": {
-                "messageId": str(uuid.uuid4()), "roomId": room_id, "senderId": user_id,
+                "messageId": str(uuid.uuid4()), "roomId": room_id, "seq": seq, "senderId": user_id,
                 "senderName": username, "message": text, "timestamp": int(time.time())}}))
     except websockets.ConnectionClosed:
         pass

@@ -17,6 +17,25 @@
 
 static app *app_of(conn *c) { return c->srv->app; }
 
+/* This thread's counters when it is a worker other than the first. */
+static _Thread_local metrics *worker_metrics;
+
+metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metrics; }
+
+void app_lock(app *a) { pthread_mutex_lock(&a->lock); }
+
+void app_unlock(app *a) { pthread_mutex_unlock(&a->lock); }
+
+void app_worker_enter(app *a, server *srv, bool first) {
+    server_enter(srv);
+    if (!first) worker_metrics = metrics_thread_new();
+}
+
+void app_worker_leave(app *a) {
+    metrics_thread_free(worker_metrics);
+    worker_metrics = NULL;
+}
+
 /* One request ($connect, a message, $disconnect) as it is logged and
  * traced. */
 typedef struct request_record {
@@ -77,6 +96,7 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     log_str(&l, "identity.sourceIp", c->source_ip);
     log_str(&l, "identity.userAgent", c->user_agent);
     log_str(&l, "stage", a->cfg->stage_name);
+    log_int(&l, "worker", c->srv->worker_index);
     if (r->traced) {
         log_str(&l, "traceId", r->trace.trace_id);
         log_str(&l, "spanId", r->trace.span_id);
@@ -110,22 +130,22 @@ static bool origin_allowed(const app *a, const http_request *req) {
     return false;
 }
 
-static int app_authorize(conn *c, const http_request *req, const char **message) {
+static int authorize_locked(conn *c, const http_request *req, const char **message) {
     app *a = app_of(c);
     pending_connect *p = xcalloc(1, sizeof(*p));
     size_t tpl = 0;
     const char *tp = http_request_header(req, "traceparent", &tpl);
     record_start(a, &p->rec, "CONNECT", tp, tpl);
     p->rec.route_key = "$connect";
-    metrics_count_connect(a->metrics, METRICS_SLOT_CONNECT);
-    uint64_t now = uv_now(a->loop);
+    metrics_count_connect(app_metrics(a), METRICS_SLOT_CONNECT);
+    uint64_t now = uv_now(c->srv->loop);
     int st = origin_allowed(a, req) ? 0 : 403;
     if (st) *message = "Origin not allowed";
     throttle_verdict tv = st ? THROTTLE_OK : throttle_connect(&a->throttle, c->source_ip, now);
     if (tv != THROTTLE_OK) {
         st = 429;
         *message = "Too Many Requests";
-        metrics_count_throttled(a->metrics, tv == THROTTLE_STAGE ? METRICS_THROTTLE_STAGE
+        metrics_count_throttled(app_metrics(a), tv == THROTTLE_STAGE ? METRICS_THROTTLE_STAGE
                                                                  : METRICS_THROTTLE_ADDRESS);
     }
     if (st == 0) st = auth_identity_from_query(req, &p->id, message);
@@ -134,7 +154,7 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
         if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
     }
     if (st != 0) {
-        metrics_count_client_error(a->metrics, METRICS_SLOT_CONNECT);
+        metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = st;
         p->rec.error = *message;
         record_finish(a, c, &p->rec);
@@ -148,12 +168,12 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
     return 0;
 }
 
-static void app_open(conn *c, const http_request *req) {
+static void open_locked(conn *c, const http_request *req) {
     app *a = app_of(c);
     pending_connect *p = c->app;
     session *s = registry_add(&a->reg, c, p->id.user_id, p->id.username);
     c->app = s;
-    uint64_t now = uv_now(a->loop);
+    uint64_t now = uv_now(c->srv->loop);
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
     room *rm = registry_join(&a->reg, s, p->id.room_id);
@@ -172,7 +192,7 @@ static void app_open(conn *c, const http_request *req) {
     }
     free(since);
     double dt = record_finish(a, c, &p->rec);
-    metrics_observe_latency(a->metrics, METRICS_SLOT_CONNECT, dt / 1000.0);
+    metrics_observe_latency(app_metrics(a), METRICS_SLOT_CONNECT, dt / 1000.0);
     auth_identity_clear(&p->id);
     free(p);
 }
@@ -190,7 +210,7 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
     rec.body = (const char *)data;
     rec.body_len = len;
     handler_result res = {200, NULL};
-    uint64_t now = uv_now(a->loop);
+    uint64_t now = uv_now(s->c->srv->loop);
     throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
     if (tv == THROTTLE_OK && m.outcome == ROUTED)
         tv = throttle_message(&a->throttle, NULL, m.selected ? m.selected : router_route_name(m.route), now);
@@ -199,7 +219,7 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
             [THROTTLE_STAGE] = METRICS_THROTTLE_STAGE, [THROTTLE_ROUTE] = METRICS_THROTTLE_ROUTE,
             [THROTTLE_CONNECTION] = METRICS_THROTTLE_CONNECTION,
             [THROTTLE_ADDRESS] = METRICS_THROTTLE_ADDRESS};
-        metrics_count_throttled(a->metrics, scope[tv]);
+        metrics_count_throttled(app_metrics(a), scope[tv]);
         handlers_send_error(s->c, "Too Many Requests", "THROTTLED");
         res.status = 429;
         res.error = "Too Many Requests";
@@ -231,19 +251,22 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
     rec.error = res.error;
     double dt = record_finish(a, s->c, &rec);
     int slot = m.custom_index >= 0 ? a->custom_slots[m.custom_index] : METRICS_SLOT_DEFAULT;
-    metrics_count_message(a->metrics, slot);
-    if (res.status >= 500) metrics_count_execution_error(a->metrics, slot);
-    else if (res.status >= 400) metrics_count_client_error(a->metrics, slot);
-    metrics_observe_latency(a->metrics, slot, dt / 1000.0);
+    metrics_count_message(app_metrics(a), slot);
+    if (res.status >= 500) metrics_count_execution_error(app_metrics(a), slot);
+    else if (res.status >= 400) metrics_count_client_error(app_metrics(a), slot);
+    metrics_observe_latency(app_metrics(a), slot, dt / 1000.0);
     free(m.selected);
     json_decref(m.body);
 }
 
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
-    app_handle_message(app_of(c), c->app, opcode, data, len);
+    app *a = app_of(c);
+    app_lock(a);
+    app_handle_message(a, c->app, opcode, data, len);
+    app_unlock(a);
 }
 
-static void app_closed(conn *c) {
+static void closed_locked(conn *c) {
     app *a = app_of(c);
     session *s = c->app;
     if (!s) return;
@@ -259,12 +282,42 @@ static void app_closed(conn *c) {
     }
     registry_remove(&a->reg, s);
     c->app = NULL;
-    throttle_closed(&a->throttle, c->source_ip, uv_now(a->loop));
+    throttle_closed(&a->throttle, c->source_ip, uv_now(c->srv->loop));
     double dt = record_finish(a, c, &rec);
-    metrics_observe_latency(a->metrics, METRICS_SLOT_DISCONNECT, dt / 1000.0);
+    metrics_observe_latency(app_metrics(a), METRICS_SLOT_DISCONNECT, dt / 1000.0);
 }
 
-static bool app_http(conn *c, const http_request *req) { return mgmt_handle(app_of(c), c, req); }
+/* The server callbacks: every worker's thread runs the application under
+ * the one application lock. */
+static int app_authorize(conn *c, const http_request *req, const char **message) {
+    app *a = app_of(c);
+    app_lock(a);
+    int st = authorize_locked(c, req, message);
+    app_unlock(a);
+    return st;
+}
+
+static void app_open(conn *c, const http_request *req) {
+    app *a = app_of(c);
+    app_lock(a);
+    open_locked(c, req);
+    app_unlock(a);
+}
+
+static void app_closed(conn *c) {
+    app *a = app_of(c);
+    app_lock(a);
+    closed_locked(c);
+    app_unlock(a);
+}
+
+static bool app_http(conn *c, const http_request *req) {
+    app *a = app_of(c);
+    app_lock(a);
+    bool handled = mgmt_handle(a, c, req);
+    app_unlock(a);
+    return handled;
+}
 
 static const server_handlers api_handlers = {
     .on_http = app_http,
@@ -288,17 +341,19 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_BATCH_SIZE] = st.last_batch_size;
         g->value[METRICS_GAUGE_STORE_PENDING_OPS] = (double)store_pending(a->store);
     }
-    if (a->srv) {
+    if (a->nsrvs) {
         size_t queued = 0;
-        for (conn *c = a->srv->conns; c; c = c->next) queued += conn_queued_bytes(c);
-        g->value[METRICS_GAUGE_CONNECTIONS] = (double)a->srv->nopen;
+        for (size_t i = 0; i < a->nsrvs; i++) queued += server_queued_bytes(a->srvs[i]);
+        g->value[METRICS_GAUGE_CONNECTIONS] = (double)server_open_total();
         g->value[METRICS_GAUGE_QUEUED_BYTES] = (double)queued;
     }
 }
 
 static void on_gc(uv_timer_t *t) {
     app *a = t->data;
+    app_lock(a);
     throttle_gc(&a->throttle, uv_now(a->loop), 60000);
+    app_unlock(a);
 }
 
 /* Is key_id still used by a stored value? (for destroying retired keys) */
@@ -347,6 +402,13 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
              size_t errlen) {
     memset(a, 0, sizeof(*a));
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    /* Recursive: a callback under the lock can end a connection, whose
+     * on_close takes it again. */
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&a->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     a->cfg = cfg;
     a->loop = loop;
     const char *rerr = NULL;
@@ -396,7 +458,11 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     return 0;
 }
 
-void app_attach(app *a, server *srv) { a->srv = srv; }
+void app_attach(app *a, server *srv) {
+    if (!a->srv) a->srv = srv;
+    a->srvs = xrealloc(a->srvs, (a->nsrvs + 1) * sizeof(*a->srvs));
+    a->srvs[a->nsrvs++] = srv;
+}
 
 void app_close(app *a) {
     metrics_remove_gauge_source(app_gauges, a);
@@ -413,4 +479,8 @@ void app_close(app *a) {
     free(a->custom_slots);
     throttle_free(&a->throttle);
     uv_close((uv_handle_t *)&a->gc_timer, NULL);
+    free(a->srvs);
+    a->srvs = NULL;
+    a->nsrvs = 0;
+    pthread_mutex_destroy(&a->lock);
 }

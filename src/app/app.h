@@ -4,6 +4,8 @@
 #ifndef WSGATE_APP_APP_H
 #define WSGATE_APP_APP_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -26,17 +28,39 @@ typedef struct app {
     authorizer *auth;
     uv_loop_t *loop;
     mgmt_credentials mgmt_creds;   /* the management API's keys */
-    metrics *metrics;              /* this loop's counters */
+    metrics *metrics;              /* the first worker's counters (see app_metrics) */
     int *custom_slots;             /* metrics slot of each custom route */
-    server *srv;                   /* set by app_attach */
+    server *srv;                   /* the first server attached */
+    server **srvs;                 /* every worker's server (app_attach) */
+    size_t nsrvs;
+    /* Every worker thread runs the application (registry, throttles, store
+     * submissions, completions) under this one lock; their reads, frame
+     * parsing and writes run in parallel. Recursive. */
+    pthread_mutex_t lock;
     trace_exporter *tracer;        /* NULL unless otlp_endpoint is set */
     throttle throttle;             /* stage, route, connection, address limits */
     crypto_keyring *keys;          /* encryption at rest, or NULL */
     uv_timer_t gc_timer;           /* forgets idle source addresses */
 } app;
 
-/* Tell the app which server carries it (for gauges read at scrape time). */
+/* Tell the app about a server that carries it (one per worker; for gauges
+ * read at scrape time). */
 void app_attach(app *a, server *srv);
+
+/* Take and release the application lock (recursive). The server callbacks
+ * and store completions take it themselves. */
+void app_lock(app *a);
+void app_unlock(app *a);
+
+/* On a worker's thread, before its loop runs: make srv the thread's server
+ * and, unless it is the first worker (whose counters are a->metrics), give
+ * the thread its own counters. app_worker_leave frees them once the loop
+ * has stopped. */
+void app_worker_enter(app *a, server *srv, bool first);
+void app_worker_leave(app *a);
+
+/* Return the calling worker's counters (counting is per thread). */
+metrics *app_metrics(app *a);
 
 /* Initialise a on loop: open the store at store_path, build the router
  * from cfg. Returns 0, or -1 with a message in err. */

@@ -28,6 +28,12 @@ void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char
  * (refcount 1, caller unrefs). */
 ws_frame *handlers_frame(json_t *j);
 
+/* Encode the chat broadcast {"type":"chat","data":{messageId, roomId, seq,
+ * senderId, senderName, message, timestamp}} of a stored op as a text
+ * frame, byte for byte what handlers_frame would make of it, without
+ * building a JSON object. Returns the frame (refcount 1, caller unrefs). */
+ws_frame *handlers_chat_frame(const store_op *op);
+
 /* Send {"type":"user_joined"|"user_left","data":{...}} about s in room
  * rm to every member of rm, skipping `except` (may be NULL). */
 void handlers_presence(room *rm, session *s, const char *type, session *except);

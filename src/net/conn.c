@@ -183,6 +183,11 @@ static void wq_try_push(conn *c) {
 }
 
 int conn_send(conn *c, ws_frame *f) {
+    if (!server_owns(c)) {
+        /* Another worker's connection: its own thread queues the frame. */
+        server_post(c->srv, c, f, 0, NULL);
+        return 0;
+    }
     if (c->state != CONN_OPEN || c->close_sent) return -1;
     /* Bug fix (fast readers cut off as slow consumers): frames queued in
      * this loop turn (a batch of broadcasts) have not been offered to the
@@ -360,6 +365,9 @@ void conn_abort(conn *c) {
 
 static void on_closed(uv_handle_t *h) {
     conn *c = h->data;
+    /* Posts from other workers may still name c (they were made while it
+     * was registered): run them while c is still here to ignore them. */
+    server_run_inbox(c->srv);
     server_conn_freed(c->srv, c);
     wq_clear(c);
     if (c->req) {
@@ -375,6 +383,10 @@ static void on_closed(uv_handle_t *h) {
 }
 
 void conn_close(conn *c, uint16_t code, const char *reason) {
+    if (!server_owns(c)) {
+        server_post(c->srv, c, NULL, code, reason);
+        return;
+    }
     if (c->state == CONN_CLOSED) return;
     if (c->state == CONN_HTTP) {
         conn_abort(c);

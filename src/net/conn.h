@@ -77,7 +77,9 @@ typedef struct conn {
 /* Queue frame f (taking a new reference) to be written on the next flush.
  * Returns 0, or -1 when the connection is not open for writing (closing,
  * closed). When the queue would exceed the connection's cap the connection
- * is closed with 1008 (slow consumer) and -1 is returned. */
+ * is closed with 1008 (slow consumer) and -1 is returned. Called from
+ * another worker's thread, the frame is posted to c's worker (see
+ * server_post) and 0 is returned: that worker applies these rules. */
 int conn_send(conn *c, ws_frame *f);
 
 /* Encode and queue one text or binary message (copying payload). Same
@@ -87,7 +89,8 @@ int conn_send_data(conn *c, uint8_t opcode, const void *payload, size_t len);
 /* Start the closing handshake with `code` and `reason` (NULL for none): the
  * close frame is queued, further data frames from the peer are ignored, and
  * TCP is ended when the peer answers or a short deadline passes. No effect
- * on a connection already closing. */
+ * on a connection already closing. From another worker's thread the close
+ * is posted to c's worker. */
 void conn_close(conn *c, uint16_t code, const char *reason);
 
 /* End the TCP connection now (after nothing): queued frames are dropped.

@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "log/log.h"
 
 /* Shared by every worker: max_connections holds for the process. */
@@ -16,6 +18,76 @@ static _Atomic int64_t open_total;
 int64_t server_open_total(void) { return atomic_load_explicit(&open_total, memory_order_relaxed); }
 
 void server_open_add(int delta) { atomic_fetch_add_explicit(&open_total, delta, memory_order_relaxed); }
+
+/* The server whose loop runs on this thread (NULL until one enters). */
+static _Thread_local server *current;
+
+void server_enter(server *srv) { current = srv; }
+
+bool server_owns(const conn *c) { return !current || c->srv == current; }
+
+void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const char *reason) {
+    pthread_mutex_lock(&srv->inbox_mu);
+    if (srv->inbox_closed) {
+        pthread_mutex_unlock(&srv->inbox_mu);
+        return;
+    }
+    if (srv->inbox_len == srv->inbox_cap) {
+        srv->inbox_cap = srv->inbox_cap ? srv->inbox_cap * 2 : 64;
+        srv->inbox = xrealloc(srv->inbox, srv->inbox_cap * sizeof(*srv->inbox));
+    }
+    server_inbox_item *it = &srv->inbox[srv->inbox_len++];
+    it->c = c;
+    it->f = f ? ws_frame_ref(f) : NULL;
+    it->close_code = close_code;
+    snprintf(it->close_reason, sizeof(it->close_reason), "%s", reason ? reason : "");
+    bool wake = srv->inbox_len == 1; /* later posts ride on the same wake-up */
+    pthread_mutex_unlock(&srv->inbox_mu);
+    if (wake) uv_async_send(&srv->inbox_async);
+}
+
+void server_run_inbox(server *srv) {
+    for (;;) {
+        pthread_mutex_lock(&srv->inbox_mu);
+        server_inbox_item *items = srv->inbox;
+        size_t n = srv->inbox_len;
+        srv->inbox = NULL;
+        srv->inbox_len = srv->inbox_cap = 0;
+        pthread_mutex_unlock(&srv->inbox_mu);
+        if (n == 0) return;
+        for (size_t i = 0; i < n; i++) {
+            server_inbox_item *it = &items[i];
+            if (it->f) {
+                conn_send(it->c, it->f);
+                ws_frame_unref(it->f);
+            } else {
+                conn_close(it->c, it->close_code, it->close_reason[0] ? it->close_reason : NULL);
+            }
+        }
+        free(items);
+    }
+}
+
+static void on_inbox(uv_async_t *h) { server_run_inbox(h->data); }
+
+/* The loop is going away: later posts are dropped, waiting ones released. */
+static void close_inbox(server *srv) {
+    pthread_mutex_lock(&srv->inbox_mu);
+    srv->inbox_closed = true;
+    for (size_t i = 0; i < srv->inbox_len; i++)
+        if (srv->inbox[i].f) ws_frame_unref(srv->inbox[i].f);
+    free(srv->inbox);
+    srv->inbox = NULL;
+    srv->inbox_len = srv->inbox_cap = 0;
+    pthread_mutex_unlock(&srv->inbox_mu);
+}
+
+size_t server_queued_bytes(server *srv) {
+    if (current && current != srv) return atomic_load_explicit(&srv->queued_sample, memory_order_relaxed);
+    size_t queued = 0;
+    for (conn *c = srv->conns; c; c = c->next) queued += conn_queued_bytes(c);
+    return queued;
+}
 
 static void on_connection(uv_stream_t *listener, int status) {
     server *srv = listener->data;
@@ -71,17 +143,22 @@ static void close_server_handles(server *srv) {
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+    close_inbox(srv);
+    uv_close((uv_handle_t *)&srv->inbox_async, NULL);
 }
 
 static void on_sweep(uv_timer_t *t) {
     server *srv = t->data;
     uint64_t now = uv_now(srv->loop);
     conn *c = srv->conns;
+    size_t queued = 0;
     while (c) {
         conn *next = c->next; /* c is not freed here: uv_close defers it */
         conn_sweep(c, now);
+        queued += conn_queued_bytes(c);
         c = next;
     }
+    atomic_store_explicit(&srv->queued_sample, queued, memory_order_relaxed);
     if (srv->shutting_down) {
         if (now >= srv->shutdown_deadline_ms) {
             for (c = srv->conns; c; c = c->next) conn_abort(c);
@@ -132,6 +209,10 @@ static void on_hup(uv_signal_t *h, int signum) {
 void server_free(server *srv) {
     tls_ctx_free(srv->tls);
     srv->tls = NULL;
+    if (srv->loop) {
+        close_inbox(srv); /* started: the mutex exists */
+        pthread_mutex_destroy(&srv->inbox_mu);
+    }
 }
 
 static uint64_t sweep_interval_ms(const config *cfg) {
@@ -170,6 +251,10 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
                         const server_handlers *handlers, void *app, int port, bool shared) {
     memset(srv, 0, offsetof(server, read_buf));
     srv->loop = loop;
+    pthread_mutex_init(&srv->inbox_mu, NULL);
+    uv_async_init(loop, &srv->inbox_async, on_inbox);
+    srv->inbox_async.data = srv;
+    uv_unref((uv_handle_t *)&srv->inbox_async); /* never what keeps the loop running */
     srv->cfg = cfg;
     srv->handlers = handlers;
     srv->app = app;

@@ -6,6 +6,8 @@
 #define WSGATE_NET_SERVER_H
 
 #include <stdbool.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -35,6 +37,15 @@ typedef struct server_handlers {
     bool (*on_http)(conn *c, const http_request *req);
 } server_handlers;
 
+/* Work handed to a worker by another worker's thread: a frame to queue on,
+ * or a close to start on, one of its connections. */
+typedef struct server_inbox_item {
+    conn *c;
+    ws_frame *f;                     /* a reference, or NULL for a close */
+    uint16_t close_code;
+    char close_reason[64];
+} server_inbox_item;
+
 typedef struct server {
     uv_loop_t *loop;
     uv_tcp_t listener;
@@ -56,9 +67,18 @@ typedef struct server {
     bool shutting_down;
     uint64_t shutdown_deadline_ms;
     int bound_port;
+    int worker_index;                /* 0 .. worker_threads-1 (logged) */
 
     tls_ctx *tls;                    /* wss:// when set; replaced on SIGHUP */
     uv_signal_t sig_hup;
+    /* Sends and closes posted by other workers' threads (room fan-out
+     * across workers passes each encoded frame by reference). */
+    uv_async_t inbox_async;
+    pthread_mutex_t inbox_mu;
+    server_inbox_item *inbox;        /* guarded by inbox_mu */
+    size_t inbox_len, inbox_cap;
+    bool inbox_closed;               /* the loop is gone: posts are dropped */
+    _Atomic size_t queued_sample;    /* unwritten bytes, summed at each sweep */
 
     /* Buffers last: server_start zeroes everything before read_buf. */
     uint8_t read_buf[256 * 1024];    /* shared: read callbacks finish with it */
@@ -86,6 +106,30 @@ void server_shutdown(server *srv);
 /* Release what server_start allocated (the TLS context) once the loop has
  * stopped. */
 void server_free(server *srv);
+
+/* Make srv the calling thread's server: connections of other servers are
+ * then written to and closed through their inboxes. Call on each worker's
+ * thread before running its loop. */
+void server_enter(server *srv);
+
+/* Return true when c may be touched directly from the calling thread: it
+ * belongs to the thread's server (or no thread has entered a server, as in
+ * single-threaded tools and tests). */
+bool server_owns(const conn *c);
+
+/* From another worker's thread: have c's worker queue f on c (a new
+ * reference is taken) or, with f NULL, close c with close_code and reason
+ * (copied). The caller must hold the application's lock and have found c
+ * in its registry, so c outlives the post (c's worker runs its inbox
+ * before freeing any connection). Dropped once srv's loop is gone. */
+void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const char *reason);
+
+/* Run the posts waiting in srv's inbox (on srv's thread). */
+void server_run_inbox(server *srv);
+
+/* Unwritten bytes queued on srv's connections: exact on srv's own thread,
+ * else as sampled at its last sweep. */
+size_t server_queued_bytes(server *srv);
 
 /* Open WebSocket connections of the whole process (every worker). */
 int64_t server_open_total(void);

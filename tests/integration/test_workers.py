@@ -1,0 +1,248 @@
+"""API mode on several workers (worker_threads = 2): one event loop per
+thread on one port, every connection owned by the worker that accepted it,
+one application shared under a lock, and room fan-out, private messages and
+management calls crossing workers by posting to the owner's inbox.
+
+The kernel spreads connections over the workers (SO_REUSEPORT); each access
+log line names the worker that handled it, and every test checks that its
+connections really landed on both workers before drawing conclusions."""
+import asyncio
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+import websockets
+
+RECV_TIMEOUT = 5.0
+BEARER = "bearer-workers-test-0123456789"
+WORKERS = {"worker_threads": 2, "logging_level": "INFO", "management_bearer_key": BEARER}
+
+
+async def connect(server, **query):
+    q = "&".join(f"{k}={v}" for k, v in query.items())
+    ws = await websockets.connect(server.url + ("?" + q if q else ""), open_timeout=5,
+                                  close_timeout=2, max_size=None)
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome["data"]["connectionId"]
+
+
+async def recv_json(ws, timeout=RECV_TIMEOUT):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_type(ws, typ, timeout=RECV_TIMEOUT):
+    """Skip presence messages until one of type `typ`; return it."""
+    deadline = time.time() + timeout
+    while True:
+        msg = await recv_json(ws, max(0.05, deadline - time.time()))
+        if msg["type"] == typ:
+            return msg
+        assert msg["type"] in ("user_joined", "user_left"), msg
+
+
+def access_log(server):
+    """The access-log lines ($connect, messages, $disconnect) so far."""
+    lines = []
+    path = os.path.join(server.data_dir, "wsgate.log")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("msg") == "access" or "routeKey" in rec:
+                lines.append(rec)
+    return lines
+
+
+def workers_of(server, conn_ids, timeout=5.0):
+    """Map each connection id to the worker whose loop accepted it."""
+    deadline = time.time() + timeout
+    while True:
+        seen = {r["connectionId"]: r["worker"] for r in access_log(server)
+                if r.get("routeKey") == "$connect" and "worker" in r}
+        if all(c in seen for c in conn_ids) or time.time() > deadline:
+            return {c: seen.get(c) for c in conn_ids}
+        time.sleep(0.05)
+
+
+def assert_spread(server, conn_ids):
+    where = workers_of(server, conn_ids)
+    assert set(where.values()) == {0, 1}, f"connections not on both workers: {where}"
+    return where
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_room_fanout_crosses_workers_in_seq_order(start_server):
+    """Members on both workers get every chat of every publisher, each
+    member's seq run strictly increasing with no gap."""
+    srv = start_server(settings=WORKERS)
+    n_members, n_publishers, per_pub = 16, 4, 25
+
+    async def main():
+        members = []
+        for i in range(n_members):
+            members.append(await connect(srv, userId=f"u{i}", username=f"U{i}", roomId="lobby"))
+        assert_spread(srv, [cid for _, cid in members])
+        total = n_publishers * per_pub
+
+        async def publish(ws, p):
+            for k in range(per_pub):
+                await ws.send(json.dumps({"type": "chat", "message": f"p{p}-{k}"}))
+
+        async def collect(ws):
+            got = []
+            while len(got) < total:
+                msg = await recv_type(ws, "chat", timeout=15)
+                got.append(msg["data"])
+            return got
+
+        collectors = [asyncio.create_task(collect(ws)) for ws, _ in members]
+        await asyncio.gather(*(publish(members[p][0], p) for p in range(n_publishers)))
+        results = await asyncio.gather(*collectors)
+        for got in results:
+            seqs = [d["seq"] for d in got]
+            assert seqs == list(range(seqs[0], seqs[0] + total)), seqs
+            assert sorted(d["message"] for d in got) == sorted(
+                f"p{p}-{k}" for p in range(n_publishers) for k in range(per_pub))
+        for ws, _ in members:
+            await ws.close()
+
+    run(main())
+
+
+def test_presence_and_room_list_span_workers(start_server):
+    srv = start_server(settings=WORKERS)
+
+    async def main():
+        conns = []
+        for i in range(12):
+            conns.append(await connect(srv, userId=f"p{i}", username=f"P{i}", roomId=f"r{i % 3}"))
+        assert_spread(srv, [cid for _, cid in conns])
+        # room_list counts every worker's members.
+        ws0 = conns[0][0]
+        await ws0.send(json.dumps({"type": "room_list"}))
+        rooms = (await recv_type(ws0, "room_list"))["data"]["rooms"]
+        counts = {r["roomId"]: r["activeUsers"] for r in rooms}
+        assert counts == {"r0": 4, "r1": 4, "r2": 4}, rooms
+        # A newcomer's user_joined reaches room members on both workers.
+        newcomer, _ = await connect(srv, userId="late", username="Late", roomId="r1")
+        for ws, _ in conns[1::3]:
+            while True:
+                msg = await recv_json(ws)
+                if msg["type"] == "user_joined" and msg["data"]["userId"] == "late":
+                    break
+        # ... and its user_left when it goes.
+        await newcomer.close()
+        for ws, _ in conns[1::3]:
+            while True:
+                msg = await recv_json(ws)
+                if msg["type"] == "user_left" and msg["data"]["userId"] == "late":
+                    break
+        for ws, _ in conns:
+            await ws.close()
+
+    run(main())
+
+
+def test_private_messages_between_workers(start_server):
+    srv = start_server(settings=WORKERS)
+
+    async def main():
+        conns = []
+        for i in range(10):
+            conns.append(await connect(srv, userId=f"pm{i}", username=f"PM{i}", roomId=f"solo{i}"))
+        assert_spread(srv, [cid for _, cid in conns])
+        for i, (ws, _) in enumerate(conns):
+            for j in range(10):
+                if j != i:
+                    await ws.send(json.dumps({"type": "private_message", "targetUserId": f"pm{j}",
+                                              "message": f"{i}->{j}"}))
+        for j, (ws, _) in enumerate(conns):
+            got = set()
+            while len(got) < 9:
+                msg = await recv_json(ws)
+                assert msg["type"] != "error", msg
+                if msg["type"] == "private_message":
+                    got.add(msg["data"]["message"])
+            assert got == {f"{i}->{j}" for i in range(10) if i != j}
+        for ws, _ in conns:
+            await ws.close()
+
+    run(main())
+
+
+def mgmt(srv, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/{srv.stage}/@connections/{path}",
+                                 data=body, method=method,
+                                 headers={"Authorization": f"Bearer {BEARER}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_management_reaches_connections_on_either_worker(start_server):
+    """@connections POST, GET and DELETE for connections owned by either
+    worker, whichever worker accepts the HTTP request."""
+    srv = start_server(settings=WORKERS)
+
+    async def main():
+        conns = []
+        for i in range(10):
+            conns.append(await connect(srv, userId=f"m{i}", username=f"M{i}", roomId="ops"))
+        assert_spread(srv, [cid for _, cid in conns])
+        loop = asyncio.get_running_loop()
+        for ws, cid in conns:
+            for k in range(3):
+                st, _ = await loop.run_in_executor(None, mgmt, srv, "POST", cid, f"push-{k}".encode())
+                assert st == 200
+            for k in range(3):
+                while True:
+                    raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+                    if raw == f"push-{k}":
+                        break
+            st, body = await loop.run_in_executor(None, mgmt, srv, "GET", cid)
+            assert st == 200 and json.loads(body)["identity"]["sourceIp"] == "127.0.0.1"
+        for ws, cid in conns:
+            st, _ = await loop.run_in_executor(None, mgmt, srv, "DELETE", cid)
+            assert st == 204
+        for ws, _ in conns:
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+        # Gone everywhere now.
+        st, _ = await loop.run_in_executor(None, mgmt, srv, "POST", conns[0][1], b"late")
+        assert st == 410
+
+    run(main())
+
+
+def test_sigterm_closes_every_worker_with_1001(start_server):
+    srv = start_server(settings=WORKERS)
+
+    async def main():
+        conns = []
+        for i in range(10):
+            conns.append(await connect(srv, userId=f"s{i}", username=f"S{i}", roomId="bye"))
+        assert_spread(srv, [cid for _, cid in conns])
+        await conns[0][0].send(json.dumps({"type": "chat", "message": "last words"}))
+        for ws, _ in conns:
+            await recv_type(ws, "chat")
+        srv.signal(signal.SIGTERM)
+        codes = []
+        for ws, _ in conns:
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+            except websockets.ConnectionClosed as e:
+                codes.append(e.code)
+        assert codes == [1001] * len(conns)
+
+    run(main())
+    assert srv.proc.wait(timeout=10) == 0

@@ -1,0 +1,79 @@
+/* Unit tests for handlers_chat_frame (src/app/handlers.c): the chat
+ * broadcast written by hand must carry the same JSON value as the frame
+ * jansson (json_pack + json_dumps, the way every other reply is made) gives
+ * for the same message, whatever the strings hold, and the same bytes when
+ * they hold no control characters (those are escaped as \u00XX where
+ * jansson writes \n, \t...). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "app/handlers.h"
+
+static ws_frame *reference_frame(const store_op *op) {
+    return handlers_frame(json_pack("{s:s,s:{s:s,s:s,s:I,s:s,s:s,s:s,s:I}}", "type", "chat", "data",
+                                    "messageId", op->message_id, "roomId", op->room_id, "seq",
+                                    (json_int_t)op->seq, "senderId", op->user_id, "senderName",
+                                    op->username, "message", op->message, "timestamp",
+                                    (json_int_t)op->timestamp));
+}
+
+static json_t *payload_json(const ws_frame *f) {
+    size_t hdr = f->data[1] == 126 ? 4 : f->data[1] == 127 ? 10 : 2;
+    json_error_t e;
+    json_t *j = json_loadb((const char *)f->data + hdr, f->len - hdr, 0, &e);
+    cr_assert_not_null(j, "frame is not JSON: %s", e.text);
+    return j;
+}
+
+static void expect_same(const char *room_id, const char *user, const char *name, const char *msg,
+                        int64_t seq, int64_t ts) {
+    store_op op = {0};
+    snprintf(op.message_id, sizeof(op.message_id), "%s", "6f1c2b9e-1d2a-4c3b-8a4d-5e6f7a8b9c0d");
+    op.room_id = (char *)room_id;
+    op.user_id = (char *)user;
+    op.username = (char *)name;
+    op.message = (char *)msg;
+    op.seq = seq;
+    op.timestamp = ts;
+    ws_frame *want = reference_frame(&op);
+    ws_frame *got = handlers_chat_frame(&op);
+    cr_assert_eq(got->data[0], want->data[0]); /* FIN + text */
+    json_t *jg = payload_json(got), *jw = payload_json(want);
+    cr_assert(json_equal(jg, jw), "different JSON for message %s", msg);
+    json_decref(jg);
+    json_decref(jw);
+    bool controls = false;
+    for (const char *strs[] = {room_id, user, name, msg}, **p = strs; p < strs + 4; p++)
+        for (const unsigned char *c = (const unsigned char *)*p; *c; c++) controls |= *c < 0x20;
+    if (!controls) {
+        cr_assert_eq(got->len, want->len, "length %u, want %u for message %s", got->len, want->len, msg);
+        cr_assert_eq(memcmp(got->data, want->data, want->len), 0, "bytes differ for message %s", msg);
+    }
+    ws_frame_unref(want);
+    ws_frame_unref(got);
+}
+
+Test(chat_frame, plain_message) {
+    expect_same("general", "user123", "John", "Hello everyone!", 1, 1732579200);
+}
+
+Test(chat_frame, escapes_quotes_backslashes_and_controls) {
+    expect_same("r\"oom", "u\\1", "N\ta\nme", "say \"hi\"\\ \b\f\r\x01\x1f end", 42, 0);
+}
+
+Test(chat_frame, keeps_utf8_as_is) {
+    expect_same("café", "用户", "Zoë 🙂", "naïve — “quoted” 𝄞 ✓", 9007199254740993LL, 1732579200);
+}
+
+Test(chat_frame, extreme_numbers_and_empty_strings) {
+    expect_same("", "", "", "x", INT64_MAX, INT64_MIN);
+}
+
+Test(chat_frame, long_message_beyond_the_stack_buffer) {
+    static char big[40000];
+    for (size_t i = 0; i + 1 < sizeof(big); i++) big[i] = (char)("ab\"\\\n"[i % 5]);
+    expect_same("room", "user", "name", big, 7, 7);
+    for (size_t i = 0; i + 1 < sizeof(big); i++) big[i] = (char)("ab\"\\c"[i % 5]);
+    expect_same("room", "user", "name", big, 7, 7);
+}
