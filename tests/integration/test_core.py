@@ -833,9 +833,3 @@ def test_echo_workers_share_the_port_and_shut_down_together(start_server):
         assert c.expect_close(1001) == 1001
     assert srv.stop() == 0
     assert "wsgate stopped (2 workers)" in srv.log()
-
-
-def test_api_mode_refuses_several_workers(tmp_path):
-    res = subprocess.run([WSGATE_BIN, "serve", "--port", "0", "--data-dir", str(tmp_path),
-                          "--set", "worker_threads=2"], capture_output=True, text=True, timeout=10)
-    assert res.returncode == 2 and "api mode runs one event loop" in res.stderr
