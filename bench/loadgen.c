@@ -84,6 +84,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -93,10 +94,15 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* Linux 4.2 */
+#endif
 
 enum { W_ECHO, W_FANOUT, W_STORM, W_IDLE, W_DURABLE, W_COUNT };
 static const char *const workload_names[W_COUNT] = {"echo", "fanout", "storm", "idle", "durable"};
@@ -759,6 +765,24 @@ static void on_connect(uv_connect_t *req, int status) {
     send_raw(c, head, (size_t)n);
 }
 
+/* A socket bound to c's source address, its port left to connect(): with
+ * IP_BIND_ADDRESS_NO_PORT the kernel picks a port unique for the 4-tuple
+ * (as for an unbound connect), where bind() to port 0 would search for a
+ * port free for every destination: slow, and short of ports, once tens of
+ * thousands are in use or in TIME_WAIT from an earlier run. */
+static int bind_source(lg *l, lg_conn *c) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)); /* best effort */
+    const struct sockaddr_in *src = &l->src[c->idx % l->o.sources];
+    int r = 0;
+    if (bind(fd, (const struct sockaddr *)src, sizeof(*src)) != 0) r = -errno;
+    if (r == 0) r = uv_tcp_open(&c->tcp, fd);
+    if (r != 0) close(fd);
+    return r;
+}
+
 static void start_connection(lg *l, lg_conn *c) {
     c->lg = l;
     c->rlen = 0;
@@ -773,8 +797,7 @@ static void start_connection(lg *l, lg_conn *c) {
     c->tcp.data = c;
     c->connect_req.data = c;
     int r = 0;
-    if (l->src)
-        r = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&l->src[c->idx % l->o.sources], 0);
+    if (l->src) r = bind_source(l, c);
     if (r == 0) r = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&l->dst, on_connect);
     if (r < 0) {
         static int warned;

@@ -12,9 +12,7 @@ void registry_init(registry *r) {
 }
 
 static void session_free(session *s) {
-    free(s->user_id);
     free(s->username);
-    free(s->token_hint);
     free(s);
 }
 
@@ -23,15 +21,9 @@ void registry_free(registry *r) {
     void *v;
     while (strmap_next(&r->by_id, &it, NULL, &v)) session_free(v);
     it = 0;
-    while (strmap_next(&r->users, &it, NULL, &v)) {
-        free(((user_conns *)v)->id);
-        free(v);
-    }
+    while (strmap_next(&r->users, &it, NULL, &v)) free(v);
     it = 0;
-    while (strmap_next(&r->rooms, &it, NULL, &v)) {
-        free(((room *)v)->id);
-        free(v);
-    }
+    while (strmap_next(&r->rooms, &it, NULL, &v)) free(v);
     strmap_free(&r->by_id);
     strmap_free(&r->users);
     strmap_free(&r->rooms);
@@ -40,16 +32,15 @@ void registry_free(registry *r) {
 session *registry_add(registry *r, conn *c, const char *user_id, const char *username) {
     session *s = xcalloc(1, sizeof(*s));
     s->c = c;
-    s->user_id = xstrdup(user_id);
     s->username = xstrdup(username);
     strmap_put(&r->by_id, c->id, s, NULL);
     user_conns *u = strmap_get(&r->users, user_id);
     if (!u) {
         u = xcalloc(1, sizeof(*u));
-        u->id = xstrdup(user_id);
-        strmap_put(&r->users, user_id, u, NULL);
+        u->id = strmap_put(&r->users, user_id, u, NULL);
     }
     s->user = u;
+    s->user_id = u->id;
     s->user_next = u->conns;
     if (u->conns) u->conns->user_prev = s;
     u->conns = s;
@@ -63,8 +54,7 @@ room *registry_join(registry *r, session *s, const char *room_id) {
     room *rm = strmap_get(&r->rooms, room_id);
     if (!rm) {
         rm = xcalloc(1, sizeof(*rm));
-        rm->id = xstrdup(room_id);
-        strmap_put(&r->rooms, room_id, rm, NULL);
+        rm->id = strmap_put(&r->rooms, room_id, rm, NULL);
     }
     /* Append at the tail would need a tail pointer; members are unordered,
      * so push at the head. */
@@ -86,8 +76,7 @@ void registry_leave(registry *r, session *s) {
     s->room = NULL;
     s->room_prev = s->room_next = NULL;
     if (--rm->count == 0) {
-        strmap_remove(&r->rooms, rm->id);
-        free(rm->id);
+        strmap_remove(&r->rooms, rm->id); /* frees the key rm->id points to */
         free(rm);
     }
 }
@@ -99,8 +88,7 @@ void registry_remove(registry *r, session *s) {
     else u->conns = s->user_next;
     if (s->user_next) s->user_next->user_prev = s->user_prev;
     if (--u->count == 0) {
-        strmap_remove(&r->users, u->id);
-        free(u->id);
+        strmap_remove(&r->users, u->id); /* frees the key u->id points to */
         free(u);
     }
     strmap_remove(&r->by_id, s->c->id);

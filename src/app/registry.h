@@ -16,22 +16,21 @@
 typedef struct session session;
 
 typedef struct room {
-    char *id;                /* owned */
+    const char *id;          /* the rooms map's copy of the key */
     session *members;        /* list through session.room_next */
     size_t count;
 } room;
 
 typedef struct user_conns {
-    char *id;                /* owned */
+    const char *id;          /* the users map's copy of the key */
     session *conns;          /* list through session.user_next */
     size_t count;
 } user_conns;
 
 struct session {
     conn *c;
-    char *user_id;           /* owned */
+    const char *user_id;     /* user->id: one copy per user, not per connection */
     char *username;          /* owned */
-    char *token_hint;        /* unused for now; tokens are never kept */
     room *room;              /* NULL: in no room */
     session *room_prev, *room_next;
     user_conns *user;

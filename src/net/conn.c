@@ -214,15 +214,26 @@ int conn_send_data(conn *c, uint8_t opcode, const void *payload, size_t len) {
     return r;
 }
 
+/* libuv's write and shutdown requests (272 bytes together) are allocated
+ * only while one is in flight, not kept in every idle connection: most
+ * writes complete in uv_try_write and need none. */
+static void *request_new(size_t size, conn *c) {
+    uv_req_t *r = xmalloc(size);
+    r->data = c;
+    return r;
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
     conn *c = req->data;
+    free(req);
     conn_abort(c);
 }
 
 static void start_shutdown(conn *c) {
     if (c->state == CONN_CLOSED) return;
-    c->shutdown_req.data = c;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    uv_shutdown_t *req = request_new(sizeof(*req), c);
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(req);
         conn_abort(c);
         return;
     }
@@ -235,6 +246,7 @@ static void start_shutdown(conn *c) {
 
 static void on_write(uv_write_t *req, int status) {
     conn *c = req->data;
+    free(req);
     uint32_t n = c->writing;
     c->writing = 0;
     if (status < 0) {
@@ -260,6 +272,7 @@ static void tls_flush(conn *c);
 
 static void on_tls_write(uv_write_t *req, int status) {
     conn *c = req->data;
+    free(req);
     ws_frame_unref(c->tls_inflight);
     c->tls_inflight = NULL;
     c->writing = 0;
@@ -302,8 +315,9 @@ static void tls_flush(conn *c) {
         if (done < out->len) {
             b = uv_buf_init((char *)out->data + done, out->len - (uint32_t)done);
             c->tls_inflight = out;
-            c->write_req.data = c;
-            if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) != 0) {
+            uv_write_t *req = request_new(sizeof(*req), c);
+            if (uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) != 0) {
+                free(req);
                 conn_abort(c);
                 return;
             }
@@ -338,8 +352,9 @@ void conn_flush(conn *c) {
     if (c->wq_count > 0) {
         /* Hand the rest to libuv: it writes when the socket is writable. */
         uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
-        c->write_req.data = c;
-        if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_write) != 0) {
+        uv_write_t *req = request_new(sizeof(*req), c);
+        if (uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, on_write) != 0) {
+            free(req);
             conn_abort(c);
             return;
         }
@@ -673,6 +688,16 @@ void conn_sweep(conn *c, uint64_t now) {
     case CONN_OPEN:
         break;
     }
+    if (c->wq_count == 0 && c->wq && !c->writing) {
+        /* An empty queue keeps no ring between sweeps: idle connections
+         * hold no write memory, busy ones reallocate it at most once per
+         * sweep. */
+        free(c->wq);
+        c->wq = NULL;
+        c->wq_cap = 0;
+        c->wq_head = 0;
+    }
+    if (c->parser) ws_parser_trim(c->parser);
     if (cfg->idle_timeout_s > 0 && now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
         conn_close(c, WS_CLOSE_POLICY, "idle timeout");
         return;

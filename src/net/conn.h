@@ -48,8 +48,6 @@ typedef struct conn {
     uint32_t wq_head_off;            /* bytes of the first frame already written */
     uint32_t writing;                /* frames covered by the uv_write in flight */
     size_t wq_bytes;                 /* unwritten bytes queued */
-    uv_write_t write_req;
-    uv_shutdown_t shutdown_req;
 
     tls_conn *tls;                   /* wss://: the queue holds plaintext */
     ws_frame *tls_inflight;          /* ciphertext being written */

@@ -85,7 +85,8 @@ struct ws_parser {
     ws_utf8 utf8;
 
     /* control frame split across feeds */
-    uint8_t ctl[WS_CTL_MAX];
+    uint8_t *ctl;       /* WS_CTL_MAX bytes, allocated by the first control
+                         * frame with a payload (idle connections have none) */
     size_t ctl_len;
 };
 
@@ -112,8 +113,27 @@ ws_parser *ws_parser_new(size_t max_frame, size_t max_message) {
 void ws_parser_free(ws_parser *p) {
     if (!p) return;
     free(p->msg);
+    free(p->ctl);
     free(p);
 }
+
+void ws_parser_trim(ws_parser *p) {
+    if (p->msg_op == 0 && p->msg) {
+        free(p->msg);
+        p->msg = NULL;
+        p->msg_cap = 0;
+        p->msg_len = 0;
+    }
+    if (p->ctl && !(p->state == ST_PAYLOAD && op_is_control(p->op))) {
+        free(p->ctl);
+        p->ctl = NULL;
+        p->ctl_len = 0;
+    }
+}
+
+/* What an event with no payload points at: never NULL, so callers may
+ * memcmp/memcpy it. */
+static const uint8_t no_bytes[1];
 
 size_t ws_parser_buffered(const ws_parser *p) { return p->msg_len + p->ctl_len + p->hdr_have; }
 
@@ -224,7 +244,7 @@ static void msg_reserve(ws_parser *p, size_t extra) {
 
 /* Turn a complete control payload into its event. */
 static int control_event(ws_parser *p, uint8_t op, const uint8_t *data, size_t len, ws_event *ev) {
-    ev->data = len ? data : p->ctl; /* never NULL, so callers may memcmp/memcpy it */
+    ev->data = len ? data : no_bytes;
     ev->len = len;
     if (op == WS_OP_PING) {
         ev->type = WS_EV_PING;
@@ -263,7 +283,7 @@ static int frame_done(ws_parser *p, ws_event *ev) {
     if (p->msg_op == WS_OP_TEXT && !ws_utf8_complete(&p->utf8)) return WS_E_UTF8;
     ev->type = WS_EV_MESSAGE;
     ev->opcode = p->msg_op;
-    ev->data = p->msg ? p->msg : p->ctl;
+    ev->data = p->msg ? p->msg : no_bytes;
     ev->len = p->msg_len;
     p->msg_op = 0;
     p->msg_len = 0; /* the bytes stay in msg for the event */
@@ -350,6 +370,7 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
                 if (h.op == WS_OP_TEXT) ws_utf8_init(&p->utf8);
             } else if (control) {
                 p->ctl_len = 0;
+                if (h.len > 0 && !p->ctl) p->ctl = xmalloc(WS_CTL_MAX);
             }
             if (h.len == 0) {
                 rc = frame_done(p, ev);

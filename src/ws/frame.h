@@ -110,6 +110,12 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev);
 /* Bytes currently held for an unfinished message (for abuse limits). */
 size_t ws_parser_buffered(const ws_parser *p);
 
+/* Release the buffers p holds between messages (the reassembly buffer when
+ * no message is in progress, the control-frame buffer when no control frame
+ * is) so that an idle connection keeps none; they are allocated again when
+ * needed. Invalidates the data of the last event. */
+void ws_parser_trim(ws_parser *p);
+
 /* ---- outgoing frames ---- */
 
 typedef struct ws_frame {

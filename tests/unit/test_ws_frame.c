@@ -88,6 +88,10 @@ static void result_free(result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* When set, run() releases the parser's idle buffers after every feed, as
+ * the server's sweep may between any two reads. */
+static bool TRIM;
+
 /* Feed in[0..n) in chunks of `chunk` bytes (0 = all at once). */
 static void run(const uint8_t *in, size_t n, size_t maxf, size_t maxm, size_t chunk, result *r) {
     memset(r, 0, sizeof *r);
@@ -123,6 +127,7 @@ static void run(const uint8_t *in, size_t n, size_t maxf, size_t maxm, size_t ch
             }
             at += rc;
             left -= (size_t)rc;
+            if (TRIM) ws_parser_trim(p);
         }
         off += c;
     }
@@ -1012,4 +1017,33 @@ Test(frame_refs, concurrent) {
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     cr_assert_eq(atomic_load(&f->refs), 1);
     ws_frame_unref(f);
+}
+
+/* Releasing the buffers between reads (ws_parser_trim, run by the sweep)
+ * changes nothing: a message or control frame in progress keeps its bytes,
+ * whatever the split. */
+Test(frame_trim, trimming_between_reads_changes_nothing) {
+    bytes in = {0};
+    frame_str(&in, false, WS_OP_TEXT, "fragmented ");
+    frame(&in, true, WS_OP_PING, "ping payload", 12);
+    frame_str(&in, false, WS_OP_CONTINUATION, "text ");
+    frame(&in, true, WS_OP_PONG, "", 0);
+    frame_str(&in, true, WS_OP_CONTINUATION, "message \xc3\xa9");
+    frame(&in, true, WS_OP_BINARY, "\x00\x01\x02", 3);
+    frame(&in, true, WS_OP_PING, "0123456789012345678901234567890123456789", 40);
+    frame_str(&in, true, WS_OP_TEXT, "last");
+    for (size_t chunk = 0; chunk <= in.n; chunk++) {
+        result plain, trimmed;
+        TRIM = false;
+        run(in.d, in.n, 0, 0, chunk, &plain);
+        TRIM = true;
+        run(in.d, in.n, 0, 0, chunk, &trimmed);
+        TRIM = false;
+        cr_assert_eq(plain.err, 0);
+        cr_assert_eq(plain.n, 6);
+        same(&plain, &trimmed, "trimmed between reads");
+        result_free(&plain);
+        result_free(&trimmed);
+    }
+    free(in.d);
 }
