@@ -43,10 +43,12 @@
  * (every chat broadcast carries one, +1 per message in a room: gaps and
  * out-of-order counts). Stepping stops at the first step the server does
  * not sustain: achieved < 90% of offered, p99 > 1 s, or more than 0.1% of
- * the deliveries missing. Prints a table line and a JSON line per step
- * ("workload":"durable","step":k,"offered","rate",...), then a summary
- * table line and JSON line ("summary":true, "rate": achieved chats/s at the
- * highest sustained step, "max_sustained_offered").
+ * the deliveries missing (or the load generator itself sent < 90% of the
+ * offered rate: the reason says so). Prints a table line and a JSON line
+ * per step ("workload":"durable","step":k,"offered","rate",...), then a
+ * summary table line and JSON line ("summary":true, "rate": achieved
+ * chats/s at the highest sustained step, "max_sustained_offered",
+ * "stopped_at", "stop_reason").
  *
  * storm: open and complete as many handshakes as possible for --duration
  * seconds (after --warmup) with at most --conns in progress; each
@@ -60,27 +62,30 @@
  * --server-pid).
  *
  * All workloads: --sources K binds client sockets to 127.0.0.1 .. 127.0.0.K
- * (round robin) so that N may exceed the ~28k ephemeral ports of one
- * address. The soft RLIMIT_NOFILE is raised to the hard limit; one process
- * takes at most (hard limit - 100) connections. --procs P (or, without it,
- * more connections than one process may hold) forks P child processes, each
- * with its share of the connections (fanout and durable: whole rooms; the
- * publishing rate splits with the rooms); the parent keeps no connection.
- * Every child reports "connected" over a pipe, the parent then starts every
+ * (round robin; IP_BIND_ADDRESS_NO_PORT, so that the port is picked at
+ * connect) so that N may exceed the ~28k ephemeral ports of one address.
+ * The soft RLIMIT_NOFILE is raised to the hard limit; one process takes at
+ * most (hard limit - 100) connections. --procs P (or, without it, more
+ * connections than one process may hold) forks P child processes, each
+ * with its share of the connections (fanout and durable: whole rooms, the
+ * publishing rate splitting with them); the parent holds no connection.
+ * Every child reports "connected" over a pipe; the parent then starts every
  * child's round (each durable step is a round) at once, and each child
- * sends back its counters and latency histogram when its round ends; the
- * parent sums throughput and errors, merges the histograms, and reads the
- * server's CPU and RSS itself over the same window (the first child's
- * window start to the last child's end). At most --open-window handshakes
- * are in progress per process while connections are being opened; opening
- * gives up after --open-timeout seconds. Given the server's PID
- * (--server-pid), server CPU seconds and RSS are read from /proc. --label
- * names the server in the output. Output: one table line and one JSON line
- * (durable: one per step plus the summary), every JSON line with "procs".
- * Every run stops by itself: each process has a watchdog that ends it at
- * open-timeout + rounds x (warmup + duration + drain + 2) + 15 s at the
- * latest (the parent 10 s later, ending its children too), and a child
- * whose parent goes away exits.
+ * sends back its counters and latency histogram (a binary blob) when its
+ * round ends. The parent sums throughput and errors, merges the histograms,
+ * and reads the server's CPU and RSS itself, once, over the same window
+ * (the first child's window start to the last child's end). At most
+ * --open-window (256) handshakes are in progress per process while
+ * connections are being opened; opening gives up after --open-timeout
+ * seconds (60). Given the server's PID (--server-pid), server CPU seconds
+ * and RSS are read from /proc. --label names the server in the output.
+ * Output: one table line and one JSON line (durable: one of each per step,
+ * plus the summary); every JSON line has "procs", and table lines show
+ * procs=P when P > 1. Every run stops by itself: each process has a
+ * watchdog that ends it at open-timeout + rounds x (warmup + duration +
+ * drain + 2) + 15 s at the latest (drain: fanout and durable only), the
+ * parent 10 s later (ending its children); a child whose parent goes away
+ * exits.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -1169,7 +1174,8 @@ static int durable_step(lg *l, const lg_stats *s) {
     l->prev_gaps = s->seq_gaps;
     l->prev_disorder = s->seq_disorder;
     const char *why = NULL;
-    if (s->sent_window == 0 || rate < 0.9 * offered) why = "achieved < 90% of offered";
+    if (s->sent_window == 0 || sent_rate < 0.9 * offered) why = "the load generator sent < 90% of offered";
+    else if (rate < 0.9 * offered) why = "achieved < 90% of offered";
     else if (p99 > 1e6) why = "p99 > 1 s";
     else if (missing * 1000 > expected) why = "more than 0.1% of the deliveries missing";
     l->steps_run++;

@@ -318,7 +318,7 @@ static const config_var config_vars[] = {
      .rule = "OTLP endpoint must be empty or an http:// or https:// URL."},
     {.name = "worker_threads", .type = CV_INT, .offset = OFF(worker_threads), .def_int = 0,
      .ranged = true, .min = 0, .max = 64,
-     .help = "event-loop threads sharing the port (SO_REUSEPORT); 0 = auto: the cores in echo mode, 1 in api mode",
+     .help = "event-loop threads sharing the port (SO_REUSEPORT); 0 = auto: one per core",
      .rule = "worker_threads must be between 0 and 64."},
     {.name = "management_access_key_id", .type = CV_STRING,
      .offset = OFF(management_access_key_id), .def_str = "", .max_len = 128,

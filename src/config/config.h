@@ -78,7 +78,7 @@ typedef struct config {
     int64_t max_queued_bytes;      /* per-connection write queue cap, default 1048576 */
     int64_t shutdown_timeout_ms;   /* default 5000 */
     int64_t max_connections;       /* default 100000 */
-    int64_t worker_threads;        /* event loops; 0 = auto (cores in echo mode, 1 in api mode) */
+    int64_t worker_threads;        /* event loops; 0 = auto (one per core) */
     char *otlp_endpoint;                 /* "" = spans are not exported */
     char *management_access_key_id;      /* "" = generated into the data dir */
     char *management_secret_access_key;  /* "" = generated into the data dir */

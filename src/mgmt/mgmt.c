@@ -98,14 +98,16 @@ static bool authenticated(app *a, conn *c, const http_request *req) {
 static json_t *connection_json(session *s) {
     char connected[40], active[40];
     mgmt_iso8601(s->c->connected_at, 0, connected, sizeof(connected));
-    mgmt_iso8601(s->c->last_active_at, 0, active, sizeof(active));
+    mgmt_iso8601(conn_last_active_at(s->c), 0, active, sizeof(active));
     return json_pack("{s:s,s:{s:s,s:s?},s:s}", "connectedAt", connected, "identity", "sourceIp",
                      s->c->source_ip, "userAgent", s->c->user_agent, "lastActiveAt", active);
 }
 
 static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
     session *s = registry_by_id(&a->reg, id);
-    if (!s || s->c->state != CONN_OPEN || s->c->close_sent) {
+    /* Another worker's connection is checked by that worker when the post
+     * arrives (a closing one drops it). */
+    if (!s || (server_owns(s->c) && (s->c->state != CONN_OPEN || s->c->close_sent))) {
         respond_error(c, req, 410, "GoneException", "Connection not found or gone");
         return;
     }

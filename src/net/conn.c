@@ -90,6 +90,10 @@ conn *conn_accept(server *srv) {
 
 /* ---- write queue ---- */
 
+/* Only c's thread writes wq_bytes; other workers read it (the management
+ * API's queue check, gauges), so every write is a relaxed atomic store. */
+static inline void wq_bytes_set(conn *c, size_t v) { __atomic_store_n(&c->wq_bytes, v, __ATOMIC_RELAXED); }
+
 static void wq_push(conn *c, ws_frame *f) {
     if (c->wq_count == c->wq_cap) {
         uint32_t ncap = c->wq_cap ? c->wq_cap * 2 : 8;
@@ -102,14 +106,14 @@ static void wq_push(conn *c, ws_frame *f) {
     }
     c->wq[(c->wq_head + c->wq_count) & (c->wq_cap - 1)] = f;
     c->wq_count++;
-    c->wq_bytes += f->len;
+    wq_bytes_set(c, c->wq_bytes + f->len);
 }
 
 static ws_frame *wq_at(const conn *c, uint32_t i) { return c->wq[(c->wq_head + i) & (c->wq_cap - 1)]; }
 
 static void wq_pop(conn *c) {
     ws_frame *f = wq_at(c, 0);
-    c->wq_bytes -= f->len - c->wq_head_off;
+    wq_bytes_set(c, c->wq_bytes - (f->len - c->wq_head_off));
     c->wq_head = (c->wq_head + 1) & (c->wq_cap - 1);
     c->wq_count--;
     c->wq_head_off = 0;
@@ -126,7 +130,7 @@ static void wq_advance(conn *c, size_t n) {
             wq_pop(c);
         } else {
             c->wq_head_off += (uint32_t)n;
-            c->wq_bytes -= n;
+            wq_bytes_set(c, c->wq_bytes - n);
             n = 0;
         }
     }
@@ -138,7 +142,7 @@ static void wq_drop_unsent(conn *c) {
     while (c->wq_count > keep) {
         uint32_t last = c->wq_count - 1;
         ws_frame *f = wq_at(c, last);
-        c->wq_bytes -= f->len;
+        wq_bytes_set(c, c->wq_bytes - f->len);
         c->wq_count--;
         ws_frame_unref(f);
     }
@@ -489,7 +493,7 @@ static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
         case WS_EV_MESSAGE:
             if (c->close_sent) break; /* closing: data is discarded */
             c->last_active_ms = uv_now(c->srv->loop);
-            c->last_active_at = time(NULL);
+            __atomic_store_n(&c->last_active_at, (int64_t)time(NULL), __ATOMIC_RELAXED);
             if (c->srv->handlers->on_message)
                 c->srv->handlers->on_message(c, ev.opcode, ev.data, ev.len);
             break;

@@ -100,8 +100,14 @@ void conn_abort(conn *c);
  * `keep_alive` is true. */
 void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive);
 
-/* Return bytes queued and not yet written. */
-static inline size_t conn_queued_bytes(const conn *c) { return c->wq_bytes; }
+/* Return bytes queued and not yet written (from any thread: a relaxed
+ * atomic read of a value only c's thread writes). */
+static inline size_t conn_queued_bytes(const conn *c) { return __atomic_load_n(&c->wq_bytes, __ATOMIC_RELAXED); }
+
+/* Return the Unix time of c's last message (from any thread). */
+static inline int64_t conn_last_active_at(const conn *c) {
+    return __atomic_load_n(&c->last_active_at, __ATOMIC_RELAXED);
+}
 
 /* Internal to the net module: accept, read, flush, sweep, free. */
 conn *conn_accept(struct server *srv);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,10 +66,10 @@ struct store {
     store_op *in_head, *in_tail;   /* submitted, waiting for the thread */
     store_op *out_head, *out_tail; /* committed, waiting for the loop */
     bool stopping;
-    size_t pending;                /* loop thread's count of unfinished ops */
+    _Atomic size_t pending;        /* unfinished ops (submitted by any worker) */
     store_stats stats;
 
-    strmap last_seq;               /* store thread only: room -> last seq (boxed) */
+    strmap last_seq;               /* store thread only: room -> room_cache */
     int64_t batch_ms;              /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
@@ -169,21 +170,31 @@ static void clear_seq_cache(store *s) {
     strmap_init(&s->last_seq);
 }
 
-/* Return the next sequence number of room (store thread). */
-static int next_seq(store *s, const char *room_id, int64_t *seq) {
-    int64_t *last = strmap_get(&s->last_seq, room_id);
+/* What the store thread remembers of a room between batches. Dropped with
+ * a failed batch, so it never runs ahead of what was committed. */
+typedef struct room_cache {
+    int64_t last_seq;
+    int64_t touched_at;  /* lastActivity written in a committed or current
+                          * batch (Unix seconds; 0 = not known) */
+} room_cache;
+
+/* Return the next sequence number of room (store thread), and its cache
+ * entry in *cache. */
+static int next_seq(store *s, const char *room_id, int64_t *seq, room_cache **cache) {
+    room_cache *last = strmap_get(&s->last_seq, room_id);
     if (!last) {
         sqlite3_stmt *st = s->st.max_seq;
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, room_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) return rc;
-        last = xmalloc(sizeof(*last));
-        *last = sqlite3_column_int64(st, 0);
+        last = xcalloc(1, sizeof(*last));
+        last->last_seq = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
         strmap_put(&s->last_seq, room_id, last, NULL);
     }
-    *seq = ++*last;
+    *seq = ++last->last_seq;
+    *cache = last;
     return SQLITE_OK;
 }
 
@@ -295,7 +306,8 @@ static int apply_chat(store *s, store_op *op) {
         sqlite3_clear_bindings(st);
         if (rc != SQLITE_OK || op->duplicate) return rc;
     }
-    rc = next_seq(s, op->room_id, &op->seq);
+    room_cache *cache = NULL;
+    rc = next_seq(s, op->room_id, &op->seq, &cache);
     if (rc != SQLITE_OK) return rc;
     char aad[512];
     message_aad(aad, sizeof(aad), 's', op->room_id, op->seq);
@@ -318,9 +330,12 @@ static int apply_chat(store *s, store_op *op) {
     if (rc == SQLITE_OK)
         rc = log_change(s, LOG_MESSAGE, op->room_id, op->seq, op->message_id, &sender, &name, &msg,
                         op->timestamp, op->client_message_id, sender_key);
-    if (rc == SQLITE_OK) {
+    if (rc == SQLITE_OK && (!cache || cache->touched_at != op->timestamp)) {
         /* The seed's rooms table: a room posted to exists, owned by the
-         * first member seen, and its lastActivity follows its messages. */
+         * first member seen, and its lastActivity follows its messages.
+         * Timestamps are whole seconds: once a second per room is enough
+         * (under load this upsert and its sealed owner cost as much as the
+         * message itself). */
         char oaad[300];
         snprintf(oaad, sizeof(oaad), "rooms.o:%s", op->room_id);
         cell owner = seal(keys, op->user_id, oaad);
@@ -332,6 +347,7 @@ static int apply_chat(store *s, store_op *op) {
         if (rc == SQLITE_OK)
             rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
                             NULL, NULL);
+        if (rc == SQLITE_OK && cache) cache->touched_at = op->timestamp;
         free(owner.p);
     }
     free(sender.p);
@@ -657,7 +673,7 @@ static void run_completions(store *s) {
     pthread_mutex_unlock(&s->lock);
     while (op) {
         store_op *next = op->next;
-        s->pending--;
+        atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
         if (op->done) op->done(op);
         op_free(op);
         op = next;
@@ -816,7 +832,7 @@ fail_msg:
 
 void store_submit(store *s, store_op *op) {
     op->next = NULL;
-    s->pending++;
+    atomic_fetch_add_explicit(&s->pending, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->lock);
     if (s->in_tail) s->in_tail->next = op;
     else s->in_head = op;
@@ -825,7 +841,9 @@ void store_submit(store *s, store_op *op) {
     pthread_mutex_unlock(&s->lock);
 }
 
-size_t store_pending(const store *s) { return s->pending; }
+size_t store_pending(const store *s) {
+    return atomic_load_explicit(&((store *)s)->pending, memory_order_relaxed);
+}
 
 void store_get_stats(store *s, store_stats *out) {
     pthread_mutex_lock(&s->lock);

@@ -1,5 +1,5 @@
-/* Unit tests for handlers_chat_frame (src/app/handlers.c): the chat
- * broadcast written by hand must carry the same JSON value as the frame
+/* Unit tests for handlers_event_frame and handlers_chat_frame
+ * (src/app/handlers.c): every event written by hand must carry the same JSON value as the frame
  * jansson (json_pack + json_dumps, the way every other reply is made) gives
  * for the same message, whatever the strings hold, and the same bytes when
  * they hold no control characters (those are escaped as \u00XX where
@@ -54,26 +54,60 @@ static void expect_same(const char *room_id, const char *user, const char *name,
     ws_frame_unref(got);
 }
 
-Test(chat_frame, plain_message) {
+Test(event_frame, plain_message) {
     expect_same("general", "user123", "John", "Hello everyone!", 1, 1732579200);
 }
 
-Test(chat_frame, escapes_quotes_backslashes_and_controls) {
+Test(event_frame, escapes_quotes_backslashes_and_controls) {
     expect_same("r\"oom", "u\\1", "N\ta\nme", "say \"hi\"\\ \b\f\r\x01\x1f end", 42, 0);
 }
 
-Test(chat_frame, keeps_utf8_as_is) {
+Test(event_frame, keeps_utf8_as_is) {
     expect_same("café", "用户", "Zoë 🙂", "naïve — “quoted” 𝄞 ✓", 9007199254740993LL, 1732579200);
 }
 
-Test(chat_frame, extreme_numbers_and_empty_strings) {
+Test(event_frame, extreme_numbers_and_empty_strings) {
     expect_same("", "", "", "x", INT64_MAX, INT64_MIN);
 }
 
-Test(chat_frame, long_message_beyond_the_stack_buffer) {
+Test(event_frame, long_message_beyond_the_stack_buffer) {
     static char big[40000];
     for (size_t i = 0; i + 1 < sizeof(big); i++) big[i] = (char)("ab\"\\\n"[i % 5]);
     expect_same("room", "user", "name", big, 7, 7);
     for (size_t i = 0; i + 1 < sizeof(big); i++) big[i] = (char)("ab\"\\c"[i % 5]);
     expect_same("room", "user", "name", big, 7, 7);
+}
+
+/* The other shapes: booleans, negative numbers, a type that needs escaping,
+ * and an empty data object. */
+Test(event_frame, bools_numbers_and_types) {
+    const event_field data[] = {EVENT_FIELD_STR("userId", "u\"1"), EVENT_FIELD_BOOL("isTyping", 1),
+                                EVENT_FIELD_BOOL("was", 0), EVENT_FIELD_INT("n", -42),
+                                EVENT_FIELD_STR("roomId", "général")};
+    ws_frame *got = handlers_event_frame("typing_indicator", data, 5);
+    ws_frame *want = handlers_frame(json_pack("{s:s,s:{s:s,s:b,s:b,s:I,s:s}}", "type", "typing_indicator",
+                                              "data", "userId", "u\"1", "isTyping", 1, "was", 0, "n",
+                                              (json_int_t)-42, "roomId", "général"));
+    cr_assert_eq(got->len, want->len);
+    cr_assert_eq(memcmp(got->data, want->data, want->len), 0);
+    ws_frame_unref(got);
+    ws_frame_unref(want);
+    got = handlers_event_frame("we\"ird", NULL, 0);
+    want = handlers_frame(json_pack("{s:s,s:{}}", "type", "we\"ird", "data"));
+    cr_assert_eq(got->len, want->len);
+    cr_assert_eq(memcmp(got->data, want->data, want->len), 0);
+    ws_frame_unref(got);
+    ws_frame_unref(want);
+}
+
+/* Text that is not UTF-8 (which json_pack refuses) still makes valid JSON,
+ * the bad bytes replaced by U+FFFD. */
+Test(event_frame, bad_utf8_becomes_replacement_characters) {
+    const event_field data[] = {EVENT_FIELD_STR("message", "a\xc3(b\xff")};
+    ws_frame *f = handlers_event_frame("chat", data, 1);
+    json_t *j = payload_json(f);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "data"), "message")),
+                     "a\xef\xbf\xbd(b\xef\xbf\xbd");
+    json_decref(j);
+    ws_frame_unref(f);
 }
