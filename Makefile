@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test unit integration asan fuzz fuzz-smoke clean bench
+.PHONY: all deps run test unit integration asan fuzz fuzz-smoke clean bench profile
 
 all: $(BIN) $(LOADGEN)
 
@@ -129,6 +129,10 @@ fuzz-smoke:
 
 bench: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) ./bench/run.sh
+
+# Instructions per chat and per handshake (valgrind's callgrind), by thread.
+profile: deps $(BIN) $(LOADGEN)
+	@BUILD=$(BUILD) ./bench/callgrind.sh
 
 clean:
 	rm -rf build build-asan build-fuzz
