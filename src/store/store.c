@@ -70,6 +70,7 @@ struct store {
     store_stats stats;
 
     strmap last_seq;               /* store thread only: room -> room_cache */
+    strmap sender_keys;            /* store thread only: user id -> blind index (65 bytes) */
     int64_t batch_ms;              /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
@@ -162,6 +163,14 @@ static void message_aad(char *out, size_t len, char col, const char *room, int64
 
 /* ---- sequence numbers ---- */
 
+static void clear_sender_keys(store *s) {
+    size_t it = 0;
+    void *v;
+    while (strmap_next(&s->sender_keys, &it, NULL, &v)) free(v);
+    strmap_free(&s->sender_keys);
+    strmap_init(&s->sender_keys);
+}
+
 static void clear_seq_cache(store *s) {
     size_t it = 0;
     void *v;
@@ -253,9 +262,27 @@ static int log_change(store *s, int kind, const char *room, int64_t seq, const c
     return step_done(st);
 }
 
-static void sender_key_of(const store *s, const char *user_id, char out[65]) {
-    if (s->opt.keys) crypto_blind_index(s->opt.keys, "senderId", user_id, strlen(user_id), out);
-    else snprintf(out, 65, "%.64s", user_id);
+/* Senders remembered at most (then forgotten all at once): a bound on the
+ * memory, far above the senders active in any one second. */
+#define SENDER_KEYS_MAX 8192
+
+static void sender_key_of(store *s, const char *user_id, char out[65]) {
+    if (!s->opt.keys) {
+        snprintf(out, 65, "%.64s", user_id);
+        return;
+    }
+    /* The blind index is an HMAC, the same for every message of a sender:
+     * computed once per sender, not once per message. */
+    const char *known = strmap_get(&s->sender_keys, user_id);
+    if (known) {
+        memcpy(out, known, 65);
+        return;
+    }
+    crypto_blind_index(s->opt.keys, "senderId", user_id, strlen(user_id), out);
+    if (s->sender_keys.count >= SENDER_KEYS_MAX) clear_sender_keys(s);
+    char *copy = xmalloc(65);
+    memcpy(copy, out, 65);
+    strmap_put(&s->sender_keys, user_id, copy, NULL);
 }
 
 /* Fill op from the message it repeats (the row at st's current step). */
@@ -807,6 +834,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     if (check_keys(s, err, errlen) != 0) goto fail_msg;
 
     strmap_init(&s->last_seq);
+    strmap_init(&s->sender_keys);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     uv_async_init(loop, &s->async, on_async);
@@ -862,6 +890,8 @@ void store_close(store *s) {
     run_completions(s);
     clear_seq_cache(s);
     strmap_free(&s->last_seq);
+    clear_sender_keys(s);
+    strmap_free(&s->sender_keys);
     finalize_all(s);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
