@@ -233,7 +233,7 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
     op->username = xstrdup(s->username);
     op->message = xstrdup(msg);
     op->timestamp = time(NULL);
-    random_uuid(op->message_id);
+    random_uuid7(op->message_id); /* time-ordered: the messageId index grows at its edge */
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = chat_committed;
     op->ctx = a;
@@ -308,7 +308,7 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
         return;
     }
     char id[37];
-    random_uuid(id);
+    random_uuid7(id);
     const event_field data[] = {
         EVENT_FIELD_STR("messageId", id),        EVENT_FIELD_STR("senderId", s->user_id),
         EVENT_FIELD_STR("senderName", s->username), EVENT_FIELD_STR("targetUserId", target),

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define POOL_SIZE 4096
 
@@ -62,14 +63,10 @@ void random_hex(char *out, size_t n) {
     }
 }
 
-void random_uuid(char out[37]) {
-    uint8_t b[16];
-    random_bytes(b, sizeof(b));
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+/* Format 16 bytes as 8-4-4-4-12 lowercase hex. */
+static void format_uuid(const uint8_t b[16], char out[37]) {
     char hex[33];
-    to_hex(b, sizeof(b), hex);
-    /* 8-4-4-4-12 */
+    to_hex(b, 16, hex);
     memcpy(out, hex, 8);
     out[8] = '-';
     memcpy(out + 9, hex + 8, 4);
@@ -80,4 +77,27 @@ void random_uuid(char out[37]) {
     out[23] = '-';
     memcpy(out + 24, hex + 20, 12);
     out[36] = '\0';
+}
+
+void random_uuid(char out[37]) {
+    uint8_t b[16];
+    random_bytes(b, sizeof(b));
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    format_uuid(b, out);
+}
+
+void random_uuid7(char out[37]) {
+    uint8_t b[16];
+    random_bytes(b + 6, sizeof(b) - 6);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    for (int i = 5; i >= 0; i--) {
+        b[i] = (uint8_t)ms;
+        ms >>= 8;
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x70); /* version 7 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    format_uuid(b, out);
 }

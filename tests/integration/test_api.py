@@ -306,8 +306,11 @@ def test_chat_broadcast_fields_and_seq(start_server):
             d = got[0]
             assert d["message"] == f"hello {i}" and d["roomId"] == "r1"
             assert d["senderId"] == "alice" and d["senderName"] == "Alice"
-            assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+            # A version 7 UUID: its first 48 bits are the send time in ms.
+            assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
                                 d["messageId"]), d
+            ms = int(d["messageId"][:8] + d["messageId"][9:13], 16)
+            assert abs(ms / 1000 - time.time()) < 60, d
             assert isinstance(d["timestamp"], int) and abs(d["timestamp"] - time.time()) < 60
             seqs.append(d["seq"])
         assert seqs == sorted(seqs) and len(set(seqs)) == 5, seqs

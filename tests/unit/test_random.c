@@ -2,7 +2,10 @@
  * behind ids, nonces and trace ids. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/random.h"
 
@@ -70,4 +73,30 @@ Test(random, threads_get_different_bytes) {
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
     cr_assert_neq(memcmp(a, b, sizeof(a)), 0);
+}
+
+/* Version 7: the first 48 bits are the Unix time in milliseconds, ids made
+ * later sort after earlier ones, and the rest is random. */
+Test(random, uuid7_is_time_ordered) {
+    char a[37], b[37];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t before = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    random_uuid7(a);
+    cr_assert_eq(strlen(a), 36);
+    cr_assert_eq(a[14], '7', "%s", a);
+    cr_assert_not_null(strchr("89ab", a[19]), "%s", a);
+    char ms_hex[13];
+    memcpy(ms_hex, a, 8);
+    memcpy(ms_hex + 8, a + 9, 4);
+    ms_hex[12] = '\0';
+    uint64_t ms = strtoull(ms_hex, NULL, 16);
+    cr_assert_geq(ms, before);
+    cr_assert_leq(ms, before + 5000);
+    struct timespec pause = {0, 2 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    random_uuid7(b);
+    cr_assert_lt(strcmp(a, b), 0, "%s then %s", a, b);
+    random_uuid7(b);
+    cr_assert_neq(strcmp(a, b), 0);
 }
