@@ -182,25 +182,36 @@ static void clear_seq_cache(store *s) {
 /* What the store thread remembers of a room between batches. Dropped with
  * a failed batch, so it never runs ahead of what was committed. */
 typedef struct room_cache {
-    int64_t last_seq;
+    int64_t last_seq;    /* valid when seq_known */
+    bool seq_known;
+    bool row_known;      /* its rooms row exists (rows are never deleted) */
     int64_t touched_at;  /* lastActivity written in a committed or current
                           * batch (Unix seconds; 0 = not known) */
 } room_cache;
 
+/* Return room's cache entry (store thread), made empty on first use. */
+static room_cache *room_cache_of(store *s, const char *room_id) {
+    room_cache *c = strmap_get(&s->last_seq, room_id);
+    if (!c) {
+        c = xcalloc(1, sizeof(*c));
+        strmap_put(&s->last_seq, room_id, c, NULL);
+    }
+    return c;
+}
+
 /* Return the next sequence number of room (store thread), and its cache
  * entry in *cache. */
 static int next_seq(store *s, const char *room_id, int64_t *seq, room_cache **cache) {
-    room_cache *last = strmap_get(&s->last_seq, room_id);
-    if (!last) {
+    room_cache *last = room_cache_of(s, room_id);
+    if (!last->seq_known) {
         sqlite3_stmt *st = s->st.max_seq;
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, room_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) return rc;
-        last = xcalloc(1, sizeof(*last));
         last->last_seq = sqlite3_column_int64(st, 0);
+        last->seq_known = true;
         sqlite3_reset(st);
-        strmap_put(&s->last_seq, room_id, last, NULL);
     }
     *seq = ++last->last_seq;
     *cache = last;
@@ -374,7 +385,10 @@ static int apply_chat(store *s, store_op *op) {
         if (rc == SQLITE_OK)
             rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
                             NULL, NULL);
-        if (rc == SQLITE_OK && cache) cache->touched_at = op->timestamp;
+        if (rc == SQLITE_OK && cache) {
+            cache->touched_at = op->timestamp;
+            cache->row_known = true;
+        }
         free(owner.p);
     }
     free(sender.p);
@@ -384,6 +398,11 @@ static int apply_chat(store *s, store_op *op) {
 }
 
 static int apply_room_join(store *s, store_op *op) {
+    /* Every connect joins a room; only the first join ever creates its
+     * row, so once the row is known the insert (and its sealed owner) is
+     * skipped. */
+    room_cache *cache = room_cache_of(s, op->room_id);
+    if (cache->row_known) return SQLITE_OK;
     char aad[300];
     snprintf(aad, sizeof(aad), "rooms.o:%s", op->room_id);
     cell owner = seal(s->opt.keys, op->user_id, aad);
@@ -395,6 +414,7 @@ static int apply_room_join(store *s, store_op *op) {
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0)
         rc = log_change(s, LOG_ROOM_JOIN, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
                         NULL, NULL);
+    if (rc == SQLITE_OK) cache->row_known = true;
     free(owner.p);
     return rc;
 }
