@@ -6,9 +6,9 @@
 #include "common/alloc.h"
 
 void registry_init(registry *r) {
-    strmap_init(&r->by_id);
-    strmap_init(&r->users);
-    strmap_init(&r->rooms);
+    strmap_init_borrowed(&r->by_id);
+    strmap_init_borrowed(&r->users);
+    strmap_init_borrowed(&r->rooms);
 }
 
 static void session_free(session *s) {
@@ -36,8 +36,10 @@ session *registry_add(registry *r, conn *c, const char *user_id, const char *use
     strmap_put(&r->by_id, c->id, s, NULL);
     user_conns *u = strmap_get(&r->users, user_id);
     if (!u) {
-        u = xcalloc(1, sizeof(*u));
-        u->id = strmap_put(&r->users, user_id, u, NULL);
+        size_t n = strlen(user_id) + 1;
+        u = xcalloc(1, sizeof(*u) + n);
+        memcpy(u->id, user_id, n);
+        strmap_put(&r->users, u->id, u, NULL);
     }
     s->user = u;
     s->user_id = u->id;
@@ -53,8 +55,10 @@ room *registry_join(registry *r, session *s, const char *room_id) {
     registry_leave(r, s);
     room *rm = strmap_get(&r->rooms, room_id);
     if (!rm) {
-        rm = xcalloc(1, sizeof(*rm));
-        rm->id = strmap_put(&r->rooms, room_id, rm, NULL);
+        size_t n = strlen(room_id) + 1;
+        rm = xcalloc(1, sizeof(*rm) + n);
+        memcpy(rm->id, room_id, n);
+        strmap_put(&r->rooms, rm->id, rm, NULL);
     }
     /* Append at the tail would need a tail pointer; members are unordered,
      * so push at the head. */
@@ -76,7 +80,7 @@ void registry_leave(registry *r, session *s) {
     s->room = NULL;
     s->room_prev = s->room_next = NULL;
     if (--rm->count == 0) {
-        strmap_remove(&r->rooms, rm->id); /* frees the key rm->id points to */
+        strmap_remove(&r->rooms, rm->id);
         free(rm);
     }
 }
@@ -88,7 +92,7 @@ void registry_remove(registry *r, session *s) {
     else u->conns = s->user_next;
     if (s->user_next) s->user_next->user_prev = s->user_prev;
     if (--u->count == 0) {
-        strmap_remove(&r->users, u->id); /* frees the key u->id points to */
+        strmap_remove(&r->users, u->id);
         free(u);
     }
     strmap_remove(&r->by_id, s->c->id);

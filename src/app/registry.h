@@ -16,15 +16,15 @@
 typedef struct session session;
 
 typedef struct room {
-    const char *id;          /* the rooms map's copy of the key */
     session *members;        /* list through session.room_next */
     size_t count;
+    char id[];               /* also the rooms map's key */
 } room;
 
 typedef struct user_conns {
-    const char *id;          /* the users map's copy of the key */
     session *conns;          /* list through session.user_next */
     size_t count;
+    char id[];               /* also the users map's key */
 } user_conns;
 
 struct session {
@@ -43,6 +43,9 @@ struct session {
 };
 
 typedef struct registry {
+    /* The maps borrow their keys (an idle connection's registry entry is
+     * three allocations, no key copies): by_id the connection's id, users
+     * and rooms the id inside the value. */
     strmap by_id;            /* connection id -> session */
     strmap users;            /* user id -> user_conns */
     strmap rooms;            /* room id -> room (only rooms with members) */

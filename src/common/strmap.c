@@ -34,13 +34,20 @@ static uint64_t hash_key(const char *s) {
 
 void strmap_init(strmap *m) { memset(m, 0, sizeof(*m)); }
 
+void strmap_init_borrowed(strmap *m) {
+    memset(m, 0, sizeof(*m));
+    m->borrowed = true;
+}
+
 void strmap_free(strmap *m) {
-    for (size_t i = 0; i < m->cap; i++) {
+    for (size_t i = 0; i < m->cap && !m->borrowed; i++) {
         char *k = m->slots[i].key;
         if (k && k != STRMAP_TOMBSTONE) free(k);
     }
     free(m->slots);
+    bool borrowed = m->borrowed;
     memset(m, 0, sizeof(*m));
+    m->borrowed = borrowed;
 }
 
 static strmap_slot *find(const strmap *m, const char *key, uint64_t h) {
@@ -91,7 +98,7 @@ const char *strmap_put(strmap *m, const char *key, void *value, void **old) {
     size_t i = h & mask;
     while (m->slots[i].key && m->slots[i].key != STRMAP_TOMBSTONE) i = (i + 1) & mask;
     if (!m->slots[i].key) m->used++;
-    m->slots[i].key = xstrdup(key);
+    m->slots[i].key = m->borrowed ? (char *)key : xstrdup(key);
     m->slots[i].hash = h;
     m->slots[i].value = value;
     m->count++;
@@ -102,7 +109,7 @@ void *strmap_remove(strmap *m, const char *key) {
     strmap_slot *s = find(m, key, hash_key(key));
     if (!s) return NULL;
     void *v = s->value;
-    free(s->key);
+    if (!m->borrowed) free(s->key);
     s->key = STRMAP_TOMBSTONE;
     s->value = NULL;
     m->count--;

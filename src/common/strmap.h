@@ -20,16 +20,22 @@ typedef struct strmap {
     size_t cap;      /* 0 or a power of two */
     size_t count;    /* live keys */
     size_t used;     /* live keys + tombstones */
+    bool borrowed;   /* keys are the caller's, never copied or freed */
 } strmap;
 
 /* Initialise an empty map (no allocation until the first insert). */
 void strmap_init(strmap *m);
+/* Initialise an empty map that keeps the caller's key pointers instead of
+ * copies: each key must stay unchanged in memory until its entry is
+ * removed (e.g. the id stored inside the value). */
+void strmap_init_borrowed(strmap *m);
 /* Release the map's slots and keys (not the values). */
 void strmap_free(strmap *m);
 /* Return the value stored under key, or NULL. */
 void *strmap_get(const strmap *m, const char *key);
 /* Store value under key (replacing any old value, which is returned through
- * *old when old is not NULL). Returns the map's own copy of the key. */
+ * *old when old is not NULL). Returns the map's own copy of the key (the
+ * caller's pointer for a borrowed map). */
 const char *strmap_put(strmap *m, const char *key, void *value, void **old);
 /* Remove key; returns its value or NULL when absent. */
 void *strmap_remove(strmap *m, const char *key);

@@ -472,7 +472,19 @@ static bool control_flood(conn *c) {
     return true;
 }
 
+/* A new frame parser with the server's limits: a message that arrives in
+ * fragments is buffered and may hold no more than max_fragmented_bytes (nor
+ * max_message_size). */
+static ws_parser *parser_new(const config *cfg) {
+    size_t max_message = (size_t)cfg->max_message_size;
+    if (cfg->max_fragmented_bytes > 0 && (size_t)cfg->max_fragmented_bytes < max_message)
+        max_message = (size_t)cfg->max_fragmented_bytes;
+    return ws_parser_new((size_t)cfg->max_frame_size, max_message);
+}
+
 static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
+    /* The sweep drops the parser of an idle connection between frames. */
+    if (!c->parser) c->parser = parser_new(c->srv->cfg);
     size_t off = 0;
     while (off < len && c->state != CONN_CLOSED && !(c->close_after_flush)) {
         ws_event ev;
@@ -567,12 +579,8 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
     free(resp);
 
     c->state = CONN_OPEN;
-    /* A message that arrives in fragments is buffered: it may hold no more
-     * than max_fragmented_bytes (nor max_message_size). */
-    size_t max_message = (size_t)srv->cfg->max_message_size;
-    if (srv->cfg->max_fragmented_bytes > 0 && (size_t)srv->cfg->max_fragmented_bytes < max_message)
-        max_message = (size_t)srv->cfg->max_fragmented_bytes;
-    c->parser = ws_parser_new((size_t)srv->cfg->max_frame_size, max_message);
+    c->upgraded = true;
+    c->parser = parser_new(srv->cfg);
     c->opened_ms = uv_now(srv->loop);
     c->last_active_ms = c->opened_ms;
     c->last_ping_ms = c->opened_ms;
@@ -659,7 +667,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
                 return;
             }
             if (c->state == CONN_HTTP) handle_http_bytes(c, (char *)c->srv->tls_plain, (size_t)n);
-            else if (c->parser) handle_ws_bytes(c, c->srv->tls_plain, (size_t)n);
+            else if (c->upgraded) handle_ws_bytes(c, c->srv->tls_plain, (size_t)n);
             if (c->state == CONN_CLOSED) return;
         }
         /* Handshake records (or a close_notify) may be waiting. */
@@ -668,14 +676,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     if (c->state == CONN_HTTP) {
         handle_http_bytes(c, buf->base, (size_t)nread);
-    } else if (c->parser) {
+    } else if (c->upgraded) {
         handle_ws_bytes(c, (uint8_t *)buf->base, (size_t)nread);
     }
 }
 
 /* ---- timers ---- */
 
-void conn_sweep(conn *c, uint64_t now) {
+unsigned conn_sweep(conn *c, uint64_t now) {
+    unsigned released = 0;
     const config *cfg = c->srv->cfg;
     switch (c->state) {
     case CONN_HTTP:
@@ -683,12 +692,12 @@ void conn_sweep(conn *c, uint64_t now) {
         if (cfg->handshake_timeout_ms > 0 &&
             now - c->created_ms >= (uint64_t)cfg->handshake_timeout_ms)
             conn_abort(c);
-        return;
+        return released;
     case CONN_CLOSING:
         if (now >= c->close_deadline_ms) conn_abort(c);
-        return;
+        return released;
     case CONN_CLOSED:
-        return;
+        return released;
     case CONN_OPEN:
         break;
     }
@@ -700,16 +709,24 @@ void conn_sweep(conn *c, uint64_t now) {
         c->wq = NULL;
         c->wq_cap = 0;
         c->wq_head = 0;
+        released++;
     }
-    if (c->parser) ws_parser_trim(c->parser);
+    if (c->parser && ws_parser_idle(c->parser)) {
+        /* Between frames: an idle connection keeps no parser at all. */
+        ws_parser_free(c->parser);
+        c->parser = NULL;
+        released++;
+    } else if (c->parser) {
+        ws_parser_trim(c->parser);
+    }
     if (cfg->idle_timeout_s > 0 && now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
         conn_close(c, WS_CLOSE_POLICY, "idle timeout");
-        return;
+        return released;
     }
     if (cfg->max_connection_duration_s > 0 &&
         now - c->opened_ms >= (uint64_t)cfg->max_connection_duration_s * 1000) {
         conn_close(c, WS_CLOSE_GOING_AWAY, "maximum connection duration reached");
-        return;
+        return released;
     }
     if (cfg->ping_interval_s > 0) {
         /* Bug fix: pong_timeout_s 0 means never, it used to close at the
@@ -717,7 +734,7 @@ void conn_sweep(conn *c, uint64_t now) {
         if (cfg->pong_timeout_s > 0 && c->awaiting_pong &&
             now - c->last_ping_ms >= (uint64_t)cfg->pong_timeout_s * 1000) {
             conn_close(c, WS_CLOSE_POLICY, "pong timeout");
-            return;
+            return released;
         }
         if ((!c->awaiting_pong || cfg->pong_timeout_s == 0) &&
             now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_s * 1000) {
@@ -726,4 +743,5 @@ void conn_sweep(conn *c, uint64_t now) {
             enqueue(c, ws_frame_new(WS_OP_PING, NULL, 0));
         }
     }
+    return released;
 }

@@ -38,9 +38,10 @@ typedef struct conn {
     bool awaiting_pong;
     bool opened;                     /* on_open ran, so on_close must run */
     bool http_keep_alive;            /* plain HTTP: read another request after this one */
+    bool upgraded;                   /* past the 101: what arrives is WebSocket frames */
 
     http_request *req;               /* during the handshake / plain HTTP */
-    ws_parser *parser;               /* once open */
+    ws_parser *parser;               /* once open; NULL while idle between frames */
 
     /* Write queue: a ring of shared frames; the first may be part-written. */
     ws_frame **wq;
@@ -112,6 +113,8 @@ static inline int64_t conn_last_active_at(const conn *c) {
 /* Internal to the net module: accept, read, flush, sweep, free. */
 conn *conn_accept(struct server *srv);
 void conn_flush(conn *c);
-void conn_sweep(conn *c, uint64_t now_ms);
+/* Run c's timers and release its idle buffers (write ring, frame parser);
+ * returns how many buffers were released. */
+unsigned conn_sweep(conn *c, uint64_t now_ms);
 
 #endif

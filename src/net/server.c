@@ -1,6 +1,7 @@
 #include "net/server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -152,13 +153,18 @@ static void on_sweep(uv_timer_t *t) {
     uint64_t now = uv_now(srv->loop);
     conn *c = srv->conns;
     size_t queued = 0;
+    unsigned released = 0;
     while (c) {
         conn *next = c->next; /* c is not freed here: uv_close defers it */
-        conn_sweep(c, now);
+        released += conn_sweep(c, now);
         queued += conn_queued_bytes(c);
         c = next;
     }
     atomic_store_explicit(&srv->queued_sample, queued, memory_order_relaxed);
+    /* Many connections went idle at once (a burst of connects, the end of
+     * a busy spell): hand the freed pages back to the system, or the
+     * process keeps its high-water mark of buffers no one uses. */
+    if (released >= 1024) malloc_trim(0);
     if (srv->shutting_down) {
         if (now >= srv->shutdown_deadline_ms) {
             for (c = srv->conns; c; c = c->next) conn_abort(c);

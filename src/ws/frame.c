@@ -117,6 +117,10 @@ void ws_parser_free(ws_parser *p) {
     free(p);
 }
 
+bool ws_parser_idle(const ws_parser *p) {
+    return !p->err && !p->closed && p->state == ST_HEADER && p->hdr_have == 0 && p->msg_op == 0;
+}
+
 void ws_parser_trim(ws_parser *p) {
     if (p->msg_op == 0 && p->msg) {
         free(p->msg);

@@ -116,6 +116,12 @@ size_t ws_parser_buffered(const ws_parser *p);
  * needed. Invalidates the data of the last event. */
 void ws_parser_trim(ws_parser *p);
 
+/* Return true when p sits between frames with no message in progress, no
+ * error and no close seen: freeing it and starting a new parser with the
+ * same limits then changes nothing (so an idle connection need not keep
+ * one). */
+bool ws_parser_idle(const ws_parser *p);
+
 /* ---- outgoing frames ---- */
 
 typedef struct ws_frame {

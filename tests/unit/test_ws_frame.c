@@ -127,7 +127,16 @@ static void run(const uint8_t *in, size_t n, size_t maxf, size_t maxm, size_t ch
             }
             at += rc;
             left -= (size_t)rc;
-            if (TRIM) ws_parser_trim(p);
+            if (TRIM) {
+                /* As the sweep does: an idle parser is dropped and a new
+                 * one takes over; a busy one only lets go of its buffers. */
+                if (ws_parser_idle(p)) {
+                    ws_parser_free(p);
+                    p = ws_parser_new(maxf, maxm);
+                } else {
+                    ws_parser_trim(p);
+                }
+            }
         }
         off += c;
     }
@@ -1019,9 +1028,10 @@ Test(frame_refs, concurrent) {
     ws_frame_unref(f);
 }
 
-/* Releasing the buffers between reads (ws_parser_trim, run by the sweep)
- * changes nothing: a message or control frame in progress keeps its bytes,
- * whatever the split. */
+/* Releasing the buffers between reads (ws_parser_trim), or the whole parser
+ * when it is idle (ws_parser_idle), as the sweep does, changes nothing: a
+ * message or control frame in progress keeps its bytes, whatever the
+ * split. */
 Test(frame_trim, trimming_between_reads_changes_nothing) {
     bytes in = {0};
     frame_str(&in, false, WS_OP_TEXT, "fragmented ");
@@ -1046,4 +1056,30 @@ Test(frame_trim, trimming_between_reads_changes_nothing) {
         result_free(&trimmed);
     }
     free(in.d);
+}
+
+Test(frame_trim, idle_only_between_frames) {
+    ws_parser *p = ws_parser_new(0, 0);
+    cr_assert(ws_parser_idle(p));
+    bytes in = {0};
+    frame_str(&in, false, WS_OP_TEXT, "part");
+    ws_event ev;
+    cr_assert_eq(ws_parser_feed(p, in.d, 1, &ev), 1); /* half a header */
+    cr_assert_not(ws_parser_idle(p));
+    cr_assert_eq(ws_parser_feed(p, in.d + 1, in.n - 1, &ev), (ssize_t)(in.n - 1));
+    cr_assert_not(ws_parser_idle(p)); /* a message in progress */
+    free(in.d);
+    memset(&in, 0, sizeof(in));
+    frame_str(&in, true, WS_OP_CONTINUATION, "!");
+    cr_assert_eq(ws_parser_feed(p, in.d, in.n, &ev), (ssize_t)in.n);
+    cr_assert_eq(ev.type, WS_EV_MESSAGE);
+    cr_assert(ws_parser_idle(p));
+    free(in.d);
+    memset(&in, 0, sizeof(in));
+    frame_str(&in, true, WS_OP_CLOSE, "");
+    cr_assert_eq(ws_parser_feed(p, in.d, in.n, &ev), (ssize_t)in.n);
+    cr_assert_eq(ev.type, WS_EV_CLOSE);
+    cr_assert_not(ws_parser_idle(p)); /* after a close: keep the verdict */
+    free(in.d);
+    ws_parser_free(p);
 }
