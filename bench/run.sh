@@ -12,26 +12,29 @@
 #            sustained one compared: wsgate (API mode: every chat committed,
 #            fsync per group commit, before its broadcast) vs the peers in
 #            chat mode, which store nothing (broadcast only)
+#   scaling  wsgate with 1 and with 2 workers (worker_threads), not pinned,
+#            under the echo and fanout loads: the ratio 2 workers / 1
+#            (the load generator shares the same cores)
 # Prints each result, then a table of the ratios wsgate/peer (raw and per
 # server CPU-second, with p50/p90/p99), and writes every result and ratio as
 # JSON to BENCH_JSON (default $BUILD/bench-results.json).
 #   CONNS=50 INFLIGHT=8 SIZE=32 DURATION=5 make bench
 #   WORKLOADS="echo fanout" FAN_ROOMS=10 FAN_MEMBERS=20 FAN_RATE=150 ./bench/run.sh
 #   WORKLOADS=durable DUR_RATES=1000,5000,10000 DUR_DURATION=3 ./bench/run.sh
-# The default run (all five workloads) takes about 6 minutes on a 2-core
+# The default run (all six workloads) takes about 7 minutes on a 2-core
 # machine. Every run is bounded: the load generator stops by itself (and
 # has a watchdog), is wrapped in `timeout`, and each server is killed after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-WORKLOADS=${WORKLOADS:-echo fanout storm idle durable}
+WORKLOADS=${WORKLOADS:-echo fanout storm idle durable scaling}
 CONNS=${CONNS:-50}
 INFLIGHT=${INFLIGHT:-8}
 SIZE=${SIZE:-32}
 DURATION=${DURATION:-5}
-FAN_ROOMS=${FAN_ROOMS:-10}
-FAN_MEMBERS=${FAN_MEMBERS:-20}
-FAN_RATE=${FAN_RATE:-150}          # chats/s per room: 10 x 20 x 150 = 30,000 deliveries/s
+FAN_ROOMS=${FAN_ROOMS:-4}
+FAN_MEMBERS=${FAN_MEMBERS:-100}
+FAN_RATE=${FAN_RATE:-750}          # chats/s per room: 4 x 100 x 750 = 300,000 deliveries/s
 STORM_CONNS=${STORM_CONNS:-50}     # handshakes in progress at once
 IDLE_CONNS=${IDLE_CONNS:-19000}
 IDLE_SOURCES=${IDLE_SOURCES:-$(((IDLE_CONNS + 9999) / 10000))} # 127.0.0.1 .. 127.0.0.K, <= 10,000 each
@@ -54,9 +57,11 @@ if ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; then pin_server=""; 
 
 # wsgate in API mode: chat goes through the durable store (one fsync per
 # group commit); limits that would throttle a benchmark are off.
+# One worker: the server is pinned to one core like its peers (the scaling
+# workload runs more).
 WSGATE_API=(--set logging_level=ERROR --set throttling_enabled=false --set connection_rate_limit=0
   --set connect_rate_per_ip=0 --set enable_dynamodb_point_in_time_recovery=false
-  --set max_connections_per_ip=0)
+  --set max_connections_per_ip=0 --set worker_threads=1)
 
 wait_port() {
   for _ in $(seq 100); do
@@ -84,11 +89,13 @@ run_one() {
   port=$((port + 1))
   local data="$out/data-$workload-$label" args=() a
   for a in "$@"; do a=${a//@PORT@/$port}; args+=("${a//@DATA@/$data}"); done
-  $pin_server "${args[@]}" >"$out/$workload.$label.server.log" 2>&1 &
+  local ps=$pin_server pl=$pin_load
+  if [ -n "${UNPINNED:-}" ]; then ps=""; pl=""; fi
+  $ps "${args[@]}" >"$out/$workload.$label.server.log" 2>&1 &
   local pid=$!
   if ! wait_port "$port"; then stop_server "$pid"; cat "$out/$workload.$label.server.log" >&2; return 1; fi
   # shellcheck disable=SC2086
-  timeout "$tmo" $pin_load "$LOADGEN" --port "$port" $lgargs --server-pid "$pid" --label "$label" \
+  timeout "$tmo" $pl "$LOADGEN" --port "$port" $lgargs --server-pid "$pid" --label "$label" \
     | tee "$out/$workload.$label.txt" || echo "bench: $workload $label: load generator failed" >&2
   stop_server "$pid"
 }
@@ -142,6 +149,20 @@ for w in $WORKLOADS; do
     run_one durable wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
     run_one durable node-ws $t "$a" "${NODE[@]}" chat
     run_one durable py-websockets $t "$a" "${PY[@]}" chat
+    ;;
+  scaling)
+    echo "== scaling: wsgate with 1 and 2 workers, not pinned (the load generator shares the cores)"
+    a="--workload echo --conns $CONNS --inflight $INFLIGHT --size $SIZE --duration $DURATION"
+    t=$((DURATION + 120))
+    for n in 1 2; do
+      UNPINNED=1 run_one scale-echo "wsgate-${n}w" $t "$a" "${WSGATE[@]}" --set mode=echo \
+        --set logging_level=ERROR --set worker_threads=$n
+    done
+    a="--workload fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --size $SIZE --duration $DURATION"
+    for n in 1 2; do
+      UNPINNED=1 run_one scale-fanout "wsgate-${n}w" $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}" \
+        --set worker_threads=$n
+    done
     ;;
   *) echo "bench: unknown workload $w" >&2; exit 2 ;;
   esac
@@ -243,6 +264,20 @@ if rows:
                   + " ".join(f"{ms(c[q][0]) + ' / ' + ms(c[q][1]):>13s}" for q in ("p50_us", "p90_us", "p99_us"))
                   + "   (the highest rate both sustained)")
 
+scaling = []
+for wl in ("scale-echo", "scale-fanout"):
+    one, two = res.get((wl, "wsgate-1w")), res.get((wl, "wsgate-2w"))
+    if one and two:
+        scaling.append({"workload": wl, "rate_1w": one["rate"], "rate_2w": two["rate"],
+                        "ratio": ratio(two["rate"], one["rate"]), "cpu_s": [one["server_cpu_s"], two["server_cpu_s"]],
+                        "p99_us": [one.get("p99_us"), two.get("p99_us")]})
+if scaling:
+    print("\nscaling: wsgate 2 workers / 1 worker (not pinned; the load generator shares the 2 cores)")
+    for r in scaling:
+        print(f"{r['workload']:13s} {r['rate_1w']:10.0f} -> {r['rate_2w']:10.0f}/s  {fx(r['ratio'])}   "
+              f"server cpu {r['cpu_s'][0]:.2f} -> {r['cpu_s'][1]:.2f} s   p99 {ms(r['p99_us'][0])} -> "
+              f"{ms(r['p99_us'][1])} ms")
+
 knobs = ("WORKLOADS CONNS INFLIGHT SIZE DURATION FAN_ROOMS FAN_MEMBERS FAN_RATE STORM_CONNS IDLE_CONNS "
          "IDLE_SOURCES IDLE_PROCS IDLE_HOLD DUR_ROOMS DUR_MEMBERS DUR_RATES DUR_DURATION").split()
 doc = {
@@ -251,6 +286,7 @@ doc = {
     "settings": {k: os.environ.get(k) for k in knobs},
     "results": lines,
     "ratios": rows,
+    "scaling": scaling,
 }
 with open(json_path, "w") as f:
     json.dump(doc, f, indent=1)

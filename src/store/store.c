@@ -163,21 +163,16 @@ static void message_aad(char *out, size_t len, char col, const char *room, int64
 
 /* ---- sequence numbers ---- */
 
-static void clear_sender_keys(store *s) {
+/* Empty a map whose values are plain allocations. */
+static void clear_owned(strmap *m) {
     size_t it = 0;
     void *v;
-    while (strmap_next(&s->sender_keys, &it, NULL, &v)) free(v);
-    strmap_free(&s->sender_keys);
-    strmap_init(&s->sender_keys);
+    while (strmap_next(m, &it, NULL, &v)) free(v);
+    strmap_free(m);
+    strmap_init(m);
 }
 
-static void clear_seq_cache(store *s) {
-    size_t it = 0;
-    void *v;
-    while (strmap_next(&s->last_seq, &it, NULL, &v)) free(v);
-    strmap_free(&s->last_seq);
-    strmap_init(&s->last_seq);
-}
+
 
 /* What the store thread remembers of a room between batches. Dropped with
  * a failed batch, so it never runs ahead of what was committed. */
@@ -290,7 +285,7 @@ static void sender_key_of(store *s, const char *user_id, char out[65]) {
         return;
     }
     crypto_blind_index(s->opt.keys, "senderId", user_id, strlen(user_id), out);
-    if (s->sender_keys.count >= SENDER_KEYS_MAX) clear_sender_keys(s);
+    if (s->sender_keys.count >= SENDER_KEYS_MAX) clear_owned(&s->sender_keys);
     char *copy = xmalloc(65);
     memcpy(copy, out, 65);
     strmap_put(&s->sender_keys, user_id, copy, NULL);
@@ -637,7 +632,7 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        clear_seq_cache(s);
+        clear_owned(&s->last_seq);
         for (store_op *op = batch; op; op = op->next)
             if (op->status == SQLITE_OK && op->kind != STORE_OP_HISTORY) op->status = rc;
         log_msg(LOG_ERROR, "store_error", "batch of %u failed: %s", n, sqlite3_errstr(rc));
@@ -913,9 +908,9 @@ void store_close(store *s) {
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
     run_completions(s);
-    clear_seq_cache(s);
+    clear_owned(&s->last_seq);
     strmap_free(&s->last_seq);
-    clear_sender_keys(s);
+    clear_owned(&s->sender_keys);
     strmap_free(&s->sender_keys);
     finalize_all(s);
     sqlite3_close(s->db);

@@ -21,6 +21,11 @@
 #define K31 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg=="
 #define KIDX "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
 #define DAY 86400
+/* A hand-written key file: key 3 retired, key 7 active. */
+#define KEYS_3_AND_7                                                           \
+    "{\"version\":1,\"active\":7,\"index_key\":\"" KIDX "\",\"keys\":["      \
+    "{\"id\":3,\"key\":\"" K32A "\",\"created\":100,\"retired\":200},"      \
+    "{\"id\":7,\"key\":\"" K32B "\",\"created\":200}]}"
 
 static char tmpdir[64];
 static char keypath[128];
@@ -158,11 +163,7 @@ Test(crypto, create_writes_0600_and_reopen_reads_same_keys) {
 }
 
 Test(crypto, loads_hand_written_file) {
-    write_text(keypath,
-               "{\"version\":1,\"active\":7,\"index_key\":\"" KIDX "\",\"keys\":["
-               "{\"id\":3,\"key\":\"" K32A "\",\"created\":100,\"retired\":200},"
-               "{\"id\":7,\"key\":\"" K32B "\",\"created\":200}]}",
-               0600);
+    write_text(keypath, KEYS_3_AND_7, 0600);
     RING = open_ok(keypath, false);
     cr_assert_eq(crypto_active_key_id(RING), 7);
     expect_ids(RING, (uint32_t[]){3, 7}, 2);
@@ -185,11 +186,7 @@ Test(crypto, loads_hand_written_file) {
 /* Sealing and opening keep a keyed context between calls; it must follow
  * each blob's key and each rotation, and a failed open must not spoil it. */
 Test(crypto, cached_contexts_follow_keys_and_survive_failures) {
-    write_text(keypath,
-               "{\"version\":1,\"active\":7,\"index_key\":\"" KIDX "\",\"keys\":["
-               "{\"id\":3,\"key\":\"" K32A "\",\"created\":100,\"retired\":200},"
-               "{\"id\":7,\"key\":\"" K32B "\",\"created\":200}]}",
-               0600);
+    write_text(keypath, KEYS_3_AND_7, 0600);
     RING = open_ok(keypath, false);
     size_t n7, n;
     uint8_t *b7 = seal_str(RING, "under seven", "aad", &n7);
