@@ -179,15 +179,17 @@ d, json_path = pathlib.Path(sys.argv[1]), sys.argv[2]
 order = ("echo", "fanout", "storm", "idle", "durable")
 res, steps, lines = {}, {}, []
 for f in sorted(d.glob("*.txt")):
+    bench_workload = f.name.split(".")[0]  # run.sh's name: scale-echo runs the echo load
     for line in f.read_text().splitlines():
         if not line.startswith("{"):
             continue
         r = json.loads(line)
+        r["bench_workload"] = bench_workload
         lines.append(r)
         if r.get("workload") == "durable" and "step" in r:
             steps.setdefault(r["label"], []).append(r)
             continue
-        res[(r["workload"], r["label"])] = r  # durable: the summary line
+        res[(bench_workload, r["label"])] = r  # durable: the summary line
 units = {"echo": "msg/s", "fanout": "deliveries/s", "storm": "handshakes/s", "durable": "chats/s"}
 
 def ratio(a, b):
