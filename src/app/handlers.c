@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "common/random.h"
+#include "common/strbuf.h"
 #include "log/log.h"
 
 ws_frame *handlers_frame(json_t *j) {
@@ -120,34 +121,39 @@ static const char *get_string(json_t *body, const char *key, bool *wrong_type) {
 
 /* ---- chat ---- */
 
+/* Append s as a JSON string, quotes included (b has room: see the caller). */
+static void put_json_string(strbuf *b, const char *s) {
+    strbuf_putc(b, '"');
+    b->len += log_json_escape(b->p + b->len, b->cap - b->len, s, strlen(s), NULL);
+    strbuf_putc(b, '"');
+}
+
 ws_frame *handlers_event_frame(const char *type, const event_field *fields, size_t n) {
+    /* Room for the worst case: every string byte escaped as \u00XX. */
     size_t cap = 64 + 6 * strlen(type);
-    for (size_t i = 0; i < n; i++) cap += strlen(fields[i].key) + 32 + (fields[i].str ? 6 * strlen(fields[i].str) : 0);
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(fields[i].key) + 32 + (fields[i].str ? 6 * strlen(fields[i].str) : 0);
     char stackbuf[2048];
     char *buf = cap <= sizeof(stackbuf) ? stackbuf : xmalloc(cap);
-    size_t o = (size_t)snprintf(buf, cap, "{\"type\":\"");
-    o += log_json_escape(buf + o, cap - o, type, strlen(type), NULL);
-    o += (size_t)snprintf(buf + o, cap - o, "\",\"data\":{");
+    strbuf b;
+    strbuf_init(&b, buf, cap);
+    strbuf_puts(&b, "{\"type\":");
+    put_json_string(&b, type);
+    strbuf_puts(&b, ",\"data\":{");
     for (size_t i = 0; i < n; i++) {
         const event_field *f = &fields[i];
-        o += (size_t)snprintf(buf + o, cap - o, "%s\"%s\":", i ? "," : "", f->key);
+        if (i) strbuf_putc(&b, ',');
+        strbuf_putc(&b, '"');
+        strbuf_puts(&b, f->key);
+        strbuf_puts(&b, "\":");
         switch (f->kind) {
-        case EVENT_STR:
-            buf[o++] = '"';
-            o += log_json_escape(buf + o, cap - o, f->str, strlen(f->str), NULL);
-            buf[o++] = '"';
-            break;
-        case EVENT_INT:
-            o += (size_t)snprintf(buf + o, cap - o, "%" PRId64, f->num);
-            break;
-        case EVENT_BOOL:
-            o += (size_t)snprintf(buf + o, cap - o, "%s", f->num ? "true" : "false");
-            break;
+        case EVENT_STR: put_json_string(&b, f->str); break;
+        case EVENT_INT: strbuf_i64(&b, f->num); break;
+        case EVENT_BOOL: strbuf_puts(&b, f->num ? "true" : "false"); break;
         }
     }
-    buf[o++] = '}';
-    buf[o++] = '}';
-    ws_frame *frame = ws_frame_new(WS_OP_TEXT, buf, o);
+    strbuf_puts(&b, "}}");
+    ws_frame *frame = ws_frame_new(WS_OP_TEXT, buf, b.len);
     if (buf != stackbuf) free(buf);
     return frame;
 }

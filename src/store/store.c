@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/strbuf.h"
 #include "common/clock.h"
 #include "common/strmap.h"
 #include "log/log.h"
@@ -157,8 +158,25 @@ static char *column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys,
     return plain;
 }
 
+/* "messages.<col>:<room>:<seq>", as snprintf would write it (the bytes
+ * every stored value is bound to: they must never change). */
 static void message_aad(char *out, size_t len, char col, const char *room, int64_t seq) {
-    snprintf(out, len, "messages.%c:%s:%lld", col, room, (long long)seq);
+    strbuf b;
+    strbuf_init(&b, out, len);
+    strbuf_puts(&b, "messages.");
+    strbuf_putc(&b, col);
+    strbuf_putc(&b, ':');
+    strbuf_puts(&b, room);
+    strbuf_putc(&b, ':');
+    strbuf_i64(&b, seq);
+}
+
+/* "rooms.o:<room>": the AAD of a room's sealed owner. */
+static void owner_aad(char *out, size_t len, const char *room) {
+    strbuf b;
+    strbuf_init(&b, out, len);
+    strbuf_puts(&b, "rooms.o:");
+    strbuf_puts(&b, room);
 }
 
 /* ---- sequence numbers ---- */
@@ -370,7 +388,7 @@ static int apply_chat(store *s, store_op *op) {
          * (under load this upsert and its sealed owner cost as much as the
          * message itself). */
         char oaad[300];
-        snprintf(oaad, sizeof(oaad), "rooms.o:%s", op->room_id);
+        owner_aad(oaad, sizeof(oaad), op->room_id);
         cell owner = seal(keys, op->user_id, oaad);
         st = s->st.room_touch;
         sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
@@ -399,7 +417,7 @@ static int apply_room_join(store *s, store_op *op) {
     room_cache *cache = room_cache_of(s, op->room_id);
     if (cache->row_known) return SQLITE_OK;
     char aad[300];
-    snprintf(aad, sizeof(aad), "rooms.o:%s", op->room_id);
+    owner_aad(aad, sizeof(aad), op->room_id);
     cell owner = seal(s->opt.keys, op->user_id, aad);
     sqlite3_stmt *st = s->st.room_join;
     sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
