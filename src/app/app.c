@@ -197,10 +197,11 @@ static void open_locked(conn *c, const http_request *req) {
     free(p);
 }
 
-void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
+/* Handle one message of session s that the router has parsed into m
+ * (whose body and selected key are released here). Under the app lock. */
+static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *data, size_t len) {
+    route_match m = *mp;
     s->messages++;
-    route_match m;
-    router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
     /* A message may carry its own W3C trace context. */
     json_t *tp = m.body ? json_object_get(m.body, "traceparent") : NULL;
     request_record rec;
@@ -259,10 +260,21 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
     json_decref(m.body);
 }
 
+void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
+    route_match m;
+    router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
+    handle_routed(a, s, &m, data, len);
+}
+
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
     app *a = app_of(c);
+    /* Parsing and route selection touch no shared state (the router is
+     * read-only once built): they run before the lock, in parallel on
+     * every worker. */
+    route_match m;
+    router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
     app_lock(a);
-    app_handle_message(a, c->app, opcode, data, len);
+    handle_routed(a, c->app, &m, data, len);
     app_unlock(a);
 }
 
