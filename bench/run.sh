@@ -45,6 +45,7 @@ DUR_ROOMS=${DUR_ROOMS:-20}
 DUR_MEMBERS=${DUR_MEMBERS:-5}
 DUR_RATES=${DUR_RATES:-1000,2000,3000,5000,7500,10000,15000,20000,30000,50000} # total chats/s, one step each
 DUR_DURATION=${DUR_DURATION:-$DURATION} # measured seconds per step (after 1 s of warm-up)
+SCALE_DUR_RATES=${SCALE_DUR_RATES:-30000,40000,50000,60000} # scaling: durable, not pinned
 PORT_BASE=${PORT_BASE:-18700}
 BENCH_JSON=${BENCH_JSON:-$BUILD/bench-results.json}
 LOADGEN="$BUILD/wsgate-loadgen"
@@ -163,6 +164,11 @@ for w in $WORKLOADS; do
       UNPINNED=1 run_one scale-fanout "wsgate-${n}w" $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}" \
         --set worker_threads=$n
     done
+    # Durable chat with the store thread free to run on the other core.
+    a="--workload durable --rooms $DUR_ROOMS --members $DUR_MEMBERS --rates $SCALE_DUR_RATES --size $SIZE"
+    a="$a --duration $DUR_DURATION"
+    t=$((4 * (DUR_DURATION + 8) + 120))
+    UNPINNED=1 run_one scale-durable wsgate-1w $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
     ;;
   *) echo "bench: unknown workload $w" >&2; exit 2 ;;
   esac
@@ -172,7 +178,7 @@ mkdir -p "$(dirname "$BENCH_JSON")"
 env WORKLOADS="$WORKLOADS" CONNS="$CONNS" INFLIGHT="$INFLIGHT" SIZE="$SIZE" DURATION="$DURATION" \
   FAN_ROOMS="$FAN_ROOMS" FAN_MEMBERS="$FAN_MEMBERS" FAN_RATE="$FAN_RATE" STORM_CONNS="$STORM_CONNS" \
   IDLE_CONNS="$IDLE_CONNS" IDLE_SOURCES="$IDLE_SOURCES" IDLE_PROCS="$IDLE_PROCS" IDLE_HOLD="$IDLE_HOLD" \
-  DUR_ROOMS="$DUR_ROOMS" DUR_MEMBERS="$DUR_MEMBERS" DUR_RATES="$DUR_RATES" DUR_DURATION="$DUR_DURATION" \
+  DUR_ROOMS="$DUR_ROOMS" DUR_MEMBERS="$DUR_MEMBERS" DUR_RATES="$DUR_RATES" DUR_DURATION="$DUR_DURATION" SCALE_DUR_RATES="$SCALE_DUR_RATES" \
   /usr/bin/python3 - "$out" "$BENCH_JSON" <<'PY'
 import datetime, json, os, pathlib, platform, sys
 d, json_path = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -279,9 +285,16 @@ if scaling:
         print(f"{r['workload']:13s} {r['rate_1w']:10.0f} -> {r['rate_2w']:10.0f}/s  {fx(r['ratio'])}   "
               f"server cpu {r['cpu_s'][0]:.2f} -> {r['cpu_s'][1]:.2f} s   p99 {ms(r['p99_us'][0])} -> "
               f"{ms(r['p99_us'][1])} ms")
+sd = res.get(("scale-durable", "wsgate-1w"))
+if sd:
+    scaling.append({"workload": "scale-durable", "max_sustained_offered": sd["max_sustained_offered"],
+                    "rate": sd["rate"], "p99_us": sd.get("p99_us"), "stop": sd.get("stop_reason", "")})
+    print(f"{'scale-durable':13s} not pinned: highest sustained {sd['max_sustained_offered']:.0f}/s offered, "
+          f"{sd['rate']:.0f} chats/s stored + broadcast, p99 {ms(sd.get('p99_us'))} ms"
+          + (f"; stopped: {sd['stop_reason']}" if sd.get("stop_reason") else ""))
 
 knobs = ("WORKLOADS CONNS INFLIGHT SIZE DURATION FAN_ROOMS FAN_MEMBERS FAN_RATE STORM_CONNS IDLE_CONNS "
-         "IDLE_SOURCES IDLE_PROCS IDLE_HOLD DUR_ROOMS DUR_MEMBERS DUR_RATES DUR_DURATION").split()
+         "IDLE_SOURCES IDLE_PROCS IDLE_HOLD DUR_ROOMS DUR_MEMBERS DUR_RATES DUR_DURATION SCALE_DUR_RATES").split()
 doc = {
     "generated_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
