@@ -41,10 +41,12 @@ void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const c
     it->c = c;
     it->f = f ? ws_frame_ref(f) : NULL;
     it->close_code = close_code;
-    snprintf(it->close_reason, sizeof(it->close_reason), "%s", reason ? reason : "");
-    bool wake = srv->inbox_len == 1; /* later posts ride on the same wake-up */
+    it->close_reason[0] = '\0';
+    if (!f && reason) snprintf(it->close_reason, sizeof(it->close_reason), "%s", reason);
+    /* Later posts ride on the same wake-up. Sent under the lock, so the
+     * owner cannot close the handle in between (close_inbox takes it). */
+    if (srv->inbox_len == 1) uv_async_send(&srv->inbox_async);
     pthread_mutex_unlock(&srv->inbox_mu);
-    if (wake) uv_async_send(&srv->inbox_async);
 }
 
 void server_run_inbox(server *srv) {
