@@ -202,10 +202,17 @@ typedef struct room_cache {
                           * batch (Unix seconds; 0 = not known) */
 } room_cache;
 
-/* Return room's cache entry (store thread), made empty on first use. */
+/* Rooms remembered at most: past that the cache starts over (it only saves
+ * re-reading a room's last seq), so invented room ids cannot grow it
+ * without bound. */
+#define ROOM_CACHE_MAX 65536
+
+/* Return room's cache entry (store thread), made empty on first use. The
+ * pointer stays valid until the next call. */
 static room_cache *room_cache_of(store *s, const char *room_id) {
     room_cache *c = strmap_get(&s->last_seq, room_id);
     if (!c) {
+        if (s->last_seq.count >= ROOM_CACHE_MAX) clear_owned(&s->last_seq);
         c = xcalloc(1, sizeof(*c));
         strmap_put(&s->last_seq, room_id, c, NULL);
     }
