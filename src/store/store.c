@@ -158,9 +158,7 @@ static char *column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys,
     return plain;
 }
 
-/* "messages.<col>:<room>:<seq>", as snprintf would write it (the bytes
- * every stored value is bound to: they must never change). */
-static void message_aad(char *out, size_t len, char col, const char *room, int64_t seq) {
+void store_message_aad(char *out, size_t len, char col, const char *room, int64_t seq) {
     strbuf b;
     strbuf_init(&b, out, len);
     strbuf_puts(&b, "messages.");
@@ -323,9 +321,9 @@ static int take_original(store *s, store_op *op, sqlite3_stmt *st) {
     int64_t seq = sqlite3_column_int64(st, 1);
     char aad[512];
     int err = 0;
-    message_aad(aad, sizeof(aad), 'm', room, seq);
+    store_message_aad(aad, sizeof(aad), 'm', room, seq);
     char *msg = column_value(st, 3, keys, aad, &err);
-    message_aad(aad, sizeof(aad), 'n', room, seq);
+    store_message_aad(aad, sizeof(aad), 'n', room, seq);
     char *name = column_value(st, 5, keys, aad, &err);
     if (!msg || !name) {
         free(msg);
@@ -368,11 +366,11 @@ static int apply_chat(store *s, store_op *op) {
     rc = next_seq(s, op->room_id, &op->seq, &cache);
     if (rc != SQLITE_OK) return rc;
     char aad[512];
-    message_aad(aad, sizeof(aad), 's', op->room_id, op->seq);
+    store_message_aad(aad, sizeof(aad), 's', op->room_id, op->seq);
     cell sender = seal(keys, op->user_id, aad);
-    message_aad(aad, sizeof(aad), 'n', op->room_id, op->seq);
+    store_message_aad(aad, sizeof(aad), 'n', op->room_id, op->seq);
     cell name = seal(keys, op->username, aad);
-    message_aad(aad, sizeof(aad), 'm', op->room_id, op->seq);
+    store_message_aad(aad, sizeof(aad), 'm', op->room_id, op->seq);
     cell msg = seal(keys, op->message, aad);
     sqlite3_stmt *st = s->st.insert_message;
     sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
@@ -459,11 +457,11 @@ static int apply_history(store *s, store_op *op) {
         }
         int64_t seq = sqlite3_column_int64(st, 0);
         char aad[512];
-        message_aad(aad, sizeof(aad), 's', op->room_id, seq);
+        store_message_aad(aad, sizeof(aad), 's', op->room_id, seq);
         char *sender = column_value(st, 2, keys, aad, &err);
-        message_aad(aad, sizeof(aad), 'n', op->room_id, seq);
+        store_message_aad(aad, sizeof(aad), 'n', op->room_id, seq);
         char *name = column_value(st, 3, keys, aad, &err);
-        message_aad(aad, sizeof(aad), 'm', op->room_id, seq);
+        store_message_aad(aad, sizeof(aad), 'm', op->room_id, seq);
         char *msg = column_value(st, 4, keys, aad, &err);
         if (sender && name && msg)
             json_array_append_new(rows, json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId",
@@ -832,7 +830,7 @@ static int check_keys(store *s, char *err, size_t errlen) {
     int result = 0;
     if (sqlite3_step(st) == SQLITE_ROW) {
         char aad[512];
-        message_aad(aad, sizeof(aad), 'm', (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+        store_message_aad(aad, sizeof(aad), 'm', (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
         int e = 0;
         char *plain = column_value(st, 2, s->opt.keys, aad, &e);
         if (!plain) {

@@ -99,6 +99,12 @@ void store_get_stats(store *s, store_stats *out);
  * has closed its handle (keep running the loop). */
 void store_close(store *s);
 
+/* Write the encryption AAD of column col ('s' sender, 'n' name, 'm'
+ * message) of message seq in room into out (len bytes, cut to fit, NUL
+ * terminated): "messages.<col>:<room>:<seq>". Every stored value is bound
+ * to these bytes, so they must never change. Exposed for its unit test. */
+void store_message_aad(char *out, size_t len, char col, const char *room, int64_t seq);
+
 /* `wsgate backup`: copy the live database at path (a consistent snapshot,
  * safe while the server runs) to out. Returns 0 or -1 with err. */
 int store_backup(const char *path, const char *out, char *err, size_t errlen);
