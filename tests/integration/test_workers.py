@@ -73,6 +73,25 @@ def assert_spread(server, conn_ids):
     return where
 
 
+async def connect_spread(server, n, prefix, room):
+    """Open n connections (user and name from prefix and i, room(i) their
+    room), check they sit on both workers, and return [(ws, id)]."""
+    conns = []
+    for i in range(n):
+        conns.append(await connect(server, userId=f"{prefix}{i}", username=f"{prefix.upper()}{i}",
+                                   roomId=room(i)))
+    assert_spread(server, [cid for _, cid in conns])
+    return conns
+
+
+async def wait_for(ws, typ, user_id):
+    """Read ws until a message of type typ about user_id arrives."""
+    while True:
+        msg = await recv_json(ws)
+        if msg["type"] == typ and msg["data"]["userId"] == user_id:
+            return msg
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
@@ -84,10 +103,7 @@ def test_room_fanout_crosses_workers_in_seq_order(start_server):
     n_members, n_publishers, per_pub = 16, 4, 25
 
     async def main():
-        members = []
-        for i in range(n_members):
-            members.append(await connect(srv, userId=f"u{i}", username=f"U{i}", roomId="lobby"))
-        assert_spread(srv, [cid for _, cid in members])
+        members = await connect_spread(srv, n_members, "u", lambda i: "lobby")
         total = n_publishers * per_pub
 
         async def publish(ws, p):
@@ -119,10 +135,7 @@ def test_presence_and_room_list_span_workers(start_server):
     srv = start_server(settings=WORKERS)
 
     async def main():
-        conns = []
-        for i in range(12):
-            conns.append(await connect(srv, userId=f"p{i}", username=f"P{i}", roomId=f"r{i % 3}"))
-        assert_spread(srv, [cid for _, cid in conns])
+        conns = await connect_spread(srv, 12, "p", lambda i: f"r{i % 3}")
         # room_list counts every worker's members.
         ws0 = conns[0][0]
         await ws0.send(json.dumps({"type": "room_list"}))
@@ -132,17 +145,11 @@ def test_presence_and_room_list_span_workers(start_server):
         # A newcomer's user_joined reaches room members on both workers.
         newcomer, _ = await connect(srv, userId="late", username="Late", roomId="r1")
         for ws, _ in conns[1::3]:
-            while True:
-                msg = await recv_json(ws)
-                if msg["type"] == "user_joined" and msg["data"]["userId"] == "late":
-                    break
+            await wait_for(ws, "user_joined", "late")
         # ... and its user_left when it goes.
         await newcomer.close()
         for ws, _ in conns[1::3]:
-            while True:
-                msg = await recv_json(ws)
-                if msg["type"] == "user_left" and msg["data"]["userId"] == "late":
-                    break
+            await wait_for(ws, "user_left", "late")
         for ws, _ in conns:
             await ws.close()
 
@@ -153,10 +160,7 @@ def test_private_messages_between_workers(start_server):
     srv = start_server(settings=WORKERS)
 
     async def main():
-        conns = []
-        for i in range(10):
-            conns.append(await connect(srv, userId=f"pm{i}", username=f"PM{i}", roomId=f"solo{i}"))
-        assert_spread(srv, [cid for _, cid in conns])
+        conns = await connect_spread(srv, 10, "pm", lambda i: f"solo{i}")
         for i, (ws, _) in enumerate(conns):
             for j in range(10):
                 if j != i:
@@ -193,10 +197,7 @@ def test_management_reaches_connections_on_either_worker(start_server):
     srv = start_server(settings=WORKERS)
 
     async def main():
-        conns = []
-        for i in range(10):
-            conns.append(await connect(srv, userId=f"m{i}", username=f"M{i}", roomId="ops"))
-        assert_spread(srv, [cid for _, cid in conns])
+        conns = await connect_spread(srv, 10, "m", lambda i: "ops")
         loop = asyncio.get_running_loop()
         for ws, cid in conns:
             for k in range(3):
@@ -227,10 +228,7 @@ def test_sigterm_closes_every_worker_with_1001(start_server):
     srv = start_server(settings=WORKERS)
 
     async def main():
-        conns = []
-        for i in range(10):
-            conns.append(await connect(srv, userId=f"s{i}", username=f"S{i}", roomId="bye"))
-        assert_spread(srv, [cid for _, cid in conns])
+        conns = await connect_spread(srv, 10, "s", lambda i: "bye")
         await conns[0][0].send(json.dumps({"type": "chat", "message": "last words"}))
         for ws, _ in conns:
             await recv_type(ws, "chat")
