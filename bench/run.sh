@@ -21,7 +21,7 @@
 #   CONNS=50 INFLIGHT=8 SIZE=32 DURATION=5 make bench
 #   WORKLOADS="echo fanout" FAN_ROOMS=10 FAN_MEMBERS=20 FAN_RATE=150 ./bench/run.sh
 #   WORKLOADS=durable DUR_RATES=1000,5000,10000 DUR_DURATION=3 ./bench/run.sh
-# The default run (all six workloads) takes about 7 minutes on a 2-core
+# The default run (all six workloads) takes about 5 to 6 minutes on a 2-core
 # machine. Every run is bounded: the load generator stops by itself (and
 # has a watchdog), is wrapped in `timeout`, and each server is killed after it.
 set -euo pipefail
