@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/bytebuf.h"
 
 typedef struct tfv_parser {
     const char *s;
@@ -18,27 +19,6 @@ typedef struct tfv_parser {
     int depth;
     tfv_error *err;
 } tfv_parser;
-
-/* A growable byte buffer for decoded strings. */
-typedef struct tfv_buf {
-    char *d;
-    size_t n;
-    size_t cap;
-} tfv_buf;
-
-static void buf_push(tfv_buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->n + n + 1) cap *= 2;
-        b->d = xrealloc(b->d, cap);
-        b->cap = cap;
-    }
-    memcpy(b->d + b->n, s, n);
-    b->n += n;
-    b->d[b->n] = '\0';
-}
-
-static void buf_putc(tfv_buf *b, char c) { buf_push(b, &c, 1); }
 
 /* ---------- positions and errors ---------- */
 
@@ -134,7 +114,7 @@ bool tfv_utf8_valid(const char *str, size_t len) {
     return true;
 }
 
-static void put_utf8(tfv_buf *b, uint32_t cp) {
+static void put_utf8(bytebuf *b, uint32_t cp) {
     char out[4];
     size_t n;
     if (cp < 0x80) {
@@ -156,7 +136,7 @@ static void put_utf8(tfv_buf *b, uint32_t cp) {
         out[3] = (char)(0x80 | (cp & 0x3f));
         n = 4;
     }
-    buf_push(b, out, n);
+    bytebuf_put(b, out, n);
 }
 
 /* ---------- whitespace and comments ---------- */
@@ -252,7 +232,7 @@ static void push_item(tfv_value *v, tfv_value *item, char *key) {
 /* Copy s[from..to) into b, turning $${ and %%{ into their literal forms and
  * rejecting ${ and %{, which would be template interpolation Terraform does
  * not allow in a tfvars file. `line`/`col0` locate s[from] for errors. */
-static int copy_template_text(tfv_parser *p, tfv_buf *b, size_t from, size_t to, int line,
+static int copy_template_text(tfv_parser *p, bytebuf *b, size_t from, size_t to, int line,
                               int col0) {
     for (size_t i = from; i < to; i++) {
         char c = p->s[i];
@@ -262,13 +242,13 @@ static int copy_template_text(tfv_parser *p, tfv_buf *b, size_t from, size_t to,
                            "(write %c%c{ for a literal %c{)",
                            c, c, c, c);
         if ((c == '$' || c == '%') && i + 2 < to && p->s[i + 1] == c && p->s[i + 2] == '{') {
-            buf_putc(b, c);
-            buf_putc(b, '{');
+            bytebuf_putc(b, c);
+            bytebuf_putc(b, '{');
             i += 2;
             continue;
         }
         if (c == '\0') return fail_at(p, line, col0 + (int)(i - from), "NUL byte in string");
-        buf_putc(b, c);
+        bytebuf_putc(b, c);
     }
     return 0;
 }
@@ -283,8 +263,8 @@ static int hex_value(int c) {
 /* Parse a quoted string at the cursor into *out (NUL-terminated). */
 static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
     int line = p->line, col = p_col(p);
-    tfv_buf b = {0};
-    buf_push(&b, "", 0);
+    bytebuf b = {0};
+    bytebuf_put(&b, "", 0);
     p->pos++;
     for (;;) {
         if (p->pos >= p->len) {
@@ -306,11 +286,11 @@ static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
             int e = peek_at(p, 1);
             size_t ndig = 0;
             switch (e) {
-            case 'n': buf_putc(&b, '\n'); break;
-            case 't': buf_putc(&b, '\t'); break;
-            case 'r': buf_putc(&b, '\r'); break;
-            case '"': buf_putc(&b, '"'); break;
-            case '\\': buf_putc(&b, '\\'); break;
+            case 'n': bytebuf_putc(&b, '\n'); break;
+            case 't': bytebuf_putc(&b, '\t'); break;
+            case 'r': bytebuf_putc(&b, '\r'); break;
+            case '"': bytebuf_putc(&b, '"'); break;
+            case '\\': bytebuf_putc(&b, '\\'); break;
             case 'u': ndig = 4; break;
             case 'U': ndig = 8; break;
             case -1:
@@ -433,8 +413,8 @@ static int parse_heredoc(tfv_parser *p, char **out, size_t *out_len) {
         }
         if (indent == (size_t)-1) indent = 0;
     }
-    tfv_buf b = {0};
-    buf_push(&b, "", 0);
+    bytebuf b = {0};
+    bytebuf_put(&b, "", 0);
     for (size_t i = 0; i < nlines; i++) {
         size_t k = starts[i], skipped = 0;
         while (skipped < indent && k < ends[i] && (p->s[k] == ' ' || p->s[k] == '\t')) {

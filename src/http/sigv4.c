@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 
 #include "common/alloc.h"
+#include "common/bytebuf.h"
 
 /* Every reason sigv4_verify can give, in one list. */
 #define SIGV4_REASONS(X)                                                              \
@@ -47,36 +48,6 @@ static const char *const reason_text[] = {
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define TERMINATOR "aws4_request"
 
-/* ---- a growable byte string ---- */
-
-typedef struct {
-    char *d;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        b->d = xrealloc(b->d, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->d + b->n, s, n);
-    b->n += n;
-    b->d[b->n] = '\0';
-}
-
-static void sb_putc(sbuf *b, char c) { sb_put(b, &c, 1); }
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-/* Return b's NUL-terminated contents (never NULL), now owned by the caller. */
-static char *sb_take(sbuf *b) {
-    if (!b->d) sb_put(b, "", 0);
-    char *d = b->d;
-    memset(b, 0, sizeof(*b));
-    return d;
-}
-
 /* ---- encoding ---- */
 
 static const char HEX_UPPER[] = "0123456789ABCDEF";
@@ -89,14 +60,14 @@ static bool is_unreserved(unsigned char c) {
 
 /* Percent-encode s as Python's urllib.parse.quote does (uppercase hex);
  * '/' stays when slash_safe. */
-static void pct_encode(sbuf *b, const char *s, size_t n, bool slash_safe) {
+static void pct_encode(bytebuf *b, const char *s, size_t n, bool slash_safe) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (is_unreserved(c) || (slash_safe && c == '/')) {
-            sb_putc(b, (char)c);
+            bytebuf_putc(b, (char)c);
         } else {
             char e[3] = {'%', HEX_UPPER[c >> 4], HEX_UPPER[c & 15]};
-            sb_put(b, e, 3);
+            bytebuf_put(b, e, 3);
         }
     }
 }
@@ -109,17 +80,17 @@ static int hexval(unsigned char c) {
 }
 
 /* Append the %XX-decoded s (invalid escapes kept literally; '+' kept). */
-static void pct_decode(sbuf *b, const char *s, size_t n) {
+static void pct_decode(bytebuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n) {
             int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
             if (hi >= 0 && lo >= 0) {
-                sb_putc(b, (char)(hi * 16 + lo));
+                bytebuf_putc(b, (char)(hi * 16 + lo));
                 i += 2;
                 continue;
             }
         }
-        sb_putc(b, s[i]);
+        bytebuf_putc(b, s[i]);
     }
 }
 
@@ -210,16 +181,16 @@ char *sigv4_canonical_uri(const char *path, size_t len) {
         }
         start = i + 1;
     }
-    sbuf b = {0};
-    if (path[0] == '/') sb_putc(&b, '/');
+    bytebuf b = {0};
+    if (path[0] == '/') bytebuf_putc(&b, '/');
     for (size_t i = 0; i < top; i++) {
-        if (i) sb_putc(&b, '/');
+        if (i) bytebuf_putc(&b, '/');
         pct_encode(&b, path + off[i], sl[i], false);
     }
-    if (path[len - 1] == '/' && top) sb_putc(&b, '/');
+    if (path[len - 1] == '/' && top) bytebuf_putc(&b, '/');
     free(off);
     free(sl);
-    return sb_take(&b);
+    return bytebuf_take(&b);
 }
 
 typedef struct {
@@ -258,7 +229,7 @@ static char *canon_query(const char *q, size_t len, bool reencode) {
         size_t vl = eq ? n - kl - 1 : 0;
         qpair *pp = &p[np++];
         if (reencode) {
-            sbuf dk = {0}, dv = {0}, ek = {0}, ev = {0};
+            bytebuf dk = {0}, dv = {0}, ek = {0}, ev = {0};
             pct_decode(&dk, s, kl);
             pct_decode(&dv, v, vl);
             pct_encode(&ek, dk.d, dk.n, false);
@@ -267,8 +238,8 @@ static char *canon_query(const char *q, size_t len, bool reencode) {
             free(dv.d);
             pp->kl = ek.n;
             pp->vl = ev.n;
-            pp->k = sb_take(&ek);
-            pp->v = sb_take(&ev);
+            pp->k = bytebuf_take(&ek);
+            pp->v = bytebuf_take(&ev);
         } else {
             pp->k = xstrndup(s, kl);
             pp->v = xstrndup(v, vl);
@@ -278,17 +249,17 @@ static char *canon_query(const char *q, size_t len, bool reencode) {
         start = i + 1;
     }
     qsort(p, np, sizeof(*p), qpair_cmp);
-    sbuf b = {0};
+    bytebuf b = {0};
     for (size_t i = 0; i < np; i++) {
-        if (i) sb_putc(&b, '&');
-        sb_put(&b, p[i].k, p[i].kl);
-        sb_putc(&b, '=');
-        sb_put(&b, p[i].v, p[i].vl);
+        if (i) bytebuf_putc(&b, '&');
+        bytebuf_put(&b, p[i].k, p[i].kl);
+        bytebuf_putc(&b, '=');
+        bytebuf_put(&b, p[i].v, p[i].vl);
         free(p[i].k);
         free(p[i].v);
     }
     free(p);
-    return sb_take(&b);
+    return bytebuf_take(&b);
 }
 
 char *sigv4_canonical_query(const char *query, size_t len) {
@@ -302,7 +273,7 @@ static bool is_ws(unsigned char c) {
 }
 
 /* Append value trimmed, inner whitespace runs collapsed to one space. */
-static void put_trimall(sbuf *b, const char *v, size_t n) {
+static void put_trimall(bytebuf *b, const char *v, size_t n) {
     size_t i = 0;
     bool first = true;
     while (i < n) {
@@ -310,8 +281,8 @@ static void put_trimall(sbuf *b, const char *v, size_t n) {
         if (i == n) break;
         size_t s = i;
         while (i < n && !is_ws((unsigned char)v[i])) i++;
-        if (!first) sb_putc(b, ' ');
-        sb_put(b, v + s, i - s);
+        if (!first) bytebuf_putc(b, ' ');
+        bytebuf_put(b, v + s, i - s);
         first = false;
     }
 }
@@ -323,17 +294,17 @@ static bool compute_signature(const char *canonical, size_t clen, const char *am
                               size_t region_len, const char *service, unsigned char sig[32]) {
     char crhash[65];
     if (!sha256_hex(canonical, clen, crhash)) return false;
-    sbuf sts = {0};
-    sb_puts(&sts, ALGORITHM "\n");
-    sb_puts(&sts, amz_date);
-    sb_putc(&sts, '\n');
-    sb_put(&sts, date, 8);
-    sb_putc(&sts, '/');
-    sb_put(&sts, region, region_len);
-    sb_putc(&sts, '/');
-    sb_puts(&sts, service);
-    sb_puts(&sts, "/" TERMINATOR "\n");
-    sb_puts(&sts, crhash);
+    bytebuf sts = {0};
+    bytebuf_puts(&sts, ALGORITHM "\n");
+    bytebuf_puts(&sts, amz_date);
+    bytebuf_putc(&sts, '\n');
+    bytebuf_put(&sts, date, 8);
+    bytebuf_putc(&sts, '/');
+    bytebuf_put(&sts, region, region_len);
+    bytebuf_putc(&sts, '/');
+    bytebuf_puts(&sts, service);
+    bytebuf_puts(&sts, "/" TERMINATOR "\n");
+    bytebuf_puts(&sts, crhash);
     unsigned char key[32];
     bool ok = signing_key(secret, date, 8, region, region_len, service, strlen(service), key) &&
               hmac(key, 32, sts.d, sts.n, sig);
@@ -552,24 +523,24 @@ static bool signed_list_has(const auth_parts *a, const char *name) {
 
 /* Append "name:v1,v2\n" for every signed header. Returns false when one is
  * absent from the request. */
-static bool put_canonical_headers(sbuf *b, const http_request *r, const auth_parts *a) {
+static bool put_canonical_headers(bytebuf *b, const http_request *r, const auth_parts *a) {
     const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
     while (sh < end) {
         const char *semi = memchr(sh, ';', (size_t)(end - sh));
         const char *e = semi ? semi : end;
         size_t nl = (size_t)(e - sh);
-        sb_put(b, sh, nl);
-        sb_putc(b, ':');
+        bytebuf_put(b, sh, nl);
+        bytebuf_putc(b, ':');
         bool found = false;
         for (size_t i = 0; i < r->nheaders; i++) {
             const http_header *h = &r->headers[i];
             if (h->name_len != nl || strncasecmp(r->raw + h->name_off, sh, nl) != 0) continue;
-            if (found) sb_putc(b, ',');
+            if (found) bytebuf_putc(b, ',');
             found = true;
             if (h->value_len) put_trimall(b, r->raw + h->value_off, h->value_len);
         }
         if (!found) return false;
-        sb_putc(b, '\n');
+        bytebuf_putc(b, '\n');
         if (!semi) break;
         sh = semi + 1;
     }
@@ -653,24 +624,24 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     char *uri = sigv4_canonical_uri(path, pl);
     char *queries[2] = {canon_query(query, ql, true), canon_query(query, ql, false)};
     int nq = strcmp(queries[0], queries[1]) == 0 ? 1 : 2;
-    sbuf tail = {0}; /* everything after the query */
-    sb_putc(&tail, '\n');
+    bytebuf tail = {0}; /* everything after the query */
+    bytebuf_putc(&tail, '\n');
     bool present = put_canonical_headers(&tail, req, &a);
-    sb_putc(&tail, '\n');
-    sb_put(&tail, a.signed_headers, a.signed_headers_len);
-    sb_putc(&tail, '\n');
-    sb_put(&tail, ph, phl);
+    bytebuf_putc(&tail, '\n');
+    bytebuf_put(&tail, a.signed_headers, a.signed_headers_len);
+    bytebuf_putc(&tail, '\n');
+    bytebuf_put(&tail, ph, phl);
 
     int result = R_SIGNATURE;
     if (!present) result = R_MISSING_HEADER;
     for (int qi = 0; qi < nq && result == R_SIGNATURE; qi++) {
-        sbuf cr = {0};
-        sb_puts(&cr, http_request_method(req));
-        sb_putc(&cr, '\n');
-        sb_puts(&cr, uri);
-        sb_putc(&cr, '\n');
-        sb_puts(&cr, queries[qi]);
-        sb_put(&cr, tail.d, tail.n);
+        bytebuf cr = {0};
+        bytebuf_puts(&cr, http_request_method(req));
+        bytebuf_putc(&cr, '\n');
+        bytebuf_puts(&cr, uri);
+        bytebuf_putc(&cr, '\n');
+        bytebuf_puts(&cr, queries[qi]);
+        bytebuf_put(&cr, tail.d, tail.n);
         for (size_t i = 0; i < ncreds && result == R_SIGNATURE; i++) {
             if (strlen(creds[i].access_key_id) != a.akid_len ||
                 memcmp(creds[i].access_key_id, a.akid, a.akid_len) != 0)
@@ -737,61 +708,61 @@ char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const 
     char *out = NULL;
     if (ok && has_host) {
         qsort(h, n, sizeof(*h), sign_header_cmp);
-        sbuf cr = {0}, sh = {0};
-        sb_puts(&cr, req->method);
-        sb_putc(&cr, '\n');
+        bytebuf cr = {0}, sh = {0};
+        bytebuf_puts(&cr, req->method);
+        bytebuf_putc(&cr, '\n');
         char *uri = sigv4_canonical_uri(req->path, strlen(req->path));
-        sb_puts(&cr, uri);
+        bytebuf_puts(&cr, uri);
         free(uri);
-        sb_putc(&cr, '\n');
+        bytebuf_putc(&cr, '\n');
         char *q = sigv4_canonical_query(req->query ? req->query : "",
                                         req->query ? strlen(req->query) : 0);
-        sb_puts(&cr, q);
+        bytebuf_puts(&cr, q);
         free(q);
-        sb_putc(&cr, '\n');
+        bytebuf_putc(&cr, '\n');
         for (size_t i = 0; i < n; i++) {
             bool same = i > 0 && strcmp(h[i].name, h[i - 1].name) == 0;
             if (same) {
-                sb_putc(&cr, ',');
+                bytebuf_putc(&cr, ',');
             } else {
                 if (i) {
-                    sb_putc(&cr, '\n');
-                    sb_putc(&sh, ';');
+                    bytebuf_putc(&cr, '\n');
+                    bytebuf_putc(&sh, ';');
                 }
-                sb_puts(&cr, h[i].name);
-                sb_putc(&cr, ':');
-                sb_puts(&sh, h[i].name);
+                bytebuf_puts(&cr, h[i].name);
+                bytebuf_putc(&cr, ':');
+                bytebuf_puts(&sh, h[i].name);
             }
             put_trimall(&cr, h[i].value, strlen(h[i].value));
         }
-        sb_puts(&cr, "\n\n");
-        sb_put(&cr, sh.d, sh.n);
-        sb_putc(&cr, '\n');
+        bytebuf_puts(&cr, "\n\n");
+        bytebuf_put(&cr, sh.d, sh.n);
+        bytebuf_putc(&cr, '\n');
         char body_hash[65];
         if (!payload) {
             if (sha256_hex(req->body, req->body_len, body_hash)) payload = body_hash;
         }
         unsigned char sig[32];
         if (payload) {
-            sb_puts(&cr, payload);
+            bytebuf_puts(&cr, payload);
             if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date,
                                   region, strlen(region), service, sig)) {
                 char hex[65];
                 hex_lower(sig, 32, hex);
-                sbuf o = {0};
-                sb_puts(&o, ALGORITHM " Credential=");
-                sb_puts(&o, cred->access_key_id);
-                sb_putc(&o, '/');
-                sb_put(&o, amz_date, 8);
-                sb_putc(&o, '/');
-                sb_puts(&o, region);
-                sb_putc(&o, '/');
-                sb_puts(&o, service);
-                sb_puts(&o, "/" TERMINATOR ", SignedHeaders=");
-                sb_put(&o, sh.d, sh.n);
-                sb_puts(&o, ", Signature=");
-                sb_puts(&o, hex);
-                out = sb_take(&o);
+                bytebuf o = {0};
+                bytebuf_puts(&o, ALGORITHM " Credential=");
+                bytebuf_puts(&o, cred->access_key_id);
+                bytebuf_putc(&o, '/');
+                bytebuf_put(&o, amz_date, 8);
+                bytebuf_putc(&o, '/');
+                bytebuf_puts(&o, region);
+                bytebuf_putc(&o, '/');
+                bytebuf_puts(&o, service);
+                bytebuf_puts(&o, "/" TERMINATOR ", SignedHeaders=");
+                bytebuf_put(&o, sh.d, sh.n);
+                bytebuf_puts(&o, ", Signature=");
+                bytebuf_puts(&o, hex);
+                out = bytebuf_take(&o);
             }
         }
         free(cr.d);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/bytebuf.h"
 #include "ws/utf8.h"
 
 #ifndef WSGATE_VERSION
@@ -56,70 +57,31 @@ static struct {
     uint64_t gauge_bits[METRICS_GAUGE_COUNT]; /* doubles, atomic bit patterns */
 } G = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-/* ---- a growable string ---- */
-
-typedef struct sbuf {
-    char *d;
-    size_t n, cap;
-} sbuf;
-
-static void sb_reserve(sbuf *b, size_t extra) {
-    if (b->n + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + extra + 1) cap *= 2;
-    b->d = xrealloc(b->d, cap);
-    b->cap = cap;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    sb_reserve(b, n);
-    memcpy(b->d + b->n, s, n);
-    b->n += n;
-    b->d[b->n] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_putc(sbuf *b, char c) { sb_put(b, &c, 1); }
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (k <= 0) return;
-    sb_reserve(b, (size_t)k);
-    va_start(ap, fmt);
-    vsnprintf(b->d + b->n, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)k;
-}
-
 /* Append s as a label value body (no quotes): backslash, double quote and
  * newline escaped as the text format requires. A value that is not valid
  * UTF-8 has every byte >= 0x80 replaced by '?'. */
-static void sb_put_label_value(sbuf *b, const char *s) {
+static void sb_put_label_value(bytebuf *b, const char *s) {
     size_t n = strlen(s);
     bool utf8 = ws_utf8_valid((const uint8_t *)s, n);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '\\') sb_put(b, "\\\\", 2);
-        else if (c == '"') sb_put(b, "\\\"", 2);
-        else if (c == '\n') sb_put(b, "\\n", 2);
-        else if (c >= 0x80 && !utf8) sb_putc(b, '?');
-        else sb_putc(b, (char)c);
+        if (c == '\\') bytebuf_put(b, "\\\\", 2);
+        else if (c == '"') bytebuf_put(b, "\\\"", 2);
+        else if (c == '\n') bytebuf_put(b, "\\n", 2);
+        else if (c >= 0x80 && !utf8) bytebuf_putc(b, '?');
+        else bytebuf_putc(b, (char)c);
     }
 }
 
 /* Append a sample value: shortest of %.15g / %.17g that round-trips; NaN
  * and infinities as the text format spells them. */
-static void sb_put_double(sbuf *b, double v) {
-    if (isnan(v)) { sb_puts(b, "NaN"); return; }
-    if (isinf(v)) { sb_puts(b, v > 0 ? "+Inf" : "-Inf"); return; }
+static void sb_put_double(bytebuf *b, double v) {
+    if (isnan(v)) { bytebuf_puts(b, "NaN"); return; }
+    if (isinf(v)) { bytebuf_puts(b, v > 0 ? "+Inf" : "-Inf"); return; }
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%.15g", v);
     if (strtod(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.17g", v);
-    sb_puts(b, tmp);
+    bytebuf_puts(b, tmp);
 }
 
 /* ---- setup ---- */
@@ -148,12 +110,12 @@ static char *sanitize_label_name(const char *s) {
     return out;
 }
 
-static void add_label(sbuf *b, const char *name, const char *value) {
-    if (b->n) sb_putc(b, ',');
-    sb_puts(b, name);
-    sb_put(b, "=\"", 2);
+static void add_label(bytebuf *b, const char *name, const char *value) {
+    if (b->n) bytebuf_putc(b, ',');
+    bytebuf_puts(b, name);
+    bytebuf_put(b, "=\"", 2);
     sb_put_label_value(b, value ? value : "");
-    sb_putc(b, '"');
+    bytebuf_putc(b, '"');
 }
 
 /* Release the setup (labels, names), keeping counters and threads. Lock held. */
@@ -182,8 +144,8 @@ void metrics_global_init(const config *cfg, const char *version) {
     pthread_mutex_lock(&G.mu);
     clear_setup_locked();
 
-    sbuf v = {0};
-    sb_puts(&v, "");
+    bytebuf v = {0};
+    bytebuf_puts(&v, "");
     sb_put_label_value(&v, version ? version : WSGATE_VERSION);
     G.version = v.d;
 
@@ -196,7 +158,7 @@ void metrics_global_init(const config *cfg, const char *version) {
         for (size_t i = 0; i < cfg->custom_routes_count && cfg->custom_routes; i++)
             add_route_locked(cfg->custom_routes[i]);
 
-        sbuf l = {0};
+        bytebuf l = {0};
         if (cfg->api_name) add_label(&l, "api", cfg->api_name);
         if (cfg->stage_name) add_label(&l, "stage", cfg->stage_name);
         size_t ntags = cfg->additional_tags ? cfg->additional_tags_count : 0;
@@ -365,28 +327,28 @@ typedef struct snapshot {
     metrics_gauges gauges;
 } snapshot;
 
-static void family(sbuf *b, const char *name, const char *type, const char *help) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+static void family(bytebuf *b, const char *name, const char *type, const char *help) {
+    bytebuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* Write `name{const,extra}` and a space; extra is a pre-rendered label list
  * or NULL. */
-static void series(sbuf *b, const snapshot *s, const char *name, const char *suffix, const sbuf *extra) {
-    sb_puts(b, name);
-    if (suffix) sb_puts(b, suffix);
+static void series(bytebuf *b, const snapshot *s, const char *name, const char *suffix, const bytebuf *extra) {
+    bytebuf_puts(b, name);
+    if (suffix) bytebuf_puts(b, suffix);
     bool c = s->const_labels && *s->const_labels;
     bool e = extra && extra->n;
     if (c || e) {
-        sb_putc(b, '{');
-        if (c) sb_puts(b, s->const_labels);
-        if (c && e) sb_putc(b, ',');
-        if (e) sb_put(b, extra->d, extra->n);
-        sb_putc(b, '}');
+        bytebuf_putc(b, '{');
+        if (c) bytebuf_puts(b, s->const_labels);
+        if (c && e) bytebuf_putc(b, ',');
+        if (e) bytebuf_put(b, extra->d, extra->n);
+        bytebuf_putc(b, '}');
     }
-    sb_putc(b, ' ');
+    bytebuf_putc(b, ' ');
 }
 
-static void route_label(sbuf *l, const snapshot *s, int slot) {
+static void route_label(bytebuf *l, const snapshot *s, int slot) {
     l->n = 0;
     if (l->d) l->d[0] = '\0';
     if (s->detailed) add_label(l, "route", s->route_names[slot]);
@@ -461,8 +423,8 @@ static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {
     for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) a->latency_bucket[k] += r->latency_bucket[k];
 }
 
-static void render_snapshot(sbuf *b, snapshot *s) {
-    sbuf l = {0};
+static void render_snapshot(bytebuf *b, snapshot *s) {
+    bytebuf l = {0};
     int slots[METRICS_ROUTE_SLOTS];
     int nslots = slot_list(s, slots);
 
@@ -475,22 +437,22 @@ static void render_snapshot(sbuf *b, snapshot *s) {
 
     family(b, "wsgate_up", "gauge", "1 while the server is serving.");
     series(b, s, "wsgate_up", NULL, NULL);
-    sb_puts(b, "1\n");
+    bytebuf_puts(b, "1\n");
 
     family(b, "wsgate_build_info", "gauge", "Build information; the value is always 1.");
     l.n = 0;
-    sb_puts(&l, "version=\"");
-    sb_puts(&l, s->version ? s->version : WSGATE_VERSION);
-    sb_putc(&l, '"');
+    bytebuf_puts(&l, "version=\"");
+    bytebuf_puts(&l, s->version ? s->version : WSGATE_VERSION);
+    bytebuf_putc(&l, '"');
     series(b, s, "wsgate_build_info", NULL, &l);
-    sb_puts(b, "1\n");
+    bytebuf_puts(b, "1\n");
 
     for (size_t f = 0; f < sizeof route_counters / sizeof *route_counters; f++) {
         family(b, route_counters[f].name, "counter", route_counters[f].help);
         for (int i = 0; i < nslots; i++) {
             route_label(&l, s, slots[i]);
             series(b, s, route_counters[f].name, NULL, &l);
-            sb_printf(b, "%llu\n", (unsigned long long)counter_of(&s->sum.route[slots[i]], route_counters[f].kind));
+            bytebuf_printf(b, "%llu\n", (unsigned long long)counter_of(&s->sum.route[slots[i]], route_counters[f].kind));
         }
     }
 
@@ -505,14 +467,14 @@ static void render_snapshot(sbuf *b, snapshot *s) {
             route_label(&l, s, slots[i]);
             add_label(&l, "le", latency_le[k]);
             series(b, s, h, "_bucket", &l);
-            sb_printf(b, "%llu\n", (unsigned long long)cum);
+            bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
         }
         route_label(&l, s, slots[i]);
         series(b, s, h, "_sum", &l);
-        sb_printf(b, "%llu.%09llu\n", (unsigned long long)(r->latency_sum_ns / 1000000000ull),
+        bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(r->latency_sum_ns / 1000000000ull),
                   (unsigned long long)(r->latency_sum_ns % 1000000000ull));
         series(b, s, h, "_count", &l);
-        sb_printf(b, "%llu\n", (unsigned long long)cum);
+        bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
     }
 
     family(b, "wsgate_throttled_total", "counter", "Requests refused by a throttling token bucket, by scope.");
@@ -520,14 +482,14 @@ static void render_snapshot(sbuf *b, snapshot *s) {
         l.n = 0;
         add_label(&l, "scope", throttle_scope_name[i]);
         series(b, s, "wsgate_throttled_total", NULL, &l);
-        sb_printf(b, "%llu\n", (unsigned long long)s->sum.throttled[i]);
+        bytebuf_printf(b, "%llu\n", (unsigned long long)s->sum.throttled[i]);
     }
 
     for (int g = 0; g < METRICS_GAUGE_COUNT; g++) {
         family(b, gauge_families[g].name, "gauge", gauge_families[g].help);
         series(b, s, gauge_families[g].name, NULL, NULL);
         sb_put_double(b, s->gauges.value[gauge_families[g].id]);
-        sb_putc(b, '\n');
+        bytebuf_putc(b, '\n');
     }
     free(l.d);
 }
@@ -556,8 +518,8 @@ char *metrics_render(size_t *len) {
     for (int g = 0; g < METRICS_GAUGE_COUNT; g++) s->gauges.value[g] = gauge_global(g) + (double)gsum[g];
     for (size_t i = 0; i < s->nsources; i++) s->sources[i].fn(&s->gauges, s->sources[i].ctx);
 
-    sbuf b = {0};
-    sb_reserve(&b, 8192);
+    bytebuf b = {0};
+    bytebuf_reserve(&b, 8192);
     render_snapshot(&b, s);
 
     for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) free(s->route_names[i]);
