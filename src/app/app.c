@@ -471,7 +471,6 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
 }
 
 void app_attach(app *a, server *srv) {
-    if (!a->srv) a->srv = srv;
     a->srvs = xrealloc(a->srvs, (a->nsrvs + 1) * sizeof(*a->srvs));
     a->srvs[a->nsrvs++] = srv;
 }

@@ -30,7 +30,6 @@ typedef struct app {
     mgmt_credentials mgmt_creds;   /* the management API's keys */
     metrics *metrics;              /* the first worker's counters (see app_metrics) */
     int *custom_slots;             /* metrics slot of each custom route */
-    server *srv;                   /* the first server attached */
     server **srvs;                 /* every worker's server (app_attach) */
     size_t nsrvs;
     /* Every worker thread runs the application (registry, throttles, store

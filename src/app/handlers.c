@@ -326,16 +326,20 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
 
 /* ---- room list, typing ---- */
 
-static void route_room_list(app *a, session *s, json_t *body, handler_result *res) {
+json_t *handlers_rooms_json(const registry *r) {
     room **rooms;
-    size_t n = registry_rooms_sorted(&a->reg, &rooms);
+    size_t n = registry_rooms_sorted(r, &rooms);
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, json_pack("{s:s,s:I}", "roomId", rooms[i]->id, "activeUsers",
                                              (json_int_t)rooms[i]->count));
     free(rooms);
-    send_json(s->c, json_pack("{s:s,s:{s:o,s:I}}", "type", "room_list", "data", "rooms", arr,
-                              "timestamp", (json_int_t)time(NULL)));
+    return arr;
+}
+
+static void route_room_list(app *a, session *s, json_t *body, handler_result *res) {
+    send_json(s->c, json_pack("{s:s,s:{s:o,s:I}}", "type", "room_list", "data", "rooms",
+                              handlers_rooms_json(&a->reg), "timestamp", (json_int_t)time(NULL)));
 }
 
 static void route_typing_indicator(app *a, session *s, json_t *body, handler_result *res) {

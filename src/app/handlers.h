@@ -28,6 +28,11 @@ void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char
  * (refcount 1, caller unrefs). */
 ws_frame *handlers_frame(json_t *j);
 
+/* Return a new JSON array of the rooms with members, sorted by id:
+ * [{"roomId","activeUsers"}] (room_list and the management API's @rooms).
+ * Caller owns the array. */
+json_t *handlers_rooms_json(const registry *r);
+
 /* One field of an event's flat "data" object. */
 typedef enum { EVENT_STR, EVENT_INT, EVENT_BOOL } event_field_kind;
 typedef struct event_field {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/handlers.h"
 #include "common/alloc.h"
 #include "http/sigv4.h"
 #include "log/log.h"
@@ -105,9 +106,7 @@ static json_t *connection_json(session *s) {
 
 static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
     session *s = registry_by_id(&a->reg, id);
-    /* Another worker's connection is checked by that worker when the post
-     * arrives (a closing one drops it). */
-    if (!s || (server_owns(s->c) && (s->c->state != CONN_OPEN || s->c->close_sent))) {
+    if (!s) {
         respond_error(c, req, 410, "GoneException", "Connection not found or gone");
         return;
     }
@@ -184,14 +183,7 @@ static void list_connections(app *a, conn *c, const http_request *req) {
 /* ---- @rooms ---- */
 
 static void list_rooms(app *a, conn *c, const http_request *req) {
-    room **rooms;
-    size_t n = registry_rooms_sorted(&a->reg, &rooms);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s,s:I}", "roomId", rooms[i]->id, "activeUsers",
-                                             (json_int_t)rooms[i]->count));
-    free(rooms);
-    respond_json(c, req, 200, json_pack("{s:o}", "rooms", arr));
+    respond_json(c, req, 200, json_pack("{s:o}", "rooms", handlers_rooms_json(&a->reg)));
 }
 
 static void post_to_room(app *a, conn *c, const http_request *req, const char *room_id) {
