@@ -24,13 +24,7 @@
 
 #include "store/crypto.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_require.h"
 
 static const char RING_JSON[] =
     "{\"version\":1,\"active\":2,"

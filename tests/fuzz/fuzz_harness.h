@@ -15,13 +15,7 @@
 #include "net/conn.h"
 #include "ws/frame.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_require.h"
 
 static config harness_cfg;
 static char harness_dir[] = "/tmp/wsgate_fuzz.XXXXXX";
@@ -87,6 +81,18 @@ static void harness_reset_queue(conn *c) {
     c->wq_bytes = 0;
     c->dirty = false;
     c->dirty_next = NULL;
+}
+
+/* A new app on loop with the harness configuration and an in-memory store
+ * (caller closes and frees it); aborts when it cannot start. */
+static app *harness_app_new(uv_loop_t *loop) {
+    app *a = calloc(1, sizeof(*a));
+    char err[512];
+    if (!a || app_init(a, &harness_cfg, loop, ":memory:", err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz: app_init: %s\n", a ? err : "out of memory");
+        abort();
+    }
+    return a;
 }
 
 /* A zeroed server on loop carrying app a with the API's handlers, as

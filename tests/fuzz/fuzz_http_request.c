@@ -17,13 +17,7 @@
 #include "http/handshake.h"
 #include "http/request.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_require.h"
 
 typedef struct {
     ssize_t consumed; /* total, or -1 */

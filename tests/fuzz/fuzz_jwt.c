@@ -19,13 +19,7 @@
 #include "app/auth.h"
 #include "http/request.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_require.h"
 
 #define SECRET "fuzz-secret-0123456789abcdef012345"
 

@@ -103,12 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     uv_loop_t loop;
     require(uv_loop_init(&loop) == 0);
-    app *a = calloc(1, sizeof(*a));
-    char err[512];
-    if (app_init(a, &harness_cfg, &loop, ":memory:", err, sizeof(err)) != 0) {
-        fprintf(stderr, "fuzz_mgmt: app_init: %s\n", err);
-        abort();
-    }
+    app *a = harness_app_new(&loop);
     server *srv = harness_server(&loop, a);
 
     static const char *const users[NWS] = {"alice", "bob", "alice"};

@@ -13,13 +13,7 @@
 
 #include "app/router.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_require.h"
 
 static router by_type, nested;
 static char *custom[] = {"chat", "my_route", "join_room", "1"};

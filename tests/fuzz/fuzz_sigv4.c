@@ -16,13 +16,7 @@
 #include "http/request.h"
 #include "http/sigv4.h"
 
-#define require(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzz_require.h"
 
 #define NOW ((time_t)1709618828) /* 2024-03-05T06:07:08Z */
 #define SKEW 900

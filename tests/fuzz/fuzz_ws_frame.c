@@ -14,13 +14,7 @@
 #define MAX_FRAME 4096
 #define MAX_MESSAGE 16384
 
-#define require(cond)                                                         \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                          \
-        }                                                                     \
-    } while (0)
+#include "fuzz_require.h"
 
 typedef struct {
     uint64_t hash; /* over every event's fields and bytes, in order */

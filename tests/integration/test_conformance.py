@@ -82,12 +82,8 @@ class Peer:
     (group 9 reads tens of MiB) and checks every frame it gets."""
 
     def __init__(self, port, recv_size=1 << 20, rcvbuf=None):
-        if rcvbuf:
-            # SO_RCVBUF must be set before connect to shrink the window; build
-            # the socket ourselves and hand it to the same upgrade code.
-            self.sock, rest = _handshake_small_rcvbuf(port, rcvbuf)
-        else:
-            self.sock, rest = wsraw.handshake(port)
+        # SO_RCVBUF (when given) is set before connecting, to shrink the window.
+        self.sock, rest = wsraw.handshake(port, rcvbuf=rcvbuf)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray(rest)
         self.pos = 0
@@ -237,26 +233,6 @@ class Peer:
 
     def close(self):
         self.sock.close()
-
-
-def _handshake_small_rcvbuf(port, rcvbuf):
-    import base64
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(5.0)
-    s.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /staging HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(4096)
-        assert chunk, "connection closed during handshake"
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s, rest
 
 
 def parse_close(payload):
@@ -759,20 +735,11 @@ def test_case_x_frames_pipelined_with_handshake(echo_server):
     # Not in Autobahn: frames in the same write as the upgrade request are
     # the first frames of the connection (they are in the server's read
     # buffer behind the request head).
-    import base64
     port = echo_server.port
     s = socket.create_connection(("127.0.0.1", port), timeout=5.0)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /staging HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    s.sendall(wsraw.upgrade_request(port)
               + F(TEXT, KOSME) + F(PING, b"p") + F(BINARY, b"\x00") + close_frame(3001))
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
+    head, rest = wsraw.read_head(s, chunk_size=65536)
     assert head.startswith(b"HTTP/1.1 101"), head
     p = Peer.__new__(Peer)
     p.sock, p.buf, p.pos, p.recv_size, p.reset = s, bytearray(rest), 0, 65536, False

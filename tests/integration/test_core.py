@@ -104,14 +104,7 @@ def ws_open(port, path="/staging", rcvbuf=None, timeout=5.0, extra=None):
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(request_head(path, key=key, port=port, extra=extra))
-    buf = b""
-    deadline = time.time() + timeout
-    while b"\r\n\r\n" not in buf:
-        assert time.time() < deadline, "handshake timed out"
-        chunk = s.recv(4096)
-        assert chunk, "connection closed during handshake"
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
+    head, rest = wsraw.read_head(s)  # each read bounded by the socket timeout
     assert head.startswith(b"HTTP/1.1 101"), head
     assert parse_headers(head)["sec-websocket-accept"] == accept_for(key)
     return Conn(s, rest)
@@ -255,12 +248,7 @@ def test_handshake_one_byte_at_a_time(echo):
     for i in range(len(req)):
         s.sendall(req[i:i + 1])
         time.sleep(0.001)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(4096)
-        assert chunk, "closed during a trickled handshake"
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
+    head, rest = wsraw.read_head(s, "closed during a trickled handshake")
     assert head.startswith(b"HTTP/1.1 101"), head
     assert parse_headers(head)["sec-websocket-accept"] == accept_for(key)
     c = Conn(s, rest)

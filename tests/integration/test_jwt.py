@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,8 @@ from urllib.parse import urlencode
 
 import pytest
 import websockets
+
+import wsraw
 
 from conftest import WSGATE_BIN
 
@@ -87,16 +88,8 @@ def handshake(srv, query=None, headers=None, source=None):
                                  source_address=(source, 0) if source else None)
     try:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            assert chunk, "closed before an answer"
-            buf += chunk
-        head, body = buf.split(b"\r\n\r\n", 1)
-        hdrs = {}
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            hdrs[k.strip().lower().decode()] = v.strip().decode()
+        head, body = wsraw.read_head(s, "closed before an answer", 65536)
+        hdrs = wsraw.parse_headers(head)
         status = int(head.split(b" ", 2)[1])
         if status != 101:
             n = int(hdrs.get("content-length", "0"))

@@ -7,22 +7,37 @@ import struct
 import time
 
 
-def handshake(port, path="/staging", headers=None, timeout=5.0):
-    """Open a TCP connection and upgrade it; returns (sock, leftover_bytes).
-    Raises AssertionError when the answer is not 101."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    key = base64.b64encode(os.urandom(16)).decode()
+def upgrade_request(port, path="/staging", headers=None, key=None):
+    """The bytes of an upgrade request (a random key unless given)."""
+    key = key or base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     for k, v in (headers or {}).items():
         lines.append(f"{k}: {v}")
-    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+def read_head(s, what="connection closed during handshake", chunk_size=4096):
+    """Read from s until the end of a response head; returns (head, rest)."""
     buf = b""
     while b"\r\n\r\n" not in buf:
-        chunk = s.recv(4096)
-        assert chunk, "connection closed during handshake"
+        chunk = s.recv(chunk_size)
+        assert chunk, what
         buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
+    return tuple(buf.split(b"\r\n\r\n", 1))
+
+
+def handshake(port, path="/staging", headers=None, timeout=5.0, rcvbuf=None):
+    """Open a TCP connection and upgrade it; returns (sock, leftover_bytes).
+    rcvbuf sets SO_RCVBUF before connecting. Raises AssertionError when the
+    answer is not 101."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    s.sendall(upgrade_request(port, path, headers))
+    head, rest = read_head(s)
     assert head.startswith(b"HTTP/1.1 101"), head
     return s, rest
 
