@@ -136,23 +136,14 @@ static int key_cmp(const void *a, const void *b) {
 
 /* ------------------------------------------------------------ base64 */
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Encode n bytes into out (room for 4*ceil(n/3)+1). */
+/* Encode n bytes into out (room for 4*ceil(n/3)+1), padded, NUL-terminated:
+ * OpenSSL's encoder, as the handshake's accept key uses. */
 static void b64_encode(const uint8_t *in, size_t n, char *out) {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n) v |= in[i + 2];
-        out[o++] = B64[v >> 18 & 63];
-        out[o++] = B64[v >> 12 & 63];
-        out[o++] = i + 1 < n ? B64[v >> 6 & 63] : '=';
-        out[o++] = i + 2 < n ? B64[v & 63] : '=';
-    }
-    out[o] = '\0';
+    EVP_EncodeBlock((unsigned char *)out, in, (int)n);
 }
 
+/* Decoding stays here: the key file is read strictly (canonical, padded,
+ * no whitespace), which EVP_DecodeBlock does not check. */
 static int b64_val(unsigned char c) {
     if (c >= 'A' && c <= 'Z') return c - 'A';
     if (c >= 'a' && c <= 'z') return c - 'a' + 26;
