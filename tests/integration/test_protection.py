@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+import wsraw
 from wsraw import Conn, frame, parse_headers
 
 OTHER_IP = "127.0.0.2"
@@ -189,16 +190,8 @@ def stored_messages(srv, want, timeout=TIMEOUT):
 
 def http_get(port, path):
     """A plain HTTP GET (no upgrade); returns (status, headers, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    head, body = buf.split(b"\r\n\r\n", 1)
-    return int(head.split(b" ", 2)[1]), parse_headers(head), body
+    return wsraw.raw_http(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                          .encode(), timeout=TIMEOUT)
 
 
 def throttled_metrics(srv):
@@ -605,18 +598,11 @@ def test_invalid_utf8_ids_refused(start_server):
     for q, msg in (("roomId=%C0%80x", "Invalid roomId"), ("userId=%FF", "Invalid userId"),
                    ("username=a%ED%A0%80", "Invalid username")):
         assert_refused(open_ws(srv.port, q), 400, msg)
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
-        s.sendall(b"POST /staging/@rooms/g%C0neral HTTP/1.1\r\nHost: x\r\n"
-                  b"Authorization: Bearer regression-key\r\nContent-Length: 2\r\n"
-                  b"Connection: close\r\n\r\nhi")
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    assert buf.startswith(b"HTTP/1.1 400"), buf
-    assert json.loads(buf.split(b"\r\n\r\n", 1)[1]) == {"message": "Invalid room ID"}
+    status, _, body = wsraw.raw_http(srv.port, b"POST /staging/@rooms/g%C0neral HTTP/1.1\r\nHost: x\r\n"
+                                     b"Authorization: Bearer regression-key\r\nContent-Length: 2\r\n"
+                                     b"Connection: close\r\n\r\nhi", timeout=TIMEOUT)
+    assert status == 400, body
+    assert json.loads(body) == {"message": "Invalid room ID"}
     # Still serving, with valid non-ASCII ids.
     c = ws_connect(srv.port, "roomId=%C3%A9t%C3%A9&userId=%E2%9C%93")
     assert room_list_ok(c)
