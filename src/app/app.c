@@ -138,7 +138,7 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
     record_start(a, &p->rec, "CONNECT", tp, tpl);
     p->rec.route_key = "$connect";
     metrics_count_connect(app_metrics(a), METRICS_SLOT_CONNECT);
-    uint64_t now = uv_now(c->srv->loop);
+    uint64_t now = throttle_now_ms();
     int st = origin_allowed(a, req) ? 0 : 403;
     if (st) *message = "Origin not allowed";
     throttle_verdict tv = st ? THROTTLE_OK : throttle_connect(&a->throttle, c->source_ip, now);
@@ -173,7 +173,7 @@ static void open_locked(conn *c, const http_request *req) {
     pending_connect *p = c->app;
     session *s = registry_add(&a->reg, c, p->id.user_id, p->id.username);
     c->app = s;
-    uint64_t now = uv_now(c->srv->loop);
+    uint64_t now = throttle_now_ms();
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
     room *rm = registry_join(&a->reg, s, p->id.room_id);
@@ -211,7 +211,7 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
     rec.body = (const char *)data;
     rec.body_len = len;
     handler_result res = {200, NULL};
-    uint64_t now = uv_now(s->c->srv->loop);
+    uint64_t now = throttle_now_ms();
     throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
     if (tv == THROTTLE_OK && m.outcome == ROUTED)
         tv = throttle_message(&a->throttle, NULL, m.selected ? m.selected : router_route_name(m.route), now);
@@ -294,7 +294,7 @@ static void closed_locked(conn *c) {
     }
     registry_remove(&a->reg, s);
     c->app = NULL;
-    throttle_closed(&a->throttle, c->source_ip, uv_now(c->srv->loop));
+    throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());
     double dt = record_finish(a, c, &rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_DISCONNECT, dt / 1000.0);
 }
@@ -361,10 +361,14 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
     }
 }
 
+/* A source address with no connection is forgotten after this long quiet
+ * (its connect bucket and auth-failure window go with it). */
+#define APP_ADDR_IDLE_MS 60000
+
 static void on_gc(uv_timer_t *t) {
     app *a = t->data;
     app_lock(a);
-    throttle_gc(&a->throttle, uv_now(a->loop), 60000);
+    throttle_gc(&a->throttle, throttle_now_ms(), APP_ADDR_IDLE_MS);
     app_unlock(a);
 }
 
@@ -450,7 +454,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     }
     a->router.max_depth = (size_t)cfg->max_json_depth;
     registry_init(&a->reg);
-    throttle_init(&a->throttle, cfg, uv_now(loop));
+    throttle_init(&a->throttle, cfg, throttle_now_ms());
     uv_timer_init(loop, &a->gc_timer);
     a->gc_timer.data = a;
     uv_timer_start(&a->gc_timer, on_gc, 10000, 10000);

@@ -2,10 +2,25 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/alloc.h"
 
 #define AUTH_WINDOW_MS 60000
+
+/* Workers share one throttle and each passes its own "now"; a time stored by
+ * one caller may be ahead of the next caller's. Elapsed time saturates at 0
+ * instead of wrapping to "forever", which would reset a window or forget an
+ * address that was just seen. */
+static inline uint64_t elapsed_ms(uint64_t now_ms, uint64_t then_ms) {
+    return now_ms > then_ms ? now_ms - then_ms : 0;
+}
+
+uint64_t throttle_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 void throttle_bucket_init(throttle_bucket *b, double rate, double burst, bool unlimited,
                           uint64_t now_ms) {
@@ -21,7 +36,7 @@ bool throttle_bucket_take(throttle_bucket *b, uint64_t now_ms) {
     /* A positive rate with a burst below one still lets a request through
      * every 1/rate seconds: the bucket holds at least one token. */
     double cap = b->burst < 1.0 && b->rate > 0 ? 1.0 : b->burst;
-    if (now_ms > b->last_ms) {
+    if (now_ms > b->last_ms) { /* a clock behind adds nothing, moves nothing */
         b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
         if (b->tokens > cap) b->tokens = cap;
         b->last_ms = now_ms;
@@ -69,7 +84,7 @@ static throttle_addr *addr_get(throttle *t, const char *addr, uint64_t now_ms) {
         a->auth_window_ms = now_ms;
         strmap_put(&t->addrs, addr, a, NULL);
     }
-    a->last_seen_ms = now_ms;
+    if (now_ms > a->last_seen_ms) a->last_seen_ms = now_ms;
     return a;
 }
 
@@ -78,7 +93,7 @@ throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms
     throttle_addr *a = addr_get(t, addr, now_ms);
     if (cfg->max_connections_per_ip > 0 && a->connections >= (uint64_t)cfg->max_connections_per_ip)
         return THROTTLE_ADDRESS;
-    if (now_ms - a->auth_window_ms >= AUTH_WINDOW_MS) {
+    if (elapsed_ms(now_ms, a->auth_window_ms) >= AUTH_WINDOW_MS) {
         a->auth_window_ms = now_ms;
         a->auth_failures = 0;
     }
@@ -91,7 +106,7 @@ throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms
 
 void throttle_auth_failed(throttle *t, const char *addr, uint64_t now_ms) {
     throttle_addr *a = addr_get(t, addr, now_ms);
-    if (now_ms - a->auth_window_ms >= AUTH_WINDOW_MS) {
+    if (elapsed_ms(now_ms, a->auth_window_ms) >= AUTH_WINDOW_MS) {
         a->auth_window_ms = now_ms;
         a->auth_failures = 0;
     }
@@ -106,7 +121,7 @@ void throttle_closed(throttle *t, const char *addr, uint64_t now_ms) {
     throttle_addr *a = strmap_get(&t->addrs, addr);
     if (a && a->connections > 0) {
         a->connections--;
-        a->last_seen_ms = now_ms;
+        if (now_ms > a->last_seen_ms) a->last_seen_ms = now_ms;
     }
 }
 
@@ -137,7 +152,7 @@ size_t throttle_gc(throttle *t, uint64_t now_ms, uint64_t idle_ms) {
     void *v;
     while (strmap_next(&t->addrs, &it, &k, &v)) {
         throttle_addr *a = v;
-        if (a->connections == 0 && now_ms - a->last_seen_ms >= idle_ms) {
+        if (a->connections == 0 && elapsed_ms(now_ms, a->last_seen_ms) >= idle_ms) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 16;
                 dead = xrealloc(dead, cap * sizeof(*dead));

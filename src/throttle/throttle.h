@@ -1,9 +1,11 @@
 /* Throttling, standing in for API Gateway's stage throttling and going
  * further: token buckets for the stage (connects and messages), per route,
  * per connection and per source address, plus per-address caps on
- * concurrent connections and failed authorizations. No I/O and no clock of
- * its own: callers pass the time in milliseconds. One instance per loop
- * thread. */
+ * concurrent connections and failed authorizations. No I/O: callers pass
+ * the time in milliseconds, from throttle_now_ms() when several threads
+ * share one instance (under the caller's lock), so that every stored time
+ * comes from one clock. Times that go backwards are tolerated: elapsed time
+ * saturates at zero. */
 #ifndef WSGATE_THROTTLE_THROTTLE_H
 #define WSGATE_THROTTLE_THROTTLE_H
 
@@ -54,6 +56,11 @@ typedef struct throttle {
     size_t nroutes;
     strmap addrs;                /* source address -> throttle_addr */
 } throttle;
+
+/* Return the process-wide monotonic clock in milliseconds: the one clock
+ * for throttles shared by worker loops (each loop's uv_now is cached per
+ * iteration and differs between loops). */
+uint64_t throttle_now_ms(void);
 
 /* Initialise t from cfg (borrowed; must outlive t). */
 void throttle_init(throttle *t, const config *cfg, uint64_t now_ms);
