@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test unit integration asan fuzz fuzz-smoke clean bench profile
+.PHONY: all deps run test unit integration asan tsan tsan-integration fuzz fuzz-smoke clean bench profile
 
 all: $(BIN) $(LOADGEN)
 
@@ -72,7 +72,7 @@ run: deps $(BIN)
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; \
 	  $$t --jobs 2 > $$t.log 2>&1 || { cat $$t.log; exit 1; }; \
-	  if grep -q "ERROR: .*Sanitizer\|runtime error:" $$t.log; then cat $$t.log; echo "$$t: sanitizer report"; exit 1; fi; \
+	  if grep -q "ERROR: .*Sanitizer\|WARNING: ThreadSanitizer\|runtime error:" $$t.log; then cat $$t.log; echo "$$t: sanitizer report"; exit 1; fi; \
 	  grep "Synthesis" $$t.log; done
 
 integration: $(BIN)
@@ -83,12 +83,29 @@ test: deps
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory tsan-integration
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 # (LeakSanitizer included), in its own build directory.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" all unit integration
+
+# ThreadSanitizer: the integration tests where threads share state (several
+# workers, cross-worker sends, the management API, the store thread) against
+# a TSan build of the server. A report makes the server exit non-zero, which
+# fails the test that started it. Criterion cannot start under TSan (its
+# inheritable arena, Criterion issue #274), so the unit tests, which are
+# single-threaded, run in the ordinary build.
+TSAN_TESTS := tests/integration/test_workers.py tests/integration/test_api.py \
+              tests/integration/test_management.py tests/integration/test_store.py
+TSAN_ENV := TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(abspath tests/tsan.supp)"
+tsan: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory tsan-integration
+tsan-integration:
+	@$(MAKE) --no-print-directory BUILD=build-tsan OPT="-O1 -g" SAN="-fsanitize=thread" build-tsan/wsgate
+	$(TSAN_ENV) WSGATE_BIN=$(abspath build-tsan/wsgate) $(PYTHON) -m pytest -q -p no:cacheprovider $(TSAN_TESTS)
 
 # libFuzzer targets, built with clang: the library once with coverage
 # instrumentation, then each target linked against it.
@@ -135,6 +152,6 @@ profile: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) ./bench/callgrind.sh
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
