@@ -21,6 +21,15 @@
 #   CONNS=50 INFLIGHT=8 SIZE=32 DURATION=5 make bench
 #   WORKLOADS="echo fanout" FAN_ROOMS=10 FAN_MEMBERS=20 FAN_RATE=150 ./bench/run.sh
 #   WORKLOADS=durable DUR_RATES=1000,5000,10000 DUR_DURATION=3 ./bench/run.sh
+# Peers: PEERS lists the servers measured beside wsgate, separated by ';'
+# (default "node;python"): `node` (Node `ws`, bench/peers/node_echo.js),
+# `python` (python3-websockets, bench/peers/py_echo.py) and any number of
+#   external:NAME=COMMAND
+# where COMMAND is run through the shell with @PORT@, @PATH@ (/staging) and
+# @MODE@ (echo or chat) replaced; it must speak the peer protocol of
+# docs/BENCHMARKS.md ("Any peer") and listen on 127.0.0.1:@PORT@. Example:
+#   PEERS="node;external:uws=/opt/uws-room/server @PORT@ @MODE@" make bench
+# python is left out of storm and idle (too slow to tell anything there).
 # The default run (all six workloads) takes about 5 to 6 minutes on a 2-core
 # machine. Every run is bounded: the load generator stops by itself (and
 # has a watchdog), is wrapped in `timeout`, and each server is killed after it.
@@ -46,6 +55,7 @@ DUR_MEMBERS=${DUR_MEMBERS:-5}
 DUR_RATES=${DUR_RATES:-1000,2000,3000,5000,7500,10000,15000,20000,30000,50000} # total chats/s, one step each
 DUR_DURATION=${DUR_DURATION:-$DURATION} # measured seconds per step (after 1 s of warm-up)
 SCALE_DUR_RATES=${SCALE_DUR_RATES:-30000,40000,50000,60000} # scaling: durable, not pinned
+PEERS=${PEERS:-node;python}
 PORT_BASE=${PORT_BASE:-18700}
 BENCH_JSON=${BENCH_JSON:-$BUILD/bench-results.json}
 LOADGEN="$BUILD/wsgate-loadgen"
@@ -105,6 +115,41 @@ WSGATE=("$BUILD/wsgate" serve --port @PORT@ --data-dir @DATA@)
 NODE=(node bench/peers/node_echo.js @PORT@ /staging)
 PY=(/usr/bin/python3 bench/peers/py_echo.py @PORT@ /staging)
 
+# The peers, parsed once: labels and, for external ones, their commands.
+peer_labels=() peer_cmds=()
+IFS=';' read -r -a peer_specs <<<"$PEERS"
+for spec in "${peer_specs[@]}"; do
+  spec=$(echo "$spec" | sed 's/^ *//; s/ *$//')
+  case $spec in
+  "") ;;
+  node) peer_labels+=(node-ws); peer_cmds+=("") ;;
+  python) peer_labels+=(py-websockets); peer_cmds+=("") ;;
+  external:*=*)
+    name=${spec#external:}; name=${name%%=*}
+    if ! [[ $name =~ ^[A-Za-z0-9_-]+$ ]] || [ "$name" = wsgate ]; then
+      echo "bench: external peer name '$name': letters, digits, - and _ only, not wsgate" >&2; exit 2
+    fi
+    peer_labels+=("$name"); peer_cmds+=("${spec#external:*=}") ;;
+  *) echo "bench: unknown peer '$spec' in PEERS (node, python or external:NAME=COMMAND)" >&2; exit 2 ;;
+  esac
+done
+
+# run_peers WORKLOAD TIMEOUT "LOADGEN ARGS" MODE [fast]: every peer of PEERS
+# under the same load; MODE is echo or chat; "fast" leaves python out.
+run_peers() {
+  local workload=$1 tmo=$2 lgargs=$3 mode=$4 fast=${5:-} i label cmd
+  for i in "${!peer_labels[@]}"; do
+    label=${peer_labels[$i]} cmd=${peer_cmds[$i]}
+    case $label in
+    node-ws) run_one "$workload" node-ws "$tmo" "$lgargs" "${NODE[@]}" "$mode" ;;
+    py-websockets) [ -n "$fast" ] || run_one "$workload" py-websockets "$tmo" "$lgargs" "${PY[@]}" "$mode" ;;
+    *)
+      cmd=${cmd//@PATH@//staging}
+      run_one "$workload" "$label" "$tmo" "$lgargs" bash -c "exec ${cmd//@MODE@/$mode}" ;;
+    esac
+  done
+}
+
 for w in $WORKLOADS; do
   case $w in
   echo)
@@ -112,23 +157,21 @@ for w in $WORKLOADS; do
     a="--workload echo --conns $CONNS --inflight $INFLIGHT --size $SIZE --duration $DURATION"
     t=$((DURATION + 120))
     run_one echo wsgate $t "$a" "${WSGATE[@]}" --set mode=echo --set logging_level=ERROR --set worker_threads=1
-    run_one echo node-ws $t "$a" "${NODE[@]}" echo
-    run_one echo py-websockets $t "$a" "${PY[@]}" echo
+    run_peers echo $t "$a" echo
     ;;
   fanout)
     echo "== fanout: $FAN_ROOMS rooms x $FAN_MEMBERS members, $FAN_RATE chats/s per room, ${DURATION}s"
     a="--workload fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --size $SIZE --duration $DURATION"
     t=$((DURATION + 120))
     run_one fanout wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one fanout node-ws $t "$a" "${NODE[@]}" chat
-    run_one fanout py-websockets $t "$a" "${PY[@]}" chat
+    run_peers fanout $t "$a" chat
     ;;
   storm)
     echo "== storm: handshakes with at most $STORM_CONNS in progress, closed after the welcome, ${DURATION}s"
     a="--workload storm --conns $STORM_CONNS --rooms 100 --duration $DURATION --expect \"type\":\"welcome\""
     t=$((DURATION + 120))
     run_one storm wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one storm node-ws $t "$a" "${NODE[@]}" chat
+    run_peers storm $t "$a" chat fast
     ;;
   idle)
     echo "== idle: $IDLE_CONNS connections from $IDLE_SOURCES source addresses, held ${IDLE_HOLD}s"
@@ -136,7 +179,7 @@ for w in $WORKLOADS; do
     a="$a --open-timeout $IDLE_OPEN_TIMEOUT --procs $IDLE_PROCS --expect \"type\":\"welcome\""
     t=$((IDLE_OPEN_TIMEOUT + IDLE_HOLD + 60))
     run_one idle wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one idle node-ws $t "$a" "${NODE[@]}" chat
+    run_peers idle $t "$a" chat fast
     ;;
   durable)
     nrates=$(echo "$DUR_RATES" | tr ',' '\n' | grep -c .)
@@ -148,8 +191,7 @@ for w in $WORKLOADS; do
     a="$a --duration $DUR_DURATION"
     t=$((nrates * (DUR_DURATION + 8) + 120))
     run_one durable wsgate $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
-    run_one durable node-ws $t "$a" "${NODE[@]}" chat
-    run_one durable py-websockets $t "$a" "${PY[@]}" chat
+    run_peers durable $t "$a" chat
     ;;
   scaling)
     echo "== scaling: wsgate with 1 and 2 workers, not pinned (the load generator shares the cores)"
@@ -178,7 +220,7 @@ mkdir -p "$(dirname "$BENCH_JSON")"
 env WORKLOADS="$WORKLOADS" CONNS="$CONNS" INFLIGHT="$INFLIGHT" SIZE="$SIZE" DURATION="$DURATION" \
   FAN_ROOMS="$FAN_ROOMS" FAN_MEMBERS="$FAN_MEMBERS" FAN_RATE="$FAN_RATE" STORM_CONNS="$STORM_CONNS" \
   IDLE_CONNS="$IDLE_CONNS" IDLE_SOURCES="$IDLE_SOURCES" IDLE_PROCS="$IDLE_PROCS" IDLE_HOLD="$IDLE_HOLD" \
-  DUR_ROOMS="$DUR_ROOMS" DUR_MEMBERS="$DUR_MEMBERS" DUR_RATES="$DUR_RATES" DUR_DURATION="$DUR_DURATION" SCALE_DUR_RATES="$SCALE_DUR_RATES" \
+  PEERS="$PEERS" DUR_ROOMS="$DUR_ROOMS" DUR_MEMBERS="$DUR_MEMBERS" DUR_RATES="$DUR_RATES" DUR_DURATION="$DUR_DURATION" SCALE_DUR_RATES="$SCALE_DUR_RATES" \
   /usr/bin/python3 - "$out" "$BENCH_JSON" <<'PY'
 import datetime, json, os, pathlib, platform, sys
 d, json_path = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -293,7 +335,7 @@ if sd:
           f"{sd['rate']:.0f} chats/s stored + broadcast, p99 {ms(sd.get('p99_us'))} ms"
           + (f"; stopped: {sd['stop_reason']}" if sd.get("stop_reason") else ""))
 
-knobs = ("WORKLOADS CONNS INFLIGHT SIZE DURATION FAN_ROOMS FAN_MEMBERS FAN_RATE STORM_CONNS IDLE_CONNS "
+knobs = ("WORKLOADS PEERS CONNS INFLIGHT SIZE DURATION FAN_ROOMS FAN_MEMBERS FAN_RATE STORM_CONNS IDLE_CONNS "
          "IDLE_SOURCES IDLE_PROCS IDLE_HOLD DUR_ROOMS DUR_MEMBERS DUR_RATES DUR_DURATION SCALE_DUR_RATES").split()
 doc = {
     "generated_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
