@@ -1,5 +1,7 @@
 #include "common/random.h"
 
+#include "common/hex.h"
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdint.h>
@@ -43,21 +45,12 @@ void random_bytes(void *buf, size_t n) {
     }
 }
 
-static void to_hex(const uint8_t *b, size_t n, char *out) {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 void random_hex(char *out, size_t n) {
     uint8_t b[64];
     while (n > 0) {
         size_t take = n < sizeof(b) ? n : sizeof(b);
         random_bytes(b, take);
-        to_hex(b, take, out);
+        hex_encode_lower(b, take, out);
         out += 2 * take;
         n -= take;
     }
@@ -66,7 +59,7 @@ void random_hex(char *out, size_t n) {
 /* Format 16 bytes as 8-4-4-4-12 lowercase hex. */
 static void format_uuid(const uint8_t b[16], char out[37]) {
     char hex[33];
-    to_hex(b, 16, hex);
+    hex_encode_lower(b, 16, hex);
     memcpy(out, hex, 8);
     out[8] = '-';
     memcpy(out + 9, hex + 8, 4);

@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "common/bytebuf.h"
+#include "common/hex.h"
 
 typedef struct tfv_parser {
     const char *s;
@@ -253,13 +254,6 @@ static int copy_template_text(tfv_parser *p, bytebuf *b, size_t from, size_t to,
     return 0;
 }
 
-static int hex_value(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Parse a quoted string at the cursor into *out (NUL-terminated). */
 static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
     int line = p->line, col = p_col(p);
@@ -306,7 +300,7 @@ static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
             if (ndig) {
                 uint32_t cp = 0;
                 for (size_t k = 0; k < ndig; k++) {
-                    int h = hex_value(peek_at(p, 2 + k));
+                    int h = hex_digit_value(peek_at(p, 2 + k));
                     if (h < 0) {
                         free(b.d);
                         return fail_at(p, p->line, ecol, "invalid '\\%c' escape: expected %zu hex digits",

@@ -13,6 +13,7 @@
 
 #include "common/alloc.h"
 #include "common/bytebuf.h"
+#include "common/hex.h"
 
 /* Every reason sigv4_verify can give, in one list. */
 #define SIGV4_REASONS(X)                                                              \
@@ -51,7 +52,6 @@ static const char *const reason_text[] = {
 /* ---- encoding ---- */
 
 static const char HEX_UPPER[] = "0123456789ABCDEF";
-static const char HEX_LOWER[] = "0123456789abcdef";
 
 static bool is_unreserved(unsigned char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -72,18 +72,11 @@ static void pct_encode(bytebuf *b, const char *s, size_t n, bool slash_safe) {
     }
 }
 
-static int hexval(unsigned char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Append the %XX-decoded s (invalid escapes kept literally; '+' kept). */
 static void pct_decode(bytebuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n) {
-            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+            int hi = hex_digit_value((unsigned char)s[i + 1]), lo = hex_digit_value((unsigned char)s[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 bytebuf_putc(b, (char)(hi * 16 + lo));
                 i += 2;
@@ -94,24 +87,6 @@ static void pct_decode(bytebuf *b, const char *s, size_t n) {
     }
 }
 
-static void hex_lower(const unsigned char *in, size_t n, char *out) {
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = HEX_LOWER[in[i] >> 4];
-        out[2 * i + 1] = HEX_LOWER[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-/* Decode exactly 2*n hex digits (either case) into out; false otherwise. */
-static bool hex_decode(const char *s, size_t len, unsigned char *out, size_t n) {
-    if (len != 2 * n) return false;
-    for (size_t i = 0; i < n; i++) {
-        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
-        if (hi < 0 || lo < 0) return false;
-        out[i] = (unsigned char)(hi * 16 + lo);
-    }
-    return true;
-}
 
 /* ---- crypto ---- */
 
@@ -124,7 +99,7 @@ static bool sha256(const void *data, size_t n, unsigned char out[32]) {
 static bool sha256_hex(const void *data, size_t n, char out[65]) {
     unsigned char md[32];
     if (!sha256(data, n, md)) return false;
-    hex_lower(md, 32, out);
+    hex_encode_lower(md, 32, out);
     return true;
 }
 
@@ -748,7 +723,7 @@ char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const 
             if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date,
                                   region, strlen(region), service, sig)) {
                 char hex[65];
-                hex_lower(sig, 32, hex);
+                hex_encode_lower(sig, 32, hex);
                 bytebuf o = {0};
                 bytebuf_puts(&o, ALGORITHM " Credential=");
                 bytebuf_puts(&o, cred->access_key_id);
