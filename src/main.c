@@ -135,7 +135,11 @@ static void run_worker(void *arg) {
     worker *w = arg;
     if (w->app) app_worker_enter(w->app, w->srv, w->first);
     else server_enter(w->srv);
+    /* Log lines are written once per loop turn (the server's flush), not
+     * under the application's lock. */
+    log_buffer_thread(true);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    log_buffer_thread(false);
     if (w->app && !w->first) app_worker_leave(w->app);
 }
 

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
@@ -285,6 +286,45 @@ void log_num(log_line *l, const char *key, double v) {
     put(l, tmp, (size_t)n);
 }
 
+/* Write whole lines to stderr and the file. Buffers from several threads
+ * are written one after the other, never interleaved within a line: stderr
+ * may be a pipe, where a write over PIPE_BUF is not atomic. */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void write_lines(const char *buf, size_t len) {
+    if (len == 0) return;
+    pthread_mutex_lock(&write_lock);
+    ssize_t w = write(STDERR_FILENO, buf, len);
+    if (log_dir[0]) log_rotate_check(time(NULL));
+    if (log_fd >= 0) w = write(log_fd, buf, len);
+    (void)w;
+    pthread_mutex_unlock(&write_lock);
+}
+
+/* A thread's buffered lines (see log_buffer_thread). */
+#define LOG_THREAD_BUF_FLUSH (64 * 1024)
+static _Thread_local struct {
+    bool on;
+    char *d;
+    size_t len, cap;
+} tbuf;
+
+void log_buffer_thread(bool on) {
+    if (!on) {
+        log_flush_thread();
+        free(tbuf.d);
+        tbuf.d = NULL;
+        tbuf.cap = 0;
+    }
+    tbuf.on = on;
+}
+
+void log_flush_thread(void) {
+    if (tbuf.len == 0) return;
+    write_lines(tbuf.d, tbuf.len);
+    tbuf.len = 0;
+}
+
 void log_end(log_line *l) {
     if (!log_enabled(l->level)) return;
     if (l->truncated) {
@@ -294,10 +334,28 @@ void log_end(log_line *l) {
     }
     l->buf[l->len++] = '}';
     l->buf[l->len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, l->buf, l->len);
-    if (log_dir[0]) log_rotate_check(time(NULL));
-    if (log_fd >= 0) w = write(log_fd, l->buf, l->len);
-    (void)w;
+    /* Errors go out at once (the process may be about to exit), after the
+     * lines before them. */
+    if (!tbuf.on || l->level == LOG_ERROR) {
+        log_flush_thread();
+        write_lines(l->buf, l->len);
+        return;
+    }
+    if (tbuf.len + l->len > tbuf.cap) {
+        size_t ncap = tbuf.cap ? tbuf.cap : 16 * 1024;
+        while (ncap < tbuf.len + l->len) ncap *= 2;
+        char *n = realloc(tbuf.d, ncap);
+        if (!n) {
+            log_flush_thread();
+            write_lines(l->buf, l->len);
+            return;
+        }
+        tbuf.d = n;
+        tbuf.cap = ncap;
+    }
+    memcpy(tbuf.d + tbuf.len, l->buf, l->len);
+    tbuf.len += l->len;
+    if (tbuf.len >= LOG_THREAD_BUF_FLUSH) log_flush_thread();
 }
 
 void log_msg(log_level level, const char *event, const char *fmt, ...) {

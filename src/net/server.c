@@ -110,6 +110,8 @@ void server_mark_dirty(server *srv, conn *c) {
 /* Flush every queue written to since the last flush: one writev per socket
  * per loop turn, however many frames were queued in between. */
 static void flush_dirty(server *srv) {
+    /* This turn's log lines first: they describe what is about to be sent. */
+    log_flush_thread();
     while (srv->dirty) {
         conn *list = srv->dirty;
         srv->dirty = NULL;

@@ -98,3 +98,33 @@ Test(log, rotates_daily_and_prunes_past_retention) {
     log_close();
     free(dir);
 }
+
+/* An event loop thread's lines wait in its buffer until the loop's flush,
+ * in order; an ERROR line goes out at once, after the lines before it. */
+Test(log, thread_buffer_holds_lines_until_flushed) {
+    char *dir = make_dir();
+    cr_assert_eq(log_open_dir(LOG_INFO, dir, 3), 0);
+    log_buffer_thread(true);
+    log_msg(LOG_INFO, "buffered_one", "a");
+    log_msg(LOG_INFO, "buffered_two", "b");
+    cr_assert_null(strstr(slurp(dir, "wsgate.log"), "buffered_one"), "written before the flush");
+    log_flush_thread();
+    char *text = slurp(dir, "wsgate.log");
+    char *one = strstr(text, "buffered_one"), *two = strstr(text, "buffered_two");
+    cr_assert(one && two && one < two, "%s", text);
+
+    log_msg(LOG_INFO, "before_error", "c");
+    log_msg(LOG_ERROR, "the_error", "d");
+    text = slurp(dir, "wsgate.log");
+    char *before = strstr(text, "before_error"), *err = strstr(text, "the_error");
+    cr_assert(before && err && before < err, "%s", text);
+
+    /* Turning the buffer off writes what it holds. */
+    log_msg(LOG_INFO, "at_the_end", "e");
+    log_buffer_thread(false);
+    cr_assert(strstr(slurp(dir, "wsgate.log"), "at_the_end"));
+    log_msg(LOG_INFO, "direct_again", "f");
+    cr_assert(strstr(slurp(dir, "wsgate.log"), "direct_again"));
+    log_close();
+    free(dir);
+}
