@@ -26,6 +26,7 @@
 
 #include "app/auth.h"
 #include "common/alloc.h"
+#include "common/base64.h"
 
 #define JWT_MAX_TOKEN 8192          /* bytes; far above any sane token */
 #define JWT_MAX_KEY_FILE (64 * 1024) /* PEM public key file */
@@ -48,46 +49,20 @@ static const char *str_or_empty(const char *s) { return s ? s : ""; }
 
 /* ---------------------------------------------------------------- base64url */
 
-static int b64url_value(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-}
-
 /* Decode the unpadded base64url text s (n bytes) into a new buffer (*out,
- * caller frees; NUL-terminated for convenience) of *outlen bytes. Refuses
- * padding, other characters, impossible lengths and non-zero trailing bits
- * (so one byte string has one encoding). */
+ * caller frees; NUL-terminated for convenience) of *outlen bytes. Strict
+ * (common/base64.h): one byte string has one encoding. */
 static bool b64url_decode(const char *s, size_t n, unsigned char **out, size_t *outlen) {
-    if (n % 4 == 1) return false;
-    unsigned char *buf = xmalloc(n / 4 * 3 + 3);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_value((unsigned char)s[i]);
-        if (v < 0) {
-            free(buf);
-            return false;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) { /* leftover bits must be zero */
+    size_t cap = n / 4 * 3 + 3;
+    unsigned char *buf = xmalloc(cap + 1);
+    long got = base64_decode(s, n, buf, cap, BASE64_URL);
+    if (got < 0) {
         free(buf);
         return false;
     }
-    buf[o] = '\0';
+    buf[got] = '\0';
     *out = buf;
-    *outlen = o;
+    *outlen = (size_t)got;
     return true;
 }
 

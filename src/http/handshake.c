@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/base64.h"
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -17,22 +18,13 @@ void ws_handshake_accept(const char *key, size_t key_len, char out[29]) {
     memcpy(joined, key, key_len);
     memcpy(joined + key_len, WS_GUID, sizeof(WS_GUID) - 1);
     EVP_Digest(joined, key_len + sizeof(WS_GUID) - 1, digest, &dlen, EVP_sha1(), NULL);
-    EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
+    base64_encode(digest, dlen, out, BASE64_STD);
 }
 
+/* RFC 6455 4.2.1: the key is the base64 of 16 bytes (canonical). */
 static bool key_is_16_bytes_base64(const char *key, size_t len) {
-    /* 16 bytes encode to exactly 24 characters ending in "==". */
-    if (len != 24 || key[22] != '=' || key[23] != '=') return false;
-    for (size_t i = 0; i < 22; i++) {
-        char c = key[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '+' || c == '/';
-        if (!ok) return false;
-    }
-    /* The last character before the padding carries 2 data bits: its low
-     * 4 bits must be zero for a canonical encoding. */
-    static const char tail[] = "AQgw";
-    return strchr(tail, key[21]) != NULL;
+    uint8_t raw[16];
+    return base64_decode(key, len, raw, sizeof(raw), BASE64_STD) == (long)sizeof(raw);
 }
 
 static int fail(ws_handshake_result *out, int status, const char *msg, const char *hdrs) {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/base64.h"
 #include "common/random.h"
 
 #define KEY_FILE_MAX (1024 * 1024) /* bytes; a ring of 4096 keys is ~0.6 MiB */
@@ -134,57 +135,6 @@ static int key_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* ------------------------------------------------------------ base64 */
-
-/* Encode n bytes into out (room for 4*ceil(n/3)+1), padded, NUL-terminated:
- * OpenSSL's encoder, as the handshake's accept key uses. */
-static void b64_encode(const uint8_t *in, size_t n, char *out) {
-    EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-}
-
-/* Decoding stays here: the key file is read strictly (canonical, padded,
- * no whitespace), which EVP_DecodeBlock does not check. */
-static int b64_val(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-/* Strict, padded, canonical base64. Returns the decoded length, or -1 when
- * `s` is not base64 or would decode to more than `cap` bytes. */
-static long b64_decode(const char *s, size_t slen, uint8_t *out, size_t cap) {
-    if (slen % 4 != 0) return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < slen; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int j = 0; j < 4; j++) {
-            unsigned char c = (unsigned char)s[i + j];
-            if (c == '=' && i + 4 == slen && j >= 2) {
-                v[j] = 0;
-                pad++;
-            } else {
-                if (pad) return -1; /* data after '=' */
-                v[j] = b64_val(c);
-                if (v[j] < 0) return -1;
-            }
-        }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
-        if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff))) return -1; /* non-canonical */
-        size_t take = 3 - (size_t)pad;
-        if (o + take > cap) return -1;
-        uint8_t b[3] = {(uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w};
-        memcpy(out + o, b, take);
-        OPENSSL_cleanse(b, sizeof(b));
-        o += take;
-    }
-    return (long)o;
-}
-
 /* ------------------------------------------------------------ key file text */
 
 /* Parse and validate key file text. Returns 0 with *out and index_key set,
@@ -218,7 +168,7 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
     }
     json_t *ik = json_object_get(root, "index_key");
     if (!json_is_string(ik) ||
-        b64_decode(json_string_value(ik), json_string_length(ik), index_key, CRYPTO_KEY_LEN) !=
+        base64_decode(json_string_value(ik), json_string_length(ik), index_key, CRYPTO_KEY_LEN, BASE64_STD) !=
             CRYPTO_KEY_LEN) {
         seterr(err, errlen, "key file %s: \"index_key\" must be base64 of %d bytes", path,
                CRYPTO_KEY_LEN);
@@ -252,7 +202,7 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
             goto fail;
         }
         uint8_t tmp[CRYPTO_KEY_LEN + 3];
-        long got = b64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp));
+        long got = base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp), BASE64_STD);
         if (got >= 0 && got == CRYPTO_KEY_LEN) memcpy(rk->key, tmp, CRYPTO_KEY_LEN);
         OPENSSL_cleanse(tmp, sizeof(tmp));
         if (got != CRYPTO_KEY_LEN) {
@@ -318,7 +268,7 @@ static char *render_ring(const keyset *s, const uint8_t index_key[CRYPTO_KEY_LEN
     char *buf = xmalloc(cap);
     char b64[4 * ((CRYPTO_KEY_LEN + 2) / 3) + 1];
     size_t o = 0;
-    b64_encode(index_key, CRYPTO_KEY_LEN, b64);
+    base64_encode(index_key, CRYPTO_KEY_LEN, b64, BASE64_STD);
     o += (size_t)snprintf(buf + o, cap - o,
                           "{\n  \"version\": 1,\n  \"active\": %" PRIu32
                           ",\n  \"index_key\": \"%s\",\n  \"keys\": [\n",
@@ -327,7 +277,7 @@ static char *render_ring(const keyset *s, const uint8_t index_key[CRYPTO_KEY_LEN
         const ring_key *k = &s->keys[i];
         char retired[24] = "null";
         if (k->retired) snprintf(retired, sizeof(retired), "%" PRId64, k->retired_at);
-        b64_encode(k->key, CRYPTO_KEY_LEN, b64);
+        base64_encode(k->key, CRYPTO_KEY_LEN, b64, BASE64_STD);
         o += (size_t)snprintf(buf + o, cap - o,
                               "    {\"id\": %" PRIu32 ", \"key\": \"%s\", \"created\": %" PRId64
                               ", \"retired\": %s}%s\n",
