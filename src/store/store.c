@@ -905,15 +905,18 @@ static void *store_thread(void *arg) {
     return NULL;
 }
 
-/* Run at most max completions, in order; the rest stay queued. Returns
- * true when some are left. */
-static bool run_completions(store *s, size_t max) {
+/* Run completions in order until max of them, or of chats carrying
+ * max_bytes of text in all, have run; the rest stay queued. Returns true
+ * when some are left. */
+static bool run_completions(store *s, size_t max, size_t max_bytes) {
     pthread_mutex_lock(&s->lock);
     store_op *op = s->out_head, *tail = s->out_tail;
     s->out_head = s->out_tail = NULL;
     pthread_mutex_unlock(&s->lock);
-    for (size_t n = 0; op && n < max; n++) {
+    size_t bytes = 0;
+    for (size_t n = 0; op && n < max && bytes < max_bytes; n++) {
         store_op *next = op->next;
+        if (op->kind == STORE_OP_CHAT && op->message) bytes += strlen(op->message);
         atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
         if (op->done) op->done(op);
         store_op_free(op);
@@ -929,15 +932,18 @@ static bool run_completions(store *s, size_t max) {
     return true;
 }
 
-/* Completions run per loop turn at most: after a stall thousands may be
- * ready at once, and broadcasting them all in one turn would queue every
- * member's share before any socket is written (cutting readers as slow
- * consumers). Between turns the loop writes what was queued. */
+/* Completions (and chat text) run per loop turn at most: after a stall
+ * thousands may be ready at once, and broadcasting them all in one turn
+ * would queue every member's share before any socket is written (cutting
+ * readers as slow consumers). Between turns the loop writes what was
+ * queued. */
 #define STORE_COMPLETIONS_PER_TURN 256
+#define STORE_COMPLETION_BYTES_PER_TURN (256 * 1024)
 
 static void on_async(uv_async_t *h) {
     store *s = h->data;
-    if (run_completions(s, STORE_COMPLETIONS_PER_TURN)) uv_async_send(&s->async);
+    if (run_completions(s, STORE_COMPLETIONS_PER_TURN, STORE_COMPLETION_BYTES_PER_TURN))
+        uv_async_send(&s->async);
 }
 
 /* ---- opening ---- */
@@ -1156,7 +1162,7 @@ void store_close(store *s) {
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
-    run_completions(s, SIZE_MAX);
+    run_completions(s, SIZE_MAX, SIZE_MAX);
     clear_owned(&s->last_seq);
     strmap_free(&s->last_seq);
     clear_owned(&s->sender_keys);
