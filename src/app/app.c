@@ -403,6 +403,7 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         .pitr_snapshot_interval_s = 3600,
         .keys = a->keys,
         .max_pending = (size_t)cfg->store_max_pending,
+        .max_pending_bytes = (size_t)cfg->store_max_pending_bytes,
     };
     a->store = store_open(store_path, loop, &so, err, errlen);
     if (!a->store) {

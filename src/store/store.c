@@ -77,6 +77,7 @@ struct store {
     bool stopping;
     _Atomic size_t pending;        /* unfinished ops (submitted by any worker) */
     _Atomic uint64_t rejected;     /* refused by store_submit_bounded */
+    _Atomic size_t pending_bytes;  /* chat text of the unfinished bounded ops */
     /* Health, for /readyz: when the write in progress started (monotonic
      * ms, 0 when none) and the result of the last one (an SQLite code). */
     _Atomic int64_t write_since_ms;
@@ -917,6 +918,7 @@ static bool run_completions(store *s, size_t max, size_t max_bytes) {
     for (size_t n = 0; op && n < max && bytes < max_bytes; n++) {
         store_op *next = op->next;
         if (op->kind == STORE_OP_CHAT && op->message) bytes += strlen(op->message);
+        atomic_fetch_sub_explicit(&s->pending_bytes, op->charged, memory_order_relaxed);
         atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
         if (op->done) op->done(op);
         store_op_free(op);
@@ -1134,11 +1136,18 @@ void store_submit(store *s, store_op *op) {
 }
 
 int store_submit_bounded(store *s, store_op *op) {
-    size_t max = s->opt.max_pending;
-    if (max && atomic_load_explicit(&s->pending, memory_order_relaxed) >= max) {
+    size_t max = s->opt.max_pending, max_bytes = s->opt.max_pending_bytes;
+    size_t size = op->message ? strlen(op->message) : 0;
+    size_t held = atomic_load_explicit(&s->pending_bytes, memory_order_relaxed);
+    /* One message larger than the byte bound still goes through an empty
+     * queue: the bound is on the backlog, not on a message. */
+    if ((max && atomic_load_explicit(&s->pending, memory_order_relaxed) >= max) ||
+        (max_bytes && held > 0 && held + size > max_bytes)) {
         atomic_fetch_add_explicit(&s->rejected, 1, memory_order_relaxed);
         return -1;
     }
+    op->charged = size;
+    atomic_fetch_add_explicit(&s->pending_bytes, size, memory_order_relaxed);
     store_submit(s, op);
     return 0;
 }

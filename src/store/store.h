@@ -58,6 +58,7 @@ struct store_op {
     json_t *messages;        /* out (history): chat data objects, oldest first */
     bool has_more;           /* out (history) */
     uint64_t gen;            /* the caller's tag, untouched */
+    size_t charged;          /* store's: message bytes counted by store_submit_bounded */
     int status;              /* out: 0 or an SQLite error code */
     store_done_cb done;
     void *ctx;
@@ -72,7 +73,8 @@ typedef struct store_options {
     const char *pitr_dir;            /* where base snapshots go */
     int64_t pitr_snapshot_interval_s;/* how often a new base snapshot is taken */
     crypto_keyring *keys;            /* borrowed; NULL: no encryption at rest */
-    size_t max_pending;              /* store_submit_bounded refuses past this (0: no bound) */
+    size_t max_pending;              /* store_submit_bounded refuses past this many ops (0: no bound) */
+    size_t max_pending_bytes;        /* ... or past this many bytes of chat text (0: no bound) */
 } store_options;
 
 typedef struct store store;
@@ -94,9 +96,10 @@ void store_op_free(store_op *op);
  * thread. Ownership of op passes to the store. Loop thread only. */
 void store_submit(store *s, store_op *op);
 
-/* Queue op like store_submit unless max_pending operations are already
- * unfinished: then return -1 at once, op untouched and still the caller's
- * (counted in store_stats.rejected). Returns 0 when queued. For work a
+/* Queue op like store_submit unless max_pending operations, or chats
+ * holding max_pending_bytes of text, are already unfinished: then return -1
+ * at once, op untouched and still the caller's (counted in
+ * store_stats.rejected). Returns 0 when queued. For work a
  * client can repeat at will (chats, history reads), so a stalled disk
  * cannot grow memory without bound. */
 int store_submit_bounded(store *s, store_op *op);

@@ -346,3 +346,26 @@ def test_export_decrypts_a_room(start_server, tmp_path):
         assert res.returncode == 2 and res.stdout == "", (bad, res.stderr)
     res = cli("export", "--data-dir", str(tmp_path / "none"), "--room", "x", check=False)
     assert res.returncode == 1 and "none" in res.stderr
+
+
+def test_stalled_disk_bounds_the_queued_bytes(start_server):
+    srv = start_server(settings={"enable_encryption": "false", "store_max_pending_bytes": 4096})
+    path = f"{srv.data_dir}/{DB}"
+
+    async def main():
+        a = await connect(srv, userId="bytes", roomId="q")
+        await chat(a, "warm")
+        lock = Lock(path)
+        try:
+            await a.send(json.dumps({"type": "chat", "message": "a" * 3000}))  # fits
+            await a.send(json.dumps({"type": "chat", "message": "b" * 2000}))  # 5000 > 4096: refused
+            await a.send(json.dumps({"type": "chat", "message": "c" * 1000}))  # 4000: fits
+            err = await recv_type(a, "error", timeout=4)
+            assert err["data"]["code"] == "THROTTLED"
+            assert metric(srv.port, "wsgate_store_rejected_total") == 1
+        finally:
+            lock.release()
+        got = [(await recv_type(a, "chat", timeout=10))["data"]["message"][0] for _ in range(2)]
+        assert got == ["a", "c"]
+        await a.close()
+    asyncio.run(main())
