@@ -9,6 +9,7 @@
 
 #include "app/app.h"
 #include "app/echo.h"
+#include "cli/export.h"
 #include "cli/outputs.h"
 #include "common/alloc.h"
 #include "common/fs.h"
@@ -39,6 +40,8 @@ static void usage(FILE *out) {
             "                             the store as it was at TIME (Unix seconds or\n"
             "                             YYYY-MM-DDTHH:MM:SSZ), from point-in-time recovery\n"
             "  wsgate rotate-key [options] start a new data key for new writes\n"
+            "  wsgate export --room ROOM [--since TIME] [--format jsonl|csv] [options]\n"
+            "                             a room's stored messages, decrypted, to stdout\n"
             "  wsgate version             print the version\n"
             "  wsgate --help              this text; `wsgate serve --help` lists every variable\n"
             "\n"
@@ -390,6 +393,33 @@ static int cmd_rotate_key(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_export(int argc, char **argv) {
+    static const char *const wanted[] = {"--room", "--since", "--format", NULL};
+    const char *values[3] = {NULL, NULL, NULL};
+    char **rest;
+    int n = take_flags(argc, argv, wanted, values, &rest);
+    config cfg;
+    if (load_config(&cfg, n, rest, 2) == 1) {
+        config_free(&cfg);
+        free(rest);
+        return 0;
+    }
+    free(rest);
+    int64_t since = 0;
+    int rc;
+    if (!values[0] || !*values[0]) {
+        fprintf(stderr, "wsgate: usage: wsgate export --room ROOM [--since TIME] [--format jsonl|csv] [options]\n");
+        rc = 2;
+    } else if (values[1] && parse_time(values[1], &since) != 0) {
+        fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
+        rc = 2;
+    } else {
+        rc = export_run(&cfg, values[0], (long long)since, values[2], stdout);
+    }
+    config_free(&cfg);
+    return rc;
+}
+
 static int cmd_check(int argc, char **argv) {
     config cfg;
     if (load_config(&cfg, argc, argv, 2) == 1) {
@@ -420,6 +450,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "backup") == 0) return cmd_backup_restore(argc, argv, false);
     if (strcmp(cmd, "restore") == 0) return cmd_backup_restore(argc, argv, true);
     if (strcmp(cmd, "rotate-key") == 0) return cmd_rotate_key(argc, argv);
+    if (strcmp(cmd, "export") == 0) return cmd_export(argc, argv);
     fprintf(stderr, "wsgate: unknown command '%s' (see wsgate --help)\n", cmd);
     return 2;
 }

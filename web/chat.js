@@ -397,6 +397,18 @@
       if (d.roomId && d.roomId !== st.roomId) break;
       showChat(d);
       break;
+    case 'history_gap':
+      // The resume could not replay everything since our last seq: say so.
+      if (d.roomId !== st.roomId) break;
+      if (d.reason === 'ahead') {
+        // This store never gave the seqs we saw (restored): follow its counter.
+        st.lastSeq = typeof d.lastSeq === 'number' ? d.lastSeq : 0;
+        addSystem('The server\'s history of #' + d.roomId + ' was reset; older messages may differ.');
+      } else {
+        addSystem('Messages ' + (d.sinceSeq + 1) + ' to ' + (d.oldestSeq - 1) + ' of #' + d.roomId +
+                  ' expired and cannot be shown.');
+      }
+      break;
     case 'private_message':
       addMessage({ who: d.senderName || d.senderId || '?', text: String(d.message ?? ''),
                    ts: d.timestamp, own: false, privateTag: 'private message to you' });

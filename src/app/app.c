@@ -352,6 +352,7 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_BATCH_LATENCY] = st.last_batch_ms / 1000.0;
         g->value[METRICS_GAUGE_STORE_BATCH_SIZE] = st.last_batch_size;
         g->value[METRICS_GAUGE_STORE_PENDING_OPS] = (double)store_pending(a->store);
+        g->value[METRICS_GAUGE_STORE_REJECTED] = (double)st.rejected;
     }
     if (a->nsrvs) {
         size_t queued = 0;
@@ -405,6 +406,8 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         .pitr_dir = pitr_dir,
         .pitr_snapshot_interval_s = 3600,
         .keys = a->keys,
+        .max_pending = (size_t)cfg->store_max_pending,
+        .max_pending_bytes = (size_t)cfg->store_max_pending_bytes,
     };
     a->store = store_open(store_path, loop, &so, err, errlen);
     if (!a->store) {

@@ -243,7 +243,12 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = chat_committed;
     op->ctx = a;
-    store_submit(a->store, op);
+    if (store_submit_bounded(a->store, op) != 0) {
+        /* The store's backlog is full (a stalled disk): refuse now rather
+         * than hold the message in memory; nothing was stored. */
+        store_op_free(op);
+        fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
+    }
 }
 
 /* ---- rooms ---- */
@@ -365,6 +370,10 @@ static void route_typing_indicator(app *a, session *s, json_t *body, handler_res
 #define HISTORY_MAX_LIMIT 500
 /* Messages replayed per store read while resuming. */
 #define RESUME_PAGE 500
+/* Message bytes in one history reply or one resume page at most: a
+ * history of 50 chats of 25 KB is answered in pages (hasMore) rather than
+ * one frame of 1.25 MB, and a reply never holds more than this in memory. */
+#define HISTORY_MAX_BYTES (256 * 1024)
 
 static void history_read_locked(store_op *op) {
     app *a = op->ctx;
@@ -379,7 +388,24 @@ static void history_read_locked(store_op *op) {
                               "messages", op->messages, "hasMore", op->has_more));
 }
 
-static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after);
+static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after, bool first);
+
+/* Before the first page of a replay from sinceSeq = S: when messages after
+ * S are gone (past the TTL), or S is beyond the room's counter (a restored
+ * or another store), say so with a history_gap event instead of replaying
+ * in silence. Messages S+1 .. oldestSeq-1 are missing. */
+static void resume_gap(session *s, const store_op *op) {
+    int64_t since = op->after_seq, last = op->last_seq;
+    int64_t first = op->oldest_seq ? op->oldest_seq : last + 1; /* first seq still kept */
+    const char *reason = NULL;
+    if (since > last) reason = "ahead";
+    else if (first > since + 1) reason = "expired";
+    if (!reason) return;
+    const event_field data[] = {EVENT_FIELD_STR("roomId", op->room_id), EVENT_FIELD_INT("sinceSeq", since),
+                                EVENT_FIELD_INT("oldestSeq", first),  EVENT_FIELD_INT("lastSeq", last),
+                                EVENT_FIELD_STR("reason", reason),    EVENT_FIELD_INT("timestamp", time(NULL))};
+    send_event(s->c, "history_gap", data, NFIELDS(data));
+}
 
 /* A page of stored messages for a resuming session: sent as ordinary chat
  * messages, oldest first. Live messages of the room were held back while
@@ -395,12 +421,13 @@ static void resume_read_locked(store_op *op) {
         handlers_send_error(s->c, "Failed to read history", "INTERNAL_ERROR");
         return;
     }
+    if (op->bounds) resume_gap(s, op);
     size_t n = json_array_size(op->messages);
     for (size_t i = 0; i < n; i++)
         send_json(s->c, json_pack("{s:s,s:O}", "type", "chat", "data", json_array_get(op->messages, i)));
     if (op->has_more && n > 0) {
         json_t *last = json_object_get(json_array_get(op->messages, n - 1), "seq");
-        submit_resume_page(a, s, op->room_id, (int64_t)json_integer_value(last));
+        submit_resume_page(a, s, op->room_id, (int64_t)json_integer_value(last), false);
         return;
     }
     s->resuming = false;
@@ -408,11 +435,13 @@ static void resume_read_locked(store_op *op) {
 
 static void resume_read(store_op *op) { run_locked(op, resume_read_locked); }
 
-static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after) {
+static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after, bool first) {
     store_op *op = store_op_new(STORE_OP_HISTORY);
     op->room_id = xstrdup(room_id);
     op->after_seq = after;
     op->limit = RESUME_PAGE;
+    op->max_bytes = HISTORY_MAX_BYTES;
+    op->bounds = first;
     op->gen = s->resume_gen;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = resume_read;
@@ -423,7 +452,7 @@ static void submit_resume_page(app *a, session *s, const char *room_id, int64_t 
 void handlers_resume(app *a, session *s, int64_t since) {
     if (!s->room) return;
     s->resuming = true;
-    submit_resume_page(a, s, s->room->id, since);
+    submit_resume_page(a, s, s->room->id, since, true);
 }
 
 static void history_read(store_op *op) { run_locked(op, history_read_locked); }
@@ -468,10 +497,14 @@ static void route_history(app *a, session *s, json_t *body, handler_result *res)
     op->room_id = xstrdup(room_id);
     op->before_seq = before;
     op->limit = (int)limit;
+    op->max_bytes = HISTORY_MAX_BYTES;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = history_read;
     op->ctx = a;
-    store_submit(a->store, op);
+    if (store_submit_bounded(a->store, op) != 0) {
+        store_op_free(op);
+        fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
+    }
 }
 
 typedef void (*route_handler)(app *a, session *s, json_t *body, handler_result *res);

@@ -56,6 +56,9 @@ typedef struct config {
     char *store_sync;              /* "full" (default) or "normal" */
     int64_t message_ttl_days;      /* 0 = keep forever */
     int64_t idempotency_window_s;  /* default 86400 */
+    int64_t store_max_pending;     /* store operations queued at most (chats, history) */
+    int64_t store_max_pending_bytes; /* chat text queued for the store at most */
+    int64_t store_stall_ms;        /* /readyz: a commit running longer is a stall */
     int64_t pitr_retention_days;   /* default 35 */
     char *kms_key_file;            /* "" = DATA_DIR/keys.json */
     config_kv *additional_tags;    /* array of additional_tags_count pairs */

@@ -397,20 +397,25 @@ static const struct {
      "Requests whose store or integration call failed (CloudWatch IntegrationError)."},
 };
 
+/* Values read at render time; most are gauges, a few are counters kept by
+ * their owner (type says which). */
 static const struct {
     metrics_gauge_id id;
     const char *name;
     const char *help;
+    const char *type;  /* NULL: "gauge" */
 } gauge_families[METRICS_GAUGE_COUNT] = {
-    {METRICS_GAUGE_CONNECTIONS, "wsgate_connections", "Live WebSocket connections."},
-    {METRICS_GAUGE_ROOMS, "wsgate_rooms", "Rooms with at least one member."},
-    {METRICS_GAUGE_QUEUED_BYTES, "wsgate_queued_bytes", "Bytes waiting in connections' write queues."},
+    {METRICS_GAUGE_CONNECTIONS, "wsgate_connections", "Live WebSocket connections.", NULL},
+    {METRICS_GAUGE_ROOMS, "wsgate_rooms", "Rooms with at least one member.", NULL},
+    {METRICS_GAUGE_QUEUED_BYTES, "wsgate_queued_bytes", "Bytes waiting in connections' write queues.", NULL},
     {METRICS_GAUGE_STORE_BATCH_LATENCY, "wsgate_store_batch_latency_seconds",
-     "Commit time of the store's last group-commit batch."},
+     "Commit time of the store's last group-commit batch.", NULL},
     {METRICS_GAUGE_STORE_BATCH_SIZE, "wsgate_store_batch_size",
-     "Operations in the store's last group-commit batch."},
+     "Operations in the store's last group-commit batch.", NULL},
     {METRICS_GAUGE_STORE_PENDING_OPS, "wsgate_store_pending_ops",
-     "Operations queued for the store thread."},
+     "Operations submitted to the store and not yet completed.", NULL},
+    {METRICS_GAUGE_STORE_REJECTED, "wsgate_store_rejected_total",
+     "Chats and history reads refused at once because store_max_pending operations were waiting.", "counter"},
 };
 
 static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {
@@ -486,7 +491,8 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
     }
 
     for (int g = 0; g < METRICS_GAUGE_COUNT; g++) {
-        family(b, gauge_families[g].name, "gauge", gauge_families[g].help);
+        family(b, gauge_families[g].name, gauge_families[g].type ? gauge_families[g].type : "gauge",
+               gauge_families[g].help);
         series(b, s, gauge_families[g].name, NULL, NULL);
         sb_put_double(b, s->gauges.value[gauge_families[g].id]);
         bytebuf_putc(b, '\n');

@@ -72,6 +72,8 @@ typedef enum metrics_gauge_id {
     METRICS_GAUGE_STORE_BATCH_LATENCY,   /* wsgate_store_batch_latency_seconds (last batch) */
     METRICS_GAUGE_STORE_BATCH_SIZE,      /* wsgate_store_batch_size (last batch) */
     METRICS_GAUGE_STORE_PENDING_OPS,     /* wsgate_store_pending_ops */
+    METRICS_GAUGE_STORE_REJECTED,        /* wsgate_store_rejected_total (a counter,
+                                          * read from the store at render time) */
     METRICS_GAUGE_COUNT
 } metrics_gauge_id;
 

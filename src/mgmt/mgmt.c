@@ -213,10 +213,15 @@ static void healthz(app *a, conn *c, const http_request *req) {
 }
 
 static void readyz(app *a, conn *c, const http_request *req) {
-    bool store_ok = a->store != NULL;
+    /* Ready means a chat sent now can be stored: the store is open and its
+     * writes commit (not failing, not stuck past store_stall_ms). */
+    char why[160] = "store not open";
+    bool store_ok = a->store != NULL && store_health(a->store, a->cfg->store_stall_ms, why, sizeof(why)) == 0;
     bool listening = !c->srv->shutting_down;
     json_t *j = json_pack("{s:s,s:b,s:b}", "status", store_ok && listening ? "ready" : "not ready",
                           "store", store_ok, "listening", listening);
+    if (!store_ok) json_object_set_new(j, "reason", json_string(why));
+    else if (!listening) json_object_set_new(j, "reason", json_string("shutting down"));
     respond_json(c, req, store_ok && listening ? 200 : 503, j);
 }
 

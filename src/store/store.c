@@ -37,15 +37,23 @@
     "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"      \
     " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity"
 #define SQL_DELETE_MESSAGE "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2"
+/* Only a room that never gave a seq is ever deleted: its counter is the
+ * promise that a seq is never reused (docs/storage.md). */
+#define SQL_DELETE_ROOM "DELETE FROM rooms WHERE roomId = ?1 AND lastSeq = 0"
 
-/* Kinds of change-log rows (point-in-time recovery). */
-enum { LOG_MESSAGE = 1, LOG_ROOM_JOIN = 2, LOG_ROOM_TOUCH = 3, LOG_DELETE = 4 };
+/* Kinds of change-log rows (point-in-time recovery). A room's lastSeq is
+ * not logged: restore derives it from the logged messages. */
+enum { LOG_MESSAGE = 1, LOG_ROOM_JOIN = 2, LOG_ROOM_TOUCH = 3, LOG_DELETE = 4, LOG_ROOM_DELETE = 5 };
 
 typedef struct stmts {
     sqlite3_stmt *insert_message;
-    sqlite3_stmt *room_join;
     sqlite3_stmt *room_touch;
     sqlite3_stmt *max_seq;
+    sqlite3_stmt *room_seq;
+    sqlite3_stmt *oldest_seq;
+    sqlite3_stmt *expired_rooms;
+    sqlite3_stmt *delete_room;
+    sqlite3_stmt *probe;
     sqlite3_stmt *find_client_id;
     sqlite3_stmt *history_before;
     sqlite3_stmt *history_after;
@@ -68,6 +76,12 @@ struct store {
     store_op *out_head, *out_tail; /* committed, waiting for the loop */
     bool stopping;
     _Atomic size_t pending;        /* unfinished ops (submitted by any worker) */
+    _Atomic uint64_t rejected;     /* refused by store_submit_bounded */
+    _Atomic size_t pending_bytes;  /* chat text of the unfinished bounded ops */
+    /* Health, for /readyz: when the write in progress started (monotonic
+     * ms, 0 when none) and the result of the last one (an SQLite code). */
+    _Atomic int64_t write_since_ms;
+    _Atomic int last_write_rc;
     store_stats stats;
 
     strmap last_seq;               /* store thread only: room -> room_cache */
@@ -83,7 +97,8 @@ static const char SCHEMA[] =
     "  roomId TEXT PRIMARY KEY,"
     "  ownerId NOT NULL,"
     "  createdAt INTEGER NOT NULL,"
-    "  lastActivity INTEGER NOT NULL"
+    "  lastActivity INTEGER NOT NULL,"
+    "  lastSeq INTEGER NOT NULL DEFAULT 0"
     ");"
     "CREATE TABLE IF NOT EXISTS messages ("
     "  roomId TEXT NOT NULL,"
@@ -98,6 +113,8 @@ static const char SCHEMA[] =
     "  PRIMARY KEY (roomId, seq)"
     ") WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS messages_timestamp ON messages(timestamp);"
+    /* The rooms the sweeper may delete, without reading every room. */
+    "CREATE INDEX IF NOT EXISTS rooms_idle ON rooms(lastActivity) WHERE lastSeq = 0;"
     "CREATE INDEX IF NOT EXISTS messages_client ON messages(senderKey, clientMessageId)"
     "  WHERE clientMessageId IS NOT NULL;"
     /* The change log for point-in-time recovery: every write, with the time
@@ -108,7 +125,9 @@ static const char SCHEMA[] =
     "  kind INTEGER NOT NULL,"
     "  roomId TEXT, seq INTEGER, messageId TEXT, senderId, senderName, message,"
     "  timestamp INTEGER, clientMessageId TEXT, senderKey TEXT"
-    ");";
+    ");"
+    /* One row rewritten to learn whether a failing store can commit again. */
+    "CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, t INTEGER);";
 
 store_op *store_op_new(store_op_kind kind) {
     store_op *op = xcalloc(1, sizeof(*op));
@@ -117,7 +136,7 @@ store_op *store_op_new(store_op_kind kind) {
     return op;
 }
 
-static void op_free(store_op *op) {
+void store_op_free(store_op *op) {
     free(op->room_id);
     free(op->user_id);
     free(op->username);
@@ -195,7 +214,8 @@ static void clear_owned(strmap *m) {
 typedef struct room_cache {
     int64_t last_seq;    /* valid when seq_known */
     bool seq_known;
-    bool row_known;      /* its rooms row exists (rows are never deleted) */
+    bool row_known;      /* its rooms row exists (the sweeper, which deletes
+                          * rows, empties the cache) */
     int64_t touched_at;  /* lastActivity written in a committed or current
                           * batch (Unix seconds; 0 = not known) */
 } room_cache;
@@ -218,7 +238,9 @@ static room_cache *room_cache_of(store *s, const char *room_id) {
 }
 
 /* Return the next sequence number of room (store thread), and its cache
- * entry in *cache. */
+ * entry in *cache. The truth is the room's counter (rooms.lastSeq), which
+ * TTL never lowers; the messages' MAX(seq) only matters for a database
+ * written before the counter existed. */
 static int next_seq(store *s, const char *room_id, int64_t *seq, room_cache **cache) {
     room_cache *last = room_cache_of(s, room_id);
     if (!last->seq_known) {
@@ -409,35 +431,78 @@ static int apply_chat(store *s, store_op *op) {
         }
         free(owner.p);
     }
+    if (rc == SQLITE_OK) {
+        /* The counter moves in the same transaction as the message: both
+         * commit or neither. */
+        st = s->st.room_seq;
+        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, op->seq);
+        rc = step_done(st);
+    }
     free(sender.p);
     free(name.p);
     free(msg.p);
     return rc;
 }
 
+/* A join refreshes its room's lastActivity at most this often (seconds):
+ * the TTL sweeper deletes rooms idle for the TTL, not rooms in use. */
+#define ROOM_JOIN_TOUCH_S 3600
+
 static int apply_room_join(store *s, store_op *op) {
-    /* Every connect joins a room; only the first join ever creates its
-     * row, so once the row is known the insert (and its sealed owner) is
-     * skipped. */
+    /* Every connect joins a room: the first join creates its row (owner =
+     * joiner) and later ones refresh lastActivity at most hourly, so most
+     * joins skip the write (and its sealed owner). */
     room_cache *cache = room_cache_of(s, op->room_id);
-    if (cache->row_known) return SQLITE_OK;
+    if (cache->row_known && cache->touched_at && op->timestamp - cache->touched_at < ROOM_JOIN_TOUCH_S)
+        return SQLITE_OK;
     char aad[300];
     owner_aad(aad, sizeof(aad), op->room_id);
     cell owner = seal(s->opt.keys, op->user_id, aad);
-    sqlite3_stmt *st = s->st.room_join;
+    sqlite3_stmt *st = s->st.room_touch;
     sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
     bind_cell(st, 4, &owner);
     sqlite3_bind_int64(st, 7, op->timestamp);
     int rc = step_done(st);
-    if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0)
-        rc = log_change(s, LOG_ROOM_JOIN, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
+    if (rc == SQLITE_OK)
+        rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
                         NULL, NULL);
-    if (rc == SQLITE_OK) cache->row_known = true;
+    if (rc == SQLITE_OK) {
+        cache->touched_at = op->timestamp;
+        cache->row_known = true;
+    }
     free(owner.p);
     return rc;
 }
 
 /* ---- reads ---- */
+
+/* Fill op->oldest_seq (the oldest message kept, past the TTL cut at
+ * cutoff) and op->last_seq (the room's counter). */
+static int room_bounds(store *s, store_op *op, int64_t cutoff) {
+    room_cache *c = strmap_get(&s->last_seq, op->room_id);
+    sqlite3_stmt *st;
+    int rc;
+    if (c && c->seq_known) {
+        op->last_seq = c->last_seq;
+    } else {
+        st = s->st.max_seq;
+        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) op->last_seq = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_ROW) return rc;
+    }
+    st = s->st.oldest_seq;
+    sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, cutoff);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) op->oldest_seq = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
 
 static int apply_history(store *s, store_op *op) {
     const crypto_keyring *keys = s->opt.keys;
@@ -450,11 +515,21 @@ static int apply_history(store *s, store_op *op) {
     sqlite3_bind_int(st, 4, op->limit + 1);
     json_t *rows = json_array();
     int rc, err = 0;
+    size_t bytes = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if ((int)json_array_size(rows) == op->limit) {
             op->has_more = true;
             break;
         }
+        /* The byte budget: the stored sizes (sealed values are a few bytes
+         * longer than their text) plus the fields around them. */
+        size_t size = 160 + (size_t)sqlite3_column_bytes(st, 2) + (size_t)sqlite3_column_bytes(st, 3) +
+                      (size_t)sqlite3_column_bytes(st, 4);
+        if (op->max_bytes && json_array_size(rows) > 0 && bytes + size > op->max_bytes) {
+            op->has_more = true;
+            break;
+        }
+        bytes += size;
         int64_t seq = sqlite3_column_int64(st, 0);
         char aad[512];
         store_message_aad(aad, sizeof(aad), 's', op->room_id, seq);
@@ -485,6 +560,13 @@ static int apply_history(store *s, store_op *op) {
         json_decref(rows);
         return rc;
     }
+    if (op->bounds) {
+        rc = room_bounds(s, op, cutoff);
+        if (rc != SQLITE_OK) {
+            json_decref(rows);
+            return rc;
+        }
+    }
     if (!forward) {
         /* Read newest first to find the page; answer oldest first. */
         size_t n = json_array_size(rows);
@@ -497,12 +579,59 @@ static int apply_history(store *s, store_op *op) {
     return SQLITE_OK;
 }
 
+/* ---- health ---- */
+
+/* Mark the start and the result of a write transaction (store thread), for
+ * store_health. */
+static void write_begin(store *s) {
+    int64_t now = (int64_t)clock_mono_ms();
+    atomic_store(&s->write_since_ms, now > 0 ? now : 1);
+}
+
+static void write_end(store *s, int rc) {
+    atomic_store(&s->write_since_ms, 0);
+    atomic_store(&s->last_write_rc, rc);
+}
+
+/* While the last write failed, try a one-row write when idle, so readiness
+ * comes back with the disk and not only with the next chat. */
+static void probe_write(store *s) {
+    write_begin(s);
+    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(s->st.probe, 1, (int64_t)time(NULL));
+        rc = step_done(s->st.probe);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    write_end(s, rc);
+}
+
+int store_health(store *s, int64_t stall_ms, char *why, size_t len) {
+    int64_t since = atomic_load(&s->write_since_ms);
+    int rc = atomic_load(&s->last_write_rc);
+    int64_t running = since ? (int64_t)clock_mono_ms() - since : 0;
+    if (since && stall_ms > 0 && running > stall_ms) {
+        snprintf(why, len, "store commit running for %lld ms", (long long)running);
+        return -1;
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(why, len, "last store commit failed: %s", sqlite3_errstr(rc));
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- TTL ---- */
 
 /* Delete up to STORE_SWEEP_STEP expired messages in one small transaction.
  * Returns how many were deleted, or -1 on error. */
 static int sweep_step(store *s, int64_t cutoff) {
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return -1;
+    write_begin(s);
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        write_end(s, sqlite3_errcode(s->db));
+        return -1;
+    }
     s->batch_ms = clock_wall_ms();
     sqlite3_stmt *st = s->st.expired;
     sqlite3_bind_int64(st, 1, cutoff);
@@ -521,26 +650,69 @@ static int sweep_step(store *s, int64_t cutoff) {
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    if (rc != SQLITE_OK || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    write_end(s, rc);
+    if (rc != SQLITE_OK) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
     return n;
 }
 
-/* Sweep expired messages while no writes are waiting (store thread). */
+/* Delete up to STORE_SWEEP_STEP rooms rows idle since before cutoff that
+ * hold no message and never gave a seq, in one small transaction. Returns
+ * how many, or -1 on error. */
+static int sweep_rooms_step(store *s, int64_t cutoff) {
+    write_begin(s);
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        write_end(s, sqlite3_errcode(s->db));
+        return -1;
+    }
+    s->batch_ms = clock_wall_ms();
+    sqlite3_stmt *st = s->st.expired_rooms;
+    sqlite3_bind_int64(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, STORE_SWEEP_STEP);
+    int n = 0, rc = SQLITE_OK;
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        char *room = xstrdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_stmt *del = s->st.delete_room;
+        sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
+        rc = step_done(del);
+        if (rc == SQLITE_OK)
+            rc = log_change(s, LOG_ROOM_DELETE, room, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+        /* The cache must not believe in the row any more. */
+        free(strmap_remove(&s->last_seq, room));
+        free(room);
+        n++;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    write_end(s, rc);
+    if (rc != SQLITE_OK) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return n;
+}
+
+/* Sweep expired messages, then idle rooms, while no writes are waiting
+ * (store thread). */
 static void sweep(store *s) {
     int64_t cutoff = (int64_t)time(NULL) - s->opt.ttl_days * 86400;
-    for (;;) {
-        int n = sweep_step(s, cutoff);
-        if (n > 0) {
-            pthread_mutex_lock(&s->lock);
-            s->stats.expired += (uint64_t)n;
-            bool busy = s->in_head != NULL;
-            pthread_mutex_unlock(&s->lock);
-            if (busy) return; /* writes first; the sweep resumes later */
+    for (int rooms = 0; rooms < 2; rooms++) {
+        for (;;) {
+            int n = rooms ? sweep_rooms_step(s, cutoff) : sweep_step(s, cutoff);
+            if (n > 0) {
+                pthread_mutex_lock(&s->lock);
+                if (rooms) s->stats.rooms_expired += (uint64_t)n;
+                else s->stats.expired += (uint64_t)n;
+                bool busy = s->in_head != NULL;
+                pthread_mutex_unlock(&s->lock);
+                if (busy) return; /* writes first; the sweep resumes later */
+            }
+            if (n < STORE_SWEEP_STEP) break;
         }
-        if (n < STORE_SWEEP_STEP) return;
     }
 }
 
@@ -640,6 +812,7 @@ static void snapshot(store *s) {
 static void commit_batch(store *s, store_op *batch, uint32_t n) {
     double t0 = clock_mono_ms();
     s->batch_ms = clock_wall_ms();
+    write_begin(s);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     for (store_op *op = batch; op; op = op->next) {
         if (rc != SQLITE_OK) {
@@ -653,6 +826,7 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
         }
     }
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    write_end(s, rc);
     if (rc != SQLITE_OK) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         clear_owned(&s->last_seq);
@@ -699,6 +873,7 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             if (stop) break;
             time_t now = time(NULL);
+            if (atomic_load(&s->last_write_rc) != SQLITE_OK) probe_write(s);
             if (s->opt.ttl_days > 0 && now != s->last_sweep) {
                 s->last_sweep = now;
                 sweep(s);
@@ -731,21 +906,47 @@ static void *store_thread(void *arg) {
     return NULL;
 }
 
-static void run_completions(store *s) {
+/* Run completions in order until max of them, or of chats carrying
+ * max_bytes of text in all, have run; the rest stay queued. Returns true
+ * when some are left. */
+static bool run_completions(store *s, size_t max, size_t max_bytes) {
     pthread_mutex_lock(&s->lock);
-    store_op *op = s->out_head;
+    store_op *op = s->out_head, *tail = s->out_tail;
     s->out_head = s->out_tail = NULL;
     pthread_mutex_unlock(&s->lock);
-    while (op) {
+    size_t bytes = 0;
+    for (size_t n = 0; op && n < max && bytes < max_bytes; n++) {
         store_op *next = op->next;
+        if (op->kind == STORE_OP_CHAT && op->message) bytes += strlen(op->message);
+        atomic_fetch_sub_explicit(&s->pending_bytes, op->charged, memory_order_relaxed);
         atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
         if (op->done) op->done(op);
-        op_free(op);
+        store_op_free(op);
         op = next;
     }
+    if (!op) return false;
+    /* Put the rest back in front of what committed meanwhile. */
+    pthread_mutex_lock(&s->lock);
+    tail->next = s->out_head;
+    if (!s->out_head) s->out_tail = tail;
+    s->out_head = op;
+    pthread_mutex_unlock(&s->lock);
+    return true;
 }
 
-static void on_async(uv_async_t *h) { run_completions(h->data); }
+/* Completions (and chat text) run per loop turn at most: after a stall
+ * thousands may be ready at once, and broadcasting them all in one turn
+ * would queue every member's share before any socket is written (cutting
+ * readers as slow consumers). Between turns the loop writes what was
+ * queued. */
+#define STORE_COMPLETIONS_PER_TURN 256
+#define STORE_COMPLETION_BYTES_PER_TURN (256 * 1024)
+
+static void on_async(uv_async_t *h) {
+    store *s = h->data;
+    if (run_completions(s, STORE_COMPLETIONS_PER_TURN, STORE_COMPLETION_BYTES_PER_TURN))
+        uv_async_send(&s->async);
+}
 
 /* ---- opening ---- */
 
@@ -755,9 +956,18 @@ static int prepare_all(store *s) {
         const char *sql;
     } table[] = {
         {offsetof(stmts, insert_message), SQL_INSERT_MESSAGE},
-        {offsetof(stmts, room_join), SQL_ROOM_JOIN},
         {offsetof(stmts, room_touch), SQL_ROOM_TOUCH},
-        {offsetof(stmts, max_seq), "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE roomId = ?1"},
+        {offsetof(stmts, max_seq),
+         "SELECT MAX(COALESCE((SELECT lastSeq FROM rooms WHERE roomId = ?1), 0),"
+         " COALESCE((SELECT MAX(seq) FROM messages WHERE roomId = ?1), 0))"},
+        {offsetof(stmts, room_seq), "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2"},
+        {offsetof(stmts, oldest_seq),
+         "SELECT COALESCE(MIN(seq), 0) FROM messages WHERE roomId = ?1 AND timestamp >= ?2"},
+        {offsetof(stmts, expired_rooms),
+         "SELECT roomId FROM rooms WHERE lastSeq = 0 AND lastActivity < ?1 AND NOT EXISTS"
+         " (SELECT 1 FROM messages m WHERE m.roomId = rooms.roomId) LIMIT ?2"},
+        {offsetof(stmts, delete_room), SQL_DELETE_ROOM},
+        {offsetof(stmts, probe), "INSERT OR REPLACE INTO store_probe(id, t) VALUES (1, ?1)"},
         {offsetof(stmts, find_client_id),
          "SELECT roomId, seq, messageId, message, timestamp, senderName FROM messages"
          " WHERE senderKey = ?1 AND clientMessageId = ?2 AND timestamp >= ?3 LIMIT 1"},
@@ -787,6 +997,19 @@ static void finalize_all(store *s) {
     memset(&s->st, 0, sizeof(s->st));
 }
 
+/* Give an existing rooms table its counter, set from the messages it still
+ * has (all a database of the first schema knows). Harmless when the column
+ * is there or the table is not (the schema creates it). */
+static int add_last_seq(sqlite3 *db) {
+    if (sqlite3_exec(db, "ALTER TABLE rooms ADD COLUMN lastSeq INTEGER NOT NULL DEFAULT 0", NULL, NULL,
+                     NULL) != SQLITE_OK)
+        return SQLITE_OK;
+    return sqlite3_exec(db,
+                        "UPDATE rooms SET lastSeq = (SELECT COALESCE(MAX(seq), 0) FROM messages m"
+                        " WHERE m.roomId = rooms.roomId)",
+                        NULL, NULL, NULL);
+}
+
 /* Columns added since the first version of the schema. */
 static int migrate(sqlite3 *db) {
     static const char *const adds[] = {"clientMessageId TEXT", "senderKey TEXT"};
@@ -795,7 +1018,7 @@ static int migrate(sqlite3 *db) {
         snprintf(sql, sizeof(sql), "ALTER TABLE messages ADD COLUMN %s", adds[i]);
         sqlite3_exec(db, sql, NULL, NULL, NULL); /* fails harmlessly when present */
     }
-    return SQLITE_OK;
+    return add_last_seq(db);
 }
 
 /* PRAGMA quick_check: returns 0 when the file is sound. */
@@ -869,8 +1092,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     if (rc == SQLITE_OK) {
         /* A database made by the first schema lacks the newer columns: add
          * them before the indexes that use them (no-ops on a new file). */
-        migrate(s->db);
-        rc = sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL);
+        rc = migrate(s->db);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK) rc = prepare_all(s);
     if (rc != SQLITE_OK) goto fail;
@@ -912,6 +1135,23 @@ void store_submit(store *s, store_op *op) {
     pthread_mutex_unlock(&s->lock);
 }
 
+int store_submit_bounded(store *s, store_op *op) {
+    size_t max = s->opt.max_pending, max_bytes = s->opt.max_pending_bytes;
+    size_t size = op->message ? strlen(op->message) : 0;
+    size_t held = atomic_load_explicit(&s->pending_bytes, memory_order_relaxed);
+    /* One message larger than the byte bound still goes through an empty
+     * queue: the bound is on the backlog, not on a message. */
+    if ((max && atomic_load_explicit(&s->pending, memory_order_relaxed) >= max) ||
+        (max_bytes && held > 0 && held + size > max_bytes)) {
+        atomic_fetch_add_explicit(&s->rejected, 1, memory_order_relaxed);
+        return -1;
+    }
+    op->charged = size;
+    atomic_fetch_add_explicit(&s->pending_bytes, size, memory_order_relaxed);
+    store_submit(s, op);
+    return 0;
+}
+
 size_t store_pending(const store *s) {
     return atomic_load_explicit(&((store *)s)->pending, memory_order_relaxed);
 }
@@ -920,6 +1160,7 @@ void store_get_stats(store *s, store_stats *out) {
     pthread_mutex_lock(&s->lock);
     *out = s->stats;
     pthread_mutex_unlock(&s->lock);
+    out->rejected = atomic_load_explicit(&s->rejected, memory_order_relaxed);
 }
 
 static void on_store_closed(uv_handle_t *h) { free(h->data); }
@@ -930,7 +1171,7 @@ void store_close(store *s) {
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
-    run_completions(s);
+    run_completions(s, SIZE_MAX, SIZE_MAX);
     clear_owned(&s->last_seq);
     strmap_free(&s->last_seq);
     clear_owned(&s->sender_keys);
@@ -998,9 +1239,10 @@ static int replay_row(sqlite3 *db, sqlite3_stmt *row) {
         [LOG_ROOM_JOIN] = SQL_ROOM_JOIN,
         [LOG_ROOM_TOUCH] = SQL_ROOM_TOUCH,
         [LOG_DELETE] = SQL_DELETE_MESSAGE,
+        [LOG_ROOM_DELETE] = SQL_DELETE_ROOM,
     };
     int kind = sqlite3_column_int(row, 1);
-    if (kind < LOG_MESSAGE || kind > LOG_DELETE) return SQLITE_CORRUPT;
+    if (kind < LOG_MESSAGE || kind > LOG_ROOM_DELETE) return SQLITE_CORRUPT;
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql[kind], -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
@@ -1014,6 +1256,32 @@ static int replay_row(sqlite3 *db, sqlite3_stmt *row) {
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The counters are not logged: every message replayed from the log (ids
+ * from_id.., up to to_ms) raises its room's counter in dst, even one that
+ * a later TTL delete removed. */
+static int raise_last_seqs(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t to_ms) {
+    sqlite3_stmt *q = NULL, *up = NULL;
+    int rc = sqlite3_prepare_v2(live,
+                                "SELECT roomId, MAX(seq) FROM pitr_log WHERE id > ?1 AND t_ms <= ?2"
+                                " AND kind = 1 GROUP BY roomId",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(dst, "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2", -1,
+                                &up, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, from_id);
+        sqlite3_bind_int64(q, 2, to_ms);
+        while (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+            sqlite3_bind_value(up, 1, sqlite3_column_value(q, 0));
+            sqlite3_bind_value(up, 2, sqlite3_column_value(q, 1));
+            rc = step_done(up);
+        }
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(up);
+    return rc;
 }
 
 int store_restore(const char *path, const char *pitr_dir, int64_t to, const char *out, char *err,
@@ -1049,6 +1317,8 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
                             "SELECT t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"
                             " clientMessageId, senderKey FROM pitr_log WHERE id > ?1 AND t_ms <= ?2 ORDER BY id",
                             -1, &rows, NULL);
+    /* A base written before rooms had a counter gets it here. */
+    if (rc == SQLITE_OK) rc = add_last_seq(dst);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(rows, 1, from_id);
         sqlite3_bind_int64(rows, 2, to_ms);
@@ -1060,6 +1330,7 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
              * timestamp, clientMessageId, senderKey. */
             rc = replay_row(dst, rows);
         }
+        if (rc == SQLITE_OK) rc = raise_last_seqs(live, dst, from_id, to_ms);
         if (rc == SQLITE_OK) rc = sqlite3_exec(dst, "COMMIT", NULL, NULL, NULL);
         else sqlite3_exec(dst, "ROLLBACK", NULL, NULL, NULL);
     }
@@ -1100,4 +1371,95 @@ int store_key_in_use(const char *path, uint32_t key_id) {
     }
     sqlite3_close(db);
     return result;
+}
+
+/* ---- export (the CLI) ---- */
+
+/* Write text as one CSV field (RFC 4180: quoted when it holds a comma, a
+ * quote or a line break; quotes doubled). */
+static void csv_field(FILE *out, const char *text) {
+    if (!strpbrk(text, ",\"\r\n")) {
+        fputs(text, out);
+        return;
+    }
+    fputc('"', out);
+    for (const char *p = text; *p; p++) {
+        if (*p == '"') fputc('"', out);
+        fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+long store_export(const char *path, const crypto_keyring *keys, const char *room, int64_t since,
+                  int64_t ttl_days, store_export_format format, FILE *out, char *err, size_t errlen) {
+    if (access(path, F_OK) != 0) {
+        snprintf(err, errlen, "no store at %s (is --data-dir right?)", path);
+        return -1;
+    }
+    sqlite3 *db;
+    if (open_readonly(path, &db, err, errlen) != 0) return -1;
+    int64_t cutoff = ttl_days > 0 ? (int64_t)time(NULL) - ttl_days * 86400 : INT64_MIN;
+    if (since > cutoff) cutoff = since;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
+                           " WHERE roomId = ?1 AND timestamp >= ?2 ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot read %s: %s", path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, cutoff);
+    if (format == STORE_EXPORT_CSV) fputs("seq,timestamp,messageId,senderId,senderName,message\r\n", out);
+    long n = 0;
+    int rc, e = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        char aad[512];
+        store_message_aad(aad, sizeof(aad), 's', room, seq);
+        char *sender = column_value(st, 2, keys, aad, &e);
+        store_message_aad(aad, sizeof(aad), 'n', room, seq);
+        char *name = column_value(st, 3, keys, aad, &e);
+        store_message_aad(aad, sizeof(aad), 'm', room, seq);
+        char *msg = column_value(st, 4, keys, aad, &e);
+        const char *id = (const char *)sqlite3_column_text(st, 1);
+        int64_t ts = sqlite3_column_int64(st, 5);
+        if (sender && name && msg) {
+            if (format == STORE_EXPORT_CSV) {
+                fprintf(out, "%lld,%lld,%s,", (long long)seq, (long long)ts, id);
+                csv_field(out, sender);
+                fputc(',', out);
+                csv_field(out, name);
+                fputc(',', out);
+                csv_field(out, msg);
+                fputs("\r\n", out);
+            } else {
+                json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId", id, "roomId", room, "seq",
+                                      (json_int_t)seq, "senderId", sender, "senderName", name, "message", msg,
+                                      "timestamp", (json_int_t)ts);
+                char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                if (line) fprintf(out, "%s\n", line);
+                free(line);
+                json_decref(j);
+            }
+            n++;
+        }
+        free(sender);
+        free(name);
+        free(msg);
+        if (e) break;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (e) {
+        snprintf(err, errlen, "cannot decrypt message of room %s: %s%s", room, crypto_strerror(e),
+                 keys ? "" : " (the store is encrypted: set enable_encryption = true and the key file)");
+        return -1;
+    }
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "cannot read %s: %s", path, sqlite3_errstr(rc));
+        return -1;
+    }
+    return n;
 }

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "store/crypto.h"
@@ -46,9 +47,18 @@ struct store_op {
     int64_t before_seq;      /* history: only seq < before_seq (0: no bound) */
     int limit;               /* history: at most this many (newest when before_seq
                               * or unbounded, oldest when after_seq) */
+    size_t max_bytes;        /* history: stop (has_more) once the page's message
+                              * text would pass this many bytes; 0: no bound.
+                              * The first message is always taken. */
+    bool bounds;             /* history: also fill oldest_seq and last_seq */
+    int64_t oldest_seq;      /* out (history with bounds): the room's oldest kept
+                              * message (past the TTL cut), 0 when none */
+    int64_t last_seq;        /* out (history with bounds): the room's counter,
+                              * the highest seq ever given (0: none) */
     json_t *messages;        /* out (history): chat data objects, oldest first */
     bool has_more;           /* out (history) */
     uint64_t gen;            /* the caller's tag, untouched */
+    size_t charged;          /* store's: message bytes counted by store_submit_bounded */
     int status;              /* out: 0 or an SQLite error code */
     store_done_cb done;
     void *ctx;
@@ -63,6 +73,8 @@ typedef struct store_options {
     const char *pitr_dir;            /* where base snapshots go */
     int64_t pitr_snapshot_interval_s;/* how often a new base snapshot is taken */
     crypto_keyring *keys;            /* borrowed; NULL: no encryption at rest */
+    size_t max_pending;              /* store_submit_bounded refuses past this many ops (0: no bound) */
+    size_t max_pending_bytes;        /* ... or past this many bytes of chat text (0: no bound) */
 } store_options;
 
 typedef struct store store;
@@ -77,12 +89,28 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
 /* Return a new zeroed op of `kind` (caller fills it and submits it). */
 store_op *store_op_new(store_op_kind kind);
 
+/* Free an op that was never submitted (store_submit_bounded refused it). */
+void store_op_free(store_op *op);
+
 /* Queue op for the store thread; its done callback runs later on the loop
  * thread. Ownership of op passes to the store. Loop thread only. */
 void store_submit(store *s, store_op *op);
 
+/* Queue op like store_submit unless max_pending operations, or chats
+ * holding max_pending_bytes of text, are already unfinished: then return -1
+ * at once, op untouched and still the caller's (counted in
+ * store_stats.rejected). Returns 0 when queued. For work a
+ * client can repeat at will (chats, history reads), so a stalled disk
+ * cannot grow memory without bound. */
+int store_submit_bounded(store *s, store_op *op);
+
 /* Return operations submitted and not yet completed. */
 size_t store_pending(const store *s);
+
+/* Return 0 while the store can commit; else -1 with the reason in why (the
+ * last commit failed and no later one has succeeded, or the commit in
+ * progress has been running for more than stall_ms). Any thread. */
+int store_health(store *s, int64_t stall_ms, char *why, size_t len);
 
 /* Statistics of the last committed batch. */
 typedef struct store_stats {
@@ -91,6 +119,8 @@ typedef struct store_stats {
     double last_batch_ms;
     uint32_t last_batch_size;
     uint64_t expired;                /* messages deleted by the TTL sweeper */
+    uint64_t rooms_expired;          /* rooms rows deleted by the TTL sweeper */
+    uint64_t rejected;               /* refused by store_submit_bounded */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 
@@ -120,6 +150,17 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
  * database at path was sealed with key_id, 0 when none, -1 when the file
  * cannot be read (counted as in use by callers that destroy keys). */
 int store_key_in_use(const char *path, uint32_t key_id);
+
+typedef enum store_export_format { STORE_EXPORT_JSONL, STORE_EXPORT_CSV } store_export_format;
+
+/* `wsgate export`: write the messages of room with timestamp >= since (and
+ * not past ttl_days, 0 = forever) to out, oldest first, decrypted with keys
+ * (NULL: the store must hold no sealed values), as JSON lines (the chat
+ * data objects) or CSV with a header. Reads the database at path read-only
+ * (safe while the server runs). Returns the number of messages written, or
+ * -1 with err. */
+long store_export(const char *path, const crypto_keyring *keys, const char *room, int64_t since,
+                  int64_t ttl_days, store_export_format format, FILE *out, char *err, size_t errlen);
 
 /* Decrypt a stored column value for the CLI and tests: blob/len as stored,
  * aad as the store builds it. Returns a malloc'd string or NULL. */

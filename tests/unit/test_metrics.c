@@ -280,7 +280,7 @@ static const char *const FAMILIES[] = {
     "wsgate_client_error_total", "wsgate_execution_error_total", "wsgate_integration_error_total",
     "wsgate_integration_latency_seconds", "wsgate_throttled_total", "wsgate_connections", "wsgate_rooms",
     "wsgate_queued_bytes", "wsgate_store_batch_latency_seconds", "wsgate_store_batch_size",
-    "wsgate_store_pending_ops",
+    "wsgate_store_pending_ops", "wsgate_store_rejected_total",
 };
 
 /* ---- tests ---- */
@@ -296,6 +296,7 @@ Test(metrics, every_family_present_and_typed, .init = init_detailed, .fini = fin
     cr_assert_str_eq(find_family(&P, "wsgate_integration_latency_seconds")->type, "histogram");
     cr_assert_str_eq(find_family(&P, "wsgate_connections")->type, "gauge");
     cr_assert_str_eq(find_family(&P, "wsgate_throttled_total")->type, "counter");
+    cr_assert_str_eq(find_family(&P, "wsgate_store_rejected_total")->type, "counter");
     cr_assert_eq(get(&P, "wsgate_up", NULL), 1);
     cr_assert_eq(get(&P, "wsgate_build_info", "version", "9.9.9-test", NULL), 1);
     /* constant labels from api_name and stage_name on every series */
