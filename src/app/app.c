@@ -22,7 +22,15 @@ static _Thread_local metrics *worker_metrics;
 
 metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metrics; }
 
-void app_lock(app *a) { pthread_mutex_lock(&a->lock); }
+/* Frames reach a connection in the order the application produced them:
+ * whatever other threads posted to this worker's connections (under the
+ * lock, so before now) is queued before the lock holder sends to them
+ * directly. Without it a member on another worker than loop 0 could get a
+ * chat committed before its leave_room after its own user_left. */
+void app_lock(app *a) {
+    pthread_mutex_lock(&a->lock);
+    server_run_own_inbox();
+}
 
 void app_unlock(app *a) { pthread_mutex_unlock(&a->lock); }
 
