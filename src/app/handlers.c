@@ -269,8 +269,19 @@ static void route_join_room(app *a, session *s, json_t *body, handler_result *re
         return;
     }
     if (s->room && strcmp(s->room->id, room_id) == 0) {
-        /* Already there: confirm to the joiner only. */
-        handlers_presence(s->room, s, "user_joined", NULL);
+        /* Already there: confirm to the joiner only (the others saw it
+         * come), and replay from sinceSeq as a first join would: a client
+         * that lost messages asks again without leaving. */
+        const event_field data[] = {EVENT_FIELD_STR("userId", s->user_id),
+                                    EVENT_FIELD_STR("username", s->username),
+                                    EVENT_FIELD_STR("roomId", room_id),
+                                    EVENT_FIELD_INT("timestamp", time(NULL))};
+        send_event(s->c, "user_joined", data, NFIELDS(data));
+        if (since >= 0) {
+            s->resuming = false;
+            s->resume_gen++;
+            handlers_resume(a, s, since);
+        }
         return;
     }
     room *old = s->room;

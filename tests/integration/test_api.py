@@ -189,6 +189,56 @@ def test_join_room_moves_and_announces(start_server):
     run(main())
 
 
+def test_rejoin_same_room_confirms_to_joiner_only(start_server):
+    """Issue 18 item 7: joining the room you are in sends user_joined to you
+    only; the other members hear nothing and the count is unchanged."""
+    srv = start_server()
+
+    async def main():
+        a, _ = await connect(srv, userId="alice", roomId="r1")
+        b, _ = await connect(srv, userId="bob", roomId="r1")
+        await recv_type(a, "user_joined")
+
+        await send(a, {"type": "join_room", "roomId": "r1"})
+        j = await recv_type(a, "user_joined")
+        assert j["userId"] == "alice" and j["roomId"] == "r1"
+        await expect_quiet(b)
+        await expect_quiet(a)
+        assert await room_list(b) == [{"roomId": "r1", "activeUsers": 2}]
+        await close_all(a, b)
+    run(main())
+
+
+def test_rejoin_same_room_with_since_seq_replays(start_server):
+    """Issue 18 item 7: join_room with sinceSeq for the room you are already
+    in replays what came after sinceSeq, in order, as a first join does."""
+    srv = start_server()
+
+    async def main():
+        a, _ = await connect(srv, userId="alice", roomId="r1")
+        b, _ = await connect(srv, userId="bob", roomId="r1")
+        await recv_type(a, "user_joined")
+        seqs = []
+        for i in range(5):
+            await send(b, {"type": "chat", "message": f"m{i}"})
+            seqs.append((await recv_type(a, "chat"))["seq"])
+            await recv_type(b, "chat")
+        # alice lost what followed her second message and asks again
+        await send(a, {"type": "join_room", "roomId": "r1", "sinceSeq": seqs[1]})
+        assert (await recv_type(a, "user_joined"))["userId"] == "alice"
+        got = [await recv_type(a, "chat") for _ in range(3)]
+        assert [d["seq"] for d in got] == seqs[2:]
+        assert [d["message"] for d in got] == ["m2", "m3", "m4"]
+        await expect_quiet(a)
+        await expect_quiet(b)
+        # live chat goes on after the replay, without a duplicate
+        await send(b, {"type": "chat", "message": "after"})
+        live = await recv_type(a, "chat")
+        assert live["message"] == "after" and live["seq"] == seqs[-1] + 1
+        await close_all(a, b)
+    run(main())
+
+
 def test_join_room_errors(start_server):
     srv = start_server()
 
