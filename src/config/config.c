@@ -1303,3 +1303,15 @@ void config_print_no_effect(const config *cfg, void *out) {
     }
     config_free(&defaults);
 }
+
+void config_print_warnings(const config *cfg, void *out) {
+    /* Data trace logs each message body with its access line, which only
+     * exists at INFO. The store encrypts chats at rest; the log would hold
+     * the same text in the clear (private messages are redacted). */
+    if (cfg->enable_data_trace && cfg->enable_encryption && cfg->logging_level &&
+        strcmp(cfg->logging_level, "INFO") == 0)
+        fprintf(out, "warning: enable_data_trace and enable_encryption are both on: chat message "
+                     "bodies will be written to the log in plaintext while the store encrypts "
+                     "them (private message bodies are redacted); set enable_data_trace = false "
+                     "to keep them out of the log\n");
+}

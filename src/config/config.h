@@ -176,6 +176,12 @@ void config_print_help(void *out);
  * in wsgate. For `wsgate check`. */
 void config_print_no_effect(const config *cfg, void *out);
 
+/* Write one `warning:` line to `out` (a FILE*) for each combination of
+ * valid settings that likely defeats its purpose (data trace with
+ * encryption at rest: chat text in the log in the clear). For `wsgate
+ * check`, which still exits 0. */
+void config_print_warnings(const config *cfg, void *out);
+
 /* Release everything owned by *cfg. */
 void config_free(config *cfg);
 
