@@ -428,6 +428,7 @@ static int cmd_check(int argc, char **argv) {
     }
     printf("configuration is valid\n");
     config_print_no_effect(&cfg, stdout);
+    config_print_warnings(&cfg, stderr);
     config_dump(&cfg, stdout);
     config_free(&cfg);
     return 0;

@@ -22,7 +22,15 @@ static _Thread_local metrics *worker_metrics;
 
 metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metrics; }
 
-void app_lock(app *a) { pthread_mutex_lock(&a->lock); }
+/* Frames reach a connection in the order the application produced them:
+ * whatever other threads posted to this worker's connections (under the
+ * lock, so before now) is queued before the lock holder sends to them
+ * directly. Without it a member on another worker than loop 0 could get a
+ * chat committed before its leave_room after its own user_left. */
+void app_lock(app *a) {
+    pthread_mutex_lock(&a->lock);
+    server_run_own_inbox();
+}
 
 void app_unlock(app *a) { pthread_mutex_unlock(&a->lock); }
 
@@ -197,6 +205,29 @@ static void open_locked(conn *c, const http_request *req) {
     free(p);
 }
 
+/* Text a private message's data trace shows instead of the message. */
+#define TRACE_REDACTED "<redacted>"
+
+/* The body the data trace logs for m: NULL to log it as received, else a
+ * malloc'd text the caller frees. A private message is logged with its
+ * "message" replaced by TRACE_REDACTED: the store never keeps private
+ * messages and encrypts chats, so the log must not be where their text
+ * lives in the clear. Any body whose type says private_message counts, so
+ * that one refused (throttled, bad fields) is not logged either. */
+static char *trace_body_redacted(const route_match *m) {
+    json_t *type = json_is_object(m->body) ? json_object_get(m->body, "type") : NULL;
+    bool private_route = m->outcome == ROUTED && m->route == ROUTE_PRIVATE_MESSAGE;
+    bool private_type = json_is_string(type) && strcmp(json_string_value(type), "private_message") == 0;
+    if (!private_route && !private_type) return NULL;
+    if (!json_is_object(m->body)) return xstrdup(TRACE_REDACTED);
+    json_t *copy = json_copy(m->body); /* shallow: only the top member changes */
+    if (json_object_get(copy, "message")) json_object_set_new(copy, "message", json_string(TRACE_REDACTED));
+    char *txt = json_dumps(copy, JSON_COMPACT);
+    json_decref(copy);
+    if (!txt) abort(); /* only on allocation failure */
+    return txt;
+}
+
 /* Handle one message of session s that the router has parsed into m
  * (whose body and selected key are released here). Under the app lock. */
 static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *data, size_t len) {
@@ -208,8 +239,9 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
     record_start(a, &rec, "MESSAGE", json_is_string(tp) ? json_string_value(tp) : NULL,
                  json_is_string(tp) ? json_string_length(tp) : 0);
     rec.route_key = m.route_key;
-    rec.body = (const char *)data;
-    rec.body_len = len;
+    char *redacted = a->cfg->enable_data_trace && log_enabled(LOG_INFO) ? trace_body_redacted(&m) : NULL;
+    rec.body = redacted ? redacted : (const char *)data;
+    rec.body_len = redacted ? strlen(redacted) : len;
     handler_result res = {200, NULL};
     uint64_t now = throttle_now_ms();
     throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
@@ -251,6 +283,7 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
     rec.status = res.status;
     rec.error = res.error;
     double dt = record_finish(a, s->c, &rec);
+    free(redacted);
     int slot = m.custom_index >= 0 ? a->custom_slots[m.custom_index] : METRICS_SLOT_DEFAULT;
     metrics_count_message(app_metrics(a), slot);
     if (res.status >= 500) metrics_count_execution_error(app_metrics(a), slot);

@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,8 +275,19 @@ static void route_join_room(app *a, session *s, json_t *body, handler_result *re
         return;
     }
     if (s->room && strcmp(s->room->id, room_id) == 0) {
-        /* Already there: confirm to the joiner only. */
-        handlers_presence(s->room, s, "user_joined", NULL);
+        /* Already there: confirm to the joiner only (the others saw it
+         * come), and replay from sinceSeq as a first join would: a client
+         * that lost messages asks again without leaving. */
+        const event_field data[] = {EVENT_FIELD_STR("userId", s->user_id),
+                                    EVENT_FIELD_STR("username", s->username),
+                                    EVENT_FIELD_STR("roomId", room_id),
+                                    EVENT_FIELD_INT("timestamp", time(NULL))};
+        send_event(s->c, "user_joined", data, NFIELDS(data));
+        if (since >= 0) {
+            s->resuming = false;
+            s->resume_gen++;
+            handlers_resume(a, s, since);
+        }
         return;
     }
     room *old = s->room;
@@ -331,20 +343,88 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
 
 /* ---- room list, typing ---- */
 
-json_t *handlers_rooms_json(const registry *r) {
+/* Bytes an entry {"roomId":ID,"activeUsers":N} takes in a reply, at most:
+ * room ids hold no control characters (auth_valid_id), so only quotes and
+ * backslashes grow when escaped. */
+static size_t room_entry_bytes(const room *rm) {
+    size_t n = strlen(rm->id);
+    for (const char *p = rm->id; *p; p++)
+        if (*p == '"' || *p == '\\') n++;
+    return n + sizeof("{\"roomId\":\"\",\"activeUsers\":},") + 20;
+}
+
+json_t *handlers_rooms_page(const registry *r, const char *after, size_t limit, size_t max_bytes,
+                            char **next) {
     room **rooms;
     size_t n = registry_rooms_sorted(r, &rooms);
+    size_t i = 0;
+    if (after && *after) {
+        /* The first room whose id sorts after `after` (it need not exist). */
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (strcmp(rooms[mid]->id, after) <= 0) lo = mid + 1;
+            else hi = mid;
+        }
+        i = lo;
+    }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
+    size_t used = 0, taken = 0;
+    for (; i < n && taken < limit; i++, taken++) {
+        size_t b = room_entry_bytes(rooms[i]);
+        if (taken > 0 && used + b > max_bytes) break; /* one room always goes: pages advance */
+        used += b;
         json_array_append_new(arr, json_pack("{s:s,s:I}", "roomId", rooms[i]->id, "activeUsers",
                                              (json_int_t)rooms[i]->count));
+    }
+    *next = i < n && taken > 0 ? xstrdup(rooms[i - 1]->id) : NULL;
     free(rooms);
     return arr;
 }
 
+json_t *handlers_rooms_json(const registry *r) {
+    char *next;
+    json_t *arr = handlers_rooms_page(r, NULL, SIZE_MAX, SIZE_MAX, &next);
+    free(next);
+    return arr;
+}
+
+#define ROOM_LIST_DEFAULT_LIMIT 1000
+#define ROOM_LIST_MAX_LIMIT 1000
+/* Bytes kept for what surrounds the entries: type, timestamp, hasMore and
+ * nextAfter (an id of at most 128 characters, escaped). */
+#define ROOM_LIST_ENVELOPE 1024
+
+/* One page of the listing, within room_list_max_bytes and half the send
+ * queue's cap: a listing of thousands of rooms used to be one frame above
+ * max_queued_bytes, and the server cut the client that asked for it. */
 static void route_room_list(app *a, session *s, json_t *body, handler_result *res) {
-    send_json(s->c, json_pack("{s:s,s:{s:o,s:I}}", "type", "room_list", "data", "rooms",
-                              handlers_rooms_json(&a->reg), "timestamp", (json_int_t)time(NULL)));
+    bool wrong = false;
+    const char *after = get_string(body, "after", &wrong);
+    if (wrong) {
+        fail(s->c, res, 400, "BAD_REQUEST", "after must be a string");
+        return;
+    }
+    json_t *lv = json_object_get(body, "limit");
+    json_int_t limit = ROOM_LIST_DEFAULT_LIMIT;
+    if (lv && !json_is_null(lv)) {
+        if (!json_is_integer(lv) || json_integer_value(lv) < 1 || json_integer_value(lv) > ROOM_LIST_MAX_LIMIT) {
+            fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 1000");
+            return;
+        }
+        limit = json_integer_value(lv);
+    }
+    size_t budget = (size_t)a->cfg->room_list_max_bytes;
+    size_t half_queue = (size_t)a->cfg->max_queued_bytes / 2;
+    if (half_queue < budget) budget = half_queue;
+    budget = budget > ROOM_LIST_ENVELOPE ? budget - ROOM_LIST_ENVELOPE : 0;
+    char *next;
+    json_t *rooms = handlers_rooms_page(&a->reg, after, (size_t)limit, budget, &next);
+    json_t *data = json_pack("{s:o,s:I,s:b}", "rooms", rooms, "timestamp", (json_int_t)time(NULL),
+                             "hasMore", next != NULL);
+    if (next) json_object_set_new(data, "nextAfter", json_string(next));
+    free(next);
+    send_json(s->c, json_pack("{s:s,s:o}", "type", "room_list", "data", data));
 }
 
 static void route_typing_indicator(app *a, session *s, json_t *body, handler_result *res) {

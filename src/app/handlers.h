@@ -28,10 +28,19 @@ void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char
  * (refcount 1, caller unrefs). */
 ws_frame *handlers_frame(json_t *j);
 
-/* Return a new JSON array of the rooms with members, sorted by id:
- * [{"roomId","activeUsers"}] (room_list and the management API's @rooms).
- * Caller owns the array. */
+/* Return a new JSON array of every room with members, sorted by id:
+ * [{"roomId","activeUsers"}] (the management API's @rooms). Caller owns
+ * the array. */
 json_t *handlers_rooms_json(const registry *r);
+
+/* Return a new JSON array (caller owns) of one page of that listing: the
+ * rooms whose id sorts after `after` (NULL or "": from the first), at most
+ * `limit` of them, and no more entries than fit in max_bytes of encoded
+ * JSON (at least one, so that paging always advances). *next is set to a
+ * malloc'd copy of the page's last room id when more rooms follow (the
+ * caller frees it), else to NULL. */
+json_t *handlers_rooms_page(const registry *r, const char *after, size_t limit, size_t max_bytes,
+                            char **next);
 
 /* One field of an event's flat "data" object. */
 typedef enum { EVENT_STR, EVENT_INT, EVENT_BOOL } event_field_kind;

@@ -420,6 +420,10 @@ static const config_var config_vars[] = {
     {.name = "max_json_depth", .type = CV_INT, .offset = OFF(max_json_depth), .def_int = 32,
      .ranged = true, .min = 1, .max = 1000, .help = "deepest JSON nesting accepted in messages",
      .rule = "Maximum JSON depth must be between 1 and 1000."},
+    {.name = "room_list_max_bytes", .type = CV_INT, .offset = OFF(room_list_max_bytes),
+     .def_int = 262144, .ranged = true, .min = 1024, .max = 64 * MIB,
+     .help = "bytes of one room_list reply page (also at most half of max_queued_bytes)",
+     .rule = "Room list page bytes must be between 1024 and 67108864."},
     {.name = "tls_cert_file", .type = CV_STRING, .offset = OFF(tls_cert_file), .def_str = "",
      .max_len = 4096, .help = "PEM certificate chain for wss:// (empty: plain ws://)",
      .rule = "TLS certificate file must be a path of at most 4096 characters."},
@@ -1314,4 +1318,16 @@ void config_print_no_effect(const config *cfg, void *out) {
                     v->name);
     }
     config_free(&defaults);
+}
+
+void config_print_warnings(const config *cfg, void *out) {
+    /* Data trace logs each message body with its access line, which only
+     * exists at INFO. The store encrypts chats at rest; the log would hold
+     * the same text in the clear (private messages are redacted). */
+    if (cfg->enable_data_trace && cfg->enable_encryption && cfg->logging_level &&
+        strcmp(cfg->logging_level, "INFO") == 0)
+        fprintf(out, "warning: enable_data_trace and enable_encryption are both on: chat message "
+                     "bodies will be written to the log in plaintext while the store encrypts "
+                     "them (private message bodies are redacted); set enable_data_trace = false "
+                     "to keep them out of the log\n");
 }

@@ -110,6 +110,7 @@ typedef struct config {
     int64_t max_fragmented_bytes;        /* held for one unfinished fragmented message, default 1048576 */
     int64_t max_control_frames_per_s;    /* pings/pongs/closes per second, default 50 (0 = off) */
     int64_t max_json_depth;              /* default 32 */
+    int64_t room_list_max_bytes;         /* one room_list page, default 262144 */
     char *tls_cert_file;                 /* "" = plain ws:// */
     char *tls_key_file;
     bool allow_demo_auth_in_production;  /* default false */
@@ -178,6 +179,12 @@ void config_print_help(void *out);
  * differs from its default: it is accepted and validated but has no effect
  * in wsgate. For `wsgate check`. */
 void config_print_no_effect(const config *cfg, void *out);
+
+/* Write one `warning:` line to `out` (a FILE*) for each combination of
+ * valid settings that likely defeats its purpose (data trace with
+ * encryption at rest: chat text in the log in the clear). For `wsgate
+ * check`, which still exits 0. */
+void config_print_warnings(const config *cfg, void *out);
 
 /* Release everything owned by *cfg. */
 void config_free(config *cfg);

@@ -51,24 +51,30 @@ void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const c
 
 void server_run_inbox(server *srv) {
     for (;;) {
-        pthread_mutex_lock(&srv->inbox_mu);
-        server_inbox_item *items = srv->inbox;
-        size_t n = srv->inbox_len;
-        srv->inbox = NULL;
-        srv->inbox_len = srv->inbox_cap = 0;
-        pthread_mutex_unlock(&srv->inbox_mu);
-        if (n == 0) return;
-        for (size_t i = 0; i < n; i++) {
-            server_inbox_item *it = &items[i];
-            if (it->f) {
-                conn_send(it->c, it->f);
-                ws_frame_unref(it->f);
-            } else {
-                conn_close(it->c, it->close_code, it->close_reason[0] ? it->close_reason : NULL);
-            }
+        if (srv->running_pos == srv->running_len) {
+            free(srv->running);
+            pthread_mutex_lock(&srv->inbox_mu);
+            srv->running = srv->inbox;
+            srv->running_len = srv->inbox_len;
+            srv->running_pos = 0;
+            srv->inbox = NULL;
+            srv->inbox_len = srv->inbox_cap = 0;
+            pthread_mutex_unlock(&srv->inbox_mu);
+            if (srv->running_len == 0) return;
         }
-        free(items);
+        /* A copy: a nested run may finish this batch and free it. */
+        server_inbox_item it = srv->running[srv->running_pos++];
+        if (it.f) {
+            conn_send(it.c, it.f);
+            ws_frame_unref(it.f);
+        } else {
+            conn_close(it.c, it.close_code, it.close_reason[0] ? it.close_reason : NULL);
+        }
     }
+}
+
+void server_run_own_inbox(void) {
+    if (current) server_run_inbox(current);
 }
 
 static void on_inbox(uv_async_t *h) { server_run_inbox(h->data); }
@@ -83,6 +89,11 @@ static void close_inbox(server *srv) {
     srv->inbox = NULL;
     srv->inbox_len = srv->inbox_cap = 0;
     pthread_mutex_unlock(&srv->inbox_mu);
+    for (size_t i = srv->running_pos; i < srv->running_len; i++)
+        if (srv->running[i].f) ws_frame_unref(srv->running[i].f);
+    free(srv->running);
+    srv->running = NULL;
+    srv->running_len = srv->running_pos = 0;
 }
 
 size_t server_queued_bytes(server *srv) {

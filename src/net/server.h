@@ -78,6 +78,8 @@ typedef struct server {
     server_inbox_item *inbox;        /* guarded by inbox_mu */
     size_t inbox_len, inbox_cap;
     bool inbox_closed;               /* the loop is gone: posts are dropped */
+    server_inbox_item *running;      /* the batch being delivered (own thread) */
+    size_t running_len, running_pos;
     _Atomic size_t queued_sample;    /* unwritten bytes, summed at each sweep */
 
     /* Buffers last: server_start zeroes everything before read_buf. */
@@ -124,8 +126,17 @@ bool server_owns(const conn *c);
  * before freeing any connection). Dropped once srv's loop is gone. */
 void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const char *reason);
 
-/* Run the posts waiting in srv's inbox (on srv's thread). */
+/* Run the posts waiting in srv's inbox (on srv's thread), in the order
+ * they were posted. A nested call (a delivery that ends a connection whose
+ * on_close runs the inbox again) carries on where the outer one was, so the
+ * order holds whoever runs it. */
 void server_run_inbox(server *srv);
+
+/* Run the calling thread's inbox (nothing when it has entered no server).
+ * The application calls it when it takes its lock: everything other
+ * threads posted before is then queued on this thread's connections ahead
+ * of whatever the lock holder sends them directly. */
+void server_run_own_inbox(void);
 
 /* Unwritten bytes queued on srv's connections: exact on srv's own thread,
  * else as sampled at its last sweep. */

@@ -189,6 +189,56 @@ def test_join_room_moves_and_announces(start_server):
     run(main())
 
 
+def test_rejoin_same_room_confirms_to_joiner_only(start_server):
+    """Issue 18 item 7: joining the room you are in sends user_joined to you
+    only; the other members hear nothing and the count is unchanged."""
+    srv = start_server()
+
+    async def main():
+        a, _ = await connect(srv, userId="alice", roomId="r1")
+        b, _ = await connect(srv, userId="bob", roomId="r1")
+        await recv_type(a, "user_joined")
+
+        await send(a, {"type": "join_room", "roomId": "r1"})
+        j = await recv_type(a, "user_joined")
+        assert j["userId"] == "alice" and j["roomId"] == "r1"
+        await expect_quiet(b)
+        await expect_quiet(a)
+        assert await room_list(b) == [{"roomId": "r1", "activeUsers": 2}]
+        await close_all(a, b)
+    run(main())
+
+
+def test_rejoin_same_room_with_since_seq_replays(start_server):
+    """Issue 18 item 7: join_room with sinceSeq for the room you are already
+    in replays what came after sinceSeq, in order, as a first join does."""
+    srv = start_server()
+
+    async def main():
+        a, _ = await connect(srv, userId="alice", roomId="r1")
+        b, _ = await connect(srv, userId="bob", roomId="r1")
+        await recv_type(a, "user_joined")
+        seqs = []
+        for i in range(5):
+            await send(b, {"type": "chat", "message": f"m{i}"})
+            seqs.append((await recv_type(a, "chat"))["seq"])
+            await recv_type(b, "chat")
+        # alice lost what followed her second message and asks again
+        await send(a, {"type": "join_room", "roomId": "r1", "sinceSeq": seqs[1]})
+        assert (await recv_type(a, "user_joined"))["userId"] == "alice"
+        got = [await recv_type(a, "chat") for _ in range(3)]
+        assert [d["seq"] for d in got] == seqs[2:]
+        assert [d["message"] for d in got] == ["m2", "m3", "m4"]
+        await expect_quiet(a)
+        await expect_quiet(b)
+        # live chat goes on after the replay, without a duplicate
+        await send(b, {"type": "chat", "message": "after"})
+        live = await recv_type(a, "chat")
+        assert live["message"] == "after" and live["seq"] == seqs[-1] + 1
+        await close_all(a, b)
+    run(main())
+
+
 def test_join_room_errors(start_server):
     srv = start_server()
 
@@ -283,6 +333,81 @@ def test_room_list_sorted_with_counts(start_server):
         await asyncio.sleep(0.2)
         rooms = await room_list(conns[1])
         assert "Mid" not in [r["roomId"] for r in rooms]
+        await close_all(*conns)
+    run(main())
+
+
+def test_room_list_pages_within_the_send_queue(start_server):
+    """Issue 18 item 1: a listing larger than the send queue's cap used to
+    be one frame over max_queued_bytes, and the server cut the client that
+    asked for it (1008). It now comes in pages of at most half the cap (and
+    room_list_max_bytes), sorted, each naming where the next one starts."""
+    srv = start_server(settings={"max_queued_bytes": 16384})
+    ids = [f"room-{i:04d}-" + "x" * 110 for i in range(300)]  # ~45 KB listed
+
+    async def main():
+        conns = []
+        for k in range(0, len(ids), 50):
+            opened = await asyncio.gather(*(connect(srv, userId=f"u{i}", roomId=ids[i])
+                                            for i in range(k, min(k + 50, len(ids)))))
+            conns += [ws for ws, _ in opened]
+        a = conns[0]  # alone in its room: it gets no presence from the others
+        pages, after = [], None
+        while len(pages) < 100:
+            await send(a, {"type": "room_list"} if after is None else {"type": "room_list", "after": after})
+            raw = await asyncio.wait_for(a.recv(), RECV_TIMEOUT)
+            assert len(raw.encode()) <= 16384 // 2, len(raw)
+            msg = json.loads(raw)
+            assert msg["type"] == "room_list", msg
+            data = msg["data"]
+            assert isinstance(data["timestamp"], int)
+            pages.append(data["rooms"])
+            if not data["hasMore"]:
+                assert "nextAfter" not in data, data
+                break
+            after = data["nextAfter"]
+            assert after == data["rooms"][-1]["roomId"]
+        assert len(pages) >= 5, [len(p) for p in pages]
+        listed = [r for p in pages for r in p]
+        assert [r["roomId"] for r in listed] == sorted(ids)
+        assert all(r["activeUsers"] == 1 for r in listed)
+
+        # a count limit, from the middle (after need not be a room)
+        await send(a, {"type": "room_list", "limit": 5, "after": ids[10]})
+        d = await recv_type(a, "room_list")
+        assert [r["roomId"] for r in d["rooms"]] == ids[11:16]
+        assert d["hasMore"] is True and d["nextAfter"] == ids[15]
+        await send(a, {"type": "room_list", "after": ids[10][:-1]})
+        assert (await recv_type(a, "room_list"))["rooms"][0]["roomId"] == ids[10]
+        # the last page and past the end
+        await send(a, {"type": "room_list", "after": ids[-2]})
+        d = await recv_type(a, "room_list")
+        assert [r["roomId"] for r in d["rooms"]] == ids[-1:] and d["hasMore"] is False
+        await send(a, {"type": "room_list", "after": "zzz"})
+        d = await recv_type(a, "room_list")
+        assert d["rooms"] == [] and d["hasMore"] is False and "nextAfter" not in d
+
+        await send(a, {"type": "room_list", "after": 5})
+        await expect_error(a, "after must be a string")
+        for bad in (0, 1001, "3", 2.5):
+            await send(a, {"type": "room_list", "limit": bad})
+            await expect_error(a, "limit must be an integer from 1 to 1000")
+        await asyncio.gather(*(ws.close() for ws in conns))
+    run(main())
+
+
+def test_room_list_max_bytes(start_server):
+    """room_list_max_bytes bounds a page below half the queue's cap."""
+    srv = start_server(settings={"room_list_max_bytes": 2048})
+
+    async def main():
+        ids = [f"r{i:02d}-" + "y" * 100 for i in range(40)]
+        conns = [(await connect(srv, userId=f"m{i}", roomId=r))[0] for i, r in enumerate(ids)]
+        await send(conns[0], {"type": "room_list"})
+        raw = await asyncio.wait_for(conns[0].recv(), RECV_TIMEOUT)
+        assert len(raw.encode()) <= 2048, len(raw)
+        d = json.loads(raw)["data"]
+        assert d["hasMore"] is True and [r["roomId"] for r in d["rooms"]] == ids[:len(d["rooms"])]
         await close_all(*conns)
     run(main())
 

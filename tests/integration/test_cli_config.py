@@ -387,6 +387,57 @@ def test_no_bodies_without_data_trace(start_server):
         assert "PrivateWords4" not in text
 
 
+def test_private_message_bodies_never_logged(start_server):
+    """Issue 18 item 11: with data trace on (the seed's default), a private
+    message's text reaches neither the log file nor stderr, whether it is
+    delivered, refused or throttled; its access line keeps the other fields
+    with "message" replaced. Chats are still traced."""
+    srv = start_server(config_text=SEED_TFVARS, settings={"allow_demo_auth_in_production": "true"})
+    url = f"ws://127.0.0.1:{srv.port}/prod"
+
+    async def main():
+        a, _ = await open_ws(url + "?userId=alice&token=valid_a")
+        b, _ = await open_ws(url + "?userId=bob&token=valid_b")
+        assert (await recv(a))["type"] == "user_joined"
+        await a.send(json.dumps({"type": "private_message", "targetUserId": "bob",
+                                 "message": "PmSecret71 for bob"}))
+        pm = await recv(b)
+        assert pm["type"] == "private_message" and pm["data"]["message"] == "PmSecret71 for bob"
+        await a.send(json.dumps({"type": "private_message", "targetUserId": "nobody",
+                                 "message": "PmSecret72"}))
+        assert (await recv(a))["data"]["code"] == "NOT_FOUND"
+        await a.send(json.dumps({"type": "chat", "message": "public words"}))
+        assert (await recv(a))["type"] == "chat"
+        await a.close()
+        await b.close()
+    asyncio.run(main())
+    lines = wait_access(srv, lambda ls: sum(l["eventType"] == "DISCONNECT" for l in ls) == 2)
+    pms = [l for l in lines if l.get("routeKey") == "private_message"]
+    assert len(pms) == 2, lines
+    assert json.loads(pms[0]["body"]) == {"type": "private_message", "targetUserId": "bob",
+                                          "message": "<redacted>"}
+    assert [l["body"] for l in lines if l.get("routeKey") == "chat"] == [
+        '{"type": "chat", "message": "public words"}']
+    for text in (open(log_file(srv)).read(), srv.log()):
+        assert "PmSecret7" not in text
+
+
+def test_check_warns_data_trace_with_encryption(tmp_path):
+    """Issue 18 item 11: check says (on stderr, still valid) that data trace
+    puts chat text in the log in plaintext while the store encrypts it."""
+    path = write(tmp_path, SEED_TFVARS)
+    r = wsgate("check", "-c", path, *ALLOW_DEMO)
+    assert r.returncode == 0 and "configuration is valid" in r.stdout, r.stderr
+    warn = [l for l in r.stderr.splitlines() if l.startswith("warning:")]
+    assert len(warn) == 1, r.stderr
+    assert "enable_data_trace" in warn[0] and "enable_encryption" in warn[0]
+    assert "plaintext" in warn[0] and "encrypts" in warn[0]
+    assert "warning" not in r.stdout
+    for off in ("enable_data_trace=false", "enable_encryption=false", "logging_level=ERROR"):
+        r = wsgate("check", "-c", path, *ALLOW_DEMO, "--set", off)
+        assert r.returncode == 0 and "warning" not in r.stderr, (off, r.stderr)
+
+
 def test_logging_off_writes_no_access_lines(start_server):
     srv = start_server(settings={"logging_level": "OFF"})
 

@@ -244,3 +244,84 @@ def test_sigterm_closes_every_worker_with_1001(start_server):
 
     run(main())
     assert srv.proc.wait(timeout=10) == 0
+
+
+def test_no_chat_after_own_user_left_across_workers(start_server):
+    """Issue 18 item 8: members on both workers leave and rejoin a room
+    while others chat into it. A member must never receive a chat of the
+    room after its own user_left and before its next user_joined: every
+    frame to a connection, presence or chat, reaches it in the order the
+    application produced it, whichever worker produced it."""
+    # Python reads slower than the server writes: a deep queue keeps the
+    # readers from being cut as slow consumers, which is not what is tested.
+    srv = start_server(settings=dict(WORKERS, max_queued_bytes=64 * 1024 * 1024))
+    room = "churn"
+    duration = 12.0
+    max_rounds = 500
+
+    async def main():
+        movers = await connect_spread(srv, 8, "mv", lambda i: room)
+        chatters = [await connect(srv, userId=f"ch{i}", username=f"CH{i}", roomId=room)
+                    for i in range(4)]
+        stop = asyncio.Event()
+
+        async def chat(ws, p):
+            k = 0
+            while not stop.is_set():
+                for _ in range(5):
+                    await ws.send(json.dumps({"type": "chat", "message": f"c{p}-{k}"}))
+                    k += 1
+                await asyncio.sleep(0.01)
+
+        async def drain(ws):
+            # The chatters read everything so that they are never slow.
+            try:
+                while True:
+                    await ws.recv()
+            except websockets.ConnectionClosed:
+                pass
+
+        async def move(ws, user_id):
+            """Leave and rejoin until told to stop; return (rounds, chats
+            while in the room, chats between own user_left and user_joined)."""
+            rounds = inside = stray = 0
+            while not stop.is_set() and rounds < max_rounds:
+                await ws.send(json.dumps({"type": "leave_room"}))
+                while True:
+                    msg = await recv_json(ws, 20)
+                    if msg["type"] == "chat":
+                        inside += 1
+                    elif msg["type"] == "user_left" and msg["data"]["userId"] == user_id:
+                        break
+                    else:
+                        assert msg["type"] in ("user_joined", "user_left", "typing_indicator"), msg
+                await ws.send(json.dumps({"type": "join_room", "roomId": room}))
+                while True:
+                    msg = await recv_json(ws, 20)
+                    if msg["type"] == "chat" and msg["data"]["roomId"] == room:
+                        stray += 1
+                    elif msg["type"] == "user_joined" and msg["data"]["userId"] == user_id:
+                        break
+                    else:
+                        assert msg["type"] in ("user_joined", "user_left"), msg
+                rounds += 1
+            return rounds, inside, stray
+
+        chatting = [asyncio.create_task(chat(ws, p)) for p, (ws, _) in enumerate(chatters)]
+        draining = [asyncio.create_task(drain(ws)) for ws, _ in chatters]
+        moving = [asyncio.create_task(move(ws, f"mv{i}")) for i, (ws, _) in enumerate(movers)]
+        await asyncio.wait(moving, timeout=duration)
+        stop.set()
+        results = await asyncio.gather(*moving)
+        await asyncio.gather(*chatting)
+        draining += [asyncio.create_task(drain(ws)) for ws, _ in movers]
+        await asyncio.gather(*(ws.close() for ws, _ in movers + chatters))
+        await asyncio.gather(*draining)
+        rounds = sum(r for r, _, _ in results)
+        inside = sum(i for _, i, _ in results)
+        stray = sum(s for _, _, s in results)
+        # Not vacuous: members came and went many times while chats flowed.
+        assert rounds >= 100 and inside >= 1000, results
+        assert stray == 0, f"{stray} chats after their member's user_left ({rounds} rounds): {results}"
+
+    asyncio.run(asyncio.wait_for(main(), 90))
