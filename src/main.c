@@ -9,6 +9,7 @@
 
 #include "app/app.h"
 #include "app/echo.h"
+#include "cli/datalock.h"
 #include "cli/outputs.h"
 #include "common/alloc.h"
 #include "common/fs.h"
@@ -231,6 +232,14 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 1;
     }
+    /* Before the log and the store: a second server must not touch either. */
+    char lerr[4600];
+    int lock = datalock_acquire(cfg.data_dir, lerr, sizeof(lerr));
+    if (lock < 0) {
+        fprintf(stderr, "wsgate: %s\n", lerr);
+        config_free(&cfg);
+        return 1;
+    }
     if (log_open_dir(log_level_parse(cfg.logging_level), cfg.data_dir, (int)cfg.log_retention_days) != 0)
         log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir, strerror(errno));
 
@@ -241,6 +250,7 @@ static int cmd_serve(int argc, char **argv) {
     int rc = serve(&cfg, workers, echo);
     metrics_global_free();
     log_close();
+    datalock_release(lock);
     config_free(&cfg);
     return rc;
 }

@@ -4,13 +4,14 @@ and the access log lines."""
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import time
 
 import websockets
 
 import wsraw
-from conftest import WSGATE_BIN
+from conftest import WSGATE_BIN, free_port
 
 # The seed's "Example terraform.tfvars", copied verbatim.
 SEED_TFVARS = '''# Core configuration
@@ -433,3 +434,41 @@ def test_control_characters_keep_one_line_per_event(start_server):
     assert b"\x01" not in raw and b"\x1b" not in raw and b"\r" not in raw
     assert msg_lines[2]["routeKey"] == "$default"
     assert len(msg_lines[4]["body"]) < 5000
+
+
+# ---------------------------------------------------------------- the data directory's lock
+
+def test_second_server_on_same_data_dir_refused(start_server):
+    srv = start_server()
+    other = free_port()
+    r = wsgate("serve", "--port", str(other), "--data-dir", srv.data_dir, timeout=30)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"data directory {srv.data_dir} is in use by another wsgate (pid {srv.proc.pid})" in r.stderr
+    # the first one still serves, and the lock goes with it
+    async def main():
+        ws, _ = await open_ws(srv.url + TEST_QUERY)
+        await ws.close()
+    asyncio.run(main())
+    assert srv.stop() == 0
+    again = subprocess.Popen([WSGATE_BIN, "serve", "--port", str(other), "--data-dir", srv.data_dir],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and again.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", other), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert again.poll() is None, again.stderr.read()
+    finally:
+        again.terminate()
+        assert again.wait(timeout=15) == 0
+
+
+def test_backup_and_outputs_run_beside_a_live_server(start_server, tmp_path):
+    srv = start_server()
+    b = wsgate("backup", "--data-dir", srv.data_dir, "--out", str(tmp_path / "b.db"))
+    assert b.returncode == 0, b.stderr
+    o = wsgate("outputs", "--data-dir", srv.data_dir, "-raw", "management_access_key_id")
+    assert o.returncode == 0 and o.stdout.startswith("AKIA"), o.stderr
