@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "config/config.h"
+#include "config/listen.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "store/crypto.h"
@@ -121,6 +122,23 @@ fail:
     exit(2);
 }
 
+/* Resolve and test-bind cfg->listen as config_listen_resolve does, for
+ * check and serve alike. Returns 0 and, when `replace`, swaps cfg->listen
+ * for the numeric address the server binds; or prints the error and
+ * returns -1. */
+static int resolve_listen(config *cfg, bool replace, char *numeric, size_t numlen) {
+    char err[700];
+    if (config_listen_resolve(cfg->listen, numeric, numlen, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return -1;
+    }
+    if (replace && strcmp(numeric, cfg->listen) != 0) {
+        free(cfg->listen);
+        cfg->listen = xstrdup(numeric);
+    }
+    return 0;
+}
+
 /* ---- the workers: one event loop per thread, one port ---- */
 
 typedef struct worker {
@@ -225,6 +243,11 @@ static int cmd_serve(int argc, char **argv) {
     if (load_config(&cfg, argc, argv, 2) == 1) {
         config_free(&cfg);
         return 0;
+    }
+    char addr[64];
+    if (resolve_listen(&cfg, true, addr, sizeof(addr)) != 0) {
+        config_free(&cfg);
+        return 2;
     }
     if (fs_mkdir_p(cfg.data_dir) != 0) {
         fprintf(stderr, "wsgate: cannot create data directory %s: %s\n", cfg.data_dir,
@@ -402,7 +425,13 @@ static int cmd_check(int argc, char **argv) {
         config_free(&cfg);
         return 0;
     }
+    char addr[64];
+    if (resolve_listen(&cfg, false, addr, sizeof(addr)) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
     printf("configuration is valid\n");
+    if (strcmp(addr, cfg.listen) != 0) printf("note: listen = \"%s\" binds %s\n", cfg.listen, addr);
     config_print_no_effect(&cfg, stdout);
     config_dump(&cfg, stdout);
     config_free(&cfg);

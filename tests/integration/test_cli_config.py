@@ -472,3 +472,26 @@ def test_backup_and_outputs_run_beside_a_live_server(start_server, tmp_path):
     assert b.returncode == 0, b.stderr
     o = wsgate("outputs", "--data-dir", srv.data_dir, "-raw", "management_access_key_id")
     assert o.returncode == 0 and o.stdout.startswith("AKIA"), o.stderr
+
+
+# ---------------------------------------------------------------- the listen address
+
+def test_listen_localhost_checks_and_serves(start_server, tmp_path):
+    r = wsgate("check", "--listen", "localhost", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert 'note: listen = "localhost" binds 127.0.0.1' in r.stdout
+    srv = start_server(args=["--listen", "localhost"])  # the fixture dials 127.0.0.1
+    async def main():
+        ws, _ = await open_ws(srv.url + TEST_QUERY)
+        await ws.close()
+    asyncio.run(main())
+
+
+def test_listen_bad_address_fails_check_as_serve(tmp_path):
+    d = str(tmp_path / "d")
+    for addr, why in (("nosuch.invalid", "neither an IP address nor a host name that resolves"),
+                      ("192.0.2.1", "not an address of this machine")):
+        for cmd in ("check", "serve"):
+            r = wsgate(cmd, "--listen", addr, "--port", str(free_port()), "--data-dir", d, timeout=30)
+            assert r.returncode == 2, (cmd, addr, r.stdout, r.stderr)
+            assert f'variable "listen": ' in r.stderr and addr in r.stderr and why in r.stderr, r.stderr
