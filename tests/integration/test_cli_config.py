@@ -495,3 +495,36 @@ def test_listen_bad_address_fails_check_as_serve(tmp_path):
             r = wsgate(cmd, "--listen", addr, "--port", str(free_port()), "--data-dir", d, timeout=30)
             assert r.returncode == 2, (cmd, addr, r.stdout, r.stderr)
             assert f'variable "listen": ' in r.stderr and addr in r.stderr and why in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- outputs never write
+
+def test_outputs_from_elsewhere_writes_nothing_and_says_where(start_server, tmp_path):
+    srv = start_server()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
+        return subprocess.run([os.path.abspath(WSGATE_BIN), "outputs", *args], cwd=str(elsewhere),
+                              capture_output=True, text=True, timeout=10, env=env)
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "no credentials in ./data: start the server first or pass --data-dir" in r.stderr
+    assert os.listdir(elsewhere) == []  # no ./data, no new keys
+    k = run("-raw", "management_access_key_id")
+    assert k.returncode == 1 and k.stdout == "" and "no credentials in ./data" in k.stderr
+    assert os.listdir(elsewhere) == []
+    # with --data-dir: the server's own keys, and where they came from
+    good = run("--data-dir", srv.data_dir, "-raw", "management_access_key_id")
+    with open(os.path.join(srv.data_dir, "management-credentials.json")) as f:
+        saved = json.load(f)
+    assert good.returncode == 0 and good.stdout == saved["access_key_id"], good.stderr
+    where = os.path.realpath(srv.data_dir) + "/management-credentials.json"
+    assert f"reading management credentials from {where}" in good.stderr
+    assert os.listdir(elsewhere) == []
+
+
+def test_outputs_raw_unknown_name_is_a_usage_error(tmp_path):
+    r = wsgate("outputs", "--data-dir", str(tmp_path / "d"), "-raw", "nosuch")
+    assert r.returncode == 2 and 'no output named "nosuch"' in r.stderr, r.stderr
