@@ -104,11 +104,7 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
         const char *val = argv[++i];
         int r;
         if (*var) {
-            size_t n = strlen(var) + strlen(val) + 2;
-            char *assign = xmalloc(n);
-            snprintf(assign, n, "%s=%s", var, val);
-            r = config_set(cfg, assign, &err);
-            free(assign);
+            r = config_set_var(cfg, a, var, val, &err); /* errors name the flag used */
         } else {
             r = config_set(cfg, val, &err);
         }

@@ -528,3 +528,15 @@ def test_outputs_from_elsewhere_writes_nothing_and_says_where(start_server, tmp_
 def test_outputs_raw_unknown_name_is_a_usage_error(tmp_path):
     r = wsgate("outputs", "--data-dir", str(tmp_path / "d"), "-raw", "nosuch")
     assert r.returncode == 2 and 'no output named "nosuch"' in r.stderr, r.stderr
+
+
+def test_flag_errors_name_the_flag(tmp_path):
+    d = str(tmp_path / "d")
+    for flag, value, var in (("--port", "x", "port"), ("--listen", "a b", "listen"),
+                             ("--data-dir", "", "data_dir")):
+        r = wsgate("check", "--data-dir", d, flag, value)
+        assert r.returncode == 2, (flag, r.stderr)
+        assert r.stderr.startswith(f'wsgate: {flag}: variable "{var}": '), r.stderr
+        assert "--set" not in r.stderr, r.stderr
+    r = wsgate("check", "--set", "port=x")
+    assert r.returncode == 2 and r.stderr.startswith('wsgate: --set: variable "port": '), r.stderr
