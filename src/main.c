@@ -163,6 +163,20 @@ static void close_loop(uv_loop_t *loop) {
     }
 }
 
+/* One line for people on stdout, whatever the number of workers; the JSON
+ * `listening` events stay on the log stream for machines. */
+static void say_where(const config *cfg, int port, bool echo) {
+    char ws[600], web[600];
+    outputs_base_url(cfg, port, false, ws, sizeof(ws));
+    outputs_base_url(cfg, port, true, web, sizeof(web));
+    if (echo)
+        printf("wsgate echo server on %s/%s\n", ws, cfg->stage_name);
+    else
+        printf("wsgate serving %s/%s  chat page %s/  dashboard %s/dashboard\n", ws, cfg->stage_name,
+               web, web);
+    fflush(stdout);
+}
+
 /* Start n servers on n loops (sharing the port with SO_REUSEPORT when n >
  * 1), run loop 0 on this thread and the others on their own, and wait for
  * all to stop (each stops on SIGTERM/SIGINT). In API mode one application
@@ -200,6 +214,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
         w[i].srv->worker_index = (int)i;
         port = w[i].srv->bound_port; /* port 0: the others share the first one's */
     }
+    if (rc == 0) say_where(cfg, w[0].srv->bound_port, echo);
     if (rc != 0) {
         /* Stop the ones that did start, as SIGTERM would. */
         for (unsigned i = 0; i < n; i++)

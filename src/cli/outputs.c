@@ -26,6 +26,13 @@ static const char *dial_host(const config *cfg, char *buf, size_t len) {
     return cfg->listen;
 }
 
+void outputs_base_url(const config *cfg, long long port, bool web, char *buf, size_t len) {
+    char hostbuf[128];
+    bool tls = cfg->tls_cert_file && cfg->tls_cert_file[0];
+    const char *scheme = web ? (tls ? "https" : "http") : (tls ? "wss" : "ws");
+    snprintf(buf, len, "%s://%s:%lld", scheme, dial_host(cfg, hostbuf, sizeof(hostbuf)), port);
+}
+
 /* A stable id for the API, like API Gateway's 10-character api id, derived
  * from the names that identify a deployment. */
 static void api_id(const config *cfg, char out[11]) {

@@ -3,6 +3,7 @@
 #ifndef WSGATE_CLI_OUTPUTS_H
 #define WSGATE_CLI_OUTPUTS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "config/config.h"
@@ -16,6 +17,11 @@ typedef enum outputs_format { OUTPUTS_TEXT, OUTPUTS_JSON, OUTPUTS_RAW } outputs_
  * when name is not an output; 1 when the output asked for with -raw has no
  * value (the management keys before the server's first start). */
 int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out);
+
+/* Write "SCHEME://HOST:PORT" into buf: the address clients dial for cfg
+ * (loopback when listening on every address), ws/wss, or http/https when
+ * `web`, by tls_cert_file. */
+void outputs_base_url(const config *cfg, long long port, bool web, char *buf, size_t len);
 
 /* Write the path of the store's database file for cfg into buf. */
 void outputs_data_file(const config *cfg, char *buf, size_t len);

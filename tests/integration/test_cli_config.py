@@ -540,3 +540,58 @@ def test_flag_errors_name_the_flag(tmp_path):
         assert "--set" not in r.stderr, r.stderr
     r = wsgate("check", "--set", "port=x")
     assert r.returncode == 2 and r.stderr.startswith('wsgate: --set: variable "port": '), r.stderr
+
+
+# ---------------------------------------------------------------- make run
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def test_make_run_is_quiet_and_says_where(tmp_path):
+    """`make run` on a fresh build: no compiler command lines, one human line
+    with the URLs (whatever the number of workers), the JSON events on
+    stderr as before. Builds at -O0 into its own directory."""
+    import signal
+    import threading
+    build = tmp_path / "build"
+    errf = open(tmp_path / "stderr", "w+")
+    p = subprocess.Popen(["make", "--no-print-directory", "run", f"BUILD={build}", "OPT=-O0",
+                          f"ARGS=--port 0 --data-dir {tmp_path / 'data'} --set worker_threads=2"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=errf, text=True,
+                         start_new_session=True)
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in p.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("wsgate serving"):
+                seen.set()
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    try:
+        # until the human line, or the server's JSON events plus a grace
+        deadline, listening_at = time.time() + 600, None
+        while not seen.wait(0.2) and time.time() < deadline and p.poll() is None:
+            errf.seek(0)
+            if listening_at is None and '"event":"listening"' in errf.read():
+                listening_at = time.time()
+            if listening_at is not None and time.time() > listening_at + 5:
+                break
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=60)
+        t.join(10)
+    errf.seek(0)
+    err = errf.read()
+    errf.close()
+    human = [l for l in lines if l.startswith("wsgate serving")]
+    assert len(human) == 1, (lines, err[-2000:])
+    m = human[0].split()
+    assert m[2].startswith("ws://127.0.0.1:") and m[2].endswith("/staging"), human
+    port = m[2].split(":")[2].split("/")[0]
+    assert human[0] == (f"wsgate serving ws://127.0.0.1:{port}/staging  chat page "
+                        f"http://127.0.0.1:{port}/  dashboard http://127.0.0.1:{port}/dashboard")
+    # nothing else on stdout but the note that a build is under way
+    assert all(l == human[0] or l.startswith("building ") for l in lines), lines
+    assert not any(" -c src/" in l or l.startswith("ar ") for l in err.splitlines()), err[-2000:]
+    assert err.count('"event":"listening"') == 2, err[-2000:]
