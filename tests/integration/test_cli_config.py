@@ -595,3 +595,31 @@ def test_make_run_is_quiet_and_says_where(tmp_path):
     assert all(l == human[0] or l.startswith("building ") for l in lines), lines
     assert not any(" -c src/" in l or l.startswith("ar ") for l in err.splitlines()), err[-2000:]
     assert err.count('"event":"listening"') == 2, err[-2000:]
+
+
+# ---------------------------------------------------------------- install-deps.sh
+
+def test_install_deps_waits_for_the_apt_lock(tmp_path):
+    """With every package missing (a fake dpkg-query) the script's apt-get
+    calls (a fake that records its arguments) both wait for the dpkg lock."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "apt-calls"
+    fakes = {
+        "dpkg-query": "#!/bin/sh\nexit 1\n",
+        "apt-get": f'#!/bin/sh\necho "$*" >> "{record}"\n',
+        "sudo": '#!/bin/sh\nexec "$@"\n',
+        "npm": "#!/bin/sh\nexit 0\n",
+        "node": "#!/bin/sh\nexit 0\n",
+    }
+    for name, text in fakes.items():
+        f = bin_dir / name
+        f.write_text(text)
+        f.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin")
+    r = subprocess.run(["bash", os.path.join(REPO, "scripts", "install-deps.sh")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = record.read_text().splitlines()
+    assert len(calls) == 2 and "update" in calls[0].split() and "install" in calls[1].split(), calls
+    assert all(c.startswith("-o DPkg::Lock::Timeout=600 ") for c in calls), calls
