@@ -623,3 +623,21 @@ def test_install_deps_waits_for_the_apt_lock(tmp_path):
     calls = record.read_text().splitlines()
     assert len(calls) == 2 and "update" in calls[0].split() and "install" in calls[1].split(), calls
     assert all(c.startswith("-o DPkg::Lock::Timeout=600 ") for c in calls), calls
+
+
+# ---------------------------------------------------------------- the README's commands
+
+def test_docs_run_wscat_through_npx_and_it_works_offline():
+    import glob
+    import re
+    bare = []
+    for path in [os.path.join(REPO, "README.md")] + glob.glob(os.path.join(REPO, "docs", "*.md")):
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                for m in re.finditer(r"\bwscat -c\b", line):
+                    if not line[:m.start()].endswith("npx "):
+                        bare.append(f"{path}:{n}: {line.strip()}")
+    assert bare == [], bare
+    r = subprocess.run(["npx", "--no-install", "wscat", "--version"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, npm_config_offline="true"))
+    assert r.returncode == 0 and r.stdout.strip(), (r.stdout, r.stderr)
