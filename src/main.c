@@ -368,6 +368,12 @@ static int parse_time(const char *s, int64_t *out) {
     return 0;
 }
 
+/* True when paths a and b name the same existing file. */
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int cmd_backup_restore(int argc, char **argv, bool restore) {
     static const char *const wanted[] = {"--out", "--to", NULL};
     const char *values[2] = {NULL, NULL};
@@ -388,6 +394,10 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     if (!values[0] || (restore && !values[1])) {
         fprintf(stderr, "wsgate: usage: wsgate %s\n",
                 restore ? "restore --to TIME --out FILE [options]" : "backup --out FILE [options]");
+        rc = 2;
+    } else if (same_file(values[0], db)) {
+        /* The copy starts by unlinking its target: that would be the store. */
+        fprintf(stderr, "wsgate: --out %s is the store itself; name a new file\n", values[0]);
         rc = 2;
     } else if (restore && parse_time(values[1], &to) != 0) {
         fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);

@@ -641,3 +641,36 @@ def test_docs_run_wscat_through_npx_and_it_works_offline():
     r = subprocess.run(["npx", "--no-install", "wscat", "--version"], cwd=REPO, capture_output=True,
                        text=True, timeout=120, env=dict(os.environ, npm_config_offline="true"))
     assert r.returncode == 0 and r.stdout.strip(), (r.stdout, r.stderr)
+
+
+def test_backup_or_restore_onto_the_store_itself_is_refused(start_server):
+    srv = start_server()
+    db = os.path.join(srv.data_dir, "websocket-api-dev.db")
+    before = os.stat(db).st_ino
+    for args in (("backup",), ("restore", "--to", str(int(time.time())))):
+        r = wsgate(*args, "--data-dir", srv.data_dir, "--out", db)
+        assert r.returncode == 2 and "is the store itself" in r.stderr, (args, r.stderr)
+        assert os.stat(db).st_ino == before
+    async def main():  # the server still has its store
+        ws, _ = await open_ws(srv.url + TEST_QUERY)
+        await ws.send(json.dumps({"type": "chat", "message": "still here"}))
+        while (await recv(ws))["type"] != "chat":
+            pass
+        await ws.close()
+    asyncio.run(main())
+
+
+def test_every_logged_event_is_documented():
+    import glob
+    import re
+    names = set()
+    for path in glob.glob(os.path.join(REPO, "src", "**", "*.c"), recursive=True):
+        with open(path) as f:
+            text = f.read()
+        names |= set(re.findall(r'log_begin\(\s*[^,]+,\s*[^,]+,\s*"([a-z_]+)"', text))
+        names |= set(re.findall(r'log_msg\(\s*[^,]+,\s*"([a-z_]+)"', text))
+    assert {"listening", "listen_error", "access"} <= names, names
+    with open(os.path.join(REPO, "docs", "operations.md")) as f:
+        doc = f.read()
+    missing = sorted(n for n in names if f"`{n}`" not in doc and f"\"event\":\"{n}\"" not in doc)
+    assert missing == [], missing
