@@ -1,7 +1,6 @@
 #include "cli/outputs.h"
 
 #include <jansson.h>
-#include <limits.h>
 #include <stdbool.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -76,15 +75,13 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     mgmt_credentials creds;
     char cerr[4600];
     memset(&creds, 0, sizeof(creds));
+    /* -raw of another output stays silent about keys it does not print. */
     bool wants_creds = format != OUTPUTS_RAW ||
                        (strncmp(name, "management_", 11) == 0 && strcmp(name, "management_api_url") != 0);
-    if (!wants_creds) {
-        /* nothing to read */
-    } else if (mgmt_credentials_read(cfg, &creds, cerr, sizeof(cerr)) != 0) {
+    if (wants_creds && mgmt_credentials_read(cfg, &creds, cerr, sizeof(cerr)) != 0) {
         fprintf(stderr, "wsgate: %s\n", cerr);
-        memset(&creds, 0, sizeof(creds));
-    } else if (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
-               !*cfg->management_bearer_key) {
+    } else if (wants_creds && (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
+                               !*cfg->management_bearer_key)) {
         char *abs = realpath(cfg->data_dir, NULL);
         fprintf(stderr, "wsgate: reading management credentials from %s/management-credentials.json\n",
                 abs ? abs : cfg->data_dir);
