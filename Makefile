@@ -1,4 +1,4 @@
-# wsgate build. `make run` installs what is missing, builds and serves;
+# wsgate build. `make run` installs what is missing, builds quietly and serves;
 # `make test` installs, builds and runs every test.
 
 CC      ?= cc
@@ -66,8 +66,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(PKG_LIBS) -lcriterion -lpthread
 
-run: deps $(BIN)
-	$(BIN) serve
+# Quiet for people: the build's commands are hidden (-s), its warnings and
+# errors are not; `make all` shows every command. ARGS go to `wsgate serve`.
+ARGS ?=
+run: deps
+	@$(MAKE) --no-print-directory -q $(BIN) 2>/dev/null || echo "building $(BIN) ..."
+	@$(MAKE) --no-print-directory -s $(BIN)
+	@exec $(BIN) serve $(ARGS)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; \

@@ -28,8 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Another apt (unattended-upgrades on a fresh machine, another terminal)
+  # may hold the dpkg lock: wait up to 10 minutes for it instead of failing.
+  APT=(apt-get -o DPkg::Lock::Timeout=600)
+  $SUDO "${APT[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # Node tools for the tests (wscat, ws), pinned by the committed lock file.

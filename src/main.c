@@ -9,11 +9,13 @@
 
 #include "app/app.h"
 #include "app/echo.h"
+#include "cli/datalock.h"
 #include "cli/export.h"
 #include "cli/outputs.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "config/config.h"
+#include "config/listen.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "store/crypto.h"
@@ -105,11 +107,7 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
         const char *val = argv[++i];
         int r;
         if (*var) {
-            size_t n = strlen(var) + strlen(val) + 2;
-            char *assign = xmalloc(n);
-            snprintf(assign, n, "%s=%s", var, val);
-            r = config_set(cfg, assign, &err);
-            free(assign);
+            r = config_set_var(cfg, a, var, val, &err); /* errors name the flag used */
         } else {
             r = config_set(cfg, val, &err);
         }
@@ -121,6 +119,23 @@ fail:
     fprintf(stderr, "wsgate: %s\n", err.message);
     config_free(cfg);
     exit(2);
+}
+
+/* Resolve and test-bind cfg->listen as config_listen_resolve does, for
+ * check and serve alike. Returns 0 and, when `replace`, swaps cfg->listen
+ * for the numeric address the server binds; or prints the error and
+ * returns -1. */
+static int resolve_listen(config *cfg, bool replace, char *numeric, size_t numlen) {
+    char err[700];
+    if (config_listen_resolve(cfg->listen, numeric, numlen, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return -1;
+    }
+    if (replace && strcmp(numeric, cfg->listen) != 0) {
+        free(cfg->listen);
+        cfg->listen = xstrdup(numeric);
+    }
+    return 0;
 }
 
 /* ---- the workers: one event loop per thread, one port ---- */
@@ -153,6 +168,20 @@ static void close_loop(uv_loop_t *loop) {
         uv_run(loop, UV_RUN_DEFAULT);
         uv_loop_close(loop);
     }
+}
+
+/* One line for people on stdout, whatever the number of workers; the JSON
+ * `listening` events stay on the log stream for machines. */
+static void say_where(const config *cfg, int port, bool echo) {
+    char ws[600], web[600];
+    outputs_base_url(cfg, port, false, ws, sizeof(ws));
+    outputs_base_url(cfg, port, true, web, sizeof(web));
+    if (echo)
+        printf("wsgate echo server on %s/%s\n", ws, cfg->stage_name);
+    else
+        printf("wsgate serving %s/%s  chat page %s/  dashboard %s/dashboard\n", ws, cfg->stage_name,
+               web, web);
+    fflush(stdout);
 }
 
 /* Start n servers on n loops (sharing the port with SO_REUSEPORT when n >
@@ -192,6 +221,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
         w[i].srv->worker_index = (int)i;
         port = w[i].srv->bound_port; /* port 0: the others share the first one's */
     }
+    if (rc == 0) say_where(cfg, w[0].srv->bound_port, echo);
     if (rc != 0) {
         /* Stop the ones that did start, as SIGTERM would. */
         for (unsigned i = 0; i < n; i++)
@@ -232,9 +262,22 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 0;
     }
+    char addr[64];
+    if (resolve_listen(&cfg, true, addr, sizeof(addr)) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
     if (fs_mkdir_p(cfg.data_dir) != 0) {
         fprintf(stderr, "wsgate: cannot create data directory %s: %s\n", cfg.data_dir,
                 strerror(errno));
+        config_free(&cfg);
+        return 1;
+    }
+    /* Before the log and the store: a second server must not touch either. */
+    char lerr[4600];
+    int lock = datalock_acquire(cfg.data_dir, lerr, sizeof(lerr));
+    if (lock < 0) {
+        fprintf(stderr, "wsgate: %s\n", lerr);
         config_free(&cfg);
         return 1;
     }
@@ -248,6 +291,7 @@ static int cmd_serve(int argc, char **argv) {
     int rc = serve(&cfg, workers, echo);
     metrics_global_free();
     log_close();
+    datalock_release(lock);
     config_free(&cfg);
     return rc;
 }
@@ -331,6 +375,12 @@ static int parse_time(const char *s, int64_t *out) {
     return 0;
 }
 
+/* True when paths a and b name the same existing file. */
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int cmd_backup_restore(int argc, char **argv, bool restore) {
     static const char *const wanted[] = {"--out", "--to", NULL};
     const char *values[2] = {NULL, NULL};
@@ -351,6 +401,10 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     if (!values[0] || (restore && !values[1])) {
         fprintf(stderr, "wsgate: usage: wsgate %s\n",
                 restore ? "restore --to TIME --out FILE [options]" : "backup --out FILE [options]");
+        rc = 2;
+    } else if (same_file(values[0], db)) {
+        /* The copy starts by unlinking its target: that would be the store. */
+        fprintf(stderr, "wsgate: --out %s is the store itself; name a new file\n", values[0]);
         rc = 2;
     } else if (restore && parse_time(values[1], &to) != 0) {
         fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
@@ -426,7 +480,13 @@ static int cmd_check(int argc, char **argv) {
         config_free(&cfg);
         return 0;
     }
+    char addr[64];
+    if (resolve_listen(&cfg, false, addr, sizeof(addr)) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
     printf("configuration is valid\n");
+    if (strcmp(addr, cfg.listen) != 0) printf("note: listen = \"%s\" binds %s\n", cfg.listen, addr);
     config_print_no_effect(&cfg, stdout);
     config_print_warnings(&cfg, stderr);
     config_dump(&cfg, stdout);

@@ -1,12 +1,12 @@
 #include "cli/outputs.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
-#include "common/fs.h"
 #include "mgmt/credentials.h"
 
 void outputs_data_file(const config *cfg, char *buf, size_t len) {
@@ -23,6 +23,13 @@ static const char *dial_host(const config *cfg, char *buf, size_t len) {
         return buf;
     }
     return cfg->listen;
+}
+
+void outputs_base_url(const config *cfg, long long port, bool web, char *buf, size_t len) {
+    char hostbuf[128];
+    bool tls = cfg->tls_cert_file && cfg->tls_cert_file[0];
+    const char *scheme = web ? (tls ? "https" : "http") : (tls ? "wss" : "ws");
+    snprintf(buf, len, "%s://%s:%lld", scheme, dial_host(cfg, hostbuf, sizeof(hostbuf)), port);
 }
 
 /* A stable id for the API, like API Gateway's 10-character api id, derived
@@ -61,14 +68,24 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     snprintf(fn_message, sizeof(fn_message), "%s-%s-message", pe[0], pe[1]);
     snprintf(fn_disconnect, sizeof(fn_disconnect), "%s-%s-disconnect", pe[0], pe[1]);
 
-    /* The management API's keys: configured, or generated into the data
-     * directory on first use (by the server or by this command). */
+    /* The management API's keys: configured, or read from the data
+     * directory where the server generated them on its first start. Never
+     * generated here: keys this command made would not be the ones a
+     * server running elsewhere checks. */
     mgmt_credentials creds;
-    char cerr[512];
-    if (fs_mkdir_p(cfg->data_dir) != 0 || mgmt_credentials_load(cfg, &creds, cerr, sizeof(cerr)) != 0) {
-        fprintf(stderr, "wsgate: management credentials unavailable: %s\n",
-                fs_mkdir_p(cfg->data_dir) != 0 ? "cannot create the data directory" : cerr);
-        memset(&creds, 0, sizeof(creds));
+    char cerr[4600];
+    memset(&creds, 0, sizeof(creds));
+    /* -raw of another output stays silent about keys it does not print. */
+    bool wants_creds = format != OUTPUTS_RAW ||
+                       (strncmp(name, "management_", 11) == 0 && strcmp(name, "management_api_url") != 0);
+    if (wants_creds && mgmt_credentials_read(cfg, &creds, cerr, sizeof(cerr)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", cerr);
+    } else if (wants_creds && (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
+                               !*cfg->management_bearer_key)) {
+        char *abs = realpath(cfg->data_dir, NULL);
+        fprintf(stderr, "wsgate: reading management credentials from %s/management-credentials.json\n",
+                abs ? abs : cfg->data_dir);
+        free(abs);
     }
 
     const struct {
@@ -96,12 +113,14 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     if (format == OUTPUTS_RAW) {
         for (size_t i = 0; i < n; i++) {
             if (strcmp(rows[i].name, name) == 0) {
+                /* An empty key would pass for a value in `$(...)`. */
+                if (!*rows[i].value) return 1;
                 fputs(rows[i].value, out);
                 return 0;
             }
         }
-        fprintf(stderr, "wsgate: no output named \"%s\"\n", name);
-        return 1;
+        fprintf(stderr, "wsgate: no output named \"%s\" (see wsgate outputs)\n", name);
+        return 2;
     }
     if (format == OUTPUTS_JSON) {
         json_t *o = json_object();

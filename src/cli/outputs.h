@@ -3,6 +3,7 @@
 #ifndef WSGATE_CLI_OUTPUTS_H
 #define WSGATE_CLI_OUTPUTS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "config/config.h"
@@ -10,9 +11,17 @@
 typedef enum outputs_format { OUTPUTS_TEXT, OUTPUTS_JSON, OUTPUTS_RAW } outputs_format;
 
 /* Print the outputs of cfg to out in `format`; for OUTPUTS_RAW only the
- * value of `name`. Returns 0, or 1 (with a message on stderr) when name is
- * not an output. */
+ * value of `name`. Never writes state: the management keys are read from
+ * the configuration or the data directory (which file, or why there are
+ * none, is said on stderr). Returns 0; 2 (usage, with a message on stderr)
+ * when name is not an output; 1 when the output asked for with -raw has no
+ * value (the management keys before the server's first start). */
 int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out);
+
+/* Write "SCHEME://HOST:PORT" into buf: the address clients dial for cfg
+ * (loopback when listening on every address), ws/wss, or http/https when
+ * `web`, by tls_cert_file. */
+void outputs_base_url(const config *cfg, long long port, bool web, char *buf, size_t len);
 
 /* Write the path of the store's database file for cfg into buf. */
 void outputs_data_file(const config *cfg, char *buf, size_t len);

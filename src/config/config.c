@@ -1122,7 +1122,10 @@ static void put_quoted(FILE *out, const char *s) {
 
 static void put_value(FILE *out, config *cfg, const config_var *v) {
     if (v->flags & CV_SECRET) {
-        fputs("\"********\"", out);
+        /* Stars for an empty value would claim a secret that is not there;
+         * the comment keeps the line loadable tfvars. */
+        const char *s = *str_field(cfg, v);
+        fputs(s && *s ? "\"********\"" : "\"\" # (not set)", out);
         return;
     }
     switch (v->type) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,7 +20,10 @@ static void random_string(char *out, size_t n, const char *alphabet) {
 
 static void copy(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : ""); }
 
-int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, size_t errlen) {
+/* create: generate and save the file when it does not exist (the server);
+ * without it a missing file is an error (the CLI, which must not make keys
+ * a server elsewhere would never accept). */
+static int load(const config *cfg, mgmt_credentials *out, bool create, char *err, size_t errlen) {
     memset(out, 0, sizeof(*out));
     copy(out->access_key_id, sizeof(out->access_key_id), cfg->management_access_key_id);
     copy(out->secret_access_key, sizeof(out->secret_access_key), cfg->management_secret_access_key);
@@ -33,6 +37,11 @@ int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, s
     if (!saved) {
         if (access(path, F_OK) == 0) {
             snprintf(err, errlen, "cannot read %s: %s", path, jerr.text);
+            return -1;
+        }
+        if (!create) {
+            snprintf(err, errlen, "no credentials in %s: start the server first or pass --data-dir",
+                     cfg->data_dir);
             return -1;
         }
         /* First start: make a key pair shaped like AWS's and a bearer key. */
@@ -49,7 +58,7 @@ int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, s
             /* Another process made it first: use theirs. */
             free(txt);
             json_decref(saved);
-            return mgmt_credentials_load(cfg, out, err, errlen);
+            return load(cfg, out, create, err, errlen);
         }
         size_t len = strlen(txt);
         bool ok = fd >= 0 && write(fd, txt, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
@@ -78,4 +87,12 @@ int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, s
     if (!*out->bearer_key) copy(out->bearer_key, sizeof(out->bearer_key), b);
     json_decref(saved);
     return 0;
+}
+
+int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, size_t errlen) {
+    return load(cfg, out, true, err, errlen);
+}
+
+int mgmt_credentials_read(const config *cfg, mgmt_credentials *out, char *err, size_t errlen) {
+    return load(cfg, out, false, err, errlen);
 }

@@ -20,4 +20,9 @@ typedef struct mgmt_credentials {
  * exists). Returns 0, or -1 with a message in err. */
 int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, size_t errlen);
 
+/* As mgmt_credentials_load, but never writes: values not configured come
+ * from DATA_DIR/management-credentials.json, and when that file does not
+ * exist returns -1 with "no credentials in DIR: ..." in err. For the CLI. */
+int mgmt_credentials_read(const config *cfg, mgmt_credentials *out, char *err, size_t errlen);
+
 #endif

@@ -4,13 +4,14 @@ and the access log lines."""
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import time
 
 import websockets
 
 import wsraw
-from conftest import WSGATE_BIN
+from conftest import WSGATE_BIN, free_port
 
 # The seed's "Example terraform.tfvars", copied verbatim.
 SEED_TFVARS = '''# Core configuration
@@ -484,3 +485,243 @@ def test_control_characters_keep_one_line_per_event(start_server):
     assert b"\x01" not in raw and b"\x1b" not in raw and b"\r" not in raw
     assert msg_lines[2]["routeKey"] == "$default"
     assert len(msg_lines[4]["body"]) < 5000
+
+
+# ---------------------------------------------------------------- the data directory's lock
+
+def test_second_server_on_same_data_dir_refused(start_server):
+    srv = start_server()
+    other = free_port()
+    r = wsgate("serve", "--port", str(other), "--data-dir", srv.data_dir, timeout=30)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"data directory {srv.data_dir} is in use by another wsgate (pid {srv.proc.pid})" in r.stderr
+    # the first one still serves, and the lock goes with it
+    async def main():
+        ws, _ = await open_ws(srv.url + TEST_QUERY)
+        await ws.close()
+    asyncio.run(main())
+    assert srv.stop() == 0
+    again = subprocess.Popen([WSGATE_BIN, "serve", "--port", str(other), "--data-dir", srv.data_dir],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and again.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", other), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert again.poll() is None, again.stderr.read()
+    finally:
+        again.terminate()
+        assert again.wait(timeout=15) == 0
+
+
+def test_backup_and_outputs_run_beside_a_live_server(start_server, tmp_path):
+    srv = start_server()
+    b = wsgate("backup", "--data-dir", srv.data_dir, "--out", str(tmp_path / "b.db"))
+    assert b.returncode == 0, b.stderr
+    o = wsgate("outputs", "--data-dir", srv.data_dir, "-raw", "management_access_key_id")
+    assert o.returncode == 0 and o.stdout.startswith("AKIA"), o.stderr
+
+
+# ---------------------------------------------------------------- the listen address
+
+def test_listen_localhost_checks_and_serves(start_server, tmp_path):
+    r = wsgate("check", "--listen", "localhost", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert 'note: listen = "localhost" binds 127.0.0.1' in r.stdout
+    srv = start_server(args=["--listen", "localhost"])  # the fixture dials 127.0.0.1
+    async def main():
+        ws, _ = await open_ws(srv.url + TEST_QUERY)
+        await ws.close()
+    asyncio.run(main())
+
+
+def test_listen_bad_address_fails_check_as_serve(tmp_path):
+    d = str(tmp_path / "d")
+    for addr, why in (("nosuch.invalid", "neither an IP address nor a host name that resolves"),
+                      ("192.0.2.1", "not an address of this machine")):
+        for cmd in ("check", "serve"):
+            r = wsgate(cmd, "--listen", addr, "--port", str(free_port()), "--data-dir", d, timeout=30)
+            assert r.returncode == 2, (cmd, addr, r.stdout, r.stderr)
+            assert f'variable "listen": ' in r.stderr and addr in r.stderr and why in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- outputs never write
+
+def test_outputs_from_elsewhere_writes_nothing_and_says_where(start_server, tmp_path):
+    srv = start_server()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
+        return subprocess.run([os.path.abspath(WSGATE_BIN), "outputs", *args], cwd=str(elsewhere),
+                              capture_output=True, text=True, timeout=10, env=env)
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "no credentials in ./data: start the server first or pass --data-dir" in r.stderr
+    assert os.listdir(elsewhere) == []  # no ./data, no new keys
+    k = run("-raw", "management_access_key_id")
+    assert k.returncode == 1 and k.stdout == "" and "no credentials in ./data" in k.stderr
+    assert os.listdir(elsewhere) == []
+    # with --data-dir: the server's own keys, and where they came from
+    good = run("--data-dir", srv.data_dir, "-raw", "management_access_key_id")
+    with open(os.path.join(srv.data_dir, "management-credentials.json")) as f:
+        saved = json.load(f)
+    assert good.returncode == 0 and good.stdout == saved["access_key_id"], good.stderr
+    where = os.path.realpath(srv.data_dir) + "/management-credentials.json"
+    assert f"reading management credentials from {where}" in good.stderr
+    assert os.listdir(elsewhere) == []
+
+
+def test_outputs_raw_unknown_name_is_a_usage_error(tmp_path):
+    r = wsgate("outputs", "--data-dir", str(tmp_path / "d"), "-raw", "nosuch")
+    assert r.returncode == 2 and 'no output named "nosuch"' in r.stderr, r.stderr
+
+
+def test_flag_errors_name_the_flag(tmp_path):
+    d = str(tmp_path / "d")
+    for flag, value, var in (("--port", "x", "port"), ("--listen", "a b", "listen"),
+                             ("--data-dir", "", "data_dir")):
+        r = wsgate("check", "--data-dir", d, flag, value)
+        assert r.returncode == 2, (flag, r.stderr)
+        assert r.stderr.startswith(f'wsgate: {flag}: variable "{var}": '), r.stderr
+        assert "--set" not in r.stderr, r.stderr
+    r = wsgate("check", "--set", "port=x")
+    assert r.returncode == 2 and r.stderr.startswith('wsgate: --set: variable "port": '), r.stderr
+
+
+# ---------------------------------------------------------------- make run
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def test_make_run_is_quiet_and_says_where(tmp_path):
+    """`make run` on a fresh build: no compiler command lines, one human line
+    with the URLs (whatever the number of workers), the JSON events on
+    stderr as before. Builds at -O0 into its own directory."""
+    import signal
+    import threading
+    build = tmp_path / "build"
+    errf = open(tmp_path / "stderr", "w+")
+    p = subprocess.Popen(["make", "--no-print-directory", "run", f"BUILD={build}", "OPT=-O0",
+                          f"ARGS=--port 0 --data-dir {tmp_path / 'data'} --set worker_threads=2"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=errf, text=True,
+                         start_new_session=True)
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in p.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("wsgate serving"):
+                seen.set()
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    try:
+        # until the human line, or the server's JSON events plus a grace
+        deadline, listening_at = time.time() + 600, None
+        while not seen.wait(0.2) and time.time() < deadline and p.poll() is None:
+            errf.seek(0)
+            if listening_at is None and '"event":"listening"' in errf.read():
+                listening_at = time.time()
+            if listening_at is not None and time.time() > listening_at + 5:
+                break
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=60)
+        t.join(10)
+    errf.seek(0)
+    err = errf.read()
+    errf.close()
+    human = [l for l in lines if l.startswith("wsgate serving")]
+    assert len(human) == 1, (lines, err[-2000:])
+    m = human[0].split()
+    assert m[2].startswith("ws://127.0.0.1:") and m[2].endswith("/staging"), human
+    port = m[2].split(":")[2].split("/")[0]
+    assert human[0] == (f"wsgate serving ws://127.0.0.1:{port}/staging  chat page "
+                        f"http://127.0.0.1:{port}/  dashboard http://127.0.0.1:{port}/dashboard")
+    # nothing else on stdout but the note that a build is under way
+    assert all(l == human[0] or l.startswith("building ") for l in lines), lines
+    assert not any(" -c src/" in l or l.startswith("ar ") for l in err.splitlines()), err[-2000:]
+    assert err.count('"event":"listening"') == 2, err[-2000:]
+
+
+# ---------------------------------------------------------------- install-deps.sh
+
+def test_install_deps_waits_for_the_apt_lock(tmp_path):
+    """With every package missing (a fake dpkg-query) the script's apt-get
+    calls (a fake that records its arguments) both wait for the dpkg lock."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "apt-calls"
+    fakes = {
+        "dpkg-query": "#!/bin/sh\nexit 1\n",
+        "apt-get": f'#!/bin/sh\necho "$*" >> "{record}"\n',
+        "sudo": '#!/bin/sh\nexec "$@"\n',
+        "npm": "#!/bin/sh\nexit 0\n",
+        "node": "#!/bin/sh\nexit 0\n",
+    }
+    for name, text in fakes.items():
+        f = bin_dir / name
+        f.write_text(text)
+        f.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin")
+    r = subprocess.run(["bash", os.path.join(REPO, "scripts", "install-deps.sh")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = record.read_text().splitlines()
+    assert len(calls) == 2 and "update" in calls[0].split() and "install" in calls[1].split(), calls
+    assert all(c.startswith("-o DPkg::Lock::Timeout=600 ") for c in calls), calls
+
+
+# ---------------------------------------------------------------- the README's commands
+
+def test_docs_run_wscat_through_npx_and_it_works_offline():
+    import glob
+    import re
+    bare = []
+    for path in [os.path.join(REPO, "README.md")] + glob.glob(os.path.join(REPO, "docs", "*.md")):
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                for m in re.finditer(r"\bwscat -c\b", line):
+                    if not line[:m.start()].endswith("npx "):
+                        bare.append(f"{path}:{n}: {line.strip()}")
+    assert bare == [], bare
+    r = subprocess.run(["npx", "--no-install", "wscat", "--version"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, npm_config_offline="true"))
+    assert r.returncode == 0 and r.stdout.strip(), (r.stdout, r.stderr)
+
+
+def test_backup_or_restore_onto_the_store_itself_is_refused(start_server):
+    srv = start_server()
+    db = os.path.join(srv.data_dir, "websocket-api-dev.db")
+    before = os.stat(db).st_ino
+    for args in (("backup",), ("restore", "--to", str(int(time.time())))):
+        r = wsgate(*args, "--data-dir", srv.data_dir, "--out", db)
+        assert r.returncode == 2 and "is the store itself" in r.stderr, (args, r.stderr)
+        assert os.stat(db).st_ino == before
+    async def main():  # the server still has its store
+        ws, _ = await open_ws(srv.url + TEST_QUERY)
+        await ws.send(json.dumps({"type": "chat", "message": "still here"}))
+        while (await recv(ws))["type"] != "chat":
+            pass
+        await ws.close()
+    asyncio.run(main())
+
+
+def test_every_logged_event_is_documented():
+    import glob
+    import re
+    names = set()
+    for path in glob.glob(os.path.join(REPO, "src", "**", "*.c"), recursive=True):
+        with open(path) as f:
+            text = f.read()
+        names |= set(re.findall(r'log_begin\(\s*[^,]+,\s*[^,]+,\s*"([a-z_]+)"', text))
+        names |= set(re.findall(r'log_msg\(\s*[^,]+,\s*"([a-z_]+)"', text))
+    assert {"listening", "listen_error", "access"} <= names, names
+    with open(os.path.join(REPO, "docs", "operations.md")) as f:
+        doc = f.read()
+    missing = sorted(n for n in names if f"`{n}`" not in doc and f"\"event\":\"{n}\"" not in doc)
+    assert missing == [], missing

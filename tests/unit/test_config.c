@@ -1110,3 +1110,18 @@ Test(config, help_shows_protection_types) {
         cr_expect(strstr(buf, names[i]) != NULL, "%s missing", names[i]);
     free(buf);
 }
+
+Test(config, dump_says_unset_secrets_are_not_set) {
+    config c;
+    config_error err;
+    config_init_defaults(&c);
+    cr_assert_eq(config_set(&c, "management_bearer_key=sekrit", &err), 0, "%s", err.message);
+    char *text = dump_to_string(&c);
+    cr_expect(strstr(text, "\njwt_secret                             = \"\" # (not set)\n") != NULL,
+              "%s", text);
+    cr_expect(strstr(text, "\nmanagement_bearer_key                  = \"********\"\n") != NULL,
+              "%s", text);
+    cr_expect(strstr(text, "sekrit") == NULL, "%s", text);
+    free(text);
+    config_free(&c);
+}

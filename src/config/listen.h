@@ -1,0 +1,16 @@
+/* The listen address as serve binds it, shared by `check` and `serve` so
+ * that what check accepts, serve can bind. */
+#ifndef WSGATE_CONFIG_LISTEN_H
+#define WSGATE_CONFIG_LISTEN_H
+
+#include <stddef.h>
+
+/* Resolve `listen` (an IPv4 or IPv6 address, or a host name such as
+ * "localhost", IPv4 preferred) and check that this machine can bind it, by
+ * binding a throw-away socket on port 0 (so a running server on the real
+ * port does not matter). On success returns 0 and writes the numeric
+ * address into numeric (numlen bytes, NUL-terminated), which the server
+ * binds; on failure returns -1 with one line in err naming the address. */
+int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char *err, size_t errlen);
+
+#endif
