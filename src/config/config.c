@@ -12,6 +12,7 @@
 
 #include "common/alloc.h"
 #include "config/tfvars.h"
+#include "ws/utf8.h"
 
 /* A config file larger than this is surely a mistake (a log, a binary);
  * refusing it keeps a typo in -c from eating memory. */
@@ -607,7 +608,7 @@ static bool in_charset(const char *set, unsigned char c) {
 /* Return the rule text a string breaks for variable v, or NULL. */
 static const char *check_string(const config_var *v, const char *s) {
     size_t n = strlen(s);
-    if (!tfv_utf8_valid(s, n)) return "must be valid UTF-8";
+    if (!ws_utf8_valid((const uint8_t *)s, n)) return "must be valid UTF-8";
     if ((v->nonempty || v->charset) && n == 0) return v->rule;
     if (v->max_len && n > v->max_len) return v->rule;
     if (v->charset)
@@ -634,14 +635,14 @@ static const char *check_int(const config_var *v, int64_t x) {
 
 static const char *check_item(const config_var *v, const char *s) {
     size_t n = strlen(s);
-    if (!tfv_utf8_valid(s, n)) return "must be valid UTF-8";
+    if (!ws_utf8_valid((const uint8_t *)s, n)) return "must be valid UTF-8";
     if ((v->nonempty && n == 0) || (v->max_len && n > v->max_len)) return v->item_rule;
     return NULL;
 }
 
 static const char *check_key(const config_var *v, const char *k) {
     size_t n = strlen(k);
-    if (!tfv_utf8_valid(k, n)) return "must be valid UTF-8";
+    if (!ws_utf8_valid((const uint8_t *)k, n)) return "must be valid UTF-8";
     if (n == 0 || (v->max_key_len && n > v->max_key_len)) return v->item_rule;
     return NULL;
 }

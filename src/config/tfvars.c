@@ -10,6 +10,7 @@
 #include "common/alloc.h"
 #include "common/bytebuf.h"
 #include "common/hex.h"
+#include "ws/utf8.h"
 
 typedef struct tfv_parser {
     const char *s;
@@ -80,40 +81,6 @@ static bool is_ident_char(int c) {
 }
 
 static bool is_digit(int c) { return c >= '0' && c <= '9'; }
-
-/* ---------- UTF-8 ---------- */
-
-bool tfv_utf8_valid(const char *str, size_t len) {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t need;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            if (c == 0xe0) lo = 0xa0;      /* overlong */
-            if (c == 0xed) hi = 0x9f;      /* surrogates */
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            if (c == 0xf0) lo = 0x90;      /* overlong */
-            if (c == 0xf4) hi = 0x8f;      /* above U+10FFFF */
-        } else {
-            return false;
-        }
-        if (len - i - 1 < need) return false;
-        if (s[i + 1] < lo || s[i + 1] > hi) return false;
-        for (size_t k = 2; k <= need; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf) return false;
-        i += need + 1;
-    }
-    return true;
-}
 
 static void put_utf8(bytebuf *b, uint32_t cp) {
     char out[4];
@@ -335,7 +302,7 @@ static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
             return -1;
         }
     }
-    if (!tfv_utf8_valid(b.d, b.n)) {
+    if (!ws_utf8_valid((const uint8_t *)b.d, b.n)) {
         free(b.d);
         return fail_at(p, line, col, "string is not valid UTF-8");
     }
@@ -425,7 +392,7 @@ static int parse_heredoc(tfv_parser *p, char **out, size_t *out_len) {
     }
     free(starts);
     free(ends);
-    if (!tfv_utf8_valid(b.d, b.n)) {
+    if (!ws_utf8_valid((const uint8_t *)b.d, b.n)) {
         free(b.d);
         return fail_at(p, line, col, "heredoc is not valid UTF-8");
     }

@@ -91,8 +91,5 @@ void tfv_value_free(tfv_value *v);
 /* Return the Terraform-style name of a type: "string", "number", ... */
 const char *tfv_type_name(tfv_type type);
 
-/* Return true when s[0..len) is valid UTF-8 (no overlongs, surrogates or
- * code points above U+10FFFF). */
-bool tfv_utf8_valid(const char *s, size_t len);
 
 #endif

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ws/utf8.h"
+
 static log_level current_level = LOG_INFO;
 static int log_fd = -1;
 
@@ -179,16 +181,9 @@ size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len, size_t 
             tmp[0] = (char)c;
             tn = 1;
         } else {
-            /* Copy a whole valid UTF-8 sequence, or U+FFFD for a bad byte. */
-            size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-            bool ok = need > 0 && i + need <= len;
-            for (size_t k = 1; ok && k < need; k++) ok = (u[i + k] & 0xC0) == 0x80;
-            if (ok && need == 3) {
-                ok = !(c == 0xE0 && u[i + 1] < 0xA0) && !(c == 0xED && u[i + 1] > 0x9F);
-            } else if (ok && need == 4) {
-                ok = !(c == 0xF0 && u[i + 1] < 0x90) && !(c == 0xF4 && u[i + 1] > 0x8F);
-            }
-            if (ok) {
+            /* Copy a whole valid UTF-8 character, or U+FFFD for a bad byte. */
+            size_t need = ws_utf8_char_len(u + i, len - i);
+            if (need > 0) {
                 memcpy(tmp, u + i, need);
                 tn = need;
                 i += need - 1;

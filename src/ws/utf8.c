@@ -76,6 +76,17 @@ bool ws_utf8_valid(const uint8_t *s, size_t len) {
     return ws_utf8_feed(&v, s, len) && ws_utf8_complete(&v);
 }
 
+size_t ws_utf8_char_len(const uint8_t *s, size_t len) {
+    if (len == 0) return 0;
+    uint8_t b = s[0];
+    size_t need = b < 0x80 ? 1 : b < 0xC2 ? 0 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : b < 0xF5 ? 4 : 0;
+    if (need == 0 || need > len) return 0;
+    /* The validator's own rules decide: one character fed, at a boundary. */
+    ws_utf8 v;
+    ws_utf8_init(&v);
+    return ws_utf8_feed(&v, s, need) && ws_utf8_complete(&v) ? need : 0;
+}
+
 size_t ws_utf8_trim(const char *s, size_t len) {
     const unsigned char *u = (const unsigned char *)s;
     /* Find the start of the last character: at most 3 continuation bytes. */

@@ -28,6 +28,12 @@ bool ws_utf8_complete(const ws_utf8 *v);
  * without leaving half a character). */
 size_t ws_utf8_trim(const char *s, size_t len);
 
+/* Return the length (1 to 4) of the valid character that starts s[0..len),
+ * or 0 when s starts with a byte that begins no valid character or with a
+ * character cut short by len (for copying text character by character,
+ * replacing what is not UTF-8). */
+size_t ws_utf8_char_len(const uint8_t *s, size_t len);
+
 /* Return true when s[0..len) is complete, valid UTF-8. */
 bool ws_utf8_valid(const uint8_t *s, size_t len);
 

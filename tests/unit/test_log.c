@@ -128,3 +128,17 @@ Test(log, thread_buffer_holds_lines_until_flushed) {
     log_close();
     free(dir);
 }
+
+/* Bug fix: a byte F5..FF followed by two continuation bytes was copied into
+ * the line as if it began a 3-byte character, so the JSON log held invalid
+ * UTF-8. Every byte of it is a U+FFFD now. */
+Test(log, bytes_that_begin_no_character_are_replaced) {
+    char out[64];
+    size_t used = 0;
+    size_t n = log_json_escape(out, sizeof(out), "\xff\xa9\xa9" "a", 4, &used);
+    cr_assert_eq(used, 4);
+    cr_assert_eq(n, 10);
+    cr_assert_eq(memcmp(out, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "a", 10), 0);
+    n = log_json_escape(out, sizeof(out), "\xf5\x80\x80\x80", 4, &used);
+    cr_assert_eq(n, 12);
+}

@@ -392,12 +392,12 @@ Test(tfvars, bom_is_skipped) {
     tfv_doc_free(doc);
 }
 
-Test(tfvars, utf8_validator) {
-    cr_expect(tfv_utf8_valid("", 0));
-    cr_expect(tfv_utf8_valid("\xf4\x8f\xbf\xbf", 4));
-    cr_expect_not(tfv_utf8_valid("\xf4\x90\x80\x80", 4));
-    cr_expect_not(tfv_utf8_valid("\xe0\x80\xaf", 3));
-    cr_expect_not(tfv_utf8_valid("\xe2\x82", 2));
-    cr_expect_not(tfv_utf8_valid("\x80", 1));
+Test(tfvars, invalid_utf8_in_a_string_is_refused) {
+    tfv_error err;
+    cr_expect_null(parse("a = \"\xf4\x90\x80\x80\"\n", &err));
+    cr_expect_null(parse("a = \"\xe0\x80\xaf\"\n", &err));
+    tfv_doc *doc = parse("a = \"\xf4\x8f\xbf\xbf\"\n", &err);
+    cr_expect_not_null(doc, "%s", err.message);
+    tfv_doc_free(doc);
     cr_expect_str_eq(tfv_type_name(TFV_MAP), "map");
 }

@@ -240,3 +240,16 @@ Test(utf8, trim_never_splits_a_character) {
     cr_assert_eq(ws_utf8_trim(s, n - 1), n - 4);
     cr_assert_eq(ws_utf8_trim("", 0), 0);
 }
+
+Test(utf8, char_len) {
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"a", 1), 1);
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xc3\xa9", 2), 2);
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xe2\x82\xac", 3), 3);
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xf0\x9f\x98\x80", 4), 4);
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xf0\x9f\x98", 3), 0);   /* cut short */
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xed\xa0\x80", 3), 0);   /* surrogate */
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xc0\xaf", 2), 0);       /* overlong */
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xff\xa9\xa9", 3), 0);
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\x80", 1), 0);
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"", 0), 0);
+}
