@@ -1,5 +1,6 @@
 #include "net/server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -237,18 +238,62 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
     return server_start_worker(srv, loop, cfg, handlers, app, (int)cfg->port, false);
 }
 
+/* Ports this process listens on in a SO_REUSEPORT group: its later
+ * workers join them, and no other process may (see bind_shared). Workers
+ * are started one after the other, but tests may run servers side by side. */
+static pthread_mutex_t claimed_mu = PTHREAD_MUTEX_INITIALIZER;
+static int claimed_ports[16];
+static size_t nclaimed;
+
+static bool port_claimed(int port) {
+    pthread_mutex_lock(&claimed_mu);
+    bool found = false;
+    for (size_t i = 0; i < nclaimed && !found; i++) found = claimed_ports[i] == port;
+    pthread_mutex_unlock(&claimed_mu);
+    return found;
+}
+
+static void port_claim(int port) {
+    pthread_mutex_lock(&claimed_mu);
+    if (nclaimed < sizeof(claimed_ports) / sizeof(claimed_ports[0])) claimed_ports[nclaimed++] = port;
+    pthread_mutex_unlock(&claimed_mu);
+}
+
+static int addr_port(const struct sockaddr *addr) {
+    return ntohs(addr->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)addr)->sin6_port
+                                             : ((const struct sockaddr_in *)addr)->sin_port);
+}
+
 /* A listening socket that other workers' sockets may share (SO_REUSEPORT:
- * the kernel spreads new connections over them). Returns a libuv error. */
+ * the kernel spreads new connections over them). Returns a libuv error.
+ *
+ * Only this process's workers may join the group. Linux lets any socket of
+ * the same user join a group, so the first worker binds WITHOUT
+ * SO_REUSEPORT: that bind fails (EADDRINUSE) while any other process
+ * listens on the port, and, being one atomic step, leaves no window for
+ * another process to slip in between a check and the bind. The option is
+ * set only once the bind succeeded, so this process's later workers can
+ * join; another wsgate makes the same first bind and gets EADDRINUSE. */
 static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr) {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return uv_translate_sys_error(errno);
     int one = 1;
     socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int port = addr_port(addr);
+    bool join = port != 0 && port_claimed(port);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 || bind(fd, addr, len) != 0) {
+        (join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        bind(fd, addr, len) != 0 ||
+        (!join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
         int e = errno;
         close(fd);
         return uv_translate_sys_error(e);
+    }
+    if (!join) {
+        struct sockaddr_storage bound;
+        socklen_t blen = sizeof(bound);
+        if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+            port_claim(addr_port((struct sockaddr *)&bound));
     }
     int r = uv_tcp_open(listener, fd);
     if (r != 0) close(fd);
@@ -291,9 +336,17 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     r = shared ? bind_shared(&srv->listener, (struct sockaddr *)&addr)
                : uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
-    if (r != 0) {
+    if (r == UV_EADDRINUSE) {
+        /* Most often a second wsgate (or a stale one) on the same port. */
+        log_msg(LOG_ERROR, "listen_error", "port %d is already in use by another process (%s)", port,
+                cfg->listen);
+        fprintf(stderr, "wsgate: port %d is already in use by another process (%s)\n", port,
+                cfg->listen);
+    } else if (r != 0) {
         log_msg(LOG_ERROR, "listen_error", "cannot listen on %s:%d: %s", cfg->listen, port,
                 uv_strerror(r));
+    }
+    if (r != 0) {
         uv_close((uv_handle_t *)&srv->listener, NULL);
         return r;
     }
