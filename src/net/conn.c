@@ -92,7 +92,13 @@ conn *conn_accept(server *srv) {
 
 /* Only c's thread writes wq_bytes; other workers read it (the management
  * API's queue check, gauges), so every write is a relaxed atomic store. */
-static inline void wq_bytes_set(conn *c, size_t v) { __atomic_store_n(&c->wq_bytes, v, __ATOMIC_RELAXED); }
+static inline void wq_bytes_set(conn *c, size_t v) {
+    __atomic_store_n(&c->wq_bytes, v, __ATOMIC_RELAXED);
+    /* The slow-consumer clock runs while the queue is above the limit and
+     * restarts whenever it has drained to the limit. */
+    if (v <= (size_t)c->srv->cfg->max_queued_bytes) c->backlog_since_ms = 0;
+    else if (!c->backlog_since_ms) c->backlog_since_ms = uv_now(c->srv->loop) | 1;
+}
 
 static void wq_push(conn *c, ws_frame *f) {
     if (c->wq_count == c->wq_cap) {
@@ -186,6 +192,29 @@ static void wq_try_push(conn *c) {
     }
 }
 
+/* Log why c is cut as a slow consumer and close it with 1008. */
+static void slow_consumer(conn *c, const char *why, size_t frame_len) {
+    uint64_t now = uv_now(c->srv->loop);
+    log_line l;
+    log_begin(&l, LOG_INFO, "slow_consumer");
+    log_str(&l, "connectionId", c->id);
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_str(&l, "reason", why);
+    log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
+    log_int(&l, "frames", (int64_t)c->wq_count);
+    log_int(&l, "stuckMs", c->backlog_since_ms ? (int64_t)(now - c->backlog_since_ms) : 0);
+    if (frame_len) log_int(&l, "frameBytes", (int64_t)frame_len);
+    log_end(&l);
+    wq_drop_unsent(c);
+    conn_close(c, WS_CLOSE_POLICY, "slow consumer: send queue not drained");
+}
+
+/* True when a backlogged queue has outlived slow_consumer_timeout_ms. */
+static bool backlog_expired(const conn *c, uint64_t now) {
+    return c->backlog_since_ms &&
+           now - c->backlog_since_ms >= (uint64_t)c->srv->cfg->slow_consumer_timeout_ms;
+}
+
 int conn_send(conn *c, ws_frame *f) {
     if (!server_owns(c)) {
         /* Another worker's connection: its own thread queues the frame. */
@@ -193,19 +222,24 @@ int conn_send(conn *c, ws_frame *f) {
         return 0;
     }
     if (c->state != CONN_OPEN || c->close_sent) return -1;
-    /* Bug fix (fast readers cut off as slow consumers): frames queued in
-     * this loop turn (a batch of broadcasts) have not been offered to the
-     * kernel yet; count only what the kernel will not take. */
-    if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) wq_try_push(c);
-    if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) {
-        log_line l;
-        log_begin(&l, LOG_INFO, "slow_consumer");
-        log_str(&l, "connectionId", c->id);
-        log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
-        log_end(&l);
-        wq_drop_unsent(c);
-        conn_close(c, WS_CLOSE_POLICY, "slow consumer: send queue limit exceeded");
-        return -1;
+    size_t limit = (size_t)c->srv->cfg->max_queued_bytes;
+    /* Frames queued in this loop turn (a batch of broadcasts) have not been
+     * offered to the kernel yet: count only what the kernel will not take. */
+    if (c->wq_bytes + f->len > limit) wq_try_push(c);
+    /* Bug fix (issue 18): the limit used to be checked against the queue
+     * plus the new frame, so one frame bigger than the limit cut even a
+     * fast reader with an empty queue. What judges a consumer is what it
+     * leaves queued: any frame is taken while the queue is within the
+     * limit; beyond it, only until the deadline or the ceiling. */
+    if (c->wq_bytes > limit) {
+        if (c->wq_bytes + f->len > limit * CONN_QUEUE_CEILING) {
+            slow_consumer(c, "queue ceiling", f->len);
+            return -1;
+        }
+        if (backlog_expired(c, uv_now(c->srv->loop))) {
+            slow_consumer(c, "not drained", f->len);
+            return -1;
+        }
     }
     enqueue(c, ws_frame_ref(f));
     return 0;
@@ -700,6 +734,12 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         return released;
     case CONN_OPEN:
         break;
+    }
+    if (backlog_expired(c, now)) {
+        /* Nothing more may be sent to it, but what it has not read for so
+         * long is still held: a reader that stopped is cut here. */
+        slow_consumer(c, "not drained", 0);
+        return released;
     }
     if (c->wq_count == 0 && c->wq && !c->writing) {
         /* An empty queue keeps no ring between sweeps: idle connections

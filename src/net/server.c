@@ -227,7 +227,8 @@ void server_free(server *srv) {
 static uint64_t sweep_interval_ms(const config *cfg) {
     uint64_t iv = 1000;
     uint64_t cand[] = {(uint64_t)cfg->handshake_timeout_ms / 4, (uint64_t)cfg->ping_interval_s * 250,
-                       (uint64_t)cfg->pong_timeout_s * 250, (uint64_t)cfg->idle_timeout_s * 250};
+                       (uint64_t)cfg->pong_timeout_s * 250, (uint64_t)cfg->idle_timeout_s * 250,
+                       (uint64_t)cfg->slow_consumer_timeout_ms / 4};
     for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
         if (cand[i] > 0 && cand[i] < iv) iv = cand[i];
     return iv < 50 ? 50 : iv;
