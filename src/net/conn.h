@@ -39,6 +39,10 @@ typedef struct conn {
     bool opened;                     /* on_open ran, so on_close must run */
     bool http_keep_alive;            /* plain HTTP: read another request after this one */
     bool upgraded;                   /* past the 101: what arrives is WebSocket frames */
+    bool addr_counted;               /* counted in server_addr_acquire */
+    bool over_addr_limit;            /* its address had max_connections_per_ip sockets */
+    bool http_answered;              /* on_http_head answered: the body is never read */
+    size_t http_held;                /* bytes counted in server_pending_http_bytes */
 
     http_request *req;               /* during the handshake / plain HTTP */
     ws_parser *parser;               /* once open; NULL while idle between frames */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/strmap.h"
 #include "log/log.h"
 
 /* Shared by every worker: max_connections holds for the process. */
@@ -20,6 +21,48 @@ static _Atomic int64_t open_total;
 int64_t server_open_total(void) { return atomic_load_explicit(&open_total, memory_order_relaxed); }
 
 void server_open_add(int delta) { atomic_fetch_add_explicit(&open_total, delta, memory_order_relaxed); }
+
+/* Shared by every worker: max_pending_http_bytes holds for the process. */
+static _Atomic size_t pending_http;
+
+size_t server_pending_http_bytes(void) { return atomic_load_explicit(&pending_http, memory_order_relaxed); }
+
+void server_pending_http_add(ssize_t delta) {
+    atomic_fetch_add_explicit(&pending_http, (size_t)delta, memory_order_relaxed);
+}
+
+/* Accepted sockets per source address, every worker's: an address's
+ * connections that have not upgraded count against max_connections_per_ip
+ * too. The map is created on first use and emptied as sockets close. */
+static pthread_mutex_t addr_mu = PTHREAD_MUTEX_INITIALIZER;
+static strmap addr_sockets;
+static bool addr_sockets_ready;
+
+size_t server_addr_acquire(const char *ip) {
+    pthread_mutex_lock(&addr_mu);
+    if (!addr_sockets_ready) {
+        strmap_init(&addr_sockets);
+        addr_sockets_ready = true;
+    }
+    uintptr_t n = (uintptr_t)strmap_get(&addr_sockets, ip) + 1;
+    strmap_put(&addr_sockets, ip, (void *)n, NULL);
+    pthread_mutex_unlock(&addr_mu);
+    return (size_t)n;
+}
+
+void server_addr_release(const char *ip) {
+    pthread_mutex_lock(&addr_mu);
+    uintptr_t n = addr_sockets_ready ? (uintptr_t)strmap_get(&addr_sockets, ip) : 0;
+    if (n > 1) strmap_put(&addr_sockets, ip, (void *)(n - 1), NULL);
+    else if (n == 1) strmap_remove(&addr_sockets, ip);
+    if (addr_sockets_ready && addr_sockets.count == 0) {
+        /* Nothing left: no memory is kept past the last socket (leak
+         * checkers see an empty process). */
+        strmap_free(&addr_sockets);
+        addr_sockets_ready = false;
+    }
+    pthread_mutex_unlock(&addr_mu);
+}
 
 /* The server whose loop runs on this thread (NULL until one enters). */
 static _Thread_local server *current;

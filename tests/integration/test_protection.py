@@ -188,15 +188,28 @@ def stored_messages(srv, want, timeout=TIMEOUT):
     raise AssertionError(f"store never held {sorted(set(want) - got)}; has {sorted(got)}")
 
 
-def http_get(port, path):
-    """A plain HTTP GET (no upgrade); returns (status, headers, body)."""
-    return wsraw.raw_http(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                          .encode(), timeout=TIMEOUT)
+def http_get(port, path, src=None):
+    """A plain HTTP GET (no upgrade) from source address `src` (default
+    127.0.0.1); returns (status, headers, body)."""
+    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    if not src:
+        return wsraw.raw_http(port, req, timeout=TIMEOUT)
+    with socket.socket() as s:
+        s.settimeout(TIMEOUT)
+        s.bind((src, 0))
+        s.connect(("127.0.0.1", port))
+        s.sendall(req)
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    return int(head.split(b" ", 2)[1]), parse_headers(head), body
 
 
-def throttled_metrics(srv):
-    """wsgate_throttled_total by scope, from /metrics."""
-    st, _, body = http_get(srv.port, "/metrics")
+def throttled_metrics(srv, src=None):
+    """wsgate_throttled_total by scope, from /metrics (asked from `src`:
+    every socket counts against its address's max_connections_per_ip)."""
+    st, _, body = http_get(srv.port, "/metrics", src)
     assert st == 200, (st, body)
     out = {}
     for m in re.finditer(rb'^wsgate_throttled_total\{([^}]*)\} (\d+)$', body, re.M):
@@ -263,7 +276,7 @@ def test_connection_flood_capped_per_address(start_server):
         # The other address is open and served during and after the flood.
         assert room_list_ok(other[0])
         other.append(ws_connect(srv.port, "userId=other2", src=OTHER_IP))
-        assert throttled_metrics(srv)["address"] == 40
+        assert throttled_metrics(srv, OTHER_IP)["address"] == 40
         # A closed connection frees a place for its address.
         held.pop().close()
         assert poll(lambda: (lambda r: (close_all([r[3]] if r[3] else []), r[0] == 101)[1])(
@@ -582,7 +595,7 @@ def test_metrics_every_scope(start_server):
         assert passed == ["r1"] and throttled == 1, (passed, throttled)
         # stage: empty now
         assert not all(room_list_ok(c[2]) for _ in range(3))
-        m = throttled_metrics(srv)
+        m = throttled_metrics(srv, OTHER_IP)
         assert m["address"] == 1 and m["connection"] >= 1 and m["route"] == 1 and m["stage"] >= 1, m
     finally:
         close_all(c)
