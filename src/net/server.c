@@ -15,6 +15,8 @@
 #include "common/strmap.h"
 #include "log/log.h"
 
+static void port_unclaim(int port);
+
 /* Shared by every worker: max_connections holds for the process. */
 static _Atomic int64_t open_total;
 
@@ -259,6 +261,8 @@ static void on_hup(uv_signal_t *h, int signum) {
 }
 
 void server_free(server *srv) {
+    if (srv->claimed_port) port_unclaim(srv->claimed_port);
+    srv->claimed_port = 0;
     tls_ctx_free(srv->tls);
     srv->tls = NULL;
     if (srv->loop) {
@@ -297,9 +301,22 @@ static bool port_claimed(int port) {
     return found;
 }
 
-static void port_claim(int port) {
+static bool port_claim(int port) {
     pthread_mutex_lock(&claimed_mu);
-    if (nclaimed < sizeof(claimed_ports) / sizeof(claimed_ports[0])) claimed_ports[nclaimed++] = port;
+    bool ok = nclaimed < sizeof(claimed_ports) / sizeof(claimed_ports[0]);
+    if (ok) claimed_ports[nclaimed++] = port;
+    pthread_mutex_unlock(&claimed_mu);
+    return ok;
+}
+
+static void port_unclaim(int port) {
+    pthread_mutex_lock(&claimed_mu);
+    for (size_t i = 0; i < nclaimed; i++) {
+        if (claimed_ports[i] == port) {
+            claimed_ports[i] = claimed_ports[--nclaimed];
+            break;
+        }
+    }
     pthread_mutex_unlock(&claimed_mu);
 }
 
@@ -318,7 +335,7 @@ static int addr_port(const struct sockaddr *addr) {
  * another process to slip in between a check and the bind. The option is
  * set only once the bind succeeded, so this process's later workers can
  * join; another wsgate makes the same first bind and gets EADDRINUSE. */
-static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr) {
+static int bind_shared(server *srv, const struct sockaddr *addr) {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return uv_translate_sys_error(errno);
     int one = 1;
@@ -336,10 +353,11 @@ static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr) {
     if (!join) {
         struct sockaddr_storage bound;
         socklen_t blen = sizeof(bound);
-        if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
-            port_claim(addr_port((struct sockaddr *)&bound));
+        if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0 &&
+            port_claim(addr_port((struct sockaddr *)&bound)))
+            srv->claimed_port = addr_port((struct sockaddr *)&bound);
     }
-    int r = uv_tcp_open(listener, fd);
+    int r = uv_tcp_open(&srv->listener, fd);
     if (r != 0) close(fd);
     return r;
 }
@@ -377,7 +395,7 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    r = shared ? bind_shared(&srv->listener, (struct sockaddr *)&addr)
+    r = shared ? bind_shared(srv, (struct sockaddr *)&addr)
                : uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
     if (r == UV_EADDRINUSE) {

@@ -76,6 +76,7 @@ typedef struct server {
     bool shutting_down;
     uint64_t shutdown_deadline_ms;
     int bound_port;
+    int claimed_port;                /* the first worker of a SO_REUSEPORT group: its port */
     int worker_index;                /* 0 .. worker_threads-1 (logged) */
 
     tls_ctx *tls;                    /* wss:// when set; replaced on SIGHUP */
