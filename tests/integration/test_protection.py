@@ -724,7 +724,9 @@ def test_every_socket_counts_per_address(start_server):
     4) is refused 429 while another address connects; beyond twice the limit
     sockets are closed at once; the places come back when the sockets
     close."""
-    srv = start_server(settings={"max_connections_per_ip": 4})
+    # One worker: one accept queue, so sockets are counted in the order
+    # they were opened.
+    srv = start_server(settings={"max_connections_per_ip": 4, "worker_threads": 1})
     idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) for _ in range(4)]
     extra = []
     try:
