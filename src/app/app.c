@@ -364,8 +364,25 @@ static bool app_http(conn *c, const http_request *req) {
     return handled;
 }
 
+/* Plain HTTP is routed on its head first: only the management API's POST
+ * routes read a body, and only with our credentials in the headers. */
+static long app_http_head(conn *c, const http_request *req) {
+    app *a = app_of(c);
+    app_lock(a);
+    long limit = mgmt_http_head(a, c, req);
+    app_unlock(a);
+    return limit;
+}
+
+/* The net layer refused a socket of an address over max_connections_per_ip. */
+static void app_refused(conn *c, int status) {
+    if (status == 429) metrics_count_throttled(app_metrics(app_of(c)), METRICS_THROTTLE_ADDRESS);
+}
+
 static const server_handlers api_handlers = {
     .on_http = app_http,
+    .on_http_head = app_http_head,
+    .on_refused = app_refused,
     .authorize = app_authorize,
     .on_open = app_open,
     .on_message = app_message,

@@ -79,6 +79,8 @@ typedef struct config {
     int64_t pong_timeout_s;        /* default 10 */
     int64_t max_connection_duration_s; /* default 0 = unlimited */
     int64_t max_queued_bytes;      /* per-connection write queue cap, default 1048576 */
+    int64_t slow_consumer_timeout_ms; /* longest a queue may stay above max_queued_bytes, default 10000 */
+    int64_t max_pending_http_bytes; /* memory of connections not upgraded, all workers; default 64 MiB */
     int64_t shutdown_timeout_ms;   /* default 5000 */
     int64_t max_connections;       /* default 100000 */
     int64_t worker_threads;        /* event loops; 0 = auto (one per core) */

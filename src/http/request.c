@@ -116,6 +116,16 @@ static int on_headers_complete(http_parser *p) {
     raw_terminate(r);
     r->headers_complete = true;
     trim_values(r);
+    if (r->on_head) {
+        /* Routed before the body: a request nobody will read a body for
+         * is refused here, and the body is never buffered. */
+        long limit = r->on_head(r, r->on_head_ctx);
+        if (limit < 0) {
+            r->error_status = (int)-limit;
+            return -1;
+        }
+        r->max_body = (size_t)limit;
+    }
     if (p->content_length != UINT64_MAX && p->content_length > r->max_body) {
         r->error_status = 413;
         return -1; /* 1 would mean "no body follows", not an error */
@@ -228,6 +238,15 @@ bool http_request_header_has_token(const http_request *r, const char *name, cons
         }
     }
     return false;
+}
+
+bool http_request_has_body(const http_request *r) {
+    if (r->parser.flags & F_CHUNKED) return true;
+    return r->parser.content_length != UINT64_MAX && r->parser.content_length > 0;
+}
+
+size_t http_request_held(const http_request *r) {
+    return r->raw_cap + r->headers_cap * sizeof(*r->headers) + (r->body ? r->body_len + 1 : 0);
 }
 
 const char *http_request_method(const http_request *r) {

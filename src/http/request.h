@@ -15,6 +15,14 @@ typedef struct http_header {
     size_t value_off, value_len;
 } http_header;
 
+struct http_request;
+
+/* Called once a request's head is parsed, before any byte of its body is
+ * read: returns the largest body the request may carry (0: none), or a
+ * negative HTTP status (-404, -429...) to refuse it with that status, its
+ * body unread. */
+typedef long (*http_head_fn)(struct http_request *r, void *ctx);
+
 typedef struct http_request {
     http_parser parser;
     size_t max_header_bytes;     /* request line + headers budget */
@@ -36,6 +44,9 @@ typedef struct http_request {
     bool complete;               /* whole request (head, and body if any) parsed */
     bool upgrade;                /* the parser stopped at an Upgrade request */
     int error_status;            /* HTTP status to answer a bad request with */
+
+    http_head_fn on_head;        /* optional; set after http_request_init */
+    void *on_head_ctx;
 } http_request;
 
 /* Prepare r with the given limits. Owns nothing yet; release with
@@ -59,6 +70,14 @@ const char *http_request_header(const http_request *r, const char *name, size_t 
 /* Return true when the comma-separated header `name` contains `token`
  * (case-insensitive), e.g. Connection: keep-alive, Upgrade. */
 bool http_request_header_has_token(const http_request *r, const char *name, const char *token);
+
+/* Return true when the parsed head announces a body (a Content-Length
+ * above 0, or chunked). */
+bool http_request_has_body(const http_request *r);
+
+/* Return the heap bytes r holds (head, header index, body): what a
+ * connection that has not upgraded costs beyond its fixed size. */
+size_t http_request_held(const http_request *r);
 
 /* Return the method name ("GET", ...). */
 const char *http_request_method(const http_request *r);

@@ -69,6 +69,8 @@ static void respond_error(conn *c, const http_request *req, int status, const ch
 
 /* ---- authentication ---- */
 
+static void denied(conn *c, const http_request *req, const char *reason);
+
 static bool authenticated(app *a, conn *c, const http_request *req) {
     size_t alen;
     const char *auth = http_request_header(req, "Authorization", &alen);
@@ -85,13 +87,39 @@ static bool authenticated(app *a, conn *c, const http_request *req) {
         if (sigv4_verify(req, &cred, 1, "execute-api", time(NULL), MGMT_MAX_SKEW_S, &reason) == 0)
             return true;
     }
+    denied(c, req, reason);
+    return false;
+}
+
+/* What the headers alone can tell before a body is read: the bearer key in
+ * full; for SigV4 (whose signature covers the body's hash) that it names
+ * our access key id, the signature being checked once the body is in.
+ * Returns NULL, or why the request is refused. */
+static const char *head_credentials_refused(app *a, const http_request *req) {
+    size_t alen;
+    const char *auth = http_request_header(req, "Authorization", &alen);
+    if (!auth) return "Missing Authentication Token";
+    if (alen > 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
+        size_t want = strlen(a->mgmt_creds.bearer_key);
+        if (want > 0 && alen - 7 == want && CRYPTO_memcmp(auth + 7, a->mgmt_creds.bearer_key, want) == 0)
+            return NULL;
+        return "The bearer key is not valid";
+    }
+    const char *cred = strstr(auth, "Credential=");
+    size_t kl = strlen(a->mgmt_creds.access_key_id);
+    if (cred && kl > 0 && strncmp(cred + 11, a->mgmt_creds.access_key_id, kl) == 0 && cred[11 + kl] == '/')
+        return NULL;
+    return "The security token included in the request is invalid";
+}
+
+/* Log a refused management request and answer it 403. */
+static void denied(conn *c, const http_request *req, const char *reason) {
     log_line l;
     log_begin(&l, LOG_INFO, "management_denied");
     log_str(&l, "identity.sourceIp", c->source_ip);
     log_str(&l, "reason", reason);
     log_end(&l);
     respond_error(c, req, 403, "ForbiddenException", reason);
-    return false;
 }
 
 /* ---- @connections ---- */
@@ -265,34 +293,68 @@ static const mgmt_route mgmt_routes[] = {
     {"POST", "/@rooms/", true, ARG_ID, true, NULL, post_to_room},
 };
 
-bool mgmt_handle(app *a, conn *c, const http_request *req) {
-    if (web_handle(c, req, a->cfg->stage_name)) return true; /* the browser pages */
+/* Find req's route in mgmt_routes. Returns it (with *id pointing into
+ * *path for ARG_ID routes) or NULL; *path_known tells whether some route
+ * has that path with another method. *path is the decoded path (caller
+ * frees; NULL when it does not decode, and then no route matches). */
+static const mgmt_route *match_route(app *a, const http_request *req, char **path, const char **id,
+                                     bool *path_known) {
     size_t plen;
     const char *raw = http_request_path(req, &plen);
+    *path_known = false;
+    *id = NULL;
     /* Decode once: boto3 sends "@" as %40 and ids may be escaped. */
-    char *path = http_path_decode(raw, plen);
-    if (!path) return false;
+    *path = http_path_decode(raw, plen);
+    if (!*path) return NULL;
     const char *stage = a->cfg->stage_name;
     size_t sl = strlen(stage);
     const char *after_stage = NULL;
-    if (path[0] == '/' && strncmp(path + 1, stage, sl) == 0 && path[1 + sl] == '/')
-        after_stage = path + 1 + sl;
+    if ((*path)[0] == '/' && strncmp(*path + 1, stage, sl) == 0 && (*path)[1 + sl] == '/')
+        after_stage = *path + 1 + sl;
     const char *method = http_request_method(req);
-    bool path_known = false;
     for (size_t i = 0; i < sizeof(mgmt_routes) / sizeof(mgmt_routes[0]); i++) {
         const mgmt_route *r = &mgmt_routes[i];
-        const char *p = r->staged ? after_stage : path;
+        const char *p = r->staged ? after_stage : *path;
         if (!p) continue;
         size_t pl = strlen(r->prefix);
-        const char *id = NULL;
         if (r->arg == ARG_ID) {
             if (strncmp(p, r->prefix, pl) != 0 || !p[pl] || strchr(p + pl, '/')) continue;
-            id = p + pl;
         } else if (strcmp(p, r->prefix) != 0) {
             continue;
         }
-        path_known = true;
+        *path_known = true;
         if (strcmp(method, r->method) != 0) continue;
+        if (r->arg == ARG_ID) *id = p + pl;
+        return r;
+    }
+    return NULL;
+}
+
+long mgmt_http_head(app *a, conn *c, const http_request *req) {
+    char *path;
+    const char *id;
+    bool path_known;
+    const mgmt_route *r = match_route(a, req, &path, &id, &path_known);
+    free(path);
+    /* Only the POST routes take a body; any other request that announces
+     * one is answered from its head, the body unread. */
+    if (!r) return http_request_has_body(req) ? (path_known ? -405 : -404) : 0;
+    if (strcmp(r->method, "POST") != 0) return 0;
+    const char *refused = head_credentials_refused(a, req);
+    if (refused) {
+        denied(c, req, refused);
+        return SERVER_HTTP_ANSWERED;
+    }
+    return MGMT_MAX_BODY;
+}
+
+bool mgmt_handle(app *a, conn *c, const http_request *req) {
+    if (web_handle(c, req, a->cfg->stage_name)) return true; /* the browser pages */
+    char *path;
+    const char *id;
+    bool path_known;
+    const mgmt_route *r = match_route(a, req, &path, &id, &path_known);
+    if (r) {
         if (!r->auth || authenticated(a, c, req)) {
             if (r->plain) r->plain(a, c, req);
             else r->with_id(a, c, req, id);

@@ -14,14 +14,12 @@
 /* How long a closing connection waits for the peer's close frame (or for a
  * slow reader to take our close frame) before TCP is ended anyway. */
 #define CONN_CLOSE_WAIT_MS 2000
-/* Largest plain-HTTP request body: API Gateway's 128 KB message limit, for
- * POST @connections. */
-#define CONN_MAX_HTTP_BODY (128 * 1024)
 /* Buffers handed to one writev. */
 #define CONN_IOV_MAX 64
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_closed(uv_handle_t *h);
+static long on_http_head(http_request *r, void *ctx);
 
 /* A raw byte buffer (an HTTP response) in a frame's clothing, so it shares
  * the write queue with WebSocket frames. */
@@ -46,6 +44,52 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     conn *c = h->data;
     buf->base = (char *)c->srv->read_buf;
     buf->len = sizeof(c->srv->read_buf);
+}
+
+/* ---- requests before the upgrade ---- */
+
+/* Largest plain-HTTP request body a route may take: API Gateway's 128 KB
+ * message limit, for POST @connections. */
+#define CONN_MAX_HTTP_BODY (128 * 1024)
+
+/* Bring c's share of server_pending_http_bytes up to date: the connection
+ * itself and what its request holds (0 once it has none). Returns how much
+ * it grew. */
+static ssize_t pending_update(conn *c) {
+    size_t held = c->req ? sizeof(*c) + sizeof(*c->req) + http_request_held(c->req) : 0;
+    ssize_t delta = (ssize_t)held - (ssize_t)c->http_held;
+    if (delta) server_pending_http_add(delta);
+    c->http_held = held;
+    return delta;
+}
+
+/* (Re)start c's request, routed on its head before any body is read. */
+static void request_init(conn *c) {
+    const config *cfg = c->srv->cfg;
+    http_request_init(c->req, (size_t)cfg->max_header_bytes, (size_t)cfg->max_headers,
+                      CONN_MAX_HTTP_BODY);
+    c->req->on_head = on_http_head;
+    c->req->on_head_ctx = c;
+    pending_update(c);
+}
+
+/* The request head is parsed: decide how much body, if any, is read. */
+static long on_http_head(http_request *r, void *ctx) {
+    conn *c = ctx;
+    if (c->over_addr_limit) return -429;
+    size_t plen;
+    const char *path = http_request_path(r, &plen);
+    bool is_stage = plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
+    /* A handshake carries no body. */
+    if (is_stage || r->parser.upgrade) return 0;
+    if (!c->srv->handlers->on_http_head) return http_request_has_body(r) ? -404 : 0;
+    long v = c->srv->handlers->on_http_head(c, r);
+    if (v == SERVER_HTTP_ANSWERED) {
+        c->http_answered = true;
+        return -400; /* stop the parser; the answer is already queued */
+    }
+    if (v > CONN_MAX_HTTP_BODY) v = CONN_MAX_HTTP_BODY;
+    return v;
 }
 
 conn *conn_accept(server *srv) {
@@ -76,13 +120,34 @@ conn *conn_accept(server *srv) {
 
     const config *cfg = srv->cfg;
     c->req = xmalloc(sizeof(*c->req));
-    http_request_init(c->req, (size_t)cfg->max_header_bytes, (size_t)cfg->max_headers,
-                      CONN_MAX_HTTP_BODY);
+    request_init(c);
 
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+
+    /* Every socket counts against its address's max_connections_per_ip,
+     * upgraded or not: a flood of sockets that never upgrade is refused
+     * too. Up to twice the limit they get a 429 once their request head is
+     * read (what clients and metrics expect); beyond that they are closed
+     * at once, unread. */
+    if (cfg->max_connections_per_ip > 0) {
+        size_t n = server_addr_acquire(c->source_ip);
+        c->addr_counted = true;
+        if (n > (size_t)cfg->max_connections_per_ip) {
+            c->over_addr_limit = true;
+            if (n > 2 * (size_t)cfg->max_connections_per_ip) {
+                log_line l;
+                log_begin(&l, LOG_INFO, "address_limit");
+                log_str(&l, "identity.sourceIp", c->source_ip);
+                log_int(&l, "sockets", (int64_t)n);
+                log_end(&l);
+                conn_abort(c);
+                return c;
+            }
+        }
+    }
 
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
     return c;
@@ -92,7 +157,13 @@ conn *conn_accept(server *srv) {
 
 /* Only c's thread writes wq_bytes; other workers read it (the management
  * API's queue check, gauges), so every write is a relaxed atomic store. */
-static inline void wq_bytes_set(conn *c, size_t v) { __atomic_store_n(&c->wq_bytes, v, __ATOMIC_RELAXED); }
+static inline void wq_bytes_set(conn *c, size_t v) {
+    __atomic_store_n(&c->wq_bytes, v, __ATOMIC_RELAXED);
+    /* The slow-consumer clock runs while the queue is above the limit and
+     * restarts whenever it has drained to the limit. */
+    if (v <= (size_t)c->srv->cfg->max_queued_bytes) c->backlog_since_ms = 0;
+    else if (!c->backlog_since_ms) c->backlog_since_ms = uv_now(c->srv->loop) | 1;
+}
 
 static void wq_push(conn *c, ws_frame *f) {
     if (c->wq_count == c->wq_cap) {
@@ -186,6 +257,29 @@ static void wq_try_push(conn *c) {
     }
 }
 
+/* Log why c is cut as a slow consumer and close it with 1008. */
+static void slow_consumer(conn *c, const char *why, size_t frame_len) {
+    uint64_t now = uv_now(c->srv->loop);
+    log_line l;
+    log_begin(&l, LOG_INFO, "slow_consumer");
+    log_str(&l, "connectionId", c->id);
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_str(&l, "reason", why);
+    log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
+    log_int(&l, "frames", (int64_t)c->wq_count);
+    log_int(&l, "stuckMs", c->backlog_since_ms ? (int64_t)(now - c->backlog_since_ms) : 0);
+    if (frame_len) log_int(&l, "frameBytes", (int64_t)frame_len);
+    log_end(&l);
+    wq_drop_unsent(c);
+    conn_close(c, WS_CLOSE_POLICY, "slow consumer: send queue not drained");
+}
+
+/* True when a backlogged queue has outlived slow_consumer_timeout_ms. */
+static bool backlog_expired(const conn *c, uint64_t now) {
+    return c->backlog_since_ms &&
+           now - c->backlog_since_ms >= (uint64_t)c->srv->cfg->slow_consumer_timeout_ms;
+}
+
 int conn_send(conn *c, ws_frame *f) {
     if (!server_owns(c)) {
         /* Another worker's connection: its own thread queues the frame. */
@@ -193,19 +287,24 @@ int conn_send(conn *c, ws_frame *f) {
         return 0;
     }
     if (c->state != CONN_OPEN || c->close_sent) return -1;
-    /* Bug fix (fast readers cut off as slow consumers): frames queued in
-     * this loop turn (a batch of broadcasts) have not been offered to the
-     * kernel yet; count only what the kernel will not take. */
-    if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) wq_try_push(c);
-    if (c->wq_bytes + f->len > (size_t)c->srv->cfg->max_queued_bytes) {
-        log_line l;
-        log_begin(&l, LOG_INFO, "slow_consumer");
-        log_str(&l, "connectionId", c->id);
-        log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
-        log_end(&l);
-        wq_drop_unsent(c);
-        conn_close(c, WS_CLOSE_POLICY, "slow consumer: send queue limit exceeded");
-        return -1;
+    size_t limit = (size_t)c->srv->cfg->max_queued_bytes;
+    /* Frames queued in this loop turn (a batch of broadcasts) have not been
+     * offered to the kernel yet: count only what the kernel will not take. */
+    if (c->wq_bytes + f->len > limit) wq_try_push(c);
+    /* Bug fix (issue 18): the limit used to be checked against the queue
+     * plus the new frame, so one frame bigger than the limit cut even a
+     * fast reader with an empty queue. What judges a consumer is what it
+     * leaves queued: any frame is taken while the queue is within the
+     * limit; beyond it, only until the deadline or the ceiling. */
+    if (c->wq_bytes > limit) {
+        if (c->wq_bytes + f->len > limit * CONN_QUEUE_CEILING) {
+            slow_consumer(c, "queue ceiling", f->len);
+            return -1;
+        }
+        if (backlog_expired(c, uv_now(c->srv->loop))) {
+            slow_consumer(c, "not drained", f->len);
+            return -1;
+        }
     }
     enqueue(c, ws_frame_ref(f));
     return 0;
@@ -392,7 +491,10 @@ static void on_closed(uv_handle_t *h) {
     if (c->req) {
         http_request_free(c->req);
         free(c->req);
+        c->req = NULL;
     }
+    pending_update(c);
+    if (c->addr_counted) server_addr_release(c->source_ip);
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
     free(c->subprotocol);
@@ -440,6 +542,16 @@ void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive) {
     } else {
         c->http_keep_alive = true;
     }
+}
+
+/* End a plain-HTTP connection once what is queued is written. */
+static void http_end(conn *c) {
+    if (c->state == CONN_CLOSED) return;
+    c->close_after_flush = true;
+    c->http_keep_alive = false;
+    c->state = CONN_CLOSING;
+    c->close_deadline_ms = uv_now(c->srv->loop) + CONN_CLOSE_WAIT_MS;
+    if (!c->dirty) server_mark_dirty(c->srv, c);
 }
 
 static void http_error(conn *c, int status, const char *extra, const char *msg) {
@@ -594,6 +706,7 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
     http_request_free(req);
     free(req);
     c->req = NULL;
+    pending_update(c);
 
     /* Bytes pipelined after the request head are the first frames. The
      * shared read buffer is still ours: copy them out of it first only if
@@ -607,12 +720,38 @@ static void handle_http_bytes(conn *c, char *data, size_t len) {
     for (;;) {
         ssize_t n = http_request_feed(c->req, data, len);
         if (n < 0) {
+            if (c->http_answered || c->state != CONN_HTTP) {
+                /* on_http_head answered: the body stays unread, so the
+                 * connection cannot carry another request. */
+                http_end(c);
+                return;
+            }
             int st = c->req->error_status ? c->req->error_status : 400;
+            if (st == 429 && c->srv->handlers->on_refused) c->srv->handlers->on_refused(c, st);
             http_error(c, st,
                        st == 413 ? "x-amzn-ErrorType: PayloadTooLargeException\r\n" : NULL,
                        st == 431   ? "Request header fields too large"
                        : st == 413 ? "Payload too large"
-                                   : "Bad request");
+                       : st == 400 ? "Bad request"
+                       : st == 429 ? "Too Many Requests"
+                                   : http_status_text(st));
+            return;
+        }
+        /* The bytes held by requests that have not upgraded are bounded
+         * for the whole process: the request that grows them past the
+         * budget is refused (and its memory released at once). */
+        if (pending_update(c) > 0 &&
+            server_pending_http_bytes() > (size_t)c->srv->cfg->max_pending_http_bytes) {
+            log_line l;
+            log_begin(&l, LOG_INFO, "pending_http_limit");
+            log_str(&l, "identity.sourceIp", c->source_ip);
+            log_int(&l, "pendingBytes", (int64_t)server_pending_http_bytes());
+            log_end(&l);
+            http_error(c, 503, "Retry-After: 1\r\n", "Server busy");
+            http_request_free(c->req);
+            free(c->req);
+            c->req = NULL;
+            pending_update(c);
             return;
         }
         if (!c->req->complete) return;
@@ -633,8 +772,7 @@ static void handle_http_bytes(conn *c, char *data, size_t len) {
         /* Ready for the next request; the handshake deadline now bounds how
          * long an idle keep-alive connection is kept. */
         http_request_free(c->req);
-        http_request_init(c->req, (size_t)c->srv->cfg->max_header_bytes,
-                          (size_t)c->srv->cfg->max_headers, CONN_MAX_HTTP_BODY);
+        request_init(c);
         c->created_ms = uv_now(c->srv->loop);
         data += n;
         len -= (size_t)n;
@@ -700,6 +838,12 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         return released;
     case CONN_OPEN:
         break;
+    }
+    if (backlog_expired(c, now)) {
+        /* Nothing more may be sent to it, but what it has not read for so
+         * long is still held: a reader that stopped is cut here. */
+        slow_consumer(c, "not drained", 0);
+        return released;
     }
     if (c->wq_count == 0 && c->wq && !c->writing) {
         /* An empty queue keeps no ring between sweeps: idle connections

@@ -39,6 +39,10 @@ typedef struct conn {
     bool opened;                     /* on_open ran, so on_close must run */
     bool http_keep_alive;            /* plain HTTP: read another request after this one */
     bool upgraded;                   /* past the 101: what arrives is WebSocket frames */
+    bool addr_counted;               /* counted in server_addr_acquire */
+    bool over_addr_limit;            /* its address had max_connections_per_ip sockets */
+    bool http_answered;              /* on_http_head answered: the body is never read */
+    size_t http_held;                /* bytes counted in server_pending_http_bytes */
 
     http_request *req;               /* during the handshake / plain HTTP */
     ws_parser *parser;               /* once open; NULL while idle between frames */
@@ -49,6 +53,8 @@ typedef struct conn {
     uint32_t wq_head_off;            /* bytes of the first frame already written */
     uint32_t writing;                /* frames covered by the uv_write in flight */
     size_t wq_bytes;                 /* unwritten bytes queued */
+    uint64_t backlog_since_ms;       /* uv_now when wq_bytes last rose above
+                                      * max_queued_bytes; 0 while at or below */
 
     tls_conn *tls;                   /* wss://: the queue holds plaintext */
     ws_frame *tls_inflight;          /* ciphertext being written */
@@ -75,11 +81,18 @@ typedef struct conn {
 
 /* Queue frame f (taking a new reference) to be written on the next flush.
  * Returns 0, or -1 when the connection is not open for writing (closing,
- * closed). When the queue would exceed the connection's cap the connection
- * is closed with 1008 (slow consumer) and -1 is returned. Called from
+ * closed). A frame of any size is taken while the unsent bytes are at most
+ * max_queued_bytes. Above that the connection is backlogged: it is closed
+ * with 1008 (slow consumer) and -1 is returned when the queue has stayed
+ * above max_queued_bytes for slow_consumer_timeout_ms, or would exceed the
+ * ceiling of CONN_QUEUE_CEILING times max_queued_bytes. Called from
  * another worker's thread, the frame is posted to c's worker (see
  * server_post) and 0 is returned: that worker applies these rules. */
 int conn_send(conn *c, ws_frame *f);
+
+/* The hard ceiling on a backlogged queue, in units of max_queued_bytes:
+ * protects memory from a reader that never reads before its deadline. */
+#define CONN_QUEUE_CEILING 4
 
 /* Encode and queue one text or binary message (copying payload). Same
  * returns as conn_send. */

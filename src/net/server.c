@@ -1,5 +1,6 @@
 #include "net/server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -11,7 +12,10 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/strmap.h"
 #include "log/log.h"
+
+static void port_unclaim(int port);
 
 /* Shared by every worker: max_connections holds for the process. */
 static _Atomic int64_t open_total;
@@ -19,6 +23,48 @@ static _Atomic int64_t open_total;
 int64_t server_open_total(void) { return atomic_load_explicit(&open_total, memory_order_relaxed); }
 
 void server_open_add(int delta) { atomic_fetch_add_explicit(&open_total, delta, memory_order_relaxed); }
+
+/* Shared by every worker: max_pending_http_bytes holds for the process. */
+static _Atomic size_t pending_http;
+
+size_t server_pending_http_bytes(void) { return atomic_load_explicit(&pending_http, memory_order_relaxed); }
+
+void server_pending_http_add(ssize_t delta) {
+    atomic_fetch_add_explicit(&pending_http, (size_t)delta, memory_order_relaxed);
+}
+
+/* Accepted sockets per source address, every worker's: an address's
+ * connections that have not upgraded count against max_connections_per_ip
+ * too. The map is created on first use and emptied as sockets close. */
+static pthread_mutex_t addr_mu = PTHREAD_MUTEX_INITIALIZER;
+static strmap addr_sockets;
+static bool addr_sockets_ready;
+
+size_t server_addr_acquire(const char *ip) {
+    pthread_mutex_lock(&addr_mu);
+    if (!addr_sockets_ready) {
+        strmap_init(&addr_sockets);
+        addr_sockets_ready = true;
+    }
+    uintptr_t n = (uintptr_t)strmap_get(&addr_sockets, ip) + 1;
+    strmap_put(&addr_sockets, ip, (void *)n, NULL);
+    pthread_mutex_unlock(&addr_mu);
+    return (size_t)n;
+}
+
+void server_addr_release(const char *ip) {
+    pthread_mutex_lock(&addr_mu);
+    uintptr_t n = addr_sockets_ready ? (uintptr_t)strmap_get(&addr_sockets, ip) : 0;
+    if (n > 1) strmap_put(&addr_sockets, ip, (void *)(n - 1), NULL);
+    else if (n == 1) strmap_remove(&addr_sockets, ip);
+    if (addr_sockets_ready && addr_sockets.count == 0) {
+        /* Nothing left: no memory is kept past the last socket (leak
+         * checkers see an empty process). */
+        strmap_free(&addr_sockets);
+        addr_sockets_ready = false;
+    }
+    pthread_mutex_unlock(&addr_mu);
+}
 
 /* The server whose loop runs on this thread (NULL until one enters). */
 static _Thread_local server *current;
@@ -228,6 +274,8 @@ static void on_hup(uv_signal_t *h, int signum) {
 }
 
 void server_free(server *srv) {
+    if (srv->claimed_port) port_unclaim(srv->claimed_port);
+    srv->claimed_port = 0;
     tls_ctx_free(srv->tls);
     srv->tls = NULL;
     if (srv->loop) {
@@ -239,7 +287,8 @@ void server_free(server *srv) {
 static uint64_t sweep_interval_ms(const config *cfg) {
     uint64_t iv = 1000;
     uint64_t cand[] = {(uint64_t)cfg->handshake_timeout_ms / 4, (uint64_t)cfg->ping_interval_s * 250,
-                       (uint64_t)cfg->pong_timeout_s * 250, (uint64_t)cfg->idle_timeout_s * 250};
+                       (uint64_t)cfg->pong_timeout_s * 250, (uint64_t)cfg->idle_timeout_s * 250,
+                       (uint64_t)cfg->slow_consumer_timeout_ms / 4};
     for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
         if (cand[i] > 0 && cand[i] < iv) iv = cand[i];
     return iv < 50 ? 50 : iv;
@@ -250,20 +299,78 @@ int server_start(server *srv, uv_loop_t *loop, const config *cfg,
     return server_start_worker(srv, loop, cfg, handlers, app, (int)cfg->port, false);
 }
 
+/* Ports this process listens on in a SO_REUSEPORT group: its later
+ * workers join them, and no other process may (see bind_shared). Workers
+ * are started one after the other, but tests may run servers side by side. */
+static pthread_mutex_t claimed_mu = PTHREAD_MUTEX_INITIALIZER;
+static int claimed_ports[16];
+static size_t nclaimed;
+
+static bool port_claimed(int port) {
+    pthread_mutex_lock(&claimed_mu);
+    bool found = false;
+    for (size_t i = 0; i < nclaimed && !found; i++) found = claimed_ports[i] == port;
+    pthread_mutex_unlock(&claimed_mu);
+    return found;
+}
+
+static bool port_claim(int port) {
+    pthread_mutex_lock(&claimed_mu);
+    bool ok = nclaimed < sizeof(claimed_ports) / sizeof(claimed_ports[0]);
+    if (ok) claimed_ports[nclaimed++] = port;
+    pthread_mutex_unlock(&claimed_mu);
+    return ok;
+}
+
+static void port_unclaim(int port) {
+    pthread_mutex_lock(&claimed_mu);
+    for (size_t i = 0; i < nclaimed; i++) {
+        if (claimed_ports[i] == port) {
+            claimed_ports[i] = claimed_ports[--nclaimed];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&claimed_mu);
+}
+
+static int addr_port(const struct sockaddr *addr) {
+    return ntohs(addr->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)addr)->sin6_port
+                                             : ((const struct sockaddr_in *)addr)->sin_port);
+}
+
 /* A listening socket that other workers' sockets may share (SO_REUSEPORT:
- * the kernel spreads new connections over them). Returns a libuv error. */
-static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr) {
+ * the kernel spreads new connections over them). Returns a libuv error.
+ *
+ * Only this process's workers may join the group. Linux lets any socket of
+ * the same user join a group, so the first worker binds WITHOUT
+ * SO_REUSEPORT: that bind fails (EADDRINUSE) while any other process
+ * listens on the port, and, being one atomic step, leaves no window for
+ * another process to slip in between a check and the bind. The option is
+ * set only once the bind succeeded, so this process's later workers can
+ * join; another wsgate makes the same first bind and gets EADDRINUSE. */
+static int bind_shared(server *srv, const struct sockaddr *addr) {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return uv_translate_sys_error(errno);
     int one = 1;
     socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int port = addr_port(addr);
+    bool join = port != 0 && port_claimed(port);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 || bind(fd, addr, len) != 0) {
+        (join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        bind(fd, addr, len) != 0 ||
+        (!join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
         int e = errno;
         close(fd);
         return uv_translate_sys_error(e);
     }
-    int r = uv_tcp_open(listener, fd);
+    if (!join) {
+        struct sockaddr_storage bound;
+        socklen_t blen = sizeof(bound);
+        if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0 &&
+            port_claim(addr_port((struct sockaddr *)&bound)))
+            srv->claimed_port = addr_port((struct sockaddr *)&bound);
+    }
+    int r = uv_tcp_open(&srv->listener, fd);
     if (r != 0) close(fd);
     return r;
 }
@@ -301,12 +408,20 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    r = shared ? bind_shared(&srv->listener, (struct sockaddr *)&addr)
+    r = shared ? bind_shared(srv, (struct sockaddr *)&addr)
                : uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
-    if (r != 0) {
+    if (r == UV_EADDRINUSE) {
+        /* Most often a second wsgate (or a stale one) on the same port. */
+        log_msg(LOG_ERROR, "listen_error", "port %d is already in use by another process (%s)", port,
+                cfg->listen);
+        fprintf(stderr, "wsgate: port %d is already in use by another process (%s)\n", port,
+                cfg->listen);
+    } else if (r != 0) {
         log_msg(LOG_ERROR, "listen_error", "cannot listen on %s:%d: %s", cfg->listen, port,
                 uv_strerror(r));
+    }
+    if (r != 0) {
         uv_close((uv_handle_t *)&srv->listener, NULL);
         return r;
     }

@@ -35,6 +35,15 @@ typedef struct server_handlers {
     /* A plain HTTP request that is not an upgrade to the stage path.
      * Return true after answering it with conn_http_respond(). */
     bool (*on_http)(conn *c, const http_request *req);
+    /* The head of such a request, before any of its body is read: return
+     * the largest body the route takes (0: none; a body then gets 413), a
+     * negative HTTP status (-404, -405...) to refuse it unread, or
+     * SERVER_HTTP_ANSWERED after answering it. NULL: requests with a body
+     * get 404. */
+    long (*on_http_head)(conn *c, const http_request *req);
+    /* The net layer refused c's request itself with `status` (429: the
+     * address holds more than max_connections_per_ip sockets). */
+    void (*on_refused)(conn *c, int status);
 } server_handlers;
 
 /* Work handed to a worker by another worker's thread: a frame to queue on,
@@ -67,6 +76,7 @@ typedef struct server {
     bool shutting_down;
     uint64_t shutdown_deadline_ms;
     int bound_port;
+    int claimed_port;                /* the first worker of a SO_REUSEPORT group: its port */
     int worker_index;                /* 0 .. worker_threads-1 (logged) */
 
     tls_ctx *tls;                    /* wss:// when set; replaced on SIGHUP */
@@ -145,8 +155,23 @@ size_t server_queued_bytes(server *srv);
 /* Open WebSocket connections of the whole process (every worker). */
 int64_t server_open_total(void);
 
+/* What a server_handlers.on_http_head returns when it has answered the
+ * request itself (conn_http_respond): the body is not read and the
+ * connection is closed once the answer is written. */
+#define SERVER_HTTP_ANSWERED (-1)
+
+/* Bytes held by connections that have not upgraded (their request head,
+ * header index, body and the connection itself), summed over every worker;
+ * bounded by max_pending_http_bytes. */
+size_t server_pending_http_bytes(void);
+
 /* Internal to the net module. */
 void server_open_add(int delta);
+void server_pending_http_add(ssize_t delta);
+/* Count one more accepted socket from address ip, over every worker, and
+ * return how many it now has; server_addr_release forgets one. */
+size_t server_addr_acquire(const char *ip);
+void server_addr_release(const char *ip);
 void server_mark_dirty(server *srv, conn *c);
 void server_conn_freed(server *srv, conn *c);
 

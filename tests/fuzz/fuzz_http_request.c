@@ -2,8 +2,8 @@
  * WebSocket handshake checks (src/http/handshake.c) and the identity taken
  * from the query (src/app/auth.c).
  *
- * The first input byte picks the limits and a chunking; the rest is what a
- * client sends. It is parsed whole and in chunks (and one byte at a time for
+ * The first input byte picks the limits, a chunking and whether the head is
+ * routed before the body (on_head); the rest is what a client sends. It is parsed whole and in chunks (and one byte at a time for
  * small inputs): every run must keep the feed invariants (consumed <= fed,
  * sticky errors, limits respected) and all runs must agree exactly on the
  * outcome. Complete requests then go through the handshake check, query
@@ -80,13 +80,35 @@ static uint64_t inspect(const http_request *r) {
 
 typedef struct {
     size_t max_header_bytes, max_headers, max_body;
+    int head_mode;   /* -1: no on_head; else what on_head answers (see route_head) */
 } limits;
+
+/* An on_head as a server routes: refuse bodies (404), take none, take a
+ * small one, refuse everything (429). Runs once, before any body byte. */
+static long route_head(http_request *r, void *ctx) {
+    const limits *lim = ctx;
+    require(r->headers_complete && r->body_len == 0 && r->body == NULL);
+    switch (lim->head_mode) {
+    case 0:
+        return http_request_has_body(r) ? -404 : 0;
+    case 1:
+        return 0;
+    case 2:
+        return 16;
+    default:
+        return -429;
+    }
+}
 
 /* mode 0: whole; 1: one byte at a time; 2: pseudo-random chunks. */
 static void run(const char *in, size_t n, int mode, uint8_t seed, limits lim, outcome *out,
                 http_request *keep) {
     http_request local, *rp = keep ? keep : &local;
     http_request_init(rp, lim.max_header_bytes, lim.max_headers, lim.max_body);
+    if (lim.head_mode >= 0) {
+        rp->on_head = route_head;
+        rp->on_head_ctx = &lim;
+    }
     uint32_t rng = seed * 2654435761u + 7;
     size_t off = 0;
     ssize_t total = 0;
@@ -103,7 +125,9 @@ static void run(const char *in, size_t n, int mode, uint8_t seed, limits lim, ou
         ssize_t got = http_request_feed(rp, in + off, c);
         if (got < 0) {
             require(got == -1);
-            require(rp->error_status == 400 || rp->error_status == 413 || rp->error_status == 431);
+            require(rp->error_status == 400 || rp->error_status == 413 || rp->error_status == 431 ||
+                    (lim.head_mode == 0 && rp->error_status == 404) ||
+                    (lim.head_mode == 3 && rp->error_status == 429));
             require(http_request_feed(rp, in + off, c) == -1); /* sticky */
             require(http_request_feed(rp, "x", 1) == -1);
             total = -1;
@@ -115,6 +139,7 @@ static void run(const char *in, size_t n, int mode, uint8_t seed, limits lim, ou
         if (rp->complete) {
             require(rp->headers_complete);
             require(http_request_feed(rp, in + off + got, c - (size_t)got) == 0);
+            if (lim.head_mode == 3) require(false); /* every head is refused */
             break;
         }
         require((size_t)got == c); /* an incomplete request takes everything */
@@ -226,6 +251,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         .max_header_bytes = (seed & 0x80) ? 256 : 8192,
         .max_headers = (seed & 0x40) ? 8 : 100,
         .max_body = (seed & 0x20) ? 16 : 65536,
+        .head_mode = (seed & 0x10) ? (seed >> 2) & 3 : -1,
     };
 
     http_request whole;

@@ -8,7 +8,9 @@
  * bob, rooms general and lobby) and one fake connection in CONN_HTTP state.
  * The first input byte picks how the rest is fed to http_request_feed (whole
  * or in pseudo-random chunks); the rest is what a client sends, possibly
- * several pipelined keep-alive requests. Each complete plain request goes to
+ * several pipelined keep-alive requests. Each head is routed by
+ * mgmt_http_head before its body is read, as the server does (a refusal it
+ * answers itself queues one response). Each complete plain request goes to
  * mgmt_handle; its queued response is checked (a well-formed HTTP/1.1
  * response whose Content-Length matches its body, a JSON body when it says
  * so) and released, as is whatever it sent to the WebSocket connections.
@@ -95,6 +97,25 @@ static uint32_t release_http(conn *c) {
     return n;
 }
 
+/* The server's on_http_head: the management API routes each head before
+ * its body is read. */
+typedef struct head_route {
+    app *a;
+    conn *c;
+    bool answered;   /* mgmt_http_head answered the request itself */
+} head_route;
+
+static long route_head(http_request *r, void *ctx) {
+    head_route *h = ctx;
+    long v = mgmt_http_head(h->a, h->c, r);
+    if (v == SERVER_HTTP_ANSWERED) {
+        h->answered = true;
+        return -400;
+    }
+    require(v == -404 || v == -405 || v == 0 || v == MGMT_MAX_BODY);
+    return v;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     uint8_t seed = data[0];
@@ -135,11 +156,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     srv->nopen = NWS;
     conn *hc = &conns[NWS];
 
+    head_route hr = {a, hc, false};
     uint32_t rng = seed * 2654435761u + 1;
     size_t off = 0;
     for (int reqs = 0; reqs < MAX_REQUESTS && off < n; reqs++) {
         http_request req;
         http_request_init(&req, (size_t)harness_cfg.max_header_bytes, (size_t)harness_cfg.max_headers, 128 * 1024);
+        req.on_head = route_head;
+        req.on_head_ctx = &hr;
+        hr.answered = false;
+        hc->state = CONN_HTTP;
+        hc->http_keep_alive = false;
+        hc->close_after_flush = false;
         bool bad = false;
         while (off < n && !req.complete) {
             size_t c = n - off;
@@ -150,7 +178,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
             ssize_t got = http_request_feed(&req, in + off, c);
             if (got < 0) {
-                require(req.error_status == 400 || req.error_status == 413 || req.error_status == 431);
+                require(req.error_status == 400 || req.error_status == 413 || req.error_status == 431 ||
+                        req.error_status == 404 || req.error_status == 405);
+                require(release_http(hc) == (hr.answered ? 1u : 0u));
                 bad = true;
                 break;
             }
@@ -161,9 +191,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             http_request_free(&req);
             break;
         }
-        hc->state = CONN_HTTP;
-        hc->http_keep_alive = false;
-        hc->close_after_flush = false;
         bool answered = mgmt_handle(a, hc, &req);
         uint32_t responses = release_http(hc);
         require(responses == (answered ? 1u : 0u));

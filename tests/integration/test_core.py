@@ -522,6 +522,45 @@ def test_slow_consumer_echo_does_not_stall_others(start_server):
     slow.close()
 
 
+def slow_consumer_lines(srv):
+    return [json.loads(line) for line in srv.log().splitlines()
+            if line.startswith("{") and '"slow_consumer"' in line]
+
+
+def test_slow_consumer_is_judged_on_what_stays_queued(start_server):
+    """Issue 18 item 1: one frame bigger than max_queued_bytes used to cut
+    its reader at once ("queuedBytes":0), however fast it read. Now a frame
+    onto a queue within the limit is always taken, and a connection is cut
+    when its unsent bytes stay above the limit for slow_consumer_timeout_ms:
+    here a 7 MiB echo (more than loopback's socket buffers hold) to a client
+    that never reads, at the default max_queued_bytes."""
+    from test_conformance import big_frame
+    srv = start_server(settings={"mode": "echo", "max_frame_size": 8 << 20,
+                                 "max_message_size": 8 << 20, "max_fragmented_bytes": 8 << 20,
+                                 "slow_consumer_timeout_ms": 1000,
+                                 "idle_timeout_s": 0, "ping_interval_s": 0})
+    slow = ws_open(srv.port, rcvbuf=4096)
+    slow.sock.sendall(big_frame(0x2, os.urandom(7 << 20)))
+    deadline = time.time() + 20
+    while not slow_consumer_lines(srv):
+        assert time.time() < deadline, srv.log()[-2000:]
+        time.sleep(0.1)
+    [line] = slow_consumer_lines(srv)
+    assert line["reason"] == "not drained", line
+    assert line["queuedBytes"] > 1 << 20 and line["frames"] >= 1, line
+    assert line["stuckMs"] >= 1000, line
+    how, code = wait_closed(slow, 15)
+    assert how == "eof" or code == 1008, (how, code)
+    slow.close()
+    # The same message to a client that reads it comes back whole.
+    fast = ws_open(srv.port)
+    payload = os.urandom(7 << 20)
+    fast.sock.sendall(big_frame(0x2, payload))
+    assert fast.recv_message(timeout=20) == (0x2, payload)
+    fast.close()
+    assert len(slow_consumer_lines(srv)) == 1
+
+
 def _room_reader(conn, n_chats, chats, others, errors, done):
     """Thread body: read `conn` until n_chats chat messages arrived."""
     try:

@@ -188,15 +188,28 @@ def stored_messages(srv, want, timeout=TIMEOUT):
     raise AssertionError(f"store never held {sorted(set(want) - got)}; has {sorted(got)}")
 
 
-def http_get(port, path):
-    """A plain HTTP GET (no upgrade); returns (status, headers, body)."""
-    return wsraw.raw_http(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                          .encode(), timeout=TIMEOUT)
+def http_get(port, path, src=None):
+    """A plain HTTP GET (no upgrade) from source address `src` (default
+    127.0.0.1); returns (status, headers, body)."""
+    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    if not src:
+        return wsraw.raw_http(port, req, timeout=TIMEOUT)
+    with socket.socket() as s:
+        s.settimeout(TIMEOUT)
+        s.bind((src, 0))
+        s.connect(("127.0.0.1", port))
+        s.sendall(req)
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    return int(head.split(b" ", 2)[1]), parse_headers(head), body
 
 
-def throttled_metrics(srv):
-    """wsgate_throttled_total by scope, from /metrics."""
-    st, _, body = http_get(srv.port, "/metrics")
+def throttled_metrics(srv, src=None):
+    """wsgate_throttled_total by scope, from /metrics (asked from `src`:
+    every socket counts against its address's max_connections_per_ip)."""
+    st, _, body = http_get(srv.port, "/metrics", src)
     assert st == 200, (st, body)
     out = {}
     for m in re.finditer(rb'^wsgate_throttled_total\{([^}]*)\} (\d+)$', body, re.M):
@@ -263,7 +276,7 @@ def test_connection_flood_capped_per_address(start_server):
         # The other address is open and served during and after the flood.
         assert room_list_ok(other[0])
         other.append(ws_connect(srv.port, "userId=other2", src=OTHER_IP))
-        assert throttled_metrics(srv)["address"] == 40
+        assert throttled_metrics(srv, OTHER_IP)["address"] == 40
         # A closed connection frees a place for its address.
         held.pop().close()
         assert poll(lambda: (lambda r: (close_all([r[3]] if r[3] else []), r[0] == 101)[1])(
@@ -582,7 +595,7 @@ def test_metrics_every_scope(start_server):
         assert passed == ["r1"] and throttled == 1, (passed, throttled)
         # stage: empty now
         assert not all(room_list_ok(c[2]) for _ in range(3))
-        m = throttled_metrics(srv)
+        m = throttled_metrics(srv, OTHER_IP)
         assert m["address"] == 1 and m["connection"] >= 1 and m["route"] == 1 and m["stage"] >= 1, m
     finally:
         close_all(c)
@@ -607,3 +620,161 @@ def test_invalid_utf8_ids_refused(start_server):
     c = ws_connect(srv.port, "roomId=%C3%A9t%C3%A9&userId=%E2%9C%93")
     assert room_list_ok(c)
     c.close()
+
+
+# ------------------------------------------------- HTTP before the upgrade (issue 18 item 2)
+
+def vm_rss_kib(srv):
+    with open(f"/proc/{srv.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def read_answer(s, timeout=TIMEOUT):
+    """Read what the server sends on s until it ends the connection (EOF or
+    reset) or the timeout; returns the bytes."""
+    s.settimeout(timeout)
+    buf = b""
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            s.settimeout(max(0.01, deadline - time.time()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return buf
+
+
+def status_of(answer):
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+
+
+def test_bodies_to_unknown_paths_refused_unread(start_server):
+    """4,000 connections each sending 128 KiB of a POST body to /nowhere used
+    to grow RSS by 540 MB: bodies were buffered before routing. Here 200
+    connections send a head announcing 128 KiB and 96 KiB of it: each is
+    answered 404 from its head at once (before the rest of its body, which
+    never comes), and RSS does not grow with the bodies (they would be
+    ~19 MB)."""
+    srv = start_server()
+    assert http_get(srv.port, "/healthz")[0] == 200
+    before = vm_rss_kib(srv)
+    body = b"x" * (96 * 1024)
+    socks = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+            socks.append(s)
+            try:
+                s.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 131072\r\n\r\n" + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # answered and closed before all of it was sent
+        grown = vm_rss_kib(srv) - before
+        answers = [read_answer(s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    assert [status_of(a) for a in answers] == [404] * 200, answers[:3]
+    assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
+    # Other plain requests are routed the same way: a body on a path that
+    # takes none is refused from the head, unread.
+    for req, want in ((b"PUT /staging/@connections HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", 405),
+                      (b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", 413),
+                      (b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 404)):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
+            s.sendall(req)
+            assert status_of(read_answer(s)) == want, req
+
+
+def test_management_post_reads_a_body_only_with_credentials(start_server):
+    """POST @connections and @rooms are the only routes that take a body,
+    and only once the headers carry the management credentials: without
+    them the 403 comes from the head, the body unread."""
+    key = "body-after-auth-key"
+    srv = start_server(settings={"management_bearer_key": key})
+    head = (b"POST /staging/@rooms/r1 HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n")
+    for auth in (b"", b"Authorization: Bearer wrong\r\n",
+                 b"Authorization: AWS4-HMAC-SHA256 Credential=AKIDNOTOURS/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00\r\n"):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
+            s.sendall(head + auth + b"\r\n")  # the head only
+            answer = read_answer(s)
+            assert status_of(answer) == 403, answer
+            assert b"ForbiddenException" in answer
+    # With the key, the server waits for the body and then answers.
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
+        s.sendall(head + b"Authorization: Bearer " + key.encode() + b"\r\n\r\n")
+        s.settimeout(QUIET)
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+        s.sendall(b"y" * 65536)
+        answer = read_answer(s)
+        assert status_of(answer) == 200, answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"roomId": "r1", "delivered": 0}
+
+
+def test_every_socket_counts_per_address(start_server):
+    """max_connections_per_ip used to count only upgraded connections, so one
+    address could hold any number of sockets that never upgrade. Every
+    accepted socket counts now: with 4 idle sockets open, 127.0.0.1 (limit
+    4) is refused 429 while another address connects; beyond twice the limit
+    sockets are closed at once; the places come back when the sockets
+    close."""
+    # One worker: one accept queue, so sockets are counted in the order
+    # they were opened.
+    srv = start_server(settings={"max_connections_per_ip": 4, "worker_threads": 1})
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) for _ in range(4)]
+    extra = []
+    try:
+        assert_refused(open_ws(srv.port, "userId=a"), 429, "Too Many Requests")
+        other = open_ws(srv.port, "userId=b", src=OTHER_IP)
+        assert other[0] == 101
+        close_all([other[3]])
+        # Sockets 5..8 wait for their head (and get 429); the 9th is over
+        # twice the limit and is closed without a word.
+        extra = [socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) for _ in range(5)]
+        assert read_answer(extra[-1]) == b""
+        extra[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(read_answer(extra[0])) == 429
+        assert throttled_metrics(srv, OTHER_IP)["address"] == 2
+    finally:
+        for s in idle + extra:
+            s.close()
+    assert poll(lambda: (lambda r: (close_all([r[3]] if r[3] else []), r[0] == 101)[1])(
+        open_ws(srv.port, "userId=c"))), "the address never got its places back"
+
+
+def test_pending_http_memory_bounded(start_server):
+    """max_pending_http_bytes bounds what all connections that have not
+    upgraded hold together: with a 64 KiB budget, 12 connections each
+    sending 7 KiB of an unfinished head cannot all be held; the ones that
+    would exceed the budget are answered 503 and closed, the others are
+    served when their heads complete."""
+    srv = start_server(settings={"max_pending_http_bytes": 65536})
+    pad = b"".join(b"X-Pad-%02d: %s\r\n" % (i, b"p" * 90) for i in range(70))
+    socks = []
+    try:
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + pad)
+            socks.append(s)
+        time.sleep(QUIET)  # let the server read every head before they complete
+        statuses = []
+        for s in socks:
+            try:
+                s.sendall(b"Connection: close\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            statuses.append(status_of(read_answer(s)))
+    finally:
+        for s in socks:
+            s.close()
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) >= 4 and statuses.count(200) >= 2, statuses
+    assert "pending_http_limit" in srv.log()
+    # Once they are gone the budget is free again.
+    assert poll(lambda: http_get(srv.port, "/healthz")[0] == 200)

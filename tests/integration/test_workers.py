@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 
@@ -325,3 +326,35 @@ def test_no_chat_after_own_user_left_across_workers(start_server):
         assert stray == 0, f"{stray} chats after their member's user_left ({rounds} rounds): {results}"
 
     asyncio.run(asyncio.wait_for(main(), 90))
+
+
+@pytest.mark.parametrize("first,second", [(2, 2), (1, 2), (2, 1)])
+def test_second_server_on_the_same_port_refused(start_server, tmp_path, first, second):
+    """Issue 18 item 4: workers listen with SO_REUSEPORT, and a second wsgate
+    of the same user on the same port used to join their group silently and
+    take part of the traffic. It now exits 1 at once with a clear message,
+    and the first one keeps serving every connection."""
+    from conftest import WSGATE_BIN
+    srv = start_server(settings=dict(WORKERS, worker_threads=first))
+    other_dir = tmp_path / "second"
+    other_dir.mkdir()
+    proc = subprocess.Popen([WSGATE_BIN, "serve", "--listen", "127.0.0.1", "--port", str(srv.port),
+                             "--data-dir", str(other_dir), "--set", f"worker_threads={second}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("a second wsgate started on a port already in use")
+    assert proc.returncode == 1
+    assert f"port {srv.port} is already in use by another process" in err.decode(), err
+
+    async def main():
+        conns = [await connect(srv, userId=f"p{i}", roomId="still") for i in range(8)]
+        for ws, _ in conns:
+            await ws.close()
+        if first == 2:
+            assert_spread(srv, [cid for _, cid in conns])
+
+    run(main())

@@ -124,6 +124,8 @@ Test(config, defaults) {
     cr_expect_eq(c.pong_timeout_s, 10);
     cr_expect_eq(c.max_connection_duration_s, 0);
     cr_expect_eq(c.max_queued_bytes, 1048576);
+    cr_expect_eq(c.slow_consumer_timeout_ms, 10000);
+    cr_expect_eq(c.max_pending_http_bytes, 64 * 1024 * 1024);
     cr_expect_eq(c.shutdown_timeout_ms, 5000);
     cr_expect_eq(c.max_connections, 100000);
     /* protection */
@@ -327,6 +329,9 @@ static const struct {
     {"max_connection_duration_s = -1", "max_connection_duration_s",
      "Maximum connection duration must be between"},
     {"max_queued_bytes = 0", "max_queued_bytes", "Maximum queued bytes must be between"},
+    {"slow_consumer_timeout_ms = 0", "slow_consumer_timeout_ms", "Slow consumer timeout must be between"},
+    {"max_pending_http_bytes = 1024", "max_pending_http_bytes",
+     "Maximum pending HTTP bytes must be between"},
     {"shutdown_timeout_ms = 600001", "shutdown_timeout_ms", "Shutdown timeout must be between"},
     {"max_connections = 0", "max_connections", "Maximum connections must be between"},
     {"stage_name = 5", "stage_name", "must be a string"},

@@ -763,3 +763,81 @@ Test(http_response, json_message_worst_case_length) {
     cr_assert_eq((size_t)(body - s) + strlen(body), len);
     free(s);
 }
+
+/* ---- routing on the head (on_head), before any body byte is read ---- */
+
+typedef struct head_seen {
+    int calls;
+    bool had_body;
+    size_t body_at_head;
+    long answer;
+} head_seen;
+
+static long record_head(http_request *r, void *ctx) {
+    head_seen *h = ctx;
+    h->calls++;
+    h->had_body = http_request_has_body(r);
+    h->body_at_head = r->body_len;
+    return h->answer;
+}
+
+static void init_routed(http_request *r, head_seen *h, long answer) {
+    http_request_init(r, 8192, 100, 128 * 1024);
+    memset(h, 0, sizeof(*h));
+    h->answer = answer;
+    r->on_head = record_head;
+    r->on_head_ctx = h;
+}
+
+Test(http_request, head_refused_before_its_body_is_read) {
+    http_request r;
+    head_seen h;
+    init_routed(&r, &h, -404);
+    const char *req = "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
+    cr_assert_eq(http_request_feed(&r, req, strlen(req)), -1);
+    cr_expect_eq(r.error_status, 404);
+    cr_expect_eq(h.calls, 1);
+    cr_expect(h.had_body);
+    cr_expect_eq(h.body_at_head, 0);
+    cr_expect_eq(r.body_len, 0);
+    cr_expect_null(r.body);
+    http_request_free(&r);
+}
+
+Test(http_request, head_sets_the_body_limit) {
+    http_request r;
+    head_seen h;
+    init_routed(&r, &h, 4);
+    const char *big = "POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n12345";
+    cr_assert_eq(http_request_feed(&r, big, strlen(big)), -1);
+    cr_expect_eq(r.error_status, 413);
+    http_request_free(&r);
+
+    /* Chunked: the limit holds chunk by chunk, nothing over it is kept. */
+    init_routed(&r, &h, 4);
+    const char *chunked = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
+    cr_assert_eq(http_request_feed(&r, chunked, strlen(chunked)), -1);
+    cr_expect_eq(r.error_status, 413);
+    cr_expect(h.had_body);
+    cr_expect_leq(r.body_len, 4);
+    http_request_free(&r);
+
+    init_routed(&r, &h, 5);
+    cr_assert_eq(http_request_feed(&r, big, strlen(big)), (ssize_t)strlen(big));
+    cr_expect(r.complete);
+    cr_expect_eq(r.body_len, 5);
+    cr_expect_geq(http_request_held(&r), 5 + 1);
+    http_request_free(&r);
+}
+
+Test(http_request, head_without_body_passes_with_limit_zero) {
+    http_request r;
+    head_seen h;
+    init_routed(&r, &h, 0);
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t i = 0; i < strlen(req); i++) cr_assert_geq(http_request_feed(&r, req + i, 1), 0);
+    cr_expect(r.complete);
+    cr_expect_eq(h.calls, 1);
+    cr_expect_not(h.had_body);
+    http_request_free(&r);
+}
