@@ -435,8 +435,11 @@ int ws_inflater_feed(ws_inflater *z, const uint8_t *in, size_t *in_len, uint8_t 
     }
 }
 
-void ws_inflater_end_message(ws_inflater *z) {
-    if (!z->ready) return;
+int ws_inflater_end_message(ws_inflater *z) {
+    if (!z->ready) return 0;
+    /* After the tail's empty stored block inflate waits for a block header
+     * (zlib's data_type bit 128) unless the data was cut inside a block. */
+    int rc = z->ended || (z->zs.data_type & 128) ? 0 : -1;
     if (z->no_context) {
         inflateReset(&z->zs);
         z->has_context = false;
@@ -452,6 +455,7 @@ void ws_inflater_end_message(ws_inflater *z) {
         free(dict);
     }
     z->ended = false;
+    return rc;
 }
 
 bool ws_inflater_has_context(const ws_inflater *z) { return z->ready && z->has_context; }

@@ -41,7 +41,7 @@ typedef struct ws_deflate_params {
 } ws_deflate_params;
 
 /* Longest Sec-WebSocket-Extensions value ws_deflate_negotiate writes. */
-#define WS_DEFLATE_RESPONSE_MAX 128
+#define WS_DEFLATE_RESPONSE_MAX 160
 
 /* Choose the response to the Sec-WebSocket-Extensions headers values[i]
  * (lens[i] bytes each, n headers, in order) under cfg. Offers are tried in
@@ -86,10 +86,11 @@ void ws_inflater_free(ws_inflater *z);
 int ws_inflater_feed(ws_inflater *z, const uint8_t *in, size_t *in_len, uint8_t *out,
                      size_t out_cap, size_t *out_len);
 
-/* The message ended: clear what must not survive it (all of it when the
- * client does not take over context, only the end-of-stream mark
- * otherwise). */
-void ws_inflater_end_message(ws_inflater *z);
+/* The message ended (its tail 00 00 ff ff fed): clear what must not
+ * survive it (all of it when the client does not take over context, only
+ * the end-of-stream mark otherwise). Returns 0, or -1 when the message's
+ * data stopped inside a DEFLATE block (invalid data). */
+int ws_inflater_end_message(ws_inflater *z);
 
 /* Return true when z holds a window the next message may refer to (context
  * takeover with a message seen): it must then be kept. */

@@ -349,8 +349,8 @@ static int frame_done(ws_parser *p, ws_event *ev) {
         static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
         int rc = inflate_onto_msg(p, tail, sizeof tail);
         if (rc < 0) return rc;
-        ws_inflater_end_message(p->inflater);
         p->msg_compressed = false;
+        if (ws_inflater_end_message(p->inflater) < 0) return WS_E_DEFLATE;
     }
     if (p->msg_op == WS_OP_TEXT && !ws_utf8_complete(&p->utf8)) return WS_E_UTF8;
     ev->type = WS_EV_MESSAGE;
