@@ -367,7 +367,12 @@ static void count_free(voidpf opaque, voidpf p) {
 
 ws_inflater *ws_inflater_new(const ws_deflate_params *params) {
     ws_inflater *z = xcalloc(1, sizeof *z);
-    z->bits = params->client_max_window_bits;
+    /* Always the largest window, whatever the client was asked to use:
+     * zlib enforces a smaller window only for matches reaching past the
+     * output of the current call, so a client overreaching it would pass
+     * or fail depending on how its bytes were split. With 15 bits every
+     * distance DEFLATE can express is checked against the real history. */
+    z->bits = 15;
     z->no_context = params->client_no_context_takeover;
     return z;
 }

@@ -22,8 +22,9 @@
 typedef struct ws_deflate_config {
     bool enabled;
     uint8_t server_max_window_bits;   /* 8..15: largest window our compressor uses */
-    uint8_t client_max_window_bits;   /* 8..15: largest window we let clients use;
-                                       * below 15, offers that cannot limit it are declined */
+    uint8_t client_max_window_bits;   /* 8..15: largest window we let clients use (their
+                                       * memory; we inflate with 32 KiB); below 15, offers
+                                       * that cannot limit it are declined */
     uint8_t level;                    /* zlib level 1..9 */
     uint32_t min_size;                /* messages shorter than this go uncompressed */
     bool client_no_context_takeover;  /* ask clients to reset per message, so the
@@ -34,7 +35,7 @@ typedef struct ws_deflate_config {
  * force (shared frames), so it has no field. */
 typedef struct ws_deflate_params {
     uint8_t server_max_window_bits;   /* the value we answered (8..15) */
-    uint8_t client_max_window_bits;   /* window the client may use: our inflate window */
+    uint8_t client_max_window_bits;   /* window the client may use */
     bool client_no_context_takeover;  /* the client resets after each message */
     uint8_t level;                    /* copied from the config */
     uint32_t min_size;                /* copied from the config */
@@ -101,7 +102,8 @@ bool ws_inflater_has_context(const ws_inflater *z);
 void ws_inflater_trim(ws_inflater *z);
 
 /* Bytes z holds from the heap: zlib's inflate state (about 7 KB) and its
- * window (2^bits, allocated when the first output is produced). */
+ * window (32 KiB whatever client_max_window_bits says, allocated when the
+ * first output is produced). */
 size_t ws_inflater_memory(const ws_inflater *z);
 
 #endif

@@ -137,9 +137,8 @@ bool ws_parser_idle(const ws_parser *p);
 void ws_parser_enable_deflate(ws_parser *p, const ws_deflate_params *params);
 
 /* Bytes p holds from the heap: the parser, its message and control buffers
- * and, with deflate, zlib's inflate state (about 7 KB) and window (2^bits
- * of the client's window, kept between messages only when the client takes
- * over context). */
+ * and, with deflate, zlib's inflate state (about 7 KB) and 32 KiB window,
+ * kept between messages only when the client takes over context. */
 size_t ws_parser_memory(const ws_parser *p);
 
 /* ---- outgoing frames ---- */
