@@ -342,7 +342,7 @@ static const config_var config_vars[] = {
     {.name = "deflate_client_max_window_bits", .type = CV_INT,
      .offset = OFF(deflate_client_max_window_bits), .def_int = 15, .ranged = true, .min = 8,
      .max = 15,
-     .help = "largest window clients may compress with (the inflate memory per connection); below 15, clients that cannot be limited get no compression",
+     .help = "largest window clients are asked to compress with; below 15, clients that cannot be limited get no compression",
      .rule = "deflate_client_max_window_bits must be between 8 and 15."},
     {.name = "deflate_level", .type = CV_INT, .offset = OFF(deflate_level), .def_int = 6,
      .ranged = true, .min = 1, .max = 9, .help = "zlib compression level (1 fastest, 9 smallest)",
