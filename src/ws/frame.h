@@ -114,13 +114,15 @@ size_t ws_parser_buffered(const ws_parser *p);
 
 /* Release the buffers p holds between messages (the reassembly buffer when
  * no message is in progress, the control-frame buffer when no control frame
- * is) so that an idle connection keeps none; they are allocated again when
+ * is, the inflate state when it holds no window the next message needs)
+ * so that an idle connection keeps none; they are allocated again when
  * needed. Invalidates the data of the last event. */
 void ws_parser_trim(ws_parser *p);
 
 /* Return true when p sits between frames with no message in progress, no
- * error and no close seen: freeing it and starting a new parser with the
- * same limits then changes nothing (so an idle connection need not keep
+ * error, no close seen and no inflate window to keep (context takeover):
+ * freeing it and starting a new parser with the same limits (and deflate
+ * parameters) then changes nothing (so an idle connection need not keep
  * one). */
 bool ws_parser_idle(const ws_parser *p);
 
