@@ -88,6 +88,12 @@ typedef struct config {
     char *management_access_key_id;      /* "" = generated into the data dir */
     char *management_secret_access_key;  /* "" = generated into the data dir */
     char *management_bearer_key;         /* "" = generated into the data dir */
+    bool permessage_deflate;             /* offer RFC 7692 compression, default false */
+    int64_t deflate_server_max_window_bits; /* 8..15, default 15 */
+    int64_t deflate_client_max_window_bits; /* 8..15, default 15 */
+    int64_t deflate_level;               /* zlib level 1..9, default 6 */
+    int64_t deflate_min_size;            /* bytes; smaller messages go uncompressed, default 64 */
+    bool deflate_client_no_context_takeover; /* default true */
 
     /* --- protection (throttling, TLS, authorizers, abuse limits) --- */
     config_route_throttle *route_throttling; /* per-route token buckets */

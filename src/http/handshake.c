@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/alloc.h"
 #include "common/base64.h"
@@ -62,17 +63,41 @@ int ws_handshake_check(const http_request *r, const char *path, ws_handshake_res
 }
 
 char *ws_handshake_response(const char *accept, const char *protocol, size_t *len) {
-    char buf[512];
+    return ws_handshake_response_ext(accept, protocol, NULL, len);
+}
+
+char *ws_handshake_response_ext(const char *accept, const char *protocol, const char *extensions,
+                                size_t *len) {
+    char buf[1024];
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 101 Switching Protocols\r\n"
                      "Upgrade: websocket\r\n"
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n"
                      "%s%s%s"
+                     "%s%s%s"
                      "\r\n",
                      accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
-                     protocol ? "\r\n" : "");
+                     protocol ? "\r\n" : "", extensions ? "Sec-WebSocket-Extensions: " : "",
+                     extensions ? extensions : "", extensions ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(buf)) n = 0;
     *len = (size_t)n;
     return xstrndup(buf, (size_t)n);
+}
+
+bool ws_handshake_deflate(const http_request *r, const ws_deflate_config *cfg,
+                          ws_deflate_params *params, char *extensions) {
+    if (!cfg->enabled) return false;
+    /* The header may be repeated: its values form one list, in order. */
+    enum { MAX_VALUES = 16 };
+    const char *values[MAX_VALUES];
+    size_t lens[MAX_VALUES], n = 0;
+    for (size_t i = 0; i < r->nheaders && n < MAX_VALUES; i++) {
+        const http_header *h = &r->headers[i];
+        if (h->name_len != 24 || strncasecmp(r->raw + h->name_off, "Sec-WebSocket-Extensions", 24) != 0)
+            continue;
+        values[n] = r->raw + h->value_off;
+        lens[n++] = h->value_len;
+    }
+    return ws_deflate_negotiate(cfg, values, lens, n, params, extensions);
 }

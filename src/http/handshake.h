@@ -3,9 +3,11 @@
 #ifndef WSGATE_HTTP_HANDSHAKE_H
 #define WSGATE_HTTP_HANDSHAKE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "http/request.h"
+#include "ws/deflate.h"
 
 typedef struct ws_handshake_result {
     int status;              /* 101 when the upgrade may proceed, else the error status */
@@ -27,5 +29,19 @@ void ws_handshake_accept(const char *key, size_t key_len, char out[29]);
 /* Return a malloc'd 101 response for `accept` (caller frees); its length in
  * *len. `protocol` is the chosen subprotocol or NULL. */
 char *ws_handshake_response(const char *accept, const char *protocol, size_t *len);
+
+/* Negotiate permessage-deflate from every Sec-WebSocket-Extensions header
+ * of r, in order, under cfg (ws_deflate_negotiate). Returns true when an
+ * offer was accepted: *params holds what was agreed and `extensions` (at
+ * least WS_DEFLATE_RESPONSE_MAX bytes) the value to answer in
+ * ws_handshake_response_ext. Returns false when there is nothing to
+ * answer (no header, disabled, or every offer declined). */
+bool ws_handshake_deflate(const http_request *r, const ws_deflate_config *cfg,
+                          ws_deflate_params *params, char *extensions);
+
+/* ws_handshake_response with a Sec-WebSocket-Extensions header holding
+ * `extensions` (NULL: none). Returns a malloc'd response (caller frees). */
+char *ws_handshake_response_ext(const char *accept, const char *protocol, const char *extensions,
+                                size_t *len);
 
 #endif

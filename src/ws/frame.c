@@ -10,7 +10,10 @@
  *     (the common case for small messages: no copy, no allocation);
  *   - ctl[]: a control frame split across feeds, kept apart from msg so it
  *     can arrive in the middle of a fragmented message;
- *   - msg: data being reassembled, grown geometrically up to the limits. */
+ *   - msg: data being reassembled, grown geometrically up to the limits.
+ * A compressed message (permessage-deflate) always takes the third way: its
+ * bytes are unmasked in place and inflated into msg as they arrive, so the
+ * compressed bytes are never held and the limit bounds the inflated ones. */
 #include "ws/frame.h"
 
 #include <stdatomic.h>
@@ -79,6 +82,7 @@ struct ws_parser {
 
     /* message being reassembled; msg_op is 0 outside a message */
     uint8_t msg_op;
+    bool msg_compressed; /* RSV1 on its first frame: inflate its payload */
     uint8_t *msg;
     size_t msg_len;
     size_t msg_cap;
@@ -88,10 +92,13 @@ struct ws_parser {
     uint8_t *ctl;       /* WS_CTL_MAX bytes, allocated by the first control
                          * frame with a payload (idle connections have none) */
     size_t ctl_len;
+
+    ws_inflater *inflater; /* set by ws_parser_enable_deflate */
 };
 
 typedef struct {
     bool fin;
+    bool rsv1; /* a compressed message starts */
     uint8_t op;
     size_t hlen;
     uint64_t len;
@@ -114,11 +121,25 @@ void ws_parser_free(ws_parser *p) {
     if (!p) return;
     free(p->msg);
     free(p->ctl);
+    ws_inflater_free(p->inflater);
     free(p);
 }
 
+void ws_parser_enable_deflate(ws_parser *p, const ws_deflate_params *params) {
+    ws_inflater_free(p->inflater);
+    p->inflater = ws_inflater_new(params);
+}
+
+size_t ws_parser_memory(const ws_parser *p) {
+    size_t n = sizeof *p + p->msg_cap + (p->ctl ? WS_CTL_MAX : 0);
+    if (p->inflater) n += ws_inflater_memory(p->inflater);
+    return n;
+}
+
 bool ws_parser_idle(const ws_parser *p) {
-    return !p->err && !p->closed && p->state == ST_HEADER && p->hdr_have == 0 && p->msg_op == 0;
+    /* A window the client's next message may refer to must be kept. */
+    return !p->err && !p->closed && p->state == ST_HEADER && p->hdr_have == 0 && p->msg_op == 0 &&
+           !(p->inflater && ws_inflater_has_context(p->inflater));
 }
 
 void ws_parser_trim(ws_parser *p) {
@@ -133,6 +154,7 @@ void ws_parser_trim(ws_parser *p) {
         p->ctl = NULL;
         p->ctl_len = 0;
     }
+    if (p->inflater && p->msg_op == 0) ws_inflater_trim(p->inflater);
 }
 
 /* What an event with no payload points at: never NULL, so callers may
@@ -150,9 +172,16 @@ static int header_scan(const ws_parser *p, const uint8_t *h, size_t have, frame_
     *need = 2;
     if (have < 1) return 0;
     uint8_t b0 = h[0];
-    if (b0 & 0x70) return WS_E_RSV;
     bool fin = b0 & 0x80;
     uint8_t op = b0 & 0x0F;
+    /* RSV1 marks a compressed message (RFC 7692 6): only on its first
+     * frame, only when negotiated. */
+    bool rsv1 = false;
+    if (b0 & 0x70) {
+        if ((b0 & 0x70) != 0x40 || !p->inflater || (op != WS_OP_TEXT && op != WS_OP_BINARY))
+            return WS_E_RSV;
+        rsv1 = true;
+    }
     switch (op) {
     case WS_OP_CONTINUATION:
         if (!p->msg_op) return WS_E_UNEXPECTED_CONTINUATION;
@@ -194,13 +223,17 @@ static int header_scan(const ws_parser *p, const uint8_t *h, size_t have, frame_
 #if SIZE_MAX < UINT64_MAX
     if (len > SIZE_MAX) return WS_E_FRAME_TOO_BIG; /* could never be held */
 #endif
-    if (!op_is_control(op) && p->max_message) {
+    /* A compressed message's limit is on its inflated size, checked while
+     * inflating. */
+    bool compressed = rsv1 || (op == WS_OP_CONTINUATION && p->msg_compressed);
+    if (!op_is_control(op) && p->max_message && !compressed) {
         size_t held = op == WS_OP_CONTINUATION ? p->msg_len : 0;
         if (len > p->max_message - held) return WS_E_MESSAGE_TOO_BIG;
     }
     if (have < hlen) return 0;
 
     out->fin = fin;
+    out->rsv1 = rsv1;
     out->op = op;
     out->hlen = hlen;
     out->len = len;
@@ -246,6 +279,33 @@ static void msg_reserve(ws_parser *p, size_t extra) {
     p->msg_cap = cap;
 }
 
+/* Inflate in[0..n) (compressed payload, unmasked) onto the message. The
+ * buffer grows geometrically up to max_message; once it is full at the
+ * limit, one more byte of output means the message is over it, so no more
+ * than the limit is ever held however much the input would inflate to. */
+static int inflate_onto_msg(ws_parser *p, const uint8_t *in, size_t n) {
+    for (;;) {
+        size_t got, left = n;
+        int rc;
+        if (p->msg_len == p->msg_cap && p->max_message && p->msg_cap >= p->max_message) {
+            uint8_t probe;
+            rc = ws_inflater_feed(p->inflater, in, &left, &probe, 1, &got);
+            if (rc < 0) return WS_E_DEFLATE;
+            if (got) return WS_E_MESSAGE_TOO_BIG;
+            return 0;
+        }
+        if (p->msg_len == p->msg_cap) msg_reserve(p, 1);
+        uint8_t *dst = p->msg + p->msg_len;
+        rc = ws_inflater_feed(p->inflater, in, &left, dst, p->msg_cap - p->msg_len, &got);
+        p->msg_len += got;
+        if (p->msg_op == WS_OP_TEXT && got && !ws_utf8_feed(&p->utf8, dst, got)) return WS_E_UTF8;
+        if (rc < 0) return WS_E_DEFLATE;
+        if (rc != 1) return 0;
+        in += n - left;
+        n = left;
+    }
+}
+
 /* Turn a complete control payload into its event. */
 static int control_event(ws_parser *p, uint8_t op, const uint8_t *data, size_t len, ws_event *ev) {
     ev->data = len ? data : no_bytes;
@@ -284,6 +344,14 @@ static int frame_done(ws_parser *p, ws_event *ev) {
         return rc < 0 ? rc : 1;
     }
     if (!p->fin) return 0;
+    if (p->msg_compressed) {
+        /* RFC 7692 7.2.2: the sender removed the sync flush's tail. */
+        static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+        int rc = inflate_onto_msg(p, tail, sizeof tail);
+        if (rc < 0) return rc;
+        p->msg_compressed = false;
+        if (ws_inflater_end_message(p->inflater) < 0) return WS_E_DEFLATE;
+    }
     if (p->msg_op == WS_OP_TEXT && !ws_utf8_complete(&p->utf8)) return WS_E_UTF8;
     ev->type = WS_EV_MESSAGE;
     ev->opcode = p->msg_op;
@@ -344,7 +412,8 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
 
             bool control = op_is_control(h.op);
             /* Zero copy: the whole frame is here and needs no reassembly. */
-            if (h.len <= len - pos && (control || (h.fin && h.op != WS_OP_CONTINUATION))) {
+            if (h.len <= len - pos && !h.rsv1 &&
+                (control || (h.fin && h.op != WS_OP_CONTINUATION))) {
                 uint8_t *data = in + pos;
                 size_t n = (size_t)h.len;
                 unmask_copy(data, data, n, h.mask, 0);
@@ -370,6 +439,7 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
             p->state = ST_PAYLOAD;
             if (h.op == WS_OP_TEXT || h.op == WS_OP_BINARY) {
                 p->msg_op = h.op;
+                p->msg_compressed = h.rsv1;
                 p->msg_len = 0;
                 if (h.op == WS_OP_TEXT) ws_utf8_init(&p->utf8);
             } else if (control) {
@@ -390,6 +460,11 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
         if (op_is_control(p->op)) {
             unmask_copy(p->ctl + p->ctl_len, in + pos, n, p->mask, p->frame_off);
             p->ctl_len += n;
+        } else if (p->msg_compressed) {
+            uint8_t *src = in + pos;
+            unmask_copy(src, src, n, p->mask, p->frame_off);
+            int rc = inflate_onto_msg(p, src, n);
+            if (rc < 0) return fail(p, rc);
         } else {
             msg_reserve(p, n);
             uint8_t *dst = p->msg + p->msg_len;
@@ -423,8 +498,10 @@ ws_frame *ws_frame_alloc(uint8_t opcode, size_t len) {
         abort();
     }
     ws_frame *f = xmalloc(sizeof *f + hlen + len);
-    atomic_init(&f->refs, 1);
+    atomic_init(&f->refs, 1 | WS_FRAME_HAS_VARIANTS);
     f->len = (uint32_t)(hlen + len);
+    atomic_init(&f->deflated, NULL);
+    f->variant = 0;
     uint8_t *h = f->data;
     h[0] = (uint8_t)(0x80 | (opcode & 0x0F));
     if (hlen == 2) {
@@ -477,8 +554,76 @@ ws_frame *ws_frame_ref(ws_frame *f) {
 }
 
 void ws_frame_unref(ws_frame *f) {
-    if (!f) return;
-    /* Release publishes this thread's use of the frame; acquire on the last
-     * drop makes every other thread's use happen before the free. */
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) free(f);
+    while (f) {
+        /* Release publishes this thread's use of the frame; acquire on the
+         * last drop makes every other thread's use happen before the free. */
+        uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
+        if ((old & ~WS_FRAME_HAS_VARIANTS) != 1) return;
+        ws_frame *next = NULL;
+        if (old & WS_FRAME_HAS_VARIANTS) next = atomic_load_explicit(&f->deflated, memory_order_acquire);
+        free(f);
+        f = next; /* the list holds one reference to each form */
+    }
+}
+
+uint32_t ws_frame_refcount(const ws_frame *f) {
+    return atomic_load_explicit(&f->refs, memory_order_relaxed) & ~WS_FRAME_HAS_VARIANTS;
+}
+
+/* A compressed form's variant: the parameters that shape its bytes, and
+ * whether compressing did not pay (then the plain frame is sent). */
+#define VARIANT_SET 0x10000u
+#define VARIANT_PLAIN 0x20000u
+#define VARIANT_KEY_MASK 0xFFFFu
+
+static ws_frame *find_variant(ws_frame *head, uint32_t key) {
+    for (ws_frame *v = head; v; v = atomic_load_explicit(&v->deflated, memory_order_acquire))
+        if ((v->variant & VARIANT_KEY_MASK) == key) return v;
+    return NULL;
+}
+
+static ws_frame *pick(ws_frame *f, ws_frame *v) {
+    return ws_frame_ref(v->variant & VARIANT_PLAIN ? f : v);
+}
+
+ws_frame *ws_frame_deflated(ws_frame *f, const ws_deflate_params *params) {
+    uint8_t op = f->data[0] & 0x0F;
+    if (!(atomic_load_explicit(&f->refs, memory_order_relaxed) & WS_FRAME_HAS_VARIANTS) ||
+        (f->data[0] & 0x70) || op_is_control(op))
+        return ws_frame_ref(f);
+    const uint8_t *payload = ws_frame_payload(f);
+    size_t plen = f->len - (size_t)(payload - f->data);
+    if (plen < params->min_size) return ws_frame_ref(f);
+
+    uint32_t key = (uint32_t)ws_deflate_compress_bits(params) << 8 | params->level;
+    ws_frame *head = atomic_load_explicit(&f->deflated, memory_order_acquire);
+    ws_frame *v = find_variant(head, key);
+    if (v) return pick(f, v);
+
+    size_t clen;
+    uint8_t *c = ws_deflate_compress(params, payload, plen, &clen);
+    ws_frame *n;
+    if (clen < plen) {
+        n = ws_frame_new(op, c, clen);
+        n->data[0] |= 0x40; /* RSV1: a compressed message */
+        n->variant = key | VARIANT_SET;
+    } else {
+        n = ws_frame_alloc(op, 0);
+        n->variant = key | VARIANT_SET | VARIANT_PLAIN;
+    }
+    free(c);
+    /* Publish; another thread may have published the same form meanwhile,
+     * and then its copy wins so that every recipient shares one. */
+    for (;;) {
+        v = find_variant(head, key);
+        if (v) {
+            atomic_store_explicit(&n->deflated, NULL, memory_order_relaxed);
+            ws_frame_unref(n);
+            return pick(f, v);
+        }
+        atomic_store_explicit(&n->deflated, head, memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&f->deflated, &head, n, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return pick(f, n);
+    }
 }

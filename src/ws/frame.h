@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ws/deflate.h"
 #include "ws/utf8.h"
 
 enum {
@@ -58,7 +59,8 @@ enum {
     X(WS_E_CLOSE_UTF8, -13, 1007, "invalid UTF-8 in close reason")                  \
     X(WS_E_FRAME_TOO_BIG, -14, 1009, "frame over the size limit")                   \
     X(WS_E_MESSAGE_TOO_BIG, -15, 1009, "message over the size limit")               \
-    X(WS_E_CLOSED, -16, 1002, "data after close frame")
+    X(WS_E_CLOSED, -16, 1002, "data after close frame")                             \
+    X(WS_E_DEFLATE, -17, 1007, "invalid compressed data")
 
 typedef enum ws_error {
 #define WS_ERR_ENUM(name, val, close, text) name = val,
@@ -112,21 +114,51 @@ size_t ws_parser_buffered(const ws_parser *p);
 
 /* Release the buffers p holds between messages (the reassembly buffer when
  * no message is in progress, the control-frame buffer when no control frame
- * is) so that an idle connection keeps none; they are allocated again when
+ * is, the inflate state when it holds no window the next message needs)
+ * so that an idle connection keeps none; they are allocated again when
  * needed. Invalidates the data of the last event. */
 void ws_parser_trim(ws_parser *p);
 
 /* Return true when p sits between frames with no message in progress, no
- * error and no close seen: freeing it and starting a new parser with the
- * same limits then changes nothing (so an idle connection need not keep
+ * error, no close seen and no inflate window to keep (context takeover):
+ * freeing it and starting a new parser with the same limits (and deflate
+ * parameters) then changes nothing (so an idle connection need not keep
  * one). */
 bool ws_parser_idle(const ws_parser *p);
 
+/* Let p accept messages compressed with permessage-deflate as negotiated
+ * in params (RFC 7692): RSV1 on the first frame of a data message (still a
+ * protocol error on control and continuation frames, and on every frame of
+ * a parser without this call). Such a message is inflated as its bytes
+ * arrive into the message buffer, and the message limit (max_message)
+ * applies to the inflated size, checked while inflating: the parser fails
+ * with WS_E_MESSAGE_TOO_BIG (1009) before it holds more than the limit,
+ * whatever the compression ratio. Invalid compressed data fails with
+ * WS_E_DEFLATE (1007); text is UTF-8 checked after inflating. max_frame
+ * still applies to the bytes on the wire. Call before the first feed. */
+void ws_parser_enable_deflate(ws_parser *p, const ws_deflate_params *params);
+
+/* Bytes p holds from the heap: the parser, its message and control buffers
+ * and, with deflate, zlib's inflate state (about 7 KB) and 32 KiB window,
+ * kept between messages only when the client takes over context. */
+size_t ws_parser_memory(const ws_parser *p);
+
 /* ---- outgoing frames ---- */
 
+/* refs of a frame built by ws_frame_alloc/ws_frame_new carries this bit:
+ * its deflated and variant fields are set. A frame filled in by hand (refs
+ * = 1 and len, as raw buffers sharing a write queue are) has neither and
+ * never gets a compressed form. */
+#define WS_FRAME_HAS_VARIANTS 0x80000000u
+
 typedef struct ws_frame {
-    _Atomic uint32_t refs;
+    _Atomic uint32_t refs; /* the count in the low 31 bits, + WS_FRAME_HAS_VARIANTS */
     uint32_t len;          /* bytes of data[] in use: header + payload */
+    /* The compressed forms of this frame, one per distinct parameter set, in
+     * a list published lock-free (see ws_frame_deflated); in a compressed
+     * form, the next one. */
+    _Atomic(struct ws_frame *) deflated;
+    uint32_t variant;      /* in a compressed form: the key of its parameters */
     uint8_t data[];        /* the encoded frame, ready for write(2) */
 } ws_frame;
 
@@ -146,8 +178,21 @@ ws_frame *ws_frame_close(uint16_t code, const char *reason);
 
 /* Add a reference (thread-safe); returns f. */
 ws_frame *ws_frame_ref(ws_frame *f);
-/* Drop a reference (thread-safe); frees f when the last one goes. */
+/* Drop a reference (thread-safe); frees f when the last one goes, and its
+ * compressed forms with it (those still queued keep their own references). */
 void ws_frame_unref(ws_frame *f);
+/* Return the number of references to f. */
+uint32_t ws_frame_refcount(const ws_frame *f);
+
+/* Return the frame to send f as on a connection that negotiated params
+ * (a new reference; the caller unrefs it): f's compressed form (RSV1 set,
+ * the message deflated with no context takeover), or f itself for control
+ * frames, payloads shorter than params->min_size, payloads that do not
+ * shrink, and frames not built by ws_frame_alloc. The compressed form is
+ * made once per frame and parameter set, by the first caller that needs it
+ * in any thread, and kept with f: every member of a broadcast that agreed
+ * the same parameters gets the same bytes, the others the plain f. */
+ws_frame *ws_frame_deflated(ws_frame *f, const ws_deflate_params *params);
 
 /* Return true when `code` may appear in a close frame received from a peer
  * (RFC 6455 7.4: 1000-1003, 1007-1011, 3000-4999). */

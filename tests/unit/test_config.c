@@ -156,6 +156,12 @@ Test(config, defaults) {
     cr_expect_str_eq(c.tls_key_file, "");
     cr_expect_not(c.allow_demo_auth_in_production);
     cr_expect_not(c.allow_plaintext_in_production);
+    cr_expect_not(c.permessage_deflate);
+    cr_expect_eq(c.deflate_server_max_window_bits, 15);
+    cr_expect_eq(c.deflate_client_max_window_bits, 15);
+    cr_expect_eq(c.deflate_level, 6);
+    cr_expect_eq(c.deflate_min_size, 64);
+    cr_expect(c.deflate_client_no_context_takeover);
     config_error err;
     cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
     config_free(&c);
@@ -396,6 +402,18 @@ static const struct {
     {"allow_demo_auth_in_production = \"yes\"", "allow_demo_auth_in_production",
      "must be true or false"},
     {"allow_plaintext_in_production = 1", "allow_plaintext_in_production", "must be true or false"},
+    {"permessage_deflate = \"on\"", "permessage_deflate", "must be true or false"},
+    {"deflate_server_max_window_bits = 7", "deflate_server_max_window_bits",
+     "deflate_server_max_window_bits must be between 8 and 15."},
+    {"deflate_server_max_window_bits = 16", "deflate_server_max_window_bits", "between 8 and 15"},
+    {"deflate_client_max_window_bits = 7", "deflate_client_max_window_bits",
+     "deflate_client_max_window_bits must be between 8 and 15."},
+    {"deflate_client_max_window_bits = 16", "deflate_client_max_window_bits", "between 8 and 15"},
+    {"deflate_level = 0", "deflate_level", "deflate_level must be between 1 and 9."},
+    {"deflate_level = 10", "deflate_level", "deflate_level must be between 1 and 9."},
+    {"deflate_min_size = -1", "deflate_min_size", "deflate_min_size must be between 0 and 67108864."},
+    {"deflate_client_no_context_takeover = 0", "deflate_client_no_context_takeover",
+     "must be true or false"},
 };
 
 Test(config, every_rule_rejects_with_file_line_name) {
@@ -465,6 +483,12 @@ Test(config, good_edge_values) {
         "max_fragmented_bytes = 67108864",
         "max_control_frames_per_s = 0",
         "max_json_depth = 1000",
+        "permessage_deflate = true",
+        "deflate_server_max_window_bits = 8",
+        "deflate_client_max_window_bits = 8",
+        "deflate_level = 9",
+        "deflate_min_size = 0",
+        "deflate_client_no_context_takeover = false",
         "auth_mode = \"jwt\"\njwt_secret = \"s3cret\"",
         "auth_mode = \"jwt\"\njwt_algorithm = \"ES256\"\njwt_public_key_file = \"/k.pem\"",
         "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"",
@@ -1110,7 +1134,10 @@ Test(config, help_shows_protection_types) {
     static const char *names[] = {"allowed_origins", "auth_mode", "jwt_algorithm", "jwt_secret",
                                   "jwt_leeway_s", "max_json_depth", "tls_cert_file",
                                   "allow_demo_auth_in_production", "allow_plaintext_in_production",
-                                  "connect_burst_per_ip", "auth_failures_per_minute"};
+                                  "connect_burst_per_ip", "auth_failures_per_minute",
+                                  "permessage_deflate", "deflate_server_max_window_bits",
+                                  "deflate_client_max_window_bits", "deflate_level",
+                                  "deflate_min_size", "deflate_client_no_context_takeover"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         cr_expect(strstr(buf, names[i]) != NULL, "%s missing", names[i]);
     free(buf);

@@ -294,3 +294,65 @@ Test(handshake, full_round_trip_from_bytes) {
     free(s);
     http_request_free(&r);
 }
+
+/* ---- permessage-deflate in the handshake ---- */
+
+static const ws_deflate_config DEFLATE_ON = {
+    .enabled = true, .server_max_window_bits = 15, .client_max_window_bits = 15, .level = 6,
+    .min_size = 0, .client_no_context_takeover = false,
+};
+
+/* Every Sec-WebSocket-Extensions header counts, in order: the first
+ * header's only offer is declined (unknown parameter), the second's is
+ * taken. */
+Test(handshake_deflate, offers_across_headers) {
+    char *text = build((req_spec){.extra = "Sec-WebSocket-Extensions: permessage-deflate; foo\r\n"
+                                           "Sec-WebSocket-Extensions: x-other, permessage-deflate; "
+                                           "server_max_window_bits=11\r\n"});
+    http_request r;
+    load(&r, text);
+    ws_deflate_params p;
+    char ext[WS_DEFLATE_RESPONSE_MAX];
+    cr_assert(ws_handshake_deflate(&r, &DEFLATE_ON, &p, ext));
+    cr_expect_str_eq(ext, "permessage-deflate; server_no_context_takeover; server_max_window_bits=11");
+    cr_expect_eq(p.server_max_window_bits, 11);
+    size_t len;
+    char *resp = ws_handshake_response_ext(ACCEPT, "chat", ext, &len);
+    cr_expect_str_eq(resp, "HTTP/1.1 101 Switching Protocols\r\n"
+                           "Upgrade: websocket\r\n"
+                           "Connection: Upgrade\r\n"
+                           "Sec-WebSocket-Accept: " ACCEPT "\r\n"
+                           "Sec-WebSocket-Protocol: chat\r\n"
+                           "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                           "server_max_window_bits=11\r\n\r\n");
+    cr_expect_eq(len, strlen(resp));
+    free(resp);
+    http_request_free(&r);
+    free(text);
+}
+
+Test(handshake_deflate, nothing_to_answer) {
+    char *text = build((req_spec){.extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n"});
+    http_request r;
+    load(&r, text);
+    ws_deflate_params p;
+    char ext[WS_DEFLATE_RESPONSE_MAX];
+    ws_deflate_config off = DEFLATE_ON;
+    off.enabled = false;
+    cr_expect_not(ws_handshake_deflate(&r, &off, &p, ext)); /* off by configuration */
+    http_request_free(&r);
+    free(text);
+
+    text = build((req_spec){.extra = NULL});
+    load(&r, text);
+    cr_expect_not(ws_handshake_deflate(&r, &DEFLATE_ON, &p, ext)); /* nothing offered */
+    size_t len;
+    char *resp = ws_handshake_response_ext(ACCEPT, NULL, NULL, &len);
+    char *old = ws_handshake_response(ACCEPT, NULL, &len);
+    cr_expect_str_eq(resp, old);
+    cr_expect_null(strstr(resp, "Extensions"));
+    free(resp);
+    free(old);
+    http_request_free(&r);
+    free(text);
+}
