@@ -21,15 +21,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_closed(uv_handle_t *h);
 static long on_http_head(http_request *r, void *ctx);
 
-/* A raw byte buffer (an HTTP response) in a frame's clothing, so it shares
- * the write queue with WebSocket frames. */
-static ws_frame *raw_buffer(const void *data, size_t len) {
-    ws_frame *f = xmalloc(sizeof(ws_frame) + len);
-    atomic_init(&f->refs, 1);
-    f->len = (uint32_t)len;
-    memcpy(f->data, data, len);
-    return f;
-}
 
 static void make_id(char out[CONN_ID_LEN + 1]) {
     static const char alphabet[] =
@@ -287,6 +278,9 @@ int conn_send(conn *c, ws_frame *f) {
         return 0;
     }
     if (c->state != CONN_OPEN || c->close_sent) return -1;
+    /* With permessage-deflate, the frame's compressed form: made once per
+     * broadcast and parameter set, whichever member needs it first. */
+    f = c->deflate ? ws_frame_deflated(f, &c->deflate_params) : ws_frame_ref(f);
     size_t limit = (size_t)c->srv->cfg->max_queued_bytes;
     /* Frames queued in this loop turn (a batch of broadcasts) have not been
      * offered to the kernel yet: count only what the kernel will not take. */
@@ -297,16 +291,16 @@ int conn_send(conn *c, ws_frame *f) {
      * leaves queued: any frame is taken while the queue is within the
      * limit; beyond it, only until the deadline or the ceiling. */
     if (c->wq_bytes > limit) {
-        if (c->wq_bytes + f->len > limit * CONN_QUEUE_CEILING) {
-            slow_consumer(c, "queue ceiling", f->len);
-            return -1;
-        }
-        if (backlog_expired(c, uv_now(c->srv->loop))) {
-            slow_consumer(c, "not drained", f->len);
+        const char *why = c->wq_bytes + f->len > limit * CONN_QUEUE_CEILING ? "queue ceiling"
+                          : backlog_expired(c, uv_now(c->srv->loop))      ? "not drained"
+                                                                          : NULL;
+        if (why) {
+            slow_consumer(c, why, f->len);
+            ws_frame_unref(f);
             return -1;
         }
     }
-    enqueue(c, ws_frame_ref(f));
+    enqueue(c, f);
     return 0;
 }
 
@@ -404,8 +398,7 @@ static void tls_flush(conn *c) {
     }
     size_t pending = tls_conn_pending_output(c->tls);
     if (pending > 0) {
-        ws_frame *out = xmalloc(sizeof(ws_frame) + pending);
-        atomic_init(&out->refs, 1);
+        ws_frame *out = ws_frame_raw(NULL, pending);
         out->len = (uint32_t)tls_conn_take_output(c->tls, out->data, pending);
         uv_buf_t b = uv_buf_init((char *)out->data, out->len);
         int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -534,7 +527,7 @@ static void conn_fail(conn *c, uint16_t code, const char *reason) {
 
 void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive) {
     if (c->state == CONN_CLOSED) return;
-    enqueue(c, raw_buffer(data, len));
+    enqueue(c, ws_frame_raw(data, len));
     if (!keep_alive) {
         c->close_after_flush = true;
         c->state = CONN_CLOSING;
@@ -587,16 +580,20 @@ static bool control_flood(conn *c) {
 /* A new frame parser with the server's limits: a message that arrives in
  * fragments is buffered and may hold no more than max_fragmented_bytes (nor
  * max_message_size). */
-static ws_parser *parser_new(const config *cfg) {
+static ws_parser *parser_new(const conn *c) {
+    const config *cfg = c->srv->cfg;
     size_t max_message = (size_t)cfg->max_message_size;
     if (cfg->max_fragmented_bytes > 0 && (size_t)cfg->max_fragmented_bytes < max_message)
         max_message = (size_t)cfg->max_fragmented_bytes;
-    return ws_parser_new((size_t)cfg->max_frame_size, max_message);
+    ws_parser *p = ws_parser_new((size_t)cfg->max_frame_size, max_message);
+    /* The limits above then hold for the inflated message. */
+    if (c->deflate) ws_parser_enable_deflate(p, &c->deflate_params);
+    return p;
 }
 
 static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
     /* The sweep drops the parser of an idle connection between frames. */
-    if (!c->parser) c->parser = parser_new(c->srv->cfg);
+    if (!c->parser) c->parser = parser_new(c);
     size_t off = 0;
     while (off < len && c->state != CONN_CLOSED && !(c->close_after_flush)) {
         ws_event ev;
@@ -685,14 +682,16 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
             return;
         }
     }
+    char extensions[WS_DEFLATE_RESPONSE_MAX];
+    c->deflate = ws_handshake_deflate(req, &srv->deflate, &c->deflate_params, extensions);
     size_t rlen;
-    char *resp = ws_handshake_response(hs.accept, c->subprotocol, &rlen);
-    enqueue(c, raw_buffer(resp, rlen));
+    char *resp = ws_handshake_response_ext(hs.accept, c->subprotocol, c->deflate ? extensions : NULL, &rlen);
+    enqueue(c, ws_frame_raw(resp, rlen));
     free(resp);
 
     c->state = CONN_OPEN;
     c->upgraded = true;
-    c->parser = parser_new(srv->cfg);
+    c->parser = parser_new(c);
     c->opened_ms = uv_now(srv->loop);
     c->last_active_ms = c->opened_ms;
     c->last_ping_ms = c->opened_ms;

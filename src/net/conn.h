@@ -12,6 +12,7 @@
 
 #include "http/request.h"
 #include "net/tls.h"
+#include "ws/deflate.h"
 #include "ws/frame.h"
 
 struct server;
@@ -39,6 +40,8 @@ typedef struct conn {
     bool opened;                     /* on_open ran, so on_close must run */
     bool http_keep_alive;            /* plain HTTP: read another request after this one */
     bool upgraded;                   /* past the 101: what arrives is WebSocket frames */
+    bool deflate;                    /* permessage-deflate agreed (deflate_params) */
+    ws_deflate_params deflate_params;
     bool addr_counted;               /* counted in server_addr_acquire */
     bool over_addr_limit;            /* its address had max_connections_per_ip sockets */
     bool http_answered;              /* on_http_head answered: the body is never read */

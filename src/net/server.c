@@ -384,6 +384,14 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     srv->inbox_async.data = srv;
     uv_unref((uv_handle_t *)&srv->inbox_async); /* never what keeps the loop running */
     srv->cfg = cfg;
+    srv->deflate = (ws_deflate_config){
+        .enabled = cfg->permessage_deflate,
+        .server_max_window_bits = (uint8_t)cfg->deflate_server_max_window_bits,
+        .client_max_window_bits = (uint8_t)cfg->deflate_client_max_window_bits,
+        .level = (uint8_t)cfg->deflate_level,
+        .min_size = (uint32_t)cfg->deflate_min_size,
+        .client_no_context_takeover = cfg->deflate_client_no_context_takeover,
+    };
     srv->handlers = handlers;
     srv->app = app;
     snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg->stage_name);

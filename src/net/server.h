@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "http/request.h"
 #include "net/conn.h"
+#include "ws/deflate.h"
 #include "net/tls.h"
 
 struct server;
@@ -64,6 +65,7 @@ typedef struct server {
     uv_signal_t sig_term, sig_int;
 
     const config *cfg;
+    ws_deflate_config deflate;       /* permessage-deflate, from cfg */
     const server_handlers *handlers;
     void *app;                       /* the application's server-wide state */
     char stage_path[256];            /* "/staging" */

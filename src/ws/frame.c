@@ -518,6 +518,16 @@ ws_frame *ws_frame_alloc(uint8_t opcode, size_t len) {
     return f;
 }
 
+ws_frame *ws_frame_raw(const void *data, size_t len) {
+    ws_frame *f = xmalloc(sizeof *f + len);
+    atomic_init(&f->refs, 1); /* no WS_FRAME_HAS_VARIANTS: never compressed */
+    f->len = (uint32_t)len;
+    atomic_init(&f->deflated, NULL);
+    f->variant = 0;
+    if (data && len) memcpy(f->data, data, len);
+    return f;
+}
+
 uint8_t *ws_frame_payload(ws_frame *f) {
     uint8_t len7 = f->data[1] & 0x7F;
     return f->data + (len7 < 126 ? 2 : len7 == 126 ? 4 : 10);

@@ -145,10 +145,9 @@ size_t ws_parser_memory(const ws_parser *p);
 
 /* ---- outgoing frames ---- */
 
-/* refs of a frame built by ws_frame_alloc/ws_frame_new carries this bit:
- * its deflated and variant fields are set. A frame filled in by hand (refs
- * = 1 and len, as raw buffers sharing a write queue are) has neither and
- * never gets a compressed form. */
+/* refs of a WebSocket frame (ws_frame_alloc/ws_frame_new) carries this bit;
+ * a raw buffer (ws_frame_raw) does not, and never gets a compressed form.
+ * Every ws_frame is built in frame.c. */
 #define WS_FRAME_HAS_VARIANTS 0x80000000u
 
 typedef struct ws_frame {
@@ -169,6 +168,11 @@ ws_frame *ws_frame_new(uint8_t opcode, const void *payload, size_t len);
 /* Return a new frame whose payload (len bytes) the caller fills in through
  * ws_frame_payload() before sharing it. Refcount 1. */
 ws_frame *ws_frame_alloc(uint8_t opcode, size_t len);
+/* Return a new raw byte buffer of len bytes (a copy of data, or left for
+ * the caller to fill when data is NULL) in a frame's clothing, refcount 1:
+ * HTTP responses and TLS records share the write queue with frames this
+ * way. Never compressed. */
+ws_frame *ws_frame_raw(const void *data, size_t len);
 /* Return a pointer to the payload area of f. */
 uint8_t *ws_frame_payload(ws_frame *f);
 
