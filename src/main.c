@@ -359,6 +359,19 @@ static int take_flags(int argc, char **argv, const char *const *wanted, const ch
     return n;
 }
 
+/* A command with flags of its own (`wanted`, their values into `values`)
+ * and the common configuration flags: returns load_config's 0, or 1 when
+ * --help was shown (cfg is then already released). */
+static int load_command(int argc, char **argv, const char *const *wanted, const char **values,
+                        config *cfg) {
+    char **rest;
+    int n = take_flags(argc, argv, wanted, values, &rest);
+    int r = load_config(cfg, n, rest, 2);
+    free(rest);
+    if (r == 1) config_free(cfg);
+    return r;
+}
+
 /* Parse Unix seconds or an ISO-8601 UTC time ("2026-11-25T21:05:00Z").
  * Returns 0 or -1. */
 static int parse_time(const char *s, int64_t *out) {
@@ -384,15 +397,8 @@ static bool same_file(const char *a, const char *b) {
 static int cmd_backup_restore(int argc, char **argv, bool restore) {
     static const char *const wanted[] = {"--out", "--to", NULL};
     const char *values[2] = {NULL, NULL};
-    char **rest;
-    int n = take_flags(argc, argv, wanted, values, &rest);
     config cfg;
-    if (load_config(&cfg, n, rest, 2) == 1) {
-        config_free(&cfg);
-        free(rest);
-        return 0;
-    }
-    free(rest);
+    if (load_command(argc, argv, wanted, values, &cfg) == 1) return 0;
     int rc = 0;
     char db[4096], err[1024], pitr[4096];
     outputs_data_file(&cfg, db, sizeof(db));
@@ -450,15 +456,8 @@ static int cmd_rotate_key(int argc, char **argv) {
 static int cmd_export(int argc, char **argv) {
     static const char *const wanted[] = {"--room", "--since", "--format", NULL};
     const char *values[3] = {NULL, NULL, NULL};
-    char **rest;
-    int n = take_flags(argc, argv, wanted, values, &rest);
     config cfg;
-    if (load_config(&cfg, n, rest, 2) == 1) {
-        config_free(&cfg);
-        free(rest);
-        return 0;
-    }
-    free(rest);
+    if (load_command(argc, argv, wanted, values, &cfg) == 1) return 0;
     int64_t since = 0;
     int rc;
     if (!values[0] || !*values[0]) {

@@ -624,69 +624,54 @@ int store_health(store *s, int64_t stall_ms, char *why, size_t len) {
 
 /* ---- TTL ---- */
 
-/* Delete up to STORE_SWEEP_STEP expired messages in one small transaction.
- * Returns how many were deleted, or -1 on error. */
-static int sweep_step(store *s, int64_t cutoff) {
-    write_begin(s);
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        write_end(s, sqlite3_errcode(s->db));
-        return -1;
-    }
-    s->batch_ms = clock_wall_ms();
-    sqlite3_stmt *st = s->st.expired;
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, STORE_SWEEP_STEP);
-    int n = 0, rc = SQLITE_OK;
-    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        char *room = xstrdup((const char *)sqlite3_column_text(st, 0));
-        int64_t seq = sqlite3_column_int64(st, 1);
-        sqlite3_stmt *del = s->st.delete_message;
-        sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(del, 2, seq);
-        rc = step_done(del);
-        if (rc == SQLITE_OK) rc = log_change(s, LOG_DELETE, room, seq, NULL, NULL, NULL, NULL, 0, NULL, NULL);
-        free(room);
-        n++;
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-    write_end(s, rc);
-    if (rc != SQLITE_OK) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return n;
+/* Delete one expired message: the row `expired` stands on (roomId, seq). */
+static int delete_expired_message(store *s, sqlite3_stmt *expired) {
+    /* A copy: the selecting statement's text may not outlive the delete. */
+    char *room = xstrdup((const char *)sqlite3_column_text(expired, 0));
+    int64_t seq = sqlite3_column_int64(expired, 1);
+    sqlite3_stmt *del = s->st.delete_message;
+    sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(del, 2, seq);
+    int rc = step_done(del);
+    if (rc == SQLITE_OK) rc = log_change(s, LOG_DELETE, room, seq, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+    free(room);
+    return rc;
 }
 
-/* Delete up to STORE_SWEEP_STEP rooms rows idle since before cutoff that
- * hold no message and never gave a seq, in one small transaction. Returns
- * how many, or -1 on error. */
-static int sweep_rooms_step(store *s, int64_t cutoff) {
+/* Delete one idle room's row (roomId): it holds no message and never gave
+ * a seq. */
+static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
+    char *room = xstrdup((const char *)sqlite3_column_text(expired_rooms, 0));
+    sqlite3_stmt *del = s->st.delete_room;
+    sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
+    int rc = step_done(del);
+    if (rc == SQLITE_OK) rc = log_change(s, LOG_ROOM_DELETE, room, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+    /* The cache must not believe in the row any more. */
+    free(strmap_remove(&s->last_seq, room));
+    free(room);
+    return rc;
+}
+
+/* Delete up to STORE_SWEEP_STEP rows that `select` (bound to cutoff and the
+ * step) finds, each with delete_row, in one small transaction. Returns how
+ * many were deleted, or -1 on error. */
+static int sweep_step(store *s, sqlite3_stmt *select, int64_t cutoff,
+                      int (*delete_row)(store *s, sqlite3_stmt *row)) {
     write_begin(s);
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         write_end(s, sqlite3_errcode(s->db));
         return -1;
     }
     s->batch_ms = clock_wall_ms();
-    sqlite3_stmt *st = s->st.expired_rooms;
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, STORE_SWEEP_STEP);
+    sqlite3_bind_int64(select, 1, cutoff);
+    sqlite3_bind_int(select, 2, STORE_SWEEP_STEP);
     int n = 0, rc = SQLITE_OK;
-    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        char *room = xstrdup((const char *)sqlite3_column_text(st, 0));
-        sqlite3_stmt *del = s->st.delete_room;
-        sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
-        rc = step_done(del);
-        if (rc == SQLITE_OK)
-            rc = log_change(s, LOG_ROOM_DELETE, room, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
-        /* The cache must not believe in the row any more. */
-        free(strmap_remove(&s->last_seq, room));
-        free(room);
+    while (rc == SQLITE_OK && sqlite3_step(select) == SQLITE_ROW) {
+        rc = delete_row(s, select);
         n++;
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    sqlite3_reset(select);
+    sqlite3_clear_bindings(select);
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     write_end(s, rc);
     if (rc != SQLITE_OK) {
@@ -702,7 +687,8 @@ static void sweep(store *s) {
     int64_t cutoff = (int64_t)time(NULL) - s->opt.ttl_days * 86400;
     for (int rooms = 0; rooms < 2; rooms++) {
         for (;;) {
-            int n = rooms ? sweep_rooms_step(s, cutoff) : sweep_step(s, cutoff);
+            int n = rooms ? sweep_step(s, s->st.expired_rooms, cutoff, delete_idle_room)
+                         : sweep_step(s, s->st.expired, cutoff, delete_expired_message);
             if (n > 0) {
                 pthread_mutex_lock(&s->lock);
                 if (rooms) s->stats.rooms_expired += (uint64_t)n;
