@@ -71,7 +71,10 @@ static _Thread_local server *current;
 
 void server_enter(server *srv) { current = srv; }
 
-bool server_owns(const conn *c) { return !current || c->srv == current; }
+/* Fails closed: a thread that entered no server (the store thread, a
+ * tool) owns no connection, and its sends travel through the owner's
+ * inbox like any other worker's. */
+bool server_owns(const conn *c) { return current && c->srv == current; }
 
 void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const char *reason) {
     pthread_mutex_lock(&srv->inbox_mu);

@@ -127,8 +127,8 @@ void server_free(server *srv);
 void server_enter(server *srv);
 
 /* Return true when c may be touched directly from the calling thread: it
- * belongs to the thread's server (or no thread has entered a server, as in
- * single-threaded tools and tests). */
+ * belongs to the server the thread entered (server_enter). False on a
+ * thread that entered none. */
 bool server_owns(const conn *c);
 
 /* From another worker's thread: have c's worker queue f on c (a new

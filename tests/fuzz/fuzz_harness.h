@@ -105,6 +105,7 @@ static server *harness_server(uv_loop_t *loop, app *a) {
     srv->handlers = app_handlers();
     snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
     app_attach(a, srv);
+    server_enter(srv); /* this thread owns the fake connections */
     return srv;
 }
 
