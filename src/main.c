@@ -239,7 +239,13 @@ static int serve(const config *cfg, unsigned n, bool echo) {
     /* Every loop has stopped. The other loops' last close callbacks may
      * still reach the application, so they go before it closes; closing
      * the store runs its last completions on loop 0. */
-    for (unsigned i = 1; i < n; i++) close_loop(&w[i].loop);
+    /* Each loop's last callbacks run here as that loop's own (they may
+     * still touch its connections). */
+    for (unsigned i = 1; i < n; i++) {
+        if (w[i].srv) server_enter(w[i].srv);
+        close_loop(&w[i].loop);
+    }
+    if (w[0].srv) server_enter(w[0].srv);
     if (a) {
         app_close(a);
         uv_run(&w[0].loop, UV_RUN_DEFAULT);

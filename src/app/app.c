@@ -1,5 +1,6 @@
 #include "app/app.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,23 @@ metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metri
  * lock, so before now) is queued before the lock holder sends to them
  * directly. Without it a member on another worker than loop 0 could get a
  * chat committed before its leave_room after its own user_left. */
+/* How deep the calling thread holds the lock (one application a process):
+ * thread-local, so asking is never a race. */
+static _Thread_local unsigned lock_depth;
+
 void app_lock(app *a) {
     pthread_mutex_lock(&a->lock);
+    lock_depth++;
     server_run_own_inbox();
 }
 
-void app_unlock(app *a) { pthread_mutex_unlock(&a->lock); }
+void app_unlock(app *a) {
+    assert(lock_depth > 0);
+    lock_depth--;
+    pthread_mutex_unlock(&a->lock);
+}
+
+bool app_locked(const app *a) { return lock_depth > 0; }
 
 void app_worker_enter(app *a, server *srv, bool first) {
     server_enter(srv);
@@ -140,6 +152,7 @@ static bool origin_allowed(const app *a, const http_request *req) {
 
 static int authorize_locked(conn *c, const http_request *req, const char **message) {
     app *a = app_of(c);
+    assert(app_locked(a));
     pending_connect *p = xcalloc(1, sizeof(*p));
     size_t tpl = 0;
     const char *tp = http_request_header(req, "traceparent", &tpl);
@@ -178,6 +191,7 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
 
 static void open_locked(conn *c, const http_request *req) {
     app *a = app_of(c);
+    assert(app_locked(a));
     pending_connect *p = c->app;
     session *s = registry_add(&a->reg, c, p->id.user_id, p->id.username);
     c->app = s;
@@ -296,7 +310,9 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
     route_match m;
     router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
+    app_lock(a);
     handle_routed(a, s, &m, data, len);
+    app_unlock(a);
 }
 
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
@@ -313,6 +329,7 @@ static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len
 
 static void closed_locked(conn *c) {
     app *a = app_of(c);
+    assert(app_locked(a));
     session *s = c->app;
     if (!s) return;
     request_record rec;

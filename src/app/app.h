@@ -50,6 +50,9 @@ void app_attach(app *a, server *srv);
  * and store completions take it themselves. */
 void app_lock(app *a);
 void app_unlock(app *a);
+/* Return true when the calling thread holds the application lock (for
+ * asserts on the functions whose contract is "under the app lock"). */
+bool app_locked(const app *a);
 
 /* On a worker's thread, before its loop runs: make srv the thread's server
  * and, unless it is the first worker (whose counters are a->metrics), give
@@ -76,7 +79,8 @@ void app_close(app *a);
 const server_handlers *app_handlers(void);
 
 /* Route one message from session s (the built-in $default handler and the
- * custom routes). Exposed for the fuzzer and tests. */
+ * custom routes), under the app lock, as a worker does. Exposed for the
+ * fuzzer and tests. */
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len);
 
 #endif

@@ -1,5 +1,6 @@
 #include "app/handlers.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -601,6 +602,7 @@ static const route_handler route_table[ROUTE_COUNT] = {
 };
 
 void handlers_run(app *a, session *s, route_id id, json_t *body, handler_result *res) {
+    assert(app_locked(a)); /* handlers walk the shared registry */
     res->status = 200;
     res->error = NULL;
     if (id < 0 || id >= ROUTE_COUNT || !route_table[id]) return;

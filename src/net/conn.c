@@ -1,5 +1,6 @@
 #include "net/conn.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +229,8 @@ static uint32_t wq_gather(conn *c, uv_buf_t *bufs, uint32_t max) {
 }
 
 static void enqueue(conn *c, ws_frame *f) {
+    /* The contract of this file: only c's own loop thread touches c. */
+    assert(server_owns(c));
     wq_push(c, f);
     if (!c->dirty) server_mark_dirty(c->srv, c);
 }
@@ -426,6 +429,7 @@ static void tls_flush(conn *c) {
 }
 
 void conn_flush(conn *c) {
+    assert(server_owns(c));
     if (c->state == CONN_CLOSED || c->writing) return;
     if (c->tls) {
         tls_flush(c);
@@ -463,6 +467,7 @@ void conn_flush(conn *c) {
 /* ---- closing ---- */
 
 void conn_abort(conn *c) {
+    assert(server_owns(c));
     if (c->state == CONN_CLOSED) return;
     c->state = CONN_CLOSED;
     if (c->opened) {
