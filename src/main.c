@@ -1,5 +1,6 @@
 /* wsgate: the command line. serve, check, outputs, version. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "app/echo.h"
 #include "cli/datalock.h"
 #include "cli/export.h"
+#include "common/version.h"
 #include "cli/outputs.h"
 #include "common/alloc.h"
 #include "common/fs.h"
@@ -22,9 +24,6 @@
 #include "store/store.h"
 #include "net/server.h"
 
-#ifndef WSGATE_VERSION
-#define WSGATE_VERSION "0.1.0"
-#endif
 
 extern char **environ;
 
@@ -263,6 +262,9 @@ static int serve(const config *cfg, unsigned n, bool echo) {
 }
 
 static int cmd_serve(int argc, char **argv) {
+    /* A peer that goes away mid-write is an error return (EPIPE) for the
+     * server, not a signal; other commands keep the default (`| head`). */
+    signal(SIGPIPE, SIG_IGN);
     config cfg;
     if (load_config(&cfg, argc, argv, 2) == 1) {
         config_free(&cfg);

@@ -11,11 +11,9 @@
 
 #include "common/alloc.h"
 #include "common/bytebuf.h"
+#include "common/version.h"
 #include "ws/utf8.h"
 
-#ifndef WSGATE_VERSION
-#define WSGATE_VERSION "0.1.0"
-#endif
 
 #define METRICS_MAX_SOURCES 8
 

@@ -119,7 +119,7 @@ typedef struct metrics {
  * (names sanitised to [a-zA-Z_][a-zA-Z0-9_]*; a name that collides with
  * api/stage/route/scope/le/version, an earlier tag, or starts with "__" is
  * prefixed with "tag_", and dropped if it still collides). `version` is the
- * wsgate_build_info version (NULL: WSGATE_VERSION or "0.1.0"). cfg may be
+ * wsgate_build_info version (NULL: WSGATE_VERSION, common/version.h). cfg may be
  * NULL (no constant labels, not detailed). Nothing of cfg is kept. Calling
  * it again replaces the previous setup (counters are kept). Not thread-safe
  * against the slot lookup: call before starting the loops. Never fails. */

@@ -453,7 +453,6 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     uint64_t iv = sweep_interval_ms(cfg);
     uv_timer_start(&srv->sweep_timer, on_sweep, iv, iv);
 
-    signal(SIGPIPE, SIG_IGN);
     uv_signal_init(loop, &srv->sig_term);
     srv->sig_term.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
