@@ -289,11 +289,11 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 1;
     }
-    if (log_open_dir(log_level_parse(cfg.logging_level), cfg.data_dir, (int)cfg.log_retention_days) != 0)
+    if (log_open_dir((log_level)cfg.logging_level_id, cfg.data_dir, (int)cfg.log_retention_days) != 0)
         log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir, strerror(errno));
 
     metrics_global_init(&cfg, WSGATE_VERSION);
-    bool echo = strcmp(cfg.mode, "echo") == 0;
+    bool echo = cfg.mode_id == CONFIG_MODE_ECHO;
     unsigned workers = (unsigned)cfg.worker_threads;
     if (workers == 0) workers = uv_available_parallelism();
     int rc = serve(&cfg, workers, echo);

@@ -465,7 +465,7 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
     char pitr_dir[4096];
     snprintf(pitr_dir, sizeof(pitr_dir), "%s/pitr", cfg->data_dir);
     store_options so = {
-        .sync_full = !cfg->store_sync || strcmp(cfg->store_sync, "normal") != 0,
+        .sync_full = cfg->store_sync_id == CONFIG_SYNC_FULL,
         .ttl_days = cfg->message_ttl_days,
         .idempotency_window_s = cfg->idempotency_window_s,
         .pitr = cfg->enable_dynamodb_point_in_time_recovery,
@@ -507,7 +507,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         router_free(&a->router);
         return -1;
     }
-    if (cfg->auth_mode && strcmp(cfg->auth_mode, "jwt") == 0) {
+    if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
         a->auth = auth_jwt_new(cfg, err, errlen);
         if (!a->auth) {
             router_free(&a->router);

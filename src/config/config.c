@@ -56,6 +56,7 @@ typedef struct config_var {
     bool ranged;
     int64_t min, max;
     const char *const *one_of;  /* NULL-terminated allowed strings */
+    size_t enum_offset;         /* with one_of: of the int that gets the value's index (0: none) */
     const int64_t *int_set;     /* allowed integers, int_set_len of them */
     size_t int_set_len;
     const char *charset;        /* allowed bytes, "a-z0-9-" style; implies non-empty */
@@ -203,7 +204,7 @@ static const config_var config_vars[] = {
     {.name = "enable_data_trace", .type = CV_BOOL, .offset = OFF(enable_data_trace),
      .def_bool = true, .help = "log message bodies (truncated, escaped) at INFO"},
     {.name = "logging_level", .type = CV_STRING, .offset = OFF(logging_level), .def_str = "INFO",
-     .one_of = logging_levels, .help = "log level: OFF, ERROR or INFO",
+     .one_of = logging_levels, .enum_offset = OFF(logging_level_id), .help = "log level: OFF, ERROR or INFO",
      .rule = "Logging level must be one of: OFF, ERROR, INFO."},
     {.name = "throttling_burst_limit", .type = CV_INT, .offset = OFF(throttling_burst_limit),
      .def_int = 500, .ranged = true, .min = 0, .max = 5000,
@@ -231,7 +232,7 @@ static const config_var config_vars[] = {
      .help = "days a retired key is kept after rotation",
      .rule = "KMS key deletion window must be between 7 and 30 days."},
     {.name = "store_sync", .type = CV_STRING, .offset = OFF(store_sync), .def_str = "full",
-     .one_of = store_sync_modes,
+     .one_of = store_sync_modes, .enum_offset = OFF(store_sync_id),
      .help = "full: an fsync per group commit; normal: WAL sync at checkpoints only (a crash may lose the last commits)",
      .rule = "store_sync must be \"full\" or \"normal\"."},
     {.name = "message_ttl_days", .type = CV_INT, .offset = OFF(message_ttl_days), .def_int = 0,
@@ -278,7 +279,7 @@ static const config_var config_vars[] = {
     {.name = "data_dir", .type = CV_STRING, .offset = OFF(data_dir), .def_str = "./data",
      .nonempty = true, .max_len = 4096, .help = "directory for the store, keys and logs",
      .rule = "Data directory must be a non-empty path."},
-    {.name = "mode", .type = CV_STRING, .offset = OFF(mode), .def_str = "api", .one_of = modes,
+    {.name = "mode", .type = CV_STRING, .offset = OFF(mode), .def_str = "api", .one_of = modes, .enum_offset = OFF(mode_id),
      .help = "api (the seed's chat API) or echo (echo every message)",
      .rule = "Mode must be either api or echo."},
     {.name = "max_frame_size", .type = CV_INT, .offset = OFF(max_frame_size), .def_int = 131072,
@@ -414,7 +415,7 @@ static const config_var config_vars[] = {
      .rule = "At most 100 allowed origins are allowed.",
      .item_rule = "Each allowed origin must be a non-empty string of at most 1024 characters."},
     {.name = "auth_mode", .type = CV_STRING, .offset = OFF(auth_mode), .def_str = "demo",
-     .one_of = auth_modes, .help = "$connect authorizer: demo (valid_* tokens) or jwt",
+     .one_of = auth_modes, .enum_offset = OFF(auth_mode_id), .help = "$connect authorizer: demo (valid_* tokens) or jwt",
      .rule = "Auth mode must be either demo or jwt."},
     {.name = "jwt_algorithm", .type = CV_STRING, .offset = OFF(jwt_algorithm),
      .def_str = "HS256", .one_of = jwt_algorithms, .help = "JWT signature: HS256, RS256 or ES256",
@@ -562,10 +563,26 @@ static void free_field(config *cfg, const config_var *v) {
     }
 }
 
+/* Store s as v's string value, and its index among v->one_of where v has
+ * an enum field (s has passed check_string). */
+_Static_assert(sizeof(config_mode) == sizeof(int) && sizeof(config_store_sync) == sizeof(int) &&
+                   sizeof(config_auth_mode) == sizeof(int) && sizeof(config_logging_level) == sizeof(int),
+               "enum fields are written as int");
+
+static void set_string(config *cfg, const config_var *v, const char *s) {
+    free(*str_field(cfg, v));
+    *str_field(cfg, v) = xstrdup(s);
+    if (v->enum_offset) {
+        int i = 0;
+        while (v->one_of[i] && strcmp(v->one_of[i], s) != 0) i++;
+        *(int *)((char *)cfg + v->enum_offset) = i;
+    }
+}
+
 static void set_default(config *cfg, const config_var *v) {
     free_field(cfg, v);
     switch (v->type) {
-    case CV_STRING: *str_field(cfg, v) = xstrdup(v->def_str); break;
+    case CV_STRING: set_string(cfg, v, v->def_str); break;
     case CV_INT: *int_field(cfg, v) = v->def_int; break;
     case CV_BOOL: *bool_field(cfg, v) = v->def_bool; break;
     case CV_STRLIST: {
@@ -812,8 +829,7 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
     case CV_STRING:
         if (val->type != TFV_STRING) return fail_var(err, origin, line, v, "must be a string");
         if ((bad = check_string(v, val->string))) return fail_var(err, origin, line, v, bad);
-        free(*str_field(cfg, v));
-        *str_field(cfg, v) = xstrdup(val->string);
+        set_string(cfg, v, val->string);
         return 0;
     case CV_INT: {
         int64_t x;
@@ -1047,7 +1063,7 @@ static bool empty(const char *s) {
 }
 
 static int check_cross_rules(const config *c, config_error *err) {
-    if (c->auth_mode && strcmp(c->auth_mode, "jwt") == 0) {
+    if (c->auth_mode_id == CONFIG_AUTH_JWT) {
         bool hs = !c->jwt_algorithm || strcmp(c->jwt_algorithm, "HS256") == 0;
         if (hs && empty(c->jwt_secret))
             return fail(err, "auth_mode = \"jwt\" with jwt_algorithm = \"HS256\" requires "
@@ -1061,7 +1077,7 @@ static int check_cross_rules(const config *c, config_error *err) {
         return fail(err, "tls_cert_file and tls_key_file must be set together (%s is empty)",
                     empty(c->tls_cert_file) ? "tls_cert_file" : "tls_key_file");
     if (is_production(c->environment)) {
-        if (c->auth_mode && strcmp(c->auth_mode, "demo") == 0 && !c->allow_demo_auth_in_production)
+        if (c->auth_mode_id == CONFIG_AUTH_DEMO && !c->allow_demo_auth_in_production)
             return fail(err, "environment \"%s\" refuses the demo authorizer (any token starting "
                              "with valid_ is accepted); set auth_mode = \"jwt\" or "
                              "allow_demo_auth_in_production = true",
@@ -1358,8 +1374,7 @@ void config_print_warnings(const config *cfg, void *out) {
     /* Data trace logs each message body with its access line, which only
      * exists at INFO. The store encrypts chats at rest; the log would hold
      * the same text in the clear (private messages are redacted). */
-    if (cfg->enable_data_trace && cfg->enable_encryption && cfg->logging_level &&
-        strcmp(cfg->logging_level, "INFO") == 0)
+    if (cfg->enable_data_trace && cfg->enable_encryption && cfg->logging_level_id == CONFIG_LOG_INFO)
         fprintf(out, "warning: enable_data_trace and enable_encryption are both on: chat message "
                      "bodies will be written to the log in plaintext while the store encrypts "
                      "them (private message bodies are redacted); set enable_data_trace = false "

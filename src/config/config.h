@@ -21,6 +21,16 @@ typedef struct config_route_throttle {
     int64_t rate_limit;
 } config_route_throttle;
 
+/* String variables with a fixed set of values are also parsed once into
+ * these (the `_id` fields), in the order of their names in config.c, so
+ * no code compares the strings at each use (as Redis's enum configs). */
+typedef enum config_logging_level {
+    CONFIG_LOG_OFF, CONFIG_LOG_ERROR, CONFIG_LOG_INFO  /* = log_level's values */
+} config_logging_level;
+typedef enum config_store_sync { CONFIG_SYNC_FULL, CONFIG_SYNC_NORMAL } config_store_sync;
+typedef enum config_mode { CONFIG_MODE_API, CONFIG_MODE_ECHO } config_mode;
+typedef enum config_auth_mode { CONFIG_AUTH_DEMO, CONFIG_AUTH_JWT } config_auth_mode;
+
 typedef struct config {
     /* --- the seed's variables (CONFIG.md) --- */
     char *aws_region;
@@ -45,6 +55,7 @@ typedef struct config {
     bool enable_detailed_metrics;
     bool enable_data_trace;
     char *logging_level;           /* "OFF", "ERROR" or "INFO" */
+    config_logging_level logging_level_id; /* the same, parsed once */
     int64_t throttling_burst_limit;
     int64_t throttling_rate_limit;
     bool throttling_enabled;       /* wsgate's own: stage + route buckets on/off */
@@ -54,6 +65,7 @@ typedef struct config {
     int64_t kms_key_deletion_window;
     /* wsgate's own store settings */
     char *store_sync;              /* "full" (default) or "normal" */
+    config_store_sync store_sync_id;
     int64_t message_ttl_days;      /* 0 = keep forever */
     int64_t idempotency_window_s;  /* default 86400 */
     int64_t store_max_pending;     /* store operations queued at most (chats, history) */
@@ -69,6 +81,7 @@ typedef struct config {
     int64_t port;                  /* default 8080 */
     char *data_dir;                /* default ./data */
     char *mode;                    /* "api" (default) or "echo" */
+    config_mode mode_id;
     int64_t max_frame_size;        /* bytes, default 131072 */
     int64_t max_message_size;      /* bytes, default 131072 */
     int64_t max_header_bytes;      /* handshake header budget, default 8192 */
@@ -107,6 +120,7 @@ typedef struct config {
     char **allowed_origins;              /* NULL-terminated; empty = any Origin */
     size_t allowed_origins_count;
     char *auth_mode;                     /* "demo" (default) or "jwt" */
+    config_auth_mode auth_mode_id;
     char *jwt_algorithm;                 /* "HS256" (default), "RS256" or "ES256" */
     char *jwt_secret;                    /* HS256 key (secret) */
     char *jwt_public_key_file;           /* PEM for RS256/ES256 */

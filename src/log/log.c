@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,12 +24,6 @@ static char log_dir[4096];
 static int retention_days;
 static int64_t file_day = -1;
 static _Atomic int64_t file_day_hint = -1; /* read without the lock on the hot path */
-
-log_level log_level_parse(const char *name) {
-    if (name && strcasecmp(name, "OFF") == 0) return LOG_OFF;
-    if (name && strcasecmp(name, "ERROR") == 0) return LOG_ERROR;
-    return LOG_INFO;
-}
 
 int log_init(log_level level, const char *path) {
     current_level = level;

@@ -14,11 +14,8 @@
 #include <stdint.h>
 #include <time.h>
 
+/* The values of config_logging_level (logging_level, parsed once). */
 typedef enum log_level { LOG_OFF = 0, LOG_ERROR = 1, LOG_INFO = 2 } log_level;
-
-/* Return the level named "OFF", "ERROR" or "INFO" (case-insensitive);
- * LOG_INFO for anything else. */
-log_level log_level_parse(const char *name);
 
 /* Set the level and open `path` for appending (NULL: stderr only). Returns 0,
  * or -1 when the file cannot be opened (stderr logging still works). */

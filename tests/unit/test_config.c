@@ -7,6 +7,7 @@
 
 #include "common/alloc.h"
 #include "config/config.h"
+#include "log/log.h"
 
 /* The seed document's "Example terraform.tfvars", verbatim. */
 static const char seed_example[] =
@@ -1155,5 +1156,31 @@ Test(config, dump_says_unset_secrets_are_not_set) {
               "%s", text);
     cr_expect(strstr(text, "sekrit") == NULL, "%s", text);
     free(text);
+    config_free(&c);
+}
+
+/* String variables with a fixed set of values are parsed once into their
+ * `_id` enums, by default and by every way of setting them. */
+Test(config, enum_variables_are_parsed_once) {
+    config c;
+    config_init_defaults(&c);
+    cr_expect_eq(c.mode_id, CONFIG_MODE_API);
+    cr_expect_eq(c.store_sync_id, CONFIG_SYNC_FULL);
+    cr_expect_eq(c.auth_mode_id, CONFIG_AUTH_DEMO);
+    cr_expect_eq(c.logging_level_id, CONFIG_LOG_INFO);
+    config_error err;
+    cr_assert_eq(config_set(&c, "mode=echo", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "store_sync=normal", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "auth_mode=jwt", &err), 0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "logging_level=ERROR", &err), 0, "%s", err.message);
+    cr_expect_eq(c.mode_id, CONFIG_MODE_ECHO);
+    cr_expect_eq(c.store_sync_id, CONFIG_SYNC_NORMAL);
+    cr_expect_eq(c.auth_mode_id, CONFIG_AUTH_JWT);
+    cr_expect_eq(c.logging_level_id, CONFIG_LOG_ERROR);
+    cr_expect_eq((int)c.logging_level_id, (int)LOG_ERROR);
+    /* A refused value leaves both the string and the enum as they were. */
+    cr_assert_neq(config_set(&c, "mode=nope", &err), 0);
+    cr_expect_eq(c.mode_id, CONFIG_MODE_ECHO);
+    cr_expect_str_eq(c.mode, "echo");
     config_free(&c);
 }
