@@ -432,6 +432,8 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
 /* A source address with no connection is forgotten after this long quiet
  * (its connect bucket and auth-failure window go with it). */
 #define APP_ADDR_IDLE_MS 60000
+/* How often quiet addresses are looked for. */
+#define APP_GC_INTERVAL_MS 10000
 
 static void on_gc(uv_timer_t *t) {
     app *a = t->data;
@@ -471,7 +473,7 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         .pitr = cfg->enable_dynamodb_point_in_time_recovery,
         .pitr_retention_days = cfg->pitr_retention_days,
         .pitr_dir = pitr_dir,
-        .pitr_snapshot_interval_s = 3600,
+        .pitr_snapshot_interval_s = (int)cfg->pitr_snapshot_interval_s,
         .keys = a->keys,
         .max_pending = (size_t)cfg->store_max_pending,
         .max_pending_bytes = (size_t)cfg->store_max_pending_bytes,
@@ -527,7 +529,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     throttle_init(&a->throttle, cfg, throttle_now_ms());
     uv_timer_init(loop, &a->gc_timer);
     a->gc_timer.data = a;
-    uv_timer_start(&a->gc_timer, on_gc, 10000, 10000);
+    uv_timer_start(&a->gc_timer, on_gc, APP_GC_INTERVAL_MS, APP_GC_INTERVAL_MS);
     uv_unref((uv_handle_t *)&a->gc_timer);
     a->metrics = metrics_thread_new();
     a->custom_slots = xcalloc(cfg->custom_routes_count + 1, sizeof(int));

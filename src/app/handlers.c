@@ -197,6 +197,8 @@ static void chat_committed_locked(store_op *op) {
     ws_frame_unref(f);
 }
 
+_Static_assert(CONN_ID_LEN < sizeof(((store_op *)0)->conn_id), "a connection id fits a store op");
+
 /* Store completions run on the first worker's loop, under the app lock. */
 static void run_locked(store_op *op, void (*fn)(store_op *)) {
     app *a = op->ctx;

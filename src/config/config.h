@@ -72,6 +72,7 @@ typedef struct config {
     int64_t store_max_pending_bytes; /* chat text queued for the store at most */
     int64_t store_stall_ms;        /* /readyz: a commit running longer is a stall */
     int64_t pitr_retention_days;   /* default 35 */
+    int64_t pitr_snapshot_interval_s; /* default 3600 */
     char *kms_key_file;            /* "" = DATA_DIR/keys.json */
     config_kv *additional_tags;    /* array of additional_tags_count pairs */
     size_t additional_tags_count;

@@ -138,7 +138,9 @@ static void post_to_connection(app *a, conn *c, const http_request *req, const c
         respond_error(c, req, 410, "GoneException", "Connection not found or gone");
         return;
     }
-    if (conn_queued_bytes(s->c) + req->body_len + 14 > (size_t)a->cfg->max_queued_bytes) {
+    /* The send rule's: a frame of any size joins a queue within the limit;
+     * one already past it is backlogged, and the caller retries later. */
+    if (conn_queued_bytes(s->c) > (size_t)a->cfg->max_queued_bytes) {
         respond_error(c, req, 429, "LimitExceededException",
                       "The connection's send queue is full; retry later");
         return;
