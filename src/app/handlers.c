@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/json_escape.h"
 #include "common/random.h"
 #include "common/strbuf.h"
 #include "log/log.h"
@@ -126,7 +127,7 @@ static const char *get_string(json_t *body, const char *key, bool *wrong_type) {
 /* Append s as a JSON string, quotes included (b has room: see the caller). */
 static void put_json_string(strbuf *b, const char *s) {
     strbuf_putc(b, '"');
-    b->len += log_json_escape(b->p + b->len, b->cap - b->len, s, strlen(s), NULL);
+    b->len += json_escape(b->p + b->len, b->cap - b->len, s, strlen(s), NULL);
     strbuf_putc(b, '"');
 }
 

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ws/utf8.h"
+#include "common/json_escape.h"
 
 static log_level current_level = LOG_INFO;
 static int log_fd = -1;
@@ -156,47 +156,6 @@ static void put(log_line *l, const char *s, size_t n) {
     l->len += n;
 }
 
-size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len, size_t *consumed) {
-    size_t o = 0, done = len;
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < len; i++) {
-        size_t start = i;
-        unsigned char c = u[i];
-        char tmp[8];
-        size_t tn = 0;
-        if (c == '"' || c == '\\') {
-            tmp[0] = '\\';
-            tmp[1] = (char)c;
-            tn = 2;
-        } else if (c < 0x20 || c == 0x7f) {
-            tn = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", c);
-        } else if (c < 0x80) {
-            tmp[0] = (char)c;
-            tn = 1;
-        } else {
-            /* Copy a whole valid UTF-8 character, or U+FFFD for a bad byte. */
-            size_t need = ws_utf8_char_len(u + i, len - i);
-            if (need > 0) {
-                memcpy(tmp, u + i, need);
-                tn = need;
-                i += need - 1;
-            } else {
-                memcpy(tmp, "\xEF\xBF\xBD", 3);
-                tn = 3;
-            }
-        }
-        if (o + tn + 1 > cap) {
-            done = start;
-            break;
-        }
-        memcpy(buf + o, tmp, tn);
-        o += tn;
-    }
-    if (cap) buf[o] = '\0';
-    if (consumed) *consumed = done;
-    return o;
-}
-
 static void put_escaped(log_line *l, const char *s, size_t n) {
     size_t room = sizeof(l->buf) - l->len;
     if (l->truncated || room <= 24) {
@@ -204,7 +163,7 @@ static void put_escaped(log_line *l, const char *s, size_t n) {
         return;
     }
     size_t used;
-    size_t w = log_json_escape(l->buf + l->len, room - 24, s, n, &used);
+    size_t w = json_escape(l->buf + l->len, room - 24, s, n, &used);
     l->len += w;
     /* Bug fixed: a value cut to fit used to be written as if whole. */
     if (used < n) l->truncated = true;

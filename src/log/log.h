@@ -72,12 +72,5 @@ void log_flush_thread(void);
 void log_msg(log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Append s (len bytes) to buf as JSON string contents (no quotes), escaping
- * quotes, backslashes and control characters, and replacing invalid UTF-8
- * with U+FFFD. Writes at most cap-1 bytes and NUL-terminates; returns the
- * bytes written, and in *consumed (when not NULL) how many input bytes they
- * cover (less than len when the output did not fit; never a partial
- * character). */
-size_t log_json_escape(char *buf, size_t cap, const char *s, size_t len, size_t *consumed);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fuzz_require.h"
+#include "common/json_escape.h"
 #include "log/log.h"
 #include "ws/utf8.h"
 
@@ -55,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char buf[4096 * 6 + 3];
         size_t used = 0;
         buf[0] = '"';
-        size_t w = log_json_escape(buf + 1, sizeof(buf) - 2, (const char *)s, n, &used);
+        size_t w = json_escape(buf + 1, sizeof(buf) - 2, (const char *)s, n, &used);
         require(used == n);
         buf[1 + w] = '"';
         json_error_t err;

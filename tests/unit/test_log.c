@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/json_escape.h"
 #include "log/log.h"
 
 static char *make_dir(void) {
@@ -42,14 +43,14 @@ static void day_file(time_t t, char *out, size_t len) {
 
 Test(log, escapes_control_characters_and_quotes) {
     char out[64];
-    size_t n = log_json_escape(out, sizeof(out), "a\"b\\c\nd\x01", 8, NULL);
+    size_t n = json_escape(out, sizeof(out), "a\"b\\c\nd\x01", 8, NULL);
     cr_assert_str_eq(out, "a\\\"b\\\\c\\u000ad\\u0001");
     cr_assert_eq(n, strlen(out));
 }
 
 Test(log, invalid_utf8_becomes_replacement_character) {
     char out[64];
-    log_json_escape(out, sizeof(out), "x\xff" "y\xc3\xa9", 5, NULL);
+    json_escape(out, sizeof(out), "x\xff" "y\xc3\xa9", 5, NULL);
     cr_assert_str_eq(out, "x\xef\xbf\xbdy\xc3\xa9");
 }
 
@@ -57,7 +58,7 @@ Test(log, escape_reports_what_fit) {
     char out[8];
     size_t used;
     /* "\u000a" needs 6 bytes: after "ab" only 5 remain with the NUL. */
-    log_json_escape(out, sizeof(out), "ab\ncd", 5, &used);
+    json_escape(out, sizeof(out), "ab\ncd", 5, &used);
     cr_assert_eq(used, 2);
     cr_assert_str_eq(out, "ab");
 }
@@ -135,10 +136,10 @@ Test(log, thread_buffer_holds_lines_until_flushed) {
 Test(log, bytes_that_begin_no_character_are_replaced) {
     char out[64];
     size_t used = 0;
-    size_t n = log_json_escape(out, sizeof(out), "\xff\xa9\xa9" "a", 4, &used);
+    size_t n = json_escape(out, sizeof(out), "\xff\xa9\xa9" "a", 4, &used);
     cr_assert_eq(used, 4);
     cr_assert_eq(n, 10);
     cr_assert_eq(memcmp(out, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "a", 10), 0);
-    n = log_json_escape(out, sizeof(out), "\xf5\x80\x80\x80", 4, &used);
+    n = json_escape(out, sizeof(out), "\xf5\x80\x80\x80", 4, &used);
     cr_assert_eq(n, 12);
 }
