@@ -1,0 +1,254 @@
+/* Printing the configuration: the dump `check` shows (tfvars that load
+ * back), the help text, the JSON of the management API, and the notes and
+ * warnings of `check`. */
+#include "config/config_table.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/alloc.h"
+
+/* ---------- dump and help ---------- */
+
+/* Write s as a tfvars quoted string that parses back to exactly s. */
+static void put_quoted(FILE *out, const char *s) {
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '"': fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\t': fputs("\\t", out); break;
+        case '\r': fputs("\\r", out); break;
+        case '$':
+        case '%':
+            /* A literal ${ or %{ must be doubled or it would read back as a
+             * template sequence. */
+            fputc(c, out);
+            if (s[1] == '{') fputc(c, out);
+            break;
+        default:
+            if (c < 0x20 || c == 0x7f)
+                fprintf(out, "\\u%04x", c);
+            else
+                fputc(c, out);
+        }
+    }
+    fputc('"', out);
+}
+
+static void put_value(FILE *out, config *cfg, const config_var *v) {
+    if (v->flags & CV_SECRET) {
+        /* Stars for an empty value would claim a secret that is not there;
+         * the comment keeps the line loadable tfvars. */
+        const char *s = *str_field(cfg, v);
+        fputs(s && *s ? "\"********\"" : "\"\" # (not set)", out);
+        return;
+    }
+    switch (v->type) {
+    case CV_STRING: put_quoted(out, *str_field(cfg, v) ? *str_field(cfg, v) : ""); break;
+    case CV_INT: fprintf(out, "%lld", (long long)*int_field(cfg, v)); break;
+    case CV_BOOL: fputs(*bool_field(cfg, v) ? "true" : "false", out); break;
+    case CV_STRLIST: {
+        char **list = *list_field(cfg, v);
+        fputc('[', out);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            if (i) fputs(", ", out);
+            put_quoted(out, list[i]);
+        }
+        fputc(']', out);
+        break;
+    }
+    case CV_STRMAP: {
+        config_kv *kv = *map_field(cfg, v);
+        size_t n = *count_field(cfg, v);
+        if (!n) {
+            fputs("{}", out);
+            break;
+        }
+        fputs("{ ", out);
+        for (size_t i = 0; i < n; i++) {
+            if (i) fputs(", ", out);
+            put_quoted(out, kv[i].key);
+            fputs(" = ", out);
+            put_quoted(out, kv[i].value);
+        }
+        fputs(" }", out);
+        break;
+    }
+    case CV_OBJMAP: {
+        char *arr = objmap_get(cfg, v);
+        size_t n = *count_field(cfg, v);
+        if (!n) {
+            fputs("{}", out);
+            break;
+        }
+        fputs("{ ", out);
+        for (size_t i = 0; i < n; i++) {
+            char *e = arr + i * v->elem_size;
+            if (i) fputs(", ", out);
+            put_quoted(out, entry_key(v, e));
+            fputs(" = {", out);
+            for (const cv_member *m = v->members; m->name; m++)
+                fprintf(out, "%s %s = %lld", m == v->members ? "" : ",", m->name,
+                        (long long)*entry_member(e, m));
+            fputs(" }", out);
+        }
+        fputs(" }", out);
+        break;
+    }
+    }
+}
+
+static int name_width(void) {
+    size_t w = 0;
+    for (size_t i = 0; i < config_nvars; i++)
+        if (strlen(config_vars[i].name) > w) w = strlen(config_vars[i].name);
+    return (int)w;
+}
+
+void config_dump(const config *cfg, void *out) {
+    FILE *f = out;
+    int w = name_width();
+    for (size_t i = 0; i < config_nvars; i++) {
+        fprintf(f, "%-*s = ", w, config_vars[i].name);
+        put_value(f, (config *)cfg, &config_vars[i]);
+        fputc('\n', f);
+    }
+}
+
+static json_t *value_json(config *cfg, const config_var *v) {
+    if (v->flags & CV_SECRET) return json_string("********");
+    switch (v->type) {
+    case CV_STRING: {
+        const char *s = *str_field(cfg, v);
+        /* Values are bytes; a string that is not UTF-8 is shown escaped. */
+        json_t *j = json_string(s ? s : "");
+        return j ? j : json_string("(not UTF-8)");
+    }
+    case CV_INT: return json_integer((json_int_t)*int_field(cfg, v));
+    case CV_BOOL: return json_boolean(*bool_field(cfg, v));
+    case CV_STRLIST: {
+        json_t *arr = json_array();
+        char **list = *list_field(cfg, v);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            json_t *item = json_string(list[i]);
+            json_array_append_new(arr, item ? item : json_string("(not UTF-8)"));
+        }
+        return arr;
+    }
+    case CV_STRMAP: {
+        json_t *obj = json_object();
+        config_kv *kv = *map_field(cfg, v);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            json_t *item = json_string(kv[i].value);
+            json_object_set_new(obj, kv[i].key, item ? item : json_string("(not UTF-8)"));
+        }
+        return obj;
+    }
+    case CV_OBJMAP: {
+        json_t *obj = json_object();
+        char *arr = objmap_get(cfg, v);
+        for (size_t i = 0; i < *count_field(cfg, v); i++) {
+            char *e = arr + i * v->elem_size;
+            json_t *entry = json_object();
+            for (const cv_member *m = v->members; m->name; m++)
+                json_object_set_new(entry, m->name, json_integer((json_int_t)*entry_member(e, m)));
+            json_object_set_new(obj, entry_key(v, e), entry);
+        }
+        return obj;
+    }
+    }
+    return json_null();
+}
+
+json_t *config_to_json(const config *cfg) {
+    json_t *vars = json_object();
+    for (size_t i = 0; i < config_nvars; i++)
+        json_object_set_new(vars, config_vars[i].name, value_json((config *)cfg, &config_vars[i]));
+    return vars;
+}
+
+static const char *type_name(const config_var *v, char *buf, size_t size) {
+    switch (v->type) {
+    case CV_STRING: return "string";
+    case CV_INT: return "number";
+    case CV_BOOL: return "bool";
+    case CV_STRLIST: return "list(string)";
+    case CV_STRMAP: return "map(string)";
+    case CV_OBJMAP: {
+        /* map(object({burst_limit=number,rate_limit=number})) */
+        size_t at = (size_t)snprintf(buf, size, "map(object({");
+        for (const cv_member *m = v->members; m->name && at < size; m++)
+            at += (size_t)snprintf(buf + at, size - at, "%s%s=number", m == v->members ? "" : ",",
+                                   m->name);
+        if (at < size) snprintf(buf + at, size - at, "}))");
+        return buf;
+    }
+    }
+    return "?";
+}
+
+void config_print_help(void *out) {
+    FILE *f = out;
+    config defaults;
+    config_init_defaults(&defaults);
+    /* Defaults are rendered once into strings so their column can be sized. */
+    char *defs[config_nvars];
+    int dw = 7;
+    for (size_t i = 0; i < config_nvars; i++) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (!m) abort();
+        put_value(m, &defaults, &config_vars[i]);
+        fclose(m);
+        defs[i] = buf;
+        if ((int)len > dw) dw = (int)len;
+    }
+    if (dw > 48) dw = 48;
+    int w = name_width();
+    fprintf(f, "%-*s  %-12s  %-*s  %s\n", w, "VARIABLE", "TYPE", dw, "DEFAULT", "DESCRIPTION");
+    for (size_t i = 0; i < config_nvars; i++) {
+        const config_var *v = &config_vars[i];
+        char tb[160];
+        fprintf(f, "%-*s  %-12s  %-*s  %s\n", w, v->name, type_name(v, tb, sizeof tb), dw, defs[i],
+                v->help);
+        free(defs[i]);
+    }
+    config_free(&defaults);
+}
+
+void config_print_no_effect(const config *cfg, void *out) {
+    config defaults;
+    config_init_defaults(&defaults);
+    for (size_t i = 0; i < config_nvars; i++) {
+        const config_var *v = &config_vars[i];
+        if (!(v->flags & CV_NO_EFFECT)) continue;
+        bool same;
+        if (v->type == CV_STRING) {
+            const char *s = *str_field((config *)cfg, v);
+            same = s && strcmp(s, *str_field(&defaults, v)) == 0;
+        } else {
+            same = *int_field((config *)cfg, v) == *int_field(&defaults, v);
+        }
+        if (!same)
+            fprintf(out, "note: variable \"%s\" is accepted for compatibility but has no effect "
+                         "in wsgate\n",
+                    v->name);
+    }
+    config_free(&defaults);
+}
+
+void config_print_warnings(const config *cfg, void *out) {
+    /* Data trace logs each message body with its access line, which only
+     * exists at INFO. The store encrypts chats at rest; the log would hold
+     * the same text in the clear (private messages are redacted). */
+    if (cfg->enable_data_trace && cfg->enable_encryption && cfg->logging_level_id == CONFIG_LOG_INFO)
+        fprintf(out, "warning: enable_data_trace and enable_encryption are both on: chat message "
+                     "bodies will be written to the log in plaintext while the store encrypts "
+                     "them (private message bodies are redacted); set enable_data_trace = false "
+                     "to keep them out of the log\n");
+}
