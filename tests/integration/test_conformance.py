@@ -1,5 +1,5 @@
 """WebSocket conformance: the Autobahn|Testsuite fuzzingclient case list,
-groups 1-7, 9 and 10, replayed against wsgate in echo mode.
+groups 1-7, 9, 10, and 12-13 (permessage-deflate), replayed against wsgate in echo mode.
 
 Every case is its own test id (`case_G_N[_M]`, Autobahn's numbering; extra
 cases that Autobahn does not have carry a descriptive suffix). Cases use the
