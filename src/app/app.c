@@ -105,6 +105,9 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     log_str(&l, "identity.userAgent", c->user_agent);
     log_str(&l, "stage", a->cfg->stage_name);
     log_int(&l, "worker", c->srv->worker_index);
+    /* Which clients compress: said once per connection, on its connect. */
+    if (c->deflate && strcmp(r->event_type, "CONNECT") == 0)
+        log_str(&l, "extensions", "permessage-deflate");
     if (r->traced) {
         log_str(&l, "traceId", r->trace.trace_id);
         log_str(&l, "spanId", r->trace.span_id);

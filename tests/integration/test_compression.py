@@ -212,6 +212,14 @@ def test_api_mixed_room_gets_the_right_bytes(start_server):
         c.close()
         d.close()
     run(main())
+    # The $connect access line says who negotiated the extension.
+    ext = {}
+    for line in srv.log().splitlines():
+        if '"event":"access"' in line and '"eventType":"CONNECT"' in line:
+            e = json.loads(line)
+            ext[e["connectionId"]] = e.get("extensions")
+    assert sorted(ext.values(), key=str) == sorted(
+        ["permessage-deflate", None, "permessage-deflate", None], key=str), ext
 
 
 async def recv_json(ws, timeout=TIMEOUT):
