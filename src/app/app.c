@@ -408,10 +408,14 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_REJECTED] = (double)st.rejected;
     }
     if (a->nsrvs) {
-        size_t queued = 0;
-        for (size_t i = 0; i < a->nsrvs; i++) queued += server_queued_bytes(a->srvs[i]);
+        size_t queued = 0, parsers = 0;
+        for (size_t i = 0; i < a->nsrvs; i++) {
+            queued += server_queued_bytes(a->srvs[i]);
+            parsers += server_parser_bytes(a->srvs[i]);
+        }
         g->value[METRICS_GAUGE_CONNECTIONS] = (double)server_open_total();
         g->value[METRICS_GAUGE_QUEUED_BYTES] = (double)queued;
+        g->value[METRICS_GAUGE_PARSER_BYTES] = (double)parsers;
     }
 }
 

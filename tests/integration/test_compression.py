@@ -433,3 +433,55 @@ def test_node_ws_client(start_server):
                        text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.startswith("ok permessage-deflate"), p.stdout
+
+
+# ------------------------------------------------------------ memory
+
+
+def parser_bytes(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("wsgate_parser_bytes{") or line.startswith("wsgate_parser_bytes "):
+                return float(line.split()[1])
+    raise AssertionError("no wsgate_parser_bytes in /metrics")
+
+
+def wait_for(cond, what, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v is not None:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(what)
+
+
+def test_inflate_state_in_metrics(start_server):
+    """wsgate_parser_bytes shows the inflate state: connections that keep
+    their context hold about 39 KiB each for their life; with
+    client_no_context_takeover the sweep releases it between messages."""
+    n = 10
+    srv = start_server(settings={"permessage_deflate": "true",
+                                 "deflate_client_no_context_takeover": "false"})
+    # One room each: no presence messages in between.
+    keep = [Raw(srv.port, ["permessage-deflate; client_max_window_bits"], f"/staging?roomId=k{i}")
+            for i in range(n)]
+    reset = [Raw(srv.port, ["permessage-deflate; client_no_context_takeover"], f"/staging?roomId=r{i}")
+             for i in range(n)]
+    assert all(c.extensions == "permessage-deflate; server_no_context_takeover" for c in keep)
+    assert all("client_no_context_takeover" in c.extensions for c in reset)
+    for c in keep + reset:
+        c.json()  # welcome
+        c.send(deflate_frame(TEXT, compress(json.dumps({"type": "room_list", "pad": "x" * 100}).encode())))
+        assert c.json()[1]["type"] == "room_list"
+    # The kept windows: at least 32 KiB each, in the sample of the next sweep.
+    v = wait_for(lambda: (lambda b: b if b >= n * 32768 else None)(parser_bytes(srv.port)),
+                 "the kept inflate windows never showed in wsgate_parser_bytes")
+    assert v < n * 64 * 1024 + 64 * 1024, v  # and not the reset connections' too
+    for c in keep:
+        c.close()
+    wait_for(lambda: True if parser_bytes(srv.port) < 32768 else None,
+             "wsgate_parser_bytes did not drop when the connections closed")
+    for c in reset:
+        c.close()
