@@ -755,6 +755,56 @@ def test_case(cid, echo_server):
     CASES[cid](connect)
 
 
+# Groups 1-7 and 10 again with permessage-deflate negotiated (issue 15): the
+# client offers it and the server agrees, but is told never to compress
+# (deflate_min_size at its maximum) so that the expected events are the same
+# bytes; what changes is the server's parser, which now inflates and reads
+# RSV1 as "compressed". The cases that set RSV1 on a data frame mean
+# something else once the extension is agreed and are left out (their
+# compressed counterparts are in test_compression.py). One server for all.
+
+DEFLATE_OFFER = {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+
+
+def rsv1_on_data(cid):
+    """Does the case send a first data frame with RSV1 (0x40) alone? (RSV2
+    or RSV3, RSV1 on a control or continuation frame stay 1002.)"""
+    return cid in ("case_3_4", "case_3_x_rsv4_text", "case_3_x_rsv4_binary")
+
+
+@pytest.fixture(scope="module")
+def deflate_plain_server(tmp_path_factory):
+    from conftest import Server, TEST_DEFAULTS
+    srv = Server(tmp_path_factory.mktemp("deflate-plain"), dict(TEST_DEFAULTS, **{
+        "mode": "echo", "permessage_deflate": "true", "deflate_min_size": 64 * 1024 * 1024,
+        "max_frame_size": 16 * 1024 * 1024 + 1024, "max_message_size": 16 * 1024 * 1024 + 1024,
+        "max_fragmented_bytes": 16 * 1024 * 1024 + 1024}))
+    yield srv
+    rc = srv.stop()
+    assert rc == 0, f"wsgate exited with {rc}:\n{srv.log()[-4000:]}"
+
+
+def deflate_peer(port, recv_size=1 << 20, rcvbuf=None):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(5.0)
+    s.connect(("127.0.0.1", port))
+    s.sendall(wsraw.upgrade_request(port, headers=DEFLATE_OFFER))
+    head, rest = wsraw.read_head(s)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"Sec-WebSocket-Extensions: permessage-deflate" in head, head
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    p = Peer.__new__(Peer)
+    p.sock, p.buf, p.pos, p.recv_size, p.reset = s, bytearray(rest), 0, recv_size, False
+    return p
+
+
+@pytest.mark.parametrize("cid", [c for c in CASES if not rsv1_on_data(c)])
+def test_case_deflate_negotiated(cid, deflate_plain_server):
+    CASES[cid](lambda **kw: deflate_peer(deflate_plain_server.port, **kw))
+
+
 # ---- group 9: limits and performance
 
 KiB, MiB = 1024, 1024 * 1024
