@@ -343,7 +343,12 @@ def test_bomb_closes_1009_with_bounded_memory(start_server):
     c.send(deflate_frame(BINARY, bomb))
     assert c.close_code() == 1009
     peak = rss_kib(srv.proc.pid, "VmHWM")
-    assert (peak - before) * 1024 < 2 * limit, f"RSS {before} KiB -> peak {peak} KiB"
+    # AddressSanitizer's quarantine keeps every buffer the message outgrew
+    # (and its shadow): twice the bound there; without the limit the growth
+    # would be ~100 MB either way.
+    with open(f"/proc/{srv.proc.pid}/maps") as f:
+        factor = 4 if "libasan" in f.read() else 2
+    assert (peak - before) * 1024 < factor * limit, f"RSS {before} KiB -> peak {peak} KiB"
     # The server is still fine.
     c2 = Raw(srv.port, ["permessage-deflate"])
     c2.send(deflate_frame(TEXT, compress(b"still here " * 10)))
