@@ -15,6 +15,12 @@
 #   scaling  wsgate with 1 and with 2 workers (worker_threads), not pinned,
 #            under the echo and fanout loads: the ratio 2 workers / 1
 #            (the load generator shares the same cores)
+#   deflate  permessage-deflate on and off (bench/deflate.py, not in the
+#            default list): server CPU and bytes on the wire per delivery of
+#            a ~1 KB chat to a room of DEF_MEMBERS (1000), and RSS per
+#            connection with and without the client's context takeover
+#            (DEF_CONNS, 2000). wsgate only; results on stdout and in
+#            $BUILD/bench-deflate.json. About 2 minutes.
 # Prints each result, then a table of the ratios wsgate/peer (raw and per
 # server CPU-second, with p50/p90/p99), and writes every result and ratio as
 # JSON to BENCH_JSON (default $BUILD/bench-results.json).
@@ -211,6 +217,14 @@ for w in $WORKLOADS; do
     a="$a --duration $DUR_DURATION"
     t=$((4 * (DUR_DURATION + 8) + 120))
     UNPINNED=1 run_one scale-durable wsgate-1w $t "$a" "${WSGATE[@]}" "${WSGATE_API[@]}"
+    ;;
+  deflate)
+    echo "== deflate: 1 room x ${DEF_MEMBERS:-1000} members, ${DEF_CHATS:-200} chats; ${DEF_CONNS:-2000} connections idle"
+    mkdir -p "$BUILD"
+    timeout 900 /usr/bin/python3 bench/deflate.py "$BUILD/wsgate" MEMBERS="${DEF_MEMBERS:-1000}" \
+      CHATS="${DEF_CHATS:-200}" CONNS="${DEF_CONNS:-2000}" >"$BUILD/bench-deflate.txt"
+    grep -v '^{' "$BUILD/bench-deflate.txt"
+    grep '^{' "$BUILD/bench-deflate.txt" >"$BUILD/bench-deflate.json"
     ;;
   *) echo "bench: unknown workload $w" >&2; exit 2 ;;
   esac

@@ -117,6 +117,9 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     log_str(&l, "identity.userAgent", c->user_agent);
     log_str(&l, "stage", a->cfg->stage_name);
     log_int(&l, "worker", c->srv->worker_index);
+    /* Which clients compress: said once per connection, on its connect. */
+    if (c->deflate && strcmp(r->event_type, "CONNECT") == 0)
+        log_str(&l, "extensions", "permessage-deflate");
     if (r->traced) {
         log_str(&l, "traceId", r->trace.trace_id);
         log_str(&l, "spanId", r->trace.span_id);
@@ -422,10 +425,14 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_REJECTED] = (double)st.rejected;
     }
     if (a->nsrvs) {
-        size_t queued = 0;
-        for (size_t i = 0; i < a->nsrvs; i++) queued += server_queued_bytes(a->srvs[i]);
+        size_t queued = 0, parsers = 0;
+        for (size_t i = 0; i < a->nsrvs; i++) {
+            queued += server_queued_bytes(a->srvs[i]);
+            parsers += server_parser_bytes(a->srvs[i]);
+        }
         g->value[METRICS_GAUGE_CONNECTIONS] = (double)server_open_total();
         g->value[METRICS_GAUGE_QUEUED_BYTES] = (double)queued;
+        g->value[METRICS_GAUGE_PARSER_BYTES] = (double)parsers;
     }
 }
 

@@ -414,6 +414,8 @@ static const struct {
      "Operations submitted to the store and not yet completed.", NULL},
     {METRICS_GAUGE_STORE_REJECTED, "wsgate_store_rejected_total",
      "Chats and history reads refused at once because store_max_pending operations were waiting.", "counter"},
+    {METRICS_GAUGE_PARSER_BYTES, "wsgate_parser_bytes",
+     "Bytes held by connections' frame parsers: partial messages and permessage-deflate inflate state.", NULL},
 };
 
 static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {

@@ -74,6 +74,7 @@ typedef enum metrics_gauge_id {
     METRICS_GAUGE_STORE_PENDING_OPS,     /* wsgate_store_pending_ops */
     METRICS_GAUGE_STORE_REJECTED,        /* wsgate_store_rejected_total (a counter,
                                           * read from the store at render time) */
+    METRICS_GAUGE_PARSER_BYTES,          /* wsgate_parser_bytes */
     METRICS_GAUGE_COUNT
 } metrics_gauge_id;
 

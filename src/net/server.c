@@ -152,6 +152,14 @@ size_t server_queued_bytes(server *srv) {
     return queued;
 }
 
+size_t server_parser_bytes(server *srv) {
+    if (current && current != srv) return atomic_load_explicit(&srv->parser_sample, memory_order_relaxed);
+    size_t n = 0;
+    for (conn *c = srv->conns; c; c = c->next)
+        if (c->parser) n += ws_parser_memory(c->parser);
+    return n;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
     server *srv = listener->data;
     if (status < 0) {
@@ -216,15 +224,17 @@ static void on_sweep(uv_timer_t *t) {
     server *srv = t->data;
     uint64_t now = uv_now(srv->loop);
     conn *c = srv->conns;
-    size_t queued = 0;
+    size_t queued = 0, parsers = 0;
     unsigned released = 0;
     while (c) {
         conn *next = c->next; /* c is not freed here: uv_close defers it */
         released += conn_sweep(c, now);
         queued += conn_queued_bytes(c);
+        if (c->parser) parsers += ws_parser_memory(c->parser);
         c = next;
     }
     atomic_store_explicit(&srv->queued_sample, queued, memory_order_relaxed);
+    atomic_store_explicit(&srv->parser_sample, parsers, memory_order_relaxed);
     /* Many connections went idle at once (a burst of connects, the end of
      * a busy spell): hand the freed pages back to the system, or the
      * process keeps its high-water mark of buffers no one uses. */

@@ -93,6 +93,7 @@ typedef struct server {
     server_inbox_item *running;      /* the batch being delivered (own thread) */
     size_t running_len, running_pos;
     _Atomic size_t queued_sample;    /* unwritten bytes, summed at each sweep */
+    _Atomic size_t parser_sample;    /* parsers' bytes, summed at each sweep */
 
     /* Buffers last: server_start zeroes everything before read_buf. */
     uint8_t read_buf[256 * 1024];    /* shared: read callbacks finish with it */
@@ -153,6 +154,11 @@ void server_run_own_inbox(void);
 /* Unwritten bytes queued on srv's connections: exact on srv's own thread,
  * else as sampled at its last sweep. */
 size_t server_queued_bytes(server *srv);
+
+/* Bytes held by srv's connections' frame parsers (partial messages and
+ * permessage-deflate inflate state, ws_parser_memory): exact on srv's own
+ * thread, else as sampled at its last sweep. */
+size_t server_parser_bytes(server *srv);
 
 /* Open WebSocket connections of the whole process (every worker). */
 int64_t server_open_total(void);

@@ -105,6 +105,19 @@ def test_chat_in_the_browser(start_server, profile_tmp):
     run_node("chat.mjs", node_env(srv, profile_tmp))
 
 
+def test_chat_in_the_browser_with_deflate(start_server, profile_tmp):
+    """Chromium offers permessage-deflate on every WebSocket: with the
+    extension on, the chat page works compressed, and the access log's
+    $connect lines say every browser connection negotiated it."""
+    srv = start_server(settings={"permessage_deflate": "true"})
+    run_node("chat.mjs", node_env(srv, profile_tmp))
+    connects = [json.loads(line) for line in srv.log().splitlines()
+                if '"event":"access"' in line and '"eventType":"CONNECT"' in line]
+    browsers = [c for c in connects if "Chrome" in c.get("identity.userAgent", "")]
+    assert browsers, connects
+    assert all(c.get("extensions") == "permessage-deflate" for c in browsers), browsers
+
+
 async def _load(url, conns, proc, stop_after=45.0):
     """Keep `conns` clients in room loadroom sending chat messages (about
     20/s each) until the node process exits. A client closed by the

@@ -1,5 +1,5 @@
 """WebSocket conformance: the Autobahn|Testsuite fuzzingclient case list,
-groups 1-7, 9 and 10, replayed against wsgate in echo mode.
+groups 1-7, 9, 10, and 12-13 (permessage-deflate), replayed against wsgate in echo mode.
 
 Every case is its own test id (`case_G_N[_M]`, Autobahn's numbering; extra
 cases that Autobahn does not have carry a descriptive suffix). Cases use the
@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import time
+import zlib
 
 import pytest
 
@@ -754,6 +755,56 @@ def test_case(cid, echo_server):
     CASES[cid](connect)
 
 
+# Groups 1-7 and 10 again with permessage-deflate negotiated (issue 15): the
+# client offers it and the server agrees, but is told never to compress
+# (deflate_min_size at its maximum) so that the expected events are the same
+# bytes; what changes is the server's parser, which now inflates and reads
+# RSV1 as "compressed". The cases that set RSV1 on a data frame mean
+# something else once the extension is agreed and are left out (their
+# compressed counterparts are in test_compression.py). One server for all.
+
+DEFLATE_OFFER = {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+
+
+def rsv1_on_data(cid):
+    """Does the case send a first data frame with RSV1 (0x40) alone? (RSV2
+    or RSV3, RSV1 on a control or continuation frame stay 1002.)"""
+    return cid in ("case_3_4", "case_3_x_rsv4_text", "case_3_x_rsv4_binary")
+
+
+@pytest.fixture(scope="module")
+def deflate_plain_server(tmp_path_factory):
+    from conftest import Server, TEST_DEFAULTS
+    srv = Server(tmp_path_factory.mktemp("deflate-plain"), dict(TEST_DEFAULTS, **{
+        "mode": "echo", "permessage_deflate": "true", "deflate_min_size": 64 * 1024 * 1024,
+        "max_frame_size": 16 * 1024 * 1024 + 1024, "max_message_size": 16 * 1024 * 1024 + 1024,
+        "max_fragmented_bytes": 16 * 1024 * 1024 + 1024}))
+    yield srv
+    rc = srv.stop()
+    assert rc == 0, f"wsgate exited with {rc}:\n{srv.log()[-4000:]}"
+
+
+def deflate_peer(port, recv_size=1 << 20, rcvbuf=None):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(5.0)
+    s.connect(("127.0.0.1", port))
+    s.sendall(wsraw.upgrade_request(port, headers=DEFLATE_OFFER))
+    head, rest = wsraw.read_head(s)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"Sec-WebSocket-Extensions: permessage-deflate" in head, head
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    p = Peer.__new__(Peer)
+    p.sock, p.buf, p.pos, p.recv_size, p.reset = s, bytearray(rest), 0, recv_size, False
+    return p
+
+
+@pytest.mark.parametrize("cid", [c for c in CASES if not rsv1_on_data(c)])
+def test_case_deflate_negotiated(cid, deflate_plain_server):
+    CASES[cid](lambda **kw: deflate_peer(deflate_plain_server.port, **kw))
+
+
 # ---- group 9: limits and performance
 
 KiB, MiB = 1024, 1024 * 1024
@@ -886,4 +937,218 @@ def test_websockets_close_code_echoed(code, echo_server):
         await ws.close(code=code, reason="bye")
         assert ws.close_code == code
         assert ws.close_reason == ""  # the server echoes the code only
+    _ws_run(go())
+
+
+# ---- groups 12 and 13: permessage-deflate (RFC 7692)
+#
+# Autobahn's group 12 echoes payloads of 16 B .. 128 KiB (whole and
+# fragmented) over a compressed connection; group 13 repeats that for
+# offers of client_no_context_takeover and client_max_window_bits. Here the
+# client compresses with zlib itself (test_compression.Raw reads the server's
+# frames with RSV1 and inflates them), so every byte on the wire is checked:
+# each echo must come back compressed (RSV1) and inflate to the payload.
+# Fewer messages per case than Autobahn's 1000 keep the run short.
+
+from test_compression import Raw, deflate_frame  # noqa: E402
+
+G12_SIZES = [16, 64, 256, KiB, 4 * KiB, 8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB, 128 * KiB, 256 * KiB]
+G12_FRAGS = [(64 * KiB, 256), (64 * KiB, 4 * KiB), (128 * KiB, 1300), (128 * KiB, 32 * KiB)]
+
+
+def g12_payload(kind, n, i):
+    """Autobahn's payload kinds, made up: JSON and prose (compressible, text),
+    random bytes (incompressible) and a half-random binary."""
+    if kind == "json":
+        unit = json_unit(i)
+    elif kind == "prose":
+        unit = ("Habe nun, ach! Philosophie, Juristerei und Medizin, %d. " % i).encode()
+    elif kind == "random":
+        return os.urandom(n)
+    else:
+        unit = os.urandom(64) + b"\0" * 64
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+def json_unit(i):
+    return ('{"type":"chat","data":{"roomId":"general","senderId":"user-%d",'
+            '"message":"hello there","seq":%d}},' % (i, i)).encode()
+
+
+def g12_kind_op(kind):
+    return TEXT if kind in ("json", "prose") else BINARY
+
+
+class Deflater:
+    """The client side of the agreed parameters: a fresh compressor per
+    message under client_no_context_takeover, one for the connection's life
+    otherwise."""
+
+    def __init__(self, wbits=15, takeover=False):
+        self.wbits, self.takeover = wbits, takeover
+        self.ctx = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+
+    def __call__(self, data):
+        if not self.takeover:
+            self.ctx = zlib.compressobj(6, zlib.DEFLATED, -self.wbits)
+        out = self.ctx.compress(data) + self.ctx.flush(zlib.Z_SYNC_FLUSH)
+        return out[:-4]
+
+
+def deflate_echo(c, msgs, kind, comp, frag=None, window=512 * KiB):
+    """Send msgs compressed (each cut into frames of `frag` compressed bytes
+    when given), at most `window` bytes outstanding, and check every echo:
+    compressed (RSV1) when it is compressible and at least deflate_min_size
+    (64) bytes, plain when compressing would not make it smaller."""
+    op = g12_kind_op(kind)
+    pending = []
+    outstanding = 0
+
+    def drain(upto):
+        nonlocal outstanding
+        while pending and outstanding > upto:
+            m = pending.pop(0)
+            got_op, rsv1, data = c.message(timeout=30.0)
+            assert got_op == op and data == m, f"echo of {len(m)} bytes differs"
+            if kind in ("json", "prose"):
+                assert rsv1 == (len(m) >= 64), f"RSV1 {rsv1} on {len(m)} bytes of {kind}"
+            elif kind == "random":
+                assert not rsv1, "random bytes sent compressed"
+            outstanding -= len(m)
+
+    for m in msgs:
+        body = comp(m)
+        if frag:
+            parts = [body[i:i + frag] for i in range(0, len(body), frag)] or [b""]
+            wire = b"".join(deflate_frame(op if k == 0 else 0, p, fin=k == len(parts) - 1, rsv1=k == 0)
+                            for k, p in enumerate(parts))
+        else:
+            wire = deflate_frame(op, body)
+        c.send(wire)
+        pending.append(m)
+        outstanding += len(m)
+        drain(window)
+    drain(-1)
+
+
+def g12_count(n):
+    return max(3, min(40, (1 * MiB) // n))
+
+
+G12 = {}
+for kind in ("json", "prose", "random", "halfrandom"):
+    for n in G12_SIZES:
+        G12[f"case_12_{kind}_{n}"] = (kind, n, None)
+    for n, frag in G12_FRAGS:
+        G12[f"case_12_{kind}_{n}_frag{frag}"] = (kind, n, frag)
+
+
+@pytest.fixture
+def deflate_echo_server(start_server):
+    return start_server(settings={
+        "mode": "echo", "permessage_deflate": "true",
+        "max_frame_size": MiB, "max_message_size": MiB, "max_fragmented_bytes": MiB,
+    })
+
+
+@pytest.mark.parametrize("cid", list(G12))
+def test_case_12(cid, deflate_echo_server):
+    kind, n, frag = G12[cid]
+    c = Raw(deflate_echo_server.port, ["permessage-deflate; client_max_window_bits"])
+    assert c.extensions == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    msgs = [g12_payload(kind, n, i) for i in range(g12_count(n))]
+    deflate_echo(c, msgs, kind, Deflater(), frag)
+    c.send(close_frame(1000))
+    assert c.close_code() == 1000
+
+
+# Group 13: the offer's parameters (Autobahn 13.1-13.7, with 9 bits for 8:
+# zlib's raw deflate compresses with at least 9) against two server
+# configurations: the default, which asks every client for
+# client_no_context_takeover, and one that lets clients keep their context.
+G13_OFFERS = {
+    "1_plain": ["permessage-deflate"],
+    "2_cnct": ["permessage-deflate; client_no_context_takeover"],
+    "3_cmwb9": ["permessage-deflate; client_max_window_bits=9"],
+    "4_cmwb15": ["permessage-deflate; client_max_window_bits=15"],
+    "5_cnct_cmwb9": ["permessage-deflate; client_no_context_takeover; client_max_window_bits=9"],
+    "6_cnct_cmwb15": ["permessage-deflate; client_no_context_takeover; client_max_window_bits=15"],
+    "7_several": ["permessage-deflate; client_no_context_takeover; client_max_window_bits=9, "
+                  "permessage-deflate; client_no_context_takeover, permessage-deflate"],
+    "x_smwb9": ["permessage-deflate; server_max_window_bits=9; client_max_window_bits"],
+    "x_smwb15_cmwb9": ["permessage-deflate; server_max_window_bits=15; client_max_window_bits=9"],
+}
+G13_SERVERS = {
+    "default": {},
+    "takeover": {"deflate_client_no_context_takeover": "false"},
+    "small_windows": {"deflate_client_no_context_takeover": "false",
+                      "deflate_client_max_window_bits": 9, "deflate_server_max_window_bits": 9},
+}
+G13_MESSAGES = [("json", 16), ("json", 1024), ("prose", 4 * KiB), ("random", 8 * KiB),
+                ("json", 64 * KiB), ("halfrandom", 128 * KiB)]
+
+
+def agreed(answer):
+    """The answer's parameters: {name: value or True}."""
+    assert answer and answer.startswith("permessage-deflate"), answer
+    out = {}
+    for p in answer.split(";")[1:]:
+        k, _, v = p.strip().partition("=")
+        out[k] = int(v) if v else True
+    return out
+
+
+@pytest.mark.parametrize("offer", list(G13_OFFERS))
+@pytest.mark.parametrize("config", list(G13_SERVERS))
+def test_case_13(config, offer, start_server):
+    srv = start_server(settings=dict({"mode": "echo", "permessage_deflate": "true",
+                                      "max_message_size": MiB}, **G13_SERVERS[config]))
+    c = Raw(srv.port, G13_OFFERS[offer])
+    if config == "small_windows" and "client_max_window_bits" not in G13_OFFERS[offer][0].split(",")[0]:
+        # The server must limit the client's window and the first offer
+        # gives it no way to (RFC 7692 7.1.2.2); with several offers the
+        # next one may do.
+        assert c.extensions is None or "client_max_window_bits" in c.extensions
+        if c.extensions is None:
+            c.send(close_frame(1000))
+            assert c.close_code() == 1000
+            return
+    params = agreed(c.extensions)
+    assert params.get("server_no_context_takeover") is True
+    first = G13_OFFERS[offer][0].split(",")[0]
+    cnct = "client_no_context_takeover" in first or not G13_SERVERS[config]
+    if offer == "7_several":
+        cnct = True  # the first offer is honoured
+    assert params.get("client_no_context_takeover", False) is cnct
+    if "server_max_window_bits=9" in first or config == "small_windows":
+        assert params.get("server_max_window_bits") == 9
+    offered_cmwb = 9 if "client_max_window_bits=9" in first else 15
+    wbits = min(offered_cmwb, params.get("client_max_window_bits", 15))
+    comp = Deflater(wbits, takeover=not cnct)
+    for i, (kind, n) in enumerate(G13_MESSAGES):
+        msgs = [g12_payload(kind, n, i * 10 + k) for k in range(5)]
+        deflate_echo(c, msgs, kind, comp, frag=1000 if i % 2 else None)
+    c.send(close_frame(1000))
+    assert c.close_code() == 1000
+
+
+def test_case_13_websockets_client(start_server):
+    """An independent client: python3-websockets' permessage-deflate with
+    context takeover and 9-bit windows both ways."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    srv = start_server(settings={"mode": "echo", "permessage_deflate": "true",
+                                 "deflate_client_no_context_takeover": "false",
+                                 "max_message_size": MiB})
+    ext = ClientPerMessageDeflateFactory(server_max_window_bits=9, client_max_window_bits=9)
+
+    async def go():
+        import websockets
+        async with websockets.connect(srv.url, extensions=[ext], compression=None, max_size=None) as ws:
+            assert "server_max_window_bits=9" in ws.response_headers["Sec-WebSocket-Extensions"]
+            for kind, n in G13_MESSAGES:
+                for k in range(3):
+                    m = g12_payload(kind, n, k)
+                    await ws.send(m.decode() if g12_kind_op(kind) == TEXT else m)
+                    got = await asyncio.wait_for(ws.recv(), 10)
+                    assert (got.encode() if isinstance(got, str) else got) == m
     _ws_run(go())

@@ -280,7 +280,7 @@ static const char *const FAMILIES[] = {
     "wsgate_client_error_total", "wsgate_execution_error_total", "wsgate_integration_error_total",
     "wsgate_integration_latency_seconds", "wsgate_throttled_total", "wsgate_connections", "wsgate_rooms",
     "wsgate_queued_bytes", "wsgate_store_batch_latency_seconds", "wsgate_store_batch_size",
-    "wsgate_store_pending_ops", "wsgate_store_rejected_total",
+    "wsgate_store_pending_ops", "wsgate_store_rejected_total", "wsgate_parser_bytes",
 };
 
 /* ---- tests ---- */
