@@ -22,6 +22,11 @@ static _Thread_local metrics *worker_metrics;
 
 metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metrics; }
 
+/* The read time of the message being handled, for the chat's phases. */
+static _Thread_local uint64_t message_received_ns;
+
+uint64_t app_message_received_ns(void) { return message_received_ns; }
+
 /* Frames reach a connection in the order the application produced them:
  * whatever other threads posted to this worker's connections (under the
  * lock, so before now) is queued before the lock holder sends to them
@@ -294,13 +299,17 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
 }
 
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
+    uint64_t outer = message_received_ns;
+    message_received_ns = clock_mono_ns();
     route_match m;
     router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
     handle_routed(a, s, &m, data, len);
+    message_received_ns = outer;
 }
 
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
     app *a = app_of(c);
+    message_received_ns = clock_mono_ns();
     /* Parsing and route selection touch no shared state (the router is
      * read-only once built): they run before the lock, in parallel on
      * every worker. */
@@ -309,6 +318,7 @@ static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len
     app_lock(a);
     handle_routed(a, c->app, &m, data, len);
     app_unlock(a);
+    message_received_ns = 0;
 }
 
 static void closed_locked(conn *c) {

@@ -810,11 +810,12 @@ static void snapshot(store *s) {
 /* ---- the store thread ---- */
 
 static void commit_batch(store *s, store_op *batch, uint32_t n) {
-    double t0 = clock_mono_ms();
+    uint64_t t0 = clock_mono_ns();
     s->batch_ms = clock_wall_ms();
     write_begin(s);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     for (store_op *op = batch; op; op = op->next) {
+        op->t_batch = t0;
         if (rc != SQLITE_OK) {
             op->status = rc;
             continue;
@@ -825,6 +826,7 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
         case STORE_OP_HISTORY: op->status = apply_history(s, op); break;
         }
     }
+    uint64_t ta = clock_mono_ns();
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     write_end(s, rc);
     if (rc != SQLITE_OK) {
@@ -834,14 +836,17 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
             if (op->status == SQLITE_OK && op->kind != STORE_OP_HISTORY) op->status = rc;
         log_msg(LOG_ERROR, "store_error", "batch of %u failed: %s", n, sqlite3_errstr(rc));
     }
+    uint64_t t1 = clock_mono_ns();
     for (store_op *op = batch; op; op = op->next) {
+        op->t_applied = ta;
+        op->t_committed = t1;
         if (op->status != SQLITE_OK && op->kind == STORE_OP_CHAT) {
             /* Its seq may have been taken from the cache: forget the room's
              * cached value so the next message re-reads the truth. */
             free(strmap_remove(&s->last_seq, op->room_id));
         }
     }
-    double dt = clock_mono_ms() - t0;
+    double dt = (double)(t1 - t0) / 1e6;
     pthread_mutex_lock(&s->lock);
     s->stats.batches++;
     s->stats.ops += n;
@@ -1126,6 +1131,7 @@ fail_msg:
 
 void store_submit(store *s, store_op *op) {
     op->next = NULL;
+    op->t_submitted = clock_mono_ns();
     atomic_fetch_add_explicit(&s->pending, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->lock);
     if (s->in_tail) s->in_tail->next = op;
