@@ -413,6 +413,8 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_BATCH_SIZE] = st.last_batch_size;
         g->value[METRICS_GAUGE_STORE_PENDING_OPS] = (double)store_pending(a->store);
         g->value[METRICS_GAUGE_STORE_REJECTED] = (double)st.rejected;
+        g->value[METRICS_GAUGE_STORE_WAL_PAGES] = st.wal_pages;
+        g->value[METRICS_GAUGE_STORE_CHECKPOINTS] = (double)st.checkpoints;
     }
     if (a->nsrvs) {
         size_t queued = 0;

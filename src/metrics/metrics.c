@@ -435,6 +435,10 @@ static const struct {
      "Operations submitted to the store and not yet completed.", NULL},
     {METRICS_GAUGE_STORE_REJECTED, "wsgate_store_rejected_total",
      "Chats and history reads refused at once because store_max_pending operations were waiting.", "counter"},
+    {METRICS_GAUGE_STORE_WAL_PAGES, "wsgate_store_wal_pages",
+     "Pages in the store's write-ahead log after its last commit.", NULL},
+    {METRICS_GAUGE_STORE_CHECKPOINTS, "wsgate_store_checkpoints_total",
+     "WAL checkpoints run by the store's checkpointer thread, off the commit path.", "counter"},
 };
 
 static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {

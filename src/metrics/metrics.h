@@ -94,6 +94,8 @@ typedef enum metrics_gauge_id {
     METRICS_GAUGE_STORE_PENDING_OPS,     /* wsgate_store_pending_ops */
     METRICS_GAUGE_STORE_REJECTED,        /* wsgate_store_rejected_total (a counter,
                                           * read from the store at render time) */
+    METRICS_GAUGE_STORE_WAL_PAGES,       /* wsgate_store_wal_pages (after the last commit) */
+    METRICS_GAUGE_STORE_CHECKPOINTS,     /* wsgate_store_checkpoints_total (a counter) */
     METRICS_GAUGE_COUNT
 } metrics_gauge_id;
 
