@@ -13,7 +13,7 @@ BIN=${1:-build/wsgate}
 shift || true
 LOADGEN=${LOADGEN:-build/wsgate-loadgen}
 RATE=${RATE:-100} MEMBERS=${MEMBERS:-1000} SIZE=${SIZE:-64} DURATION=${DURATION:-10}
-RUNS=${RUNS:-1} PORT=${PORT:-$((20000 + RANDOM % 20000))}
+RUNS=${RUNS:-1} PORT=${PORT:-$((20000 + RANDOM % 10000))} # below the ephemeral range
 pin_server="taskset -c 0" pin_load="taskset -c 1"
 if ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; then pin_server="" pin_load=""; fi
 for run in $(seq "$RUNS"); do

@@ -885,30 +885,8 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Ask the scheduler for short time slices on the calling thread (Linux
- * 6.12+: EEVDF's custom slice, sched_attr.sched_runtime on SCHED_OTHER,
- * no privilege needed). The store thread runs briefly after each fsync; on
- * a core where the loop is busy writing a fan-out, the default slice let
- * it wait a whole slice of the loop's (a few ms) before its COMMIT could
- * return. A shorter request gives it an earlier deadline, so it runs as it
- * wakes. Best effort: older kernels refuse or ignore it. */
-static void request_short_slices(uint64_t ns) {
-    struct {
-        uint32_t size, policy;
-        uint64_t flags;
-        int32_t nice;
-        uint32_t priority;
-        uint64_t runtime, deadline, period;
-    } attr = {.size = 48, .policy = 0 /* SCHED_OTHER */, .runtime = ns};
-    const char *e = getenv("WSGATE_EXP_SLICE_NS");
-    if (e) attr.runtime = strtoull(e, NULL, 10);
-    if (attr.runtime == 0) return;
-    (void)syscall(SYS_sched_setattr, 0, &attr, 0);
-}
-
 static void *store_thread(void *arg) {
     store *s = arg;
-    request_short_slices(100000);
     if (s->opt.pitr) {
         base_file *bases;
         size_t n = list_bases(s->pitr_dir, &bases);
