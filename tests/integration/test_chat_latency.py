@@ -76,7 +76,7 @@ def test_checkpoints_run_off_the_commit_path_and_keep_the_wal_small(start_server
     # WAL past 8192 pages, on the store thread: every chat behind it waited
     # while 32 MB were copied (and, with store_sync=normal, first fsynced);
     # the WAL file grew to 32 MB. Now a checkpointer thread copies it from
-    # 1024 pages (4 MiB) on, the store thread copies the last frames between
+    # 2048 pages (8 MiB) on, the store thread copies the last frames between
     # two batches (at 4096 pages, 16 MiB, at the latest) so the WAL restarts.
     srv = start_server(settings={"store_sync": "normal"})
     wal = os.path.join(srv.data_dir, DB + "-wal")
