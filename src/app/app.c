@@ -23,6 +23,11 @@ static _Thread_local metrics *worker_metrics;
 
 metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metrics; }
 
+/* The read time of the message being handled, for the chat's phases. */
+static _Thread_local uint64_t message_received_ns;
+
+uint64_t app_message_received_ns(void) { return message_received_ns; }
+
 /* Frames reach a connection in the order the application produced them:
  * whatever other threads posted to this worker's connections (under the
  * lock, so before now) is queued before the lock holder sends to them
@@ -311,15 +316,19 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
 }
 
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
+    uint64_t outer = message_received_ns;
+    message_received_ns = clock_mono_ns();
     route_match m;
     router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
     app_lock(a);
     handle_routed(a, s, &m, data, len);
     app_unlock(a);
+    message_received_ns = outer;
 }
 
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
     app *a = app_of(c);
+    message_received_ns = clock_mono_ns();
     /* Parsing and route selection touch no shared state (the router is
      * read-only once built): they run before the lock, in parallel on
      * every worker. */
@@ -328,6 +337,7 @@ static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len
     app_lock(a);
     handle_routed(a, c->app, &m, data, len);
     app_unlock(a);
+    message_received_ns = 0;
 }
 
 static void closed_locked(conn *c) {
@@ -423,6 +433,8 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_BATCH_SIZE] = st.last_batch_size;
         g->value[METRICS_GAUGE_STORE_PENDING_OPS] = (double)store_pending(a->store);
         g->value[METRICS_GAUGE_STORE_REJECTED] = (double)st.rejected;
+        g->value[METRICS_GAUGE_STORE_WAL_PAGES] = st.wal_pages;
+        g->value[METRICS_GAUGE_STORE_CHECKPOINTS] = (double)st.checkpoints;
     }
     if (a->nsrvs) {
         size_t queued = 0, parsers = 0;

@@ -64,6 +64,10 @@ void app_worker_leave(app *a);
 /* Return the calling worker's counters (counting is per thread). */
 metrics *app_metrics(app *a);
 
+/* Return when (clock_mono_ns) the calling thread read the message it is
+ * handling now, before it waited for the app lock; 0 outside a message. */
+uint64_t app_message_received_ns(void);
+
 /* Initialise a on loop: open the store at store_path, build the router
  * from cfg. Returns 0, or -1 with a message in err. */
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/json_escape.h"
 #include "common/random.h"
 #include "common/strbuf.h"
@@ -170,6 +171,45 @@ ws_frame *handlers_chat_frame(const store_op *op) {
     return handlers_event_frame("chat", data, sizeof(data) / sizeof(data[0]));
 }
 
+/* Broadcasts queued this loop turn and not yet written: when each chat was
+ * read and when its completion ran, until the turn's flush reports its
+ * writes (loop 0 only: completions run there). At most a turn's worth of
+ * completions (STORE_COMPLETIONS_PER_TURN); past that a chat's write
+ * phases are not sampled. */
+#define FANOUT_SAMPLES 512
+static _Thread_local struct {
+    uint64_t received[FANOUT_SAMPLES], ran[FANOUT_SAMPLES];
+    unsigned n;
+} fanout;
+
+static void chat_flushed(void *ctx, uint64_t first_ns, uint64_t last_ns) {
+    metrics *m = ctx;
+    for (unsigned i = 0; i < fanout.n; i++) {
+        metrics_observe_chat_stage(m, METRICS_CHAT_FIRST_WRITE, first_ns - fanout.ran[i]);
+        metrics_observe_chat_stage(m, METRICS_CHAT_FANOUT, last_ns - fanout.ran[i]);
+        if (fanout.received[i])
+            metrics_observe_chat_stage(m, METRICS_CHAT_TOTAL, last_ns - fanout.received[i]);
+    }
+    fanout.n = 0;
+}
+
+/* Count a committed chat's phases up to now (its completion, on loop 0)
+ * and have the flush that writes its broadcast count the rest. */
+static void chat_phases(app *a, const store_op *op, bool broadcast) {
+    metrics *m = app_metrics(a);
+    uint64_t now = clock_mono_ns();
+    if (op->t_received && op->t_submitted >= op->t_received)
+        metrics_observe_chat_stage(m, METRICS_CHAT_HANDLE, op->t_submitted - op->t_received);
+    metrics_observe_chat_stage(m, METRICS_CHAT_QUEUE, op->t_batch - op->t_submitted);
+    metrics_observe_chat_stage(m, METRICS_CHAT_APPLY, op->t_applied - op->t_batch);
+    metrics_observe_chat_stage(m, METRICS_CHAT_COMMIT, op->t_committed - op->t_applied);
+    metrics_observe_chat_stage(m, METRICS_CHAT_WAKEUP, now - op->t_committed);
+    if (!broadcast || fanout.n == FANOUT_SAMPLES) return;
+    fanout.received[fanout.n] = op->t_received;
+    fanout.ran[fanout.n++] = now;
+    server_time_next_flush(chat_flushed, m);
+}
+
 static void chat_committed_locked(store_op *op) {
     app *a = op->ctx;
     if (op->status == 0 && op->duplicate) {
@@ -191,6 +231,7 @@ static void chat_committed_locked(store_op *op) {
         return;
     }
     room *rm = registry_room(&a->reg, op->room_id);
+    chat_phases(a, op, rm != NULL);
     if (!rm) return; /* everyone left while it was being stored */
     ws_frame *f = handlers_chat_frame(op);
     for (session *m = rm->members; m; m = m->room_next)
@@ -248,6 +289,7 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = chat_committed;
     op->ctx = a;
+    op->t_received = app_message_received_ns();
     if (store_submit_bounded(a->store, op) != 0) {
         /* The store's backlog is full (a stalled disk): refuse now rather
          * than hold the message in memory; nothing was stored. */

@@ -29,6 +29,21 @@ static const char *const latency_le[METRICS_LATENCY_BUCKETS] = {
     "0.05",   "0.1",     "0.25",   "0.5",   "1",     "2.5",    "5",    "+Inf",
 };
 
+const uint64_t metrics_stage_bounds_ns[METRICS_STAGE_BOUNDS] = {
+    10000ull,    25000ull,    50000ull,    100000ull,   250000ull,   500000ull,
+    1000000ull,  2500000ull,  5000000ull,  7500000ull,  10000000ull, 15000000ull,
+    20000000ull, 25000000ull, 30000000ull, 40000000ull, 50000000ull, 75000000ull,
+    100000000ull, 250000000ull, 500000000ull, 1000000000ull, 2500000000ull, 5000000000ull,
+};
+static const char *const stage_le[METRICS_STAGE_BUCKETS] = {
+    "0.00001", "0.000025", "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+    "0.0075",  "0.01",     "0.015",   "0.02",   "0.025",   "0.03",   "0.04",  "0.05",   "0.075",
+    "0.1",     "0.25",     "0.5",     "1",      "2.5",     "5",      "+Inf",
+};
+static const char *const stage_name[METRICS_CHAT_STAGES] = {
+    "handle", "queue", "apply", "commit", "wakeup", "first_write", "fanout", "total",
+};
+
 static const char *const throttle_scope_name[METRICS_THROTTLE_COUNT] = {
     "stage", "route", "connection", "address",
 };
@@ -85,7 +100,7 @@ static void sb_put_double(bytebuf *b, double v) {
 /* ---- setup ---- */
 
 static bool label_name_taken(const char *name, char **names, size_t n) {
-    static const char *const reserved[] = {"api", "stage", "route", "scope", "le", "version"};
+    static const char *const reserved[] = {"api", "stage", "route", "scope", "le", "version", "phase"};
     for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
         if (strcmp(name, reserved[i]) == 0) return true;
     for (size_t i = 0; i < n; i++)
@@ -238,6 +253,10 @@ static void add_counters(metrics *dst, const metrics *src) {
         for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) d->latency_bucket[i] += ld(&r->latency_bucket[i]);
     }
     for (int i = 0; i < METRICS_THROTTLE_COUNT; i++) dst->throttled[i] += ld(&src->throttled[i]);
+    for (int st = 0; st < METRICS_CHAT_STAGES; st++) {
+        dst->stage_sum_ns[st] += ld(&src->stage_sum_ns[st]);
+        for (int i = 0; i < METRICS_STAGE_BUCKETS; i++) dst->stage_bucket[st][i] += ld(&src->stage_bucket[st][i]);
+    }
 }
 
 void metrics_thread_free(metrics *m) {
@@ -416,6 +435,10 @@ static const struct {
      "Chats and history reads refused at once because store_max_pending operations were waiting.", "counter"},
     {METRICS_GAUGE_PARSER_BYTES, "wsgate_parser_bytes",
      "Bytes held by connections' frame parsers: partial messages and permessage-deflate inflate state.", NULL},
+    {METRICS_GAUGE_STORE_WAL_PAGES, "wsgate_store_wal_pages",
+     "Pages in the store's write-ahead log after its last commit.", NULL},
+    {METRICS_GAUGE_STORE_CHECKPOINTS, "wsgate_store_checkpoints_total",
+     "WAL checkpoints run by the store's checkpointer thread, off the commit path.", "counter"},
 };
 
 static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {
@@ -478,6 +501,31 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         series(b, s, h, "_sum", &l);
         bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(r->latency_sum_ns / 1000000000ull),
                   (unsigned long long)(r->latency_sum_ns % 1000000000ull));
+        series(b, s, h, "_count", &l);
+        bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
+    }
+
+    h = "wsgate_chat_phase_seconds";
+    family(b, h, "histogram",
+           "Where a durable chat's time goes, by phase: handle, queue (waiting for the store thread),"
+           " apply (its batch's statements), commit (COMMIT: WAL write and fsync), wakeup (until its completion runs), first_write and fanout"
+           " (completion to the first and last socket write of the flush after it), total.");
+    for (int st = 0; st < METRICS_CHAT_STAGES; st++) {
+        uint64_t cum = 0;
+        for (int k = 0; k < METRICS_STAGE_BUCKETS; k++) {
+            cum += s->sum.stage_bucket[st][k];
+            l.n = 0;
+            add_label(&l, "phase", stage_name[st]);
+            add_label(&l, "le", stage_le[k]);
+            series(b, s, h, "_bucket", &l);
+            bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
+        }
+        l.n = 0;
+        add_label(&l, "phase", stage_name[st]);
+        series(b, s, h, "_sum", &l);
+        uint64_t ns = s->sum.stage_sum_ns[st];
+        bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(ns / 1000000000ull),
+                       (unsigned long long)(ns % 1000000000ull));
         series(b, s, h, "_count", &l);
         bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
     }

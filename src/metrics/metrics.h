@@ -53,6 +53,26 @@ enum {
 /* The finite bounds in nanoseconds (value <= bound falls in the bucket). */
 extern const uint64_t metrics_latency_bounds_ns[METRICS_LATENCY_BOUNDS];
 
+/* ---- stages of a durable chat (wsgate_chat_phase_seconds{phase}) ---- */
+
+typedef enum metrics_chat_stage {
+    METRICS_CHAT_HANDLE = 0,   /* "handle": read -> submitted to the store (app lock, handler) */
+    METRICS_CHAT_QUEUE,        /* "queue": submitted -> its batch began */
+    METRICS_CHAT_APPLY,        /* "apply": batch began -> its statements ran */
+    METRICS_CHAT_COMMIT,       /* "commit": COMMIT called -> returned (WAL write, fsync) */
+    METRICS_CHAT_WAKEUP,       /* "wakeup": committed -> its completion ran on loop 0 */
+    METRICS_CHAT_FIRST_WRITE,  /* "first_write": completion -> first socket write after it */
+    METRICS_CHAT_FANOUT,       /* "fanout": completion -> last socket write of that flush */
+    METRICS_CHAT_TOTAL,        /* "total": read -> last socket write */
+    METRICS_CHAT_STAGES
+} metrics_chat_stage;
+
+/* Finite bounds of the stage histogram: 10 us to 5 s, finer between 1 and
+ * 100 ms where a chat's latency lives. The last bucket is +Inf. */
+#define METRICS_STAGE_BOUNDS 24
+#define METRICS_STAGE_BUCKETS (METRICS_STAGE_BOUNDS + 1)
+extern const uint64_t metrics_stage_bounds_ns[METRICS_STAGE_BOUNDS];
+
 /* ---- throttling scopes (label `scope` of wsgate_throttled_total) ---- */
 
 typedef enum metrics_throttle_scope {
@@ -75,6 +95,8 @@ typedef enum metrics_gauge_id {
     METRICS_GAUGE_STORE_REJECTED,        /* wsgate_store_rejected_total (a counter,
                                           * read from the store at render time) */
     METRICS_GAUGE_PARSER_BYTES,          /* wsgate_parser_bytes */
+    METRICS_GAUGE_STORE_WAL_PAGES,       /* wsgate_store_wal_pages (after the last commit) */
+    METRICS_GAUGE_STORE_CHECKPOINTS,     /* wsgate_store_checkpoints_total (a counter) */
     METRICS_GAUGE_COUNT
 } metrics_gauge_id;
 
@@ -106,6 +128,9 @@ typedef struct metrics_route_stats {
 typedef struct metrics {
     metrics_route_stats route[METRICS_ROUTE_SLOTS];
     uint64_t throttled[METRICS_THROTTLE_COUNT];
+    /* Stage histograms, per-bucket counts as in metrics_route_stats. */
+    uint64_t stage_bucket[METRICS_CHAT_STAGES][METRICS_STAGE_BUCKETS];
+    uint64_t stage_sum_ns[METRICS_CHAT_STAGES];
     /* This thread's contribution to each gauge (e.g. +1/-1 per connection
      * opened/closed by this loop). Dropped when the block is freed. */
     int64_t gauge[METRICS_GAUGE_COUNT];
@@ -118,7 +143,7 @@ typedef struct metrics {
  * METRICS_ROUTE_NAMED names, the rest fall into $other), and the constant
  * labels api=api_name, stage=stage_name and every additional_tags pair
  * (names sanitised to [a-zA-Z_][a-zA-Z0-9_]*; a name that collides with
- * api/stage/route/scope/le/version, an earlier tag, or starts with "__" is
+ * api/stage/route/scope/le/version/phase, an earlier tag, or starts with "__" is
  * prefixed with "tag_", and dropped if it still collides). `version` is the
  * wsgate_build_info version (NULL: WSGATE_VERSION, common/version.h). cfg may be
  * NULL (no constant labels, not detailed). Nothing of cfg is kept. Calling
@@ -202,6 +227,15 @@ static inline void metrics_observe_latency(metrics *m, int slot, double seconds)
     else if (seconds >= 1.8e10) ns = (uint64_t)1.8e19; /* clamp: ~570 years */
     else ns = (uint64_t)(seconds * 1e9 + 0.5);
     metrics_observe_latency_ns(m, slot, ns);
+}
+
+/* A durable chat spent ns nanoseconds in `stage`. */
+static inline void metrics_observe_chat_stage(metrics *m, metrics_chat_stage stage, uint64_t ns) {
+    if ((unsigned)stage >= METRICS_CHAT_STAGES) return;
+    unsigned i = 0;
+    while (i < METRICS_STAGE_BOUNDS && ns > metrics_stage_bounds_ns[i]) i++;
+    metrics_inc_(&m->stage_bucket[stage][i], 1);
+    metrics_inc_(&m->stage_sum_ns[stage], ns);
 }
 
 /* A request refused by the token bucket of `scope`. */

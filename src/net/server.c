@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/strmap.h"
 #include "log/log.h"
 
@@ -180,6 +181,8 @@ void server_mark_dirty(server *srv, conn *c) {
 static void flush_dirty(server *srv) {
     /* This turn's log lines first: they describe what is about to be sent. */
     log_flush_thread();
+    server_flush_cb cb = srv->flush_cb;
+    uint64_t first = cb ? clock_mono_ns() : 0;
     while (srv->dirty) {
         conn *list = srv->dirty;
         srv->dirty = NULL;
@@ -191,6 +194,16 @@ static void flush_dirty(server *srv) {
             conn_flush(c);
         }
     }
+    if (cb) {
+        srv->flush_cb = NULL;
+        cb(srv->flush_ctx, first, clock_mono_ns());
+    }
+}
+
+void server_time_next_flush(server_flush_cb cb, void *ctx) {
+    if (!current) return;
+    current->flush_cb = cb;
+    current->flush_ctx = ctx;
 }
 
 static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }

@@ -56,6 +56,10 @@ typedef struct server_inbox_item {
     char close_reason[64];
 } server_inbox_item;
 
+/* What server_time_next_flush calls after the flush: the monotonic ns just
+ * before its first socket write and just after its last. */
+typedef void (*server_flush_cb)(void *ctx, uint64_t first_ns, uint64_t last_ns);
+
 typedef struct server {
     uv_loop_t *loop;
     uv_tcp_t listener;
@@ -94,6 +98,8 @@ typedef struct server {
     size_t running_len, running_pos;
     _Atomic size_t queued_sample;    /* unwritten bytes, summed at each sweep */
     _Atomic size_t parser_sample;    /* parsers' bytes, summed at each sweep */
+    server_flush_cb flush_cb;        /* server_time_next_flush: own thread only */
+    void *flush_ctx;
 
     /* Buffers last: server_start zeroes everything before read_buf. */
     uint8_t read_buf[256 * 1024];    /* shared: read callbacks finish with it */
@@ -150,6 +156,12 @@ void server_run_inbox(server *srv);
  * threads posted before is then queued on this thread's connections ahead
  * of whatever the lock holder sends them directly. */
 void server_run_own_inbox(void);
+
+/* Have the calling thread's next flush of dirty connections (at the end
+ * of this loop turn) call cb with ctx and when it wrote its first and last
+ * socket; it is called once, then forgotten. A second call before that
+ * flush replaces cb. Nothing happens when the thread entered no server. */
+void server_time_next_flush(server_flush_cb cb, void *ctx);
 
 /* Unwritten bytes queued on srv's connections: exact on srv's own thread,
  * else as sampled at its last sweep. */

@@ -60,6 +60,13 @@ struct store_op {
     uint64_t gen;            /* the caller's tag, untouched */
     size_t charged;          /* store's: message bytes counted by store_submit_bounded */
     int status;              /* out: 0 or an SQLite error code */
+    /* Stage stamps (clock_mono_ns), for wsgate_chat_stage_seconds: received
+     * is the caller's (0: not stamped), the others the store's. */
+    uint64_t t_received;     /* the message was read, before the app lock */
+    uint64_t t_submitted;    /* store_submit queued it */
+    uint64_t t_batch;        /* its batch began (BEGIN) */
+    uint64_t t_applied;      /* its batch's statements ran, COMMIT called */
+    uint64_t t_committed;    /* its batch's COMMIT returned (fsync done) */
     store_done_cb done;
     void *ctx;
 };
@@ -121,6 +128,8 @@ typedef struct store_stats {
     uint64_t expired;                /* messages deleted by the TTL sweeper */
     uint64_t rooms_expired;          /* rooms rows deleted by the TTL sweeper */
     uint64_t rejected;               /* refused by store_submit_bounded */
+    uint64_t checkpoints;            /* WAL checkpoints run by the checkpointer thread */
+    uint32_t wal_pages;              /* pages in the WAL after the last commit */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 

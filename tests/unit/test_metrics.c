@@ -280,7 +280,8 @@ static const char *const FAMILIES[] = {
     "wsgate_client_error_total", "wsgate_execution_error_total", "wsgate_integration_error_total",
     "wsgate_integration_latency_seconds", "wsgate_throttled_total", "wsgate_connections", "wsgate_rooms",
     "wsgate_queued_bytes", "wsgate_store_batch_latency_seconds", "wsgate_store_batch_size",
-    "wsgate_store_pending_ops", "wsgate_store_rejected_total", "wsgate_parser_bytes",
+    "wsgate_store_pending_ops", "wsgate_store_rejected_total", "wsgate_parser_bytes", "wsgate_chat_phase_seconds",
+    "wsgate_store_wal_pages", "wsgate_store_checkpoints_total",
 };
 
 /* ---- tests ---- */
@@ -481,6 +482,38 @@ Test(metrics, histogram_cumulative_count_and_sum, .init = init_detailed, .fini =
     parsed_free(&P);
     free(t);
     metrics_thread_free(m);
+}
+
+Test(metrics, chat_phases_per_thread_summed_cumulative, .init = init_detailed, .fini = fini) {
+    metrics *m1 = metrics_thread_new(), *m2 = metrics_thread_new();
+    metrics_observe_chat_stage(m1, METRICS_CHAT_COMMIT, 10000);     /* exactly 10 us */
+    metrics_observe_chat_stage(m1, METRICS_CHAT_COMMIT, 300000);    /* 0.0003 s */
+    metrics_observe_chat_stage(m2, METRICS_CHAT_COMMIT, 20000000);  /* exactly 20 ms */
+    metrics_observe_chat_stage(m2, METRICS_CHAT_COMMIT, 9000000000ull);
+    metrics_observe_chat_stage(m2, METRICS_CHAT_FANOUT, 7000000);
+    metrics_observe_chat_stage(m2, METRICS_CHAT_STAGES, 1);         /* out of range: ignored */
+    char *t;
+    parsed P = render(&t);
+    const char *h = "wsgate_chat_phase_seconds_bucket";
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "0.00001", NULL), 1);
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "0.00025", NULL), 1);
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "0.0005", NULL), 2);
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "0.015", NULL), 2);
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "0.02", NULL), 3);
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "5", NULL), 3);
+    cr_assert_eq(get(&P, h, "phase", "commit", "le", "+Inf", NULL), 4);
+    cr_assert_eq(get(&P, "wsgate_chat_phase_seconds_count", "phase", "commit", NULL), 4);
+    cr_assert_float_eq(get(&P, "wsgate_chat_phase_seconds_sum", "phase", "commit", NULL), 9.02031, 1e-9);
+    cr_assert_eq(get(&P, h, "phase", "fanout", "le", "0.005", NULL), 0);
+    cr_assert_eq(get(&P, h, "phase", "fanout", "le", "0.0075", NULL), 1);
+    cr_assert_eq(get(&P, "wsgate_chat_phase_seconds_count", "phase", "queue", NULL), 0);
+    /* every phase has its 25 buckets */
+    cr_assert_eq(count_samples(&P, h), 8 * (size_t)METRICS_STAGE_BUCKETS);
+    cr_assert_str_eq(find_family(&P, "wsgate_chat_phase_seconds")->type, "histogram");
+    parsed_free(&P);
+    free(t);
+    metrics_thread_free(m1);
+    metrics_thread_free(m2);
 }
 
 Test(metrics, not_detailed_is_one_unlabelled_series, .init = init_plain, .fini = fini) {
