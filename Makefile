@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test unit integration asan tsan tsan-integration fuzz fuzz-smoke clean bench profile
+.PHONY: all deps run test unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench profile
 
 all: $(BIN) $(LOADGEN)
 
@@ -84,11 +84,20 @@ integration: $(BIN)
 	WSGATE_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test: deps
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory tsan-integration
+
+# One C style (.clang-format): `make format` applies it, `make format-check`
+# (part of make test) fails on any file that differs from it.
+FORMAT_FILES = $(shell git ls-files 'src/*.[ch]' 'tests/unit/*.[ch]' 'tests/fuzz/*.[ch]' 'bench/*.[ch]' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_FILES) || { echo "format-check: run make format"; exit 1; }
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 # (LeakSanitizer included), in its own build directory.

@@ -16,11 +16,12 @@ static double now(void) {
 
 int main(void) {
     char msg[2048];
-    size_t n = (size_t)snprintf(msg, sizeof msg,
-                                "{\"type\":\"chat_message\",\"data\":{\"messageId\":\"7f3c2a9e-1b4d-4c8e-"
-                                "9a6f-2d5e8b1c0a47\",\"roomId\":\"general\",\"userId\":\"user-1234\","
-                                "\"username\":\"alice\",\"timestamp\":\"2026-12-02T19:20:00.123Z\","
-                                "\"seq\":4711,\"text\":\"");
+    size_t n =
+        (size_t)snprintf(msg, sizeof msg,
+                         "{\"type\":\"chat_message\",\"data\":{\"messageId\":\"7f3c2a9e-1b4d-4c8e-"
+                         "9a6f-2d5e8b1c0a47\",\"roomId\":\"general\",\"userId\":\"user-1234\","
+                         "\"username\":\"alice\",\"timestamp\":\"2026-12-02T19:20:00.123Z\","
+                         "\"seq\":4711,\"text\":\"");
     while (n < 1000)
         n += (size_t)snprintf(msg + n, sizeof msg - n,
                               "Hello everyone, the build is green again and the release goes out "
@@ -28,8 +29,8 @@ int main(void) {
     n += (size_t)snprintf(msg + n, sizeof msg - n, "\"}}");
     const int iters = 20000;
     for (int level = 1; level <= 9; level += 4) {
-        ws_deflate_params p = {.server_max_window_bits = 15, .client_max_window_bits = 15,
-                               .level = (uint8_t)level};
+        ws_deflate_params p = {
+            .server_max_window_bits = 15, .client_max_window_bits = 15, .level = (uint8_t)level};
         size_t wire = 0;
         double t0 = now();
         for (int i = 0; i < iters; i++) {
@@ -40,12 +41,14 @@ int main(void) {
             ws_frame_unref(f);
         }
         double t1 = now();
-        printf("level %d: %zu-byte message, frame %zu -> %zu bytes, %.1f us per compression\n", level,
-               n, n + 4, wire, (t1 - t0) / iters * 1e6);
+        printf("level %d: %zu-byte message, frame %zu -> %zu bytes, %.1f us per compression\n",
+               level, n, n + 4, wire, (t1 - t0) / iters * 1e6);
     }
     for (int nct = 0; nct < 2; nct++) {
-        ws_deflate_params p = {.server_max_window_bits = 15, .client_max_window_bits = 15,
-                               .client_no_context_takeover = nct, .level = 6};
+        ws_deflate_params p = {.server_max_window_bits = 15,
+                               .client_max_window_bits = 15,
+                               .client_no_context_takeover = nct,
+                               .level = 6};
         ws_parser *ps = ws_parser_new(0, 0);
         size_t idle = ws_parser_memory(ps);
         ws_parser_enable_deflate(ps, &p);

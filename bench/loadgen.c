@@ -116,28 +116,28 @@ static const char *const workload_names[W_COUNT] = {"echo", "fanout", "storm", "
  * parent of several children. */
 enum { MODE_SINGLE, MODE_CHILD, MODE_PARENT };
 
-#define MAX_RATES 32
-#define MAX_PROCS 256
+#define MAX_RATES   32
+#define MAX_PROCS   256
 #define FD_HEADROOM 100
 
 typedef struct lg_opts {
     const char *host, *path, *label;
-    const char *message;   /* payload text; default: `size` bytes of 'x' */
-    const char *expect;    /* only replies containing this count (NULL: all) */
-    int room_per_conn;     /* connect as user lgN in room lgN */
+    const char *message; /* payload text; default: `size` bytes of 'x' */
+    const char *expect;  /* only replies containing this count (NULL: all) */
+    int room_per_conn;   /* connect as user lgN in room lgN */
     int port, conns, inflight, size, warmup;
     double duration;
     int server_pid;
     int workload;
-    int rooms, members;    /* fanout, durable (rooms also spreads storm and idle) */
-    double rate;           /* fanout: messages/s per room */
+    int rooms, members;      /* fanout, durable (rooms also spreads storm and idle) */
+    double rate;             /* fanout: messages/s per room */
     double rates[MAX_RATES]; /* durable: total chats/s, one step each */
     int nrates;
-    double drain;          /* fanout, durable: s to wait for late deliveries */
+    double drain; /* fanout, durable: s to wait for late deliveries */
     int sources, sources_set;
-    int open_window;       /* handshakes in progress while opening */
-    double open_timeout;   /* s to get every connection open */
-    int procs;             /* --procs (0: as many as the descriptors need) */
+    int open_window;     /* handshakes in progress while opening */
+    double open_timeout; /* s to get every connection open */
+    int procs;           /* --procs (0: as many as the descriptors need) */
 } lg_opts;
 
 /* Log-linear latency histogram: 64 sub-buckets per power of two of
@@ -182,26 +182,26 @@ static double hist_pct(const hist *h, double pct) {
  * binary blob: parent and children are the same program) and what the
  * parent adds up. Counters marked "round" restart with every round. */
 typedef struct lg_stats {
-    uint64_t opened;           /* 101s received while opening */
-    uint64_t ready;            /* connections past the welcome (or the 101) */
-    uint64_t failed;           /* connections that failed while opening */
-    uint64_t errors;           /* transport errors and error frames, whole run */
-    uint64_t server_errors;    /* {"type":"error"} frames (fanout, durable), whole run */
-    uint64_t seq_gaps;         /* chats skipped in a member's seq, whole run */
-    uint64_t seq_disorder;     /* a seq not above the member's last, whole run */
-    uint64_t no_seq;           /* chats without a seq, whole run */
-    uint64_t received;         /* round, echo: replies in the window */
-    uint64_t sent_window;      /* round, fanout/durable: chats sent in the window */
-    uint64_t delivered_window; /* round: deliveries of those chats */
-    uint64_t echoed;           /* round, durable: of those, back at their publisher */
-    uint64_t deliveries_all;   /* round: every chat frame */
-    uint64_t bad_deliveries;   /* round: chats whose message had no send time */
-    uint64_t attempts;         /* storm: connections started */
-    uint64_t handshakes;       /* round, storm: completed in the window */
-    uint64_t t_open0_ns, t_open1_ns;        /* opening started, every connection ready */
-    uint64_t t_start_ns, t_end_ns;          /* round: the measured window */
-    uint64_t t_last_ns;                     /* round: the last counted delivery */
-    hist h;                                 /* round */
+    uint64_t opened;                 /* 101s received while opening */
+    uint64_t ready;                  /* connections past the welcome (or the 101) */
+    uint64_t failed;                 /* connections that failed while opening */
+    uint64_t errors;                 /* transport errors and error frames, whole run */
+    uint64_t server_errors;          /* {"type":"error"} frames (fanout, durable), whole run */
+    uint64_t seq_gaps;               /* chats skipped in a member's seq, whole run */
+    uint64_t seq_disorder;           /* a seq not above the member's last, whole run */
+    uint64_t no_seq;                 /* chats without a seq, whole run */
+    uint64_t received;               /* round, echo: replies in the window */
+    uint64_t sent_window;            /* round, fanout/durable: chats sent in the window */
+    uint64_t delivered_window;       /* round: deliveries of those chats */
+    uint64_t echoed;                 /* round, durable: of those, back at their publisher */
+    uint64_t deliveries_all;         /* round: every chat frame */
+    uint64_t bad_deliveries;         /* round: chats whose message had no send time */
+    uint64_t attempts;               /* storm: connections started */
+    uint64_t handshakes;             /* round, storm: completed in the window */
+    uint64_t t_open0_ns, t_open1_ns; /* opening started, every connection ready */
+    uint64_t t_start_ns, t_end_ns;   /* round: the measured window */
+    uint64_t t_last_ns;              /* round: the last counted delivery */
+    hist h;                          /* round */
 } lg_stats;
 
 /* Restart the round's counters. */
@@ -250,7 +250,7 @@ typedef struct lg_conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     struct lg *lg;
-    int idx;       /* global index of the connection; storm: attempt number for the query */
+    int idx; /* global index of the connection; storm: attempt number for the query */
     int state;
     int in_use;    /* the tcp handle is initialised and not yet closed */
     int counted;   /* storm: handshake counted */
@@ -259,12 +259,12 @@ typedef struct lg_conn {
     size_t rlen, rcap;
     uint64_t *sent_at; /* echo: ring of send times of in-flight messages */
     int head, count;
-    int64_t last_seq;  /* fanout/durable: the last chat seq seen (-1: none yet) */
+    int64_t last_seq; /* fanout/durable: the last chat seq seen (-1: none yet) */
 } lg_conn;
 
 /* Messages between parent and children, over one pipe each way. */
-enum { MSG_READY = 1, MSG_START, MSG_END };  /* child -> parent, each followed by len bytes */
-enum { CMD_GO = 1, CMD_QUIT };               /* parent -> child */
+enum { MSG_READY = 1, MSG_START, MSG_END }; /* child -> parent, each followed by len bytes */
+enum { CMD_GO = 1, CMD_QUIT };              /* parent -> child */
 typedef struct ctl_msg {
     uint32_t type, round;
     uint64_t len;
@@ -286,22 +286,22 @@ typedef struct lg {
     int room_base, nrooms; /* fanout/durable: this process's rooms */
     uv_loop_t *loop;
     lg_conn *conns;
-    int nconns;            /* this process's connections */
-    int total_conns;       /* across every process */
-    char *frame;           /* echo: one masked client frame, sent over and over */
+    int nconns;      /* this process's connections */
+    int total_conns; /* across every process */
+    char *frame;     /* echo: one masked client frame, sent over and over */
     size_t frame_len;
     struct sockaddr_in dst;
     struct sockaddr_in *src; /* sources, or NULL: no bind */
     lg_stats st;
     int next_open, opening;
-    int all_opened;        /* the opening phase is over */
+    int all_opened; /* the opening phase is over */
     int measuring, stopping, round_open, round;
-    double room_rate;      /* fanout/durable: chats/s per room in this round */
+    double room_rate; /* fanout/durable: chats/s per room in this round */
     uv_timer_t timer, pub_timer, watchdog;
     uv_poll_t ctl_poll;
-    int ctl_in, ctl_out;   /* child: commands in, messages out */
+    int ctl_in, ctl_out; /* child: commands in, messages out */
     uint64_t *room_sent;
-    uint64_t pub_t0;       /* ns */
+    uint64_t pub_t0; /* ns */
     int storm_running;
     double cpu0, rss0, cpu1, rss1; /* server /proc readings around the window */
     /* the controller (single process or parent) */
@@ -481,7 +481,8 @@ static int read_full(int fd, void *p, size_t n) {
 /* Child: one message to the parent (the pipe stays blocking). */
 static void child_send(lg *l, uint32_t type, const void *payload, size_t len) {
     ctl_msg m = {.type = type, .round = (uint32_t)l->round, .len = len};
-    if (write_full(l->ctl_out, &m, sizeof(m)) != 0 || (len && write_full(l->ctl_out, payload, len) != 0)) {
+    if (write_full(l->ctl_out, &m, sizeof(m)) != 0 ||
+        (len && write_full(l->ctl_out, payload, len) != 0)) {
         lg_warn("the parent is gone; exiting");
         _exit(4);
     }
@@ -540,7 +541,8 @@ static void on_plain_closed(uv_handle_t *h) {
 
 static void conn_close(lg_conn *c) {
     if (!c->in_use || uv_is_closing((uv_handle_t *)&c->tcp)) return;
-    uv_close((uv_handle_t *)&c->tcp, c->lg->o.workload == W_STORM ? on_storm_closed : on_plain_closed);
+    uv_close((uv_handle_t *)&c->tcp,
+             c->lg->o.workload == W_STORM ? on_storm_closed : on_plain_closed);
 }
 
 /* storm: the handshake is complete; count it and close (the server ends TCP). */
@@ -591,7 +593,8 @@ static void on_delivery(lg_conn *c, const char *p, size_t len, uint64_t t_ns) {
         return;
     }
     uint64_t sent = strtoull(v + 1, NULL, 10);
-    if (!s->t_start_ns || sent < s->t_start_ns || (s->t_end_ns && sent > s->t_end_ns)) return; /* outside the window */
+    if (!s->t_start_ns || sent < s->t_start_ns || (s->t_end_ns && sent > s->t_end_ns))
+        return; /* outside the window */
     s->delivered_window++;
     if (c->idx % l->o.members == 0) s->echoed++; /* the publisher's own chat */
     hist_add(&s->h, t_ns > sent ? (t_ns - sent) / 1000 : 0);
@@ -652,7 +655,8 @@ static void on_frame(lg_conn *c, int opcode, char *payload, size_t len, uint64_t
         return;
     case W_STORM:
     case W_IDLE:
-        if (c->state == CS_UPGRADED && l->o.expect && memmem(payload, len, l->o.expect, strlen(l->o.expect)))
+        if (c->state == CS_UPGRADED && l->o.expect &&
+            memmem(payload, len, l->o.expect, strlen(l->o.expect)))
             conn_ready(c);
         return;
     }
@@ -803,7 +807,8 @@ static void start_connection(lg *l, lg_conn *c) {
     c->connect_req.data = c;
     int r = 0;
     if (l->src) r = bind_source(l, c);
-    if (r == 0) r = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&l->dst, on_connect);
+    if (r == 0)
+        r = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&l->dst, on_connect);
     if (r < 0) {
         static int warned;
         if (!warned++) lg_warn("connect: %s", uv_strerror(r));
@@ -860,7 +865,8 @@ static void on_end(uv_timer_t *t) {
             round_done(l);
             return;
         }
-        uv_timer_start(&l->timer, on_drained, (uint64_t)(l->o.drain * 1000), 0); /* drain what is in flight */
+        uv_timer_start(&l->timer, on_drained, (uint64_t)(l->o.drain * 1000),
+                       0); /* drain what is in flight */
         return;
     }
     round_done(l);
@@ -877,8 +883,8 @@ static void publish(lg *l, int room, uint64_t count) {
     char *buf = malloc(one * count), msg[70000];
     size_t used = 0;
     for (uint64_t k = 0; k < count; k++) {
-        int n = snprintf(msg, sizeof(msg), "{\"type\":\"chat\",\"message\":\"%llu:",
-                         (unsigned long long)now_ns());
+        int n = snprintf(msg, sizeof(msg),
+                         "{\"type\":\"chat\",\"message\":\"%llu:", (unsigned long long)now_ns());
         int digits = n - 27;
         int pad = l->o.size - digits - 1;
         if (pad < 1) pad = 1;
@@ -985,7 +991,8 @@ static void all_open(lg *l) {
 
 static void on_open_timeout(uv_timer_t *t) {
     lg *l = t->data;
-    lg_warn("open timeout: %llu of %d connections ready", (unsigned long long)l->st.ready, l->nconns);
+    lg_warn("open timeout: %llu of %d connections ready", (unsigned long long)l->st.ready,
+            l->nconns);
     all_open(l);
 }
 
@@ -1024,7 +1031,8 @@ static void run_loop(lg *l) {
         l->conns[i].lg = l;
         l->conns[i].idx = l->conn_base + i;
         l->conns[i].last_seq = -1;
-        if (o->workload == W_ECHO) l->conns[i].sent_at = calloc((size_t)o->inflight, sizeof(uint64_t));
+        if (o->workload == W_ECHO)
+            l->conns[i].sent_at = calloc((size_t)o->inflight, sizeof(uint64_t));
     }
     if (room_workload(o->workload)) l->room_sent = calloc((size_t)l->nrooms, sizeof(uint64_t));
     uv_timer_init(l->loop, &l->timer);
@@ -1045,14 +1053,17 @@ static void run_loop(lg *l) {
         if (o->workload == W_IDLE && l->mode == MODE_SINGLE) proc_mark(l, &l->cpu0, &l->rss0);
         open_more(l);
         if (l->nconns == 0) all_open(l);
-        if (!l->all_opened) uv_timer_start(&l->timer, on_open_timeout, (uint64_t)(o->open_timeout * 1000), 0);
+        if (!l->all_opened)
+            uv_timer_start(&l->timer, on_open_timeout, (uint64_t)(o->open_timeout * 1000), 0);
     }
     uv_run(l->loop, UV_RUN_DEFAULT);
 }
 
 /* ---- reports (single process, or the parent over its children's sums) ---- */
 
-static double server_cpu(const lg *l) { return l->o.server_pid && l->cpu1 > 0 ? l->cpu1 - l->cpu0 : 0; }
+static double server_cpu(const lg *l) {
+    return l->o.server_pid && l->cpu1 > 0 ? l->cpu1 - l->cpu0 : 0;
+}
 
 /* " procs=P" in table lines when the load came from several processes. */
 static const char *procs_note(const lg *l) {
@@ -1078,38 +1089,44 @@ static int report(lg *l, const lg_stats *s) {
         double p50 = hist_pct(&s->h, 50), p90 = hist_pct(&s->h, 90), p99 = hist_pct(&s->h, 99),
                p999 = hist_pct(&s->h, 99.9);
         if (o->workload == W_ECHO) {
-            printf("%-10s echo conns=%d inflight=%d size=%d%s: %.0f msg/s, p50 %.0f us, p90 %.0f us, "
-                   "p99 %.0f us, p99.9 %.0f us, errors %llu, server cpu %.2f s (%.0f msg per cpu-s), "
-                   "rss %.1f MB\n",
-                   o->label, o->conns, o->inflight, o->size, procs_note(l), rate, p50, p90, p99, p999, errors,
-                   cpu, per, l->rss1);
-            printf("{\"label\":\"%s\",\"workload\":\"echo\",\"conns\":%d,\"inflight\":%d,\"size\":%d,"
-                   "\"seconds\":%.3f,\"messages\":%llu,\"rate\":%.1f,\"p50_us\":%.0f,\"p90_us\":%.0f,"
-                   "\"p99_us\":%.0f,\"p999_us\":%.0f,\"errors\":%llu,\"server_cpu_s\":%.3f,"
-                   "\"per_cpu_s\":%.1f,\"server_rss_mb\":%.1f,\"opened\":%llu,\"procs\":%d}\n",
-                   o->label, o->conns, o->inflight, o->size, secs, (unsigned long long)count, rate, p50, p90,
-                   p99, p999, errors, cpu, per, l->rss1, (unsigned long long)s->opened, l->procs);
+            printf(
+                "%-10s echo conns=%d inflight=%d size=%d%s: %.0f msg/s, p50 %.0f us, p90 %.0f us, "
+                "p99 %.0f us, p99.9 %.0f us, errors %llu, server cpu %.2f s (%.0f msg per cpu-s), "
+                "rss %.1f MB\n",
+                o->label, o->conns, o->inflight, o->size, procs_note(l), rate, p50, p90, p99, p999,
+                errors, cpu, per, l->rss1);
+            printf(
+                "{\"label\":\"%s\",\"workload\":\"echo\",\"conns\":%d,\"inflight\":%d,\"size\":%d,"
+                "\"seconds\":%.3f,\"messages\":%llu,\"rate\":%.1f,\"p50_us\":%.0f,\"p90_us\":%.0f,"
+                "\"p99_us\":%.0f,\"p999_us\":%.0f,\"errors\":%llu,\"server_cpu_s\":%.3f,"
+                "\"per_cpu_s\":%.1f,\"server_rss_mb\":%.1f,\"opened\":%llu,\"procs\":%d}\n",
+                o->label, o->conns, o->inflight, o->size, secs, (unsigned long long)count, rate,
+                p50, p90, p99, p999, errors, cpu, per, l->rss1, (unsigned long long)s->opened,
+                l->procs);
             return s->opened == (uint64_t)o->conns && count > 0 ? 0 : 1;
         }
         unsigned long long expected = (unsigned long long)(s->sent_window * (uint64_t)o->members);
         unsigned long long missing =
             expected > s->delivered_window ? expected - (unsigned long long)s->delivered_window : 0;
-        printf("%-10s fanout rooms=%d members=%d rate=%g/s/room size=%d%s: %.0f deliveries/s "
-               "(%llu of %llu, missing %llu), p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us, "
-               "errors %llu, server cpu %.2f s (%.0f deliveries per cpu-s), rss %.1f MB\n",
-               o->label, o->rooms, o->members, o->rate, o->size, procs_note(l), rate, (unsigned long long)count,
-               expected, missing, p50, p90, p99, p999, errors, cpu, per, l->rss1);
+        printf(
+            "%-10s fanout rooms=%d members=%d rate=%g/s/room size=%d%s: %.0f deliveries/s "
+            "(%llu of %llu, missing %llu), p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us, "
+            "errors %llu, server cpu %.2f s (%.0f deliveries per cpu-s), rss %.1f MB\n",
+            o->label, o->rooms, o->members, o->rate, o->size, procs_note(l), rate,
+            (unsigned long long)count, expected, missing, p50, p90, p99, p999, errors, cpu, per,
+            l->rss1);
         printf("{\"label\":\"%s\",\"workload\":\"fanout\",\"rooms\":%d,\"members\":%d,\"conns\":%d,"
                "\"rate_per_room\":%g,\"size\":%d,\"seconds\":%.3f,\"sent\":%llu,\"expected\":%llu,"
                "\"deliveries\":%llu,\"missing\":%llu,\"rate\":%.1f,\"p50_us\":%.0f,\"p90_us\":%.0f,"
-               "\"p99_us\":%.0f,\"p999_us\":%.0f,\"errors\":%llu,\"seq_gaps\":%llu,\"seq_disorder\":%llu,"
+               "\"p99_us\":%.0f,\"p999_us\":%.0f,\"errors\":%llu,\"seq_gaps\":%llu,\"seq_"
+               "disorder\":%llu,"
                "\"server_cpu_s\":%.3f,\"per_cpu_s\":%.1f,\"server_rss_mb\":%.1f,\"opened\":%llu,"
                "\"unparsed\":%llu,\"procs\":%d}\n",
                o->label, o->rooms, o->members, l->total_conns, o->rate, o->size, secs,
-               (unsigned long long)s->sent_window, expected, (unsigned long long)count, missing, rate, p50,
-               p90, p99, p999, errors, (unsigned long long)s->seq_gaps, (unsigned long long)s->seq_disorder,
-               cpu, per, l->rss1, (unsigned long long)s->opened, (unsigned long long)s->bad_deliveries,
-               l->procs);
+               (unsigned long long)s->sent_window, expected, (unsigned long long)count, missing,
+               rate, p50, p90, p99, p999, errors, (unsigned long long)s->seq_gaps,
+               (unsigned long long)s->seq_disorder, cpu, per, l->rss1,
+               (unsigned long long)s->opened, (unsigned long long)s->bad_deliveries, l->procs);
         return s->failed == 0 && count > 0 ? 0 : 1;
     }
     if (o->workload == W_STORM) {
@@ -1117,27 +1134,33 @@ static int report(lg *l, const lg_stats *s) {
         double per = cpu > 0 ? (double)s->handshakes / cpu : 0;
         printf("%-10s storm in-progress=%d%s%s%s: %.0f handshakes/s (%llu in %.1f s), errors %llu, "
                "server cpu %.2f s (%.0f handshakes per cpu-s), rss %.1f MB\n",
-               o->label, o->conns, o->expect ? " until " : "", o->expect ? o->expect : "", procs_note(l), rate,
-               (unsigned long long)s->handshakes, secs, errors, cpu, per, l->rss1);
-        printf("{\"label\":\"%s\",\"workload\":\"storm\",\"conns\":%d,\"seconds\":%.3f,\"handshakes\":%llu,"
-               "\"attempts\":%llu,\"rate\":%.1f,\"errors\":%llu,\"server_cpu_s\":%.3f,\"per_cpu_s\":%.1f,"
+               o->label, o->conns, o->expect ? " until " : "", o->expect ? o->expect : "",
+               procs_note(l), rate, (unsigned long long)s->handshakes, secs, errors, cpu, per,
+               l->rss1);
+        printf("{\"label\":\"%s\",\"workload\":\"storm\",\"conns\":%d,\"seconds\":%.3f,"
+               "\"handshakes\":%llu,"
+               "\"attempts\":%llu,\"rate\":%.1f,\"errors\":%llu,\"server_cpu_s\":%.3f,\"per_cpu_"
+               "s\":%.1f,"
                "\"server_rss_mb\":%.1f,\"procs\":%d}\n",
-               o->label, o->conns, secs, (unsigned long long)s->handshakes, (unsigned long long)s->attempts,
-               rate, errors, cpu, per, l->rss1, l->procs);
+               o->label, o->conns, secs, (unsigned long long)s->handshakes,
+               (unsigned long long)s->attempts, rate, errors, cpu, per, l->rss1, l->procs);
         return s->handshakes > 0 ? 0 : 1;
     }
     /* idle */
-    double open_s = s->t_open1_ns > s->t_open0_ns ? (double)(s->t_open1_ns - s->t_open0_ns) / 1e9 : 0;
+    double open_s =
+        s->t_open1_ns > s->t_open0_ns ? (double)(s->t_open1_ns - s->t_open0_ns) / 1e9 : 0;
     double bpc = s->ready > 0 ? (l->rss1 - l->rss0) * 1048576.0 / (double)s->ready : 0;
-    printf("%-10s idle conns=%d sources=%d%s: %llu open in %.1f s, server rss %.1f -> %.1f MB after %.0f s: "
+    printf("%-10s idle conns=%d sources=%d%s: %llu open in %.1f s, server rss %.1f -> %.1f MB "
+           "after %.0f s: "
            "%.0f bytes per connection, errors %llu\n",
-           o->label, l->total_conns, o->sources, procs_note(l), (unsigned long long)s->ready, open_s, l->rss0,
-           l->rss1, secs, bpc, errors);
-    printf("{\"label\":\"%s\",\"workload\":\"idle\",\"conns\":%d,\"sources\":%d,\"opened\":%llu,"
-           "\"open_seconds\":%.3f,\"held_seconds\":%.3f,\"rss_before_mb\":%.2f,\"rss_after_mb\":%.2f,"
-           "\"bytes_per_conn\":%.0f,\"errors\":%llu,\"server_rss_mb\":%.1f,\"procs\":%d}\n",
-           o->label, l->total_conns, o->sources, (unsigned long long)s->ready, open_s, secs, l->rss0, l->rss1,
-           bpc, errors, l->rss1, l->procs);
+           o->label, l->total_conns, o->sources, procs_note(l), (unsigned long long)s->ready,
+           open_s, l->rss0, l->rss1, secs, bpc, errors);
+    printf(
+        "{\"label\":\"%s\",\"workload\":\"idle\",\"conns\":%d,\"sources\":%d,\"opened\":%llu,"
+        "\"open_seconds\":%.3f,\"held_seconds\":%.3f,\"rss_before_mb\":%.2f,\"rss_after_mb\":%.2f,"
+        "\"bytes_per_conn\":%.0f,\"errors\":%llu,\"server_rss_mb\":%.1f,\"procs\":%d}\n",
+        o->label, l->total_conns, o->sources, (unsigned long long)s->ready, open_s, secs, l->rss0,
+        l->rss1, bpc, errors, l->rss1, l->procs);
     return s->ready == (uint64_t)l->total_conns && o->server_pid ? 0 : 1;
 }
 
@@ -1158,7 +1181,8 @@ static int durable_step(lg *l, const lg_stats *s) {
     double offered = o->rates[step];
     double win = s->t_end_ns > s->t_start_ns ? (double)(s->t_end_ns - s->t_start_ns) / 1e9 : 0;
     double secs = win;
-    if (s->t_start_ns && s->t_last_ns > s->t_end_ns) secs = (double)(s->t_last_ns - s->t_start_ns) / 1e9;
+    if (s->t_start_ns && s->t_last_ns > s->t_end_ns)
+        secs = (double)(s->t_last_ns - s->t_start_ns) / 1e9;
     double sent_rate = win > 0 ? (double)s->sent_window / win : 0;
     double rate = secs > 0 ? (double)s->echoed / secs : 0;
     double drate = secs > 0 ? (double)s->delivered_window / secs : 0;
@@ -1174,29 +1198,37 @@ static int durable_step(lg *l, const lg_stats *s) {
     l->prev_gaps = s->seq_gaps;
     l->prev_disorder = s->seq_disorder;
     const char *why = NULL;
-    if (s->sent_window == 0 || sent_rate < 0.9 * offered) why = "the load generator sent < 90% of offered";
+    if (s->sent_window == 0 || sent_rate < 0.9 * offered)
+        why = "the load generator sent < 90% of offered";
     else if (rate < 0.9 * offered) why = "achieved < 90% of offered";
     else if (p99 > 1e6) why = "p99 > 1 s";
     else if (missing * 1000 > expected) why = "more than 0.1% of the deliveries missing";
     l->steps_run++;
     l->total_missing += missing;
-    printf("%-10s durable rooms=%d members=%d size=%d%s step %d/%d offered %.0f chats/s (sent %.0f/s): "
+    printf("%-10s durable rooms=%d members=%d size=%d%s step %d/%d offered %.0f chats/s (sent "
+           "%.0f/s): "
            "%.0f chats/s stored+broadcast (%llu of %llu back at the publisher), %.0f deliveries/s "
-           "(missing %llu), p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us, errors %llu, seq gaps %llu, "
+           "(missing %llu), p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us, errors %llu, seq "
+           "gaps %llu, "
            "server cpu %.2f s (%.0f chats per cpu-s), rss %.1f MB: %s\n",
-           o->label, o->rooms, o->members, o->size, procs_note(l), step + 1, o->nrates, offered, sent_rate, rate,
-           (unsigned long long)s->echoed, (unsigned long long)s->sent_window, drate, (unsigned long long)missing,
-           p50, p90, p99, p999, errors, gaps + disorder, cpu, per, l->rss1, why ? why : "sustained");
-    printf("{\"label\":\"%s\",\"workload\":\"durable\",\"step\":%d,\"rooms\":%d,\"members\":%d,\"conns\":%d,"
-           "\"size\":%d,\"offered\":%.1f,\"sent_rate\":%.1f,\"seconds\":%.3f,\"sent\":%llu,\"echoed\":%llu,"
-           "\"rate\":%.1f,\"expected\":%llu,\"deliveries\":%llu,\"delivery_rate\":%.1f,\"missing\":%llu,"
+           o->label, o->rooms, o->members, o->size, procs_note(l), step + 1, o->nrates, offered,
+           sent_rate, rate, (unsigned long long)s->echoed, (unsigned long long)s->sent_window,
+           drate, (unsigned long long)missing, p50, p90, p99, p999, errors, gaps + disorder, cpu,
+           per, l->rss1, why ? why : "sustained");
+    printf("{\"label\":\"%s\",\"workload\":\"durable\",\"step\":%d,\"rooms\":%d,\"members\":%d,"
+           "\"conns\":%d,"
+           "\"size\":%d,\"offered\":%.1f,\"sent_rate\":%.1f,\"seconds\":%.3f,\"sent\":%llu,"
+           "\"echoed\":%llu,"
+           "\"rate\":%.1f,\"expected\":%llu,\"deliveries\":%llu,\"delivery_rate\":%.1f,\"missing\":"
+           "%llu,"
            "\"p50_us\":%.0f,\"p90_us\":%.0f,\"p99_us\":%.0f,\"p999_us\":%.0f,\"errors\":%llu,"
            "\"server_errors\":%llu,\"seq_gaps\":%llu,\"seq_disorder\":%llu,\"server_cpu_s\":%.3f,"
            "\"per_cpu_s\":%.1f,\"server_rss_mb\":%.1f,\"sustained\":%s,\"procs\":%d}\n",
-           o->label, step + 1, o->rooms, o->members, l->total_conns, o->size, offered, sent_rate, secs,
-           (unsigned long long)s->sent_window, (unsigned long long)s->echoed, rate, (unsigned long long)expected,
-           (unsigned long long)s->delivered_window, drate, (unsigned long long)missing, p50, p90, p99, p999,
-           errors, (unsigned long long)s->server_errors, gaps, disorder, cpu, per, l->rss1,
+           o->label, step + 1, o->rooms, o->members, l->total_conns, o->size, offered, sent_rate,
+           secs, (unsigned long long)s->sent_window, (unsigned long long)s->echoed, rate,
+           (unsigned long long)expected, (unsigned long long)s->delivered_window, drate,
+           (unsigned long long)missing, p50, p90, p99, p999, errors,
+           (unsigned long long)s->server_errors, gaps, disorder, cpu, per, l->rss1,
            why ? "false" : "true", l->procs);
     fflush(stdout);
     if (why) {
@@ -1205,8 +1237,16 @@ static int durable_step(lg *l, const lg_stats *s) {
         return 0;
     }
     l->best_step = step;
-    l->best = (step_result){.offered = offered, .rate = rate, .delivery_rate = drate, .p50 = p50, .p90 = p90,
-                            .p99 = p99, .p999 = p999, .cpu = cpu, .per = per, .missing = missing};
+    l->best = (step_result){.offered = offered,
+                            .rate = rate,
+                            .delivery_rate = drate,
+                            .p50 = p50,
+                            .p90 = p90,
+                            .p99 = p99,
+                            .p999 = p999,
+                            .cpu = cpu,
+                            .per = per,
+                            .missing = missing};
     return step + 1 < o->nrates;
 }
 
@@ -1217,32 +1257,40 @@ static int durable_summary(lg *l, const lg_stats *s) {
     int ok = l->best_step >= 0;
     if (!ok && !l->stop_reason[0]) snprintf(l->stop_reason, sizeof(l->stop_reason), "no step ran");
     char stop[256] = "every rate sustained";
-    if (l->stopped_at > 0) snprintf(stop, sizeof(stop), "stopped at %.0f: %s", l->stopped_at, l->stop_reason);
+    if (l->stopped_at > 0)
+        snprintf(stop, sizeof(stop), "stopped at %.0f: %s", l->stopped_at, l->stop_reason);
     else if (l->stop_reason[0]) snprintf(stop, sizeof(stop), "%s", l->stop_reason);
     if (ok)
-        printf("%-10s durable rooms=%d members=%d size=%d%s: max sustained %.0f chats/s offered: %.0f chats/s "
-               "stored+broadcast, %.0f deliveries/s, p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us, "
+        printf("%-10s durable rooms=%d members=%d size=%d%s: max sustained %.0f chats/s offered: "
+               "%.0f chats/s "
+               "stored+broadcast, %.0f deliveries/s, p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 "
+               "%.0f us, "
                "%.0f chats per server cpu-s; %s\n",
-               o->label, o->rooms, o->members, o->size, procs_note(l), b->offered, b->rate, b->delivery_rate,
-               b->p50, b->p90, b->p99, b->p999, b->per, stop);
+               o->label, o->rooms, o->members, o->size, procs_note(l), b->offered, b->rate,
+               b->delivery_rate, b->p50, b->p90, b->p99, b->p999, b->per, stop);
     else
-        printf("%-10s durable rooms=%d members=%d size=%d%s: no rate sustained; %s\n", o->label, o->rooms,
-               o->members, o->size, procs_note(l), stop);
-    printf("{\"label\":\"%s\",\"workload\":\"durable\",\"summary\":true,\"rooms\":%d,\"members\":%d,\"conns\":%d,"
-           "\"size\":%d,\"duration\":%g,\"rates\":[%s],\"steps_run\":%d,\"max_sustained_offered\":%.1f,"
+        printf("%-10s durable rooms=%d members=%d size=%d%s: no rate sustained; %s\n", o->label,
+               o->rooms, o->members, o->size, procs_note(l), stop);
+    printf("{\"label\":\"%s\",\"workload\":\"durable\",\"summary\":true,\"rooms\":%d,\"members\":%"
+           "d,\"conns\":%d,"
+           "\"size\":%d,\"duration\":%g,\"rates\":[%s],\"steps_run\":%d,\"max_sustained_offered\":%"
+           ".1f,"
            "\"rate\":%.1f,\"delivery_rate\":%.1f,\"p50_us\":%.0f,\"p90_us\":%.0f,\"p99_us\":%.0f,"
            "\"p999_us\":%.0f,\"server_cpu_s\":%.3f,\"per_cpu_s\":%.1f,\"stopped_at\":",
-           o->label, o->rooms, o->members, l->total_conns, o->size, o->duration, rates_list(o), l->steps_run,
-           ok ? b->offered : 0, ok ? b->rate : 0, ok ? b->delivery_rate : 0, ok ? b->p50 : 0, ok ? b->p90 : 0,
-           ok ? b->p99 : 0, ok ? b->p999 : 0, ok ? b->cpu : 0, ok ? b->per : 0);
+           o->label, o->rooms, o->members, l->total_conns, o->size, o->duration, rates_list(o),
+           l->steps_run, ok ? b->offered : 0, ok ? b->rate : 0, ok ? b->delivery_rate : 0,
+           ok ? b->p50 : 0, ok ? b->p90 : 0, ok ? b->p99 : 0, ok ? b->p999 : 0, ok ? b->cpu : 0,
+           ok ? b->per : 0);
     if (l->stopped_at > 0) printf("%.1f", l->stopped_at);
     else printf("null");
-    printf(",\"stop_reason\":\"%s\",\"missing\":%llu,\"errors\":%llu,\"server_errors\":%llu,\"seq_gaps\":%llu,"
-           "\"seq_disorder\":%llu,\"no_seq\":%llu,\"opened\":%llu,\"server_rss_mb\":%.1f,\"procs\":%d}\n",
+    printf(",\"stop_reason\":\"%s\",\"missing\":%llu,\"errors\":%llu,\"server_errors\":%llu,\"seq_"
+           "gaps\":%llu,"
+           "\"seq_disorder\":%llu,\"no_seq\":%llu,\"opened\":%llu,\"server_rss_mb\":%.1f,\"procs\":"
+           "%d}\n",
            l->stop_reason, (unsigned long long)l->total_missing, (unsigned long long)s->errors,
            (unsigned long long)s->server_errors, (unsigned long long)s->seq_gaps,
-           (unsigned long long)s->seq_disorder, (unsigned long long)s->no_seq, (unsigned long long)s->opened,
-           l->rss1, l->procs);
+           (unsigned long long)s->seq_disorder, (unsigned long long)s->no_seq,
+           (unsigned long long)s->opened, l->rss1, l->procs);
     return ok && s->failed == 0 ? 0 : 1;
 }
 
@@ -1306,7 +1354,8 @@ static void parent_fail(lg *l, const char *why, int k) {
 static void parent_send(lg *l, uint32_t cmd, int round) {
     ctl_cmd c = {.cmd = cmd, .round = (uint32_t)round};
     for (int k = 0; k < l->procs; k++)
-        if (write_full(kids[k].cmd_fd, &c, sizeof(c)) != 0 && cmd != CMD_QUIT) parent_fail(l, "gone", k);
+        if (write_full(kids[k].cmd_fd, &c, sizeof(c)) != 0 && cmd != CMD_QUIT)
+            parent_fail(l, "gone", k);
 }
 
 /* Wait until every child has sent a message of `type` (its stats, into
@@ -1323,7 +1372,8 @@ static void parent_collect(lg *l, uint32_t type, lg_stats *out) {
                 map[n++] = k;
             }
         uint64_t now = now_ns();
-        if (now >= parent_deadline_ns) parent_fail(l, "watchdog: the run did not finish in time", -1);
+        if (now >= parent_deadline_ns)
+            parent_fail(l, "watchdog: the run did not finish in time", -1);
         int r = poll(pf, (nfds_t)n, (int)((parent_deadline_ns - now) / 1000000 + 1));
         if (r < 0 && errno != EINTR) parent_fail(l, "poll failed", -1);
         for (int i = 0; r > 0 && i < n; i++) {
@@ -1332,11 +1382,13 @@ static void parent_collect(lg *l, uint32_t type, lg_stats *out) {
             ctl_msg m;
             if (read_full(kids[k].msg_fd, &m, sizeof(m)) != 0) parent_fail(l, "exited early", k);
             if (m.type == MSG_START && m.len == 0) {
-                if (!started && type == MSG_END && l->o.workload != W_IDLE) proc_mark(l, &l->cpu0, &l->rss0);
+                if (!started && type == MSG_END && l->o.workload != W_IDLE)
+                    proc_mark(l, &l->cpu0, &l->rss0);
                 started = 1;
                 continue;
             }
-            if (m.type != type || m.len != sizeof(lg_stats) || read_full(kids[k].msg_fd, &out[k], sizeof(lg_stats)) != 0)
+            if (m.type != type || m.len != sizeof(lg_stats) ||
+                read_full(kids[k].msg_fd, &out[k], sizeof(lg_stats)) != 0)
                 parent_fail(l, "unexpected message", k);
             have[k] = 1;
             left--;
@@ -1345,8 +1397,8 @@ static void parent_collect(lg *l, uint32_t type, lg_stats *out) {
 }
 
 /* Process k's share: whole rooms for fanout/durable, else connections. */
-static void slice(const lg_opts *o, int total, int procs, int k, int *conn_base, int *nconns, int *room_base,
-                  int *nrooms) {
+static void slice(const lg_opts *o, int total, int procs, int k, int *conn_base, int *nconns,
+                  int *room_base, int *nrooms) {
     if (room_workload(o->workload)) {
         int per = o->rooms / procs, extra = o->rooms % procs;
         *room_base = k * per + (k < extra ? k : extra);
@@ -1386,7 +1438,8 @@ static int parent_run(lg *l) {
             l->proc_id = k;
             l->ctl_in = cmdp[0];
             l->ctl_out = msgp[1];
-            slice(o, l->total_conns, l->procs, k, &l->conn_base, &l->nconns, &l->room_base, &l->nrooms);
+            slice(o, l->total_conns, l->procs, k, &l->conn_base, &l->nconns, &l->room_base,
+                  &l->nrooms);
             snprintf(who, sizeof(who), "wsgate-loadgen[%d]", k);
             run_loop(l);
             _exit(0);
@@ -1459,10 +1512,12 @@ static int plan_procs(lg *l) {
         p++;
     }
     if (p > units) {
-        lg_warn("--procs %d is more than the %d %s to split", p, units, room ? "rooms" : "connections");
+        lg_warn("--procs %d is more than the %d %s to split", p, units,
+                room ? "rooms" : "connections");
         return -1;
     }
-    if (o->procs && p > o->procs) lg_warn("--procs %d raised to %d for the descriptor limit", o->procs, p);
+    if (o->procs && p > o->procs)
+        lg_warn("--procs %d raised to %d for the descriptor limit", o->procs, p);
     l->procs = p;
 
     int lo = 32768, hi = 60999;
@@ -1473,7 +1528,8 @@ static int plan_procs(lg *l) {
     }
     int64_t ports = (int64_t)(hi - lo + 1) * o->sources;
     if ((int64_t)l->total_conns > ports) {
-        lg_warn("%d connections exceed the %lld ephemeral ports of %d source address(es); use --sources %lld "
+        lg_warn("%d connections exceed the %lld ephemeral ports of %d source address(es); use "
+                "--sources %lld "
                 "or more",
                 l->total_conns, (long long)ports, o->sources,
                 (long long)((l->total_conns + (hi - lo)) / (hi - lo + 1)));
@@ -1484,12 +1540,15 @@ static int plan_procs(lg *l) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: wsgate-loadgen [--workload echo|fanout|storm|idle|durable] [--host H] [--port N] [--path P]\n"
+            "usage: wsgate-loadgen [--workload echo|fanout|storm|idle|durable] [--host H] [--port "
+            "N] [--path P]\n"
             "         [--conns N] [--duration S] [--warmup S] [--server-pid PID] [--label L]\n"
             "         [--sources K] [--open-window N] [--open-timeout S] [--procs P]\n"
-            "  echo:    [--inflight K] [--size BYTES] [--message TEXT] [--expect STR] [--room-per-conn]\n"
+            "  echo:    [--inflight K] [--size BYTES] [--message TEXT] [--expect STR] "
+            "[--room-per-conn]\n"
             "  fanout:  [--rooms R] [--members M] [--rate MSG/S/ROOM] [--size BYTES] [--drain S]\n"
-            "  durable: [--rooms R] [--members M] [--rates TOTAL/S,TOTAL/S,...] [--size BYTES] [--drain S]\n"
+            "  durable: [--rooms R] [--members M] [--rates TOTAL/S,TOTAL/S,...] [--size BYTES] "
+            "[--drain S]\n"
             "  storm:   [--conns IN_PROGRESS] [--expect STR] [--rooms R]\n"
             "  idle:    [--conns N] [--expect STR] [--rooms R] (needs --server-pid)\n");
 }
@@ -1510,20 +1569,48 @@ static int parse_rates(lg_opts *o, const char *arg) {
 }
 
 int main(int argc, char **argv) {
-    g.o = (lg_opts){.host = "127.0.0.1", .path = "/staging", .label = "server", .port = 8080,
-                    .conns = 50, .inflight = 8, .size = 32, .duration = 5, .warmup = 1,
-                    .workload = W_ECHO, .rooms = 10, .members = 20, .rate = 100, .drain = 5,
-                    .sources = 1, .open_window = 256, .open_timeout = 60};
-    static struct option longopts[] = {
-        {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},     {"path", 1, 0, 'P'},
-        {"conns", 1, 0, 'c'},    {"inflight", 1, 0, 'k'}, {"size", 1, 0, 's'},
-        {"duration", 1, 0, 'd'}, {"server-pid", 1, 0, 'S'}, {"label", 1, 0, 'l'},
-        {"warmup", 1, 0, 'w'},   {"message", 1, 0, 'm'}, {"expect", 1, 0, 'e'},
-        {"room-per-conn", 0, 0, 'r'}, {"workload", 1, 0, 'W'}, {"rooms", 1, 0, 'R'},
-        {"members", 1, 0, 'M'},  {"rate", 1, 0, 'q'},    {"rates", 1, 0, 'Q'},
-        {"sources", 1, 0, 'K'},  {"open-window", 1, 0, 'o'}, {"open-timeout", 1, 0, 'T'},
-        {"procs", 1, 0, 'N'},    {"drain", 1, 0, 'D'},   {"help", 0, 0, '?'},
-        {0, 0, 0, 0}};
+    g.o = (lg_opts){.host = "127.0.0.1",
+                    .path = "/staging",
+                    .label = "server",
+                    .port = 8080,
+                    .conns = 50,
+                    .inflight = 8,
+                    .size = 32,
+                    .duration = 5,
+                    .warmup = 1,
+                    .workload = W_ECHO,
+                    .rooms = 10,
+                    .members = 20,
+                    .rate = 100,
+                    .drain = 5,
+                    .sources = 1,
+                    .open_window = 256,
+                    .open_timeout = 60};
+    static struct option longopts[] = {{"host", 1, 0, 'h'},
+                                       {"port", 1, 0, 'p'},
+                                       {"path", 1, 0, 'P'},
+                                       {"conns", 1, 0, 'c'},
+                                       {"inflight", 1, 0, 'k'},
+                                       {"size", 1, 0, 's'},
+                                       {"duration", 1, 0, 'd'},
+                                       {"server-pid", 1, 0, 'S'},
+                                       {"label", 1, 0, 'l'},
+                                       {"warmup", 1, 0, 'w'},
+                                       {"message", 1, 0, 'm'},
+                                       {"expect", 1, 0, 'e'},
+                                       {"room-per-conn", 0, 0, 'r'},
+                                       {"workload", 1, 0, 'W'},
+                                       {"rooms", 1, 0, 'R'},
+                                       {"members", 1, 0, 'M'},
+                                       {"rate", 1, 0, 'q'},
+                                       {"rates", 1, 0, 'Q'},
+                                       {"sources", 1, 0, 'K'},
+                                       {"open-window", 1, 0, 'o'},
+                                       {"open-timeout", 1, 0, 'T'},
+                                       {"procs", 1, 0, 'N'},
+                                       {"drain", 1, 0, 'D'},
+                                       {"help", 0, 0, '?'},
+                                       {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -1545,11 +1632,15 @@ int main(int argc, char **argv) {
         case 'q': g.o.rate = atof(optarg); break;
         case 'Q':
             if (parse_rates(&g.o, optarg) != 0) {
-                lg_warn("--rates takes up to %d positive chats/s (<= 1e7), comma-separated", MAX_RATES);
+                lg_warn("--rates takes up to %d positive chats/s (<= 1e7), comma-separated",
+                        MAX_RATES);
                 return 2;
             }
             break;
-        case 'K': g.o.sources = atoi(optarg); g.o.sources_set = 1; break;
+        case 'K':
+            g.o.sources = atoi(optarg);
+            g.o.sources_set = 1;
+            break;
         case 'o': g.o.open_window = atoi(optarg); break;
         case 'T': g.o.open_timeout = atof(optarg); break;
         case 'N': g.o.procs = atoi(optarg); break;
@@ -1565,9 +1656,7 @@ int main(int argc, char **argv) {
             g.o.workload = found;
             break;
         }
-        default:
-            usage();
-            return 2;
+        default: usage(); return 2;
         }
     }
     if (optind < argc) {
@@ -1576,12 +1665,13 @@ int main(int argc, char **argv) {
     }
     lg_opts *o = &g.o;
     if (o->size > 65535 || o->size < 1 || o->inflight < 1 || o->conns < 1 || o->rooms < 1 ||
-        o->members < 1 || o->open_window < 1 || o->duration <= 0 || o->duration > 3600 || o->warmup < 0 ||
-        o->warmup > 3600 || o->open_timeout <= 0 || o->open_timeout > 3600 || o->drain < 0 || o->drain > 600 ||
-        o->procs < 0 || o->procs > MAX_PROCS) {
-        lg_warn("size must be 1..65535; inflight, conns, rooms, members, open-window >= 1; duration, "
-                "warmup and open-timeout in (0, 3600]; drain in [0, 600]; procs in 0..%d",
-                MAX_PROCS);
+        o->members < 1 || o->open_window < 1 || o->duration <= 0 || o->duration > 3600 ||
+        o->warmup < 0 || o->warmup > 3600 || o->open_timeout <= 0 || o->open_timeout > 3600 ||
+        o->drain < 0 || o->drain > 600 || o->procs < 0 || o->procs > MAX_PROCS) {
+        lg_warn(
+            "size must be 1..65535; inflight, conns, rooms, members, open-window >= 1; duration, "
+            "warmup and open-timeout in (0, 3600]; drain in [0, 600]; procs in 0..%d",
+            MAX_PROCS);
         return 2;
     }
     if (o->sources < 1 || o->sources > 254) {

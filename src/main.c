@@ -24,7 +24,6 @@
 #include "store/store.h"
 #include "net/server.h"
 
-
 extern char **environ;
 
 static void usage(FILE *out) {
@@ -142,8 +141,8 @@ static int resolve_listen(config *cfg, bool replace, char *numeric, size_t numle
 typedef struct worker {
     uv_loop_t loop;
     server *srv;
-    app *app;          /* API mode: the one application every worker runs */
-    bool first;        /* runs on the main thread and carries the store */
+    app *app;   /* API mode: the one application every worker runs */
+    bool first; /* runs on the main thread and carries the store */
     uv_thread_t thread;
     bool started;
 } worker;
@@ -175,8 +174,7 @@ static void say_where(const config *cfg, int port, bool echo) {
     char ws[600], web[600];
     outputs_base_url(cfg, port, false, ws, sizeof(ws));
     outputs_base_url(cfg, port, true, web, sizeof(web));
-    if (echo)
-        printf("wsgate echo server on %s/%s\n", ws, cfg->stage_name);
+    if (echo) printf("wsgate echo server on %s/%s\n", ws, cfg->stage_name);
     else
         printf("wsgate serving %s/%s  chat page %s/  dashboard %s/dashboard\n", ws, cfg->stage_name,
                web, web);
@@ -289,8 +287,10 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 1;
     }
-    if (log_open_dir((log_level)cfg.logging_level_id, cfg.data_dir, (int)cfg.log_retention_days) != 0)
-        log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir, strerror(errno));
+    if (log_open_dir((log_level)cfg.logging_level_id, cfg.data_dir, (int)cfg.log_retention_days) !=
+        0)
+        log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir,
+                strerror(errno));
 
     metrics_global_init(&cfg, WSGATE_VERSION);
     bool echo = cfg.mode_id == CONFIG_MODE_ECHO;
@@ -399,7 +399,8 @@ static int parse_time(const char *s, int64_t *out) {
 /* True when paths a and b name the same existing file. */
 static bool same_file(const char *a, const char *b) {
     struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
 }
 
 static int cmd_backup_restore(int argc, char **argv, bool restore) {
@@ -451,7 +452,8 @@ static int cmd_rotate_key(int argc, char **argv) {
         fprintf(stderr, "wsgate: %s\n", err);
         rc = 1;
     } else {
-        printf("key %u is now active in %s; older keys stay readable and are destroyed %lld days after\n"
+        printf("key %u is now active in %s; older keys stay readable and are destroyed %lld days "
+               "after\n"
                "retirement once no stored value uses them\n",
                crypto_active_key_id(keys), path, (long long)cfg.kms_key_deletion_window);
     }
@@ -469,10 +471,12 @@ static int cmd_export(int argc, char **argv) {
     int64_t since = 0;
     int rc;
     if (!values[0] || !*values[0]) {
-        fprintf(stderr, "wsgate: usage: wsgate export --room ROOM [--since TIME] [--format jsonl|csv] [options]\n");
+        fprintf(stderr, "wsgate: usage: wsgate export --room ROOM [--since TIME] [--format "
+                        "jsonl|csv] [options]\n");
         rc = 2;
     } else if (values[1] && parse_time(values[1], &since) != 0) {
-        fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
+        fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
+                values[1]);
         rc = 2;
     } else {
         rc = export_run(&cfg, values[0], (long long)since, values[2], stdout);

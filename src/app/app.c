@@ -64,14 +64,14 @@ void app_worker_leave(app *a) {
 /* One request ($connect, a message, $disconnect) as it is logged and
  * traced. */
 typedef struct request_record {
-    const char *event_type;      /* CONNECT, MESSAGE, DISCONNECT */
+    const char *event_type; /* CONNECT, MESSAGE, DISCONNECT */
     const char *route_key;
     int status;
     const char *error;
-    const char *body;            /* message body for the data trace, or NULL */
+    const char *body; /* message body for the data trace, or NULL */
     size_t body_len;
     int64_t start_epoch_ms;
-    uint64_t start_ns;           /* Unix ns, for the span */
+    uint64_t start_ns; /* Unix ns, for the span */
     double start_mono_ms;
     trace_ctx trace;
     bool traced;
@@ -133,7 +133,8 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     for (size_t i = 0; i < a->cfg->additional_tags_count; i++)
         log_str(&l, a->cfg->additional_tags[i].key, a->cfg->additional_tags[i].value);
     if (r->error) log_str(&l, "error.message", r->error);
-    if (r->body && a->cfg->enable_data_trace) log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
+    if (r->body && a->cfg->enable_data_trace)
+        log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
     log_end(&l);
     return latency_ms;
 }
@@ -175,7 +176,7 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
         st = 429;
         *message = "Too Many Requests";
         metrics_count_throttled(app_metrics(a), tv == THROTTLE_STAGE ? METRICS_THROTTLE_STAGE
-                                                                 : METRICS_THROTTLE_ADDRESS);
+                                                                     : METRICS_THROTTLE_ADDRESS);
     }
     if (st == 0) st = auth_identity_from_query(req, &p->id, message);
     if (st == 0) {
@@ -239,11 +240,13 @@ static void open_locked(conn *c, const http_request *req) {
 static char *trace_body_redacted(const route_match *m) {
     json_t *type = json_is_object(m->body) ? json_object_get(m->body, "type") : NULL;
     bool private_route = m->outcome == ROUTED && m->route == ROUTE_PRIVATE_MESSAGE;
-    bool private_type = json_is_string(type) && strcmp(json_string_value(type), "private_message") == 0;
+    bool private_type =
+        json_is_string(type) && strcmp(json_string_value(type), "private_message") == 0;
     if (!private_route && !private_type) return NULL;
     if (!json_is_object(m->body)) return xstrdup(TRACE_REDACTED);
     json_t *copy = json_copy(m->body); /* shallow: only the top member changes */
-    if (json_object_get(copy, "message")) json_object_set_new(copy, "message", json_string(TRACE_REDACTED));
+    if (json_object_get(copy, "message"))
+        json_object_set_new(copy, "message", json_string(TRACE_REDACTED));
     char *txt = json_dumps(copy, JSON_COMPACT);
     json_decref(copy);
     if (!txt) abort(); /* only on allocation failure */
@@ -261,17 +264,20 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
     record_start(a, &rec, "MESSAGE", json_is_string(tp) ? json_string_value(tp) : NULL,
                  json_is_string(tp) ? json_string_length(tp) : 0);
     rec.route_key = m.route_key;
-    char *redacted = a->cfg->enable_data_trace && log_enabled(LOG_INFO) ? trace_body_redacted(&m) : NULL;
+    char *redacted =
+        a->cfg->enable_data_trace && log_enabled(LOG_INFO) ? trace_body_redacted(&m) : NULL;
     rec.body = redacted ? redacted : (const char *)data;
     rec.body_len = redacted ? strlen(redacted) : len;
     handler_result res = {200, NULL};
     uint64_t now = throttle_now_ms();
     throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
     if (tv == THROTTLE_OK && m.outcome == ROUTED)
-        tv = throttle_message(&a->throttle, NULL, m.selected ? m.selected : router_route_name(m.route), now);
+        tv = throttle_message(&a->throttle, NULL,
+                              m.selected ? m.selected : router_route_name(m.route), now);
     if (tv != THROTTLE_OK) {
         static const metrics_throttle_scope scope[] = {
-            [THROTTLE_STAGE] = METRICS_THROTTLE_STAGE, [THROTTLE_ROUTE] = METRICS_THROTTLE_ROUTE,
+            [THROTTLE_STAGE] = METRICS_THROTTLE_STAGE,
+            [THROTTLE_ROUTE] = METRICS_THROTTLE_ROUTE,
             [THROTTLE_CONNECTION] = METRICS_THROTTLE_CONNECTION,
             [THROTTLE_ADDRESS] = METRICS_THROTTLE_ADDRESS};
         metrics_count_throttled(app_metrics(a), scope[tv]);
@@ -281,8 +287,7 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
         m.outcome = ROUTE_THROTTLED;
     }
     switch (m.outcome) {
-    case ROUTE_THROTTLED:
-        break;
+    case ROUTE_THROTTLED: break;
     case ROUTE_TOO_DEEP:
         handlers_send_error(s->c, "JSON nesting too deep", "BAD_REQUEST");
         res.status = 400;
@@ -298,9 +303,7 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
         res.status = 400;
         res.error = "Unknown message type";
         break;
-    case ROUTED:
-        handlers_run(a, s, m.route, m.body, &res);
-        break;
+    case ROUTED: handlers_run(a, s, m.route, m.body, &res); break;
     }
     rec.status = res.status;
     rec.error = res.error;
@@ -478,9 +481,11 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         }
         free(kpath);
         char kerr[256];
-        int destroyed = crypto_keyring_destroy_expired(a->keys, time(NULL), cfg->kms_key_deletion_window,
-                                                       key_in_use, (void *)store_path, kerr, sizeof(kerr));
-        if (destroyed > 0) log_msg(LOG_INFO, "key_destroyed", "%d retired keys destroyed", destroyed);
+        int destroyed =
+            crypto_keyring_destroy_expired(a->keys, time(NULL), cfg->kms_key_deletion_window,
+                                           key_in_use, (void *)store_path, kerr, sizeof(kerr));
+        if (destroyed > 0)
+            log_msg(LOG_INFO, "key_destroyed", "%d retired keys destroyed", destroyed);
         else if (destroyed < 0) log_msg(LOG_ERROR, "key_error", "%s", kerr);
     }
     char pitr_dir[4096];
@@ -556,7 +561,8 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         a->custom_slots[i] = metrics_route_slot(cfg->custom_routes[i]);
     metrics_add_gauge_source(app_gauges, a);
     if (cfg->enable_xray_tracing && cfg->otlp_endpoint[0]) {
-        a->tracer = trace_exporter_start(cfg->otlp_endpoint, cfg->api_name, cfg->stage_name, err, errlen);
+        a->tracer =
+            trace_exporter_start(cfg->otlp_endpoint, cfg->api_name, cfg->stage_name, err, errlen);
         if (!a->tracer) {
             app_close(a);
             return -1;

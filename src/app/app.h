@@ -27,19 +27,19 @@ typedef struct app {
     store *store;
     authorizer *auth;
     uv_loop_t *loop;
-    mgmt_credentials mgmt_creds;   /* the management API's keys */
-    metrics *metrics;              /* the first worker's counters (see app_metrics) */
-    int *custom_slots;             /* metrics slot of each custom route */
-    server **srvs;                 /* every worker's server (app_attach) */
+    mgmt_credentials mgmt_creds; /* the management API's keys */
+    metrics *metrics;            /* the first worker's counters (see app_metrics) */
+    int *custom_slots;           /* metrics slot of each custom route */
+    server **srvs;               /* every worker's server (app_attach) */
     size_t nsrvs;
     /* Every worker thread runs the application (registry, throttles, store
      * submissions, completions) under this one lock; their reads, frame
      * parsing and writes run in parallel. Recursive. */
     pthread_mutex_t lock;
-    trace_exporter *tracer;        /* NULL unless otlp_endpoint is set */
-    throttle throttle;             /* stage, route, connection, address limits */
-    crypto_keyring *keys;          /* encryption at rest, or NULL */
-    uv_timer_t gc_timer;           /* forgets idle source addresses */
+    trace_exporter *tracer; /* NULL unless otlp_endpoint is set */
+    throttle throttle;      /* stage, route, connection, address limits */
+    crypto_keyring *keys;   /* encryption at rest, or NULL */
+    uv_timer_t gc_timer;    /* forgets idle source addresses */
 } app;
 
 /* Tell the app about a server that carries it (one per worker; for gauges

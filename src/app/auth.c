@@ -89,7 +89,8 @@ static int demo_authorize(const authorizer *self, const http_request *req, auth_
      * no token or an empty one is fine (demo), a token must
      * start with "valid_". */
     bool present = http_query_param(q, qlen, "token", &token) || query_has(q, qlen, "token");
-    if (present && (!token || (*token && strncmp(token, "valid_", 6) != 0))) { /* !token: badly encoded */
+    if (present &&
+        (!token || (*token && strncmp(token, "valid_", 6) != 0))) { /* !token: badly encoded */
         *message = "Unauthorized";
         status = 401;
     }

@@ -28,18 +28,18 @@
 #include "common/alloc.h"
 #include "common/base64.h"
 
-#define JWT_MAX_TOKEN 8192          /* bytes; far above any sane token */
+#define JWT_MAX_TOKEN    8192        /* bytes; far above any sane token */
 #define JWT_MAX_KEY_FILE (64 * 1024) /* PEM public key file */
-#define JWT_MAX_LEEWAY 300
+#define JWT_MAX_LEEWAY   300
 
 typedef struct jwt_auth {
     authorizer base;
     jwt_alg_t alg;
-    const char *alg_name;       /* "HS256", "RS256" or "ES256" (static) */
-    unsigned char *key;         /* the HS256 secret or the PEM text */
+    const char *alg_name; /* "HS256", "RS256" or "ES256" (static) */
+    unsigned char *key;   /* the HS256 secret or the PEM text */
     size_t key_len;
-    char *issuer;               /* "" = not checked */
-    char *audience;             /* "" = not checked */
+    char *issuer;   /* "" = not checked */
+    char *audience; /* "" = not checked */
     char *user_claim;
     char *name_claim;
     int64_t leeway;
@@ -111,7 +111,8 @@ static char *token_from_protocol(const http_request *req) {
     bool after_bearer = false;
     for (size_t i = 0; i < req->nheaders; i++) {
         const http_header *h = &req->headers[i];
-        if (h->name_len != 22 || strncasecmp(req->raw + h->name_off, "Sec-WebSocket-Protocol", 22) != 0)
+        if (h->name_len != 22 ||
+            strncasecmp(req->raw + h->name_off, "Sec-WebSocket-Protocol", 22) != 0)
             continue;
         const char *p = req->raw + h->value_off, *end = p + h->value_len;
         while (p <= end) {
@@ -170,8 +171,8 @@ static bool hs256_ok(const jwt_auth *st, const char *token, size_t signing_len, 
     if (!b64url_decode(sig, sig_len, &want, &want_len)) return false;
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
-    bool ok = HMAC(EVP_sha256(), st->key, (int)st->key_len, (const unsigned char *)token, signing_len,
-                   mac, &mac_len) != NULL &&
+    bool ok = HMAC(EVP_sha256(), st->key, (int)st->key_len, (const unsigned char *)token,
+                   signing_len, mac, &mac_len) != NULL &&
               mac_len == 32 && want_len == 32 && CRYPTO_memcmp(mac, want, 32) == 0;
     free(want);
     return ok;
@@ -371,7 +372,9 @@ static int load_public_key(jwt_auth *st, const char *path, char *err, size_t err
     fclose(f);
     if (read_error || n == 0 || n > JWT_MAX_KEY_FILE) {
         snprintf(err, errlen, "jwt_public_key_file %s: %s", path,
-                 read_error ? "cannot be read" : n == 0 ? "is empty" : "is too large");
+                 read_error ? "cannot be read"
+                 : n == 0   ? "is empty"
+                            : "is too large");
         free(buf);
         return -1;
     }
@@ -451,7 +454,7 @@ authorizer *auth_jwt_new(const config *cfg, char *err, size_t errlen) {
     st->audience = xstrdup(str_or_empty(cfg->jwt_audience));
     st->user_claim = claim_name(cfg->jwt_user_id_claim, "sub");
     st->name_claim = claim_name(cfg->jwt_username_claim, "name");
-    st->leeway = cfg->jwt_leeway_s < 0 ? 0
+    st->leeway = cfg->jwt_leeway_s < 0                ? 0
                  : cfg->jwt_leeway_s > JWT_MAX_LEEWAY ? JWT_MAX_LEEWAY
                                                       : cfg->jwt_leeway_s;
     st->base.name = "jwt";

@@ -78,9 +78,9 @@ static void failf(conn *c, handler_result *res, int status, const char *code, co
 }
 
 void handlers_presence(room *rm, session *s, const char *type, session *except) {
-    const event_field data[] = {EVENT_FIELD_STR("userId", s->user_id),
-                                EVENT_FIELD_STR("username", s->username),
-                                EVENT_FIELD_STR("roomId", rm->id), EVENT_FIELD_INT("timestamp", time(NULL))};
+    const event_field data[] = {
+        EVENT_FIELD_STR("userId", s->user_id), EVENT_FIELD_STR("username", s->username),
+        EVENT_FIELD_STR("roomId", rm->id), EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame(type, data, NFIELDS(data));
     for (session *m = rm->members; m; m = m->room_next)
         if (m != except) conn_send(m->c, f);
@@ -163,11 +163,13 @@ ws_frame *handlers_event_frame(const char *type, const event_field *fields, size
 }
 
 ws_frame *handlers_chat_frame(const store_op *op) {
-    const event_field data[] = {
-        EVENT_FIELD_STR("messageId", op->message_id), EVENT_FIELD_STR("roomId", op->room_id),
-        EVENT_FIELD_INT("seq", op->seq),              EVENT_FIELD_STR("senderId", op->user_id),
-        EVENT_FIELD_STR("senderName", op->username),  EVENT_FIELD_STR("message", op->message),
-        EVENT_FIELD_INT("timestamp", op->timestamp)};
+    const event_field data[] = {EVENT_FIELD_STR("messageId", op->message_id),
+                                EVENT_FIELD_STR("roomId", op->room_id),
+                                EVENT_FIELD_INT("seq", op->seq),
+                                EVENT_FIELD_STR("senderId", op->user_id),
+                                EVENT_FIELD_STR("senderName", op->username),
+                                EVENT_FIELD_STR("message", op->message),
+                                EVENT_FIELD_INT("timestamp", op->timestamp)};
     return handlers_event_frame("chat", data, sizeof(data) / sizeof(data[0]));
 }
 
@@ -225,7 +227,8 @@ static void chat_committed_locked(store_op *op) {
     }
     if (op->status != 0) {
         session *s = registry_by_id(&a->reg, op->conn_id);
-        log_msg(LOG_ERROR, "store_error", "message %s not stored: status %d", op->message_id, op->status);
+        log_msg(LOG_ERROR, "store_error", "message %s not stored: status %d", op->message_id,
+                op->status);
         metrics_count_integration_error(app_metrics(a), METRICS_SLOT_DEFAULT);
         if (s) handlers_send_error(s->c, "Failed to store message", "INTERNAL_ERROR");
         return;
@@ -263,10 +266,9 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
         fail(s->c, res, 400, "BAD_REQUEST", "Message cannot be empty");
         return;
     }
-    if (room_id && (!s->room || strcmp(room_id, s->room->id) != 0))
-        {
+    if (room_id && (!s->room || strcmp(room_id, s->room->id) != 0)) {
         failf(s->c, res, 403, "FORBIDDEN", "Not a member of room", "Not a member of room %s",
-                     room_id);
+              room_id);
         return;
     }
     if (!s->room) {
@@ -275,7 +277,8 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
     }
     const char *client_id = get_string(body, "clientMessageId", &wrong);
     if (wrong || (client_id && (!*client_id || strlen(client_id) > 128))) {
-        fail(s->c, res, 400, "BAD_REQUEST", "clientMessageId must be a string of 1 to 128 characters");
+        fail(s->c, res, 400, "BAD_REQUEST",
+             "clientMessageId must be a string of 1 to 128 characters");
         return;
     }
     store_op *op = store_op_new(STORE_OP_CHAT);
@@ -324,10 +327,9 @@ static void route_join_room(app *a, session *s, json_t *body, handler_result *re
         /* Already there: confirm to the joiner only (the others saw it
          * come), and replay from sinceSeq as a first join would: a client
          * that lost messages asks again without leaving. */
-        const event_field data[] = {EVENT_FIELD_STR("userId", s->user_id),
-                                    EVENT_FIELD_STR("username", s->username),
-                                    EVENT_FIELD_STR("roomId", room_id),
-                                    EVENT_FIELD_INT("timestamp", time(NULL))};
+        const event_field data[] = {
+            EVENT_FIELD_STR("userId", s->user_id), EVENT_FIELD_STR("username", s->username),
+            EVENT_FIELD_STR("roomId", room_id), EVENT_FIELD_INT("timestamp", time(NULL))};
         send_event(s->c, "user_joined", data, NFIELDS(data));
         if (since >= 0) {
             s->resuming = false;
@@ -365,10 +367,9 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
     bool wrong = false;
     const char *target = get_string(body, "targetUserId", &wrong);
     const char *msg = get_string(body, "message", &wrong);
-    if (!target || !*target || !msg || blank(msg))
-        {
+    if (!target || !*target || !msg || blank(msg)) {
         fail(s->c, res, 400, "BAD_REQUEST",
-                    "Target user ID and message required for private messages");
+             "Target user ID and message required for private messages");
         return;
     }
     user_conns *u = registry_user(&a->reg, target);
@@ -378,10 +379,12 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
     }
     char id[37];
     random_uuid7(id);
-    const event_field data[] = {
-        EVENT_FIELD_STR("messageId", id),        EVENT_FIELD_STR("senderId", s->user_id),
-        EVENT_FIELD_STR("senderName", s->username), EVENT_FIELD_STR("targetUserId", target),
-        EVENT_FIELD_STR("message", msg),         EVENT_FIELD_INT("timestamp", time(NULL))};
+    const event_field data[] = {EVENT_FIELD_STR("messageId", id),
+                                EVENT_FIELD_STR("senderId", s->user_id),
+                                EVENT_FIELD_STR("senderName", s->username),
+                                EVENT_FIELD_STR("targetUserId", target),
+                                EVENT_FIELD_STR("message", msg),
+                                EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame("private_message", data, NFIELDS(data));
     for (session *m = u->conns; m; m = m->user_next) conn_send(m->c, f);
     ws_frame_unref(f);
@@ -436,7 +439,7 @@ json_t *handlers_rooms_json(const registry *r) {
 }
 
 #define ROOM_LIST_DEFAULT_LIMIT 1000
-#define ROOM_LIST_MAX_LIMIT 1000
+#define ROOM_LIST_MAX_LIMIT     1000
 /* Bytes kept for what surrounds the entries: type, timestamp, hasMore and
  * nextAfter (an id of at most 128 characters, escaped). */
 #define ROOM_LIST_ENVELOPE 1024
@@ -454,7 +457,8 @@ static void route_room_list(app *a, session *s, json_t *body, handler_result *re
     json_t *lv = json_object_get(body, "limit");
     json_int_t limit = ROOM_LIST_DEFAULT_LIMIT;
     if (lv && !json_is_null(lv)) {
-        if (!json_is_integer(lv) || json_integer_value(lv) < 1 || json_integer_value(lv) > ROOM_LIST_MAX_LIMIT) {
+        if (!json_is_integer(lv) || json_integer_value(lv) < 1 ||
+            json_integer_value(lv) > ROOM_LIST_MAX_LIMIT) {
             fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 1000");
             return;
         }
@@ -493,7 +497,7 @@ static void route_typing_indicator(app *a, session *s, json_t *body, handler_res
 /* ---- history and resume ---- */
 
 #define HISTORY_DEFAULT_LIMIT 50
-#define HISTORY_MAX_LIMIT 500
+#define HISTORY_MAX_LIMIT     500
 /* Messages replayed per store read while resuming. */
 #define RESUME_PAGE 500
 /* Message bytes in one history reply or one resume page at most: a
@@ -510,8 +514,8 @@ static void history_read_locked(store_op *op) {
         handlers_send_error(s->c, "Failed to read history", "INTERNAL_ERROR");
         return;
     }
-    send_json(s->c, json_pack("{s:s,s:{s:s,s:O,s:b}}", "type", "history", "data", "roomId", op->room_id,
-                              "messages", op->messages, "hasMore", op->has_more));
+    send_json(s->c, json_pack("{s:s,s:{s:s,s:O,s:b}}", "type", "history", "data", "roomId",
+                              op->room_id, "messages", op->messages, "hasMore", op->has_more));
 }
 
 static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after, bool first);
@@ -527,9 +531,10 @@ static void resume_gap(session *s, const store_op *op) {
     if (since > last) reason = "ahead";
     else if (first > since + 1) reason = "expired";
     if (!reason) return;
-    const event_field data[] = {EVENT_FIELD_STR("roomId", op->room_id), EVENT_FIELD_INT("sinceSeq", since),
-                                EVENT_FIELD_INT("oldestSeq", first),  EVENT_FIELD_INT("lastSeq", last),
-                                EVENT_FIELD_STR("reason", reason),    EVENT_FIELD_INT("timestamp", time(NULL))};
+    const event_field data[] = {
+        EVENT_FIELD_STR("roomId", op->room_id), EVENT_FIELD_INT("sinceSeq", since),
+        EVENT_FIELD_INT("oldestSeq", first),    EVENT_FIELD_INT("lastSeq", last),
+        EVENT_FIELD_STR("reason", reason),      EVENT_FIELD_INT("timestamp", time(NULL))};
     send_event(s->c, "history_gap", data, NFIELDS(data));
 }
 
@@ -550,7 +555,8 @@ static void resume_read_locked(store_op *op) {
     if (op->bounds) resume_gap(s, op);
     size_t n = json_array_size(op->messages);
     for (size_t i = 0; i < n; i++)
-        send_json(s->c, json_pack("{s:s,s:O}", "type", "chat", "data", json_array_get(op->messages, i)));
+        send_json(s->c,
+                  json_pack("{s:s,s:O}", "type", "chat", "data", json_array_get(op->messages, i)));
     if (op->has_more && n > 0) {
         json_t *last = json_object_get(json_array_get(op->messages, n - 1), "seq");
         submit_resume_page(a, s, op->room_id, (int64_t)json_integer_value(last), false);
@@ -598,14 +604,16 @@ static void route_history(app *a, session *s, json_t *body, handler_result *res)
         room_id = s->room->id;
     }
     if (!s->room || strcmp(room_id, s->room->id) != 0) {
-        failf(s->c, res, 403, "FORBIDDEN", "Not a member of room", "Not a member of room %s", room_id);
+        failf(s->c, res, 403, "FORBIDDEN", "Not a member of room", "Not a member of room %s",
+              room_id);
         return;
     }
     json_t *lv = json_object_get(body, "limit");
     json_t *bv = json_object_get(body, "beforeSeq");
     json_int_t limit = HISTORY_DEFAULT_LIMIT;
     if (lv && !json_is_null(lv)) {
-        if (!json_is_integer(lv) || json_integer_value(lv) < 1 || json_integer_value(lv) > HISTORY_MAX_LIMIT) {
+        if (!json_is_integer(lv) || json_integer_value(lv) < 1 ||
+            json_integer_value(lv) > HISTORY_MAX_LIMIT) {
             fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 500");
             return;
         }

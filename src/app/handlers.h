@@ -9,8 +9,8 @@
 
 /* Result of a handler, for the access log. */
 typedef struct handler_result {
-    int status;              /* 200, or 400/403/404/500 when an error was sent */
-    const char *error;       /* the error text sent, or NULL */
+    int status;        /* 200, or 400/403/404/500 when an error was sent */
+    const char *error; /* the error text sent, or NULL */
 } handler_result;
 
 /* Run built-in route `id` for session s with the parsed body. Errors are
@@ -45,14 +45,17 @@ json_t *handlers_rooms_page(const registry *r, const char *after, size_t limit, 
 /* One field of an event's flat "data" object. */
 typedef enum { EVENT_STR, EVENT_INT, EVENT_BOOL } event_field_kind;
 typedef struct event_field {
-    const char *key;         /* a plain identifier: written as is */
+    const char *key; /* a plain identifier: written as is */
     event_field_kind kind;
-    const char *str;         /* EVENT_STR: any text (escaped; bad UTF-8 becomes U+FFFD) */
-    int64_t num;             /* EVENT_INT, EVENT_BOOL (0 or 1) */
+    const char *str; /* EVENT_STR: any text (escaped; bad UTF-8 becomes U+FFFD) */
+    int64_t num;     /* EVENT_INT, EVENT_BOOL (0 or 1) */
 } event_field;
-#define EVENT_FIELD_STR(k, v) {.key = (k), .kind = EVENT_STR, .str = (v)}
-#define EVENT_FIELD_INT(k, v) {.key = (k), .kind = EVENT_INT, .num = (int64_t)(v)}
-#define EVENT_FIELD_BOOL(k, v) {.key = (k), .kind = EVENT_BOOL, .num = (v) ? 1 : 0}
+#define EVENT_FIELD_STR(k, v)                                                                      \
+    { .key = (k), .kind = EVENT_STR, .str = (v) }
+#define EVENT_FIELD_INT(k, v)                                                                      \
+    { .key = (k), .kind = EVENT_INT, .num = (int64_t)(v) }
+#define EVENT_FIELD_BOOL(k, v)                                                                     \
+    { .key = (k), .kind = EVENT_BOOL, .num = (v) ? 1 : 0 }
 
 /* Encode {"type":type,"data":{fields in order}} as a text frame, the shape
  * of every event the server pushes (welcome, presence, chat, private

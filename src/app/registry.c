@@ -99,9 +99,15 @@ void registry_remove(registry *r, session *s) {
     session_free(s);
 }
 
-session *registry_by_id(const registry *r, const char *conn_id) { return strmap_get(&r->by_id, conn_id); }
-user_conns *registry_user(const registry *r, const char *user_id) { return strmap_get(&r->users, user_id); }
-room *registry_room(const registry *r, const char *room_id) { return strmap_get(&r->rooms, room_id); }
+session *registry_by_id(const registry *r, const char *conn_id) {
+    return strmap_get(&r->by_id, conn_id);
+}
+user_conns *registry_user(const registry *r, const char *user_id) {
+    return strmap_get(&r->users, user_id);
+}
+room *registry_room(const registry *r, const char *room_id) {
+    return strmap_get(&r->rooms, room_id);
+}
 
 static int cmp_room(const void *a, const void *b) {
     const room *x = *(room *const *)a, *y = *(room *const *)b;

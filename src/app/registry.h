@@ -16,39 +16,39 @@
 typedef struct session session;
 
 typedef struct room {
-    session *members;        /* list through session.room_next */
+    session *members; /* list through session.room_next */
     size_t count;
-    char id[];               /* also the rooms map's key */
+    char id[]; /* also the rooms map's key */
 } room;
 
 typedef struct user_conns {
-    session *conns;          /* list through session.user_next */
+    session *conns; /* list through session.user_next */
     size_t count;
-    char id[];               /* also the users map's key */
+    char id[]; /* also the users map's key */
 } user_conns;
 
 struct session {
     conn *c;
-    const char *user_id;     /* user->id: one copy per user, not per connection */
-    char *username;          /* owned */
-    room *room;              /* NULL: in no room */
+    const char *user_id; /* user->id: one copy per user, not per connection */
+    char *username;      /* owned */
+    room *room;          /* NULL: in no room */
     session *room_prev, *room_next;
     user_conns *user;
     session *user_prev, *user_next;
-    uint64_t messages;       /* messages received, for logs */
-    throttle_bucket bucket;  /* the connection's message rate */
-    bool resuming;           /* stored messages are being replayed: live chat
+    uint64_t messages;      /* messages received, for logs */
+    throttle_bucket bucket; /* the connection's message rate */
+    bool resuming;          /* stored messages are being replayed: live chat
                               * for its room waits in the store's order */
-    uint64_t resume_gen;     /* which replay is current */
+    uint64_t resume_gen;    /* which replay is current */
 };
 
 typedef struct registry {
     /* The maps borrow their keys (an idle connection's registry entry is
      * three allocations, no key copies): by_id the connection's id, users
      * and rooms the id inside the value. */
-    strmap by_id;            /* connection id -> session */
-    strmap users;            /* user id -> user_conns */
-    strmap rooms;            /* room id -> room (only rooms with members) */
+    strmap by_id; /* connection id -> session */
+    strmap users; /* user id -> user_conns */
+    strmap rooms; /* room id -> room (only rooms with members) */
 } registry;
 
 /* Initialise an empty registry. */

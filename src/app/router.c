@@ -87,7 +87,8 @@ void router_route(const router *r, const char *data, size_t len, bool binary, ro
     }
     m->body = body;
     json_t *v = body;
-    for (size_t i = 0; i < r->depth && v; i++) v = json_is_object(v) ? json_object_get(v, r->path[i]) : NULL;
+    for (size_t i = 0; i < r->depth && v; i++)
+        v = json_is_object(v) ? json_object_get(v, r->path[i]) : NULL;
     if (!v || json_is_null(v)) {
         /* The seed's handler: body.get('type', 'chat'). */
         m->outcome = ROUTED;

@@ -27,25 +27,24 @@ const char *router_route_name(route_id id);
 route_id router_builtin(const char *key);
 
 typedef struct router {
-    char **path;            /* the $request.body.a.b path, split; owned */
+    char **path; /* the $request.body.a.b path, split; owned */
     size_t depth;
-    char **custom;          /* custom_routes, owned copies */
+    char **custom; /* custom_routes, owned copies */
     size_t ncustom;
-    size_t max_depth;       /* JSON nesting limit (0 = jansson's own) */
+    size_t max_depth; /* JSON nesting limit (0 = jansson's own) */
 } router;
 
 /* Parse expr ("$request.body.type", nested paths allowed) and keep a copy of
  * the custom route keys. Returns 0, or -1 with a static message in *err. */
-int router_init(router *r, const char *expr, char *const *custom, size_t ncustom,
-                const char **err);
+int router_init(router *r, const char *expr, char *const *custom, size_t ncustom, const char **err);
 void router_free(router *r);
 
 typedef enum route_outcome {
-    ROUTED,                 /* run `route` */
-    ROUTE_INVALID_JSON,     /* body not a JSON object: "Invalid JSON format" */
-    ROUTE_UNKNOWN,          /* no built-in handler for `selected` */
-    ROUTE_TOO_DEEP,         /* JSON nested deeper than the router's limit */
-    ROUTE_THROTTLED,        /* set by the caller: refused by a token bucket */
+    ROUTED,             /* run `route` */
+    ROUTE_INVALID_JSON, /* body not a JSON object: "Invalid JSON format" */
+    ROUTE_UNKNOWN,      /* no built-in handler for `selected` */
+    ROUTE_TOO_DEEP,     /* JSON nested deeper than the router's limit */
+    ROUTE_THROTTLED,    /* set by the caller: refused by a token bucket */
 } route_outcome;
 
 typedef struct route_match {

@@ -7,7 +7,8 @@
 #include "store/crypto.h"
 #include "store/store.h"
 
-int export_run(const config *cfg, const char *room, long long since, const char *format, FILE *out) {
+int export_run(const config *cfg, const char *room, long long since, const char *format,
+               FILE *out) {
     store_export_format fmt;
     if (!format || strcmp(format, "jsonl") == 0) fmt = STORE_EXPORT_JSONL;
     else if (strcmp(format, "csv") == 0) fmt = STORE_EXPORT_CSV;

@@ -55,7 +55,8 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     snprintf(endpoint, sizeof(endpoint), "%s://%s:%lld/%s", tls ? "wss" : "ws", host,
              (long long)cfg->port, cfg->stage_name);
     snprintf(test_url, sizeof(test_url),
-             "%s?userId=testuser&username=TestUser&roomId=general&token=valid_test_token", endpoint);
+             "%s?userId=testuser&username=TestUser&roomId=general&token=valid_test_token",
+             endpoint);
     api_id(cfg, id);
     outputs_data_file(cfg, data_file, sizeof(data_file));
     snprintf(mgmt, sizeof(mgmt), "%s://%s:%lld/%s", tls ? "https" : "http", host,
@@ -76,14 +77,16 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
     char cerr[4600];
     memset(&creds, 0, sizeof(creds));
     /* -raw of another output stays silent about keys it does not print. */
-    bool wants_creds = format != OUTPUTS_RAW ||
-                       (strncmp(name, "management_", 11) == 0 && strcmp(name, "management_api_url") != 0);
+    bool wants_creds = format != OUTPUTS_RAW || (strncmp(name, "management_", 11) == 0 &&
+                                                 strcmp(name, "management_api_url") != 0);
     if (wants_creds && mgmt_credentials_read(cfg, &creds, cerr, sizeof(cerr)) != 0) {
         fprintf(stderr, "wsgate: %s\n", cerr);
-    } else if (wants_creds && (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
-                               !*cfg->management_bearer_key)) {
+    } else if (wants_creds &&
+               (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
+                !*cfg->management_bearer_key)) {
         char *abs = realpath(cfg->data_dir, NULL);
-        fprintf(stderr, "wsgate: reading management credentials from %s/management-credentials.json\n",
+        fprintf(stderr,
+                "wsgate: reading management credentials from %s/management-credentials.json\n",
                 abs ? abs : cfg->data_dir);
         free(abs);
     }
@@ -126,8 +129,8 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
         json_t *o = json_object();
         for (size_t i = 0; i < n; i++)
             json_object_set_new(o, rows[i].name,
-                                json_pack("{s:b,s:s,s:s}", "sensitive", rows[i].sensitive, "type", "string", "value",
-                                          rows[i].value));
+                                json_pack("{s:b,s:s,s:s}", "sensitive", rows[i].sensitive, "type",
+                                          "string", "value", rows[i].value));
         char *txt = json_dumps(o, JSON_INDENT(2));
         fprintf(out, "%s\n", txt);
         free(txt);

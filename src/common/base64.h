@@ -10,8 +10,8 @@
 #include <stdint.h>
 
 typedef enum base64_variant {
-    BASE64_STD,     /* A-Z a-z 0-9 + /, padded with '=' to a multiple of 4 */
-    BASE64_URL,     /* A-Z a-z 0-9 - _, no padding (JWT, RFC 7515) */
+    BASE64_STD, /* A-Z a-z 0-9 + /, padded with '=' to a multiple of 4 */
+    BASE64_URL, /* A-Z a-z 0-9 - _, no padding (JWT, RFC 7515) */
 } base64_variant;
 
 /* Return the length of the encoding of n bytes in `v`, without a NUL. */

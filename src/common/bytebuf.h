@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 typedef struct bytebuf {
-    char *d;       /* NULL until the first append */
-    size_t n;      /* bytes held, NUL not counted */
+    char *d;  /* NULL until the first append */
+    size_t n; /* bytes held, NUL not counted */
     size_t cap;
 } bytebuf;
 

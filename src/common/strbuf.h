@@ -12,8 +12,8 @@
 
 typedef struct strbuf {
     char *p;
-    size_t cap;  /* bytes at p, NUL included; at least 1 */
-    size_t len;  /* bytes written, at most cap - 1 */
+    size_t cap; /* bytes at p, NUL included; at least 1 */
+    size_t len; /* bytes written, at most cap - 1 */
 } strbuf;
 
 /* Start an empty string in p (cap bytes, cap >= 1). */

@@ -10,17 +10,17 @@
 #include <stdint.h>
 
 typedef struct strmap_slot {
-    char *key;       /* NULL: empty; STRMAP_TOMBSTONE: deleted */
+    char *key; /* NULL: empty; STRMAP_TOMBSTONE: deleted */
     uint64_t hash;
     void *value;
 } strmap_slot;
 
 typedef struct strmap {
     strmap_slot *slots;
-    size_t cap;      /* 0 or a power of two */
-    size_t count;    /* live keys */
-    size_t used;     /* live keys + tombstones */
-    bool borrowed;   /* keys are the caller's, never copied or freed */
+    size_t cap;    /* 0 or a power of two */
+    size_t count;  /* live keys */
+    size_t used;   /* live keys + tombstones */
+    bool borrowed; /* keys are the caller's, never copied or freed */
 } strmap;
 
 /* Initialise an empty map (no allocation until the first insert). */

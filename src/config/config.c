@@ -19,8 +19,6 @@
  * refusing it keeps a typo in -c from eating memory. */
 #define CONFIG_MAX_FILE_BYTES (16u * 1024u * 1024u)
 
-
-
 static void free_field(config *cfg, const config_var *v) {
     switch (v->type) {
     case CV_STRING:
@@ -56,15 +54,15 @@ static void free_field(config *cfg, const config_var *v) {
         break;
     }
     case CV_INT:
-    case CV_BOOL:
-        break;
+    case CV_BOOL: break;
     }
 }
 
 /* Store s as v's string value, and its index among v->one_of where v has
  * an enum field (s has passed check_string). */
 _Static_assert(sizeof(config_mode) == sizeof(int) && sizeof(config_store_sync) == sizeof(int) &&
-                   sizeof(config_auth_mode) == sizeof(int) && sizeof(config_logging_level) == sizeof(int),
+                   sizeof(config_auth_mode) == sizeof(int) &&
+                   sizeof(config_logging_level) == sizeof(int),
                "enum fields are written as int");
 
 static void set_string(config *cfg, const config_var *v, const char *s) {
@@ -123,10 +121,8 @@ static int fail(config_error *err, const char *fmt, ...) {
 
 /* "origin:line: " for files, "origin: " where there are no lines. */
 static void where(char *buf, size_t size, const char *origin, int line) {
-    if (line > 0)
-        snprintf(buf, size, "%s:%d: ", origin, line);
-    else
-        snprintf(buf, size, "%s: ", origin);
+    if (line > 0) snprintf(buf, size, "%s:%d: ", origin, line);
+    else snprintf(buf, size, "%s: ", origin);
 }
 
 static int fail_var(config_error *err, const char *origin, int line, const config_var *v,
@@ -307,16 +303,14 @@ static const char *parse_entry(const config_var *v, const char *key, const tfv_v
 /* The line to report for an element found at item_line of a value given at
  * `line`: text from the environment or --set (line 0) has no lines, even
  * when its value spans several. */
-static int item_line(int item, int line) {
-    return line == 0 ? 0 : item ? item : line;
-}
+static int item_line(int item, int line) { return line == 0 ? 0 : item ? item : line; }
 
 /* ---------- applying one value ---------- */
 
 /* Convert, validate and store val into variable v. *cfg is untouched on
  * failure. line 0 means the origin has no lines (environment, --set). */
-static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
-                       const char *origin, int line, config_error *err) {
+static int apply_value(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                       int line, config_error *err) {
     const char *bad;
     if (val->type == TFV_NULL) {
         /* null means "not set": the default applies. */
@@ -337,17 +331,16 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
         return 0;
     }
     case CV_BOOL:
-        if (val->type == TFV_BOOL)
-            *bool_field(cfg, v) = val->boolean;
+        if (val->type == TFV_BOOL) *bool_field(cfg, v) = val->boolean;
         else if (val->type == TFV_STRING && strcmp(val->string, "true") == 0)
             *bool_field(cfg, v) = true;
         else if (val->type == TFV_STRING && strcmp(val->string, "false") == 0)
             *bool_field(cfg, v) = false;
-        else
-            return fail_var(err, origin, line, v, "must be true or false");
+        else return fail_var(err, origin, line, v, "must be true or false");
         return 0;
     case CV_STRLIST: {
-        if (val->type != TFV_LIST) return fail_var(err, origin, line, v, "must be a list of strings");
+        if (val->type != TFV_LIST)
+            return fail_var(err, origin, line, v, "must be a list of strings");
         for (size_t i = 0; i < val->count; i++) {
             const tfv_value *it = val->items[i];
             int l = item_line(it->line, line);
@@ -355,7 +348,8 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
                 return fail_var(err, origin, l, v, "must be a list of strings");
             if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
         }
-        if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+        if (v->max_items && val->count > v->max_items)
+            return fail_var(err, origin, line, v, v->rule);
         char **list = xcalloc(val->count + 1, sizeof *list);
         for (size_t i = 0; i < val->count; i++) list[i] = xstrdup(val->items[i]->string);
         free_field(cfg, v);
@@ -373,7 +367,8 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
             if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
                 return fail_var(err, origin, l, v, bad);
         }
-        if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+        if (v->max_items && val->count > v->max_items)
+            return fail_var(err, origin, line, v, v->rule);
         config_kv *kv = val->count ? xcalloc(val->count, sizeof *kv) : NULL;
         for (size_t i = 0; i < val->count; i++) {
             kv[i].key = xstrdup(val->keys[i]);
@@ -396,7 +391,8 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val,
             const tfv_value *it = val->items[i];
             int l = 0;
             bad = check_key(v, val->keys[i]);
-            if (!bad) bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
+            if (!bad)
+                bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
             if (bad) {
                 free(arr);
                 return fail_var(err, origin, item_line(l ? l : it->line, line), v, bad);
@@ -456,10 +452,8 @@ int config_load_text(config *cfg, const char *origin, const char *text, size_t l
     for (size_t i = 0; i < doc->count && rc == 0; i++) {
         const tfv_attr *a = &doc->attrs[i];
         const config_var *v = config_find_var(a->name, strlen(a->name));
-        if (!v)
-            rc = fail(err, "%s:%d: unknown variable \"%.100s\"", origin, a->line, a->name);
-        else
-            rc = apply_value(cfg, v, a->value, origin, a->line, err);
+        if (!v) rc = fail(err, "%s:%d: unknown variable \"%.100s\"", origin, a->line, a->name);
+        else rc = apply_value(cfg, v, a->value, origin, a->line, err);
     }
     tfv_doc_free(doc);
     return rc;
@@ -528,7 +522,8 @@ int config_set(config *cfg, const char *assignment, config_error *err) {
     while (a < z && (*a == ' ' || *a == '\t')) a++;
     while (z > a && (z[-1] == ' ' || z[-1] == '\t')) z--;
     const config_var *v = config_find_var(a, (size_t)(z - a));
-    if (!v) return fail(err, "--set: unknown variable \"%.*s\"", (int)((z - a) > 100 ? 100 : z - a), a);
+    if (!v)
+        return fail(err, "--set: unknown variable \"%.*s\"", (int)((z - a) > 100 ? 100 : z - a), a);
     return apply_text(cfg, v, eq + 1, "--set", err);
 }
 
@@ -548,17 +543,14 @@ static bool is_loopback(const char *listen) {
     if (!listen) return false;
     if (strcasecmp(listen, "localhost") == 0) return true;
     struct in_addr a4;
-    if (inet_pton(AF_INET, listen, &a4) == 1)
-        return ((const unsigned char *)&a4.s_addr)[0] == 127;
+    if (inet_pton(AF_INET, listen, &a4) == 1) return ((const unsigned char *)&a4.s_addr)[0] == 127;
     struct in6_addr a6;
     if (inet_pton(AF_INET6, listen, &a6) == 1)
         return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
     return false;
 }
 
-static bool empty(const char *s) {
-    return !s || !*s;
-}
+static bool empty(const char *s) { return !s || !*s; }
 
 static int check_cross_rules(const config *c, config_error *err) {
     if (c->auth_mode_id == CONFIG_AUTH_JWT) {
@@ -567,8 +559,9 @@ static int check_cross_rules(const config *c, config_error *err) {
             return fail(err, "auth_mode = \"jwt\" with jwt_algorithm = \"HS256\" requires "
                              "jwt_secret (the shared signing key)");
         if (!hs && empty(c->jwt_public_key_file))
-            return fail(err, "auth_mode = \"jwt\" with jwt_algorithm = \"%s\" requires "
-                             "jwt_public_key_file (a PEM public key)",
+            return fail(err,
+                        "auth_mode = \"jwt\" with jwt_algorithm = \"%s\" requires "
+                        "jwt_public_key_file (a PEM public key)",
                         c->jwt_algorithm);
     }
     if (empty(c->tls_cert_file) != empty(c->tls_key_file))
@@ -576,14 +569,16 @@ static int check_cross_rules(const config *c, config_error *err) {
                     empty(c->tls_cert_file) ? "tls_cert_file" : "tls_key_file");
     if (is_production(c->environment)) {
         if (c->auth_mode_id == CONFIG_AUTH_DEMO && !c->allow_demo_auth_in_production)
-            return fail(err, "environment \"%s\" refuses the demo authorizer (any token starting "
-                             "with valid_ is accepted); set auth_mode = \"jwt\" or "
-                             "allow_demo_auth_in_production = true",
+            return fail(err,
+                        "environment \"%s\" refuses the demo authorizer (any token starting "
+                        "with valid_ is accepted); set auth_mode = \"jwt\" or "
+                        "allow_demo_auth_in_production = true",
                         c->environment);
         if (empty(c->tls_cert_file) && !is_loopback(c->listen) && !c->allow_plaintext_in_production)
-            return fail(err, "environment \"%s\" refuses plain ws:// on the non-loopback listen "
-                             "address \"%s\"; set tls_cert_file and tls_key_file, listen on "
-                             "127.0.0.1, or allow_plaintext_in_production = true",
+            return fail(err,
+                        "environment \"%s\" refuses plain ws:// on the non-loopback listen "
+                        "address \"%s\"; set tls_cert_file and tls_key_file, listen on "
+                        "127.0.0.1, or allow_plaintext_in_production = true",
                         c->environment, c->listen);
     }
     return 0;

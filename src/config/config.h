@@ -25,7 +25,9 @@ typedef struct config_route_throttle {
  * these (the `_id` fields), in the order of their names in config.c, so
  * no code compares the strings at each use (as Redis's enum configs). */
 typedef enum config_logging_level {
-    CONFIG_LOG_OFF, CONFIG_LOG_ERROR, CONFIG_LOG_INFO  /* = log_level's values */
+    CONFIG_LOG_OFF,
+    CONFIG_LOG_ERROR,
+    CONFIG_LOG_INFO /* = log_level's values */
 } config_logging_level;
 typedef enum config_store_sync { CONFIG_SYNC_FULL, CONFIG_SYNC_NORMAL } config_store_sync;
 typedef enum config_mode { CONFIG_MODE_API, CONFIG_MODE_ECHO } config_mode;
@@ -40,7 +42,7 @@ typedef struct config {
     char *api_description;
     char *stage_name;
     char *route_selection_expression;
-    char **custom_routes;          /* NULL-terminated list */
+    char **custom_routes; /* NULL-terminated list */
     size_t custom_routes_count;
     char *dynamodb_billing_mode;
     int64_t dynamodb_read_capacity;
@@ -54,90 +56,92 @@ typedef struct config {
     int64_t lambda_message_timeout;
     bool enable_detailed_metrics;
     bool enable_data_trace;
-    char *logging_level;           /* "OFF", "ERROR" or "INFO" */
+    char *logging_level;                   /* "OFF", "ERROR" or "INFO" */
     config_logging_level logging_level_id; /* the same, parsed once */
     int64_t throttling_burst_limit;
     int64_t throttling_rate_limit;
-    bool throttling_enabled;       /* wsgate's own: stage + route buckets on/off */
+    bool throttling_enabled; /* wsgate's own: stage + route buckets on/off */
     int64_t log_retention_days;
     bool enable_xray_tracing;
     bool enable_encryption;
     int64_t kms_key_deletion_window;
     /* wsgate's own store settings */
-    char *store_sync;              /* "full" (default) or "normal" */
+    char *store_sync; /* "full" (default) or "normal" */
     config_store_sync store_sync_id;
-    int64_t message_ttl_days;      /* 0 = keep forever */
-    int64_t idempotency_window_s;  /* default 86400 */
-    int64_t store_max_pending;     /* store operations queued at most (chats, history) */
-    int64_t store_max_pending_bytes; /* chat text queued for the store at most */
-    int64_t store_stall_ms;        /* /readyz: a commit running longer is a stall */
-    int64_t pitr_retention_days;   /* default 35 */
+    int64_t message_ttl_days;         /* 0 = keep forever */
+    int64_t idempotency_window_s;     /* default 86400 */
+    int64_t store_max_pending;        /* store operations queued at most (chats, history) */
+    int64_t store_max_pending_bytes;  /* chat text queued for the store at most */
+    int64_t store_stall_ms;           /* /readyz: a commit running longer is a stall */
+    int64_t pitr_retention_days;      /* default 35 */
     int64_t pitr_snapshot_interval_s; /* default 3600 */
-    char *kms_key_file;            /* "" = DATA_DIR/keys.json */
-    config_kv *additional_tags;    /* array of additional_tags_count pairs */
+    char *kms_key_file;               /* "" = DATA_DIR/keys.json */
+    config_kv *additional_tags;       /* array of additional_tags_count pairs */
     size_t additional_tags_count;
 
     /* --- wsgate's own --- */
-    char *listen;                  /* listen address, default 127.0.0.1 */
-    int64_t port;                  /* default 8080 */
-    char *data_dir;                /* default ./data */
-    char *mode;                    /* "api" (default) or "echo" */
+    char *listen;   /* listen address, default 127.0.0.1 */
+    int64_t port;   /* default 8080 */
+    char *data_dir; /* default ./data */
+    char *mode;     /* "api" (default) or "echo" */
     config_mode mode_id;
-    int64_t max_frame_size;        /* bytes, default 131072 */
-    int64_t max_message_size;      /* bytes, default 131072 */
-    int64_t max_header_bytes;      /* handshake header budget, default 8192 */
-    int64_t max_headers;           /* default 100 */
-    int64_t handshake_timeout_ms;  /* default 10000 */
-    int64_t idle_timeout_s;        /* default 600 */
-    int64_t ping_interval_s;       /* default 30 (0 = no server pings) */
-    int64_t pong_timeout_s;        /* default 10 */
+    int64_t max_frame_size;            /* bytes, default 131072 */
+    int64_t max_message_size;          /* bytes, default 131072 */
+    int64_t max_header_bytes;          /* handshake header budget, default 8192 */
+    int64_t max_headers;               /* default 100 */
+    int64_t handshake_timeout_ms;      /* default 10000 */
+    int64_t idle_timeout_s;            /* default 600 */
+    int64_t ping_interval_s;           /* default 30 (0 = no server pings) */
+    int64_t pong_timeout_s;            /* default 10 */
     int64_t max_connection_duration_s; /* default 0 = unlimited */
-    int64_t max_queued_bytes;      /* per-connection write queue cap, default 1048576 */
-    int64_t slow_consumer_timeout_ms; /* longest a queue may stay above max_queued_bytes, default 10000 */
-    int64_t max_pending_http_bytes; /* memory of connections not upgraded, all workers; default 64 MiB */
-    int64_t shutdown_timeout_ms;   /* default 5000 */
-    int64_t max_connections;       /* default 100000 */
-    int64_t worker_threads;        /* event loops; 0 = auto (one per core) */
-    char *otlp_endpoint;                 /* "" = spans are not exported */
-    char *management_access_key_id;      /* "" = generated into the data dir */
-    char *management_secret_access_key;  /* "" = generated into the data dir */
-    char *management_bearer_key;         /* "" = generated into the data dir */
-    bool permessage_deflate;             /* offer RFC 7692 compression, default false */
+    int64_t max_queued_bytes;          /* per-connection write queue cap, default 1048576 */
+    int64_t
+        slow_consumer_timeout_ms; /* longest a queue may stay above max_queued_bytes, default 10000 */
+    int64_t
+        max_pending_http_bytes; /* memory of connections not upgraded, all workers; default 64 MiB */
+    int64_t shutdown_timeout_ms;            /* default 5000 */
+    int64_t max_connections;                /* default 100000 */
+    int64_t worker_threads;                 /* event loops; 0 = auto (one per core) */
+    char *otlp_endpoint;                    /* "" = spans are not exported */
+    char *management_access_key_id;         /* "" = generated into the data dir */
+    char *management_secret_access_key;     /* "" = generated into the data dir */
+    char *management_bearer_key;            /* "" = generated into the data dir */
+    bool permessage_deflate;                /* offer RFC 7692 compression, default false */
     int64_t deflate_server_max_window_bits; /* 8..15, default 15 */
     int64_t deflate_client_max_window_bits; /* 8..15, default 15 */
-    int64_t deflate_level;               /* zlib level 1..9, default 6 */
-    int64_t deflate_min_size;            /* bytes; smaller messages go uncompressed, default 64 */
+    int64_t deflate_level;                  /* zlib level 1..9, default 6 */
+    int64_t deflate_min_size; /* bytes; smaller messages go uncompressed, default 64 */
     bool deflate_client_no_context_takeover; /* default true */
 
     /* --- protection (throttling, TLS, authorizers, abuse limits) --- */
     config_route_throttle *route_throttling; /* per-route token buckets */
     size_t route_throttling_count;
-    int64_t connection_rate_limit;       /* messages/s per connection, default 100 (0 = off) */
-    int64_t connection_burst_limit;      /* default 200 */
-    int64_t max_connections_per_ip;      /* concurrent, default 1000 (0 = off) */
-    int64_t connect_rate_per_ip;         /* connects/s per source address, default 50 (0 = off) */
-    int64_t connect_burst_per_ip;        /* default 100 */
-    int64_t auth_failures_per_minute;    /* per source address before 429, default 20 */
-    char **allowed_origins;              /* NULL-terminated; empty = any Origin */
+    int64_t connection_rate_limit;    /* messages/s per connection, default 100 (0 = off) */
+    int64_t connection_burst_limit;   /* default 200 */
+    int64_t max_connections_per_ip;   /* concurrent, default 1000 (0 = off) */
+    int64_t connect_rate_per_ip;      /* connects/s per source address, default 50 (0 = off) */
+    int64_t connect_burst_per_ip;     /* default 100 */
+    int64_t auth_failures_per_minute; /* per source address before 429, default 20 */
+    char **allowed_origins;           /* NULL-terminated; empty = any Origin */
     size_t allowed_origins_count;
-    char *auth_mode;                     /* "demo" (default) or "jwt" */
+    char *auth_mode; /* "demo" (default) or "jwt" */
     config_auth_mode auth_mode_id;
-    char *jwt_algorithm;                 /* "HS256" (default), "RS256" or "ES256" */
-    char *jwt_secret;                    /* HS256 key (secret) */
-    char *jwt_public_key_file;           /* PEM for RS256/ES256 */
-    char *jwt_issuer;                    /* "" = not checked */
-    char *jwt_audience;                  /* "" = not checked */
-    int64_t jwt_leeway_s;                /* clock leeway for exp/nbf, default 30 (0..300) */
-    char *jwt_user_id_claim;             /* default "sub" */
-    char *jwt_username_claim;            /* default "name" */
-    int64_t max_fragmented_bytes;        /* held for one unfinished fragmented message, default 1048576 */
-    int64_t max_control_frames_per_s;    /* pings/pongs/closes per second, default 50 (0 = off) */
-    int64_t max_json_depth;              /* default 32 */
-    int64_t room_list_max_bytes;         /* one room_list page, default 262144 */
-    char *tls_cert_file;                 /* "" = plain ws:// */
+    char *jwt_algorithm;          /* "HS256" (default), "RS256" or "ES256" */
+    char *jwt_secret;             /* HS256 key (secret) */
+    char *jwt_public_key_file;    /* PEM for RS256/ES256 */
+    char *jwt_issuer;             /* "" = not checked */
+    char *jwt_audience;           /* "" = not checked */
+    int64_t jwt_leeway_s;         /* clock leeway for exp/nbf, default 30 (0..300) */
+    char *jwt_user_id_claim;      /* default "sub" */
+    char *jwt_username_claim;     /* default "name" */
+    int64_t max_fragmented_bytes; /* held for one unfinished fragmented message, default 1048576 */
+    int64_t max_control_frames_per_s; /* pings/pongs/closes per second, default 50 (0 = off) */
+    int64_t max_json_depth;           /* default 32 */
+    int64_t room_list_max_bytes;      /* one room_list page, default 262144 */
+    char *tls_cert_file;              /* "" = plain ws:// */
     char *tls_key_file;
-    bool allow_demo_auth_in_production;  /* default false */
-    bool allow_plaintext_in_production;  /* default false */
+    bool allow_demo_auth_in_production; /* default false */
+    bool allow_plaintext_in_production; /* default false */
 } config;
 
 /* Error detail filled by the config functions: `message` is one line that

@@ -30,10 +30,8 @@ static void put_quoted(FILE *out, const char *s) {
             if (s[1] == '{') fputc(c, out);
             break;
         default:
-            if (c < 0x20 || c == 0x7f)
-                fprintf(out, "\\u%04x", c);
-            else
-                fputc(c, out);
+            if (c < 0x20 || c == 0x7f) fprintf(out, "\\u%04x", c);
+            else fputc(c, out);
         }
     }
     fputc('"', out);
@@ -235,8 +233,9 @@ void config_print_no_effect(const config *cfg, void *out) {
             same = *int_field((config *)cfg, v) == *int_field(&defaults, v);
         }
         if (!same)
-            fprintf(out, "note: variable \"%s\" is accepted for compatibility but has no effect "
-                         "in wsgate\n",
+            fprintf(out,
+                    "note: variable \"%s\" is accepted for compatibility but has no effect "
+                    "in wsgate\n",
                     v->name);
     }
     config_free(&defaults);
@@ -246,7 +245,8 @@ void config_print_warnings(const config *cfg, void *out) {
     /* Data trace logs each message body with its access line, which only
      * exists at INFO. The store encrypts chats at rest; the log would hold
      * the same text in the clear (private messages are redacted). */
-    if (cfg->enable_data_trace && cfg->enable_encryption && cfg->logging_level_id == CONFIG_LOG_INFO)
+    if (cfg->enable_data_trace && cfg->enable_encryption &&
+        cfg->logging_level_id == CONFIG_LOG_INFO)
         fprintf(out, "warning: enable_data_trace and enable_encryption are both on: chat message "
                      "bodies will be written to the log in plaintext while the store encrypts "
                      "them (private message bodies are redacted); set enable_data_trace = false "

@@ -49,24 +49,24 @@ typedef struct config_var {
     const char *const *def_list; /* NULL-terminated */
     bool ranged;
     int64_t min, max;
-    const char *const *one_of;  /* NULL-terminated allowed strings */
-    size_t enum_offset;         /* with one_of: of the int that gets the value's index (0: none) */
-    const int64_t *int_set;     /* allowed integers, int_set_len of them */
+    const char *const *one_of; /* NULL-terminated allowed strings */
+    size_t enum_offset;        /* with one_of: of the int that gets the value's index (0: none) */
+    const int64_t *int_set;    /* allowed integers, int_set_len of them */
     size_t int_set_len;
-    const char *charset;        /* allowed bytes, "a-z0-9-" style; implies non-empty */
+    const char *charset; /* allowed bytes, "a-z0-9-" style; implies non-empty */
     bool nonempty;
-    size_t max_len;             /* strings, list items, map values; 0 = none */
-    size_t max_items;           /* lists and maps; 0 = none */
-    size_t max_key_len;         /* maps */
+    size_t max_len;     /* strings, list items, map values; 0 = none */
+    size_t max_items;   /* lists and maps; 0 = none */
+    size_t max_key_len; /* maps */
     bool (*check)(const char *s);
-    const cv_member *members;   /* CV_OBJMAP: NULL-name-terminated */
-    size_t elem_size;           /* CV_OBJMAP: size of one entry's struct */
-    size_t key_offset;          /* CV_OBJMAP: of the entry's char *key in it */
-    const char *key_noun;       /* CV_OBJMAP: what a key names, for messages ("route") */
+    const cv_member *members; /* CV_OBJMAP: NULL-name-terminated */
+    size_t elem_size;         /* CV_OBJMAP: size of one entry's struct */
+    size_t key_offset;        /* CV_OBJMAP: of the entry's char *key in it */
+    const char *key_noun;     /* CV_OBJMAP: what a key names, for messages ("route") */
     unsigned flags;
     const char *help;
-    const char *rule;           /* the message when validation fails */
-    const char *item_rule;      /* the message when a list item or map entry fails */
+    const char *rule;      /* the message when validation fails */
+    const char *item_rule; /* the message when a list item or map entry fails */
 } config_var;
 
 /* The variables, in the order help and dump print them. */
@@ -75,7 +75,6 @@ extern const size_t config_nvars;
 
 /* Return the variable named name[0..len), or NULL. */
 const config_var *config_find_var(const char *name, size_t len);
-
 
 static inline char **str_field(config *cfg, const config_var *v) {
     return (char **)((char *)cfg + v->offset);

@@ -27,7 +27,8 @@ static int lookup(const char *name, int family, bool numeric_only, struct sockad
     return 0;
 }
 
-int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char *err, size_t errlen) {
+int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char *err,
+                          size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sl = 0;
     if (!listen || !*listen) {
@@ -46,8 +47,9 @@ int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char
                  listen, gai_strerror(r));
         return -1;
     }
-    const void *a = ss.ss_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
-                                              : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+    const void *a = ss.ss_family == AF_INET6
+                        ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                        : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
     char text[INET6_ADDRSTRLEN];
     inet_ntop(ss.ss_family, a, text, sizeof(text));
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

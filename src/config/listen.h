@@ -11,6 +11,7 @@
  * port does not matter). On success returns 0 and writes the numeric
  * address into numeric (numlen bytes, NUL-terminated), which the server
  * binds; on failure returns -1 with one line in err naming the address. */
-int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char *err, size_t errlen);
+int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char *err,
+                          size_t errlen);
 
 #endif

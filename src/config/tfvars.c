@@ -29,9 +29,7 @@ static int p_col(const tfv_parser *p) {
     return c > 1000000000 ? 1000000000 : (int)c;
 }
 
-static int peek(const tfv_parser *p) {
-    return p->pos < p->len ? (unsigned char)p->s[p->pos] : -1;
-}
+static int peek(const tfv_parser *p) { return p->pos < p->len ? (unsigned char)p->s[p->pos] : -1; }
 
 static int peek_at(const tfv_parser *p, size_t k) {
     return p->pos + k < p->len ? (unsigned char)p->s[p->pos + k] : -1;
@@ -65,10 +63,8 @@ static const char *describe(const tfv_parser *p, char *buf, size_t size) {
     int c = peek(p);
     if (c < 0) return "end of input";
     if (c == '\n') return "end of line";
-    if (c > 0x20 && c < 0x7f)
-        snprintf(buf, size, "'%c'", c);
-    else
-        snprintf(buf, size, "byte 0x%02x", (unsigned)c);
+    if (c > 0x20 && c < 0x7f) snprintf(buf, size, "'%c'", c);
+    else snprintf(buf, size, "byte 0x%02x", (unsigned)c);
     return buf;
 }
 
@@ -76,9 +72,7 @@ static bool is_ident_start(int c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 
-static bool is_ident_char(int c) {
-    return is_ident_start(c) || (c >= '0' && c <= '9') || c == '-';
-}
+static bool is_ident_char(int c) { return is_ident_start(c) || (c >= '0' && c <= '9') || c == '-'; }
 
 static bool is_digit(int c) { return c >= '0' && c <= '9'; }
 
@@ -270,8 +264,8 @@ static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
                     int h = hex_digit_value(peek_at(p, 2 + k));
                     if (h < 0) {
                         free(b.d);
-                        return fail_at(p, p->line, ecol, "invalid '\\%c' escape: expected %zu hex digits",
-                                       e, ndig);
+                        return fail_at(p, p->line, ecol,
+                                       "invalid '\\%c' escape: expected %zu hex digits", e, ndig);
                     }
                     cp = cp * 16 + (uint32_t)h;
                 }
@@ -281,8 +275,8 @@ static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
                 }
                 if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
                     free(b.d);
-                    return fail_at(p, p->line, ecol, "'\\%c' escape is not a valid Unicode code point",
-                                   e);
+                    return fail_at(p, p->line, ecol,
+                                   "'\\%c' escape is not a valid Unicode code point", e);
                 }
                 put_utf8(&b, cp);
             }
@@ -421,7 +415,8 @@ static int parse_number(tfv_parser *p, tfv_value *v) {
         p->pos++;
         if (peek(p) == '+' || peek(p) == '-') p->pos++;
         if (!is_digit(peek(p)))
-            return fail_at(p, v->line, v->column, "invalid number: expected digits in the exponent");
+            return fail_at(p, v->line, v->column,
+                           "invalid number: expected digits in the exponent");
         while (is_digit(peek(p))) p->pos++;
         whole = false;
     }

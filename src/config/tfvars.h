@@ -32,17 +32,17 @@ typedef enum tfv_type {
 typedef struct tfv_value tfv_value;
 struct tfv_value {
     tfv_type type;
-    int line;            /* 1-based position of the value's first byte */
+    int line; /* 1-based position of the value's first byte */
     int column;
-    bool boolean;        /* TFV_BOOL */
-    double number;       /* TFV_NUMBER */
-    bool is_integer;     /* TFV_NUMBER: the value is whole and fits int64 */
-    int64_t integer;     /* TFV_NUMBER when is_integer */
-    char *string;        /* TFV_STRING: decoded UTF-8, NUL-terminated, no NUL inside */
+    bool boolean;    /* TFV_BOOL */
+    double number;   /* TFV_NUMBER */
+    bool is_integer; /* TFV_NUMBER: the value is whole and fits int64 */
+    int64_t integer; /* TFV_NUMBER when is_integer */
+    char *string;    /* TFV_STRING: decoded UTF-8, NUL-terminated, no NUL inside */
     size_t string_len;
-    size_t count;        /* TFV_LIST / TFV_MAP: number of elements */
-    tfv_value **items;   /* TFV_LIST elements, or TFV_MAP values */
-    char **keys;         /* TFV_MAP keys, parallel to items (unique) */
+    size_t count;      /* TFV_LIST / TFV_MAP: number of elements */
+    tfv_value **items; /* TFV_LIST elements, or TFV_MAP values */
+    char **keys;       /* TFV_MAP keys, parallel to items (unique) */
 };
 
 typedef struct tfv_attr {
@@ -90,6 +90,5 @@ void tfv_value_free(tfv_value *v);
 
 /* Return the Terraform-style name of a type: "string", "number", ... */
 const char *tfv_type_name(tfv_type type);
-
 
 #endif

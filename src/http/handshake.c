@@ -39,9 +39,9 @@ int ws_handshake_check(const http_request *r, const char *path, ws_handshake_res
     memset(out, 0, sizeof(*out));
     size_t plen;
     const char *p = http_request_path(r, &plen);
-    if (plen != strlen(path) || memcmp(p, path, plen) != 0) return fail(out, 404, "Not Found", NULL);
-    if (r->parser.method != HTTP_GET)
-        return fail(out, 405, "Method Not Allowed", "Allow: GET\r\n");
+    if (plen != strlen(path) || memcmp(p, path, plen) != 0)
+        return fail(out, 404, "Not Found", NULL);
+    if (r->parser.method != HTTP_GET) return fail(out, 405, "Method Not Allowed", "Allow: GET\r\n");
     if (r->parser.http_major != 1 || r->parser.http_minor < 1)
         return fail(out, 400, "HTTP/1.1 or later required", NULL);
     if (!http_request_header_has_token(r, "Upgrade", "websocket"))
@@ -94,7 +94,8 @@ bool ws_handshake_deflate(const http_request *r, const ws_deflate_config *cfg,
     size_t lens[MAX_VALUES], n = 0;
     for (size_t i = 0; i < r->nheaders && n < MAX_VALUES; i++) {
         const http_header *h = &r->headers[i];
-        if (h->name_len != 24 || strncasecmp(r->raw + h->name_off, "Sec-WebSocket-Extensions", 24) != 0)
+        if (h->name_len != 24 ||
+            strncasecmp(r->raw + h->name_off, "Sec-WebSocket-Extensions", 24) != 0)
             continue;
         values[n] = r->raw + h->value_off;
         lens[n++] = h->value_len;

@@ -10,10 +10,10 @@
 #include "ws/deflate.h"
 
 typedef struct ws_handshake_result {
-    int status;              /* 101 when the upgrade may proceed, else the error status */
-    const char *message;     /* static error text for the JSON body (status != 101) */
+    int status;                /* 101 when the upgrade may proceed, else the error status */
+    const char *message;       /* static error text for the JSON body (status != 101) */
     const char *extra_headers; /* static headers to add to the error response, or NULL */
-    char accept[29];         /* Sec-WebSocket-Accept value (status == 101) */
+    char accept[29];           /* Sec-WebSocket-Accept value (status == 101) */
 } ws_handshake_result;
 
 /* Check that r is a valid WebSocket upgrade for `path` (e.g. "/staging"):

@@ -330,22 +330,19 @@ bool http_query_param(const char *q, size_t qlen, const char *name, char **out) 
 
 const char *http_status_text(int status) {
     switch (status) {
-#define WSGATE_STATUS_CASE(num, name, string) \
-    case num:                                 \
-        return #string;
+#define WSGATE_STATUS_CASE(num, name, string)                                                      \
+    case num: return #string;
         HTTP_STATUS_MAP(WSGATE_STATUS_CASE)
 #undef WSGATE_STATUS_CASE
-    default:
-        return "Unknown";
+    default: return "Unknown";
     }
 }
 
 char *http_response_format(int status, const char *extra_headers, const char *content_type,
                            const char *body, size_t body_len, bool close, size_t *len) {
     char head[1024];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\n%s%s%s%sContent-Length: %zu\r\n%s\r\n", status,
-                     http_status_text(status), extra_headers ? extra_headers : "",
+    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s%s%s%sContent-Length: %zu\r\n%s\r\n",
+                     status, http_status_text(status), extra_headers ? extra_headers : "",
                      content_type ? "Content-Type: " : "", content_type ? content_type : "",
                      content_type ? "\r\n" : "", body ? body_len : 0,
                      close ? "Connection: close\r\n" : "");

@@ -11,7 +11,7 @@
 #include <sys/types.h>
 
 typedef struct http_header {
-    size_t name_off, name_len;   /* offsets into http_request.raw */
+    size_t name_off, name_len; /* offsets into http_request.raw */
     size_t value_off, value_len;
 } http_header;
 
@@ -25,27 +25,27 @@ typedef long (*http_head_fn)(struct http_request *r, void *ctx);
 
 typedef struct http_request {
     http_parser parser;
-    size_t max_header_bytes;     /* request line + headers budget */
+    size_t max_header_bytes; /* request line + headers budget */
     size_t max_headers;
     size_t max_body;
 
-    char *raw;                   /* url, header names and values, NUL-separated */
+    char *raw; /* url, header names and values, NUL-separated */
     size_t raw_len, raw_cap;
     size_t url_off, url_len;
     http_header *headers;
     size_t nheaders, headers_cap;
-    bool in_value;               /* last header callback was a value */
+    bool in_value; /* last header callback was a value */
 
     char *body;
     size_t body_len;
 
-    size_t head_bytes;           /* bytes of the request head seen so far */
+    size_t head_bytes; /* bytes of the request head seen so far */
     bool headers_complete;
-    bool complete;               /* whole request (head, and body if any) parsed */
-    bool upgrade;                /* the parser stopped at an Upgrade request */
-    int error_status;            /* HTTP status to answer a bad request with */
+    bool complete;    /* whole request (head, and body if any) parsed */
+    bool upgrade;     /* the parser stopped at an Upgrade request */
+    int error_status; /* HTTP status to answer a bad request with */
 
-    http_head_fn on_head;        /* optional; set after http_request_init */
+    http_head_fn on_head; /* optional; set after http_request_init */
     void *on_head_ctx;
 } http_request;
 

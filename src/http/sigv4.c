@@ -16,22 +16,22 @@
 #include "common/hex.h"
 
 /* Every reason sigv4_verify can give, in one list. */
-#define SIGV4_REASONS(X)                                                              \
-    X(NO_AUTH, "missing Authorization header")                                        \
-    X(MALFORMED, "malformed Authorization header")                                    \
-    X(ALGORITHM, "unsupported Authorization scheme (expected AWS4-HMAC-SHA256)")      \
-    X(SERVICE, "credential scope names the wrong service")                            \
-    X(UNKNOWN_KEY, "unknown access key")                                              \
-    X(NO_DATE, "missing X-Amz-Date or Date header")                                   \
-    X(BAD_DATE, "malformed X-Amz-Date or Date header")                                \
-    X(SCOPE_DATE, "credential scope date does not match the request date")            \
-    X(SKEW, "request time is too skewed (signature expired or not yet valid)")        \
-    X(HOST_UNSIGNED, "host header is not signed")                                     \
-    X(DATE_UNSIGNED, "request date header is not signed")                             \
-    X(MISSING_HEADER, "a signed header is missing from the request")                  \
-    X(UNSIGNED_PAYLOAD, "unsigned payloads are not accepted")                         \
-    X(PAYLOAD_HASH, "x-amz-content-sha256 does not match the body")                   \
-    X(CRYPTO, "signature computation failed")                                         \
+#define SIGV4_REASONS(X)                                                                           \
+    X(NO_AUTH, "missing Authorization header")                                                     \
+    X(MALFORMED, "malformed Authorization header")                                                 \
+    X(ALGORITHM, "unsupported Authorization scheme (expected AWS4-HMAC-SHA256)")                   \
+    X(SERVICE, "credential scope names the wrong service")                                         \
+    X(UNKNOWN_KEY, "unknown access key")                                                           \
+    X(NO_DATE, "missing X-Amz-Date or Date header")                                                \
+    X(BAD_DATE, "malformed X-Amz-Date or Date header")                                             \
+    X(SCOPE_DATE, "credential scope date does not match the request date")                         \
+    X(SKEW, "request time is too skewed (signature expired or not yet valid)")                     \
+    X(HOST_UNSIGNED, "host header is not signed")                                                  \
+    X(DATE_UNSIGNED, "request date header is not signed")                                          \
+    X(MISSING_HEADER, "a signed header is missing from the request")                               \
+    X(UNSIGNED_PAYLOAD, "unsigned payloads are not accepted")                                      \
+    X(PAYLOAD_HASH, "x-amz-content-sha256 does not match the body")                                \
+    X(CRYPTO, "signature computation failed")                                                      \
     X(SIGNATURE, "signature does not match")
 
 enum {
@@ -46,7 +46,7 @@ static const char *const reason_text[] = {
 #undef SIGV4_TEXT
 };
 
-#define ALGORITHM "AWS4-HMAC-SHA256"
+#define ALGORITHM  "AWS4-HMAC-SHA256"
 #define TERMINATOR "aws4_request"
 
 /* ---- encoding ---- */
@@ -54,8 +54,8 @@ static const char *const reason_text[] = {
 static const char HEX_UPPER[] = "0123456789ABCDEF";
 
 static bool is_unreserved(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 /* Percent-encode s as Python's urllib.parse.quote does (uppercase hex);
@@ -76,7 +76,8 @@ static void pct_encode(bytebuf *b, const char *s, size_t n, bool slash_safe) {
 static void pct_decode(bytebuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n) {
-            int hi = hex_digit_value((unsigned char)s[i + 1]), lo = hex_digit_value((unsigned char)s[i + 2]);
+            int hi = hex_digit_value((unsigned char)s[i + 1]),
+                lo = hex_digit_value((unsigned char)s[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 bytebuf_putc(b, (char)(hi * 16 + lo));
                 i += 2;
@@ -86,7 +87,6 @@ static void pct_decode(bytebuf *b, const char *s, size_t n) {
         bytebuf_putc(b, s[i]);
     }
 }
-
 
 /* ---- crypto ---- */
 
@@ -237,9 +237,7 @@ static char *canon_query(const char *q, size_t len, bool reencode) {
     return bytebuf_take(&b);
 }
 
-char *sigv4_canonical_query(const char *query, size_t len) {
-    return canon_query(query, len, true);
-}
+char *sigv4_canonical_query(const char *query, size_t len) { return canon_query(query, len, true); }
 
 /* Whitespace as Python's str.split() sees it, ASCII part. */
 static bool is_ws(unsigned char c) {
@@ -720,8 +718,8 @@ char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const 
         unsigned char sig[32];
         if (payload) {
             bytebuf_puts(&cr, payload);
-            if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date,
-                                  region, strlen(region), service, sig)) {
+            if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date, region,
+                                  strlen(region), service, sig)) {
                 char hex[65];
                 hex_encode_lower(sig, 32, hex);
                 bytebuf o = {0};

@@ -40,7 +40,7 @@ typedef struct sigv4_credentials {
 
 /* One header to sign (for sigv4_sign); strings owned by the caller. */
 typedef struct sigv4_header {
-    const char *name;   /* any case */
+    const char *name; /* any case */
     const char *value;
 } sigv4_header;
 
@@ -53,7 +53,7 @@ typedef struct sigv4_request {
     const sigv4_header *headers; /* every header to sign besides x-amz-date;
                                     must include host */
     size_t nheaders;
-    const void *body;            /* may be NULL when body_len is 0 */
+    const void *body; /* may be NULL when body_len is 0 */
     size_t body_len;
 } sigv4_request;
 

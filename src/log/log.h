@@ -72,5 +72,4 @@ void log_flush_thread(void);
 void log_msg(log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-
 #endif

@@ -14,25 +14,24 @@
 #include "common/version.h"
 #include "ws/utf8.h"
 
-
 #define METRICS_MAX_SOURCES 8
 
 /* The latency buckets: bound in ns (used by the inline helper) and the `le`
  * label text, side by side. */
 const uint64_t metrics_latency_bounds_ns[METRICS_LATENCY_BOUNDS] = {
-    100000ull,     250000ull,     500000ull,     1000000ull,    2500000ull,
-    5000000ull,    10000000ull,   25000000ull,   50000000ull,   100000000ull,
-    250000000ull,  500000000ull,  1000000000ull, 2500000000ull, 5000000000ull,
+    100000ull,    250000ull,    500000ull,     1000000ull,    2500000ull,
+    5000000ull,   10000000ull,  25000000ull,   50000000ull,   100000000ull,
+    250000000ull, 500000000ull, 1000000000ull, 2500000000ull, 5000000000ull,
 };
 static const char *const latency_le[METRICS_LATENCY_BUCKETS] = {
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-    "0.05",   "0.1",     "0.25",   "0.5",   "1",     "2.5",    "5",    "+Inf",
+    "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",    "+Inf",
 };
 
 const uint64_t metrics_stage_bounds_ns[METRICS_STAGE_BOUNDS] = {
-    10000ull,    25000ull,    50000ull,    100000ull,   250000ull,   500000ull,
-    1000000ull,  2500000ull,  5000000ull,  7500000ull,  10000000ull, 15000000ull,
-    20000000ull, 25000000ull, 30000000ull, 40000000ull, 50000000ull, 75000000ull,
+    10000ull,     25000ull,     50000ull,     100000ull,     250000ull,     500000ull,
+    1000000ull,   2500000ull,   5000000ull,   7500000ull,    10000000ull,   15000000ull,
+    20000000ull,  25000000ull,  30000000ull,  40000000ull,   50000000ull,   75000000ull,
     100000000ull, 250000000ull, 500000000ull, 1000000000ull, 2500000000ull, 5000000000ull,
 };
 static const char *const stage_le[METRICS_STAGE_BUCKETS] = {
@@ -45,7 +44,10 @@ static const char *const stage_name[METRICS_CHAT_STAGES] = {
 };
 
 static const char *const throttle_scope_name[METRICS_THROTTLE_COUNT] = {
-    "stage", "route", "connection", "address",
+    "stage",
+    "route",
+    "connection",
+    "address",
 };
 
 /* ---- the global registry ---- */
@@ -56,15 +58,15 @@ typedef struct gauge_source {
 } gauge_source;
 
 static struct {
-    pthread_mutex_t mu;          /* guards everything below except gauge_bits */
+    pthread_mutex_t mu; /* guards everything below except gauge_bits */
     bool detailed;
-    char *const_labels;          /* rendered `a="x",b="y"` (no braces), or NULL */
-    char *version;               /* escaped build_info version */
+    char *const_labels;                     /* rendered `a="x",b="y"` (no braces), or NULL */
+    char *version;                          /* escaped build_info version */
     char *route_names[METRICS_ROUTE_NAMED]; /* raw route keys, NULL = unused */
     int nroutes;
     metrics **threads;
     size_t nthreads, cap;
-    metrics retired;             /* counters of freed blocks (gauge unused) */
+    metrics retired; /* counters of freed blocks (gauge unused) */
     gauge_source sources[METRICS_MAX_SOURCES];
     size_t nsources;
     uint64_t gauge_bits[METRICS_GAUGE_COUNT]; /* doubles, atomic bit patterns */
@@ -89,8 +91,14 @@ static void sb_put_label_value(bytebuf *b, const char *s) {
 /* Append a sample value: shortest of %.15g / %.17g that round-trips; NaN
  * and infinities as the text format spells them. */
 static void sb_put_double(bytebuf *b, double v) {
-    if (isnan(v)) { bytebuf_puts(b, "NaN"); return; }
-    if (isinf(v)) { bytebuf_puts(b, v > 0 ? "+Inf" : "-Inf"); return; }
+    if (isnan(v)) {
+        bytebuf_puts(b, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        bytebuf_puts(b, v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%.15g", v);
     if (strtod(tmp, NULL) != v) snprintf(tmp, sizeof tmp, "%.17g", v);
@@ -100,7 +108,8 @@ static void sb_put_double(bytebuf *b, double v) {
 /* ---- setup ---- */
 
 static bool label_name_taken(const char *name, char **names, size_t n) {
-    static const char *const reserved[] = {"api", "stage", "route", "scope", "le", "version", "phase"};
+    static const char *const reserved[] = {"api", "stage",   "route", "scope",
+                                           "le",  "version", "phase"};
     for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
         if (strcmp(name, reserved[i]) == 0) return true;
     for (size_t i = 0; i < n; i++)
@@ -116,7 +125,8 @@ static char *sanitize_label_name(const char *s) {
     if (n == 0 || (s[0] >= '0' && s[0] <= '9')) out[k++] = '_';
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+        bool ok =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
         out[k++] = ok ? c : '_';
     }
     out[k] = '\0';
@@ -212,7 +222,8 @@ void metrics_global_free(void) {
     memset(&G.retired, 0, sizeof G.retired);
     memset(G.sources, 0, sizeof G.sources);
     G.nsources = 0;
-    for (int i = 0; i < METRICS_GAUGE_COUNT; i++) __atomic_store_n(&G.gauge_bits[i], 0, __ATOMIC_RELAXED);
+    for (int i = 0; i < METRICS_GAUGE_COUNT; i++)
+        __atomic_store_n(&G.gauge_bits[i], 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&G.mu);
 }
 
@@ -250,12 +261,14 @@ static void add_counters(metrics *dst, const metrics *src) {
         d->execution_error += ld(&r->execution_error);
         d->integration_error += ld(&r->integration_error);
         d->latency_sum_ns += ld(&r->latency_sum_ns);
-        for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) d->latency_bucket[i] += ld(&r->latency_bucket[i]);
+        for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++)
+            d->latency_bucket[i] += ld(&r->latency_bucket[i]);
     }
     for (int i = 0; i < METRICS_THROTTLE_COUNT; i++) dst->throttled[i] += ld(&src->throttled[i]);
     for (int st = 0; st < METRICS_CHAT_STAGES; st++) {
         dst->stage_sum_ns[st] += ld(&src->stage_sum_ns[st]);
-        for (int i = 0; i < METRICS_STAGE_BUCKETS; i++) dst->stage_bucket[st][i] += ld(&src->stage_bucket[st][i]);
+        for (int i = 0; i < METRICS_STAGE_BUCKETS; i++)
+            dst->stage_bucket[st][i] += ld(&src->stage_bucket[st][i]);
     }
 }
 
@@ -350,7 +363,8 @@ static void family(bytebuf *b, const char *name, const char *type, const char *h
 
 /* Write `name{const,extra}` and a space; extra is a pre-rendered label list
  * or NULL. */
-static void series(bytebuf *b, const snapshot *s, const char *name, const char *suffix, const bytebuf *extra) {
+static void series(bytebuf *b, const snapshot *s, const char *name, const char *suffix,
+                   const bytebuf *extra) {
     bytebuf_puts(b, name);
     if (suffix) bytebuf_puts(b, suffix);
     bool c = s->const_labels && *s->const_labels;
@@ -420,11 +434,12 @@ static const struct {
     metrics_gauge_id id;
     const char *name;
     const char *help;
-    const char *type;  /* NULL: "gauge" */
+    const char *type; /* NULL: "gauge" */
 } gauge_families[METRICS_GAUGE_COUNT] = {
     {METRICS_GAUGE_CONNECTIONS, "wsgate_connections", "Live WebSocket connections.", NULL},
     {METRICS_GAUGE_ROOMS, "wsgate_rooms", "Rooms with at least one member.", NULL},
-    {METRICS_GAUGE_QUEUED_BYTES, "wsgate_queued_bytes", "Bytes waiting in connections' write queues.", NULL},
+    {METRICS_GAUGE_QUEUED_BYTES, "wsgate_queued_bytes",
+     "Bytes waiting in connections' write queues.", NULL},
     {METRICS_GAUGE_STORE_BATCH_LATENCY, "wsgate_store_batch_latency_seconds",
      "Commit time of the store's last group-commit batch.", NULL},
     {METRICS_GAUGE_STORE_BATCH_SIZE, "wsgate_store_batch_size",
@@ -432,9 +447,12 @@ static const struct {
     {METRICS_GAUGE_STORE_PENDING_OPS, "wsgate_store_pending_ops",
      "Operations submitted to the store and not yet completed.", NULL},
     {METRICS_GAUGE_STORE_REJECTED, "wsgate_store_rejected_total",
-     "Chats and history reads refused at once because store_max_pending operations were waiting.", "counter"},
+     "Chats and history reads refused at once because store_max_pending operations were waiting.",
+     "counter"},
     {METRICS_GAUGE_PARSER_BYTES, "wsgate_parser_bytes",
-     "Bytes held by connections' frame parsers: partial messages and permessage-deflate inflate state.", NULL},
+     "Bytes held by connections' frame parsers: partial messages and permessage-deflate inflate "
+     "state.",
+     NULL},
     {METRICS_GAUGE_STORE_WAL_PAGES, "wsgate_store_wal_pages",
      "Pages in the store's write-ahead log after its last commit.", NULL},
     {METRICS_GAUGE_STORE_CHECKPOINTS, "wsgate_store_checkpoints_total",
@@ -459,7 +477,9 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
     /* Not detailed: sum every slot into slot 0. Detailed: slots never
      * assigned a route (a caller's stray slot number) count as $other. */
     for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) {
-        int to = !s->detailed ? 0 : (i >= s->nroutes && i != METRICS_SLOT_OTHER) ? METRICS_SLOT_OTHER : i;
+        int to = !s->detailed                                   ? 0
+                 : (i >= s->nroutes && i != METRICS_SLOT_OTHER) ? METRICS_SLOT_OTHER
+                                                                : i;
         if (to != i) add_stats(&s->sum.route[to], &s->sum.route[i]);
     }
 
@@ -480,13 +500,16 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         for (int i = 0; i < nslots; i++) {
             route_label(&l, s, slots[i]);
             series(b, s, route_counters[f].name, NULL, &l);
-            bytebuf_printf(b, "%llu\n", (unsigned long long)counter_of(&s->sum.route[slots[i]], route_counters[f].kind));
+            bytebuf_printf(
+                b, "%llu\n",
+                (unsigned long long)counter_of(&s->sum.route[slots[i]], route_counters[f].kind));
         }
     }
 
     const char *h = "wsgate_integration_latency_seconds";
     family(b, h, "histogram",
-           "Time between a route's request and its integration's response (CloudWatch IntegrationLatency).");
+           "Time between a route's request and its integration's response (CloudWatch "
+           "IntegrationLatency).");
     for (int i = 0; i < nslots; i++) {
         const metrics_route_stats *r = &s->sum.route[slots[i]];
         uint64_t cum = 0;
@@ -500,16 +523,18 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         route_label(&l, s, slots[i]);
         series(b, s, h, "_sum", &l);
         bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(r->latency_sum_ns / 1000000000ull),
-                  (unsigned long long)(r->latency_sum_ns % 1000000000ull));
+                       (unsigned long long)(r->latency_sum_ns % 1000000000ull));
         series(b, s, h, "_count", &l);
         bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
     }
 
     h = "wsgate_chat_phase_seconds";
-    family(b, h, "histogram",
-           "Where a durable chat's time goes, by phase: handle, queue (waiting for the store thread),"
-           " apply (its batch's statements), commit (COMMIT: WAL write and fsync), wakeup (until its completion runs), first_write and fanout"
-           " (completion to the first and last socket write of the flush after it), total.");
+    family(
+        b, h, "histogram",
+        "Where a durable chat's time goes, by phase: handle, queue (waiting for the store thread),"
+        " apply (its batch's statements), commit (COMMIT: WAL write and fsync), wakeup (until its "
+        "completion runs), first_write and fanout"
+        " (completion to the first and last socket write of the flush after it), total.");
     for (int st = 0; st < METRICS_CHAT_STAGES; st++) {
         uint64_t cum = 0;
         for (int k = 0; k < METRICS_STAGE_BUCKETS; k++) {
@@ -530,7 +555,8 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
     }
 
-    family(b, "wsgate_throttled_total", "counter", "Requests refused by a throttling token bucket, by scope.");
+    family(b, "wsgate_throttled_total", "counter",
+           "Requests refused by a throttling token bucket, by scope.");
     for (int i = 0; i < METRICS_THROTTLE_COUNT; i++) {
         l.n = 0;
         add_label(&l, "scope", throttle_scope_name[i]);
@@ -569,7 +595,8 @@ char *metrics_render(size_t *len) {
     s->nsources = G.nsources;
     pthread_mutex_unlock(&G.mu);
 
-    for (int g = 0; g < METRICS_GAUGE_COUNT; g++) s->gauges.value[g] = gauge_global(g) + (double)gsum[g];
+    for (int g = 0; g < METRICS_GAUGE_COUNT; g++)
+        s->gauges.value[g] = gauge_global(g) + (double)gsum[g];
     for (size_t i = 0; i < s->nsources; i++) s->sources[i].fn(&s->gauges, s->sources[i].ctx);
 
     bytebuf b = {0};

@@ -36,9 +36,9 @@
 #define METRICS_ROUTE_SLOTS (METRICS_ROUTE_NAMED + 1)
 
 enum {
-    METRICS_SLOT_CONNECT = 0,     /* "$connect" */
-    METRICS_SLOT_DISCONNECT = 1,  /* "$disconnect" */
-    METRICS_SLOT_DEFAULT = 2,     /* "$default" */
+    METRICS_SLOT_CONNECT = 0,    /* "$connect" */
+    METRICS_SLOT_DISCONNECT = 1, /* "$disconnect" */
+    METRICS_SLOT_DEFAULT = 2,    /* "$default" */
     /* 3.. : the custom routes, in config order (duplicates share a slot) */
     METRICS_SLOT_OTHER = METRICS_ROUTE_NAMED, /* "$other" */
 };
@@ -47,7 +47,7 @@ enum {
 
 /* Finite upper bounds: 0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025
  * 0.05 0.1 0.25 0.5 1 2.5 5 (seconds); the last bucket is +Inf. */
-#define METRICS_LATENCY_BOUNDS 15
+#define METRICS_LATENCY_BOUNDS  15
 #define METRICS_LATENCY_BUCKETS (METRICS_LATENCY_BOUNDS + 1)
 
 /* The finite bounds in nanoseconds (value <= bound falls in the bucket). */
@@ -56,47 +56,47 @@ extern const uint64_t metrics_latency_bounds_ns[METRICS_LATENCY_BOUNDS];
 /* ---- stages of a durable chat (wsgate_chat_phase_seconds{phase}) ---- */
 
 typedef enum metrics_chat_stage {
-    METRICS_CHAT_HANDLE = 0,   /* "handle": read -> submitted to the store (app lock, handler) */
-    METRICS_CHAT_QUEUE,        /* "queue": submitted -> its batch began */
-    METRICS_CHAT_APPLY,        /* "apply": batch began -> its statements ran */
-    METRICS_CHAT_COMMIT,       /* "commit": COMMIT called -> returned (WAL write, fsync) */
-    METRICS_CHAT_WAKEUP,       /* "wakeup": committed -> its completion ran on loop 0 */
-    METRICS_CHAT_FIRST_WRITE,  /* "first_write": completion -> first socket write after it */
-    METRICS_CHAT_FANOUT,       /* "fanout": completion -> last socket write of that flush */
-    METRICS_CHAT_TOTAL,        /* "total": read -> last socket write */
+    METRICS_CHAT_HANDLE = 0,  /* "handle": read -> submitted to the store (app lock, handler) */
+    METRICS_CHAT_QUEUE,       /* "queue": submitted -> its batch began */
+    METRICS_CHAT_APPLY,       /* "apply": batch began -> its statements ran */
+    METRICS_CHAT_COMMIT,      /* "commit": COMMIT called -> returned (WAL write, fsync) */
+    METRICS_CHAT_WAKEUP,      /* "wakeup": committed -> its completion ran on loop 0 */
+    METRICS_CHAT_FIRST_WRITE, /* "first_write": completion -> first socket write after it */
+    METRICS_CHAT_FANOUT,      /* "fanout": completion -> last socket write of that flush */
+    METRICS_CHAT_TOTAL,       /* "total": read -> last socket write */
     METRICS_CHAT_STAGES
 } metrics_chat_stage;
 
 /* Finite bounds of the stage histogram: 10 us to 5 s, finer between 1 and
  * 100 ms where a chat's latency lives. The last bucket is +Inf. */
-#define METRICS_STAGE_BOUNDS 24
+#define METRICS_STAGE_BOUNDS  24
 #define METRICS_STAGE_BUCKETS (METRICS_STAGE_BOUNDS + 1)
 extern const uint64_t metrics_stage_bounds_ns[METRICS_STAGE_BOUNDS];
 
 /* ---- throttling scopes (label `scope` of wsgate_throttled_total) ---- */
 
 typedef enum metrics_throttle_scope {
-    METRICS_THROTTLE_STAGE = 0,   /* "stage" */
-    METRICS_THROTTLE_ROUTE,       /* "route" */
-    METRICS_THROTTLE_CONNECTION,  /* "connection" */
-    METRICS_THROTTLE_ADDRESS,     /* "address" */
+    METRICS_THROTTLE_STAGE = 0,  /* "stage" */
+    METRICS_THROTTLE_ROUTE,      /* "route" */
+    METRICS_THROTTLE_CONNECTION, /* "connection" */
+    METRICS_THROTTLE_ADDRESS,    /* "address" */
     METRICS_THROTTLE_COUNT
 } metrics_throttle_scope;
 
 /* ---- gauges ---- */
 
 typedef enum metrics_gauge_id {
-    METRICS_GAUGE_CONNECTIONS = 0,       /* wsgate_connections */
-    METRICS_GAUGE_ROOMS,                 /* wsgate_rooms */
-    METRICS_GAUGE_QUEUED_BYTES,          /* wsgate_queued_bytes */
-    METRICS_GAUGE_STORE_BATCH_LATENCY,   /* wsgate_store_batch_latency_seconds (last batch) */
-    METRICS_GAUGE_STORE_BATCH_SIZE,      /* wsgate_store_batch_size (last batch) */
-    METRICS_GAUGE_STORE_PENDING_OPS,     /* wsgate_store_pending_ops */
-    METRICS_GAUGE_STORE_REJECTED,        /* wsgate_store_rejected_total (a counter,
+    METRICS_GAUGE_CONNECTIONS = 0,     /* wsgate_connections */
+    METRICS_GAUGE_ROOMS,               /* wsgate_rooms */
+    METRICS_GAUGE_QUEUED_BYTES,        /* wsgate_queued_bytes */
+    METRICS_GAUGE_STORE_BATCH_LATENCY, /* wsgate_store_batch_latency_seconds (last batch) */
+    METRICS_GAUGE_STORE_BATCH_SIZE,    /* wsgate_store_batch_size (last batch) */
+    METRICS_GAUGE_STORE_PENDING_OPS,   /* wsgate_store_pending_ops */
+    METRICS_GAUGE_STORE_REJECTED,      /* wsgate_store_rejected_total (a counter,
                                           * read from the store at render time) */
-    METRICS_GAUGE_PARSER_BYTES,          /* wsgate_parser_bytes */
-    METRICS_GAUGE_STORE_WAL_PAGES,       /* wsgate_store_wal_pages (after the last commit) */
-    METRICS_GAUGE_STORE_CHECKPOINTS,     /* wsgate_store_checkpoints_total (a counter) */
+    METRICS_GAUGE_PARSER_BYTES,        /* wsgate_parser_bytes */
+    METRICS_GAUGE_STORE_WAL_PAGES,     /* wsgate_store_wal_pages (after the last commit) */
+    METRICS_GAUGE_STORE_CHECKPOINTS,   /* wsgate_store_checkpoints_total (a counter) */
     METRICS_GAUGE_COUNT
 } metrics_gauge_id;
 
@@ -114,12 +114,12 @@ typedef void (*metrics_gauge_fn)(metrics_gauges *g, void *ctx);
 /* ---- the per-thread block ---- */
 
 typedef struct metrics_route_stats {
-    uint64_t connect;            /* wsgate_connect_count_total */
-    uint64_t message;            /* wsgate_message_count_total */
-    uint64_t client_error;       /* wsgate_client_error_total (4xx) */
-    uint64_t execution_error;    /* wsgate_execution_error_total (5xx, handler failures) */
-    uint64_t integration_error;  /* wsgate_integration_error_total (store/integration) */
-    uint64_t latency_sum_ns;     /* histogram _sum, in nanoseconds */
+    uint64_t connect;           /* wsgate_connect_count_total */
+    uint64_t message;           /* wsgate_message_count_total */
+    uint64_t client_error;      /* wsgate_client_error_total (4xx) */
+    uint64_t execution_error;   /* wsgate_execution_error_total (5xx, handler failures) */
+    uint64_t integration_error; /* wsgate_integration_error_total (store/integration) */
+    uint64_t latency_sum_ns;    /* histogram _sum, in nanoseconds */
     /* Per-bucket counts, NOT cumulative (render accumulates); the last one
      * is the +Inf bucket. The histogram's _count is their sum. */
     uint64_t latency_bucket[METRICS_LATENCY_BUCKETS];

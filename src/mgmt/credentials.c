@@ -18,7 +18,9 @@ static void random_string(char *out, size_t n, const char *alphabet) {
     out[n] = '\0';
 }
 
-static void copy(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : ""); }
+static void copy(char *dst, size_t cap, const char *src) {
+    snprintf(dst, cap, "%s", src ? src : "");
+}
 
 /* create: generate and save the file when it does not exist (the server);
  * without it a missing file is an error (the CLI, which must not make keys
@@ -48,8 +50,10 @@ static int load(const config *cfg, mgmt_credentials *out, bool create, char *err
         char akid[21], secret[41], bearer[44];
         memcpy(akid, "AKIA", 4);
         random_string(akid + 4, 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
-        random_string(secret, 40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
-        random_string(bearer, 43, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+        random_string(secret, 40,
+                      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+        random_string(bearer, 43,
+                      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
         saved = json_pack("{s:s,s:s,s:s}", "access_key_id", akid, "secret_access_key", secret,
                           "bearer_key", bearer);
         char *txt = json_dumps(saved, JSON_INDENT(2));

@@ -101,13 +101,15 @@ static const char *head_credentials_refused(app *a, const http_request *req) {
     if (!auth) return "Missing Authentication Token";
     if (alen > 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
         size_t want = strlen(a->mgmt_creds.bearer_key);
-        if (want > 0 && alen - 7 == want && CRYPTO_memcmp(auth + 7, a->mgmt_creds.bearer_key, want) == 0)
+        if (want > 0 && alen - 7 == want &&
+            CRYPTO_memcmp(auth + 7, a->mgmt_creds.bearer_key, want) == 0)
             return NULL;
         return "The bearer key is not valid";
     }
     const char *cred = strstr(auth, "Credential=");
     size_t kl = strlen(a->mgmt_creds.access_key_id);
-    if (cred && kl > 0 && strncmp(cred + 11, a->mgmt_creds.access_key_id, kl) == 0 && cred[11 + kl] == '/')
+    if (cred && kl > 0 && strncmp(cred + 11, a->mgmt_creds.access_key_id, kl) == 0 &&
+        cred[11 + kl] == '/')
         return NULL;
     return "The security token included in the request is invalid";
 }
@@ -203,7 +205,8 @@ static void list_connections(app *a, conn *c, const http_request *req) {
     } else {
         size_t it = 0;
         void *v;
-        while (strmap_next(&a->reg.by_id, &it, NULL, &v)) json_array_append_new(arr, listing_entry(v));
+        while (strmap_next(&a->reg.by_id, &it, NULL, &v))
+            json_array_append_new(arr, listing_entry(v));
     }
     free(user);
     free(room_id);
@@ -233,7 +236,8 @@ static void post_to_room(app *a, conn *c, const http_request *req, const char *r
             if (conn_send(s->c, f) == 0) delivered++;
         ws_frame_unref(f);
     }
-    respond_json(c, req, 200, json_pack("{s:s,s:I}", "roomId", room_id, "delivered", (json_int_t)delivered));
+    respond_json(c, req, 200,
+                 json_pack("{s:s,s:I}", "roomId", room_id, "delivered", (json_int_t)delivered));
 }
 
 /* ---- operational endpoints ---- */
@@ -246,7 +250,8 @@ static void readyz(app *a, conn *c, const http_request *req) {
     /* Ready means a chat sent now can be stored: the store is open and its
      * writes commit (not failing, not stuck past store_stall_ms). */
     char why[160] = "store not open";
-    bool store_ok = a->store != NULL && store_health(a->store, a->cfg->store_stall_ms, why, sizeof(why)) == 0;
+    bool store_ok =
+        a->store != NULL && store_health(a->store, a->cfg->store_stall_ms, why, sizeof(why)) == 0;
     bool listening = !c->srv->shutting_down;
     json_t *j = json_pack("{s:s,s:b,s:b}", "status", store_ok && listening ? "ready" : "not ready",
                           "store", store_ok, "listening", listening);
@@ -273,9 +278,9 @@ typedef enum { ARG_NONE, ARG_ID } arg_kind;
 
 typedef struct mgmt_route {
     const char *method;
-    const char *prefix;  /* after "/{stage}", or the whole path when !staged */
+    const char *prefix; /* after "/{stage}", or the whole path when !staged */
     bool staged;
-    arg_kind arg;        /* ARG_ID: one path segment follows the prefix */
+    arg_kind arg; /* ARG_ID: one path segment follows the prefix */
     bool auth;
     void (*plain)(app *a, conn *c, const http_request *req);
     void (*with_id)(app *a, conn *c, const http_request *req, const char *id);

@@ -22,7 +22,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_closed(uv_handle_t *h);
 static long on_http_head(http_request *r, void *ctx);
 
-
 static void make_id(char out[CONN_ID_LEN + 1]) {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -71,7 +70,8 @@ static long on_http_head(http_request *r, void *ctx) {
     if (c->over_addr_limit) return -429;
     size_t plen;
     const char *path = http_request_path(r, &plen);
-    bool is_stage = plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
+    bool is_stage =
+        plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
     /* A handshake carries no body. */
     if (is_stage || r->parser.upgrade) return 0;
     if (!c->srv->handlers->on_http_head) return http_request_has_body(r) ? -404 : 0;
@@ -172,7 +172,9 @@ static void wq_push(conn *c, ws_frame *f) {
     wq_bytes_set(c, c->wq_bytes + f->len);
 }
 
-static ws_frame *wq_at(const conn *c, uint32_t i) { return c->wq[(c->wq_head + i) & (c->wq_cap - 1)]; }
+static ws_frame *wq_at(const conn *c, uint32_t i) {
+    return c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+}
 
 static void wq_pop(conn *c) {
     ws_frame *f = wq_at(c, 0);
@@ -295,8 +297,8 @@ int conn_send(conn *c, ws_frame *f) {
      * limit; beyond it, only until the deadline or the ceiling. */
     if (c->wq_bytes > limit) {
         const char *why = c->wq_bytes + f->len > limit * CONN_QUEUE_CEILING ? "queue ceiling"
-                          : backlog_expired(c, uv_now(c->srv->loop))      ? "not drained"
-                                                                          : NULL;
+                          : backlog_expired(c, uv_now(c->srv->loop))        ? "not drained"
+                                                                            : NULL;
         if (why) {
             slow_consumer(c, why, f->len);
             ws_frame_unref(f);
@@ -614,8 +616,7 @@ static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
         }
         off += (size_t)n;
         switch (ev.type) {
-        case WS_EV_NONE:
-            break;
+        case WS_EV_NONE: break;
         case WS_EV_MESSAGE:
             if (c->close_sent) break; /* closing: data is discarded */
             c->last_active_ms = uv_now(c->srv->loop);
@@ -635,10 +636,8 @@ static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
             if (!c->close_sent) {
                 /* Echo the peer's code (RFC 6455 5.5.1), then end TCP. */
                 c->close_sent = true;
-                if (ev.close_code == WS_CLOSE_NO_STATUS)
-                    enqueue(c, ws_frame_close(0, NULL));
-                else
-                    enqueue(c, ws_frame_close(ev.close_code, NULL));
+                if (ev.close_code == WS_CLOSE_NO_STATUS) enqueue(c, ws_frame_close(0, NULL));
+                else enqueue(c, ws_frame_close(ev.close_code, NULL));
             }
             c->state = CONN_CLOSING;
             c->close_after_flush = true;
@@ -690,7 +689,8 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
     char extensions[WS_DEFLATE_RESPONSE_MAX];
     c->deflate = ws_handshake_deflate(req, &srv->deflate, &c->deflate_params, extensions);
     size_t rlen;
-    char *resp = ws_handshake_response_ext(hs.accept, c->subprotocol, c->deflate ? extensions : NULL, &rlen);
+    char *resp =
+        ws_handshake_response_ext(hs.accept, c->subprotocol, c->deflate ? extensions : NULL, &rlen);
     enqueue(c, ws_frame_raw(resp, rlen));
     free(resp);
 
@@ -732,8 +732,7 @@ static void handle_http_bytes(conn *c, char *data, size_t len) {
             }
             int st = c->req->error_status ? c->req->error_status : 400;
             if (st == 429 && c->srv->handlers->on_refused) c->srv->handlers->on_refused(c, st);
-            http_error(c, st,
-                       st == 413 ? "x-amzn-ErrorType: PayloadTooLargeException\r\n" : NULL,
+            http_error(c, st, st == 413 ? "x-amzn-ErrorType: PayloadTooLargeException\r\n" : NULL,
                        st == 431   ? "Request header fields too large"
                        : st == 413 ? "Payload too large"
                        : st == 400 ? "Bad request"
@@ -838,10 +837,8 @@ unsigned conn_sweep(conn *c, uint64_t now) {
     case CONN_CLOSING:
         if (now >= c->close_deadline_ms) conn_abort(c);
         return released;
-    case CONN_CLOSED:
-        return released;
-    case CONN_OPEN:
-        break;
+    case CONN_CLOSED: return released;
+    case CONN_OPEN: break;
     }
     if (backlog_expired(c, now)) {
         /* Nothing more may be sent to it, but what it has not read for so
@@ -867,7 +864,8 @@ unsigned conn_sweep(conn *c, uint64_t now) {
     } else if (c->parser) {
         ws_parser_trim(c->parser);
     }
-    if (cfg->idle_timeout_s > 0 && now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
+    if (cfg->idle_timeout_s > 0 &&
+        now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
         conn_close(c, WS_CLOSE_POLICY, "idle timeout");
         return released;
     }

@@ -18,10 +18,10 @@
 struct server;
 
 typedef enum conn_state {
-    CONN_HTTP,     /* reading the request head */
-    CONN_OPEN,     /* WebSocket open */
-    CONN_CLOSING,  /* close frame sent or received; waiting to end TCP */
-    CONN_CLOSED,   /* uv_close called; freed by the close callback */
+    CONN_HTTP,    /* reading the request head */
+    CONN_OPEN,    /* WebSocket open */
+    CONN_CLOSING, /* close frame sent or received; waiting to end TCP */
+    CONN_CLOSED,  /* uv_close called; freed by the close callback */
 } conn_state;
 
 #define CONN_ID_LEN 16
@@ -29,57 +29,57 @@ typedef enum conn_state {
 typedef struct conn {
     uv_tcp_t tcp;
     struct server *srv;
-    struct conn *prev, *next;        /* the server's list of connections */
-    struct conn *dirty_next;         /* the server's list of queues to flush */
+    struct conn *prev, *next; /* the server's list of connections */
+    struct conn *dirty_next;  /* the server's list of queues to flush */
 
     conn_state state;
-    bool dirty;                      /* on the flush list */
-    bool close_after_flush;          /* end TCP once the queue drains */
-    bool close_sent;                 /* our close frame is queued */
+    bool dirty;             /* on the flush list */
+    bool close_after_flush; /* end TCP once the queue drains */
+    bool close_sent;        /* our close frame is queued */
     bool awaiting_pong;
-    bool opened;                     /* on_open ran, so on_close must run */
-    bool http_keep_alive;            /* plain HTTP: read another request after this one */
-    bool upgraded;                   /* past the 101: what arrives is WebSocket frames */
-    bool deflate;                    /* permessage-deflate agreed (deflate_params) */
+    bool opened;          /* on_open ran, so on_close must run */
+    bool http_keep_alive; /* plain HTTP: read another request after this one */
+    bool upgraded;        /* past the 101: what arrives is WebSocket frames */
+    bool deflate;         /* permessage-deflate agreed (deflate_params) */
     ws_deflate_params deflate_params;
-    bool addr_counted;               /* counted in server_addr_acquire */
-    bool over_addr_limit;            /* its address had max_connections_per_ip sockets */
-    bool http_answered;              /* on_http_head answered: the body is never read */
-    size_t http_held;                /* bytes counted in server_pending_http_bytes */
+    bool addr_counted;    /* counted in server_addr_acquire */
+    bool over_addr_limit; /* its address had max_connections_per_ip sockets */
+    bool http_answered;   /* on_http_head answered: the body is never read */
+    size_t http_held;     /* bytes counted in server_pending_http_bytes */
 
-    http_request *req;               /* during the handshake / plain HTTP */
-    ws_parser *parser;               /* once open; NULL while idle between frames */
+    http_request *req; /* during the handshake / plain HTTP */
+    ws_parser *parser; /* once open; NULL while idle between frames */
 
     /* Write queue: a ring of shared frames; the first may be part-written. */
     ws_frame **wq;
     uint32_t wq_head, wq_count, wq_cap;
-    uint32_t wq_head_off;            /* bytes of the first frame already written */
-    uint32_t writing;                /* frames covered by the uv_write in flight */
-    size_t wq_bytes;                 /* unwritten bytes queued */
-    uint64_t backlog_since_ms;       /* uv_now when wq_bytes last rose above
+    uint32_t wq_head_off;      /* bytes of the first frame already written */
+    uint32_t writing;          /* frames covered by the uv_write in flight */
+    size_t wq_bytes;           /* unwritten bytes queued */
+    uint64_t backlog_since_ms; /* uv_now when wq_bytes last rose above
                                       * max_queued_bytes; 0 while at or below */
 
-    tls_conn *tls;                   /* wss://: the queue holds plaintext */
-    ws_frame *tls_inflight;          /* ciphertext being written */
+    tls_conn *tls;          /* wss://: the queue holds plaintext */
+    ws_frame *tls_inflight; /* ciphertext being written */
     bool tls_shutdown_sent;
 
-    uint64_t created_ms;             /* uv_now at accept */
-    uint64_t opened_ms;              /* uv_now at 101 */
-    uint64_t last_active_ms;         /* last data message or ping from the client */
-    uint64_t last_ping_ms;           /* last server ping sent */
-    uint64_t close_deadline_ms;      /* when a closing connection's TCP is ended anyway */
-    uint64_t control_window_ms;      /* start of the current control-frame second */
-    uint32_t control_frames;         /* pings and pongs received in it */
-    int64_t connected_at;            /* Unix seconds at 101 */
-    int64_t last_active_at;          /* Unix seconds of the last message */
+    uint64_t created_ms;        /* uv_now at accept */
+    uint64_t opened_ms;         /* uv_now at 101 */
+    uint64_t last_active_ms;    /* last data message or ping from the client */
+    uint64_t last_ping_ms;      /* last server ping sent */
+    uint64_t close_deadline_ms; /* when a closing connection's TCP is ended anyway */
+    uint64_t control_window_ms; /* start of the current control-frame second */
+    uint32_t control_frames;    /* pings and pongs received in it */
+    int64_t connected_at;       /* Unix seconds at 101 */
+    int64_t last_active_at;     /* Unix seconds of the last message */
 
-    char id[CONN_ID_LEN + 1];        /* opaque, URL-safe connection id */
+    char id[CONN_ID_LEN + 1]; /* opaque, URL-safe connection id */
     char source_ip[46];
-    char *user_agent;                /* owned, may be NULL */
-    char *subprotocol;               /* owned; set by the authorizer to answer
+    char *user_agent;  /* owned, may be NULL */
+    char *subprotocol; /* owned; set by the authorizer to answer
                                       * Sec-WebSocket-Protocol, or NULL */
 
-    void *app;                       /* the application's per-connection state */
+    void *app; /* the application's per-connection state */
 } conn;
 
 /* Queue frame f (taking a new reference) to be written on the next flush.
@@ -119,7 +119,9 @@ void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive);
 
 /* Return bytes queued and not yet written (from any thread: a relaxed
  * atomic read of a value only c's thread writes). */
-static inline size_t conn_queued_bytes(const conn *c) { return __atomic_load_n(&c->wq_bytes, __ATOMIC_RELAXED); }
+static inline size_t conn_queued_bytes(const conn *c) {
+    return __atomic_load_n(&c->wq_bytes, __ATOMIC_RELAXED);
+}
 
 /* Return the Unix time of c's last message (from any thread). */
 static inline int64_t conn_last_active_at(const conn *c) {

@@ -23,12 +23,16 @@ static _Atomic int64_t open_total;
 
 int64_t server_open_total(void) { return atomic_load_explicit(&open_total, memory_order_relaxed); }
 
-void server_open_add(int delta) { atomic_fetch_add_explicit(&open_total, delta, memory_order_relaxed); }
+void server_open_add(int delta) {
+    atomic_fetch_add_explicit(&open_total, delta, memory_order_relaxed);
+}
 
 /* Shared by every worker: max_pending_http_bytes holds for the process. */
 static _Atomic size_t pending_http;
 
-size_t server_pending_http_bytes(void) { return atomic_load_explicit(&pending_http, memory_order_relaxed); }
+size_t server_pending_http_bytes(void) {
+    return atomic_load_explicit(&pending_http, memory_order_relaxed);
+}
 
 void server_pending_http_add(ssize_t delta) {
     atomic_fetch_add_explicit(&pending_http, (size_t)delta, memory_order_relaxed);
@@ -147,14 +151,16 @@ static void close_inbox(server *srv) {
 }
 
 size_t server_queued_bytes(server *srv) {
-    if (current && current != srv) return atomic_load_explicit(&srv->queued_sample, memory_order_relaxed);
+    if (current && current != srv)
+        return atomic_load_explicit(&srv->queued_sample, memory_order_relaxed);
     size_t queued = 0;
     for (conn *c = srv->conns; c; c = c->next) queued += conn_queued_bytes(c);
     return queued;
 }
 
 size_t server_parser_bytes(server *srv) {
-    if (current && current != srv) return atomic_load_explicit(&srv->parser_sample, memory_order_relaxed);
+    if (current && current != srv)
+        return atomic_load_explicit(&srv->parser_sample, memory_order_relaxed);
     size_t n = 0;
     for (conn *c = srv->conns; c; c = c->next)
         if (c->parser) n += ws_parser_memory(c->parser);
@@ -312,16 +318,17 @@ void server_free(server *srv) {
 
 static uint64_t sweep_interval_ms(const config *cfg) {
     uint64_t iv = 1000;
-    uint64_t cand[] = {(uint64_t)cfg->handshake_timeout_ms / 4, (uint64_t)cfg->ping_interval_s * 250,
-                       (uint64_t)cfg->pong_timeout_s * 250, (uint64_t)cfg->idle_timeout_s * 250,
+    uint64_t cand[] = {(uint64_t)cfg->handshake_timeout_ms / 4,
+                       (uint64_t)cfg->ping_interval_s * 250, (uint64_t)cfg->pong_timeout_s * 250,
+                       (uint64_t)cfg->idle_timeout_s * 250,
                        (uint64_t)cfg->slow_consumer_timeout_ms / 4};
     for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
         if (cand[i] > 0 && cand[i] < iv) iv = cand[i];
     return iv < 50 ? 50 : iv;
 }
 
-int server_start(server *srv, uv_loop_t *loop, const config *cfg,
-                 const server_handlers *handlers, void *app) {
+int server_start(server *srv, uv_loop_t *loop, const config *cfg, const server_handlers *handlers,
+                 void *app) {
     return server_start_worker(srv, loop, cfg, handlers, app, (int)cfg->port, false);
 }
 
@@ -378,7 +385,8 @@ static int bind_shared(server *srv, const struct sockaddr *addr) {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return uv_translate_sys_error(errno);
     int one = 1;
-    socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    socklen_t len =
+        addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int port = addr_port(addr);
     bool join = port != 0 && port_claimed(port);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -432,12 +440,11 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     }
     struct sockaddr_storage addr;
     int r;
-    if (strchr(cfg->listen, ':'))
-        r = uv_ip6_addr(cfg->listen, port, (struct sockaddr_in6 *)&addr);
-    else
-        r = uv_ip4_addr(cfg->listen, port, (struct sockaddr_in *)&addr);
+    if (strchr(cfg->listen, ':')) r = uv_ip6_addr(cfg->listen, port, (struct sockaddr_in6 *)&addr);
+    else r = uv_ip4_addr(cfg->listen, port, (struct sockaddr_in *)&addr);
     if (r != 0) {
-        log_msg(LOG_ERROR, "listen_error", "bad listen address %s: %s", cfg->listen, uv_strerror(r));
+        log_msg(LOG_ERROR, "listen_error", "bad listen address %s: %s", cfg->listen,
+                uv_strerror(r));
         return r;
     }
     uv_tcp_init(loop, &srv->listener);
@@ -447,8 +454,8 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
     if (r == UV_EADDRINUSE) {
         /* Most often a second wsgate (or a stale one) on the same port. */
-        log_msg(LOG_ERROR, "listen_error", "port %d is already in use by another process (%s)", port,
-                cfg->listen);
+        log_msg(LOG_ERROR, "listen_error", "port %d is already in use by another process (%s)",
+                port, cfg->listen);
         fprintf(stderr, "wsgate: port %d is already in use by another process (%s)\n", port,
                 cfg->listen);
     } else if (r != 0) {

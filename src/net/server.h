@@ -51,7 +51,7 @@ typedef struct server_handlers {
  * or a close to start on, one of its connections. */
 typedef struct server_inbox_item {
     conn *c;
-    ws_frame *f;                     /* a reference, or NULL for a close */
+    ws_frame *f; /* a reference, or NULL for a close */
     uint16_t close_code;
     char close_reason[64];
 } server_inbox_item;
@@ -69,48 +69,48 @@ typedef struct server {
     uv_signal_t sig_term, sig_int;
 
     const config *cfg;
-    ws_deflate_config deflate;       /* permessage-deflate, from cfg */
+    ws_deflate_config deflate; /* permessage-deflate, from cfg */
     const server_handlers *handlers;
-    void *app;                       /* the application's server-wide state */
-    char stage_path[256];            /* "/staging" */
+    void *app;            /* the application's server-wide state */
+    char stage_path[256]; /* "/staging" */
 
-    conn *conns;                     /* every live connection */
+    conn *conns; /* every live connection */
     size_t nconns;
-    size_t nopen;                    /* connections past the 101 */
-    conn *dirty;                     /* connections with unflushed queues */
+    size_t nopen; /* connections past the 101 */
+    conn *dirty;  /* connections with unflushed queues */
 
     bool shutting_down;
     uint64_t shutdown_deadline_ms;
     int bound_port;
-    int claimed_port;                /* the first worker of a SO_REUSEPORT group: its port */
-    int worker_index;                /* 0 .. worker_threads-1 (logged) */
+    int claimed_port; /* the first worker of a SO_REUSEPORT group: its port */
+    int worker_index; /* 0 .. worker_threads-1 (logged) */
 
-    tls_ctx *tls;                    /* wss:// when set; replaced on SIGHUP */
+    tls_ctx *tls; /* wss:// when set; replaced on SIGHUP */
     uv_signal_t sig_hup;
     /* Sends and closes posted by other workers' threads (room fan-out
      * across workers passes each encoded frame by reference). */
     uv_async_t inbox_async;
     pthread_mutex_t inbox_mu;
-    server_inbox_item *inbox;        /* guarded by inbox_mu */
+    server_inbox_item *inbox; /* guarded by inbox_mu */
     size_t inbox_len, inbox_cap;
-    bool inbox_closed;               /* the loop is gone: posts are dropped */
-    server_inbox_item *running;      /* the batch being delivered (own thread) */
+    bool inbox_closed;          /* the loop is gone: posts are dropped */
+    server_inbox_item *running; /* the batch being delivered (own thread) */
     size_t running_len, running_pos;
-    _Atomic size_t queued_sample;    /* unwritten bytes, summed at each sweep */
-    _Atomic size_t parser_sample;    /* parsers' bytes, summed at each sweep */
-    server_flush_cb flush_cb;        /* server_time_next_flush: own thread only */
+    _Atomic size_t queued_sample; /* unwritten bytes, summed at each sweep */
+    _Atomic size_t parser_sample; /* parsers' bytes, summed at each sweep */
+    server_flush_cb flush_cb;     /* server_time_next_flush: own thread only */
     void *flush_ctx;
 
     /* Buffers last: server_start zeroes everything before read_buf. */
-    uint8_t read_buf[256 * 1024];    /* shared: read callbacks finish with it */
-    uint8_t tls_plain[64 * 1024];    /* shared: decrypted bytes of one read */
+    uint8_t read_buf[256 * 1024]; /* shared: read callbacks finish with it */
+    uint8_t tls_plain[64 * 1024]; /* shared: decrypted bytes of one read */
 } server;
 
 /* Initialise srv on `loop` with cfg (borrowed: must outlive srv) and
  * handlers, bind and listen on cfg->listen:cfg->port. Returns 0, or a
  * negative libuv error (the message is logged). */
-int server_start(server *srv, uv_loop_t *loop, const config *cfg,
-                 const server_handlers *handlers, void *app);
+int server_start(server *srv, uv_loop_t *loop, const config *cfg, const server_handlers *handlers,
+                 void *app);
 
 /* As server_start, on `port` instead of cfg->port; with shared, the socket
  * is opened with SO_REUSEPORT so several workers (one loop each, in their

@@ -13,15 +13,14 @@ struct tls_ctx {
 
 struct tls_conn {
     SSL *ssl;
-    BIO *in;   /* ciphertext from the peer, read by OpenSSL */
-    BIO *out;  /* ciphertext for the peer, written by OpenSSL */
+    BIO *in;  /* ciphertext from the peer, read by OpenSSL */
+    BIO *out; /* ciphertext for the peer, written by OpenSSL */
 };
 
 /* TLS 1.2 suites: forward secret and AEAD only. TLS 1.3's are all AEAD. */
-static const char TLS12_CIPHERS[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char TLS12_CIPHERS[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg) {
@@ -106,16 +105,15 @@ void tls_conn_free(tls_conn *t) {
     free(t);
 }
 
-void tls_conn_feed(tls_conn *t, const void *data, size_t len) {
-    BIO_write(t->in, data, (int)len);
-}
+void tls_conn_feed(tls_conn *t, const void *data, size_t len) { BIO_write(t->in, data, (int)len); }
 
 int tls_conn_read(tls_conn *t, uint8_t *out, size_t cap, const char **reason) {
     int n = SSL_read(t->ssl, out, (int)cap);
     if (n > 0) return n;
     int e = SSL_get_error(t->ssl, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
-    *reason = e == SSL_ERROR_ZERO_RETURN ? "peer sent close_notify" : "TLS handshake or record error";
+    *reason =
+        e == SSL_ERROR_ZERO_RETURN ? "peer sent close_notify" : "TLS handshake or record error";
     ERR_clear_error();
     return -1;
 }

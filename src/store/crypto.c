@@ -29,11 +29,11 @@
 #include "common/base64.h"
 #include "common/random.h"
 
-#define KEY_FILE_MAX (1024 * 1024) /* bytes; a ring of 4096 keys is ~0.6 MiB */
-#define RING_MAX_KEYS 4096
-#define NONCE_LEN 12
-#define AAD_HDR_LEN 5             /* version + key id: authenticated too */
-#define GCM_CHUNK (1 << 30)       /* EVP update calls take an int length */
+#define KEY_FILE_MAX    (1024 * 1024) /* bytes; a ring of 4096 keys is ~0.6 MiB */
+#define RING_MAX_KEYS   4096
+#define NONCE_LEN       12
+#define AAD_HDR_LEN     5         /* version + key id: authenticated too */
+#define GCM_CHUNK       (1 << 30) /* EVP update calls take an int length */
 #define MAX_WINDOW_DAYS 36500
 
 typedef struct ring_key {
@@ -53,9 +53,9 @@ typedef struct keyset {
 
 /* An AES-256-GCM context with one key's schedule already set up. */
 typedef struct gcm_cache {
-    EVP_CIPHER_CTX *ctx;       /* NULL until first use */
+    EVP_CIPHER_CTX *ctx; /* NULL until first use */
     uint32_t key_id;
-    bool keyed;                /* ctx holds key_id's key of the current set */
+    bool keyed; /* ctx holds key_id's key of the current set */
 } gcm_cache;
 
 /* What the key file looked like when this ring last read or wrote it. */
@@ -68,20 +68,20 @@ typedef struct file_ident {
 
 struct crypto_keyring {
     char *path;
-    pthread_rwlock_t lock;     /* guards `set` (the pointer) */
-    pthread_mutex_t write_mu;  /* serialises rotate / destroy_expired */
+    pthread_rwlock_t lock;    /* guards `set` (the pointer) */
+    pthread_mutex_t write_mu; /* serialises rotate / destroy_expired */
     keyset *set;
     uint8_t index_key[CRYPTO_KEY_LEN]; /* never changes after open */
     EVP_CIPHER *gcm;
     EVP_MAC *hmac;
-    file_ident ident;          /* guarded by write_mu */
+    file_ident ident; /* guarded by write_mu */
     /* Keyed contexts kept between calls: setting up AES-GCM or HMAC from
      * scratch (allocation, key schedule, provider lookups) costs several
      * times the encryption of a chat message. Guarded by cache_mu; a thread
      * that finds it taken builds a one-off context instead of waiting. */
     pthread_mutex_t cache_mu;
     gcm_cache seal_cache, open_cache;
-    EVP_MAC_CTX *index_mac;    /* keyed with index_key; NULL until first use */
+    EVP_MAC_CTX *index_mac; /* keyed with index_key; NULL until first use */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -122,10 +122,8 @@ static const ring_key *keyset_find(const keyset *s, uint32_t id) {
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (s->keys[mid].id == id) return &s->keys[mid];
-        if (s->keys[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
+        if (s->keys[mid].id < id) lo = mid + 1;
+        else hi = mid;
     }
     return NULL;
 }
@@ -168,8 +166,8 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
     }
     json_t *ik = json_object_get(root, "index_key");
     if (!json_is_string(ik) ||
-        base64_decode(json_string_value(ik), json_string_length(ik), index_key, CRYPTO_KEY_LEN, BASE64_STD) !=
-            CRYPTO_KEY_LEN) {
+        base64_decode(json_string_value(ik), json_string_length(ik), index_key, CRYPTO_KEY_LEN,
+                      BASE64_STD) != CRYPTO_KEY_LEN) {
         seterr(err, errlen, "key file %s: \"index_key\" must be base64 of %d bytes", path,
                CRYPTO_KEY_LEN);
         goto fail;
@@ -202,16 +200,17 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
             goto fail;
         }
         uint8_t tmp[CRYPTO_KEY_LEN + 3];
-        long got = base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp), BASE64_STD);
+        long got = base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp),
+                                 BASE64_STD);
         if (got >= 0 && got == CRYPTO_KEY_LEN) memcpy(rk->key, tmp, CRYPTO_KEY_LEN);
         OPENSSL_cleanse(tmp, sizeof(tmp));
         if (got != CRYPTO_KEY_LEN) {
             if (got < 0)
-                seterr(err, errlen, "key file %s: key %" PRIu32 " is not base64 of %d bytes",
-                       path, rk->id, CRYPTO_KEY_LEN);
+                seterr(err, errlen, "key file %s: key %" PRIu32 " is not base64 of %d bytes", path,
+                       rk->id, CRYPTO_KEY_LEN);
             else
-                seterr(err, errlen, "key file %s: key %" PRIu32 " is %ld bytes, expected %d",
-                       path, rk->id, got, CRYPTO_KEY_LEN);
+                seterr(err, errlen, "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path,
+                       rk->id, got, CRYPTO_KEY_LEN);
             goto fail;
         }
         json_t *cr = json_object_get(k, "created");
@@ -225,8 +224,8 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
         if (rt && !json_is_null(rt)) {
             if (!json_is_integer(rt)) {
                 seterr(err, errlen,
-                       "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null",
-                       path, rk->id);
+                       "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null", path,
+                       rk->id);
                 goto fail;
             }
             rk->retired = true;
@@ -637,8 +636,8 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errle
 }
 
 int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window_days,
-                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx,
-                                   char *err, size_t errlen) {
+                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx, char *err,
+                                   size_t errlen) {
     if (!in_use) {
         seterr(err, errlen, "key file %s: destroying keys needs an in-use check", r->path);
         return -1;
@@ -694,9 +693,7 @@ size_t crypto_key_ids(const crypto_keyring *r, uint32_t *out, size_t max) {
     return n;
 }
 
-const char *crypto_keyring_path(const crypto_keyring *r) {
-    return r->path;
-}
+const char *crypto_keyring_path(const crypto_keyring *r) { return r->path; }
 
 void crypto_keyring_free(crypto_keyring *r) {
     if (!r) return;
@@ -836,8 +833,8 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
         return CRYPTO_E_UNKNOWN_KEY;
     }
     char *out = xmalloc(n + 1);
-    int rc = gcm_run(m, k, false, blob, blob + AAD_HDR_LEN, aad, aad_len,
-                     blob + CRYPTO_HEADER_LEN, n, (uint8_t *)out, tag);
+    int rc = gcm_run(m, k, false, blob, blob + AAD_HDR_LEN, aad, aad_len, blob + CRYPTO_HEADER_LEN,
+                     n, (uint8_t *)out, tag);
     pthread_rwlock_unlock(&m->lock);
     if (rc != 0) {
         OPENSSL_cleanse(out, n + 1);
@@ -853,9 +850,8 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
 const char *crypto_strerror(int code) {
     if (code == 0) return "success";
     switch (code) {
-#define CRYPTO_ERRNO_TEXT(name, num, text) \
-    case CRYPTO_E_##name:                  \
-        return text;
+#define CRYPTO_ERRNO_TEXT(name, num, text)                                                         \
+    case CRYPTO_E_##name: return text;
         CRYPTO_ERRNO_MAP(CRYPTO_ERRNO_TEXT)
 #undef CRYPTO_ERRNO_TEXT
     }
@@ -870,8 +866,7 @@ const char *crypto_open_errmsg(int code, const uint8_t *blob, size_t len, char *
                  get_be32(blob + 1));
     else if (code == CRYPTO_E_VERSION && blob && len > 0)
         snprintf(buf, buflen, "encrypted value has unknown format version %u", blob[0]);
-    else
-        snprintf(buf, buflen, "%s", crypto_strerror(code));
+    else snprintf(buf, buflen, "%s", crypto_strerror(code));
     return buf;
 }
 
@@ -887,9 +882,8 @@ static bool index_mac(crypto_keyring *r, const char *domain, const void *v, size
                       uint8_t mac[32]) {
     static const uint8_t sep = 0;
     char digest[] = "SHA256";
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                            OSSL_PARAM_construct_end()};
     bool cached = pthread_mutex_trylock(&r->cache_mu) == 0;
     EVP_MAC_CTX *ctx;
     bool init_ok;

@@ -35,20 +35,20 @@
 #include <stdint.h>
 #include <time.h>
 
-#define CRYPTO_KEY_LEN 32         /* AES-256 and HMAC-SHA256 key bytes */
-#define CRYPTO_BLOB_VERSION 1
-#define CRYPTO_HEADER_LEN 17      /* version + key id + nonce */
-#define CRYPTO_TAG_LEN 16
+#define CRYPTO_KEY_LEN       32 /* AES-256 and HMAC-SHA256 key bytes */
+#define CRYPTO_BLOB_VERSION  1
+#define CRYPTO_HEADER_LEN    17 /* version + key id + nonce */
+#define CRYPTO_TAG_LEN       16
 #define CRYPTO_BLOB_OVERHEAD (CRYPTO_HEADER_LEN + CRYPTO_TAG_LEN)
-#define CRYPTO_INDEX_HEX_LEN 64   /* crypto_blind_index output, without NUL */
+#define CRYPTO_INDEX_HEX_LEN 64 /* crypto_blind_index output, without NUL */
 
 /* crypto_open's error codes and their texts, one list (as libuv's
  * UV_ERRNO_MAP). crypto_strerror(code) yields the text. */
-#define CRYPTO_ERRNO_MAP(X)                                                      \
-    X(SHORT, -1, "encrypted value is too short to be valid")                    \
-    X(VERSION, -2, "encrypted value has an unknown format version")             \
-    X(UNKNOWN_KEY, -3, "encrypted with a key which is not in the key file")     \
-    X(AUTH, -4, "authentication failed: wrong key or tampered data")            \
+#define CRYPTO_ERRNO_MAP(X)                                                                        \
+    X(SHORT, -1, "encrypted value is too short to be valid")                                       \
+    X(VERSION, -2, "encrypted value has an unknown format version")                                \
+    X(UNKNOWN_KEY, -3, "encrypted with a key which is not in the key file")                        \
+    X(AUTH, -4, "authentication failed: wrong key or tampered data")                               \
     X(INTERNAL, -5, "internal cryptographic library failure")
 
 enum {
@@ -93,8 +93,8 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errle
  * zeroed. Returns the number of keys destroyed (0: file untouched), or -1
  * with err filled (ring and file unchanged). */
 int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window_days,
-                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx,
-                                   char *err, size_t errlen);
+                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx, char *err,
+                                   size_t errlen);
 
 /* Return the id of the key new values are sealed with. */
 uint32_t crypto_active_key_id(const crypto_keyring *r);
@@ -133,8 +133,7 @@ const char *crypto_strerror(int code);
 /* Write into buf a message for crypto_open's failure `code` on `blob` that
  * names the key id when it is useful (e.g. "encrypted with key 3, which is
  * not in the key file"). Returns buf. */
-const char *crypto_open_errmsg(int code, const uint8_t *blob, size_t len, char *buf,
-                               size_t buflen);
+const char *crypto_open_errmsg(int code, const uint8_t *blob, size_t len, char *buf, size_t buflen);
 
 /* Return the key id recorded in a blob, or 0 when the blob is shorter than
  * CRYPTO_BLOB_OVERHEAD or has an unknown version (0 is never a key id). */

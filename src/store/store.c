@@ -48,14 +48,14 @@
  * log (the log's columns bind in this order: ?1 roomId, ?2 seq, ?3
  * messageId, ?4 senderId or the room's owner, ?5 senderName, ?6 message,
  * ?7 timestamp, ?8 clientMessageId, ?9 senderKey). */
-#define SQL_INSERT_MESSAGE                                                                      \
-    "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"   \
+#define SQL_INSERT_MESSAGE                                                                         \
+    "INSERT INTO messages(roomId, seq, messageId, senderId, senderName, message, timestamp,"       \
     " clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-#define SQL_ROOM_JOIN                                                                           \
-    "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"      \
+#define SQL_ROOM_JOIN                                                                              \
+    "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"          \
     " ON CONFLICT(roomId) DO NOTHING"
-#define SQL_ROOM_TOUCH                                                                          \
-    "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"      \
+#define SQL_ROOM_TOUCH                                                                             \
+    "INSERT INTO rooms(roomId, ownerId, createdAt, lastActivity) VALUES (?1, ?4, ?7, ?7)"          \
     " ON CONFLICT(roomId) DO UPDATE SET lastActivity = excluded.lastActivity"
 #define SQL_DELETE_MESSAGE "DELETE FROM messages WHERE roomId = ?1 AND seq = ?2"
 /* Only a room that never gave a seq is ever deleted: its counter is the
@@ -64,7 +64,13 @@
 
 /* Kinds of change-log rows (point-in-time recovery). A room's lastSeq is
  * not logged: restore derives it from the logged messages. */
-enum { LOG_MESSAGE = 1, LOG_ROOM_JOIN = 2, LOG_ROOM_TOUCH = 3, LOG_DELETE = 4, LOG_ROOM_DELETE = 5 };
+enum {
+    LOG_MESSAGE = 1,
+    LOG_ROOM_JOIN = 2,
+    LOG_ROOM_TOUCH = 3,
+    LOG_DELETE = 4,
+    LOG_ROOM_DELETE = 5
+};
 
 typedef struct stmts {
     sqlite3_stmt *insert_message;
@@ -106,18 +112,18 @@ struct store {
     store_op *in_head, *in_tail;   /* submitted, waiting for the thread */
     store_op *out_head, *out_tail; /* committed, waiting for the loop */
     bool stopping;
-    _Atomic size_t pending;        /* unfinished ops (submitted by any worker) */
-    _Atomic uint64_t rejected;     /* refused by store_submit_bounded */
-    _Atomic size_t pending_bytes;  /* chat text of the unfinished bounded ops */
+    _Atomic size_t pending;       /* unfinished ops (submitted by any worker) */
+    _Atomic uint64_t rejected;    /* refused by store_submit_bounded */
+    _Atomic size_t pending_bytes; /* chat text of the unfinished bounded ops */
     /* Health, for /readyz: when the write in progress started (monotonic
      * ms, 0 when none) and the result of the last one (an SQLite code). */
     _Atomic int64_t write_since_ms;
     _Atomic int last_write_rc;
     store_stats stats;
 
-    strmap last_seq;               /* store thread only: room -> room_cache */
-    strmap sender_keys;            /* store thread only: user id -> blind index (65 bytes) */
-    int64_t batch_ms;              /* commit time of the batch being written */
+    strmap last_seq;    /* store thread only: room -> room_cache */
+    strmap sender_keys; /* store thread only: user id -> blind index (65 bytes) */
+    int64_t batch_ms;   /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
@@ -238,16 +244,14 @@ static void clear_owned(strmap *m) {
     strmap_init(m);
 }
 
-
-
 /* What the store thread remembers of a room between batches. Dropped with
  * a failed batch, so it never runs ahead of what was committed. */
 typedef struct room_cache {
-    int64_t last_seq;    /* valid when seq_known */
+    int64_t last_seq; /* valid when seq_known */
     bool seq_known;
-    bool row_known;      /* its rooms row exists (the sweeper, which deletes
+    bool row_known;     /* its rooms row exists (the sweeper, which deletes
                           * rows, empties the cache) */
-    int64_t touched_at;  /* lastActivity written in a committed or current
+    int64_t touched_at; /* lastActivity written in a committed or current
                           * batch (Unix seconds; 0 = not known) */
 } room_cache;
 
@@ -387,7 +391,8 @@ static int take_original(store *s, store_op *op, sqlite3_stmt *st) {
     free(op->room_id);
     op->room_id = xstrdup(room);
     op->seq = seq;
-    snprintf(op->message_id, sizeof(op->message_id), "%s", (const char *)sqlite3_column_text(st, 2));
+    snprintf(op->message_id, sizeof(op->message_id), "%s",
+             (const char *)sqlite3_column_text(st, 2));
     free(op->message);
     op->message = msg;
     free(op->username);
@@ -454,8 +459,8 @@ static int apply_chat(store *s, store_op *op) {
         sqlite3_bind_int64(st, 7, op->timestamp);
         rc = step_done(st);
         if (rc == SQLITE_OK)
-            rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
-                            NULL, NULL);
+            rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL,
+                            op->timestamp, NULL, NULL);
         if (rc == SQLITE_OK && cache) {
             cache->touched_at = op->timestamp;
             cache->row_known = true;
@@ -485,7 +490,8 @@ static int apply_room_join(store *s, store_op *op) {
      * joiner) and later ones refresh lastActivity at most hourly, so most
      * joins skip the write (and its sealed owner). */
     room_cache *cache = room_cache_of(s, op->room_id);
-    if (cache->row_known && cache->touched_at && op->timestamp - cache->touched_at < ROOM_JOIN_TOUCH_S)
+    if (cache->row_known && cache->touched_at &&
+        op->timestamp - cache->touched_at < ROOM_JOIN_TOUCH_S)
         return SQLITE_OK;
     char aad[300];
     owner_aad(aad, sizeof(aad), op->room_id);
@@ -537,11 +543,13 @@ static int room_bounds(store *s, store_op *op, int64_t cutoff) {
 
 static int apply_history(store *s, store_op *op) {
     const crypto_keyring *keys = s->opt.keys;
-    int64_t cutoff = s->opt.ttl_days > 0 ? (int64_t)time(NULL) - s->opt.ttl_days * 86400 : INT64_MIN;
+    int64_t cutoff =
+        s->opt.ttl_days > 0 ? (int64_t)time(NULL) - s->opt.ttl_days * 86400 : INT64_MIN;
     bool forward = op->after_seq >= 0;
     sqlite3_stmt *st = forward ? s->st.history_after : s->st.history_before;
     sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, forward ? op->after_seq : (op->before_seq > 0 ? op->before_seq : INT64_MAX));
+    sqlite3_bind_int64(st, 2,
+                       forward ? op->after_seq : (op->before_seq > 0 ? op->before_seq : INT64_MAX));
     sqlite3_bind_int64(st, 3, cutoff);
     sqlite3_bind_int(st, 4, op->limit + 1);
     json_t *rows = json_array();
@@ -554,8 +562,8 @@ static int apply_history(store *s, store_op *op) {
         }
         /* The byte budget: the stored sizes (sealed values are a few bytes
          * longer than their text) plus the fields around them. */
-        size_t size = 160 + (size_t)sqlite3_column_bytes(st, 2) + (size_t)sqlite3_column_bytes(st, 3) +
-                      (size_t)sqlite3_column_bytes(st, 4);
+        size_t size = 160 + (size_t)sqlite3_column_bytes(st, 2) +
+                      (size_t)sqlite3_column_bytes(st, 3) + (size_t)sqlite3_column_bytes(st, 4);
         if (op->max_bytes && json_array_size(rows) > 0 && bytes + size > op->max_bytes) {
             op->has_more = true;
             break;
@@ -570,11 +578,12 @@ static int apply_history(store *s, store_op *op) {
         store_message_aad(aad, sizeof(aad), 'm', op->room_id, seq);
         char *msg = column_value(st, 4, keys, aad, &err);
         if (sender && name && msg)
-            json_array_append_new(rows, json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId",
-                                                  (const char *)sqlite3_column_text(st, 1), "roomId",
-                                                  op->room_id, "seq", (json_int_t)seq, "senderId", sender,
-                                                  "senderName", name, "message", msg, "timestamp",
-                                                  (json_int_t)sqlite3_column_int64(st, 5)));
+            json_array_append_new(rows,
+                                  json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId",
+                                            (const char *)sqlite3_column_text(st, 1), "roomId",
+                                            op->room_id, "seq", (json_int_t)seq, "senderId", sender,
+                                            "senderName", name, "message", msg, "timestamp",
+                                            (json_int_t)sqlite3_column_int64(st, 5)));
         free(sender);
         free(name);
         free(msg);
@@ -583,7 +592,8 @@ static int apply_history(store *s, store_op *op) {
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (err) {
-        log_msg(LOG_ERROR, "store_error", "cannot read room %s: %s", op->room_id, crypto_strerror(err));
+        log_msg(LOG_ERROR, "store_error", "cannot read room %s: %s", op->room_id,
+                crypto_strerror(err));
         json_decref(rows);
         return SQLITE_CORRUPT;
     }
@@ -664,7 +674,8 @@ static int delete_expired_message(store *s, sqlite3_stmt *expired) {
     sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
     sqlite3_bind_int64(del, 2, seq);
     int rc = step_done(del);
-    if (rc == SQLITE_OK) rc = log_change(s, LOG_DELETE, room, seq, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = log_change(s, LOG_DELETE, room, seq, NULL, NULL, NULL, NULL, 0, NULL, NULL);
     free(room);
     return rc;
 }
@@ -676,7 +687,8 @@ static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
     sqlite3_stmt *del = s->st.delete_room;
     sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
     int rc = step_done(del);
-    if (rc == SQLITE_OK) rc = log_change(s, LOG_ROOM_DELETE, room, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = log_change(s, LOG_ROOM_DELETE, room, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
     /* The cache must not believe in the row any more. */
     free(strmap_remove(&s->last_seq, room));
     free(room);
@@ -719,7 +731,7 @@ static void sweep(store *s) {
     for (int rooms = 0; rooms < 2; rooms++) {
         for (;;) {
             int n = rooms ? sweep_step(s, s->st.expired_rooms, cutoff, delete_idle_room)
-                         : sweep_step(s, s->st.expired, cutoff, delete_expired_message);
+                          : sweep_step(s, s->st.expired, cutoff, delete_expired_message);
             if (n > 0) {
                 pthread_mutex_lock(&s->lock);
                 if (rooms) s->stats.rooms_expired += (uint64_t)n;
@@ -787,13 +799,15 @@ static int copy_db(sqlite3 *from, const char *to_path) {
 static void snapshot(store *s) {
     sqlite3_stmt *st;
     int64_t last_id = 0;
-    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(id), 0) FROM pitr_log", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(id), 0) FROM pitr_log", -1, &st, NULL) ==
+        SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW) last_id = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
     }
     int64_t now = clock_wall_ms();
     char tmp[4200], dst[4096];
-    snprintf(dst, sizeof(dst), "%s/base-%lld-%lld.db", s->pitr_dir, (long long)now, (long long)last_id);
+    snprintf(dst, sizeof(dst), "%s/base-%lld-%lld.db", s->pitr_dir, (long long)now,
+             (long long)last_id);
     snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
     if (copy_db(s->db, tmp) != SQLITE_OK || rename(tmp, dst) != 0) {
         unlink(tmp);
@@ -807,7 +821,8 @@ static void snapshot(store *s) {
      * to the window's first second start from it). */
     base_file *anchor = NULL;
     for (size_t i = 0; i < n; i++)
-        if (bases[i].t_ms <= window_start && (!anchor || bases[i].t_ms > anchor->t_ms)) anchor = &bases[i];
+        if (bases[i].t_ms <= window_start && (!anchor || bases[i].t_ms > anchor->t_ms))
+            anchor = &bases[i];
     if (anchor) {
         for (size_t i = 0; i < n; i++) {
             if (bases[i].t_ms < anchor->t_ms) {
@@ -817,7 +832,8 @@ static void snapshot(store *s) {
             }
         }
         char sql[128];
-        snprintf(sql, sizeof(sql), "DELETE FROM pitr_log WHERE id <= %lld", (long long)anchor->last_id);
+        snprintf(sql, sizeof(sql), "DELETE FROM pitr_log WHERE id <= %lld",
+                 (long long)anchor->last_id);
         sqlite3_exec(s->db, sql, NULL, NULL, NULL);
     }
     free(bases);
@@ -900,7 +916,8 @@ static void *store_thread(void *arg) {
                 s->last_sweep = now;
                 sweep(s);
             }
-            if (s->opt.pitr && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s) snapshot(s);
+            if (s->opt.pitr && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s)
+                snapshot(s);
             continue;
         }
         /* Take up to STORE_MAX_BATCH ops: all that arrived while the last
@@ -978,7 +995,8 @@ static void *ckpt_thread(void *arg) {
         s->ckpt_running = true;
         pthread_mutex_unlock(&s->lock);
         int copied = 0;
-        int rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied);
+        int rc =
+            sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied);
         pthread_mutex_lock(&s->lock);
         s->ckpt_running = false;
         if (rc == SQLITE_OK) {
@@ -1023,7 +1041,7 @@ static bool run_completions(store *s, size_t max, size_t max_bytes) {
  * would queue every member's share before any socket is written (cutting
  * readers as slow consumers). Between turns the loop writes what was
  * queued. */
-#define STORE_COMPLETIONS_PER_TURN 256
+#define STORE_COMPLETIONS_PER_TURN      256
 #define STORE_COMPLETION_BYTES_PER_TURN (256 * 1024)
 
 static void on_async(uv_async_t *h) {
@@ -1044,7 +1062,8 @@ static int prepare_all(store *s) {
         {offsetof(stmts, max_seq),
          "SELECT MAX(COALESCE((SELECT lastSeq FROM rooms WHERE roomId = ?1), 0),"
          " COALESCE((SELECT MAX(seq) FROM messages WHERE roomId = ?1), 0))"},
-        {offsetof(stmts, room_seq), "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2"},
+        {offsetof(stmts, room_seq),
+         "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2"},
         {offsetof(stmts, oldest_seq),
          "SELECT COALESCE(MIN(seq), 0) FROM messages WHERE roomId = ?1 AND timestamp >= ?2"},
         {offsetof(stmts, expired_rooms),
@@ -1061,11 +1080,13 @@ static int prepare_all(store *s) {
         {offsetof(stmts, history_after),
          "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
          " WHERE roomId = ?1 AND seq > ?2 AND timestamp >= ?3 ORDER BY seq ASC LIMIT ?4"},
-        {offsetof(stmts, expired), "SELECT roomId, seq FROM messages WHERE timestamp < ?1 LIMIT ?2"},
+        {offsetof(stmts, expired),
+         "SELECT roomId, seq FROM messages WHERE timestamp < ?1 LIMIT ?2"},
         {offsetof(stmts, delete_message), SQL_DELETE_MESSAGE},
         {offsetof(stmts, log_insert),
          "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
-         " timestamp, clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+         " timestamp, clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+         "?11)"},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         sqlite3_stmt **st = (sqlite3_stmt **)((char *)&s->st + table[i].off);
@@ -1085,8 +1106,8 @@ static void finalize_all(store *s) {
  * has (all a database of the first schema knows). Harmless when the column
  * is there or the table is not (the schema creates it). */
 static int add_last_seq(sqlite3 *db) {
-    if (sqlite3_exec(db, "ALTER TABLE rooms ADD COLUMN lastSeq INTEGER NOT NULL DEFAULT 0", NULL, NULL,
-                     NULL) != SQLITE_OK)
+    if (sqlite3_exec(db, "ALTER TABLE rooms ADD COLUMN lastSeq INTEGER NOT NULL DEFAULT 0", NULL,
+                     NULL, NULL) != SQLITE_OK)
         return SQLITE_OK;
     return sqlite3_exec(db,
                         "UPDATE rooms SET lastSeq = (SELECT COALESCE(MAX(seq), 0) FROM messages m"
@@ -1109,15 +1130,18 @@ static int migrate(sqlite3 *db) {
 static int check_integrity(sqlite3 *db, char *err, size_t errlen, const char *path) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "store %s is not a usable database: %s (restore it from a backup: wsgate restore)",
+        snprintf(err, errlen,
+                 "store %s is not a usable database: %s (restore it from a backup: wsgate restore)",
                  path, sqlite3_errmsg(db));
         return -1;
     }
     int rc = sqlite3_step(st);
     const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
     if (!res || strcmp(res, "ok") != 0) {
-        snprintf(err, errlen, "store %s failed its integrity check: %s (restore it from a backup: wsgate restore)",
-                 path, res ? res : sqlite3_errmsg(db));
+        snprintf(
+            err, errlen,
+            "store %s failed its integrity check: %s (restore it from a backup: wsgate restore)",
+            path, res ? res : sqlite3_errmsg(db));
         sqlite3_finalize(st);
         return -1;
     }
@@ -1129,20 +1153,25 @@ static int check_integrity(sqlite3 *db, char *err, size_t errlen, const char *pa
  * missing key is a start-up error, never garbage later. */
 static int check_keys(store *s, char *err, size_t errlen) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT roomId, seq, message FROM messages WHERE typeof(message) = 'blob'"
-                           " ORDER BY timestamp DESC LIMIT 1",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db,
+            "SELECT roomId, seq, message FROM messages WHERE typeof(message) = 'blob'"
+            " ORDER BY timestamp DESC LIMIT 1",
+            -1, &st, NULL) != SQLITE_OK)
         return 0;
     int result = 0;
     if (sqlite3_step(st) == SQLITE_ROW) {
         char aad[512];
-        store_message_aad(aad, sizeof(aad), 'm', (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+        store_message_aad(aad, sizeof(aad), 'm', (const char *)sqlite3_column_text(st, 0),
+                          sqlite3_column_int64(st, 1));
         int e = 0;
         char *plain = column_value(st, 2, s->opt.keys, aad, &e);
         if (!plain) {
-            snprintf(err, errlen, "stored messages cannot be decrypted with the configured keys: %s",
-                     s->opt.keys ? crypto_strerror(e) : "encryption is off but the store holds encrypted rows (set enable_encryption = true and the key file)");
+            snprintf(err, errlen,
+                     "stored messages cannot be decrypted with the configured keys: %s",
+                     s->opt.keys ? crypto_strerror(e)
+                                 : "encryption is off but the store holds encrypted rows (set "
+                                   "enable_encryption = true and the key file)");
             result = -1;
         }
         free(plain);
@@ -1151,7 +1180,8 @@ static int check_keys(store *s, char *err, size_t errlen) {
     return result;
 }
 
-store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, char *err, size_t errlen) {
+store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, char *err,
+                  size_t errlen) {
     store *s = xcalloc(1, sizeof(*s));
     s->opt = *opt;
     if (opt->pitr) {
@@ -1159,20 +1189,25 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
         mkdir(s->pitr_dir, 0700);
         if (s->opt.pitr_snapshot_interval_s <= 0) s->opt.pitr_snapshot_interval_s = 3600;
     }
-    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
     if (check_integrity(s->db, err, errlen, path) != 0) goto fail_msg;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db, opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+        rc = sqlite3_exec(s->db,
+                          opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                           NULL, NULL, NULL);
     /* SQLite's default 2 MB page cache made every busy batch re-read index
      * pages from the file (one pread per message): 64 MB holds the hot
      * parts of the indexes of a busy server. Temporary b-trees in memory. */
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db, "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
+        rc = sqlite3_exec(
+            s->db,
+            "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=0", NULL,
+            NULL, NULL);
     if (rc == SQLITE_OK) {
         /* A database made by the first schema lacks the newer columns: add
          * them before the indexes that use them (no-ops on a new file). */
@@ -1186,7 +1221,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     /* The checkpoint syncs as the store does (both levels sync the WAL and
      * the database file at a checkpoint). */
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->ckpt_db, opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+        rc = sqlite3_exec(s->ckpt_db,
+                          opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open store %s for checkpoints: %s", path,
@@ -1214,7 +1250,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     }
     return s;
 fail:
-    snprintf(err, errlen, "cannot open store %s: %s", path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    snprintf(err, errlen, "cannot open store %s: %s", path,
+             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 fail_msg:
     finalize_all(s);
     sqlite3_close(s->db);
@@ -1295,7 +1332,8 @@ void store_close(store *s) {
 static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errlen) {
     int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %s: %s", path, *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        snprintf(err, errlen, "cannot open %s: %s", path,
+                 *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
         sqlite3_close(*db);
         *db = NULL;
         return -1;
@@ -1309,8 +1347,10 @@ static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errle
 static int finish_copy(const char *out, char *err, size_t errlen) {
     sqlite3 *db = NULL;
     if (sqlite3_open(out, &db) != SQLITE_OK ||
-        sqlite3_exec(db, "DELETE FROM pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot finish %s: %s", out, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_exec(db, "DELETE FROM pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL, NULL,
+                     NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot finish %s: %s", out,
+                 db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
         return -1;
     }
@@ -1341,10 +1381,8 @@ int store_backup(const char *path, const char *out, char *err, size_t errlen) {
 /* Apply one change-log row (the live store's writes, replayed verbatim). */
 static int replay_row(sqlite3 *db, sqlite3_stmt *row) {
     static const char *const sql[] = {
-        [LOG_MESSAGE] = SQL_INSERT_MESSAGE,
-        [LOG_ROOM_JOIN] = SQL_ROOM_JOIN,
-        [LOG_ROOM_TOUCH] = SQL_ROOM_TOUCH,
-        [LOG_DELETE] = SQL_DELETE_MESSAGE,
+        [LOG_MESSAGE] = SQL_INSERT_MESSAGE,  [LOG_ROOM_JOIN] = SQL_ROOM_JOIN,
+        [LOG_ROOM_TOUCH] = SQL_ROOM_TOUCH,   [LOG_DELETE] = SQL_DELETE_MESSAGE,
         [LOG_ROOM_DELETE] = SQL_DELETE_ROOM,
     };
     int kind = sqlite3_column_int(row, 1);
@@ -1374,8 +1412,8 @@ static int raise_last_seqs(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t
                                 " AND kind = 1 GROUP BY roomId",
                                 -1, &q, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(dst, "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2", -1,
-                                &up, NULL);
+        rc = sqlite3_prepare_v2(
+            dst, "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2", -1, &up, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, from_id);
         sqlite3_bind_int64(q, 2, to_ms);
@@ -1402,10 +1440,13 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
     }
     if (!base) {
         if (earliest)
-            snprintf(err, errlen, "%lld is before the recovery window, which starts at %lld (Unix seconds)",
+            snprintf(err, errlen,
+                     "%lld is before the recovery window, which starts at %lld (Unix seconds)",
                      (long long)to, (long long)(earliest->t_ms / 1000));
         else
-            snprintf(err, errlen, "no base snapshot in %s: is enable_dynamodb_point_in_time_recovery on?", pitr_dir);
+            snprintf(err, errlen,
+                     "no base snapshot in %s: is enable_dynamodb_point_in_time_recovery on?",
+                     pitr_dir);
         free(bases);
         return -1;
     }
@@ -1419,10 +1460,11 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
     sqlite3 *dst = NULL;
     sqlite3_open(out, &dst);
     sqlite3_stmt *rows = NULL;
-    int rc = sqlite3_prepare_v2(live,
-                            "SELECT t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"
-                            " clientMessageId, senderKey FROM pitr_log WHERE id > ?1 AND t_ms <= ?2 ORDER BY id",
-                            -1, &rows, NULL);
+    int rc = sqlite3_prepare_v2(
+        live,
+        "SELECT t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"
+        " clientMessageId, senderKey FROM pitr_log WHERE id > ?1 AND t_ms <= ?2 ORDER BY id",
+        -1, &rows, NULL);
     /* A base written before rooms had a counter gets it here. */
     if (rc == SQLITE_OK) rc = add_last_seq(dst);
     if (rc == SQLITE_OK) {
@@ -1461,7 +1503,8 @@ int store_key_in_use(const char *path, uint32_t key_id) {
         "SELECT 1 FROM messages WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, 4) = ?1"
         " OR substr(senderName, 2, 4) = ?1"
         " UNION ALL SELECT 1 FROM rooms WHERE substr(ownerId, 2, 4) = ?1"
-        " UNION ALL SELECT 1 FROM pitr_log WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, 4) = ?1"
+        " UNION ALL SELECT 1 FROM pitr_log WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, "
+        "4) = ?1"
         " OR substr(senderName, 2, 4) = ?1 LIMIT 1";
     sqlite3_stmt *st;
     int result = -1;
@@ -1497,7 +1540,8 @@ static void csv_field(FILE *out, const char *text) {
 }
 
 long store_export(const char *path, const crypto_keyring *keys, const char *room, int64_t since,
-                  int64_t ttl_days, store_export_format format, FILE *out, char *err, size_t errlen) {
+                  int64_t ttl_days, store_export_format format, FILE *out, char *err,
+                  size_t errlen) {
     if (access(path, F_OK) != 0) {
         snprintf(err, errlen, "no store at %s (is --data-dir right?)", path);
         return -1;
@@ -1507,17 +1551,19 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
     int64_t cutoff = ttl_days > 0 ? (int64_t)time(NULL) - ttl_days * 86400 : INT64_MIN;
     if (since > cutoff) cutoff = since;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
-                           " WHERE roomId = ?1 AND timestamp >= ?2 ORDER BY seq",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
+            " WHERE roomId = ?1 AND timestamp >= ?2 ORDER BY seq",
+            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot read %s: %s", path, sqlite3_errmsg(db));
         sqlite3_close(db);
         return -1;
     }
     sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, cutoff);
-    if (format == STORE_EXPORT_CSV) fputs("seq,timestamp,messageId,senderId,senderName,message\r\n", out);
+    if (format == STORE_EXPORT_CSV)
+        fputs("seq,timestamp,messageId,senderId,senderName,message\r\n", out);
     long n = 0;
     int rc, e = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1541,9 +1587,10 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
                 csv_field(out, msg);
                 fputs("\r\n", out);
             } else {
-                json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId", id, "roomId", room, "seq",
-                                      (json_int_t)seq, "senderId", sender, "senderName", name, "message", msg,
-                                      "timestamp", (json_int_t)ts);
+                json_t *j =
+                    json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId", id, "roomId", room,
+                              "seq", (json_int_t)seq, "senderId", sender, "senderName", name,
+                              "message", msg, "timestamp", (json_int_t)ts);
                 char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
                 if (line) fprintf(out, "%s\n", line);
                 free(line);
@@ -1560,7 +1607,8 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
     sqlite3_close(db);
     if (e) {
         snprintf(err, errlen, "cannot decrypt message of room %s: %s%s", room, crypto_strerror(e),
-                 keys ? "" : " (the store is encrypted: set enable_encryption = true and the key file)");
+                 keys ? ""
+                      : " (the store is encrypted: set enable_encryption = true and the key file)");
         return -1;
     }
     if (rc != SQLITE_DONE) {

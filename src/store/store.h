@@ -18,9 +18,9 @@
 #include "store/crypto.h"
 
 typedef enum store_op_kind {
-    STORE_OP_CHAT,       /* insert a message (assigning its room sequence number) */
-    STORE_OP_ROOM_JOIN,  /* create the room on first join (owner = joiner) */
-    STORE_OP_HISTORY,    /* read a room's messages */
+    STORE_OP_CHAT,      /* insert a message (assigning its room sequence number) */
+    STORE_OP_ROOM_JOIN, /* create the room on first join (owner = joiner) */
+    STORE_OP_HISTORY,   /* read a room's messages */
 } store_op_kind;
 
 typedef struct store_op store_op;
@@ -62,26 +62,26 @@ struct store_op {
     int status;              /* out: 0 or an SQLite error code */
     /* Stage stamps (clock_mono_ns), for wsgate_chat_stage_seconds: received
      * is the caller's (0: not stamped), the others the store's. */
-    uint64_t t_received;     /* the message was read, before the app lock */
-    uint64_t t_submitted;    /* store_submit queued it */
-    uint64_t t_batch;        /* its batch began (BEGIN) */
-    uint64_t t_applied;      /* its batch's statements ran, COMMIT called */
-    uint64_t t_committed;    /* its batch's COMMIT returned (fsync done) */
+    uint64_t t_received;  /* the message was read, before the app lock */
+    uint64_t t_submitted; /* store_submit queued it */
+    uint64_t t_batch;     /* its batch began (BEGIN) */
+    uint64_t t_applied;   /* its batch's statements ran, COMMIT called */
+    uint64_t t_committed; /* its batch's COMMIT returned (fsync done) */
     store_done_cb done;
     void *ctx;
 };
 
 typedef struct store_options {
-    bool sync_full;                  /* synchronous=FULL (else NORMAL) */
-    int64_t ttl_days;                /* 0: messages are kept forever */
-    int64_t idempotency_window_s;    /* clientMessageId de-duplication window */
-    bool pitr;                       /* continuous backup for point-in-time restore */
+    bool sync_full;               /* synchronous=FULL (else NORMAL) */
+    int64_t ttl_days;             /* 0: messages are kept forever */
+    int64_t idempotency_window_s; /* clientMessageId de-duplication window */
+    bool pitr;                    /* continuous backup for point-in-time restore */
     int64_t pitr_retention_days;
-    const char *pitr_dir;            /* where base snapshots go */
-    int64_t pitr_snapshot_interval_s;/* how often a new base snapshot is taken */
-    crypto_keyring *keys;            /* borrowed; NULL: no encryption at rest */
-    size_t max_pending;              /* store_submit_bounded refuses past this many ops (0: no bound) */
-    size_t max_pending_bytes;        /* ... or past this many bytes of chat text (0: no bound) */
+    const char *pitr_dir;             /* where base snapshots go */
+    int64_t pitr_snapshot_interval_s; /* how often a new base snapshot is taken */
+    crypto_keyring *keys;             /* borrowed; NULL: no encryption at rest */
+    size_t max_pending;       /* store_submit_bounded refuses past this many ops (0: no bound) */
+    size_t max_pending_bytes; /* ... or past this many bytes of chat text (0: no bound) */
 } store_options;
 
 typedef struct store store;
@@ -125,11 +125,11 @@ typedef struct store_stats {
     uint64_t ops;
     double last_batch_ms;
     uint32_t last_batch_size;
-    uint64_t expired;                /* messages deleted by the TTL sweeper */
-    uint64_t rooms_expired;          /* rooms rows deleted by the TTL sweeper */
-    uint64_t rejected;               /* refused by store_submit_bounded */
-    uint64_t checkpoints;            /* WAL checkpoints run by the checkpointer thread */
-    uint32_t wal_pages;              /* pages in the WAL after the last commit */
+    uint64_t expired;       /* messages deleted by the TTL sweeper */
+    uint64_t rooms_expired; /* rooms rows deleted by the TTL sweeper */
+    uint64_t rejected;      /* refused by store_submit_bounded */
+    uint64_t checkpoints;   /* WAL checkpoints run by the checkpointer thread */
+    uint32_t wal_pages;     /* pages in the WAL after the last commit */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 
@@ -169,7 +169,8 @@ typedef enum store_export_format { STORE_EXPORT_JSONL, STORE_EXPORT_CSV } store_
  * (safe while the server runs). Returns the number of messages written, or
  * -1 with err. */
 long store_export(const char *path, const crypto_keyring *keys, const char *room, int64_t since,
-                  int64_t ttl_days, store_export_format format, FILE *out, char *err, size_t errlen);
+                  int64_t ttl_days, store_export_format format, FILE *out, char *err,
+                  size_t errlen);
 
 /* Decrypt a stored column value for the CLI and tests: blob/len as stored,
  * aad as the store builds it. Returns a malloc'd string or NULL. */

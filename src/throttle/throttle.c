@@ -80,7 +80,8 @@ static throttle_addr *addr_get(throttle *t, const char *addr, uint64_t now_ms) {
         a = xcalloc(1, sizeof(*a));
         const config *cfg = t->cfg;
         throttle_bucket_init(&a->connects, (double)cfg->connect_rate_per_ip,
-                             (double)cfg->connect_burst_per_ip, cfg->connect_rate_per_ip == 0, now_ms);
+                             (double)cfg->connect_burst_per_ip, cfg->connect_rate_per_ip == 0,
+                             now_ms);
         a->auth_window_ms = now_ms;
         strmap_put(&t->addrs, addr, a, NULL);
     }
@@ -97,7 +98,8 @@ throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms
         a->auth_window_ms = now_ms;
         a->auth_failures = 0;
     }
-    if (cfg->auth_failures_per_minute > 0 && a->auth_failures >= (uint64_t)cfg->auth_failures_per_minute)
+    if (cfg->auth_failures_per_minute > 0 &&
+        a->auth_failures >= (uint64_t)cfg->auth_failures_per_minute)
         return THROTTLE_ADDRESS;
     if (!throttle_bucket_take(&a->connects, now_ms)) return THROTTLE_ADDRESS;
     if (!throttle_bucket_take(&t->stage, now_ms)) return THROTTLE_STAGE;

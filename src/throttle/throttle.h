@@ -33,28 +33,28 @@ bool throttle_bucket_take(throttle_bucket *b, uint64_t now_ms);
 
 /* Per source address state. */
 typedef struct throttle_addr {
-    uint32_t connections;        /* open WebSocket connections */
-    throttle_bucket connects;    /* connect attempts */
-    uint32_t auth_failures;      /* in the current minute */
-    uint64_t auth_window_ms;     /* start of that minute */
+    uint32_t connections;     /* open WebSocket connections */
+    throttle_bucket connects; /* connect attempts */
+    uint32_t auth_failures;   /* in the current minute */
+    uint64_t auth_window_ms;  /* start of that minute */
     uint64_t last_seen_ms;
 } throttle_addr;
 
 typedef enum throttle_verdict {
     THROTTLE_OK = 0,
-    THROTTLE_STAGE,              /* the stage bucket is empty */
-    THROTTLE_ROUTE,              /* the route's bucket is empty */
-    THROTTLE_CONNECTION,         /* the connection's bucket is empty */
-    THROTTLE_ADDRESS,            /* too many connects, connections or auth failures */
+    THROTTLE_STAGE,      /* the stage bucket is empty */
+    THROTTLE_ROUTE,      /* the route's bucket is empty */
+    THROTTLE_CONNECTION, /* the connection's bucket is empty */
+    THROTTLE_ADDRESS,    /* too many connects, connections or auth failures */
 } throttle_verdict;
 
 typedef struct throttle {
     const config *cfg;
     throttle_bucket stage;
-    char **route_names;          /* route_throttling keys (borrowed from cfg) */
+    char **route_names; /* route_throttling keys (borrowed from cfg) */
     throttle_bucket *routes;
     size_t nroutes;
-    strmap addrs;                /* source address -> throttle_addr */
+    strmap addrs; /* source address -> throttle_addr */
 } throttle;
 
 /* Return the process-wide monotonic clock in milliseconds: the one clock

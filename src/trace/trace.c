@@ -14,7 +14,7 @@
 
 #define TRACE_QUEUE_MAX 10000
 #define TRACE_BATCH_MAX 512
-#define TRACE_FLUSH_MS 1000
+#define TRACE_FLUSH_MS  1000
 
 static bool is_hex_run(const char *s, size_t n) {
     bool nonzero = false;
@@ -41,7 +41,8 @@ bool trace_parse_traceparent(const char *s, size_t len, char trace_id[33], char 
 }
 
 void trace_start(trace_ctx *t, const char *traceparent, size_t len) {
-    if (!traceparent || !trace_parse_traceparent(traceparent, len, t->trace_id, t->parent_span_id)) {
+    if (!traceparent ||
+        !trace_parse_traceparent(traceparent, len, t->trace_id, t->parent_span_id)) {
         random_hex(t->trace_id, 16);
         t->parent_span_id[0] = '\0';
     }
@@ -192,8 +193,9 @@ trace_exporter *trace_exporter_start(const char *endpoint, const char *service_n
     const char *suffix = "/v1/traces";
     bool has_suffix = n >= strlen(suffix) && strcmp(endpoint + n - strlen(suffix), suffix) == 0;
     e->url = xmalloc(n + strlen(suffix) + 1);
-    snprintf(e->url, n + strlen(suffix) + 1, "%.*s%s", (int)(n && endpoint[n - 1] == '/' && !has_suffix ? n - 1 : n),
-             endpoint, has_suffix ? "" : suffix);
+    snprintf(e->url, n + strlen(suffix) + 1, "%.*s%s",
+             (int)(n && endpoint[n - 1] == '/' && !has_suffix ? n - 1 : n), endpoint,
+             has_suffix ? "" : suffix);
     e->service = xstrdup(service_name);
     e->stage = xstrdup(stage);
     pthread_mutex_init(&e->lock, NULL);
@@ -214,7 +216,8 @@ void trace_export(trace_exporter *e, const trace_span *span) {
     queued_span *q = xcalloc(1, sizeof(*q));
     q->ctx = span->ctx;
     snprintf(q->name, sizeof(q->name), "%s", span->name ? span->name : "");
-    snprintf(q->connection_id, sizeof(q->connection_id), "%s", span->connection_id ? span->connection_id : "");
+    snprintf(q->connection_id, sizeof(q->connection_id), "%s",
+             span->connection_id ? span->connection_id : "");
     snprintf(q->route_key, sizeof(q->route_key), "%s", span->route_key ? span->route_key : "");
     q->start_ns = span->start_unix_ns;
     q->end_ns = span->end_unix_ns;
@@ -241,8 +244,9 @@ void trace_exporter_stop(trace_exporter *e) {
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->thread, NULL);
-    if (e->dropped) log_msg(LOG_ERROR, "trace_export_error", "%llu spans dropped (queue full)",
-                            (unsigned long long)e->dropped);
+    if (e->dropped)
+        log_msg(LOG_ERROR, "trace_export_error", "%llu spans dropped (queue full)",
+                (unsigned long long)e->dropped);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->wake);
     free(e->url);

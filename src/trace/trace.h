@@ -10,9 +10,9 @@
 #include <stdint.h>
 
 typedef struct trace_ctx {
-    char trace_id[33];        /* 32 lowercase hex digits */
-    char span_id[17];         /* 16 lowercase hex digits: this span */
-    char parent_span_id[17];  /* "" when the trace starts here */
+    char trace_id[33];       /* 32 lowercase hex digits */
+    char span_id[17];        /* 16 lowercase hex digits: this span */
+    char parent_span_id[17]; /* "" when the trace starts here */
 } trace_ctx;
 
 /* Start a span in *t: a child of `traceparent` (len bytes; a W3C header
@@ -29,12 +29,12 @@ void trace_format(const trace_ctx *t, char out[56]);
 /* One finished span for export. Strings are copied. */
 typedef struct trace_span {
     trace_ctx ctx;
-    const char *name;           /* "$connect", the route key, ... */
+    const char *name; /* "$connect", the route key, ... */
     uint64_t start_unix_ns, end_unix_ns;
     bool error;
     const char *connection_id;
     const char *route_key;
-    int status;                 /* the access log's status */
+    int status; /* the access log's status */
 } trace_span;
 
 typedef struct trace_exporter trace_exporter;

@@ -10,12 +10,12 @@
  * all JS and CSS are files from this origin. The chat page's WebSocket
  * goes to this host (ws: or wss:, which 'self' alone does not cover in
  * every browser). */
-#define WEB_SECURITY_HEADERS                                                                  \
-    "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; "     \
-    "img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; " \
-    "form-action 'self'; frame-ancestors 'none'\r\n"                                          \
-    "X-Content-Type-Options: nosniff\r\n"                                                     \
-    "Referrer-Policy: no-referrer\r\n"                                                        \
+#define WEB_SECURITY_HEADERS                                                                       \
+    "Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; "           \
+    "img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "      \
+    "form-action 'self'; frame-ancestors 'none'\r\n"                                               \
+    "X-Content-Type-Options: nosniff\r\n"                                                          \
+    "Referrer-Policy: no-referrer\r\n"                                                             \
     "X-Frame-Options: DENY\r\n"
 
 static bool path_is(const char *path, size_t len, const char *want) {
@@ -57,7 +57,7 @@ static bool etag_matches(const http_request *req, const char *etag) {
 /* Queue the response; for HEAD and 304 only its head (the Content-Length
  * still tells the full body's size, as a GET would). */
 static void web_send(conn *c, const http_request *req, int status, const char *extra,
-                 const char *ctype, const char *body, size_t body_len, bool head_only) {
+                     const char *ctype, const char *body, size_t body_len, bool head_only) {
     bool keep = http_should_keep_alive(&req->parser) != 0;
     size_t len;
     char *resp = http_response_format(status, extra, ctype, body, body_len, !keep, &len);
@@ -78,7 +78,7 @@ bool web_handle(conn *c, const http_request *req, const char *stage) {
     if (!head && strcmp(method, "GET") != 0) {
         static const char msg[] = "{\"message\":\"Method not allowed\"}";
         web_send(c, req, 405, "Allow: GET, HEAD\r\n" WEB_SECURITY_HEADERS, "application/json", msg,
-             sizeof msg - 1, false);
+                 sizeof msg - 1, false);
         return true;
     }
 
@@ -86,8 +86,8 @@ bool web_handle(conn *c, const http_request *req, const char *stage) {
         json_t *j = json_pack("{s:s}", "stage", stage);
         char *txt = json_dumps(j, JSON_COMPACT);
         json_decref(j);
-        web_send(c, req, 200, WEB_SECURITY_HEADERS "Cache-Control: no-store\r\n", "application/json",
-             txt, strlen(txt), head);
+        web_send(c, req, 200, WEB_SECURITY_HEADERS "Cache-Control: no-store\r\n",
+                 "application/json", txt, strlen(txt), head);
         free(txt);
         return true;
     }
@@ -95,10 +95,10 @@ bool web_handle(conn *c, const http_request *req, const char *stage) {
     /* Pages and assets are not fingerprinted: the browser may keep them
      * but must revalidate (cheap: the ETag is computed at build time). */
     char extra[768];
-    snprintf(extra, sizeof extra, "%sCache-Control: no-cache\r\nETag: %s\r\n",
-             WEB_SECURITY_HEADERS, a->etag);
+    snprintf(extra, sizeof extra, "%sCache-Control: no-cache\r\nETag: %s\r\n", WEB_SECURITY_HEADERS,
+             a->etag);
     bool fresh = etag_matches(req, a->etag);
     web_send(c, req, fresh ? 304 : 200, extra, a->content_type, (const char *)a->data, a->len,
-         head || fresh);
+             head || fresh);
     return true;
 }

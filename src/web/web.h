@@ -13,9 +13,9 @@
 
 /* One embedded file. */
 typedef struct web_asset {
-    const char *path;          /* URL path, "/chat.js" */
+    const char *path; /* URL path, "/chat.js" */
     const char *content_type;
-    const char *etag;          /* quoted strong validator, from a CRC and the size */
+    const char *etag; /* quoted strong validator, from a CRC and the size */
     const unsigned char *data;
     size_t len;
 } web_asset;

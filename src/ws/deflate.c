@@ -95,9 +95,9 @@ static int window_bits_value(const param_value *v) {
 typedef struct {
     bool server_nct, client_nct;
     bool has_server_bits, has_client_bits;
-    int server_bits;  /* 8..15 */
-    int client_bits;  /* 8..15, or 15 when offered without a value */
-    bool bad;         /* unknown, duplicate or malformed parameter */
+    int server_bits; /* 8..15 */
+    int client_bits; /* 8..15, or 15 when offered without a value */
+    bool bad;        /* unknown, duplicate or malformed parameter */
 } offer;
 
 static bool name_is(const char *tok, size_t len, const char *name) {
@@ -209,12 +209,14 @@ static bool accept_offer(const ws_deflate_config *cfg, const offer *o, ws_deflat
     out->level = cfg->level;
     out->min_size = cfg->min_size;
 
-    int n = snprintf(response, WS_DEFLATE_RESPONSE_MAX, "permessage-deflate; server_no_context_takeover");
+    int n = snprintf(response, WS_DEFLATE_RESPONSE_MAX,
+                     "permessage-deflate; server_no_context_takeover");
     if (out->client_no_context_takeover)
-        n += snprintf(response + n, WS_DEFLATE_RESPONSE_MAX - (size_t)n, "; client_no_context_takeover");
+        n += snprintf(response + n, WS_DEFLATE_RESPONSE_MAX - (size_t)n,
+                      "; client_no_context_takeover");
     if (say_server_bits)
-        n += snprintf(response + n, WS_DEFLATE_RESPONSE_MAX - (size_t)n, "; server_max_window_bits=%d",
-                      server_bits);
+        n += snprintf(response + n, WS_DEFLATE_RESPONSE_MAX - (size_t)n,
+                      "; server_max_window_bits=%d", server_bits);
     if (say_client_bits)
         snprintf(response + n, WS_DEFLATE_RESPONSE_MAX - (size_t)n, "; client_max_window_bits=%d",
                  client_bits);
@@ -338,7 +340,7 @@ struct ws_inflater {
     bool has_context; /* a message has been inflated and its window matters */
     bool no_context;  /* client_no_context_takeover */
     int bits;
-    size_t bytes;     /* heap bytes zlib holds through count_alloc */
+    size_t bytes; /* heap bytes zlib holds through count_alloc */
 };
 
 /* zlib's allocations through a counter: the size is kept in front of each

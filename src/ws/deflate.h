@@ -21,24 +21,24 @@
  * deflate_* configuration variables). */
 typedef struct ws_deflate_config {
     bool enabled;
-    uint8_t server_max_window_bits;   /* 8..15: largest window our compressor uses */
-    uint8_t client_max_window_bits;   /* 8..15: largest window we let clients use (their
+    uint8_t server_max_window_bits;  /* 8..15: largest window our compressor uses */
+    uint8_t client_max_window_bits;  /* 8..15: largest window we let clients use (their
                                        * memory; we inflate with 32 KiB); below 15, offers
                                        * that cannot limit it are declined */
-    uint8_t level;                    /* zlib level 1..9 */
-    uint32_t min_size;                /* messages shorter than this go uncompressed */
-    bool client_no_context_takeover;  /* ask clients to reset per message, so the
+    uint8_t level;                   /* zlib level 1..9 */
+    uint32_t min_size;               /* messages shorter than this go uncompressed */
+    bool client_no_context_takeover; /* ask clients to reset per message, so the
                                        * inflate state can be released between messages */
 } ws_deflate_config;
 
 /* What one connection agreed. server_no_context_takeover is always in
  * force (shared frames), so it has no field. */
 typedef struct ws_deflate_params {
-    uint8_t server_max_window_bits;   /* the value we answered (8..15) */
-    uint8_t client_max_window_bits;   /* window the client may use */
-    bool client_no_context_takeover;  /* the client resets after each message */
-    uint8_t level;                    /* copied from the config */
-    uint32_t min_size;                /* copied from the config */
+    uint8_t server_max_window_bits;  /* the value we answered (8..15) */
+    uint8_t client_max_window_bits;  /* window the client may use */
+    bool client_no_context_takeover; /* the client resets after each message */
+    uint8_t level;                   /* copied from the config */
+    uint32_t min_size;               /* copied from the config */
 } ws_deflate_params;
 
 /* Longest Sec-WebSocket-Extensions value ws_deflate_negotiate writes. */

@@ -23,8 +23,8 @@
 
 #include "common/alloc.h"
 
-#define WS_CTL_MAX 125
-#define WS_HDR_MAX 14
+#define WS_CTL_MAX     125
+#define WS_HDR_MAX     14
 #define WS_MSG_MIN_CAP 256
 /* A reassembly buffer bigger than this is released once its message has been
  * delivered, so an idle connection does not pin its largest message. */
@@ -32,9 +32,8 @@
 
 const char *ws_strerror(int err) {
     switch (err) {
-#define WS_ERR_TEXT(name, val, close, text) \
-    case val:                               \
-        return text;
+#define WS_ERR_TEXT(name, val, close, text)                                                        \
+    case val: return text;
         WS_ERRNO_MAP(WS_ERR_TEXT)
 #undef WS_ERR_TEXT
     }
@@ -43,9 +42,8 @@ const char *ws_strerror(int err) {
 
 uint16_t ws_error_close_code(int err) {
     switch (err) {
-#define WS_ERR_CLOSE(name, val, close, text) \
-    case val:                                \
-        return close;
+#define WS_ERR_CLOSE(name, val, close, text)                                                       \
+    case val: return close;
         WS_ERRNO_MAP(WS_ERR_CLOSE)
 #undef WS_ERR_CLOSE
     }
@@ -89,7 +87,7 @@ struct ws_parser {
     ws_utf8 utf8;
 
     /* control frame split across feeds */
-    uint8_t *ctl;       /* WS_CTL_MAX bytes, allocated by the first control
+    uint8_t *ctl; /* WS_CTL_MAX bytes, allocated by the first control
                          * frame with a payload (idle connections have none) */
     size_t ctl_len;
 
@@ -195,8 +193,7 @@ static int header_scan(const ws_parser *p, const uint8_t *h, size_t have, frame_
     case WS_OP_PONG:
         if (!fin) return WS_E_CONTROL_FRAGMENTED;
         break;
-    default:
-        return WS_E_OPCODE;
+    default: return WS_E_OPCODE;
     }
     if (have < 2) return 0;
 
@@ -570,7 +567,8 @@ void ws_frame_unref(ws_frame *f) {
         uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
         if ((old & ~WS_FRAME_HAS_VARIANTS) != 1) return;
         ws_frame *next = NULL;
-        if (old & WS_FRAME_HAS_VARIANTS) next = atomic_load_explicit(&f->deflated, memory_order_acquire);
+        if (old & WS_FRAME_HAS_VARIANTS)
+            next = atomic_load_explicit(&f->deflated, memory_order_acquire);
         free(f);
         f = next; /* the list holds one reference to each form */
     }
@@ -582,8 +580,8 @@ uint32_t ws_frame_refcount(const ws_frame *f) {
 
 /* A compressed form's variant: the parameters that shape its bytes, and
  * whether compressing did not pay (then the plain frame is sent). */
-#define VARIANT_SET 0x10000u
-#define VARIANT_PLAIN 0x20000u
+#define VARIANT_SET      0x10000u
+#define VARIANT_PLAIN    0x20000u
 #define VARIANT_KEY_MASK 0xFFFFu
 
 static ws_frame *find_variant(ws_frame *head, uint32_t key) {

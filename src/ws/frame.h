@@ -33,8 +33,8 @@ enum {
     WS_CLOSE_GOING_AWAY = 1001,
     WS_CLOSE_PROTOCOL_ERROR = 1002,
     WS_CLOSE_UNSUPPORTED = 1003,
-    WS_CLOSE_NO_STATUS = 1005,      /* never sent: a close frame without a code */
-    WS_CLOSE_ABNORMAL = 1006,       /* never sent */
+    WS_CLOSE_NO_STATUS = 1005, /* never sent: a close frame without a code */
+    WS_CLOSE_ABNORMAL = 1006,  /* never sent */
     WS_CLOSE_INVALID_DATA = 1007,
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
@@ -43,23 +43,23 @@ enum {
 
 /* Parser errors: negative codes from one list that also yields their text
  * and the close code the connection must be closed with. */
-#define WS_ERRNO_MAP(X)                                                             \
-    X(WS_E_UNMASKED, -1, 1002, "client frame is not masked")                        \
-    X(WS_E_RSV, -2, 1002, "reserved bits set")                                      \
-    X(WS_E_OPCODE, -3, 1002, "unknown opcode")                                      \
-    X(WS_E_CONTROL_FRAGMENTED, -4, 1002, "fragmented control frame")                \
-    X(WS_E_CONTROL_TOO_LONG, -5, 1002, "control frame payload over 125 bytes")      \
-    X(WS_E_NON_MINIMAL_LENGTH, -6, 1002, "payload length not minimally encoded")    \
-    X(WS_E_LENGTH_TOP_BIT, -7, 1002, "64-bit payload length has its top bit set")   \
-    X(WS_E_UNEXPECTED_CONTINUATION, -8, 1002, "continuation without a message")     \
-    X(WS_E_EXPECTED_CONTINUATION, -9, 1002, "new data frame inside a fragmented message") \
-    X(WS_E_CLOSE_PAYLOAD, -10, 1002, "close frame payload of 1 byte")              \
-    X(WS_E_CLOSE_CODE, -11, 1002, "invalid close code")                             \
-    X(WS_E_UTF8, -12, 1007, "invalid UTF-8 in text message")                        \
-    X(WS_E_CLOSE_UTF8, -13, 1007, "invalid UTF-8 in close reason")                  \
-    X(WS_E_FRAME_TOO_BIG, -14, 1009, "frame over the size limit")                   \
-    X(WS_E_MESSAGE_TOO_BIG, -15, 1009, "message over the size limit")               \
-    X(WS_E_CLOSED, -16, 1002, "data after close frame")                             \
+#define WS_ERRNO_MAP(X)                                                                            \
+    X(WS_E_UNMASKED, -1, 1002, "client frame is not masked")                                       \
+    X(WS_E_RSV, -2, 1002, "reserved bits set")                                                     \
+    X(WS_E_OPCODE, -3, 1002, "unknown opcode")                                                     \
+    X(WS_E_CONTROL_FRAGMENTED, -4, 1002, "fragmented control frame")                               \
+    X(WS_E_CONTROL_TOO_LONG, -5, 1002, "control frame payload over 125 bytes")                     \
+    X(WS_E_NON_MINIMAL_LENGTH, -6, 1002, "payload length not minimally encoded")                   \
+    X(WS_E_LENGTH_TOP_BIT, -7, 1002, "64-bit payload length has its top bit set")                  \
+    X(WS_E_UNEXPECTED_CONTINUATION, -8, 1002, "continuation without a message")                    \
+    X(WS_E_EXPECTED_CONTINUATION, -9, 1002, "new data frame inside a fragmented message")          \
+    X(WS_E_CLOSE_PAYLOAD, -10, 1002, "close frame payload of 1 byte")                              \
+    X(WS_E_CLOSE_CODE, -11, 1002, "invalid close code")                                            \
+    X(WS_E_UTF8, -12, 1007, "invalid UTF-8 in text message")                                       \
+    X(WS_E_CLOSE_UTF8, -13, 1007, "invalid UTF-8 in close reason")                                 \
+    X(WS_E_FRAME_TOO_BIG, -14, 1009, "frame over the size limit")                                  \
+    X(WS_E_MESSAGE_TOO_BIG, -15, 1009, "message over the size limit")                              \
+    X(WS_E_CLOSED, -16, 1002, "data after close frame")                                            \
     X(WS_E_DEFLATE, -17, 1007, "invalid compressed data")
 
 typedef enum ws_error {
@@ -84,9 +84,9 @@ typedef enum ws_event_type {
 
 typedef struct ws_event {
     ws_event_type type;
-    uint8_t opcode;        /* WS_OP_TEXT or WS_OP_BINARY for WS_EV_MESSAGE */
-    uint16_t close_code;   /* for WS_EV_CLOSE */
-    const uint8_t *data;   /* valid until the next ws_parser_feed/free call */
+    uint8_t opcode;      /* WS_OP_TEXT or WS_OP_BINARY for WS_EV_MESSAGE */
+    uint16_t close_code; /* for WS_EV_CLOSE */
+    const uint8_t *data; /* valid until the next ws_parser_feed/free call */
     size_t len;
 } ws_event;
 
@@ -157,8 +157,8 @@ typedef struct ws_frame {
      * a list published lock-free (see ws_frame_deflated); in a compressed
      * form, the next one. */
     _Atomic(struct ws_frame *) deflated;
-    uint32_t variant;      /* in a compressed form: the key of its parameters */
-    uint8_t data[];        /* the encoded frame, ready for write(2) */
+    uint32_t variant; /* in a compressed form: the key of its parameters */
+    uint8_t data[];   /* the encoded frame, ready for write(2) */
 } ws_frame;
 
 /* Return a new unmasked, FIN frame of `opcode` with a copy of payload

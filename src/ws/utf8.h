@@ -10,10 +10,10 @@
 #include <stdint.h>
 
 typedef struct ws_utf8 {
-    uint32_t state;   /* 0 = at a character boundary; internal otherwise */
-    uint32_t needed;  /* internal */
-    uint32_t lower;   /* internal */
-    uint32_t upper;   /* internal */
+    uint32_t state;  /* 0 = at a character boundary; internal otherwise */
+    uint32_t needed; /* internal */
+    uint32_t lower;  /* internal */
+    uint32_t upper;  /* internal */
 } ws_utf8;
 
 /* Reset v to the start of a new text. */

@@ -30,16 +30,17 @@
 
 #include "fuzz_harness.h"
 
-
 #define NCONN 3
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     harness_begin();
     /* Small buckets so that inputs reach the throttled paths too. */
-    harness_set("route_throttling={ chat = { burst_limit = 4, rate_limit = 1 }, typing_indicator = { burst_limit = 2, rate_limit = 1 } }");
+    harness_set("route_throttling={ chat = { burst_limit = 4, rate_limit = 1 }, typing_indicator = "
+                "{ burst_limit = 2, rate_limit = 1 } }");
     harness_set("connection_burst_limit=40");
     harness_set("connection_rate_limit=1");
-    harness_set("custom_routes=[\"chat\",\"join_room\",\"leave_room\",\"private_message\",\"room_list\",\"typing_indicator\",\"custom\"]");
+    harness_set("custom_routes=[\"chat\",\"join_room\",\"leave_room\",\"private_message\",\"room_"
+                "list\",\"typing_indicator\",\"custom\"]");
     harness_finish();
     return 0;
 }
@@ -50,8 +51,8 @@ static void release_queue(conn *c) {
         ws_frame *f = harness_queued(c, i);
         require(f->len >= 2);
         uint8_t op = f->data[0] & 0x0F;
-        require(f->data[0] & 0x80);                /* FIN: the app never fragments */
-        require(!(f->data[1] & 0x80));             /* server frames are unmasked */
+        require(f->data[0] & 0x80);    /* FIN: the app never fragments */
+        require(!(f->data[1] & 0x80)); /* server frames are unmasked */
         if (op == WS_OP_TEXT) {
             /* Everything the app sends is a JSON object with a string "type". */
             size_t n = f->data[1] & 0x7F, off = 2;

@@ -223,15 +223,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
     uint8_t sel = data[0];
     switch (sel & 3) {
-    case 0:
-        open_blob(data + 1, size - 1);
-        break;
-    case 1:
-        round_trip(data + 1, size - 1);
-        break;
-    default:
-        key_file(data + 1, size - 1, (sel & 0x80) != 0);
-        break;
+    case 0: open_blob(data + 1, size - 1); break;
+    case 1: round_trip(data + 1, size - 1); break;
+    default: key_file(data + 1, size - 1, (sel & 0x80) != 0); break;
     }
     return 0;
 }

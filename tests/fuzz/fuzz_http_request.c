@@ -23,7 +23,7 @@ typedef struct {
     ssize_t consumed; /* total, or -1 */
     int status;
     bool complete, upgrade;
-    uint64_t hash;    /* over the parsed method, target, headers and body */
+    uint64_t hash; /* over the parsed method, target, headers and body */
 } outcome;
 
 static uint64_t mix(uint64_t h, const void *p, size_t n) {
@@ -80,7 +80,7 @@ static uint64_t inspect(const http_request *r) {
 
 typedef struct {
     size_t max_header_bytes, max_headers, max_body;
-    int head_mode;   /* -1: no on_head; else what on_head answers (see route_head) */
+    int head_mode; /* -1: no on_head; else what on_head answers (see route_head) */
 } limits;
 
 /* An on_head as a server routes: refuse bodies (404), take none, take a
@@ -89,14 +89,10 @@ static long route_head(http_request *r, void *ctx) {
     const limits *lim = ctx;
     require(r->headers_complete && r->body_len == 0 && r->body == NULL);
     switch (lim->head_mode) {
-    case 0:
-        return http_request_has_body(r) ? -404 : 0;
-    case 1:
-        return 0;
-    case 2:
-        return 16;
-    default:
-        return -429;
+    case 0: return http_request_has_body(r) ? -404 : 0;
+    case 1: return 0;
+    case 2: return 16;
+    default: return -429;
     }
 }
 

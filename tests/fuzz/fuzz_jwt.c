@@ -52,7 +52,8 @@ static void make_authorizers(void) {
     char path[] = "/tmp/fuzz_jwt_key_XXXXXX";
     int fd = mkstemp(path);
     require(fd >= 0);
-    require(write(fd, RSA_PUBLIC_PEM, sizeof(RSA_PUBLIC_PEM) - 1) == (ssize_t)sizeof(RSA_PUBLIC_PEM) - 1);
+    require(write(fd, RSA_PUBLIC_PEM, sizeof(RSA_PUBLIC_PEM) - 1) ==
+            (ssize_t)sizeof(RSA_PUBLIC_PEM) - 1);
     close(fd);
     memset(&cfg, 0, sizeof(cfg)); /* NULL issuer, audience and claim names */
     cfg.jwt_algorithm = (char *)"RS256";
@@ -73,8 +74,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static const char *const MESSAGES[] = {"Missing token",       "Invalid token", "Token expired",
-                                       "Token not yet valid", "Wrong issuer",  "Wrong audience",
+static const char *const MESSAGES[] = {"Missing token",        "Invalid token", "Token expired",
+                                       "Token not yet valid",  "Wrong issuer",  "Wrong audience",
                                        "Algorithm not allowed"};
 
 static void check(const authorizer *a, const http_request *req, bool via_protocol) {
@@ -124,11 +125,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = (size_t)sprintf(buf, "GET /staging?roomId=r&userId=q&token=");
     for (size_t i = 0; i < size; i++) {
         unsigned char c = data[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '_' || c == '.' || c == '~')
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~')
             buf[n++] = (char)c;
-        else
-            n += (size_t)sprintf(buf + n, "%%%02X", c);
+        else n += (size_t)sprintf(buf + n, "%%%02X", c);
     }
     n += (size_t)sprintf(buf + n, " HTTP/1.1\r\nHost: x\r\n\r\n");
     run(buf, n, false);

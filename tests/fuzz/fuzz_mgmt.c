@@ -35,8 +35,7 @@
 
 #include "fuzz_harness.h"
 
-
-#define NWS 3
+#define NWS          3
 #define MAX_REQUESTS 8
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -102,7 +101,7 @@ static uint32_t release_http(conn *c) {
 typedef struct head_route {
     app *a;
     conn *c;
-    bool answered;   /* mgmt_http_head answered the request itself */
+    bool answered; /* mgmt_http_head answered the request itself */
 } head_route;
 
 static long route_head(http_request *r, void *ctx) {
@@ -161,7 +160,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t off = 0;
     for (int reqs = 0; reqs < MAX_REQUESTS && off < n; reqs++) {
         http_request req;
-        http_request_init(&req, (size_t)harness_cfg.max_header_bytes, (size_t)harness_cfg.max_headers, 128 * 1024);
+        http_request_init(&req, (size_t)harness_cfg.max_header_bytes,
+                          (size_t)harness_cfg.max_headers, 128 * 1024);
         req.on_head = route_head;
         req.on_head_ctx = &hr;
         hr.answered = false;
@@ -178,8 +178,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
             ssize_t got = http_request_feed(&req, in + off, c);
             if (got < 0) {
-                require(req.error_status == 400 || req.error_status == 413 || req.error_status == 431 ||
-                        req.error_status == 404 || req.error_status == 405);
+                require(req.error_status == 400 || req.error_status == 413 ||
+                        req.error_status == 431 || req.error_status == 404 ||
+                        req.error_status == 405);
                 require(release_http(hc) == (hr.answered ? 1u : 0u));
                 bad = true;
                 break;

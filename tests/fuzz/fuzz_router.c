@@ -31,7 +31,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 /* The value the expression selects in obj, or NULL. */
 static json_t *select_path(const router *r, json_t *obj) {
     json_t *v = obj;
-    for (size_t i = 0; i < r->depth && v; i++) v = json_is_object(v) ? json_object_get(v, r->path[i]) : NULL;
+    for (size_t i = 0; i < r->depth && v; i++)
+        v = json_is_object(v) ? json_object_get(v, r->path[i]) : NULL;
     return v;
 }
 
@@ -68,7 +69,8 @@ static void check(const router *r, const char *data, size_t size, bool binary) {
             require(m.route == want);
             require(m.outcome == (want == ROUTE_NONE ? ROUTE_UNKNOWN : ROUTED));
             if (want != ROUTE_NONE) require(strcmp(router_route_name(want), m.selected) == 0);
-            if (!binary && router_is_custom(r, m.selected)) require(strcmp(m.route_key, m.selected) == 0);
+            if (!binary && router_is_custom(r, m.selected))
+                require(strcmp(m.route_key, m.selected) == 0);
             else require(strcmp(m.route_key, "$default") == 0);
         } else {
             /* Non-string: unknown, with its JSON text, which parses back. */
@@ -81,8 +83,7 @@ static void check(const router *r, const char *data, size_t size, bool binary) {
         }
         break;
     }
-    default:
-        require(0);
+    default: require(0);
     }
     /* The route key is "$default" or one of the router's own custom keys. */
     if (strcmp(m.route_key, "$default") != 0) {

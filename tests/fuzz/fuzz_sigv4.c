@@ -18,7 +18,7 @@
 
 #include "fuzz_require.h"
 
-#define NOW ((time_t)1709618828) /* 2024-03-05T06:07:08Z */
+#define NOW  ((time_t)1709618828) /* 2024-03-05T06:07:08Z */
 #define SKEW 900
 
 static const sigv4_credentials CREDS[] = {

@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ws_utf8 v;
     ws_utf8_init(&v);
     bool fed = true;
-    for (size_t i = 0; i < n && fed; i += chunk) fed = ws_utf8_feed(&v, s + i, n - i < chunk ? n - i : chunk);
+    for (size_t i = 0; i < n && fed; i += chunk)
+        fed = ws_utf8_feed(&v, s + i, n - i < chunk ? n - i : chunk);
     require(whole == (fed && ws_utf8_complete(&v)));
 
     bool walked = true;

@@ -15,7 +15,7 @@
 
 #include "ws/frame.h"
 
-#define MAX_FRAME 4096
+#define MAX_FRAME   4096
 #define MAX_MESSAGE 16384
 
 #include "fuzz_require.h"

@@ -11,7 +11,7 @@
 
 #include "ws/frame.h"
 
-#define MAX_FRAME 4096
+#define MAX_FRAME   4096
 #define MAX_MESSAGE 16384
 
 #include "fuzz_require.h"
@@ -37,17 +37,14 @@ static void check_event(const ws_event *ev) {
         if (ev->opcode == WS_OP_TEXT) require(ws_utf8_valid(ev->data, ev->len));
         break;
     case WS_EV_PING:
-    case WS_EV_PONG:
-        require(ev->len <= 125);
-        break;
+    case WS_EV_PONG: require(ev->len <= 125); break;
     case WS_EV_CLOSE:
         require(ev->len <= 123);
         if (ev->close_code == WS_CLOSE_NO_STATUS) require(ev->len == 0);
         else require(ws_close_code_valid(ev->close_code));
         require(ws_utf8_valid(ev->data, ev->len));
         break;
-    default:
-        require(0);
+    default: require(0);
     }
 }
 

@@ -184,7 +184,8 @@ static char *hmac_token(const char *header, const char *payload, const void *key
     size_t n = strlen(unsigned_tok) - 1; /* without the last '.' */
     unsigned char mac[32];
     unsigned int maclen = 0;
-    cr_assert_not_null(HMAC(EVP_sha256(), key, (int)keylen, (unsigned char *)unsigned_tok, n, mac, &maclen));
+    cr_assert_not_null(
+        HMAC(EVP_sha256(), key, (int)keylen, (unsigned char *)unsigned_tok, n, mac, &maclen));
     char *sig = b64url(mac, maclen), *t = NULL;
     cr_assert_gt(asprintf(&t, "%.*s.%s", (int)n, unsigned_tok, sig), 0);
     free(sig);
@@ -226,10 +227,10 @@ static char *hs(const char *more) {
 /* ---- keys ---- */
 
 typedef struct keypair {
-    char *priv;       /* PEM private key text */
+    char *priv; /* PEM private key text */
     size_t priv_len;
     char pub_path[128];
-    char *pub;        /* PEM public key text */
+    char *pub; /* PEM public key text */
     size_t pub_len;
 } keypair;
 
@@ -574,10 +575,12 @@ Test(jwt_time, exp_required_and_numeric, .fini = fini) {
     char *t = lib_token(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"sub\":\"alice\"}");
     expect_refused(t, "Invalid token");
     free(t);
-    t = lib_token(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"sub\":\"alice\",\"exp\":\"9999999999\"}");
+    t = lib_token(JWT_ALG_HS256, SECRET, strlen(SECRET),
+                  "{\"sub\":\"alice\",\"exp\":\"9999999999\"}");
     expect_refused(t, "Invalid token");
     free(t);
-    t = lib_token(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"sub\":\"alice\",\"exp\":9999999999.5}");
+    t = lib_token(JWT_ALG_HS256, SECRET, strlen(SECRET),
+                  "{\"sub\":\"alice\",\"exp\":9999999999.5}");
     expect_user(t, "alice", "alice");
     free(t);
     t = lib_token(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"sub\":\"alice\",\"exp\":1e300}");
@@ -719,7 +722,10 @@ Test(jwt_claims, username, .fini = fini) {
 }
 
 Test(jwt_claims, custom_claim_names, .fini = fini) {
-    use((jcfg){.alg = "HS256", .secret = SECRET, .user_claim = "uid", .name_claim = "display_name",
+    use((jcfg){.alg = "HS256",
+               .secret = SECRET,
+               .user_claim = "uid",
+               .name_claim = "display_name",
                .leeway = 30});
     char *t = hs_claims("{\"exp\":9999999999,\"sub\":\"ignored\",\"name\":\"Ignored\","
                         "\"uid\":\"u-7\",\"display_name\":\"Seven\"}");
@@ -819,7 +825,8 @@ Test(jwt_location, subprotocol, .fini = fini) {
     /* an invalid token there: refused, no subprotocol */
     auth_identity id;
     const char *msg;
-    cr_assert_eq(run("/staging", "Sec-WebSocket-Protocol: bearer, abc.def.ghi\r\n", &id, &msg), 401);
+    cr_assert_eq(run("/staging", "Sec-WebSocket-Protocol: bearer, abc.def.ghi\r\n", &id, &msg),
+                 401);
     cr_assert_str_eq(msg, "Invalid token");
     cr_assert_null(id.subprotocol);
     auth_identity_clear(&id);
@@ -858,8 +865,14 @@ Test(jwt_config, null_values, .fini = fini) {
     expect_refused(t, "Token expired");
     free(t);
     /* empty strings behave as NULL */
-    use((jcfg){.alg = "", .secret = SECRET, .key_file = "", .issuer = "", .audience = "",
-               .user_claim = "", .name_claim = "", .leeway = 30});
+    use((jcfg){.alg = "",
+               .secret = SECRET,
+               .key_file = "",
+               .issuer = "",
+               .audience = "",
+               .user_claim = "",
+               .name_claim = "",
+               .leeway = 30});
     t = hs("");
     expect_user(t, "alice", "Alice");
     free(t);

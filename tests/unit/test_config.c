@@ -10,52 +10,51 @@
 #include "log/log.h"
 
 /* The seed document's "Example terraform.tfvars", verbatim. */
-static const char seed_example[] =
-    "# Core configuration\n"
-    "aws_region   = \"us-west-2\"\n"
-    "environment  = \"production\"\n"
-    "project_name = \"chat-app\"\n"
-    "\n"
-    "# WebSocket API configuration\n"
-    "api_name    = \"chat-websocket-api\"\n"
-    "stage_name  = \"prod\"\n"
-    "\n"
-    "# DynamoDB configuration\n"
-    "dynamodb_billing_mode = \"PAY_PER_REQUEST\"\n"
-    "enable_dynamodb_point_in_time_recovery = true\n"
-    "\n"
-    "# Lambda configuration\n"
-    "lambda_runtime = \"python3.11\"\n"
-    "lambda_memory_size = 512\n"
-    "lambda_message_memory_size = 1024\n"
-    "\n"
-    "# Security configuration\n"
-    "enable_encryption = true\n"
-    "enable_xray_tracing = true\n"
-    "log_retention_days = 30\n"
-    "\n"
-    "# Monitoring configuration\n"
-    "enable_detailed_metrics = true\n"
-    "logging_level = \"INFO\"\n"
-    "throttling_burst_limit = 1000\n"
-    "throttling_rate_limit = 2000\n"
-    "\n"
-    "# Custom routes\n"
-    "custom_routes = [\n"
-    "  \"chat\",\n"
-    "  \"join_room\",\n"
-    "  \"leave_room\",\n"
-    "  \"private_message\",\n"
-    "  \"room_list\",\n"
-    "  \"typing_indicator\"\n"
-    "]\n"
-    "\n"
-    "# Additional tags\n"
-    "additional_tags = {\n"
-    "  Owner       = \"platform-team\"\n"
-    "  CostCenter  = \"engineering\"\n"
-    "  Application = \"chat-service\"\n"
-    "}\n";
+static const char seed_example[] = "# Core configuration\n"
+                                   "aws_region   = \"us-west-2\"\n"
+                                   "environment  = \"production\"\n"
+                                   "project_name = \"chat-app\"\n"
+                                   "\n"
+                                   "# WebSocket API configuration\n"
+                                   "api_name    = \"chat-websocket-api\"\n"
+                                   "stage_name  = \"prod\"\n"
+                                   "\n"
+                                   "# DynamoDB configuration\n"
+                                   "dynamodb_billing_mode = \"PAY_PER_REQUEST\"\n"
+                                   "enable_dynamodb_point_in_time_recovery = true\n"
+                                   "\n"
+                                   "# Lambda configuration\n"
+                                   "lambda_runtime = \"python3.11\"\n"
+                                   "lambda_memory_size = 512\n"
+                                   "lambda_message_memory_size = 1024\n"
+                                   "\n"
+                                   "# Security configuration\n"
+                                   "enable_encryption = true\n"
+                                   "enable_xray_tracing = true\n"
+                                   "log_retention_days = 30\n"
+                                   "\n"
+                                   "# Monitoring configuration\n"
+                                   "enable_detailed_metrics = true\n"
+                                   "logging_level = \"INFO\"\n"
+                                   "throttling_burst_limit = 1000\n"
+                                   "throttling_rate_limit = 2000\n"
+                                   "\n"
+                                   "# Custom routes\n"
+                                   "custom_routes = [\n"
+                                   "  \"chat\",\n"
+                                   "  \"join_room\",\n"
+                                   "  \"leave_room\",\n"
+                                   "  \"private_message\",\n"
+                                   "  \"room_list\",\n"
+                                   "  \"typing_indicator\"\n"
+                                   "]\n"
+                                   "\n"
+                                   "# Additional tags\n"
+                                   "additional_tags = {\n"
+                                   "  Owner       = \"platform-team\"\n"
+                                   "  CostCenter  = \"engineering\"\n"
+                                   "  Application = \"chat-service\"\n"
+                                   "}\n";
 
 /* Load text from an exact-size heap copy (no NUL after it). */
 static int load(config *cfg, const char *text, config_error *err) {
@@ -336,7 +335,8 @@ static const struct {
     {"max_connection_duration_s = -1", "max_connection_duration_s",
      "Maximum connection duration must be between"},
     {"max_queued_bytes = 0", "max_queued_bytes", "Maximum queued bytes must be between"},
-    {"slow_consumer_timeout_ms = 0", "slow_consumer_timeout_ms", "Slow consumer timeout must be between"},
+    {"slow_consumer_timeout_ms = 0", "slow_consumer_timeout_ms",
+     "Slow consumer timeout must be between"},
     {"max_pending_http_bytes = 1024", "max_pending_http_bytes",
      "Maximum pending HTTP bytes must be between"},
     {"shutdown_timeout_ms = 600001", "shutdown_timeout_ms", "Shutdown timeout must be between"},
@@ -383,7 +383,8 @@ static const struct {
      "Auth failures per minute must be between 0 and 100000."},
     {"auth_mode = \"none\"", "auth_mode", "Auth mode must be either demo or jwt."},
     {"auth_mode = \"JWT\"", "auth_mode", "Auth mode must be either demo or jwt."},
-    {"jwt_algorithm = \"none\"", "jwt_algorithm", "JWT algorithm must be one of: HS256, RS256, ES256."},
+    {"jwt_algorithm = \"none\"", "jwt_algorithm",
+     "JWT algorithm must be one of: HS256, RS256, ES256."},
     {"jwt_algorithm = \"hs256\"", "jwt_algorithm", "JWT algorithm must be one of"},
     {"jwt_leeway_s = 301", "jwt_leeway_s", "JWT leeway must be between 0 and 300 seconds."},
     {"jwt_leeway_s = -1", "jwt_leeway_s", "JWT leeway must be between 0 and 300 seconds."},
@@ -412,7 +413,8 @@ static const struct {
     {"deflate_client_max_window_bits = 16", "deflate_client_max_window_bits", "between 8 and 15"},
     {"deflate_level = 0", "deflate_level", "deflate_level must be between 1 and 9."},
     {"deflate_level = 10", "deflate_level", "deflate_level must be between 1 and 9."},
-    {"deflate_min_size = -1", "deflate_min_size", "deflate_min_size must be between 0 and 67108864."},
+    {"deflate_min_size = -1", "deflate_min_size",
+     "deflate_min_size must be between 0 and 67108864."},
     {"deflate_client_no_context_takeover = 0", "deflate_client_no_context_takeover",
      "must be true or false"},
 };
@@ -438,10 +440,8 @@ Test(config, every_rule_rejects_with_file_line_name) {
         cr_expect(strstr(err.message, bad_values[i].rule) != NULL, "\"%s\" lacks \"%s\"",
                   err.message, bad_values[i].rule);
         /* The earlier line applied; the bad value did not. */
-        if (is_port)
-            cr_expect_eq(c.lambda_timeout, 31);
-        else if (!syntax)
-            cr_expect_eq(c.port, 9000);
+        if (is_port) cr_expect_eq(c.lambda_timeout, 31);
+        else if (!syntax) cr_expect_eq(c.port, 9000);
         cr_expect_eq(config_validate(&c, &err), 0, "%s", err.message);
         config_free(&c);
     }
@@ -465,7 +465,7 @@ Test(config, good_edge_values) {
         "mode = \"echo\"",
         "listen = \"::\"",
         "listen = \"localhost\"",
-        "lambda_timeout = \"45\"",          /* Terraform converts numeric strings */
+        "lambda_timeout = \"45\"", /* Terraform converts numeric strings */
         "enable_encryption = \"false\"",
         "port = 8.1e3",
         "environment = \"Prod-2\"",
@@ -512,8 +512,8 @@ Test(config, null_restores_default) {
     cr_assert_eq(load(&c, "stage_name = \"x\"\nport = 1\n", &err), 0);
     cr_assert_eq(config_set(&c, "stage_name=null", &err), 0); /* a string: taken verbatim */
     cr_expect_str_eq(c.stage_name, "null");
-    cr_assert_eq(load(&c, "stage_name = null\nport = null\ncustom_routes = null\n", &err), 0,
-                 "%s", err.message);
+    cr_assert_eq(load(&c, "stage_name = null\nport = null\ncustom_routes = null\n", &err), 0, "%s",
+                 err.message);
     cr_expect_str_eq(c.stage_name, "staging");
     cr_expect_eq(c.port, 8080);
     cr_expect_eq(c.custom_routes_count, 5);
@@ -595,9 +595,9 @@ Test(config, precedence_file_env_set) {
     char *env[] = {"TF_VAR_stage_name=env", "TF_VAR_port=2000", NULL};
     cr_assert_eq(config_load_env(&c, env, &err), 0);
     cr_assert_eq(config_set(&c, "port=3000", &err), 0);
-    cr_expect_str_eq(c.api_name, "f");        /* file only */
-    cr_expect_str_eq(c.stage_name, "env");    /* env beats file */
-    cr_expect_eq(c.port, 3000);               /* --set beats env */
+    cr_expect_str_eq(c.api_name, "f");     /* file only */
+    cr_expect_str_eq(c.stage_name, "env"); /* env beats file */
+    cr_expect_eq(c.port, 3000);            /* --set beats env */
     config_free(&c);
 }
 
@@ -606,15 +606,15 @@ Test(config, dump_round_trip) {
     config_error err;
     config_init_defaults(&c);
     cr_assert_eq(load(&c, seed_example, &err), 0, "%s", err.message);
-    cr_assert_eq(config_set(&c, "api_description=\"q\\\" b\\\\ $${x} %%{y} \\n\\t\\u0001 \\u00e9\"",
-                            &err),
-                 0, "%s", err.message);
-    cr_assert_eq(config_set(&c, "additional_tags={\"a b\" = \"c\\\"d\", e = \"\"}", &err), 0,
-                 "%s", err.message);
+    cr_assert_eq(
+        config_set(&c, "api_description=\"q\\\" b\\\\ $${x} %%{y} \\n\\t\\u0001 \\u00e9\"", &err),
+        0, "%s", err.message);
+    cr_assert_eq(config_set(&c, "additional_tags={\"a b\" = \"c\\\"d\", e = \"\"}", &err), 0, "%s",
+                 err.message);
     char *text = dump_to_string(&c);
     cr_expect(strstr(text, "stage_name") != NULL);
-    cr_expect(strstr(text, "custom_routes                          = [\"chat\", ") != NULL,
-              "%s", text);
+    cr_expect(strstr(text, "custom_routes                          = [\"chat\", ") != NULL, "%s",
+              text);
     config d;
     config_init_defaults(&d);
     cr_assert_eq(config_load_text(&d, "dump", text, strlen(text), &err), 0, "%s\n%s", err.message,
@@ -768,21 +768,25 @@ Test(config, route_throttling_errors) {
                       "}\n",
                       &err),
                  -1);
-    cr_expect_str_eq(err.message, "test.tfvars:3: variable \"route_throttling\": route \"chat\": "
-                                  "unknown member \"burts_limit\" (expected burst_limit, rate_limit)");
+    cr_expect_str_eq(err.message,
+                     "test.tfvars:3: variable \"route_throttling\": route \"chat\": "
+                     "unknown member \"burts_limit\" (expected burst_limit, rate_limit)");
     cr_expect_eq(load(&c, "route_throttling = {\n  chat = {\n    burst_limit = 10\n  }\n}\n", &err),
                  -1);
-    cr_expect_str_eq(err.message, "test.tfvars:2: variable \"route_throttling\": route \"chat\": "
-                                  "missing member \"rate_limit\" (expected burst_limit, rate_limit)");
-    cr_expect_eq(load(&c, "route_throttling = {\n a = { burst_limit = 1, rate_limit = 1 }\n"
-                          " b = { burst_limit = 1,\n rate_limit = 20000 }\n}\n",
+    cr_expect_str_eq(err.message,
+                     "test.tfvars:2: variable \"route_throttling\": route \"chat\": "
+                     "missing member \"rate_limit\" (expected burst_limit, rate_limit)");
+    cr_expect_eq(load(&c,
+                      "route_throttling = {\n a = { burst_limit = 1, rate_limit = 1 }\n"
+                      " b = { burst_limit = 1,\n rate_limit = 20000 }\n}\n",
                       &err),
                  -1);
     cr_expect_str_eq(err.message, "test.tfvars:4: variable \"route_throttling\": route \"b\": "
                                   "Route rate limit must be between 0 and 10000.");
     /* Names in messages stay on one line and short. */
-    cr_expect_eq(load(&c, "route_throttling = { \"a\\nb\" = { burst_limit = 1, rate_limit = 1, "
-                          "\"x\\ty\" = 2 } }",
+    cr_expect_eq(load(&c,
+                      "route_throttling = { \"a\\nb\" = { burst_limit = 1, rate_limit = 1, "
+                      "\"x\\ty\" = 2 } }",
                       &err),
                  -1);
     cr_expect(strstr(err.message, "route \"a?b\": unknown member \"x?y\"") != NULL, "%s",
@@ -792,8 +796,8 @@ Test(config, route_throttling_errors) {
     char text[4096];
     size_t n = (size_t)snprintf(text, sizeof text, "route_throttling = {\n");
     for (int i = 0; i < 21; i++)
-        n += (size_t)snprintf(text + n, sizeof text - n, "  r%d = { burst_limit = 1, rate_limit = 1 }\n",
-                              i);
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "  r%d = { burst_limit = 1, rate_limit = 1 }\n", i);
     snprintf(text + n, sizeof text - n, "}\n");
     cr_expect_eq(load(&c, text, &err), -1);
     cr_expect_str_eq(err.message, "test.tfvars:1: variable \"route_throttling\": At most 20 routes "
@@ -827,22 +831,22 @@ Test(config, route_throttling_env_and_set) {
                    NULL};
     cr_assert_eq(config_load_env(&c, env, &err), 0, "%s", err.message);
     expect_two_routes(&c);
-    cr_assert_eq(config_set(&c, "route_throttling={ typing = { burst_limit = 1, rate_limit = 2 } }",
-                            &err),
-                 0, "%s", err.message);
+    cr_assert_eq(
+        config_set(&c, "route_throttling={ typing = { burst_limit = 1, rate_limit = 2 } }", &err),
+        0, "%s", err.message);
     cr_assert_eq(c.route_throttling_count, 1);
     cr_expect_str_eq(c.route_throttling[0].route, "typing");
     cr_expect_eq(c.route_throttling[0].rate_limit, 2);
-    cr_expect_eq(config_set(&c, "route_throttling={ chat = { burts_limit = 1, rate_limit = 2 } }",
-                            &err),
-                 -1);
+    cr_expect_eq(
+        config_set(&c, "route_throttling={ chat = { burts_limit = 1, rate_limit = 2 } }", &err),
+        -1);
     cr_expect_str_eq(err.message, "--set: variable \"route_throttling\": route \"chat\": unknown "
                                   "member \"burts_limit\" (expected burst_limit, rate_limit)");
     cr_expect_eq(config_set(&c, "route_throttling=chat", &err), -1);
     cr_expect_str_eq(err.message, "--set: variable \"route_throttling\": must be a map of objects "
                                   "with burst_limit, rate_limit");
-    char *bad_env[] = {"TF_VAR_route_throttling={ chat = {\n burst_limit = 6000,\n rate_limit = 1 } }",
-                       NULL};
+    char *bad_env[] = {
+        "TF_VAR_route_throttling={ chat = {\n burst_limit = 6000,\n rate_limit = 1 } }", NULL};
     cr_expect_eq(config_load_env(&c, bad_env, &err), -1);
     cr_expect_str_eq(err.message, "TF_VAR_route_throttling: variable \"route_throttling\": route "
                                   "\"chat\": Route burst limit must be between 0 and 5000.");
@@ -861,9 +865,10 @@ Test(config, route_throttling_dump_round_trip) {
                  0, "%s", err.message);
     cr_assert_eq(config_set(&c, "jwt_secret=hunter2", &err), 0, "%s", err.message);
     char *text = dump_to_string(&c);
-    cr_expect(strstr(text, "\nroute_throttling                       = { \"chat\" = { burst_limit = "
-                           "10, rate_limit = 5 }, \"join_room\" = { burst_limit = 2, rate_limit = "
-                           "1 } }\n") != NULL,
+    cr_expect(strstr(text,
+                     "\nroute_throttling                       = { \"chat\" = { burst_limit = "
+                     "10, rate_limit = 5 }, \"join_room\" = { burst_limit = 2, rate_limit = "
+                     "1 } }\n") != NULL,
               "%s", text);
     cr_expect(strstr(text, "\nallowed_origins                        = [\"https://a.example\", "
                            "\"http://b:8080\"]\n") != NULL,
@@ -921,8 +926,9 @@ Test(config, allowed_origins) {
     config c;
     config_error err;
     config_init_defaults(&c);
-    cr_assert_eq(load(&c, "allowed_origins = [\n  \"https://chat.example.com\",\n"
-                          "  \"http://localhost:3000\",\n]\n",
+    cr_assert_eq(load(&c,
+                      "allowed_origins = [\n  \"https://chat.example.com\",\n"
+                      "  \"http://localhost:3000\",\n]\n",
                       &err),
                  0, "%s", err.message);
     cr_assert_eq(c.allowed_origins_count, 2);
@@ -942,8 +948,9 @@ Test(config, allowed_origins) {
     for (int i = 0; i < 101; i++) n += (size_t)snprintf(text + n, cap - n, "\"o%d\",", i);
     snprintf(text + n, cap - n, "]");
     cr_expect_eq(load(&c, text, &err), -1);
-    cr_expect_str_eq(err.message, "test.tfvars:1: variable \"allowed_origins\": At most 100 allowed "
-                                  "origins are allowed.");
+    cr_expect_str_eq(err.message,
+                     "test.tfvars:1: variable \"allowed_origins\": At most 100 allowed "
+                     "origins are allowed.");
     strcpy(strstr(text, "\"o100\","), "]");
     cr_expect_eq(load(&c, text, &err), 0, "%s", err.message);
     cr_expect_eq(c.allowed_origins_count, 100);
@@ -966,13 +973,14 @@ Test(config, protection_scalars_from_file_env_set) {
     config c;
     config_error err;
     config_init_defaults(&c);
-    cr_assert_eq(load(&c, "connection_rate_limit = 7\nconnection_burst_limit = 8\n"
-                          "max_connections_per_ip = 9\nconnect_rate_per_ip = 10\n"
-                          "connect_burst_per_ip = 11\nauth_failures_per_minute = 12\n"
-                          "jwt_leeway_s = 13\nmax_fragmented_bytes = 14\n"
-                          "max_control_frames_per_s = 15\nmax_json_depth = 16\n"
-                          "jwt_issuer = \"https://issuer.example/\"\njwt_audience = \"wsgate\"\n"
-                          "jwt_user_id_claim = \"uid\"\njwt_username_claim = \"preferred_username\"\n",
+    cr_assert_eq(load(&c,
+                      "connection_rate_limit = 7\nconnection_burst_limit = 8\n"
+                      "max_connections_per_ip = 9\nconnect_rate_per_ip = 10\n"
+                      "connect_burst_per_ip = 11\nauth_failures_per_minute = 12\n"
+                      "jwt_leeway_s = 13\nmax_fragmented_bytes = 14\n"
+                      "max_control_frames_per_s = 15\nmax_json_depth = 16\n"
+                      "jwt_issuer = \"https://issuer.example/\"\njwt_audience = \"wsgate\"\n"
+                      "jwt_user_id_claim = \"uid\"\njwt_username_claim = \"preferred_username\"\n",
                       &err),
                  0, "%s", err.message);
     cr_expect_eq(c.connection_rate_limit, 7);
@@ -1053,8 +1061,9 @@ Test(config, tls_files_go_together) {
     cr_expect_str_eq(err.message,
                      "tls_cert_file and tls_key_file must be set together (tls_key_file is empty)");
     cr_expect_eq(validate_text("tls_key_file = \"/k.pem\"", &err), -1);
-    cr_expect_str_eq(err.message,
-                     "tls_cert_file and tls_key_file must be set together (tls_cert_file is empty)");
+    cr_expect_str_eq(
+        err.message,
+        "tls_cert_file and tls_key_file must be set together (tls_cert_file is empty)");
     cr_expect_eq(validate_text("tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"", &err), 0,
                  "%s", err.message);
 }
@@ -1074,8 +1083,8 @@ Test(config, production_refuses_demo_auth) {
         snprintf(text, sizeof text, "environment = \"%s\"\nallow_demo_auth_in_production = true",
                  prod_names[i]);
         cr_expect_eq(validate_text(text, &err), 0, "%s: %s", text, err.message);
-        snprintf(text, sizeof text,
-                 "environment = \"%s\"\nauth_mode = \"jwt\"\njwt_secret = \"k\"", prod_names[i]);
+        snprintf(text, sizeof text, "environment = \"%s\"\nauth_mode = \"jwt\"\njwt_secret = \"k\"",
+                 prod_names[i]);
         cr_expect_eq(validate_text(text, &err), 0, "%s: %s", text, err.message);
     }
     /* Other environments are not production. */
@@ -1089,16 +1098,19 @@ Test(config, production_refuses_demo_auth) {
 
 Test(config, production_refuses_plaintext_off_loopback) {
     config_error err;
-    static const char *base = "environment = \"production\"\nallow_demo_auth_in_production = true\n";
-    static const char *loopback[] = {"127.0.0.1", "127.1.2.3", "::1", "localhost", "LocalHost",
-                                     "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"};
+    static const char *base =
+        "environment = \"production\"\nallow_demo_auth_in_production = true\n";
+    static const char *loopback[] = {"127.0.0.1",      "127.1.2.3", "::1",
+                                     "localhost",      "LocalHost", "::ffff:127.0.0.1",
+                                     "0:0:0:0:0:0:0:1"};
     for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
         char text[256];
         snprintf(text, sizeof text, "%slisten = \"%s\"", base, loopback[i]);
         cr_expect_eq(validate_text(text, &err), 0, "%s: %s", loopback[i], err.message);
     }
-    static const char *open_addrs[] = {"0.0.0.0", "::", "10.0.0.5", "128.0.0.1",
-                                       "chat.example.com", "localhost.example", "::ffff:10.0.0.1"};
+    static const char *open_addrs[] = {
+        "0.0.0.0",        "::", "10.0.0.5", "128.0.0.1", "chat.example.com", "localhost.example",
+        "::ffff:10.0.0.1"};
     for (size_t i = 0; i < sizeof open_addrs / sizeof open_addrs[0]; i++) {
         char text[256], want[400];
         snprintf(text, sizeof text, "%slisten = \"%s\"", base, open_addrs[i]);
@@ -1113,8 +1125,9 @@ Test(config, production_refuses_plaintext_off_loopback) {
         snprintf(text, sizeof text, "%slisten = \"%s\"\nallow_plaintext_in_production = true", base,
                  open_addrs[i]);
         cr_expect_eq(validate_text(text, &err), 0, "%s: %s", open_addrs[i], err.message);
-        snprintf(text, sizeof text, "%slisten = \"%s\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"",
-                 base, open_addrs[i]);
+        snprintf(text, sizeof text,
+                 "%slisten = \"%s\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"", base,
+                 open_addrs[i]);
         cr_expect_eq(validate_text(text, &err), 0, "%s: %s", open_addrs[i], err.message);
     }
     /* Outside production, plain ws:// anywhere is fine. */
@@ -1131,14 +1144,25 @@ Test(config, help_shows_protection_types) {
     config_print_help(m);
     fclose(m);
     cr_expect(strstr(buf, "\nroute_throttling ") != NULL, "%s", buf);
-    cr_expect(strstr(buf, "map(object({burst_limit=number,rate_limit=number}))") != NULL, "%s", buf);
-    static const char *names[] = {"allowed_origins", "auth_mode", "jwt_algorithm", "jwt_secret",
-                                  "jwt_leeway_s", "max_json_depth", "tls_cert_file",
-                                  "allow_demo_auth_in_production", "allow_plaintext_in_production",
-                                  "connect_burst_per_ip", "auth_failures_per_minute",
-                                  "permessage_deflate", "deflate_server_max_window_bits",
-                                  "deflate_client_max_window_bits", "deflate_level",
-                                  "deflate_min_size", "deflate_client_no_context_takeover"};
+    cr_expect(strstr(buf, "map(object({burst_limit=number,rate_limit=number}))") != NULL, "%s",
+              buf);
+    static const char *names[] = {"allowed_origins",
+                                  "auth_mode",
+                                  "jwt_algorithm",
+                                  "jwt_secret",
+                                  "jwt_leeway_s",
+                                  "max_json_depth",
+                                  "tls_cert_file",
+                                  "allow_demo_auth_in_production",
+                                  "allow_plaintext_in_production",
+                                  "connect_burst_per_ip",
+                                  "auth_failures_per_minute",
+                                  "permessage_deflate",
+                                  "deflate_server_max_window_bits",
+                                  "deflate_client_max_window_bits",
+                                  "deflate_level",
+                                  "deflate_min_size",
+                                  "deflate_client_no_context_takeover"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         cr_expect(strstr(buf, names[i]) != NULL, "%s missing", names[i]);
     free(buf);

@@ -18,13 +18,13 @@
 
 #define K32A "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 #define K32B "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
-#define K31 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg=="
+#define K31  "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg=="
 #define KIDX "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
-#define DAY 86400
+#define DAY  86400
 /* A hand-written key file: key 3 retired, key 7 active. */
-#define KEYS_3_AND_7                                                           \
-    "{\"version\":1,\"active\":7,\"index_key\":\"" KIDX "\",\"keys\":["      \
-    "{\"id\":3,\"key\":\"" K32A "\",\"created\":100,\"retired\":200},"      \
+#define KEYS_3_AND_7                                                                               \
+    "{\"version\":1,\"active\":7,\"index_key\":\"" KIDX "\",\"keys\":["                            \
+    "{\"id\":3,\"key\":\"" K32A "\",\"created\":100,\"retired\":200},"                             \
     "{\"id\":7,\"key\":\"" K32B "\",\"created\":200}]}"
 
 static char tmpdir[64];
@@ -357,12 +357,10 @@ Test(crypto, tampering_any_byte_fails) {
             t[i] ^= (uint8_t)(1u << bit);
             char *p = NULL;
             int rc = open_str(RING, t, n, "messages.message:r:1", &p);
-            if (i == 0)
-                cr_assert_eq(rc, CRYPTO_E_VERSION);
+            if (i == 0) cr_assert_eq(rc, CRYPTO_E_VERSION);
             else if (i < 5 && crypto_blob_key_id(t, n) != 1 && crypto_blob_key_id(t, n) != 2)
                 cr_assert_eq(rc, CRYPTO_E_UNKNOWN_KEY, "byte %zu bit %d: %d", i, bit, rc);
-            else
-                cr_assert_eq(rc, CRYPTO_E_AUTH, "byte %zu bit %d: %d", i, bit, rc);
+            else cr_assert_eq(rc, CRYPTO_E_AUTH, "byte %zu bit %d: %d", i, bit, rc);
         }
     }
     /* Truncated and extended blobs. */
@@ -485,7 +483,7 @@ Test(crypto, rewrite_refused_when_file_changed_on_disk) {
 /* ---------------------------------------------------------------- destruction */
 
 typedef struct use_ctx {
-    uint32_t busy;      /* this id is reported in use */
+    uint32_t busy; /* this id is reported in use */
     uint32_t asked[16];
     size_t nasked;
 } use_ctx;
@@ -509,17 +507,17 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
 
     /* Inside the window: nothing is asked, nothing destroyed. */
     use_ctx u = {0};
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 7 * DAY - 1, 7, in_use_cb, &u, err,
-                                                sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        crypto_keyring_destroy_expired(RING, t0 + 7 * DAY - 1, 7, in_use_cb, &u, err, sizeof(err)),
+        0, "%s", err);
     cr_assert_eq(u.nasked, 0);
     expect_ids(RING, (uint32_t[]){1, 2, 3}, 3);
 
     /* Key 1 past the window but still in use: kept. */
     u = (use_ctx){.busy = 1};
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, err,
-                                                sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, err, sizeof(err)), 0,
+        "%s", err);
     cr_assert_eq(u.nasked, 1);
     cr_assert_eq(u.asked[0], 1);
     expect_ids(RING, (uint32_t[]){1, 2, 3}, 3);
@@ -527,9 +525,9 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
     /* No longer in use: destroyed; key 2 (retired 3 days later) is not yet
      * due, key 3 is active. */
     u = (use_ctx){0};
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, err,
-                                                sizeof(err)),
-                 1, "%s", err);
+    cr_assert_eq(
+        crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, err, sizeof(err)), 1,
+        "%s", err);
     expect_ids(RING, (uint32_t[]){2, 3}, 2);
     cr_assert_eq(crypto_active_key_id(RING), 3);
 
@@ -550,20 +548,20 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
 
     /* With a 30-day window key 2 waits; the active key is never offered. */
     u = (use_ctx){0};
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 32 * DAY, 30, in_use_cb, &u, err,
-                                                sizeof(err)),
-                 0);
+    cr_assert_eq(
+        crypto_keyring_destroy_expired(RING, t0 + 32 * DAY, 30, in_use_cb, &u, err, sizeof(err)),
+        0);
     cr_assert_eq(u.nasked, 0);
     u = (use_ctx){0};
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 33 * DAY, 30, in_use_cb, &u, err,
-                                                sizeof(err)),
-                 1);
+    cr_assert_eq(
+        crypto_keyring_destroy_expired(RING, t0 + 33 * DAY, 30, in_use_cb, &u, err, sizeof(err)),
+        1);
     cr_assert_eq(u.nasked, 1);
     cr_assert_eq(u.asked[0], 2);
     expect_ids(RING, (uint32_t[]){3}, 1);
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 3650 * DAY, 7, in_use_cb, &u, err,
-                                                sizeof(err)),
-                 0);
+    cr_assert_eq(
+        crypto_keyring_destroy_expired(RING, t0 + 3650 * DAY, 7, in_use_cb, &u, err, sizeof(err)),
+        0);
     expect_ids(RING, (uint32_t[]){3}, 1);
 
     /* A new key after destruction never reuses an id still in the ring. */
@@ -572,8 +570,7 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
 
     /* Bad arguments. */
     cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, 7, NULL, NULL, err, sizeof(err)), -1);
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, -1, in_use_cb, &u, err, sizeof(err)),
-                 -1);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, -1, in_use_cb, &u, err, sizeof(err)), -1);
     free(b1);
     free(b2);
 }
@@ -662,8 +659,7 @@ static void *seal_open_loop(void *arg) {
         uint8_t *b = crypto_seal(w->r, value, strlen(value), aad, strlen(aad), &n);
         char *p = NULL;
         size_t len;
-        if (!b || crypto_open(w->r, b, n, aad, strlen(aad), &p, &len) != 0 ||
-            strcmp(p, value) != 0)
+        if (!b || crypto_open(w->r, b, n, aad, strlen(aad), &p, &len) != 0 || strcmp(p, value) != 0)
             w->failures++;
         free(p);
         free(b);

@@ -47,8 +47,10 @@ static void expect_same(const char *room_id, const char *user, const char *name,
     for (const char *strs[] = {room_id, user, name, msg}, **p = strs; p < strs + 4; p++)
         for (const unsigned char *c = (const unsigned char *)*p; *c; c++) controls |= *c < 0x20;
     if (!controls) {
-        cr_assert_eq(got->len, want->len, "length %u, want %u for message %s", got->len, want->len, msg);
-        cr_assert_eq(memcmp(got->data, want->data, want->len), 0, "bytes differ for message %s", msg);
+        cr_assert_eq(got->len, want->len, "length %u, want %u for message %s", got->len, want->len,
+                     msg);
+        cr_assert_eq(memcmp(got->data, want->data, want->len), 0, "bytes differ for message %s",
+                     msg);
     }
     ws_frame_unref(want);
     ws_frame_unref(got);
@@ -63,7 +65,8 @@ Test(event_frame, escapes_quotes_backslashes_and_controls) {
 }
 
 Test(event_frame, keeps_utf8_as_is) {
-    expect_same("café", "用户", "Zoë 🙂", "naïve — “quoted” 𝄞 ✓", 9007199254740993LL, 1732579200);
+    expect_same("café", "用户", "Zoë 🙂", "naïve — “quoted” 𝄞 ✓", 9007199254740993LL,
+                1732579200);
 }
 
 Test(event_frame, extreme_numbers_and_empty_strings) {
@@ -85,9 +88,9 @@ Test(event_frame, bools_numbers_and_types) {
                                 EVENT_FIELD_BOOL("was", 0), EVENT_FIELD_INT("n", -42),
                                 EVENT_FIELD_STR("roomId", "général")};
     ws_frame *got = handlers_event_frame("typing_indicator", data, 5);
-    ws_frame *want = handlers_frame(json_pack("{s:s,s:{s:s,s:b,s:b,s:I,s:s}}", "type", "typing_indicator",
-                                              "data", "userId", "u\"1", "isTyping", 1, "was", 0, "n",
-                                              (json_int_t)-42, "roomId", "général"));
+    ws_frame *want = handlers_frame(
+        json_pack("{s:s,s:{s:s,s:b,s:b,s:I,s:s}}", "type", "typing_indicator", "data", "userId",
+                  "u\"1", "isTyping", 1, "was", 0, "n", (json_int_t)-42, "roomId", "général"));
     cr_assert_eq(got->len, want->len);
     cr_assert_eq(memcmp(got->data, want->data, want->len), 0);
     ws_frame_unref(got);

@@ -10,7 +10,7 @@
 #include "http/request.h"
 
 #define STAGE "/staging"
-#define KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define KEY   "dGhlIHNhbXBsZSBub25jZQ=="
 /* RFC 6455 section 1.3 (checked against Python hashlib/base64). */
 #define ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
@@ -33,10 +33,10 @@ static char *build(req_spec s) {
     size_t len = 0;
     FILE *f = open_memstream(&out, &len);
     fprintf(f, "%s\r\nHost: example.com\r\n", s.line ? s.line : "GET " STAGE " HTTP/1.1");
-#define HDR(field, name, def)                                   \
-    do {                                                        \
-        const char *v_ = s.field ? s.field : def;               \
-        if (*v_) fprintf(f, "%s: %s\r\n", name, v_);            \
+#define HDR(field, name, def)                                                                      \
+    do {                                                                                           \
+        const char *v_ = s.field ? s.field : def;                                                  \
+        if (*v_) fprintf(f, "%s: %s\r\n", name, v_);                                               \
     } while (0)
     HDR(upgrade, "Upgrade", "websocket");
     HDR(connection, "Connection", "Upgrade");
@@ -118,9 +118,9 @@ Test(handshake, valid_variants_101) {
     cr_assert_eq(check((req_spec){.version = "13  ", .key = KEY " \t"}, &res), 101);
     cr_assert_str_eq(res.accept, ACCEPT);
     /* Connection tokens may be spread over repeated headers. */
-    cr_assert_eq(check((req_spec){.connection = "keep-alive", .extra = "Connection: Upgrade\r\n"},
-                       &res),
-                 101);
+    cr_assert_eq(
+        check((req_spec){.connection = "keep-alive", .extra = "Connection: Upgrade\r\n"}, &res),
+        101);
 }
 
 Test(handshake, every_canonical_last_key_char_accepted) {
@@ -141,7 +141,7 @@ Test(handshake, every_canonical_last_key_char_accepted) {
 
 Test(handshake, wrong_path_404) {
     static const char *const lines[] = {
-        "GET / HTTP/1.1", "GET /stag HTTP/1.1", "GET /stagingx HTTP/1.1",
+        "GET / HTTP/1.1",         "GET /stag HTTP/1.1",    "GET /stagingx HTTP/1.1",
         "GET /staging/ HTTP/1.1", "GET /STAGING HTTP/1.1", "GET //staging HTTP/1.1",
         "POST /other HTTP/1.1", /* the path is checked first */
     };
@@ -155,9 +155,10 @@ Test(handshake, wrong_path_404) {
 
 Test(handshake, post_405) {
     ws_handshake_result res;
-    cr_assert_eq(check((req_spec){.line = "POST " STAGE " HTTP/1.1", .extra = "Content-Length: 0\r\n"},
-                       &res),
-                 405);
+    cr_assert_eq(
+        check((req_spec){.line = "POST " STAGE " HTTP/1.1", .extra = "Content-Length: 0\r\n"},
+              &res),
+        405);
     cr_assert_str_eq(res.extra_headers, "Allow: GET\r\n");
     cr_assert_str_eq(res.message, "Method Not Allowed");
     cr_assert_eq(check((req_spec){.line = "HEAD " STAGE " HTTP/1.1"}, &res), 405);
@@ -200,21 +201,21 @@ Test(handshake, bad_version_426) {
 
 Test(handshake, bad_keys_400) {
     static const char *const keys[] = {
-        "",                              /* missing */
-        "dGhlIHNhbXBsZSBub25jZQ=",       /* 23 */
-        "dGhlIHNhbXBsZSBub25jZQ===",     /* 25 */
-        "dGhlIHNhbXBsZSBub25jZQ",        /* no padding */
-        "dGhlIHNhbXBsZSBub25jZQAA",      /* 24 but 18 bytes */
-        "dGhlIHNhbXBsZSBub25jZR==",      /* non-canonical last char */
-        "dGhlIHNhbXBsZSBub25jZf==",      /* non-canonical last char */
-        "dGhlIHNhbXBsZSBub25jZ/==",      /* non-canonical last char */
-        "dGhlIHNhbXBsZSBub25j-Q==",      /* base64url character */
-        "dGhlIHNhbXBsZSBub25j_Q==",      /* base64url character */
-        "dGhlIHNhbXBs*SBub25jZQ==",      /* bad character */
-        "dGhlIHNhbXBs ZSBub25jZQ==",     /* inner space (25 bytes) */
-        "dGhlIHNhbXBsZSBub25=ZQ==",      /* padding inside */
+        "",                                                 /* missing */
+        "dGhlIHNhbXBsZSBub25jZQ=",                          /* 23 */
+        "dGhlIHNhbXBsZSBub25jZQ===",                        /* 25 */
+        "dGhlIHNhbXBsZSBub25jZQ",                           /* no padding */
+        "dGhlIHNhbXBsZSBub25jZQAA",                         /* 24 but 18 bytes */
+        "dGhlIHNhbXBsZSBub25jZR==",                         /* non-canonical last char */
+        "dGhlIHNhbXBsZSBub25jZf==",                         /* non-canonical last char */
+        "dGhlIHNhbXBsZSBub25jZ/==",                         /* non-canonical last char */
+        "dGhlIHNhbXBsZSBub25j-Q==",                         /* base64url character */
+        "dGhlIHNhbXBsZSBub25j_Q==",                         /* base64url character */
+        "dGhlIHNhbXBs*SBub25jZQ==",                         /* bad character */
+        "dGhlIHNhbXBs ZSBub25jZQ==",                        /* inner space (25 bytes) */
+        "dGhlIHNhbXBsZSBub25=ZQ==",                         /* padding inside */
         "dGhlIHNhbXBsZSBub25jZQ==dGhlIHNhbXBsZSBub25jZQ==", /* 48 */
-        "\xc3\xa9GhlIHNhbXBsZSBub25jZQ=", /* non-ASCII */
+        "\xc3\xa9GhlIHNhbXBsZSBub25jZQ=",                   /* non-ASCII */
     };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         ws_handshake_result res;
@@ -227,12 +228,17 @@ Test(handshake, bad_keys_400) {
 Test(handshake, checks_run_in_documented_order) {
     ws_handshake_result res;
     /* Everything wrong: the path wins. */
-    cr_assert_eq(check((req_spec){.line = "POST /x HTTP/1.0", .upgrade = "", .connection = "",
-                                  .version = "8", .key = "bad"},
+    cr_assert_eq(check((req_spec){.line = "POST /x HTTP/1.0",
+                                  .upgrade = "",
+                                  .connection = "",
+                                  .version = "8",
+                                  .key = "bad"},
                        &res),
                  404);
     /* Then the method. */
-    cr_assert_eq(check((req_spec){.line = "PUT " STAGE " HTTP/1.0", .upgrade = "", .version = "8",
+    cr_assert_eq(check((req_spec){.line = "PUT " STAGE " HTTP/1.0",
+                                  .upgrade = "",
+                                  .version = "8",
                                   .extra = "Content-Length: 0\r\n"},
                        &res),
                  405);
@@ -298,8 +304,12 @@ Test(handshake, full_round_trip_from_bytes) {
 /* ---- permessage-deflate in the handshake ---- */
 
 static const ws_deflate_config DEFLATE_ON = {
-    .enabled = true, .server_max_window_bits = 15, .client_max_window_bits = 15, .level = 6,
-    .min_size = 0, .client_no_context_takeover = false,
+    .enabled = true,
+    .server_max_window_bits = 15,
+    .client_max_window_bits = 15,
+    .level = 6,
+    .min_size = 0,
+    .client_no_context_takeover = false,
 };
 
 /* Every Sec-WebSocket-Extensions header counts, in order: the first
@@ -314,17 +324,19 @@ Test(handshake_deflate, offers_across_headers) {
     ws_deflate_params p;
     char ext[WS_DEFLATE_RESPONSE_MAX];
     cr_assert(ws_handshake_deflate(&r, &DEFLATE_ON, &p, ext));
-    cr_expect_str_eq(ext, "permessage-deflate; server_no_context_takeover; server_max_window_bits=11");
+    cr_expect_str_eq(ext,
+                     "permessage-deflate; server_no_context_takeover; server_max_window_bits=11");
     cr_expect_eq(p.server_max_window_bits, 11);
     size_t len;
     char *resp = ws_handshake_response_ext(ACCEPT, "chat", ext, &len);
-    cr_expect_str_eq(resp, "HTTP/1.1 101 Switching Protocols\r\n"
-                           "Upgrade: websocket\r\n"
-                           "Connection: Upgrade\r\n"
-                           "Sec-WebSocket-Accept: " ACCEPT "\r\n"
-                           "Sec-WebSocket-Protocol: chat\r\n"
-                           "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
-                           "server_max_window_bits=11\r\n\r\n");
+    cr_expect_str_eq(resp,
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: " ACCEPT "\r\n"
+                     "Sec-WebSocket-Protocol: chat\r\n"
+                     "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                     "server_max_window_bits=11\r\n\r\n");
     cr_expect_eq(len, strlen(resp));
     free(resp);
     http_request_free(&r);

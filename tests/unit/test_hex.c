@@ -6,7 +6,7 @@
 
 Test(hex, digit_values) {
     for (int c = 0; c < 256; c++) {
-        int want = c >= '0' && c <= '9' ? c - '0'
+        int want = c >= '0' && c <= '9'   ? c - '0'
                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                           : -1;
@@ -31,7 +31,7 @@ Test(hex, decode_refuses_bad_input) {
     cr_assert(hex_decode("AbCd", 4, out, 2));
     cr_assert_eq(out[0], 0xab);
     cr_assert_eq(out[1], 0xcd);
-    cr_assert_not(hex_decode("abc", 3, out, 2));   /* odd length */
+    cr_assert_not(hex_decode("abc", 3, out, 2));    /* odd length */
     cr_assert_not(hex_decode("abcdef", 6, out, 2)); /* too long */
     cr_assert_not(hex_decode("abgd", 4, out, 2));   /* not a digit */
     cr_assert_not(hex_decode("ab d", 4, out, 2));

@@ -44,21 +44,20 @@ static char *render(const http_request *r, ssize_t rc) {
     size_t blen = 0;
     FILE *f = open_memstream(&buf, &blen);
     cr_assert_not_null(f);
-    fprintf(f, "rc=%zd status=%d complete=%d upgrade=%d hc=%d\n", rc, r->error_status,
-            r->complete, r->upgrade, r->headers_complete);
+    fprintf(f, "rc=%zd status=%d complete=%d upgrade=%d hc=%d\n", rc, r->error_status, r->complete,
+            r->upgrade, r->headers_complete);
     if (rc >= 0 && r->headers_complete) {
         size_t pl, ql;
         const char *p = http_request_path(r, &pl);
         const char *q = http_request_query(r, &ql);
-        fprintf(f, "method=%s path=[%.*s] query=[%.*s] v=%d.%d\n", http_request_method(r),
-                (int)pl, p, (int)ql, q, r->parser.http_major, r->parser.http_minor);
+        fprintf(f, "method=%s path=[%.*s] query=[%.*s] v=%d.%d\n", http_request_method(r), (int)pl,
+                p, (int)ql, q, r->parser.http_major, r->parser.http_minor);
         for (size_t i = 0; i < r->nheaders; i++) {
             const http_header *h = &r->headers[i];
             fprintf(f, "h[%.*s]=[%.*s]\n", (int)h->name_len, r->raw + h->name_off,
                     (int)h->value_len, h->value_len ? r->raw + h->value_off : "");
         }
-        fprintf(f, "body(%zu)=[%.*s]\n", r->body_len, (int)r->body_len,
-                r->body ? r->body : "");
+        fprintf(f, "body(%zu)=[%.*s]\n", r->body_len, (int)r->body_len, r->body ? r->body : "");
     }
     fclose(f);
     return buf;
@@ -426,11 +425,13 @@ Test(http_request, body_limit_content_length) {
 Test(http_request, body_limit_chunked) {
     http_request r;
     limits lim = {MAXH, MAXN, 4};
-    const char ok[] = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n";
+    const char ok[] =
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n";
     cr_assert_eq(parse_lim(&r, ok, strlen(ok), lim), (ssize_t)strlen(ok));
     cr_assert_str_eq(r.body, "abcd");
     http_request_free(&r);
-    const char big[] = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n";
+    const char big[] =
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n";
     cr_assert_eq(parse_lim(&r, big, strlen(big), lim), -1);
     cr_assert_eq(r.error_status, 413);
     http_request_free(&r);
@@ -628,8 +629,8 @@ Test(http_query, only_the_given_length_is_read) {
 }
 
 Test(http_query, bad_escapes_rejected) {
-    static const char *const bad[] = {"a=%", "a=%4", "a=%zz", "a=%4g", "a=x%g1", "a=%%41",
-                                      "a=%00", "a=ab%00cd", "a=%0"};
+    static const char *const bad[] = {"a=%",    "a=%4",  "a=%zz",     "a=%4g", "a=x%g1",
+                                      "a=%%41", "a=%00", "a=ab%00cd", "a=%0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bool f;
         char *v = qp(bad[i], "a", &f);
@@ -692,19 +693,21 @@ static void assert_bytes(const char *got, size_t len, const char *want) {
 
 Test(http_response, format_exact_bytes) {
     size_t len;
-    char *s = http_response_format(200, "X-A: 1\r\nX-B: 2\r\n", "text/plain", "hello", 5, false, &len);
+    char *s =
+        http_response_format(200, "X-A: 1\r\nX-B: 2\r\n", "text/plain", "hello", 5, false, &len);
     assert_bytes(s, len,
                  "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nContent-Type: text/plain\r\n"
                  "Content-Length: 5\r\n\r\nhello");
     free(s);
 
     s = http_response_format(404, NULL, NULL, NULL, 123, true, &len);
-    assert_bytes(s, len, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_bytes(s, len,
+                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     free(s);
 
     s = http_response_format(204, NULL, "text/plain", "", 0, false, &len);
-    assert_bytes(s, len,
-                 "HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n");
+    assert_bytes(
+        s, len, "HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n");
     free(s);
 }
 
@@ -815,7 +818,8 @@ Test(http_request, head_sets_the_body_limit) {
 
     /* Chunked: the limit holds chunk by chunk, nothing over it is kept. */
     init_routed(&r, &h, 4);
-    const char *chunked = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
+    const char *chunked =
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
     cr_assert_eq(http_request_feed(&r, chunked, strlen(chunked)), -1);
     cr_expect_eq(r.error_status, 413);
     cr_expect(h.had_body);

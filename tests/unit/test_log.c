@@ -50,7 +50,10 @@ Test(log, escapes_control_characters_and_quotes) {
 
 Test(log, invalid_utf8_becomes_replacement_character) {
     char out[64];
-    json_escape(out, sizeof(out), "x\xff" "y\xc3\xa9", 5, NULL);
+    json_escape(out, sizeof(out),
+                "x\xff"
+                "y\xc3\xa9",
+                5, NULL);
     cr_assert_str_eq(out, "x\xef\xbf\xbdy\xc3\xa9");
 }
 
@@ -136,10 +139,17 @@ Test(log, thread_buffer_holds_lines_until_flushed) {
 Test(log, bytes_that_begin_no_character_are_replaced) {
     char out[64];
     size_t used = 0;
-    size_t n = json_escape(out, sizeof(out), "\xff\xa9\xa9" "a", 4, &used);
+    size_t n = json_escape(out, sizeof(out),
+                           "\xff\xa9\xa9"
+                           "a",
+                           4, &used);
     cr_assert_eq(used, 4);
     cr_assert_eq(n, 10);
-    cr_assert_eq(memcmp(out, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "a", 10), 0);
+    cr_assert_eq(memcmp(out,
+                        "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+                        "a",
+                        10),
+                 0);
     n = json_escape(out, sizeof(out), "\xf5\x80\x80\x80", 4, &used);
     cr_assert_eq(n, 12);
 }

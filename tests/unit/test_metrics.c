@@ -29,7 +29,7 @@ typedef struct sample {
     char *lname[MAX_LABELS];
     char *lvalue[MAX_LABELS]; /* unescaped */
     double value;
-    char *key;                /* name + raw label text, for duplicate detection */
+    char *key; /* name + raw label text, for duplicate detection */
 } sample;
 
 typedef struct family_t {
@@ -45,7 +45,9 @@ typedef struct parsed {
     size_t nf;
 } parsed;
 
-static bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+static bool is_name_start(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
 static bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
 
 static char *dupn(const char *s, size_t n) {
@@ -82,7 +84,8 @@ static void parse_sample(const char *line, sample *out) {
             cr_assert_lt(out->nlabels, MAX_LABELS);
             out->lname[out->nlabels] = dupn(ln, (size_t)(p - ln));
             for (int i = 0; i < out->nlabels; i++)
-                cr_assert_str_neq(out->lname[i], out->lname[out->nlabels], "duplicate label in: %s", line);
+                cr_assert_str_neq(out->lname[i], out->lname[out->nlabels], "duplicate label in: %s",
+                                  line);
             cr_assert_eq(*p, '=', "expected '=' in: %s", line);
             p++;
             cr_assert_eq(*p, '"', "expected '\"' in: %s", line);
@@ -157,7 +160,8 @@ static parsed parse(const char *text, size_t len) {
             cr_assert_not_null(f, "TYPE without HELP first: %s", name);
             cr_assert_null(f->type, "TYPE repeated: %s", name);
             f->type = strdup(type);
-            if (strcmp(type, "counter") == 0) cr_assert(ends_with(name, "_total"), "counter %s", name);
+            if (strcmp(type, "counter") == 0)
+                cr_assert(ends_with(name, "_total"), "counter %s", name);
             cur = f->name;
         } else {
             cr_assert_neq(l[0], '#', "unexpected comment: %s", l);
@@ -167,9 +171,9 @@ static parsed parse(const char *text, size_t len) {
             family_t *f = find_family(&P, cur);
             if (strcmp(f->type, "histogram") == 0) {
                 size_t fl = strlen(cur);
-                cr_assert(strncmp(s.name, cur, fl) == 0 &&
-                              (strcmp(s.name + fl, "_bucket") == 0 || strcmp(s.name + fl, "_sum") == 0 ||
-                               strcmp(s.name + fl, "_count") == 0),
+                cr_assert(strncmp(s.name, cur, fl) == 0 && (strcmp(s.name + fl, "_bucket") == 0 ||
+                                                            strcmp(s.name + fl, "_sum") == 0 ||
+                                                            strcmp(s.name + fl, "_count") == 0),
                           "%s is not a sample of histogram %s", s.name, cur);
             } else {
                 cr_assert_str_eq(s.name, cur, "sample %s outside its family %s", s.name, cur);
@@ -182,7 +186,8 @@ static parsed parse(const char *text, size_t len) {
         }
         free(l);
     }
-    for (size_t i = 0; i < P.nf; i++) cr_assert_not_null(P.f[i].type, "HELP without TYPE: %s", P.f[i].name);
+    for (size_t i = 0; i < P.nf; i++)
+        cr_assert_not_null(P.f[i].type, "HELP without TYPE: %s", P.f[i].name);
     return P;
 }
 
@@ -276,12 +281,26 @@ static void fini(void) {
 }
 
 static const char *const FAMILIES[] = {
-    "wsgate_up", "wsgate_build_info", "wsgate_connect_count_total", "wsgate_message_count_total",
-    "wsgate_client_error_total", "wsgate_execution_error_total", "wsgate_integration_error_total",
-    "wsgate_integration_latency_seconds", "wsgate_throttled_total", "wsgate_connections", "wsgate_rooms",
-    "wsgate_queued_bytes", "wsgate_store_batch_latency_seconds", "wsgate_store_batch_size",
-    "wsgate_store_pending_ops", "wsgate_store_rejected_total", "wsgate_parser_bytes", "wsgate_chat_phase_seconds",
-    "wsgate_store_wal_pages", "wsgate_store_checkpoints_total",
+    "wsgate_up",
+    "wsgate_build_info",
+    "wsgate_connect_count_total",
+    "wsgate_message_count_total",
+    "wsgate_client_error_total",
+    "wsgate_execution_error_total",
+    "wsgate_integration_error_total",
+    "wsgate_integration_latency_seconds",
+    "wsgate_throttled_total",
+    "wsgate_connections",
+    "wsgate_rooms",
+    "wsgate_queued_bytes",
+    "wsgate_store_batch_latency_seconds",
+    "wsgate_store_batch_size",
+    "wsgate_store_pending_ops",
+    "wsgate_store_rejected_total",
+    "wsgate_parser_bytes",
+    "wsgate_chat_phase_seconds",
+    "wsgate_store_wal_pages",
+    "wsgate_store_checkpoints_total",
 };
 
 /* ---- tests ---- */
@@ -327,7 +346,7 @@ Test(metrics, route_slots_and_other, .init = init_detailed, .fini = fini) {
     metrics_count_message(m, chat);
     metrics_count_message(m, chat);
     metrics_count_message(m, metrics_route_slot("no_such_route"));
-    metrics_count_message(m, 9999);                   /* out of range: $other */
+    metrics_count_message(m, 9999);                    /* out of range: $other */
     metrics_count_message(m, METRICS_ROUTE_NAMED - 1); /* unassigned: $other */
     metrics_count_connect(m, METRICS_SLOT_CONNECT);
 
@@ -417,10 +436,16 @@ Test(metrics, two_threads_are_summed, .init = init_detailed, .fini = fini) {
     parsed P = render(&t);
     cr_assert_eq(get(&P, "wsgate_message_count_total", "route", "chat", NULL), 150000);
     cr_assert_eq(get(&P, "wsgate_client_error_total", "route", "chat", NULL), 10000 + 5000);
-    cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_count", "route", "chat", NULL), 150000);
-    cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_bucket", "route", "chat", "le", "0.001", NULL), 150000);
-    cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_bucket", "route", "chat", "le", "0.0005", NULL), 0);
-    cr_assert_float_eq(get(&P, "wsgate_integration_latency_seconds_sum", "route", "chat", NULL), 150.0, 1e-9);
+    cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_count", "route", "chat", NULL),
+                 150000);
+    cr_assert_eq(
+        get(&P, "wsgate_integration_latency_seconds_bucket", "route", "chat", "le", "0.001", NULL),
+        150000);
+    cr_assert_eq(
+        get(&P, "wsgate_integration_latency_seconds_bucket", "route", "chat", "le", "0.0005", NULL),
+        0);
+    cr_assert_float_eq(get(&P, "wsgate_integration_latency_seconds_sum", "route", "chat", NULL),
+                       150.0, 1e-9);
     cr_assert_eq(get(&P, "wsgate_throttled_total", "scope", "connection", NULL), 2);
     cr_assert_eq(get(&P, "wsgate_connections", NULL), 10);
     parsed_free(&P);
@@ -450,7 +475,8 @@ Test(metrics, two_threads_are_summed, .init = init_detailed, .fini = fini) {
 Test(metrics, histogram_cumulative_count_and_sum, .init = init_detailed, .fini = fini) {
     metrics *m = metrics_thread_new();
     int s = METRICS_SLOT_DEFAULT;
-    const double obs[] = {0.00005, 0.0001, 0.0001001, 0.003, 0.003, 0.02, 0.7, 4.9, 5.0, 12.0, -1.0, NAN};
+    const double obs[] = {0.00005, 0.0001, 0.0001001, 0.003, 0.003, 0.02,
+                          0.7,     4.9,    5.0,       12.0,  -1.0,  NAN};
     double sum = 0;
     for (size_t i = 0; i < sizeof obs / sizeof *obs; i++) {
         metrics_observe_latency(m, s, obs[i]);
@@ -465,15 +491,18 @@ Test(metrics, histogram_cumulative_count_and_sum, .init = init_detailed, .fini =
     static const double want[] = {4, 5, 5, 5, 5, 7, 7, 8, 8, 8, 8, 8, 9, 9, 11, 12};
     double prev = 0;
     for (int i = 0; i < 16; i++) {
-        double v = get(&P, "wsgate_integration_latency_seconds_bucket", "route", "$default", "le", le[i], NULL);
+        double v = get(&P, "wsgate_integration_latency_seconds_bucket", "route", "$default", "le",
+                       le[i], NULL);
         cr_assert_eq(v, want[i], "le=%s: %g != %g", le[i], v, want[i]);
         cr_assert_geq(v, prev, "buckets must be cumulative");
         prev = v;
     }
     cr_assert_eq(count_samples(&P, "wsgate_integration_latency_seconds_bucket"),
                  16 * (size_t)(3 + C.custom_routes_count + 1));
-    cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_count", "route", "$default", NULL), 12);
-    cr_assert_float_eq(get(&P, "wsgate_integration_latency_seconds_sum", "route", "$default", NULL), sum, 1e-9);
+    cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_count", "route", "$default", NULL),
+                 12);
+    cr_assert_float_eq(get(&P, "wsgate_integration_latency_seconds_sum", "route", "$default", NULL),
+                       sum, 1e-9);
     cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_count", "route", "chat", NULL), 0);
     cr_assert_eq(get(&P, "wsgate_integration_latency_seconds_sum", "route", "chat", NULL), 0);
     /* the le label text is exactly as specified */
@@ -486,12 +515,12 @@ Test(metrics, histogram_cumulative_count_and_sum, .init = init_detailed, .fini =
 
 Test(metrics, chat_phases_per_thread_summed_cumulative, .init = init_detailed, .fini = fini) {
     metrics *m1 = metrics_thread_new(), *m2 = metrics_thread_new();
-    metrics_observe_chat_stage(m1, METRICS_CHAT_COMMIT, 10000);     /* exactly 10 us */
-    metrics_observe_chat_stage(m1, METRICS_CHAT_COMMIT, 300000);    /* 0.0003 s */
-    metrics_observe_chat_stage(m2, METRICS_CHAT_COMMIT, 20000000);  /* exactly 20 ms */
+    metrics_observe_chat_stage(m1, METRICS_CHAT_COMMIT, 10000);    /* exactly 10 us */
+    metrics_observe_chat_stage(m1, METRICS_CHAT_COMMIT, 300000);   /* 0.0003 s */
+    metrics_observe_chat_stage(m2, METRICS_CHAT_COMMIT, 20000000); /* exactly 20 ms */
     metrics_observe_chat_stage(m2, METRICS_CHAT_COMMIT, 9000000000ull);
     metrics_observe_chat_stage(m2, METRICS_CHAT_FANOUT, 7000000);
-    metrics_observe_chat_stage(m2, METRICS_CHAT_STAGES, 1);         /* out of range: ignored */
+    metrics_observe_chat_stage(m2, METRICS_CHAT_STAGES, 1); /* out of range: ignored */
     char *t;
     parsed P = render(&t);
     const char *h = "wsgate_chat_phase_seconds_bucket";
@@ -503,7 +532,8 @@ Test(metrics, chat_phases_per_thread_summed_cumulative, .init = init_detailed, .
     cr_assert_eq(get(&P, h, "phase", "commit", "le", "5", NULL), 3);
     cr_assert_eq(get(&P, h, "phase", "commit", "le", "+Inf", NULL), 4);
     cr_assert_eq(get(&P, "wsgate_chat_phase_seconds_count", "phase", "commit", NULL), 4);
-    cr_assert_float_eq(get(&P, "wsgate_chat_phase_seconds_sum", "phase", "commit", NULL), 9.02031, 1e-9);
+    cr_assert_float_eq(get(&P, "wsgate_chat_phase_seconds_sum", "phase", "commit", NULL), 9.02031,
+                       1e-9);
     cr_assert_eq(get(&P, h, "phase", "fanout", "le", "0.005", NULL), 0);
     cr_assert_eq(get(&P, h, "phase", "fanout", "le", "0.0075", NULL), 1);
     cr_assert_eq(get(&P, "wsgate_chat_phase_seconds_count", "phase", "queue", NULL), 0);
@@ -555,12 +585,12 @@ Test(metrics, tags_sanitised_and_escaped, .fini = fini) {
         {"cost-center", "a\\b\"c\nd"},
         {"9lives", "cat"},
         {"aws:owner", "ops"},
-        {"route", "clash"},        /* reserved: tag_route */
-        {"cost_center", "dup"},    /* collides with sanitised cost-center: tag_cost_center */
-        {"tag_cost_center", "x"},  /* collides and still collides after prefix: dropped */
-        {"__meta", "m"},           /* reserved prefix: tag___meta */
-        {"", "empty"},             /* "_" */
-        {"bad", "\xff\xfe"},       /* not UTF-8 */
+        {"route", "clash"},       /* reserved: tag_route */
+        {"cost_center", "dup"},   /* collides with sanitised cost-center: tag_cost_center */
+        {"tag_cost_center", "x"}, /* collides and still collides after prefix: dropped */
+        {"__meta", "m"},          /* reserved prefix: tag___meta */
+        {"", "empty"},            /* "_" */
+        {"bad", "\xff\xfe"},      /* not UTF-8 */
     };
     C.additional_tags = tags;
     C.additional_tags_count = sizeof tags / sizeof *tags;
@@ -582,7 +612,8 @@ Test(metrics, tags_sanitised_and_escaped, .fini = fini) {
         cr_assert_str_eq(label(s, "tag___meta"), "m");
         cr_assert_str_eq(label(s, "_"), "empty");
         cr_assert_str_eq(label(s, "bad"), "??");
-        if (strcmp(s->family, "wsgate_connect_count_total") == 0) cr_assert_not_null(label(s, "route"));
+        if (strcmp(s->family, "wsgate_connect_count_total") == 0)
+            cr_assert_not_null(label(s, "route"));
     }
     cr_assert_eq(get(&P, "wsgate_build_info", "version", "1.2.3\"q", NULL), 1);
     cr_assert_not_null(strstr(t, "cost_center=\"a\\\\b\\\"c\\nd\""), "raw escape text");
@@ -695,7 +726,8 @@ Test(metrics, reinit_keeps_counters, .init = init_detailed, .fini = fini) {
 /* A populated registry through `promtool check metrics` when available. */
 Test(metrics, promtool_check) {
     if (system("command -v promtool >/dev/null 2>&1") != 0) {
-        cr_log_warn("promtool not installed (apt-get install prometheus): skipping the promtool check");
+        cr_log_warn(
+            "promtool not installed (apt-get install prometheus): skipping the promtool check");
         fprintf(stderr, "test_metrics: promtool not installed; promtool_check skipped\n");
         return;
     }

@@ -16,10 +16,8 @@ Test(random, uuid_is_version_4_in_canonical_form) {
         random_uuid(u);
         cr_assert_eq(strlen(u), 36);
         for (int j = 0; j < 36; j++) {
-            if (j == 8 || j == 13 || j == 18 || j == 23)
-                cr_assert_eq(u[j], '-', "%s", u);
-            else
-                cr_assert_not_null(strchr("0123456789abcdef", u[j]), "%s", u);
+            if (j == 8 || j == 13 || j == 18 || j == 23) cr_assert_eq(u[j], '-', "%s", u);
+            else cr_assert_not_null(strchr("0123456789abcdef", u[j]), "%s", u);
         }
         cr_assert_eq(u[14], '4', "%s", u);
         cr_assert_not_null(strchr("89ab", u[19]), "%s", u);

@@ -230,10 +230,11 @@ Test(registry, rooms_sorted) {
     cr_assert_not_null(rooms);
     free(rooms);
 
-    static const char *const ids[] = {"general", "Zeta", "alpha", "beta", "alpha2", "10", "9",
-                                      "b", "\xc3\xa9t\xc3\xa9", "developers"};
-    static const char *const want[] = {"10", "9", "Zeta", "alpha", "alpha2", "b", "beta",
-                                       "developers", "general", "\xc3\xa9t\xc3\xa9"};
+    static const char *const ids[] = {
+        "general",           "Zeta",      "alpha", "beta", "alpha2", "10", "9", "b",
+        "\xc3\xa9t\xc3\xa9", "developers"};
+    static const char *const want[] = {"10", "9",    "Zeta",       "alpha",   "alpha2",
+                                       "b",  "beta", "developers", "general", "\xc3\xa9t\xc3\xa9"};
     size_t n = sizeof ids / sizeof ids[0];
     conn *c[20];
     session *s[20];
@@ -271,14 +272,14 @@ Test(registry, rooms_sorted) {
 
 /* ---- registry: many sessions against a model ---- */
 
-#define NSESS 10000
+#define NSESS  10000
 #define NROOMS 100
 #define NUSERS 2500
 
 typedef struct {
     conn *c;
-    session *s;   /* NULL: not registered */
-    int room;     /* -1: none */
+    session *s; /* NULL: not registered */
+    int room;   /* -1: none */
     int user;
 } model_sess;
 

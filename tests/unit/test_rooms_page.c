@@ -19,7 +19,9 @@ static registry reg;
 static conn *conns[NROOMS + 1];
 static char *ids[NROOMS];
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* NROOMS rooms of varied lengths, some ids full of characters JSON
  * escapes; the first room has two members. */
@@ -29,7 +31,8 @@ static void setup(void) {
         char buf[200];
         int len = 1 + (i * 37) % 120;
         snprintf(buf, sizeof buf, "%02d", i);
-        for (int k = 2; k < len && k < (int)sizeof buf - 1; k++) buf[k] = (i % 3 == 0) ? '"' : (i % 3 == 1 ? '\\' : 'a');
+        for (int k = 2; k < len && k < (int)sizeof buf - 1; k++)
+            buf[k] = (i % 3 == 0) ? '"' : (i % 3 == 1 ? '\\' : 'a');
         buf[len < 2 ? 2 : len] = '\0';
         ids[i] = strdup(buf);
     }
@@ -93,7 +96,8 @@ Test(rooms_page, pages_cover_the_listing_within_budget) {
 
 Test(rooms_page, after_need_not_be_a_room) {
     char *next;
-    json_t *arr = handlers_rooms_page(&reg, "01", 3, SIZE_MAX, &next); /* sorts between "00" and "01..." */
+    json_t *arr =
+        handlers_rooms_page(&reg, "01", 3, SIZE_MAX, &next); /* sorts between "00" and "01..." */
     cr_assert_eq(json_array_size(arr), 3);
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "roomId")), ids[1]);
     cr_assert_str_eq(next, ids[3]);

@@ -53,8 +53,9 @@ static void expect(const char *msg, bool binary, route_outcome o, route_id id, c
 /* ---- names ---- */
 
 Test(router, builtin_names) {
-    static const char *const names[] = {"chat", "join_room", "leave_room", "private_message",
-                                        "room_list", "typing_indicator", "history"};
+    static const char *const names[] = {
+        "chat",      "join_room",        "leave_room", "private_message",
+        "room_list", "typing_indicator", "history"};
     for (int i = 0; i < ROUTE_COUNT; i++) {
         cr_assert_str_eq(router_route_name((route_id)i), names[i]);
         cr_assert_eq(router_builtin(names[i]), (route_id)i);
@@ -89,8 +90,7 @@ Test(router, nested_expression, .fini = fini) {
     expect("{\"b\":\"join_room\"}", false, ROUTED, ROUTE_CHAT, "$default", NULL);
     expect("{\"a\":\"join_room\"}", false, ROUTED, ROUTE_CHAT, "$default", NULL);
     expect("{\"a\":[{\"b\":\"x\"}]}", false, ROUTED, ROUTE_CHAT, "$default", NULL);
-    expect("{\"a\":{\"b\":{\"c\":1}}}", false, ROUTE_UNKNOWN, ROUTE_NONE, "$default",
-           "{\"c\":1}");
+    expect("{\"a\":{\"b\":{\"c\":1}}}", false, ROUTE_UNKNOWN, ROUTE_NONE, "$default", "{\"c\":1}");
     /* "type" means nothing with this expression. */
     expect("{\"type\":\"room_list\"}", false, ROUTED, ROUTE_CHAT, "$default", NULL);
 }
@@ -104,9 +104,18 @@ Test(router, deep_expression, .fini = fini) {
 
 Test(router, bad_expressions_rejected) {
     static const char *const bad[] = {
-        "$request.body.",      "$request.header.x", "type",   "$request.body.a..b",
-        "$request.body.a.",    "$request.body..a",  "",       "$request.body",
-        "$request.bodytype",   "request.body.type", "$request.body.a.b.", "$REQUEST.body.type",
+        "$request.body.",
+        "$request.header.x",
+        "type",
+        "$request.body.a..b",
+        "$request.body.a.",
+        "$request.body..a",
+        "",
+        "$request.body",
+        "$request.bodytype",
+        "request.body.type",
+        "$request.body.a.b.",
+        "$REQUEST.body.type",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         router r;
@@ -127,10 +136,9 @@ Test(router, builtins_route_without_custom_routes, .fini = fini) {
     init_expr("$request.body.type", NULL, 0);
     expect("{\"type\":\"chat\",\"message\":\"Hello World!\"}", false, ROUTED, ROUTE_CHAT,
            "$default", "chat");
-    expect("{\"type\": \"join_room\", \"roomId\": \"developers\"}", false, ROUTED,
-           ROUTE_JOIN_ROOM, "$default", "join_room");
-    expect("{\"type\":\"leave_room\"}", false, ROUTED, ROUTE_LEAVE_ROOM, "$default",
-           "leave_room");
+    expect("{\"type\": \"join_room\", \"roomId\": \"developers\"}", false, ROUTED, ROUTE_JOIN_ROOM,
+           "$default", "join_room");
+    expect("{\"type\":\"leave_room\"}", false, ROUTED, ROUTE_LEAVE_ROOM, "$default", "leave_room");
     expect("{\"type\": \"private_message\", \"targetUserId\": \"user2\", \"message\": \"hi\"}",
            false, ROUTED, ROUTE_PRIVATE_MESSAGE, "$default", "private_message");
     expect("{\"type\":\"room_list\"}", false, ROUTED, ROUTE_ROOM_LIST, "$default", "room_list");
@@ -206,10 +214,23 @@ Test(router, non_string_never_matches_custom_key, .fini = fini) {
 Test(router, not_an_object_or_invalid_json, .fini = fini) {
     init_expr("$request.body.type", NULL, 0);
     static const char *const bad[] = {
-        "",        "   ",        "null",         "1",           "\"chat\"", "[]",
-        "[{\"type\":\"chat\"}]", "true",         "{",           "{\"type\":}", "{\"type\":\"chat\"",
-        "{'type':'chat'}",       "{\"type\":\"chat\"} x", "hello", "{\"type\":\"chat\",}",
-        "{\"a\":\"\\ud800\"}",   "{\"type\":\"a\\u0000b\"}",
+        "",
+        "   ",
+        "null",
+        "1",
+        "\"chat\"",
+        "[]",
+        "[{\"type\":\"chat\"}]",
+        "true",
+        "{",
+        "{\"type\":}",
+        "{\"type\":\"chat\"",
+        "{'type':'chat'}",
+        "{\"type\":\"chat\"} x",
+        "hello",
+        "{\"type\":\"chat\",}",
+        "{\"a\":\"\\ud800\"}",
+        "{\"type\":\"a\\u0000b\"}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         route_match m;
@@ -266,6 +287,5 @@ Test(router, reinit_after_free, .fini = fini) {
     router_free(&R);
     router_free(&R); /* freeing twice is harmless: it zeroes the router */
     init_expr("$request.body.type", NULL, 0);
-    expect("{\"type\":\"leave_room\"}", false, ROUTED, ROUTE_LEAVE_ROOM, "$default",
-           "leave_room");
+    expect("{\"type\":\"leave_room\"}", false, ROUTED, ROUTE_LEAVE_ROOM, "$default", "leave_room");
 }

@@ -16,8 +16,8 @@ static void expect_like_snprintf(size_t cap, const char *room, char col, int64_t
     memset(got, 'x', sizeof(got));
     snprintf(want, cap, "messages.%c:%s:%lld", col, room, (long long)seq);
     store_message_aad(got, cap, col, room, seq);
-    cr_assert_eq(memcmp(got, want, sizeof(want)), 0, "cap %zu room %s seq %" PRId64 ": %s vs %s", cap,
-                 room, seq, got, want);
+    cr_assert_eq(memcmp(got, want, sizeof(want)), 0, "cap %zu room %s seq %" PRId64 ": %s vs %s",
+                 cap, room, seq, got, want);
 }
 
 Test(strbuf, same_bytes_as_snprintf) {
@@ -25,7 +25,8 @@ Test(strbuf, same_bytes_as_snprintf) {
     const char *rooms[] = {"", "general", "café", "a:b", "long-room-name-0123456789"};
     for (size_t r = 0; r < sizeof(rooms) / sizeof(rooms[0]); r++)
         for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++)
-            for (size_t cap = 1; cap <= 64; cap++) expect_like_snprintf(cap, rooms[r], 'm', seqs[i]);
+            for (size_t cap = 1; cap <= 64; cap++)
+                expect_like_snprintf(cap, rooms[r], 'm', seqs[i]);
     expect_like_snprintf(512, "general", 's', 7);
 }
 

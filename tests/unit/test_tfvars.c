@@ -132,7 +132,8 @@ Test(tfvars, bad_numbers) {
 
 Test(tfvars, string_escapes) {
     tfv_error err;
-    tfv_value *v = parse_one("\"a\\nb\\tc\\rd\\\"e\\\\f\\u00e9\\U0001F600$x %y $${z} %%{w}\"", &err);
+    tfv_value *v =
+        parse_one("\"a\\nb\\tc\\rd\\\"e\\\\f\\u00e9\\U0001F600$x %y $${z} %%{w}\"", &err);
     cr_assert_not_null(v, "%s", err.message);
     cr_expect_str_eq(v->string, "a\nb\tc\rd\"e\\f\xc3\xa9\xf0\x9f\x98\x80$x %y ${z} %{w}");
     cr_expect_eq(v->string_len, strlen(v->string));
@@ -386,7 +387,9 @@ Test(tfvars, parse_value_api) {
 
 Test(tfvars, bom_is_skipped) {
     tfv_error err;
-    tfv_doc *doc = parse("\xef\xbb\xbf" "a = 1\n", &err);
+    tfv_doc *doc = parse("\xef\xbb\xbf"
+                         "a = 1\n",
+                         &err);
     cr_assert_not_null(doc, "%s", err.message);
     cr_expect_eq(doc->attrs[0].column, 1);
     tfv_doc_free(doc);

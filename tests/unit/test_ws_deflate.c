@@ -95,8 +95,9 @@ Test(negotiate, rfc_examples) {
                      BASE "; client_no_context_takeover");
     cr_expect(PARAMS.client_no_context_takeover);
     /* Two offers; the first is acceptable. */
-    cr_expect_str_eq(neg(&c, "permessage-deflate; client_max_window_bits; server_max_window_bits=10, "
-                             "permessage-deflate; client_max_window_bits"),
+    cr_expect_str_eq(neg(&c,
+                         "permessage-deflate; client_max_window_bits; server_max_window_bits=10, "
+                         "permessage-deflate; client_max_window_bits"),
                      BASE "; server_max_window_bits=10");
     cr_expect_eq(PARAMS.server_max_window_bits, 10);
     cr_expect_str_eq(neg(&c, "permessage-deflate; server_max_window_bits=10, permessage-deflate"),
@@ -153,8 +154,9 @@ Test(negotiate, everything_at_once_fits) {
     c.client_max_window_bits = 10;
     c.server_max_window_bits = 10;
     c.client_no_context_takeover = true;
-    const char *r = neg(&c, "permessage-deflate; client_max_window_bits; server_max_window_bits=11; "
-                            "server_no_context_takeover; client_no_context_takeover");
+    const char *r =
+        neg(&c, "permessage-deflate; client_max_window_bits; server_max_window_bits=11; "
+                "server_no_context_takeover; client_no_context_takeover");
     cr_expect_str_eq(r, BASE "; client_no_context_takeover; server_max_window_bits=10; "
                              "client_max_window_bits=10");
     cr_expect_lt(strlen(r), WS_DEFLATE_RESPONSE_MAX);
@@ -207,8 +209,7 @@ Test(negotiate, bad_offers_declined) {
         char two[256];
         snprintf(two, sizeof two, "%s, permessage-deflate; server_max_window_bits=12", bad[i]);
         const char *r = neg(&c, two);
-        if (strstr(bad[i], "=\"10"))
-            cr_expect_null(r, "%s", two);
+        if (strstr(bad[i], "=\"10")) cr_expect_null(r, "%s", two);
         else
             cr_expect(r && strcmp(r, BASE "; server_max_window_bits=12") == 0, "%s -> %s", two,
                       r ? r : "(none)");
@@ -427,7 +428,8 @@ Test(inflate, rfc_examples) {
     cframe(&b, 0x80, one + 3, 4);
     expect_hello(&b, &ctx, 1);
     b.n = 0; /* 7.2.3.3: no compression (a stored block) */
-    static const uint8_t stored[] = {0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00};
+    static const uint8_t stored[] = {0x00, 0x05, 0x00, 0xfa, 0xff, 0x48,
+                                     0x65, 0x6c, 0x6c, 0x6f, 0x00};
     cframe(&b, 0xC1, stored, sizeof stored);
     expect_hello(&b, &ctx, 1);
     b.n = 0; /* 7.2.3.4: BFINAL set; what follows the final block is ignored */
@@ -481,14 +483,13 @@ Test(inflate, rsv_rules) {
         uint8_t b0;
         bool negotiated;
     } bad[] = {
-        {0xC1, false}, /* RSV1 without the extension */
-        {0xC2, false},
-        {0xA1, true},  /* RSV2 */
-        {0x91, true},  /* RSV3 */
-        {0xE1, true},  /* RSV1 + RSV2 */
-        {0xC9, true},  /* RSV1 on a ping */
-        {0xCA, true},  /* on a pong */
-        {0xC8, true},  /* on a close */
+        {0xC1, false},               /* RSV1 without the extension */
+        {0xC2, false}, {0xA1, true}, /* RSV2 */
+        {0x91, true},                /* RSV3 */
+        {0xE1, true},                /* RSV1 + RSV2 */
+        {0xC9, true},                /* RSV1 on a ping */
+        {0xCA, true},                /* on a pong */
+        {0xC8, true},                /* on a close */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bytes b = {0};
@@ -795,9 +796,9 @@ static uint8_t *sample(size_t len, int kind) {
 /* Compress -> inflate through the parser gives back every message, for
  * sizes 0..1 MiB, text and binary, compressible or not. */
 Test(outgoing, round_trip_sizes) {
-    static const size_t sizes[] = {0,    1,     2,     3,     4,     5,     63,      64,
-                                   100,  125,   126,   127,   1000,  4096,  65535,   65536,
-                                   65537, 70000, 131072, 500000, 1u << 20};
+    static const size_t sizes[] = {0,     1,     2,     3,     4,      5,      63,
+                                   64,    100,   125,   126,   127,    1000,   4096,
+                                   65535, 65536, 65537, 70000, 131072, 500000, 1u << 20};
     ws_deflate_params sp = srv_params(15, 0);
     ws_deflate_params cp = params_of(15, false);
     for (int kind = 0; kind < 3; kind++) {

@@ -63,7 +63,9 @@ static void frame(bytes *b, bool fin, uint8_t op, const void *payload, size_t pl
     frame_raw(b, (uint8_t)((fin ? 0x80 : 0) | op), 0, plen, true, payload, plen);
 }
 
-static void frame_str(bytes *b, bool fin, uint8_t op, const char *s) { frame(b, fin, op, s, strlen(s)); }
+static void frame_str(bytes *b, bool fin, uint8_t op, const char *s) {
+    frame(b, fin, op, s, strlen(s));
+}
 
 /* ---- running the parser ---- */
 
@@ -620,7 +622,10 @@ Test(frame_close, empty_is_1005) {
 
 Test(frame_close, code_and_reason) {
     bytes b = {0};
-    frame(&b, true, WS_OP_CLOSE, "\x03\xe8" "bye \xe2\x82\xac", 9);
+    frame(&b, true, WS_OP_CLOSE,
+          "\x03\xe8"
+          "bye \xe2\x82\xac",
+          9);
     result r;
     check(&b, 0, 0, &r);
     cr_assert_eq(r.err, 0);
@@ -633,8 +638,10 @@ Test(frame_close, code_and_reason) {
 }
 
 Test(frame_close, valid_and_invalid_codes) {
-    const uint16_t valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999};
-    const uint16_t invalid[] = {0, 1, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
+    const uint16_t valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                              1010, 1011, 3000, 3999, 4000, 4999};
+    const uint16_t invalid[] = {0,    1,    999,  1004, 1005, 1006, 1012, 1013,
+                                1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         cr_assert(ws_close_code_valid(valid[i]), "%u", valid[i]);
         uint8_t pl[2] = {(uint8_t)(valid[i] >> 8), (uint8_t)valid[i]};
@@ -698,8 +705,9 @@ Test(frame_utf8, binary_is_not_checked) {
 }
 
 Test(frame_utf8, invalid_forms) {
-    const char *bad[] = {"\xc0\x80", "\xe0\x80\xaf", "\xed\xa0\x80", "\xed\xbf\xbf", "\xf4\x90\x80\x80",
-                         "\xf5\x80\x80\x80", "\xf0\x8f\xbf\xbf", "\x80", "\xfe"};
+    const char *bad[] = {
+        "\xc0\x80",         "\xe0\x80\xaf",     "\xed\xa0\x80", "\xed\xbf\xbf", "\xf4\x90\x80\x80",
+        "\xf5\x80\x80\x80", "\xf0\x8f\xbf\xbf", "\x80",         "\xfe"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bytes b = {0};
         frame_str(&b, true, WS_OP_TEXT, bad[i]);
@@ -772,7 +780,8 @@ Test(frame_parser, buffered_counts_partial_message) {
     cr_assert_eq(ws_parser_feed(p, b.d, first + 8, &ev), (ssize_t)(first + 8));
     cr_assert_eq(ev.type, WS_EV_NONE);
     cr_assert_eq(ws_parser_buffered(p), 12);
-    cr_assert_eq(ws_parser_feed(p, b.d + first + 8, b.n - first - 8, &ev), (ssize_t)(b.n - first - 8));
+    cr_assert_eq(ws_parser_feed(p, b.d + first + 8, b.n - first - 8, &ev),
+                 (ssize_t)(b.n - first - 8));
     cr_assert_eq(ev.type, WS_EV_MESSAGE);
     cr_assert_eq(ev.len, 15);
     cr_assert_eq(memcmp(ev.data, "0123456789abcde", 15), 0);
@@ -842,7 +851,10 @@ Test(frame_parser, guard_page_no_overread) {
     uint8_t big[300];
     memset(big, 'B', sizeof big);
     frame(&b, true, WS_OP_BINARY, big, sizeof big);
-    frame(&b, true, WS_OP_CLOSE, "\x03\xe8" "done", 6);
+    frame(&b, true, WS_OP_CLOSE,
+          "\x03\xe8"
+          "done",
+          6);
 
     long pg = sysconf(_SC_PAGESIZE);
     cr_assert_gt(pg, 0);
@@ -1022,7 +1034,8 @@ static void *ref_worker(void *arg) {
 Test(frame_refs, concurrent) {
     ws_frame *f = ws_frame_new(WS_OP_TEXT, "shared", 6);
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) cr_assert_eq(pthread_create(&th[i], NULL, ref_worker, ws_frame_ref(f)), 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, ref_worker, ws_frame_ref(f)), 0);
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     cr_assert_eq(ws_frame_refcount(f), 1);
     ws_frame_unref(f);

@@ -84,7 +84,7 @@ Test(utf8, overlongs) {
 Test(utf8, surrogates) {
     expect_valid(U(0xED, 0xA0, 0x80), false); /* U+D800 */
     expect_valid(U(0xED, 0xAD, 0xBF), false);
-    expect_valid(U(0xED, 0xBF, 0xBF), false); /* U+DFFF */
+    expect_valid(U(0xED, 0xBF, 0xBF), false);                   /* U+DFFF */
     expect_valid(U(0xED, 0xA0, 0x80, 0xED, 0xB0, 0x80), false); /* a CESU-8 pair */
 }
 
@@ -203,7 +203,8 @@ Test(utf8, four_byte_leads_exhaustive_tail) {
 
 Test(utf8, guard_page_no_overread) {
     long pg = sysconf(_SC_PAGESIZE);
-    uint8_t *m = mmap(NULL, 2 * (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *m =
+        mmap(NULL, 2 * (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     cr_assert_neq(m, MAP_FAILED);
     cr_assert_eq(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
     const char *t = "hello, w\xc3\xb6rld \xe2\x82\xac!";
@@ -226,7 +227,9 @@ Test(utf8, guard_page_no_overread) {
  * (the bug: an error reply cut inside "é" could not be encoded and the
  * server aborted). */
 Test(utf8, trim_never_splits_a_character) {
-    const char *s = "ab\xc3\xa9" "c\xe2\x82\xac" "\xf0\x9f\x98\x80";
+    const char *s = "ab\xc3\xa9"
+                    "c\xe2\x82\xac"
+                    "\xf0\x9f\x98\x80";
     size_t n = strlen(s);
     for (size_t cut = 0; cut <= n; cut++) {
         size_t t = ws_utf8_trim(s, cut);
@@ -246,9 +249,9 @@ Test(utf8, char_len) {
     cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xc3\xa9", 2), 2);
     cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xe2\x82\xac", 3), 3);
     cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xf0\x9f\x98\x80", 4), 4);
-    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xf0\x9f\x98", 3), 0);   /* cut short */
-    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xed\xa0\x80", 3), 0);   /* surrogate */
-    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xc0\xaf", 2), 0);       /* overlong */
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xf0\x9f\x98", 3), 0); /* cut short */
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xed\xa0\x80", 3), 0); /* surrogate */
+    cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xc0\xaf", 2), 0);     /* overlong */
     cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\xff\xa9\xa9", 3), 0);
     cr_assert_eq(ws_utf8_char_len((const uint8_t *)"\x80", 1), 0);
     cr_assert_eq(ws_utf8_char_len((const uint8_t *)"", 0), 0);
