@@ -40,6 +40,9 @@ struct session {
     bool resuming;          /* stored messages are being replayed: live chat
                               * for its room waits in the store's order */
     uint64_t resume_gen;    /* which replay is current */
+    bool deleted;           /* DELETE @connections closed it: gone to the management
+                             * API from then on, though the close handshake (on the
+                             * owner's loop) has not finished yet */
 };
 
 typedef struct registry {

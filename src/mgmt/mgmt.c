@@ -134,8 +134,15 @@ static json_t *connection_json(session *s) {
                      s->c->source_ip, "userAgent", s->c->user_agent, "lastActiveAt", active);
 }
 
-static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
+/* The session of connection id as the management API sees it: NULL when
+ * there is none or a DELETE already closed it. Under the app lock. */
+static session *live_session(app *a, const char *id) {
     session *s = registry_by_id(&a->reg, id);
+    return s && !s->deleted ? s : NULL;
+}
+
+static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
+    session *s = live_session(a, id);
     if (!s) {
         respond_error(c, req, 410, "GoneException", "Connection not found or gone");
         return;
@@ -159,7 +166,7 @@ static void post_to_connection(app *a, conn *c, const http_request *req, const c
 }
 
 static void get_connection(app *a, conn *c, const http_request *req, const char *id) {
-    session *s = registry_by_id(&a->reg, id);
+    session *s = live_session(a, id);
     if (!s) {
         respond_error(c, req, 410, "GoneException", "Connection not found or gone");
         return;
@@ -168,11 +175,16 @@ static void get_connection(app *a, conn *c, const http_request *req, const char 
 }
 
 static void delete_connection(app *a, conn *c, const http_request *req, const char *id) {
-    session *s = registry_by_id(&a->reg, id);
+    session *s = live_session(a, id);
     if (!s) {
         respond_error(c, req, 410, "GoneException", "Connection not found or gone");
         return;
     }
+    /* Bug fix: the session stays registered until the owner's loop ends the
+     * close handshake, and a call in between (on another worker, or with
+     * the owner slow) found it and answered 200 where API Gateway answers
+     * GoneException. */
+    s->deleted = true;
     conn_close(s->c, WS_CLOSE_NORMAL, "closed by the management API");
     respond(c, req, 204, NULL, NULL, NULL, 0);
 }

@@ -85,6 +85,25 @@ def test_boto3_post_get_delete(start_server):
     asyncio.run(main())
 
 
+def test_deleted_connection_is_gone_before_its_close_handshake_ends(start_server):
+    """Bug fix: after DELETE @connections the session stayed registered
+    until the client answered the close frame (or CONN_CLOSE_WAIT_MS ran
+    out), and calls in between got 200 where API Gateway answers
+    GoneException. A raw client that never answers keeps that window open
+    for two seconds; every call in it must be Gone."""
+    srv = start_server(settings=CREDS)
+    raw = wsraw.connect(srv.port, "/staging?userId=quiet&roomId=r")
+    cid = json.loads(raw.recv_message()[1])["data"]["connectionId"]
+    api = client(srv)
+    api.delete_connection(ConnectionId=cid)
+    for call in (lambda: api.post_to_connection(ConnectionId=cid, Data=b"x"),
+                 lambda: api.get_connection(ConnectionId=cid),
+                 lambda: api.delete_connection(ConnectionId=cid)):
+        with pytest.raises(api.exceptions.GoneException):
+            call()
+    raw.close()
+
+
 def test_boto3_unknown_connection_and_bad_credentials(start_server):
     srv = start_server(settings=CREDS)
     with pytest.raises(client(srv).exceptions.GoneException):
