@@ -14,6 +14,7 @@
 #define MAX_FRAME   4096
 #define MAX_MESSAGE 16384
 
+#include "fuzz_chunks.h"
 #include "fuzz_require.h"
 
 typedef struct {
@@ -53,20 +54,13 @@ static void run(const uint8_t *in, size_t n, int mode, uint8_t seed, outcome *ou
     uint8_t *buf = malloc(n ? n : 1); /* the parser may unmask in place */
     if (n) memcpy(buf, in, n);
     ws_parser *p = ws_parser_new(MAX_FRAME, MAX_MESSAGE);
-    uint32_t rng = seed * 2654435761u + 1;
+    uint32_t rng = fuzz_chunks_init(seed);
     out->hash = UINT64_C(0xcbf29ce484222325);
     out->events = 0;
     out->err = 0;
     size_t off = 0;
     while (off < n) {
-        size_t c = n - off;
-        if (mode == 1) {
-            c = 1;
-        } else if (mode == 2) {
-            rng = rng * 1103515245u + 12345u;
-            size_t want = (rng >> 16) % (seed % 64 + 2) + 1;
-            if (want < c) c = want;
-        }
+        size_t c = fuzz_next_chunk(mode, seed, &rng, n - off);
         uint8_t *at = buf + off;
         size_t left = c;
         while (left) {
