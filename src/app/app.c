@@ -269,7 +269,8 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
     rec.body = redacted ? redacted : (const char *)data;
     rec.body_len = redacted ? strlen(redacted) : len;
     handler_result res = {200, NULL};
-    uint64_t now = throttle_now_ms();
+    /* The same monotonic clock as throttle_now_ms, read once per message. */
+    uint64_t now = message_received_ns ? message_received_ns / 1000000u : throttle_now_ms();
     throttle_verdict tv = throttle_message(&a->throttle, &s->bucket, NULL, now);
     if (tv == THROTTLE_OK && m.outcome == ROUTED)
         tv = throttle_message(&a->throttle, NULL,

@@ -93,8 +93,9 @@ typedef struct server {
     pthread_mutex_t inbox_mu;
     server_inbox_item *inbox; /* guarded by inbox_mu */
     size_t inbox_len, inbox_cap;
-    bool inbox_closed;          /* the loop is gone: posts are dropped */
-    server_inbox_item *running; /* the batch being delivered (own thread) */
+    _Atomic size_t inbox_waiting; /* inbox_len, readable without inbox_mu */
+    bool inbox_closed;            /* the loop is gone: posts are dropped */
+    server_inbox_item *running;   /* the batch being delivered (own thread) */
     size_t running_len, running_pos;
     _Atomic size_t queued_sample; /* unwritten bytes, summed at each sweep */
     _Atomic size_t parser_sample; /* parsers' bytes, summed at each sweep */

@@ -2,9 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 
 #define AUTH_WINDOW_MS 60000
 
@@ -16,11 +16,7 @@ static inline uint64_t elapsed_ms(uint64_t now_ms, uint64_t then_ms) {
     return now_ms > then_ms ? now_ms - then_ms : 0;
 }
 
-uint64_t throttle_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+uint64_t throttle_now_ms(void) { return clock_mono_ns() / 1000000u; }
 
 void throttle_bucket_init(throttle_bucket *b, double rate, double burst, bool unlimited,
                           uint64_t now_ms) {
