@@ -56,6 +56,8 @@ typedef struct conn {
     uint32_t wq_head_off;      /* bytes of the first frame already written */
     uint32_t writing;          /* frames covered by the uv_write in flight */
     size_t wq_bytes;           /* unwritten bytes queued */
+    size_t posted_bytes;       /* frames other workers posted for c, not yet queued
+                                * (atomic: added by posters, taken by the owner) */
     uint64_t backlog_since_ms; /* uv_now when wq_bytes last rose above
                                       * max_queued_bytes; 0 while at or below */
 
@@ -117,10 +119,12 @@ void conn_abort(conn *c);
  * `keep_alive` is true. */
 void conn_http_respond(conn *c, const char *data, size_t len, bool keep_alive);
 
-/* Return bytes queued and not yet written (from any thread: a relaxed
- * atomic read of a value only c's thread writes). */
+/* Return bytes queued and not yet written, counting frames other workers
+ * posted that c's loop has not queued yet (from any thread: relaxed atomic
+ * reads), so a backlog is seen whichever worker asks. */
 static inline size_t conn_queued_bytes(const conn *c) {
-    return __atomic_load_n(&c->wq_bytes, __ATOMIC_RELAXED);
+    return __atomic_load_n(&c->wq_bytes, __ATOMIC_RELAXED) +
+           __atomic_load_n(&c->posted_bytes, __ATOMIC_RELAXED);
 }
 
 /* Return the Unix time of c's last message (from any thread). */

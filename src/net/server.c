@@ -95,6 +95,7 @@ void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const c
     atomic_store_explicit(&srv->inbox_waiting, srv->inbox_len, memory_order_relaxed);
     it->c = c;
     it->f = f ? ws_frame_ref(f) : NULL;
+    if (f) __atomic_fetch_add(&c->posted_bytes, f->len, __ATOMIC_RELAXED);
     it->close_code = close_code;
     it->close_reason[0] = '\0';
     if (!f && reason) snprintf(it->close_reason, sizeof(it->close_reason), "%s", reason);
@@ -121,6 +122,7 @@ void server_run_inbox(server *srv) {
         /* A copy: a nested run may finish this batch and free it. */
         server_inbox_item it = srv->running[srv->running_pos++];
         if (it.f) {
+            __atomic_fetch_sub(&it.c->posted_bytes, it.f->len, __ATOMIC_RELAXED);
             conn_send(it.c, it.f);
             ws_frame_unref(it.f);
         } else {
