@@ -888,6 +888,25 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     pthread_mutex_unlock(&s->lock);
 }
 
+/* One op leaves the store's accounting: it no longer counts against
+ * store_submit_bounded's limits. */
+static void op_finished(store *s, const store_op *op) {
+    atomic_fetch_sub_explicit(&s->pending_bytes, op->charged, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
+}
+
+/* Give a committed batch's ops to on_commit, in commit order (store
+ * thread). */
+static void hand_over(store *s, store_op *op) {
+    while (op) {
+        store_op *next = op->next;
+        op->next = NULL;
+        op_finished(s, op);
+        s->opt.on_commit(op, s->opt.on_commit_ctx);
+        op = next;
+    }
+}
+
 static void *store_thread(void *arg) {
     store *s = arg;
     if (s->opt.pitr) {
@@ -935,12 +954,16 @@ static void *store_thread(void *arg) {
 
         commit_batch(s, batch, n);
 
-        pthread_mutex_lock(&s->lock);
-        if (s->out_tail) s->out_tail->next = batch;
-        else s->out_head = batch;
-        s->out_tail = last;
-        pthread_mutex_unlock(&s->lock);
-        uv_async_send(&s->async);
+        if (s->opt.on_commit) {
+            hand_over(s, batch);
+        } else {
+            pthread_mutex_lock(&s->lock);
+            if (s->out_tail) s->out_tail->next = batch;
+            else s->out_head = batch;
+            s->out_tail = last;
+            pthread_mutex_unlock(&s->lock);
+            uv_async_send(&s->async);
+        }
         if (s->ckpt_here) {
             /* After the batch's completions are on their way: only the
              * batches behind this one wait for it. */
@@ -1020,8 +1043,7 @@ static bool run_completions(store *s, size_t max, size_t max_bytes) {
     for (size_t n = 0; op && n < max && bytes < max_bytes; n++) {
         store_op *next = op->next;
         if (op->kind == STORE_OP_CHAT && op->message) bytes += strlen(op->message);
-        atomic_fetch_sub_explicit(&s->pending_bytes, op->charged, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
+        op_finished(s, op);
         if (op->done) op->done(op);
         store_op_free(op);
         op = next;

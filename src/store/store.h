@@ -82,6 +82,13 @@ typedef struct store_options {
     crypto_keyring *keys;             /* borrowed; NULL: no encryption at rest */
     size_t max_pending;       /* store_submit_bounded refuses past this many ops (0: no bound) */
     size_t max_pending_bytes; /* ... or past this many bytes of chat text (0: no bound) */
+    /* When set, the store thread itself hands every op of a committed (or
+     * failed) batch to on_commit, one by one in commit order, instead of
+     * waking the loop to run op->done: ownership of the op passes to
+     * on_commit (free it with store_op_free). This is how committed chats
+     * reach the workers with no hub loop in between. */
+    void (*on_commit)(store_op *op, void *ctx);
+    void *on_commit_ctx;
 } store_options;
 
 typedef struct store store;
@@ -100,7 +107,8 @@ store_op *store_op_new(store_op_kind kind);
 void store_op_free(store_op *op);
 
 /* Queue op for the store thread; its done callback runs later on the loop
- * thread. Ownership of op passes to the store. Loop thread only. */
+ * thread (or the op goes to store_options.on_commit). Ownership of op
+ * passes to the store. Any thread. */
 void store_submit(store *s, store_op *op);
 
 /* Queue op like store_submit unless max_pending operations, or chats
