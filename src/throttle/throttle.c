@@ -44,10 +44,50 @@ bool throttle_bucket_take(throttle_bucket *b, uint64_t now_ms) {
     return false;
 }
 
+void throttle_shared_init(throttle_shared_bucket *b, double rate, double burst, bool unlimited,
+                          uint64_t now_ms) {
+    memset(b, 0, sizeof(*b));
+    b->unlimited = unlimited;
+    if (rate <= 0) {
+        b->no_refill = true;
+        atomic_store(&b->left, burst > 0 ? (uint64_t)burst : 0);
+        return;
+    }
+    /* As throttle_bucket_take: a positive rate always holds one token. */
+    double cap = burst < 1.0 ? 1.0 : burst;
+    double interval = 1e9 / rate;
+    b->interval_ns = interval < 1 ? 1 : (uint64_t)interval;
+    b->tolerance_ns = (uint64_t)((cap - 1.0) * interval);
+    atomic_store(&b->tat_ns, now_ms * 1000000u);
+}
+
+bool throttle_shared_take(throttle_shared_bucket *b, uint64_t now_ms) {
+    if (b->unlimited) return true;
+    if (b->no_refill) {
+        uint64_t left = atomic_load_explicit(&b->left, memory_order_relaxed);
+        while (left > 0)
+            if (atomic_compare_exchange_weak_explicit(&b->left, &left, left - 1,
+                                                      memory_order_relaxed, memory_order_relaxed))
+                return true;
+        return false;
+    }
+    uint64_t now = now_ms * 1000000u;
+    uint64_t tat = atomic_load_explicit(&b->tat_ns, memory_order_relaxed);
+    for (;;) {
+        /* A caller whose clock reads behind the stored time is just early:
+         * the same rule, no wrap-around. */
+        uint64_t from = tat > now ? tat : now;
+        if (from - now > b->tolerance_ns) return false;
+        if (atomic_compare_exchange_weak_explicit(&b->tat_ns, &tat, from + b->interval_ns,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return true;
+    }
+}
+
 void throttle_init(throttle *t, const config *cfg, uint64_t now_ms) {
     memset(t, 0, sizeof(*t));
     t->cfg = cfg;
-    throttle_bucket_init(&t->stage, (double)cfg->throttling_rate_limit,
+    throttle_shared_init(&t->stage, (double)cfg->throttling_rate_limit,
                          (double)cfg->throttling_burst_limit, !cfg->throttling_enabled, now_ms);
     t->nroutes = cfg->route_throttling_count;
     t->routes = xcalloc(t->nroutes + 1, sizeof(*t->routes));
@@ -55,9 +95,10 @@ void throttle_init(throttle *t, const config *cfg, uint64_t now_ms) {
     for (size_t i = 0; i < t->nroutes; i++) {
         const config_route_throttle *r = &cfg->route_throttling[i];
         t->route_names[i] = r->route;
-        throttle_bucket_init(&t->routes[i], (double)r->rate_limit, (double)r->burst_limit,
+        throttle_shared_init(&t->routes[i], (double)r->rate_limit, (double)r->burst_limit,
                              !cfg->throttling_enabled, now_ms);
     }
+    pthread_mutex_init(&t->addrs_lock, NULL);
     strmap_init(&t->addrs);
 }
 
@@ -66,6 +107,7 @@ void throttle_free(throttle *t) {
     void *v;
     while (strmap_next(&t->addrs, &it, NULL, &v)) free(v);
     strmap_free(&t->addrs);
+    pthread_mutex_destroy(&t->addrs_lock);
     free(t->routes);
     free(t->route_names);
 }
@@ -85,7 +127,7 @@ static throttle_addr *addr_get(throttle *t, const char *addr, uint64_t now_ms) {
     return a;
 }
 
-throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms) {
+static throttle_verdict connect_locked(throttle *t, const char *addr, uint64_t now_ms) {
     const config *cfg = t->cfg;
     throttle_addr *a = addr_get(t, addr, now_ms);
     if (cfg->max_connections_per_ip > 0 && a->connections >= (uint64_t)cfg->max_connections_per_ip)
@@ -98,29 +140,42 @@ throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms
         a->auth_failures >= (uint64_t)cfg->auth_failures_per_minute)
         return THROTTLE_ADDRESS;
     if (!throttle_bucket_take(&a->connects, now_ms)) return THROTTLE_ADDRESS;
-    if (!throttle_bucket_take(&t->stage, now_ms)) return THROTTLE_STAGE;
     return THROTTLE_OK;
 }
 
+throttle_verdict throttle_connect(throttle *t, const char *addr, uint64_t now_ms) {
+    pthread_mutex_lock(&t->addrs_lock);
+    throttle_verdict v = connect_locked(t, addr, now_ms);
+    pthread_mutex_unlock(&t->addrs_lock);
+    if (v == THROTTLE_OK && !throttle_shared_take(&t->stage, now_ms)) v = THROTTLE_STAGE;
+    return v;
+}
+
 void throttle_auth_failed(throttle *t, const char *addr, uint64_t now_ms) {
+    pthread_mutex_lock(&t->addrs_lock);
     throttle_addr *a = addr_get(t, addr, now_ms);
     if (elapsed_ms(now_ms, a->auth_window_ms) >= AUTH_WINDOW_MS) {
         a->auth_window_ms = now_ms;
         a->auth_failures = 0;
     }
     a->auth_failures++;
+    pthread_mutex_unlock(&t->addrs_lock);
 }
 
 void throttle_opened(throttle *t, const char *addr, uint64_t now_ms) {
+    pthread_mutex_lock(&t->addrs_lock);
     addr_get(t, addr, now_ms)->connections++;
+    pthread_mutex_unlock(&t->addrs_lock);
 }
 
 void throttle_closed(throttle *t, const char *addr, uint64_t now_ms) {
+    pthread_mutex_lock(&t->addrs_lock);
     throttle_addr *a = strmap_get(&t->addrs, addr);
     if (a && a->connections > 0) {
         a->connections--;
         if (now_ms > a->last_seen_ms) a->last_seen_ms = now_ms;
     }
+    pthread_mutex_unlock(&t->addrs_lock);
 }
 
 void throttle_connection_init(const throttle *t, throttle_bucket *b, uint64_t now_ms) {
@@ -133,17 +188,18 @@ throttle_verdict throttle_message(throttle *t, throttle_bucket *conn_bucket, con
                                   uint64_t now_ms) {
     if (!route_key) {
         if (conn_bucket && !throttle_bucket_take(conn_bucket, now_ms)) return THROTTLE_CONNECTION;
-        if (!throttle_bucket_take(&t->stage, now_ms)) return THROTTLE_STAGE;
+        if (!throttle_shared_take(&t->stage, now_ms)) return THROTTLE_STAGE;
         return THROTTLE_OK;
     }
     for (size_t i = 0; i < t->nroutes; i++)
         if (strcmp(t->route_names[i], route_key) == 0)
-            return throttle_bucket_take(&t->routes[i], now_ms) ? THROTTLE_OK : THROTTLE_ROUTE;
+            return throttle_shared_take(&t->routes[i], now_ms) ? THROTTLE_OK : THROTTLE_ROUTE;
     return THROTTLE_OK;
 }
 
 size_t throttle_gc(throttle *t, uint64_t now_ms, uint64_t idle_ms) {
     /* Collect first: the map must not change while it is walked. */
+    pthread_mutex_lock(&t->addrs_lock);
     size_t n = 0, cap = 0, it = 0;
     char **dead = NULL;
     const char *k;
@@ -162,6 +218,7 @@ size_t throttle_gc(throttle *t, uint64_t now_ms, uint64_t idle_ms) {
         free(strmap_remove(&t->addrs, dead[i]));
         free(dead[i]);
     }
+    pthread_mutex_unlock(&t->addrs_lock);
     free(dead);
     return n;
 }

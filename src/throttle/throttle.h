@@ -3,12 +3,19 @@
  * per connection and per source address, plus per-address caps on
  * concurrent connections and failed authorizations. No I/O: callers pass
  * the time in milliseconds, from throttle_now_ms() when several threads
- * share one instance (under the caller's lock), so that every stored time
- * comes from one clock. Times that go backwards are tolerated: elapsed time
- * saturates at zero. */
+ * share one instance, so that every stored time comes from one clock.
+ * Times that go backwards are tolerated: elapsed time saturates at zero.
+ *
+ * Thread safety: one throttle is shared by every worker with no lock on
+ * the message path. The stage and route buckets, taken per message, are
+ * lock-free (throttle_shared_bucket: one atomic compare-and-swap); the
+ * per-address table, touched on connect and close only, has its own
+ * mutex; a connection's own bucket belongs to its worker. */
 #ifndef WSGATE_THROTTLE_THROTTLE_H
 #define WSGATE_THROTTLE_THROTTLE_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +38,26 @@ void throttle_bucket_init(throttle_bucket *b, double rate, double burst, bool un
 /* Take one token; returns false (and takes nothing) when none is left. */
 bool throttle_bucket_take(throttle_bucket *b, uint64_t now_ms);
 
+/* A bucket that any thread may take from at once, exact across threads:
+ * the generic cell rate algorithm (GCRA), the token bucket written as one
+ * "theoretical arrival time" that a take moves forward by one emission
+ * interval with a compare-and-swap. Same `rate` and `burst` meaning as
+ * throttle_bucket. */
+typedef struct throttle_shared_bucket {
+    _Atomic uint64_t tat_ns; /* when the bucket would be full again */
+    _Atomic uint64_t left;   /* rate 0: tokens left of the burst */
+    uint64_t interval_ns;    /* 1 / rate */
+    uint64_t tolerance_ns;   /* (burst - 1) intervals */
+    bool unlimited;
+    bool no_refill; /* rate 0: the burst is all there ever is */
+} throttle_shared_bucket;
+
+/* Start b full (now in ms from throttle_now_ms). */
+void throttle_shared_init(throttle_shared_bucket *b, double rate, double burst, bool unlimited,
+                          uint64_t now_ms);
+/* Take one token from any thread; false (nothing taken) when none is left. */
+bool throttle_shared_take(throttle_shared_bucket *b, uint64_t now_ms);
+
 /* Per source address state. */
 typedef struct throttle_addr {
     uint32_t connections;     /* open WebSocket connections */
@@ -50,11 +77,12 @@ typedef enum throttle_verdict {
 
 typedef struct throttle {
     const config *cfg;
-    throttle_bucket stage;
+    throttle_shared_bucket stage;
     char **route_names; /* route_throttling keys (borrowed from cfg) */
-    throttle_bucket *routes;
+    throttle_shared_bucket *routes;
     size_t nroutes;
-    strmap addrs; /* source address -> throttle_addr */
+    pthread_mutex_t addrs_lock; /* guards addrs: connect and close paths only */
+    strmap addrs;               /* source address -> throttle_addr */
 } throttle;
 
 /* Return the process-wide monotonic clock in milliseconds: the one clock

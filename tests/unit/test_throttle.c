@@ -3,6 +3,7 @@
  * times that go backwards, as two loops whose cached clocks are skewed do,
  * and check that no window resets and no address is forgotten early. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 
 #include "config/config.h"
 #include "throttle/throttle.h"
@@ -82,4 +83,65 @@ Test(throttle, process_clock_is_monotonic) {
         cr_assert_geq(now, prev);
         prev = now;
     }
+}
+
+/* ---- the lock-free bucket shared by every worker ---- */
+
+/* Same meaning as the plain bucket: burst at once, then rate per second. */
+Test(throttle_shared, burst_then_rate) {
+    throttle_shared_bucket b;
+    throttle_shared_init(&b, 10.0, 3.0, false, 1000);
+    for (int i = 0; i < 3; i++) cr_assert(throttle_shared_take(&b, 1000));
+    cr_assert_not(throttle_shared_take(&b, 1000));
+    cr_assert_not(throttle_shared_take(&b, 1050)); /* half an interval */
+    cr_assert(throttle_shared_take(&b, 1100));     /* one interval: one token */
+    cr_assert_not(throttle_shared_take(&b, 1100));
+    /* A long quiet refills to the burst, not beyond. */
+    int n = 0;
+    while (throttle_shared_take(&b, 100000)) n++;
+    cr_assert_eq(n, 3);
+}
+
+/* A caller whose clock reads behind the others' gets no more and no less:
+ * the stored time is not moved back, nothing wraps. */
+Test(throttle_shared, skewed_clocks) {
+    throttle_shared_bucket b;
+    throttle_shared_init(&b, 1.0, 2.0, false, 5000);
+    cr_assert(throttle_shared_take(&b, 5000));
+    cr_assert(throttle_shared_take(&b, 5000));
+    cr_assert_not(throttle_shared_take(&b, 4000));
+    cr_assert_not(throttle_shared_take(&b, 5500));
+    cr_assert(throttle_shared_take(&b, 6000));
+}
+
+Test(throttle_shared, rate_zero_is_the_burst_once) {
+    throttle_shared_bucket b;
+    throttle_shared_init(&b, 0.0, 2.0, false, 0);
+    cr_assert(throttle_shared_take(&b, 0));
+    cr_assert(throttle_shared_take(&b, 1000000));
+    cr_assert_not(throttle_shared_take(&b, 2000000));
+}
+
+#define HAMMER_THREADS 4
+#define HAMMER_TAKES   50000
+static throttle_shared_bucket hammered;
+static void *hammer(void *arg) {
+    long won = 0;
+    for (int i = 0; i < HAMMER_TAKES; i++) won += throttle_shared_take(&hammered, 7000);
+    return (void *)won;
+}
+
+/* Threads taking at once from one bucket, at one instant: exactly the
+ * burst is given out, never a token more (the old bucket needed a lock). */
+Test(throttle_shared, exact_across_threads) {
+    throttle_shared_init(&hammered, 5.0, 1000.0, false, 7000);
+    pthread_t th[HAMMER_THREADS];
+    for (int i = 0; i < HAMMER_THREADS; i++) pthread_create(&th[i], NULL, hammer, NULL);
+    long total = 0;
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        total += (long)r;
+    }
+    cr_assert_eq(total, 1000);
 }
