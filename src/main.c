@@ -194,7 +194,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
         char dbpath[4096], err[512];
         outputs_data_file(cfg, dbpath, sizeof(dbpath));
         a = xmalloc(sizeof(*a));
-        if (app_init(a, cfg, &w[0].loop, dbpath, err, sizeof(err)) != 0) {
+        if (app_init(a, cfg, &w[0].loop, dbpath, n, err, sizeof(err)) != 0) {
             log_msg(LOG_ERROR, "startup_error", "%s", err);
             fprintf(stderr, "wsgate: %s\n", err);
             free(a);
@@ -209,8 +209,10 @@ static int serve(const config *cfg, unsigned n, bool echo) {
         w[i].srv = xcalloc(1, sizeof(*w[i].srv));
         w[i].app = a;
         w[i].first = i == 0;
-        if (a) app_attach(a, w[i].srv);
-        if (server_start_worker(w[i].srv, &w[i].loop, cfg, handlers, a, port, n > 1) != 0) {
+        if (a) app_attach(a, i, w[i].srv);
+        /* API mode: each worker's server carries its own hub */
+        void *ctx = a ? (void *)app_hub(a, i) : NULL;
+        if (server_start_worker(w[i].srv, &w[i].loop, cfg, handlers, ctx, port, n > 1) != 0) {
             rc = 1;
             break;
         }

@@ -16,7 +16,13 @@
 /* Bytes of a message body written to the log when enable_data_trace. */
 #define DATA_TRACE_MAX 1024
 
-static app *app_of(conn *c) { return c->srv->app; }
+static hub *hub_of(conn *c) { return c->srv->app; }
+static app *app_of(conn *c) { return hub_of(c)->app; }
+
+hub *app_hub(app *a, size_t i) {
+    assert(i < a->nhubs);
+    return &a->hubs[i];
+}
 
 /* This thread's counters when it is a worker other than the first. */
 static _Thread_local metrics *worker_metrics;
@@ -28,31 +34,9 @@ static _Thread_local uint64_t message_received_ns;
 
 uint64_t app_message_received_ns(void) { return message_received_ns; }
 
-/* Frames reach a connection in the order the application produced them:
- * whatever other threads posted to this worker's connections (under the
- * lock, so before now) is queued before the lock holder sends to them
- * directly. Without it a member on another worker than loop 0 could get a
- * chat committed before its leave_room after its own user_left. */
-/* How deep the calling thread holds the lock (one application a process):
- * thread-local, so asking is never a race. */
-static _Thread_local unsigned lock_depth;
-
-void app_lock(app *a) {
-    pthread_mutex_lock(&a->lock);
-    lock_depth++;
-    server_run_own_inbox();
-}
-
-void app_unlock(app *a) {
-    assert(lock_depth > 0);
-    lock_depth--;
-    pthread_mutex_unlock(&a->lock);
-}
-
-bool app_locked(const app *a) { return lock_depth > 0; }
-
 void app_worker_enter(app *a, server *srv, bool first) {
     server_enter(srv);
+    assert(((hub *)srv->app)->srv == srv);
     if (!first) worker_metrics = metrics_thread_new();
 }
 
@@ -159,9 +143,9 @@ static bool origin_allowed(const app *a, const http_request *req) {
     return false;
 }
 
-static int authorize_locked(conn *c, const http_request *req, const char **message) {
+static int app_authorize(conn *c, const http_request *req, const char **message) {
     app *a = app_of(c);
-    assert(app_locked(a));
+    server_run_own_inbox();
     pending_connect *p = xcalloc(1, sizeof(*p));
     size_t tpl = 0;
     const char *tp = http_request_header(req, "traceparent", &tpl);
@@ -198,19 +182,21 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
     return 0;
 }
 
-static void open_locked(conn *c, const http_request *req) {
-    app *a = app_of(c);
-    assert(app_locked(a));
+static void app_open(conn *c, const http_request *req) {
+    hub *h = hub_of(c);
+    app *a = h->app;
+    server_run_own_inbox();
     pending_connect *p = c->app;
-    session *s = registry_add(&a->reg, c, p->id.user_id, p->id.username);
+    session *s = registry_add(&h->reg, c, p->id.user_id, p->id.username);
     c->app = s;
     uint64_t now = throttle_now_ms();
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
-    room *rm = registry_join(&a->reg, s, p->id.room_id);
+    engine_conn_opened(a->engine, c, h->index, s->user_id, s->username, s->user->count == 1);
+    handlers_join(h, s, p->id.room_id);
     handlers_room_join(a, s, p->id.room_id);
     handlers_welcome(s);
-    handlers_presence(rm, s, "user_joined", s);
+    handlers_presence(h, s->room->id, s, "user_joined", c->id);
     /* Resume after a reconnect: ?sinceSeq=S replays the room from S. */
     size_t qlen;
     const char *q = http_request_query(req, &qlen);
@@ -218,7 +204,7 @@ static void open_locked(conn *c, const http_request *req) {
     if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
         char *end;
         long long v = strtoll(since, &end, 10);
-        if (*end == '\0' && v >= 0) handlers_resume(a, s, v);
+        if (*end == '\0' && v >= 0) handlers_resume(h, s, v);
         else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
     }
     free(since);
@@ -254,8 +240,9 @@ static char *trace_body_redacted(const route_match *m) {
 }
 
 /* Handle one message of session s that the router has parsed into m
- * (whose body and selected key are released here). Under the app lock. */
-static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *data, size_t len) {
+ * (whose body and selected key are released here), on s's worker. */
+static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *data, size_t len) {
+    app *a = h->app;
     route_match m = *mp;
     s->messages++;
     /* A message may carry its own W3C trace context. */
@@ -304,7 +291,7 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
         res.status = 400;
         res.error = "Unknown message type";
         break;
-    case ROUTED: handlers_run(a, s, m.route, m.body, &res); break;
+    case ROUTED: handlers_run(h, s, m.route, m.body, &res); break;
     }
     rec.status = res.status;
     rec.error = res.error;
@@ -319,93 +306,58 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
     json_decref(m.body);
 }
 
-void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
+void app_handle_message(hub *h, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
     uint64_t outer = message_received_ns;
     message_received_ns = clock_mono_ns();
+    /* What other threads posted to this worker is queued on its
+     * connections before anything this message makes is sent. */
+    server_run_own_inbox();
     route_match m;
-    router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
-    app_lock(a);
-    handle_routed(a, s, &m, data, len);
-    app_unlock(a);
+    router_route(&h->app->routes, (const char *)data, len, opcode == WS_OP_BINARY, &m);
+    handle_routed(h, s, &m, data, len);
     message_received_ns = outer;
 }
 
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
-    app *a = app_of(c);
-    message_received_ns = clock_mono_ns();
-    /* Parsing and route selection touch no shared state (the router is
-     * read-only once built): they run before the lock, in parallel on
-     * every worker. */
-    route_match m;
-    router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
-    app_lock(a);
-    handle_routed(a, c->app, &m, data, len);
-    app_unlock(a);
-    message_received_ns = 0;
+    app_handle_message(hub_of(c), c->app, opcode, data, len);
 }
 
-static void closed_locked(conn *c) {
-    app *a = app_of(c);
-    assert(app_locked(a));
+static void app_closed(conn *c) {
+    hub *h = hub_of(c);
+    app *a = h->app;
     session *s = c->app;
     if (!s) return;
+    server_run_own_inbox();
     request_record rec;
     record_start(a, &rec, "DISCONNECT", NULL, 0);
     rec.route_key = "$disconnect";
     /* Leave every index first ($disconnect sees a registry without this
      * connection), then tell the room. */
-    room *rm = s->room;
-    if (rm && rm->count > 1) {
-        registry_leave(&a->reg, s);
-        handlers_presence(rm, s, "user_left", NULL);
+    if (s->room) {
+        char *room_id = xstrdup(s->room->id);
+        handlers_leave(h, s);
+        handlers_presence(h, room_id, s, "user_left", NULL);
+        free(room_id);
     }
-    registry_remove(&a->reg, s);
+    engine_conn_closed(a->engine, c->id, s->user_id, h->index, s->user->count == 1);
+    registry_remove(&h->reg, s);
     c->app = NULL;
     throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());
     double dt = record_finish(a, c, &rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_DISCONNECT, dt / 1000.0);
 }
 
-/* The server callbacks: every worker's thread runs the application under
- * the one application lock. */
-static int app_authorize(conn *c, const http_request *req, const char **message) {
-    app *a = app_of(c);
-    app_lock(a);
-    int st = authorize_locked(c, req, message);
-    app_unlock(a);
-    return st;
-}
-
-static void app_open(conn *c, const http_request *req) {
-    app *a = app_of(c);
-    app_lock(a);
-    open_locked(c, req);
-    app_unlock(a);
-}
-
-static void app_closed(conn *c) {
-    app *a = app_of(c);
-    app_lock(a);
-    closed_locked(c);
-    app_unlock(a);
-}
-
+/* Plain HTTP: the management API, health, metrics and the web pages, on
+ * the worker that accepted the request, with no lock. */
 static bool app_http(conn *c, const http_request *req) {
-    app *a = app_of(c);
-    app_lock(a);
-    bool handled = mgmt_handle(a, c, req);
-    app_unlock(a);
-    return handled;
+    server_run_own_inbox();
+    return mgmt_handle(app_of(c), c, req);
 }
 
 /* Plain HTTP is routed on its head first: only the management API's POST
  * routes read a body, and only with our credentials in the headers. */
 static long app_http_head(conn *c, const http_request *req) {
-    app *a = app_of(c);
-    app_lock(a);
-    long limit = mgmt_http_head(a, c, req);
-    app_unlock(a);
-    return limit;
+    return mgmt_http_head(app_of(c), c, req);
 }
 
 /* The net layer refused a socket of an address over max_connections_per_ip. */
@@ -425,11 +377,11 @@ static const server_handlers api_handlers = {
 
 const server_handlers *app_handlers(void) { return &api_handlers; }
 
-/* Gauges read when /metrics is rendered (on this loop's thread, from the
- * management API), so counting them costs nothing per message. */
+/* Gauges read when /metrics is rendered (on any worker's thread), so
+ * counting them costs nothing per message. */
 static void app_gauges(metrics_gauges *g, void *ctx) {
     app *a = ctx;
-    g->value[METRICS_GAUGE_ROOMS] = (double)a->reg.rooms.count;
+    g->value[METRICS_GAUGE_ROOMS] = (double)engine_room_total(a->engine);
     if (a->store) {
         store_stats st;
         store_get_stats(a->store, &st);
@@ -440,16 +392,15 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_WAL_PAGES] = st.wal_pages;
         g->value[METRICS_GAUGE_STORE_CHECKPOINTS] = (double)st.checkpoints;
     }
-    if (a->nsrvs) {
-        size_t queued = 0, parsers = 0;
-        for (size_t i = 0; i < a->nsrvs; i++) {
-            queued += server_queued_bytes(a->srvs[i]);
-            parsers += server_parser_bytes(a->srvs[i]);
-        }
-        g->value[METRICS_GAUGE_CONNECTIONS] = (double)server_open_total();
-        g->value[METRICS_GAUGE_QUEUED_BYTES] = (double)queued;
-        g->value[METRICS_GAUGE_PARSER_BYTES] = (double)parsers;
+    size_t queued = 0, parsers = 0;
+    for (size_t i = 0; i < a->nhubs; i++) {
+        if (!a->hubs[i].srv) continue;
+        queued += server_queued_bytes(a->hubs[i].srv);
+        parsers += server_parser_bytes(a->hubs[i].srv);
     }
+    g->value[METRICS_GAUGE_CONNECTIONS] = (double)server_open_total();
+    g->value[METRICS_GAUGE_QUEUED_BYTES] = (double)queued;
+    g->value[METRICS_GAUGE_PARSER_BYTES] = (double)parsers;
 }
 
 /* A source address with no connection is forgotten after this long quiet
@@ -460,9 +411,7 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
 
 static void on_gc(uv_timer_t *t) {
     app *a = t->data;
-    app_lock(a);
     throttle_gc(&a->throttle, throttle_now_ms(), APP_ADDR_IDLE_MS);
-    app_unlock(a);
 }
 
 /* Is key_id still used by a stored value? (for destroying retired keys) */
@@ -502,6 +451,8 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         .keys = a->keys,
         .max_pending = (size_t)cfg->store_max_pending,
         .max_pending_bytes = (size_t)cfg->store_max_pending_bytes,
+        .on_commit = handlers_store_committed,
+        .on_commit_ctx = a,
     };
     a->store = store_open(store_path, loop, &so, err, errlen);
     if (!a->store) {
@@ -512,45 +463,50 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
     return 0;
 }
 
-int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
-             size_t errlen) {
+int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, size_t nworkers,
+             char *err, size_t errlen) {
     memset(a, 0, sizeof(*a));
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    /* Recursive: a callback under the lock can end a connection, whose
-     * on_close takes it again. */
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&a->lock, &attr);
-    pthread_mutexattr_destroy(&attr);
+    if (nworkers < 1 || nworkers > DIRECTORY_MAX_WORKERS) {
+        snprintf(err, errlen, "worker_threads must be from 1 to %d in api mode",
+                 DIRECTORY_MAX_WORKERS);
+        return -1;
+    }
     a->cfg = cfg;
     a->loop = loop;
     const char *rerr = NULL;
-    if (router_init(&a->router, cfg->route_selection_expression, cfg->custom_routes,
+    if (router_init(&a->routes, cfg->route_selection_expression, cfg->custom_routes,
                     cfg->custom_routes_count, &rerr) != 0) {
         snprintf(err, errlen, "%s", rerr);
         return -1;
     }
     if (mgmt_credentials_load(cfg, &a->mgmt_creds, err, errlen) != 0) {
-        router_free(&a->router);
+        router_free(&a->routes);
         return -1;
     }
     if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
         a->auth = auth_jwt_new(cfg, err, errlen);
         if (!a->auth) {
-            router_free(&a->router);
+            router_free(&a->routes);
             return -1;
         }
     } else {
         a->auth = auth_demo();
     }
     if (open_store(a, cfg, loop, store_path, err, errlen) != 0) {
-        router_free(&a->router);
+        router_free(&a->routes);
         a->auth->destroy(a->auth);
         a->auth = NULL;
         return -1;
     }
-    a->router.max_depth = (size_t)cfg->max_json_depth;
-    registry_init(&a->reg);
+    a->routes.max_depth = (size_t)cfg->max_json_depth;
+    a->engine = engine_local_new(nworkers, handlers_deliver());
+    a->nhubs = nworkers;
+    a->hubs = xcalloc(nworkers, sizeof(*a->hubs));
+    for (size_t i = 0; i < nworkers; i++) {
+        a->hubs[i].app = a;
+        a->hubs[i].index = (int)i;
+        registry_init(&a->hubs[i].reg);
+    }
     throttle_init(&a->throttle, cfg, throttle_now_ms());
     uv_timer_init(loop, &a->gc_timer);
     a->gc_timer.data = a;
@@ -572,9 +528,10 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     return 0;
 }
 
-void app_attach(app *a, server *srv) {
-    a->srvs = xrealloc(a->srvs, (a->nsrvs + 1) * sizeof(*a->srvs));
-    a->srvs[a->nsrvs++] = srv;
+void app_attach(app *a, size_t i, server *srv) {
+    assert(i < a->nhubs);
+    a->hubs[i].srv = srv;
+    engine_local_attach(a->engine, (int)i, srv);
 }
 
 void app_close(app *a) {
@@ -585,15 +542,16 @@ void app_close(app *a) {
     a->store = NULL;
     crypto_keyring_free(a->keys);
     a->keys = NULL;
-    registry_free(&a->reg);
-    router_free(&a->router);
+    for (size_t i = 0; i < a->nhubs; i++) registry_free(&a->hubs[i].reg);
+    free(a->hubs);
+    a->hubs = NULL;
+    a->nhubs = 0;
+    if (a->engine) engine_free(a->engine);
+    a->engine = NULL;
+    router_free(&a->routes);
     if (a->auth && a->auth->destroy) a->auth->destroy(a->auth);
     metrics_thread_free(a->metrics);
     free(a->custom_slots);
     throttle_free(&a->throttle);
     uv_close((uv_handle_t *)&a->gc_timer, NULL);
-    free(a->srvs);
-    a->srvs = NULL;
-    a->nsrvs = 0;
-    pthread_mutex_destroy(&a->lock);
 }

@@ -1,6 +1,7 @@
 /* The seed's API as the server's application: $connect (authorizer,
  * welcome, user_joined), the message routes, $disconnect (user_left), the
- * registry of live connections and the store. Runs on one loop thread. */
+ * registry of live connections and the store. Every worker runs it on its
+ * own connections, with no lock shared by workers on the message path. */
 #ifndef WSGATE_APP_APP_H
 #define WSGATE_APP_APP_H
 
@@ -13,6 +14,7 @@
 #include "app/registry.h"
 #include "app/router.h"
 #include "config/config.h"
+#include "engine/engine.h"
 #include "metrics/metrics.h"
 #include "mgmt/credentials.h"
 #include "net/server.h"
@@ -20,39 +22,47 @@
 #include "throttle/throttle.h"
 #include "trace/trace.h"
 
+typedef struct hub hub;
+
+/* What every worker shares: read-only once built (configuration, router,
+ * authorizer, credentials), or safe from any thread by itself (the store's
+ * queue, the throttle, the engine, the tracer). There is no application
+ * lock: each worker runs the application on its own connections (its
+ * hub), and what crosses workers goes through the engine. */
 typedef struct app {
     const config *cfg;
-    registry reg;
-    router router;
+    router routes;
     store *store;
     authorizer *auth;
-    uv_loop_t *loop;
+    uv_loop_t *loop;             /* the first worker's (timers of the app) */
     mgmt_credentials mgmt_creds; /* the management API's keys */
     metrics *metrics;            /* the first worker's counters (see app_metrics) */
     int *custom_slots;           /* metrics slot of each custom route */
-    server **srvs;               /* every worker's server (app_attach) */
-    size_t nsrvs;
-    /* Every worker thread runs the application (registry, throttles, store
-     * submissions, completions) under this one lock; their reads, frame
-     * parsing and writes run in parallel. Recursive. */
-    pthread_mutex_t lock;
+    engine *engine;              /* rooms, users and connections across workers */
+    hub *hubs;                   /* one per worker */
+    size_t nhubs;
     trace_exporter *tracer; /* NULL unless otlp_endpoint is set */
     throttle throttle;      /* stage, route, connection, address limits */
     crypto_keyring *keys;   /* encryption at rest, or NULL */
     uv_timer_t gc_timer;    /* forgets idle source addresses */
 } app;
 
-/* Tell the app about a server that carries it (one per worker; for gauges
- * read at scrape time). */
-void app_attach(app *a, server *srv);
+/* One worker's share of the application: its own connections' sessions,
+ * indexed by id, user and room. Only the worker's thread touches it (the
+ * server's `app` pointer is the hub). */
+struct hub {
+    app *app;
+    server *srv;
+    int index;
+    registry reg;
+};
 
-/* Take and release the application lock (recursive). The server callbacks
- * and store completions take it themselves. */
-void app_lock(app *a);
-void app_unlock(app *a);
-/* Return true when the calling thread holds the application lock (for
- * asserts on the functions whose contract is "under the app lock"). */
-bool app_locked(const app *a);
+/* Return worker i's hub (i < the nworkers given to app_init), to pass as
+ * the server's app pointer. */
+hub *app_hub(app *a, size_t i);
+
+/* Tell the app that srv is worker i's server (before its loop runs). */
+void app_attach(app *a, size_t i, server *srv);
 
 /* On a worker's thread, before its loop runs: make srv the thread's server
  * and, unless it is the first worker (whose counters are a->metrics), give
@@ -68,10 +78,11 @@ metrics *app_metrics(app *a);
  * handling now, before it waited for the app lock; 0 outside a message. */
 uint64_t app_message_received_ns(void);
 
-/* Initialise a on loop: open the store at store_path, build the router
- * from cfg. Returns 0, or -1 with a message in err. */
-int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, char *err,
-             size_t errlen);
+/* Initialise a for nworkers workers on loop (the first worker's): open
+ * the store at store_path, build the router from cfg, start the engine.
+ * Returns 0, or -1 with a message in err. */
+int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, size_t nworkers,
+             char *err, size_t errlen);
 
 /* Close the store (running its last completions) and free everything.
  * Call after the server's loop has stopped with no connections left; the
@@ -82,9 +93,9 @@ void app_close(app *a);
  * server's `app` pointer must be the app. */
 const server_handlers *app_handlers(void);
 
-/* Route one message from session s (the built-in $default handler and the
- * custom routes), under the app lock, as a worker does. Exposed for the
- * fuzzer and tests. */
-void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len);
+/* Route one message from session s of hub h (the built-in $default
+ * handler and the custom routes), as a worker does. Exposed for the fuzzer
+ * and tests. */
+void app_handle_message(hub *h, session *s, uint8_t opcode, const uint8_t *data, size_t len);
 
 #endif

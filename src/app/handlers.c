@@ -77,15 +77,76 @@ static void failf(conn *c, handler_result *res, int status, const char *code, co
     res->error = generic;
 }
 
-void handlers_presence(room *rm, session *s, const char *type, session *except) {
+void handlers_presence(hub *h, const char *room_id, session *s, const char *type,
+                       const char *except) {
     const event_field data[] = {
         EVENT_FIELD_STR("userId", s->user_id), EVENT_FIELD_STR("username", s->username),
-        EVENT_FIELD_STR("roomId", rm->id), EVENT_FIELD_INT("timestamp", time(NULL))};
+        EVENT_FIELD_STR("roomId", room_id), EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame(type, data, NFIELDS(data));
-    for (session *m = rm->members; m; m = m->room_next)
-        if (m != except) conn_send(m->c, f);
+    engine_publish_room(h->app->engine, room_id, f, except, 0);
     ws_frame_unref(f);
 }
+
+void handlers_leave(hub *h, session *s) {
+    room *rm = s->room;
+    if (!rm) return;
+    bool last = rm->count == 1;
+    char *room_id = xstrdup(rm->id); /* rm goes with its last member */
+    registry_leave(&h->reg, s);
+    engine_room_left(h->app->engine, s->c->id, room_id, h->index, last);
+    free(room_id);
+}
+
+room *handlers_join(hub *h, session *s, const char *room_id) {
+    handlers_leave(h, s);
+    room *rm = registry_join(&h->reg, s, room_id);
+    engine_room_joined(h->app->engine, s->c->id, room_id, h->index, rm->count == 1);
+    return rm;
+}
+
+/* ---- what the engine hands this worker (on its thread) ---- */
+
+static void deliver_room(void *hp, const char *room_id, ws_frame *f, const char *except,
+                         unsigned flags) {
+    hub *h = hp;
+    room *rm = registry_room(&h->reg, room_id);
+    if (!rm) return; /* everyone here left meanwhile */
+    for (session *m = rm->members; m; m = m->room_next) {
+        /* a resuming member gets stored chats from its replay */
+        if ((flags & ENGINE_SKIP_RESUMING) && m->resuming) continue;
+        if (except && strcmp(m->c->id, except) == 0) continue;
+        conn_send(m->c, f);
+    }
+}
+
+static void deliver_user(void *hp, const char *user_id, ws_frame *f) {
+    hub *h = hp;
+    user_conns *u = registry_user(&h->reg, user_id);
+    for (session *m = u ? u->conns : NULL; m; m = m->user_next) conn_send(m->c, f);
+}
+
+static void deliver_conn(void *hp, const char *conn_id, ws_frame *f, bool counted) {
+    hub *h = hp;
+    session *s = registry_by_id(&h->reg, conn_id);
+    if (!s) return;
+    if (counted) __atomic_fetch_sub(&s->c->posted_bytes, f->len, __ATOMIC_RELAXED);
+    conn_send(s->c, f);
+}
+
+static void deliver_close(void *hp, const char *conn_id, uint16_t code, const char *reason) {
+    hub *h = hp;
+    session *s = registry_by_id(&h->reg, conn_id);
+    if (s) conn_close(s->c, code, reason);
+}
+
+static const engine_deliver deliver_table = {
+    .room = deliver_room,
+    .user = deliver_user,
+    .conn = deliver_conn,
+    .close = deliver_close,
+};
+
+const engine_deliver *handlers_deliver(void) { return &deliver_table; }
 
 void handlers_welcome(session *s) {
     char msg[300];
@@ -212,12 +273,16 @@ static void chat_phases(app *a, const store_op *op, bool broadcast) {
     server_time_next_flush(chat_flushed, m);
 }
 
-static void chat_committed_locked(store_op *op) {
-    app *a = op->ctx;
+/* A chat's completion on its sender's worker (after its broadcast was
+ * handed to every worker): a retry's original to the sender, or the
+ * error; the chat's phases. */
+static void chat_done(store_op *op) {
+    hub *h = op->ctx;
+    app *a = h->app;
+    session *s = registry_by_id(&h->reg, op->conn_id);
     if (op->status == 0 && op->duplicate) {
         /* A retry of a message already stored: the sender gets the original
          * (same messageId and seq); nobody else hears it again. */
-        session *s = registry_by_id(&a->reg, op->conn_id);
         if (s) {
             ws_frame *f = handlers_chat_frame(op);
             conn_send(s->c, f);
@@ -226,35 +291,44 @@ static void chat_committed_locked(store_op *op) {
         return;
     }
     if (op->status != 0) {
-        session *s = registry_by_id(&a->reg, op->conn_id);
         log_msg(LOG_ERROR, "store_error", "message %s not stored: status %d", op->message_id,
                 op->status);
         metrics_count_integration_error(app_metrics(a), METRICS_SLOT_DEFAULT);
         if (s) handlers_send_error(s->c, "Failed to store message", "INTERNAL_ERROR");
         return;
     }
-    room *rm = registry_room(&a->reg, op->room_id);
-    chat_phases(a, op, rm != NULL);
-    if (!rm) return; /* everyone left while it was being stored */
-    ws_frame *f = handlers_chat_frame(op);
-    for (session *m = rm->members; m; m = m->room_next)
-        if (!m->resuming) conn_send(m->c, f); /* a resuming member gets it from its replay */
-    ws_frame_unref(f);
+    chat_phases(a, op, registry_room(&h->reg, op->room_id) != NULL);
 }
 
 _Static_assert(CONN_ID_LEN < sizeof(((store_op *)0)->conn_id), "a connection id fits a store op");
 
-/* Store completions run on the first worker's loop, under the app lock. */
-static void run_locked(store_op *op, void (*fn)(store_op *)) {
-    app *a = op->ctx;
-    app_lock(a);
-    fn(op);
-    app_unlock(a);
+/* An op's completion, on the worker that owns the connection that asked
+ * (hub NULL: that worker is gone). */
+static void run_done(void *hp, void *arg) {
+    store_op *op = arg;
+    if (hp) {
+        op->ctx = hp;
+        op->done(op);
+    }
+    store_op_free(op);
 }
 
-static void chat_committed(store_op *op) { run_locked(op, chat_committed_locked); }
+void handlers_store_committed(store_op *op, void *ctx) {
+    app *a = ctx;
+    /* On the store thread, in commit order: the chat goes to every worker
+     * with members in its room at once (one encode, one post per worker),
+     * so each member sees a room's seq in order with no hub loop. */
+    if (op->kind == STORE_OP_CHAT && op->status == 0 && !op->duplicate) {
+        ws_frame *f = handlers_chat_frame(op);
+        engine_publish_room(a->engine, op->room_id, f, NULL, ENGINE_SKIP_RESUMING);
+        ws_frame_unref(f);
+    }
+    if (!op->done || engine_call_owner(a->engine, op->conn_id, run_done, op) != 0)
+        store_op_free(op);
+}
 
-static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
+static void route_chat(hub *h, session *s, json_t *body, handler_result *res) {
+    app *a = h->app;
     bool wrong = false;
     const char *msg = get_string(body, "message", &wrong);
     const char *room_id = get_string(body, "roomId", &wrong);
@@ -290,8 +364,7 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
     op->timestamp = time(NULL);
     random_uuid7(op->message_id); /* time-ordered: the messageId index grows at its edge */
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
-    op->done = chat_committed;
-    op->ctx = a;
+    op->done = chat_done;
     op->t_received = app_message_received_ns();
     if (store_submit_bounded(a->store, op) != 0) {
         /* The store's backlog is full (a stalled disk): refuse now rather
@@ -303,7 +376,8 @@ static void route_chat(app *a, session *s, json_t *body, handler_result *res) {
 
 /* ---- rooms ---- */
 
-static void route_join_room(app *a, session *s, json_t *body, handler_result *res) {
+static void route_join_room(hub *h, session *s, json_t *body, handler_result *res) {
+    app *a = h->app;
     bool wrong = false;
     const char *room_id = get_string(body, "roomId", &wrong);
     json_t *sv = json_object_get(body, "sinceSeq");
@@ -334,47 +408,38 @@ static void route_join_room(app *a, session *s, json_t *body, handler_result *re
         if (since >= 0) {
             s->resuming = false;
             s->resume_gen++;
-            handlers_resume(a, s, since);
+            handlers_resume(h, s, since);
         }
         return;
     }
-    room *old = s->room;
-    if (old) {
-        /* The old room object may be freed by the leave: tell its other
-         * members first, then leave. */
-        handlers_presence(old, s, "user_left", s);
-    }
-    room *rm = registry_join(&a->reg, s, room_id);
+    /* Tell the old room's other members first, then leave it. */
+    if (s->room) handlers_presence(h, s->room->id, s, "user_left", s->c->id);
+    handlers_join(h, s, room_id);
     handlers_room_join(a, s, room_id);
-    handlers_presence(rm, s, "user_joined", NULL);
+    handlers_presence(h, room_id, s, "user_joined", NULL);
     s->resuming = false;
     s->resume_gen++;
-    if (since >= 0) handlers_resume(a, s, since);
+    if (since >= 0) handlers_resume(h, s, since);
 }
 
-static void route_leave_room(app *a, session *s, json_t *body, handler_result *res) {
+static void route_leave_room(hub *h, session *s, json_t *body, handler_result *res) {
     if (!s->room) {
         fail(s->c, res, 400, "BAD_REQUEST", "Not in a room");
         return;
     }
-    handlers_presence(s->room, s, "user_left", NULL);
-    registry_leave(&a->reg, s);
+    handlers_presence(h, s->room->id, s, "user_left", NULL);
+    handlers_leave(h, s);
 }
 
 /* ---- private messages ---- */
 
-static void route_private_message(app *a, session *s, json_t *body, handler_result *res) {
+static void route_private_message(hub *h, session *s, json_t *body, handler_result *res) {
     bool wrong = false;
     const char *target = get_string(body, "targetUserId", &wrong);
     const char *msg = get_string(body, "message", &wrong);
     if (!target || !*target || !msg || blank(msg)) {
         fail(s->c, res, 400, "BAD_REQUEST",
              "Target user ID and message required for private messages");
-        return;
-    }
-    user_conns *u = registry_user(&a->reg, target);
-    if (!u) {
-        fail(s->c, res, 404, "NOT_FOUND", "Target user not found or offline");
         return;
     }
     char id[37];
@@ -386,8 +451,9 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
                                 EVENT_FIELD_STR("message", msg),
                                 EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame("private_message", data, NFIELDS(data));
-    for (session *m = u->conns; m; m = m->user_next) conn_send(m->c, f);
+    int rc = engine_publish_user(h->app->engine, target, f);
     ws_frame_unref(f);
+    if (rc != 0) fail(s->c, res, 404, "NOT_FOUND", "Target user not found or offline");
 }
 
 /* ---- room list, typing ---- */
@@ -395,24 +461,22 @@ static void route_private_message(app *a, session *s, json_t *body, handler_resu
 /* Bytes an entry {"roomId":ID,"activeUsers":N} takes in a reply, at most:
  * room ids hold no control characters (auth_valid_id), so only quotes and
  * backslashes grow when escaped. */
-static size_t room_entry_bytes(const room *rm) {
-    size_t n = strlen(rm->id);
-    for (const char *p = rm->id; *p; p++)
+static size_t room_entry_bytes(const char *id) {
+    size_t n = strlen(id);
+    for (const char *p = id; *p; p++)
         if (*p == '"' || *p == '\\') n++;
     return n + sizeof("{\"roomId\":\"\",\"activeUsers\":},") + 20;
 }
 
-json_t *handlers_rooms_page(const registry *r, const char *after, size_t limit, size_t max_bytes,
-                            char **next) {
-    room **rooms;
-    size_t n = registry_rooms_sorted(r, &rooms);
+json_t *handlers_rooms_page(const directory_room_entry *rooms, size_t n, const char *after,
+                            size_t limit, size_t max_bytes, char **next) {
     size_t i = 0;
     if (after && *after) {
         /* The first room whose id sorts after `after` (it need not exist). */
         size_t lo = 0, hi = n;
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2;
-            if (strcmp(rooms[mid]->id, after) <= 0) lo = mid + 1;
+            if (strcmp(rooms[mid].id, after) <= 0) lo = mid + 1;
             else hi = mid;
         }
         i = lo;
@@ -420,21 +484,23 @@ json_t *handlers_rooms_page(const registry *r, const char *after, size_t limit, 
     json_t *arr = json_array();
     size_t used = 0, taken = 0;
     for (; i < n && taken < limit; i++, taken++) {
-        size_t b = room_entry_bytes(rooms[i]);
+        size_t b = room_entry_bytes(rooms[i].id);
         if (taken > 0 && used + b > max_bytes) break; /* one room always goes: pages advance */
         used += b;
-        json_array_append_new(arr, json_pack("{s:s,s:I}", "roomId", rooms[i]->id, "activeUsers",
-                                             (json_int_t)rooms[i]->count));
+        json_array_append_new(arr, json_pack("{s:s,s:I}", "roomId", rooms[i].id, "activeUsers",
+                                             (json_int_t)rooms[i].count));
     }
-    *next = i < n && taken > 0 ? xstrdup(rooms[i - 1]->id) : NULL;
-    free(rooms);
+    *next = i < n && taken > 0 ? xstrdup(rooms[i - 1].id) : NULL;
     return arr;
 }
 
-json_t *handlers_rooms_json(const registry *r) {
+json_t *handlers_rooms_json(engine *e) {
+    directory_room_entry *rooms;
+    size_t n = engine_rooms(e, &rooms);
     char *next;
-    json_t *arr = handlers_rooms_page(r, NULL, SIZE_MAX, SIZE_MAX, &next);
+    json_t *arr = handlers_rooms_page(rooms, n, NULL, SIZE_MAX, SIZE_MAX, &next);
     free(next);
+    directory_rooms_free(rooms, n);
     return arr;
 }
 
@@ -447,7 +513,8 @@ json_t *handlers_rooms_json(const registry *r) {
 /* One page of the listing, within room_list_max_bytes and half the send
  * queue's cap: a listing of thousands of rooms used to be one frame above
  * max_queued_bytes, and the server cut the client that asked for it. */
-static void route_room_list(app *a, session *s, json_t *body, handler_result *res) {
+static void route_room_list(hub *h, session *s, json_t *body, handler_result *res) {
+    app *a = h->app;
     bool wrong = false;
     const char *after = get_string(body, "after", &wrong);
     if (wrong) {
@@ -469,7 +536,10 @@ static void route_room_list(app *a, session *s, json_t *body, handler_result *re
     if (half_queue < budget) budget = half_queue;
     budget = budget > ROOM_LIST_ENVELOPE ? budget - ROOM_LIST_ENVELOPE : 0;
     char *next;
-    json_t *rooms = handlers_rooms_page(&a->reg, after, (size_t)limit, budget, &next);
+    directory_room_entry *all;
+    size_t n = engine_rooms(a->engine, &all);
+    json_t *rooms = handlers_rooms_page(all, n, after, (size_t)limit, budget, &next);
+    directory_rooms_free(all, n);
     json_t *data = json_pack("{s:o,s:I,s:b}", "rooms", rooms, "timestamp", (json_int_t)time(NULL),
                              "hasMore", next != NULL);
     if (next) json_object_set_new(data, "nextAfter", json_string(next));
@@ -477,7 +547,7 @@ static void route_room_list(app *a, session *s, json_t *body, handler_result *re
     send_json(s->c, json_pack("{s:s,s:o}", "type", "room_list", "data", data));
 }
 
-static void route_typing_indicator(app *a, session *s, json_t *body, handler_result *res) {
+static void route_typing_indicator(hub *h, session *s, json_t *body, handler_result *res) {
     if (!s->room) {
         fail(s->c, res, 400, "BAD_REQUEST", "Not in a room");
         return;
@@ -489,8 +559,7 @@ static void route_typing_indicator(app *a, session *s, json_t *body, handler_res
         EVENT_FIELD_STR("roomId", s->room->id), EVENT_FIELD_BOOL("isTyping", typing),
         EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame("typing_indicator", data, NFIELDS(data));
-    for (session *m = s->room->members; m; m = m->room_next)
-        if (m != s) conn_send(m->c, f);
+    engine_publish_room(h->app->engine, s->room->id, f, s->c->id, 0);
     ws_frame_unref(f);
 }
 
@@ -505,9 +574,10 @@ static void route_typing_indicator(app *a, session *s, json_t *body, handler_res
  * one frame of 1.25 MB, and a reply never holds more than this in memory. */
 #define HISTORY_MAX_BYTES (256 * 1024)
 
-static void history_read_locked(store_op *op) {
-    app *a = op->ctx;
-    session *s = registry_by_id(&a->reg, op->conn_id);
+static void history_read(store_op *op) {
+    hub *h = op->ctx;
+    app *a = h->app;
+    session *s = registry_by_id(&h->reg, op->conn_id);
     if (!s) return;
     if (op->status != 0) {
         metrics_count_integration_error(app_metrics(a), METRICS_SLOT_DEFAULT);
@@ -518,7 +588,7 @@ static void history_read_locked(store_op *op) {
                               op->room_id, "messages", op->messages, "hasMore", op->has_more));
 }
 
-static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after, bool first);
+static void submit_resume_page(hub *h, session *s, const char *room_id, int64_t after, bool first);
 
 /* Before the first page of a replay from sinceSeq = S: when messages after
  * S are gone (past the TTL), or S is beyond the room's counter (a restored
@@ -542,9 +612,10 @@ static void resume_gap(session *s, const store_op *op) {
  * messages, oldest first. Live messages of the room were held back while
  * the page was read (they all have seq <= the page's last, as the store
  * runs reads and writes in one order), so nothing is missed or doubled. */
-static void resume_read_locked(store_op *op) {
-    app *a = op->ctx;
-    session *s = registry_by_id(&a->reg, op->conn_id);
+static void resume_read(store_op *op) {
+    hub *h = op->ctx;
+    app *a = h->app;
+    session *s = registry_by_id(&h->reg, op->conn_id);
     if (!s || s->resume_gen != op->gen || !s->room || strcmp(s->room->id, op->room_id) != 0) return;
     if (op->status != 0) {
         s->resuming = false;
@@ -559,15 +630,13 @@ static void resume_read_locked(store_op *op) {
                   json_pack("{s:s,s:O}", "type", "chat", "data", json_array_get(op->messages, i)));
     if (op->has_more && n > 0) {
         json_t *last = json_object_get(json_array_get(op->messages, n - 1), "seq");
-        submit_resume_page(a, s, op->room_id, (int64_t)json_integer_value(last), false);
+        submit_resume_page(h, s, op->room_id, (int64_t)json_integer_value(last), false);
         return;
     }
     s->resuming = false;
 }
 
-static void resume_read(store_op *op) { run_locked(op, resume_read_locked); }
-
-static void submit_resume_page(app *a, session *s, const char *room_id, int64_t after, bool first) {
+static void submit_resume_page(hub *h, session *s, const char *room_id, int64_t after, bool first) {
     store_op *op = store_op_new(STORE_OP_HISTORY);
     op->room_id = xstrdup(room_id);
     op->after_seq = after;
@@ -577,19 +646,17 @@ static void submit_resume_page(app *a, session *s, const char *room_id, int64_t 
     op->gen = s->resume_gen;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = resume_read;
-    op->ctx = a;
-    store_submit(a->store, op);
+    store_submit(h->app->store, op);
 }
 
-void handlers_resume(app *a, session *s, int64_t since) {
+void handlers_resume(hub *h, session *s, int64_t since) {
     if (!s->room) return;
     s->resuming = true;
-    submit_resume_page(a, s, s->room->id, since, true);
+    submit_resume_page(h, s, s->room->id, since, true);
 }
 
-static void history_read(store_op *op) { run_locked(op, history_read_locked); }
-
-static void route_history(app *a, session *s, json_t *body, handler_result *res) {
+static void route_history(hub *h, session *s, json_t *body, handler_result *res) {
+    app *a = h->app;
     bool wrong = false;
     const char *room_id = get_string(body, "roomId", &wrong);
     if (wrong) {
@@ -634,14 +701,13 @@ static void route_history(app *a, session *s, json_t *body, handler_result *res)
     op->max_bytes = HISTORY_MAX_BYTES;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = history_read;
-    op->ctx = a;
     if (store_submit_bounded(a->store, op) != 0) {
         store_op_free(op);
         fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
     }
 }
 
-typedef void (*route_handler)(app *a, session *s, json_t *body, handler_result *res);
+typedef void (*route_handler)(hub *h, session *s, json_t *body, handler_result *res);
 
 /* The route table: one row per built-in route key (Redis's command table). */
 static const route_handler route_table[ROUTE_COUNT] = {
@@ -654,10 +720,10 @@ static const route_handler route_table[ROUTE_COUNT] = {
     [ROUTE_HISTORY] = route_history,
 };
 
-void handlers_run(app *a, session *s, route_id id, json_t *body, handler_result *res) {
-    assert(app_locked(a)); /* handlers walk the shared registry */
+void handlers_run(hub *h, session *s, route_id id, json_t *body, handler_result *res) {
+    assert(server_owns(s->c)); /* a worker runs only its own connections */
     res->status = 200;
     res->error = NULL;
     if (id < 0 || id >= ROUTE_COUNT || !route_table[id]) return;
-    route_table[id](a, s, body, res);
+    route_table[id](h, s, body, res);
 }

@@ -13,9 +13,9 @@ typedef struct handler_result {
     const char *error; /* the error text sent, or NULL */
 } handler_result;
 
-/* Run built-in route `id` for session s with the parsed body. Errors are
- * sent to s's connection; the result says which. */
-void handlers_run(app *a, session *s, route_id id, json_t *body, handler_result *res);
+/* Run built-in route `id` for session s of hub h with the parsed body, on
+ * h's worker. Errors are sent to s's connection; the result says which. */
+void handlers_run(hub *h, session *s, route_id id, json_t *body, handler_result *res);
 
 /* Send {"type":"error","data":{"message","code","timestamp"}} to c. */
 void handlers_send_error(conn *c, const char *message, const char *code);
@@ -28,19 +28,20 @@ void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char
  * (refcount 1, caller unrefs). */
 ws_frame *handlers_frame(json_t *j);
 
-/* Return a new JSON array of every room with members, sorted by id:
- * [{"roomId","activeUsers"}] (the management API's @rooms). Caller owns
- * the array. */
-json_t *handlers_rooms_json(const registry *r);
+/* Return a new JSON array of every room with members on every worker,
+ * sorted by id: [{"roomId","activeUsers"}] (the management API's @rooms).
+ * Caller owns the array. */
+json_t *handlers_rooms_json(engine *e);
 
-/* Return a new JSON array (caller owns) of one page of that listing: the
+/* Return a new JSON array (caller owns) of one page of the listing
+ * rooms[0..n) (sorted by id): the
  * rooms whose id sorts after `after` (NULL or "": from the first), at most
  * `limit` of them, and no more entries than fit in max_bytes of encoded
  * JSON (at least one, so that paging always advances). *next is set to a
  * malloc'd copy of the page's last room id when more rooms follow (the
  * caller frees it), else to NULL. */
-json_t *handlers_rooms_page(const registry *r, const char *after, size_t limit, size_t max_bytes,
-                            char **next);
+json_t *handlers_rooms_page(const directory_room_entry *rooms, size_t n, const char *after,
+                            size_t limit, size_t max_bytes, char **next);
 
 /* One field of an event's flat "data" object. */
 typedef enum { EVENT_STR, EVENT_INT, EVENT_BOOL } event_field_kind;
@@ -71,15 +72,31 @@ ws_frame *handlers_event_frame(const char *type, const event_field *fields, size
 ws_frame *handlers_chat_frame(const store_op *op);
 
 /* Send {"type":"user_joined"|"user_left","data":{...}} about s in room
- * rm to every member of rm, skipping `except` (may be NULL). */
-void handlers_presence(room *rm, session *s, const char *type, session *except);
+ * room_id to every member of the room on every worker, skipping the
+ * connection `except` (may be NULL). */
+void handlers_presence(hub *h, const char *room_id, session *s, const char *type,
+                       const char *except);
+
+/* Move s into room_id (leaving its room, if any), in h's index and the
+ * engine's. Returns the room in h's index. */
+room *handlers_join(hub *h, session *s, const char *room_id);
+/* Take s out of its room (if any), in h's index and the engine's. */
+void handlers_leave(hub *h, session *s);
+
+/* What the engine calls on a worker to deliver to its connections. */
+const engine_deliver *handlers_deliver(void);
+
+/* store_options.on_commit: on the store thread, in commit order, publish
+ * a committed chat to its room and hand the op to the owner of the
+ * connection that asked (which runs op->done with op->ctx = its hub). */
+void handlers_store_committed(store_op *op, void *ctx);
 
 /* The $connect welcome to s. */
 void handlers_welcome(session *s);
 
 /* Replay every stored message of s's room with seq > since to s, then let
  * live messages through again (resume after a reconnect). */
-void handlers_resume(app *a, session *s, int64_t since);
+void handlers_resume(hub *h, session *s, int64_t since);
 
 /* Submit the room's creation (owner = s's user) to the store. */
 void handlers_room_join(app *a, session *s, const char *room_id);

@@ -126,76 +126,78 @@ static void denied(conn *c, const http_request *req, const char *reason) {
 
 /* ---- @connections ---- */
 
-static json_t *connection_json(session *s) {
+static json_t *connection_json(int64_t connected_at, int64_t last_active_at, const char *source_ip,
+                               const char *user_agent) {
     char connected[40], active[40];
-    mgmt_iso8601(s->c->connected_at, 0, connected, sizeof(connected));
-    mgmt_iso8601(conn_last_active_at(s->c), 0, active, sizeof(active));
+    mgmt_iso8601(connected_at, 0, connected, sizeof(connected));
+    mgmt_iso8601(last_active_at, 0, active, sizeof(active));
     return json_pack("{s:s,s:{s:s,s:s?},s:s}", "connectedAt", connected, "identity", "sourceIp",
-                     s->c->source_ip, "userAgent", s->c->user_agent, "lastActiveAt", active);
+                     source_ip, "userAgent", user_agent, "lastActiveAt", active);
 }
 
-/* The session of connection id as the management API sees it: NULL when
- * there is none or a DELETE already closed it. Under the app lock. */
-static session *live_session(app *a, const char *id) {
-    session *s = registry_by_id(&a->reg, id);
-    return s && !s->deleted ? s : NULL;
+static void gone(conn *c, const http_request *req) {
+    respond_error(c, req, 410, "GoneException", "Connection not found or gone");
 }
 
+/* The connection may be on any worker: the engine posts to its owner. */
 static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
-    session *s = live_session(a, id);
-    if (!s) {
-        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
-        return;
-    }
-    /* The send rule's: a frame of any size joins a queue within the limit;
-     * one already past it is backlogged, and the caller retries later. */
-    if (conn_queued_bytes(s->c) > (size_t)a->cfg->max_queued_bytes) {
-        respond_error(c, req, 429, "LimitExceededException",
-                      "The connection's send queue is full; retry later");
-        return;
-    }
     /* Text when the bytes are UTF-8 (what API Gateway's clients expect),
      * binary otherwise. */
     const uint8_t *body = (const uint8_t *)(req->body ? req->body : "");
     uint8_t op = ws_utf8_valid(body, req->body_len) ? WS_OP_TEXT : WS_OP_BINARY;
-    if (conn_send_data(s->c, op, body, req->body_len) != 0) {
-        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
-        return;
-    }
-    respond(c, req, 200, NULL, NULL, NULL, 0);
+    ws_frame *f = ws_frame_new(op, body, req->body_len);
+    /* The send rule's: a frame of any size joins a queue within the limit;
+     * one already past it is backlogged, and the caller retries later. */
+    int rc = engine_send_conn(a->engine, id, f, (size_t)a->cfg->max_queued_bytes);
+    ws_frame_unref(f);
+    if (rc == -2)
+        respond_error(c, req, 429, "LimitExceededException",
+                      "The connection's send queue is full; retry later");
+    else if (rc != 0) gone(c, req);
+    else respond(c, req, 200, NULL, NULL, NULL, 0);
 }
 
 static void get_connection(app *a, conn *c, const http_request *req, const char *id) {
-    session *s = live_session(a, id);
-    if (!s) {
-        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
+    engine_conn_info info;
+    if (engine_conn_lookup(a->engine, id, &info) != 0) {
+        gone(c, req);
         return;
     }
-    respond_json(c, req, 200, connection_json(s));
+    respond_json(
+        c, req, 200,
+        connection_json(info.connected_at, info.last_active_at, info.source_ip, info.user_agent));
+    free(info.user_agent);
 }
 
 static void delete_connection(app *a, conn *c, const http_request *req, const char *id) {
-    session *s = live_session(a, id);
-    if (!s) {
-        respond_error(c, req, 410, "GoneException", "Connection not found or gone");
+    /* Gone to the management API from here on, though the owner's loop has
+     * not finished the close handshake yet (API Gateway answers a call in
+     * between with GoneException, not 200). */
+    if (engine_close_conn(a->engine, id, WS_CLOSE_NORMAL, "closed by the management API") != 0) {
+        gone(c, req);
         return;
     }
-    /* Bug fix: the session stays registered until the owner's loop ends the
-     * close handshake, and a call in between (on another worker, or with
-     * the owner slow) found it and answered 200 where API Gateway answers
-     * GoneException. */
-    s->deleted = true;
-    conn_close(s->c, WS_CLOSE_NORMAL, "closed by the management API");
     respond(c, req, 204, NULL, NULL, NULL, 0);
 }
 
-static json_t *listing_entry(session *s) {
-    json_t *j = connection_json(s);
-    json_object_set_new(j, "connectionId", json_string(s->c->id));
-    json_object_set_new(j, "userId", json_string(s->user_id));
-    json_object_set_new(j, "username", json_string(s->username));
-    json_object_set_new(j, "roomId", s->room ? json_string(s->room->id) : json_null());
-    return j;
+typedef struct listing {
+    json_t *arr;
+    const char *user, *room_id; /* filters, NULL or "" for none */
+} listing;
+
+/* Under the record's shard lock (see directory_conn). */
+static void listing_add(const directory_conn *rec, void *ctx) {
+    listing *l = ctx;
+    if (l->user && *l->user && strcmp(rec->user_id, l->user) != 0) return;
+    if (l->room_id && *l->room_id && (!rec->room_id || strcmp(rec->room_id, l->room_id) != 0))
+        return;
+    json_t *j = connection_json(rec->c->connected_at, conn_last_active_at(rec->c),
+                                rec->c->source_ip, rec->c->user_agent);
+    json_object_set_new(j, "connectionId", json_string(rec->id));
+    json_object_set_new(j, "userId", json_string(rec->user_id));
+    json_object_set_new(j, "username", json_string(rec->username));
+    json_object_set_new(j, "roomId", rec->room_id ? json_string(rec->room_id) : json_null());
+    json_array_append_new(l->arr, j);
 }
 
 static void list_connections(app *a, conn *c, const http_request *req) {
@@ -204,31 +206,17 @@ static void list_connections(app *a, conn *c, const http_request *req) {
     char *user = NULL, *room_id = NULL;
     http_query_param(q, qlen, "userId", &user);
     http_query_param(q, qlen, "roomId", &room_id);
-    json_t *arr = json_array();
-    if (user && *user) {
-        user_conns *u = registry_user(&a->reg, user);
-        for (session *s = u ? u->conns : NULL; s; s = s->user_next)
-            if (!room_id || !*room_id || (s->room && strcmp(s->room->id, room_id) == 0))
-                json_array_append_new(arr, listing_entry(s));
-    } else if (room_id && *room_id) {
-        room *rm = registry_room(&a->reg, room_id);
-        for (session *s = rm ? rm->members : NULL; s; s = s->room_next)
-            json_array_append_new(arr, listing_entry(s));
-    } else {
-        size_t it = 0;
-        void *v;
-        while (strmap_next(&a->reg.by_id, &it, NULL, &v))
-            json_array_append_new(arr, listing_entry(v));
-    }
+    listing l = {.arr = json_array(), .user = user, .room_id = room_id};
+    engine_conn_each(a->engine, listing_add, &l);
     free(user);
     free(room_id);
-    respond_json(c, req, 200, json_pack("{s:o}", "connections", arr));
+    respond_json(c, req, 200, json_pack("{s:o}", "connections", l.arr));
 }
 
 /* ---- @rooms ---- */
 
 static void list_rooms(app *a, conn *c, const http_request *req) {
-    respond_json(c, req, 200, json_pack("{s:o}", "rooms", handlers_rooms_json(&a->reg)));
+    respond_json(c, req, 200, json_pack("{s:o}", "rooms", handlers_rooms_json(a->engine)));
 }
 
 static void post_to_room(app *a, conn *c, const http_request *req, const char *room_id) {
@@ -238,16 +226,11 @@ static void post_to_room(app *a, conn *c, const http_request *req, const char *r
         respond_error(c, req, 400, "BadRequestException", "Invalid room ID");
         return;
     }
-    room *rm = registry_room(&a->reg, room_id);
-    size_t delivered = 0;
-    if (rm) {
-        const uint8_t *body = (const uint8_t *)(req->body ? req->body : "");
-        uint8_t op = ws_utf8_valid(body, req->body_len) ? WS_OP_TEXT : WS_OP_BINARY;
-        ws_frame *f = ws_frame_new(op, body, req->body_len);
-        for (session *s = rm->members; s; s = s->room_next)
-            if (conn_send(s->c, f) == 0) delivered++;
-        ws_frame_unref(f);
-    }
+    const uint8_t *body = (const uint8_t *)(req->body ? req->body : "");
+    uint8_t op = ws_utf8_valid(body, req->body_len) ? WS_OP_TEXT : WS_OP_BINARY;
+    ws_frame *f = ws_frame_new(op, body, req->body_len);
+    size_t delivered = engine_publish_room(a->engine, room_id, f, NULL, 0);
+    ws_frame_unref(f);
     respond_json(c, req, 200,
                  json_pack("{s:s,s:I}", "roomId", room_id, "delivered", (json_int_t)delivered));
 }

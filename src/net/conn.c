@@ -22,13 +22,24 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_closed(uv_handle_t *h);
 static long on_http_head(http_request *r, void *ctx);
 
-static void make_id(char out[CONN_ID_LEN + 1]) {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+static const char id_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* The first character names the owning worker (any thread routes to the
+ * owner from the id alone); the other 15 are random (90 bits), so an id
+ * is never reused and a stale one matches nothing in the owner's index. */
+static void make_id(char out[CONN_ID_LEN + 1], int worker) {
     unsigned char rnd[CONN_ID_LEN];
     random_bytes(rnd, sizeof(rnd));
-    for (int i = 0; i < CONN_ID_LEN; i++) out[i] = alphabet[rnd[i] & 63];
+    out[0] = id_alphabet[worker & 63];
+    for (int i = 1; i < CONN_ID_LEN; i++) out[i] = id_alphabet[rnd[i] & 63];
     out[CONN_ID_LEN] = '\0';
+}
+
+int conn_id_worker(const char *id) {
+    if (!id || strlen(id) != CONN_ID_LEN) return -1;
+    const char *p = strchr(id_alphabet, id[0]);
+    return p && *p ? (int)(p - id_alphabet) : -1;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -98,7 +109,7 @@ conn *conn_accept(server *srv) {
     c->state = CONN_HTTP;
     c->created_ms = uv_now(srv->loop);
     c->last_active_ms = c->created_ms;
-    make_id(c->id);
+    make_id(c->id, srv->worker_index);
 
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
@@ -277,11 +288,8 @@ static bool backlog_expired(const conn *c, uint64_t now) {
 }
 
 int conn_send(conn *c, ws_frame *f) {
-    if (!server_owns(c)) {
-        /* Another worker's connection: its own thread queues the frame. */
-        server_post(c->srv, c, f, 0, NULL);
-        return 0;
-    }
+    /* Other threads reach c through its worker's inbox, by id. */
+    assert(server_owns(c));
     if (c->state != CONN_OPEN || c->close_sent) return -1;
     /* With permessage-deflate, the frame's compressed form: made once per
      * broadcast and parameter set, whichever member needs it first. */
@@ -483,9 +491,6 @@ void conn_abort(conn *c) {
 
 static void on_closed(uv_handle_t *h) {
     conn *c = h->data;
-    /* Posts from other workers may still name c (they were made while it
-     * was registered): run them while c is still here to ignore them. */
-    server_run_inbox(c->srv);
     server_conn_freed(c->srv, c);
     wq_clear(c);
     if (c->req) {
@@ -504,10 +509,7 @@ static void on_closed(uv_handle_t *h) {
 }
 
 void conn_close(conn *c, uint16_t code, const char *reason) {
-    if (!server_owns(c)) {
-        server_post(c->srv, c, NULL, code, reason);
-        return;
-    }
+    assert(server_owns(c));
     if (c->state == CONN_CLOSED) return;
     if (c->state == CONN_HTTP) {
         conn_abort(c);

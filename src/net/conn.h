@@ -90,9 +90,8 @@ typedef struct conn {
  * max_queued_bytes. Above that the connection is backlogged: it is closed
  * with 1008 (slow consumer) and -1 is returned when the queue has stayed
  * above max_queued_bytes for slow_consumer_timeout_ms, or would exceed the
- * ceiling of CONN_QUEUE_CEILING times max_queued_bytes. Called from
- * another worker's thread, the frame is posted to c's worker (see
- * server_post) and 0 is returned: that worker applies these rules. */
+ * ceiling of CONN_QUEUE_CEILING times max_queued_bytes. c's own thread
+ * only: other threads post to its worker by id (src/engine/). */
 int conn_send(conn *c, ws_frame *f);
 
 /* The hard ceiling on a backlogged queue, in units of max_queued_bytes:
@@ -106,8 +105,7 @@ int conn_send_data(conn *c, uint8_t opcode, const void *payload, size_t len);
 /* Start the closing handshake with `code` and `reason` (NULL for none): the
  * close frame is queued, further data frames from the peer are ignored, and
  * TCP is ended when the peer answers or a short deadline passes. No effect
- * on a connection already closing. From another worker's thread the close
- * is posted to c's worker. */
+ * on a connection already closing. c's own thread only. */
 void conn_close(conn *c, uint16_t code, const char *reason);
 
 /* End the TCP connection now (after nothing): queued frames are dropped.
@@ -131,6 +129,10 @@ static inline size_t conn_queued_bytes(const conn *c) {
 static inline int64_t conn_last_active_at(const conn *c) {
     return __atomic_load_n(&c->last_active_at, __ATOMIC_RELAXED);
 }
+
+/* Return the index of the worker that owns the connection with this id
+ * (from the id itself), or -1 when id is not a connection id. */
+int conn_id_worker(const char *id);
 
 /* Internal to the net module: accept, read, flush, sweep, free. */
 conn *conn_accept(struct server *srv);

@@ -77,28 +77,31 @@ static _Thread_local server *current;
 void server_enter(server *srv) { current = srv; }
 
 /* Fails closed: a thread that entered no server (the store thread, a
- * tool) owns no connection, and its sends travel through the owner's
- * inbox like any other worker's. */
+ * tool) owns no connection; what it sends travels as a post by id. */
 bool server_owns(const conn *c) { return current && c->srv == current; }
 
-void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const char *reason) {
+server *server_current(void) { return current; }
+
+static void release_item(server_inbox_item *it) {
+    if (it->f) ws_frame_unref(it->f);
+    free(it->key);
+}
+
+void server_post(server *srv, const server_inbox_item *item) {
     pthread_mutex_lock(&srv->inbox_mu);
     if (srv->inbox_closed) {
         pthread_mutex_unlock(&srv->inbox_mu);
+        server_inbox_item it = *item;
+        it.run(srv, &it, true);
+        release_item(&it);
         return;
     }
     if (srv->inbox_len == srv->inbox_cap) {
         srv->inbox_cap = srv->inbox_cap ? srv->inbox_cap * 2 : 64;
         srv->inbox = xrealloc(srv->inbox, srv->inbox_cap * sizeof(*srv->inbox));
     }
-    server_inbox_item *it = &srv->inbox[srv->inbox_len++];
+    srv->inbox[srv->inbox_len++] = *item;
     atomic_store_explicit(&srv->inbox_waiting, srv->inbox_len, memory_order_relaxed);
-    it->c = c;
-    it->f = f ? ws_frame_ref(f) : NULL;
-    if (f) __atomic_fetch_add(&c->posted_bytes, f->len, __ATOMIC_RELAXED);
-    it->close_code = close_code;
-    it->close_reason[0] = '\0';
-    if (!f && reason) snprintf(it->close_reason, sizeof(it->close_reason), "%s", reason);
     /* Later posts ride on the same wake-up. Sent under the lock, so the
      * owner cannot close the handle in between (close_inbox takes it). */
     if (srv->inbox_len == 1) uv_async_send(&srv->inbox_async);
@@ -121,13 +124,8 @@ void server_run_inbox(server *srv) {
         }
         /* A copy: a nested run may finish this batch and free it. */
         server_inbox_item it = srv->running[srv->running_pos++];
-        if (it.f) {
-            __atomic_fetch_sub(&it.c->posted_bytes, it.f->len, __ATOMIC_RELAXED);
-            conn_send(it.c, it.f);
-            ws_frame_unref(it.f);
-        } else {
-            conn_close(it.c, it.close_code, it.close_reason[0] ? it.close_reason : NULL);
-        }
+        it.run(srv, &it, false);
+        release_item(&it);
     }
 }
 
@@ -144,22 +142,36 @@ void server_run_own_inbox(void) {
 
 static void on_inbox(uv_async_t *h) { server_run_inbox(h->data); }
 
-/* The loop is going away: later posts are dropped, waiting ones released. */
+void server_inbox_init(server *srv, uv_loop_t *loop) {
+    pthread_mutex_init(&srv->inbox_mu, NULL);
+    uv_async_init(loop, &srv->inbox_async, on_inbox);
+    srv->inbox_async.data = srv;
+    uv_unref((uv_handle_t *)&srv->inbox_async); /* never what keeps the loop running */
+}
+
+/* The loop is going away: waiting posts and later ones are run as
+ * dropped (releasing what they hold). */
 static void close_inbox(server *srv) {
     pthread_mutex_lock(&srv->inbox_mu);
     srv->inbox_closed = true;
-    for (size_t i = 0; i < srv->inbox_len; i++)
-        if (srv->inbox[i].f) ws_frame_unref(srv->inbox[i].f);
-    free(srv->inbox);
+    server_inbox_item *waiting = srv->inbox;
+    size_t n = srv->inbox_len;
     srv->inbox = NULL;
     srv->inbox_len = srv->inbox_cap = 0;
     atomic_store_explicit(&srv->inbox_waiting, 0, memory_order_relaxed);
     pthread_mutex_unlock(&srv->inbox_mu);
-    for (size_t i = srv->running_pos; i < srv->running_len; i++)
-        if (srv->running[i].f) ws_frame_unref(srv->running[i].f);
+    for (size_t i = srv->running_pos; i < srv->running_len; i++) {
+        srv->running[i].run(srv, &srv->running[i], true);
+        release_item(&srv->running[i]);
+    }
     free(srv->running);
     srv->running = NULL;
     srv->running_len = srv->running_pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        waiting[i].run(srv, &waiting[i], true);
+        release_item(&waiting[i]);
+    }
+    free(waiting);
 }
 
 size_t server_queued_bytes(server *srv) {
@@ -425,10 +437,7 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
                         const server_handlers *handlers, void *app, int port, bool shared) {
     memset(srv, 0, offsetof(server, read_buf));
     srv->loop = loop;
-    pthread_mutex_init(&srv->inbox_mu, NULL);
-    uv_async_init(loop, &srv->inbox_async, on_inbox);
-    srv->inbox_async.data = srv;
-    uv_unref((uv_handle_t *)&srv->inbox_async); /* never what keeps the loop running */
+    server_inbox_init(srv, loop);
     srv->cfg = cfg;
     srv->deflate = (ws_deflate_config){
         .enabled = cfg->permessage_deflate,

@@ -47,14 +47,25 @@ typedef struct server_handlers {
     void (*on_refused)(conn *c, int status);
 } server_handlers;
 
-/* Work handed to a worker by another worker's thread: a frame to queue on,
- * or a close to start on, one of its connections. */
-typedef struct server_inbox_item {
-    conn *c;
-    ws_frame *f; /* a reference, or NULL for a close */
-    uint16_t close_code;
-    char close_reason[64];
-} server_inbox_item;
+/* Work handed to a worker by another thread (a worker, the store thread):
+ * run on the worker's own thread by `run`, in the order posted. Items
+ * name connections, rooms and users by id, never by pointer: the owner
+ * looks them up in its own index, so one that is gone is simply not found. */
+typedef struct server_inbox_item server_inbox_item;
+/* Runs item `it` on srv's thread; with `dropped` the loop is gone and run
+ * only releases what it->arg holds. The server releases f and key after. */
+typedef void (*server_inbox_fn)(struct server *srv, server_inbox_item *it, bool dropped);
+struct server_inbox_item {
+    server_inbox_fn run;
+    ws_frame *f; /* a reference (released after run), or NULL */
+    char *key;   /* malloc'd (freed after run), or NULL: a room or user id, a reason */
+    void *arg;   /* run's own */
+    void (*call)(void *, void *); /* run's own */
+    uint32_t flags;
+    uint16_t code;
+    char conn_id[CONN_ID_LEN + 1];
+    char except[CONN_ID_LEN + 1];
+};
 
 /* What server_time_next_flush calls after the flush: the monotonic ns just
  * before its first socket write and just after its last. */
@@ -139,12 +150,11 @@ void server_enter(server *srv);
  * thread that entered none. */
 bool server_owns(const conn *c);
 
-/* From another worker's thread: have c's worker queue f on c (a new
- * reference is taken) or, with f NULL, close c with close_code and reason
- * (copied). The caller must hold the application's lock and have found c
- * in its registry, so c outlives the post (c's worker runs its inbox
- * before freeing any connection). Dropped once srv's loop is gone. */
-void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const char *reason);
+/* From any thread: have srv's thread run *it (copied; its f reference and
+ * key pass to srv). Posts from one thread run in the order they were
+ * made; one wake-up serves every post made before the owner runs them.
+ * Once srv's loop is gone the item is run with dropped = true at once. */
+void server_post(server *srv, const server_inbox_item *it);
 
 /* Run the posts waiting in srv's inbox (on srv's thread), in the order
  * they were posted. A nested call (a delivery that ends a connection whose
@@ -153,10 +163,17 @@ void server_post(server *srv, conn *c, ws_frame *f, uint16_t close_code, const c
 void server_run_inbox(server *srv);
 
 /* Run the calling thread's inbox (nothing when it has entered no server).
- * The application calls it when it takes its lock: everything other
- * threads posted before is then queued on this thread's connections ahead
- * of whatever the lock holder sends them directly. */
+ * The application calls it before handling anything from a client:
+ * everything other threads posted before is then queued on this thread's
+ * connections ahead of what the handler sends them directly. */
 void server_run_own_inbox(void);
+
+/* Set up srv's inbox on loop (server_start does; for a server built by
+ * hand, as the fuzzers do). */
+void server_inbox_init(server *srv, uv_loop_t *loop);
+
+/* Return the server the calling thread entered, or NULL. */
+server *server_current(void);
 
 /* Have the calling thread's next flush of dirty connections (at the end
  * of this loop turn) call cb with ctx and when it wrote its first and last

@@ -888,10 +888,10 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     pthread_mutex_unlock(&s->lock);
 }
 
-/* One op leaves the store's accounting: it no longer counts against
- * store_submit_bounded's limits. */
-static void op_finished(store *s, const store_op *op) {
-    atomic_fetch_sub_explicit(&s->pending_bytes, op->charged, memory_order_relaxed);
+/* One op (charged bytes) leaves the store's accounting: it no longer
+ * counts against store_submit_bounded's limits. */
+static void op_finished(store *s, size_t charged) {
+    atomic_fetch_sub_explicit(&s->pending_bytes, charged, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->pending, 1, memory_order_relaxed);
 }
 
@@ -901,8 +901,11 @@ static void hand_over(store *s, store_op *op) {
     while (op) {
         store_op *next = op->next;
         op->next = NULL;
-        op_finished(s, op);
+        size_t charged = op->charged;
+        /* Counted as pending until handed over: once store_pending says 0,
+         * every completion has been posted. */
         s->opt.on_commit(op, s->opt.on_commit_ctx);
+        op_finished(s, charged);
         op = next;
     }
 }
@@ -1043,7 +1046,7 @@ static bool run_completions(store *s, size_t max, size_t max_bytes) {
     for (size_t n = 0; op && n < max && bytes < max_bytes; n++) {
         store_op *next = op->next;
         if (op->kind == STORE_OP_CHAT && op->message) bytes += strlen(op->message);
-        op_finished(s, op);
+        op_finished(s, op->charged);
         if (op->done) op->done(op);
         store_op_free(op);
         op = next;

@@ -116,15 +116,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         c->state = CONN_OPEN;
         c->srv = srv;
         c->opened = true;
-        snprintf(c->id, sizeof(c->id), "conn%012d", i);
+        snprintf(c->id, sizeof(c->id), "Aconn%011d", i);
         snprintf(c->source_ip, sizeof(c->source_ip), "%s", ips[i]);
         c->next = i + 1 < NCONN ? &conns[i + 1] : NULL;
         c->prev = i > 0 ? &conns[i - 1] : NULL;
-        sess[i] = registry_add(&a->reg, c, users[i], names[i]);
-        throttle_connection_init(&a->throttle, &sess[i]->bucket, uv_now(&loop));
-        throttle_opened(&a->throttle, c->source_ip, uv_now(&loop));
-        registry_join(&a->reg, sess[i], rooms[i]);
-        c->app = sess[i];
+        sess[i] = harness_open(a, c, users[i], names[i], rooms[i]);
     }
     srv->conns = conns;
     srv->nconns = srv->nopen = NCONN;
@@ -139,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint8_t sel = msg[0];
         int i = sel % NCONN;
         uint8_t op = (sel & 4) ? WS_OP_BINARY : WS_OP_TEXT;
-        app_handle_message(a, sess[i], op, msg + 1, len - 1);
+        app_handle_message(app_hub(a, 0), sess[i], op, msg + 1, len - 1);
         settle(a, &timer);
         release_all(srv, conns);
     }
@@ -153,13 +149,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         require(c->app == NULL);
         release_all(srv, conns);
     }
-    require(a->reg.by_id.count == 0 && a->reg.rooms.count == 0 && a->reg.users.count == 0);
+    registry *reg = &app_hub(a, 0)->reg;
+    require(reg->by_id.count == 0 && reg->rooms.count == 0 && reg->users.count == 0);
+    require(engine_conn_total(a->engine) == 0 && engine_room_total(a->engine) == 0);
     settle(a, &timer);
     release_all(srv, conns);
 
     uv_close((uv_handle_t *)&timer, NULL);
     app_close(a);
+    harness_server_close(srv);
     uv_run(&loop, UV_RUN_DEFAULT);
+    server_free(srv);
     require(uv_loop_close(&loop) == 0);
     free(a);
     free(conns);

@@ -1,6 +1,7 @@
 /* Shared by the fuzz targets that drive the application (fuzz_app,
  * fuzz_mgmt): a configuration in a temporary data directory, invariant
- * checks, and releasing what a fake connection queued (nothing writes it). */
+ * checks, and releasing what a fake connection queued (nothing writes it).
+ * Fake connection ids start with 'A': worker 0 owns them (conn_id_worker). */
 #ifndef WSGATE_FUZZ_HARNESS_H
 #define WSGATE_FUZZ_HARNESS_H
 
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/handlers.h"
 #include "config/config.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
@@ -88,7 +90,7 @@ static void harness_reset_queue(conn *c) {
 static app *harness_app_new(uv_loop_t *loop) {
     app *a = calloc(1, sizeof(*a));
     char err[512];
-    if (!a || app_init(a, &harness_cfg, loop, ":memory:", err, sizeof(err)) != 0) {
+    if (!a || app_init(a, &harness_cfg, loop, ":memory:", 1, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz: app_init: %s\n", a ? err : "out of memory");
         abort();
     }
@@ -101,12 +103,32 @@ static server *harness_server(uv_loop_t *loop, app *a) {
     server *srv = calloc(1, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = &harness_cfg;
-    srv->app = a;
+    srv->app = app_hub(a, 0);
     srv->handlers = app_handlers();
     snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", harness_cfg.stage_name);
-    app_attach(a, srv);
+    server_inbox_init(srv, loop);
+    app_attach(a, 0, srv);
     server_enter(srv); /* this thread owns the fake connections */
     return srv;
 }
+
+/* Give fake connection c (of the harness server, its id set) a session of
+ * user_id in room_id, as $connect does: in the worker's index and the
+ * engine's. Returns the session. */
+static session *harness_open(app *a, conn *c, const char *user_id, const char *username,
+                             const char *room_id) {
+    hub *h = app_hub(a, 0);
+    session *s = registry_add(&h->reg, c, user_id, username);
+    throttle_connection_init(&a->throttle, &s->bucket, throttle_now_ms());
+    throttle_opened(&a->throttle, c->source_ip, throttle_now_ms());
+    engine_conn_opened(a->engine, c, 0, s->user_id, s->username, s->user->count == 1);
+    handlers_join(h, s, room_id);
+    c->app = s;
+    return s;
+}
+
+/* After app_close: release the harness server (its inbox handle closed on
+ * the loop, which the caller runs once more). */
+static void harness_server_close(server *srv) { uv_close((uv_handle_t *)&srv->inbox_async, NULL); }
 
 #endif

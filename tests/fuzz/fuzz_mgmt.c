@@ -4,7 +4,7 @@
  * (@connections, @rooms, @config, /metrics, /healthz, /readyz).
  *
  * Each input builds a fresh app (SQLite ":memory:"), a fake server, three
- * fake open WebSocket connections (ids conn000000000000..2, users alice and
+ * fake open WebSocket connections (ids Aconn00000000000..2, users alice and
  * bob, rooms general and lobby) and one fake connection in CONN_HTTP state.
  * The first input byte picks how the rest is fed to http_request_feed (whole
  * or in pseudo-random chunks); the rest is what a client sends, possibly
@@ -132,7 +132,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i <= NWS; i++) {
         conn *c = &conns[i];
         c->srv = srv;
-        snprintf(c->id, sizeof(c->id), "conn%012d", i);
+        snprintf(c->id, sizeof(c->id), "Aconn%011d", i);
         snprintf(c->source_ip, sizeof(c->source_ip), "127.0.0.%d", i + 1);
         c->next = i < NWS ? &conns[i + 1] : NULL;
         c->prev = i > 0 ? &conns[i - 1] : NULL;
@@ -145,10 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         c->connected_at = 1700000000 + i;
         c->last_active_at = 1700000100 + i;
         if (i == 1) c->user_agent = strdup("fuzz-agent/1.0 \"quoted\"");
-        session *s = registry_add(&a->reg, c, users[i], users[i]);
-        throttle_connection_init(&a->throttle, &s->bucket, uv_now(&loop));
-        registry_join(&a->reg, s, rooms[i]);
-        c->app = s;
+        harness_open(a, c, users[i], users[i], rooms[i]);
     }
     srv->conns = conns;
     srv->nconns = NWS + 1;
@@ -213,7 +210,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     require(store_pending(a->store) == 0); /* the management API stores nothing */
     app_close(a);
+    harness_server_close(srv);
     uv_run(&loop, UV_RUN_DEFAULT);
+    server_free(srv);
     require(uv_loop_close(&loop) == 0);
     free(a);
     free(conns);

@@ -2,8 +2,8 @@
  * listing of room_list: whatever the budget, count and starting point, the
  * pages cover the sorted listing exactly once, each page's JSON fits its
  * byte budget (escaped ids included), and every page holds at least one
- * room so that paging always advances. Connections are fake `conn` structs
- * with only the id set: the registry reads nothing else. */
+ * room so that paging always advances. The rooms live in a local engine's
+ * directory, as a server's do. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -15,9 +15,17 @@
 
 #define NROOMS 60
 
-static registry reg;
-static conn *conns[NROOMS + 1];
+static engine *eng;
 static char *ids[NROOMS];
+
+/* One page of the engine's listing. */
+static json_t *page(const char *after, size_t limit, size_t max_bytes, char **next) {
+    directory_room_entry *rooms;
+    size_t n = engine_rooms(eng, &rooms);
+    json_t *arr = handlers_rooms_page(rooms, n, after, limit, max_bytes, next);
+    directory_rooms_free(rooms, n);
+    return arr;
+}
 
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -26,7 +34,7 @@ static int cmp_str(const void *a, const void *b) {
 /* NROOMS rooms of varied lengths, some ids full of characters JSON
  * escapes; the first room has two members. */
 static void setup(void) {
-    registry_init(&reg);
+    eng = engine_local_new(1, handlers_deliver());
     for (int i = 0; i < NROOMS; i++) {
         char buf[200];
         int len = 1 + (i * 37) % 120;
@@ -37,17 +45,15 @@ static void setup(void) {
         ids[i] = strdup(buf);
     }
     for (int i = 0; i <= NROOMS; i++) {
-        conns[i] = calloc(1, sizeof(conn));
-        snprintf(conns[i]->id, sizeof conns[i]->id, "c%d", i);
-        session *s = registry_add(&reg, conns[i], "u", "u");
-        registry_join(&reg, s, ids[i == NROOMS ? 0 : i]);
+        char cid[CONN_ID_LEN + 1];
+        snprintf(cid, sizeof cid, "c%d", i);
+        engine_room_joined(eng, cid, ids[i == NROOMS ? 0 : i], 0, i < NROOMS);
     }
     qsort(ids, NROOMS, sizeof ids[0], cmp_str);
 }
 
 static void teardown(void) {
-    registry_free(&reg);
-    for (int i = 0; i <= NROOMS; i++) free(conns[i]);
+    engine_free(eng);
     for (int i = 0; i < NROOMS; i++) free(ids[i]);
 }
 
@@ -59,7 +65,7 @@ static void walk(size_t limit, size_t max_bytes) {
     char *after = NULL;
     for (int pages = 0; pages <= NROOMS; pages++) {
         char *next;
-        json_t *arr = handlers_rooms_page(&reg, after, limit, max_bytes, &next);
+        json_t *arr = page(after, limit, max_bytes, &next);
         size_t n = json_array_size(arr);
         cr_assert_geq(n, 1, "a page advances");
         cr_assert_leq(n, limit);
@@ -96,24 +102,23 @@ Test(rooms_page, pages_cover_the_listing_within_budget) {
 
 Test(rooms_page, after_need_not_be_a_room) {
     char *next;
-    json_t *arr =
-        handlers_rooms_page(&reg, "01", 3, SIZE_MAX, &next); /* sorts between "00" and "01..." */
+    json_t *arr = page("01", 3, SIZE_MAX, &next); /* sorts between "00" and "01..." */
     cr_assert_eq(json_array_size(arr), 3);
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "roomId")), ids[1]);
     cr_assert_str_eq(next, ids[3]);
     free(next);
     json_decref(arr);
-    arr = handlers_rooms_page(&reg, "\x7f", 3, SIZE_MAX, &next);
+    arr = page("\x7f", 3, SIZE_MAX, &next);
     cr_assert_eq(json_array_size(arr), 0);
     cr_assert_null(next);
     json_decref(arr);
-    arr = handlers_rooms_page(&reg, "", SIZE_MAX, SIZE_MAX, &next);
+    arr = page("", SIZE_MAX, SIZE_MAX, &next);
     cr_assert_eq(json_array_size(arr), NROOMS);
     cr_assert_null(next);
     json_decref(arr);
     /* @rooms' whole listing is the one unbounded page. */
-    json_t *all = handlers_rooms_json(&reg);
-    arr = handlers_rooms_page(&reg, NULL, SIZE_MAX, SIZE_MAX, &next);
+    json_t *all = handlers_rooms_json(eng);
+    arr = page(NULL, SIZE_MAX, SIZE_MAX, &next);
     cr_assert(json_equal(all, arr));
     cr_assert_null(next);
     json_decref(arr);

@@ -1,0 +1,246 @@
+#include "engine/directory.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+/* FNV-1a: spreads room, user and connection ids over the shards (the maps
+ * inside each shard are keyed with a random seed against chosen keys). */
+static directory_shard *shard_of(directory *d, const char *key) {
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 16777619u;
+    return &d->shards[h % DIRECTORY_SHARDS];
+}
+
+void directory_init(directory *d) {
+    memset(d, 0, sizeof(*d));
+    for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
+        pthread_mutex_init(&d->shards[i].lock, NULL);
+        strmap_init_borrowed(&d->shards[i].rooms);
+        strmap_init_borrowed(&d->shards[i].users);
+        strmap_init_borrowed(&d->shards[i].conns);
+    }
+}
+
+static void conn_free(directory_conn *r) {
+    free(r->user_id);
+    free(r->username);
+    free(r->room_id);
+    free(r);
+}
+
+static void free_values(strmap *m, void (*fn)(void *)) {
+    size_t it = 0;
+    void *v;
+    while (strmap_next(m, &it, NULL, &v)) fn(v);
+    strmap_free(m);
+}
+
+static void conn_free_any(void *v) { conn_free(v); }
+
+void directory_free(directory *d) {
+    for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
+        directory_shard *sh = &d->shards[i];
+        free_values(&sh->rooms, free);
+        free_values(&sh->users, free);
+        free_values(&sh->conns, conn_free_any);
+        pthread_mutex_destroy(&sh->lock);
+    }
+}
+
+/* ---- rooms and users: counted sets of workers ---- */
+
+static size_t set_add(strmap *m, const char *id, int worker, bool first, bool *created) {
+    assert(worker >= 0 && worker < DIRECTORY_MAX_WORKERS);
+    directory_set *e = strmap_get(m, id);
+    if (!e) {
+        size_t n = strlen(id);
+        e = xcalloc(1, sizeof(*e) + n + 1);
+        memcpy(e->id, id, n + 1);
+        strmap_put(m, e->id, e, NULL);
+        if (created) *created = true;
+    }
+    if (first) e->workers |= UINT64_C(1) << worker;
+    return ++e->count;
+}
+
+static size_t set_remove(strmap *m, const char *id, int worker, bool last, bool *emptied) {
+    directory_set *e = strmap_get(m, id);
+    if (!e) return 0;
+    if (last) e->workers &= ~(UINT64_C(1) << worker);
+    if (e->count > 0) e->count--;
+    size_t n = e->count;
+    if (n == 0) {
+        strmap_remove(m, id);
+        free(e);
+        if (emptied) *emptied = true;
+    }
+    return n;
+}
+
+static uint64_t set_workers(strmap *m, const char *id, size_t *count) {
+    directory_set *e = strmap_get(m, id);
+    if (count) *count = e ? e->count : 0;
+    return e ? e->workers : 0;
+}
+
+size_t directory_room_join(directory *d, const char *room_id, int worker, bool first) {
+    directory_shard *sh = shard_of(d, room_id);
+    bool created = false;
+    pthread_mutex_lock(&sh->lock);
+    size_t n = set_add(&sh->rooms, room_id, worker, first, &created);
+    pthread_mutex_unlock(&sh->lock);
+    if (created) atomic_fetch_add_explicit(&d->rooms, 1, memory_order_relaxed);
+    return n;
+}
+
+size_t directory_room_leave(directory *d, const char *room_id, int worker, bool last) {
+    directory_shard *sh = shard_of(d, room_id);
+    bool emptied = false;
+    pthread_mutex_lock(&sh->lock);
+    size_t n = set_remove(&sh->rooms, room_id, worker, last, &emptied);
+    pthread_mutex_unlock(&sh->lock);
+    if (emptied) atomic_fetch_sub_explicit(&d->rooms, 1, memory_order_relaxed);
+    return n;
+}
+
+uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count) {
+    directory_shard *sh = shard_of(d, room_id);
+    pthread_mutex_lock(&sh->lock);
+    uint64_t w = set_workers(&sh->rooms, room_id, count);
+    pthread_mutex_unlock(&sh->lock);
+    return w;
+}
+
+void directory_user_add(directory *d, const char *user_id, int worker, bool first) {
+    directory_shard *sh = shard_of(d, user_id);
+    pthread_mutex_lock(&sh->lock);
+    set_add(&sh->users, user_id, worker, first, NULL);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void directory_user_remove(directory *d, const char *user_id, int worker, bool last) {
+    directory_shard *sh = shard_of(d, user_id);
+    pthread_mutex_lock(&sh->lock);
+    set_remove(&sh->users, user_id, worker, last, NULL);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+uint64_t directory_user_workers(directory *d, const char *user_id) {
+    directory_shard *sh = shard_of(d, user_id);
+    pthread_mutex_lock(&sh->lock);
+    uint64_t w = set_workers(&sh->users, user_id, NULL);
+    pthread_mutex_unlock(&sh->lock);
+    return w;
+}
+
+/* ---- connections ---- */
+
+void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
+                        const char *username) {
+    directory_conn *r = xcalloc(1, sizeof(*r));
+    r->c = c;
+    r->worker = worker;
+    r->user_id = xstrdup(user_id);
+    r->username = xstrdup(username);
+    memcpy(r->id, c->id, sizeof(r->id));
+    directory_shard *sh = shard_of(d, r->id);
+    pthread_mutex_lock(&sh->lock);
+    void *old = NULL;
+    strmap_put(&sh->conns, r->id, r, &old);
+    pthread_mutex_unlock(&sh->lock);
+    if (old) conn_free(old); /* ids are random: never in practice */
+    else atomic_fetch_add_explicit(&d->conns, 1, memory_order_relaxed);
+}
+
+void directory_conn_set_room(directory *d, const char *conn_id, const char *room_id) {
+    char *copy = room_id ? xstrdup(room_id) : NULL;
+    directory_shard *sh = shard_of(d, conn_id);
+    pthread_mutex_lock(&sh->lock);
+    directory_conn *r = strmap_get(&sh->conns, conn_id);
+    if (r) {
+        char *old = r->room_id;
+        r->room_id = copy;
+        copy = old;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    free(copy);
+}
+
+void directory_conn_remove(directory *d, const char *conn_id) {
+    directory_shard *sh = shard_of(d, conn_id);
+    pthread_mutex_lock(&sh->lock);
+    directory_conn *r = strmap_remove(&sh->conns, conn_id);
+    pthread_mutex_unlock(&sh->lock);
+    if (!r) return;
+    atomic_fetch_sub_explicit(&d->conns, 1, memory_order_relaxed);
+    conn_free(r);
+}
+
+int directory_conn_visit(directory *d, const char *conn_id,
+                         int (*fn)(directory_conn *rec, void *ctx), void *ctx) {
+    directory_shard *sh = shard_of(d, conn_id);
+    pthread_mutex_lock(&sh->lock);
+    directory_conn *r = strmap_get(&sh->conns, conn_id);
+    int rc = r ? fn(r, ctx) : -1;
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+void directory_conn_each(directory *d, void (*fn)(const directory_conn *rec, void *ctx),
+                         void *ctx) {
+    for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
+        directory_shard *sh = &d->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        size_t it = 0;
+        void *v;
+        while (strmap_next(&sh->conns, &it, NULL, &v)) fn(v, ctx);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+/* ---- listings and totals ---- */
+
+static int by_id(const void *a, const void *b) {
+    return strcmp(((const directory_room_entry *)a)->id, ((const directory_room_entry *)b)->id);
+}
+
+size_t directory_rooms_sorted(directory *d, directory_room_entry **out) {
+    size_t n = 0, cap = 0;
+    directory_room_entry *v = NULL;
+    for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
+        directory_shard *sh = &d->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        size_t it = 0;
+        void *val;
+        while (strmap_next(&sh->rooms, &it, NULL, &val)) {
+            const directory_set *e = val;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                v = xrealloc(v, cap * sizeof(*v));
+            }
+            v[n].id = xstrdup(e->id);
+            v[n].count = e->count;
+            n++;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    if (n > 1) qsort(v, n, sizeof(*v), by_id);
+    *out = v;
+    return n;
+}
+
+void directory_rooms_free(directory_room_entry *rooms, size_t n) {
+    for (size_t i = 0; i < n; i++) free(rooms[i].id);
+    free(rooms);
+}
+
+size_t directory_room_total(const directory *d) {
+    return atomic_load_explicit(&d->rooms, memory_order_relaxed);
+}
+
+size_t directory_conn_total(const directory *d) {
+    return atomic_load_explicit(&d->conns, memory_order_relaxed);
+}

@@ -1,0 +1,107 @@
+/* The directory: the facts about connections, rooms and users that cross
+ * workers. Each worker keeps its own index of its own connections (its
+ * hub); the directory says which workers have members of a room, which
+ * have connections of a user, how many there are in all, and what the
+ * management API may ask about any connection. It is sharded (64 shards by
+ * key hash, each with its own mutex, as Centrifugo's hub) and touched on
+ * open, close, join and leave, never per message. Any thread. */
+#ifndef WSGATE_ENGINE_DIRECTORY_H
+#define WSGATE_ENGINE_DIRECTORY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strmap.h"
+#include "net/conn.h"
+
+#define DIRECTORY_SHARDS 64
+/* Worker sets are bit masks: at most this many workers. */
+#define DIRECTORY_MAX_WORKERS 64
+
+/* A live connection as any thread may see it. */
+typedef struct directory_conn {
+    /* The connection itself, for its atomic fields only (queued bytes, last
+     * activity): valid while the record is in the directory, which its
+     * worker leaves (on close) before the connection can be freed, and read
+     * only under the shard's lock. */
+    conn *c;
+    int worker;
+    char *user_id, *username; /* owned copies */
+    char *room_id;            /* owned, NULL in no room; changed by the owner */
+    bool deleted;             /* DELETE @connections closed it: gone from then on */
+    char id[CONN_ID_LEN + 1];
+} directory_conn;
+
+typedef struct directory_shard {
+    pthread_mutex_t lock;
+    strmap rooms; /* room id -> directory_set (rooms with members) */
+    strmap users; /* user id -> directory_set (users with connections) */
+    strmap conns; /* connection id -> directory_conn (borrowed keys) */
+    char pad[64]; /* shards on their own cache lines */
+} directory_shard;
+
+typedef struct directory {
+    directory_shard shards[DIRECTORY_SHARDS];
+    _Atomic size_t rooms; /* rooms with members */
+    _Atomic size_t conns; /* connections in the directory */
+} directory;
+
+/* A room's or a user's entry: how many connections, on which workers. */
+typedef struct directory_set {
+    uint64_t workers; /* bit w: worker w has some */
+    size_t count;
+    char id[];
+} directory_set;
+
+void directory_init(directory *d);
+/* Free every entry still in d. */
+void directory_free(directory *d);
+
+/* Worker `worker` has one more member in room_id (first: its first one
+ * there) / one fewer (last: it has none left). Returns the room's new
+ * member count over every worker. */
+size_t directory_room_join(directory *d, const char *room_id, int worker, bool first);
+size_t directory_room_leave(directory *d, const char *room_id, int worker, bool last);
+/* Return the workers with members in room_id (0: none) and, when count is
+ * not NULL, the room's member count. */
+uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count);
+
+/* The same for a user's connections. */
+void directory_user_add(directory *d, const char *user_id, int worker, bool first);
+void directory_user_remove(directory *d, const char *user_id, int worker, bool last);
+uint64_t directory_user_workers(directory *d, const char *user_id);
+
+/* Record live connection c of worker `worker` (copies the strings). */
+void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
+                        const char *username);
+/* Set c's room (NULL: none), as its owner moves it. */
+void directory_conn_set_room(directory *d, const char *conn_id, const char *room_id);
+/* Forget connection conn_id (its owner, on close, before freeing it). */
+void directory_conn_remove(directory *d, const char *conn_id);
+
+/* Call fn with the record of conn_id under its shard's lock and return
+ * fn's result, or return -1 (fn not called) when there is none. fn must
+ * not call back into the directory. */
+int directory_conn_visit(directory *d, const char *conn_id,
+                         int (*fn)(directory_conn *rec, void *ctx), void *ctx);
+/* Call fn for every record, one shard at a time under its lock. */
+void directory_conn_each(directory *d, void (*fn)(const directory_conn *rec, void *ctx), void *ctx);
+
+/* One room of a listing: a copy of its id and its member count. */
+typedef struct directory_room_entry {
+    char *id;
+    size_t count;
+} directory_room_entry;
+/* Fill *out with a malloc'd array of every room with members, sorted by
+ * id (a snapshot); returns the count. Free with directory_rooms_free. */
+size_t directory_rooms_sorted(directory *d, directory_room_entry **out);
+void directory_rooms_free(directory_room_entry *rooms, size_t n);
+
+/* Rooms with members, connections: over every worker (relaxed reads). */
+size_t directory_room_total(const directory *d);
+size_t directory_conn_total(const directory *d);
+
+#endif

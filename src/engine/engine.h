@@ -1,0 +1,178 @@
+/* The engine: how what one worker says reaches connections on other
+ * workers (and, with a multi-node engine, other nodes), and what the
+ * application may ask about connections it does not own. A small table of
+ * operations, as Centrifugo's Broker and PresenceManager: the handlers and
+ * the management API talk to the engine only, never to another worker's
+ * connections or index. The local engine (engine_local_new) serves one
+ * process: a sharded directory and one inbox per worker.
+ *
+ * Delivery is by id: the engine hands each worker, on its own thread, the
+ * frames for its members of a room, its connections of a user, or one of
+ * its connections (engine_deliver); the worker looks them up in its own
+ * index. Any operation may be called from any thread unless it says
+ * otherwise. */
+#ifndef WSGATE_ENGINE_ENGINE_H
+#define WSGATE_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/directory.h"
+#include "net/conn.h"
+#include "net/server.h"
+#include "ws/frame.h"
+
+typedef struct engine engine;
+
+/* Room delivery flags. */
+#define ENGINE_SKIP_RESUMING 1u /* members replaying stored messages get it from the replay */
+
+/* What a worker does with what the engine hands it, on its own thread;
+ * `hub` is the server's app pointer (the worker's application state). The
+ * frame is borrowed for the call. */
+typedef struct engine_deliver {
+    /* To the worker's members of room_id, except the connection `except`
+     * (NULL: none). */
+    void (*room)(void *hub, const char *room_id, ws_frame *f, const char *except, unsigned flags);
+    /* To the worker's connections of user_id. */
+    void (*user)(void *hub, const char *user_id, ws_frame *f);
+    /* To connection conn_id, if still there. counted: f's bytes were added
+     * to the connection's posted_bytes when it was sent (take them off). */
+    void (*conn)(void *hub, const char *conn_id, ws_frame *f, bool counted);
+    /* Start closing connection conn_id, if still there. */
+    void (*close)(void *hub, const char *conn_id, uint16_t code, const char *reason);
+} engine_deliver;
+
+/* A function run on a connection's worker (engine_call_owner): hub is that
+ * worker's, or NULL when the call was dropped (the worker is gone; release
+ * arg only). */
+typedef void (*engine_call_fn)(void *hub, void *arg);
+
+/* What the management API reads about a connection. */
+typedef struct engine_conn_info {
+    int64_t connected_at, last_active_at; /* Unix seconds */
+    char source_ip[46];
+    char *user_agent; /* malloc'd or NULL: the caller frees */
+    size_t queued_bytes;
+} engine_conn_info;
+
+typedef struct engine_ops {
+    const char *name;
+    void (*free)(engine *e);
+    /* Membership, called by the owning worker on its thread. `first` /
+     * `last`: the worker's first connection of the user, or member of the
+     * room, arrives / its last one goes. */
+    void (*conn_opened)(engine *e, conn *c, int worker, const char *user_id, const char *username,
+                        bool first);
+    void (*conn_closed)(engine *e, const char *conn_id, const char *user_id, int worker, bool last);
+    size_t (*room_joined)(engine *e, const char *conn_id, const char *room_id, int worker,
+                          bool first);
+    void (*room_left)(engine *e, const char *conn_id, const char *room_id, int worker, bool last);
+    /* Messages. The frame is borrowed (the engine takes its own refs). */
+    size_t (*publish_room)(engine *e, const char *room_id, ws_frame *f, const char *except,
+                           unsigned flags);
+    int (*publish_user)(engine *e, const char *user_id, ws_frame *f);
+    int (*send_conn)(engine *e, const char *conn_id, ws_frame *f, size_t max_queued);
+    int (*close_conn)(engine *e, const char *conn_id, uint16_t code, const char *reason);
+    int (*call_owner)(engine *e, const char *conn_id, engine_call_fn fn, void *arg);
+    /* Presence and lookups. */
+    size_t (*room_count)(engine *e, const char *room_id);
+    size_t (*rooms)(engine *e, directory_room_entry **out);
+    int (*conn_info)(engine *e, const char *conn_id, engine_conn_info *out);
+    void (*conn_each)(engine *e, void (*fn)(const directory_conn *rec, void *ctx), void *ctx);
+    size_t (*conn_total)(engine *e);
+    size_t (*room_total)(engine *e);
+} engine_ops;
+
+struct engine {
+    const engine_ops *ops;
+};
+
+/* Return the local engine for nworkers workers (at most
+ * DIRECTORY_MAX_WORKERS) delivering through d (static, borrowed). Free
+ * with engine_free. */
+engine *engine_local_new(size_t nworkers, const engine_deliver *d);
+/* Tell the local engine which server is worker `index` (before any
+ * connection arrives). Deliveries to it are posted to srv's inbox. */
+void engine_local_attach(engine *e, int index, server *srv);
+
+static inline void engine_free(engine *e) { e->ops->free(e); }
+
+/* A connection opened on worker `worker` (first: its first of the user
+ * there) / closed (last: its last). Owner thread. */
+static inline void engine_conn_opened(engine *e, conn *c, int worker, const char *user_id,
+                                      const char *username, bool first) {
+    e->ops->conn_opened(e, c, worker, user_id, username, first);
+}
+static inline void engine_conn_closed(engine *e, const char *conn_id, const char *user_id,
+                                      int worker, bool last) {
+    e->ops->conn_closed(e, conn_id, user_id, worker, last);
+}
+/* Connection conn_id joined room_id (first: the worker's first member
+ * there); returns the room's member count everywhere. Owner thread. */
+static inline size_t engine_room_joined(engine *e, const char *conn_id, const char *room_id,
+                                        int worker, bool first) {
+    return e->ops->room_joined(e, conn_id, room_id, worker, first);
+}
+/* Connection conn_id left room_id (last: the worker's last member there).
+ * Owner thread. */
+static inline void engine_room_left(engine *e, const char *conn_id, const char *room_id,
+                                    int worker, bool last) {
+    e->ops->room_left(e, conn_id, room_id, worker, last);
+}
+/* Send f to every member of room_id but `except` (flags:
+ * ENGINE_SKIP_RESUMING). Frames published by one thread reach each member
+ * in the order published. Returns the room's member count (0: no room). */
+static inline size_t engine_publish_room(engine *e, const char *room_id, ws_frame *f,
+                                         const char *except, unsigned flags) {
+    return e->ops->publish_room(e, room_id, f, except, flags);
+}
+/* Send f to every connection of user_id. Returns 0, or -1 when the user
+ * has none. */
+static inline int engine_publish_user(engine *e, const char *user_id, ws_frame *f) {
+    return e->ops->publish_user(e, user_id, f);
+}
+/* Send f to connection conn_id. Returns 0; -1 when there is no such live
+ * connection (or a DELETE closed it); -2 when its unsent bytes already
+ * pass max_queued (0: no check) and nothing was sent. */
+static inline int engine_send_conn(engine *e, const char *conn_id, ws_frame *f,
+                                   size_t max_queued) {
+    return e->ops->send_conn(e, conn_id, f, max_queued);
+}
+/* Close connection conn_id with code and reason (the management API's
+ * DELETE): it is gone to engine_send_conn and engine_conn_info at once.
+ * Returns 0, or -1 when there is no such live connection. */
+static inline int engine_close_conn(engine *e, const char *conn_id, uint16_t code,
+                                    const char *reason) {
+    return e->ops->close_conn(e, conn_id, code, reason);
+}
+/* Run fn(hub, arg) on the worker that owns conn_id, after what was posted
+ * to that worker before. Returns 0, or -1 (fn not called, arg still the
+ * caller's) when conn_id names no worker. */
+static inline int engine_call_owner(engine *e, const char *conn_id, engine_call_fn fn,
+                                    void *arg) {
+    return e->ops->call_owner(e, conn_id, fn, arg);
+}
+/* Members of room_id everywhere. */
+static inline size_t engine_room_count(engine *e, const char *room_id) {
+    return e->ops->room_count(e, room_id);
+}
+/* Every room with members, sorted by id (see directory_rooms_sorted). */
+static inline size_t engine_rooms(engine *e, directory_room_entry **out) {
+    return e->ops->rooms(e, out);
+}
+/* Fill *out about live connection conn_id. Returns 0 or -1 (none, or
+ * closed by a DELETE). */
+static inline int engine_conn_lookup(engine *e, const char *conn_id, engine_conn_info *out) {
+    return e->ops->conn_info(e, conn_id, out);
+}
+/* Call fn for every live connection (not those closed by a DELETE). */
+static inline void engine_conn_each(engine *e, void (*fn)(const directory_conn *rec, void *ctx),
+                                    void *ctx) {
+    e->ops->conn_each(e, fn, ctx);
+}
+static inline size_t engine_conn_total(engine *e) { return e->ops->conn_total(e); }
+static inline size_t engine_room_total(engine *e) { return e->ops->room_total(e); }
+
+#endif
