@@ -83,7 +83,8 @@ void handlers_presence(hub *h, const char *room_id, session *s, const char *type
         EVENT_FIELD_STR("userId", s->user_id), EVENT_FIELD_STR("username", s->username),
         EVENT_FIELD_STR("roomId", room_id), EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame(type, data, NFIELDS(data));
-    engine_publish_room(h->app->engine, room_id, f, except, 0);
+    room *local = registry_room(&h->reg, room_id);
+    engine_publish_room(h->app->engine, room_id, local ? local->engine_room : NULL, f, except, 0);
     ws_frame_unref(f);
 }
 
@@ -100,7 +101,8 @@ void handlers_leave(hub *h, session *s) {
 room *handlers_join(hub *h, session *s, const char *room_id) {
     handlers_leave(h, s);
     room *rm = registry_join(&h->reg, s, room_id);
-    engine_room_joined(h->app->engine, s->c->id, room_id, h->index, rm->count == 1);
+    rm->engine_room =
+        engine_room_joined(h->app->engine, s->c->id, room_id, h->index, rm->count == 1);
     return rm;
 }
 
@@ -320,7 +322,7 @@ void handlers_store_committed(store_op *op, void *ctx) {
      * so each member sees a room's seq in order with no hub loop. */
     if (op->kind == STORE_OP_CHAT && op->status == 0 && !op->duplicate) {
         ws_frame *f = handlers_chat_frame(op);
-        engine_publish_room(a->engine, op->room_id, f, NULL, ENGINE_SKIP_RESUMING);
+        engine_publish_room(a->engine, op->room_id, NULL, f, NULL, ENGINE_SKIP_RESUMING);
         ws_frame_unref(f);
     }
     if (!op->done || engine_call_owner(a->engine, op->conn_id, run_done, op) != 0)
@@ -559,7 +561,7 @@ static void route_typing_indicator(hub *h, session *s, json_t *body, handler_res
         EVENT_FIELD_STR("roomId", s->room->id), EVENT_FIELD_BOOL("isTyping", typing),
         EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = handlers_event_frame("typing_indicator", data, NFIELDS(data));
-    engine_publish_room(h->app->engine, s->room->id, f, s->c->id, 0);
+    engine_publish_room(h->app->engine, s->room->id, s->room->engine_room, f, s->c->id, 0);
     ws_frame_unref(f);
 }
 

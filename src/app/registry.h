@@ -2,7 +2,8 @@
  * and its UserIndex and RoomIndex: every open connection's session, indexed
  * by connection id, by user and by room. Add, move and remove are O(1); a
  * room's members and a user's connections are intrusive lists, so a
- * broadcast walks exactly the recipients. Owned by one loop thread. */
+ * broadcast walks exactly the recipients. Each worker has its own (its
+ * hub's) and only its thread touches it. */
 #ifndef WSGATE_APP_REGISTRY_H
 #define WSGATE_APP_REGISTRY_H
 
@@ -16,9 +17,10 @@
 typedef struct session session;
 
 typedef struct room {
-    session *members; /* list through session.room_next */
-    size_t count;
-    char id[]; /* also the rooms map's key */
+    session *members;  /* list through session.room_next */
+    size_t count;      /* members on this worker */
+    void *engine_room; /* the engine's handle (engine_room_joined), while count > 0 */
+    char id[];         /* also the rooms map's key */
 } room;
 
 typedef struct user_conns {

@@ -52,7 +52,9 @@ void directory_free(directory *d) {
 
 /* ---- rooms and users: counted sets of workers ---- */
 
-static size_t set_add(strmap *m, const char *id, int worker, bool first, bool *created) {
+/* Under the shard's lock; the fields are atomics for the lock-free
+ * readers of pinned entries. */
+static directory_set *set_add(strmap *m, const char *id, int worker, bool first, bool *created) {
     assert(worker >= 0 && worker < DIRECTORY_MAX_WORKERS);
     directory_set *e = strmap_get(m, id);
     if (!e) {
@@ -62,16 +64,18 @@ static size_t set_add(strmap *m, const char *id, int worker, bool first, bool *c
         strmap_put(m, e->id, e, NULL);
         if (created) *created = true;
     }
-    if (first) e->workers |= UINT64_C(1) << worker;
-    return ++e->count;
+    if (first) atomic_fetch_or_explicit(&e->workers, UINT64_C(1) << worker, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->count, 1, memory_order_relaxed);
+    return e;
 }
 
 static size_t set_remove(strmap *m, const char *id, int worker, bool last, bool *emptied) {
     directory_set *e = strmap_get(m, id);
     if (!e) return 0;
-    if (last) e->workers &= ~(UINT64_C(1) << worker);
-    if (e->count > 0) e->count--;
-    size_t n = e->count;
+    if (last)
+        atomic_fetch_and_explicit(&e->workers, ~(UINT64_C(1) << worker), memory_order_relaxed);
+    size_t n = atomic_load_explicit(&e->count, memory_order_relaxed);
+    if (n > 0) atomic_store_explicit(&e->count, --n, memory_order_relaxed);
     if (n == 0) {
         strmap_remove(m, id);
         free(e);
@@ -82,18 +86,21 @@ static size_t set_remove(strmap *m, const char *id, int worker, bool last, bool 
 
 static uint64_t set_workers(strmap *m, const char *id, size_t *count) {
     directory_set *e = strmap_get(m, id);
-    if (count) *count = e ? e->count : 0;
-    return e ? e->workers : 0;
+    if (!e) {
+        if (count) *count = 0;
+        return 0;
+    }
+    return directory_set_workers(e, count);
 }
 
-size_t directory_room_join(directory *d, const char *room_id, int worker, bool first) {
+directory_set *directory_room_join(directory *d, const char *room_id, int worker, bool first) {
     directory_shard *sh = shard_of(d, room_id);
     bool created = false;
     pthread_mutex_lock(&sh->lock);
-    size_t n = set_add(&sh->rooms, room_id, worker, first, &created);
+    directory_set *e = set_add(&sh->rooms, room_id, worker, first, &created);
     pthread_mutex_unlock(&sh->lock);
     if (created) atomic_fetch_add_explicit(&d->rooms, 1, memory_order_relaxed);
-    return n;
+    return e;
 }
 
 size_t directory_room_leave(directory *d, const char *room_id, int worker, bool last) {
@@ -222,7 +229,7 @@ size_t directory_rooms_sorted(directory *d, directory_room_entry **out) {
                 v = xrealloc(v, cap * sizeof(*v));
             }
             v[n].id = xstrdup(e->id);
-            v[n].count = e->count;
+            v[n].count = atomic_load_explicit(&e->count, memory_order_relaxed);
             n++;
         }
         pthread_mutex_unlock(&sh->lock);

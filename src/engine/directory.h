@@ -49,10 +49,13 @@ typedef struct directory {
     _Atomic size_t conns; /* connections in the directory */
 } directory;
 
-/* A room's or a user's entry: how many connections, on which workers. */
+/* A room's or a user's entry: how many connections, on which workers.
+ * Changed under its shard's lock; workers and count may also be read
+ * without it (relaxed atomics) through a pointer pinned as
+ * directory_room_join says. */
 typedef struct directory_set {
-    uint64_t workers; /* bit w: worker w has some */
-    size_t count;
+    _Atomic uint64_t workers; /* bit w: worker w has some */
+    _Atomic size_t count;
     char id[];
 } directory_set;
 
@@ -61,10 +64,19 @@ void directory_init(directory *d);
 void directory_free(directory *d);
 
 /* Worker `worker` has one more member in room_id (first: its first one
- * there) / one fewer (last: it has none left). Returns the room's new
- * member count over every worker. */
-size_t directory_room_join(directory *d, const char *room_id, int worker, bool first);
+ * there). Returns the room's entry: it stays in memory while the room has
+ * members, so a worker may keep the pointer while it has members there
+ * and read the entry's workers and count with no lock (directory_set_*),
+ * which is how a worker publishes to a room with no shared lock. */
+directory_set *directory_room_join(directory *d, const char *room_id, int worker, bool first);
+/* One fewer (last: the worker has none left). Returns the room's member
+ * count over every worker. */
 size_t directory_room_leave(directory *d, const char *room_id, int worker, bool last);
+/* Read a pinned entry's workers and count (any thread, no lock). */
+static inline uint64_t directory_set_workers(const directory_set *e, size_t *count) {
+    if (count) *count = atomic_load_explicit(&e->count, memory_order_relaxed);
+    return atomic_load_explicit(&e->workers, memory_order_relaxed);
+}
 /* Return the workers with members in room_id (0: none) and, when count is
  * not NULL, the room's member count. */
 uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count);

@@ -24,6 +24,10 @@
 #include "ws/frame.h"
 
 typedef struct engine engine;
+/* A room as the engine knows it, handed to a worker that has members there
+ * (engine_room_joined) and valid while it has: publishing through it needs
+ * no lookup and no shared lock. Opaque. */
+typedef struct engine_room engine_room;
 
 /* Room delivery flags. */
 #define ENGINE_SKIP_RESUMING 1u /* members replaying stored messages get it from the replay */
@@ -66,12 +70,12 @@ typedef struct engine_ops {
     void (*conn_opened)(engine *e, conn *c, int worker, const char *user_id, const char *username,
                         bool first);
     void (*conn_closed)(engine *e, const char *conn_id, const char *user_id, int worker, bool last);
-    size_t (*room_joined)(engine *e, const char *conn_id, const char *room_id, int worker,
-                          bool first);
+    engine_room *(*room_joined)(engine *e, const char *conn_id, const char *room_id, int worker,
+                                bool first);
     void (*room_left)(engine *e, const char *conn_id, const char *room_id, int worker, bool last);
     /* Messages. The frame is borrowed (the engine takes its own refs). */
-    size_t (*publish_room)(engine *e, const char *room_id, ws_frame *f, const char *except,
-                           unsigned flags);
+    size_t (*publish_room)(engine *e, const char *room_id, engine_room *pinned, ws_frame *f,
+                           const char *except, unsigned flags);
     int (*publish_user)(engine *e, const char *user_id, ws_frame *f);
     int (*send_conn)(engine *e, const char *conn_id, ws_frame *f, size_t max_queued);
     int (*close_conn)(engine *e, const char *conn_id, uint16_t code, const char *reason);
@@ -110,23 +114,26 @@ static inline void engine_conn_closed(engine *e, const char *conn_id, const char
     e->ops->conn_closed(e, conn_id, user_id, worker, last);
 }
 /* Connection conn_id joined room_id (first: the worker's first member
- * there); returns the room's member count everywhere. Owner thread. */
-static inline size_t engine_room_joined(engine *e, const char *conn_id, const char *room_id,
-                                        int worker, bool first) {
+ * there). Returns the room's handle, which the worker may keep and publish
+ * through while it has members there. Owner thread. */
+static inline engine_room *engine_room_joined(engine *e, const char *conn_id, const char *room_id,
+                                              int worker, bool first) {
     return e->ops->room_joined(e, conn_id, room_id, worker, first);
 }
 /* Connection conn_id left room_id (last: the worker's last member there).
  * Owner thread. */
-static inline void engine_room_left(engine *e, const char *conn_id, const char *room_id,
-                                    int worker, bool last) {
+static inline void engine_room_left(engine *e, const char *conn_id, const char *room_id, int worker,
+                                    bool last) {
     e->ops->room_left(e, conn_id, room_id, worker, last);
 }
 /* Send f to every member of room_id but `except` (flags:
- * ENGINE_SKIP_RESUMING). Frames published by one thread reach each member
- * in the order published. Returns the room's member count (0: no room). */
-static inline size_t engine_publish_room(engine *e, const char *room_id, ws_frame *f,
-                                         const char *except, unsigned flags) {
-    return e->ops->publish_room(e, room_id, f, except, flags);
+ * ENGINE_SKIP_RESUMING). pinned: the room's handle when the caller's
+ * worker has members there (no lookup, no lock), else NULL. Frames
+ * published by one thread reach each member in the order published.
+ * Returns the room's member count (0: no room). */
+static inline size_t engine_publish_room(engine *e, const char *room_id, engine_room *pinned,
+                                         ws_frame *f, const char *except, unsigned flags) {
+    return e->ops->publish_room(e, room_id, pinned, f, except, flags);
 }
 /* Send f to every connection of user_id. Returns 0, or -1 when the user
  * has none. */
@@ -136,8 +143,7 @@ static inline int engine_publish_user(engine *e, const char *user_id, ws_frame *
 /* Send f to connection conn_id. Returns 0; -1 when there is no such live
  * connection (or a DELETE closed it); -2 when its unsent bytes already
  * pass max_queued (0: no check) and nothing was sent. */
-static inline int engine_send_conn(engine *e, const char *conn_id, ws_frame *f,
-                                   size_t max_queued) {
+static inline int engine_send_conn(engine *e, const char *conn_id, ws_frame *f, size_t max_queued) {
     return e->ops->send_conn(e, conn_id, f, max_queued);
 }
 /* Close connection conn_id with code and reason (the management API's
@@ -150,8 +156,7 @@ static inline int engine_close_conn(engine *e, const char *conn_id, uint16_t cod
 /* Run fn(hub, arg) on the worker that owns conn_id, after what was posted
  * to that worker before. Returns 0, or -1 (fn not called, arg still the
  * caller's) when conn_id names no worker. */
-static inline int engine_call_owner(engine *e, const char *conn_id, engine_call_fn fn,
-                                    void *arg) {
+static inline int engine_call_owner(engine *e, const char *conn_id, engine_call_fn fn, void *arg) {
     return e->ops->call_owner(e, conn_id, fn, arg);
 }
 /* Members of room_id everywhere. */

@@ -74,8 +74,8 @@ static void post(server *srv, server_inbox_fn run, const engine_deliver *d, ws_f
 
 /* ---- membership ---- */
 
-static void l_conn_opened(engine *e, conn *c, int worker, const char *user_id,
-                          const char *username, bool first) {
+static void l_conn_opened(engine *e, conn *c, int worker, const char *user_id, const char *username,
+                          bool first) {
     directory_conn_add(&L(e)->dir, c, worker, user_id, username);
     directory_user_add(&L(e)->dir, user_id, worker, first);
 }
@@ -86,10 +86,12 @@ static void l_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     directory_conn_remove(&L(e)->dir, conn_id);
 }
 
-static size_t l_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
-                            bool first) {
+/* The local engine's room handle is the directory's entry: it lives while
+ * the room has members, and the worker keeps it only while it has some. */
+static engine_room *l_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
+                                  bool first) {
     directory_conn_set_room(&L(e)->dir, conn_id, room_id);
-    return directory_room_join(&L(e)->dir, room_id, worker, first);
+    return (engine_room *)directory_room_join(&L(e)->dir, room_id, worker, first);
 }
 
 static void l_room_left(engine *e, const char *conn_id, const char *room_id, int worker,
@@ -100,16 +102,20 @@ static void l_room_left(engine *e, const char *conn_id, const char *room_id, int
 
 /* ---- messages ---- */
 
-static size_t l_publish_room(engine *e, const char *room_id, ws_frame *f, const char *except,
-                             unsigned flags) {
+static size_t l_publish_room(engine *e, const char *room_id, engine_room *pinned, ws_frame *f,
+                             const char *except, unsigned flags) {
     local_engine *le = L(e);
     size_t count;
-    uint64_t mask = directory_room_workers(&le->dir, room_id, &count);
+    /* A worker publishing to its own room reads the pinned entry: no
+     * shared lock on the message path. Others look the room up. */
+    uint64_t mask = pinned ? directory_set_workers((directory_set *)pinned, &count)
+                           : directory_room_workers(&le->dir, room_id, &count);
     int self = current_worker(le);
     for (size_t w = 0; w < le->nworkers; w++)
         if ((mask >> w & 1) && (int)w != self)
             post(le->workers[w], run_room, le->d, f, room_id, NULL, except, flags, 0);
-    if (self >= 0 && (mask >> self & 1)) le->d->room(le->workers[self]->app, room_id, f, except, flags);
+    if (self >= 0 && (mask >> self & 1))
+        le->d->room(le->workers[self]->app, room_id, f, except, flags);
     return count;
 }
 

@@ -229,7 +229,7 @@ static void post_to_room(app *a, conn *c, const http_request *req, const char *r
     const uint8_t *body = (const uint8_t *)(req->body ? req->body : "");
     uint8_t op = ws_utf8_valid(body, req->body_len) ? WS_OP_TEXT : WS_OP_BINARY;
     ws_frame *f = ws_frame_new(op, body, req->body_len);
-    size_t delivered = engine_publish_room(a->engine, room_id, f, NULL, 0);
+    size_t delivered = engine_publish_room(a->engine, room_id, NULL, f, NULL, 0);
     ws_frame_unref(f);
     respond_json(c, req, 200,
                  json_pack("{s:s,s:I}", "roomId", room_id, "delivered", (json_int_t)delivered));
