@@ -6,7 +6,7 @@
 # load, so they show what a change to the code did.
 #   make profile                       # both workloads
 #   WORKLOADS=chat BUILD=/tmp/b ./bench/callgrind.sh
-# Knobs: ROOMS, MEMBERS, RATE (chats/s per room), DURATION, STORM_CONNS,
+# Knobs: ROOMS, MEMBERS, RATE (chats/s per room), DURATION, STORM_CONNS, WORKERS,
 # TOP (functions listed per thread), OUT (where the callgrind files stay).
 # wsgate runs with one worker, in API mode with its defaults (encryption at
 # rest on, store_sync=full), logging at ERROR and throttling off. Counting
@@ -22,6 +22,7 @@ MEMBERS=${MEMBERS:-20}
 RATE=${RATE:-25}
 DURATION=${DURATION:-4}
 STORM_CONNS=${STORM_CONNS:-10}
+WORKERS=${WORKERS:-1}
 TOP=${TOP:-12}
 PORT=${PORT:-18790}
 command -v valgrind >/dev/null || { echo "profile: valgrind is not installed (scripts/install-deps.sh)" >&2; exit 1; }
@@ -36,7 +37,7 @@ profile_one() { # NAME LOADGEN-ARGS...
   rm -f "$OUT/$name".*
   valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
     --callgrind-out-file="$OUT/$name.%p" \
-    "$BUILD/wsgate" serve --port "$port" --data-dir "$data" --set worker_threads=1 \
+    "$BUILD/wsgate" serve --port "$port" --data-dir "$data" --set worker_threads="$WORKERS" \
     --set logging_level=ERROR --set throttling_enabled=false --set connection_rate_limit=0 \
     --set connect_rate_per_ip=0 --set max_connections_per_ip=0 >"$work/$name.log" 2>&1 &
   local pid=$!
@@ -56,10 +57,13 @@ profile_one() { # NAME LOADGEN-ARGS...
 import glob, json, re, subprocess, sys
 out, name, res, top = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 r = next(json.loads(l) for l in open(res) if l.startswith("{"))
+deliveries = 0
 if name == "chat":
     units, what = r["sent"], "chat (stored, then broadcast to %d members)" % r["members"]
+    deliveries, name_unit = r.get("deliveries", 0), "chat"
 else:
     units, what = r.get("handshakes") or r.get("completed") or r.get("count"), "handshake (101, welcome, close)"
+    name_unit = "handshake"
 if not units:
     sys.exit(f"profile: no {name} work was done: {r}")
 print(f"instructions per {what}, {units} measured:")
@@ -81,6 +85,29 @@ for f in sorted(glob.glob(f"{out}/{name}.*")):
     print(f"  {thread}: {total / units:,.0f} in all")
     for ir, fn in rows[:top]:
         print(f"    {ir / units:>10,.0f}  {fn}")
+    # Mutex acquisitions by the function that takes them (callgrind's call
+    # counts): what a chat costs in locks, on this thread.
+    names, fn, cfn, locks = {}, None, None, {}
+    def name(tok):
+        m = re.match(r"\((\d+)\)(?: (.*))?", tok)
+        if not m:
+            return tok
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), tok)
+    for line in open(f, errors="replace"):
+        if line.startswith("fn="):
+            fn = name(line[3:].strip())
+        elif line.startswith("cfn="):
+            cfn = name(line[4:].strip())
+        elif line.startswith("calls=") and cfn and "pthread_mutex_lock" in cfn:
+            locks[fn] = locks.get(fn, 0) + int(line[6:].split()[0])
+    n = sum(locks.values())
+    if n:
+        print(f"    mutex acquisitions per {name_unit}: {n / units:.3f}", end="")
+        if deliveries:
+            print(f" ({n / deliveries:.5f} per delivered message)", end="")
+        print(": " + ", ".join(f"{k} {v / units:.3f}" for k, v in sorted(locks.items(), key=lambda kv: -kv[1])[:6]))
 PY
 }
 
