@@ -297,7 +297,10 @@ static int cmd_serve(int argc, char **argv) {
     metrics_global_init(&cfg, WSGATE_VERSION);
     bool echo = cfg.mode_id == CONFIG_MODE_ECHO;
     unsigned workers = (unsigned)cfg.worker_threads;
+    /* Auto: one per core, at most the 64 a worker set (and a connection
+     * id's worker character) can name. */
     if (workers == 0) workers = uv_available_parallelism();
+    if (workers > 64) workers = 64;
     int rc = serve(&cfg, workers, echo);
     metrics_global_free();
     log_close();
