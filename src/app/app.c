@@ -335,8 +335,7 @@ static void app_closed(conn *c) {
      * connection), then tell the room. */
     if (s->room) {
         char *room_id = xstrdup(s->room->id);
-        handlers_leave(h, s);
-        handlers_presence(h, room_id, s, "user_left", NULL);
+        if (handlers_leave(h, s) > 0) handlers_presence(h, room_id, s, "user_left", NULL);
         free(room_id);
     }
     engine_conn_closed(a->engine, c->id, s->user_id, h->index, s->user->count == 1);

@@ -82,20 +82,28 @@ void handlers_presence(hub *h, const char *room_id, session *s, const char *type
     const event_field data[] = {
         EVENT_FIELD_STR("userId", s->user_id), EVENT_FIELD_STR("username", s->username),
         EVENT_FIELD_STR("roomId", room_id), EVENT_FIELD_INT("timestamp", time(NULL))};
-    ws_frame *f = handlers_event_frame(type, data, NFIELDS(data));
     room *local = registry_room(&h->reg, room_id);
-    engine_publish_room(h->app->engine, room_id, local ? local->engine_room : NULL, f, except, 0);
+    engine_room *pinned = local ? local->engine_room : NULL;
+    /* Nobody to tell (a connect to an empty room, the last one leaving):
+     * no event is encoded. */
+    size_t members = engine_room_count(h->app->engine, room_id, pinned);
+    if (members == 0 || (members == 1 && except && local && local->count == 1 &&
+                         strcmp(local->members->c->id, except) == 0))
+        return;
+    ws_frame *f = handlers_event_frame(type, data, NFIELDS(data));
+    engine_publish_room(h->app->engine, room_id, pinned, f, except, 0);
     ws_frame_unref(f);
 }
 
-void handlers_leave(hub *h, session *s) {
+size_t handlers_leave(hub *h, session *s) {
     room *rm = s->room;
-    if (!rm) return;
+    if (!rm) return 0;
     bool last = rm->count == 1;
     char *room_id = xstrdup(rm->id); /* rm goes with its last member */
     registry_leave(&h->reg, s);
-    engine_room_left(h->app->engine, s->c->id, room_id, h->index, last);
+    size_t left = engine_room_left(h->app->engine, s->c->id, room_id, h->index, last);
     free(room_id);
+    return left;
 }
 
 room *handlers_join(hub *h, session *s, const char *room_id) {

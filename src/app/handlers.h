@@ -80,8 +80,9 @@ void handlers_presence(hub *h, const char *room_id, session *s, const char *type
 /* Move s into room_id (leaving its room, if any), in h's index and the
  * engine's. Returns the room in h's index. */
 room *handlers_join(hub *h, session *s, const char *room_id);
-/* Take s out of its room (if any), in h's index and the engine's. */
-void handlers_leave(hub *h, session *s);
+/* Take s out of its room (if any), in h's index and the engine's. Returns
+ * the members left in that room everywhere (0: none, or s was in none). */
+size_t handlers_leave(hub *h, session *s);
 
 /* What the engine calls on a worker to deliver to its connections. */
 const engine_deliver *handlers_deliver(void);

@@ -9,6 +9,26 @@ size_t json_escape(char *buf, size_t cap, const char *s, size_t len, size_t *con
     size_t o = 0, done = len;
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len; i++) {
+        /* Most text is printable ASCII with nothing to escape: copy each
+         * such run at once (ids, names and chat text are encoded for every
+         * event and log line). */
+        size_t run = i;
+        while (run < len && u[run] >= 0x20 && u[run] < 0x7f && u[run] != '"' && u[run] != '\\')
+            run++;
+        if (run > i) {
+            size_t n = run - i;
+            if (o + n + 1 > cap) {
+                n = cap > o + 1 ? cap - o - 1 : 0;
+                memcpy(buf + o, u + i, n);
+                o += n;
+                done = i + n;
+                break;
+            }
+            memcpy(buf + o, u + i, n);
+            o += n;
+            i = run;
+            if (i == len) break;
+        }
         size_t start = i;
         unsigned char c = u[i];
         char tmp[8];

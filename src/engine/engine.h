@@ -72,7 +72,7 @@ typedef struct engine_ops {
     void (*conn_closed)(engine *e, const char *conn_id, const char *user_id, int worker, bool last);
     engine_room *(*room_joined)(engine *e, const char *conn_id, const char *room_id, int worker,
                                 bool first);
-    void (*room_left)(engine *e, const char *conn_id, const char *room_id, int worker, bool last);
+    size_t (*room_left)(engine *e, const char *conn_id, const char *room_id, int worker, bool last);
     /* Messages. The frame is borrowed (the engine takes its own refs). */
     size_t (*publish_room)(engine *e, const char *room_id, engine_room *pinned, ws_frame *f,
                            const char *except, unsigned flags);
@@ -81,7 +81,7 @@ typedef struct engine_ops {
     int (*close_conn)(engine *e, const char *conn_id, uint16_t code, const char *reason);
     int (*call_owner)(engine *e, const char *conn_id, engine_call_fn fn, void *arg);
     /* Presence and lookups. */
-    size_t (*room_count)(engine *e, const char *room_id);
+    size_t (*room_count)(engine *e, const char *room_id, engine_room *pinned);
     size_t (*rooms)(engine *e, directory_room_entry **out);
     int (*conn_info)(engine *e, const char *conn_id, engine_conn_info *out);
     void (*conn_each)(engine *e, void (*fn)(const directory_conn *rec, void *ctx), void *ctx);
@@ -121,10 +121,10 @@ static inline engine_room *engine_room_joined(engine *e, const char *conn_id, co
     return e->ops->room_joined(e, conn_id, room_id, worker, first);
 }
 /* Connection conn_id left room_id (last: the worker's last member there).
- * Owner thread. */
-static inline void engine_room_left(engine *e, const char *conn_id, const char *room_id, int worker,
-                                    bool last) {
-    e->ops->room_left(e, conn_id, room_id, worker, last);
+ * Returns the members left in the room everywhere. Owner thread. */
+static inline size_t engine_room_left(engine *e, const char *conn_id, const char *room_id,
+                                      int worker, bool last) {
+    return e->ops->room_left(e, conn_id, room_id, worker, last);
 }
 /* Send f to every member of room_id but `except` (flags:
  * ENGINE_SKIP_RESUMING). pinned: the room's handle when the caller's
@@ -159,9 +159,9 @@ static inline int engine_close_conn(engine *e, const char *conn_id, uint16_t cod
 static inline int engine_call_owner(engine *e, const char *conn_id, engine_call_fn fn, void *arg) {
     return e->ops->call_owner(e, conn_id, fn, arg);
 }
-/* Members of room_id everywhere. */
-static inline size_t engine_room_count(engine *e, const char *room_id) {
-    return e->ops->room_count(e, room_id);
+/* Members of room_id everywhere (pinned: as for engine_publish_room). */
+static inline size_t engine_room_count(engine *e, const char *room_id, engine_room *pinned) {
+    return e->ops->room_count(e, room_id, pinned);
 }
 /* Every room with members, sorted by id (see directory_rooms_sorted). */
 static inline size_t engine_rooms(engine *e, directory_room_entry **out) {

@@ -94,10 +94,10 @@ static engine_room *l_room_joined(engine *e, const char *conn_id, const char *ro
     return (engine_room *)directory_room_join(&L(e)->dir, room_id, worker, first);
 }
 
-static void l_room_left(engine *e, const char *conn_id, const char *room_id, int worker,
-                        bool last) {
+static size_t l_room_left(engine *e, const char *conn_id, const char *room_id, int worker,
+                          bool last) {
     directory_conn_set_room(&L(e)->dir, conn_id, NULL);
-    directory_room_leave(&L(e)->dir, room_id, worker, last);
+    return directory_room_leave(&L(e)->dir, room_id, worker, last);
 }
 
 /* ---- messages ---- */
@@ -185,9 +185,10 @@ static int l_call_owner(engine *e, const char *conn_id, engine_call_fn fn, void 
 
 /* ---- presence and lookups ---- */
 
-static size_t l_room_count(engine *e, const char *room_id) {
+static size_t l_room_count(engine *e, const char *room_id, engine_room *pinned) {
     size_t n;
-    directory_room_workers(&L(e)->dir, room_id, &n);
+    if (pinned) directory_set_workers((directory_set *)pinned, &n);
+    else directory_room_workers(&L(e)->dir, room_id, &n);
     return n;
 }
 
