@@ -25,8 +25,6 @@ void directory_init(directory *d) {
 }
 
 static void conn_free(directory_conn *r) {
-    free(r->user_id);
-    free(r->username);
     free(r->room_id);
     free(r);
 }
@@ -150,8 +148,8 @@ void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
     directory_conn *r = xcalloc(1, sizeof(*r));
     r->c = c;
     r->worker = worker;
-    r->user_id = xstrdup(user_id);
-    r->username = xstrdup(username);
+    r->user_id = user_id;
+    r->username = username;
     memcpy(r->id, c->id, sizeof(r->id));
     directory_shard *sh = shard_of(d, r->id);
     pthread_mutex_lock(&sh->lock);

@@ -29,7 +29,7 @@ typedef struct directory_conn {
      * only under the shard's lock. */
     conn *c;
     int worker;
-    char *user_id, *username; /* owned copies */
+    const char *user_id, *username; /* borrowed: see directory_conn_add */
     char *room_id;            /* owned, NULL in no room; changed by the owner */
     bool deleted;             /* DELETE @connections closed it: gone from then on */
     char id[CONN_ID_LEN + 1];
@@ -86,7 +86,9 @@ void directory_user_add(directory *d, const char *user_id, int worker, bool firs
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last);
 uint64_t directory_user_workers(directory *d, const char *user_id);
 
-/* Record live connection c of worker `worker` (copies the strings). */
+/* Record live connection c of worker `worker`. user_id and username are
+ * borrowed: they must stay unchanged until directory_conn_remove (the
+ * owner's session holds them; it removes the record before freeing them). */
 void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
                         const char *username);
 /* Set c's room (NULL: none), as its owner moves it. */

@@ -66,7 +66,8 @@ typedef struct engine_ops {
     void (*free)(engine *e);
     /* Membership, called by the owning worker on its thread. `first` /
      * `last`: the worker's first connection of the user, or member of the
-     * room, arrives / its last one goes. */
+     * room, arrives / its last one goes. conn_opened's strings are
+     * borrowed until conn_closed. */
     void (*conn_opened)(engine *e, conn *c, int worker, const char *user_id, const char *username,
                         bool first);
     void (*conn_closed)(engine *e, const char *conn_id, const char *user_id, int worker, bool last);
