@@ -24,10 +24,7 @@ void directory_init(directory *d) {
     }
 }
 
-static void conn_free(directory_conn *r) {
-    free(r->room_id);
-    free(r);
-}
+static void conn_free(directory_conn *r) { free(r); }
 
 static void free_values(strmap *m, void (*fn)(void *)) {
     size_t it = 0;
@@ -160,18 +157,12 @@ void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
     else atomic_fetch_add_explicit(&d->conns, 1, memory_order_relaxed);
 }
 
-void directory_conn_set_room(directory *d, const char *conn_id, const char *room_id) {
-    char *copy = room_id ? xstrdup(room_id) : NULL;
+void directory_conn_set_room(directory *d, const char *conn_id, directory_set *room) {
     directory_shard *sh = shard_of(d, conn_id);
     pthread_mutex_lock(&sh->lock);
     directory_conn *r = strmap_get(&sh->conns, conn_id);
-    if (r) {
-        char *old = r->room_id;
-        r->room_id = copy;
-        copy = old;
-    }
+    if (r) r->room = room;
     pthread_mutex_unlock(&sh->lock);
-    free(copy);
 }
 
 void directory_conn_remove(directory *d, const char *conn_id) {

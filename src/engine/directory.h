@@ -30,8 +30,11 @@ typedef struct directory_conn {
     conn *c;
     int worker;
     const char *user_id, *username; /* borrowed: see directory_conn_add */
-    char *room_id;            /* owned, NULL in no room; changed by the owner */
-    bool deleted;             /* DELETE @connections closed it: gone from then on */
+    /* The room's entry, NULL in no room; changed by the owner. The entry
+     * lives while the room has members, and the owner clears this before
+     * the connection leaves the room, so its id can be read here. */
+    struct directory_set *room;
+    bool deleted; /* DELETE @connections closed it: gone from then on */
     char id[CONN_ID_LEN + 1];
 } directory_conn;
 
@@ -91,8 +94,9 @@ uint64_t directory_user_workers(directory *d, const char *user_id);
  * owner's session holds them; it removes the record before freeing them). */
 void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
                         const char *username);
-/* Set c's room (NULL: none), as its owner moves it. */
-void directory_conn_set_room(directory *d, const char *conn_id, const char *room_id);
+/* Set c's room entry (NULL: none), as its owner moves it: after
+ * directory_room_join, before directory_room_leave. */
+void directory_conn_set_room(directory *d, const char *conn_id, struct directory_set *room);
 /* Forget connection conn_id (its owner, on close, before freeing it). */
 void directory_conn_remove(directory *d, const char *conn_id);
 

@@ -90,8 +90,9 @@ static void l_conn_closed(engine *e, const char *conn_id, const char *user_id, i
  * the room has members, and the worker keeps it only while it has some. */
 static engine_room *l_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
                                   bool first) {
-    directory_conn_set_room(&L(e)->dir, conn_id, room_id);
-    return (engine_room *)directory_room_join(&L(e)->dir, room_id, worker, first);
+    directory_set *room = directory_room_join(&L(e)->dir, room_id, worker, first);
+    directory_conn_set_room(&L(e)->dir, conn_id, room);
+    return (engine_room *)room;
 }
 
 static size_t l_room_left(engine *e, const char *conn_id, const char *room_id, int worker,
