@@ -498,7 +498,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         return -1;
     }
     a->routes.max_depth = (size_t)cfg->max_json_depth;
-    a->engine = engine_local_new(nworkers, handlers_deliver());
+    a->engine = engine_local_new(nworkers, handlers_deliver(), a->store);
     a->nhubs = nworkers;
     a->hubs = xcalloc(nworkers, sizeof(*a->hubs));
     for (size_t i = 0; i < nworkers; i++) {

@@ -173,7 +173,7 @@ void handlers_room_join(app *a, session *s, const char *room_id) {
     op->room_id = xstrdup(room_id);
     op->user_id = xstrdup(s->user_id);
     op->timestamp = time(NULL);
-    store_submit(a->store, op);
+    engine_submit(a->engine, op, false);
 }
 
 static bool blank(const char *s) {
@@ -376,7 +376,7 @@ static void route_chat(hub *h, session *s, json_t *body, handler_result *res) {
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = chat_done;
     op->t_received = app_message_received_ns();
-    if (store_submit_bounded(a->store, op) != 0) {
+    if (engine_submit(a->engine, op, true) != 0) {
         /* The store's backlog is full (a stalled disk): refuse now rather
          * than hold the message in memory; nothing was stored. */
         store_op_free(op);
@@ -656,7 +656,7 @@ static void submit_resume_page(hub *h, session *s, const char *room_id, int64_t 
     op->gen = s->resume_gen;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = resume_read;
-    store_submit(h->app->store, op);
+    engine_submit(h->app->engine, op, false);
 }
 
 void handlers_resume(hub *h, session *s, int64_t since) {
@@ -711,7 +711,7 @@ static void route_history(hub *h, session *s, json_t *body, handler_result *res)
     op->max_bytes = HISTORY_MAX_BYTES;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = history_read;
-    if (store_submit_bounded(a->store, op) != 0) {
+    if (engine_submit(a->engine, op, true) != 0) {
         store_op_free(op);
         fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
     }

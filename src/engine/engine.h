@@ -21,6 +21,7 @@
 #include "engine/directory.h"
 #include "net/conn.h"
 #include "net/server.h"
+#include "store/store.h"
 #include "ws/frame.h"
 
 typedef struct engine engine;
@@ -81,6 +82,9 @@ typedef struct engine_ops {
     int (*send_conn)(engine *e, const char *conn_id, ws_frame *f, size_t max_queued);
     int (*close_conn)(engine *e, const char *conn_id, uint16_t code, const char *reason);
     int (*call_owner)(engine *e, const char *conn_id, engine_call_fn fn, void *arg);
+    /* Stored messages: sequence and keep a chat, read history, record a
+     * room's join; completion as engine_submit says. */
+    int (*submit)(engine *e, store_op *op, bool bounded);
     /* Presence and lookups. */
     size_t (*room_count)(engine *e, const char *room_id, engine_room *pinned);
     size_t (*rooms)(engine *e, directory_room_entry **out);
@@ -95,9 +99,11 @@ struct engine {
 };
 
 /* Return the local engine for nworkers workers (at most
- * DIRECTORY_MAX_WORKERS) delivering through d (static, borrowed). Free
- * with engine_free. */
-engine *engine_local_new(size_t nworkers, const engine_deliver *d);
+ * DIRECTORY_MAX_WORKERS) delivering through d (static, borrowed), keeping
+ * messages in st (borrowed; its on_commit hands committed ops back to the
+ * application, which publishes them through this engine). Free with
+ * engine_free. */
+engine *engine_local_new(size_t nworkers, const engine_deliver *d, store *st);
 /* Tell the local engine which server is worker `index` (before any
  * connection arrives). Deliveries to it are posted to srv's inbox. */
 void engine_local_attach(engine *e, int index, server *srv);
@@ -159,6 +165,15 @@ static inline int engine_close_conn(engine *e, const char *conn_id, uint16_t cod
  * caller's) when conn_id names no worker. */
 static inline int engine_call_owner(engine *e, const char *conn_id, engine_call_fn fn, void *arg) {
     return e->ops->call_owner(e, conn_id, fn, arg);
+}
+/* Hand stored-message work to the engine: a chat (sequenced, kept, then
+ * published to its room), a history read, a room's join. The local engine
+ * queues it on the store (bounded: store_submit_bounded's limits). op->done,
+ * if set, later runs on the worker that owns op->conn_id with op->ctx set
+ * to that worker's hub. Returns 0 (op is the engine's), or -1 when refused
+ * (bounded and the backlog is full: op is still the caller's). */
+static inline int engine_submit(engine *e, store_op *op, bool bounded) {
+    return e->ops->submit(e, op, bounded);
 }
 /* Members of room_id everywhere (pinned: as for engine_publish_room). */
 static inline size_t engine_room_count(engine *e, const char *room_id, engine_room *pinned) {

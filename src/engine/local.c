@@ -14,6 +14,7 @@ typedef struct local_engine {
     engine base;
     const engine_deliver *d;
     size_t nworkers;
+    store *store;
     server *workers[DIRECTORY_MAX_WORKERS];
     directory dir;
 } local_engine;
@@ -184,6 +185,13 @@ static int l_call_owner(engine *e, const char *conn_id, engine_call_fn fn, void 
     return 0;
 }
 
+static int l_submit(engine *e, store_op *op, bool bounded) {
+    store *st = L(e)->store;
+    if (bounded) return store_submit_bounded(st, op);
+    store_submit(st, op);
+    return 0;
+}
+
 /* ---- presence and lookups ---- */
 
 static size_t l_room_count(engine *e, const char *room_id, engine_room *pinned) {
@@ -248,6 +256,7 @@ static const engine_ops local_ops = {
     .send_conn = l_send_conn,
     .close_conn = l_close_conn,
     .call_owner = l_call_owner,
+    .submit = l_submit,
     .room_count = l_room_count,
     .rooms = l_rooms,
     .conn_info = l_conn_info,
@@ -256,11 +265,12 @@ static const engine_ops local_ops = {
     .room_total = l_room_total,
 };
 
-engine *engine_local_new(size_t nworkers, const engine_deliver *d) {
+engine *engine_local_new(size_t nworkers, const engine_deliver *d, store *st) {
     assert(nworkers >= 1 && nworkers <= DIRECTORY_MAX_WORKERS);
     local_engine *le = xcalloc(1, sizeof(*le));
     le->base.ops = &local_ops;
     le->d = d;
+    le->store = st;
     le->nworkers = nworkers;
     directory_init(&le->dir);
     return &le->base;

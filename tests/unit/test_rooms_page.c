@@ -34,7 +34,7 @@ static int cmp_str(const void *a, const void *b) {
 /* NROOMS rooms of varied lengths, some ids full of characters JSON
  * escapes; the first room has two members. */
 static void setup(void) {
-    eng = engine_local_new(1, handlers_deliver());
+    eng = engine_local_new(1, handlers_deliver(), NULL);
     for (int i = 0; i < NROOMS; i++) {
         char buf[200];
         int len = 1 + (i * 37) % 120;
