@@ -10,6 +10,7 @@
 #include "common/alloc.h"
 #include "common/random.h"
 #include "common/clock.h"
+#include "integrations/integ.h"
 #include "log/log.h"
 #include "mgmt/mgmt.h"
 
@@ -27,6 +28,10 @@ metrics *app_metrics(app *a) { return worker_metrics ? worker_metrics : a->metri
 static _Thread_local uint64_t message_received_ns;
 
 uint64_t app_message_received_ns(void) { return message_received_ns; }
+
+/* [integrations] Whether the message being handled came as a binary frame
+ * (an integration's event then carries it base64). */
+static _Thread_local bool message_binary;
 
 /* Frames reach a connection in the order the application produced them:
  * whatever other threads posted to this worker's connections (under the
@@ -57,6 +62,7 @@ void app_worker_enter(app *a, server *srv, bool first) {
 }
 
 void app_worker_leave(app *a) {
+    integ_worker_close(); /* [integrations] */
     metrics_thread_free(worker_metrics);
     worker_metrics = NULL;
 }
@@ -135,6 +141,7 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     if (r->error) log_str(&l, "error.message", r->error);
     if (r->body && a->cfg->enable_data_trace)
         log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
+    integ_log_fields(&l, c); /* [integrations] the HTTP authorizer's principalId */
     log_end(&l);
     return latency_ms;
 }
@@ -183,7 +190,10 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
         st = a->auth->authorize(a->auth, req, &p->id, message);
         if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
     }
-    if (st != 0) {
+    /* [integrations] the HTTP authorizer and the $connect integration may
+     * answer later (integ_connect_answered). */
+    if (st == 0 && integ_connect_deferred()) st = integ_connect_start(c, req, message);
+    if (st != 0 && st != INTEG_PENDING) {
         metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = st;
         p->rec.error = *message;
@@ -195,7 +205,7 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
     c->subprotocol = p->id.subprotocol; /* answered in the 101 */
     p->id.subprotocol = NULL;
     c->app = p; /* taken over by on_open */
-    return 0;
+    return st == INTEG_PENDING ? SERVER_AUTH_PENDING : 0;
 }
 
 static void open_locked(conn *c, const http_request *req) {
@@ -207,21 +217,26 @@ static void open_locked(conn *c, const http_request *req) {
     uint64_t now = throttle_now_ms();
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
-    room *rm = registry_join(&a->reg, s, p->id.room_id);
-    handlers_room_join(a, s, p->id.room_id);
-    handlers_welcome(s);
-    handlers_presence(rm, s, "user_joined", s);
-    /* Resume after a reconnect: ?sinceSeq=S replays the room from S. */
-    size_t qlen;
-    const char *q = http_request_query(req, &qlen);
-    char *since = NULL;
-    if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
-        char *end;
-        long long v = strtoll(since, &end, 10);
-        if (*end == '\0' && v >= 0) handlers_resume(a, s, v);
-        else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
+    /* [integrations] A $connect integration replaces the built-in one
+     * (room, welcome, user_joined, resume). */
+    integ_conn_open(c, req);
+    if (!integ_route_has("$connect")) {
+        room *rm = registry_join(&a->reg, s, p->id.room_id);
+        handlers_room_join(a, s, p->id.room_id);
+        handlers_welcome(s);
+        handlers_presence(rm, s, "user_joined", s);
+        /* Resume after a reconnect: ?sinceSeq=S replays the room from S. */
+        size_t qlen;
+        const char *q = http_request_query(req, &qlen);
+        char *since = NULL;
+        if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
+            char *end;
+            long long v = strtoll(since, &end, 10);
+            if (*end == '\0' && v >= 0) handlers_resume(a, s, v);
+            else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
+        }
+        free(since);
     }
-    free(since);
     double dt = record_finish(a, c, &p->rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_CONNECT, dt / 1000.0);
     auth_identity_clear(&p->id);
@@ -287,6 +302,17 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
         res.error = "Too Many Requests";
         m.outcome = ROUTE_THROTTLED;
     }
+    /* [integrations] A route with an HTTP integration goes there: its
+     * access line, latency and errors are written when it answers. */
+    if (m.outcome != ROUTE_THROTTLED &&
+        integ_message(s->c, m.custom_index >= 0 ? m.route_key : NULL, data, len, message_binary)) {
+        metrics_count_message(app_metrics(a), m.custom_index >= 0 ? a->custom_slots[m.custom_index]
+                                                                  : METRICS_SLOT_DEFAULT);
+        free(redacted);
+        free(m.selected);
+        json_decref(m.body);
+        return;
+    }
     switch (m.outcome) {
     case ROUTE_THROTTLED: break;
     case ROUTE_TOO_DEEP:
@@ -322,6 +348,7 @@ static void handle_routed(app *a, session *s, route_match *mp, const uint8_t *da
 void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
     uint64_t outer = message_received_ns;
     message_received_ns = clock_mono_ns();
+    message_binary = opcode == WS_OP_BINARY; /* [integrations] */
     route_match m;
     router_route(&a->router, (const char *)data, len, opcode == WS_OP_BINARY, &m);
     app_lock(a);
@@ -333,6 +360,7 @@ void app_handle_message(app *a, session *s, uint8_t opcode, const uint8_t *data,
 static void app_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
     app *a = app_of(c);
     message_received_ns = clock_mono_ns();
+    message_binary = opcode == WS_OP_BINARY; /* [integrations] */
     /* Parsing and route selection touch no shared state (the router is
      * read-only once built): they run before the lock, in parallel on
      * every worker. */
@@ -364,6 +392,7 @@ static void closed_locked(conn *c) {
     throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());
     double dt = record_finish(a, c, &rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_DISCONNECT, dt / 1000.0);
+    integ_conn_closed(c, c->peer_close_code); /* [integrations] the $disconnect event */
 }
 
 /* The server callbacks: every worker's thread runs the application under
@@ -408,6 +437,54 @@ static long app_http_head(conn *c, const http_request *req) {
     return limit;
 }
 
+/* ---- [integrations] the application's side of src/integrations ---- */
+
+/* The one application, for integ_metrics (integrations run outside any
+ * server callback). */
+static app *integ_app;
+
+static metrics *integ_metrics(void) { return app_metrics(integ_app); }
+
+/* A deferred $connect ended (on c's loop): refused, its access line; else
+ * the authorizer's principalId becomes the user id; then the net layer
+ * sends the 101 (on_open) or the refusal. */
+static void integ_connect_answered(conn *c, int status, const char *message,
+                                   const char *principal) {
+    app *a = app_of(c);
+    app_lock(a);
+    pending_connect *p = c->app;
+    if (p && status != 0) {
+        metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
+        p->rec.status = status;
+        p->rec.error = message;
+        record_finish(a, c, &p->rec);
+        auth_identity_clear(&p->id);
+        free(p);
+        c->app = NULL;
+    } else if (p && principal && auth_valid_id(principal)) {
+        free(p->id.user_id);
+        p->id.user_id = xstrdup(principal);
+    }
+    app_unlock(a);
+    server_authorize_done(c, status, message);
+}
+
+/* The client left while its $connect was pending. */
+static void app_auth_abandoned(conn *c) {
+    app *a = app_of(c);
+    app_lock(a);
+    pending_connect *p = c->app;
+    if (p) {
+        auth_identity_clear(&p->id);
+        free(p);
+        c->app = NULL;
+    }
+    app_unlock(a);
+    integ_conn_closed(c, 0);
+}
+
+/* ---- end [integrations] ---- */
+
 /* The net layer refused a socket of an address over max_connections_per_ip. */
 static void app_refused(conn *c, int status) {
     if (status == 429) metrics_count_throttled(app_metrics(app_of(c)), METRICS_THROTTLE_ADDRESS);
@@ -417,6 +494,7 @@ static const server_handlers api_handlers = {
     .on_http = app_http,
     .on_http_head = app_http_head,
     .on_refused = app_refused,
+    .on_auth_abandoned = app_auth_abandoned, /* [integrations] */
     .authorize = app_authorize,
     .on_open = app_open,
     .on_message = app_message,
@@ -540,8 +618,19 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
             router_free(&a->router);
             return -1;
         }
+    } else if (cfg->auth_mode_id == CONFIG_AUTH_HTTP) {
+        a->auth = integ_passthrough_authorizer(); /* [integrations] decided by integ */
     } else {
         a->auth = auth_demo();
+    }
+    /* [integrations] */
+    integ_app = a;
+    static const integ_hooks hooks = {.connect_done = integ_connect_answered,
+                                      .metrics = integ_metrics};
+    if (integ_init(cfg, &hooks, err, errlen) != 0) {
+        router_free(&a->router);
+        a->auth->destroy(a->auth);
+        return -1;
     }
     if (open_store(a, cfg, loop, store_path, err, errlen) != 0) {
         router_free(&a->router);
@@ -578,6 +667,8 @@ void app_attach(app *a, server *srv) {
 }
 
 void app_close(app *a) {
+    integ_worker_close(); /* [integrations] loop 0's requests (this thread's) */
+    integ_free();
     metrics_remove_gauge_source(app_gauges, a);
     if (a->tracer) trace_exporter_stop(a->tracer);
     a->tracer = NULL;
