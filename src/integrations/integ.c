@@ -59,7 +59,7 @@ typedef struct auth_entry {
 typedef struct integ_worker {
     uv_loop_t *loop;
     integ_http *http;
-    strmap conns; /* connection id -> conn_rec */
+    strmap conns;      /* connection id -> conn_rec */
     size_t *in_flight; /* per route, then the authorizer */
     strmap auth_cache; /* identity -> auth_entry */
 } integ_worker;
@@ -435,8 +435,8 @@ int integ_connect_start(conn *c, const http_request *req, const char **message) 
     if (G.http_auth) {
         bool missing = false;
         char *key = identity_key(req, &missing);
-        auth_entry *e = key && G.cfg->authorizer_cache_ttl_s > 0 ? strmap_get(&W->auth_cache, key)
-                                                                   : NULL;
+        auth_entry *e =
+            key && G.cfg->authorizer_cache_ttl_s > 0 ? strmap_get(&W->auth_cache, key) : NULL;
         if (missing) {
             *message = "Unauthorized";
             st = 401;
@@ -545,7 +545,8 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
 /* ---- completions ---- */
 
 static const char *http_error_text(const integ_http_response *resp) {
-    return resp->error == INTEG_HTTP_TIMEOUT ? "Endpoint request timed out" : "Internal server error";
+    return resp->error == INTEG_HTTP_TIMEOUT ? "Endpoint request timed out"
+                                             : "Internal server error";
 }
 
 static void auth_done(call *k, const integ_http_response *resp) {
@@ -571,7 +572,8 @@ static void auth_done(call *k, const integ_http_response *resp) {
             auth_entry *e = xcalloc(1, sizeof(*e));
             e->allow = d.allow;
             e->context = d.context ? json_incref(d.context) : NULL;
-            e->expires_ms = (uint64_t)clock_mono_ms() + (uint64_t)G.cfg->authorizer_cache_ttl_s * 1000;
+            e->expires_ms =
+                (uint64_t)clock_mono_ms() + (uint64_t)G.cfg->authorizer_cache_ttl_s * 1000;
             void *old = NULL;
             strmap_put(&W->auth_cache, k->cache_key, e, &old);
             if (old) auth_entry_free(old);
@@ -584,7 +586,9 @@ static void auth_done(call *k, const integ_http_response *resp) {
         if (st == 200) {
             st = decide(r, true, d.context, r->c->req, &message);
         } else {
-            message = st == 401 ? "Unauthorized" : st == 403 ? "Forbidden" : "Internal Server Error";
+            message = st == 401   ? "Unauthorized"
+                      : st == 403 ? "Forbidden"
+                                  : "Internal Server Error";
         }
         if (st != INTEG_PENDING) connect_finish(r, st, message);
     }

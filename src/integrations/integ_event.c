@@ -123,7 +123,8 @@ static json_t *request_context(const integ_event *e, bool with_authorizer) {
     json_object_set_new(rc, "apiId", jcstr(e->api_id));
     if (e->event_type && strcmp(e->event_type, "DISCONNECT") == 0) {
         json_object_set_new(rc, "disconnectStatusCode", json_integer(e->disconnect_status_code));
-        json_object_set_new(rc, "disconnectReason", jcstr(e->disconnect_reason ? e->disconnect_reason : ""));
+        json_object_set_new(rc, "disconnectReason",
+                            jcstr(e->disconnect_reason ? e->disconnect_reason : ""));
     }
     if (with_authorizer && json_is_object(e->authorizer))
         json_object_set_new(rc, "authorizer", json_deep_copy(e->authorizer));
@@ -211,9 +212,10 @@ int integ_result_parse(long http_status, const char *data, size_t len, integ_res
     json_t *body = sc ? json_object_get(j, "body") : NULL;
     json_t *headers = sc ? json_object_get(j, "headers") : NULL;
     json_t *b64 = sc ? json_object_get(j, "isBase64Encoded") : NULL;
-    bool ok = json_is_integer(sc) && json_integer_value(sc) >= 100 &&
-              json_integer_value(sc) <= 599 && (!body || json_is_string(body) || json_is_null(body)) &&
-              (!b64 || json_is_boolean(b64)) && (!headers || json_is_object(headers) || json_is_null(headers));
+    bool ok =
+        json_is_integer(sc) && json_integer_value(sc) >= 100 && json_integer_value(sc) <= 599 &&
+        (!body || json_is_string(body) || json_is_null(body)) && (!b64 || json_is_boolean(b64)) &&
+        (!headers || json_is_object(headers) || json_is_null(headers));
     if (ok && json_is_object(headers)) {
         const char *k;
         json_t *v;
@@ -301,7 +303,8 @@ int integ_auth_parse(const char *data, size_t len, integ_auth_decision *out) {
     int allow = -1;
     if (json_is_boolean(simple)) allow = json_is_true(simple);
     else if (doc) allow = policy_allows(doc);
-    if (allow < 0 || !context_ok(ctx) || (principal && !json_is_string(principal) && !json_is_null(principal))) {
+    if (allow < 0 || !context_ok(ctx) ||
+        (principal && !json_is_string(principal) && !json_is_null(principal))) {
         json_decref(j);
         return -1;
     }

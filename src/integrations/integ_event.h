@@ -35,12 +35,12 @@ typedef struct integ_event {
     int64_t request_time_ms;
     const char *source_ip;
     const char *user_agent;
-    const json_t *authorizer; /* an object (principalId and context), or NULL */
+    const json_t *authorizer;   /* an object (principalId and context), or NULL */
     int disconnect_status_code; /* DISCONNECT */
     const char *disconnect_reason;
     const uint8_t *body; /* MESSAGE; NULL: no body member */
     size_t body_len;
-    bool binary; /* body is sent base64 with isBase64Encoded true */
+    bool binary;                 /* body is sent base64 with isBase64Encoded true */
     const integ_header *headers; /* CONNECT, DISCONNECT */
     size_t nheaders;
     const char *query; /* CONNECT: the raw query string (without '?'), or NULL */
@@ -58,10 +58,10 @@ void integ_request_time(int64_t t_ms, char out[32]);
 
 /* A Lambda proxy result. */
 typedef struct integ_result {
-    int status;     /* statusCode, or the HTTP status of a plain answer */
-    char *body;     /* malloc'd (caller frees with integ_result_free), NULL: none */
+    int status; /* statusCode, or the HTTP status of a plain answer */
+    char *body; /* malloc'd (caller frees with integ_result_free), NULL: none */
     size_t body_len;
-    bool binary;    /* the body was base64 (isBase64Encoded) and is decoded */
+    bool binary;     /* the body was base64 (isBase64Encoded) and is decoded */
     json_t *headers; /* the result's headers object (a reference), or NULL */
 } integ_result;
 

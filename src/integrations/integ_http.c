@@ -36,7 +36,7 @@ struct integ_http {
     CURLM *multi;
     uv_timer_t timer;
     size_t max_response;
-    http_req *reqs; /* in flight */
+    http_req *reqs;   /* in flight */
     http_sock *socks; /* polled for libcurl */
     size_t nreqs;
     size_t handles_open; /* timer + polls not yet closed: h is freed at 0 */
