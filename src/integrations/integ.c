@@ -389,11 +389,15 @@ static char *identity_value(const http_request *req, const char *src) {
     return NULL;
 }
 
-/* The authorizer's cache key: the identity values, separated by a byte no
- * header or decoded value of a cache-worthy identity holds; NULL when one is
- * missing. */
+/* The authorizer's cache key: each identity value as "LENGTH:VALUE", so
+ * that no two lists of values make the same key; NULL (and *missing set)
+ * when one is missing, or when there are no identity sources (nothing to
+ * cache by). */
 static char *identity_key(const http_request *req, bool *missing) {
     *missing = false;
+    /* Without identity sources there is nothing to tell callers apart:
+     * every connect is asked. */
+    if (G.cfg->authorizer_identity_sources_count == 0) return NULL;
     size_t cap = 64, len = 0;
     char *key = xmalloc(cap);
     key[0] = '\0';
@@ -405,12 +409,11 @@ static char *identity_key(const http_request *req, bool *missing) {
             return NULL;
         }
         size_t vl = strlen(v);
-        while (len + vl + 2 > cap) cap *= 2;
+        while (len + vl + 32 > cap) cap *= 2;
         key = xrealloc(key, cap);
-        memcpy(key + len, v, vl);
+        len += (size_t)snprintf(key + len, cap - len, "%zu:", vl);
+        memcpy(key + len, v, vl + 1);
         len += vl;
-        key[len++] = '\x1f';
-        key[len] = '\0';
         free(v);
     }
     return key;

@@ -18,6 +18,7 @@ import boto3
 import botocore.exceptions
 import pytest
 import websockets
+import websockets.exceptions
 
 from conftest import WSGATE_BIN
 
@@ -636,3 +637,29 @@ def test_check_validates_integration_settings(tmp_path):
     r = check("auth_mode=http", "authorizer_url=http://127.0.0.1:1/auth",
               'authorizer_identity_sources=["route.request.cookie.x"]')
     assert r.returncode != 0 and "identity source" in r.stderr
+
+
+def test_http_authorizer_without_identity_sources_asks_every_time(start_server, backend_factory):
+    # Nothing to tell callers apart by: an Allow for one must not be reused
+    # for the next (an empty cache key once let every connect in after the
+    # first Allow).
+    calls = []
+
+    def handle(path, ev):
+        calls.append(ev)
+        ok = (ev.get("queryStringParameters") or {}).get("token") == "good"
+        return 200, json.dumps({"isAuthorized": ok}).encode()
+
+    be = backend_factory(handle)
+    srv = start_server(settings={"auth_mode": "http", "authorizer_url": be.url("/auth"),
+                                 "authorizer_cache_ttl_s": 300, "worker_threads": 1})
+
+    async def main():
+        ws = await connect(srv, "?token=good")
+        await ws.close()
+        assert await status_of_refusal(srv, "?token=bad") == 403
+        ws = await connect(srv, "?token=good")
+        await ws.close()
+
+    asyncio.run(main())
+    assert len(calls) == 3
