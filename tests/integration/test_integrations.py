@@ -663,3 +663,48 @@ def test_http_authorizer_without_identity_sources_asks_every_time(start_server, 
 
     asyncio.run(main())
     assert len(calls) == 3
+
+
+def test_frames_sent_before_a_pending_101_and_answers_for_gone_clients(start_server, backend_factory):
+    import socket
+    import wsraw
+    gate = threading.Event()
+
+    def handle(path, ev):
+        if path == "/connect":
+            gate.wait(10)
+            return proxy(200)
+        if json.loads(ev["body"]).get("slow"):
+            time.sleep(1.0)
+        return proxy(200, {"got": ev["body"]})
+
+    be = backend_factory(handle)
+    srv = start_server(settings={
+        "custom_routes": tflist(["echo"]),
+        "route_integrations": tfmap({"$connect": be.url("/connect"), "echo": be.url("/echo")}),
+        "route_responses": tflist(["echo"]),
+    })
+    # A client that does not wait for the 101: its first frames arrive while
+    # $connect is pending, and are handled once it is accepted (their answers
+    # come as the backend finishes them, as Lambda invocations do).
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(wsraw.upgrade_request(srv.port) +
+              wsraw.frame(0x1, b'{"type":"echo","n":1}') + wsraw.frame(0x1, b'{"type":"echo","n":2}'))
+    be.wait_event(lambda p, e: p == "/connect")
+    time.sleep(0.2)
+    gate.set()
+    head, rest = wsraw.read_head(s)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    c = wsraw.Conn(s, rest)
+    got = sorted(json.loads(c.recv_message(10)[1])["got"] for _ in range(2))
+    assert got == ['{"type":"echo","n":1}', '{"type":"echo","n":2}']
+    # A client that leaves before its answer: the answer finds no one.
+    c.send(wsraw.frame(0x1, b'{"type":"echo","slow":true}'))
+    be.wait_event(lambda p, e: p == "/echo" and "slow" in e["body"])
+    s.close()
+    time.sleep(1.5)
+    log = srv.log()
+    assert re.search(r'"event":"access".*"routeKey":"echo","status":200', log)
+    # Still serving.
+    s2, rest2 = wsraw.handshake(srv.port, timeout=10)
+    s2.close()
