@@ -192,7 +192,10 @@ static int authorize_locked(conn *c, const http_request *req, const char **messa
     }
     /* [integrations] the HTTP authorizer and the $connect integration may
      * answer later (integ_connect_answered). */
-    if (st == 0 && integ_connect_deferred()) st = integ_connect_start(c, req, message);
+    if (st == 0 && integ_connect_deferred()) {
+        st = integ_connect_start(c, req, message);
+        if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
+    }
     if (st != 0 && st != INTEG_PENDING) {
         metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = st;
@@ -454,6 +457,8 @@ static void integ_connect_answered(conn *c, int status, const char *message,
     app_lock(a);
     pending_connect *p = c->app;
     if (p && status != 0) {
+        if (status == 401 || status == 403)
+            throttle_auth_failed(&a->throttle, c->source_ip, throttle_now_ms());
         metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = status;
         p->rec.error = message;

@@ -80,7 +80,14 @@ typedef struct call {
     char *cache_key; /* CALL_AUTH */
     int64_t start_epoch_ms;
     char source_ip[46];
+    int worker;       /* the worker's index, for the log */
+    char *trace_body; /* a message's body for the data trace (enable_data_trace), or NULL */
+    size_t trace_len;
 } call;
+
+/* Bytes of a message body written to the log when enable_data_trace (as
+ * the built-in routes' access lines). */
+#define DATA_TRACE_MAX 1024
 
 /* ---- settings ---- */
 
@@ -254,10 +261,12 @@ static call *call_new(call_kind kind, size_t slot, const conn *c, const char *ro
     k->event_type = event_type;
     k->start_epoch_ms = clock_wall_ms();
     snprintf(k->source_ip, sizeof(k->source_ip), "%s", c->source_ip);
+    k->worker = c->srv->worker_index;
     return k;
 }
 
 static void call_free(call *k) {
+    free(k->trace_body);
     free(k->cache_key);
     free(k);
 }
@@ -296,6 +305,10 @@ static void log_call(const call *k, int status, const char *error, double second
     log_num(&l, "integrationLatency", seconds * 1000.0);
     log_str(&l, "identity.sourceIp", k->source_ip);
     log_str(&l, "stage", G.cfg->stage_name);
+    log_int(&l, "worker", k->worker);
+    for (size_t i = 0; i < G.cfg->additional_tags_count; i++)
+        log_str(&l, G.cfg->additional_tags[i].key, G.cfg->additional_tags[i].value);
+    if (k->trace_body) log_strn(&l, "body", k->trace_body, k->trace_len, DATA_TRACE_MAX);
     conn_rec *r = rec_get(k->conn_id);
     json_t *p = r && r->authorizer ? json_object_get(r->authorizer, "principalId") : NULL;
     if (json_is_string(p)) log_str(&l, "authorizer.principalId", json_string_value(p));
@@ -526,6 +539,12 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
     route_integ *ri = &G.routes[idx];
     conn_rec *r = rec_get(c->id);
     call *k = call_new(CALL_MESSAGE, (size_t)idx, c, ri->key, "MESSAGE");
+    if (G.cfg->enable_data_trace && !binary && log_enabled(LOG_INFO)) {
+        k->trace_len = len < DATA_TRACE_MAX ? len : DATA_TRACE_MAX;
+        k->trace_body = xmalloc(k->trace_len + 1);
+        memcpy(k->trace_body, data, k->trace_len);
+        k->trace_body[k->trace_len] = '\0';
+    }
     integ_event ev;
     char xid[17], mid[17];
     event_base(&ev, c, r, k, xid);

@@ -233,6 +233,8 @@ def test_message_route_event_two_way_and_default(start_server, backend_factory):
     log = srv.log()
     access = [json.loads(l) for l in log.splitlines() if '"event":"access"' in l and '"order_placed"' in l]
     assert access and access[0]["status"] == 200 and access[0]["eventType"] == "MESSAGE"
+    assert access[0]["body"] == json.dumps({"type": "order_placed", "item": "book", "qty": 2})
+    assert UUID.match(access[0]["requestId"]) and access[0]["worker"] in (0, 1)
 
 
 def test_errors_and_timeouts_as_api_gateway(start_server, backend_factory):
@@ -589,7 +591,8 @@ def test_http_authorizer(start_server, backend_factory):
         assert await status_of_refusal(srv, "?room=a", {"Authorization": "broken"}) == 500
         n = len(calls)
         ws = await connect(srv, "?room=a&userId=x", headers={"Authorization": "policy-allow"})
-        assert (await recv_json(ws))["type"] == "welcome"  # the built-in $connect follows
+        welcome = await recv_json(ws)  # the built-in $connect follows
+        assert welcome["type"] == "welcome" and welcome["data"]["userId"] == "user-42"
         await ws.send(json.dumps({"type": "whoami"}))
         who = await recv_json(ws)
         assert who == {"authorizer": {"principalId": "user-42", "org": "acme"}}
@@ -708,3 +711,24 @@ def test_frames_sent_before_a_pending_101_and_answers_for_gone_clients(start_ser
     # Still serving.
     s2, rest2 = wsraw.handshake(srv.port, timeout=10)
     s2.close()
+
+
+def test_http_authorizer_refusals_count_as_auth_failures(start_server, backend_factory):
+    def handle(path, ev):
+        ok = ev["headers"].get("Authorization") == "good"
+        return 200, json.dumps({"isAuthorized": ok}).encode()
+
+    be = backend_factory(handle)
+    srv = start_server(settings={
+        "auth_mode": "http", "authorizer_url": be.url("/auth"),
+        "authorizer_identity_sources": tflist(["route.request.header.Authorization"]),
+        "auth_failures_per_minute": 3, "worker_threads": 1})
+
+    async def main():
+        assert await status_of_refusal(srv, "") == 401  # missing: refused at once
+        assert await status_of_refusal(srv, "", {"Authorization": "bad"}) == 403  # asked
+        assert await status_of_refusal(srv, "", {"Authorization": "bad"}) == 403  # cached
+        # Three failures from this address: even a good token waits now.
+        assert await status_of_refusal(srv, "", {"Authorization": "good"}) == 429
+
+    asyncio.run(main())
