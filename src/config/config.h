@@ -157,6 +157,7 @@ typedef struct config {
     int64_t authorizer_cache_ttl_s;         /* default 300 (0 = no cache) */
     int64_t integration_max_concurrency;    /* requests in flight per integration and worker */
     int64_t integration_max_response_bytes; /* default 131072 */
+    char *integration_domain_name;          /* events' domainName; "": the Host header */
 } config;
 
 /* Error detail filled by the config functions: `message` is one line that

@@ -67,6 +67,17 @@ static bool check_optional_integration_url(const char *s) {
     return *s == '\0' || check_integration_url(s);
 }
 
+/* Empty, or host[:port] of letters, digits, '.', '-', ':' and '[]' (IPv6). */
+static bool check_domain_name(const char *s) {
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+        if (!ok) return false;
+    }
+    return true;
+}
+
 /* route.request.header.NAME or route.request.querystring.NAME. */
 static bool check_identity_source(const char *s) {
     static const char h[] = "route.request.header.", q[] = "route.request.querystring.";
@@ -199,6 +210,14 @@ const config_var config_vars[] = {
      .max = 16 * MIB,
      .help = "largest answer body an integration or authorizer may send",
      .rule = "integration_max_response_bytes must be between 1024 and 16777216."},
+    {.name = "integration_domain_name",
+     .type = CV_STRING,
+     .offset = OFF(integration_domain_name),
+     .def_str = "",
+     .max_len = 255,
+     .check = check_domain_name,
+     .help = "the events' domainName (host[:port] of @connections); empty: the client's Host",
+     .rule = "integration_domain_name must be a host name or address, with an optional :port."},
     {.name = "dynamodb_billing_mode",
      .type = CV_STRING,
      .offset = OFF(dynamodb_billing_mode),

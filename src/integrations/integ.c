@@ -201,7 +201,8 @@ static conn_rec *rec_new(conn *c, const http_request *req) {
     memcpy(r->id, c->id, sizeof(r->id));
     size_t hl = 0;
     const char *host = req ? http_request_header(req, "Host", &hl) : NULL;
-    r->domain = host ? xstrndup(host, hl) : xstrdup("localhost");
+    if (G.cfg->integration_domain_name[0]) r->domain = xstrdup(G.cfg->integration_domain_name);
+    else r->domain = host ? xstrndup(host, hl) : xstrdup("localhost");
     r->connected_at_ms = clock_wall_ms();
     strmap_put(&W->conns, r->id, r, NULL);
     return r;
@@ -304,12 +305,13 @@ static void log_call(const call *k, int status, const char *error, double second
     log_int(&l, "requestTimeEpoch", k->start_epoch_ms);
     log_num(&l, "integrationLatency", seconds * 1000.0);
     log_str(&l, "identity.sourceIp", k->source_ip);
+    conn_rec *r = rec_get(k->conn_id);
+    if (r && r->c->user_agent) log_str(&l, "identity.userAgent", r->c->user_agent);
     log_str(&l, "stage", G.cfg->stage_name);
     log_int(&l, "worker", k->worker);
     for (size_t i = 0; i < G.cfg->additional_tags_count; i++)
         log_str(&l, G.cfg->additional_tags[i].key, G.cfg->additional_tags[i].value);
     if (k->trace_body) log_strn(&l, "body", k->trace_body, k->trace_len, DATA_TRACE_MAX);
-    conn_rec *r = rec_get(k->conn_id);
     json_t *p = r && r->authorizer ? json_object_get(r->authorizer, "principalId") : NULL;
     if (json_is_string(p)) log_str(&l, "authorizer.principalId", json_string_value(p));
     if (error) log_str(&l, "error.message", error);

@@ -732,3 +732,22 @@ def test_http_authorizer_refusals_count_as_auth_failures(start_server, backend_f
         assert await status_of_refusal(srv, "", {"Authorization": "good"}) == 429
 
     asyncio.run(main())
+
+
+def test_integration_domain_name_is_not_the_clients_choice(start_server, backend_factory):
+    be = backend_factory(lambda path, ev: proxy(200))
+    srv = start_server(settings={
+        "custom_routes": tflist(["x"]),
+        "route_integrations": tfmap({"x": be.url("/x")}),
+        "integration_domain_name": "chat.example.com",
+    })
+
+    async def main():
+        ws = await connect(srv, headers={"Host": "evil.example"})
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "x"}))
+        ev = await asyncio.to_thread(be.wait_event, lambda p, e: p == "/x")
+        assert ev["requestContext"]["domainName"] == "chat.example.com"
+        await ws.close()
+
+    asyncio.run(main())

@@ -397,6 +397,8 @@ static const struct {
      "authorizer_cache_ttl_s must be between 0 and 3600."},
     {"integration_max_concurrency = 0", "integration_max_concurrency",
      "integration_max_concurrency must be between 1 and 100000."},
+    {"integration_domain_name = \"a/b\"", "integration_domain_name",
+     "integration_domain_name must be a host name or address"},
     {"jwt_algorithm = \"none\"", "jwt_algorithm",
      "JWT algorithm must be one of: HS256, RS256, ES256."},
     {"jwt_algorithm = \"hs256\"", "jwt_algorithm", "JWT algorithm must be one of"},
