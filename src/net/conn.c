@@ -47,7 +47,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
  * itself and what its request holds (0 once it has none). Returns how much
  * it grew. */
 static ssize_t pending_update(conn *c) {
-    size_t held = c->req ? sizeof(*c) + sizeof(*c->req) + http_request_held(c->req) : 0;
+    size_t held =
+        c->req ? sizeof(*c) + sizeof(*c->req) + http_request_held(c->req) + c->early_len : 0;
     ssize_t delta = (ssize_t)held - (ssize_t)c->http_held;
     if (delta) server_pending_http_add(delta);
     c->http_held = held;
@@ -697,6 +698,7 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
                 c->early_bytes = xmalloc(rest_len);
                 memcpy(c->early_bytes, rest, rest_len);
                 c->early_len = rest_len;
+                pending_update(c);
             }
             return;
         }
@@ -725,7 +727,7 @@ void server_authorize_done(conn *c, int status, const char *message) {
     uint8_t *early = c->early_bytes;
     size_t early_len = c->early_len;
     c->early_bytes = NULL;
-    c->early_len = 0;
+    c->early_len = 0; /* upgrade_accept's pending_update forgets them */
     upgrade_accept(c, hs.accept, (const char *)early, early_len);
     free(early);
 }
@@ -776,6 +778,10 @@ static void handle_http_bytes(conn *c, char *data, size_t len) {
         c->early_bytes = xrealloc(c->early_bytes, c->early_len + len);
         memcpy(c->early_bytes + c->early_len, data, len);
         c->early_len += len;
+        /* They count against max_pending_http_bytes like the request. */
+        if (pending_update(c) > 0 &&
+            server_pending_http_bytes() > (size_t)c->srv->cfg->max_pending_http_bytes)
+            conn_abort(c);
         return;
     }
     /* Plain HTTP requests (management API, metrics) may come several on one
