@@ -751,3 +751,35 @@ def test_integration_domain_name_is_not_the_clients_choice(start_server, backend
         await ws.close()
 
     asyncio.run(main())
+
+
+def test_bytes_before_a_pending_101_are_bounded(start_server, backend_factory):
+    import socket
+    import wsraw
+    gate = threading.Event()
+
+    def handle(path, ev):
+        gate.wait(10)
+        return proxy(200)
+
+    be = backend_factory(handle)
+    srv = start_server(settings={"route_integrations": tfmap({"$connect": be.url("/connect")})})
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(wsraw.upgrade_request(srv.port))
+        be.wait_event(lambda p, e: p == "/connect")
+        # More than 64 KiB before the 101: the connection is dropped, unanswered.
+        try:
+            for _ in range(20):
+                s.sendall(wsraw.frame(0x1, b"x" * 8000))
+        except OSError:
+            pass
+        s.settimeout(10)
+        try:
+            data = s.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        assert data == b""
+        s.close()
+    finally:
+        gate.set()
