@@ -9,11 +9,13 @@
 
 /* Idle connections libcurl keeps for reuse on one loop. */
 #define INTEG_HTTP_MAX_IDLE 64
+/* Easy handles kept for the next requests (an easy handle is several
+ * allocations; reset, it is ready again). */
+#define INTEG_HTTP_POOL 64
 
 typedef struct http_req {
     integ_http *h;
     CURL *easy;
-    struct curl_slist *headers;
     char *body;
     char *resp;
     size_t resp_len, resp_cap;
@@ -36,8 +38,11 @@ struct integ_http {
     CURLM *multi;
     uv_timer_t timer;
     size_t max_response;
-    http_req *reqs;   /* in flight */
-    http_sock *socks; /* polled for libcurl */
+    http_req *reqs;             /* in flight */
+    http_sock *socks;           /* polled for libcurl */
+    struct curl_slist *headers; /* the same for every request */
+    CURL *pool[INTEG_HTTP_POOL];
+    size_t npool;
     size_t nreqs;
     size_t handles_open; /* timer + polls not yet closed: h is freed at 0 */
     bool closing;
@@ -67,8 +72,13 @@ static void sock_close(http_sock *s) {
 }
 
 static void req_free(http_req *r) {
-    curl_slist_free_all(r->headers);
-    curl_easy_cleanup(r->easy);
+    integ_http *h = r->h;
+    if (h->npool < INTEG_HTTP_POOL && !h->closing) {
+        curl_easy_reset(r->easy);
+        h->pool[h->npool++] = r->easy;
+    } else {
+        curl_easy_cleanup(r->easy);
+    }
     free(r->body);
     free(r->resp);
     free(r);
@@ -202,6 +212,9 @@ integ_http *integ_http_new(uv_loop_t *loop, size_t max_response_bytes) {
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)INTEG_HTTP_MAX_IDLE);
+    h->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    /* No "Expect: 100-continue" round trip before a large event. */
+    h->headers = curl_slist_append(h->headers, "Expect:");
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     /* Integrations never keep a stopping loop alive: the server's own
@@ -217,20 +230,17 @@ int integ_http_post(integ_http *h, const char *url, const char *body, size_t len
     r->h = h;
     r->done = done;
     r->ctx = ctx;
-    r->easy = curl_easy_init();
+    r->easy = h->npool ? h->pool[--h->npool] : curl_easy_init();
     if (!r->easy) abort();
     r->body = xmalloc(len + 1);
     memcpy(r->body, body, len);
     r->body[len] = '\0';
-    r->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    /* No "Expect: 100-continue" round trip before a large event. */
-    r->headers = curl_slist_append(r->headers, "Expect:");
     CURL *e = r->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
@@ -255,6 +265,7 @@ int integ_http_post(integ_http *h, const char *url, const char *body, size_t len
 size_t integ_http_in_flight(const integ_http *h) { return h->nreqs; }
 
 void integ_http_close(integ_http *h) {
+    h->closing = true; /* req_free no longer pools */
     while (h->reqs) {
         http_req *r = h->reqs;
         curl_multi_remove_handle(h->multi, r->easy);
@@ -266,7 +277,9 @@ void integ_http_close(integ_http *h) {
      * socket_cb with CURL_POLL_REMOVE. */
     curl_multi_cleanup(h->multi);
     h->multi = NULL;
+    while (h->npool) curl_easy_cleanup(h->pool[--h->npool]);
+    curl_slist_free_all(h->headers);
+    h->headers = NULL;
     while (h->socks) sock_close(h->socks);
-    h->closing = true;
     uv_close((uv_handle_t *)&h->timer, timer_closed);
 }
