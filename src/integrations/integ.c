@@ -619,10 +619,12 @@ static void auth_done(call *k, const integ_http_response *resp) {
     json_decref(d.context);
 }
 
+/* $connect and $disconnect: their latency is observed by the application
+ * for the whole request (the CONNECT and DISCONNECT access lines), so only
+ * errors are counted here; the call's own latency is in its log line. */
 static void connect_done(call *k, const integ_http_response *resp) {
     route_integ *ri = &G.routes[k->slot];
     metrics *m = G.hooks.metrics();
-    metrics_observe_latency(m, ri->slot, resp->seconds);
     int status;
     const char *error = NULL, *message = NULL;
     integ_result res;
@@ -684,7 +686,6 @@ static void message_done(call *k, const integ_http_response *resp) {
 static void disconnect_done(call *k, const integ_http_response *resp) {
     route_integ *ri = &G.routes[k->slot];
     metrics *m = G.hooks.metrics();
-    metrics_observe_latency(m, ri->slot, resp->seconds);
     integ_result res;
     const char *error = NULL;
     int status = 200;
