@@ -10,6 +10,7 @@
 #include "common/alloc.h"
 #include "common/random.h"
 #include "common/clock.h"
+#include "integrations/integ.h"
 #include "log/log.h"
 #include "mgmt/mgmt.h"
 
@@ -34,6 +35,10 @@ static _Thread_local uint64_t message_received_ns;
 
 uint64_t app_message_received_ns(void) { return message_received_ns; }
 
+/* [integrations] Whether the message being handled came as a binary frame
+ * (an integration's event then carries it base64). */
+static _Thread_local bool message_binary;
+
 void app_worker_enter(app *a, server *srv, bool first) {
     server_enter(srv);
     assert(((hub *)srv->app)->srv == srv);
@@ -41,6 +46,7 @@ void app_worker_enter(app *a, server *srv, bool first) {
 }
 
 void app_worker_leave(app *a) {
+    integ_worker_close(); /* [integrations] */
     metrics_thread_free(worker_metrics);
     worker_metrics = NULL;
 }
@@ -119,6 +125,7 @@ static double record_finish(const app *a, conn *c, request_record *r) {
     if (r->error) log_str(&l, "error.message", r->error);
     if (r->body && a->cfg->enable_data_trace)
         log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
+    integ_log_fields(&l, c); /* [integrations] the HTTP authorizer's principalId */
     log_end(&l);
     return latency_ms;
 }
@@ -167,7 +174,13 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
         st = a->auth->authorize(a->auth, req, &p->id, message);
         if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
     }
-    if (st != 0) {
+    /* [integrations] the HTTP authorizer and the $connect integration may
+     * answer later (integ_connect_answered). */
+    if (st == 0 && integ_connect_deferred()) {
+        st = integ_connect_start(c, req, message);
+        if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
+    }
+    if (st != 0 && st != INTEG_PENDING) {
         metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = st;
         p->rec.error = *message;
@@ -179,7 +192,7 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
     c->subprotocol = p->id.subprotocol; /* answered in the 101 */
     p->id.subprotocol = NULL;
     c->app = p; /* taken over by on_open */
-    return 0;
+    return st == INTEG_PENDING ? SERVER_AUTH_PENDING : 0;
 }
 
 static void app_open(conn *c, const http_request *req) {
@@ -193,21 +206,26 @@ static void app_open(conn *c, const http_request *req) {
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
     engine_conn_opened(a->engine, c, h->index, s->user_id, s->username, s->user->count == 1);
-    handlers_join(h, s, p->id.room_id);
-    handlers_room_join(a, s, p->id.room_id);
-    handlers_welcome(s);
-    handlers_presence(h, s->room->id, s, "user_joined", c->id);
-    /* Resume after a reconnect: ?sinceSeq=S replays the room from S. */
-    size_t qlen;
-    const char *q = http_request_query(req, &qlen);
-    char *since = NULL;
-    if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
-        char *end;
-        long long v = strtoll(since, &end, 10);
-        if (*end == '\0' && v >= 0) handlers_resume(h, s, v);
-        else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
+    /* [integrations] A $connect integration replaces the built-in one
+     * (room, welcome, user_joined, resume). */
+    integ_conn_open(c, req);
+    if (!integ_route_has("$connect")) {
+        handlers_join(h, s, p->id.room_id);
+        handlers_room_join(a, s, p->id.room_id);
+        handlers_welcome(s);
+        handlers_presence(h, s->room->id, s, "user_joined", c->id);
+        /* Resume after a reconnect: ?sinceSeq=S replays the room from S. */
+        size_t qlen;
+        const char *q = http_request_query(req, &qlen);
+        char *since = NULL;
+        if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
+            char *end;
+            long long v = strtoll(since, &end, 10);
+            if (*end == '\0' && v >= 0) handlers_resume(h, s, v);
+            else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
+        }
+        free(since);
     }
-    free(since);
     double dt = record_finish(a, c, &p->rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_CONNECT, dt / 1000.0);
     auth_identity_clear(&p->id);
@@ -274,6 +292,17 @@ static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *da
         res.error = "Too Many Requests";
         m.outcome = ROUTE_THROTTLED;
     }
+    /* [integrations] A route with an HTTP integration goes there: its
+     * access line, latency and errors are written when it answers. */
+    if (m.outcome != ROUTE_THROTTLED &&
+        integ_message(s->c, m.custom_index >= 0 ? m.route_key : NULL, data, len, message_binary)) {
+        metrics_count_message(app_metrics(a), m.custom_index >= 0 ? a->custom_slots[m.custom_index]
+                                                                  : METRICS_SLOT_DEFAULT);
+        free(redacted);
+        free(m.selected);
+        json_decref(m.body);
+        return;
+    }
     switch (m.outcome) {
     case ROUTE_THROTTLED: break;
     case ROUTE_TOO_DEEP:
@@ -309,6 +338,7 @@ static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *da
 void app_handle_message(hub *h, session *s, uint8_t opcode, const uint8_t *data, size_t len) {
     uint64_t outer = message_received_ns;
     message_received_ns = clock_mono_ns();
+    message_binary = opcode == WS_OP_BINARY; /* [integrations] */
     /* What other threads posted to this worker is queued on its
      * connections before anything this message makes is sent. */
     server_run_own_inbox();
@@ -344,6 +374,7 @@ static void app_closed(conn *c) {
     throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());
     double dt = record_finish(a, c, &rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_DISCONNECT, dt / 1000.0);
+    integ_conn_closed(c, c->peer_close_code); /* [integrations] the $disconnect event */
 }
 
 /* Plain HTTP: the management API, health, metrics and the web pages, on
@@ -359,6 +390,51 @@ static long app_http_head(conn *c, const http_request *req) {
     return mgmt_http_head(app_of(c), c, req);
 }
 
+/* ---- [integrations] the application's side of src/integrations ---- */
+
+/* The one application, for integ_metrics (integrations run outside any
+ * server callback). */
+static app *integ_app;
+
+static metrics *integ_metrics(void) { return app_metrics(integ_app); }
+
+/* A deferred $connect ended (on c's loop): refused, its access line; else
+ * the authorizer's principalId becomes the user id; then the net layer
+ * sends the 101 (on_open) or the refusal. */
+static void integ_connect_answered(conn *c, int status, const char *message,
+                                   const char *principal) {
+    app *a = app_of(c);
+    pending_connect *p = c->app;
+    if (p && status != 0) {
+        if (status == 401 || status == 403)
+            throttle_auth_failed(&a->throttle, c->source_ip, throttle_now_ms());
+        metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
+        p->rec.status = status;
+        p->rec.error = message;
+        record_finish(a, c, &p->rec);
+        auth_identity_clear(&p->id);
+        free(p);
+        c->app = NULL;
+    } else if (p && principal && auth_valid_id(principal)) {
+        free(p->id.user_id);
+        p->id.user_id = xstrdup(principal);
+    }
+    server_authorize_done(c, status, message);
+}
+
+/* The client left while its $connect was pending. */
+static void app_auth_abandoned(conn *c) {
+    pending_connect *p = c->app;
+    if (p) {
+        auth_identity_clear(&p->id);
+        free(p);
+        c->app = NULL;
+    }
+    integ_conn_closed(c, 0);
+}
+
+/* ---- end [integrations] ---- */
+
 /* The net layer refused a socket of an address over max_connections_per_ip. */
 static void app_refused(conn *c, int status) {
     if (status == 429) metrics_count_throttled(app_metrics(app_of(c)), METRICS_THROTTLE_ADDRESS);
@@ -368,6 +444,7 @@ static const server_handlers api_handlers = {
     .on_http = app_http,
     .on_http_head = app_http_head,
     .on_refused = app_refused,
+    .on_auth_abandoned = app_auth_abandoned, /* [integrations] */
     .authorize = app_authorize,
     .on_open = app_open,
     .on_message = app_message,
@@ -488,8 +565,19 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
             router_free(&a->routes);
             return -1;
         }
+    } else if (cfg->auth_mode_id == CONFIG_AUTH_HTTP) {
+        a->auth = integ_passthrough_authorizer(); /* [integrations] decided by integ */
     } else {
         a->auth = auth_demo();
+    }
+    /* [integrations] */
+    integ_app = a;
+    static const integ_hooks hooks = {.connect_done = integ_connect_answered,
+                                      .metrics = integ_metrics};
+    if (integ_init(cfg, &hooks, err, errlen) != 0) {
+        router_free(&a->routes);
+        a->auth->destroy(a->auth);
+        return -1;
     }
     if (open_store(a, cfg, loop, store_path, err, errlen) != 0) {
         router_free(&a->routes);
@@ -534,6 +622,8 @@ void app_attach(app *a, size_t i, server *srv) {
 }
 
 void app_close(app *a) {
+    integ_worker_close(); /* [integrations] loop 0's requests (this thread's) */
+    integ_free();
     metrics_remove_gauge_source(app_gauges, a);
     if (a->tracer) trace_exporter_stop(a->tracer);
     a->tracer = NULL;

@@ -46,6 +46,8 @@ static void api_id(const config *cfg, char out[11]) {
     out[10] = '\0';
 }
 
+void outputs_api_id(const config *cfg, char out[11]) { api_id(cfg, out); }
+
 int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out) {
     char hostbuf[128], endpoint[512], test_url[1024], id[11], data_file[4096], mgmt[600];
     char conn_tbl[300], rooms_tbl[300], msgs_tbl[300], fn_connect[300], fn_message[300],

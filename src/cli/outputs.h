@@ -23,6 +23,10 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
  * `web`, by tls_cert_file. */
 void outputs_base_url(const config *cfg, long long port, bool web, char *buf, size_t len);
 
+/* Write the API's stable 10-character id (websocket_api_id, the events'
+ * apiId) into out. */
+void outputs_api_id(const config *cfg, char out[11]);
+
 /* Write the path of the store's database file for cfg into buf. */
 void outputs_data_file(const config *cfg, char *buf, size_t len);
 

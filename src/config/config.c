@@ -178,6 +178,7 @@ static const char *check_item(const config_var *v, const char *s) {
     size_t n = strlen(s);
     if (!ws_utf8_valid((const uint8_t *)s, n)) return "must be valid UTF-8";
     if ((v->nonempty && n == 0) || (v->max_len && n > v->max_len)) return v->item_rule;
+    if (v->check && !v->check(s)) return v->item_rule; /* lists and maps: each item */
     return NULL;
 }
 
@@ -552,6 +553,39 @@ static bool is_loopback(const char *listen) {
 
 static bool empty(const char *s) { return !s || !*s; }
 
+static bool is_route_key(const config *c, const char *k) {
+    if (strcmp(k, "$connect") == 0 || strcmp(k, "$disconnect") == 0 || strcmp(k, "$default") == 0)
+        return true;
+    for (size_t i = 0; i < c->custom_routes_count; i++)
+        if (strcmp(c->custom_routes[i], k) == 0) return true;
+    return false;
+}
+
+/* route_integrations name routes that exist; two-way routes have an
+ * integration; auth_mode "http" has a URL. */
+static int check_integration_rules(const config *c, config_error *err) {
+    for (size_t i = 0; i < c->route_integrations_count; i++)
+        if (!is_route_key(c, c->route_integrations[i].key))
+            return fail(err,
+                        "route_integrations: \"%s\" is not a route (use $connect, $disconnect, "
+                        "$default or one of custom_routes)",
+                        c->route_integrations[i].key);
+    for (size_t i = 0; i < c->route_responses_count; i++) {
+        const char *r = c->route_responses[i];
+        bool found = false;
+        for (size_t k = 0; k < c->route_integrations_count; k++)
+            found |= strcmp(c->route_integrations[k].key, r) == 0;
+        if (!found || strcmp(r, "$connect") == 0 || strcmp(r, "$disconnect") == 0)
+            return fail(err,
+                        "route_responses: \"%s\" must be a message route listed in "
+                        "route_integrations",
+                        r);
+    }
+    if (c->auth_mode_id == CONFIG_AUTH_HTTP && empty(c->authorizer_url))
+        return fail(err, "auth_mode = \"http\" requires authorizer_url (the REQUEST authorizer)");
+    return 0;
+}
+
 static int check_cross_rules(const config *c, config_error *err) {
     if (c->auth_mode_id == CONFIG_AUTH_JWT) {
         bool hs = !c->jwt_algorithm || strcmp(c->jwt_algorithm, "HS256") == 0;
@@ -564,6 +598,7 @@ static int check_cross_rules(const config *c, config_error *err) {
                         "jwt_public_key_file (a PEM public key)",
                         c->jwt_algorithm);
     }
+    if (check_integration_rules(c, err) != 0) return -1;
     if (empty(c->tls_cert_file) != empty(c->tls_key_file))
         return fail(err, "tls_cert_file and tls_key_file must be set together (%s is empty)",
                     empty(c->tls_cert_file) ? "tls_cert_file" : "tls_key_file");

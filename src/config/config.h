@@ -31,7 +31,11 @@ typedef enum config_logging_level {
 } config_logging_level;
 typedef enum config_store_sync { CONFIG_SYNC_FULL, CONFIG_SYNC_NORMAL } config_store_sync;
 typedef enum config_mode { CONFIG_MODE_API, CONFIG_MODE_ECHO } config_mode;
-typedef enum config_auth_mode { CONFIG_AUTH_DEMO, CONFIG_AUTH_JWT } config_auth_mode;
+typedef enum config_auth_mode {
+    CONFIG_AUTH_DEMO,
+    CONFIG_AUTH_JWT,
+    CONFIG_AUTH_HTTP
+} config_auth_mode;
 
 typedef struct config {
     /* --- the seed's variables (CONFIG.md) --- */
@@ -124,7 +128,7 @@ typedef struct config {
     int64_t auth_failures_per_minute; /* per source address before 429, default 20 */
     char **allowed_origins;           /* NULL-terminated; empty = any Origin */
     size_t allowed_origins_count;
-    char *auth_mode; /* "demo" (default) or "jwt" */
+    char *auth_mode; /* "demo" (default), "jwt" or "http" */
     config_auth_mode auth_mode_id;
     char *jwt_algorithm;          /* "HS256" (default), "RS256" or "ES256" */
     char *jwt_secret;             /* HS256 key (secret) */
@@ -142,6 +146,18 @@ typedef struct config {
     char *tls_key_file;
     bool allow_demo_auth_in_production; /* default false */
     bool allow_plaintext_in_production; /* default false */
+    /* --- HTTP integrations (docs/integrations.md) --- */
+    config_kv *route_integrations; /* route key -> http(s) URL */
+    size_t route_integrations_count;
+    char **route_responses; /* two-way routes: the result's body goes back */
+    size_t route_responses_count;
+    char *authorizer_url;               /* auth_mode = "http" */
+    char **authorizer_identity_sources; /* route.request.header.X / route.request.querystring.Y */
+    size_t authorizer_identity_sources_count;
+    int64_t authorizer_cache_ttl_s;         /* default 300 (0 = no cache) */
+    int64_t integration_max_concurrency;    /* requests in flight per integration and worker */
+    int64_t integration_max_response_bytes; /* default 131072 */
+    char *integration_domain_name;          /* events' domainName; "": the Host header */
 } config;
 
 /* Error detail filled by the config functions: `message` is one line that

@@ -48,7 +48,43 @@ static bool check_http_url(const char *s) {
     return *s == '\0' || strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
 
-static const char *const auth_modes[] = {"demo", "jwt", NULL};
+static const char *const auth_modes[] = {"demo", "jwt", "http", NULL};
+
+/* An integration's or authorizer's URL: http:// or https://, a host, no
+ * spaces or control characters (libcurl would refuse it at the first
+ * request; `wsgate check` says so at once). */
+static bool check_integration_url(const char *s) {
+    size_t skip = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+    if (!skip) return false;
+    const char *host = s + skip;
+    if (*host == '\0' || *host == '/' || *host == ':' || *host == '?' || *host == '#') return false;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) return false;
+    return true;
+}
+
+static bool check_optional_integration_url(const char *s) {
+    return *s == '\0' || check_integration_url(s);
+}
+
+/* Empty, or host[:port] of letters, digits, '.', '-', ':' and '[]' (IPv6). */
+static bool check_domain_name(const char *s) {
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+/* route.request.header.NAME or route.request.querystring.NAME. */
+static bool check_identity_source(const char *s) {
+    static const char h[] = "route.request.header.", q[] = "route.request.querystring.";
+    if (strncmp(s, h, sizeof h - 1) == 0) return s[sizeof h - 1] != '\0';
+    if (strncmp(s, q, sizeof q - 1) == 0) return s[sizeof q - 1] != '\0';
+    return false;
+}
 static const char *const jwt_algorithms[] = {"HS256", "RS256", "ES256", NULL};
 
 #define ROUTE_OFF(f) offsetof(config_route_throttle, f)
@@ -133,6 +169,55 @@ const config_var config_vars[] = {
      .help = "routes to create besides $connect/$disconnect/$default",
      .rule = "Maximum of 10 custom routes allowed.",
      .item_rule = "Each custom route must be a non-empty string of at most 128 characters."},
+    {.name = "route_integrations",
+     .type = CV_STRMAP,
+     .offset = OFF(route_integrations),
+     .count_offset = OFF(route_integrations_count),
+     .max_items = 16,
+     .max_key_len = 128,
+     .max_len = 2048,
+     .check = check_integration_url,
+     .help = "route key ($connect, $disconnect, $default, a custom route) -> URL of its HTTP "
+             "integration",
+     .rule = "At most 16 route integrations are allowed.",
+     .item_rule = "Each route integration must map a route key to an http:// or https:// URL "
+                  "with a host."},
+    {.name = "route_responses",
+     .type = CV_STRLIST,
+     .offset = OFF(route_responses),
+     .count_offset = OFF(route_responses_count),
+     .max_items = 16,
+     .nonempty = true,
+     .max_len = 128,
+     .help = "two-way routes: their integration's result body is sent back to the caller",
+     .rule = "At most 16 route responses are allowed.",
+     .item_rule = "Each route response must be a non-empty route key of at most 128 characters."},
+    {.name = "integration_max_concurrency",
+     .type = CV_INT,
+     .offset = OFF(integration_max_concurrency),
+     .def_int = 256,
+     .ranged = true,
+     .min = 1,
+     .max = 100000,
+     .help = "requests in flight per integration and worker; more get 429",
+     .rule = "integration_max_concurrency must be between 1 and 100000."},
+    {.name = "integration_max_response_bytes",
+     .type = CV_INT,
+     .offset = OFF(integration_max_response_bytes),
+     .def_int = 131072,
+     .ranged = true,
+     .min = 1024,
+     .max = 16 * MIB,
+     .help = "largest answer body an integration or authorizer may send",
+     .rule = "integration_max_response_bytes must be between 1024 and 16777216."},
+    {.name = "integration_domain_name",
+     .type = CV_STRING,
+     .offset = OFF(integration_domain_name),
+     .def_str = "",
+     .max_len = 255,
+     .check = check_domain_name,
+     .help = "the events' domainName (host[:port] of @connections); empty: the client's Host",
+     .rule = "integration_domain_name must be a host name or address, with an optional :port."},
     {.name = "dynamodb_billing_mode",
      .type = CV_STRING,
      .offset = OFF(dynamodb_billing_mode),
@@ -717,8 +802,36 @@ const config_var config_vars[] = {
      .def_str = "demo",
      .one_of = auth_modes,
      .enum_offset = OFF(auth_mode_id),
-     .help = "$connect authorizer: demo (valid_* tokens) or jwt",
-     .rule = "Auth mode must be either demo or jwt."},
+     .help = "$connect authorizer: demo (valid_* tokens), jwt or http (authorizer_url)",
+     .rule = "Auth mode must be one of: demo, jwt, http."},
+    {.name = "authorizer_url",
+     .type = CV_STRING,
+     .offset = OFF(authorizer_url),
+     .def_str = "",
+     .max_len = 2048,
+     .check = check_optional_integration_url,
+     .help = "auth_mode = \"http\": URL the REQUEST authorizer event is posted to",
+     .rule = "authorizer_url must be an http:// or https:// URL with a host."},
+    {.name = "authorizer_identity_sources",
+     .type = CV_STRLIST,
+     .offset = OFF(authorizer_identity_sources),
+     .count_offset = OFF(authorizer_identity_sources_count),
+     .max_items = 10,
+     .max_len = 256,
+     .check = check_identity_source,
+     .help = "request values the HTTP authorizer needs (missing: 401) and caches by",
+     .rule = "At most 10 identity sources are allowed.",
+     .item_rule = "Each identity source must be route.request.header.NAME or "
+                  "route.request.querystring.NAME."},
+    {.name = "authorizer_cache_ttl_s",
+     .type = CV_INT,
+     .offset = OFF(authorizer_cache_ttl_s),
+     .def_int = 300,
+     .ranged = true,
+     .min = 0,
+     .max = 3600,
+     .help = "seconds an HTTP authorizer's answer is reused for the same identity (0 = never)",
+     .rule = "authorizer_cache_ttl_s must be between 0 and 3600."},
     {.name = "jwt_algorithm",
      .type = CV_STRING,
      .offset = OFF(jwt_algorithm),

@@ -58,7 +58,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
  * itself and what its request holds (0 once it has none). Returns how much
  * it grew. */
 static ssize_t pending_update(conn *c) {
-    size_t held = c->req ? sizeof(*c) + sizeof(*c->req) + http_request_held(c->req) : 0;
+    size_t held =
+        c->req ? sizeof(*c) + sizeof(*c->req) + http_request_held(c->req) + c->early_len : 0;
     ssize_t delta = (ssize_t)held - (ssize_t)c->http_held;
     if (delta) server_pending_http_add(delta);
     c->http_held = held;
@@ -480,6 +481,10 @@ void conn_abort(conn *c) {
     assert(server_owns(c));
     if (c->state == CONN_CLOSED) return;
     c->state = CONN_CLOSED;
+    if (c->auth_pending) {
+        c->auth_pending = false;
+        if (c->srv->handlers->on_auth_abandoned) c->srv->handlers->on_auth_abandoned(c);
+    }
     if (c->opened) {
         c->opened = false;
         c->srv->nopen--;
@@ -503,6 +508,7 @@ static void on_closed(uv_handle_t *h) {
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
     free(c->subprotocol);
+    free(c->early_bytes);
     if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
     tls_conn_free(c->tls);
     free(c);
@@ -635,6 +641,7 @@ static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
             if (control_flood(c)) return;
             break;
         case WS_EV_CLOSE:
+            c->peer_close_code = ev.close_code;
             if (!c->close_sent) {
                 /* Echo the peer's code (RFC 6455 5.5.1), then end TCP. */
                 c->close_sent = true;
@@ -648,6 +655,8 @@ static void handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
         }
     }
 }
+
+static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t rest_len);
 
 static void upgrade(conn *c, const char *rest, size_t rest_len) {
     server *srv = c->srv;
@@ -683,16 +692,57 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
     const char *msg = NULL;
     if (srv->handlers->authorize) {
         int st = srv->handlers->authorize(c, req, &msg);
+        if (st == SERVER_AUTH_PENDING) {
+            /* The answer comes later (server_authorize_done); whatever the
+             * client pipelined waits with the request. */
+            c->auth_pending = true;
+            if (rest_len) {
+                c->early_bytes = xmalloc(rest_len);
+                memcpy(c->early_bytes, rest, rest_len);
+                c->early_len = rest_len;
+                pending_update(c);
+            }
+            return;
+        }
         if (st != 0) {
             http_error(c, st, NULL, msg ? msg : http_status_text(st));
             return;
         }
     }
+    upgrade_accept(c, hs.accept, rest, rest_len);
+}
+
+/* Bytes a client may send between its request and a pending 101. */
+#define CONN_EARLY_MAX (64 * 1024)
+
+void server_authorize_done(conn *c, int status, const char *message) {
+    assert(server_owns(c));
+    if (!c->auth_pending || c->state != CONN_HTTP) return;
+    c->auth_pending = false;
+    if (status != 0) {
+        http_error(c, status, NULL, message ? message : http_status_text(status));
+        return;
+    }
+    /* The request passed this check before it waited. */
+    ws_handshake_result hs;
+    ws_handshake_check(c->req, c->srv->stage_path, &hs);
+    uint8_t *early = c->early_bytes;
+    size_t early_len = c->early_len;
+    c->early_bytes = NULL;
+    c->early_len = 0; /* upgrade_accept's pending_update forgets them */
+    upgrade_accept(c, hs.accept, (const char *)early, early_len);
+    free(early);
+}
+
+/* The 101 and the connection's opening, once authorize accepted. */
+static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t rest_len) {
+    server *srv = c->srv;
+    http_request *req = c->req;
     char extensions[WS_DEFLATE_RESPONSE_MAX];
     c->deflate = ws_handshake_deflate(req, &srv->deflate, &c->deflate_params, extensions);
     size_t rlen;
     char *resp =
-        ws_handshake_response_ext(hs.accept, c->subprotocol, c->deflate ? extensions : NULL, &rlen);
+        ws_handshake_response_ext(accept, c->subprotocol, c->deflate ? extensions : NULL, &rlen);
     enqueue(c, ws_frame_raw(resp, rlen));
     free(resp);
 
@@ -721,6 +771,21 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
 }
 
 static void handle_http_bytes(conn *c, char *data, size_t len) {
+    if (c->auth_pending) {
+        /* Frames sent before the 101: kept for after it, within a bound. */
+        if (c->early_len + len > CONN_EARLY_MAX) {
+            conn_abort(c);
+            return;
+        }
+        c->early_bytes = xrealloc(c->early_bytes, c->early_len + len);
+        memcpy(c->early_bytes + c->early_len, data, len);
+        c->early_len += len;
+        /* They count against max_pending_http_bytes like the request. */
+        if (pending_update(c) > 0 &&
+            server_pending_http_bytes() > (size_t)c->srv->cfg->max_pending_http_bytes)
+            conn_abort(c);
+        return;
+    }
     /* Plain HTTP requests (management API, metrics) may come several on one
      * keep-alive connection; a WebSocket upgrade ends the loop. */
     for (;;) {
@@ -831,6 +896,8 @@ unsigned conn_sweep(conn *c, uint64_t now) {
     const config *cfg = c->srv->cfg;
     switch (c->state) {
     case CONN_HTTP:
+        /* A pending authorization is bounded by its integration's timeout. */
+        if (c->auth_pending) return released;
         /* Bug fix: 0 means no limit, it used to abort at the first sweep. */
         if (cfg->handshake_timeout_ms > 0 &&
             now - c->created_ms >= (uint64_t)cfg->handshake_timeout_ms)

@@ -46,6 +46,10 @@ typedef struct conn {
     bool over_addr_limit; /* its address had max_connections_per_ip sockets */
     bool http_answered;   /* on_http_head answered: the body is never read */
     size_t http_held;     /* bytes counted in server_pending_http_bytes */
+    bool auth_pending;    /* authorize answered SERVER_AUTH_PENDING: no 101 yet */
+    uint8_t *early_bytes; /* what the client sent after its request meanwhile */
+    size_t early_len;
+    uint16_t peer_close_code; /* the client's close code (1005: none given), 0: no close */
 
     http_request *req; /* during the handshake / plain HTTP */
     ws_parser *parser; /* once open; NULL while idle between frames */

@@ -45,7 +45,21 @@ typedef struct server_handlers {
     /* The net layer refused c's request itself with `status` (429: the
      * address holds more than max_connections_per_ip sockets). */
     void (*on_refused)(conn *c, int status);
+    /* c's authorize returned SERVER_AUTH_PENDING and c ended (the client
+     * went, shutdown) before server_authorize_done: forget it. c is still
+     * valid during the call, not after. */
+    void (*on_auth_abandoned)(conn *c);
 } server_handlers;
+
+/* What authorize returns to hold the upgrade until the application calls
+ * server_authorize_done (an answer that comes over the network). */
+#define SERVER_AUTH_PENDING (-1)
+
+/* On c's loop: finish the upgrade that authorize left pending: status 0
+ * sends the 101 and runs on_open (then any bytes the client pipelined),
+ * else the request is refused with that HTTP status and message (static
+ * text, NULL: the status's reason). No effect when c is not pending. */
+void server_authorize_done(conn *c, int status, const char *message);
 
 /* Work handed to a worker by another thread (a worker, the store thread):
  * run on the worker's own thread by `run`, in the order posted. Items
