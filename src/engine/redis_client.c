@@ -52,14 +52,19 @@ struct rc_slot {
     redisAsyncContext *ac; /* NULL when the slot has no context */
     slot_state state;
     bool ever_ready;
-    bool drop; /* the timer drops the context (a handshake failed) */
+    bool drop;               /* the timer drops the context (a handshake failed) */
     unsigned attempts;       /* failed attempts since it was last ready */
     unsigned handshake_left; /* AUTH/SELECT replies still awaited */
     uv_timer_t timer;
     rc_req inflight; /* sentinel of the FIFO */
 };
 
-typedef enum chan_state { CHAN_NONE, CHAN_SUBSCRIBING, CHAN_SUBSCRIBED, CHAN_UNSUBSCRIBING } chan_state;
+typedef enum chan_state {
+    CHAN_NONE,
+    CHAN_SUBSCRIBING,
+    CHAN_SUBSCRIBED,
+    CHAN_UNSUBSCRIBING
+} chan_state;
 
 /* A channel's wish and what Redis was last told. At most one SUBSCRIBE or
  * UNSUBSCRIBE is in flight per channel: hiredis 0.14 keys its pub/sub
@@ -633,7 +638,8 @@ redis_client *redis_client_new(uv_loop_t *loop, const redis_client_options *opt)
     if (!c->opt.command_timeout_ms) c->opt.command_timeout_ms = 5000;
     if (!c->opt.backoff_min_ms) c->opt.backoff_min_ms = 100;
     if (!c->opt.backoff_max_ms) c->opt.backoff_max_ms = 5000;
-    if (c->opt.backoff_max_ms < c->opt.backoff_min_ms) c->opt.backoff_max_ms = c->opt.backoff_min_ms;
+    if (c->opt.backoff_max_ms < c->opt.backoff_min_ms)
+        c->opt.backoff_max_ms = c->opt.backoff_min_ms;
     redis_url_name(&c->opt.url, c->name, sizeof c->name);
     c->pool = c->opt.pool_size;
     c->slots = xcalloc(c->pool + 1, sizeof *c->slots);

@@ -64,12 +64,12 @@ typedef void (*redis_client_message_cb)(redis_client *c, const char *channel, si
 typedef void (*redis_client_state_cb)(redis_client *c, bool up, void *data);
 
 typedef struct redis_client_options {
-    redis_url url;               /* copied */
-    unsigned pool_size;          /* command connections, 1..16 (0: 2) */
-    unsigned connect_timeout_ms; /* connect + AUTH + SELECT (0: 2000) */
-    unsigned command_timeout_ms; /* a reply later than this drops the server (0: 5000) */
-    unsigned backoff_min_ms;     /* first retry after about this (0: 100) */
-    unsigned backoff_max_ms;     /* retries at most this far apart (0: 5000) */
+    redis_url url;                      /* copied */
+    unsigned pool_size;                 /* command connections, 1..16 (0: 2) */
+    unsigned connect_timeout_ms;        /* connect + AUTH + SELECT (0: 2000) */
+    unsigned command_timeout_ms;        /* a reply later than this drops the server (0: 5000) */
+    unsigned backoff_min_ms;            /* first retry after about this (0: 100) */
+    unsigned backoff_max_ms;            /* retries at most this far apart (0: 5000) */
     const char *const *preload_scripts; /* Lua sources, NULL-terminated: SCRIPT LOAD on every
                                          * command connection before it is ready (may be NULL) */
     redis_client_message_cb on_message; /* may be NULL */

@@ -217,8 +217,8 @@ static void script_reply(redis_client *c, const redisReply *r, const char *err, 
         k->lens[0] = 4;
         k->argv[1] = xstrdup(sources[k->id]);
         k->lens[1] = strlen(sources[k->id]);
-        redis_client_command_argv(c, k->affinity, script_reply, k, k->argc,
-                                  (const char **)k->argv, k->lens);
+        redis_client_command_argv(c, k->affinity, script_reply, k, k->argc, (const char **)k->argv,
+                                  k->lens);
         return;
     }
     k->cb(c, r, err, k->data);
@@ -250,27 +250,29 @@ int redis_script_run(redis_client *c, uint32_t affinity, redis_script_id id, int
     put_arg(k, n, (size_t)snprintf(n, sizeof n, "%d", nkeys));
     for (int i = 0; i < nkeys; i++) put_arg(k, keys[i], keylens ? keylens[i] : strlen(keys[i]));
     for (int i = 0; i < nargs; i++) put_arg(k, args[i], arglens ? arglens[i] : strlen(args[i]));
-    return redis_client_command_argv(c, affinity, script_reply, k, k->argc,
-                                     (const char **)k->argv, k->lens);
+    return redis_client_command_argv(c, affinity, script_reply, k, k->argc, (const char **)k->argv,
+                                     k->lens);
 }
 
 int redis_script_chat(redis_client *c, const redis_chat *m, redis_client_reply_cb cb, void *data) {
     bool idem = m->client_message_id && m->idempotency_window_s > 0;
-    char *keys[3] = {redis_script_seq_key(m->room), redis_script_log_key(m->room),
-                     idem ? redis_script_idem_key(m->room, m->sender ? m->sender : "",
-                                                  m->client_message_id)
-                          : room_key(m->room, "idem:")};
+    char *keys[3] = {
+        redis_script_seq_key(m->room), redis_script_log_key(m->room),
+        idem ? redis_script_idem_key(m->room, m->sender ? m->sender : "", m->client_message_id)
+             : room_key(m->room, "idem:")};
     char *channel = m->publish ? redis_script_channel(m->db, m->room) : xstrdup("");
     char window[24], ts[24], maxlen[24], cutoff[24];
     snprintf(window, sizeof window, "%lld", idem ? (long long)m->idempotency_window_s : 0LL);
     snprintf(ts, sizeof ts, "%lld", (long long)m->ts_ms);
     snprintf(maxlen, sizeof maxlen, "%lld", (long long)(m->max_len > 0 ? m->max_len : 0));
     snprintf(cutoff, sizeof cutoff, "%lld", (long long)(m->cutoff_ms > 0 ? m->cutoff_ms : 0));
-    const char *args[8] = {window, m->message_id, ts, m->value, maxlen, cutoff, channel,
-                           m->publish_prefix ? m->publish_prefix : ""};
-    size_t lens[8] = {strlen(window), strlen(m->message_id), strlen(ts), m->value_len,
-                      strlen(maxlen), strlen(cutoff), strlen(channel),
-                      m->publish_prefix ? m->publish_prefix_len : 0};
+    const char *args[8] = {
+        window, m->message_id, ts,      m->value,
+        maxlen, cutoff,        channel, m->publish_prefix ? m->publish_prefix : ""};
+    size_t lens[8] = {strlen(window),  strlen(m->message_id),
+                      strlen(ts),      m->value_len,
+                      strlen(maxlen),  strlen(cutoff),
+                      strlen(channel), m->publish_prefix ? m->publish_prefix_len : 0};
     int rc = redis_script_run(c, redis_client_affinity(m->room, strlen(m->room)), REDIS_SCRIPT_CHAT,
                               3, (const char **)keys, NULL, 8, args, lens, cb, data);
     for (int i = 0; i < 3; i++) free(keys[i]);
@@ -289,9 +291,9 @@ int redis_script_history(redis_client *c, const redis_history *h, redis_client_r
     snprintf(maxb, sizeof maxb, "%zu", h->max_bytes);
     snprintf(cutoff, sizeof cutoff, "%lld", (long long)(h->cutoff_ms > 0 ? h->cutoff_ms : 0));
     const char *args[5] = {after ? "after" : "before", bound, limit, maxb, cutoff};
-    int rc = redis_script_run(c, redis_client_affinity(h->room, strlen(h->room)),
-                              REDIS_SCRIPT_HISTORY, 2, (const char **)keys, NULL, 5, args, NULL,
-                              cb, data);
+    int rc =
+        redis_script_run(c, redis_client_affinity(h->room, strlen(h->room)), REDIS_SCRIPT_HISTORY,
+                         2, (const char **)keys, NULL, 5, args, NULL, cb, data);
     free(keys[0]);
     free(keys[1]);
     return rc;

@@ -43,7 +43,11 @@
 
 #include "engine/redis_client.h"
 
-typedef enum redis_script_id { REDIS_SCRIPT_CHAT, REDIS_SCRIPT_HISTORY, REDIS_SCRIPT_COUNT } redis_script_id;
+typedef enum redis_script_id {
+    REDIS_SCRIPT_CHAT,
+    REDIS_SCRIPT_HISTORY,
+    REDIS_SCRIPT_COUNT
+} redis_script_id;
 
 /* Return the Lua source of script id (static). */
 const char *redis_script_source(redis_script_id id);
@@ -93,7 +97,8 @@ typedef struct redis_chat {
 /* Sequence chat on c (affinity: the room's hash, so a room's chats run in
  * the order sent). cb gets the script's reply: parse it with
  * redis_chat_parse. Returns as redis_script_run. */
-int redis_script_chat(redis_client *c, const redis_chat *chat, redis_client_reply_cb cb, void *data);
+int redis_script_chat(redis_client *c, const redis_chat *chat, redis_client_reply_cb cb,
+                      void *data);
 
 typedef struct redis_chat_result {
     int64_t seq;

@@ -47,8 +47,8 @@ static inline void test_redis_start(test_redis *r, const char *const *extra) {
     if (!r->port) r->port = test_redis_free_port();
     char port[16];
     snprintf(port, sizeof port, "%d", r->port);
-    const char *argv[32] = {"redis-server", "--port", port,  "--bind", "127.0.0.1", "--save",
-                            "",             "--appendonly", "no", "--dir", "/tmp"};
+    const char *argv[32] = {"redis-server", "--port", port,    "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no",     "--dir", "/tmp"};
     int argc = 11;
     for (int i = 0; extra && extra[i] && i < 8; i++) argv[argc++] = extra[i];
     argv[argc] = NULL;

@@ -214,7 +214,6 @@ static result history(redis_client *c, const char *room, int64_t after, int64_t 
     return r;
 }
 
-
 typedef struct sub_ctx {
     redis_client *c;
     const char *ch;
@@ -534,7 +533,8 @@ Test(redis_client, auth_and_select_from_the_url) {
     cr_assert_eq(st.connects, 0);
     result res = {0};
     const char *argv[1] = {"PING"};
-    cr_assert_eq(redis_client_command_argv(bad, REDIS_CLIENT_ANY, on_reply, &res, 1, argv, NULL), -1);
+    cr_assert_eq(redis_client_command_argv(bad, REDIS_CLIENT_ANY, on_reply, &res, 1, argv, NULL),
+                 -1);
     wait_done(&res);
     cr_assert_eq(res.err, REDIS_CLIENT_E_DOWN);
     close_client(bad);
