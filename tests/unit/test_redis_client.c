@@ -496,6 +496,7 @@ Test(redis_client, commands_of_one_turn_leave_in_few_writes) {
     cr_assert_eq(m.ok, 200);
     cr_assert_eq(m.in_order, 200, "one affinity: one connection, answered in order");
     cr_assert_eq(after.commands - before.commands, 200);
+    cr_log_info("200 commands in %llu writes", (unsigned long long)(after.writes - before.writes));
     cr_assert(after.writes - before.writes <= 5, "%llu writes for 200 commands",
               (unsigned long long)(after.writes - before.writes));
     cr_assert(after.rtt_count - before.rtt_count == 200);
@@ -652,4 +653,13 @@ Test(redis_client, close_answers_commands_in_flight) {
     cr_assert_not(r.done, "closing is deferred to the next turn");
     wait_done(&r);
     cr_assert_eq(r.err, REDIS_CLIENT_E_CLOSED);
+}
+
+Test(redis_client, ipv6_loopback) {
+    const char *extra[] = {"--bind", "127.0.0.1", "::1", NULL};
+    test_redis_start(&srv, extra);
+    redis_client *c = client("redis://[::1]:%d/1", NULL);
+    cmd(c, "SET", "v6", "yes");
+    cr_assert_str_eq(cmd(c, "GET", "v6", NULL).str, "yes");
+    close_client(c);
 }
