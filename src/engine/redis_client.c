@@ -7,7 +7,9 @@
  * which is how the tests see pipelining). */
 #include "engine/redis_client.h"
 
+#include <arpa/inet.h>
 #include <hiredis/async.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +31,23 @@ const double redis_client_rtt_bounds_ms[REDIS_CLIENT_RTT_BUCKETS] = {
 
 #define SUBSCRIBE_BATCH 128 /* channels per SUBSCRIBE after a reconnect */
 
-typedef enum slot_state { SLOT_IDLE, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_READY } slot_state;
+typedef enum slot_state {
+    SLOT_IDLE,
+    SLOT_RESOLVING,
+    SLOT_CONNECTING,
+    SLOT_HANDSHAKE,
+    SLOT_READY
+} slot_state;
 
 typedef struct rc_slot rc_slot;
+
+/* A host name lookup on libuv's thread pool (hiredis would call a blocking
+ * getaddrinfo on the loop). It holds the client alive until its callback,
+ * which may come after the slot gave up on it. */
+typedef struct rc_resolve {
+    uv_getaddrinfo_t req;
+    rc_slot *slot;
+} rc_resolve;
 
 /* One command in flight (in its slot's FIFO) or failed fast (in the
  * client's failed list). Replies come in order, so the FIFO's head is the
@@ -50,6 +66,7 @@ struct rc_slot {
     redis_client *c;
     bool pubsub;
     redisAsyncContext *ac; /* NULL when the slot has no context */
+    rc_resolve *resolving; /* the lookup in progress, or NULL */
     slot_state state;
     bool ever_ready;
     bool drop;               /* the timer drops the context (a handshake failed) */
@@ -308,6 +325,10 @@ static void slot_timer_cb(uv_timer_t *t) {
     if (s->drop) {
         c->kill_reason = REDIS_CLIENT_E_LOST;
         slot_kill(s, "handshake refused");
+    } else if (s->state == SLOT_RESOLVING) {
+        uv_cancel((uv_req_t *)&s->resolving->req);
+        s->resolving = NULL; /* its callback only frees it now */
+        slot_lost(s, "host name lookup timed out");
     } else if (s->state == SLOT_CONNECTING || s->state == SLOT_HANDSHAKE) {
         c->kill_reason = REDIS_CLIENT_E_LOST;
         slot_kill(s, "connect timed out");
@@ -418,9 +439,9 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
     slot_lost(s, status == REDIS_OK ? "disconnected" : cac->errstr);
 }
 
-static void slot_connect(rc_slot *s) {
+static void slot_connect_addr(rc_slot *s, const char *ip) {
     redis_client *c = s->c;
-    redisAsyncContext *ac = redisAsyncConnect(c->opt.url.host, c->opt.url.port);
+    redisAsyncContext *ac = redisAsyncConnect(ip, c->opt.url.port);
     if (!ac || ac->err || attach(c, ac) != 0) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac && ac->err ? ac->errstr : "cannot start a connection");
@@ -435,6 +456,63 @@ static void slot_connect(rc_slot *s) {
     redisEnableKeepAlive(&ac->c);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    uv_timer_start(&s->timer, slot_timer_cb, c->opt.connect_timeout_ms, 0);
+}
+
+static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    rc_resolve *r = (rc_resolve *)req;
+    rc_slot *s = r->slot;
+    redis_client *c = s->c;
+    bool current = s->resolving == r;
+    if (current) s->resolving = NULL;
+    free(r);
+    /* IPv4 first, as hiredis itself prefers. */
+    char ip[INET6_ADDRSTRLEN] = "";
+    for (int pass = 0; pass < 2 && !ip[0]; pass++)
+        for (const struct addrinfo *ai = res; ai && !ip[0]; ai = ai->ai_next) {
+            if (pass == 0 && ai->ai_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)ai->ai_addr)->sin_addr, ip,
+                          sizeof ip);
+            else if (pass == 1 && ai->ai_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip,
+                          sizeof ip);
+        }
+    if (res) uv_freeaddrinfo(res);
+    if (--c->handles == 0) { /* closing, and this was the last thing open */
+        client_free(c);
+        return;
+    }
+    if (!current || c->closing) return;
+    if (status < 0 || !ip[0]) {
+        char why[160];
+        snprintf(why, sizeof why, "host name lookup failed: %s",
+                 status < 0 ? uv_strerror(status) : "no address");
+        slot_lost(s, why);
+        return;
+    }
+    slot_connect_addr(s, ip);
+}
+
+static void slot_connect(rc_slot *s) {
+    redis_client *c = s->c;
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, c->opt.url.host, addr) == 1 ||
+        inet_pton(AF_INET6, c->opt.url.host, addr) == 1) {
+        slot_connect_addr(s, c->opt.url.host);
+        return;
+    }
+    rc_resolve *r = xcalloc(1, sizeof *r);
+    r->slot = s;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    s->state = SLOT_RESOLVING;
+    int rc = uv_getaddrinfo(c->loop, &r->req, resolved, c->opt.url.host, NULL, &hints);
+    if (rc != 0) {
+        free(r);
+        slot_lost(s, uv_strerror(rc));
+        return;
+    }
+    c->handles++;
+    s->resolving = r;
     uv_timer_start(&s->timer, slot_timer_cb, c->opt.connect_timeout_ms, 0);
 }
 
@@ -672,6 +750,10 @@ static void close_step(uv_timer_t *t) {
     for (unsigned i = 0; i <= c->pool; i++) {
         rc_slot *s = &c->slots[i];
         uv_timer_stop(&s->timer);
+        if (s->resolving) {
+            uv_cancel((uv_req_t *)&s->resolving->req);
+            s->resolving = NULL;
+        }
         slot_kill(s, "closed");
     }
     /* Commands failed before (or by callbacks run just now) are answered

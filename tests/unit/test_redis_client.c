@@ -663,3 +663,30 @@ Test(redis_client, ipv6_loopback) {
     cr_assert_str_eq(cmd(c, "GET", "v6", NULL).str, "yes");
     close_client(c);
 }
+
+/* A host name is looked up off the loop (libuv's thread pool); one that
+ * does not resolve is a failed attempt like a refused connection. */
+Test(redis_client, host_names_are_resolved) {
+    test_redis_start(&srv, NULL);
+    redis_client *c = client("redis://localhost:%d", NULL);
+    cr_assert(strncmp(redis_client_name(c), "localhost:", 10) == 0);
+    cmd(c, "SET", "named", "yes");
+    close_client(c);
+
+    redis_client_options o = {.url = url_of("redis://no-such-host.invalid:%d", srv.port),
+                              .connect_timeout_ms = 1000,
+                              .backoff_min_ms = 20,
+                              .backoff_max_ms = 100};
+    redis_client *bad = redis_client_new(&loop, &o);
+    track(bad);
+    double end = clock_mono_ms() + 15000;
+    redis_client_stats st = {0};
+    while (clock_mono_ms() < end && st.connect_failures < 2) {
+        uv_run(&loop, UV_RUN_ONCE);
+        redis_client_get_stats(bad, &st);
+    }
+    cr_assert(st.connect_failures >= 2, "%llu", (unsigned long long)st.connect_failures);
+    cr_assert_not(redis_client_up(bad));
+    /* Closed while a lookup may be in flight: freed once it returns. */
+    close_client(bad);
+}
