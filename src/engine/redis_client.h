@@ -7,8 +7,11 @@
  * Connections: `pool_size` command connections and one pub/sub connection,
  * each opened with AUTH and SELECT from the URL (and SCRIPT LOAD of
  * preload_scripts on the command connections, so that EVALSHA finds them
- * after a Redis restart). Commands issued during one
- * loop turn on one connection leave in one write (pipelining: hiredis
+ * after a Redis restart), then PING: ready means the server answers. A
+ * host name is looked up on libuv's thread pool before each attempt
+ * (hiredis only ever gets an address, so DNS never blocks the loop).
+ * Commands issued during one loop turn on one connection leave in one
+ * write (pipelining: hiredis
  * appends them to the connection's output buffer, which is written when the
  * socket polls writable). A lost connection is reopened after an
  * exponential backoff with jitter (backoff_min_ms doubling up to
