@@ -70,6 +70,7 @@ struct rc_slot {
     slot_state state;
     bool ever_ready;
     bool drop;               /* the timer drops the context (a handshake failed) */
+    bool outage_logged;      /* redis_down was logged since the slot was last ready */
     unsigned attempts;       /* failed attempts since it was last ready */
     unsigned handshake_left; /* AUTH/SELECT replies still awaited */
     uv_timer_t timer;
@@ -270,7 +271,7 @@ static void log_down(rc_slot *s, const char *why, uint64_t retry_ms) {
 }
 
 /* The slot's context is gone (hiredis reported it, or we freed it): plan
- * the next attempt. The first failure after being ready is logged; the
+ * the next attempt. The first failure of an outage is logged; the
  * failures that follow are only counted. */
 static void slot_lost(rc_slot *s, const char *why) {
     redis_client *c = s->c;
@@ -303,7 +304,8 @@ static void slot_lost(rc_slot *s, const char *why) {
         s->attempts++;
     }
     uint64_t delay = backoff_ms(c, was_ready ? 0 : s->attempts);
-    if (was_ready || s->attempts == 1) log_down(s, why, delay);
+    if (!s->outage_logged) log_down(s, why, delay);
+    s->outage_logged = true;
     slot_schedule(s, delay);
 }
 
@@ -346,6 +348,7 @@ static void slot_ready(rc_slot *s) {
     uv_timer_stop(&s->timer);
     s->state = SLOT_READY;
     s->attempts = 0;
+    s->outage_logged = false;
     c->st.connects++;
     if (s->ever_ready) c->st.reconnects++;
     s->ever_ready = true;
@@ -377,14 +380,19 @@ static void slot_ready(rc_slot *s) {
 static void handshake_cb(redisAsyncContext *ac, void *r, void *priv) {
     rc_slot *s = priv;
     redisReply *reply = r;
-    if (!reply || s->ac != ac || s->state != SLOT_HANDSHAKE) return;
+    if (!reply || s->ac != ac || s->state != SLOT_HANDSHAKE || s->drop) return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_line l;
-        log_begin(&l, LOG_ERROR, "redis_down");
-        log_str(&l, "server", s->c->name);
-        log_str(&l, "connection", slot_kind(s));
-        log_strn(&l, "msg", reply->str, reply->len, 200);
-        log_end(&l);
+        /* A refused AUTH makes the commands after it fail too (NOAUTH):
+         * the first error is the one to report, once per outage. */
+        if (!s->outage_logged) {
+            log_line l;
+            log_begin(&l, LOG_ERROR, "redis_down");
+            log_str(&l, "server", s->c->name);
+            log_str(&l, "connection", slot_kind(s));
+            log_strn(&l, "msg", reply->str, reply->len, 200);
+            log_end(&l);
+            s->outage_logged = true;
+        }
         /* Not from inside the context's own callback: on the next turn. */
         s->drop = true;
         slot_schedule(s, 0);
