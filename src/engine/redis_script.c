@@ -254,7 +254,67 @@ int redis_script_run(redis_client *c, uint32_t affinity, redis_script_id id, int
                                      k->lens);
 }
 
-int redis_script_chat(redis_client *c, const redis_chat *m, redis_client_reply_cb cb, void *data) {
+/* A chat in progress: its parsed result waits here for WAIT's answer. */
+typedef struct chat_call {
+    redis_chat_cb cb;
+    void *data;
+    uint32_t affinity;
+    int min_replicas, wait_ms;
+    redis_chat_result res;
+    char *value; /* owned copy of res.value */
+    char err[200];
+} chat_call;
+
+static void chat_done(redis_client *c, chat_call *k, const char *err) {
+    k->cb(c, err ? NULL : &k->res, err, k->data);
+    free(k->value);
+    free(k);
+}
+
+static void chat_waited(redis_client *c, const redisReply *r, const char *err, void *data) {
+    chat_call *k = data;
+    if (!err && r->type == REDIS_REPLY_ERROR) {
+        snprintf(k->err, sizeof k->err, "redis: %.*s", (int)(r->len > 150 ? 150 : r->len), r->str);
+        err = k->err;
+    } else if (!err && (r->type != REDIS_REPLY_INTEGER || r->integer < k->min_replicas)) {
+        snprintf(k->err, sizeof k->err, "redis: reached %lld of %d replicas",
+                 r->type == REDIS_REPLY_INTEGER ? (long long)r->integer : 0LL, k->min_replicas);
+        err = k->err;
+    }
+    chat_done(c, k, err);
+}
+
+static void chat_reply(redis_client *c, const redisReply *r, const char *err, void *data) {
+    chat_call *k = data;
+    if (err) {
+        chat_done(c, k, err);
+        return;
+    }
+    if (redis_chat_parse(r, &k->res, k->err, sizeof k->err) < 0) {
+        chat_done(c, k, k->err);
+        return;
+    }
+    k->value = xmalloc(k->res.value_len + 1);
+    memcpy(k->value, k->res.value, k->res.value_len);
+    k->value[k->res.value_len] = '\0';
+    k->res.value = k->value;
+    if (k->min_replicas <= 0) {
+        chat_done(c, k, NULL);
+        return;
+    }
+    /* WAIT counts the replicas that acknowledged every write this
+     * connection made so far, the script's included (same affinity, same
+     * connection while it is up; after a reconnect WAIT would count too
+     * little, never too much). A duplicate waits as well: its original may
+     * not have reached them. */
+    char n[16], ms[16];
+    snprintf(n, sizeof n, "%d", k->min_replicas);
+    snprintf(ms, sizeof ms, "%d", k->wait_ms);
+    const char *argv[3] = {"WAIT", n, ms};
+    redis_client_command_argv(c, k->affinity, chat_waited, k, 3, argv, NULL);
+}
+
+int redis_script_chat(redis_client *c, const redis_chat *m, redis_chat_cb cb, void *data) {
     bool idem = m->client_message_id && m->idempotency_window_s > 0;
     char *keys[3] = {
         redis_script_seq_key(m->room), redis_script_log_key(m->room),
@@ -273,15 +333,35 @@ int redis_script_chat(redis_client *c, const redis_chat *m, redis_client_reply_c
                       strlen(ts),      m->value_len,
                       strlen(maxlen),  strlen(cutoff),
                       strlen(channel), m->publish_prefix ? m->publish_prefix_len : 0};
-    int rc = redis_script_run(c, redis_client_affinity(m->room, strlen(m->room)), REDIS_SCRIPT_CHAT,
-                              3, (const char **)keys, NULL, 8, args, lens, cb, data);
+    chat_call *k = xcalloc(1, sizeof *k);
+    k->cb = cb;
+    k->data = data;
+    k->affinity = redis_client_affinity(m->room, strlen(m->room));
+    k->min_replicas = m->min_replicas;
+    k->wait_ms = m->wait_timeout_ms > 0 ? m->wait_timeout_ms : 1000;
+    int rc = redis_script_run(c, k->affinity, REDIS_SCRIPT_CHAT, 3, (const char **)keys, NULL, 8,
+                              args, lens, chat_reply, k);
     for (int i = 0; i < 3; i++) free(keys[i]);
     free(channel);
     return rc;
 }
 
-int redis_script_history(redis_client *c, const redis_history *h, redis_client_reply_cb cb,
-                         void *data) {
+typedef struct history_call {
+    redis_history_cb cb;
+    void *data;
+} history_call;
+
+static void history_reply(redis_client *c, const redisReply *r, const char *err, void *data) {
+    history_call *k = data;
+    redis_history_result res;
+    char buf[200];
+    if (!err && redis_history_parse(r, &res, buf, sizeof buf) < 0) err = buf;
+    k->cb(c, err ? NULL : &res, err, k->data);
+    if (!err) free(res.entries);
+    free(k);
+}
+
+int redis_script_history(redis_client *c, const redis_history *h, redis_history_cb cb, void *data) {
     char *keys[2] = {redis_script_seq_key(h->room), redis_script_log_key(h->room)};
     bool after = h->after_seq >= 0;
     char bound[24], limit[24], maxb[24], cutoff[24];
@@ -291,9 +371,12 @@ int redis_script_history(redis_client *c, const redis_history *h, redis_client_r
     snprintf(maxb, sizeof maxb, "%zu", h->max_bytes);
     snprintf(cutoff, sizeof cutoff, "%lld", (long long)(h->cutoff_ms > 0 ? h->cutoff_ms : 0));
     const char *args[5] = {after ? "after" : "before", bound, limit, maxb, cutoff};
+    history_call *k = xcalloc(1, sizeof *k);
+    k->cb = cb;
+    k->data = data;
     int rc =
         redis_script_run(c, redis_client_affinity(h->room, strlen(h->room)), REDIS_SCRIPT_HISTORY,
-                         2, (const char **)keys, NULL, 5, args, NULL, cb, data);
+                         2, (const char **)keys, NULL, 5, args, NULL, history_reply, k);
     free(keys[0]);
     free(keys[1]);
     return rc;

@@ -82,7 +82,7 @@ typedef struct redis_chat {
     const char *sender;            /* what idempotency is keyed by (e.g. a blind index) */
     const char *client_message_id; /* NULL: no idempotency */
     int64_t idempotency_window_s;  /* 0: no idempotency */
-    const char *message_id;        /* a UUID (no spaces) */
+    const char *message_id;        /* a UUID (no spaces); required */
     int64_t ts_ms;
     const void *value; /* the sealed message, opaque to Redis */
     size_t value_len;
@@ -92,25 +92,37 @@ typedef struct redis_chat {
     bool publish;
     const void *publish_prefix; /* bytes before the seq in the published message */
     size_t publish_prefix_len;
+    int min_replicas;    /* > 0: then WAIT for this many replicas (redis_min_replicas) */
+    int wait_timeout_ms; /* WAIT's bound (0: 1000); keep it under command_timeout_ms */
 } redis_chat;
-
-/* Sequence chat on c (affinity: the room's hash, so a room's chats run in
- * the order sent). cb gets the script's reply: parse it with
- * redis_chat_parse. Returns as redis_script_run. */
-int redis_script_chat(redis_client *c, const redis_chat *chat, redis_client_reply_cb cb,
-                      void *data);
 
 typedef struct redis_chat_result {
     int64_t seq;
-    bool duplicate;
+    bool duplicate; /* a retry: the fields are the original message's */
     char message_id[64];
     int64_t ts_ms;
-    const char *value; /* duplicate: the original's sealed value (the reply's bytes) */
+    const char *value; /* duplicate: the original's sealed value ("" when trimmed since) */
     size_t value_len;
 } redis_chat_result;
 
-/* Read the chat script's reply into out. Returns 0, or -1 with err (a
- * Redis error reply's text, or what is malformed). */
+/* The outcome of redis_script_chat: res (valid during the call only) when
+ * the chat is stored (and reached min_replicas replicas), else err (res
+ * NULL): REDIS_CLIENT_E_DOWN (not sent: not stored), REDIS_CLIENT_E_LOST
+ * or _TIMEOUT (unknown: it may be stored; a retry with the same
+ * clientMessageId returns it once), a Redis error ("redis: ..."), or
+ * "redis: reached K of N replicas" (stored on the primary only). */
+typedef void (*redis_chat_cb)(redis_client *c, const redis_chat_result *res, const char *err,
+                              void *data);
+
+/* Sequence chat on c with the chat script, on the connection of the
+ * room's affinity (so a room's chats run in the order sent), then WAIT
+ * when chat->min_replicas > 0. cb is called once, never before this
+ * returns. Returns 0 when sent, -1 when it failed fast (cb gets
+ * REDIS_CLIENT_E_DOWN on the next turn). */
+int redis_script_chat(redis_client *c, const redis_chat *chat, redis_chat_cb cb, void *data);
+
+/* Read the chat script's reply into out (value points into r). Returns 0,
+ * or -1 with err (a Redis error reply's text, or what is malformed). */
 int redis_chat_parse(const redisReply *r, redis_chat_result *out, char *err, size_t errlen);
 
 /* One history page to read. */
@@ -122,9 +134,6 @@ typedef struct redis_history {
     size_t max_bytes;   /* stop (has_more) past this many bytes; the first is always taken */
     int64_t cutoff_ms;  /* entries older are trimmed and never returned; 0: none */
 } redis_history;
-
-int redis_script_history(redis_client *c, const redis_history *h, redis_client_reply_cb cb,
-                         void *data);
 
 typedef struct redis_history_entry {
     int64_t seq;
@@ -142,6 +151,16 @@ typedef struct redis_history_result {
     size_t count;
     redis_history_entry *entries; /* oldest first; malloc'd, free() it */
 } redis_history_result;
+
+/* The outcome of redis_script_history: res (and every byte it points to)
+ * valid during the call only, or err with res NULL. */
+typedef void (*redis_history_cb)(redis_client *c, const redis_history_result *res, const char *err,
+                                 void *data);
+
+/* Read one page with the history script (on the room's affinity, so it
+ * sees every chat of the room sent before it on this client). cb once,
+ * never before this returns; 0 sent, -1 failed fast. */
+int redis_script_history(redis_client *c, const redis_history *h, redis_history_cb cb, void *data);
 
 /* Read the history script's reply into out (entries point into r: use
  * them before the callback returns). Returns 0 or -1 with err. */

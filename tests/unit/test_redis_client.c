@@ -15,7 +15,7 @@
 #include "redis_server.h"
 
 static uv_loop_t loop;
-static test_redis srv;
+static test_redis srv, replica;
 static uv_timer_t keepalive;
 
 static void noop_timer(uv_timer_t *t) {}
@@ -26,6 +26,7 @@ static void setup(void) {
     uv_timer_init(&loop, &keepalive);
     uv_timer_start(&keepalive, noop_timer, 10, 10);
     srv = (test_redis){0};
+    replica = (test_redis){0};
 }
 
 static redis_client *open_clients[8];
@@ -54,6 +55,7 @@ static void teardown(void) {
     /* Every handle of every client was closed: nothing leaks. */
     cr_expect_eq(uv_loop_close(&loop), 0);
     test_redis_stop(&srv);
+    test_redis_stop(&replica);
 }
 
 typedef bool (*pred_fn)(void *);
@@ -119,11 +121,8 @@ typedef struct result {
     size_t len;
     const char *err;
     redis_chat_result chat;
-    int chat_rc;
     redis_history_result hist;
-    int hist_rc;
     char hist_values[64][32];
-    char parse_err[200];
 } result;
 
 static void on_reply(redis_client *c, const redisReply *r, const char *err, void *data) {
@@ -138,25 +137,38 @@ static void on_reply(redis_client *c, const redisReply *r, const char *err, void
         memcpy(res->str, r->str, res->len);
         res->str[res->len] = '\0';
     }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
-        res->chat_rc = redis_chat_parse(r, &res->chat, res->parse_err, sizeof res->parse_err);
-        /* the value points into r: keep a copy */
-        if (res->chat_rc == 0) {
-            res->len = res->chat.value_len < sizeof res->str - 1 ? res->chat.value_len : 0;
-            memcpy(res->str, res->chat.value, res->len);
-            res->str[res->len] = '\0';
-            res->chat.value = res->str;
-        }
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
-        res->hist_rc = redis_history_parse(r, &res->hist, res->parse_err, sizeof res->parse_err);
-        for (size_t i = 0; res->hist_rc == 0 && i < res->hist.count && i < 64; i++) {
+}
+
+/* The chat's result, its value copied into res->str. */
+static void on_chat(redis_client *c, const redis_chat_result *cr, const char *err, void *data) {
+    result *res = data;
+    res->done = true;
+    res->err = err;
+    if (!cr) return;
+    res->chat = *cr;
+    res->len = cr->value_len < sizeof res->str - 1 ? cr->value_len : 0;
+    memcpy(res->str, cr->value, res->len);
+    res->str[res->len] = '\0';
+    res->chat.value = res->str;
+}
+
+/* The page, its entries copied (free res->hist.entries) without their
+ * bytes; the values as text in hist_values. */
+static void on_history(redis_client *c, const redis_history_result *h, const char *err,
+                       void *data) {
+    result *res = data;
+    res->done = true;
+    res->err = err;
+    if (!h) return;
+    res->hist = *h;
+    res->hist.entries = calloc(h->count + 1, sizeof *h->entries);
+    for (size_t i = 0; i < h->count; i++) {
+        res->hist.entries[i] = h->entries[i];
+        if (i < 64)
             snprintf(res->hist_values[i], sizeof res->hist_values[i], "%.*s",
-                     (int)res->hist.entries[i].value_len, res->hist.entries[i].value);
-            res->hist.entries[i].value = NULL;
-            res->hist.entries[i].message_id = NULL;
-        }
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        res->chat_rc = redis_chat_parse(r, &res->chat, res->parse_err, sizeof res->parse_err);
+                     (int)h->entries[i].value_len, h->entries[i].value);
+        res->hist.entries[i].value = NULL;
+        res->hist.entries[i].message_id = NULL;
     }
 }
 
@@ -191,10 +203,9 @@ static result chat(redis_client *c, const char *room, const char *cmid, const ch
                     .publish_prefix = "C ",
                     .publish_prefix_len = 2};
     result r = {0};
-    cr_assert_eq(redis_script_chat(c, &m, on_reply, &r), 0);
+    cr_assert_eq(redis_script_chat(c, &m, on_chat, &r), 0);
     wait_done(&r);
     cr_assert_null(r.err, "%s", r.err);
-    cr_assert_eq(r.chat_rc, 0, "%s", r.parse_err);
     return r;
 }
 
@@ -207,10 +218,9 @@ static result history(redis_client *c, const char *room, int64_t after, int64_t 
                        .max_bytes = max_bytes,
                        .cutoff_ms = cutoff_ms};
     result r = {0};
-    cr_assert_eq(redis_script_history(c, &h, on_reply, &r), 0);
+    cr_assert_eq(redis_script_history(c, &h, on_history, &r), 0);
     wait_done(&r);
     cr_assert_null(r.err, "%s", r.err);
-    cr_assert_eq(r.hist_rc, 0, "%s", r.parse_err);
     return r;
 }
 
@@ -236,15 +246,12 @@ typedef struct check {
 } check;
 
 /* Compares the bytes inside the callback, where the reply lives. */
-static void check_cb(redis_client *cl, const redisReply *rep, const char *err, void *data) {
+static void check_cb(redis_client *cl, const redis_history_result *h, const char *err, void *data) {
     check *ck = data;
-    redis_history_result h;
-    char e[200];
-    cr_assert_eq(redis_history_parse(rep, &h, e, sizeof e), 0, "%s", e);
-    cr_assert_eq(h.count, 1);
-    cr_assert_eq(h.entries[0].value_len, ck->len);
-    cr_assert_eq(memcmp(h.entries[0].value, ck->want, ck->len), 0);
-    free(h.entries);
+    cr_assert_null(err, "%s", err);
+    cr_assert_eq(h->count, 1);
+    cr_assert_eq(h->entries[0].value_len, ck->len);
+    cr_assert_eq(memcmp(h->entries[0].value, ck->want, ck->len), 0);
     *ck->got = true;
 }
 
@@ -297,9 +304,9 @@ Test(redis_client, binary_values_pass_through_unchanged) {
                     .value = value,
                     .value_len = sizeof value};
     result r = {0};
-    cr_assert_eq(redis_script_chat(c, &m, on_reply, &r), 0);
+    cr_assert_eq(redis_script_chat(c, &m, on_chat, &r), 0);
     wait_done(&r);
-    cr_assert_eq(r.chat_rc, 0);
+    cr_assert_null(r.err);
     redis_history h = {.room = "bin", .after_seq = 0, .limit = 10};
     bool got = false;
     check ck = {&got, value, sizeof value};
@@ -587,7 +594,7 @@ Test(redis_client, fails_fast_while_down_then_reconnects_and_resubscribes) {
     cr_assert_eq(r.err, REDIS_CLIENT_E_DOWN);
     result ch = {0};
     redis_chat m = {.room = "x", .message_id = "m", .value = "v", .value_len = 1};
-    cr_assert_eq(redis_script_chat(c, &m, on_reply, &ch), -1);
+    cr_assert_eq(redis_script_chat(c, &m, on_chat, &ch), -1);
     wait_done(&ch);
     cr_assert_eq(ch.err, REDIS_CLIENT_E_DOWN);
     /* Still down a while later: retries keep failing, nothing queues. */
@@ -689,4 +696,66 @@ Test(redis_client, host_names_are_resolved) {
     cr_assert_not(redis_client_up(bad));
     /* Closed while a lookup may be in flight: freed once it returns. */
     close_client(bad);
+}
+
+/* The primary's replication INFO shows a replica online. */
+static bool replica_online(const test_redis *primary) {
+    redisContext *bc = test_redis_connect(primary);
+    redisReply *r = bc && !bc->err ? redisCommand(bc, "INFO replication") : NULL;
+    bool online = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "state=online");
+    if (r) freeReplyObject(r);
+    if (bc) redisFree(bc);
+    return online;
+}
+
+static result chat_replicated(redis_client *c, const char *mid, int min_replicas) {
+    redis_chat m = {.room = "rep",
+                    .message_id = mid,
+                    .ts_ms = clock_wall_ms(),
+                    .value = "v",
+                    .value_len = 1,
+                    .min_replicas = min_replicas,
+                    .wait_timeout_ms = 300};
+    result r = {0};
+    cr_assert_eq(redis_script_chat(c, &m, on_chat, &r), 0);
+    wait_done(&r);
+    return r;
+}
+
+/* redis_min_replicas: a chat is answered only once a replica has it, and
+ * with an error when no replica acknowledged it in time. */
+Test(redis_client, chat_waits_for_replicas) {
+    test_redis_start(&srv, NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    const char *extra[] = {"--replicaof", "127.0.0.1", port, NULL};
+    test_redis_start(&replica, extra);
+    double end = clock_mono_ms() + 15000;
+    while (!replica_online(&srv) && clock_mono_ms() < end) usleep(50000);
+    cr_assert(replica_online(&srv), "the replica never came online");
+    redis_client *c = client("redis://127.0.0.1:%d", NULL);
+
+    result r = chat_replicated(c, "m1", 1);
+    cr_assert_null(r.err, "%s", r.err);
+    cr_assert_eq(r.chat.seq, 1);
+    /* It is on the replica. */
+    redisContext *bc = test_redis_connect(&replica);
+    redisReply *rep = redisCommand(bc, "XLEN wsgate:{rep}:log");
+    cr_assert_eq(rep->integer, 1);
+    freeReplyObject(rep);
+    redisFree(bc);
+
+    /* Two replicas asked, one exists: stored on the primary, reported. */
+    r = chat_replicated(c, "m2", 2);
+    cr_assert_not_null(r.err);
+    cr_assert(strstr(r.err, "reached 1 of 2 replicas"), "%s", r.err);
+    test_redis_stop(&replica);
+    r = chat_replicated(c, "m3", 1);
+    cr_assert_not_null(r.err);
+    cr_assert(strstr(r.err, "reached 0 of 1 replicas"), "%s", r.err);
+    /* Without the option the primary's answer is enough. */
+    r = chat_replicated(c, "m4", 0);
+    cr_assert_null(r.err, "%s", r.err);
+    cr_assert_eq(r.chat.seq, 4, "m2 and m3 were stored on the primary");
+    close_client(c);
 }
