@@ -11,17 +11,17 @@
  * host name is looked up on libuv's thread pool before each attempt
  * (hiredis only ever gets an address, so DNS never blocks the loop).
  * Commands issued during one loop turn on one connection leave in one
- * write (pipelining: hiredis
- * appends them to the connection's output buffer, which is written when the
- * socket polls writable). A lost connection is reopened after an
- * exponential backoff with jitter (backoff_min_ms doubling up to
- * backoff_max_ms), and the pub/sub connection subscribes again to every
- * channel wanted. A command that is not answered within command_timeout_ms
- * marks the server unresponsive: every connection is dropped and reopened.
+ * write (pipelining: hiredis appends them to the connection's output
+ * buffer, which is written when the socket polls writable). A lost
+ * connection is reopened after an exponential backoff with jitter
+ * (backoff_min_ms doubling up to backoff_max_ms), and the pub/sub
+ * connection subscribes again to every channel wanted. A command that is
+ * not answered within command_timeout_ms marks the server unresponsive:
+ * every connection is dropped and reopened.
  *
  * Fail fast: while no command connection is ready, a command is not queued
  * anywhere: its callback gets an error on the loop's next turn (never from
- * inside redis_client_command). Memory held for a server that is down is
+ * inside redis_client_command_argv). Memory held for a server that is down is
  * therefore bounded by what is in flight when it went down.
  *
  * Deferred frees: hiredis frees its contexts itself (after their
