@@ -44,8 +44,8 @@ typedef struct redis_client redis_client;
 /* A command's outcome. On an answer, err is NULL and reply is hiredis's
  * reply (which may be a Redis error: reply->type == REDIS_REPLY_ERROR);
  * the reply is freed by hiredis when the callback returns, so copy what
- * you keep. When the command got no answer, reply is NULL and err is a
- * static text: REDIS_CLIENT_E_DOWN (failed fast, never sent),
+ * you keep. When the command got no answer, reply is NULL and err is one
+ * of these static texts (compare by address): REDIS_CLIENT_E_DOWN (failed fast, never sent),
  * REDIS_CLIENT_E_LOST (sent, then the connection was lost: it may or may
  * not have run), REDIS_CLIENT_E_TIMEOUT (sent, no answer in time: it may
  * or may not have run) or REDIS_CLIENT_E_CLOSED (the client was closed). */

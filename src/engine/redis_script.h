@@ -107,7 +107,7 @@ typedef struct redis_chat_result {
 
 /* The outcome of redis_script_chat: res (valid during the call only) when
  * the chat is stored (and reached min_replicas replicas), else err (res
- * NULL): REDIS_CLIENT_E_DOWN (not sent: not stored), REDIS_CLIENT_E_LOST
+ * NULL; the text too is valid during the call only): REDIS_CLIENT_E_DOWN (not sent: not stored), REDIS_CLIENT_E_LOST
  * or _TIMEOUT (unknown: it may be stored; a retry with the same
  * clientMessageId returns it once), a Redis error ("redis: ..."), or
  * "redis: reached K of N replicas" (stored on the primary only). */
@@ -153,7 +153,8 @@ typedef struct redis_history_result {
 } redis_history_result;
 
 /* The outcome of redis_script_history: res (and every byte it points to)
- * valid during the call only, or err with res NULL. */
+ * valid during the call only, or err with res NULL (also valid during the
+ * call only). */
 typedef void (*redis_history_cb)(redis_client *c, const redis_history_result *res, const char *err,
                                  void *data);
 

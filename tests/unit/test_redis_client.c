@@ -119,7 +119,8 @@ typedef struct result {
     long long integer;
     char str[512];
     size_t len;
-    const char *err;
+    const char *err;   /* compare with the static REDIS_CLIENT_E_* only */
+    char errtext[256]; /* the text, which may live only during the callback */
     redis_chat_result chat;
     redis_history_result hist;
     char hist_values[64][32];
@@ -129,6 +130,7 @@ static void on_reply(redis_client *c, const redisReply *r, const char *err, void
     result *res = data;
     res->done = true;
     res->err = err;
+    if (err) snprintf(res->errtext, sizeof res->errtext, "%s", err);
     if (!r) return;
     res->type = r->type;
     res->integer = r->integer;
@@ -144,6 +146,7 @@ static void on_chat(redis_client *c, const redis_chat_result *cr, const char *er
     result *res = data;
     res->done = true;
     res->err = err;
+    if (err) snprintf(res->errtext, sizeof res->errtext, "%s", err);
     if (!cr) return;
     res->chat = *cr;
     res->len = cr->value_len < sizeof res->str - 1 ? cr->value_len : 0;
@@ -159,6 +162,7 @@ static void on_history(redis_client *c, const redis_history_result *h, const cha
     result *res = data;
     res->done = true;
     res->err = err;
+    if (err) snprintf(res->errtext, sizeof res->errtext, "%s", err);
     if (!h) return;
     res->hist = *h;
     res->hist.entries = calloc(h->count + 1, sizeof *h->entries);
@@ -205,7 +209,7 @@ static result chat(redis_client *c, const char *room, const char *cmid, const ch
     result r = {0};
     cr_assert_eq(redis_script_chat(c, &m, on_chat, &r), 0);
     wait_done(&r);
-    cr_assert_null(r.err, "%s", r.err);
+    cr_assert_null(r.err, "%s", r.errtext);
     return r;
 }
 
@@ -220,7 +224,7 @@ static result history(redis_client *c, const char *room, int64_t after, int64_t 
     result r = {0};
     cr_assert_eq(redis_script_history(c, &h, on_history, &r), 0);
     wait_done(&r);
-    cr_assert_null(r.err, "%s", r.err);
+    cr_assert_null(r.err, "%s", r.errtext);
     return r;
 }
 
@@ -372,6 +376,7 @@ Test(redis_client, history_pages) {
     cr_assert_eq(p.hist.last_seq, 0);
     cr_assert_eq(p.hist.oldest_seq, 0);
     cr_assert_not(p.hist.has_more);
+    free(p.hist.entries);
     close_client(c);
 }
 
@@ -736,7 +741,7 @@ Test(redis_client, chat_waits_for_replicas) {
     redis_client *c = client("redis://127.0.0.1:%d", NULL);
 
     result r = chat_replicated(c, "m1", 1);
-    cr_assert_null(r.err, "%s", r.err);
+    cr_assert_null(r.err, "%s", r.errtext);
     cr_assert_eq(r.chat.seq, 1);
     /* It is on the replica. */
     redisContext *bc = test_redis_connect(&replica);
@@ -748,14 +753,14 @@ Test(redis_client, chat_waits_for_replicas) {
     /* Two replicas asked, one exists: stored on the primary, reported. */
     r = chat_replicated(c, "m2", 2);
     cr_assert_not_null(r.err);
-    cr_assert(strstr(r.err, "reached 1 of 2 replicas"), "%s", r.err);
+    cr_assert(strstr(r.errtext, "reached 1 of 2 replicas"), "%s", r.errtext);
     test_redis_stop(&replica);
     r = chat_replicated(c, "m3", 1);
     cr_assert_not_null(r.err);
-    cr_assert(strstr(r.err, "reached 0 of 1 replicas"), "%s", r.err);
+    cr_assert(strstr(r.errtext, "reached 0 of 1 replicas"), "%s", r.errtext);
     /* Without the option the primary's answer is enough. */
     r = chat_replicated(c, "m4", 0);
-    cr_assert_null(r.err, "%s", r.err);
+    cr_assert_null(r.err, "%s", r.errtext);
     cr_assert_eq(r.chat.seq, 4, "m2 and m3 were stored on the primary");
     close_client(c);
 }
