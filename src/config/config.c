@@ -13,6 +13,7 @@
 #include "common/alloc.h"
 #include "config/config_table.h"
 #include "config/tfvars.h"
+#include "engine/redis_url.h"
 #include "ws/utf8.h"
 
 /* A config file larger than this is surely a mistake (a log, a binary);
@@ -586,6 +587,26 @@ static int check_integration_rules(const config *c, config_error *err) {
     return 0;
 }
 
+/* redis_url or redis_urls, not both; no server twice in redis_urls (the
+ * shard ring places servers by "host:port/db"). Each URL was parsed by
+ * its own rule already. */
+static int check_redis_rules(const config *c, config_error *err) {
+    if (!empty(c->redis_url) && c->redis_urls_count > 0)
+        return fail(err, "set redis_url (one Redis server) or redis_urls (several, sharded), "
+                         "not both");
+    for (size_t i = 0; i < c->redis_urls_count; i++)
+        for (size_t j = i + 1; j < c->redis_urls_count; j++) {
+            redis_url a, b;
+            char na[REDIS_URL_MAX_HOST + 32], nb[REDIS_URL_MAX_HOST + 32];
+            if (redis_url_parse(c->redis_urls[i], strlen(c->redis_urls[i]), &a, NULL, 0) < 0 ||
+                redis_url_parse(c->redis_urls[j], strlen(c->redis_urls[j]), &b, NULL, 0) < 0)
+                continue;
+            if (strcmp(redis_url_name(&a, na, sizeof na), redis_url_name(&b, nb, sizeof nb)) == 0)
+                return fail(err, "redis_urls lists the Redis server %s twice", na);
+        }
+    return 0;
+}
+
 static int check_cross_rules(const config *c, config_error *err) {
     if (c->auth_mode_id == CONFIG_AUTH_JWT) {
         bool hs = !c->jwt_algorithm || strcmp(c->jwt_algorithm, "HS256") == 0;
@@ -599,6 +620,7 @@ static int check_cross_rules(const config *c, config_error *err) {
                         c->jwt_algorithm);
     }
     if (check_integration_rules(c, err) != 0) return -1;
+    if (check_redis_rules(c, err) < 0) return -1;
     if (empty(c->tls_cert_file) != empty(c->tls_key_file))
         return fail(err, "tls_cert_file and tls_key_file must be set together (%s is empty)",
                     empty(c->tls_cert_file) ? "tls_cert_file" : "tls_key_file");

@@ -158,6 +158,12 @@ typedef struct config {
     int64_t integration_max_concurrency;    /* requests in flight per integration and worker */
     int64_t integration_max_response_bytes; /* default 131072 */
     char *integration_domain_name;          /* events' domainName; "": the Host header */
+    /* The Redis engine's settings (docs/redis.md): validated, not yet used. */
+    char *redis_url;   /* "" = none */
+    char **redis_urls; /* several servers, sharded; empty = redis_url alone */
+    size_t redis_urls_count;
+    int64_t redis_min_replicas;   /* WAIT for this many replicas per chat, default 0 */
+    int64_t redis_node_timeout_s; /* a silent node is gone after this, default 30 */
 } config;
 
 /* Error detail filled by the config functions: `message` is one line that

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/alloc.h"
 
@@ -37,6 +38,43 @@ static void put_quoted(FILE *out, const char *s) {
     fputc('"', out);
 }
 
+/* Return a malloc'd copy of the URL s with the password of its userinfo
+ * ("scheme://user:password@host...") replaced by stars, so that a dump can
+ * be shown and still loads back (the stars are a valid password). */
+static char *mask_url_password(const char *s) {
+    const char *auth = strstr(s, "://");
+    if (!auth) return xstrdup(s);
+    auth += 3;
+    size_t auth_len = strcspn(auth, "/");
+    const char *at = memchr(auth, '@', auth_len);
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (!colon || colon + 1 == at) return xstrdup(s);
+    size_t head = (size_t)(colon + 1 - s);
+    char *out = xmalloc(head + 8 + strlen(at) + 1);
+    memcpy(out, s, head);
+    memcpy(out + head, "********", 8);
+    strcpy(out + head + 8, at);
+    return out;
+}
+
+static void put_text(FILE *out, const config_var *v, const char *s) {
+    if (!(v->flags & CV_URL_SECRET)) {
+        put_quoted(out, s);
+        return;
+    }
+    char *masked = mask_url_password(s);
+    put_quoted(out, masked);
+    free(masked);
+}
+
+static json_t *text_json(const config_var *v, const char *s) {
+    char *masked = v->flags & CV_URL_SECRET ? mask_url_password(s) : NULL;
+    json_t *j = json_string(masked ? masked : s);
+    free(masked);
+    /* Values are bytes; a string that is not UTF-8 is shown escaped. */
+    return j ? j : json_string("(not UTF-8)");
+}
+
 static void put_value(FILE *out, config *cfg, const config_var *v) {
     if (v->flags & CV_SECRET) {
         /* Stars for an empty value would claim a secret that is not there;
@@ -46,7 +84,7 @@ static void put_value(FILE *out, config *cfg, const config_var *v) {
         return;
     }
     switch (v->type) {
-    case CV_STRING: put_quoted(out, *str_field(cfg, v) ? *str_field(cfg, v) : ""); break;
+    case CV_STRING: put_text(out, v, *str_field(cfg, v) ? *str_field(cfg, v) : ""); break;
     case CV_INT: fprintf(out, "%lld", (long long)*int_field(cfg, v)); break;
     case CV_BOOL: fputs(*bool_field(cfg, v) ? "true" : "false", out); break;
     case CV_STRLIST: {
@@ -54,7 +92,7 @@ static void put_value(FILE *out, config *cfg, const config_var *v) {
         fputc('[', out);
         for (size_t i = 0; i < *count_field(cfg, v); i++) {
             if (i) fputs(", ", out);
-            put_quoted(out, list[i]);
+            put_text(out, v, list[i]);
         }
         fputc(']', out);
         break;
@@ -122,19 +160,15 @@ static json_t *value_json(config *cfg, const config_var *v) {
     switch (v->type) {
     case CV_STRING: {
         const char *s = *str_field(cfg, v);
-        /* Values are bytes; a string that is not UTF-8 is shown escaped. */
-        json_t *j = json_string(s ? s : "");
-        return j ? j : json_string("(not UTF-8)");
+        return text_json(v, s ? s : "");
     }
     case CV_INT: return json_integer((json_int_t)*int_field(cfg, v));
     case CV_BOOL: return json_boolean(*bool_field(cfg, v));
     case CV_STRLIST: {
         json_t *arr = json_array();
         char **list = *list_field(cfg, v);
-        for (size_t i = 0; i < *count_field(cfg, v); i++) {
-            json_t *item = json_string(list[i]);
-            json_array_append_new(arr, item ? item : json_string("(not UTF-8)"));
-        }
+        for (size_t i = 0; i < *count_field(cfg, v); i++)
+            json_array_append_new(arr, text_json(v, list[i]));
         return arr;
     }
     case CV_STRMAP: {

@@ -8,7 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine/redis_url.h"
+
 #define OFF(f) offsetof(config, f)
+#define REDIS_URL_RULE                                                                             \
+    "A Redis URL must be redis://[user:password@]host[:port][/db] (percent-encode '@', ':' and "   \
+    "'/' in credentials; rediss:// (TLS) needs hiredis >= 1.0, which this build lacks)."
 
 static const char *const default_routes[] = {
     "chat", "join_room", "leave_room", "private_message", "room_list", NULL};
@@ -953,6 +958,46 @@ const config_var config_vars[] = {
      .offset = OFF(allow_plaintext_in_production),
      .def_bool = false,
      .help = "let a prod/production environment serve ws:// on a non-loopback address"},
+    /* --- the Redis engine (docs/redis.md); validated, not yet wired --- */
+    {.name = "redis_url",
+     .type = CV_STRING,
+     .offset = OFF(redis_url),
+     .def_str = "",
+     .max_len = REDIS_URL_MAX_LEN,
+     .check = redis_url_check,
+     .flags = CV_URL_SECRET,
+     .help = "redis://[user:password@]host[:port][/db] of the Redis server (not yet used)",
+     .rule = REDIS_URL_RULE},
+    {.name = "redis_urls",
+     .type = CV_STRLIST,
+     .offset = OFF(redis_urls),
+     .count_offset = OFF(redis_urls_count),
+     .max_items = 64,
+     .nonempty = true,
+     .max_len = REDIS_URL_MAX_LEN,
+     .check = redis_url_check,
+     .flags = CV_URL_SECRET,
+     .help = "several Redis servers, rooms and users sharded over them (not yet used)",
+     .rule = "At most 64 Redis URLs are allowed.",
+     .item_rule = REDIS_URL_RULE},
+    {.name = "redis_min_replicas",
+     .type = CV_INT,
+     .offset = OFF(redis_min_replicas),
+     .def_int = 0,
+     .ranged = true,
+     .min = 0,
+     .max = 16,
+     .help = "replicas a chat must reach (WAIT) before it is acknowledged (not yet used)",
+     .rule = "redis_min_replicas must be between 0 and 16."},
+    {.name = "redis_node_timeout_s",
+     .type = CV_INT,
+     .offset = OFF(redis_node_timeout_s),
+     .def_int = 30,
+     .ranged = true,
+     .min = 2,
+     .max = 3600,
+     .help = "seconds after which a silent node's connections leave (not yet used)",
+     .rule = "redis_node_timeout_s must be between 2 and 3600."},
 };
 
 const size_t config_nvars = sizeof config_vars / sizeof config_vars[0];

@@ -22,8 +22,9 @@ typedef enum cv_type {
 } cv_type;
 
 enum {
-    CV_NO_EFFECT = 1u << 0, /* an AWS knob: accepted and validated only */
-    CV_SECRET = 1u << 1,    /* masked by config_dump */
+    CV_NO_EFFECT = 1u << 0,  /* an AWS knob: accepted and validated only */
+    CV_SECRET = 1u << 1,     /* masked by config_dump */
+    CV_URL_SECRET = 1u << 2, /* URLs (a string or a list): their password is masked */
 };
 
 /* One member of a CV_OBJMAP entry: a whole number stored as int64_t at
