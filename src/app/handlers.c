@@ -14,33 +14,18 @@
 #include "common/json_escape.h"
 #include "common/random.h"
 #include "common/strbuf.h"
+#include "app/events.h"
 #include "log/log.h"
 
-ws_frame *handlers_frame(json_t *j) {
-    if (!j) {
-        /* json_pack refused a value (text that is not UTF-8): a bug upstream,
-         * but never a reason to take the server down. */
-        log_msg(LOG_ERROR, "internal_error", "a reply could not be encoded as JSON");
-        j = json_pack("{s:s,s:{s:s,s:s,s:I}}", "type", "error", "data", "message", "Internal error",
-                      "code", "INTERNAL_ERROR", "timestamp", (json_int_t)time(NULL));
-    }
-    char *txt = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!txt) abort(); /* only on allocation failure */
-    ws_frame *f = ws_frame_new(WS_OP_TEXT, txt, strlen(txt));
-    free(txt);
-    return f;
-}
-
 static void send_json(conn *c, json_t *j) {
-    ws_frame *f = handlers_frame(j);
+    ws_frame *f = event_json_frame(j);
     conn_send(c, f);
     ws_frame_unref(f);
 }
 
 /* Send {"type":type,"data":{fields}} to c. */
 static void send_event(conn *c, const char *type, const event_field *fields, size_t n) {
-    ws_frame *f = handlers_event_frame(type, fields, n);
+    ws_frame *f = event_frame(type, fields, n);
     conn_send(c, f);
     ws_frame_unref(f);
 }
@@ -90,7 +75,7 @@ void handlers_presence(hub *h, const char *room_id, session *s, const char *type
     if (members == 0 || (members == 1 && except && local && local->count == 1 &&
                          strcmp(local->members->c->id, except) == 0))
         return;
-    ws_frame *f = handlers_event_frame(type, data, NFIELDS(data));
+    ws_frame *f = event_frame(type, data, NFIELDS(data));
     engine_publish_room(h->app->engine, room_id, pinned, f, except, 0);
     ws_frame_unref(f);
 }
@@ -196,54 +181,6 @@ static const char *get_string(json_t *body, const char *key, bool *wrong_type) {
 
 /* ---- chat ---- */
 
-/* Append s as a JSON string, quotes included (b has room: see the caller). */
-static void put_json_string(strbuf *b, const char *s) {
-    strbuf_putc(b, '"');
-    b->len += json_escape(b->p + b->len, b->cap - b->len, s, strlen(s), NULL);
-    strbuf_putc(b, '"');
-}
-
-ws_frame *handlers_event_frame(const char *type, const event_field *fields, size_t n) {
-    /* Room for the worst case: every string byte escaped as \u00XX. */
-    size_t cap = 64 + 6 * strlen(type);
-    for (size_t i = 0; i < n; i++)
-        cap += strlen(fields[i].key) + 32 + (fields[i].str ? 6 * strlen(fields[i].str) : 0);
-    char stackbuf[2048];
-    char *buf = cap <= sizeof(stackbuf) ? stackbuf : xmalloc(cap);
-    strbuf b;
-    strbuf_init(&b, buf, cap);
-    strbuf_puts(&b, "{\"type\":");
-    put_json_string(&b, type);
-    strbuf_puts(&b, ",\"data\":{");
-    for (size_t i = 0; i < n; i++) {
-        const event_field *f = &fields[i];
-        if (i) strbuf_putc(&b, ',');
-        strbuf_putc(&b, '"');
-        strbuf_puts(&b, f->key);
-        strbuf_puts(&b, "\":");
-        switch (f->kind) {
-        case EVENT_STR: put_json_string(&b, f->str); break;
-        case EVENT_INT: strbuf_i64(&b, f->num); break;
-        case EVENT_BOOL: strbuf_puts(&b, f->num ? "true" : "false"); break;
-        }
-    }
-    strbuf_puts(&b, "}}");
-    ws_frame *frame = ws_frame_new(WS_OP_TEXT, buf, b.len);
-    if (buf != stackbuf) free(buf);
-    return frame;
-}
-
-ws_frame *handlers_chat_frame(const store_op *op) {
-    const event_field data[] = {EVENT_FIELD_STR("messageId", op->message_id),
-                                EVENT_FIELD_STR("roomId", op->room_id),
-                                EVENT_FIELD_INT("seq", op->seq),
-                                EVENT_FIELD_STR("senderId", op->user_id),
-                                EVENT_FIELD_STR("senderName", op->username),
-                                EVENT_FIELD_STR("message", op->message),
-                                EVENT_FIELD_INT("timestamp", op->timestamp)};
-    return handlers_event_frame("chat", data, sizeof(data) / sizeof(data[0]));
-}
-
 /* Broadcasts queued this loop turn and not yet written: when each chat was
  * read and when its completion ran, until the turn's flush reports its
  * writes (loop 0 only: completions run there). At most a turn's worth of
@@ -294,7 +231,7 @@ static void chat_done(store_op *op) {
         /* A retry of a message already stored: the sender gets the original
          * (same messageId and seq); nobody else hears it again. */
         if (s) {
-            ws_frame *f = handlers_chat_frame(op);
+            ws_frame *f = event_chat_frame(op);
             conn_send(s->c, f);
             ws_frame_unref(f);
         }
@@ -329,7 +266,7 @@ void handlers_store_committed(store_op *op, void *ctx) {
      * with members in its room at once (one encode, one post per worker),
      * so each member sees a room's seq in order with no hub loop. */
     if (op->kind == STORE_OP_CHAT && op->status == 0 && !op->duplicate) {
-        ws_frame *f = handlers_chat_frame(op);
+        ws_frame *f = event_chat_frame(op);
         engine_publish_room(a->engine, op->room_id, NULL, f, NULL, ENGINE_SKIP_RESUMING);
         ws_frame_unref(f);
     }
@@ -460,7 +397,7 @@ static void route_private_message(hub *h, session *s, json_t *body, handler_resu
                                 EVENT_FIELD_STR("targetUserId", target),
                                 EVENT_FIELD_STR("message", msg),
                                 EVENT_FIELD_INT("timestamp", time(NULL))};
-    ws_frame *f = handlers_event_frame("private_message", data, NFIELDS(data));
+    ws_frame *f = event_frame("private_message", data, NFIELDS(data));
     int rc = engine_publish_user(h->app->engine, target, f);
     ws_frame_unref(f);
     if (rc != 0) fail(s->c, res, 404, "NOT_FOUND", "Target user not found or offline");
@@ -568,7 +505,7 @@ static void route_typing_indicator(hub *h, session *s, json_t *body, handler_res
         EVENT_FIELD_STR("userId", s->user_id), EVENT_FIELD_STR("username", s->username),
         EVENT_FIELD_STR("roomId", s->room->id), EVENT_FIELD_BOOL("isTyping", typing),
         EVENT_FIELD_INT("timestamp", time(NULL))};
-    ws_frame *f = handlers_event_frame("typing_indicator", data, NFIELDS(data));
+    ws_frame *f = event_frame("typing_indicator", data, NFIELDS(data));
     engine_publish_room(h->app->engine, s->room->id, s->room->engine_room, f, s->c->id, 0);
     ws_frame_unref(f);
 }

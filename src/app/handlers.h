@@ -6,6 +6,7 @@
 #include <jansson.h>
 
 #include "app/app.h"
+#include "app/events.h"
 
 /* Result of a handler, for the access log. */
 typedef struct handler_result {
@@ -24,10 +25,6 @@ void handlers_send_error(conn *c, const char *message, const char *code);
  * bytes on a character boundary. */
 void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char *arg);
 
-/* Encode j (reference stolen) once as a text frame. Returns the frame
- * (refcount 1, caller unrefs). */
-ws_frame *handlers_frame(json_t *j);
-
 /* Return a new JSON array of every room with members on every worker,
  * sorted by id: [{"roomId","activeUsers"}] (the management API's @rooms).
  * Caller owns the array. */
@@ -42,34 +39,6 @@ json_t *handlers_rooms_json(engine *e);
  * caller frees it), else to NULL. */
 json_t *handlers_rooms_page(const directory_room_entry *rooms, size_t n, const char *after,
                             size_t limit, size_t max_bytes, char **next);
-
-/* One field of an event's flat "data" object. */
-typedef enum { EVENT_STR, EVENT_INT, EVENT_BOOL } event_field_kind;
-typedef struct event_field {
-    const char *key; /* a plain identifier: written as is */
-    event_field_kind kind;
-    const char *str; /* EVENT_STR: any text (escaped; bad UTF-8 becomes U+FFFD) */
-    int64_t num;     /* EVENT_INT, EVENT_BOOL (0 or 1) */
-} event_field;
-#define EVENT_FIELD_STR(k, v)                                                                      \
-    { .key = (k), .kind = EVENT_STR, .str = (v) }
-#define EVENT_FIELD_INT(k, v)                                                                      \
-    { .key = (k), .kind = EVENT_INT, .num = (int64_t)(v) }
-#define EVENT_FIELD_BOOL(k, v)                                                                     \
-    { .key = (k), .kind = EVENT_BOOL, .num = (v) ? 1 : 0 }
-
-/* Encode {"type":type,"data":{fields in order}} as a text frame, the shape
- * of every event the server pushes (welcome, presence, chat, private
- * message, typing, error). It is the JSON handlers_frame would make of the
- * same object, written straight into a buffer: building a jansson object
- * and dumping it costs several times more than the write of the frame.
- * Returns the frame (refcount 1, caller unrefs). */
-ws_frame *handlers_event_frame(const char *type, const event_field *fields, size_t n);
-
-/* The chat broadcast {"type":"chat","data":{messageId, roomId, seq,
- * senderId, senderName, message, timestamp}} of a stored op, through
- * handlers_event_frame. Returns the frame (refcount 1, caller unrefs). */
-ws_frame *handlers_chat_frame(const store_op *op);
 
 /* Send {"type":"user_joined"|"user_left","data":{...}} about s in room
  * room_id to every member of the room on every worker, skipping the

@@ -1,4 +1,4 @@
-/* Unit tests for handlers_event_frame and handlers_chat_frame
+/* Unit tests for event_frame and event_chat_frame
  * (src/app/handlers.c): every event written by hand must carry the same JSON value as the frame
  * jansson (json_pack + json_dumps, the way every other reply is made) gives
  * for the same message, whatever the strings hold, and the same bytes when
@@ -8,14 +8,14 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "app/handlers.h"
+#include "app/events.h"
 
 static ws_frame *reference_frame(const store_op *op) {
-    return handlers_frame(json_pack("{s:s,s:{s:s,s:s,s:I,s:s,s:s,s:s,s:I}}", "type", "chat", "data",
-                                    "messageId", op->message_id, "roomId", op->room_id, "seq",
-                                    (json_int_t)op->seq, "senderId", op->user_id, "senderName",
-                                    op->username, "message", op->message, "timestamp",
-                                    (json_int_t)op->timestamp));
+    return event_json_frame(json_pack("{s:s,s:{s:s,s:s,s:I,s:s,s:s,s:s,s:I}}", "type", "chat",
+                                      "data", "messageId", op->message_id, "roomId", op->room_id,
+                                      "seq", (json_int_t)op->seq, "senderId", op->user_id,
+                                      "senderName", op->username, "message", op->message,
+                                      "timestamp", (json_int_t)op->timestamp));
 }
 
 static json_t *payload_json(const ws_frame *f) {
@@ -37,7 +37,7 @@ static void expect_same(const char *room_id, const char *user, const char *name,
     op.seq = seq;
     op.timestamp = ts;
     ws_frame *want = reference_frame(&op);
-    ws_frame *got = handlers_chat_frame(&op);
+    ws_frame *got = event_chat_frame(&op);
     cr_assert_eq(got->data[0], want->data[0]); /* FIN + text */
     json_t *jg = payload_json(got), *jw = payload_json(want);
     cr_assert(json_equal(jg, jw), "different JSON for message %s", msg);
@@ -87,16 +87,16 @@ Test(event_frame, bools_numbers_and_types) {
     const event_field data[] = {EVENT_FIELD_STR("userId", "u\"1"), EVENT_FIELD_BOOL("isTyping", 1),
                                 EVENT_FIELD_BOOL("was", 0), EVENT_FIELD_INT("n", -42),
                                 EVENT_FIELD_STR("roomId", "général")};
-    ws_frame *got = handlers_event_frame("typing_indicator", data, 5);
-    ws_frame *want = handlers_frame(
+    ws_frame *got = event_frame("typing_indicator", data, 5);
+    ws_frame *want = event_json_frame(
         json_pack("{s:s,s:{s:s,s:b,s:b,s:I,s:s}}", "type", "typing_indicator", "data", "userId",
                   "u\"1", "isTyping", 1, "was", 0, "n", (json_int_t)-42, "roomId", "général"));
     cr_assert_eq(got->len, want->len);
     cr_assert_eq(memcmp(got->data, want->data, want->len), 0);
     ws_frame_unref(got);
     ws_frame_unref(want);
-    got = handlers_event_frame("we\"ird", NULL, 0);
-    want = handlers_frame(json_pack("{s:s,s:{}}", "type", "we\"ird", "data"));
+    got = event_frame("we\"ird", NULL, 0);
+    want = event_json_frame(json_pack("{s:s,s:{}}", "type", "we\"ird", "data"));
     cr_assert_eq(got->len, want->len);
     cr_assert_eq(memcmp(got->data, want->data, want->len), 0);
     ws_frame_unref(got);
@@ -107,7 +107,7 @@ Test(event_frame, bools_numbers_and_types) {
  * the bad bytes replaced by U+FFFD. */
 Test(event_frame, bad_utf8_becomes_replacement_characters) {
     const event_field data[] = {EVENT_FIELD_STR("message", "a\xc3(b\xff")};
-    ws_frame *f = handlers_event_frame("chat", data, 1);
+    ws_frame *f = event_frame("chat", data, 1);
     json_t *j = payload_json(f);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "data"), "message")),
                      "a\xef\xbf\xbd(b\xef\xbf\xbd");

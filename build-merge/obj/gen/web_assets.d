@@ -1,0 +1,10 @@
+build-merge/obj/gen/web_assets.o: build-merge/gen/web_assets.c \
+ src/web/web.h src/http/request.h src/net/conn.h src/net/tls.h \
+ src/ws/deflate.h src/ws/frame.h src/ws/utf8.h
+src/web/web.h:
+src/http/request.h:
+src/net/conn.h:
+src/net/tls.h:
+src/ws/deflate.h:
+src/ws/frame.h:
+src/ws/utf8.h:

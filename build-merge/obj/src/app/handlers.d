@@ -1,0 +1,37 @@
+build-merge/obj/src/app/handlers.o: src/app/handlers.c src/app/handlers.h \
+ src/app/app.h src/app/auth.h src/config/config.h src/http/request.h \
+ src/app/registry.h src/common/strmap.h src/net/conn.h src/net/tls.h \
+ src/ws/deflate.h src/ws/frame.h src/ws/utf8.h src/throttle/throttle.h \
+ src/app/router.h src/engine/engine.h src/engine/directory.h \
+ src/net/server.h src/store/store.h src/store/crypto.h \
+ src/metrics/metrics.h src/mgmt/credentials.h src/trace/trace.h \
+ src/common/alloc.h src/common/clock.h src/common/json_escape.h \
+ src/common/random.h src/common/strbuf.h src/log/log.h
+src/app/handlers.h:
+src/app/app.h:
+src/app/auth.h:
+src/config/config.h:
+src/http/request.h:
+src/app/registry.h:
+src/common/strmap.h:
+src/net/conn.h:
+src/net/tls.h:
+src/ws/deflate.h:
+src/ws/frame.h:
+src/ws/utf8.h:
+src/throttle/throttle.h:
+src/app/router.h:
+src/engine/engine.h:
+src/engine/directory.h:
+src/net/server.h:
+src/store/store.h:
+src/store/crypto.h:
+src/metrics/metrics.h:
+src/mgmt/credentials.h:
+src/trace/trace.h:
+src/common/alloc.h:
+src/common/clock.h:
+src/common/json_escape.h:
+src/common/random.h:
+src/common/strbuf.h:
+src/log/log.h:

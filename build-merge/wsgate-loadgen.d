@@ -1,0 +1,1 @@
+build-merge/wsgate-loadgen: bench/loadgen.c
