@@ -110,33 +110,42 @@ def assert_spread(server, conn_ids):
     return where
 
 
-async def connect_spread(server, n, prefix, room):
-    """Open n connections (user and name from prefix and i, room(i) their
-    room), check they sit on several workers, and return [(ws, id)]."""
+async def connect_until(server, at_least, query, need=2, limit=200):
+    """Open connections, the i-th with the query `query(i)` (a dict), until
+    at least `at_least` are open and they sit on at least `need` workers;
+    returns ([(ws, id)], id -> worker). The kernel's spread is random, so
+    a fixed count could land on one worker: connections are added until
+    the access log shows the spread, `limit` of them at most."""
     conns = []
-    for i in range(n):
-        conns.append(await connect(server, userId=f"{prefix}{i}", username=f"{prefix.upper()}{i}",
-                                   roomId=room(i)))
+    while True:
+        batch = max(1, at_least - len(conns)) if len(conns) < at_least else server.nworkers
+        for _ in range(batch):
+            conns.append(await connect(server, **query(len(conns))))
+        where = workers_of(server, [cid for _, cid in conns])
+        used = set(where.values())
+        assert None not in used, f"no $connect line for some connections: {where}"
+        if len(conns) >= at_least and len(used) >= need:
+            return conns, where
+        assert len(conns) < limit, f"{limit} connections never covered {need} workers: {where}"
+
+
+async def connect_spread(server, n, prefix, room):
+    """Open at least n connections (user and name from prefix and i, room(i)
+    their room) on several workers; returns [(ws, id)]."""
+    conns, _ = await connect_until(
+        server, n, lambda i: dict(userId=f"{prefix}{i}", username=f"{prefix.upper()}{i}",
+                                  roomId=room(i)))
     assert_spread(server, [cid for _, cid in conns])
     return conns
 
 
-async def connect_every_worker(server, prefix, room, at_least=0, limit=200):
+async def connect_every_worker(server, prefix, room, at_least=0):
     """Open connections (users prefix0, prefix1, ... in `room`) until every
     worker has one and at least `at_least` are open; returns ([(ws, id)],
-    id -> worker). The kernel's spread is random: batches are added until
-    the access log shows every worker, `limit` connections at most."""
-    conns, where = [], {}
-    while True:
-        batch = max(server.nworkers, at_least - len(conns))
-        for _ in range(batch):
-            i = len(conns)
-            conns.append(await connect(server, userId=f"{prefix}{i}",
-                                       username=f"{prefix.upper()}{i}", roomId=room))
-        where = workers_of(server, [cid for _, cid in conns])
-        if set(where.values()) == set(range(server.nworkers)) and len(conns) >= at_least:
-            return conns, where
-        assert len(conns) < limit, f"{limit} connections never covered every worker: {where}"
+    id -> worker)."""
+    return await connect_until(
+        server, at_least, lambda i: dict(userId=f"{prefix}{i}", username=f"{prefix.upper()}{i}",
+                                         roomId=room), need=server.nworkers)
 
 
 def one_per_worker(where):
@@ -338,19 +347,20 @@ def test_private_messages_between_workers(start_workers):
 
     async def main():
         conns = await connect_spread(srv, 10, "pm", lambda i: f"solo{i}")
+        n = len(conns)
         for i, (ws, _) in enumerate(conns):
-            for j in range(10):
+            for j in range(n):
                 if j != i:
                     await ws.send(json.dumps({"type": "private_message", "targetUserId": f"pm{j}",
                                               "message": f"{i}->{j}"}))
         for j, (ws, _) in enumerate(conns):
             got = set()
-            while len(got) < 9:
+            while len(got) < n - 1:
                 msg = await recv_json(ws)
                 assert msg["type"] != "error", msg
                 if msg["type"] == "private_message":
                     got.add(msg["data"]["message"])
-            assert got == {f"{i}->{j}" for i in range(10) if i != j}
+            assert got == {f"{i}->{j}" for i in range(n) if i != j}
         await close_all(conns)
 
     run(main())
@@ -370,9 +380,8 @@ def test_private_messages_to_a_user_on_several_workers(start_workers):
 
     async def main():
         senders, swhere = await connect_every_worker(srv, "snd", "s-room")
-        multi = []
-        for k in range(2 * srv.nworkers + 2):
-            multi.append(await connect(srv, userId="multi", username="Multi", roomId=f"m{k}"))
+        multi, _ = await connect_until(
+            srv, 4, lambda k: dict(userId="multi", username="Multi", roomId=f"m{k}"))
         assert_spread(srv, [cid for _, cid in multi])
 
         async def expect(texts, conns):
@@ -499,18 +508,21 @@ def test_management_limit_exceeded_on_any_worker(start_workers):
     frames posted to the owner's inbox count before its loop queues them.
     The connection stays open."""
     srv = start_workers(max_queued_bytes=256 * 1024)
-    # Raw clients that never read, with small receive buffers.
+    # Raw clients that never read, with small receive buffers, until they
+    # sit on two workers at least.
     raws, ids = [], []
     try:
-        for _ in range(2 * srv.nworkers + 2):
+        while len(raws) < 4 or len(set(workers_of(srv, ids).values())) < 2:
+            assert len(raws) < 100, workers_of(srv, ids)
             s, rest = wsraw.handshake(srv.port, rcvbuf=4096)
             c = wsraw.Conn(s, rest)
             _, welcome = c.recv_message()
             raws.append(c)
             ids.append(json.loads(welcome)["data"]["connectionId"])
         where = assert_spread(srv, ids)
+        targets = one_per_worker(where)[:2]
         body = b"z" * (100 * 1024)
-        for cid in one_per_worker(where)[:2]:
+        for cid in targets:
             for _ in range(400):
                 st, _ = mgmt(srv, "POST", cid, body)
                 if st == 429:
@@ -521,7 +533,7 @@ def test_management_limit_exceeded_on_any_worker(start_workers):
             st, info = mgmt(srv, "GET", cid)
             assert st == 200 and json.loads(info)["identity"]["sourceIp"] == "127.0.0.1"
         # Another connection is not affected.
-        st, _ = mgmt(srv, "POST", ids[-1], b"small")
+        st, _ = mgmt(srv, "POST", [i for i in ids if i not in targets][0], b"small")
         assert st == 200
     finally:
         for c in raws:
@@ -578,10 +590,10 @@ def test_history_and_resume_across_workers(start_workers):
     every seq once, in order, with no gap. history from a member on each
     worker returns the same messages."""
     srv = start_workers()
-    per_pub = 60
 
     async def main():
         pubs = await connect_spread(srv, max(3, srv.nworkers), "pub", lambda i: "log")
+        per_pub = min(60, 480 // len(pubs))  # history answers up to 500 at once
         total = len(pubs) * per_pub
         stop = asyncio.Event()
 
