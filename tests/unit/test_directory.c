@@ -341,7 +341,8 @@ static void *worker_main(void *p) {
             a->conns[ci] = NULL;
         } else {
             char cid[CONN_ID_LEN + 1];
-            snprintf(cid, sizeof(cid), "%c%07d%08d", 'A' + a->w, ci, r);
+            snprintf(cid, sizeof(cid), "%c%07u%08u", 'A' + a->w, (unsigned)ci % 16u,
+                     (unsigned)r % 100000000u);
             a->conns[ci] = fake_conn(cid);
             directory_conn_add(&dir, a->conns[ci], a->w, "everyone", "E");
             directory_user_add(&dir, "everyone", a->w, false);
