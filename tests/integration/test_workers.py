@@ -255,6 +255,40 @@ def test_presence_crosses_workers(start_workers):
     run(main())
 
 
+def test_typing_indicator_crosses_workers_but_not_to_its_sender(start_workers):
+    """typing_indicator from a member on each worker reaches every other
+    member, on every worker, and never its sender (the sender's id is the
+    `except` that travels with the post)."""
+    srv = start_workers()
+
+    async def main():
+        conns, where = await connect_every_worker(srv, "ty", "typing")
+        by_id = {cid: (ws, f"ty{i}") for i, (ws, cid) in enumerate(conns)}
+        for cid in one_per_worker(where):
+            ws, uid = by_id[cid]
+            await ws.send(json.dumps({"type": "typing_indicator", "isTyping": True}))
+            # The sender's own share would be queued before this answer.
+            await ws.send(json.dumps({"type": "room_list"}))
+            while True:
+                msg = await recv_json(ws)
+                assert msg["type"] != "typing_indicator", f"{uid} got its own typing: {msg}"
+                if msg["type"] == "room_list":
+                    break
+
+            async def sees(other):
+                while True:
+                    msg = await recv_json(other)
+                    if msg["type"] == "typing_indicator":
+                        assert msg["data"]["userId"] == uid and msg["data"]["isTyping"] is True
+                        assert msg["data"]["roomId"] == "typing"
+                        return
+
+            await asyncio.gather(*(sees(w) for w, c in conns if c != cid))
+        await close_all(conns)
+
+    run(main())
+
+
 # ------------------------------------------------------------ room_list
 
 def test_room_list_counts_and_pages_across_workers(start_workers):
@@ -668,6 +702,86 @@ def test_history_and_resume_across_workers(start_workers):
         await close_all(pubs)
 
     run(main(), timeout=90)
+
+
+def test_long_resume_in_pages_while_chats_flow(start_workers):
+    """A resume longer than one replay page (500 stored messages) while
+    members on several workers keep chatting: the pages and the live chats
+    held back meanwhile add up to every seq once, in order."""
+    srv = start_workers(max_queued_bytes=64 * 1024 * 1024)
+    before, during = 1100, 300
+
+    async def main():
+        pubs = await connect_spread(srv, 2, "lp", lambda i: "long")
+        stop = asyncio.Event()
+
+        async def drain(ws):
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+
+        async def publish(n, tag):
+            for k in range(n):
+                ws = pubs[k % len(pubs)][0]
+                await ws.send(json.dumps({"type": "chat", "message": f"{tag}-{k}"}))
+                if k % 50 == 49:
+                    await asyncio.sleep(0.005)
+
+        draining = [asyncio.create_task(drain(ws)) for ws, _ in pubs]
+        await publish(before, "b")
+        # Wait until the store has them all: a member's history shows the last.
+        deadline = time.time() + 30
+        while True:
+            ws, _ = await connect(srv, userId="probe", roomId="long")
+            await ws.send(json.dumps({"type": "history", "limit": 1}))
+            last = (await recv_skip(ws, "history"))["data"]["messages"]
+            await ws.close()
+            if last and last[0]["seq"] == before:
+                break
+            assert time.time() < deadline, last
+            await asyncio.sleep(0.1)
+        ws, _ = await connect(srv, userId="late", roomId="long", sinceSeq=0)
+        flowing = asyncio.create_task(publish(during, "d"))
+        seen = []
+        while len(seen) < before + during:
+            msg = await recv_json(ws, 15)
+            assert msg["type"] != "history_gap", msg
+            if msg["type"] == "chat":
+                seen.append(msg["data"]["seq"])
+                assert seen[-1] == len(seen), seen[-10:]
+        await flowing
+        stop.set()
+        await asyncio.gather(*draining)
+        await ws.close()
+        await close_all(pubs)
+
+    run(main(), timeout=90)
+
+
+def test_connections_per_address_exact_across_workers(start_workers):
+    """max_connections_per_ip = N, N + 8 connects at once from 127.0.0.1
+    landing on every worker: exactly N open, the rest get 429."""
+    limit = 12
+    srv = start_workers(max_connections_per_ip=limit)
+
+    async def one(i):
+        try:
+            ws, cid = await connect(srv, userId=f"ip{i}", roomId="ip")
+            return ws, cid
+        except websockets.InvalidStatusCode as e:
+            return e.status_code
+
+    async def main():
+        results = await asyncio.gather(*(one(i) for i in range(limit + 8)))
+        opened = [r for r in results if isinstance(r, tuple)]
+        refused = [r for r in results if not isinstance(r, tuple)]
+        assert len(opened) == limit and refused == [429] * 8, refused
+        assert_spread(srv, [cid for _, cid in opened])
+        await close_all(opened)
+
+    run(main())
 
 
 # ------------------------------------------------------------ throttles
