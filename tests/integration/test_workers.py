@@ -880,6 +880,54 @@ def test_sigterm_closes_every_worker_with_1001(start_workers):
     assert srv.proc.wait(timeout=10) == 0
 
 
+def test_sigterm_while_chats_cross_workers(start_workers):
+    """SIGTERM while members on every worker keep chatting into one room
+    (committed chats still on their way to other workers' inboxes, posts
+    arriving after a worker's loop stopped): every client still gets close
+    1001 and the process exits 0 (no crash, no sanitizer report)."""
+    srv = start_workers(max_queued_bytes=64 * 1024 * 1024)
+
+    async def main():
+        conns, where = await connect_every_worker(srv, "st", "storm")
+        got = [0] * len(conns)
+        # One chatter per worker, at a pace the readers keep up with: a
+        # reader still behind the server's close frame when the close wait
+        # (2 s) ends would see its connection reset (1006), not the 1001.
+        chatters = [i for i, (_, cid) in enumerate(conns) if cid in one_per_worker(where)]
+
+        async def chat(ws, i):
+            k = 0
+            try:
+                while True:
+                    await ws.send(json.dumps({"type": "chat", "message": f"{i}-{k}"}))
+                    k += 1
+                    await asyncio.sleep(0.02)
+            except websockets.ConnectionClosed:
+                pass
+
+        async def read(ws, i):
+            try:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    got[i] += msg["type"] == "chat"
+            except websockets.ConnectionClosed as e:
+                return e.code
+
+        chatting = [asyncio.create_task(chat(conns[i][0], i)) for i in chatters]
+        reading = [asyncio.create_task(read(ws, i)) for i, (ws, _) in enumerate(conns)]
+        deadline = time.time() + 20
+        while min(got) < 20:  # traffic flows to every member first
+            assert time.time() < deadline, got
+            await asyncio.sleep(0.05)
+        srv.signal(signal.SIGTERM)
+        codes = await asyncio.gather(*reading)
+        await asyncio.gather(*chatting)
+        assert codes == [1001] * len(conns), codes
+
+    run(main())
+    assert srv.proc.wait(timeout=15) == 0
+
+
 # ------------------------------------------------------------ membership churn
 
 def test_no_chat_after_own_user_left_across_workers(start_workers):
