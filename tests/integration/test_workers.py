@@ -235,7 +235,8 @@ def test_presence_crosses_workers(start_workers):
         uid_of = {cid: f"m{i}" for i, (_, cid) in enumerate(movers)}
 
         async def everyone_sees(typ, uid, extra=()):
-            await asyncio.gather(*(wait_for(ws, typ, uid) for ws in [w for w, _ in hall] + list(extra)))
+            watchers = [w for w, _ in hall] + list(extra)
+            await asyncio.gather(*(wait_for(ws, typ, uid) for ws in watchers))
 
         for n, cid in enumerate(one_per_worker(mwhere)):
             ws, uid = by_id[cid], uid_of[cid]
@@ -466,8 +467,8 @@ def test_private_messages_to_a_user_on_several_workers(start_workers):
 def mgmt(srv, method, path, body=None):
     """An @connections call: path is "{id}" or "?query"."""
     sep = "" if path.startswith("?") else "/"
-    req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/{srv.stage}/@connections{sep}{path}",
-                                 data=body, method=method,
+    url = f"http://127.0.0.1:{srv.port}/{srv.stage}/@connections{sep}{path}"
+    req = urllib.request.Request(url, data=body, method=method,
                                  headers={"Authorization": f"Bearer {BEARER}"})
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
@@ -817,7 +818,8 @@ def test_route_burst_exact_across_workers(start_workers):
     at once from connections on every worker: exactly 20 pass in all, the
     rest are THROTTLED, and other routes are not limited."""
     burst = 20
-    srv = start_workers(route_throttling=f"{{ chat = {{ burst_limit = {burst}, rate_limit = 0 }} }}")
+    srv = start_workers(
+        route_throttling=f"{{ chat = {{ burst_limit = {burst}, rate_limit = 0 }} }}")
 
     async def main():
         conns, _ = await connect_every_worker(srv, "t", "thr", at_least=6)
