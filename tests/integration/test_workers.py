@@ -775,6 +775,17 @@ def test_connections_per_address_exact_across_workers(start_workers):
             return e.status_code
 
     async def main():
+        # The fixture's readiness probe is a socket from 127.0.0.1 too: it
+        # waits in a worker's accept queue until that loop runs, and counts
+        # while it is open. Have every worker serve (one connection at a
+        # time) so that it is long gone before the burst.
+        seen, n = set(), 0
+        while seen != set(range(srv.nworkers)):
+            assert n < 300, seen
+            ws, cid = await connect(srv, userId=f"warm{n}", roomId="warm")
+            await ws.close()
+            seen.add(workers_of(srv, [cid])[cid])
+            n += 1
         results = await asyncio.gather(*(one(i) for i in range(limit + 8)))
         opened = [r for r in results if isinstance(r, tuple)]
         refused = [r for r in results if not isinstance(r, tuple)]
