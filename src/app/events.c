@@ -73,4 +73,3 @@ ws_frame *event_chat_frame(const store_op *op) {
                                 EVENT_FIELD_INT("timestamp", op->timestamp)};
     return event_frame("chat", data, sizeof(data) / sizeof(data[0]));
 }
-

@@ -31,15 +31,22 @@ static conn *fake_conn(const char *id) {
 
 TestSuite(directory, .init = setup, .fini = teardown);
 
+/* Join and return the room's member count everywhere. */
+static size_t join_count(directory *d, const char *room, int worker, bool first) {
+    size_t n;
+    directory_set_workers(directory_room_join(d, room, worker, first), &n);
+    return n;
+}
+
 Test(directory, room_counts_and_worker_mask) {
     size_t n = 99;
     cr_assert_eq(directory_room_workers(&dir, "lobby", &n), 0);
     cr_assert_eq(n, 0);
     cr_assert_eq(directory_room_total(&dir), 0);
 
-    cr_assert_eq(directory_room_join(&dir, "lobby", 0, true), 1);
-    cr_assert_eq(directory_room_join(&dir, "lobby", 0, false), 2);
-    cr_assert_eq(directory_room_join(&dir, "lobby", 3, true), 3);
+    cr_assert_eq(join_count(&dir, "lobby", 0, true), 1);
+    cr_assert_eq(join_count(&dir, "lobby", 0, false), 2);
+    cr_assert_eq(join_count(&dir, "lobby", 3, true), 3);
     cr_assert_eq(directory_room_workers(&dir, "lobby", &n), bit(0) | bit(3));
     cr_assert_eq(n, 3);
     cr_assert_eq(directory_room_total(&dir), 1);
@@ -69,19 +76,19 @@ Test(directory, room_counts_and_worker_mask) {
 
 Test(directory, highest_worker_and_rejoin) {
     int top = DIRECTORY_MAX_WORKERS - 1;
-    cr_assert_eq(directory_room_join(&dir, "r", top, true), 1);
-    cr_assert_eq(directory_room_join(&dir, "r", 1, true), 2);
+    cr_assert_eq(join_count(&dir, "r", top, true), 1);
+    cr_assert_eq(join_count(&dir, "r", 1, true), 2);
     cr_assert_eq(directory_room_workers(&dir, "r", NULL), bit(top) | bit(1));
     cr_assert_eq(directory_room_leave(&dir, "r", top, true), 1);
     cr_assert_eq(directory_room_workers(&dir, "r", NULL), bit(1));
     /* Back again on the same worker: a first again. */
-    cr_assert_eq(directory_room_join(&dir, "r", top, true), 2);
+    cr_assert_eq(join_count(&dir, "r", top, true), 2);
     cr_assert_eq(directory_room_workers(&dir, "r", NULL), bit(top) | bit(1));
     /* A room emptied and created again is a new room with no stale bits. */
     directory_room_leave(&dir, "r", top, true);
     directory_room_leave(&dir, "r", 1, true);
     cr_assert_eq(directory_room_total(&dir), 0);
-    cr_assert_eq(directory_room_join(&dir, "r", 2, true), 1);
+    cr_assert_eq(join_count(&dir, "r", 2, true), 1);
     cr_assert_eq(directory_room_workers(&dir, "r", NULL), bit(2));
     cr_assert_eq(directory_room_total(&dir), 1);
 }
@@ -128,7 +135,7 @@ static int copy_rec(directory_conn *rec, void *ctx) {
     s->worker = rec->worker;
     snprintf(s->user, sizeof(s->user), "%s", rec->user_id);
     snprintf(s->name, sizeof(s->name), "%s", rec->username);
-    snprintf(s->room, sizeof(s->room), "%s", rec->room_id ? rec->room_id : "(none)");
+    snprintf(s->room, sizeof(s->room), "%s", rec->room ? rec->room->id : "(none)");
     s->deleted = rec->deleted;
     s->c = rec->c;
     return 7;
@@ -144,9 +151,8 @@ Test(directory, conn_records) {
     char user[] = "alice", name[] = "Alice";
     directory_conn_add(&dir, a, 0, user, name);
     directory_conn_add(&dir, b, 1, "bob", "Bob");
-    /* The strings are copies. */
-    user[0] = 'X';
-    name[0] = 'X';
+    /* The strings are borrowed (the owner's session keeps them until it
+     * removes the record). */
     cr_assert_eq(directory_conn_total(&dir), 2);
 
     seen s = {0};
@@ -159,17 +165,17 @@ Test(directory, conn_records) {
     cr_assert_str_eq(s.room, "(none)");
     cr_assert_not(s.deleted);
 
-    directory_conn_set_room(&dir, a->id, "lobby");
+    directory_conn_set_room(&dir, a->id, directory_room_join(&dir, "lobby", 0, true));
     directory_conn_visit(&dir, a->id, copy_rec, &s);
     cr_assert_str_eq(s.room, "lobby");
-    directory_conn_set_room(&dir, a->id, "hall");
+    directory_conn_set_room(&dir, a->id, directory_room_join(&dir, "hall", 0, true));
     directory_conn_visit(&dir, a->id, copy_rec, &s);
     cr_assert_str_eq(s.room, "hall");
     directory_conn_set_room(&dir, a->id, NULL);
     directory_conn_visit(&dir, a->id, copy_rec, &s);
     cr_assert_str_eq(s.room, "(none)");
     /* Setting the room of an unknown id does nothing. */
-    directory_conn_set_room(&dir, "Zzzzzzzzzzzzzzzz", "lobby");
+    directory_conn_set_room(&dir, "Zzzzzzzzzzzzzzzz", directory_room_join(&dir, "lobby", 0, false));
 
     /* Unknown: -1 and fn is not called. */
     s.calls = 0;
@@ -346,7 +352,7 @@ static void *worker_main(void *p) {
             a->conns[ci] = fake_conn(cid);
             directory_conn_add(&dir, a->conns[ci], a->w, "everyone", "E");
             directory_user_add(&dir, "everyone", a->w, false);
-            directory_conn_set_room(&dir, cid, id);
+            directory_conn_set_room(&dir, cid, NULL);
         }
         if (r % 500 == 0) { /* readers run alongside */
             directory_room_entry *rooms;

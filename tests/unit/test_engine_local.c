@@ -106,7 +106,7 @@ static void fake(conn *c, int worker, const char *id) {
 
 static void setup(void) {
     cr_assert_eq(uv_loop_init(&loop), 0);
-    eng = engine_local_new(2, &rec_deliver);
+    eng = engine_local_new(2, &rec_deliver, NULL);
     for (int i = 0; i < 2; i++) {
         srv[i] = calloc(1, sizeof(server));
         cr_assert_not_null(srv[i]);
@@ -127,10 +127,14 @@ static void setup(void) {
     engine_conn_opened(eng, &c0b, 0, "carol", "Carol", true);
     engine_conn_opened(eng, &c1a, 1, "alice", "Alice", true);
     engine_conn_opened(eng, &c1b, 1, "bob", "Bob", true);
-    cr_assert_eq(engine_room_joined(eng, c0a.id, "lobby", 0, true), 1);
-    cr_assert_eq(engine_room_joined(eng, c1a.id, "lobby", 1, true), 2);
-    cr_assert_eq(engine_room_joined(eng, c1b.id, "lobby", 1, false), 3);
-    cr_assert_eq(engine_room_joined(eng, c0b.id, "zero-only", 0, true), 1);
+    cr_assert_not_null(engine_room_joined(eng, c0a.id, "lobby", 0, true));
+    cr_assert_eq(engine_room_count(eng, "lobby", NULL), 1);
+    cr_assert_not_null(engine_room_joined(eng, c1a.id, "lobby", 1, true));
+    cr_assert_eq(engine_room_count(eng, "lobby", NULL), 2);
+    cr_assert_not_null(engine_room_joined(eng, c1b.id, "lobby", 1, false));
+    cr_assert_eq(engine_room_count(eng, "lobby", NULL), 3);
+    cr_assert_not_null(engine_room_joined(eng, c0b.id, "zero-only", 0, true));
+    cr_assert_eq(engine_room_count(eng, "zero-only", NULL), 1);
 }
 
 /* Run worker i's inbox as its thread would. */
@@ -162,8 +166,8 @@ TestSuite(engine_local, .init = setup, .fini = teardown);
 
 Test(engine_local, publish_room_posts_to_each_worker_with_members) {
     ws_frame *f1 = text("one"), *f2 = text("two");
-    cr_assert_eq(engine_publish_room(eng, "lobby", f1, c1a.id, ENGINE_SKIP_RESUMING), 3);
-    cr_assert_eq(engine_publish_room(eng, "lobby", f2, NULL, 0), 3);
+    cr_assert_eq(engine_publish_room(eng, "lobby", NULL, f1, c1a.id, ENGINE_SKIP_RESUMING), 3);
+    cr_assert_eq(engine_publish_room(eng, "lobby", NULL, f2, NULL, 0), 3);
     /* Nothing runs on the caller's thread: it entered no server. */
     cr_assert_eq(hubs[0].n, 0);
     cr_assert_eq(hubs[1].n, 0);
@@ -196,8 +200,8 @@ Test(engine_local, publish_room_posts_to_each_worker_with_members) {
 
 Test(engine_local, publish_room_skips_workers_without_members) {
     ws_frame *f = text("z");
-    cr_assert_eq(engine_publish_room(eng, "zero-only", f, NULL, 0), 1);
-    cr_assert_eq(engine_publish_room(eng, "no-such-room", f, NULL, 0), 0);
+    cr_assert_eq(engine_publish_room(eng, "zero-only", NULL, f, NULL, 0), 1);
+    cr_assert_eq(engine_publish_room(eng, "no-such-room", NULL, f, NULL, 0), 0);
     run_inbox(0);
     run_inbox(1);
     cr_assert_eq(hubs[0].n, 1);
@@ -206,8 +210,8 @@ Test(engine_local, publish_room_skips_workers_without_members) {
     /* Worker 1's last member leaves the lobby: it is no longer posted to. */
     engine_room_left(eng, c1a.id, "lobby", 1, false);
     engine_room_left(eng, c1b.id, "lobby", 1, true);
-    cr_assert_eq(engine_room_count(eng, "lobby"), 1);
-    cr_assert_eq(engine_publish_room(eng, "lobby", f, NULL, 0), 1);
+    cr_assert_eq(engine_room_count(eng, "lobby", NULL), 1);
+    cr_assert_eq(engine_publish_room(eng, "lobby", NULL, f, NULL, 0), 1);
     run_inbox(1);
     cr_assert_eq(hubs[1].n, 0);
     run_inbox(0);
@@ -220,7 +224,7 @@ Test(engine_local, own_share_is_delivered_at_once) {
     /* On worker 0's thread: its members now, worker 1's by post. */
     server_enter(srv[0]);
     ws_frame *f = text("mine");
-    cr_assert_eq(engine_publish_room(eng, "lobby", f, c0a.id, 0), 3);
+    cr_assert_eq(engine_publish_room(eng, "lobby", NULL, f, c0a.id, 0), 3);
     cr_assert_eq(hubs[0].n, 1);
     cr_assert(hubs[0].d[0].on_own_thread);
     cr_assert_str_eq(hubs[0].d[0].except, c0a.id);
@@ -381,11 +385,11 @@ static void call_fn(void *hub, void *arg) {
 
 Test(engine_local, one_threads_posts_arrive_in_order) {
     ws_frame *f[4] = {text("a"), text("b"), text("c"), text("d")};
-    engine_publish_room(eng, "lobby", f[0], NULL, 0);
+    engine_publish_room(eng, "lobby", NULL, f[0], NULL, 0);
     engine_send_conn(eng, c1b.id, f[1], 0);
     engine_publish_user(eng, "bob", f[2]);
     cr_assert_eq(engine_call_owner(eng, c1b.id, call_fn, "done"), 0);
-    engine_publish_room(eng, "lobby", f[3], NULL, 0);
+    engine_publish_room(eng, "lobby", NULL, f[3], NULL, 0);
     engine_close_conn(eng, c1b.id, 1001, "bye");
     run_inbox(1);
     cr_assert_eq(hubs[1].n, 6);
@@ -411,7 +415,7 @@ static void *publisher(void *arg) {
          * number (no member has that id). */
         char seq[CONN_ID_LEN + 1];
         snprintf(seq, sizeof(seq), "%s%015d", tag, i);
-        engine_publish_room(eng, "lobby", f, seq, 0);
+        engine_publish_room(eng, "lobby", NULL, f, seq, 0);
         ws_frame_unref(f);
     }
     return NULL;
@@ -456,7 +460,7 @@ static void count_call(void *hub, void *arg) {
 Test(engine_local, posts_to_a_stopped_worker_are_dropped) {
     int calls[2] = {0, 0};
     ws_frame *f = text("x");
-    engine_publish_room(eng, "lobby", f, NULL, 0);
+    engine_publish_room(eng, "lobby", NULL, f, NULL, 0);
     cr_assert_eq(engine_call_owner(eng, c1b.id, count_call, calls), 0);
     server_free(srv[1]); /* its loop stopped: what waits is dropped */
     cr_assert_eq(hubs[1].n, 0, "no delivery to a stopped worker");
@@ -477,9 +481,9 @@ Test(engine_local, posts_to_a_stopped_worker_are_dropped) {
 /* ---- listings ---- */
 
 Test(engine_local, counts_and_sorted_rooms) {
-    cr_assert_eq(engine_room_count(eng, "lobby"), 3);
-    cr_assert_eq(engine_room_count(eng, "zero-only"), 1);
-    cr_assert_eq(engine_room_count(eng, "none"), 0);
+    cr_assert_eq(engine_room_count(eng, "lobby", NULL), 3);
+    cr_assert_eq(engine_room_count(eng, "zero-only", NULL), 1);
+    cr_assert_eq(engine_room_count(eng, "none", NULL), 0);
     cr_assert_eq(engine_room_total(eng), 2);
     cr_assert_eq(engine_conn_total(eng), 4);
     directory_room_entry *rooms;
