@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <uv.h>
 
-#include "store/crypto.h"
+#include "crypto/crypto.h"
 
 typedef enum store_op_kind {
     STORE_OP_CHAT,      /* insert a message (assigning its room sequence number) */
