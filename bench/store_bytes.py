@@ -1,0 +1,70 @@
+"""Bytes on disk per stored chat (docs/storage.md), measured: one server
+with the seed's defaults for the store (encryption at rest and point-in-time
+recovery on), the project's loadgen `durable` workload (20 rooms of 5,
+32-byte chats) for a bounded number of chats, then a clean stop and SQLite's
+dbstat over the file: bytes per chat for every table and index, and for the
+whole file. Targets 127.0.0.1 only; stops by itself.
+
+    /usr/bin/python3 bench/store_bytes.py build/wsgate build/wsgate-loadgen [RATE [SECONDS]]
+"""
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+DB = "websocket-api-dev.db"
+
+
+def main():
+    binary, loadgen = sys.argv[1], sys.argv[2]
+    rate = sys.argv[3] if len(sys.argv) > 3 else "2000"
+    seconds = sys.argv[4] if len(sys.argv) > 4 else "10"
+    data = tempfile.mkdtemp(prefix="wsgate-bytes-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1", "--port", str(port), "--data-dir", data,
+                             "--set", "logging_level=ERROR", "--set", "throttling_enabled=false",
+                             "--set", "connection_rate_limit=0", "--set", "connect_rate_per_ip=0",
+                             "--set", "max_connections_per_ip=0", "--set", "worker_threads=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        subprocess.run([loadgen, "--workload", "durable", "--port", str(port), "--rooms", "20", "--members", "5",
+                        "--rates", rate, "--duration", seconds, "--size", "32"],
+                       stdout=subprocess.DEVNULL, timeout=int(seconds) + 120, check=True)
+        proc.terminate()
+        proc.wait(timeout=60)
+        report(os.path.join(data, DB))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def report(path):
+    con = sqlite3.connect(path)
+    chats = con.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    rows = con.execute("SELECT name, SUM(pgsize), SUM(payload), SUM(ncell) FROM dbstat"
+                       " GROUP BY name ORDER BY SUM(pgsize) DESC").fetchall()
+    size = os.path.getsize(path)
+    print(f"{chats} chats stored, file {size} bytes: {size / max(chats, 1):.0f} bytes per chat")
+    print(f"{'table or index':<34} {'bytes':>11} {'per chat':>9} {'payload/chat':>13} {'cells':>9}")
+    for name, pg, payload, cells in rows:
+        print(f"{name:<34} {pg:>11} {pg / max(chats, 1):>9.1f} {payload / max(chats, 1):>13.1f} {cells:>9}")
+    con.close()
+
+
+if __name__ == "__main__":
+    main()
