@@ -42,12 +42,17 @@
 /* Kinds of change-log rows (point-in-time recovery). A room's lastSeq is
  * not logged: restore derives it from the logged messages. */
 enum {
-    LOG_MESSAGE = 1,
-    LOG_ROOM_JOIN = 2,
-    LOG_ROOM_TOUCH = 3,
-    LOG_DELETE = 4,
-    LOG_ROOM_DELETE = 5
+    LOG_MESSAGE = 1,     /* the first layout: one message, all its columns */
+    LOG_ROOM_JOIN = 2,   /* roomId, owner (senderId), timestamp */
+    LOG_ROOM_TOUCH = 3,  /* the same, updating lastActivity */
+    LOG_DELETE = 4,      /* roomId, seq; since the compact row, with the
+                          * deleted row's columns (restore may need it) */
+    LOG_ROOM_DELETE = 5, /* roomId */
+    LOG_MESSAGES = 6     /* roomId, seq..seqHi: a batch's messages of the
+                          * room, whose columns are in messages (or in the
+                          * LOG_DELETE row that removed them) */
 };
+#define LOG_DELETE_SQL "4" /* LOG_DELETE in SQL text */
 
 typedef struct stmts {
     sqlite3_stmt *insert_message;
@@ -61,10 +66,12 @@ typedef struct stmts {
     sqlite3_stmt *find_client_id;
     sqlite3_stmt *history_before;
     sqlite3_stmt *history_after;
-    sqlite3_stmt *expired;
-    sqlite3_stmt *delete_message;
+    sqlite3_stmt *first_room; /* the TTL sweep's walk over rooms */
+    sqlite3_stmt *next_room;
+    sqlite3_stmt *room_head;   /* a room's oldest messages */
+    sqlite3_stmt *delete_head; /* ... deleted */
+    sqlite3_stmt *log_expired; /* ... copied into the change log first */
     sqlite3_stmt *log_insert;
-    sqlite3_stmt *key_in_use;
 } stmts;
 
 struct store {
@@ -98,16 +105,25 @@ struct store {
     _Atomic int last_write_rc;
     store_stats stats;
 
-    strmap last_seq;    /* store thread only: room -> room_cache */
-    strmap sender_keys; /* store thread only: user id -> blind index (65 bytes) */
-    int64_t batch_ms;   /* commit time of the batch being written */
+    strmap last_seq;     /* store thread only: room -> room_cache */
+    strmap sender_keys;  /* store thread only: user id -> STORE_SENDER_KEY_LEN bytes */
+    strmap batch_ranges; /* store thread only: room -> seq_range of this batch */
+    char *sweep_room;    /* store thread only: the TTL walk's last room (NULL: start) */
+    int64_t batch_ms;    /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
 };
 
-
 /* ---- ops.c ---- */
+
+/* Bytes of a sender's blind index kept in senderKey (of the 32 of its
+ * HMAC-SHA256): a lookup key among one sender's clientMessageIds. */
+#define STORE_SENDER_KEY_LEN 16
+
+/* Register the SQL functions the migration and the replay use
+ * (wsgate_id_pack, wsgate_key_pack) on db. Returns an SQLite code. */
+int store_sql_functions(sqlite3 *db);
 
 /* Create or migrate the schema of db (a new file, or one written by an
  * older version). Returns an SQLite code. */
@@ -134,6 +150,22 @@ int store_apply(store *s, store_op *op);
 
 /* Delete expired messages, then idle rooms, while no writes wait. */
 void store_sweep(store *s);
+
+/* Read the message at columns col (senderId), col + 1 (senderName) and
+ * col + 2 (message) of st's row, message seq of room: a compact row (one
+ * sealed value), plaintext columns, or a row of the first layout sealed
+ * column by column. Returns 0 with three malloc'd strings (the caller
+ * frees), or a CRYPTO_E_* code with all three NULL. */
+int store_read_message(sqlite3_stmt *st, int col, const crypto_keyring *keys, const char *room,
+                       int64_t seq, char **sender, char **name, char **text);
+
+/* Write the messageId at column col of st's row into out (len bytes, at
+ * least 37): a packed id as its UUID text, any other as stored. */
+void store_read_message_id(sqlite3_stmt *st, int col, char *out, size_t len);
+
+/* Write the batch's message ranges to the change log (before its COMMIT)
+ * and forget them. Returns an SQLite code. */
+int store_log_batch(store *s);
 
 /* Empty a map whose values are plain allocations. */
 void store_map_clear(strmap *m);

@@ -21,47 +21,64 @@
 #include "common/clock.h"
 #include "common/strmap.h"
 #include "log/log.h"
+#include "common/hex.h"
 #include "store/internal.h"
+#include "store/row.h"
 
 /* Expired messages deleted per sweep step, so a sweep never holds the write
  * lock for long. */
 #define STORE_SWEEP_STEP 500
-static const char SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS rooms ("
-    "  roomId TEXT PRIMARY KEY,"
-    "  ownerId NOT NULL,"
-    "  createdAt INTEGER NOT NULL,"
-    "  lastActivity INTEGER NOT NULL,"
-    "  lastSeq INTEGER NOT NULL DEFAULT 0"
-    ");"
-    "CREATE TABLE IF NOT EXISTS messages ("
-    "  roomId TEXT NOT NULL,"
-    "  seq INTEGER NOT NULL,"
-    "  messageId TEXT NOT NULL UNIQUE,"
-    "  senderId NOT NULL,"
-    "  senderName NOT NULL,"
-    "  message NOT NULL,"
-    "  timestamp INTEGER NOT NULL,"
-    "  clientMessageId TEXT,"
-    "  senderKey TEXT,"
-    "  PRIMARY KEY (roomId, seq)"
+/* The layout version in PRAGMA user_version: 0 for the layout of the
+ * first releases (a UNIQUE messageId, a timestamp index, three sealed
+ * columns per message), 2 for the compact row (docs/storage.md). */
+#define STORE_SCHEMA_VERSION 2
+
+/* The compact row: messageId is 16 bytes (a UUID's) or, for an id that is
+ * not a canonical UUID, its text; with encryption on, senderId and
+ * senderName are NULL and message is ONE sealed value holding sender, name
+ * and text (row.h). senderKey is kept only with a clientMessageId. Rows of
+ * the old layout (three sealed columns) are read as they are. No index but
+ * the primary key and the idempotency lookup's: history, resume, TTL
+ * (per room, from its oldest seq) and restore all walk (roomId, seq). */
+#define SQL_CREATE_MESSAGES(name)                                                                  \
+    "CREATE TABLE IF NOT EXISTS " name " ("                                                        \
+    "  roomId TEXT NOT NULL,"                                                                      \
+    "  seq INTEGER NOT NULL,"                                                                      \
+    "  messageId NOT NULL,"                                                                        \
+    "  senderId,"                                                                                  \
+    "  senderName,"                                                                                \
+    "  message NOT NULL,"                                                                          \
+    "  timestamp INTEGER NOT NULL,"                                                                \
+    "  clientMessageId TEXT,"                                                                      \
+    "  senderKey,"                                                                                 \
+    "  PRIMARY KEY (roomId, seq)"                                                                  \
     ") WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS messages_timestamp ON messages(timestamp);"
+
+static const char SCHEMA[] = "CREATE TABLE IF NOT EXISTS rooms ("
+                             "  roomId TEXT PRIMARY KEY,"
+                             "  ownerId NOT NULL,"
+                             "  createdAt INTEGER NOT NULL,"
+                             "  lastActivity INTEGER NOT NULL,"
+                             "  lastSeq INTEGER NOT NULL DEFAULT 0"
+                             ");" SQL_CREATE_MESSAGES("messages")
     /* The rooms the sweeper may delete, without reading every room. */
     "CREATE INDEX IF NOT EXISTS rooms_idle ON rooms(lastActivity) WHERE lastSeq = 0;"
     "CREATE INDEX IF NOT EXISTS messages_client ON messages(senderKey, clientMessageId)"
     "  WHERE clientMessageId IS NOT NULL;"
-    /* The change log for point-in-time recovery: every write, with the time
-     * its batch committed, replayable onto a base snapshot. */
+    /* The change log for point-in-time recovery, with the time its batch
+     * committed, replayable onto a base snapshot. A batch's messages are
+     * logged as one (roomId, seq..seqHi) range per room, their content
+     * being in messages; a TTL delete logs the row it deletes. */
     "CREATE TABLE IF NOT EXISTS pitr_log ("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  t_ms INTEGER NOT NULL,"
     "  kind INTEGER NOT NULL,"
-    "  roomId TEXT, seq INTEGER, messageId TEXT, senderId, senderName, message,"
-    "  timestamp INTEGER, clientMessageId TEXT, senderKey TEXT"
+    "  roomId TEXT, seq INTEGER, messageId, senderId, senderName, message,"
+    "  timestamp INTEGER, clientMessageId TEXT, senderKey, seqHi INTEGER"
     ");"
     /* One row rewritten to learn whether a failing store can commit again. */
     "CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, t INTEGER);";
+
 /* ---- column encryption ---- */
 
 char *store_open_value(const crypto_keyring *keys, const void *blob, size_t len, const char *aad) {
@@ -75,7 +92,7 @@ char *store_open_value(const crypto_keyring *keys, const void *blob, size_t len,
 /* Read a column that may be sealed: TEXT is plaintext (written before
  * encryption was on), BLOB is sealed. Returns malloc'd text or NULL. */
 char *store_column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys, const char *aad,
-                          int *err) {
+                         int *err) {
     const void *p = sqlite3_column_blob(st, col);
     size_t n = (size_t)sqlite3_column_bytes(st, col);
     if (sqlite3_column_type(st, col) != SQLITE_BLOB) return xstrndup(p ? p : "", n);
@@ -172,6 +189,54 @@ static int next_seq(store *s, const char *room_id, int64_t *seq, room_cache **ca
     return SQLITE_OK;
 }
 
+/* ---- reading a message row ---- */
+
+int store_read_message(sqlite3_stmt *st, int col, const crypto_keyring *keys, const char *room,
+                       int64_t seq, char **sender, char **name, char **text) {
+    *sender = *name = *text = NULL;
+    int err = 0;
+    char aad[512];
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+        /* The compact row: one sealed value for the three. */
+        if (!keys) return CRYPTO_E_UNKNOWN_KEY;
+        if (sqlite3_column_type(st, col + 2) != SQLITE_BLOB) return CRYPTO_E_SHORT;
+        store_message_aad(aad, sizeof(aad), 'b', room, seq);
+        char *body = NULL;
+        size_t n = 0;
+        err = crypto_open(keys, sqlite3_column_blob(st, col + 2),
+                          (size_t)sqlite3_column_bytes(st, col + 2), aad, strlen(aad), &body, &n);
+        if (err) return err;
+        int rc = store_row_decode((const uint8_t *)body, n, sender, name, text);
+        free(body);
+        return rc == 0 ? 0 : CRYPTO_E_VERSION;
+    }
+    /* Plaintext columns, or a row of the old layout sealed column by
+     * column. */
+    static const char cols[3] = {'s', 'n', 'm'};
+    char **out[3] = {sender, name, text};
+    for (int i = 0; i < 3 && !err; i++) {
+        store_message_aad(aad, sizeof(aad), cols[i], room, seq);
+        *out[i] = store_column_value(st, col + i, keys, aad, &err);
+    }
+    if (err) {
+        for (int i = 0; i < 3; i++) {
+            free(*out[i]);
+            *out[i] = NULL;
+        }
+    }
+    return err;
+}
+
+void store_read_message_id(sqlite3_stmt *st, int col, char *out, size_t len) {
+    const void *p = sqlite3_column_blob(st, col);
+    int n = sqlite3_column_bytes(st, col);
+    if (sqlite3_column_type(st, col) == SQLITE_BLOB && n == STORE_ROW_ID_LEN && len >= 37) {
+        store_row_id_format(p, out);
+        return;
+    }
+    snprintf(out, len, "%.*s", n, p ? (const char *)p : "");
+}
+
 /* ---- writes ---- */
 
 /* A column value as written: plaintext, or sealed bytes. */
@@ -206,90 +271,138 @@ int store_step_done(sqlite3_stmt *st) {
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* One change-log row (point-in-time recovery): the values exactly as they
- * were written, sealed bytes included. NULL/0 for unused columns. */
-static int log_change(store *s, int kind, const char *room, int64_t seq, const char *message_id,
-                      const cell *sender, const cell *name, const cell *msg, int64_t ts,
-                      const char *client_id, const char *sender_key) {
+/* One change-log row about a room (point-in-time recovery): its owner as
+ * written (sealed bytes included) and lastActivity, or NULL/0. */
+static int log_room(store *s, int kind, const char *room, const cell *owner, int64_t ts) {
     if (!s->opt.pitr) return SQLITE_OK;
     sqlite3_stmt *st = s->st.log_insert;
     sqlite3_bind_int64(st, 1, s->batch_ms);
     sqlite3_bind_int(st, 2, kind);
-    if (room) sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, seq);
-    if (message_id) sqlite3_bind_text(st, 5, message_id, -1, SQLITE_STATIC);
-    if (sender) bind_cell(st, 6, sender);
-    if (name) bind_cell(st, 7, name);
-    if (msg) bind_cell(st, 8, msg);
+    sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, 0);
+    if (owner) bind_cell(st, 6, owner);
     sqlite3_bind_int64(st, 9, ts);
-    if (client_id) sqlite3_bind_text(st, 10, client_id, -1, SQLITE_STATIC);
-    if (sender_key) sqlite3_bind_text(st, 11, sender_key, -1, SQLITE_STATIC);
     return store_step_done(st);
+}
+
+/* A batch's messages, for the change log: the seqs of each room it
+ * inserted, as one range (a failed insert in between leaves a seq that
+ * restore finds no row for, and skips). */
+typedef struct seq_range {
+    int64_t lo, hi;
+} seq_range;
+
+static void log_message(store *s, const char *room, int64_t seq) {
+    if (!s->opt.pitr) return;
+    seq_range *r = strmap_get(&s->batch_ranges, room);
+    if (!r) {
+        r = xmalloc(sizeof(*r));
+        r->lo = r->hi = seq;
+        strmap_put(&s->batch_ranges, room, r, NULL);
+        return;
+    }
+    if (seq < r->lo) r->lo = seq;
+    if (seq > r->hi) r->hi = seq;
+}
+
+int store_log_batch(store *s) {
+    int rc = SQLITE_OK;
+    size_t it = 0;
+    const char *room;
+    void *v;
+    while (rc == SQLITE_OK && strmap_next(&s->batch_ranges, &it, &room, &v)) {
+        const seq_range *r = v;
+        sqlite3_stmt *st = s->st.log_insert;
+        sqlite3_bind_int64(st, 1, s->batch_ms);
+        sqlite3_bind_int(st, 2, LOG_MESSAGES);
+        sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, r->lo);
+        sqlite3_bind_int64(st, 12, r->hi);
+        rc = store_step_done(st);
+    }
+    store_map_clear(&s->batch_ranges);
+    return rc;
 }
 
 /* Senders remembered at most (then forgotten all at once): a bound on the
  * memory, far above the senders active in any one second. */
 #define SENDER_KEYS_MAX 8192
 
-static void sender_key_of(store *s, const char *user_id, char out[65]) {
+/* A sender's key for the idempotency lookup: with encryption, the first
+ * STORE_SENDER_KEY_LEN bytes of its blind index; without, its id (at most
+ * 64 bytes, as the first layout kept it). */
+typedef struct sender_key {
+    uint8_t b[64];
+    int n;
+    bool blob;
+} sender_key;
+
+static void sender_key_of(store *s, const char *user_id, sender_key *out) {
     if (!s->opt.keys) {
-        snprintf(out, 65, "%.64s", user_id);
+        size_t n = strlen(user_id);
+        out->n = (int)(n < sizeof(out->b) ? n : sizeof(out->b));
+        memcpy(out->b, user_id, (size_t)out->n);
+        out->blob = false;
         return;
     }
+    out->n = STORE_SENDER_KEY_LEN;
+    out->blob = true;
     /* The blind index is an HMAC, the same for every message of a sender:
      * computed once per sender, not once per message. */
-    const char *known = strmap_get(&s->sender_keys, user_id);
+    const uint8_t *known = strmap_get(&s->sender_keys, user_id);
     if (known) {
-        memcpy(out, known, 65);
+        memcpy(out->b, known, STORE_SENDER_KEY_LEN);
         return;
     }
-    crypto_blind_index(s->opt.keys, "senderId", user_id, strlen(user_id), out);
+    char hex[CRYPTO_INDEX_HEX_LEN + 1];
+    crypto_blind_index(s->opt.keys, "senderId", user_id, strlen(user_id), hex);
+    hex_decode(hex, 2 * STORE_SENDER_KEY_LEN, out->b, STORE_SENDER_KEY_LEN);
     if (s->sender_keys.count >= SENDER_KEYS_MAX) store_map_clear(&s->sender_keys);
-    char *copy = xmalloc(65);
-    memcpy(copy, out, 65);
+    uint8_t *copy = xmalloc(STORE_SENDER_KEY_LEN);
+    memcpy(copy, out->b, STORE_SENDER_KEY_LEN);
     strmap_put(&s->sender_keys, user_id, copy, NULL);
 }
 
-/* Fill op from the message it repeats (the row at st's current step). */
+static void bind_sender_key(sqlite3_stmt *st, int col, const sender_key *k) {
+    if (k->blob) sqlite3_bind_blob(st, col, k->b, k->n, SQLITE_STATIC);
+    else sqlite3_bind_text(st, col, (const char *)k->b, k->n, SQLITE_STATIC);
+}
+
+/* Fill op from the message it repeats (the row at st's current step:
+ * roomId, seq, messageId, senderId, senderName, message, timestamp). */
 static int take_original(store *s, store_op *op, sqlite3_stmt *st) {
-    const crypto_keyring *keys = s->opt.keys;
-    const char *room = (const char *)sqlite3_column_text(st, 0);
+    char *room = xstrdup((const char *)sqlite3_column_text(st, 0));
     int64_t seq = sqlite3_column_int64(st, 1);
-    char aad[512];
-    int err = 0;
-    store_message_aad(aad, sizeof(aad), 'm', room, seq);
-    char *msg = store_column_value(st, 3, keys, aad, &err);
-    store_message_aad(aad, sizeof(aad), 'n', room, seq);
-    char *name = store_column_value(st, 5, keys, aad, &err);
-    if (!msg || !name) {
-        free(msg);
-        free(name);
+    char *sender, *name, *msg;
+    if (store_read_message(st, 3, s->opt.keys, room, seq, &sender, &name, &msg) != 0) {
+        free(room);
         return SQLITE_CORRUPT;
     }
+    free(sender);
     op->duplicate = true;
     free(op->room_id);
-    op->room_id = xstrdup(room);
+    op->room_id = room;
     op->seq = seq;
-    snprintf(op->message_id, sizeof(op->message_id), "%s",
-             (const char *)sqlite3_column_text(st, 2));
+    store_read_message_id(st, 2, op->message_id, sizeof(op->message_id));
     free(op->message);
     op->message = msg;
     free(op->username);
     op->username = name;
-    op->timestamp = sqlite3_column_int64(st, 4);
+    op->timestamp = sqlite3_column_int64(st, 6);
     return SQLITE_OK;
 }
 
 static int apply_chat(store *s, store_op *op) {
     const crypto_keyring *keys = s->opt.keys;
-    char sender_key[65];
-    sender_key_of(s, op->user_id, sender_key);
+    sender_key key;
+    bool keyed = op->client_message_id != NULL;
+    if (keyed) sender_key_of(s, op->user_id, &key);
     int rc;
-    if (op->client_message_id && s->opt.idempotency_window_s > 0) {
+    if (keyed && s->opt.idempotency_window_s > 0) {
         /* The same sender repeating a clientMessageId within the window gets
          * the original message back, stored once. */
         sqlite3_stmt *st = s->st.find_client_id;
-        sqlite3_bind_text(st, 1, sender_key, -1, SQLITE_STATIC);
+        bind_sender_key(st, 1, &key);
         sqlite3_bind_text(st, 2, op->client_message_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, op->timestamp - s->opt.idempotency_window_s);
         rc = sqlite3_step(st);
@@ -302,27 +415,37 @@ static int apply_chat(store *s, store_op *op) {
     room_cache *cache = NULL;
     rc = next_seq(s, op->room_id, &op->seq, &cache);
     if (rc != SQLITE_OK) return rc;
-    char aad[512];
-    store_message_aad(aad, sizeof(aad), 's', op->room_id, op->seq);
-    cell sender = seal(keys, op->user_id, aad);
-    store_message_aad(aad, sizeof(aad), 'n', op->room_id, op->seq);
-    cell name = seal(keys, op->username, aad);
-    store_message_aad(aad, sizeof(aad), 'm', op->room_id, op->seq);
-    cell msg = seal(keys, op->message, aad);
     sqlite3_stmt *st = s->st.insert_message;
     sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, op->seq);
-    sqlite3_bind_text(st, 3, op->message_id, -1, SQLITE_STATIC);
-    bind_cell(st, 4, &sender);
-    bind_cell(st, 5, &name);
-    bind_cell(st, 6, &msg);
+    uint8_t id[STORE_ROW_ID_LEN];
+    if (store_row_id_pack(op->message_id, strlen(op->message_id), id))
+        sqlite3_bind_blob(st, 3, id, sizeof(id), SQLITE_STATIC);
+    else sqlite3_bind_text(st, 3, op->message_id, -1, SQLITE_STATIC);
+    uint8_t *sealed = NULL;
+    if (keys) {
+        /* One sealed value (one nonce, one tag) for sender, name and text,
+         * bound to the row; senderId and senderName stay NULL. */
+        size_t blen, slen;
+        uint8_t *body = store_row_encode(op->user_id, op->username, op->message, &blen);
+        char aad[512];
+        store_message_aad(aad, sizeof(aad), 'b', op->room_id, op->seq);
+        sealed = crypto_seal(keys, body, blen, aad, strlen(aad), &slen);
+        free(body);
+        if (sealed) sqlite3_bind_blob(st, 6, sealed, (int)slen, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_text(st, 4, op->user_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, op->username, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, op->message, -1, SQLITE_STATIC);
+    }
     sqlite3_bind_int64(st, 7, op->timestamp);
-    if (op->client_message_id) sqlite3_bind_text(st, 8, op->client_message_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, sender_key, -1, SQLITE_STATIC);
+    if (keyed) {
+        sqlite3_bind_text(st, 8, op->client_message_id, -1, SQLITE_STATIC);
+        bind_sender_key(st, 9, &key);
+    }
     rc = store_step_done(st);
-    if (rc == SQLITE_OK)
-        rc = log_change(s, LOG_MESSAGE, op->room_id, op->seq, op->message_id, &sender, &name, &msg,
-                        op->timestamp, op->client_message_id, sender_key);
+    free(sealed);
+    if (rc == SQLITE_OK) log_message(s, op->room_id, op->seq);
     if (rc == SQLITE_OK && (!cache || cache->touched_at != op->timestamp)) {
         /* The seed's rooms table: a room posted to exists, owned by the
          * first member seen, and its lastActivity follows its messages.
@@ -337,9 +460,7 @@ static int apply_chat(store *s, store_op *op) {
         bind_cell(st, 4, &owner);
         sqlite3_bind_int64(st, 7, op->timestamp);
         rc = store_step_done(st);
-        if (rc == SQLITE_OK)
-            rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL,
-                            op->timestamp, NULL, NULL);
+        if (rc == SQLITE_OK) rc = log_room(s, LOG_ROOM_TOUCH, op->room_id, &owner, op->timestamp);
         if (rc == SQLITE_OK && cache) {
             cache->touched_at = op->timestamp;
             cache->row_known = true;
@@ -354,9 +475,6 @@ static int apply_chat(store *s, store_op *op) {
         sqlite3_bind_int64(st, 2, op->seq);
         rc = store_step_done(st);
     }
-    free(sender.p);
-    free(name.p);
-    free(msg.p);
     return rc;
 }
 
@@ -380,9 +498,7 @@ static int apply_room_join(store *s, store_op *op) {
     bind_cell(st, 4, &owner);
     sqlite3_bind_int64(st, 7, op->timestamp);
     int rc = store_step_done(st);
-    if (rc == SQLITE_OK)
-        rc = log_change(s, LOG_ROOM_TOUCH, op->room_id, 0, NULL, &owner, NULL, NULL, op->timestamp,
-                        NULL, NULL);
+    if (rc == SQLITE_OK) rc = log_room(s, LOG_ROOM_TOUCH, op->room_id, &owner, op->timestamp);
     if (rc == SQLITE_OK) {
         cache->touched_at = op->timestamp;
         cache->row_known = true;
@@ -449,20 +565,17 @@ static int apply_history(store *s, store_op *op) {
         }
         bytes += size;
         int64_t seq = sqlite3_column_int64(st, 0);
-        char aad[512];
-        store_message_aad(aad, sizeof(aad), 's', op->room_id, seq);
-        char *sender = store_column_value(st, 2, keys, aad, &err);
-        store_message_aad(aad, sizeof(aad), 'n', op->room_id, seq);
-        char *name = store_column_value(st, 3, keys, aad, &err);
-        store_message_aad(aad, sizeof(aad), 'm', op->room_id, seq);
-        char *msg = store_column_value(st, 4, keys, aad, &err);
-        if (sender && name && msg)
+        char *sender, *name, *msg;
+        err = store_read_message(st, 2, keys, op->room_id, seq, &sender, &name, &msg);
+        if (!err) {
+            char id[128];
+            store_read_message_id(st, 1, id, sizeof(id));
             json_array_append_new(rows,
-                                  json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId",
-                                            (const char *)sqlite3_column_text(st, 1), "roomId",
-                                            op->room_id, "seq", (json_int_t)seq, "senderId", sender,
-                                            "senderName", name, "message", msg, "timestamp",
-                                            (json_int_t)sqlite3_column_int64(st, 5)));
+                                  json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I}", "messageId", id,
+                                            "roomId", op->room_id, "seq", (json_int_t)seq,
+                                            "senderId", sender, "senderName", name, "message", msg,
+                                            "timestamp", (json_int_t)sqlite3_column_int64(st, 5)));
+        }
         free(sender);
         free(name);
         free(msg);
@@ -509,21 +622,6 @@ int store_apply(store *s, store_op *op) {
 
 /* ---- TTL ---- */
 
-/* Delete one expired message: the row `expired` stands on (roomId, seq). */
-static int delete_expired_message(store *s, sqlite3_stmt *expired) {
-    /* A copy: the selecting statement's text may not outlive the delete. */
-    char *room = xstrdup((const char *)sqlite3_column_text(expired, 0));
-    int64_t seq = sqlite3_column_int64(expired, 1);
-    sqlite3_stmt *del = s->st.delete_message;
-    sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(del, 2, seq);
-    int rc = store_step_done(del);
-    if (rc == SQLITE_OK)
-        rc = log_change(s, LOG_DELETE, room, seq, NULL, NULL, NULL, NULL, 0, NULL, NULL);
-    free(room);
-    return rc;
-}
-
 /* Delete one idle room's row (roomId): it holds no message and never gave
  * a seq. */
 static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
@@ -531,8 +629,7 @@ static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
     sqlite3_stmt *del = s->st.delete_room;
     sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
     int rc = store_step_done(del);
-    if (rc == SQLITE_OK)
-        rc = log_change(s, LOG_ROOM_DELETE, room, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+    if (rc == SQLITE_OK) rc = log_room(s, LOG_ROOM_DELETE, room, NULL, 0);
     /* The cache must not believe in the row any more. */
     free(strmap_remove(&s->last_seq, room));
     free(room);
@@ -568,24 +665,149 @@ static int sweep_step(store *s, sqlite3_stmt *select, int64_t cutoff,
     return n;
 }
 
+/* Rooms whose oldest messages the sweeper looks at per sweep (once a
+ * second when idle), continuing where the last sweep stopped: a pass over
+ * every room takes (rooms / this) seconds, and costs one seek per room. */
+#define STORE_SWEEP_ROOMS 4096
+
+/* Return the next room holding messages after s->sweep_room (the first
+ * when NULL), malloc'd, or NULL at the end (then the walk starts over). */
+static char *sweep_next_room(store *s) {
+    sqlite3_stmt *st = s->sweep_room ? s->st.next_room : s->st.first_room;
+    if (s->sweep_room) sqlite3_bind_text(st, 1, s->sweep_room, -1, SQLITE_STATIC);
+    char *room = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW) room = xstrdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return room;
+}
+
+/* Rows within the TTL the sweeper reads past, at a room's head, for
+ * expired ones behind them: a room's seq order is its time order only to
+ * the second or so (and across a clock step back). */
+#define STORE_SWEEP_KEPT_RUN 8
+
+/* Delete the expired head of room: its oldest messages, in seq order, up
+ * to STORE_SWEEP_KEPT_RUN in a row within the TTL, at most max of them. A
+ * room's oldest messages are its first in (roomId, seq) order, so no index
+ * on timestamp is needed; reads never return an expired row the sweeper
+ * has not reached yet. With PITR, each deleted row goes to the change log
+ * whole: restore may need it back. Returns an SQLite code; the count in
+ * *deleted. */
+static int sweep_room(store *s, const char *room, int64_t cutoff, int max, int *deleted) {
+    sqlite3_stmt *st = s->st.room_head;
+    sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+    int64_t hi = 0;
+    int n = 0, kept = 0, rc;
+    while (n < max && kept < STORE_SWEEP_KEPT_RUN && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_int64(st, 1) < cutoff) {
+            hi = sqlite3_column_int64(st, 0);
+            n++;
+            kept = 0;
+        } else {
+            kept++;
+        }
+    }
+    if (n == max || kept == STORE_SWEEP_KEPT_RUN) rc = SQLITE_DONE;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    *deleted = n;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
+    if (n == 0) return SQLITE_OK;
+    rc = SQLITE_OK;
+    if (s->opt.pitr) {
+        st = s->st.log_expired;
+        sqlite3_bind_int64(st, 1, s->batch_ms);
+        sqlite3_bind_text(st, 2, room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, hi);
+        sqlite3_bind_int64(st, 4, cutoff);
+        rc = store_step_done(st);
+    }
+    if (rc == SQLITE_OK) {
+        st = s->st.delete_head;
+        sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, hi);
+        sqlite3_bind_int64(st, 3, cutoff);
+        rc = store_step_done(st);
+    }
+    return rc;
+}
+
+/* One step of the message sweep, in one small transaction: rooms from the
+ * walk's position until STORE_SWEEP_STEP messages are deleted or *rooms
+ * (counted down) are looked at. Returns how many were deleted, or -1;
+ * *end is set when the walk passed the last room. */
+static int sweep_messages(store *s, int64_t cutoff, int *rooms, bool *end) {
+    store_write_begin(s);
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        store_write_end(s, sqlite3_errcode(s->db));
+        return -1;
+    }
+    s->batch_ms = clock_wall_ms();
+    int total = 0, rc = SQLITE_OK;
+    *end = false;
+    while (rc == SQLITE_OK && total<STORE_SWEEP_STEP && * rooms> 0) {
+        char *room = sweep_next_room(s);
+        if (!room) {
+            *end = true;
+            free(s->sweep_room);
+            s->sweep_room = NULL;
+            break;
+        }
+        (*rooms)--;
+        int max = STORE_SWEEP_STEP - total, n = 0;
+        rc = sweep_room(s, room, cutoff, max, &n);
+        total += n;
+        if (n < max) {
+            /* The room is done: the walk moves past it. */
+            free(s->sweep_room);
+            s->sweep_room = room;
+        } else {
+            free(room);
+        }
+    }
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    store_write_end(s, rc);
+    if (rc != SQLITE_OK) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return total;
+}
+
+/* Return true when writes are waiting (the sweep gives way to them). */
+static bool writes_waiting(store *s) {
+    pthread_mutex_lock(&s->lock);
+    bool busy = s->in_head != NULL;
+    pthread_mutex_unlock(&s->lock);
+    return busy;
+}
+
 /* Sweep expired messages, then idle rooms, while no writes are waiting
  * (store thread). */
 void store_sweep(store *s) {
     int64_t cutoff = (int64_t)time(NULL) - s->opt.ttl_days * 86400;
-    for (int rooms = 0; rooms < 2; rooms++) {
-        for (;;) {
-            int n = rooms ? sweep_step(s, s->st.expired_rooms, cutoff, delete_idle_room)
-                          : sweep_step(s, s->st.expired, cutoff, delete_expired_message);
-            if (n > 0) {
-                pthread_mutex_lock(&s->lock);
-                if (rooms) s->stats.rooms_expired += (uint64_t)n;
-                else s->stats.expired += (uint64_t)n;
-                bool busy = s->in_head != NULL;
-                pthread_mutex_unlock(&s->lock);
-                if (busy) return; /* writes first; the sweep resumes later */
-            }
-            if (n < STORE_SWEEP_STEP) break;
+    int rooms = STORE_SWEEP_ROOMS;
+    bool end = false;
+    while (rooms > 0 && !end) {
+        int n = sweep_messages(s, cutoff, &rooms, &end);
+        if (n < 0) return;
+        if (n > 0) {
+            pthread_mutex_lock(&s->lock);
+            s->stats.expired += (uint64_t)n;
+            pthread_mutex_unlock(&s->lock);
         }
+        if (writes_waiting(s)) return; /* writes first; the sweep resumes later */
+    }
+    for (;;) {
+        int n = sweep_step(s, s->st.expired_rooms, cutoff, delete_idle_room);
+        if (n > 0) {
+            pthread_mutex_lock(&s->lock);
+            s->stats.rooms_expired += (uint64_t)n;
+            pthread_mutex_unlock(&s->lock);
+            if (writes_waiting(s)) return;
+        }
+        if (n < STORE_SWEEP_STEP) break;
     }
 }
 /* ---- opening ---- */
@@ -610,7 +832,7 @@ int store_prepare(store *s) {
         {offsetof(stmts, delete_room), SQL_DELETE_ROOM},
         {offsetof(stmts, probe), "INSERT OR REPLACE INTO store_probe(id, t) VALUES (1, ?1)"},
         {offsetof(stmts, find_client_id),
-         "SELECT roomId, seq, messageId, message, timestamp, senderName FROM messages"
+         "SELECT roomId, seq, messageId, senderId, senderName, message, timestamp FROM messages"
          " WHERE senderKey = ?1 AND clientMessageId = ?2 AND timestamp >= ?3 LIMIT 1"},
         {offsetof(stmts, history_before),
          "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
@@ -618,13 +840,22 @@ int store_prepare(store *s) {
         {offsetof(stmts, history_after),
          "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
          " WHERE roomId = ?1 AND seq > ?2 AND timestamp >= ?3 ORDER BY seq ASC LIMIT ?4"},
-        {offsetof(stmts, expired),
-         "SELECT roomId, seq FROM messages WHERE timestamp < ?1 LIMIT ?2"},
-        {offsetof(stmts, delete_message), SQL_DELETE_MESSAGE},
+        {offsetof(stmts, first_room), "SELECT roomId FROM messages ORDER BY roomId LIMIT 1"},
+        {offsetof(stmts, next_room),
+         "SELECT roomId FROM messages WHERE roomId > ?1 ORDER BY roomId LIMIT 1"},
+        {offsetof(stmts, room_head),
+         "SELECT seq, timestamp FROM messages WHERE roomId = ?1 ORDER BY seq"},
+        {offsetof(stmts, delete_head),
+         "DELETE FROM messages WHERE roomId = ?1 AND seq <= ?2 AND timestamp < ?3"},
+        {offsetof(stmts, log_expired),
+         "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
+         " timestamp, clientMessageId, senderKey) SELECT ?1, " LOG_DELETE_SQL ", roomId, seq,"
+         " messageId, senderId, senderName, message, timestamp, clientMessageId, senderKey"
+         " FROM messages WHERE roomId = ?2 AND seq <= ?3 AND timestamp < ?4"},
         {offsetof(stmts, log_insert),
          "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
-         " timestamp, clientMessageId, senderKey) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-         "?11)"},
+         " timestamp, clientMessageId, senderKey, seqHi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+         " ?9, ?10, ?11, ?12)"},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         sqlite3_stmt **st = (sqlite3_stmt **)((char *)&s->st + table[i].off);
@@ -653,20 +884,128 @@ int store_add_last_seq(sqlite3 *db) {
                         NULL, NULL, NULL);
 }
 
-/* Columns added since the first version of the schema. */
+/* SQL wsgate_id_pack(id): a canonical UUID's 16 bytes, any other id as it
+ * is. For the migration and the replay of old change-log rows. */
+static void sql_id_pack(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    uint8_t id[STORE_ROW_ID_LEN];
+    const char *text = (const char *)sqlite3_value_text(argv[0]);
+    if (sqlite3_value_type(argv[0]) == SQLITE_TEXT &&
+        store_row_id_pack(text, (size_t)sqlite3_value_bytes(argv[0]), id))
+        sqlite3_result_blob(ctx, id, sizeof(id), SQLITE_TRANSIENT);
+    else sqlite3_result_value(ctx, argv[0]);
+}
+
+/* SQL wsgate_key_pack(clientMessageId, senderKey): NULL without a
+ * clientMessageId (nothing looks the key up), the first 16 bytes of a
+ * blind index written as 64 hex digits, any other key (a plaintext user id)
+ * as it is. */
+static void sql_key_pack(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    uint8_t mac[32];
+    const char *text = (const char *)sqlite3_value_text(argv[1]);
+    if (sqlite3_value_type(argv[1]) == SQLITE_TEXT &&
+        hex_decode(text, (size_t)sqlite3_value_bytes(argv[1]), mac, sizeof(mac)))
+        sqlite3_result_blob(ctx, mac, STORE_SENDER_KEY_LEN, SQLITE_TRANSIENT);
+    else sqlite3_result_value(ctx, argv[1]);
+}
+
+int store_sql_functions(sqlite3 *db) {
+    int rc = sqlite3_create_function(db, "wsgate_id_pack", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                     NULL, sql_id_pack, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "wsgate_key_pack", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                     NULL, sql_key_pack, NULL, NULL);
+    return rc;
+}
+
+/* Return db's PRAGMA user_version, or -1. */
+static int schema_version(sqlite3 *db) {
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Return whether db has a table called name. */
+static bool has_table(sqlite3 *db, const char *name) {
+    sqlite3_stmt *st;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1", -1,
+                           &st, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* A database of the old layout gets the compact table: every row copied
+ * (ids packed, sender keys kept only where a lookup needs them, sealed
+ * values as they are: no key is needed), the UNIQUE messageId and
+ * timestamp indexes gone, the change log a seqHi column. One transaction:
+ * all or nothing. */
+static int migrate_compact(sqlite3 *db) {
+    int rc = sqlite3_exec(db, "SAVEPOINT compact", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return rc;
+    static const char sql[] =
+        SQL_CREATE_MESSAGES("messages_compact") "INSERT INTO messages_compact SELECT roomId, seq,"
+                                                " wsgate_id_pack(messageId), senderId, senderName, "
+                                                "message, timestamp, clientMessageId,"
+                                                " wsgate_key_pack(clientMessageId, senderKey) FROM "
+                                                "messages ORDER BY roomId, seq;"
+                                                "DROP TABLE messages;"
+                                                "ALTER TABLE messages_compact RENAME TO messages;";
+    rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && has_table(db, "pitr_log"))
+        rc = sqlite3_exec(db, "ALTER TABLE pitr_log ADD COLUMN seqHi INTEGER", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(db, "RELEASE compact", NULL, NULL, NULL);
+    } else {
+        sqlite3_exec(db, "ROLLBACK TO compact", NULL, NULL, NULL);
+        sqlite3_exec(db, "RELEASE compact", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* Columns added since the first version of the schema, then the compact
+ * layout. */
 static int migrate(sqlite3 *db) {
+    int version = schema_version(db);
+    if (version < 0) return SQLITE_ERROR;
+    if (version >= STORE_SCHEMA_VERSION || !has_table(db, "messages")) return SQLITE_OK;
     static const char *const adds[] = {"clientMessageId TEXT", "senderKey TEXT"};
     for (size_t i = 0; i < 2; i++) {
         char sql[128];
         snprintf(sql, sizeof(sql), "ALTER TABLE messages ADD COLUMN %s", adds[i]);
         sqlite3_exec(db, sql, NULL, NULL, NULL); /* fails harmlessly when present */
     }
-    return store_add_last_seq(db);
+    int rc = store_add_last_seq(db);
+    if (rc == SQLITE_OK) rc = migrate_compact(db);
+    if (rc == SQLITE_OK)
+        log_msg(LOG_INFO, "store_migrated",
+                "store converted to the compact row layout (version %d)", STORE_SCHEMA_VERSION);
+    return rc;
 }
 
 int store_schema(sqlite3 *db) {
-    int rc = migrate(db);
-    return rc == SQLITE_OK ? sqlite3_exec(db, SCHEMA, NULL, NULL, NULL) : rc;
+    int rc = store_sql_functions(db);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = migrate(db);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, SCHEMA, NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
 }
 
 /* PRAGMA quick_check: returns 0 when the file is sound. */
@@ -695,30 +1034,41 @@ int store_check_integrity(sqlite3 *db, char *err, size_t errlen, const char *pat
 /* With encryption on, the newest sealed message must open: a wrong or
  * missing key is a start-up error, never garbage later. */
 int store_check_keys(store *s, char *err, size_t errlen) {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(
-            s->db,
-            "SELECT roomId, seq, message FROM messages WHERE typeof(message) = 'blob'"
-            " ORDER BY timestamp DESC LIMIT 1",
-            -1, &st, NULL) != SQLITE_OK)
-        return 0;
-    int result = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        char aad[512];
-        store_message_aad(aad, sizeof(aad), 'm', (const char *)sqlite3_column_text(st, 0),
-                          sqlite3_column_int64(st, 1));
-        int e = 0;
-        char *plain = store_column_value(st, 2, s->opt.keys, aad, &e);
-        if (!plain) {
-            snprintf(err, errlen,
-                     "stored messages cannot be decrypted with the configured keys: %s",
-                     s->opt.keys ? crypto_strerror(e)
-                                 : "encryption is off but the store holds encrypted rows (set "
-                                   "enable_encryption = true and the key file)");
-            result = -1;
+    /* The newest sealed message: the last of the room posted to last, else
+     * the last row of the table (no timestamp index to ask; both are one
+     * descent of a b-tree). */
+    static const char *const probes[] = {
+        "SELECT roomId, seq, senderId, senderName, message FROM messages WHERE roomId ="
+        " (SELECT roomId FROM rooms WHERE lastSeq > 0 ORDER BY lastActivity DESC LIMIT 1)"
+        " AND typeof(message) = 'blob' ORDER BY seq DESC LIMIT 1",
+        "SELECT roomId, seq, senderId, senderName, message FROM messages"
+        " WHERE typeof(message) = 'blob' ORDER BY roomId DESC, seq DESC LIMIT 1",
+    };
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, probes[i], -1, &st, NULL) != SQLITE_OK) return 0;
+        int result = 1; /* 1: nothing sealed found, try the next probe */
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            char *room = xstrdup((const char *)sqlite3_column_text(st, 0));
+            char *sender, *name, *text;
+            int e = store_read_message(st, 2, s->opt.keys, room, sqlite3_column_int64(st, 1),
+                                       &sender, &name, &text);
+            free(room);
+            free(sender);
+            free(name);
+            free(text);
+            result = 0;
+            if (e) {
+                snprintf(err, errlen,
+                         "stored messages cannot be decrypted with the configured keys: %s",
+                         s->opt.keys ? crypto_strerror(e)
+                                     : "encryption is off but the store holds encrypted rows (set "
+                                       "enable_encryption = true and the key file)");
+                result = -1;
+            }
         }
-        free(plain);
+        sqlite3_finalize(st);
+        if (result <= 0) return result;
     }
-    sqlite3_finalize(st);
-    return result;
+    return 0;
 }

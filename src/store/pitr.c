@@ -176,42 +176,157 @@ int store_backup(const char *path, const char *out, char *err, size_t errlen) {
     return finish_copy(out, err, errlen);
 }
 
-/* Apply one change-log row (the live store's writes, replayed verbatim). */
-static int replay_row(sqlite3 *db, sqlite3_stmt *row) {
-    static const char *const sql[] = {
-        [LOG_MESSAGE] = SQL_INSERT_MESSAGE,  [LOG_ROOM_JOIN] = SQL_ROOM_JOIN,
-        [LOG_ROOM_TOUCH] = SQL_ROOM_TOUCH,   [LOG_DELETE] = SQL_DELETE_MESSAGE,
-        [LOG_ROOM_DELETE] = SQL_DELETE_ROOM,
-    };
-    int kind = sqlite3_column_int(row, 1);
-    if (kind < LOG_MESSAGE || kind > LOG_ROOM_DELETE) return SQLITE_CORRUPT;
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql[kind], -1, &st, NULL);
-    if (rc != SQLITE_OK) return rc;
-    /* Row columns: t_ms, kind, roomId, seq, messageId, senderId, senderName,
-     * message, timestamp, clientMessageId, senderKey -> ?1..?9. */
-    for (int i = 0; i < 9; i++) {
-        int col = 2 + i;
-        if (i + 1 > sqlite3_bind_parameter_count(st)) break;
-        sqlite3_bind_value(st, i + 1, sqlite3_column_value(row, col));
+/* Change-log rows as restore reads them (with the columns a live store of
+ * the first layout lacks read as NULL). */
+#define REPLAY_COLUMNS                                                                             \
+    "t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"                \
+    " clientMessageId, senderKey, "
+enum { R_T_MS, R_KIND, R_ROOM, R_SEQ, R_FIRST_VALUE = R_ROOM, R_SEQ_HI = 11 };
+
+/* What the replay of a change log onto a base snapshot holds open. */
+typedef struct replay {
+    sqlite3 *live, *dst;
+    sqlite3_stmt *by_kind[LOG_MESSAGES + 1]; /* on dst, prepared on first use */
+    sqlite3_stmt *live_range;                /* on live: a range's rows */
+    sqlite3_stmt *insert;                    /* on dst: one row */
+    sqlite3_stmt *dead_range;                /* on dst: a range's rows from temp.dead */
+} replay;
+
+/* The SQL that replays a row of each kind, bound ?1..?9 to the row's
+ * roomId .. senderKey. A first-layout message gets the compact id and key
+ * (its sealed columns stay as they are: they still open). */
+static const char *const replay_sql[] = {
+    [LOG_MESSAGE] = "INSERT OR IGNORE INTO messages(roomId, seq, messageId, senderId, senderName,"
+                    " message, timestamp, clientMessageId, senderKey) VALUES (?1, ?2,"
+                    " wsgate_id_pack(?3), ?4, ?5, ?6, ?7, ?8, wsgate_key_pack(?8, ?9))",
+    [LOG_ROOM_JOIN] = SQL_ROOM_JOIN,
+    [LOG_ROOM_TOUCH] = SQL_ROOM_TOUCH,
+    [LOG_DELETE] = SQL_DELETE_MESSAGE,
+    [LOG_ROOM_DELETE] = SQL_DELETE_ROOM,
+};
+
+/* Insert the messages seq..hi of room into dst: those the live table still
+ * holds, then those a TTL delete moved into the log (temp.dead). A seq of
+ * neither was never committed (a failed insert inside the range). */
+static int replay_range(replay *r, sqlite3_value *room, sqlite3_value *lo, sqlite3_value *hi) {
+    sqlite3_stmt *q = r->live_range;
+    sqlite3_bind_value(q, 1, room);
+    sqlite3_bind_value(q, 2, lo);
+    sqlite3_bind_value(q, 3, hi);
+    int rc = SQLITE_OK, step;
+    while (rc == SQLITE_OK && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        for (int i = 0; i < 9; i++)
+            sqlite3_bind_value(r->insert, i + 1, sqlite3_column_value(q, i));
+        rc = store_step_done(r->insert);
     }
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    if (rc == SQLITE_OK && step != SQLITE_DONE) rc = step;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_value(r->dead_range, 1, room);
+    sqlite3_bind_value(r->dead_range, 2, lo);
+    sqlite3_bind_value(r->dead_range, 3, hi);
+    return store_step_done(r->dead_range);
+}
+
+/* Apply one change-log row (the live store's writes, replayed verbatim). */
+static int replay_row(replay *r, sqlite3_stmt *row) {
+    int kind = sqlite3_column_int(row, R_KIND);
+    if (kind == LOG_MESSAGES)
+        return replay_range(r, sqlite3_column_value(row, R_ROOM), sqlite3_column_value(row, R_SEQ),
+                            sqlite3_column_value(row, R_SEQ_HI));
+    if (kind < LOG_MESSAGE || kind > LOG_ROOM_DELETE) return SQLITE_CORRUPT;
+    if (!r->by_kind[kind]) {
+        int rc = sqlite3_prepare_v2(r->dst, replay_sql[kind], -1, &r->by_kind[kind], NULL);
+        if (rc != SQLITE_OK) return rc;
+    }
+    sqlite3_stmt *st = r->by_kind[kind];
+    int params = sqlite3_bind_parameter_count(st);
+    for (int i = 0; i < 9 && i < params; i++)
+        sqlite3_bind_value(st, i + 1, sqlite3_column_value(row, R_FIRST_VALUE + i));
+    return store_step_done(st);
+}
+
+/* Copy the rows TTL deleted after the base (the log keeps them whole)
+ * into dst's temp.dead, where replay_range finds them. */
+static int load_dead(replay *r, int64_t from_id) {
+    int rc = sqlite3_exec(r->dst,
+                          "CREATE TEMP TABLE dead (roomId, seq, messageId, senderId, senderName,"
+                          " message, timestamp, clientMessageId, senderKey,"
+                          " PRIMARY KEY (roomId, seq)) WITHOUT ROWID",
+                          NULL, NULL, NULL);
+    sqlite3_stmt *q = NULL, *ins = NULL;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(r->live,
+                                "SELECT roomId, seq, messageId, senderId, senderName, message,"
+                                " timestamp, clientMessageId, senderKey FROM pitr_log"
+                                " WHERE id > ?1 AND kind = " LOG_DELETE_SQL
+                                " AND message IS NOT NULL",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK)
+        rc =
+            sqlite3_prepare_v2(r->dst,
+                               "INSERT OR IGNORE INTO temp.dead VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                               " ?8, ?9)",
+                               -1, &ins, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, from_id);
+        while (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+            for (int i = 0; i < 9; i++) sqlite3_bind_value(ins, i + 1, sqlite3_column_value(q, i));
+            rc = store_step_done(ins);
+        }
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(ins);
+    return rc;
+}
+
+static int replay_prepare(replay *r) {
+    int rc = sqlite3_prepare_v2(r->live,
+                                "SELECT roomId, seq, messageId, senderId, senderName, message,"
+                                " timestamp, clientMessageId, senderKey FROM messages"
+                                " WHERE roomId = ?1 AND seq BETWEEN ?2 AND ?3",
+                                -1, &r->live_range, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(r->dst,
+                                "INSERT OR IGNORE INTO messages(roomId, seq, messageId, senderId,"
+                                " senderName, message, timestamp, clientMessageId, senderKey)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                -1, &r->insert, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(r->dst,
+                                "INSERT OR IGNORE INTO messages SELECT roomId, seq, messageId,"
+                                " senderId, senderName, message, timestamp, clientMessageId,"
+                                " senderKey FROM temp.dead WHERE roomId = ?1 AND seq BETWEEN ?2"
+                                " AND ?3",
+                                -1, &r->dead_range, NULL);
+    return rc;
+}
+
+static void replay_finish(replay *r) {
+    for (size_t i = 0; i < sizeof(r->by_kind) / sizeof(r->by_kind[0]); i++)
+        sqlite3_finalize(r->by_kind[i]);
+    sqlite3_finalize(r->live_range);
+    sqlite3_finalize(r->insert);
+    sqlite3_finalize(r->dead_range);
 }
 
 /* The counters are not logged: every message replayed from the log (ids
  * from_id.., up to to_ms) raises its room's counter in dst, even one that
- * a later TTL delete removed. */
-static int raise_last_seqs(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t to_ms) {
+ * a later TTL delete removed. seq_hi: the range's end column ("seqHi", or
+ * "seq" for a log of the first layout, which has none). */
+static int raise_last_seqs(replay *r, const char *seq_hi, int64_t from_id, int64_t to_ms) {
     sqlite3_stmt *q = NULL, *up = NULL;
-    int rc = sqlite3_prepare_v2(live,
-                                "SELECT roomId, MAX(seq) FROM pitr_log WHERE id > ?1 AND t_ms <= ?2"
-                                " AND kind = 1 GROUP BY roomId",
-                                -1, &q, NULL);
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT roomId, MAX(CASE kind WHEN %d THEN %s ELSE seq END) FROM pitr_log"
+             " WHERE id > ?1 AND t_ms <= ?2 AND kind IN (%d, %d) GROUP BY roomId",
+             LOG_MESSAGES, seq_hi, LOG_MESSAGE, LOG_MESSAGES);
+    int rc = sqlite3_prepare_v2(r->live, sql, -1, &q, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(
-            dst, "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2", -1, &up, NULL);
+        rc = sqlite3_prepare_v2(r->dst,
+                                "UPDATE rooms SET lastSeq = ?2 WHERE roomId = ?1 AND lastSeq < ?2",
+                                -1, &up, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, from_id);
         sqlite3_bind_int64(q, 2, to_ms);
@@ -223,6 +338,44 @@ static int raise_last_seqs(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t
     }
     sqlite3_finalize(q);
     sqlite3_finalize(up);
+    return rc;
+}
+
+/* Replay the log rows after from_id up to to_ms from live onto dst (a base
+ * snapshot brought to the current layout). Returns an SQLite code. */
+static int replay_log(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t to_ms) {
+    replay r = {.live = live, .dst = dst};
+    /* A live store not yet opened by this version has the first layout's
+     * log: no seqHi, and only rows a first-layout server wrote. */
+    const char *seq_hi = "seqHi";
+    sqlite3_stmt *rows = NULL;
+    int rc = sqlite3_prepare_v2(live,
+                                "SELECT " REPLAY_COLUMNS "seqHi FROM pitr_log WHERE id > ?1"
+                                " AND t_ms <= ?2 ORDER BY id",
+                                -1, &rows, NULL);
+    if (rc != SQLITE_OK) {
+        seq_hi = "seq";
+        rc = sqlite3_prepare_v2(live,
+                                "SELECT " REPLAY_COLUMNS "NULL FROM pitr_log WHERE id > ?1"
+                                " AND t_ms <= ?2 ORDER BY id",
+                                -1, &rows, NULL);
+    }
+    if (rc == SQLITE_OK) rc = load_dead(&r, from_id);
+    if (rc == SQLITE_OK) rc = replay_prepare(&r);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(dst, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(rows, 1, from_id);
+        sqlite3_bind_int64(rows, 2, to_ms);
+        int step = SQLITE_DONE;
+        while (rc == SQLITE_OK && (step = sqlite3_step(rows)) == SQLITE_ROW)
+            rc = replay_row(&r, rows);
+        if (rc == SQLITE_OK && step != SQLITE_DONE) rc = step;
+        if (rc == SQLITE_OK) rc = raise_last_seqs(&r, seq_hi, from_id, to_ms);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(dst, "COMMIT", NULL, NULL, NULL);
+        else sqlite3_exec(dst, "ROLLBACK", NULL, NULL, NULL);
+    }
+    sqlite3_finalize(rows);
+    replay_finish(&r);
     return rc;
 }
 
@@ -256,37 +409,17 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
     if (copy_file(base_path, out, err, errlen) != 0) return -1;
     if (open_readonly(path, &live, err, errlen) != 0) return -1;
     sqlite3 *dst = NULL;
-    sqlite3_open(out, &dst);
-    sqlite3_stmt *rows = NULL;
-    int rc = sqlite3_prepare_v2(
-        live,
-        "SELECT t_ms, kind, roomId, seq, messageId, senderId, senderName, message, timestamp,"
-        " clientMessageId, senderKey FROM pitr_log WHERE id > ?1 AND t_ms <= ?2 ORDER BY id",
-        -1, &rows, NULL);
-    /* A base written before rooms had a counter gets it here. */
-    if (rc == SQLITE_OK) rc = store_add_last_seq(dst);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(rows, 1, from_id);
-        sqlite3_bind_int64(rows, 2, to_ms);
-        sqlite3_exec(dst, "BEGIN", NULL, NULL, NULL);
-        int step;
-        while (rc == SQLITE_OK && (step = sqlite3_step(rows)) == SQLITE_ROW) {
-            /* replay_row binds by position: map row columns onto ?1..?9 as
-             * roomId, seq, messageId, senderId(owner), senderName, message,
-             * timestamp, clientMessageId, senderKey. */
-            rc = replay_row(dst, rows);
-        }
-        if (rc == SQLITE_OK) rc = raise_last_seqs(live, dst, from_id, to_ms);
-        if (rc == SQLITE_OK) rc = sqlite3_exec(dst, "COMMIT", NULL, NULL, NULL);
-        else sqlite3_exec(dst, "ROLLBACK", NULL, NULL, NULL);
-    }
-    sqlite3_finalize(rows);
+    int rc = sqlite3_open(out, &dst);
+    /* A base of an older layout (a snapshot taken before an upgrade) is
+     * brought to the current one first, as the live store was. */
+    if (rc == SQLITE_OK) rc = store_schema(dst);
+    if (rc == SQLITE_OK) rc = replay_log(live, dst, from_id, to_ms);
+    if (rc != SQLITE_OK)
+        snprintf(err, errlen, "cannot replay the change log into %s: %s (%s)", out,
+                 sqlite3_errstr(rc), dst ? sqlite3_errmsg(dst) : "out of memory");
     sqlite3_close(live);
     sqlite3_close(dst);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot replay the change log into %s: %s", out, sqlite3_errstr(rc));
-        return -1;
-    }
+    if (rc != SQLITE_OK) return -1;
     return finish_copy(out, err, errlen);
 }
 
@@ -366,14 +499,11 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
     int rc, e = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t seq = sqlite3_column_int64(st, 0);
-        char aad[512];
-        store_message_aad(aad, sizeof(aad), 's', room, seq);
-        char *sender = store_column_value(st, 2, keys, aad, &e);
-        store_message_aad(aad, sizeof(aad), 'n', room, seq);
-        char *name = store_column_value(st, 3, keys, aad, &e);
-        store_message_aad(aad, sizeof(aad), 'm', room, seq);
-        char *msg = store_column_value(st, 4, keys, aad, &e);
-        const char *id = (const char *)sqlite3_column_text(st, 1);
+        char *sender, *name, *msg;
+        e = store_read_message(st, 2, keys, room, seq, &sender, &name, &msg);
+        char idbuf[128];
+        store_read_message_id(st, 1, idbuf, sizeof(idbuf));
+        const char *id = idbuf;
         int64_t ts = sqlite3_column_int64(st, 5);
         if (sender && name && msg) {
             if (format == STORE_EXPORT_CSV) {

@@ -118,6 +118,9 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
         op->status = store_apply(s, op);
     }
     uint64_t ta = clock_mono_ns();
+    /* The batch's messages go to the change log as one range per room. */
+    int lrc = store_log_batch(s);
+    if (rc == SQLITE_OK) rc = lrc;
     if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     store_write_end(s, rc);
     if (rc != SQLITE_OK) {
@@ -376,6 +379,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
 
     strmap_init(&s->last_seq);
     strmap_init(&s->sender_keys);
+    strmap_init(&s->batch_ranges);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->ckpt_wake, NULL);
@@ -460,6 +464,9 @@ void store_close(store *s) {
     strmap_free(&s->last_seq);
     store_map_clear(&s->sender_keys);
     strmap_free(&s->sender_keys);
+    store_map_clear(&s->batch_ranges);
+    strmap_free(&s->batch_ranges);
+    free(s->sweep_room);
     store_finalize(s);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
