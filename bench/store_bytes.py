@@ -46,6 +46,10 @@ def main():
         proc.terminate()
         proc.wait(timeout=60)
         report(os.path.join(data, DB))
+        pitr = os.path.join(data, "pitr")
+        snaps = [os.path.join(pitr, f) for f in os.listdir(pitr)] if os.path.isdir(pitr) else []
+        print(f"pitr/: {len(snaps)} base snapshots, {sum(os.path.getsize(f) for f in snaps)} bytes"
+              " (one at start, then one per pitr_snapshot_interval_s)")
     finally:
         if proc.poll() is None:
             proc.kill()

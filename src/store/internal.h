@@ -48,9 +48,10 @@ enum {
     LOG_DELETE = 4,      /* roomId, seq; since the compact row, with the
                           * deleted row's columns (restore may need it) */
     LOG_ROOM_DELETE = 5, /* roomId */
-    LOG_MESSAGES = 6     /* roomId, seq..seqHi: a batch's messages of the
-                          * room, whose columns are in messages (or in the
-                          * LOG_DELETE row that removed them) */
+    LOG_MESSAGES = 6     /* roomId, seq..seqHi: the room's messages committed
+                          * in the second of t_ms, whose columns are in
+                          * messages (or in the LOG_DELETE row that removed
+                          * them) */
 };
 #define LOG_DELETE_SQL "4" /* LOG_DELETE in SQL text */
 
@@ -72,6 +73,7 @@ typedef struct stmts {
     sqlite3_stmt *delete_head; /* ... deleted */
     sqlite3_stmt *log_expired; /* ... copied into the change log first */
     sqlite3_stmt *log_insert;
+    sqlite3_stmt *log_extend; /* a range row's seqHi raised */
 } stmts;
 
 struct store {
@@ -110,6 +112,8 @@ struct store {
     strmap batch_ranges; /* store thread only: room -> seq_range of this batch */
     char *sweep_room;    /* store thread only: the TTL walk's last room (NULL: start) */
     int64_t batch_ms;    /* commit time of the batch being written */
+    uint64_t log_gen;    /* store thread only: bumped by each base snapshot, which
+                          * closes the change log's open range rows */
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;

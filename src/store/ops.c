@@ -149,6 +149,12 @@ typedef struct room_cache {
                           * rows, empties the cache) */
     int64_t touched_at; /* lastActivity written in a committed or current
                           * batch (Unix seconds; 0 = not known) */
+    /* The change log's range row of this room's messages committed in
+     * second log_second (0: none), extended by the later batches of that
+     * second; store.log_gen when it was written (a snapshot closes it). */
+    int64_t log_id;
+    int64_t log_second;
+    uint64_t log_gen;
 } room_cache;
 
 /* Rooms remembered at most: past that the cache starts over (it only saves
@@ -310,15 +316,32 @@ int store_log_batch(store *s) {
     size_t it = 0;
     const char *room;
     void *v;
+    int64_t second = s->batch_ms / 1000;
     while (rc == SQLITE_OK && strmap_next(&s->batch_ranges, &it, &room, &v)) {
         const seq_range *r = v;
-        sqlite3_stmt *st = s->st.log_insert;
+        room_cache *c = room_cache_of(s, room);
+        sqlite3_stmt *st;
+        if (c->log_id && c->log_second == second && c->log_gen == s->log_gen) {
+            /* Restore replays to the second: one row per room and second
+             * is as exact as one per batch, and far fewer bytes. */
+            st = s->st.log_extend;
+            sqlite3_bind_int64(st, 1, c->log_id);
+            sqlite3_bind_int64(st, 2, r->hi);
+            rc = store_step_done(st);
+            continue;
+        }
+        st = s->st.log_insert;
         sqlite3_bind_int64(st, 1, s->batch_ms);
         sqlite3_bind_int(st, 2, LOG_MESSAGES);
         sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, r->lo);
         sqlite3_bind_int64(st, 12, r->hi);
         rc = store_step_done(st);
+        if (rc == SQLITE_OK) {
+            c->log_id = sqlite3_last_insert_rowid(s->db);
+            c->log_second = second;
+            c->log_gen = s->log_gen;
+        }
     }
     store_map_clear(&s->batch_ranges);
     return rc;
@@ -852,6 +875,8 @@ int store_prepare(store *s) {
          " timestamp, clientMessageId, senderKey) SELECT ?1, " LOG_DELETE_SQL ", roomId, seq,"
          " messageId, senderId, senderName, message, timestamp, clientMessageId, senderKey"
          " FROM messages WHERE roomId = ?2 AND seq <= ?3 AND timestamp < ?4"},
+        {offsetof(stmts, log_extend),
+         "UPDATE pitr_log SET seqHi = ?2 WHERE id = ?1 AND seqHi < ?2"},
         {offsetof(stmts, log_insert),
          "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
          " timestamp, clientMessageId, senderKey, seqHi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"

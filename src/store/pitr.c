@@ -75,6 +75,9 @@ static int copy_db(sqlite3 *from, const char *to_path) {
  * batches, so it holds exactly the log rows up to last_id), then drop the
  * bases and log rows that fell out of the recovery window. */
 void store_snapshot(store *s) {
+    /* Range rows written before the base must not grow past it (restore
+     * replays only the rows after it), nor outlive their pruning. */
+    s->log_gen++;
     sqlite3_stmt *st;
     int64_t last_id = 0;
     if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(id), 0) FROM pitr_log", -1, &st, NULL) ==
