@@ -2,28 +2,18 @@
  * under a key ring's keys (keyring.c). See crypto.h for the blob format. */
 #include "crypto/crypto.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
-#include <limits.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <openssl/rand.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/base64.h"
 #include "common/random.h"
-
 #include "crypto/internal.h"
 
 /* ------------------------------------------------------------ AES-256-GCM */

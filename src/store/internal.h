@@ -3,13 +3,15 @@
  *
  *   store.c  the thread and the queue: submission (bounded), the group
  *            commit loop, the checkpointer, completions or on_commit;
- *   ops.c    the operations inside a batch: schema and migrations, the
- *            sequence cache, sealing, apply, history, the TTL sweep;
+ *   ops.c    the operations inside a batch: the sequence cache, sealing,
+ *            apply, history, the change log's rows, the TTL sweep; with
+ *   schema.c the tables and their migrations, the statements, the checks
+ *            at open; and row.c, the compact row's codecs (row.h);
  *   pitr.c   point-in-time recovery (base snapshots, the change log's
  *            replay) and the CLI's backup, restore, export and key check.
  *
- * store.c calls ops.c and pitr.c; ops.c calls store.c only for the health
- * marks; pitr.c calls ops.c's row readers. Not for use outside src/store/. */
+ * store.c calls ops.c, schema.c and pitr.c; ops.c calls store.c only for
+ * the health marks; pitr.c calls ops.c's row readers and schema.c. Not for use outside src/store/. */
 #ifndef WSGATE_STORE_INTERNAL_H
 #define WSGATE_STORE_INTERNAL_H
 
@@ -119,23 +121,13 @@ struct store {
     uv_async_t async;
 };
 
-/* ---- ops.c ---- */
-
-/* Bytes of a sender's blind index kept in senderKey (of the 32 of its
- * HMAC-SHA256): a lookup key among one sender's clientMessageIds. */
-#define STORE_SENDER_KEY_LEN 16
-
-/* Register the SQL functions the migration and the replay use
- * (wsgate_id_pack, wsgate_key_pack) on db. Returns an SQLite code. */
-int store_sql_functions(sqlite3 *db);
+/* ---- schema.c ---- */
 
 /* Create or migrate the schema of db (a new file, or one written by an
- * older version). Returns an SQLite code. */
+ * older layout), and register the SQL functions the migration and the
+ * replay of old change-log rows use (wsgate_id_pack, wsgate_key_pack).
+ * Returns an SQLite code. */
 int store_schema(sqlite3 *db);
-
-/* Give an existing rooms table its counter (rooms.lastSeq). Returns an
- * SQLite code; harmless when the column is there. */
-int store_add_last_seq(sqlite3 *db);
 
 /* PRAGMA quick_check: returns 0 when the file is sound, else -1 with err. */
 int store_check_integrity(sqlite3 *db, char *err, size_t errlen, const char *path);
@@ -147,6 +139,12 @@ void store_finalize(store *s);
 /* With encryption on, the newest sealed message must open. Returns 0, or
  * -1 with err. */
 int store_check_keys(store *s, char *err, size_t errlen);
+
+/* ---- ops.c ---- */
+
+/* Bytes of a sender's blind index kept in senderKey (of the 32 of its
+ * HMAC-SHA256): a lookup key among one sender's clientMessageIds. */
+#define STORE_SENDER_KEY_LEN 16
 
 /* Run one op inside the open batch transaction (store thread). Returns an
  * SQLite code (op->status). */

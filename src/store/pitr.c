@@ -4,22 +4,16 @@
 #include "store/store.h"
 
 #include <dirent.h>
-#include <pthread.h>
+#include <jansson.h>
 #include <sqlite3.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/strbuf.h"
 #include "common/clock.h"
-#include "common/strmap.h"
 #include "log/log.h"
 #include "store/internal.h"
 

@@ -3,7 +3,6 @@
  * loop's completions, or store_options.on_commit). See internal.h. */
 #include "store/store.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -17,9 +16,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/strbuf.h"
 #include "common/clock.h"
-#include "common/strmap.h"
 #include "log/log.h"
 #include "store/internal.h"
 
