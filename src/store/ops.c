@@ -665,7 +665,7 @@ static int sweep_room(store *s, const char *room, int64_t cutoff, int max, int *
     sqlite3_stmt *st = s->st.room_head;
     sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
     int64_t hi = 0;
-    int n = 0, kept = 0, rc;
+    int n = 0, kept = 0, rc = SQLITE_DONE;
     while (n < max && kept < STORE_SWEEP_KEPT_RUN && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_int64(st, 1) < cutoff) {
             hi = sqlite3_column_int64(st, 0);
