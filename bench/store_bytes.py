@@ -3,7 +3,8 @@ with the seed's defaults for the store (encryption at rest and point-in-time
 recovery on), the project's loadgen `durable` workload (20 rooms of 5,
 32-byte chats) for a bounded number of chats, then a clean stop and SQLite's
 dbstat over the file: bytes per chat for every table and index, and for the
-whole file. Targets 127.0.0.1 only; stops by itself.
+whole file; and the CPU the server spent (all threads, and the store
+thread alone) per 1,000 chats. Targets 127.0.0.1 only; stops by itself.
 
     /usr/bin/python3 bench/store_bytes.py build/wsgate build/wsgate-loadgen [RATE [SECONDS]]
 """
@@ -43,9 +44,12 @@ def main():
         subprocess.run([loadgen, "--workload", "durable", "--port", str(port), "--rooms", "20", "--members", "5",
                         "--rates", rate, "--duration", seconds, "--size", "32"],
                        stdout=subprocess.DEVNULL, timeout=int(seconds) + 120, check=True)
+        total, store = cpu_seconds(proc.pid)
         proc.terminate()
         proc.wait(timeout=60)
-        report(os.path.join(data, DB))
+        chats = report(os.path.join(data, DB))
+        print(f"server CPU {total:.2f} s ({1000 * total / max(chats, 1):.3f} s per 1000 chats), store thread"
+              f" {store:.2f} s ({1000 * store / max(chats, 1):.3f} s per 1000 chats)")
         pitr = os.path.join(data, "pitr")
         snaps = [os.path.join(pitr, f) for f in os.listdir(pitr)] if os.path.isdir(pitr) else []
         print(f"pitr/: {len(snaps)} base snapshots, {sum(os.path.getsize(f) for f in snaps)} bytes"
@@ -55,6 +59,22 @@ def main():
             proc.kill()
             proc.wait()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def cpu_seconds(pid):
+    """CPU seconds of the process and of its store thread (named wsgate-store)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(stat_path):
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    store = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == "wsgate-store":
+                store += used(f"/proc/{pid}/task/{tid}/stat")
+    return used(f"/proc/{pid}/stat"), store
 
 
 def report(path):
@@ -68,6 +88,7 @@ def report(path):
     for name, pg, payload, cells in rows:
         print(f"{name:<34} {pg:>11} {pg / max(chats, 1):>9.1f} {payload / max(chats, 1):>13.1f} {cells:>9}")
     con.close()
+    return chats
 
 
 if __name__ == "__main__":

@@ -391,6 +391,9 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
         snprintf(err, errlen, "cannot start the store threads");
         abort();
     }
+    /* Named for top -H and profiles (bench/store_bytes.py reads their CPU). */
+    pthread_setname_np(s->thread, "wsgate-store");
+    pthread_setname_np(s->ckpt_thread, "wsgate-ckpt");
     return s;
 fail:
     snprintf(err, errlen, "cannot open store %s: %s", path,
