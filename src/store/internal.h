@@ -165,9 +165,10 @@ int store_read_message(sqlite3_stmt *st, int col, const crypto_keyring *keys, co
  * least 37): a packed id as its UUID text, any other as stored. */
 void store_read_message_id(sqlite3_stmt *st, int col, char *out, size_t len);
 
-/* Write the batch's message ranges to the change log (before its COMMIT)
- * and forget them. Returns an SQLite code. */
-int store_log_batch(store *s);
+/* The batch's per-room writes, before its COMMIT: each room's counter
+ * raised to its last seq, and its message range in the change log; then
+ * forget them. Returns an SQLite code. */
+int store_finish_batch(store *s);
 
 /* Empty a map whose values are plain allocations. */
 void store_map_clear(strmap *m);

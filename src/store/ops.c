@@ -235,15 +235,14 @@ static int log_room(store *s, int kind, const char *room, const cell *owner, int
     return store_step_done(st);
 }
 
-/* A batch's messages, for the change log: the seqs of each room it
- * inserted, as one range (a failed insert in between leaves a seq that
- * restore finds no row for, and skips). */
+/* A batch's messages per room, for the room's counter and the change log:
+ * the seqs it inserted, as one range (a failed insert in between leaves a
+ * seq that restore finds no row for, and skips). */
 typedef struct seq_range {
     int64_t lo, hi;
 } seq_range;
 
 static void log_message(store *s, const char *room, int64_t seq) {
-    if (!s->opt.pitr) return;
     seq_range *r = strmap_get(&s->batch_ranges, room);
     if (!r) {
         r = xmalloc(sizeof(*r));
@@ -255,37 +254,48 @@ static void log_message(store *s, const char *room, int64_t seq) {
     if (seq > r->hi) r->hi = seq;
 }
 
-int store_log_batch(store *s) {
+/* Write room's range r to the change log: a new row, or the room's row
+ * of this second raised. */
+static int log_range(store *s, const char *room, const seq_range *r) {
+    room_cache *c = room_cache_of(s, room);
+    int64_t second = s->batch_ms / 1000;
+    sqlite3_stmt *st;
+    if (c->log_id && c->log_second == second && c->log_gen == s->log_gen) {
+        /* Restore replays to the second: one row per room and second is
+         * as exact as one per batch, and far fewer bytes. */
+        st = s->st.log_extend;
+        sqlite3_bind_int64(st, 1, c->log_id);
+        sqlite3_bind_int64(st, 2, r->hi);
+        return store_step_done(st);
+    }
+    st = s->st.log_insert;
+    sqlite3_bind_int64(st, 1, s->batch_ms);
+    sqlite3_bind_int(st, 2, LOG_MESSAGES);
+    sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, r->lo);
+    sqlite3_bind_int64(st, 12, r->hi);
+    int rc = store_step_done(st);
+    if (rc == SQLITE_OK) {
+        c->log_id = sqlite3_last_insert_rowid(s->db);
+        c->log_second = second;
+        c->log_gen = s->log_gen;
+    }
+    return rc;
+}
+
+int store_finish_batch(store *s) {
     int rc = SQLITE_OK;
     size_t it = 0;
     const char *room;
     void *v;
-    int64_t second = s->batch_ms / 1000;
     while (rc == SQLITE_OK && strmap_next(&s->batch_ranges, &it, &room, &v)) {
         const seq_range *r = v;
-        room_cache *c = room_cache_of(s, room);
-        sqlite3_stmt *st;
-        if (c->log_id && c->log_second == second && c->log_gen == s->log_gen) {
-            /* Restore replays to the second: one row per room and second
-             * is as exact as one per batch, and far fewer bytes. */
-            st = s->st.log_extend;
-            sqlite3_bind_int64(st, 1, c->log_id);
-            sqlite3_bind_int64(st, 2, r->hi);
-            rc = store_step_done(st);
-            continue;
-        }
-        st = s->st.log_insert;
-        sqlite3_bind_int64(st, 1, s->batch_ms);
-        sqlite3_bind_int(st, 2, LOG_MESSAGES);
-        sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, r->lo);
-        sqlite3_bind_int64(st, 12, r->hi);
+        /* One counter write per room and batch, not one per chat. */
+        sqlite3_stmt *st = s->st.room_seq;
+        sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, r->hi);
         rc = store_step_done(st);
-        if (rc == SQLITE_OK) {
-            c->log_id = sqlite3_last_insert_rowid(s->db);
-            c->log_second = second;
-            c->log_gen = s->log_gen;
-        }
+        if (rc == SQLITE_OK && s->opt.pitr) rc = log_range(s, room, r);
     }
     store_map_clear(&s->batch_ranges);
     return rc;
@@ -434,14 +444,9 @@ static int apply_chat(store *s, store_op *op) {
         }
         free(owner.p);
     }
-    if (rc == SQLITE_OK) {
-        /* The counter moves in the same transaction as the message: both
-         * commit or neither. */
-        st = s->st.room_seq;
-        sqlite3_bind_text(st, 1, op->room_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, op->seq);
-        rc = store_step_done(st);
-    }
+    /* The room's counter (rooms.lastSeq) moves once per batch, in
+     * store_finish_batch: in the same transaction as the messages, so both
+     * commit or neither. */
     return rc;
 }
 
