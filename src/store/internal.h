@@ -58,6 +58,11 @@ enum {
 #define LOG_DELETE_SQL "4" /* LOG_DELETE in SQL text */
 
 typedef struct stmts {
+    /* Prepared once: sqlite3_exec would parse them again for every batch
+     * (7% of the store thread's instructions when batches are small). */
+    sqlite3_stmt *begin; /* BEGIN IMMEDIATE */
+    sqlite3_stmt *commit;
+    sqlite3_stmt *rollback;
     sqlite3_stmt *insert_message;
     sqlite3_stmt *room_touch;
     sqlite3_stmt *max_seq;
@@ -172,6 +177,10 @@ int store_finish_batch(store *s);
 
 /* Empty a map whose values are plain allocations. */
 void store_map_clear(strmap *m);
+
+/* Run a prepared transaction statement (s->st.begin, commit, rollback).
+ * Returns an SQLite code. */
+int store_tx(sqlite3_stmt *st);
 
 /* Step a write statement, then reset it and clear its bindings. */
 int store_step_done(sqlite3_stmt *st);

@@ -214,6 +214,12 @@ static void bind_cell(sqlite3_stmt *st, int col, const cell *c) {
     else sqlite3_bind_text(st, col, c->p, (int)c->n, SQLITE_STATIC);
 }
 
+int store_tx(sqlite3_stmt *st) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 int store_step_done(sqlite3_stmt *st) {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
@@ -614,7 +620,7 @@ static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
 static int sweep_step(store *s, sqlite3_stmt *select, int64_t cutoff,
                       int (*delete_row)(store *s, sqlite3_stmt *row)) {
     store_write_begin(s);
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    if (store_tx(s->st.begin) != SQLITE_OK) {
         store_write_end(s, sqlite3_errcode(s->db));
         return -1;
     }
@@ -628,10 +634,10 @@ static int sweep_step(store *s, sqlite3_stmt *select, int64_t cutoff,
     }
     sqlite3_reset(select);
     sqlite3_clear_bindings(select);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = store_tx(s->st.commit);
     store_write_end(s, rc);
     if (rc != SQLITE_OK) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        store_tx(s->st.rollback);
         return -1;
     }
     return n;
@@ -711,7 +717,7 @@ static int sweep_room(store *s, const char *room, int64_t cutoff, int max, int *
  * *end is set when the walk passed the last room. */
 static int sweep_messages(store *s, int64_t cutoff, int *rooms, bool *end) {
     store_write_begin(s);
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    if (store_tx(s->st.begin) != SQLITE_OK) {
         store_write_end(s, sqlite3_errcode(s->db));
         return -1;
     }
@@ -738,10 +744,10 @@ static int sweep_messages(store *s, int64_t cutoff, int *rooms, bool *end) {
             free(room);
         }
     }
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = store_tx(s->st.commit);
     store_write_end(s, rc);
     if (rc != SQLITE_OK) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        store_tx(s->st.rollback);
         return -1;
     }
     return total;

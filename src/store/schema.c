@@ -74,6 +74,9 @@ int store_prepare(store *s) {
         size_t off;
         const char *sql;
     } table[] = {
+        {offsetof(stmts, begin), "BEGIN IMMEDIATE"},
+        {offsetof(stmts, commit), "COMMIT"},
+        {offsetof(stmts, rollback), "ROLLBACK"},
         {offsetof(stmts, insert_message), SQL_INSERT_MESSAGE},
         {offsetof(stmts, room_touch), SQL_ROOM_TOUCH},
         {offsetof(stmts, max_seq),

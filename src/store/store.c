@@ -75,12 +75,12 @@ void store_write_end(store *s, int rc) {
  * comes back with the disk and not only with the next chat. */
 static void probe_write(store *s) {
     store_write_begin(s);
-    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int rc = store_tx(s->st.begin);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s->st.probe, 1, (int64_t)time(NULL));
         rc = store_step_done(s->st.probe);
-        if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-        if (rc != SQLITE_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        if (rc == SQLITE_OK) rc = store_tx(s->st.commit);
+        if (rc != SQLITE_OK) store_tx(s->st.rollback);
     }
     store_write_end(s, rc);
 }
@@ -105,7 +105,7 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     uint64_t t0 = clock_mono_ns();
     s->batch_ms = clock_wall_ms();
     store_write_begin(s);
-    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int rc = store_tx(s->st.begin);
     for (store_op *op = batch; op; op = op->next) {
         op->t_batch = t0;
         if (rc != SQLITE_OK) {
@@ -118,10 +118,10 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     /* Per room, not per chat: the counter, the change log's range. */
     int lrc = store_finish_batch(s);
     if (rc == SQLITE_OK) rc = lrc;
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = store_tx(s->st.commit);
     store_write_end(s, rc);
     if (rc != SQLITE_OK) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        store_tx(s->st.rollback);
         store_map_clear(&s->last_seq);
         for (store_op *op = batch; op; op = op->next)
             if (op->status == SQLITE_OK && op->kind != STORE_OP_HISTORY) op->status = rc;
