@@ -54,8 +54,8 @@ static const char SCHEMA[] = "CREATE TABLE IF NOT EXISTS rooms ("
     "CREATE INDEX IF NOT EXISTS messages_client ON messages(senderKey, clientMessageId)"
     "  WHERE clientMessageId IS NOT NULL;"
     /* The change log for point-in-time recovery, with the time its batch
-     * committed, replayable onto a base snapshot. A batch's messages are
-     * logged as one (roomId, seq..seqHi) range per room, their content
+     * committed, replayable onto a base snapshot. Messages are logged as
+     * one (roomId, seq..seqHi) range per room and second, their columns
      * being in messages; a TTL delete logs the row it deletes. */
     "CREATE TABLE IF NOT EXISTS pitr_log ("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
