@@ -8,7 +8,7 @@ PACKAGES=(
   libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev zlib1g-dev libcurl4-openssl-dev libjwt-dev
   libcriterion-dev
   redis-server libhiredis-dev
-  python3 python3-pytest python3-websockets python3-boto3 sqlite3 curl prometheus
+  python3 python3-pytest python3-websockets python3-boto3 python3-cryptography sqlite3 curl prometheus
   valgrind
   chromium
 )

@@ -20,7 +20,7 @@
 #include "config/listen.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
-#include "store/crypto.h"
+#include "crypto/crypto.h"
 #include "store/store.h"
 #include "net/server.h"
 

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli/outputs.h"
-#include "store/crypto.h"
+#include "crypto/crypto.h"
 #include "store/store.h"
 
 int export_run(const config *cfg, const char *room, long long since, const char *format,

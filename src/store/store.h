@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <uv.h>
 
-#include "store/crypto.h"
+#include "crypto/crypto.h"
 
 typedef enum store_op_kind {
     STORE_OP_CHAT,      /* insert a message (assigning its room sequence number) */
@@ -146,10 +146,12 @@ void store_get_stats(store *s, store_stats *out);
  * has closed its handle (keep running the loop). */
 void store_close(store *s);
 
-/* Write the encryption AAD of column col ('s' sender, 'n' name, 'm'
- * message) of message seq in room into out (len bytes, cut to fit, NUL
- * terminated): "messages.<col>:<room>:<seq>". Every stored value is bound
- * to these bytes, so they must never change. Exposed for its unit test. */
+/* Write the encryption AAD of column col of message seq in room into out
+ * (len bytes, cut to fit, NUL terminated): "messages.<col>:<room>:<seq>".
+ * col is 'b' for the compact row's one sealed value (sender, name and text
+ * together); 's' sender, 'n' name and 'm' message for rows of the first
+ * layout, sealed column by column. Every stored value is bound to these
+ * bytes, so they must never change. Exposed for its unit test. */
 void store_message_aad(char *out, size_t len, char col, const char *room, int64_t seq);
 
 /* `wsgate backup`: copy the live database at path (a consistent snapshot,

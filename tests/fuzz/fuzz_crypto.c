@@ -1,4 +1,4 @@
-/* libFuzzer target for encryption at rest (src/store/crypto.c).
+/* libFuzzer target for encryption at rest (src/crypto/).
  *
  * The first input byte picks what the rest is:
  *   mode 0 (byte & 3 == 0): [aad length k][k bytes of AAD][blob], opened
@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store/crypto.h"
+#include "crypto/crypto.h"
 
 #include "fuzz_require.h"
 

@@ -746,8 +746,10 @@ def test_chat_is_stored_as_broadcast(start_server):
     msgs = asyncio.run(main())
 
     for d in msgs:
+        # the messageId is stored as the UUID's 16 bytes (docs/storage.md)
         rows = db_query(srv, "SELECT roomId, seq, senderId, senderName, message, timestamp "
-                             "FROM messages WHERE messageId = ?", (d["messageId"],))
+                             "FROM messages WHERE messageId = ?",
+                        (bytes.fromhex(d["messageId"].replace("-", "")),))
         assert rows == [(d["roomId"], d["seq"], d["senderId"], d["senderName"], d["message"],
                          d["timestamp"])]
     rows = db_query(srv, "SELECT seq FROM messages WHERE roomId = 'stored' ORDER BY seq",

@@ -1,4 +1,4 @@
-/* Unit tests for encryption at rest (src/store/crypto.c): the key file
+/* Unit tests for encryption at rest (src/crypto/): the key file
  * (creation with mode 0600, reload, every refusal naming the file), sealing
  * and opening column values (sizes, nonces, tampering, AAD binding), key
  * rotation, destruction of retired keys after the deletion window, blind
@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/crypto.h"
+#include "crypto/crypto.h"
 
 #define K32A "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 #define K32B "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="

@@ -27,8 +27,8 @@
  * file was rewritten). crypto_keyring_free must not race with anything.
  * Processes: one process at a time may rotate or destroy keys; a rewrite is
  * refused when the file changed on disk since this ring loaded or wrote it. */
-#ifndef WSGATE_STORE_CRYPTO_H
-#define WSGATE_STORE_CRYPTO_H
+#ifndef WSGATE_CRYPTO_CRYPTO_H
+#define WSGATE_CRYPTO_CRYPTO_H
 
 #include <stdbool.h>
 #include <stddef.h>

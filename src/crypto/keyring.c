@@ -1,21 +1,14 @@
-/* Encryption at rest: key ring file, AES-256-GCM column values, blind
- * indexes. See crypto.h for the formats and the threading rules.
- *
- * The ring's keys live in an immutable `keyset` that readers use under a
- * read lock; rotation and destruction build a new keyset, make the key file
- * durable, then swap the pointer under the write lock, so a reader never
- * sees a key that is not on disk and a failed rewrite changes nothing. */
-#include "store/crypto.h"
+/* The key ring: the key file (parse, render, atomic durable writes),
+ * opening, rotation and destruction of retired keys. See crypto.h for the
+ * formats and the threading rules, internal.h for the ring's structure. */
+#include "crypto/crypto.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <limits.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -23,66 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/base64.h"
-#include "common/random.h"
-
-#define KEY_FILE_MAX    (1024 * 1024) /* bytes; a ring of 4096 keys is ~0.6 MiB */
-#define RING_MAX_KEYS   4096
-#define NONCE_LEN       12
-#define AAD_HDR_LEN     5         /* version + key id: authenticated too */
-#define GCM_CHUNK       (1 << 30) /* EVP update calls take an int length */
-#define MAX_WINDOW_DAYS 36500
-
-typedef struct ring_key {
-    uint32_t id;
-    bool retired;
-    int64_t created;
-    int64_t retired_at; /* valid when retired */
-    uint8_t key[CRYPTO_KEY_LEN];
-} ring_key;
-
-/* Never modified once published in a ring; keys sorted by ascending id. */
-typedef struct keyset {
-    ring_key *keys;
-    size_t n;
-    uint32_t active;
-} keyset;
-
-/* An AES-256-GCM context with one key's schedule already set up. */
-typedef struct gcm_cache {
-    EVP_CIPHER_CTX *ctx; /* NULL until first use */
-    uint32_t key_id;
-    bool keyed; /* ctx holds key_id's key of the current set */
-} gcm_cache;
-
-/* What the key file looked like when this ring last read or wrote it. */
-typedef struct file_ident {
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
-} file_ident;
-
-struct crypto_keyring {
-    char *path;
-    pthread_rwlock_t lock;    /* guards `set` (the pointer) */
-    pthread_mutex_t write_mu; /* serialises rotate / destroy_expired */
-    keyset *set;
-    uint8_t index_key[CRYPTO_KEY_LEN]; /* never changes after open */
-    EVP_CIPHER *gcm;
-    EVP_MAC *hmac;
-    file_ident ident; /* guarded by write_mu */
-    /* Keyed contexts kept between calls: setting up AES-GCM or HMAC from
-     * scratch (allocation, key schedule, provider lookups) costs several
-     * times the encryption of a chat message. Guarded by cache_mu; a thread
-     * that finds it taken builds a one-off context instead of waiting. */
-    pthread_mutex_t cache_mu;
-    gcm_cache seal_cache, open_cache;
-    EVP_MAC_CTX *index_mac; /* keyed with index_key; NULL until first use */
-};
+#include "crypto/internal.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -97,17 +36,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-static void put_be32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
 static void keyset_free(keyset *s) {
     if (!s) return;
     if (s->keys) {
@@ -115,17 +43,6 @@ static void keyset_free(keyset *s) {
         free(s->keys);
     }
     free(s);
-}
-
-static const ring_key *keyset_find(const keyset *s, uint32_t id) {
-    size_t lo = 0, hi = s->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (s->keys[mid].id == id) return &s->keys[mid];
-        if (s->keys[mid].id < id) lo = mid + 1;
-        else hi = mid;
-    }
-    return NULL;
 }
 
 static int key_cmp(const void *a, const void *b) {
@@ -709,223 +626,4 @@ void crypto_keyring_free(crypto_keyring *r) {
     pthread_mutex_destroy(&r->write_mu);
     free(r->path);
     free(r);
-}
-
-/* ------------------------------------------------------------ AES-256-GCM */
-
-/* Feed n bytes to the cipher in int-sized chunks; out NULL: AAD. */
-static bool gcm_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, size_t n) {
-    size_t off = 0;
-    while (off < n) {
-        size_t chunk = n - off < GCM_CHUNK ? n - off : GCM_CHUNK;
-        int outl = 0;
-        if (EVP_CipherUpdate(ctx, out ? out + off : NULL, &outl, in + off, (int)chunk) != 1)
-            return false;
-        if (out && (size_t)outl != chunk) return false;
-        off += chunk;
-    }
-    return true;
-}
-
-/* Point ctx at a new message under key k: only the nonce when the cached
- * context already holds k's schedule, else from scratch. Called with the
- * ring's read lock held. Returns true on success. */
-static bool gcm_begin(crypto_keyring *r, gcm_cache *c, EVP_CIPHER_CTX *ctx, const ring_key *k,
-                      bool enc, const uint8_t *nonce) {
-    if (c && c->keyed && c->key_id == k->id)
-        return EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, enc ? 1 : 0, NULL) == 1;
-    if (c) c->keyed = false;
-    if (EVP_CipherInit_ex2(ctx, r->gcm, k->key, nonce, enc ? 1 : 0, NULL) != 1) return false;
-    if (c) {
-        c->keyed = true;
-        c->key_id = k->id;
-    }
-    return true;
-}
-
-/* Encrypt (enc) or decrypt-and-verify `len` bytes from in to out under key
- * k. `hdr` is the blob's first AAD_HDR_LEN bytes, `nonce` its NONCE_LEN
- * bytes, `tag` its CRYPTO_TAG_LEN bytes (written when encrypting). Called
- * with the ring's read lock held. Returns 0, CRYPTO_E_AUTH or
- * CRYPTO_E_INTERNAL. */
-static int gcm_run(crypto_keyring *r, const ring_key *k, bool enc, const uint8_t *hdr,
-                   const uint8_t *nonce, const void *aad, size_t aad_len, const uint8_t *in,
-                   size_t len, uint8_t *out, uint8_t *tag) {
-    gcm_cache *c = NULL;
-    EVP_CIPHER_CTX *ctx;
-    if (pthread_mutex_trylock(&r->cache_mu) == 0) {
-        c = enc ? &r->seal_cache : &r->open_cache;
-        if (!c->ctx) c->ctx = EVP_CIPHER_CTX_new();
-        ctx = c->ctx;
-    } else {
-        ctx = EVP_CIPHER_CTX_new();
-    }
-    int rc = CRYPTO_E_INTERNAL;
-    if (!ctx) goto done;
-    if (!gcm_begin(r, c, ctx, k, enc, nonce)) goto done;
-    if (!gcm_update(ctx, NULL, hdr, AAD_HDR_LEN)) goto done;
-    if (aad_len && !gcm_update(ctx, NULL, aad, aad_len)) goto done;
-    if (len && !gcm_update(ctx, out, in, len)) goto done;
-    if (enc) {
-        int outl = 0;
-        if (EVP_CipherFinal_ex(ctx, out + len, &outl) != 1 || outl != 0) goto done;
-        OSSL_PARAM get[2] = {
-            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, CRYPTO_TAG_LEN),
-            OSSL_PARAM_construct_end()};
-        if (EVP_CIPHER_CTX_get_params(ctx, get) != 1) goto done;
-        rc = 0;
-    } else {
-        OSSL_PARAM set[2] = {
-            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, CRYPTO_TAG_LEN),
-            OSSL_PARAM_construct_end()};
-        if (EVP_CIPHER_CTX_set_params(ctx, set) != 1) goto done;
-        int outl = 0;
-        rc = EVP_CipherFinal_ex(ctx, out + len, &outl) == 1 ? 0 : CRYPTO_E_AUTH;
-    }
-done:
-    if (c) {
-        /* After an internal failure the context's state is unknown. */
-        if (rc == CRYPTO_E_INTERNAL) c->keyed = false;
-        pthread_mutex_unlock(&r->cache_mu);
-    } else {
-        EVP_CIPHER_CTX_free(ctx);
-    }
-    return rc;
-}
-
-uint8_t *crypto_seal(const crypto_keyring *r, const void *plain, size_t len, const void *aad,
-                     size_t aad_len, size_t *out_len) {
-    *out_len = 0;
-    if (len > SIZE_MAX - CRYPTO_BLOB_OVERHEAD - 1) return NULL;
-    uint8_t *blob = xmalloc(len + CRYPTO_BLOB_OVERHEAD);
-    crypto_keyring *m = (crypto_keyring *)r;
-    pthread_rwlock_rdlock(&m->lock);
-    const ring_key *k = keyset_find(r->set, r->set->active);
-    blob[0] = CRYPTO_BLOB_VERSION;
-    put_be32(blob + 1, k->id);
-    random_bytes(blob + AAD_HDR_LEN, NONCE_LEN);
-    int rc = gcm_run(m, k, true, blob, blob + AAD_HDR_LEN, aad, aad_len, plain, len,
-                     blob + CRYPTO_HEADER_LEN, blob + CRYPTO_HEADER_LEN + len);
-    pthread_rwlock_unlock(&m->lock);
-    if (rc != 0) {
-        OPENSSL_cleanse(blob, len + CRYPTO_BLOB_OVERHEAD);
-        free(blob);
-        return NULL;
-    }
-    *out_len = len + CRYPTO_BLOB_OVERHEAD;
-    return blob;
-}
-
-int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const void *aad,
-                size_t aad_len, char **plain, size_t *plain_len) {
-    *plain = NULL;
-    *plain_len = 0;
-    if (!blob || len < CRYPTO_BLOB_OVERHEAD) return CRYPTO_E_SHORT;
-    if (blob[0] != CRYPTO_BLOB_VERSION) return CRYPTO_E_VERSION;
-    size_t n = len - CRYPTO_BLOB_OVERHEAD;
-    uint8_t tag[CRYPTO_TAG_LEN];
-    memcpy(tag, blob + CRYPTO_HEADER_LEN + n, CRYPTO_TAG_LEN);
-    crypto_keyring *m = (crypto_keyring *)r;
-    pthread_rwlock_rdlock(&m->lock);
-    const ring_key *k = keyset_find(r->set, get_be32(blob + 1));
-    if (!k) {
-        pthread_rwlock_unlock(&m->lock);
-        return CRYPTO_E_UNKNOWN_KEY;
-    }
-    char *out = xmalloc(n + 1);
-    int rc = gcm_run(m, k, false, blob, blob + AAD_HDR_LEN, aad, aad_len, blob + CRYPTO_HEADER_LEN,
-                     n, (uint8_t *)out, tag);
-    pthread_rwlock_unlock(&m->lock);
-    if (rc != 0) {
-        OPENSSL_cleanse(out, n + 1);
-        free(out);
-        return rc;
-    }
-    out[n] = '\0';
-    *plain = out;
-    *plain_len = n;
-    return 0;
-}
-
-const char *crypto_strerror(int code) {
-    if (code == 0) return "success";
-    switch (code) {
-#define CRYPTO_ERRNO_TEXT(name, num, text)                                                         \
-    case CRYPTO_E_##name: return text;
-        CRYPTO_ERRNO_MAP(CRYPTO_ERRNO_TEXT)
-#undef CRYPTO_ERRNO_TEXT
-    }
-    return "unknown error";
-}
-
-const char *crypto_open_errmsg(int code, const uint8_t *blob, size_t len, char *buf,
-                               size_t buflen) {
-    if (!buf || buflen == 0) return "";
-    if (code == CRYPTO_E_UNKNOWN_KEY && blob && len >= CRYPTO_BLOB_OVERHEAD)
-        snprintf(buf, buflen, "encrypted with key %" PRIu32 ", which is not in the key file",
-                 get_be32(blob + 1));
-    else if (code == CRYPTO_E_VERSION && blob && len > 0)
-        snprintf(buf, buflen, "encrypted value has unknown format version %u", blob[0]);
-    else snprintf(buf, buflen, "%s", crypto_strerror(code));
-    return buf;
-}
-
-uint32_t crypto_blob_key_id(const uint8_t *blob, size_t len) {
-    if (!blob || len < CRYPTO_BLOB_OVERHEAD || blob[0] != CRYPTO_BLOB_VERSION) return 0;
-    return get_be32(blob + 1);
-}
-
-/* ------------------------------------------------------------ blind index */
-
-/* HMAC-SHA256 of domain, a zero byte and v under the index key into mac. */
-static bool index_mac(crypto_keyring *r, const char *domain, const void *v, size_t len,
-                      uint8_t mac[32]) {
-    static const uint8_t sep = 0;
-    char digest[] = "SHA256";
-    OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                            OSSL_PARAM_construct_end()};
-    bool cached = pthread_mutex_trylock(&r->cache_mu) == 0;
-    EVP_MAC_CTX *ctx;
-    bool init_ok;
-    if (cached && r->index_mac) {
-        ctx = r->index_mac;
-        init_ok = EVP_MAC_init(ctx, NULL, 0, NULL) == 1; /* same key, fresh state */
-    } else {
-        ctx = EVP_MAC_CTX_new(r->hmac);
-        init_ok = ctx && EVP_MAC_init(ctx, r->index_key, CRYPTO_KEY_LEN, params) == 1;
-        if (cached && init_ok) r->index_mac = ctx;
-    }
-    size_t maclen = 0;
-    bool ok = init_ok &&
-              EVP_MAC_update(ctx, (const uint8_t *)(domain ? domain : ""),
-                             domain ? strlen(domain) : 0) == 1 &&
-              EVP_MAC_update(ctx, &sep, 1) == 1 && (!len || EVP_MAC_update(ctx, v, len) == 1) &&
-              EVP_MAC_final(ctx, mac, &maclen, 32) == 1 && maclen == 32;
-    if (cached) {
-        if (!ok && ctx == r->index_mac) {
-            EVP_MAC_CTX_free(ctx);
-            r->index_mac = NULL;
-        } else if (!r->index_mac) {
-            EVP_MAC_CTX_free(ctx);
-        }
-        pthread_mutex_unlock(&r->cache_mu);
-    } else {
-        EVP_MAC_CTX_free(ctx);
-    }
-    return ok;
-}
-
-void crypto_blind_index(const crypto_keyring *r, const char *domain, const void *v, size_t len,
-                        char out[CRYPTO_INDEX_HEX_LEN + 1]) {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t mac[32];
-    if (!index_mac((crypto_keyring *)r, domain, v, len, mac)) {
-        fprintf(stderr, "wsgate: HMAC-SHA256 failed in crypto_blind_index\n");
-        abort();
-    }
-    for (size_t i = 0; i < sizeof(mac); i++) {
-        out[2 * i] = hex[mac[i] >> 4];
-        out[2 * i + 1] = hex[mac[i] & 15];
-    }
-    out[CRYPTO_INDEX_HEX_LEN] = '\0';
 }
