@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/access_log.h"
 #include "app/handlers.h"
 #include "common/alloc.h"
 #include "common/random.h"
@@ -13,9 +14,6 @@
 #include "integrations/integ.h"
 #include "log/log.h"
 #include "mgmt/mgmt.h"
-
-/* Bytes of a message body written to the log when enable_data_trace. */
-#define DATA_TRACE_MAX 1024
 
 static hub *hub_of(conn *c) { return c->srv->app; }
 static app *app_of(conn *c) { return hub_of(c)->app; }
@@ -51,89 +49,10 @@ void app_worker_leave(app *a) {
     worker_metrics = NULL;
 }
 
-/* One request ($connect, a message, $disconnect) as it is logged and
- * traced. */
-typedef struct request_record {
-    const char *event_type; /* CONNECT, MESSAGE, DISCONNECT */
-    const char *route_key;
-    int status;
-    const char *error;
-    const char *body; /* message body for the data trace, or NULL */
-    size_t body_len;
-    int64_t start_epoch_ms;
-    uint64_t start_ns; /* Unix ns, for the span */
-    double start_mono_ms;
-    trace_ctx trace;
-    bool traced;
-} request_record;
-
-static void record_start(const app *a, request_record *r, const char *event_type,
-                         const char *traceparent, size_t tp_len) {
-    memset(r, 0, sizeof(*r));
-    r->event_type = event_type;
-    r->status = 200;
-    r->start_epoch_ms = clock_wall_ms();
-    r->start_mono_ms = clock_mono_ms();
-    if (a->cfg->enable_xray_tracing) {
-        r->traced = true;
-        r->start_ns = trace_now_ns();
-        trace_start(&r->trace, traceparent, tp_len);
-    }
-}
-
-/* Finish r: one access-log line with API Gateway's $context fields (and the
- * trace ids), and its span for the exporter. Returns the latency in ms. */
-static double record_finish(const app *a, conn *c, request_record *r) {
-    double latency_ms = clock_mono_ms() - r->start_mono_ms;
-    if (r->traced && a->tracer) {
-        trace_span sp = {.ctx = r->trace,
-                         .name = r->route_key,
-                         .start_unix_ns = r->start_ns,
-                         .end_unix_ns = trace_now_ns(),
-                         .error = r->status >= 400,
-                         .connection_id = c->id,
-                         .route_key = r->route_key,
-                         .status = r->status};
-        trace_export(a->tracer, &sp);
-    }
-    if (!log_enabled(LOG_INFO)) return latency_ms;
-    char request_id[37];
-    random_uuid(request_id);
-    log_line l;
-    log_begin(&l, LOG_INFO, "access");
-    log_str(&l, "requestId", request_id);
-    log_str(&l, "connectionId", c->id);
-    log_str(&l, "eventType", r->event_type);
-    log_str(&l, "routeKey", r->route_key);
-    log_int(&l, "status", r->status);
-    log_int(&l, "requestTimeEpoch", r->start_epoch_ms);
-    log_num(&l, "integrationLatency", latency_ms);
-    log_str(&l, "identity.sourceIp", c->source_ip);
-    log_str(&l, "identity.userAgent", c->user_agent);
-    log_str(&l, "stage", a->cfg->stage_name);
-    log_int(&l, "worker", c->srv->worker_index);
-    /* Which clients compress: said once per connection, on its connect. */
-    if (c->deflate && strcmp(r->event_type, "CONNECT") == 0)
-        log_str(&l, "extensions", "permessage-deflate");
-    if (r->traced) {
-        log_str(&l, "traceId", r->trace.trace_id);
-        log_str(&l, "spanId", r->trace.span_id);
-        if (r->trace.parent_span_id[0]) log_str(&l, "parentSpanId", r->trace.parent_span_id);
-    }
-    for (size_t i = 0; i < a->cfg->additional_tags_count; i++)
-        log_str(&l, a->cfg->additional_tags[i].key, a->cfg->additional_tags[i].value);
-    if (r->error) log_str(&l, "error.message", r->error);
-    if (r->body && a->cfg->enable_data_trace)
-        log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
-    integ_log_fields(&l, c); /* [integrations] the HTTP authorizer's principalId */
-    log_end(&l);
-    return latency_ms;
-}
-
 /* What authorize hands to on_open. */
 typedef struct pending_connect {
     auth_identity id;
-    request_record rec;
+    access_record rec;
 } pending_connect;
 
 /* The Origin allow-list (against cross-site WebSocket hijacking): with
@@ -156,7 +75,7 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
     pending_connect *p = xcalloc(1, sizeof(*p));
     size_t tpl = 0;
     const char *tp = http_request_header(req, "traceparent", &tpl);
-    record_start(a, &p->rec, "CONNECT", tp, tpl);
+    access_start(a->cfg, &p->rec, "CONNECT", tp, tpl);
     p->rec.route_key = "$connect";
     metrics_count_connect(app_metrics(a), METRICS_SLOT_CONNECT);
     uint64_t now = throttle_now_ms();
@@ -184,7 +103,7 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
         metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = st;
         p->rec.error = *message;
-        record_finish(a, c, &p->rec);
+        access_finish(a->cfg, a->tracer, c, &p->rec);
         auth_identity_clear(&p->id);
         free(p);
         return st;
@@ -226,35 +145,10 @@ static void app_open(conn *c, const http_request *req) {
         }
         free(since);
     }
-    double dt = record_finish(a, c, &p->rec);
+    double dt = access_finish(a->cfg, a->tracer, c, &p->rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_CONNECT, dt / 1000.0);
     auth_identity_clear(&p->id);
     free(p);
-}
-
-/* Text a private message's data trace shows instead of the message. */
-#define TRACE_REDACTED "<redacted>"
-
-/* The body the data trace logs for m: NULL to log it as received, else a
- * malloc'd text the caller frees. A private message is logged with its
- * "message" replaced by TRACE_REDACTED: the store never keeps private
- * messages and encrypts chats, so the log must not be where their text
- * lives in the clear. Any body whose type says private_message counts, so
- * that one refused (throttled, bad fields) is not logged either. */
-static char *trace_body_redacted(const route_match *m) {
-    json_t *type = json_is_object(m->body) ? json_object_get(m->body, "type") : NULL;
-    bool private_route = m->outcome == ROUTED && m->route == ROUTE_PRIVATE_MESSAGE;
-    bool private_type =
-        json_is_string(type) && strcmp(json_string_value(type), "private_message") == 0;
-    if (!private_route && !private_type) return NULL;
-    if (!json_is_object(m->body)) return xstrdup(TRACE_REDACTED);
-    json_t *copy = json_copy(m->body); /* shallow: only the top member changes */
-    if (json_object_get(copy, "message"))
-        json_object_set_new(copy, "message", json_string(TRACE_REDACTED));
-    char *txt = json_dumps(copy, JSON_COMPACT);
-    json_decref(copy);
-    if (!txt) abort(); /* only on allocation failure */
-    return txt;
 }
 
 /* Handle one message of session s that the router has parsed into m
@@ -265,12 +159,12 @@ static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *da
     s->messages++;
     /* A message may carry its own W3C trace context. */
     json_t *tp = m.body ? json_object_get(m.body, "traceparent") : NULL;
-    request_record rec;
-    record_start(a, &rec, "MESSAGE", json_is_string(tp) ? json_string_value(tp) : NULL,
+    access_record rec;
+    access_start(a->cfg, &rec, "MESSAGE", json_is_string(tp) ? json_string_value(tp) : NULL,
                  json_is_string(tp) ? json_string_length(tp) : 0);
     rec.route_key = m.route_key;
     char *redacted =
-        a->cfg->enable_data_trace && log_enabled(LOG_INFO) ? trace_body_redacted(&m) : NULL;
+        a->cfg->enable_data_trace && log_enabled(LOG_INFO) ? access_redacted_body(&m) : NULL;
     rec.body = redacted ? redacted : (const char *)data;
     rec.body_len = redacted ? strlen(redacted) : len;
     handler_result res = {200, NULL};
@@ -324,7 +218,7 @@ static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *da
     }
     rec.status = res.status;
     rec.error = res.error;
-    double dt = record_finish(a, s->c, &rec);
+    double dt = access_finish(a->cfg, a->tracer, s->c, &rec);
     free(redacted);
     int slot = m.custom_index >= 0 ? a->custom_slots[m.custom_index] : METRICS_SLOT_DEFAULT;
     metrics_count_message(app_metrics(a), slot);
@@ -358,8 +252,8 @@ static void app_closed(conn *c) {
     session *s = c->app;
     if (!s) return;
     server_run_own_inbox();
-    request_record rec;
-    record_start(a, &rec, "DISCONNECT", NULL, 0);
+    access_record rec;
+    access_start(a->cfg, &rec, "DISCONNECT", NULL, 0);
     rec.route_key = "$disconnect";
     /* Leave every index first ($disconnect sees a registry without this
      * connection), then tell the room. */
@@ -372,7 +266,7 @@ static void app_closed(conn *c) {
     registry_remove(&h->reg, s);
     c->app = NULL;
     throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());
-    double dt = record_finish(a, c, &rec);
+    double dt = access_finish(a->cfg, a->tracer, c, &rec);
     metrics_observe_latency(app_metrics(a), METRICS_SLOT_DISCONNECT, dt / 1000.0);
     integ_conn_closed(c, c->peer_close_code); /* [integrations] the $disconnect event */
 }
@@ -411,7 +305,7 @@ static void integ_connect_answered(conn *c, int status, const char *message,
         metrics_count_client_error(app_metrics(a), METRICS_SLOT_CONNECT);
         p->rec.status = status;
         p->rec.error = message;
-        record_finish(a, c, &p->rec);
+        access_finish(a->cfg, a->tracer, c, &p->rec);
         auth_identity_clear(&p->id);
         free(p);
         c->app = NULL;
