@@ -16,7 +16,6 @@
 /* Bytes of a message body written to the log when enable_data_trace. */
 #define DATA_TRACE_MAX 1024
 
-
 void access_start(const config *cfg, access_record *r, const char *event_type,
                   const char *traceparent, size_t tp_len) {
     memset(r, 0, sizeof(*r));
@@ -80,7 +79,6 @@ double access_finish(const config *cfg, trace_exporter *tracer, conn *c, access_
     return latency_ms;
 }
 
-
 /* Text a private message's data trace shows instead of the message. */
 #define TRACE_REDACTED "<redacted>"
 
@@ -105,4 +103,3 @@ char *access_redacted_body(const route_match *m) {
     if (!txt) abort(); /* only on allocation failure */
     return txt;
 }
-

@@ -1,14 +1,22 @@
 #include "http/handshake.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common/alloc.h"
 #include "common/base64.h"
+#include "common/strbuf.h"
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/* SHA-1 fetched once: OpenSSL 3 looks the algorithm up again on every
+ * EVP_Digest given EVP_sha1(), which cost more than the hash itself. */
+static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha1_md;
+static void sha1_fetch(void) { sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL); }
 
 void ws_handshake_accept(const char *key, size_t key_len, char out[29]) {
     /* SHA-1 is what RFC 6455 prescribes here; it is not used for security. */
@@ -18,7 +26,9 @@ void ws_handshake_accept(const char *key, size_t key_len, char out[29]) {
     if (key_len > sizeof(joined) - sizeof(WS_GUID)) key_len = sizeof(joined) - sizeof(WS_GUID);
     memcpy(joined, key, key_len);
     memcpy(joined + key_len, WS_GUID, sizeof(WS_GUID) - 1);
-    EVP_Digest(joined, key_len + sizeof(WS_GUID) - 1, digest, &dlen, EVP_sha1(), NULL);
+    pthread_once(&sha1_once, sha1_fetch);
+    EVP_Digest(joined, key_len + sizeof(WS_GUID) - 1, digest, &dlen, sha1_md ? sha1_md : EVP_sha1(),
+               NULL);
     base64_encode(digest, dlen, out, BASE64_STD);
 }
 
@@ -68,21 +78,31 @@ char *ws_handshake_response(const char *accept, const char *protocol, size_t *le
 
 char *ws_handshake_response_ext(const char *accept, const char *protocol, const char *extensions,
                                 size_t *len) {
-    char buf[1024];
-    int n = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 101 Switching Protocols\r\n"
-                     "Upgrade: websocket\r\n"
-                     "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n"
-                     "%s%s%s"
-                     "%s%s%s"
-                     "\r\n",
-                     accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
-                     protocol ? "\r\n" : "", extensions ? "Sec-WebSocket-Extensions: " : "",
-                     extensions ? extensions : "", extensions ? "\r\n" : "");
-    if (n < 0 || (size_t)n >= sizeof(buf)) n = 0;
-    *len = (size_t)n;
-    return xstrndup(buf, (size_t)n);
+    /* Written piece by piece (no format parsing: this runs per connect). */
+    size_t cap = 160 + strlen(accept) + (protocol ? 32 + strlen(protocol) : 0) +
+                 (extensions ? 32 + strlen(extensions) : 0);
+    char *buf = xmalloc(cap);
+    strbuf b;
+    strbuf_init(&b, buf, cap);
+    strbuf_puts(&b, "HTTP/1.1 101 Switching Protocols\r\n"
+                    "Upgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n"
+                    "Sec-WebSocket-Accept: ");
+    strbuf_puts(&b, accept);
+    strbuf_puts(&b, "\r\n");
+    if (protocol) {
+        strbuf_puts(&b, "Sec-WebSocket-Protocol: ");
+        strbuf_puts(&b, protocol);
+        strbuf_puts(&b, "\r\n");
+    }
+    if (extensions) {
+        strbuf_puts(&b, "Sec-WebSocket-Extensions: ");
+        strbuf_puts(&b, extensions);
+        strbuf_puts(&b, "\r\n");
+    }
+    strbuf_puts(&b, "\r\n");
+    *len = b.len;
+    return buf;
 }
 
 bool ws_handshake_deflate(const http_request *r, const ws_deflate_config *cfg,
