@@ -124,7 +124,8 @@ static void app_open(conn *c, const http_request *req) {
     uint64_t now = throttle_now_ms();
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
-    engine_conn_opened(a->engine, c, h->index, s->user_id, s->username, s->user->count == 1);
+    engine_conn_opened(a->engine, &s->record, c, h->index, s->user_id, s->username,
+                       s->user->count == 1);
     /* [integrations] A $connect integration replaces the built-in one
      * (room, welcome, user_joined, resume). */
     integ_conn_open(c, req);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/strmap.h"
+#include "engine/directory.h"
 #include "net/conn.h"
 #include "throttle/throttle.h"
 
@@ -42,9 +43,7 @@ struct session {
     bool resuming;          /* stored messages are being replayed: live chat
                               * for its room waits in the store's order */
     uint64_t resume_gen;    /* which replay is current */
-    bool deleted;           /* DELETE @connections closed it: gone to the management
-                             * API from then on, though the close handshake (on the
-                             * owner's loop) has not finished yet */
+    directory_conn record;  /* the engine's record of this connection (engine_conn_opened) */
 };
 
 typedef struct registry {

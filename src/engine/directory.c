@@ -24,8 +24,6 @@ void directory_init(directory *d) {
     }
 }
 
-static void conn_free(directory_conn *r) { free(r); }
-
 static void free_values(strmap *m, void (*fn)(void *)) {
     size_t it = 0;
     void *v;
@@ -33,14 +31,12 @@ static void free_values(strmap *m, void (*fn)(void *)) {
     strmap_free(m);
 }
 
-static void conn_free_any(void *v) { conn_free(v); }
-
 void directory_free(directory *d) {
     for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
         directory_shard *sh = &d->shards[i];
         free_values(&sh->rooms, free);
         free_values(&sh->users, free);
-        free_values(&sh->conns, conn_free_any);
+        strmap_free(&sh->conns); /* the records are their owners' */
         pthread_mutex_destroy(&sh->lock);
     }
 }
@@ -140,21 +136,20 @@ uint64_t directory_user_workers(directory *d, const char *user_id) {
 
 /* ---- connections ---- */
 
-void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
+void directory_conn_add(directory *d, directory_conn *r, conn *c, int worker, const char *user_id,
                         const char *username) {
-    directory_conn *r = xcalloc(1, sizeof(*r));
+    memset(r, 0, sizeof(*r));
     r->c = c;
     r->worker = worker;
     r->user_id = user_id;
     r->username = username;
-    memcpy(r->id, c->id, sizeof(r->id));
-    directory_shard *sh = shard_of(d, r->id);
+    directory_shard *sh = shard_of(d, c->id);
     pthread_mutex_lock(&sh->lock);
     void *old = NULL;
-    strmap_put(&sh->conns, r->id, r, &old);
+    strmap_put(&sh->conns, c->id, r, &old);
     pthread_mutex_unlock(&sh->lock);
-    if (old) conn_free(old); /* ids are random: never in practice */
-    else atomic_fetch_add_explicit(&d->conns, 1, memory_order_relaxed);
+    /* ids are random (never in practice); the old record is its owner's */
+    if (!old) atomic_fetch_add_explicit(&d->conns, 1, memory_order_relaxed);
 }
 
 void directory_conn_set_room(directory *d, const char *conn_id, directory_set *room) {
@@ -170,9 +165,7 @@ void directory_conn_remove(directory *d, const char *conn_id) {
     pthread_mutex_lock(&sh->lock);
     directory_conn *r = strmap_remove(&sh->conns, conn_id);
     pthread_mutex_unlock(&sh->lock);
-    if (!r) return;
-    atomic_fetch_sub_explicit(&d->conns, 1, memory_order_relaxed);
-    conn_free(r);
+    if (r) atomic_fetch_sub_explicit(&d->conns, 1, memory_order_relaxed);
 }
 
 int directory_conn_visit(directory *d, const char *conn_id,

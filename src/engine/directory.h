@@ -21,12 +21,14 @@
 /* Worker sets are bit masks: at most this many workers. */
 #define DIRECTORY_MAX_WORKERS 64
 
-/* A live connection as any thread may see it. */
+/* A live connection as any thread may see it. The memory is the caller's
+ * (its session holds it: no allocation per connection), and it is keyed
+ * by the connection's own id. */
 typedef struct directory_conn {
-    /* The connection itself, for its atomic fields only (queued bytes, last
-     * activity): valid while the record is in the directory, which its
-     * worker leaves (on close) before the connection can be freed, and read
-     * only under the shard's lock. */
+    /* The connection itself, for its id and its atomic fields (queued
+     * bytes, last activity): valid while the record is in the directory,
+     * which its worker leaves (on close) before the connection can be
+     * freed, and read only under the shard's lock. */
     conn *c;
     int worker;
     const char *user_id, *username; /* borrowed: see directory_conn_add */
@@ -35,7 +37,6 @@ typedef struct directory_conn {
      * the connection leaves the room, so its id can be read here. */
     struct directory_set *room;
     bool deleted; /* DELETE @connections closed it: gone from then on */
-    char id[CONN_ID_LEN + 1];
 } directory_conn;
 
 typedef struct directory_shard {
@@ -89,15 +90,17 @@ void directory_user_add(directory *d, const char *user_id, int worker, bool firs
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last);
 uint64_t directory_user_workers(directory *d, const char *user_id);
 
-/* Record live connection c of worker `worker`. user_id and username are
- * borrowed: they must stay unchanged until directory_conn_remove (the
- * owner's session holds them; it removes the record before freeing them). */
-void directory_conn_add(directory *d, conn *c, int worker, const char *user_id,
+/* Record live connection c of worker `worker` in rec (the caller's
+ * memory). rec, c, user_id and username are borrowed: they must stay
+ * unchanged until directory_conn_remove (the owner's session holds them
+ * and removes the record before freeing any). */
+void directory_conn_add(directory *d, directory_conn *rec, conn *c, int worker, const char *user_id,
                         const char *username);
 /* Set c's room entry (NULL: none), as its owner moves it: after
  * directory_room_join, before directory_room_leave. */
 void directory_conn_set_room(directory *d, const char *conn_id, struct directory_set *room);
-/* Forget connection conn_id (its owner, on close, before freeing it). */
+/* Forget connection conn_id (its owner, on close, before freeing it or
+ * its record). */
 void directory_conn_remove(directory *d, const char *conn_id);
 
 /* Call fn with the record of conn_id under its shard's lock and return

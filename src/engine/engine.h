@@ -69,8 +69,8 @@ typedef struct engine_ops {
      * `last`: the worker's first connection of the user, or member of the
      * room, arrives / its last one goes. conn_opened's strings are
      * borrowed until conn_closed. */
-    void (*conn_opened)(engine *e, conn *c, int worker, const char *user_id, const char *username,
-                        bool first);
+    void (*conn_opened)(engine *e, directory_conn *rec, conn *c, int worker, const char *user_id,
+                        const char *username, bool first);
     void (*conn_closed)(engine *e, const char *conn_id, const char *user_id, int worker, bool last);
     engine_room *(*room_joined)(engine *e, const char *conn_id, const char *room_id, int worker,
                                 bool first);
@@ -111,10 +111,12 @@ void engine_local_attach(engine *e, int index, server *srv);
 static inline void engine_free(engine *e) { e->ops->free(e); }
 
 /* A connection opened on worker `worker` (first: its first of the user
- * there) / closed (last: its last). Owner thread. */
-static inline void engine_conn_opened(engine *e, conn *c, int worker, const char *user_id,
-                                      const char *username, bool first) {
-    e->ops->conn_opened(e, c, worker, user_id, username, first);
+ * there) / closed (last: its last). rec is the caller's memory for the
+ * connection's record, kept (with c and the strings) until conn_closed.
+ * Owner thread. */
+static inline void engine_conn_opened(engine *e, directory_conn *rec, conn *c, int worker,
+                                      const char *user_id, const char *username, bool first) {
+    e->ops->conn_opened(e, rec, c, worker, user_id, username, first);
 }
 static inline void engine_conn_closed(engine *e, const char *conn_id, const char *user_id,
                                       int worker, bool last) {

@@ -75,9 +75,9 @@ static void post(server *srv, server_inbox_fn run, const engine_deliver *d, ws_f
 
 /* ---- membership ---- */
 
-static void l_conn_opened(engine *e, conn *c, int worker, const char *user_id, const char *username,
-                          bool first) {
-    directory_conn_add(&L(e)->dir, c, worker, user_id, username);
+static void l_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, const char *user_id,
+                          const char *username, bool first) {
+    directory_conn_add(&L(e)->dir, rec, c, worker, user_id, username);
     directory_user_add(&L(e)->dir, user_id, worker, first);
 }
 

@@ -193,7 +193,7 @@ static void listing_add(const directory_conn *rec, void *ctx) {
     if (l->room_id && *l->room_id && (!room_id || strcmp(room_id, l->room_id) != 0)) return;
     json_t *j = connection_json(rec->c->connected_at, conn_last_active_at(rec->c),
                                 rec->c->source_ip, rec->c->user_agent);
-    json_object_set_new(j, "connectionId", json_string(rec->id));
+    json_object_set_new(j, "connectionId", json_string(rec->c->id));
     json_object_set_new(j, "userId", json_string(rec->user_id));
     json_object_set_new(j, "username", json_string(rec->username));
     json_object_set_new(j, "roomId", room_id ? json_string(room_id) : json_null());

@@ -164,7 +164,7 @@ int conn_send(conn *c, ws_frame *f) {
      * limit; beyond it, only until the deadline or the ceiling. */
     if (c->wq_bytes > limit) {
         const char *why = c->wq_bytes + f->len > limit * CONN_QUEUE_CEILING ? "queue ceiling"
-                          : conn_backlog_expired(c, uv_now(c->srv->loop))        ? "not drained"
+                          : conn_backlog_expired(c, uv_now(c->srv->loop))   ? "not drained"
                                                                             : NULL;
         if (why) {
             conn_slow_consumer(c, why, f->len);

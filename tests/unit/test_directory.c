@@ -21,13 +21,17 @@ static void teardown(void) { directory_free(&dir); }
 
 static uint64_t bit(int w) { return UINT64_C(1) << w; }
 
+/* A fake connection with room for its directory record right after it
+ * (as a session holds one). */
 static conn *fake_conn(const char *id) {
-    conn *c = calloc(1, sizeof(*c));
+    conn *c = calloc(1, sizeof(*c) + sizeof(directory_conn));
     cr_assert_not_null(c);
     cr_assert_eq(strlen(id), CONN_ID_LEN);
     memcpy(c->id, id, CONN_ID_LEN + 1);
     return c;
 }
+
+static directory_conn *rec_of(conn *c) { return (directory_conn *)(c + 1); }
 
 TestSuite(directory, .init = setup, .fini = teardown);
 
@@ -149,8 +153,8 @@ static int mark_deleted(directory_conn *rec, void *ctx) {
 Test(directory, conn_records) {
     conn *a = fake_conn("Aaaaaaaaaaaaaaaa"), *b = fake_conn("Bbbbbbbbbbbbbbbb");
     char user[] = "alice", name[] = "Alice";
-    directory_conn_add(&dir, a, 0, user, name);
-    directory_conn_add(&dir, b, 1, "bob", "Bob");
+    directory_conn_add(&dir, rec_of(a), a, 0, user, name);
+    directory_conn_add(&dir, rec_of(b), b, 1, "bob", "Bob");
     /* The strings are borrowed (the owner's session keeps them until it
      * removes the record). */
     cr_assert_eq(directory_conn_total(&dir), 2);
@@ -209,8 +213,8 @@ static void count_each(const directory_conn *rec, void *ctx) {
     t->n++;
     for (int i = 0; i < 64; i++)
         if (t->conns[i] == rec->c) {
-            cr_assert_not(t->found[i], "record %s visited twice", rec->id);
-            cr_assert_str_eq(rec->id, t->conns[i]->id);
+            cr_assert_not(t->found[i], "record %s visited twice", rec->c->id);
+            cr_assert_str_eq(rec->c->id, t->conns[i]->id);
             cr_assert_eq(rec->worker, i % 4);
             t->found[i] = true;
         }
@@ -222,7 +226,7 @@ Test(directory, conn_each_visits_every_record_once) {
         char id[CONN_ID_LEN + 1];
         snprintf(id, sizeof(id), "%c%015d", 'A' + i % 4, i * 7919);
         conns[i] = fake_conn(id);
-        directory_conn_add(&dir, conns[i], i % 4, "u", "U");
+        directory_conn_add(&dir, rec_of(conns[i]), conns[i], i % 4, "u", "U");
     }
     cr_assert_eq(directory_conn_total(&dir), 64);
     tally t = {.conns = conns};
@@ -350,7 +354,7 @@ static void *worker_main(void *p) {
             snprintf(cid, sizeof(cid), "%c%07u%08u", 'A' + a->w, (unsigned)ci % 16u,
                      (unsigned)r % 100000000u);
             a->conns[ci] = fake_conn(cid);
-            directory_conn_add(&dir, a->conns[ci], a->w, "everyone", "E");
+            directory_conn_add(&dir, rec_of(a->conns[ci]), a->conns[ci], a->w, "everyone", "E");
             directory_user_add(&dir, "everyone", a->w, false);
             directory_conn_set_room(&dir, cid, NULL);
         }

@@ -95,6 +95,7 @@ static const engine_deliver rec_deliver = {
 
 /* Fake connections: worker 0 owns ids starting with 'A', worker 1 'B'. */
 static conn c0a, c0b, c1a, c1b;
+static directory_conn rec_c0a, rec_c0b, rec_c1a, rec_c1b; /* their records, as sessions hold them */
 
 static void fake(conn *c, int worker, const char *id) {
     memset(c, 0, sizeof(*c));
@@ -123,10 +124,10 @@ static void setup(void) {
     fake(&c1a, 1, "Baaaaaaaaaaaaaaa");
     fake(&c1b, 1, "Bbbbbbbbbbbbbbbb");
     /* As the workers register them: alice on both workers, bob on 1. */
-    engine_conn_opened(eng, &c0a, 0, "alice", "Alice", true);
-    engine_conn_opened(eng, &c0b, 0, "carol", "Carol", true);
-    engine_conn_opened(eng, &c1a, 1, "alice", "Alice", true);
-    engine_conn_opened(eng, &c1b, 1, "bob", "Bob", true);
+    engine_conn_opened(eng, &rec_c0a, &c0a, 0, "alice", "Alice", true);
+    engine_conn_opened(eng, &rec_c0b, &c0b, 0, "carol", "Carol", true);
+    engine_conn_opened(eng, &rec_c1a, &c1a, 1, "alice", "Alice", true);
+    engine_conn_opened(eng, &rec_c1b, &c1b, 1, "bob", "Bob", true);
     cr_assert_not_null(engine_room_joined(eng, c0a.id, "lobby", 0, true));
     cr_assert_eq(engine_room_count(eng, "lobby", NULL), 1);
     cr_assert_not_null(engine_room_joined(eng, c1a.id, "lobby", 1, true));
@@ -346,7 +347,7 @@ typedef struct listed {
 static void list_each(const directory_conn *rec, void *ctx) {
     listed *l = ctx;
     l->n++;
-    if (strcmp(rec->id, c1a.id) == 0) l->saw_c1a = true;
+    if (strcmp(rec->c->id, c1a.id) == 0) l->saw_c1a = true;
 }
 
 Test(engine_local, close_conn_is_gone_at_once) {
