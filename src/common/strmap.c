@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/hash.h"
 
 static char tombstone_mark;
 #define STRMAP_TOMBSTONE (&tombstone_mark)
@@ -17,19 +18,7 @@ static uint64_t hash_key(const char *s) {
         if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1) seed = 0x9e3779b97f4a7c15ULL;
         strmap_seed = seed | 1;
     }
-    /* FNV-1a over the seed and the key, then a 64-bit finaliser so every
-     * input bit reaches the low bits used as the index. */
-    uint64_t h = 0xcbf29ce484222325ULL ^ strmap_seed;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return hash_bytes(s, strlen(s), HASH_FNV_BASIS ^ strmap_seed);
 }
 
 void strmap_init(strmap *m) { memset(m, 0, sizeof(*m)); }

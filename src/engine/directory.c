@@ -5,13 +5,12 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/hash.h"
 
-/* FNV-1a: spreads room, user and connection ids over the shards (the maps
- * inside each shard are keyed with a random seed against chosen keys). */
+/* Spreads room, user and connection ids over the shards (the maps inside
+ * each shard are keyed with a random seed against chosen keys). */
 static directory_shard *shard_of(directory *d, const char *key) {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 16777619u;
-    return &d->shards[h % DIRECTORY_SHARDS];
+    return &d->shards[hash_bytes(key, strlen(key), HASH_FNV_BASIS) % DIRECTORY_SHARDS];
 }
 
 void directory_init(directory *d) {

@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/hash.h"
 #include "common/clock.h"
 #include "common/random.h"
 #include "common/strmap.h"
@@ -576,9 +577,8 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *priv) {
 }
 
 uint32_t redis_client_affinity(const char *key, size_t len) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
-    return h;
+    uint32_t h = (uint32_t)hash_bytes(key, len, HASH_FNV_BASIS);
+    return h == REDIS_CLIENT_ANY ? 0 : h;
 }
 
 static rc_slot *pick(redis_client *c, uint32_t affinity) {

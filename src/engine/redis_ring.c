@@ -8,6 +8,7 @@
 
 #include "common/alloc.h"
 #include "common/bytebuf.h"
+#include "common/hash.h"
 
 typedef struct ring_point {
     uint64_t hash;
@@ -20,19 +21,7 @@ struct redis_ring {
     ring_point *points; /* ascending by hash */
 };
 
-uint64_t redis_ring_hash(const void *s, size_t len) {
-    const unsigned char *p = s;
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 1099511628211ull;
-    /* FNV alone spreads keys that differ in their last byte poorly; the
-     * finaliser makes every input bit reach every output bit. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
+uint64_t redis_ring_hash(const void *s, size_t len) { return hash_bytes(s, len, HASH_FNV_BASIS); }
 
 static int by_hash(const void *a, const void *b) {
     const ring_point *x = a, *y = b;

@@ -1,3 +1,0 @@
-build-merge/obj/src/common/base64.o: src/common/base64.c \
- src/common/base64.h
-src/common/base64.h:

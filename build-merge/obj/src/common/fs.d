@@ -1,4 +1,0 @@
-build-merge/obj/src/common/fs.o: src/common/fs.c src/common/fs.h \
- src/common/alloc.h
-src/common/fs.h:
-src/common/alloc.h:

@@ -1,4 +1,0 @@
-build-merge/obj/src/common/random.o: src/common/random.c \
- src/common/random.h src/common/hex.h
-src/common/random.h:
-src/common/hex.h:

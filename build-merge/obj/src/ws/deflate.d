@@ -1,4 +1,0 @@
-build-merge/obj/src/ws/deflate.o: src/ws/deflate.c src/ws/deflate.h \
- src/common/alloc.h
-src/ws/deflate.h:
-src/common/alloc.h:

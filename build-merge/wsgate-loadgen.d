@@ -1,1 +1,0 @@
-build-merge/wsgate-loadgen: bench/loadgen.c
