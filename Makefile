@@ -25,7 +25,7 @@ LIB       := $(BUILD)/libwsgate.a
 BIN       := $(BUILD)/wsgate
 LOADGEN   := $(BUILD)/wsgate-loadgen
 
-UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
+UNIT_SRCS := $(sort $(wildcard tests/unit/*/*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))

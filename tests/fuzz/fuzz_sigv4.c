@@ -3,7 +3,7 @@
  * The input is what a client sends: it is parsed as an HTTP request
  * (src/http/request.c) and, when complete, verified with fixed credentials
  * (AKIDTEST / secretTEST, service execute-api) at the time the seed corpus
- * was signed (tests/unit/gen_sigv4_vectors.py), so mutations of valid
+ * was signed (tests/unit/http/gen_sigv4_vectors.py), so mutations of valid
  * requests reach every check. Invariants: verify gives 0 or -1 with a
  * reason exactly when it fails, the same answer twice; the canonical query
  * is a fixed point of itself; and a request re-signed by sigv4_sign with

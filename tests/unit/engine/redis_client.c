@@ -1,5 +1,5 @@
 /* Tests of src/engine/redis_client.c and redis_script.c against a real
- * redis-server (tests/unit/redis_server.h): the chat script (seq,
+ * redis-server (tests/unit/engine/redis_server.h): the chat script (seq,
  * idempotent retry, trimming by length and age), history pages, pub/sub
  * between two clients, pipelining, AUTH and SELECT, the NOSCRIPT
  * fallback, and the failure behaviour: fail fast while Redis is down,
