@@ -350,11 +350,15 @@ def test_private_message_across_nodes(cluster):
 
         async def try_send():
             await send(a, {"type": "private_message", "targetUserId": "bob", "message": "psst"})
-            msg = await recv_json(a)
-            return msg["type"] != "error"
+            try:
+                return await recv_type(b, "private_message", timeout=1.5)
+            except asyncio.TimeoutError:
+                err = await recv_type(a, "error")  # not known on alice's node yet
+                assert err["message"] == "Target user not found or offline"
+                return None
         # bob's node publishes its users once a second
-        assert await until(try_send), "bob never became reachable"
-        pm = await recv_type(b, "private_message")
+        pm = await until(try_send)
+        assert pm, "bob never became reachable"
         assert pm["senderId"] == "alice" and pm["message"] == "psst"
         await expect_quiet(b)  # once
         await send(a, {"type": "private_message", "targetUserId": "nobody", "message": "hi"})
