@@ -62,12 +62,26 @@ typedef struct rworker {
     unsigned ticks;
     atomic_bool up;
     char field[FIELD_LEN];
-    strmap rooms; /* room id -> (uintptr_t) this worker's members there */
+    strmap rooms; /* room id -> wroom*: this worker's rooms */
     strmap users; /* user id -> (uintptr_t) this worker's connections of the user */
     size_t inflight;
     char *room_prefix; /* "wsgate:<db>:room:" */
     size_t room_prefix_len;
 } rworker;
+
+/* A room this worker has members in (its thread only). */
+typedef struct wroom {
+    uintptr_t count; /* this worker's members */
+    /* The room's counter when this worker's subscription was seen to be
+     * active (its own marker came back on the channel; -1: not yet): every
+     * chat past it reaches this worker, in seq order. */
+    int64_t base;
+    int64_t seen; /* the highest chat seq delivered here from the channel */
+    /* Resumes whose last page is read but not yet answered: held until
+     * every chat the page covers has passed here (see hold_resume). */
+    store_op **waiting;
+    size_t nwaiting, capwaiting;
+} wroom;
 
 /* What other workers (of any node) have: one entry per "<node>.<w>". */
 typedef struct remote_count {
@@ -195,6 +209,22 @@ static void write_user_count(rworker *w, const char *user_id, uintptr_t n) {
     free(key);
 }
 
+/* Publish "S<field>\n<room counter>" on the room's channel, atomically
+ * (one script): when it comes back, this worker's subscription is active
+ * and every chat with a larger seq will reach it. */
+static const char MARKER_LUA[] =
+    "return redis.call('PUBLISH', KEYS[2], 'S' .. ARGV[1] .. '\\n' .. "
+    "(redis.call('GET', KEYS[1]) or '0'))";
+
+static void send_marker(rworker *w, const char *room_id) {
+    char *seq = redis_script_seq_key(room_id);
+    char *channel = redis_script_channel(w->re->url.db, room_id);
+    cmd(w, redis_client_affinity(room_id, strlen(room_id)), 6,
+        (const char *[]){"EVAL", MARKER_LUA, "2", seq, channel, w->field}, NULL);
+    free(seq);
+    free(channel);
+}
+
 /* Say this worker is alive, and keep its hashes while it is. */
 static void heartbeat(rworker *w) {
     char score[24], ttl[24];
@@ -220,7 +250,12 @@ static void resync(rworker *w) {
     size_t it = 0;
     const char *k;
     void *v;
-    while (strmap_next(&w->rooms, &it, &k, &v)) write_room_count(w, k, (uintptr_t)v);
+    while (strmap_next(&w->rooms, &it, &k, &v)) {
+        wroom *r = v;
+        r->base = -1; /* chats were lost while down: know the subscription again */
+        write_room_count(w, k, r->count);
+        send_marker(w, k);
+    }
     it = 0;
     while (strmap_next(&w->users, &it, &k, &v)) write_user_count(w, k, (uintptr_t)v);
     heartbeat(w);
@@ -470,6 +505,84 @@ static json_t *chat_object(const char *room, const char *mid, size_t midlen, int
                      json_integer_value(json_object_get(v, "t")));
 }
 
+/* ---- resumes: no gap, no duplicate ----
+ *
+ * A resume reads pages of the room's Stream on a command connection while
+ * live chats come on the pub/sub connection: two sockets, so a chat may
+ * arrive before or after the page that holds it. While a session resumes,
+ * live chats skip it (ENGINE_SKIP_RESUMING); its last page, read when the
+ * room's counter was C, is answered only once every chat up to C that
+ * will ever come on the channel has passed (seen >= C, or the
+ * subscription is known to postdate C), and before any chat past C is
+ * delivered. The session then has everything up to C from the page and
+ * everything after from the channel. */
+
+static void complete(rworker *w, store_op *op);
+
+#define RESUME_HOLD_MAX_MS 3000 /* an answer is never held longer than this */
+
+static bool covered(const wroom *r, int64_t c) { return r->seen >= c || (r->base >= 0 && r->base >= c); }
+
+/* Answer the held resumes of r whose counter is below `below` or already
+ * covered. The completions may change w->rooms: r is not used after. */
+static void release_waiting(rworker *w, wroom *r, int64_t below) {
+    store_op *ready[64];
+    size_t n = 0;
+    for (size_t i = 0; i < r->nwaiting && n < 64;) {
+        store_op *op = r->waiting[i];
+        if (op->last_seq < below || covered(r, op->last_seq)) {
+            ready[n++] = op;
+            r->waiting[i] = r->waiting[--r->nwaiting];
+        } else {
+            i++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) complete(w, ready[i]);
+}
+
+/* The last page of a resume of op->room_id, read at counter op->last_seq:
+ * answer now, or hold it (true). */
+static bool hold_resume(rworker *w, store_op *op) {
+    wroom *r = strmap_get(&w->rooms, op->room_id);
+    if (!r || covered(r, op->last_seq)) return false;
+    if (r->nwaiting == r->capwaiting) {
+        r->capwaiting = r->capwaiting ? r->capwaiting * 2 : 4;
+        r->waiting = xrealloc(r->waiting, r->capwaiting * sizeof(*r->waiting));
+    }
+    op->t_applied = clock_mono_ns(); /* when it began to wait */
+    r->waiting[r->nwaiting++] = op;
+    return true;
+}
+
+/* Timer: answer what waited too long (a chat lost in an outage, a
+ * subscription that came after the chats it waits for and no marker). */
+static void release_overdue(rworker *w) {
+    uint64_t now = clock_mono_ns();
+    size_t it = 0;
+    void *v;
+    const char *k;
+    while (strmap_next(&w->rooms, &it, &k, &v)) {
+        wroom *r = v;
+        if (r->base < 0) send_marker(w, k);
+        for (size_t i = 0; i < r->nwaiting; i++)
+            if (now - r->waiting[i]->t_applied > (uint64_t)RESUME_HOLD_MAX_MS * 1000000) {
+                release_waiting(w, r, INT64_MAX);
+                return; /* the map may have changed */
+            }
+    }
+}
+
+static void note_marker(rworker *w, const char *room, const char *p, size_t n) {
+    /* "S<field>\n<room counter>" */
+    const char *nl = memchr(p, '\n', n);
+    size_t flen = nl ? (size_t)(nl - p - 1) : 0;
+    if (!nl || flen != strlen(w->field) || memcmp(p + 1, w->field, flen) != 0) return;
+    wroom *r = strmap_get(&w->rooms, room);
+    if (!r || r->base >= 0) return;
+    r->base = strtoll(nl + 1, NULL, 10);
+    release_waiting(w, r, INT64_MIN);
+}
+
 /* ---- what arrives from Redis ---- */
 
 static void deliver_chat(rworker *w, const char *room, const char *p, size_t n) {
@@ -491,10 +604,19 @@ static void deliver_chat(rworker *w, const char *room, const char *p, size_t n) 
                    .timestamp = json_integer_value(json_object_get(v, "t")),
                    .seq = seq};
     memcpy(op.message_id, mid, midlen);
+    /* Resumes whose pages end before this chat are answered first: their
+     * sessions then get it live. */
+    wroom *r = strmap_get(&w->rooms, room);
+    if (r && r->nwaiting) release_waiting(w, r, seq);
     ws_frame *f = event_chat_frame(&op);
     w->re->d->room(w->srv->app, room, f, NULL, ENGINE_SKIP_RESUMING);
     ws_frame_unref(f);
     json_decref(v);
+    r = strmap_get(&w->rooms, room);
+    if (r && seq > r->seen) {
+        r->seen = seq;
+        if (r->nwaiting) release_waiting(w, r, INT64_MIN);
+    }
 }
 
 /* Split "<a>\n<b>\n..." : returns the position after the n-th newline. */
@@ -562,6 +684,7 @@ static void on_message(redis_client *c, const char *ch, size_t chlen, const char
         if (p[0] == 'C') deliver_chat(w, room, p, n);
         else if (p[0] == 'E') deliver_event(w, room, p, n);
         else if (p[0] == 'M') note_announcement(w, room, p, n);
+        else if (p[0] == 'S') note_marker(w, room, p, n);
         free(room);
     } else if (chlen == strlen(w->re->bus) && memcmp(ch, w->re->bus, chlen) == 0 && p[0] == 'P') {
         deliver_private(w, p, n);
@@ -588,7 +711,8 @@ static void on_timer(uv_timer_t *t) {
         uv_close((uv_handle_t *)t, NULL);
         return;
     }
-    if (++w->ticks % 4 != 0 || !redis_client_up(w->client)) return;
+    release_overdue(w);
+    if (!redis_client_up(w->client) || ++w->ticks % 4 != 0) return;
     heartbeat(w);
     if (w->index == 0) refresh_start(w);
 }
@@ -624,12 +748,19 @@ static engine_room *r_room_joined(engine *e, const char *conn_id, const char *ro
     redis_engine *re = R(e);
     engine_room *er = engine_room_joined(re->local, conn_id, room_id, worker, first);
     rworker *w = &re->w[worker];
-    if (first && w->client) {
-        char *channel = redis_script_channel(re->url.db, room_id);
-        redis_client_subscribe(w->client, channel);
-        free(channel);
+    wroom *r = strmap_get(&w->rooms, room_id);
+    if (!r) {
+        r = xcalloc(1, sizeof(*r));
+        r->base = -1;
+        strmap_put(&w->rooms, room_id, r, NULL);
+        if (w->client) {
+            char *channel = redis_script_channel(re->url.db, room_id);
+            redis_client_subscribe(w->client, channel);
+            free(channel);
+        }
+        send_marker(w, room_id);
     }
-    write_room_count(w, room_id, count_add(&w->rooms, room_id, +1));
+    write_room_count(w, room_id, ++r->count);
     return er;
 }
 
@@ -638,12 +769,20 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
     redis_engine *re = R(e);
     size_t left = engine_room_left(re->local, conn_id, room_id, worker, last);
     rworker *w = &re->w[worker];
-    if (last && w->client) {
-        char *channel = redis_script_channel(re->url.db, room_id);
-        redis_client_unsubscribe(w->client, channel);
-        free(channel);
+    wroom *r = strmap_get(&w->rooms, room_id);
+    uintptr_t still = r && r->count ? r->count - 1 : 0;
+    if (r && --r->count == 0) {
+        strmap_remove(&w->rooms, room_id);
+        if (w->client) {
+            char *channel = redis_script_channel(re->url.db, room_id);
+            redis_client_unsubscribe(w->client, channel);
+            free(channel);
+        }
+        release_waiting(w, r, INT64_MAX); /* their sessions left: nothing to hold for */
+        free(r->waiting);
+        free(r);
     }
-    write_room_count(w, room_id, count_add(&w->rooms, room_id, -1));
+    write_room_count(w, room_id, still);
     return left + others_at_least(re, room_id);
 }
 
@@ -835,6 +974,7 @@ static void history_replied(redis_client *c, const redis_history_result *res, co
         op->has_more = res->has_more;
         op->last_seq = res->last_seq;
         op->oldest_seq = res->oldest_seq;
+        if (op->after_seq >= 0 && !op->has_more && hold_resume(w, op)) return;
     }
     complete(w, op);
 }
@@ -946,6 +1086,14 @@ static int r_health(engine *e, char *why, size_t len) {
 static void r_free(engine *e) {
     redis_engine *re = R(e);
     for (size_t i = 0; i < re->nworkers; i++) {
+        size_t it = 0;
+        void *v;
+        while (strmap_next(&re->w[i].rooms, &it, NULL, &v)) {
+            wroom *r = v;
+            for (size_t j = 0; j < r->nwaiting; j++) store_op_free(r->waiting[j]);
+            free(r->waiting);
+            free(r);
+        }
         strmap_free(&re->w[i].rooms);
         strmap_free(&re->w[i].users);
         free(re->w[i].room_prefix);

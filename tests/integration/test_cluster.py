@@ -288,6 +288,46 @@ def test_resume_on_another_node_has_no_gap_and_no_duplicate(cluster):
     run(main())
 
 
+def test_resume_while_chats_flow_has_no_gap_and_no_duplicate(cluster):
+    """Chats keep coming from another node while the reader resumes: its
+    replay (read from the Stream) and the live chats (from pub/sub, on
+    another socket) meet without a hole or a repeat."""
+    nodes = cluster(2)
+    total = 300
+
+    async def main():
+        writer, _ = await connect(nodes[0], userId="writer", roomId="flow")
+        for k in range(40):
+            await send(writer, {"type": "chat", "message": f"w{k}"})
+        for _ in range(40):
+            await recv_type(writer, "chat")
+
+        async def write_rest():
+            for k in range(40, total):
+                await send(writer, {"type": "chat", "message": f"w{k}"})
+                if k % 10 == 0:
+                    await asyncio.sleep(0.005)
+        task = asyncio.ensure_future(write_rest())
+        readers = []
+        for i, since in enumerate((10, 25, 39)):
+            ws, _ = await connect(nodes[1], userId=f"r{i}", roomId=f"elsewhere{i}")
+            await send(ws, {"type": "join_room", "roomId": "flow", "sinceSeq": since})
+            readers.append((ws, since))
+            await asyncio.sleep(0.02)
+        await task
+        for ws, since in readers:
+            seqs = []
+            while not seqs or seqs[-1] < total:
+                msg = await recv_json(ws)
+                if msg["type"] == "chat":
+                    seqs.append(msg["data"]["seq"])
+            assert seqs == list(range(since + 1, total + 1)), (since, seqs)
+            await expect_no_chat(ws)
+            await ws.close()
+        await writer.close()
+    run(main())
+
+
 def test_client_message_id_retry_on_another_node_is_not_stored_twice(cluster):
     nodes = cluster(2)
 
