@@ -590,8 +590,8 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     }
     a->routes.max_depth = (size_t)cfg->max_json_depth;
     if (cfg->engine_id == CONFIG_ENGINE_REDIS) {
-        a->engine = engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err,
-                                     errlen);
+        a->engine =
+            engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err, errlen);
         if (!a->engine) {
             store_close(a->store);
             a->store = NULL;

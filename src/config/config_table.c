@@ -1005,7 +1005,8 @@ const config_var config_vars[] = {
      .ranged = true,
      .min = 2,
      .max = 3600,
-     .help = "seconds after which a silent node's rooms and users stop counting (engine = \"redis\")",
+     .help =
+         "seconds after which a silent node's rooms and users stop counting (engine = \"redis\")",
      .rule = "redis_node_timeout_s must be between 2 and 3600."},
 };
 

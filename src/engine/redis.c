@@ -108,8 +108,8 @@ struct redis_engine {
     char bus[96];  /* node-level channel: private messages */
     /* Other workers' counts, guarded by mu. */
     pthread_mutex_t mu;
-    strmap rooms; /* room id -> remote_room* */
-    strmap users; /* user id -> (uintptr_t) connections on other nodes */
+    strmap rooms;    /* room id -> remote_room* */
+    strmap users;    /* user id -> (uintptr_t) connections on other nodes */
     bool refreshing; /* worker 0's read of every worker's hashes is in flight */
 };
 
@@ -165,8 +165,12 @@ static char *key_of(const char *fmt, const char *a, const char *b) {
     return k;
 }
 
-static char *worker_rooms_key(const rworker *w) { return key_of("wsgate:w:%s:rooms%s", w->field, NULL); }
-static char *worker_users_key(const rworker *w) { return key_of("wsgate:w:%s:users%s", w->field, NULL); }
+static char *worker_rooms_key(const rworker *w) {
+    return key_of("wsgate:w:%s:rooms%s", w->field, NULL);
+}
+static char *worker_users_key(const rworker *w) {
+    return key_of("wsgate:w:%s:users%s", w->field, NULL);
+}
 #define WORKERS_KEY "wsgate:workers"
 
 static bool field_is_ours(const redis_engine *re, const char *field, size_t len) {
@@ -212,9 +216,8 @@ static void write_user_count(rworker *w, const char *user_id, uintptr_t n) {
 /* Publish "S<field>\n<room counter>" on the room's channel, atomically
  * (one script): when it comes back, this worker's subscription is active
  * and every chat with a larger seq will reach it. */
-static const char MARKER_LUA[] =
-    "return redis.call('PUBLISH', KEYS[2], 'S' .. ARGV[1] .. '\\n' .. "
-    "(redis.call('GET', KEYS[1]) or '0'))";
+static const char MARKER_LUA[] = "return redis.call('PUBLISH', KEYS[2], 'S' .. ARGV[1] .. '\\n' .. "
+                                 "(redis.call('GET', KEYS[1]) or '0'))";
 
 static void send_marker(rworker *w, const char *room_id) {
     char *seq = redis_script_seq_key(room_id);
@@ -521,7 +524,9 @@ static void complete(rworker *w, store_op *op);
 
 #define RESUME_HOLD_MAX_MS 3000 /* an answer is never held longer than this */
 
-static bool covered(const wroom *r, int64_t c) { return r->seen >= c || (r->base >= 0 && r->base >= c); }
+static bool covered(const wroom *r, int64_t c) {
+    return r->seen >= c || (r->base >= 0 && r->base >= c);
+}
 
 /* Answer the held resumes of r whose counter is below `below` or already
  * covered. The completions may change w->rooms: r is not used after. */
@@ -650,7 +655,8 @@ static void deliver_event(rworker *w, const char *room, const char *p, size_t n)
 static void note_announcement(rworker *w, const char *room, const char *p, size_t n) {
     /* "M<node>.<worker>\n<count>" */
     const char *nl = memchr(p, '\n', n);
-    if (!nl || (size_t)(nl - p - 1) >= FIELD_LEN || field_is_ours(w->re, p + 1, (size_t)(nl - p - 1)))
+    if (!nl || (size_t)(nl - p - 1) >= FIELD_LEN ||
+        field_is_ours(w->re, p + 1, (size_t)(nl - p - 1)))
         return;
     char field[FIELD_LEN];
     memcpy(field, p + 1, (size_t)(nl - p - 1));
@@ -885,8 +891,8 @@ static void chat_replied(redis_client *c, const redis_chat_result *res, const ch
     if (err) {
         /* Not stored, or not known to be: the sender gets "Failed to store
          * message", and its retry with the same clientMessageId is safe. */
-        log_msg(LOG_ERROR, "store_error", "message %s of room %s: %s", op->message_id,
-                op->room_id, err);
+        log_msg(LOG_ERROR, "store_error", "message %s of room %s: %s", op->message_id, op->room_id,
+                err);
         op->status = 1;
     } else {
         op->seq = res->seq;
@@ -894,10 +900,10 @@ static void chat_replied(redis_client *c, const redis_chat_result *res, const ch
         if (res->duplicate) {
             snprintf(op->message_id, sizeof(op->message_id), "%.36s", res->message_id);
             op->timestamp = res->ts_ms / 1000;
-            json_t *v = res->value_len ? value_open(w->re, op->room_id, res->message_id,
-                                                    strlen(res->message_id), res->value,
-                                                    res->value_len)
-                                       : NULL;
+            json_t *v = res->value_len
+                            ? value_open(w->re, op->room_id, res->message_id,
+                                         strlen(res->message_id), res->value, res->value_len)
+                            : NULL;
             if (v) {
                 free(op->message);
                 op->message = xstrdup(json_string_value(json_object_get(v, "m")));
@@ -918,7 +924,8 @@ static void submit_chat(rworker *w, store_op *op) {
         return;
     }
     char sender[CRYPTO_INDEX_HEX_LEN + 1];
-    if (re->keys) crypto_blind_index(re->keys, "redis.sender", op->user_id, strlen(op->user_id), sender);
+    if (re->keys)
+        crypto_blind_index(re->keys, "redis.sender", op->user_id, strlen(op->user_id), sender);
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "C%s\n", op->message_id);
     int64_t ms = now_ms();
@@ -964,8 +971,8 @@ static void history_replied(redis_client *c, const redis_history_result *res, co
             op->status = 1;
             break;
         }
-        json_array_append_new(rows, chat_object(op->room_id, h->message_id, h->message_id_len,
-                                                h->seq, v));
+        json_array_append_new(
+            rows, chat_object(op->room_id, h->message_id, h->message_id_len, h->seq, v));
         json_decref(v);
     }
     if (op->status) json_decref(rows);
@@ -987,9 +994,8 @@ static void submit_history(rworker *w, store_op *op) {
         .before_seq = op->before_seq,
         .limit = op->limit > 0 ? op->limit : 50,
         .max_bytes = op->max_bytes,
-        .cutoff_ms = re->cfg->message_ttl_days > 0
-                         ? now_ms() - re->cfg->message_ttl_days * 86400000
-                         : 0,
+        .cutoff_ms =
+            re->cfg->message_ttl_days > 0 ? now_ms() - re->cfg->message_ttl_days * 86400000 : 0,
     };
     op->ctx = w;
     redis_script_history(w->client, &h, history_replied, op);
