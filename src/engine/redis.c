@@ -111,6 +111,10 @@ struct redis_engine {
     strmap rooms;    /* room id -> remote_room* */
     strmap users;    /* user id -> (uintptr_t) connections on other nodes */
     bool refreshing; /* worker 0's read of every worker's hashes is in flight */
+    /* This node's live connection ids (open to close), so that an id the
+     * local engine calls gone is told apart from one that is not here. */
+    pthread_mutex_t conns_mu;
+    strmap conns;
 };
 
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
@@ -737,6 +741,9 @@ static void r_conn_opened(engine *e, conn *c, int worker, const char *user_id, c
                           bool first) {
     redis_engine *re = R(e);
     engine_conn_opened(re->local, c, worker, user_id, username, first);
+    pthread_mutex_lock(&re->conns_mu);
+    strmap_put(&re->conns, c->id, (void *)1, NULL);
+    pthread_mutex_unlock(&re->conns_mu);
     rworker *w = &re->w[worker];
     write_user_count(w, user_id, count_add(&w->users, user_id, +1));
 }
@@ -745,6 +752,9 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
                           bool last) {
     redis_engine *re = R(e);
     engine_conn_closed(re->local, conn_id, user_id, worker, last);
+    pthread_mutex_lock(&re->conns_mu);
+    strmap_remove(&re->conns, conn_id);
+    pthread_mutex_unlock(&re->conns_mu);
     rworker *w = &re->w[worker];
     write_user_count(w, user_id, count_add(&w->users, user_id, -1));
 }
@@ -855,15 +865,22 @@ static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
 }
 
 /* A connection this node does not hold may be on another node: the
- * management API says so (501) rather than "gone". */
+ * management API says so (501) rather than "gone". One this node holds
+ * but the local engine calls gone (closed by a DELETE) is gone. */
+static int here_or_elsewhere(redis_engine *re, const char *conn_id, int rc) {
+    if (rc != -1) return rc;
+    pthread_mutex_lock(&re->conns_mu);
+    bool here = strmap_get(&re->conns, conn_id) != NULL;
+    pthread_mutex_unlock(&re->conns_mu);
+    return here ? -1 : ENGINE_E_ELSEWHERE;
+}
+
 static int r_send_conn(engine *e, const char *conn_id, ws_frame *f, size_t max_queued) {
-    int rc = engine_send_conn(R(e)->local, conn_id, f, max_queued);
-    return rc == -1 ? ENGINE_E_ELSEWHERE : rc;
+    return here_or_elsewhere(R(e), conn_id, engine_send_conn(R(e)->local, conn_id, f, max_queued));
 }
 
 static int r_close_conn(engine *e, const char *conn_id, uint16_t code, const char *reason) {
-    int rc = engine_close_conn(R(e)->local, conn_id, code, reason);
-    return rc == -1 ? ENGINE_E_ELSEWHERE : rc;
+    return here_or_elsewhere(R(e), conn_id, engine_close_conn(R(e)->local, conn_id, code, reason));
 }
 
 static int r_call_owner(engine *e, const char *conn_id, engine_call_fn fn, void *arg) {
@@ -1066,8 +1083,7 @@ static size_t r_rooms(engine *e, directory_room_entry **out) {
 }
 
 static int r_conn_info(engine *e, const char *conn_id, engine_conn_info *out) {
-    int rc = engine_conn_lookup(R(e)->local, conn_id, out);
-    return rc == -1 ? ENGINE_E_ELSEWHERE : rc;
+    return here_or_elsewhere(R(e), conn_id, engine_conn_lookup(R(e)->local, conn_id, out));
 }
 
 static void r_conn_each(engine *e, void (*fn)(const directory_conn *rec, void *ctx), void *ctx) {
@@ -1110,6 +1126,8 @@ static void r_free(engine *e) {
     strmap_free(&re->rooms);
     strmap_free(&re->users);
     pthread_mutex_destroy(&re->mu);
+    strmap_free(&re->conns);
+    pthread_mutex_destroy(&re->conns_mu);
     engine_free(re->local);
     free(re);
 }
@@ -1153,6 +1171,8 @@ engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, co
     random_hex(re->node, 8);
     snprintf(re->bus, sizeof(re->bus), "wsgate:%d:bus", url.db);
     pthread_mutex_init(&re->mu, NULL);
+    pthread_mutex_init(&re->conns_mu, NULL);
+    strmap_init(&re->conns);
     strmap_init(&re->rooms);
     strmap_init(&re->users);
     char prefix[64];

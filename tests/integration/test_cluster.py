@@ -455,6 +455,16 @@ def test_connections_on_another_node_are_refused_clearly(cluster):
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200
         assert await asyncio.wait_for(a.recv(), RECV_TIMEOUT) == "direct"
+        # closed by a DELETE on its node: gone (410) there, as alone
+        req = urllib.request.Request(url, method="DELETE",
+                                     headers={"Authorization": f"Bearer {BEARER}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 204
+        req = urllib.request.Request(url, data=b"again", method="POST",
+                                     headers={"Authorization": f"Bearer {BEARER}"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 410
         await a.close()
     run(main())
 
