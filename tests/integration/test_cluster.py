@@ -22,6 +22,9 @@ from conftest import free_port
 RECV_TIMEOUT = 5.0
 QUIET = 0.4
 BEARER = "bearer-cluster-test-0123456789"
+# presence crosses nodes through Redis: it may come a little after what a
+# test waits for
+PRESENCE = ("user_joined", "user_left")
 
 
 class Redis:
@@ -158,7 +161,7 @@ async def settle(wss):
     the room list and reads up to its answer (presence events skipped)."""
     for ws in wss:
         await send(ws, {"type": "room_list"})
-        await recv_type(ws, "room_list", skip=("user_joined", "user_left"))
+        await recv_type(ws, "room_list", skip=PRESENCE)
 
 
 async def until(probe, timeout=5.0):
@@ -174,7 +177,7 @@ async def until(probe, timeout=5.0):
 
 async def room_counts(ws):
     await send(ws, {"type": "room_list"})
-    data = await recv_type(ws, "room_list", skip=("user_joined", "user_left"))
+    data = await recv_type(ws, "room_list", skip=PRESENCE)
     return {r["roomId"]: r["activeUsers"] for r in data["rooms"]}
 
 
@@ -216,7 +219,7 @@ def test_values_in_redis_are_sealed(cluster, redis):
         b, _ = await connect(nodes[1], userId="bob", roomId="secret")
         await settle([a, b])
         await send(a, {"type": "chat", "message": "the plaintext canary"})
-        assert (await recv_type(b, "chat", skip=("user_joined",)))["message"] == \
+        assert (await recv_type(b, "chat", skip=PRESENCE))["message"] == \
             "the plaintext canary"
         raw = redis.command("XRANGE", "wsgate:{secret}:log", "-", "+")
         assert b"1-0" in raw
@@ -234,19 +237,19 @@ def test_history_is_the_same_from_every_node(cluster):
         for k in range(12):
             await send(a, {"type": "chat", "message": f"h{k}"})
         for _ in range(12):
-            await recv_type(a, "chat")
+            await recv_type(a, "chat", skip=PRESENCE)
         pages = []
         for node in nodes:
             ws, _ = await connect(node, userId="reader", roomId="h")
             await send(ws, {"type": "history", "limit": 5, "beforeSeq": 11})
-            page = await recv_type(ws, "history", skip=("user_joined",))
+            page = await recv_type(ws, "history", skip=PRESENCE)
             assert page["hasMore"] is True
             assert [m["seq"] for m in page["messages"]] == [6, 7, 8, 9, 10]
             assert [m["message"] for m in page["messages"]] == ["h5", "h6", "h7", "h8", "h9"]
             assert all(m["senderId"] == "alice" and m["roomId"] == "h"
                        for m in page["messages"])
             await send(ws, {"type": "history"})
-            full = await recv_type(ws, "history", skip=("user_joined",))
+            full = await recv_type(ws, "history", skip=PRESENCE)
             pages.append(full["messages"])
             await ws.close()
         assert len(pages[0]) == 12 and pages[0] == pages[1] == pages[2]
@@ -263,24 +266,24 @@ def test_resume_on_another_node_has_no_gap_and_no_duplicate(cluster):
         await settle([writer, reader])
         for k in range(5):
             await send(writer, {"type": "chat", "message": f"a{k}"})
-        seen = [(await recv_type(reader, "chat", skip=("user_joined",)))["seq"]
+        seen = [(await recv_type(reader, "chat", skip=PRESENCE))["seq"]
                 for _ in range(5)]
         assert seen == [1, 2, 3, 4, 5]
         await reader.close()
         for k in range(4):
             await send(writer, {"type": "chat", "message": f"b{k}"})
         for _ in range(4):
-            await recv_type(writer, "chat", skip=("user_left",))
+            await recv_type(writer, "chat", skip=PRESENCE)
         # back on the other node, resuming from the last seq seen
         reader, _ = await connect(nodes[1], userId="reader", roomId="lobby")
         await send(reader, {"type": "join_room", "roomId": "res", "sinceSeq": 5})
         await recv_type(reader, "user_joined")
-        replay = [await recv_type(reader, "chat") for _ in range(4)]
+        replay = [await recv_type(reader, "chat", skip=PRESENCE) for _ in range(4)]
         assert [m["seq"] for m in replay] == [6, 7, 8, 9]
         assert [m["message"] for m in replay] == ["b0", "b1", "b2", "b3"]
         # then live, once
         await send(writer, {"type": "chat", "message": "live"})
-        live = await recv_type(reader, "chat")
+        live = await recv_type(reader, "chat", skip=PRESENCE)
         assert live["seq"] == 10 and live["message"] == "live"
         await expect_quiet(reader)
         await writer.close()
@@ -300,7 +303,7 @@ def test_resume_while_chats_flow_has_no_gap_and_no_duplicate(cluster):
         for k in range(40):
             await send(writer, {"type": "chat", "message": f"w{k}"})
         for _ in range(40):
-            await recv_type(writer, "chat")
+            await recv_type(writer, "chat", skip=PRESENCE)
 
         async def write_rest():
             for k in range(40, total):
@@ -336,17 +339,17 @@ def test_client_message_id_retry_on_another_node_is_not_stored_twice(cluster):
         b, _ = await connect(nodes[1], userId="bob", roomId="idem")
         await settle([a, b])
         await send(a, {"type": "chat", "message": "once", "clientMessageId": "c-1"})
-        first = await recv_type(a, "chat")
-        assert (await recv_type(b, "chat", skip=("user_joined",)))["seq"] == first["seq"]
+        first = await recv_type(a, "chat", skip=PRESENCE)
+        assert (await recv_type(b, "chat", skip=PRESENCE))["seq"] == first["seq"]
         await a.close()
         # the same user retries through the other node
         a2, _ = await connect(nodes[1], userId="alice", roomId="idem")
         await send(a2, {"type": "chat", "message": "once", "clientMessageId": "c-1"})
-        again = await recv_type(a2, "chat")
+        again = await recv_type(a2, "chat", skip=PRESENCE)
         assert again["seq"] == first["seq"] and again["messageId"] == first["messageId"]
         await expect_no_chat(b, 0.5)  # nobody else hears a retry
         await send(a2, {"type": "history"})
-        hist = await recv_type(a2, "history")
+        hist = await recv_type(a2, "history", skip=PRESENCE)
         assert [m["message"] for m in hist["messages"]] == ["once"]
         await a2.close()
         await b.close()
@@ -479,13 +482,13 @@ def test_redis_down_fails_chats_and_readiness_then_recovers(cluster, redis):
         b, _ = await connect(nodes[1], userId="bob", roomId="down")
         await settle([a, b])
         await send(a, {"type": "chat", "message": "before"})
-        assert (await recv_type(b, "chat", skip=("user_joined",)))["message"] == "before"
+        assert (await recv_type(b, "chat", skip=PRESENCE))["message"] == "before"
         redis.stop()
         for node in nodes:
             body = wait_ready(node, want=503)
             assert "redis" in body["reason"]
         await send(a, {"type": "chat", "message": "lost?"})
-        err = await recv_type(a, "error", skip=("chat",))
+        err = await recv_type(a, "error", skip=("chat",) + PRESENCE)
         assert err["message"] == "Failed to store message"
         # back on the same port: clients reconnect and resubscribe
         redis.__init__(redis.port)
@@ -502,7 +505,7 @@ def test_redis_down_fails_chats_and_readiness_then_recovers(cluster, redis):
                 if msg["type"] == "chat" and msg["data"]["message"] == "after":
                     return True
         assert await until(delivered)
-        got = await recv_type(b, "chat")
+        got = await recv_type(b, "chat", skip=PRESENCE)
         assert got["message"] == "after"
         await a.close()
         await b.close()
