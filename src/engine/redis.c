@@ -58,16 +58,24 @@ typedef struct rworker {
     server *srv;
     redis_client *client;
     uv_timer_t timer;
-    bool timer_open, closing;
+    bool timer_open, closing, said_goodbye;
     unsigned ticks;
     atomic_bool up;
     char field[FIELD_LEN];
-    strmap rooms; /* room id -> wroom*: this worker's rooms */
-    strmap users; /* user id -> (uintptr_t) this worker's connections of the user */
+    strmap rooms;   /* room id -> wroom*: this worker's rooms */
+    strmap users;   /* user id -> (uintptr_t) this worker's connections of the user */
+    strmap members; /* connection id -> wmember: this worker's connections */
     size_t inflight;
     char *room_prefix; /* "wsgate:<db>:room:" */
     size_t room_prefix_len;
 } rworker;
+
+/* One of this worker's connections, as a surviving node needs it to tell
+ * its room the connection left should this node die (its thread only). */
+typedef struct wmember {
+    const char *user_id, *username; /* borrowed: see engine_conn_opened */
+    char *room_id;                  /* malloc'd, NULL: in no room */
+} wmember;
 
 /* A room this worker has members in (its thread only). */
 typedef struct wroom {
@@ -175,6 +183,9 @@ static char *worker_rooms_key(const rworker *w) {
 static char *worker_users_key(const rworker *w) {
     return key_of("wsgate:w:%s:users%s", w->field, NULL);
 }
+static char *worker_members_key(const char *field) {
+    return key_of("wsgate:w:%s:members%s", field, NULL);
+}
 #define WORKERS_KEY "wsgate:workers"
 
 static bool field_is_ours(const redis_engine *re, const char *field, size_t len) {
@@ -232,31 +243,64 @@ static void send_marker(rworker *w, const char *room_id) {
     free(channel);
 }
 
+/* Record (room_id) or forget (NULL) where connection conn_id is. */
+static void write_member(rworker *w, const char *conn_id, const wmember *m) {
+    char *key = worker_members_key(w->field);
+    if (m && m->room_id) {
+        size_t n = strlen(m->room_id) + strlen(m->user_id) + strlen(m->username) + 3;
+        char *v = xmalloc(n);
+        snprintf(v, n, "%s\n%s\n%s", m->room_id, m->user_id, m->username);
+        cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"HSET", key, conn_id, v}, NULL);
+        free(v);
+    } else {
+        cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"HDEL", key, conn_id}, NULL);
+    }
+    free(key);
+}
+
+static void resync(rworker *w);
+
+/* ZADD answers 1 when the field was not there: this worker was taken for
+ * dead (silent past redis_node_timeout_s) and its records removed, or
+ * Redis restarted: write them again. */
+static void on_zadd(redis_client *c, const redisReply *r, const char *err, void *data) {
+    rworker *w = data;
+    if (!err && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && !w->closing) resync(w);
+}
+
 /* Say this worker is alive, and keep its hashes while it is. */
 static void heartbeat(rworker *w) {
     char score[24], ttl[24];
     snprintf(score, sizeof(score), "%" PRId64, now_ms());
     snprintf(ttl, sizeof(ttl), "%" PRId64, (int64_t)w->re->cfg->redis_node_timeout_s * 2000);
-    cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"ZADD", WORKERS_KEY, score, w->field}, NULL);
-    char *rk = worker_rooms_key(w), *uk = worker_users_key(w);
+    char *rk = worker_rooms_key(w), *uk = worker_users_key(w), *mk = worker_members_key(w->field);
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", rk, ttl}, NULL);
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", uk, ttl}, NULL);
+    cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", mk, ttl}, NULL);
+    if (w->client && !w->closing)
+        redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_zadd, w, 4,
+                                  (const char *[]){"ZADD", WORKERS_KEY, score, w->field}, NULL);
     free(rk);
     free(uk);
+    free(mk);
 }
 
 /* After (re)connecting: Redis may have lost or never had this worker's
  * counts (a restart, writes that failed while it was down): write them
  * all again. */
 static void resync(rworker *w) {
-    char *rk = worker_rooms_key(w), *uk = worker_users_key(w);
+    char *rk = worker_rooms_key(w), *uk = worker_users_key(w), *mk = worker_members_key(w->field);
     cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", rk}, NULL);
     cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", uk}, NULL);
+    cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", mk}, NULL);
     free(rk);
     free(uk);
+    free(mk);
     size_t it = 0;
     const char *k;
     void *v;
+    while (strmap_next(&w->members, &it, &k, &v)) write_member(w, k, v);
+    it = 0;
     while (strmap_next(&w->rooms, &it, &k, &v)) {
         wroom *r = v;
         r->base = -1; /* chats were lost while down: know the subscription again */
@@ -446,6 +490,96 @@ static void refresh_start(rworker *w) {
     snprintf(min, sizeof(min), "%" PRId64, rf->sent_ms - re->cfg->redis_node_timeout_s * 1000);
     redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_workers, rf, 4,
                               (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf"}, NULL);
+}
+
+/* ---- workers that died ----
+ *
+ * A worker whose heartbeat is older than redis_node_timeout_s is gone (its
+ * process died, or lost Redis for that long). Worker 0 of every live node
+ * looks for such workers at each refresh; the first to remove one from
+ * the live set (ZREM answers 1 to one caller only) tells each room it had
+ * members in that they left (user_left, as their own node would have),
+ * then deletes its records. */
+
+typedef struct reap {
+    rworker *w;
+    char field[FIELD_LEN];
+} reap;
+
+static void publish_left(rworker *w, const char *room, const char *user_id, const char *username) {
+    const event_field data[] = {
+        EVENT_FIELD_STR("userId", user_id), EVENT_FIELD_STR("username", username),
+        EVENT_FIELD_STR("roomId", room), EVENT_FIELD_INT("timestamp", time(NULL))};
+    ws_frame *f = event_frame("user_left", data, sizeof(data) / sizeof(data[0]));
+    engine_publish_room(&w->re->base, room, NULL, f, NULL, 0);
+    ws_frame_unref(f);
+}
+
+static void on_dead_members(redis_client *c, const redisReply *r, const char *err, void *data) {
+    reap *rp = data;
+    rworker *w = rp->w;
+    if (!err && r && r->type == REDIS_REPLY_ARRAY) {
+        size_t n = 0;
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            const redisReply *v = r->element[i + 1];
+            if (v->type != REDIS_REPLY_STRING) continue;
+            char *copy = xstrndup(v->str, v->len);
+            char *user = strchr(copy, '\n');
+            char *name = user ? strchr(user + 1, '\n') : NULL;
+            if (name) {
+                *user++ = '\0';
+                *name++ = '\0';
+                publish_left(w, copy, user, name);
+                n++;
+            }
+            free(copy);
+        }
+        log_msg(LOG_INFO, "redis_worker_gone",
+                "worker %s stopped answering: %zu of its connections left their rooms", rp->field,
+                n);
+    }
+    char *rk = key_of("wsgate:w:%s:rooms%s", rp->field, NULL);
+    char *uk = key_of("wsgate:w:%s:users%s", rp->field, NULL);
+    char *mk = worker_members_key(rp->field);
+    cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"DEL", rk, uk, mk}, NULL);
+    free(rk);
+    free(uk);
+    free(mk);
+    free(rp);
+}
+
+static void on_claim(redis_client *c, const redisReply *r, const char *err, void *data) {
+    reap *rp = data;
+    if (err || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 1 || rp->w->closing) {
+        free(rp); /* another node took it, or it came back */
+        return;
+    }
+    char *mk = worker_members_key(rp->field);
+    redis_client_command_argv(c, REDIS_CLIENT_ANY, on_dead_members, rp, 2,
+                              (const char *[]){"HGETALL", mk}, NULL);
+    free(mk);
+}
+
+static void on_dead(redis_client *c, const redisReply *r, const char *err, void *data) {
+    rworker *w = data;
+    if (err || !r || r->type != REDIS_REPLY_ARRAY || w->closing) return;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *f = r->element[i];
+        if (f->type != REDIS_REPLY_STRING || f->len >= FIELD_LEN) continue;
+        if (field_is_ours(w->re, f->str, f->len)) continue; /* ours come back by themselves */
+        reap *rp = xcalloc(1, sizeof(*rp));
+        rp->w = w;
+        memcpy(rp->field, f->str, f->len);
+        redis_client_command_argv(c, REDIS_CLIENT_ANY, on_claim, rp, 3,
+                                  (const char *[]){"ZREM", WORKERS_KEY, rp->field}, NULL);
+    }
+}
+
+static void reap_start(rworker *w) {
+    char max[24];
+    snprintf(max, sizeof(max), "(%" PRId64, now_ms() - w->re->cfg->redis_node_timeout_s * 1000);
+    redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_dead, w, 4,
+                              (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, "-inf", max}, NULL);
 }
 
 /* ---- values: what a chat keeps in Redis ---- */
@@ -709,6 +843,24 @@ static void on_state(redis_client *c, bool up, void *data) {
 
 static void on_timer(uv_timer_t *t) {
     rworker *w = t->data;
+    if (w->srv->shutting_down && w->srv->nconns > 0 && w->client) {
+        release_overdue(w); /* its connections are closing: their user_left goes out */
+        return;
+    }
+    if (w->srv->shutting_down && w->client && !w->said_goodbye) {
+        /* Every connection is gone: take this worker out of the live set
+         * (no survivor needs to reap it) and give the commands a turn to
+         * leave before the client closes. */
+        w->said_goodbye = true;
+        char *rk = worker_rooms_key(w), *uk = worker_users_key(w),
+             *mk = worker_members_key(w->field);
+        cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"ZREM", WORKERS_KEY, w->field}, NULL);
+        cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"DEL", rk, uk, mk}, NULL);
+        free(rk);
+        free(uk);
+        free(mk);
+        return;
+    }
     if (w->srv->shutting_down) {
         /* Let the loop end: the client's handles would keep it running. */
         if (!w->closing) {
@@ -724,7 +876,10 @@ static void on_timer(uv_timer_t *t) {
     release_overdue(w);
     if (!redis_client_up(w->client) || ++w->ticks % 4 != 0) return;
     heartbeat(w);
-    if (w->index == 0) refresh_start(w);
+    if (w->index == 0) {
+        refresh_start(w);
+        reap_start(w);
+    }
 }
 
 /* ---- membership ---- */
@@ -746,6 +901,10 @@ static void r_conn_opened(engine *e, conn *c, int worker, const char *user_id, c
     pthread_mutex_unlock(&re->conns_mu);
     rworker *w = &re->w[worker];
     write_user_count(w, user_id, count_add(&w->users, user_id, +1));
+    wmember *m = xcalloc(1, sizeof(*m));
+    m->user_id = user_id;
+    m->username = username;
+    strmap_put(&w->members, c->id, m, NULL);
 }
 
 static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, int worker,
@@ -757,6 +916,10 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     pthread_mutex_unlock(&re->conns_mu);
     rworker *w = &re->w[worker];
     write_user_count(w, user_id, count_add(&w->users, user_id, -1));
+    wmember *m = strmap_remove(&w->members, conn_id);
+    if (m && m->room_id) write_member(w, conn_id, NULL);
+    if (m) free(m->room_id);
+    free(m);
 }
 
 static engine_room *r_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
@@ -777,6 +940,12 @@ static engine_room *r_room_joined(engine *e, const char *conn_id, const char *ro
         send_marker(w, room_id);
     }
     write_room_count(w, room_id, ++r->count);
+    wmember *m = strmap_get(&w->members, conn_id);
+    if (m) {
+        free(m->room_id);
+        m->room_id = xstrdup(room_id);
+        write_member(w, conn_id, m);
+    }
     return er;
 }
 
@@ -799,6 +968,12 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
         free(r);
     }
     write_room_count(w, room_id, still);
+    wmember *m = strmap_get(&w->members, conn_id);
+    if (m && m->room_id) {
+        free(m->room_id);
+        m->room_id = NULL;
+        write_member(w, conn_id, NULL);
+    }
     return left + others_at_least(re, room_id);
 }
 
@@ -1117,6 +1292,13 @@ static void r_free(engine *e) {
             free(r);
         }
         strmap_free(&re->w[i].rooms);
+        it = 0;
+        while (strmap_next(&re->w[i].members, &it, NULL, &v)) {
+            wmember *m = v;
+            free(m->room_id);
+            free(m);
+        }
+        strmap_free(&re->w[i].members);
         strmap_free(&re->w[i].users);
         free(re->w[i].room_prefix);
     }
@@ -1184,6 +1366,7 @@ engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, co
         snprintf(w->field, sizeof(w->field), "%s.%zu", re->node, i);
         strmap_init(&w->rooms);
         strmap_init(&w->users);
+        strmap_init(&w->members);
         w->room_prefix = xstrdup(prefix);
         w->room_prefix_len = strlen(prefix);
     }

@@ -472,6 +472,56 @@ def test_connections_on_another_node_are_refused_clearly(cluster):
     run(main())
 
 
+# ---------------------------------------------------------------- nodes that go
+
+def test_a_dead_nodes_members_leave_their_rooms(cluster, redis, tmp_path):
+    """A node killed without a word: once its heartbeat is older than
+    redis_node_timeout_s, a surviving node tells its rooms its members
+    left, and the counts forget them."""
+    from conftest import Server
+    a_node, = cluster(1, redis_node_timeout_s=2)
+    doomed = Server(tmp_path / "doomed", {
+        "engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+        "worker_threads": 2, "redis_node_timeout_s": 2,
+        "kms_key_file": os.path.join(a_node.data_dir, "keys.json")})
+    try:
+        wait_ready(doomed)
+
+        async def main():
+            a, _ = await connect(a_node, userId="alice", roomId="mortal")
+            b, _ = await connect(doomed, userId="bob", username="Bob B", roomId="mortal")
+            assert (await recv_type(a, "user_joined"))["userId"] == "bob"
+            assert await until(lambda: _eq(a, {"mortal": 2}))
+            doomed.proc.kill()
+            doomed.proc.wait()
+            left = await recv_type(a, "user_left", timeout=10)
+            assert left == {"userId": "bob", "username": "Bob B", "roomId": "mortal",
+                            "timestamp": left["timestamp"]}
+            assert await until(lambda: _eq(a, {"mortal": 1}))
+            await expect_quiet(a, 1.0)  # once
+            await a.close()
+        run(main())
+        assert "redis_worker_gone" in a_node.log()
+    finally:
+        doomed.stop()
+
+
+def test_a_node_that_stops_cleanly_is_not_reaped(cluster):
+    nodes = cluster(2, redis_node_timeout_s=2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="calm")
+        b, _ = await connect(nodes[1], userId="bob", roomId="calm")
+        assert (await recv_type(a, "user_joined"))["userId"] == "bob"
+        assert nodes[1].stop() == 0
+        assert (await recv_type(a, "user_left"))["userId"] == "bob"
+        await expect_quiet(a, 3.5)  # past the timeout: no second user_left
+        assert await room_counts(a) == {"calm": 1}
+        await a.close()
+    run(main())
+    assert "redis_worker_gone" not in nodes[0].log()
+
+
 # ---------------------------------------------------------------- Redis down
 
 def test_redis_down_fails_chats_and_readiness_then_recovers(cluster, redis):
