@@ -986,7 +986,7 @@ const config_var config_vars[] = {
      .max_len = REDIS_URL_MAX_LEN,
      .check = redis_url_check,
      .flags = CV_URL_SECRET,
-     .help = "several Redis servers, rooms and users sharded over them (not yet used)",
+     .help = "several Redis servers, rooms and users sharded over them (not yet wired)",
      .rule = "At most 64 Redis URLs are allowed.",
      .item_rule = REDIS_URL_RULE},
     {.name = "redis_min_replicas",
@@ -1006,7 +1006,7 @@ const config_var config_vars[] = {
      .min = 2,
      .max = 3600,
      .help =
-         "seconds after which a silent node's rooms and users stop counting (engine = \"redis\")",
+         "seconds after which a silent node's connections leave their rooms (engine = \"redis\")",
      .rule = "redis_node_timeout_s must be between 2 and 3600."},
 };
 
