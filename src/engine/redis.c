@@ -16,7 +16,12 @@
  *   script answers.
  * - Counts: each worker writes its own rooms and users (member counts) to
  *   two hashes in Redis and announces room changes on the room's channel;
- *   worker 0 reads every live worker's hashes once a second. */
+ *   worker 0 reads every live worker's hashes once a second.
+ * - Resumes: a resume's last page is answered only once the live chats it
+ *   covers have passed the worker's subscription (no gap, no duplicate).
+ * - Dead workers: each worker records its connections' rooms; a worker
+ *   silent past redis_node_timeout_s is reaped by one surviving node,
+ *   which sends its connections' user_left. */
 #include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
