@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench profile
+.PHONY: all deps run test unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench profile cluster
 
 all: $(BIN) $(LOADGEN)
 
@@ -158,6 +158,11 @@ fuzz: deps $(FUZZ_BINS)
 # CI's short smoke: every fuzzer replays its seed corpus and runs a few seconds.
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5
+
+# Two nodes and one Redis on this machine (docs/redis.md); stop with
+# `scripts/cluster.sh stop`.
+cluster: deps $(BIN)
+	@WSGATE_BIN=$(BIN) ./scripts/cluster.sh
 
 bench: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) ./bench/run.sh

@@ -11,6 +11,7 @@
 #include "common/alloc.h"
 #include "common/random.h"
 #include "common/clock.h"
+#include "engine/redis.h"
 #include "integrations/integ.h"
 #include "log/log.h"
 #include "mgmt/mgmt.h"
@@ -40,6 +41,8 @@ static _Thread_local bool message_binary;
 void app_worker_enter(app *a, server *srv, bool first) {
     server_enter(srv);
     assert(((hub *)srv->app)->srv == srv);
+    if (a->cfg->engine_id == CONFIG_ENGINE_REDIS)
+        engine_redis_start(a->engine, ((hub *)srv->app)->index);
     if (!first) worker_metrics = metrics_thread_new();
 }
 
@@ -481,7 +484,22 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         return -1;
     }
     a->routes.max_depth = (size_t)cfg->max_json_depth;
-    a->engine = engine_local_new(nworkers, handlers_deliver(), a->store);
+    if (cfg->engine_id == CONFIG_ENGINE_REDIS) {
+        a->engine =
+            engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err, errlen);
+        if (!a->engine) {
+            store_close(a->store);
+            a->store = NULL;
+            crypto_keyring_free(a->keys);
+            a->keys = NULL;
+            router_free(&a->routes);
+            a->auth->destroy(a->auth);
+            a->auth = NULL;
+            return -1;
+        }
+    } else {
+        a->engine = engine_local_new(nworkers, handlers_deliver(), a->store);
+    }
     a->nhubs = nworkers;
     a->hubs = xcalloc(nworkers, sizeof(*a->hubs));
     for (size_t i = 0; i < nworkers; i++) {
@@ -513,7 +531,8 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
 void app_attach(app *a, size_t i, server *srv) {
     assert(i < a->nhubs);
     a->hubs[i].srv = srv;
-    engine_local_attach(a->engine, (int)i, srv);
+    if (a->cfg->engine_id == CONFIG_ENGINE_REDIS) engine_redis_attach(a->engine, (int)i, srv);
+    else engine_local_attach(a->engine, (int)i, srv);
 }
 
 void app_close(app *a) {

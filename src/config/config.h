@@ -36,6 +36,7 @@ typedef enum config_auth_mode {
     CONFIG_AUTH_JWT,
     CONFIG_AUTH_HTTP
 } config_auth_mode;
+typedef enum config_engine { CONFIG_ENGINE_LOCAL, CONFIG_ENGINE_REDIS } config_engine;
 
 typedef struct config {
     /* --- the seed's variables (CONFIG.md) --- */
@@ -158,7 +159,10 @@ typedef struct config {
     int64_t integration_max_concurrency;    /* requests in flight per integration and worker */
     int64_t integration_max_response_bytes; /* default 131072 */
     char *integration_domain_name;          /* events' domainName; "": the Host header */
-    /* The Redis engine's settings (docs/redis.md): validated, not yet used. */
+    /* The engine (docs/redis.md): "local" (default) or "redis". */
+    char *engine;
+    config_engine engine_id;
+    /* The Redis engine's settings (docs/redis.md). */
     char *redis_url;   /* "" = none */
     char **redis_urls; /* several servers, sharded; empty = redis_url alone */
     size_t redis_urls_count;

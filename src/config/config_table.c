@@ -54,6 +54,7 @@ static bool check_http_url(const char *s) {
 }
 
 static const char *const auth_modes[] = {"demo", "jwt", "http", NULL};
+static const char *const engines[] = {"local", "redis", NULL};
 
 /* An integration's or authorizer's URL: http:// or https://, a host, no
  * spaces or control characters (libcurl would refuse it at the first
@@ -958,7 +959,15 @@ const config_var config_vars[] = {
      .offset = OFF(allow_plaintext_in_production),
      .def_bool = false,
      .help = "let a prod/production environment serve ws:// on a non-loopback address"},
-    /* --- the Redis engine (docs/redis.md); validated, not yet wired --- */
+    /* --- the Redis engine (docs/redis.md) --- */
+    {.name = "engine",
+     .type = CV_STRING,
+     .offset = OFF(engine),
+     .def_str = "local",
+     .one_of = engines,
+     .enum_offset = OFF(engine_id),
+     .help = "local (one node, SQLite) or redis (several nodes sharing redis_url)",
+     .rule = "Engine must be one of: local, redis."},
     {.name = "redis_url",
      .type = CV_STRING,
      .offset = OFF(redis_url),
@@ -966,7 +975,7 @@ const config_var config_vars[] = {
      .max_len = REDIS_URL_MAX_LEN,
      .check = redis_url_check,
      .flags = CV_URL_SECRET,
-     .help = "redis://[user:password@]host[:port][/db] of the Redis server (not yet used)",
+     .help = "redis://[user:password@]host[:port][/db] of the Redis server (engine = \"redis\")",
      .rule = REDIS_URL_RULE},
     {.name = "redis_urls",
      .type = CV_STRLIST,
@@ -977,7 +986,7 @@ const config_var config_vars[] = {
      .max_len = REDIS_URL_MAX_LEN,
      .check = redis_url_check,
      .flags = CV_URL_SECRET,
-     .help = "several Redis servers, rooms and users sharded over them (not yet used)",
+     .help = "several Redis servers, rooms and users sharded over them (not yet wired)",
      .rule = "At most 64 Redis URLs are allowed.",
      .item_rule = REDIS_URL_RULE},
     {.name = "redis_min_replicas",
@@ -987,7 +996,7 @@ const config_var config_vars[] = {
      .ranged = true,
      .min = 0,
      .max = 16,
-     .help = "replicas a chat must reach (WAIT) before it is acknowledged (not yet used)",
+     .help = "replicas a chat must reach (WAIT) before it is acknowledged (engine = \"redis\")",
      .rule = "redis_min_replicas must be between 0 and 16."},
     {.name = "redis_node_timeout_s",
      .type = CV_INT,
@@ -996,7 +1005,8 @@ const config_var config_vars[] = {
      .ranged = true,
      .min = 2,
      .max = 3600,
-     .help = "seconds after which a silent node's connections leave (not yet used)",
+     .help =
+         "seconds after which a silent node's connections leave their rooms (engine = \"redis\")",
      .rule = "redis_node_timeout_s must be between 2 and 3600."},
 };
 

@@ -30,6 +30,11 @@ typedef struct engine engine;
  * no lookup and no shared lock. Opaque. */
 typedef struct engine_room engine_room;
 
+/* What send_conn, close_conn and conn_info answer for a connection this
+ * node does not hold when it may live on another node (a multi-node
+ * engine that cannot reach it yet): not "gone", but "not here". */
+#define ENGINE_E_ELSEWHERE (-3)
+
 /* Room delivery flags. */
 #define ENGINE_SKIP_RESUMING 1u /* members replaying stored messages get it from the replay */
 
@@ -92,6 +97,9 @@ typedef struct engine_ops {
     void (*conn_each)(engine *e, void (*fn)(const directory_conn *rec, void *ctx), void *ctx);
     size_t (*conn_total)(engine *e);
     size_t (*room_total)(engine *e);
+    /* Can a chat be stored now? 0, or -1 with a reason in why (may be
+     * NULL: always ready). */
+    int (*health)(engine *e, char *why, size_t len);
 } engine_ops;
 
 struct engine {
@@ -197,5 +205,10 @@ static inline void engine_conn_each(engine *e, void (*fn)(const directory_conn *
 }
 static inline size_t engine_conn_total(engine *e) { return e->ops->conn_total(e); }
 static inline size_t engine_room_total(engine *e) { return e->ops->room_total(e); }
+/* 0 when the engine can store a chat now (for /readyz), else -1 with a
+ * reason in why (len bytes). */
+static inline int engine_health(engine *e, char *why, size_t len) {
+    return e->ops->health ? e->ops->health(e, why, len) : 0;
+}
 
 #endif

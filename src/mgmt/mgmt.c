@@ -139,6 +139,14 @@ static void gone(conn *c, const http_request *req) {
     respond_error(c, req, 410, "GoneException", "Connection not found or gone");
 }
 
+/* Not on this node, and the engine cannot reach other nodes' connections
+ * yet (engine = "redis", docs/redis.md): say so rather than "gone". */
+static void elsewhere(conn *c, const http_request *req) {
+    respond_error(c, req, 501, "NotImplementedException",
+                  "No such connection on this node; @connections for connections on other "
+                  "nodes is not supported by the redis engine yet");
+}
+
 /* The connection may be on any worker: the engine posts to its owner. */
 static void post_to_connection(app *a, conn *c, const http_request *req, const char *id) {
     /* Text when the bytes are UTF-8 (what API Gateway's clients expect),
@@ -153,14 +161,17 @@ static void post_to_connection(app *a, conn *c, const http_request *req, const c
     if (rc == -2)
         respond_error(c, req, 429, "LimitExceededException",
                       "The connection's send queue is full; retry later");
+    else if (rc == ENGINE_E_ELSEWHERE) elsewhere(c, req);
     else if (rc != 0) gone(c, req);
     else respond(c, req, 200, NULL, NULL, NULL, 0);
 }
 
 static void get_connection(app *a, conn *c, const http_request *req, const char *id) {
     engine_conn_info info;
-    if (engine_conn_lookup(a->engine, id, &info) != 0) {
-        gone(c, req);
+    int rc = engine_conn_lookup(a->engine, id, &info);
+    if (rc != 0) {
+        if (rc == ENGINE_E_ELSEWHERE) elsewhere(c, req);
+        else gone(c, req);
         return;
     }
     respond_json(
@@ -173,8 +184,10 @@ static void delete_connection(app *a, conn *c, const http_request *req, const ch
     /* Gone to the management API from here on, though the owner's loop has
      * not finished the close handshake yet (API Gateway answers a call in
      * between with GoneException, not 200). */
-    if (engine_close_conn(a->engine, id, WS_CLOSE_NORMAL, "closed by the management API") != 0) {
-        gone(c, req);
+    int rc = engine_close_conn(a->engine, id, WS_CLOSE_NORMAL, "closed by the management API");
+    if (rc != 0) {
+        if (rc == ENGINE_E_ELSEWHERE) elsewhere(c, req);
+        else gone(c, req);
         return;
     }
     respond(c, req, 204, NULL, NULL, NULL, 0);
@@ -247,6 +260,8 @@ static void readyz(app *a, conn *c, const http_request *req) {
     char why[160] = "store not open";
     bool store_ok =
         a->store != NULL && store_health(a->store, a->cfg->store_stall_ms, why, sizeof(why)) == 0;
+    /* ... and the engine can reach what keeps chats (the Redis engine). */
+    if (store_ok && a->engine && engine_health(a->engine, why, sizeof(why)) != 0) store_ok = false;
     bool listening = !c->srv->shutting_down;
     json_t *j = json_pack("{s:s,s:b,s:b}", "status", store_ok && listening ? "ready" : "not ready",
                           "store", store_ok, "listening", listening);

@@ -99,3 +99,28 @@ Test(config_redis, dump_masks_passwords_and_loads_back) {
     free(text);
     config_free(&c);
 }
+
+Test(config_redis, engine_variable) {
+    config c;
+    config_init_defaults(&c);
+    cr_assert_str_eq(c.engine, "local");
+    cr_assert_eq(c.engine_id, CONFIG_ENGINE_LOCAL);
+    config_free(&c);
+    config_error err;
+    cr_assert_eq(load_text(&c, "engine = \"redis\"\nredis_url = \"redis://127.0.0.1:6390\"", &err),
+                 0, "%s", err.message);
+    cr_assert_eq(c.engine_id, CONFIG_ENGINE_REDIS);
+    cr_assert_eq(config_validate(&c, &err), 0, "%s", err.message);
+    config_free(&c);
+    cr_assert_eq(validate_text("engine = \"mongo\"", &err), -1);
+    cr_assert(strstr(err.message, "Engine must be one of: local, redis."), "%s", err.message);
+    /* The Redis engine needs its server, and talks to one for now. */
+    cr_assert_eq(validate_text("engine = \"redis\"", &err), -1);
+    cr_assert_str_eq(err.message, "engine = \"redis\" requires redis_url");
+    cr_assert_eq(
+        validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\", \"redis://b\"]", &err), -1);
+    cr_assert(strstr(err.message, "redis_urls (sharding) is not wired yet"), "%s", err.message);
+    /* The local engine ignores the Redis settings, as before. */
+    cr_assert_eq(validate_text("redis_urls = [\"redis://a\", \"redis://b\"]", &err), 0, "%s",
+                 err.message);
+}

@@ -1,0 +1,574 @@
+"""engine = "redis": several wsgate nodes on one real redis-server behave
+as one for clients (issue 13, docs/redis.md). Each test starts its own
+redis-server on a free loopback port (no persistence, killed by PID) and
+two or three nodes, each with its own port and data directory, with
+clients spread over them."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlencode
+
+import pytest
+import websockets
+
+from conftest import free_port
+
+RECV_TIMEOUT = 5.0
+QUIET = 0.4
+BEARER = "bearer-cluster-test-0123456789"
+# presence crosses nodes through Redis: it may come a little after what a
+# test waits for
+PRESENCE = ("user_joined", "user_left")
+
+
+class Redis:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def command(self, *args):
+        """One command over a raw socket (RESP); returns the raw reply."""
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(out)
+            time.sleep(0.05)
+            return s.recv(1 << 20)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis():
+    r = Redis()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def cluster(start_server, redis):
+    """cluster(n, **settings): n nodes on the test's Redis, sharing one key
+    file (the first node creates it), two workers each."""
+    def start(n=2, **settings):
+        nodes = []
+        for i in range(n):
+            s = {"engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+                 "worker_threads": 2, "management_bearer_key": BEARER, **settings}
+            if i > 0 and s.get("enable_encryption", True):
+                s["kms_key_file"] = os.path.join(nodes[0].data_dir, "keys.json")
+            nodes.append(start_server(settings=s, name=f"node{i}-"))
+        for node in nodes:
+            wait_ready(node)
+        return nodes
+    return start
+
+
+def readyz(node):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/readyz", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_ready(node, want=200, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, body = readyz(node)
+        if status == want:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"/readyz never answered {want}: {readyz(node)}")
+
+
+async def connect(node, **query):
+    url = node.url + ("?" + urlencode(query) if query else "")
+    ws = await websockets.connect(url, open_timeout=5, close_timeout=2, max_size=None)
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome["data"]
+
+
+async def recv_json(ws, timeout=RECV_TIMEOUT):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_type(ws, typ, timeout=RECV_TIMEOUT, skip=()):
+    while True:
+        msg = await recv_json(ws, timeout)
+        if msg["type"] in skip:
+            continue
+        assert msg["type"] == typ, f"wanted {typ}, got {msg}"
+        return msg["data"]
+
+
+async def expect_quiet(ws, window=QUIET):
+    try:
+        raw = await asyncio.wait_for(ws.recv(), window)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"unexpected message: {raw}")
+
+
+async def expect_no_chat(ws, window=QUIET):
+    """No chat arrives on ws during `window` seconds (presence may)."""
+    deadline = time.time() + window
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            return
+        try:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), left))
+        except asyncio.TimeoutError:
+            return
+        assert msg["type"] in ("user_joined", "user_left"), msg
+
+
+async def send(ws, obj):
+    await ws.send(json.dumps(obj))
+
+
+def run(coro):
+    asyncio.run(asyncio.wait_for(coro, 45))
+
+
+async def settle(wss):
+    """Every connection has seen what was sent to it so far: each asks for
+    the room list and reads up to its answer (presence events skipped)."""
+    for ws in wss:
+        await send(ws, {"type": "room_list"})
+        await recv_type(ws, "room_list", skip=PRESENCE)
+
+
+async def until(probe, timeout=5.0):
+    """Call the async probe until it returns a true value (the state of
+    other nodes reaches this one through Redis)."""
+    deadline = time.time() + timeout
+    while True:
+        v = await probe()
+        if v or time.time() > deadline:
+            return v
+        await asyncio.sleep(0.1)
+
+
+async def room_counts(ws):
+    await send(ws, {"type": "room_list"})
+    data = await recv_type(ws, "room_list", skip=PRESENCE)
+    return {r["roomId"]: r["activeUsers"] for r in data["rooms"]}
+
+
+# ---------------------------------------------------------------- chats
+
+def test_chat_reaches_every_member_on_every_node_in_seq_order(cluster):
+    nodes = cluster(3)
+
+    async def main():
+        members = []
+        for i in range(6):
+            ws, _ = await connect(nodes[i % 3], userId=f"u{i}", roomId="lobby")
+            members.append(ws)
+        await settle(members)
+        for k in range(30):
+            await send(members[k % 6], {"type": "chat", "message": f"m{k}"})
+        for ws in members:
+            got = []
+            while len(got) < 30:
+                msg = await recv_json(ws)
+                if msg["type"] == "chat":
+                    got.append(msg["data"])
+                else:
+                    assert msg["type"] in ("user_joined", "user_left"), msg
+            seqs = [d["seq"] for d in got]
+            assert seqs == list(range(1, 31)), seqs
+            assert sorted(d["message"] for d in got) == sorted(f"m{k}" for k in range(30))
+            assert all(d["roomId"] == "lobby" for d in got)
+        for ws in members:
+            await ws.close()
+    run(main())
+
+
+def test_values_in_redis_are_sealed(cluster, redis):
+    nodes = cluster(2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="secret")
+        b, _ = await connect(nodes[1], userId="bob", roomId="secret")
+        await settle([a, b])
+        await send(a, {"type": "chat", "message": "the plaintext canary"})
+        assert (await recv_type(b, "chat", skip=PRESENCE))["message"] == \
+            "the plaintext canary"
+        raw = redis.command("XRANGE", "wsgate:{secret}:log", "-", "+")
+        assert b"1-0" in raw
+        assert b"canary" not in raw and b"alice" not in raw
+        await a.close()
+        await b.close()
+    run(main())
+
+
+def test_history_is_the_same_from_every_node(cluster):
+    nodes = cluster(3)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="h")
+        for k in range(12):
+            await send(a, {"type": "chat", "message": f"h{k}"})
+        for _ in range(12):
+            await recv_type(a, "chat", skip=PRESENCE)
+        pages = []
+        for node in nodes:
+            ws, _ = await connect(node, userId="reader", roomId="h")
+            await send(ws, {"type": "history", "limit": 5, "beforeSeq": 11})
+            page = await recv_type(ws, "history", skip=PRESENCE)
+            assert page["hasMore"] is True
+            assert [m["seq"] for m in page["messages"]] == [6, 7, 8, 9, 10]
+            assert [m["message"] for m in page["messages"]] == ["h5", "h6", "h7", "h8", "h9"]
+            assert all(m["senderId"] == "alice" and m["roomId"] == "h"
+                       for m in page["messages"])
+            await send(ws, {"type": "history"})
+            full = await recv_type(ws, "history", skip=PRESENCE)
+            pages.append(full["messages"])
+            await ws.close()
+        assert len(pages[0]) == 12 and pages[0] == pages[1] == pages[2]
+        await a.close()
+    run(main())
+
+
+def test_resume_on_another_node_has_no_gap_and_no_duplicate(cluster):
+    nodes = cluster(2)
+
+    async def main():
+        writer, _ = await connect(nodes[0], userId="writer", roomId="res")
+        reader, _ = await connect(nodes[0], userId="reader", roomId="res")
+        await settle([writer, reader])
+        for k in range(5):
+            await send(writer, {"type": "chat", "message": f"a{k}"})
+        seen = [(await recv_type(reader, "chat", skip=PRESENCE))["seq"]
+                for _ in range(5)]
+        assert seen == [1, 2, 3, 4, 5]
+        await reader.close()
+        for k in range(4):
+            await send(writer, {"type": "chat", "message": f"b{k}"})
+        for _ in range(4):
+            await recv_type(writer, "chat", skip=PRESENCE)
+        # back on the other node, resuming from the last seq seen
+        reader, _ = await connect(nodes[1], userId="reader", roomId="lobby")
+        await send(reader, {"type": "join_room", "roomId": "res", "sinceSeq": 5})
+        await recv_type(reader, "user_joined")
+        replay = [await recv_type(reader, "chat", skip=PRESENCE) for _ in range(4)]
+        assert [m["seq"] for m in replay] == [6, 7, 8, 9]
+        assert [m["message"] for m in replay] == ["b0", "b1", "b2", "b3"]
+        # then live, once
+        await send(writer, {"type": "chat", "message": "live"})
+        live = await recv_type(reader, "chat", skip=PRESENCE)
+        assert live["seq"] == 10 and live["message"] == "live"
+        await expect_quiet(reader)
+        await writer.close()
+        await reader.close()
+    run(main())
+
+
+def test_resume_while_chats_flow_has_no_gap_and_no_duplicate(cluster):
+    """Chats keep coming from another node while the reader resumes: its
+    replay (read from the Stream) and the live chats (from pub/sub, on
+    another socket) meet without a hole or a repeat."""
+    nodes = cluster(2)
+    total = 300
+
+    async def main():
+        writer, _ = await connect(nodes[0], userId="writer", roomId="flow")
+        for k in range(40):
+            await send(writer, {"type": "chat", "message": f"w{k}"})
+        for _ in range(40):
+            await recv_type(writer, "chat", skip=PRESENCE)
+
+        async def write_rest():
+            for k in range(40, total):
+                await send(writer, {"type": "chat", "message": f"w{k}"})
+                if k % 10 == 0:
+                    await asyncio.sleep(0.005)
+        task = asyncio.ensure_future(write_rest())
+        readers = []
+        for i, since in enumerate((10, 25, 39)):
+            ws, _ = await connect(nodes[1], userId=f"r{i}", roomId=f"elsewhere{i}")
+            await send(ws, {"type": "join_room", "roomId": "flow", "sinceSeq": since})
+            readers.append((ws, since))
+            await asyncio.sleep(0.02)
+        await task
+        for ws, since in readers:
+            seqs = []
+            while not seqs or seqs[-1] < total:
+                msg = await recv_json(ws)
+                if msg["type"] == "chat":
+                    seqs.append(msg["data"]["seq"])
+            assert seqs == list(range(since + 1, total + 1)), (since, seqs)
+            await expect_no_chat(ws)
+            await ws.close()
+        await writer.close()
+    run(main())
+
+
+def test_client_message_id_retry_on_another_node_is_not_stored_twice(cluster):
+    nodes = cluster(2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="idem")
+        b, _ = await connect(nodes[1], userId="bob", roomId="idem")
+        await settle([a, b])
+        await send(a, {"type": "chat", "message": "once", "clientMessageId": "c-1"})
+        first = await recv_type(a, "chat", skip=PRESENCE)
+        assert (await recv_type(b, "chat", skip=PRESENCE))["seq"] == first["seq"]
+        await a.close()
+        # the same user retries through the other node
+        a2, _ = await connect(nodes[1], userId="alice", roomId="idem")
+        await send(a2, {"type": "chat", "message": "once", "clientMessageId": "c-1"})
+        again = await recv_type(a2, "chat", skip=PRESENCE)
+        assert again["seq"] == first["seq"] and again["messageId"] == first["messageId"]
+        await expect_no_chat(b, 0.5)  # nobody else hears a retry
+        await send(a2, {"type": "history"})
+        hist = await recv_type(a2, "history", skip=PRESENCE)
+        assert [m["message"] for m in hist["messages"]] == ["once"]
+        await a2.close()
+        await b.close()
+    run(main())
+
+
+# ---------------------------------------------------------------- presence, private messages
+
+def test_presence_crosses_nodes(cluster):
+    nodes = cluster(2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="p")
+        b, _ = await connect(nodes[1], userId="bob", roomId="p")
+        j = await recv_type(a, "user_joined")
+        assert j["userId"] == "bob" and j["roomId"] == "p"
+        await expect_quiet(b)  # the joiner only gets its welcome
+        await send(b, {"type": "typing_indicator", "isTyping": True})
+        t = await recv_type(a, "typing_indicator")
+        assert t["userId"] == "bob" and t["isTyping"] is True
+        await expect_quiet(b)  # not echoed to the typist, not twice anywhere
+        await b.close()
+        left = await recv_type(a, "user_left")
+        assert left["userId"] == "bob"
+        c, _ = await connect(nodes[1], userId="carol", roomId="p")
+        assert (await recv_type(a, "user_joined"))["userId"] == "carol"
+        await send(c, {"type": "leave_room"})
+        assert (await recv_type(a, "user_left"))["userId"] == "carol"
+        await expect_quiet(a)
+        await a.close()
+        await c.close()
+    run(main())
+
+
+def test_private_message_across_nodes(cluster):
+    nodes = cluster(2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="x")
+        b, _ = await connect(nodes[1], userId="bob", roomId="y")
+
+        async def try_send():
+            await send(a, {"type": "private_message", "targetUserId": "bob", "message": "psst"})
+            try:
+                return await recv_type(b, "private_message", timeout=1.5)
+            except asyncio.TimeoutError:
+                err = await recv_type(a, "error")  # not known on alice's node yet
+                assert err["message"] == "Target user not found or offline"
+                return None
+        # bob's node publishes its users once a second
+        pm = await until(try_send)
+        assert pm, "bob never became reachable"
+        assert pm["senderId"] == "alice" and pm["message"] == "psst"
+        await expect_quiet(b)  # once
+        await send(a, {"type": "private_message", "targetUserId": "nobody", "message": "hi"})
+        err = await recv_type(a, "error")
+        assert err["message"] == "Target user not found or offline"
+        await a.close()
+        await b.close()
+    run(main())
+
+
+def test_room_list_counts_members_on_every_node(cluster):
+    nodes = cluster(2)
+
+    async def main():
+        a1, _ = await connect(nodes[0], userId="a1", roomId="both")
+        a2, _ = await connect(nodes[0], userId="a2", roomId="here")
+        b1, _ = await connect(nodes[1], userId="b1", roomId="both")
+        b2, _ = await connect(nodes[1], userId="b2", roomId="there")
+        want = {"both": 2, "here": 1, "there": 1}
+
+        async def agreed():
+            return all([await room_counts(ws) == want for ws in (a2, b2)])
+        assert await until(agreed), [await room_counts(ws) for ws in (a2, b2)]
+        await b2.close()
+        want = {"both": 2, "here": 1}
+        assert await until(lambda: _eq(a2, want)), await room_counts(a2)
+        for ws in (a1, a2, b1):
+            await ws.close()
+    run(main())
+
+
+async def _eq(ws, want):
+    return await room_counts(ws) == want
+
+
+def test_connections_on_another_node_are_refused_clearly(cluster):
+    nodes = cluster(2)
+
+    async def main():
+        a, w = await connect(nodes[0], userId="alice")
+        cid = w["connectionId"]
+        for method, body in (("GET", None), ("POST", b"hi"), ("DELETE", None)):
+            url = f"http://127.0.0.1:{nodes[1].port}/{nodes[1].stage}/@connections/{cid}"
+            req = urllib.request.Request(url, data=body, method=method,
+                                         headers={"Authorization": f"Bearer {BEARER}"})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            assert e.value.code == 501, (method, e.value.code)
+            assert "other nodes" in e.value.read().decode()
+        # on its own node it works as alone
+        url = f"http://127.0.0.1:{nodes[0].port}/{nodes[0].stage}/@connections/{cid}"
+        req = urllib.request.Request(url, data=b"direct", method="POST",
+                                     headers={"Authorization": f"Bearer {BEARER}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+        assert await asyncio.wait_for(a.recv(), RECV_TIMEOUT) == "direct"
+        # closed by a DELETE on its node: gone (410) there, as alone
+        req = urllib.request.Request(url, method="DELETE",
+                                     headers={"Authorization": f"Bearer {BEARER}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 204
+        req = urllib.request.Request(url, data=b"again", method="POST",
+                                     headers={"Authorization": f"Bearer {BEARER}"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 410
+        await a.close()
+    run(main())
+
+
+# ---------------------------------------------------------------- nodes that go
+
+def test_a_dead_nodes_members_leave_their_rooms(cluster, redis, tmp_path):
+    """A node killed without a word: once its heartbeat is older than
+    redis_node_timeout_s, a surviving node tells its rooms its members
+    left, and the counts forget them."""
+    from conftest import Server
+    a_node, = cluster(1, redis_node_timeout_s=2)
+    doomed = Server(tmp_path / "doomed", {
+        "engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+        "worker_threads": 2, "redis_node_timeout_s": 2,
+        "kms_key_file": os.path.join(a_node.data_dir, "keys.json")})
+    try:
+        wait_ready(doomed)
+
+        async def main():
+            a, _ = await connect(a_node, userId="alice", roomId="mortal")
+            b, _ = await connect(doomed, userId="bob", username="Bob B", roomId="mortal")
+            assert (await recv_type(a, "user_joined"))["userId"] == "bob"
+            assert await until(lambda: _eq(a, {"mortal": 2}))
+            doomed.proc.kill()
+            doomed.proc.wait()
+            left = await recv_type(a, "user_left", timeout=10)
+            assert left == {"userId": "bob", "username": "Bob B", "roomId": "mortal",
+                            "timestamp": left["timestamp"]}
+            assert await until(lambda: _eq(a, {"mortal": 1}))
+            await expect_quiet(a, 1.0)  # once
+            await a.close()
+        run(main())
+        assert "redis_worker_gone" in a_node.log()
+    finally:
+        doomed.stop()
+
+
+def test_a_node_that_stops_cleanly_is_not_reaped(cluster):
+    nodes = cluster(2, redis_node_timeout_s=2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="calm")
+        b, _ = await connect(nodes[1], userId="bob", roomId="calm")
+        assert (await recv_type(a, "user_joined"))["userId"] == "bob"
+        assert nodes[1].stop() == 0
+        assert (await recv_type(a, "user_left"))["userId"] == "bob"
+        await expect_quiet(a, 3.5)  # past the timeout: no second user_left
+        assert await room_counts(a) == {"calm": 1}
+        await a.close()
+    run(main())
+    assert "redis_worker_gone" not in nodes[0].log()
+
+
+# ---------------------------------------------------------------- Redis down
+
+def test_redis_down_fails_chats_and_readiness_then_recovers(cluster, redis):
+    nodes = cluster(2)
+
+    async def main():
+        a, _ = await connect(nodes[0], userId="alice", roomId="down")
+        b, _ = await connect(nodes[1], userId="bob", roomId="down")
+        await settle([a, b])
+        await send(a, {"type": "chat", "message": "before"})
+        assert (await recv_type(b, "chat", skip=PRESENCE))["message"] == "before"
+        redis.stop()
+        for node in nodes:
+            body = wait_ready(node, want=503)
+            assert "redis" in body["reason"]
+        await send(a, {"type": "chat", "message": "lost?"})
+        err = await recv_type(a, "error", skip=("chat",) + PRESENCE)
+        assert err["message"] == "Failed to store message"
+        # back on the same port: clients reconnect and resubscribe
+        redis.__init__(redis.port)
+        for node in nodes:
+            wait_ready(node, timeout=15)
+        await settle([a, b])
+
+        async def delivered():
+            await send(a, {"type": "chat", "message": "after"})
+            while True:
+                msg = await recv_json(a)
+                if msg["type"] == "error":
+                    return False
+                if msg["type"] == "chat" and msg["data"]["message"] == "after":
+                    return True
+        assert await until(delivered)
+        got = await recv_type(b, "chat", skip=PRESENCE)
+        assert got["message"] == "after"
+        await a.close()
+        await b.close()
+    run(main())
+
+
+def test_engine_redis_requires_a_redis_url(tmp_path):
+    from conftest import WSGATE_BIN
+    r = subprocess.run([WSGATE_BIN, "check", "--set", "engine=redis"], capture_output=True,
+                       text=True, timeout=10, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "requires redis_url" in r.stdout + r.stderr
+    r = subprocess.run([WSGATE_BIN, "check", "--set", "engine=mongo"], capture_output=True,
+                       text=True, timeout=10, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "Engine must be one of: local, redis." in r.stdout + r.stderr
