@@ -372,7 +372,7 @@ static int connect_integration(conn_rec *r, const http_request *req, const char 
     char *json = integ_event_json(&ev, &len);
     free(h);
     if (post(k, G.routes[G.connect].url, json, len, G.cfg->lambda_timeout) != 0) {
-        metrics_count_integration_error(G.hooks.metrics(), G.routes[G.connect].slot);
+        metrics_count_integration_call_error(G.hooks.metrics(), G.routes[G.connect].slot);
         log_call(k, 429, "integration concurrency limit reached", 0);
         call_free(k);
         *message = "Too Many Requests";
@@ -523,7 +523,7 @@ void integ_conn_closed(conn *c, uint16_t peer_code) {
         size_t len;
         char *json = integ_event_json(&ev, &len);
         if (post(k, G.routes[G.disconnect].url, json, len, G.cfg->lambda_timeout) != 0) {
-            metrics_count_integration_error(G.hooks.metrics(), G.routes[G.disconnect].slot);
+            metrics_count_integration_call_error(G.hooks.metrics(), G.routes[G.disconnect].slot);
             log_call(k, 429, "integration concurrency limit reached", 0);
             call_free(k);
         }
@@ -558,7 +558,7 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
     size_t jlen;
     char *json = integ_event_json(&ev, &jlen);
     if (post(k, ri->url, json, jlen, G.cfg->lambda_message_timeout) != 0) {
-        metrics_count_integration_error(G.hooks.metrics(), ri->slot);
+        metrics_count_integration_call_error(G.hooks.metrics(), ri->slot);
         log_call(k, 429, "integration concurrency limit reached", 0);
         send_error(c, "Too Many Requests", k);
         call_free(k);
@@ -642,7 +642,7 @@ static void connect_done(call *k, const integ_http_response *resp) {
         if (status >= 500) error = "integration answered with an error status";
         else if (status >= 300) message = http_status_text(status);
     }
-    if (error) metrics_count_integration_error(m, ri->slot);
+    if (error) metrics_count_integration_call_error(m, ri->slot);
     log_call(k, status, error, resp->seconds);
     conn_rec *r = rec_get(k->conn_id);
     if (!r) return;
@@ -672,7 +672,7 @@ static void message_done(call *k, const integ_http_response *resp) {
     } else {
         status = res.status;
     }
-    if (error) metrics_count_integration_error(m, ri->slot);
+    if (error) metrics_count_integration_call_error(m, ri->slot);
     log_call(k, status, error, resp->seconds);
     conn_rec *r = rec_get(k->conn_id);
     if (r && r->open) {
@@ -699,7 +699,7 @@ static void disconnect_done(call *k, const integ_http_response *resp) {
         status = res.status;
         integ_result_free(&res);
     }
-    if (error) metrics_count_integration_error(m, ri->slot);
+    if (error) metrics_count_integration_call_error(m, ri->slot);
     log_call(k, status, error, resp->seconds);
 }
 

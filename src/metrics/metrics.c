@@ -260,6 +260,7 @@ static void add_counters(metrics *dst, const metrics *src) {
         d->client_error += ld(&r->client_error);
         d->execution_error += ld(&r->execution_error);
         d->integration_error += ld(&r->integration_error);
+        d->integration_call_error += ld(&r->integration_call_error);
         d->latency_sum_ns += ld(&r->latency_sum_ns);
         for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++)
             d->latency_bucket[i] += ld(&r->latency_bucket[i]);
@@ -398,7 +399,7 @@ static int slot_list(const snapshot *s, int *slots) {
     return n;
 }
 
-typedef enum { C_CONNECT, C_MESSAGE, C_CLIENT, C_EXEC, C_INTEG } counter_kind;
+typedef enum { C_CONNECT, C_MESSAGE, C_CLIENT, C_EXEC, C_INTEG, C_INTEG_CALL } counter_kind;
 
 static uint64_t counter_of(const metrics_route_stats *r, counter_kind k) {
     switch (k) {
@@ -407,6 +408,7 @@ static uint64_t counter_of(const metrics_route_stats *r, counter_kind k) {
     case C_CLIENT: return r->client_error;
     case C_EXEC: return r->execution_error;
     case C_INTEG: return r->integration_error;
+    case C_INTEG_CALL: return r->integration_call_error;
     }
     return 0;
 }
@@ -426,6 +428,9 @@ static const struct {
      "Requests that failed with a 5xx outcome or a handler failure (CloudWatch ExecutionError)."},
     {C_INTEG, "wsgate_integration_error_total",
      "Requests whose store or integration call failed (CloudWatch IntegrationError)."},
+    {C_INTEG_CALL, "wsgate_integration_errors_total",
+     "Calls to HTTP integrations (route_integrations, the HTTP authorizer) that failed, timed out "
+     "or answered garbage."},
 };
 
 /* Values read at render time; most are gauges, a few are counters kept by
@@ -465,6 +470,7 @@ static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {
     a->client_error += r->client_error;
     a->execution_error += r->execution_error;
     a->integration_error += r->integration_error;
+    a->integration_call_error += r->integration_call_error;
     a->latency_sum_ns += r->latency_sum_ns;
     for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) a->latency_bucket[k] += r->latency_bucket[k];
 }

@@ -119,6 +119,7 @@ typedef struct metrics_route_stats {
     uint64_t client_error;      /* wsgate_client_error_total (4xx) */
     uint64_t execution_error;   /* wsgate_execution_error_total (5xx, handler failures) */
     uint64_t integration_error; /* wsgate_integration_error_total (store/integration) */
+    uint64_t integration_call_error; /* wsgate_integration_errors_total (HTTP integrations only) */
     uint64_t latency_sum_ns;    /* histogram _sum, in nanoseconds */
     /* Per-bucket counts, NOT cumulative (render accumulates); the last one
      * is the +Inf bucket. The histogram's _count is their sum. */
@@ -208,6 +209,15 @@ static inline void metrics_count_execution_error(metrics *m, int slot) {
 /* IntegrationError: the store or an HTTP integration failed. */
 static inline void metrics_count_integration_error(metrics *m, int slot) {
     metrics_inc_(&metrics_slot_(m, slot)->integration_error, 1);
+}
+
+/* A call to an HTTP integration (a route's or the authorizer's) failed or
+ * timed out: counts in wsgate_integration_errors_total and, as any
+ * IntegrationError, in wsgate_integration_error_total. */
+static inline void metrics_count_integration_call_error(metrics *m, int slot) {
+    metrics_route_stats *r = metrics_slot_(m, slot);
+    metrics_inc_(&r->integration_error, 1);
+    metrics_inc_(&r->integration_call_error, 1);
 }
 
 /* IntegrationLatency: observe ns nanoseconds. */

@@ -263,6 +263,7 @@ def test_errors_and_timeouts_as_api_gateway(start_server, backend_factory):
         "lambda_message_timeout": 1,
     })
     errors_before = metric_sum(srv, "wsgate_integration_error_total")
+    calls_before = metric_sum(srv, "wsgate_integration_errors_total")
 
     async def main():
         ws = await connect(srv, "?userId=bob")
@@ -284,6 +285,7 @@ def test_errors_and_timeouts_as_api_gateway(start_server, backend_factory):
         assert msg["connectionId"] == cid and UUID.match(msg["requestId"])
         assert set(msg) == {"message", "connectionId", "requestId"}
     assert metric_sum(srv, "wsgate_integration_error_total") - errors_before == 5
+    assert metric_sum(srv, "wsgate_integration_errors_total") - calls_before == 5
     assert metric_sum(srv, "wsgate_integration_latency_seconds_count") >= 6
 
 
