@@ -114,13 +114,13 @@ typedef void (*metrics_gauge_fn)(metrics_gauges *g, void *ctx);
 /* ---- the per-thread block ---- */
 
 typedef struct metrics_route_stats {
-    uint64_t connect;           /* wsgate_connect_count_total */
-    uint64_t message;           /* wsgate_message_count_total */
-    uint64_t client_error;      /* wsgate_client_error_total (4xx) */
-    uint64_t execution_error;   /* wsgate_execution_error_total (5xx, handler failures) */
-    uint64_t integration_error; /* wsgate_integration_error_total (store/integration) */
+    uint64_t connect;                /* wsgate_connect_count_total */
+    uint64_t message;                /* wsgate_message_count_total */
+    uint64_t client_error;           /* wsgate_client_error_total (4xx) */
+    uint64_t execution_error;        /* wsgate_execution_error_total (5xx, handler failures) */
+    uint64_t integration_error;      /* wsgate_integration_error_total (store/integration) */
     uint64_t integration_call_error; /* wsgate_integration_errors_total (HTTP integrations only) */
-    uint64_t latency_sum_ns;    /* histogram _sum, in nanoseconds */
+    uint64_t latency_sum_ns;         /* histogram _sum, in nanoseconds */
     /* Per-bucket counts, NOT cumulative (render accumulates); the last one
      * is the +Inf bucket. The histogram's _count is their sum. */
     uint64_t latency_bucket[METRICS_LATENCY_BUCKETS];
