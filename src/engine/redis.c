@@ -2,11 +2,15 @@
  * on one Redis behave as one. It wraps a local engine, which keeps serving
  * this node's own workers exactly as it does alone, and adds Redis:
  *
- * - One redis_client per worker loop (its pool and its pub/sub
- *   connection), used only on that worker's thread. A worker subscribes a
- *   room's channel while it has members there and delivers what arrives
- *   straight to its own hub: no cross-thread hand-off on the message path.
- *   Work asked from another thread is posted to the right worker's inbox.
+ * - One redis_client per worker loop and Redis server (its pool and its
+ *   pub/sub connection), used only on that worker's thread. With
+ *   redis_urls, rooms and users are sharded over the servers by the ring
+ *   (redis_ring.h); node-level keys and channels live on the first, the
+ *   home Redis (home()). A worker subscribes a room's channel while it has
+ *   members there, and a user's while it has connections of the user, and
+ *   delivers what arrives straight to its own hub: no cross-thread
+ *   hand-off on the message path. Work asked from another thread is
+ *   posted to the right worker's inbox.
  * - Room events (presence, typing, POST @rooms): delivered at once to the
  *   node's own members through the local engine, and PUBLISHed with the
  *   node's id, which the node's own workers skip.
@@ -14,8 +18,9 @@
  *   node, the sender's included, delivers it from pub/sub, so every member
  *   sees one order. The completion runs on the sender's worker when the
  *   script answers.
+ * - Private messages: PUBLISHed once on the user's channel.
  * - Counts: each worker writes its own rooms and users (member counts) to
- *   two hashes in Redis and announces room changes on the room's channel;
+ *   two hashes on each server (the rooms and users living there) and announces room changes on the room's channel;
  *   worker 0 reads every live worker's hashes once a second.
  * - Resumes: a resume's last page is answered only once the live chats it
  *   covers have passed the worker's subscription (no gap, no duplicate).
