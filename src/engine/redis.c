@@ -1320,6 +1320,16 @@ static void submit_chat(rworker *w, store_op *op) {
     free(value);
 }
 
+static void submit_history(rworker *w, store_op *op);
+
+/* A resume's last page, read at counter op->last_seq, came after chats
+ * past that counter were delivered here (two sockets: nothing orders the
+ * page's reply before later publications). */
+static bool overtaken(rworker *w, const store_op *op) {
+    const wroom *r = strmap_get(&w->rooms, op->room_id);
+    return r && r->seen > op->last_seq;
+}
+
 static void history_replied(redis_client *c, const redis_history_result *res, const char *err,
                             void *data) {
     store_op *op = data;
@@ -1349,6 +1359,20 @@ static void history_replied(redis_client *c, const redis_history_result *res, co
         op->has_more = res->has_more;
         op->last_seq = res->last_seq;
         op->oldest_seq = res->oldest_seq;
+        if (op->after_seq >= 0 && !op->has_more && overtaken(w, op)) {
+            /* Chats past the page came first on the pub/sub socket and
+             * skipped the resuming session: have it read on from the
+             * page's end (a small page), or read again when the page is
+             * empty. */
+            if (json_array_size(rows) > 0) {
+                op->has_more = true;
+            } else {
+                json_decref(rows);
+                op->messages = NULL;
+                submit_history(w, op);
+                return;
+            }
+        }
         if (op->after_seq >= 0 && !op->has_more && hold_resume(w, op)) return;
     }
     complete(w, op);

@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from conftest import WSGATE_BIN
+from test_cluster import cluster, redis  # noqa: F401 (fixtures)
 from test_cluster import (BEARER, PRESENCE, Redis, connect, expect_no_chat, expect_quiet,
                           readyz, recv_json, recv_type, run, send, settle, until, wait_ready)
 
@@ -352,3 +353,52 @@ def test_check_validates_redis_urls(tmp_path):
     r = check("engine=redis")
     assert r.returncode != 0
     assert "requires redis_url or redis_urls" in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_resume_with_a_large_last_page_while_chats_flow(request, servers):
+    """A resume's last page is big (read in many pieces from its socket)
+    while chats keep coming on the pub/sub socket: chats published after
+    the page was read may be delivered before the page's reply is in. The
+    session must still get every chat once, in order. On one Redis
+    (redis_url) and on the second of two shards."""
+    if servers == 1:
+        nodes, room = request.getfixturevalue("cluster")(2), "flow"
+    else:
+        nodes, ring = request.getfixturevalue("sharded")(2)
+        room = ring.pick("flow-", 1)[0]
+    big, flow = 30, 300
+    total = big + flow
+
+    async def main():
+        writer, _ = await connect(nodes[0], userId="writer", roomId=room)
+        for k in range(big):
+            await send(writer, {"type": "chat", "message": f"b{k}-" + "x" * 8000})
+        for _ in range(big):
+            await recv_type(writer, "chat", skip=PRESENCE)
+
+        async def write_flow():
+            for k in range(flow):
+                await send(writer, {"type": "chat", "message": f"f{k}"})
+                if k % 20 == 0:
+                    await asyncio.sleep(0.002)
+        task = asyncio.ensure_future(write_flow())
+        readers = []
+        for i in range(6):
+            ws, _ = await connect(nodes[1], userId=f"r{i}", roomId=f"elsewhere{i}")
+            await send(ws, {"type": "join_room", "roomId": room, "sinceSeq": 0})
+            readers.append(ws)
+            await asyncio.sleep(0.01)
+        await task
+        for ws in readers:
+            seqs = []
+            while not seqs or seqs[-1] < total:
+                msg = await recv_json(ws, timeout=15)
+                if msg["type"] == "chat":
+                    seqs.append(msg["data"]["seq"])
+            assert seqs == list(range(1, total + 1)), \
+                [s for s in range(1, total + 1) if s not in seqs][:20]
+            await expect_no_chat(ws)
+            await ws.close()
+        await writer.close()
+    run(main())
