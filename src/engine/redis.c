@@ -20,8 +20,9 @@
  *   script answers.
  * - Private messages: PUBLISHed once on the user's channel.
  * - Counts: each worker writes its own rooms and users (member counts) to
- *   two hashes on each server (the rooms and users living there) and announces room changes on the room's channel;
- *   worker 0 reads every live worker's hashes once a second.
+ *   two hashes on each server (the rooms and users living there) and
+ *   announces room changes on the room's channel; worker 0 reads every
+ *   live worker's hashes once a second.
  * - Resumes: a resume's last page is answered only once the live chats it
  *   covers have passed the worker's subscription (no gap, no duplicate).
  * - Dead workers: each worker records its connections' rooms; a worker
@@ -1209,7 +1210,8 @@ static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
     char *channel = user_channel_name(re->urls[shard].db, user_id);
     char header[40];
     snprintf(header, sizeof(header), "P%s\n", re->node);
-    publish_frame(re, shard, channel, REDIS_CLIENT_ANY, header, f);
+    /* The user's connection: one worker's messages to a user stay in order. */
+    publish_frame(re, shard, channel, redis_client_affinity(user_id, strlen(user_id)), header, f);
     free(channel);
     return 0;
 }
