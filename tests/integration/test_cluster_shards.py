@@ -263,6 +263,13 @@ def test_private_messages_go_to_the_users_channel_on_its_shard(sharded, shards):
             assert got["message"] == f"psst {user}"
             for t in targets[s]:
                 await expect_quiet(t)  # once per connection
+            # one sender's private messages arrive in the order sent
+            for k in range(40):
+                await send(sender, {"type": "private_message", "targetUserId": user,
+                                    "message": f"n{k}"})
+            for t in targets[s]:
+                got = [(await recv_type(t, "private_message"))["message"] for _ in range(40)]
+                assert got == [f"n{k}" for k in range(40)]
         for t1, t2 in targets:
             await expect_quiet(t1, 0.1)
         # the last connection of a user on a node unsubscribes that node
