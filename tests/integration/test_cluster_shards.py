@@ -409,3 +409,50 @@ def test_resume_with_a_large_last_page_while_chats_flow(request, servers):
             await ws.close()
         await writer.close()
     run(main())
+
+
+def test_a_dead_nodes_members_leave_rooms_on_every_shard(sharded, shards, tmp_path):
+    """A node killed without a word is reaped through the home Redis; its
+    members' rooms on both shards get user_left, and its counts go from
+    every shard."""
+    from conftest import Server
+    (a_node,), ring = sharded(1, redis_node_timeout_s=2)
+    rooms = [ring.pick("mortal-", 0)[0], ring.pick("mortal-", 1)[0]]
+    bobs = [ring.pick("bob-", 1)[0], ring.pick("bob-", 0)[0]]  # not on their room's shard
+    urls = "[" + ", ".join(f'"redis://127.0.0.1:{r.port}"' for r in shards) + "]"
+    doomed = Server(tmp_path / "doomed", {
+        "engine": "redis", "redis_urls": urls, "worker_threads": 2, "redis_node_timeout_s": 2,
+        "kms_key_file": os.path.join(a_node.data_dir, "keys.json")})
+    try:
+        wait_ready(doomed)
+
+        def counted(shard, kind, key):
+            return sum(int(q(shard, "HGET", k, key) or 0)
+                       for k in q(shard, "KEYS", f"wsgate:w:*:{kind}"))
+
+        async def main():
+            alices = [(await connect(a_node, userId=f"alice{s}", roomId=rooms[s]))[0]
+                      for s in (0, 1)]
+            for s in (0, 1):
+                await connect(doomed, userId=bobs[s], roomId=rooms[s])
+                assert (await recv_presence(alices[s], "user_joined", bobs[s]))
+            for s in (0, 1):
+                assert counted(shards[s], "rooms", rooms[s]) == 2
+                assert counted(shards[1 - s], "users", bobs[s]) == 1
+            doomed.proc.kill()
+            doomed.proc.wait()
+            for s in (0, 1):
+                left = await recv_type(alices[s], "user_left", timeout=10)
+                assert left["userId"] == bobs[s] and left["roomId"] == rooms[s]
+
+            async def forgotten():
+                return all(counted(shards[s], "rooms", rooms[s]) == 1 and
+                           counted(shards[1 - s], "users", bobs[s]) == 0 for s in (0, 1))
+            assert await until(forgotten)
+            for ws in alices:
+                await expect_quiet(ws, 1.0)  # once
+                await ws.close()
+        run(main())
+        assert "redis_worker_gone" in a_node.log()
+    finally:
+        doomed.stop()
