@@ -604,12 +604,8 @@ static int check_redis_rules(const config *c, config_error *err) {
             if (strcmp(redis_url_name(&a, na, sizeof na), redis_url_name(&b, nb, sizeof nb)) == 0)
                 return fail(err, "redis_urls lists the Redis server %s twice", na);
         }
-    /* The first slice of the Redis engine talks to one server (docs/redis.md). */
-    if (c->engine_id == CONFIG_ENGINE_REDIS && c->redis_urls_count > 0)
-        return fail(err, "engine = \"redis\" uses redis_url (one server) for now; redis_urls "
-                         "(sharding) is not wired yet");
-    if (c->engine_id == CONFIG_ENGINE_REDIS && empty(c->redis_url))
-        return fail(err, "engine = \"redis\" requires redis_url");
+    if (c->engine_id == CONFIG_ENGINE_REDIS && empty(c->redis_url) && c->redis_urls_count == 0)
+        return fail(err, "engine = \"redis\" requires redis_url or redis_urls");
     return 0;
 }
 

@@ -966,7 +966,7 @@ const config_var config_vars[] = {
      .def_str = "local",
      .one_of = engines,
      .enum_offset = OFF(engine_id),
-     .help = "local (one node, SQLite) or redis (several nodes sharing redis_url)",
+     .help = "local (one node, SQLite) or redis (several nodes sharing redis_url or redis_urls)",
      .rule = "Engine must be one of: local, redis."},
     {.name = "redis_url",
      .type = CV_STRING,
@@ -986,7 +986,8 @@ const config_var config_vars[] = {
      .max_len = REDIS_URL_MAX_LEN,
      .check = redis_url_check,
      .flags = CV_URL_SECRET,
-     .help = "several Redis servers, rooms and users sharded over them (not yet wired)",
+     .help = "several Redis servers, rooms and users sharded over them (engine = \"redis\"; the "
+             "first also holds the node-level keys)",
      .rule = "At most 64 Redis URLs are allowed.",
      .item_rule = REDIS_URL_RULE},
     {.name = "redis_min_replicas",

@@ -2,11 +2,15 @@
  * on one Redis behave as one. It wraps a local engine, which keeps serving
  * this node's own workers exactly as it does alone, and adds Redis:
  *
- * - One redis_client per worker loop (its pool and its pub/sub
- *   connection), used only on that worker's thread. A worker subscribes a
- *   room's channel while it has members there and delivers what arrives
- *   straight to its own hub: no cross-thread hand-off on the message path.
- *   Work asked from another thread is posted to the right worker's inbox.
+ * - One redis_client per worker loop and Redis server (its pool and its
+ *   pub/sub connection), used only on that worker's thread. With
+ *   redis_urls, rooms and users are sharded over the servers by the ring
+ *   (redis_ring.h); node-level keys and channels live on the first, the
+ *   home Redis (home()). A worker subscribes a room's channel while it has
+ *   members there, and a user's while it has connections of the user, and
+ *   delivers what arrives straight to its own hub: no cross-thread
+ *   hand-off on the message path. Work asked from another thread is
+ *   posted to the right worker's inbox.
  * - Room events (presence, typing, POST @rooms): delivered at once to the
  *   node's own members through the local engine, and PUBLISHed with the
  *   node's id, which the node's own workers skip.
@@ -14,9 +18,11 @@
  *   node, the sender's included, delivers it from pub/sub, so every member
  *   sees one order. The completion runs on the sender's worker when the
  *   script answers.
+ * - Private messages: PUBLISHed once on the user's channel.
  * - Counts: each worker writes its own rooms and users (member counts) to
- *   two hashes in Redis and announces room changes on the room's channel;
- *   worker 0 reads every live worker's hashes once a second.
+ *   two hashes on each server (the rooms and users living there) and
+ *   announces room changes on the room's channel; worker 0 reads every
+ *   live worker's hashes once a second.
  * - Resumes: a resume's last page is answered only once the live chats it
  *   covers have passed the worker's subscription (no gap, no duplicate).
  * - Dead workers: each worker records its connections' rooms; a worker
@@ -40,6 +46,7 @@
 #include "common/strmap.h"
 #include "engine/engine.h"
 #include "engine/redis_client.h"
+#include "engine/redis_ring.h"
 #include "engine/redis_script.h"
 #include "engine/redis.h"
 #include "log/log.h"
@@ -54,26 +61,38 @@
 #define FIELD_LEN 48
 
 typedef struct redis_engine redis_engine;
+typedef struct rworker rworker;
+
+/* One worker's client of one Redis server of redis_urls (a shard; with
+ * redis_url alone there is one). Shard 0, the first listed, is the home
+ * Redis: it also holds the node-level keys and channels. */
+typedef struct wshard {
+    rworker *w;
+    size_t index;
+    redis_client *client;
+    atomic_bool up;
+    char room_prefix[40]; /* "wsgate:<db>:room:" */
+    char user_prefix[40]; /* "wsgate:<db>:user:" */
+    size_t room_prefix_len, user_prefix_len;
+} wshard;
 
 /* One worker's share: touched on that worker's thread only (the atomics
  * excepted). */
-typedef struct rworker {
+struct rworker {
     redis_engine *re;
     int index;
     server *srv;
-    redis_client *client;
+    redis_client *client; /* the home Redis's client: shards[0].client */
+    wshard *shards;       /* one per server of redis_urls */
     uv_timer_t timer;
     bool timer_open, closing, said_goodbye;
     unsigned ticks;
-    atomic_bool up;
     char field[FIELD_LEN];
     strmap rooms;   /* room id -> wroom*: this worker's rooms */
     strmap users;   /* user id -> (uintptr_t) this worker's connections of the user */
     strmap members; /* connection id -> wmember: this worker's connections */
     size_t inflight;
-    char *room_prefix; /* "wsgate:<db>:room:" */
-    size_t room_prefix_len;
-} rworker;
+};
 
 /* One of this worker's connections, as a surviving node needs it to tell
  * its room the connection left should this node die (its thread only). */
@@ -114,7 +133,10 @@ struct redis_engine {
     const engine_deliver *d;
     const config *cfg;
     crypto_keyring *keys;
-    redis_url url;
+    redis_url url;    /* the home Redis: urls[0] */
+    redis_url *urls;  /* the shards, as listed */
+    size_t nshards;   /* 1 with redis_url */
+    redis_ring *ring; /* rooms and users -> shard; NULL with one shard */
     size_t nworkers;
     rworker w[DIRECTORY_MAX_WORKERS];
     char node[17]; /* this process's random id */
@@ -133,6 +155,40 @@ struct redis_engine {
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
 
 static int64_t now_ms(void) { return clock_wall_ms(); }
+
+/* ---- shards ----
+ *
+ * A room's keys, script runs, channel, marker and count announcements
+ * live on the room's server; a user's channel and counts on the user's;
+ * the node-level keys and channels (heartbeats, the live-worker set, the
+ * members records, the bus) on the home Redis, the first of redis_urls. */
+
+static size_t shard_of(const redis_engine *re, const char *key) {
+    return re->ring ? redis_ring_shard(re->ring, key, strlen(key)) : 0;
+}
+
+static wshard *shard_for(rworker *w, const char *key) { return &w->shards[shard_of(w->re, key)]; }
+
+/* The worker's client of the home Redis (node-level keys and channels);
+ * NULL before its loop starts and once it closes. */
+static redis_client *home(rworker *w) { return w->client; }
+
+static char *room_channel(const wshard *s, const char *room_id) {
+    return redis_script_channel(s->w->re->urls[s->index].db, room_id);
+}
+
+/* "wsgate:<db>:user:<userId>", a user's private messages (malloc'd).
+ * Pub/sub ignores the database number, so the channel carries it. */
+static char *user_channel_name(int db, const char *user_id) {
+    size_t n = strlen(user_id) + 40;
+    char *ch = xmalloc(n);
+    snprintf(ch, n, "wsgate:%d:user:%s", db, user_id);
+    return ch;
+}
+
+static char *user_channel(const wshard *s, const char *user_id) {
+    return user_channel_name(s->w->re->urls[s->index].db, user_id);
+}
 
 static int current_worker(redis_engine *re) {
     server *cur = server_current();
@@ -202,34 +258,43 @@ static bool field_is_ours(const redis_engine *re, const char *field, size_t len)
 
 static void ignore_reply(redis_client *c, const redisReply *r, const char *err, void *data) {}
 
+static void cmd_to(const wshard *s, uint32_t affinity, int argc, const char **argv,
+                   const size_t *lens) {
+    if (s->client && !s->w->closing)
+        redis_client_command_argv(s->client, affinity, ignore_reply, NULL, argc, argv, lens);
+}
+
+/* On the home Redis. */
 static void cmd(rworker *w, uint32_t affinity, int argc, const char **argv, const size_t *lens) {
-    if (w->client && !w->closing)
-        redis_client_command_argv(w->client, affinity, ignore_reply, NULL, argc, argv, lens);
+    cmd_to(&w->shards[0], affinity, argc, argv, lens);
 }
 
 /* Write this worker's count of room_id (0: remove it) and announce it on
  * the room's channel, on the room's connection (in order). */
 static void write_room_count(rworker *w, const char *room_id, uintptr_t n) {
+    wshard *s = shard_for(w, room_id);
     char *key = worker_rooms_key(w);
     char num[24];
     snprintf(num, sizeof(num), "%" PRIuPTR, n);
     uint32_t aff = redis_client_affinity(room_id, strlen(room_id));
-    if (n) cmd(w, aff, 4, (const char *[]){"HSET", key, room_id, num}, NULL);
-    else cmd(w, aff, 3, (const char *[]){"HDEL", key, room_id}, NULL);
-    char *channel = redis_script_channel(w->re->url.db, room_id);
+    if (n) cmd_to(s, aff, 4, (const char *[]){"HSET", key, room_id, num}, NULL);
+    else cmd_to(s, aff, 3, (const char *[]){"HDEL", key, room_id}, NULL);
+    char *channel = room_channel(s, room_id);
     char msg[FIELD_LEN + 32];
     snprintf(msg, sizeof(msg), "M%s\n%s", w->field, num);
-    cmd(w, aff, 3, (const char *[]){"PUBLISH", channel, msg}, NULL);
+    cmd_to(s, aff, 3, (const char *[]){"PUBLISH", channel, msg}, NULL);
     free(channel);
     free(key);
 }
 
+/* On the user's server, which also carries the user's channel. */
 static void write_user_count(rworker *w, const char *user_id, uintptr_t n) {
     char *key = worker_users_key(w);
     char num[24];
     snprintf(num, sizeof(num), "%" PRIuPTR, n);
-    if (n) cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"HSET", key, user_id, num}, NULL);
-    else cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"HDEL", key, user_id}, NULL);
+    wshard *s = shard_for(w, user_id);
+    if (n) cmd_to(s, REDIS_CLIENT_ANY, 4, (const char *[]){"HSET", key, user_id, num}, NULL);
+    else cmd_to(s, REDIS_CLIENT_ANY, 3, (const char *[]){"HDEL", key, user_id}, NULL);
     free(key);
 }
 
@@ -240,10 +305,11 @@ static const char MARKER_LUA[] = "return redis.call('PUBLISH', KEYS[2], 'S' .. A
                                  "(redis.call('GET', KEYS[1]) or '0'))";
 
 static void send_marker(rworker *w, const char *room_id) {
+    wshard *s = shard_for(w, room_id);
     char *seq = redis_script_seq_key(room_id);
-    char *channel = redis_script_channel(w->re->url.db, room_id);
-    cmd(w, redis_client_affinity(room_id, strlen(room_id)), 6,
-        (const char *[]){"EVAL", MARKER_LUA, "2", seq, channel, w->field}, NULL);
+    char *channel = room_channel(s, room_id);
+    cmd_to(s, redis_client_affinity(room_id, strlen(room_id)), 6,
+           (const char *[]){"EVAL", MARKER_LUA, "2", seq, channel, w->field}, NULL);
     free(seq);
     free(channel);
 }
@@ -263,58 +329,69 @@ static void write_member(rworker *w, const char *conn_id, const wmember *m) {
     free(key);
 }
 
-static void resync(rworker *w);
+#define ALL_SHARDS SIZE_MAX
+static void resync(rworker *w, size_t shard);
 
 /* ZADD answers 1 when the field was not there: this worker was taken for
  * dead (silent past redis_node_timeout_s) and its records removed, or
- * Redis restarted: write them again. */
+ * the home Redis restarted: write them again, on every shard. */
 static void on_zadd(redis_client *c, const redisReply *r, const char *err, void *data) {
     rworker *w = data;
-    if (!err && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && !w->closing) resync(w);
+    if (!err && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && !w->closing)
+        resync(w, ALL_SHARDS);
 }
 
-/* Say this worker is alive, and keep its hashes while it is. */
+/* Say this worker is alive (home), and keep its hashes (every shard)
+ * while it is. */
 static void heartbeat(rworker *w) {
     char score[24], ttl[24];
     snprintf(score, sizeof(score), "%" PRId64, now_ms());
     snprintf(ttl, sizeof(ttl), "%" PRId64, (int64_t)w->re->cfg->redis_node_timeout_s * 2000);
     char *rk = worker_rooms_key(w), *uk = worker_users_key(w), *mk = worker_members_key(w->field);
-    cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", rk, ttl}, NULL);
-    cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", uk, ttl}, NULL);
+    for (size_t i = 0; i < w->re->nshards; i++) {
+        cmd_to(&w->shards[i], REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", rk, ttl}, NULL);
+        cmd_to(&w->shards[i], REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", uk, ttl}, NULL);
+    }
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", mk, ttl}, NULL);
-    if (w->client && !w->closing)
-        redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_zadd, w, 4,
+    if (home(w) && !w->closing)
+        redis_client_command_argv(home(w), REDIS_CLIENT_ANY, on_zadd, w, 4,
                                   (const char *[]){"ZADD", WORKERS_KEY, score, w->field}, NULL);
     free(rk);
     free(uk);
     free(mk);
 }
 
-/* After (re)connecting: Redis may have lost or never had this worker's
- * counts (a restart, writes that failed while it was down): write them
- * all again. */
-static void resync(rworker *w) {
+/* After shard `shard` (re)connected (ALL_SHARDS: after this worker was
+ * taken for dead): that Redis may have lost or never had this worker's
+ * counts (a restart, writes that failed while it was down): write again
+ * what lives there. */
+static void resync(rworker *w, size_t shard) {
+    redis_engine *re = w->re;
     char *rk = worker_rooms_key(w), *uk = worker_users_key(w), *mk = worker_members_key(w->field);
-    cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", rk}, NULL);
-    cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", uk}, NULL);
-    cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", mk}, NULL);
+    for (size_t i = 0; i < re->nshards; i++)
+        if (shard == ALL_SHARDS || shard == i)
+            cmd_to(&w->shards[i], REDIS_CLIENT_ANY, 3, (const char *[]){"DEL", rk, uk}, NULL);
+    bool home_too = shard == ALL_SHARDS || shard == 0;
+    if (home_too) cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", mk}, NULL);
     free(rk);
     free(uk);
     free(mk);
     size_t it = 0;
     const char *k;
     void *v;
-    while (strmap_next(&w->members, &it, &k, &v)) write_member(w, k, v);
+    while (home_too && strmap_next(&w->members, &it, &k, &v)) write_member(w, k, v);
     it = 0;
     while (strmap_next(&w->rooms, &it, &k, &v)) {
+        if (shard != ALL_SHARDS && shard_of(re, k) != shard) continue;
         wroom *r = v;
         r->base = -1; /* chats were lost while down: know the subscription again */
         write_room_count(w, k, r->count);
         send_marker(w, k);
     }
     it = 0;
-    while (strmap_next(&w->users, &it, &k, &v)) write_user_count(w, k, (uintptr_t)v);
-    heartbeat(w);
+    while (strmap_next(&w->users, &it, &k, &v))
+        if (shard == ALL_SHARDS || shard_of(re, k) == shard) write_user_count(w, k, (uintptr_t)v);
+    if (home_too) heartbeat(w);
 }
 
 /* ---- other workers' counts ---- */
@@ -380,22 +457,50 @@ static bool remote_has_user(redis_engine *re, const char *user_id) {
     return has;
 }
 
-/* Worker 0's read of every live worker's hashes: ZRANGEBYSCORE, then two
- * HGETALL per other node's worker; the new maps replace the old ones when
- * the last reply is in. */
+/* Worker 0's read of every live worker's hashes: ZRANGEBYSCORE on the
+ * home Redis, then two HGETALL per other node's worker on every shard;
+ * the new maps replace the old ones when the last reply is in. */
 typedef struct refresh {
     redis_engine *re;
+    rworker *w;
     int64_t sent_ms;
     size_t pending;
-    bool failed;
-    strmap rooms; /* room -> remote_room* */
-    strmap users; /* user -> count */
+    bool failed;        /* the live set could not be read: keep everything */
+    bool *shard_failed; /* a shard's hashes could not be read: keep its part */
+    strmap rooms;       /* room -> remote_room* */
+    strmap users;       /* user -> count */
 } refresh;
+
+/* What rf could not read from shard s (down): the rooms and users that
+ * live there keep their previous counts rather than vanish. mu held. */
+static void refresh_keep_shard(refresh *rf, size_t s) {
+    redis_engine *re = rf->re;
+    size_t it = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(&rf->rooms, &it, &k, &v))
+        if (shard_of(re, k) == s) {
+            remote_room_free(strmap_remove(&rf->rooms, k));
+            it = 0; /* the map changed under the iteration */
+        }
+    it = 0;
+    while (strmap_next(&re->rooms, &it, &k, &v)) {
+        remote_room *old = v;
+        if (shard_of(re, k) != s) continue;
+        for (size_t i = 0; i < old->n; i++)
+            remote_set(&rf->rooms, k, old->v[i].field, old->v[i].count, old->v[i].announced_ms);
+    }
+    it = 0;
+    while (strmap_next(&re->users, &it, &k, &v))
+        if (shard_of(re, k) == s) strmap_put(&rf->users, k, v, NULL);
+}
 
 static void refresh_finish(refresh *rf) {
     redis_engine *re = rf->re;
     pthread_mutex_lock(&re->mu);
     if (!rf->failed) {
+        for (size_t s = 0; s < re->nshards; s++)
+            if (rf->shard_failed[s]) refresh_keep_shard(rf, s);
         /* Announcements newer than the read win over what it read. */
         size_t it = 0;
         const char *k;
@@ -421,6 +526,7 @@ static void refresh_finish(refresh *rf) {
     while (strmap_next(&rf->rooms, &it, NULL, &v)) remote_room_free(v);
     strmap_free(&rf->rooms);
     strmap_free(&rf->users);
+    free(rf->shard_failed);
     free(rf);
 }
 
@@ -428,12 +534,13 @@ typedef struct refresh_read {
     refresh *rf;
     char field[FIELD_LEN];
     bool users;
+    size_t shard;
 } refresh_read;
 
 static void on_hash(redis_client *c, const redisReply *r, const char *err, void *data) {
     refresh_read *rr = data;
     refresh *rf = rr->rf;
-    if (err || !r || r->type != REDIS_REPLY_ARRAY) rf->failed = true;
+    if (err || !r || r->type != REDIS_REPLY_ARRAY) rf->shard_failed[rr->shard] = true;
     else
         for (size_t i = 0; i + 1 < r->elements; i += 2) {
             const redisReply *k = r->element[i], *v = r->element[i + 1];
@@ -464,17 +571,23 @@ static void on_workers(redis_client *c, const redisReply *r, const char *err, vo
         const redisReply *f = r->element[i];
         if (f->type != REDIS_REPLY_STRING || f->len >= FIELD_LEN) continue;
         if (field_is_ours(re, f->str, f->len)) continue;
-        for (int u = 0; u < 2; u++) {
-            refresh_read *rr = xcalloc(1, sizeof(*rr));
-            rr->rf = rf;
-            rr->users = u;
-            memcpy(rr->field, f->str, f->len);
-            char *key = key_of(u ? "wsgate:w:%s:users%s" : "wsgate:w:%s:rooms%s", rr->field, NULL);
-            rf->pending++;
-            redis_client_command_argv(c, REDIS_CLIENT_ANY, on_hash, rr, 2,
-                                      (const char *[]){"HGETALL", key}, NULL);
-            free(key);
-        }
+        for (size_t s = 0; s < re->nshards; s++)
+            for (int u = 0; u < 2; u++) {
+                refresh_read *rr = xcalloc(1, sizeof(*rr));
+                rr->rf = rf;
+                rr->users = u;
+                rr->shard = s;
+                memcpy(rr->field, f->str, f->len);
+                char *key =
+                    key_of(u ? "wsgate:w:%s:users%s" : "wsgate:w:%s:rooms%s", rr->field, NULL);
+                rf->pending++;
+                redis_client *sc = rf->w->shards[s].client;
+                if (!sc || rf->w->closing) on_hash(c, NULL, "redis: closing", rr);
+                else
+                    redis_client_command_argv(sc, REDIS_CLIENT_ANY, on_hash, rr, 2,
+                                              (const char *[]){"HGETALL", key}, NULL);
+                free(key);
+            }
     }
     if (--rf->pending == 0) refresh_finish(rf);
 }
@@ -488,12 +601,14 @@ static void refresh_start(rworker *w) {
     if (busy) return;
     refresh *rf = xcalloc(1, sizeof(*rf));
     rf->re = re;
+    rf->w = w;
+    rf->shard_failed = xcalloc(re->nshards, sizeof(*rf->shard_failed));
     rf->sent_ms = now_ms();
     strmap_init(&rf->rooms);
     strmap_init(&rf->users);
     char min[24];
     snprintf(min, sizeof(min), "%" PRId64, rf->sent_ms - re->cfg->redis_node_timeout_s * 1000);
-    redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_workers, rf, 4,
+    redis_client_command_argv(home(w), REDIS_CLIENT_ANY, on_workers, rf, 4,
                               (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf"}, NULL);
 }
 
@@ -546,7 +661,9 @@ static void on_dead_members(redis_client *c, const redisReply *r, const char *er
     char *rk = key_of("wsgate:w:%s:rooms%s", rp->field, NULL);
     char *uk = key_of("wsgate:w:%s:users%s", rp->field, NULL);
     char *mk = worker_members_key(rp->field);
-    cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"DEL", rk, uk, mk}, NULL);
+    for (size_t i = 0; i < w->re->nshards; i++)
+        cmd_to(&w->shards[i], REDIS_CLIENT_ANY, 3, (const char *[]){"DEL", rk, uk}, NULL);
+    cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", mk}, NULL);
     free(rk);
     free(uk);
     free(mk);
@@ -583,7 +700,7 @@ static void on_dead(redis_client *c, const redisReply *r, const char *err, void 
 static void reap_start(rworker *w) {
     char max[24];
     snprintf(max, sizeof(max), "(%" PRId64, now_ms() - w->re->cfg->redis_node_timeout_s * 1000);
-    redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_dead, w, 4,
+    redis_client_command_argv(home(w), REDIS_CLIENT_ANY, on_dead, w, 4,
                               (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, "-inf", max}, NULL);
 }
 
@@ -810,6 +927,24 @@ static void note_announcement(rworker *w, const char *room, const char *p, size_
     pthread_mutex_unlock(&re->mu);
 }
 
+/* From a user's channel: "P<node>\n<opcode><payload>", to this worker's
+ * connections of the user (the sender's node delivered to its own at
+ * once). */
+static void deliver_user(rworker *w, const char *user, size_t ulen, const char *p, size_t n) {
+    const char *end = p + n, *node = p + 1;
+    const char *body = skip_lines(p, end, 1);
+    if (!body || body >= end) return;
+    size_t nodelen = strlen(w->re->node);
+    if ((size_t)(body - 1 - node) == nodelen && memcmp(node, w->re->node, nodelen) == 0) return;
+    char *uid = xstrndup(user, ulen);
+    ws_frame *f = ws_frame_new((uint8_t)body[0], body + 1, (size_t)(end - body - 1));
+    w->re->d->user(w->srv->app, uid, f);
+    ws_frame_unref(f);
+    free(uid);
+}
+
+/* A private message on the home Redis's bus, as nodes of the previous
+ * release send them during a rolling upgrade. */
 static void deliver_private(rworker *w, const char *p, size_t n) {
     /* "P<node>\n<userId>\n<opcode><payload>" */
     const char *end = p + n, *node = p + 1;
@@ -826,10 +961,13 @@ static void deliver_private(rworker *w, const char *p, size_t n) {
 
 static void on_message(redis_client *c, const char *ch, size_t chlen, const char *p, size_t n,
                        void *data) {
-    rworker *w = data;
+    wshard *s = data;
+    rworker *w = s->w;
     if (n == 0) return;
-    if (chlen > w->room_prefix_len && memcmp(ch, w->room_prefix, w->room_prefix_len) == 0) {
-        char *room = xstrndup(ch + w->room_prefix_len, chlen - w->room_prefix_len);
+    if (chlen > s->user_prefix_len && memcmp(ch, s->user_prefix, s->user_prefix_len) == 0) {
+        if (p[0] == 'P') deliver_user(w, ch + s->user_prefix_len, chlen - s->user_prefix_len, p, n);
+    } else if (chlen > s->room_prefix_len && memcmp(ch, s->room_prefix, s->room_prefix_len) == 0) {
+        char *room = xstrndup(ch + s->room_prefix_len, chlen - s->room_prefix_len);
         if (p[0] == 'C') deliver_chat(w, room, p, n);
         else if (p[0] == 'E') deliver_event(w, room, p, n);
         else if (p[0] == 'M') note_announcement(w, room, p, n);
@@ -841,9 +979,9 @@ static void on_message(redis_client *c, const char *ch, size_t chlen, const char
 }
 
 static void on_state(redis_client *c, bool up, void *data) {
-    rworker *w = data;
-    atomic_store(&w->up, up);
-    if (up) resync(w);
+    wshard *s = data;
+    atomic_store(&s->up, up);
+    if (up) resync(s->w, s->index);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -860,7 +998,9 @@ static void on_timer(uv_timer_t *t) {
         char *rk = worker_rooms_key(w), *uk = worker_users_key(w),
              *mk = worker_members_key(w->field);
         cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"ZREM", WORKERS_KEY, w->field}, NULL);
-        cmd(w, REDIS_CLIENT_ANY, 4, (const char *[]){"DEL", rk, uk, mk}, NULL);
+        cmd(w, REDIS_CLIENT_ANY, 2, (const char *[]){"DEL", mk}, NULL);
+        for (size_t i = 0; i < w->re->nshards; i++)
+            cmd_to(&w->shards[i], REDIS_CLIENT_ANY, 3, (const char *[]){"DEL", rk, uk}, NULL);
         free(rk);
         free(uk);
         free(mk);
@@ -870,8 +1010,11 @@ static void on_timer(uv_timer_t *t) {
         /* Let the loop end: the client's handles would keep it running. */
         if (!w->closing) {
             w->closing = true;
-            atomic_store(&w->up, false);
-            redis_client_close(w->client);
+            for (size_t i = 0; i < w->re->nshards; i++) {
+                atomic_store(&w->shards[i].up, false);
+                redis_client_close(w->shards[i].client);
+                w->shards[i].client = NULL;
+            }
             w->client = NULL;
         }
         uv_timer_stop(t);
@@ -879,7 +1022,7 @@ static void on_timer(uv_timer_t *t) {
         return;
     }
     release_overdue(w);
-    if (!redis_client_up(w->client) || ++w->ticks % 4 != 0) return;
+    if (!redis_client_up(home(w)) || ++w->ticks % 4 != 0) return;
     heartbeat(w);
     if (w->index == 0) {
         refresh_start(w);
@@ -897,6 +1040,18 @@ static uintptr_t count_add(strmap *m, const char *key, int delta) {
     return n;
 }
 
+/* Subscribe (on) or unsubscribe the user's channel, on the user's server:
+ * a worker hears a user's private messages while it has connections of
+ * the user, as it hears a room while it has members there. */
+static void watch_user(rworker *w, const char *user_id, bool on) {
+    wshard *s = shard_for(w, user_id);
+    if (!s->client) return;
+    char *ch = user_channel(s, user_id);
+    if (on) redis_client_subscribe(s->client, ch);
+    else redis_client_unsubscribe(s->client, ch);
+    free(ch);
+}
+
 static void r_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, const char *user_id,
                           const char *username, bool first) {
     redis_engine *re = R(e);
@@ -905,7 +1060,9 @@ static void r_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, c
     strmap_put(&re->conns, c->id, (void *)1, NULL);
     pthread_mutex_unlock(&re->conns_mu);
     rworker *w = &re->w[worker];
-    write_user_count(w, user_id, count_add(&w->users, user_id, +1));
+    uintptr_t n = count_add(&w->users, user_id, +1);
+    write_user_count(w, user_id, n);
+    if (n == 1) watch_user(w, user_id, true);
     wmember *m = xcalloc(1, sizeof(*m));
     m->user_id = user_id;
     m->username = username;
@@ -920,7 +1077,9 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     strmap_remove(&re->conns, conn_id);
     pthread_mutex_unlock(&re->conns_mu);
     rworker *w = &re->w[worker];
-    write_user_count(w, user_id, count_add(&w->users, user_id, -1));
+    uintptr_t n = count_add(&w->users, user_id, -1);
+    write_user_count(w, user_id, n);
+    if (n == 0) watch_user(w, user_id, false);
     wmember *m = strmap_remove(&w->members, conn_id);
     if (m && m->room_id) write_member(w, conn_id, NULL);
     if (m) free(m->room_id);
@@ -937,9 +1096,10 @@ static engine_room *r_room_joined(engine *e, const char *conn_id, const char *ro
         r = xcalloc(1, sizeof(*r));
         r->base = -1;
         strmap_put(&w->rooms, room_id, r, NULL);
-        if (w->client) {
-            char *channel = redis_script_channel(re->url.db, room_id);
-            redis_client_subscribe(w->client, channel);
+        wshard *s = shard_for(w, room_id);
+        if (s->client) {
+            char *channel = room_channel(s, room_id);
+            redis_client_subscribe(s->client, channel);
             free(channel);
         }
         send_marker(w, room_id);
@@ -963,9 +1123,10 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
     uintptr_t still = r && r->count ? r->count - 1 : 0;
     if (r && --r->count == 0) {
         strmap_remove(&w->rooms, room_id);
-        if (w->client) {
-            char *channel = redis_script_channel(re->url.db, room_id);
-            redis_client_unsubscribe(w->client, channel);
+        wshard *s = shard_for(w, room_id);
+        if (s->client) {
+            char *channel = room_channel(s, room_id);
+            redis_client_unsubscribe(s->client, channel);
             free(channel);
         }
         release_waiting(w, r, INT64_MAX); /* their sessions left: nothing to hold for */
@@ -989,21 +1150,23 @@ typedef struct publish_job {
     char *msg;
     size_t len;
     uint32_t affinity;
+    size_t shard;
 } publish_job;
 
 static void run_publish(rworker *w, void *arg, bool dropped) {
     publish_job *j = arg;
     if (!dropped)
-        cmd(w, j->affinity, 3, (const char *[]){"PUBLISH", j->channel, j->msg},
-            (const size_t[]){7, strlen(j->channel), j->len});
+        cmd_to(&w->shards[j->shard], j->affinity, 3,
+               (const char *[]){"PUBLISH", j->channel, j->msg},
+               (const size_t[]){7, strlen(j->channel), j->len});
     free(j->channel);
     free(j->msg);
     free(j);
 }
 
-/* PUBLISH header + f's opcode and payload on channel, from this worker
- * (or worker 0 when the caller is no worker). */
-static void publish_frame(redis_engine *re, const char *channel, uint32_t affinity,
+/* PUBLISH header + f's opcode and payload on channel of shard `shard`,
+ * from this worker (or worker 0 when the caller is no worker). */
+static void publish_frame(redis_engine *re, size_t shard, const char *channel, uint32_t affinity,
                           const char *header, ws_frame *f) {
     uint8_t *payload = ws_frame_payload(f);
     size_t plen = f->len - (size_t)(payload - f->data);
@@ -1016,6 +1179,7 @@ static void publish_frame(redis_engine *re, const char *channel, uint32_t affini
     j->msg[hlen] = (char)(f->data[0] & 0x0f);
     memcpy(j->msg + hlen + 1, payload, plen);
     j->affinity = affinity;
+    j->shard = shard;
     int self = current_worker(re);
     on_worker(&re->w[self >= 0 ? self : 0], run_publish, j);
 }
@@ -1026,22 +1190,30 @@ static size_t r_publish_room(engine *e, const char *room_id, engine_room *pinned
     size_t local = engine_publish_room(re->local, room_id, pinned, f, except, flags);
     char header[160];
     snprintf(header, sizeof(header), "E%s\n%u\n%s\n", re->node, flags, except ? except : "");
-    char *channel = redis_script_channel(re->url.db, room_id);
-    publish_frame(re, channel, redis_client_affinity(room_id, strlen(room_id)), header, f);
+    size_t shard = shard_of(re, room_id);
+    char *channel = redis_script_channel(re->urls[shard].db, room_id);
+    publish_frame(re, shard, channel, redis_client_affinity(room_id, strlen(room_id)), header, f);
     free(channel);
     return local + remote_room_count(re, room_id);
 }
 
+/* Published once on the user's channel, which only workers holding the
+ * user subscribe, whenever the user is known anywhere: also when this node
+ * has the user, since another node may have connected it since the last
+ * read of the counts. */
 static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
     redis_engine *re = R(e);
     int local = engine_publish_user(re->local, user_id, f);
     bool remote = remote_has_user(re, user_id);
-    if (remote) {
-        char *header = key_of("P%s\n%s\n", re->node, user_id);
-        publish_frame(re, re->bus, REDIS_CLIENT_ANY, header, f);
-        free(header);
-    }
-    return local == 0 || remote ? 0 : -1;
+    if (local != 0 && !remote) return -1;
+    size_t shard = shard_of(re, user_id);
+    char *channel = user_channel_name(re->urls[shard].db, user_id);
+    char header[40];
+    snprintf(header, sizeof(header), "P%s\n", re->node);
+    /* The user's connection: one worker's messages to a user stay in order. */
+    publish_frame(re, shard, channel, redis_client_affinity(user_id, strlen(user_id)), header, f);
+    free(channel);
+    return 0;
 }
 
 /* A connection this node does not hold may be on another node: the
@@ -1126,6 +1298,7 @@ static void submit_chat(rworker *w, store_op *op) {
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "C%s\n", op->message_id);
     int64_t ms = now_ms();
+    size_t shard = shard_of(re, op->room_id);
     redis_chat chat = {
         .room = op->room_id,
         .sender = re->keys ? sender : op->user_id,
@@ -1136,7 +1309,7 @@ static void submit_chat(rworker *w, store_op *op) {
         .value = value,
         .value_len = vlen,
         .cutoff_ms = re->cfg->message_ttl_days > 0 ? ms - re->cfg->message_ttl_days * 86400000 : 0,
-        .db = re->url.db,
+        .db = re->urls[shard].db,
         .publish = true,
         .publish_prefix = prefix,
         .publish_prefix_len = strlen(prefix),
@@ -1145,8 +1318,18 @@ static void submit_chat(rworker *w, store_op *op) {
     op->ctx = w;
     op->t_submitted = clock_mono_ns();
     /* Failing fast still answers (REDIS_CLIENT_E_DOWN) on a later turn. */
-    redis_script_chat(w->client, &chat, chat_replied, op);
+    redis_script_chat(w->shards[shard].client, &chat, chat_replied, op);
     free(value);
+}
+
+static void submit_history(rworker *w, store_op *op);
+
+/* A resume's last page, read at counter op->last_seq, came after chats
+ * past that counter were delivered here (two sockets: nothing orders the
+ * page's reply before later publications). */
+static bool overtaken(rworker *w, const store_op *op) {
+    const wroom *r = strmap_get(&w->rooms, op->room_id);
+    return r && r->seen > op->last_seq;
 }
 
 static void history_replied(redis_client *c, const redis_history_result *res, const char *err,
@@ -1178,6 +1361,20 @@ static void history_replied(redis_client *c, const redis_history_result *res, co
         op->has_more = res->has_more;
         op->last_seq = res->last_seq;
         op->oldest_seq = res->oldest_seq;
+        if (op->after_seq >= 0 && !op->has_more && overtaken(w, op)) {
+            /* Chats past the page came first on the pub/sub socket and
+             * skipped the resuming session: have it read on from the
+             * page's end (a small page), or read again when the page is
+             * empty. */
+            if (json_array_size(rows) > 0) {
+                op->has_more = true;
+            } else {
+                json_decref(rows);
+                op->messages = NULL;
+                submit_history(w, op);
+                return;
+            }
+        }
         if (op->after_seq >= 0 && !op->has_more && hold_resume(w, op)) return;
     }
     complete(w, op);
@@ -1195,7 +1392,7 @@ static void submit_history(rworker *w, store_op *op) {
             re->cfg->message_ttl_days > 0 ? now_ms() - re->cfg->message_ttl_days * 86400000 : 0,
     };
     op->ctx = w;
-    redis_script_history(w->client, &h, history_replied, op);
+    redis_script_history(shard_for(w, op->room_id)->client, &h, history_replied, op);
 }
 
 static void run_submit(rworker *w, void *arg, bool dropped) {
@@ -1275,13 +1472,15 @@ static size_t r_room_total(engine *e) { return engine_room_total(R(e)->local); }
 
 static int r_health(engine *e, char *why, size_t len) {
     redis_engine *re = R(e);
+    /* Any shard: the rooms on a shard that is down cannot store a chat. */
     for (size_t i = 0; i < re->nworkers; i++)
-        if (!atomic_load(&re->w[i].up)) {
-            char name[REDIS_URL_MAX_HOST + 32];
-            snprintf(why, len, "redis %s unreachable (worker %zu)",
-                     redis_url_name(&re->url, name, sizeof(name)), i);
-            return -1;
-        }
+        for (size_t s = 0; s < re->nshards; s++)
+            if (!atomic_load(&re->w[i].shards[s].up)) {
+                char name[REDIS_URL_MAX_HOST + 32];
+                snprintf(why, len, "redis %s unreachable (worker %zu)",
+                         redis_url_name(&re->urls[s], name, sizeof(name)), i);
+                return -1;
+            }
     return 0;
 }
 
@@ -1305,13 +1504,15 @@ static void r_free(engine *e) {
         }
         strmap_free(&re->w[i].members);
         strmap_free(&re->w[i].users);
-        free(re->w[i].room_prefix);
+        free(re->w[i].shards);
     }
     size_t it = 0;
     void *v;
     while (strmap_next(&re->rooms, &it, NULL, &v)) remote_room_free(v);
     strmap_free(&re->rooms);
     strmap_free(&re->users);
+    redis_ring_free(re->ring);
+    free(re->urls);
     pthread_mutex_destroy(&re->mu);
     strmap_free(&re->conns);
     pthread_mutex_destroy(&re->conns_mu);
@@ -1341,29 +1542,60 @@ static const engine_ops redis_ops = {
     .health = r_health,
 };
 
+/* The servers of cfg (redis_urls, else redis_url) into *urls (malloc'd).
+ * Returns how many, or 0 with a message in err. */
+static size_t parse_urls(const config *cfg, redis_url **urls, char *err, size_t errlen) {
+    size_t n = cfg->redis_urls_count ? cfg->redis_urls_count : 1;
+    *urls = xcalloc(n, sizeof(**urls));
+    for (size_t i = 0; i < n; i++) {
+        const char *u = cfg->redis_urls_count ? cfg->redis_urls[i] : cfg->redis_url;
+        if (redis_url_parse(u, strlen(u), &(*urls)[i], err, errlen) != 0) {
+            free(*urls);
+            *urls = NULL;
+            return 0;
+        }
+    }
+    return n;
+}
+
 engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, const config *cfg,
                          crypto_keyring *keys, char *err, size_t errlen) {
     assert(nworkers >= 1 && nworkers <= DIRECTORY_MAX_WORKERS);
-    redis_url url;
-    if (redis_url_parse(cfg->redis_url, strlen(cfg->redis_url), &url, err, errlen) != 0)
-        return NULL;
+    redis_url *urls;
+    size_t nshards = parse_urls(cfg, &urls, err, errlen);
+    if (!nshards) return NULL;
+    redis_ring *ring = NULL;
+    if (nshards > 1) {
+        char(*names)[REDIS_URL_MAX_HOST + 32] = xcalloc(nshards, sizeof(*names));
+        const char **np = xcalloc(nshards, sizeof(*np));
+        for (size_t i = 0; i < nshards; i++)
+            np[i] = redis_url_name(&urls[i], names[i], sizeof(names[i]));
+        ring = redis_ring_new(np, nshards, err, errlen);
+        free(np);
+        free(names);
+        if (!ring) {
+            free(urls);
+            return NULL;
+        }
+    }
     redis_engine *re = xcalloc(1, sizeof(*re));
     re->base.ops = &redis_ops;
     re->local = engine_local_new(nworkers, d, st);
     re->d = d;
     re->cfg = cfg;
     re->keys = keys;
-    re->url = url;
+    re->urls = urls;
+    re->nshards = nshards;
+    re->ring = ring;
+    re->url = urls[0];
     re->nworkers = nworkers;
     random_hex(re->node, 8);
-    snprintf(re->bus, sizeof(re->bus), "wsgate:%d:bus", url.db);
+    snprintf(re->bus, sizeof(re->bus), "wsgate:%d:bus", re->url.db);
     pthread_mutex_init(&re->mu, NULL);
     pthread_mutex_init(&re->conns_mu, NULL);
     strmap_init(&re->conns);
     strmap_init(&re->rooms);
     strmap_init(&re->users);
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "wsgate:%d:room:", url.db);
     for (size_t i = 0; i < nworkers; i++) {
         rworker *w = &re->w[i];
         w->re = re;
@@ -1372,12 +1604,20 @@ engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, co
         strmap_init(&w->rooms);
         strmap_init(&w->users);
         strmap_init(&w->members);
-        w->room_prefix = xstrdup(prefix);
-        w->room_prefix_len = strlen(prefix);
+        w->shards = xcalloc(nshards, sizeof(*w->shards));
+        for (size_t k = 0; k < nshards; k++) {
+            wshard *sh = &w->shards[k];
+            sh->w = w;
+            sh->index = k;
+            snprintf(sh->room_prefix, sizeof(sh->room_prefix), "wsgate:%d:room:", urls[k].db);
+            snprintf(sh->user_prefix, sizeof(sh->user_prefix), "wsgate:%d:user:", urls[k].db);
+            sh->room_prefix_len = strlen(sh->room_prefix);
+            sh->user_prefix_len = strlen(sh->user_prefix);
+        }
     }
     char name[REDIS_URL_MAX_HOST + 32];
-    log_msg(LOG_INFO, "engine_redis", "node %s on redis %s", re->node,
-            redis_url_name(&url, name, sizeof(name)));
+    log_msg(LOG_INFO, "engine_redis", "node %s on redis %s (home) and %zu other shard(s)", re->node,
+            redis_url_name(&re->url, name, sizeof(name)), nshards - 1);
     return &re->base;
 }
 
@@ -1393,13 +1633,16 @@ void engine_redis_start(engine *e, int index) {
     assert(index >= 0 && (size_t)index < re->nworkers);
     rworker *w = &re->w[index];
     assert(w->srv && w->srv == server_current());
-    redis_client_options o = {.url = re->url,
-                              .preload_scripts = redis_script_sources(),
-                              .on_message = on_message,
-                              .on_state = on_state,
-                              .data = w};
-    w->client = redis_client_new(w->srv->loop, &o);
-    if (index == 0) redis_client_subscribe(w->client, re->bus);
+    for (size_t k = 0; k < re->nshards; k++) {
+        redis_client_options o = {.url = re->urls[k],
+                                  .preload_scripts = redis_script_sources(),
+                                  .on_message = on_message,
+                                  .on_state = on_state,
+                                  .data = &w->shards[k]};
+        w->shards[k].client = redis_client_new(w->srv->loop, &o);
+    }
+    w->client = w->shards[0].client;
+    if (index == 0) redis_client_subscribe(home(w), re->bus);
     uv_timer_init(w->srv->loop, &w->timer);
     w->timer.data = w;
     uv_timer_start(&w->timer, on_timer, HEARTBEAT_MS / 4, HEARTBEAT_MS / 4);

@@ -1,5 +1,5 @@
 /* The Redis engine (engine = "redis"): several wsgate nodes sharing one
- * Redis server (docs/redis.md). */
+ * Redis server, or several sharded ones (redis_urls; docs/redis.md). */
 #ifndef WSGATE_ENGINE_REDIS_H
 #define WSGATE_ENGINE_REDIS_H
 
@@ -8,10 +8,10 @@
 #include "crypto/crypto.h"
 
 /* Return the Redis engine for nworkers workers delivering through d
- * (static, borrowed), on cfg->redis_url (cfg borrowed: must outlive the
- * engine), sealing chats with keys (borrowed; NULL: values in the clear)
+ * (static, borrowed), on cfg->redis_urls (sharded; the first is the home
+ * Redis) or else cfg->redis_url (cfg borrowed: must outlive the engine), sealing chats with keys (borrowed; NULL: values in the clear)
  * and recording room joins in st (borrowed). NULL with a message in err
- * when the URL does not parse. Free with engine_free, after every worker
+ * when a URL does not parse. Free with engine_free, after every worker
  * loop has ended (each closes its Redis client when its server shuts
  * down). */
 engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, const config *cfg,

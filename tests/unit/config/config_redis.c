@@ -114,12 +114,18 @@ Test(config_redis, engine_variable) {
     config_free(&c);
     cr_assert_eq(validate_text("engine = \"mongo\"", &err), -1);
     cr_assert(strstr(err.message, "Engine must be one of: local, redis."), "%s", err.message);
-    /* The Redis engine needs its server, and talks to one for now. */
+    /* The Redis engine needs its server, or its shards. */
     cr_assert_eq(validate_text("engine = \"redis\"", &err), -1);
-    cr_assert_str_eq(err.message, "engine = \"redis\" requires redis_url");
+    cr_assert_str_eq(err.message, "engine = \"redis\" requires redis_url or redis_urls");
     cr_assert_eq(
-        validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\", \"redis://b\"]", &err), -1);
-    cr_assert(strstr(err.message, "redis_urls (sharding) is not wired yet"), "%s", err.message);
+        validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\", \"redis://b\"]", &err), 0,
+        "%s", err.message);
+    cr_assert_eq(validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\"]", &err), 0, "%s",
+                 err.message);
+    cr_assert_eq(
+        validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\", \"redis://a:6379\"]", &err),
+        -1);
+    cr_assert_str_eq(err.message, "redis_urls lists the Redis server a:6379/0 twice");
     /* The local engine ignores the Redis settings, as before. */
     cr_assert_eq(validate_text("redis_urls = [\"redis://a\", \"redis://b\"]", &err), 0, "%s",
                  err.message);
