@@ -40,6 +40,7 @@
 #include "common/strmap.h"
 #include "engine/engine.h"
 #include "engine/redis_client.h"
+#include "engine/redis_forward.h"
 #include "engine/redis_script.h"
 #include "engine/redis.h"
 #include "log/log.h"
@@ -73,6 +74,7 @@ typedef struct rworker {
     size_t inflight;
     char *room_prefix; /* "wsgate:<db>:room:" */
     size_t room_prefix_len;
+    redis_fwd *fwd; /* [forward] @connections across nodes (redis_forward.h) */
 } rworker;
 
 /* One of this worker's connections, as a surviving node needs it to tell
@@ -131,6 +133,10 @@ struct redis_engine {
 };
 
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
+
+/* [forward] The worker's client of the home Redis (node-level keys and
+ * channels), NULL when it has none. */
+static redis_client *home_client(rworker *w) { return w->closing ? NULL : w->client; }
 
 static int64_t now_ms(void) { return clock_wall_ms(); }
 
@@ -282,6 +288,7 @@ static void heartbeat(rworker *w) {
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", rk, ttl}, NULL);
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", uk, ttl}, NULL);
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", mk, ttl}, NULL);
+    redis_fwd_heartbeat(w->fwd, home_client(w), (int64_t)w->re->cfg->redis_node_timeout_s * 2000);
     if (w->client && !w->closing)
         redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_zadd, w, 4,
                                   (const char *[]){"ZADD", WORKERS_KEY, score, w->field}, NULL);
@@ -305,6 +312,7 @@ static void resync(rworker *w) {
     const char *k;
     void *v;
     while (strmap_next(&w->members, &it, &k, &v)) write_member(w, k, v);
+    redis_fwd_resync(w->fwd, home_client(w));
     it = 0;
     while (strmap_next(&w->rooms, &it, &k, &v)) {
         wroom *r = v;
@@ -837,6 +845,8 @@ static void on_message(redis_client *c, const char *ch, size_t chlen, const char
         free(room);
     } else if (chlen == strlen(w->re->bus) && memcmp(ch, w->re->bus, chlen) == 0 && p[0] == 'P') {
         deliver_private(w, p, n);
+    } else {
+        redis_fwd_on_message(w->fwd, home_client(w), ch, chlen, p, n);
     }
 }
 
@@ -879,6 +889,7 @@ static void on_timer(uv_timer_t *t) {
         return;
     }
     release_overdue(w);
+    redis_fwd_tick(w->fwd);
     if (!redis_client_up(w->client) || ++w->ticks % 4 != 0) return;
     heartbeat(w);
     if (w->index == 0) {
@@ -910,6 +921,7 @@ static void r_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, c
     m->user_id = user_id;
     m->username = username;
     strmap_put(&w->members, c->id, m, NULL);
+    redis_fwd_conn_opened(w->fwd, home_client(w), c->id, user_id, c->connected_at);
 }
 
 static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, int worker,
@@ -925,6 +937,7 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     if (m && m->room_id) write_member(w, conn_id, NULL);
     if (m) free(m->room_id);
     free(m);
+    redis_fwd_conn_closed(w->fwd, home_client(w), conn_id);
 }
 
 static engine_room *r_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
@@ -1266,6 +1279,15 @@ static int r_conn_info(engine *e, const char *conn_id, engine_conn_info *out) {
     return here_or_elsewhere(R(e), conn_id, engine_conn_lookup(R(e)->local, conn_id, out));
 }
 
+/* [forward] Ask the node holding conn_id (redis_forward.h). */
+static int r_remote(engine *e, const engine_remote_req *r) {
+    redis_engine *re = R(e);
+    int self = current_worker(re);
+    if (self < 0) return ENGINE_E_UNAVAILABLE;
+    rworker *w = &re->w[self];
+    return redis_fwd_ask(w->fwd, home_client(w), r);
+}
+
 static void r_conn_each(engine *e, void (*fn)(const directory_conn *rec, void *ctx), void *ctx) {
     engine_conn_each(R(e)->local, fn, ctx);
 }
@@ -1306,6 +1328,7 @@ static void r_free(engine *e) {
         strmap_free(&re->w[i].members);
         strmap_free(&re->w[i].users);
         free(re->w[i].room_prefix);
+        redis_fwd_free(re->w[i].fwd);
     }
     size_t it = 0;
     void *v;
@@ -1339,6 +1362,7 @@ static const engine_ops redis_ops = {
     .conn_total = r_conn_total,
     .room_total = r_room_total,
     .health = r_health,
+    .remote = r_remote,
 };
 
 engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, const config *cfg,
@@ -1386,6 +1410,8 @@ void engine_redis_attach(engine *e, int index, server *srv) {
     assert(index >= 0 && (size_t)index < re->nworkers);
     engine_local_attach(re->local, index, srv);
     re->w[index].srv = srv;
+    re->w[index].fwd = redis_fwd_new(re->local, srv, re->url.db, re->w[index].field,
+                                     (int64_t)re->cfg->redis_node_timeout_s * 1000);
 }
 
 void engine_redis_start(engine *e, int index) {
@@ -1400,6 +1426,7 @@ void engine_redis_start(engine *e, int index) {
                               .data = w};
     w->client = redis_client_new(w->srv->loop, &o);
     if (index == 0) redis_client_subscribe(w->client, re->bus);
+    redis_fwd_start(w->fwd, home_client(w));
     uv_timer_init(w->srv->loop, &w->timer);
     w->timer.data = w;
     uv_timer_start(&w->timer, on_timer, HEARTBEAT_MS / 4, HEARTBEAT_MS / 4);
