@@ -28,8 +28,8 @@ struct redis_fwd {
     server *srv;
     int db;
     char field[FWD_FIELD_LEN];
-    char channel[FWD_FIELD_LEN + 32];  /* wsgate:<db>:fwd:<field> */
-    char prefix[32];                   /* wsgate:<db>:fwd: */
+    char channel[FWD_FIELD_LEN + 32];   /* wsgate:<db>:fwd:<field> */
+    char prefix[32];                    /* wsgate:<db>:fwd: */
     char conns_key[FWD_FIELD_LEN + 32]; /* wsgate:w:<field>:conns */
     int64_t node_timeout_ms;
     uint64_t next_id;
@@ -55,7 +55,8 @@ static const char ASK_LUA[] =
 static void ignore_reply(redis_client *c, const redisReply *r, const char *err, void *data) {}
 
 static void fire(redis_client *home, int argc, const char **argv, const size_t *lens) {
-    if (home) redis_client_command_argv(home, REDIS_CLIENT_ANY, ignore_reply, NULL, argc, argv, lens);
+    if (home)
+        redis_client_command_argv(home, REDIS_CLIENT_ANY, ignore_reply, NULL, argc, argv, lens);
 }
 
 redis_fwd *redis_fwd_new(engine *local, server *srv, int db, const char *field,
@@ -193,8 +194,8 @@ int redis_fwd_ask(redis_fwd *f, redis_client *home, const engine_remote_req *r) 
     char min[24], suffix[16];
     snprintf(min, sizeof(min), "%" PRId64, clock_wall_ms() - f->node_timeout_ms);
     snprintf(suffix, sizeof(suffix), ".%d", conn_id_worker(r->conn_id));
-    const char *argv[] = {"EVAL", ASK_LUA, "1", WORKERS_KEY, min, suffix, r->conn_id, f->prefix,
-                          msg};
+    const char *argv[] = {"EVAL", ASK_LUA,    "1",       WORKERS_KEY, min,
+                          suffix, r->conn_id, f->prefix, msg};
     size_t lens[] = {4,
                      strlen(ASK_LUA),
                      1,
@@ -267,8 +268,8 @@ static void serve(redis_fwd *f, redis_client *home, const redis_fwd_request *q) 
     free(ans);
 }
 
-bool redis_fwd_on_message(redis_fwd *f, redis_client *home, const char *channel,
-                          size_t channel_len, const char *p, size_t n) {
+bool redis_fwd_on_message(redis_fwd *f, redis_client *home, const char *channel, size_t channel_len,
+                          const char *p, size_t n) {
     if (channel_len != strlen(f->channel) || memcmp(channel, f->channel, channel_len) != 0)
         return false;
     if (n > 0 && p[0] == 'Q') {

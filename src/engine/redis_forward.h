@@ -58,8 +58,8 @@ void redis_fwd_heartbeat(redis_fwd *f, redis_client *home, int64_t ttl_ms);
 void redis_fwd_resync(redis_fwd *f, redis_client *home);
 
 /* A pub/sub message: returns true when it was on f's channel (handled). */
-bool redis_fwd_on_message(redis_fwd *f, redis_client *home, const char *channel,
-                          size_t channel_len, const char *p, size_t n);
+bool redis_fwd_on_message(redis_fwd *f, redis_client *home, const char *channel, size_t channel_len,
+                          const char *p, size_t n);
 
 /* Answer ENGINE_E_TIMEOUT to the requests older than the bound (the
  * worker's timer calls it a few times a second). */
@@ -73,10 +73,10 @@ int redis_fwd_ask(redis_fwd *f, redis_client *home, const engine_remote_req *r);
 
 /* A request as it travels, its byte strings pointing into the message. */
 typedef struct redis_fwd_request {
-    uint64_t id;                  /* the asker's number for it */
-    const char *reply;            /* the asker's field */
-    size_t reply_len;             /* < 48 */
-    engine_remote_kind kind;      /* checked */
+    uint64_t id;             /* the asker's number for it */
+    const char *reply;       /* the asker's field */
+    size_t reply_len;        /* < 48 */
+    engine_remote_kind kind; /* checked */
     char conn_id[CONN_ID_LEN + 1];
     uint64_t max_queued;
     uint16_t code;
