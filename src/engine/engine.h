@@ -32,7 +32,7 @@ typedef struct engine_room engine_room;
 
 /* What send_conn, close_conn and conn_info answer for a connection this
  * node does not hold when it may live on another node (a multi-node
- * engine that cannot reach it yet): not "gone", but "not here". */
+ * engine): not "gone", but "not here; ask its node" (engine_remote). */
 #define ENGINE_E_ELSEWHERE (-3)
 /* What engine_remote answers when the node owning the connection did not
  * answer within the engine's bound (or cannot be reached at all), and

@@ -1058,7 +1058,8 @@ static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
 }
 
 /* A connection this node does not hold may be on another node: the
- * management API says so (501) rather than "gone". One this node holds
+ * management API asks that node (engine_remote) rather than answer
+ * "gone". One this node holds
  * but the local engine calls gone (closed by a DELETE) is gone. */
 static int here_or_elsewhere(redis_engine *re, const char *conn_id, int rc) {
     if (rc != -1) return rc;

@@ -1,5 +1,6 @@
 #include "mgmt/mgmt.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -218,7 +219,8 @@ static void forward(app *a, conn *c, const http_request *req, engine_remote_req 
         answer(c, req, r->kind, rc, NULL);
         return;
     }
-    server_http_defer(c);
+    server_http_defer(c); /* on_http, with its request complete: it takes */
+    assert(c->http_deferred);
     waiting *wt = xmalloc(sizeof(*wt));
     *wt = (waiting){c, serial, r->kind};
     void *old = NULL;
