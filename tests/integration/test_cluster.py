@@ -543,6 +543,25 @@ def test_a_forwarded_call_obeys_the_owners_send_rules(cluster):
     run(main())
 
 
+def test_a_forwarded_post_to_a_backlogged_connection_is_429(cluster):
+    """The owner's send rule across nodes: a client on node B that never
+    reads; POSTs through node A fill its queue until A answers 429
+    (LimitExceededException), and the connection stays (GET through A)."""
+    nodes = cluster(2, max_queued_bytes=256 * 1024, **SIGV4)
+    c, cid = _raw_client(nodes[1], "slow")
+    cl = api(nodes[0])
+    body = b"z" * (100 * 1024)
+    for _ in range(400):
+        st = status_of(lambda: cl.post_to_connection(ConnectionId=cid, Data=body))
+        if st == 429:
+            break
+        assert st == 200
+    else:
+        raise AssertionError("queue never reported full")
+    assert cl.get_connection(ConnectionId=cid)["Identity"]["SourceIp"] == "127.0.0.1"
+    c.close()
+
+
 def _doomed(redis, a_node, tmp_path, name="doomed"):
     from conftest import Server
     node = Server(tmp_path / name, {
