@@ -465,6 +465,15 @@ def status_of(call):
         return e.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
+def reachable(cl, cid, timeout=10.0):
+    """Wait until a new connection's record reached Redis (a Redis round
+    trip after its welcome): GET through another node answers 200."""
+    deadline = time.time() + timeout
+    while status_of(lambda: cl.get_connection(ConnectionId=cid)) != 200:
+        assert time.time() < deadline, "the connection never became reachable"
+        time.sleep(0.05)
+
+
 def test_connections_on_another_node_work_from_any_node(cluster):
     """POST, GET and DELETE @connections sent to node A for a connection
     on node C act on C as they would alone: the message arrives, GET gives
@@ -482,6 +491,7 @@ def test_connections_on_another_node_work_from_any_node(cluster):
 
         def call(fn):
             return loop.run_in_executor(None, fn)
+        await call(lambda: reachable(a_api, cid))
         # POST through A, twice on one keep-alive connection: both arrive
         r = await call(lambda: a_api.post_to_connection(ConnectionId=cid, Data=b'{"n":1}'))
         assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
@@ -531,6 +541,7 @@ def test_a_forwarded_call_obeys_the_owners_send_rules(cluster):
         c, w = await connect(nodes[1], userId="carol")
         cid = w["connectionId"]
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: reachable(api(nodes[0]), cid))
         big = b"a" * (128 * 1024)
         assert await loop.run_in_executor(
             None, lambda: status_of(lambda: api(nodes[0]).post_to_connection(
@@ -550,6 +561,7 @@ def test_a_forwarded_post_to_a_backlogged_connection_is_429(cluster):
     nodes = cluster(2, max_queued_bytes=256 * 1024, **SIGV4)
     c, cid = _raw_client(nodes[1], "slow")
     cl = api(nodes[0])
+    reachable(cl, cid)
     body = b"z" * (100 * 1024)
     for _ in range(400):
         st = status_of(lambda: cl.post_to_connection(ConnectionId=cid, Data=body))
@@ -589,9 +601,10 @@ def test_a_killed_owner_answers_within_the_bound(cluster, redis, tmp_path):
     doomed = _doomed(redis, a_node, tmp_path)
     try:
         c, cid = _raw_client(doomed, "dora")
+        cl = api(a_node)
+        reachable(cl, cid)
         doomed.proc.kill()
         doomed.proc.wait()
-        cl = api(a_node)
         for fn in (lambda: cl.post_to_connection(ConnectionId=cid, Data=b"x"),
                    lambda: cl.get_connection(ConnectionId=cid),
                    lambda: cl.delete_connection(ConnectionId=cid)):
@@ -615,6 +628,7 @@ def test_an_owner_that_does_not_answer_gives_504_and_a_client_may_leave(cluster,
     frozen = _doomed(redis, a_node, tmp_path, "frozen")
     try:
         c, cid = _raw_client(frozen, "fred")
+        reachable(api(a_node), cid)
         os.kill(frozen.proc.pid, signal.SIGSTOP)
         try:
             # a client that leaves mid-wait
