@@ -574,12 +574,12 @@ def test_a_forwarded_post_to_a_backlogged_connection_is_429(cluster):
     c.close()
 
 
-def _doomed(redis, a_node, tmp_path, name="doomed"):
+def _doomed(redis, a_node, tmp_path, name="doomed", **settings):
     from conftest import Server
     node = Server(tmp_path / name, {
         "engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
         "worker_threads": 2, "management_bearer_key": BEARER, **SIGV4,
-        "kms_key_file": os.path.join(a_node.data_dir, "keys.json")})
+        "kms_key_file": os.path.join(a_node.data_dir, "keys.json"), **settings})
     wait_ready(node)
     return node
 
@@ -594,11 +594,11 @@ def _raw_client(node, user):
 
 
 def test_a_killed_owner_answers_within_the_bound(cluster, redis, tmp_path):
-    """The owner killed (kill -9) before its node is reaped: a call for its
-    connection answers (504, or 410 once its records are gone), never
-    hangs."""
-    a_node, = cluster(1, **SIGV4)
-    doomed = _doomed(redis, a_node, tmp_path)
+    """The owner killed (kill -9): a call for its connection answers at once
+    (504: nobody listens there any more, or 410), never hangs; once the dead
+    worker is reaped (redis_node_timeout_s) the connection is gone: 410."""
+    a_node, = cluster(1, redis_node_timeout_s=2, **SIGV4)
+    doomed = _doomed(redis, a_node, tmp_path, redis_node_timeout_s=2)
     try:
         c, cid = _raw_client(doomed, "dora")
         cl = api(a_node)
@@ -611,6 +611,11 @@ def test_a_killed_owner_answers_within_the_bound(cluster, redis, tmp_path):
             t0 = time.time()
             assert status_of(fn) in (504, 410)
             assert time.time() - t0 < 20
+        deadline = time.time() + 20
+        while status_of(lambda: cl.get_connection(ConnectionId=cid)) != 410:
+            assert time.time() < deadline, "never 410 after the reaping"
+            time.sleep(0.2)
+        assert status_of(lambda: cl.post_to_connection(ConnectionId=cid, Data=b"x")) == 410
         # node A still serves
         assert readyz(a_node)[0] == 200
         c.close()
