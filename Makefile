@@ -113,7 +113,7 @@ asan: deps
 # single-threaded, run in the ordinary build.
 TSAN_TESTS := tests/integration/test_workers.py tests/integration/test_api.py \
               tests/integration/test_management.py tests/integration/test_store.py \
-              tests/integration/test_integrations.py
+              tests/integration/test_integrations.py tests/integration/test_cluster.py
 TSAN_ENV := TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(abspath tests/tsan.supp)"
 tsan: deps
 	@$(MAKE) --no-print-directory unit

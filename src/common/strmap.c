@@ -1,6 +1,7 @@
 #include "common/strmap.h"
 
 #include <openssl/rand.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,15 +11,26 @@
 static char tombstone_mark;
 #define STRMAP_TOMBSTONE (&tombstone_mark)
 
-static uint64_t strmap_seed;
+/* Set once, by whichever thread hashes first. Bug fix: a plain variable
+ * let two workers starting together each pick a seed, so maps filled
+ * under one were searched under the other (and TSan reported the race):
+ * the first seed stored wins and every thread uses it. */
+static _Atomic uint64_t strmap_seed;
+
+static uint64_t seed_get(void) {
+    uint64_t cur = atomic_load_explicit(&strmap_seed, memory_order_relaxed);
+    if (cur) return cur;
+    uint64_t seed = 0;
+    if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1) seed = 0x9e3779b97f4a7c15ULL;
+    seed |= 1;
+    if (atomic_compare_exchange_strong_explicit(&strmap_seed, &cur, seed, memory_order_relaxed,
+                                                memory_order_relaxed))
+        return seed;
+    return cur; /* another thread's, stored first */
+}
 
 static uint64_t hash_key(const char *s) {
-    if (strmap_seed == 0) {
-        uint64_t seed = 0;
-        if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1) seed = 0x9e3779b97f4a7c15ULL;
-        strmap_seed = seed | 1;
-    }
-    return hash_bytes(s, strlen(s), HASH_FNV_BASIS ^ strmap_seed);
+    return hash_bytes(s, strlen(s), HASH_FNV_BASIS ^ seed_get());
 }
 
 void strmap_init(strmap *m) { memset(m, 0, sizeof(*m)); }

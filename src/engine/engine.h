@@ -32,8 +32,13 @@ typedef struct engine_room engine_room;
 
 /* What send_conn, close_conn and conn_info answer for a connection this
  * node does not hold when it may live on another node (a multi-node
- * engine that cannot reach it yet): not "gone", but "not here". */
+ * engine): not "gone", but "not here; ask its node" (engine_remote). */
 #define ENGINE_E_ELSEWHERE (-3)
+/* What engine_remote answers when the node owning the connection did not
+ * answer within the engine's bound (or cannot be reached at all), and
+ * when the engine could not ask (its Redis unreachable). */
+#define ENGINE_E_TIMEOUT     (-4)
+#define ENGINE_E_UNAVAILABLE (-5)
 
 /* Room delivery flags. */
 #define ENGINE_SKIP_RESUMING 1u /* members replaying stored messages get it from the replay */
@@ -66,6 +71,33 @@ typedef struct engine_conn_info {
     char *user_agent; /* malloc'd or NULL: the caller frees */
     size_t queued_bytes;
 } engine_conn_info;
+
+/* An operation on a connection held by another node (engine_remote). */
+typedef enum engine_remote_kind {
+    ENGINE_REMOTE_SEND,  /* engine_send_conn there */
+    ENGINE_REMOTE_INFO,  /* engine_conn_lookup there */
+    ENGINE_REMOTE_CLOSE, /* engine_close_conn there */
+} engine_remote_kind;
+
+/* The answer of engine_remote, on the asking worker's thread: hub is that
+ * worker's; tag the request's (a copy); rc what the owner's engine
+ * answered (0, -1, -2 as engine_send_conn) or ENGINE_E_TIMEOUT /
+ * ENGINE_E_UNAVAILABLE; info (ENGINE_REMOTE_INFO with rc 0, else NULL)
+ * is valid during the call only. */
+typedef void (*engine_remote_fn)(void *hub, const char *tag, int rc, const engine_conn_info *info);
+
+#define ENGINE_REMOTE_TAG_MAX 48
+
+typedef struct engine_remote_req {
+    engine_remote_kind kind;
+    const char *conn_id;
+    ws_frame *f;       /* SEND: borrowed */
+    size_t max_queued; /* SEND: as engine_send_conn */
+    uint16_t code;     /* CLOSE */
+    const char *reason;
+    engine_remote_fn done;
+    const char *tag; /* the caller's name for the request (< ENGINE_REMOTE_TAG_MAX bytes) */
+} engine_remote_req;
 
 typedef struct engine_ops {
     const char *name;
@@ -100,6 +132,8 @@ typedef struct engine_ops {
     /* Can a chat be stored now? 0, or -1 with a reason in why (may be
      * NULL: always ready). */
     int (*health)(engine *e, char *why, size_t len);
+    /* Ask the node that holds a connection (NULL: one node only). */
+    int (*remote)(engine *e, const engine_remote_req *r);
 } engine_ops;
 
 struct engine {
@@ -209,6 +243,16 @@ static inline size_t engine_room_total(engine *e) { return e->ops->room_total(e)
  * reason in why (len bytes). */
 static inline int engine_health(engine *e, char *why, size_t len) {
     return e->ops->health ? e->ops->health(e, why, len) : 0;
+}
+
+/* Ask the node holding connection r->conn_id (one engine_send_conn,
+ * engine_conn_lookup or engine_close_conn answered ENGINE_E_ELSEWHERE)
+ * to do r there. From a worker's thread. Returns 0: r->done runs later on
+ * this thread, exactly once, within the engine's bound (never from inside
+ * this call), unless the worker shuts down first; -1: no node can hold
+ * such an id (gone); ENGINE_E_UNAVAILABLE: cannot ask now. */
+static inline int engine_remote(engine *e, const engine_remote_req *r) {
+    return e->ops->remote ? e->ops->remote(e, r) : -1;
 }
 
 #endif

@@ -46,6 +46,7 @@
 #include "common/strmap.h"
 #include "engine/engine.h"
 #include "engine/redis_client.h"
+#include "engine/redis_forward.h"
 #include "engine/redis_ring.h"
 #include "engine/redis_script.h"
 #include "engine/redis.h"
@@ -92,6 +93,7 @@ struct rworker {
     strmap users;   /* user id -> (uintptr_t) this worker's connections of the user */
     strmap members; /* connection id -> wmember: this worker's connections */
     size_t inflight;
+    redis_fwd *fwd; /* [forward] @connections across nodes (redis_forward.h) */
 };
 
 /* One of this worker's connections, as a surviving node needs it to tell
@@ -172,6 +174,10 @@ static wshard *shard_for(rworker *w, const char *key) { return &w->shards[shard_
 /* The worker's client of the home Redis (node-level keys and channels);
  * NULL before its loop starts and once it closes. */
 static redis_client *home(rworker *w) { return w->client; }
+
+/* [forward] The home client for @connections forwarding: NULL once the
+ * worker closes, so no request is sent that could not be answered. */
+static redis_client *home_client(rworker *w) { return w->closing ? NULL : home(w); }
 
 static char *room_channel(const wshard *s, const char *room_id) {
     return redis_script_channel(s->w->re->urls[s->index].db, room_id);
@@ -353,6 +359,7 @@ static void heartbeat(rworker *w) {
         cmd_to(&w->shards[i], REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", uk, ttl}, NULL);
     }
     cmd(w, REDIS_CLIENT_ANY, 3, (const char *[]){"PEXPIRE", mk, ttl}, NULL);
+    redis_fwd_heartbeat(w->fwd, home_client(w), (int64_t)w->re->cfg->redis_node_timeout_s * 2000);
     if (home(w) && !w->closing)
         redis_client_command_argv(home(w), REDIS_CLIENT_ANY, on_zadd, w, 4,
                                   (const char *[]){"ZADD", WORKERS_KEY, score, w->field}, NULL);
@@ -380,6 +387,7 @@ static void resync(rworker *w, size_t shard) {
     const char *k;
     void *v;
     while (home_too && strmap_next(&w->members, &it, &k, &v)) write_member(w, k, v);
+    if (home_too) redis_fwd_resync(w->fwd, home_client(w));
     it = 0;
     while (strmap_next(&w->rooms, &it, &k, &v)) {
         if (shard != ALL_SHARDS && shard_of(re, k) != shard) continue;
@@ -975,6 +983,8 @@ static void on_message(redis_client *c, const char *ch, size_t chlen, const char
         free(room);
     } else if (chlen == strlen(w->re->bus) && memcmp(ch, w->re->bus, chlen) == 0 && p[0] == 'P') {
         deliver_private(w, p, n);
+    } else if (s->index == 0) {
+        redis_fwd_on_message(w->fwd, home_client(w), ch, chlen, p, n);
     }
 }
 
@@ -1022,6 +1032,7 @@ static void on_timer(uv_timer_t *t) {
         return;
     }
     release_overdue(w);
+    redis_fwd_tick(w->fwd);
     if (!redis_client_up(home(w)) || ++w->ticks % 4 != 0) return;
     heartbeat(w);
     if (w->index == 0) {
@@ -1067,6 +1078,7 @@ static void r_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, c
     m->user_id = user_id;
     m->username = username;
     strmap_put(&w->members, c->id, m, NULL);
+    redis_fwd_conn_opened(w->fwd, home_client(w), c->id, user_id, c->connected_at);
 }
 
 static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, int worker,
@@ -1084,6 +1096,7 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     if (m && m->room_id) write_member(w, conn_id, NULL);
     if (m) free(m->room_id);
     free(m);
+    redis_fwd_conn_closed(w->fwd, home_client(w), conn_id);
 }
 
 static engine_room *r_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
@@ -1217,7 +1230,8 @@ static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
 }
 
 /* A connection this node does not hold may be on another node: the
- * management API says so (501) rather than "gone". One this node holds
+ * management API asks that node (engine_remote) rather than answer
+ * "gone". One this node holds
  * but the local engine calls gone (closed by a DELETE) is gone. */
 static int here_or_elsewhere(redis_engine *re, const char *conn_id, int rc) {
     if (rc != -1) return rc;
@@ -1463,6 +1477,15 @@ static int r_conn_info(engine *e, const char *conn_id, engine_conn_info *out) {
     return here_or_elsewhere(R(e), conn_id, engine_conn_lookup(R(e)->local, conn_id, out));
 }
 
+/* [forward] Ask the node holding conn_id (redis_forward.h). */
+static int r_remote(engine *e, const engine_remote_req *r) {
+    redis_engine *re = R(e);
+    int self = current_worker(re);
+    if (self < 0) return ENGINE_E_UNAVAILABLE;
+    rworker *w = &re->w[self];
+    return redis_fwd_ask(w->fwd, home_client(w), r);
+}
+
 static void r_conn_each(engine *e, void (*fn)(const directory_conn *rec, void *ctx), void *ctx) {
     engine_conn_each(R(e)->local, fn, ctx);
 }
@@ -1505,6 +1528,7 @@ static void r_free(engine *e) {
         strmap_free(&re->w[i].members);
         strmap_free(&re->w[i].users);
         free(re->w[i].shards);
+        redis_fwd_free(re->w[i].fwd);
     }
     size_t it = 0;
     void *v;
@@ -1540,6 +1564,7 @@ static const engine_ops redis_ops = {
     .conn_total = r_conn_total,
     .room_total = r_room_total,
     .health = r_health,
+    .remote = r_remote,
 };
 
 /* The servers of cfg (redis_urls, else redis_url) into *urls (malloc'd).
@@ -1626,6 +1651,8 @@ void engine_redis_attach(engine *e, int index, server *srv) {
     assert(index >= 0 && (size_t)index < re->nworkers);
     engine_local_attach(re->local, index, srv);
     re->w[index].srv = srv;
+    re->w[index].fwd = redis_fwd_new(re->local, srv, re->url.db, re->w[index].field,
+                                     (int64_t)re->cfg->redis_node_timeout_s * 1000);
 }
 
 void engine_redis_start(engine *e, int index) {
@@ -1643,6 +1670,7 @@ void engine_redis_start(engine *e, int index) {
     }
     w->client = w->shards[0].client;
     if (index == 0) redis_client_subscribe(home(w), re->bus);
+    redis_fwd_start(w->fwd, home_client(w));
     uv_timer_init(w->srv->loop, &w->timer);
     w->timer.data = w;
     uv_timer_start(&w->timer, on_timer, HEARTBEAT_MS / 4, HEARTBEAT_MS / 4);

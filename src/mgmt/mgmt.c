@@ -1,5 +1,7 @@
 #include "mgmt/mgmt.h"
 
+#include <assert.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 
 #include "app/handlers.h"
 #include "common/alloc.h"
+#include "common/strmap.h"
 #include "http/sigv4.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
@@ -34,7 +37,8 @@ static void respond(conn *c, const http_request *req, int status, const char *ex
     bool keep = http_should_keep_alive(&req->parser) != 0;
     size_t len;
     char *resp = http_response_format(status, extra, ctype, body, body_len, !keep, &len);
-    conn_http_respond(c, resp, len, keep);
+    if (c->http_deferred) server_http_answer(c, resp, len, keep); /* see forward() */
+    else conn_http_respond(c, resp, len, keep);
     free(resp);
 }
 
@@ -139,12 +143,89 @@ static void gone(conn *c, const http_request *req) {
     respond_error(c, req, 410, "GoneException", "Connection not found or gone");
 }
 
-/* Not on this node, and the engine cannot reach other nodes' connections
- * yet (engine = "redis", docs/redis.md): say so rather than "gone". */
-static void elsewhere(conn *c, const http_request *req) {
-    respond_error(c, req, 501, "NotImplementedException",
-                  "No such connection on this node; @connections for connections on other "
-                  "nodes is not supported by the redis engine yet");
+/* ---- @connections held by another node ----
+ *
+ * A connection the engine says is elsewhere (ENGINE_E_ELSEWHERE) is asked
+ * of its node through engine_remote; the request then waits, deferred in
+ * the net layer (server_http_defer), for the engine's answer, which comes
+ * on this worker's thread within the engine's bound. The waiting requests
+ * are this worker's (a thread-local map by the HTTP connection's id): the
+ * engine carries a tag "<id>.<serial>", never a pointer, and a client that
+ * went away meanwhile is no longer in the map (mgmt_http_abandoned), so its
+ * answer is dropped. */
+
+typedef struct waiting {
+    conn *c; /* removed from the map before c is freed */
+    uint64_t serial;
+    engine_remote_kind kind;
+} waiting;
+
+static _Thread_local strmap waiting_map;
+static _Thread_local uint64_t waiting_serial;
+
+/* What a call answered rc (from this node or the owner) means to the
+ * client. */
+static void answer(conn *c, const http_request *req, engine_remote_kind kind, int rc,
+                   const engine_conn_info *info) {
+    if (rc == ENGINE_E_TIMEOUT)
+        respond_error(c, req, 504, "GatewayTimeoutException",
+                      "The node that holds the connection did not answer in time");
+    else if (rc == ENGINE_E_UNAVAILABLE || rc == ENGINE_E_ELSEWHERE)
+        respond_error(c, req, 503, "ServiceUnavailableException",
+                      "The connection is on another node, which cannot be asked now");
+    else if (rc == -2 && kind == ENGINE_REMOTE_SEND)
+        respond_error(c, req, 429, "LimitExceededException",
+                      "The connection's send queue is full; retry later");
+    else if (rc != 0) gone(c, req);
+    else if (kind == ENGINE_REMOTE_SEND) respond(c, req, 200, NULL, NULL, NULL, 0);
+    else if (kind == ENGINE_REMOTE_CLOSE) respond(c, req, 204, NULL, NULL, NULL, 0);
+    else if (info)
+        respond_json(c, req, 200,
+                     connection_json(info->connected_at, info->last_active_at, info->source_ip,
+                                     info->user_agent));
+    else gone(c, req);
+}
+
+/* engine_remote's answer, on this worker's thread. */
+static void forwarded(void *owner_hub, const char *tag, int rc, const engine_conn_info *info) {
+    char id[CONN_ID_LEN + 1];
+    if (strlen(tag) <= CONN_ID_LEN || tag[CONN_ID_LEN] != '.') return;
+    memcpy(id, tag, CONN_ID_LEN);
+    id[CONN_ID_LEN] = '\0';
+    waiting *wt = strmap_get(&waiting_map, id);
+    if (!wt || wt->serial != strtoull(tag + CONN_ID_LEN + 1, NULL, 10)) return; /* it left */
+    strmap_remove(&waiting_map, id);
+    conn *c = wt->c;
+    engine_remote_kind kind = wt->kind;
+    free(wt);
+    if (waiting_map.count == 0) strmap_free(&waiting_map);
+    if (c->http_deferred && c->req) answer(c, c->req, kind, rc, info);
+}
+
+void mgmt_http_abandoned(conn *c) {
+    free(strmap_remove(&waiting_map, c->id));
+    if (waiting_map.count == 0) strmap_free(&waiting_map);
+}
+
+/* Ask the connection's node; the answer comes later (forwarded). */
+static void forward(app *a, conn *c, const http_request *req, engine_remote_req *r) {
+    uint64_t serial = ++waiting_serial;
+    char tag[ENGINE_REMOTE_TAG_MAX];
+    snprintf(tag, sizeof(tag), "%s.%" PRIu64, c->id, serial);
+    r->done = forwarded;
+    r->tag = tag;
+    int rc = engine_remote(a->engine, r);
+    if (rc != 0) {
+        answer(c, req, r->kind, rc, NULL);
+        return;
+    }
+    server_http_defer(c); /* on_http, with its request complete: it takes */
+    assert(c->http_deferred);
+    waiting *wt = xmalloc(sizeof(*wt));
+    *wt = (waiting){c, serial, r->kind};
+    void *old = NULL;
+    strmap_put(&waiting_map, c->id, wt, &old);
+    free(old); /* one request waits per connection: the net layer reads no other meanwhile */
 }
 
 /* The connection may be on any worker: the engine posts to its owner. */
@@ -157,40 +238,43 @@ static void post_to_connection(app *a, conn *c, const http_request *req, const c
     /* The send rule's: a frame of any size joins a queue within the limit;
      * one already past it is backlogged, and the caller retries later. */
     int rc = engine_send_conn(a->engine, id, f, (size_t)a->cfg->max_queued_bytes);
+    if (rc == ENGINE_E_ELSEWHERE) {
+        engine_remote_req r = {.kind = ENGINE_REMOTE_SEND,
+                               .conn_id = id,
+                               .f = f,
+                               .max_queued = (size_t)a->cfg->max_queued_bytes};
+        forward(a, c, req, &r);
+    } else {
+        answer(c, req, ENGINE_REMOTE_SEND, rc, NULL);
+    }
     ws_frame_unref(f);
-    if (rc == -2)
-        respond_error(c, req, 429, "LimitExceededException",
-                      "The connection's send queue is full; retry later");
-    else if (rc == ENGINE_E_ELSEWHERE) elsewhere(c, req);
-    else if (rc != 0) gone(c, req);
-    else respond(c, req, 200, NULL, NULL, NULL, 0);
 }
 
 static void get_connection(app *a, conn *c, const http_request *req, const char *id) {
     engine_conn_info info;
     int rc = engine_conn_lookup(a->engine, id, &info);
-    if (rc != 0) {
-        if (rc == ENGINE_E_ELSEWHERE) elsewhere(c, req);
-        else gone(c, req);
+    if (rc == ENGINE_E_ELSEWHERE) {
+        engine_remote_req r = {.kind = ENGINE_REMOTE_INFO, .conn_id = id};
+        forward(a, c, req, &r);
         return;
     }
-    respond_json(
-        c, req, 200,
-        connection_json(info.connected_at, info.last_active_at, info.source_ip, info.user_agent));
-    free(info.user_agent);
+    answer(c, req, ENGINE_REMOTE_INFO, rc, rc == 0 ? &info : NULL);
+    if (rc == 0) free(info.user_agent);
 }
 
 static void delete_connection(app *a, conn *c, const http_request *req, const char *id) {
     /* Gone to the management API from here on, though the owner's loop has
      * not finished the close handshake yet (API Gateway answers a call in
      * between with GoneException, not 200). */
-    int rc = engine_close_conn(a->engine, id, WS_CLOSE_NORMAL, "closed by the management API");
-    if (rc != 0) {
-        if (rc == ENGINE_E_ELSEWHERE) elsewhere(c, req);
-        else gone(c, req);
+    const char *reason = "closed by the management API";
+    int rc = engine_close_conn(a->engine, id, WS_CLOSE_NORMAL, reason);
+    if (rc == ENGINE_E_ELSEWHERE) {
+        engine_remote_req r = {
+            .kind = ENGINE_REMOTE_CLOSE, .conn_id = id, .code = WS_CLOSE_NORMAL, .reason = reason};
+        forward(a, c, req, &r);
         return;
     }
-    respond(c, req, 204, NULL, NULL, NULL, 0);
+    answer(c, req, ENGINE_REMOTE_CLOSE, rc, NULL);
 }
 
 typedef struct listing {

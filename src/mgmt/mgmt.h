@@ -28,6 +28,11 @@ bool mgmt_handle(app *a, conn *c, const http_request *req);
  * credentials. */
 long mgmt_http_head(app *a, conn *c, const http_request *req);
 
+/* c's request waited for another node's answer (server_http_defer) and c
+ * ended first: forget it (server_handlers.on_http_abandoned). On c's
+ * loop. */
+void mgmt_http_abandoned(conn *c);
+
 /* Format Unix time t (seconds) with milliseconds ms as ISO-8601 UTC
  * ("2026-11-25T21:05:00.123Z") into out (at least 32 bytes). */
 void mgmt_iso8601(int64_t t, int ms, char *out, size_t len);

@@ -127,6 +127,10 @@ void conn_abort(conn *c) {
         c->auth_pending = false;
         if (c->srv->handlers->on_auth_abandoned) c->srv->handlers->on_auth_abandoned(c);
     }
+    if (c->http_deferred) {
+        c->http_deferred = false;
+        if (c->srv->handlers->on_http_abandoned) c->srv->handlers->on_http_abandoned(c);
+    }
     if (c->opened) {
         c->opened = false;
         c->srv->nopen--;
@@ -318,6 +322,8 @@ unsigned conn_sweep(conn *c, uint64_t now) {
     case CONN_HTTP:
         /* A pending authorization is bounded by its integration's timeout. */
         if (c->auth_pending) return released;
+        /* So is a deferred answer, by the application's own bound. */
+        if (c->http_deferred) return released;
         /* Bug fix: 0 means no limit, it used to abort at the first sweep. */
         if (cfg->handshake_timeout_ms > 0 &&
             now - c->created_ms >= (uint64_t)cfg->handshake_timeout_ms)

@@ -47,6 +47,7 @@ typedef struct conn {
     bool http_answered;   /* on_http_head answered: the body is never read */
     size_t http_held;     /* bytes counted in server_pending_http_bytes */
     bool auth_pending;    /* authorize answered SERVER_AUTH_PENDING: no 101 yet */
+    bool http_deferred;   /* on_http answers later (server_http_answer) */
     uint8_t *early_bytes; /* what the client sent after its request meanwhile */
     size_t early_len;
     uint16_t peer_close_code; /* the client's close code (1005: none given), 0: no close */

@@ -49,6 +49,10 @@ typedef struct server_handlers {
      * went, shutdown) before server_authorize_done: forget it. c is still
      * valid during the call, not after. */
     void (*on_auth_abandoned)(conn *c);
+    /* c's on_http called server_http_defer and c ended (the client went,
+     * shutdown) before server_http_answer: forget it. c is still valid
+     * during the call, not after. */
+    void (*on_http_abandoned)(conn *c);
 } server_handlers;
 
 /* What authorize returns to hold the upgrade until the application calls
@@ -60,6 +64,18 @@ typedef struct server_handlers {
  * else the request is refused with that HTTP status and message (static
  * text, NULL: the status's reason). No effect when c is not pending. */
 void server_authorize_done(conn *c, int status, const char *message);
+
+/* From c's on_http, on c's loop: the answer comes later, through
+ * server_http_answer (or on_http_abandoned when c ends first). The request
+ * stays in c->req until then; bytes the client sends meanwhile are kept
+ * (64 KiB at most) and the handshake deadline is off, so the application
+ * bounds the wait itself. */
+void server_http_defer(conn *c);
+
+/* On c's loop: send the deferred answer (raw response bytes, copied) and,
+ * when keep_alive, read c's next request (then any bytes it sent while it
+ * waited). No effect when c has no deferred request. */
+void server_http_answer(conn *c, const char *data, size_t len, bool keep_alive);
 
 /* Work handed to a worker by another thread (a worker, the store thread):
  * run on the worker's own thread by `run`, in the order posted. Items

@@ -172,6 +172,34 @@ void server_authorize_done(conn *c, int status, const char *message) {
     free(early);
 }
 
+void server_http_defer(conn *c) {
+    assert(server_owns(c));
+    if (c->state == CONN_HTTP && c->req && c->req->complete) c->http_deferred = true;
+}
+
+void server_http_answer(conn *c, const char *data, size_t len, bool keep_alive) {
+    assert(server_owns(c));
+    if (!c->http_deferred) return;
+    c->http_deferred = false;
+    c->http_keep_alive = false;
+    conn_http_respond(c, data, len, keep_alive);
+    uint8_t *early = c->early_bytes;
+    size_t early_len = c->early_len;
+    c->early_bytes = NULL;
+    c->early_len = 0;
+    if (c->http_keep_alive && c->state == CONN_HTTP) {
+        /* As after an answer given at once: the next request, the deadline
+         * bounding an idle keep-alive connection again. */
+        http_request_free(c->req);
+        conn_request_init(c);
+        c->created_ms = uv_now(c->srv->loop);
+        if (early_len) conn_handle_http_bytes(c, (char *)early, early_len);
+    } else {
+        conn_pending_update(c);
+    }
+    free(early);
+}
+
 /* The 101 and the connection's opening, once authorize accepted. */
 static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t rest_len) {
     server *srv = c->srv;
@@ -209,7 +237,7 @@ static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t
 }
 
 void conn_handle_http_bytes(conn *c, char *data, size_t len) {
-    if (c->auth_pending) {
+    if (c->auth_pending || c->http_deferred) {
         /* Frames sent before the 101: kept for after it, within a bound. */
         if (c->early_len + len > CONN_EARLY_MAX) {
             conn_abort(c);
@@ -274,6 +302,18 @@ void conn_handle_http_bytes(conn *c, char *data, size_t len) {
         c->http_keep_alive = false;
         if (!c->srv->handlers->on_http || !c->srv->handlers->on_http(c, c->req)) {
             http_error(c, 404, NULL, "Not Found");
+            return;
+        }
+        if (c->http_deferred) {
+            /* server_http_answer carries on, with what followed the
+             * request in this read. */
+            size_t rest = len - (size_t)n;
+            if (rest) {
+                c->early_bytes = xrealloc(c->early_bytes, c->early_len + rest);
+                memcpy(c->early_bytes + c->early_len, data + n, rest);
+                c->early_len += rest;
+                conn_pending_update(c);
+            }
             return;
         }
         if (!c->http_keep_alive || c->state != CONN_HTTP) return;

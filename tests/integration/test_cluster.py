@@ -437,39 +437,239 @@ async def _eq(ws, want):
     return await room_counts(ws) == want
 
 
-def test_connections_on_another_node_are_refused_clearly(cluster):
-    nodes = cluster(2)
+AKID = "AKIDWSGATECLUSTER0001"
+SECRET = "wsgate/cluster/secret/key/0123456789abcd"
+SIGV4 = {"management_access_key_id": AKID, "management_secret_access_key": SECRET}
+
+
+def api(node, read_timeout=30):
+    """boto3's client for node's management API, one attempt per call (a
+    retried 504 would hide how long the first one took)."""
+    import boto3
+    from botocore.config import Config
+    return boto3.client("apigatewaymanagementapi",
+                        endpoint_url=f"http://127.0.0.1:{node.port}/{node.stage}",
+                        region_name="us-east-1", aws_access_key_id=AKID,
+                        aws_secret_access_key=SECRET,
+                        config=Config(retries={"total_max_attempts": 1},
+                                      read_timeout=read_timeout))
+
+
+def status_of(call):
+    """Run a boto3 call; returns its HTTP status (200/204 or the error's)."""
+    import botocore.exceptions
+    try:
+        r = call()
+        return r["ResponseMetadata"]["HTTPStatusCode"]
+    except botocore.exceptions.ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def reachable(cl, cid, timeout=10.0):
+    """Wait until a new connection's record reached Redis (a Redis round
+    trip after its welcome): GET through another node answers 200."""
+    deadline = time.time() + timeout
+    while status_of(lambda: cl.get_connection(ConnectionId=cid)) != 200:
+        assert time.time() < deadline, "the connection never became reachable"
+        time.sleep(0.05)
+
+
+def test_connections_on_another_node_work_from_any_node(cluster):
+    """POST, GET and DELETE @connections sent to node A for a connection
+    on node C act on C as they would alone: the message arrives, GET gives
+    C's fields, DELETE closes it; afterwards it is gone from every node."""
+    nodes = cluster(3, **SIGV4)
+    a_api, b_api = api(nodes[0]), api(nodes[1])
 
     async def main():
-        a, w = await connect(nodes[0], userId="alice")
-        cid = w["connectionId"]
-        for method, body in (("GET", None), ("POST", b"hi"), ("DELETE", None)):
-            url = f"http://127.0.0.1:{nodes[1].port}/{nodes[1].stage}/@connections/{cid}"
-            req = urllib.request.Request(url, data=body, method=method,
-                                         headers={"Authorization": f"Bearer {BEARER}"})
-            with pytest.raises(urllib.error.HTTPError) as e:
-                urllib.request.urlopen(req, timeout=5)
-            assert e.value.code == 501, (method, e.value.code)
-            assert "other nodes" in e.value.read().decode()
-        # on its own node it works as alone
-        url = f"http://127.0.0.1:{nodes[0].port}/{nodes[0].stage}/@connections/{cid}"
-        req = urllib.request.Request(url, data=b"direct", method="POST",
-                                     headers={"Authorization": f"Bearer {BEARER}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            assert r.status == 200
-        assert await asyncio.wait_for(a.recv(), RECV_TIMEOUT) == "direct"
-        # closed by a DELETE on its node: gone (410) there, as alone
-        req = urllib.request.Request(url, method="DELETE",
-                                     headers={"Authorization": f"Bearer {BEARER}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            assert r.status == 204
-        req = urllib.request.Request(url, data=b"again", method="POST",
-                                     headers={"Authorization": f"Bearer {BEARER}"})
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(req, timeout=5)
-        assert e.value.code == 410
-        await a.close()
+        url = nodes[2].url + "?" + urlencode({"userId": "carol"})
+        c = await websockets.connect(url, open_timeout=5, close_timeout=2,
+                                     extra_headers={"User-Agent": "cluster-test/2.0"})
+        welcome = await recv_json(c)
+        cid = welcome["data"]["connectionId"]
+        loop = asyncio.get_running_loop()
+
+        def call(fn):
+            return loop.run_in_executor(None, fn)
+        await call(lambda: reachable(a_api, cid))
+        # POST through A, twice on one keep-alive connection: both arrive
+        r = await call(lambda: a_api.post_to_connection(ConnectionId=cid, Data=b'{"n":1}'))
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert json.loads(await asyncio.wait_for(c.recv(), RECV_TIMEOUT)) == {"n": 1}
+        r = await call(lambda: a_api.post_to_connection(ConnectionId=cid, Data=b"\xff\x00"))
+        assert await asyncio.wait_for(c.recv(), RECV_TIMEOUT) == b"\xff\x00"  # binary stays binary
+        # GET through A: C's own fields
+        await send(c, {"type": "room_list"})
+        await recv_type(c, "room_list")
+        info = await call(lambda: a_api.get_connection(ConnectionId=cid))
+        assert info["Identity"] == {"SourceIp": "127.0.0.1", "UserAgent": "cluster-test/2.0"}
+        now = time.time()
+        assert abs(info["ConnectedAt"].timestamp() - now) < 30
+        assert info["LastActiveAt"] >= info["ConnectedAt"]
+        # DELETE through A: C closes it
+        r = await call(lambda: a_api.delete_connection(ConnectionId=cid))
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 204
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            while True:
+                await asyncio.wait_for(c.recv(), RECV_TIMEOUT)
+        assert e.value.rcvd.code == 1000
+        # gone (410) afterwards, from every node, for every method
+        for cl in (a_api, b_api, api(nodes[2])):
+            for fn in (lambda: cl.post_to_connection(ConnectionId=cid, Data=b"late"),
+                       lambda: cl.get_connection(ConnectionId=cid),
+                       lambda: cl.delete_connection(ConnectionId=cid)):
+                assert await call(lambda: status_of(fn)) == 410
     run(main())
+
+
+def test_a_connection_that_exists_nowhere_is_gone_from_every_node(cluster):
+    nodes = cluster(3, **SIGV4)
+    for node in nodes:
+        cl = api(node)
+        for cid in ("AAAAAAAAAAAAAAAA", "doesNotExist0000", "short", "B" * 40):
+            assert status_of(lambda: cl.post_to_connection(ConnectionId=cid, Data=b"x")) == 410
+            assert status_of(lambda: cl.get_connection(ConnectionId=cid)) == 410
+            assert status_of(lambda: cl.delete_connection(ConnectionId=cid)) == 410
+
+
+def test_a_forwarded_call_obeys_the_owners_send_rules(cluster):
+    """POST keeps one node's rules across nodes: more than 128 KiB is
+    refused (413) whichever node receives it."""
+    nodes = cluster(2, **SIGV4)
+
+    async def main():
+        c, w = await connect(nodes[1], userId="carol")
+        cid = w["connectionId"]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: reachable(api(nodes[0]), cid))
+        big = b"a" * (128 * 1024)
+        assert await loop.run_in_executor(
+            None, lambda: status_of(lambda: api(nodes[0]).post_to_connection(
+                ConnectionId=cid, Data=big))) == 200
+        assert len(await asyncio.wait_for(c.recv(), RECV_TIMEOUT)) == len(big)
+        assert await loop.run_in_executor(
+            None, lambda: status_of(lambda: api(nodes[0]).post_to_connection(
+                ConnectionId=cid, Data=big + b"a"))) == 413
+        await c.close()
+    run(main())
+
+
+def test_a_forwarded_post_to_a_backlogged_connection_is_429(cluster):
+    """The owner's send rule across nodes: a client on node B that never
+    reads; POSTs through node A fill its queue until A answers 429
+    (LimitExceededException), and the connection stays (GET through A)."""
+    nodes = cluster(2, max_queued_bytes=256 * 1024, **SIGV4)
+    c, cid = _raw_client(nodes[1], "slow")
+    cl = api(nodes[0])
+    reachable(cl, cid)
+    body = b"z" * (100 * 1024)
+    for _ in range(400):
+        st = status_of(lambda: cl.post_to_connection(ConnectionId=cid, Data=body))
+        if st == 429:
+            break
+        assert st == 200
+    else:
+        raise AssertionError("queue never reported full")
+    assert cl.get_connection(ConnectionId=cid)["Identity"]["SourceIp"] == "127.0.0.1"
+    c.close()
+
+
+def _doomed(redis, a_node, tmp_path, name="doomed", **settings):
+    from conftest import Server
+    node = Server(tmp_path / name, {
+        "engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+        "worker_threads": 2, "management_bearer_key": BEARER, **SIGV4,
+        "kms_key_file": os.path.join(a_node.data_dir, "keys.json"), **settings})
+    wait_ready(node)
+    return node
+
+
+def _raw_client(node, user):
+    """A client on node over a raw socket (it outlives no event loop);
+    returns it and its connection id."""
+    import wsraw
+    c = wsraw.connect(node.port, f"/{node.stage}?userId={user}")
+    op, welcome = c.recv_message()
+    return c, json.loads(welcome)["data"]["connectionId"]
+
+
+def test_a_killed_owner_answers_within_the_bound(cluster, redis, tmp_path):
+    """The owner killed (kill -9): a call for its connection answers at once
+    (504: nobody listens there any more, or 410), never hangs; once the dead
+    worker is reaped (redis_node_timeout_s) the connection is gone: 410."""
+    a_node, = cluster(1, redis_node_timeout_s=2, **SIGV4)
+    doomed = _doomed(redis, a_node, tmp_path, redis_node_timeout_s=2)
+    try:
+        c, cid = _raw_client(doomed, "dora")
+        cl = api(a_node)
+        reachable(cl, cid)
+        doomed.proc.kill()
+        doomed.proc.wait()
+        for fn in (lambda: cl.post_to_connection(ConnectionId=cid, Data=b"x"),
+                   lambda: cl.get_connection(ConnectionId=cid),
+                   lambda: cl.delete_connection(ConnectionId=cid)):
+            t0 = time.time()
+            assert status_of(fn) in (504, 410)
+            assert time.time() - t0 < 20
+        deadline = time.time() + 20
+        while status_of(lambda: cl.get_connection(ConnectionId=cid)) != 410:
+            assert time.time() < deadline, "never 410 after the reaping"
+            time.sleep(0.2)
+        assert status_of(lambda: cl.post_to_connection(ConnectionId=cid, Data=b"x")) == 410
+        # node A still serves
+        assert readyz(a_node)[0] == 200
+        c.close()
+    finally:
+        doomed.stop()
+
+
+def test_an_owner_that_does_not_answer_gives_504_and_a_client_may_leave(cluster, redis,
+                                                                          tmp_path):
+    """An owner that is alive but silent (SIGSTOP): the call ends with 504
+    and a JSON error within the bound; a client that leaves while its call
+    waits costs nothing (its late answer is dropped); A keeps serving, the
+    same keep-alive connection included."""
+    a_node, = cluster(1, **SIGV4)
+    frozen = _doomed(redis, a_node, tmp_path, "frozen")
+    try:
+        c, cid = _raw_client(frozen, "fred")
+        reachable(api(a_node), cid)
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            # a client that leaves mid-wait
+            s = socket.create_connection(("127.0.0.1", a_node.port), timeout=5)
+            s.sendall((f"GET /{a_node.stage}/@connections/{cid} HTTP/1.1\r\n"
+                       f"Host: x\r\nAuthorization: Bearer {BEARER}\r\n\r\n").encode())
+            time.sleep(0.3)
+            s.close()
+            # one that waits: 504 and the error body, then its keep-alive
+            # connection serves the next request
+            s = socket.create_connection(("127.0.0.1", a_node.port), timeout=30)
+            t0 = time.time()
+            s.sendall((f"GET /{a_node.stage}/@connections/{cid} HTTP/1.1\r\n"
+                       f"Host: x\r\nAuthorization: Bearer {BEARER}\r\n\r\n"
+                       f"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").encode())
+            got = b""
+            while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"}"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            waited = time.time() - t0
+            first, second = got.split(b"HTTP/1.1 ")[1:3]
+            assert first.startswith(b"504"), got
+            assert b"x-amzn-ErrorType: GatewayTimeoutException" in first
+            assert json.loads(first.split(b"\r\n\r\n", 1)[1])["message"]
+            assert second.startswith(b"200"), got
+            assert 1 < waited < 30
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        assert readyz(a_node)[0] == 200
+        assert frozen.proc.poll() is None
+        c.close()
+    finally:
+        frozen.stop()
 
 
 # ---------------------------------------------------------------- nodes that go
