@@ -42,6 +42,7 @@
 #include "engine/redis_client.h"
 #include "engine/redis_script.h"
 #include "engine/redis.h"
+#include "engine/redis_metrics.h"
 #include "log/log.h"
 #include "crypto/crypto.h"
 
@@ -73,6 +74,10 @@ typedef struct rworker {
     size_t inflight;
     char *room_prefix; /* "wsgate:<db>:room:" */
     size_t room_prefix_len;
+    /* /metrics: counted on this thread, copied to `snap` (under
+     * re->stats_mu) by stats_snapshot. */
+    uint64_t pub_chats, pub_events, pub_private;
+    redis_engine_stats snap;
 } rworker;
 
 /* One of this worker's connections, as a surviving node needs it to tell
@@ -128,6 +133,7 @@ struct redis_engine {
      * local engine calls gone is told apart from one that is not here. */
     pthread_mutex_t conns_mu;
     strmap conns;
+    pthread_mutex_t stats_mu; /* guards every worker's snap */
 };
 
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
@@ -846,8 +852,45 @@ static void on_state(redis_client *c, bool up, void *data) {
     if (up) resync(w);
 }
 
+/* On w's thread: copy its counters and its clients' where
+ * engine_redis_stats reads them. A sharded worker adds each client's. */
+static void stats_snapshot(rworker *w) {
+    redis_engine_stats s = {.published_chats = w->pub_chats,
+                            .published_events = w->pub_events,
+                            .published_private = w->pub_private,
+                            .rooms = w->rooms.count};
+    if (w->client) {
+        redis_client_stats cs;
+        redis_client_get_stats(w->client, &cs);
+        redis_client_stats_add(&s.client, &cs);
+    }
+    pthread_mutex_lock(&w->re->stats_mu);
+    w->snap = s;
+    pthread_mutex_unlock(&w->re->stats_mu);
+}
+
+void engine_redis_stats(engine *e, redis_engine_stats *out) {
+    redis_engine *re = R(e);
+    memset(out, 0, sizeof(*out));
+    out->workers = re->nworkers;
+    pthread_mutex_lock(&re->stats_mu);
+    for (size_t i = 0; i < re->nworkers; i++) {
+        const redis_engine_stats *s = &re->w[i].snap;
+        redis_client_stats_add(&out->client, &s->client);
+        out->published_chats += s->published_chats;
+        out->published_events += s->published_events;
+        out->published_private += s->published_private;
+        out->rooms += s->rooms;
+        out->workers_up += atomic_load(&re->w[i].up) ? 1 : 0;
+    }
+    pthread_mutex_unlock(&re->stats_mu);
+}
+
+const char *engine_redis_node(engine *e) { return R(e)->node; }
+
 static void on_timer(uv_timer_t *t) {
     rworker *w = t->data;
+    if (w->client) stats_snapshot(w);
     if (w->srv->shutting_down && w->srv->nconns > 0 && w->client) {
         release_overdue(w); /* its connections are closing: their user_left goes out */
         return;
@@ -993,9 +1036,12 @@ typedef struct publish_job {
 
 static void run_publish(rworker *w, void *arg, bool dropped) {
     publish_job *j = arg;
-    if (!dropped)
+    if (!dropped) {
         cmd(w, j->affinity, 3, (const char *[]){"PUBLISH", j->channel, j->msg},
             (const size_t[]){7, strlen(j->channel), j->len});
+        if (strcmp(j->channel, w->re->bus) == 0) w->pub_private++;
+        else w->pub_events++;
+    }
     free(j->channel);
     free(j->msg);
     free(j);
@@ -1094,6 +1140,7 @@ static void chat_replied(redis_client *c, const redis_chat_result *res, const ch
     } else {
         op->seq = res->seq;
         op->duplicate = res->duplicate;
+        if (!res->duplicate) w->pub_chats++;
         if (res->duplicate) {
             snprintf(op->message_id, sizeof(op->message_id), "%.36s", res->message_id);
             op->timestamp = res->ts_ms / 1000;
@@ -1315,6 +1362,8 @@ static void r_free(engine *e) {
     pthread_mutex_destroy(&re->mu);
     strmap_free(&re->conns);
     pthread_mutex_destroy(&re->conns_mu);
+    metrics_remove_family_source(redis_metrics_source, &re->base);
+    pthread_mutex_destroy(&re->stats_mu);
     engine_free(re->local);
     free(re);
 }
@@ -1359,6 +1408,8 @@ engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, co
     snprintf(re->bus, sizeof(re->bus), "wsgate:%d:bus", url.db);
     pthread_mutex_init(&re->mu, NULL);
     pthread_mutex_init(&re->conns_mu, NULL);
+    pthread_mutex_init(&re->stats_mu, NULL);
+    metrics_add_family_source(redis_metrics_source, &re->base);
     strmap_init(&re->conns);
     strmap_init(&re->rooms);
     strmap_init(&re->users);
