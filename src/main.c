@@ -11,6 +11,8 @@
 #include "app/app.h"
 #include "app/echo.h"
 #include "cli/datalock.h"
+#include "cli/nodeid.h"
+#include "engine/redis.h"
 #include "cli/export.h"
 #include "common/version.h"
 #include "cli/outputs.h"
@@ -200,6 +202,12 @@ static int serve(const config *cfg, unsigned n, bool echo) {
             free(a);
             a = NULL;
             rc = 1;
+        } else if (nodeid_write(cfg->data_dir, cfg->engine_id == CONFIG_ENGINE_REDIS
+                                                   ? engine_redis_node(a->engine)
+                                                   : "local") != 0) {
+            /* For `wsgate outputs` (cli/nodeid.h); serving goes on. */
+            log_msg(LOG_ERROR, "node_id_error", "cannot write %s/node-id: %s", cfg->data_dir,
+                    strerror(errno));
         }
     }
     const server_handlers *handlers = echo ? echo_handlers() : app_handlers();

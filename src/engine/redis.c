@@ -43,6 +43,7 @@
 #include "engine/redis_script.h"
 #include "engine/redis.h"
 #include "engine/redis_metrics.h"
+#include "engine/redis_nodes.h"
 #include "log/log.h"
 #include "crypto/crypto.h"
 
@@ -126,9 +127,10 @@ struct redis_engine {
     char bus[96];  /* node-level channel: private messages */
     /* Other workers' counts, guarded by mu. */
     pthread_mutex_t mu;
-    strmap rooms;    /* room id -> remote_room* */
-    strmap users;    /* user id -> (uintptr_t) connections on other nodes */
-    bool refreshing; /* worker 0's read of every worker's hashes is in flight */
+    strmap rooms;      /* room id -> remote_room* */
+    strmap users;      /* user id -> (uintptr_t) connections on other nodes */
+    bool refreshing;   /* worker 0's read of every worker's hashes is in flight */
+    redis_nodes nodes; /* every live node, from the last read (engine_redis_nodes) */
     /* This node's live connection ids (open to close), so that an id the
      * local engine calls gone is told apart from one that is not here. */
     pthread_mutex_t conns_mu;
@@ -396,7 +398,29 @@ typedef struct refresh {
     bool failed;
     strmap rooms; /* room -> remote_room* */
     strmap users; /* user -> count */
+    redis_nodes nodes;
 } refresh;
+
+/* Each node's rooms: those where one of its workers has members (a room
+ * counted once per node). */
+static void count_node_rooms(refresh *rf) {
+    size_t it = 0;
+    void *v;
+    while (strmap_next(&rf->rooms, &it, NULL, &v)) {
+        remote_room *r = v;
+        for (size_t i = 0; i < r->n; i++) {
+            const char *dot = strrchr(r->v[i].field, '.');
+            size_t nl = dot ? (size_t)(dot - r->v[i].field) : 0;
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = strncmp(r->v[j].field, r->v[i].field, nl + 1) == 0;
+            redis_node_info *ni =
+                seen ? NULL
+                     : redis_nodes_of_field(&rf->nodes, r->v[i].field, strlen(r->v[i].field));
+            if (ni) ni->rooms++;
+        }
+    }
+}
 
 static void refresh_finish(refresh *rf) {
     redis_engine *re = rf->re;
@@ -419,6 +443,10 @@ static void refresh_finish(refresh *rf) {
         swap = re->users;
         re->users = rf->users;
         rf->users = swap;
+        count_node_rooms(rf);
+        redis_nodes ns = re->nodes;
+        re->nodes = rf->nodes;
+        rf->nodes = ns;
     }
     re->refreshing = false;
     pthread_mutex_unlock(&re->mu);
@@ -427,6 +455,7 @@ static void refresh_finish(refresh *rf) {
     while (strmap_next(&rf->rooms, &it, NULL, &v)) remote_room_free(v);
     strmap_free(&rf->rooms);
     strmap_free(&rf->users);
+    redis_nodes_free(&rf->nodes);
     free(rf);
 }
 
@@ -449,6 +478,9 @@ static void on_hash(redis_client *c, const redisReply *r, const char *err, void 
             if (rr->users) {
                 uintptr_t old = (uintptr_t)strmap_get(&rf->users, k->str);
                 strmap_put(&rf->users, k->str, (void *)(old + (uintptr_t)n), NULL);
+                redis_node_info *ni =
+                    redis_nodes_of_field(&rf->nodes, rr->field, strlen(rr->field));
+                if (ni) ni->connections += (uint64_t)n;
             } else {
                 remote_set(&rf->rooms, k->str, rr->field, n, 0);
             }
@@ -466,9 +498,15 @@ static void on_workers(redis_client *c, const redisReply *r, const char *err, vo
         return;
     }
     rf->pending = 1; /* this callback's own share, released below */
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *f = r->element[i];
+    for (size_t i = 0; i + 1 < r->elements; i += 2) { /* field, score (WITHSCORES) */
+        const redisReply *f = r->element[i], *score = r->element[i + 1];
         if (f->type != REDIS_REPLY_STRING || f->len >= FIELD_LEN) continue;
+        redis_node_info *ni = redis_nodes_of_field(&rf->nodes, f->str, f->len);
+        if (ni) {
+            ni->workers++;
+            int64_t hb = score->type == REDIS_REPLY_STRING ? strtoll(score->str, NULL, 10) : 0;
+            if (hb > ni->heartbeat_ms) ni->heartbeat_ms = hb;
+        }
         if (field_is_ours(re, f->str, f->len)) continue;
         for (int u = 0; u < 2; u++) {
             refresh_read *rr = xcalloc(1, sizeof(*rr));
@@ -499,8 +537,9 @@ static void refresh_start(rworker *w) {
     strmap_init(&rf->users);
     char min[24];
     snprintf(min, sizeof(min), "%" PRId64, rf->sent_ms - re->cfg->redis_node_timeout_s * 1000);
-    redis_client_command_argv(w->client, REDIS_CLIENT_ANY, on_workers, rf, 4,
-                              (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf"}, NULL);
+    redis_client_command_argv(
+        w->client, REDIS_CLIENT_ANY, on_workers, rf, 5,
+        (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf", "WITHSCORES"}, NULL);
 }
 
 /* ---- workers that died ----
@@ -887,6 +926,27 @@ void engine_redis_stats(engine *e, redis_engine_stats *out) {
 }
 
 const char *engine_redis_node(engine *e) { return R(e)->node; }
+
+size_t engine_redis_nodes(engine *e, redis_nodes *out) {
+    redis_engine *re = R(e);
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&re->mu);
+    for (size_t i = 0; i < re->nodes.n; i++) {
+        char field[FIELD_LEN];
+        snprintf(field, sizeof(field), "%s.0", re->nodes.v[i].node);
+        *redis_nodes_of_field(out, field, strlen(field)) = re->nodes.v[i];
+    }
+    pthread_mutex_unlock(&re->mu);
+    /* This node's own numbers are exact here, not a second old. */
+    redis_node_info *me = redis_nodes_of_field(out, re->w[0].field, strlen(re->w[0].field));
+    me->self = true;
+    me->connections = engine_conn_total(re->local);
+    me->rooms = engine_room_total(re->local);
+    if (!me->workers)
+        for (size_t i = 0; i < re->nworkers; i++) me->workers += atomic_load(&re->w[i].up) ? 1 : 0;
+    redis_nodes_sort(out);
+    return out->n;
+}
 
 static void on_timer(uv_timer_t *t) {
     rworker *w = t->data;
@@ -1359,6 +1419,7 @@ static void r_free(engine *e) {
     while (strmap_next(&re->rooms, &it, NULL, &v)) remote_room_free(v);
     strmap_free(&re->rooms);
     strmap_free(&re->users);
+    redis_nodes_free(&re->nodes);
     pthread_mutex_destroy(&re->mu);
     strmap_free(&re->conns);
     pthread_mutex_destroy(&re->conns_mu);

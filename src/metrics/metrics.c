@@ -366,8 +366,7 @@ void metrics_remove_family_source(metrics_family_fn fn, void *ctx) {
     pthread_mutex_lock(&G.mu);
     for (size_t i = 0; i < G.nfamilies; i++) {
         if (G.families[i].fn == fn && G.families[i].ctx == ctx) {
-            memmove(&G.families[i], &G.families[i + 1],
-                    (G.nfamilies - i - 1) * sizeof *G.families);
+            memmove(&G.families[i], &G.families[i + 1], (G.nfamilies - i - 1) * sizeof *G.families);
             G.nfamilies--;
             break;
         }
@@ -391,7 +390,6 @@ typedef struct snapshot {
     size_t nfamilies;
     metrics_gauges gauges;
 } snapshot;
-
 
 static void family(bytebuf *b, const char *name, const char *type, const char *help) {
     bytebuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
