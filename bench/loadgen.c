@@ -139,9 +139,9 @@ typedef struct lg_opts {
     int nrates;
     double drain; /* fanout, durable: s to wait for late deliveries */
     int sources, sources_set;
-    int open_window;     /* handshakes in progress while opening */
-    double open_timeout; /* s to get every connection open */
-    int procs;           /* --procs (0: as many as the descriptors need) */
+    int open_window;      /* handshakes in progress while opening */
+    double open_timeout;  /* s to get every connection open */
+    int procs;            /* --procs (0: as many as the descriptors need) */
     int ports[MAX_NODES]; /* --ports: connection i dials ports[i % nports] (0: --port) */
     int nports;
     int pids[MAX_NODES]; /* --server-pid A,B,...: CPU and RSS summed over them */
@@ -300,7 +300,7 @@ typedef struct lg {
     size_t frame_len;
     struct sockaddr_in dst;
     struct sockaddr_in dsts[MAX_NODES]; /* --ports */
-    struct sockaddr_in *src; /* sources, or NULL: no bind */
+    struct sockaddr_in *src;            /* sources, or NULL: no bind */
     lg_stats st;
     int next_open, opening;
     int all_opened; /* the opening phase is over */
@@ -785,8 +785,7 @@ static void on_connect(uv_connect_t *req, int status) {
                      "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     o->path, query, o->host,
-                     o->nports ? o->ports[c->idx % o->nports] : o->port);
+                     o->path, query, o->host, o->nports ? o->ports[c->idx % o->nports] : o->port);
     send_raw(c, head, (size_t)n);
 }
 
@@ -1607,32 +1606,19 @@ int main(int argc, char **argv) {
                     .sources = 1,
                     .open_window = 256,
                     .open_timeout = 60};
-    static struct option longopts[] = {{"host", 1, 0, 'h'},
-                                       {"port", 1, 0, 'p'},
-                                       {"path", 1, 0, 'P'},
-                                       {"conns", 1, 0, 'c'},
-                                       {"inflight", 1, 0, 'k'},
-                                       {"size", 1, 0, 's'},
-                                       {"duration", 1, 0, 'd'},
-                                       {"server-pid", 1, 0, 'S'},
-                                       {"ports", 1, 0, 'O'},
-                                       {"label", 1, 0, 'l'},
-                                       {"warmup", 1, 0, 'w'},
-                                       {"message", 1, 0, 'm'},
-                                       {"expect", 1, 0, 'e'},
-                                       {"room-per-conn", 0, 0, 'r'},
-                                       {"workload", 1, 0, 'W'},
-                                       {"rooms", 1, 0, 'R'},
-                                       {"members", 1, 0, 'M'},
-                                       {"rate", 1, 0, 'q'},
-                                       {"rates", 1, 0, 'Q'},
-                                       {"sources", 1, 0, 'K'},
-                                       {"open-window", 1, 0, 'o'},
-                                       {"open-timeout", 1, 0, 'T'},
-                                       {"procs", 1, 0, 'N'},
-                                       {"drain", 1, 0, 'D'},
-                                       {"help", 0, 0, '?'},
-                                       {0, 0, 0, 0}};
+    static struct option longopts[] = {{"host", 1, 0, 'h'},        {"port", 1, 0, 'p'},
+                                       {"path", 1, 0, 'P'},        {"conns", 1, 0, 'c'},
+                                       {"inflight", 1, 0, 'k'},    {"size", 1, 0, 's'},
+                                       {"duration", 1, 0, 'd'},    {"server-pid", 1, 0, 'S'},
+                                       {"ports", 1, 0, 'O'},       {"label", 1, 0, 'l'},
+                                       {"warmup", 1, 0, 'w'},      {"message", 1, 0, 'm'},
+                                       {"expect", 1, 0, 'e'},      {"room-per-conn", 0, 0, 'r'},
+                                       {"workload", 1, 0, 'W'},    {"rooms", 1, 0, 'R'},
+                                       {"members", 1, 0, 'M'},     {"rate", 1, 0, 'q'},
+                                       {"rates", 1, 0, 'Q'},       {"sources", 1, 0, 'K'},
+                                       {"open-window", 1, 0, 'o'}, {"open-timeout", 1, 0, 'T'},
+                                       {"procs", 1, 0, 'N'},       {"drain", 1, 0, 'D'},
+                                       {"help", 0, 0, '?'},        {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {

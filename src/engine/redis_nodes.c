@@ -11,7 +11,9 @@ redis_node_info *redis_nodes_of_field(redis_nodes *t, const char *field, size_t 
     for (size_t i = 0; i < len; i++)
         if (field[i] == '.') dot = field + i;
     size_t nl = dot ? (size_t)(dot - field) : 0;
-    if (nl == 0 || nl > REDIS_NODE_ID_MAX) return NULL;
+    /* An id must survive as a C string: one holding a NUL would alias a
+     * shorter one. */
+    if (nl == 0 || nl > REDIS_NODE_ID_MAX || memchr(field, '\0', nl)) return NULL;
     for (size_t i = 0; i < t->n; i++)
         if (strlen(t->v[i].node) == nl && memcmp(t->v[i].node, field, nl) == 0) return &t->v[i];
     if (t->n == t->cap) {

@@ -26,7 +26,8 @@ typedef struct redis_nodes {
 
 /* Return the entry of the node named by a worker field "<node>.<worker>"
  * (len bytes; the node is what precedes the last '.'), added zeroed when
- * new. NULL when the field names no node (no '.', or too long). */
+ * new. NULL when the field names no node (no '.', empty, longer than
+ * REDIS_NODE_ID_MAX or holding a NUL). */
 redis_node_info *redis_nodes_of_field(redis_nodes *t, const char *field, size_t len);
 
 /* Sort the entries by node id (the listing's order). */
