@@ -25,7 +25,9 @@ PR_SET_PDEATHSIG too). Not part of `make test`.
 Settings (environment): CF_NODES (3), CF_ROOMS (4), CF_MEMBERS (100),
 CF_RATES (chats/s per room, comma-separated; default 62.5,250: 25,000 and
 100,000 deliveries/s), CF_DURATION (8 s measured, after CF_WARMUP 2 s),
-CF_WORKERS (worker_threads per node, 1), CF_ENCRYPTION (true: values sealed
+CF_WORKERS (worker_threads per node, 1), CF_SHARDS (Redis servers, 1; more
+are given to the nodes as redis_urls, which needs the engine's sharding:
+until then the nodes refuse it and the run stops), CF_ENCRYPTION (true: values sealed
 as by default), CF_JSON (where the results go, $BUILD/bench-cluster.json).
 """
 import json
@@ -51,6 +53,7 @@ RATES = [float(x) for x in os.environ.get("CF_RATES", "62.5,250").split(",")]
 DURATION = float(os.environ.get("CF_DURATION", "8"))
 WARMUP = int(os.environ.get("CF_WARMUP", "2"))
 WORKERS = int(os.environ.get("CF_WORKERS", "1"))
+SHARDS = int(os.environ.get("CF_SHARDS", "1"))
 ENCRYPTION = os.environ.get("CF_ENCRYPTION", "true")
 OUT_JSON = os.environ.get("CF_JSON", os.path.join(ROOT, BUILD, "bench-cluster.json"))
 
@@ -142,7 +145,12 @@ class Node:
             cmd += ["--set", f"{k}={v}"]
         self.log = open(os.path.join(data_dir, "server.log"), "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(self.port, self.proc, "wsgate")
+        try:
+            wait_port(self.port, self.proc, "wsgate")
+        except RuntimeError as e:
+            self.stop()
+            with open(os.path.join(data_dir, "server.log"), errors="replace") as f:
+                raise RuntimeError(f"{e}: {f.read()[-2000:]}") from None
 
     def metric(self, name):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
@@ -204,14 +212,19 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def window_counts(redis, nodes):
-    """What Redis ran (and its CPU) and what the nodes sent, for the window
-    measured."""
-    return (redis.commandstats(), sum(n.metric("wsgate_redis_commands_total") for n in nodes),
-            cpu_seconds(redis.proc.pid))
+def window_counts(redises, nodes):
+    """What the Redis servers ran (and their CPU) and what the nodes sent,
+    for the window measured."""
+    stats = {}
+    for r in redises:
+        for k, (calls, usec) in r.commandstats().items():
+            c0, u0 = stats.get(k, (0, 0))
+            stats[k] = (c0 + calls, u0 + usec)
+    return (stats, sum(n.metric("wsgate_redis_commands_total") for n in nodes),
+            sum(cpu_seconds(r.proc.pid) for r in redises))
 
 
-def inside_window(redis, nodes, marks):
+def inside_window(redises, nodes, marks):
     """Snapshot Redis's commandstats and the nodes' command counters once
     every member is connected and the warm-up is over, and again before the
     measured window ends: chats only, without the members' joins and leaves
@@ -224,9 +237,9 @@ def inside_window(redis, nodes, marks):
                 break
             time.sleep(0.1)
         time.sleep(WARMUP + 0.5)
-        marks.append((time.time(), *window_counts(redis, nodes)))
+        marks.append((time.time(), *window_counts(redises, nodes)))
         time.sleep(max(1.0, DURATION - 1.5))
-        marks.append((time.time(), *window_counts(redis, nodes)))
+        marks.append((time.time(), *window_counts(redises, nodes)))
     return during
 
 
@@ -249,7 +262,7 @@ def main():
     if not shutil.which("redis-server"):
         sys.exit("cluster_fanout: redis-server missing (scripts/install-deps.sh)")
     tmp = tempfile.mkdtemp(prefix="wsgate-cluster-fanout-")
-    results = {"nodes": NODES, "rooms": ROOMS, "members": MEMBERS, "workers": WORKERS,
+    results = {"nodes": NODES, "redis_servers": SHARDS, "rooms": ROOMS, "members": MEMBERS, "workers": WORKERS,
                "encryption": ENCRYPTION, "duration_s": DURATION, "runs": []}
     started = []
     try:
@@ -265,9 +278,14 @@ def main():
             local.stop()
 
             # the Redis engine: NODES nodes on one redis-server
-            redis = Redis()
-            started.append(redis)
-            red = dict(BASE, engine="redis", redis_url=f"redis://127.0.0.1:{redis.port}")
+            redises = [Redis() for _ in range(SHARDS)]
+            started += redises
+            red = dict(BASE, engine="redis")
+            if SHARDS == 1:
+                red["redis_url"] = f"redis://127.0.0.1:{redises[0].port}"
+            else:
+                red["redis_urls"] = "[" + ",".join(
+                    f'"redis://127.0.0.1:{r.port}"' for r in redises) + "]"
             nodes = []
             for i in range(NODES):
                 s = dict(red)
@@ -280,7 +298,7 @@ def main():
                 n.ready()
             marks = []
             cres = summarize(loadgen(nodes, rate, f"redis-{NODES}n",
-                                     inside_window(redis, nodes, marks)))
+                                     inside_window(redises, nodes, marks)))
             (t0, before, sent0, rcpu0), (t1, after, sent1, rcpu1) = marks
             delta = {k: (after[k][0] - before.get(k, (0, 0))[0],
                          after[k][1] - before.get(k, (0, 0))[1]) for k in after}
@@ -302,7 +320,8 @@ def main():
             cres["redis_commands"] = {k: v[0] for k, v in sorted(delta.items())}
             for n in nodes:
                 n.stop()
-            redis.stop()
+            for r in redises:
+                r.stop()
 
             ratio = (cres["cpu_us_per_delivery"] / lres["cpu_us_per_delivery"]
                      if cres["cpu_us_per_delivery"] and lres["cpu_us_per_delivery"] else None)
