@@ -206,3 +206,42 @@ def test_outputs_node_id_with_the_local_engine(start_server):
     srv = start_server()
     r = outputs(srv, "-raw", "node_id")
     assert r.returncode == 0 and r.stdout == "local", r.stderr
+
+
+def test_a_dead_node_ages_then_leaves_the_node_list(cluster, redis, tmp_path):
+    """kill -9: the node's last heartbeat grows old on the others' list,
+    then, past redis_node_timeout_s, it is no longer listed."""
+    from conftest import Server
+    (a,) = cluster(1, redis_node_timeout_s=3)
+    doomed = Server(tmp_path / "doomed", {
+        "engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+        "worker_threads": 2, "redis_node_timeout_s": 3, "management_bearer_key": BEARER,
+        "kms_key_file": os.path.join(a.data_dir, "keys.json")})
+    try:
+        wait_ready(doomed)
+        dead = node_id_from_log(doomed)
+
+        def entry():
+            return {n["nodeId"]: n for n in get_nodes(a)["nodes"]}.get(dead)
+
+        deadline = time.time() + 15
+        while entry() is None:
+            assert time.time() < deadline, get_nodes(a)
+            time.sleep(0.2)
+        assert entry()["heartbeatAgeMs"] < 3000
+        doomed.proc.kill()
+        doomed.proc.wait()
+        # still listed for a while, with an age that grows past a heartbeat
+        oldest = 0
+        deadline = time.time() + 20
+        while True:
+            e = entry()
+            if e is None:
+                break
+            oldest = max(oldest, e["heartbeatAgeMs"])
+            assert time.time() < deadline, e
+            time.sleep(0.2)
+        assert oldest >= 1500, oldest
+        assert [n["nodeId"] for n in get_nodes(a)["nodes"]] == [node_id_from_log(a)]
+    finally:
+        doomed.stop()
