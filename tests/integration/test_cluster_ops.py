@@ -245,3 +245,18 @@ def test_a_dead_node_ages_then_leaves_the_node_list(cluster, redis, tmp_path):
         assert [n["nodeId"] for n in get_nodes(a)["nodes"]] == [node_id_from_log(a)]
     finally:
         doomed.stop()
+
+
+def test_outputs_never_show_a_past_process_id(cluster):
+    """A later server on the same data directory (here in echo mode, which
+    has no engine) replaces the id: outputs never shows a past process's."""
+    from conftest import Server
+    (a,) = cluster(1)
+    assert outputs(a, "-raw", "node_id").stdout == node_id_from_log(a)
+    assert a.stop() == 0
+    echo = Server(a.data_dir, {"mode": "echo"})
+    try:
+        r = outputs(echo, "-raw", "node_id")
+        assert (r.returncode, r.stdout) == (0, "local"), r.stderr
+    finally:
+        assert echo.stop() == 0
