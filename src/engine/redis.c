@@ -127,10 +127,11 @@ struct redis_engine {
     char bus[96];  /* node-level channel: private messages */
     /* Other workers' counts, guarded by mu. */
     pthread_mutex_t mu;
-    strmap rooms;      /* room id -> remote_room* */
-    strmap users;      /* user id -> (uintptr_t) connections on other nodes */
-    bool refreshing;   /* worker 0's read of every worker's hashes is in flight */
-    redis_nodes nodes; /* every live node, from the last read (engine_redis_nodes) */
+    strmap rooms;    /* room id -> remote_room* */
+    strmap users;    /* user id -> (uintptr_t) connections on other nodes */
+    bool refreshing; /* worker 0's read of every worker's hashes is in flight */
+    /* Every live node, from that read (engine_redis_nodes). */
+    redis_nodes nodes;
     /* This node's live connection ids (open to close), so that an id the
      * local engine calls gone is told apart from one that is not here. */
     pthread_mutex_t conns_mu;
