@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench profile cluster
+.PHONY: all deps run test unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench bench-cluster profile cluster
 
 all: $(BIN) $(LOADGEN)
 
@@ -166,6 +166,11 @@ cluster: deps $(BIN)
 
 bench: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) ./bench/run.sh
+
+# Cross-node fan-out: 3 nodes on one Redis against the local engine, same
+# run (docs/BENCHMARKS.md); about a minute, not part of `make test`.
+bench-cluster: deps $(BIN) $(LOADGEN)
+	@BUILD=$(BUILD) /usr/bin/python3 ./bench/cluster_fanout.py
 
 # Instructions per chat and per handshake (valgrind's callgrind), by thread.
 profile: deps $(BIN) $(LOADGEN)

@@ -78,7 +78,10 @@
  * --open-window (256) handshakes are in progress per process while
  * connections are being opened; opening gives up after --open-timeout
  * seconds (60). Given the server's PID (--server-pid), server CPU seconds
- * and RSS are read from /proc. --label names the server in the output.
+ * and RSS are read from /proc; --server-pid A,B,C sums them over several
+ * processes, and --ports A,B,C spreads the connections over several
+ * servers (connection i, i.e. member i of a room workload, dials the
+ * (i mod n)-th): a cluster's nodes, as bench/cluster_fanout.sh runs them. --label names the server in the output.
  * Output: one table line and one JSON line (durable: one of each per step,
  * plus the summary); every JSON line has "procs", and table lines show
  * procs=P when P > 1. Every run stops by itself: each process has a
@@ -119,6 +122,7 @@ enum { MODE_SINGLE, MODE_CHILD, MODE_PARENT };
 #define MAX_RATES   32
 #define MAX_PROCS   256
 #define FD_HEADROOM 100
+#define MAX_NODES   16 /* --ports, --server-pid: several servers (a cluster's nodes) */
 
 typedef struct lg_opts {
     const char *host, *path, *label;
@@ -135,9 +139,13 @@ typedef struct lg_opts {
     int nrates;
     double drain; /* fanout, durable: s to wait for late deliveries */
     int sources, sources_set;
-    int open_window;     /* handshakes in progress while opening */
-    double open_timeout; /* s to get every connection open */
-    int procs;           /* --procs (0: as many as the descriptors need) */
+    int open_window;      /* handshakes in progress while opening */
+    double open_timeout;  /* s to get every connection open */
+    int procs;            /* --procs (0: as many as the descriptors need) */
+    int ports[MAX_NODES]; /* --ports: connection i dials ports[i % nports] (0: --port) */
+    int nports;
+    int pids[MAX_NODES]; /* --server-pid A,B,...: CPU and RSS summed over them */
+    int npids;
 } lg_opts;
 
 /* Log-linear latency histogram: 64 sub-buckets per power of two of
@@ -291,7 +299,8 @@ typedef struct lg {
     char *frame;     /* echo: one masked client frame, sent over and over */
     size_t frame_len;
     struct sockaddr_in dst;
-    struct sockaddr_in *src; /* sources, or NULL: no bind */
+    struct sockaddr_in dsts[MAX_NODES]; /* --ports */
+    struct sockaddr_in *src;            /* sources, or NULL: no bind */
     lg_stats st;
     int next_open, opening;
     int all_opened; /* the opening phase is over */
@@ -449,7 +458,13 @@ static int read_proc(int pid, double *cpu_s, double *rss_mb) {
 static void proc_mark(lg *l, double *cpu, double *rss) {
     *cpu = 0;
     *rss = 0;
-    if (l->o.server_pid) read_proc(l->o.server_pid, cpu, rss);
+    for (int i = 0; i < l->o.npids; i++) {
+        double c = 0, r = 0;
+        if (read_proc(l->o.pids[i], &c, &r) == 0) {
+            *cpu += c;
+            *rss += r;
+        }
+    }
 }
 
 /* ---- parent/child pipes ---- */
@@ -770,7 +785,7 @@ static void on_connect(uv_connect_t *req, int status) {
                      "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     o->path, query, o->host, o->port);
+                     o->path, query, o->host, o->nports ? o->ports[c->idx % o->nports] : o->port);
     send_raw(c, head, (size_t)n);
 }
 
@@ -808,7 +823,10 @@ static void start_connection(lg *l, lg_conn *c) {
     int r = 0;
     if (l->src) r = bind_source(l, c);
     if (r == 0)
-        r = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&l->dst, on_connect);
+        r = uv_tcp_connect(
+            &c->connect_req, &c->tcp,
+            (const struct sockaddr *)(l->o.nports ? &l->dsts[c->idx % l->o.nports] : &l->dst),
+            on_connect);
     if (r < 0) {
         static int warned;
         if (!warned++) lg_warn("connect: %s", uv_strerror(r));
@@ -1542,7 +1560,9 @@ static void usage(void) {
     fprintf(stderr,
             "usage: wsgate-loadgen [--workload echo|fanout|storm|idle|durable] [--host H] [--port "
             "N] [--path P]\n"
-            "         [--conns N] [--duration S] [--warmup S] [--server-pid PID] [--label L]\n"
+            "         [--conns N] [--duration S] [--warmup S] [--server-pid PID[,PID...]] [--label "
+            "L]\n"
+            "         [--ports N,N,... (connection i dials the (i mod n)-th: a cluster's nodes)]\n"
             "         [--sources K] [--open-window N] [--open-timeout S] [--procs P]\n"
             "  echo:    [--inflight K] [--size BYTES] [--message TEXT] [--expect STR] "
             "[--room-per-conn]\n"
@@ -1586,31 +1606,19 @@ int main(int argc, char **argv) {
                     .sources = 1,
                     .open_window = 256,
                     .open_timeout = 60};
-    static struct option longopts[] = {{"host", 1, 0, 'h'},
-                                       {"port", 1, 0, 'p'},
-                                       {"path", 1, 0, 'P'},
-                                       {"conns", 1, 0, 'c'},
-                                       {"inflight", 1, 0, 'k'},
-                                       {"size", 1, 0, 's'},
-                                       {"duration", 1, 0, 'd'},
-                                       {"server-pid", 1, 0, 'S'},
-                                       {"label", 1, 0, 'l'},
-                                       {"warmup", 1, 0, 'w'},
-                                       {"message", 1, 0, 'm'},
-                                       {"expect", 1, 0, 'e'},
-                                       {"room-per-conn", 0, 0, 'r'},
-                                       {"workload", 1, 0, 'W'},
-                                       {"rooms", 1, 0, 'R'},
-                                       {"members", 1, 0, 'M'},
-                                       {"rate", 1, 0, 'q'},
-                                       {"rates", 1, 0, 'Q'},
-                                       {"sources", 1, 0, 'K'},
-                                       {"open-window", 1, 0, 'o'},
-                                       {"open-timeout", 1, 0, 'T'},
-                                       {"procs", 1, 0, 'N'},
-                                       {"drain", 1, 0, 'D'},
-                                       {"help", 0, 0, '?'},
-                                       {0, 0, 0, 0}};
+    static struct option longopts[] = {{"host", 1, 0, 'h'},        {"port", 1, 0, 'p'},
+                                       {"path", 1, 0, 'P'},        {"conns", 1, 0, 'c'},
+                                       {"inflight", 1, 0, 'k'},    {"size", 1, 0, 's'},
+                                       {"duration", 1, 0, 'd'},    {"server-pid", 1, 0, 'S'},
+                                       {"ports", 1, 0, 'O'},       {"label", 1, 0, 'l'},
+                                       {"warmup", 1, 0, 'w'},      {"message", 1, 0, 'm'},
+                                       {"expect", 1, 0, 'e'},      {"room-per-conn", 0, 0, 'r'},
+                                       {"workload", 1, 0, 'W'},    {"rooms", 1, 0, 'R'},
+                                       {"members", 1, 0, 'M'},     {"rate", 1, 0, 'q'},
+                                       {"rates", 1, 0, 'Q'},       {"sources", 1, 0, 'K'},
+                                       {"open-window", 1, 0, 'o'}, {"open-timeout", 1, 0, 'T'},
+                                       {"procs", 1, 0, 'N'},       {"drain", 1, 0, 'D'},
+                                       {"help", 0, 0, '?'},        {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -1621,7 +1629,22 @@ int main(int argc, char **argv) {
         case 'k': g.o.inflight = atoi(optarg); break;
         case 's': g.o.size = atoi(optarg); break;
         case 'd': g.o.duration = atof(optarg); break;
-        case 'S': g.o.server_pid = atoi(optarg); break;
+        case 'S':
+        case 'O': {
+            int *v = ch == 'S' ? g.o.pids : g.o.ports, *n = ch == 'S' ? &g.o.npids : &g.o.nports;
+            *n = 0;
+            for (char *e, *q = optarg; *q; q = *e == ',' ? e + 1 : e) {
+                long x = strtol(q, &e, 10);
+                if (e == q || x <= 0 || x > 4194304 || *n == MAX_NODES || (*e && *e != ',')) {
+                    lg_warn("--%s takes up to %d numbers, comma-separated",
+                            ch == 'S' ? "server-pid" : "ports", MAX_NODES);
+                    return 2;
+                }
+                v[(*n)++] = (int)x;
+            }
+            if (ch == 'S') g.o.server_pid = *n ? v[0] : 0;
+            break;
+        }
         case 'l': g.o.label = optarg; break;
         case 'w': g.o.warmup = atoi(optarg); break;
         case 'm': g.o.message = optarg; break;
@@ -1711,6 +1734,7 @@ int main(int argc, char **argv) {
         lg_warn("--host must be an IPv4 address");
         return 2;
     }
+    for (int i = 0; i < o->nports; i++) uv_ip4_addr(o->host, o->ports[i], &g.dsts[i]);
     if (o->sources_set) {
         g.src = calloc((size_t)o->sources, sizeof(*g.src));
         for (int i = 0; i < o->sources; i++) {

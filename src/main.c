@@ -11,6 +11,8 @@
 #include "app/app.h"
 #include "app/echo.h"
 #include "cli/datalock.h"
+#include "cli/nodeid.h"
+#include "engine/redis.h"
 #include "cli/export.h"
 #include "common/version.h"
 #include "cli/outputs.h"
@@ -202,6 +204,13 @@ static int serve(const config *cfg, unsigned n, bool echo) {
             rc = 1;
         }
     }
+    /* For `wsgate outputs` (cli/nodeid.h), in every mode, so that no past
+     * process's id is shown; serving goes on without it. */
+    if (rc == 0 && nodeid_write(cfg->data_dir, a && cfg->engine_id == CONFIG_ENGINE_REDIS
+                                                   ? engine_redis_node(a->engine)
+                                                   : "local") != 0)
+        log_msg(LOG_ERROR, "node_id_error", "cannot write %s/node-id: %s", cfg->data_dir,
+                strerror(errno));
     const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
     int port = (int)cfg->port;
     for (unsigned i = 0; i < n && rc == 0; i++) {

@@ -250,14 +250,17 @@
     const started = Date.now();
     try {
       const base = '/' + encodeURIComponent(stage);
-      const [mr, rr, cr] = await Promise.all([
+      const [mr, rr, cr, nr] = await Promise.all([
         api('/metrics'),
         api(base + '/@rooms'),
         api(base + '/@connections'),
+        api(base + '/@nodes'),
       ]);
-      const [mtext, rooms, conns] = await Promise.all([mr.text(), rr.json(), cr.json()]);
+      const [mtext, rooms, conns, nodes] =
+        await Promise.all([mr.text(), rr.json(), cr.json(), nr.json()]);
       if (!configLoaded) await loadConfig();
       update(parseMetrics(mtext), rooms.rooms || [], conns.connections || []);
+      renderNodes(nodes);
       setStatus('Live · updated ' + new Date().toLocaleTimeString(), 'online');
     } catch (e) {
       if (e instanceof AuthError) {
@@ -340,6 +343,38 @@
     td.textContent = text;
     tr.appendChild(td);
     return td;
+  }
+
+  // Every node serving the API (GET @nodes): one row each, this one marked.
+  function renderNodes(j) {
+    const nodes = (j && j.nodes) || [];
+    const rows = nodes.slice(0, MAX_ROWS).map((n) => [
+      n.nodeId + (n.self ? ' (this node)' : ''), n.workers, n.connections, n.rooms,
+      n.heartbeatAgeMs == null ? '–' : (n.self && j.engine === 'local' ? 'this process'
+        : fmtMs(n.heartbeatAgeMs) + ' ago'),
+    ]);
+    $('nodes-count').textContent = String(nodes.length);
+    // heartbeat ages change every poll: compare the rest to keep focus stable
+    const k = JSON.stringify(rows.map((r) => r.slice(0, 4)));
+    const body = $('nodes-body');
+    if (rendered.nodes !== k) {
+      rendered.nodes = k;
+      body.replaceChildren();
+      for (const r of rows) {
+        const tr = document.createElement('tr');
+        cell(tr, r[0]);
+        cell(tr, String(r[1]), 'num');
+        cell(tr, String(r[2]), 'num');
+        cell(tr, String(r[3]), 'num');
+        cell(tr, r[4], 'num');
+        body.appendChild(tr);
+      }
+    } else {
+      rows.forEach((r, i) => { body.children[i].lastChild.textContent = r[4]; });
+    }
+    $('nodes-note').textContent = j && j.engine === 'redis'
+      ? 'Other nodes as read from Redis about once a second; this node exact.'
+      : 'Local engine: one node.';
   }
 
   function renderRooms(rooms, conns) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/nodeid.h"
 #include "common/alloc.h"
 #include "mgmt/credentials.h"
 
@@ -93,6 +94,21 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
         free(abs);
     }
 
+    /* The running server's node id: only a server knows it (random per
+     * process with engine = "redis"). */
+    char node_id[64] = "";
+    if (format != OUTPUTS_RAW || strcmp(name, "node_id") == 0) {
+        int nrc = nodeid_read(cfg->data_dir, node_id, sizeof(node_id));
+        if (nrc == 1)
+            fprintf(stderr,
+                    "wsgate: no server running on %s: node_id is chosen when wsgate serve "
+                    "starts\n",
+                    cfg->data_dir);
+        else if (nrc != 0)
+            fprintf(stderr, "wsgate: cannot read the running server's node id from %s/node-id\n",
+                    cfg->data_dir);
+    }
+
     const struct {
         const char *name;
         const char *value;
@@ -108,6 +124,7 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
         {"management_secret_access_key", creds.secret_access_key, true},
         {"message_function_name", fn_message, false},
         {"messages_table_name", msgs_tbl, false},
+        {"node_id", node_id, false},
         {"rooms_table_name", rooms_tbl, false},
         {"stage_name", cfg->stage_name, false},
         {"test_connection_url", test_url, false},

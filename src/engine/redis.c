@@ -50,6 +50,8 @@
 #include "engine/redis_ring.h"
 #include "engine/redis_script.h"
 #include "engine/redis.h"
+#include "engine/redis_metrics.h"
+#include "engine/redis_nodes.h"
 #include "log/log.h"
 #include "crypto/crypto.h"
 
@@ -94,6 +96,10 @@ struct rworker {
     strmap members; /* connection id -> wmember: this worker's connections */
     size_t inflight;
     redis_fwd *fwd; /* [forward] @connections across nodes (redis_forward.h) */
+    /* /metrics: counted on this thread, copied to `snap` (under
+     * re->stats_mu) by stats_snapshot. */
+    uint64_t pub_chats, pub_events, pub_private;
+    redis_engine_stats snap;
 };
 
 /* One of this worker's connections, as a surviving node needs it to tell
@@ -148,10 +154,13 @@ struct redis_engine {
     strmap rooms;    /* room id -> remote_room* */
     strmap users;    /* user id -> (uintptr_t) connections on other nodes */
     bool refreshing; /* worker 0's read of every worker's hashes is in flight */
+    /* Every live node, from that read (engine_redis_nodes). */
+    redis_nodes nodes;
     /* This node's live connection ids (open to close), so that an id the
      * local engine calls gone is told apart from one that is not here. */
     pthread_mutex_t conns_mu;
     strmap conns;
+    pthread_mutex_t stats_mu; /* guards every worker's snap */
 };
 
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
@@ -477,7 +486,29 @@ typedef struct refresh {
     bool *shard_failed; /* a shard's hashes could not be read: keep its part */
     strmap rooms;       /* room -> remote_room* */
     strmap users;       /* user -> count */
+    redis_nodes nodes;
 } refresh;
+
+/* Each node's rooms: those where one of its workers has members (a room
+ * counted once per node). */
+static void count_node_rooms(refresh *rf) {
+    size_t it = 0;
+    void *v;
+    while (strmap_next(&rf->rooms, &it, NULL, &v)) {
+        remote_room *r = v;
+        for (size_t i = 0; i < r->n; i++) {
+            const char *dot = strrchr(r->v[i].field, '.');
+            size_t nl = dot ? (size_t)(dot - r->v[i].field) : 0;
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = strncmp(r->v[j].field, r->v[i].field, nl + 1) == 0;
+            redis_node_info *ni =
+                seen ? NULL
+                     : redis_nodes_of_field(&rf->nodes, r->v[i].field, strlen(r->v[i].field));
+            if (ni) ni->rooms++;
+        }
+    }
+}
 
 /* What rf could not read from shard s (down): the rooms and users that
  * live there keep their previous counts rather than vanish. mu held. */
@@ -520,12 +551,16 @@ static void refresh_finish(refresh *rf) {
                     remote_set(&rf->rooms, k, old->v[i].field, old->v[i].count,
                                old->v[i].announced_ms);
         }
+        count_node_rooms(rf);
         strmap swap = re->rooms;
         re->rooms = rf->rooms;
         rf->rooms = swap;
         swap = re->users;
         re->users = rf->users;
         rf->users = swap;
+        redis_nodes ns = re->nodes;
+        re->nodes = rf->nodes;
+        rf->nodes = ns;
     }
     re->refreshing = false;
     pthread_mutex_unlock(&re->mu);
@@ -535,6 +570,7 @@ static void refresh_finish(refresh *rf) {
     strmap_free(&rf->rooms);
     strmap_free(&rf->users);
     free(rf->shard_failed);
+    redis_nodes_free(&rf->nodes);
     free(rf);
 }
 
@@ -558,6 +594,9 @@ static void on_hash(redis_client *c, const redisReply *r, const char *err, void 
             if (rr->users) {
                 uintptr_t old = (uintptr_t)strmap_get(&rf->users, k->str);
                 strmap_put(&rf->users, k->str, (void *)(old + (uintptr_t)n), NULL);
+                redis_node_info *ni =
+                    redis_nodes_of_field(&rf->nodes, rr->field, strlen(rr->field));
+                if (ni) ni->connections += (uint64_t)n;
             } else {
                 remote_set(&rf->rooms, k->str, rr->field, n, 0);
             }
@@ -575,9 +614,15 @@ static void on_workers(redis_client *c, const redisReply *r, const char *err, vo
         return;
     }
     rf->pending = 1; /* this callback's own share, released below */
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *f = r->element[i];
+    for (size_t i = 0; i + 1 < r->elements; i += 2) { /* field, score (WITHSCORES) */
+        const redisReply *f = r->element[i], *score = r->element[i + 1];
         if (f->type != REDIS_REPLY_STRING || f->len >= FIELD_LEN) continue;
+        redis_node_info *ni = redis_nodes_of_field(&rf->nodes, f->str, f->len);
+        if (ni) {
+            ni->workers++;
+            int64_t hb = score->type == REDIS_REPLY_STRING ? strtoll(score->str, NULL, 10) : 0;
+            if (hb > ni->heartbeat_ms) ni->heartbeat_ms = hb;
+        }
         if (field_is_ours(re, f->str, f->len)) continue;
         for (size_t s = 0; s < re->nshards; s++)
             for (int u = 0; u < 2; u++) {
@@ -616,8 +661,9 @@ static void refresh_start(rworker *w) {
     strmap_init(&rf->users);
     char min[24];
     snprintf(min, sizeof(min), "%" PRId64, rf->sent_ms - re->cfg->redis_node_timeout_s * 1000);
-    redis_client_command_argv(home(w), REDIS_CLIENT_ANY, on_workers, rf, 4,
-                              (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf"}, NULL);
+    redis_client_command_argv(
+        home(w), REDIS_CLIENT_ANY, on_workers, rf, 5,
+        (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf", "WITHSCORES"}, NULL);
 }
 
 /* ---- workers that died ----
@@ -994,8 +1040,75 @@ static void on_state(redis_client *c, bool up, void *data) {
     if (up) resync(s->w, s->index);
 }
 
+/* On w's thread: copy its counters and its clients' where
+ * engine_redis_stats reads them. A sharded worker adds each client's. */
+/* Whether every one of the worker's Redis connections is up (any thread). */
+static bool worker_up(rworker *w) {
+    if (!w->shards) return false;
+    for (size_t i = 0; i < w->re->nshards; i++)
+        if (!atomic_load(&w->shards[i].up)) return false;
+    return true;
+}
+
+static void stats_snapshot(rworker *w) {
+    redis_engine_stats s = {.published_chats = w->pub_chats,
+                            .published_events = w->pub_events,
+                            .published_private = w->pub_private,
+                            .rooms = w->rooms.count};
+    for (size_t i = 0; w->shards && i < w->re->nshards; i++) {
+        if (!w->shards[i].client) continue;
+        redis_client_stats cs;
+        redis_client_get_stats(w->shards[i].client, &cs);
+        redis_client_stats_add(&s.client, &cs);
+    }
+    pthread_mutex_lock(&w->re->stats_mu);
+    w->snap = s;
+    pthread_mutex_unlock(&w->re->stats_mu);
+}
+
+void engine_redis_stats(engine *e, redis_engine_stats *out) {
+    redis_engine *re = R(e);
+    memset(out, 0, sizeof(*out));
+    out->workers = re->nworkers;
+    pthread_mutex_lock(&re->stats_mu);
+    for (size_t i = 0; i < re->nworkers; i++) {
+        const redis_engine_stats *s = &re->w[i].snap;
+        redis_client_stats_add(&out->client, &s->client);
+        out->published_chats += s->published_chats;
+        out->published_events += s->published_events;
+        out->published_private += s->published_private;
+        out->rooms += s->rooms;
+        out->workers_up += worker_up(&re->w[i]) ? 1 : 0;
+    }
+    pthread_mutex_unlock(&re->stats_mu);
+}
+
+const char *engine_redis_node(engine *e) { return R(e)->node; }
+
+size_t engine_redis_nodes(engine *e, redis_nodes *out) {
+    redis_engine *re = R(e);
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&re->mu);
+    for (size_t i = 0; i < re->nodes.n; i++) {
+        char field[FIELD_LEN];
+        snprintf(field, sizeof(field), "%s.0", re->nodes.v[i].node);
+        *redis_nodes_of_field(out, field, strlen(field)) = re->nodes.v[i];
+    }
+    pthread_mutex_unlock(&re->mu);
+    /* This node's own numbers are exact here, not a second old. */
+    redis_node_info *me = redis_nodes_of_field(out, re->w[0].field, strlen(re->w[0].field));
+    me->self = true;
+    me->connections = engine_conn_total(re->local);
+    me->rooms = engine_room_total(re->local);
+    if (!me->workers)
+        for (size_t i = 0; i < re->nworkers; i++) me->workers += worker_up(&re->w[i]) ? 1 : 0;
+    redis_nodes_sort(out);
+    return out->n;
+}
+
 static void on_timer(uv_timer_t *t) {
     rworker *w = t->data;
+    if (w->client) stats_snapshot(w);
     if (w->srv->shutting_down && w->srv->nconns > 0 && w->client) {
         release_overdue(w); /* its connections are closing: their user_left goes out */
         return;
@@ -1168,10 +1281,15 @@ typedef struct publish_job {
 
 static void run_publish(rworker *w, void *arg, bool dropped) {
     publish_job *j = arg;
-    if (!dropped)
-        cmd_to(&w->shards[j->shard], j->affinity, 3,
-               (const char *[]){"PUBLISH", j->channel, j->msg},
+    if (!dropped) {
+        wshard *sh = &w->shards[j->shard];
+        cmd_to(sh, j->affinity, 3, (const char *[]){"PUBLISH", j->channel, j->msg},
                (const size_t[]){7, strlen(j->channel), j->len});
+        if (strncmp(j->channel, sh->user_prefix, sh->user_prefix_len) == 0 ||
+            strcmp(j->channel, w->re->bus) == 0)
+            w->pub_private++;
+        else w->pub_events++;
+    }
     free(j->channel);
     free(j->msg);
     free(j);
@@ -1280,6 +1398,7 @@ static void chat_replied(redis_client *c, const redis_chat_result *res, const ch
     } else {
         op->seq = res->seq;
         op->duplicate = res->duplicate;
+        if (!res->duplicate) w->pub_chats++;
         if (res->duplicate) {
             snprintf(op->message_id, sizeof(op->message_id), "%.36s", res->message_id);
             op->timestamp = res->ts_ms / 1000;
@@ -1537,9 +1656,12 @@ static void r_free(engine *e) {
     strmap_free(&re->users);
     redis_ring_free(re->ring);
     free(re->urls);
+    redis_nodes_free(&re->nodes);
     pthread_mutex_destroy(&re->mu);
     strmap_free(&re->conns);
     pthread_mutex_destroy(&re->conns_mu);
+    metrics_remove_family_source(redis_metrics_source, &re->base);
+    pthread_mutex_destroy(&re->stats_mu);
     engine_free(re->local);
     free(re);
 }
@@ -1618,6 +1740,8 @@ engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, co
     snprintf(re->bus, sizeof(re->bus), "wsgate:%d:bus", re->url.db);
     pthread_mutex_init(&re->mu, NULL);
     pthread_mutex_init(&re->conns_mu, NULL);
+    pthread_mutex_init(&re->stats_mu, NULL);
+    metrics_add_family_source(redis_metrics_source, &re->base);
     strmap_init(&re->conns);
     strmap_init(&re->rooms);
     strmap_init(&re->users);

@@ -57,6 +57,11 @@ typedef struct gauge_source {
     void *ctx;
 } gauge_source;
 
+typedef struct family_source {
+    metrics_family_fn fn;
+    void *ctx;
+} family_source;
+
 static struct {
     pthread_mutex_t mu; /* guards everything below except gauge_bits */
     bool detailed;
@@ -69,6 +74,8 @@ static struct {
     metrics retired; /* counters of freed blocks (gauge unused) */
     gauge_source sources[METRICS_MAX_SOURCES];
     size_t nsources;
+    family_source families[METRICS_MAX_SOURCES];
+    size_t nfamilies;
     uint64_t gauge_bits[METRICS_GAUGE_COUNT]; /* doubles, atomic bit patterns */
 } G = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -222,6 +229,8 @@ void metrics_global_free(void) {
     memset(&G.retired, 0, sizeof G.retired);
     memset(G.sources, 0, sizeof G.sources);
     G.nsources = 0;
+    memset(G.families, 0, sizeof G.families);
+    G.nfamilies = 0;
     for (int i = 0; i < METRICS_GAUGE_COUNT; i++)
         __atomic_store_n(&G.gauge_bits[i], 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&G.mu);
@@ -343,6 +352,29 @@ void metrics_remove_gauge_source(metrics_gauge_fn fn, void *ctx) {
     pthread_mutex_unlock(&G.mu);
 }
 
+int metrics_add_family_source(metrics_family_fn fn, void *ctx) {
+    int rc = -1;
+    pthread_mutex_lock(&G.mu);
+    if (fn && G.nfamilies < METRICS_MAX_SOURCES) {
+        G.families[G.nfamilies++] = (family_source){fn, ctx};
+        rc = 0;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
+void metrics_remove_family_source(metrics_family_fn fn, void *ctx) {
+    pthread_mutex_lock(&G.mu);
+    for (size_t i = 0; i < G.nfamilies; i++) {
+        if (G.families[i].fn == fn && G.families[i].ctx == ctx) {
+            memmove(&G.families[i], &G.families[i + 1], (G.nfamilies - i - 1) * sizeof *G.families);
+            G.nfamilies--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
 /* ---- rendering ---- */
 
 /* A snapshot taken under the lock, rendered after it is released. */
@@ -355,6 +387,8 @@ typedef struct snapshot {
     char *version;
     gauge_source sources[METRICS_MAX_SOURCES];
     size_t nsources;
+    family_source families[METRICS_MAX_SOURCES];
+    size_t nfamilies;
     metrics_gauges gauges;
 } snapshot;
 
@@ -397,6 +431,25 @@ static int slot_list(const snapshot *s, int *slots) {
     for (int i = 0; i < s->nroutes; i++) slots[n++] = i;
     slots[n++] = METRICS_SLOT_OTHER;
     return n;
+}
+
+/* A family source's view of the render under way. */
+struct metrics_out {
+    bytebuf *b;
+    const snapshot *s;
+};
+
+void metrics_out_family(metrics_out *o, const char *name, const char *type, const char *help) {
+    family(o->b, name, type, help);
+}
+
+void metrics_out_sample(metrics_out *o, const char *name, const char *labels, double value) {
+    bytebuf extra = {0};
+    if (labels && *labels) bytebuf_puts(&extra, labels);
+    series(o->b, o->s, name, NULL, &extra);
+    sb_put_double(o->b, value);
+    bytebuf_putc(o->b, '\n');
+    free(extra.d);
 }
 
 typedef enum { C_CONNECT, C_MESSAGE, C_CLIENT, C_EXEC, C_INTEG, C_INTEG_CALL } counter_kind;
@@ -599,6 +652,8 @@ char *metrics_render(size_t *len) {
     s->version = G.version ? xstrdup(G.version) : NULL;
     memcpy(s->sources, G.sources, sizeof s->sources);
     s->nsources = G.nsources;
+    memcpy(s->families, G.families, sizeof s->families);
+    s->nfamilies = G.nfamilies;
     pthread_mutex_unlock(&G.mu);
 
     for (int g = 0; g < METRICS_GAUGE_COUNT; g++)
@@ -608,6 +663,8 @@ char *metrics_render(size_t *len) {
     bytebuf b = {0};
     bytebuf_reserve(&b, 8192);
     render_snapshot(&b, s);
+    metrics_out o = {&b, s};
+    for (size_t i = 0; i < s->nfamilies; i++) s->families[i].fn(&o, s->families[i].ctx);
 
     for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) free(s->route_names[i]);
     free(s->const_labels);

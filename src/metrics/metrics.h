@@ -275,6 +275,31 @@ int metrics_add_gauge_source(metrics_gauge_fn fn, void *ctx);
  * (a render already running may still be calling it). */
 void metrics_remove_gauge_source(metrics_gauge_fn fn, void *ctx);
 
+/* ---- families rendered by other modules ---- */
+
+/* Where a family source writes (opaque): the output and the constant
+ * labels every series carries. */
+typedef struct metrics_out metrics_out;
+
+/* A render-time family source: writes whole families with
+ * metrics_out_family and metrics_out_sample, after wsgate's own. Called by
+ * metrics_render() from the rendering thread without the metrics mutex:
+ * must be thread-safe with respect to ctx. */
+typedef void (*metrics_family_fn)(metrics_out *o, void *ctx);
+
+/* Register / unregister a family source (at most 8; returns 0, or -1 when
+ * full). Unregistering has the guarantee of metrics_remove_gauge_source. */
+int metrics_add_family_source(metrics_family_fn fn, void *ctx);
+void metrics_remove_family_source(metrics_family_fn fn, void *ctx);
+
+/* Write a family's # HELP and # TYPE lines (type: "counter", "gauge",
+ * "histogram"). name and help are written as given. */
+void metrics_out_family(metrics_out *o, const char *name, const char *type, const char *help);
+
+/* Write one sample `name{const labels,labels} value`. labels: NULL, or a
+ * pre-rendered list such as `le="0.5"` (the caller escapes values). */
+void metrics_out_sample(metrics_out *o, const char *name, const char *labels, double value);
+
 /* ---- exposition ---- */
 
 /* Render every family (with # HELP and # TYPE lines) in the Prometheus text

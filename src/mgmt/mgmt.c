@@ -15,6 +15,7 @@
 #include "http/sigv4.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "mgmt/nodes.h"
 #include "web/web.h"
 #include "ws/utf8.h"
 
@@ -366,6 +367,11 @@ static void get_config(app *a, conn *c, const http_request *req) {
     respond_json(c, req, 200, json_pack("{s:o}", "variables", config_to_json(a->cfg)));
 }
 
+/* Every node serving this API (the dashboard's node table; mgmt/nodes.c). */
+static void list_nodes(app *a, conn *c, const http_request *req) {
+    respond_json(c, req, 200, mgmt_nodes_json(a));
+}
+
 /* ---- routing ---- */
 
 typedef enum { ARG_NONE, ARG_ID } arg_kind;
@@ -391,6 +397,7 @@ static const mgmt_route mgmt_routes[] = {
     {"GET", "/@connections", true, ARG_NONE, true, list_connections, NULL},
     {"GET", "/@rooms", true, ARG_NONE, true, list_rooms, NULL},
     {"GET", "/@config", true, ARG_NONE, true, get_config, NULL},
+    {"GET", "/@nodes", true, ARG_NONE, true, list_nodes, NULL},
     {"POST", "/@rooms/", true, ARG_ID, true, NULL, post_to_room},
 };
 

@@ -43,6 +43,13 @@ await run('dashboard', () => ({ page }), [
     await until(page, (n) => Number(document.getElementById('v-conn').textContent) >= n, loadConns, 15000);
     await until(page, () => Number(document.getElementById('v-msg').textContent) > 5, null, 15000);
     await page.locator('#rooms-body tr', { hasText: '#loadroom' }).waitFor();
+    // the local engine's one node, with this load's connections
+    const node = page.locator('#nodes-body tr', { hasText: 'local (this node)' });
+    await node.waitFor();
+    await until(page, (n) => {
+      const row = [...document.querySelectorAll('#nodes-body tr')][0];
+      return row && Number(row.children[2].textContent) >= n;
+    }, loadConns, 15000);
     const lat = await value('v-lat');
     if (!/ms/.test(lat)) throw new Error('no latency estimate: ' + lat);
     console.log(`seen: connections=${await value('v-conn')} msg/s=${await value('v-msg')} latency=${lat}`);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/redis_metrics.h"
 #include "metrics/metrics.h"
 
 /* ---- a tiny exposition parser ---- */
@@ -777,4 +778,55 @@ Test(metrics, promtool_check) {
         config_free(&C);
         memset(&C, 0, sizeof C);
     }
+}
+
+/* ---- families from other modules (the Redis engine's) ---- */
+
+static void redis_source(metrics_out *o, void *ctx) { redis_metrics_write(o, ctx); }
+
+Test(metrics, family_sources_render_the_redis_engine, .init = init_detailed, .fini = fini) {
+    redis_engine_stats s = {.published_chats = 5, .workers = 2, .workers_up = 2, .rooms = 3};
+    redis_client_stats
+        a = {.commands = 10, .reconnects = 1, .channels = 2, .rtt_count = 3, .rtt_sum_ms = 1.5},
+        b = {.commands = 4, .timeouts = 2, .channels = 1, .rtt_count = 1, .rtt_sum_ms = 2000};
+    a.rtt_buckets[0] = 2;                        /* <= 0.1 ms */
+    a.rtt_buckets[3] = 1;                        /* <= 1 ms */
+    b.rtt_buckets[REDIS_CLIENT_RTT_BUCKETS] = 1; /* > 1 s */
+    redis_client_stats_add(&s.client, &a);
+    redis_client_stats_add(&s.client, &b);
+    cr_assert_eq(metrics_add_family_source(redis_source, &s), 0);
+
+    char *t;
+    parsed P = render(&t);
+    cr_assert_eq(get(&P, "wsgate_redis_up", NULL), 1);
+    cr_assert_eq(get(&P, "wsgate_redis_commands_total", NULL), 14);
+    cr_assert_eq(get(&P, "wsgate_redis_timeouts_total", NULL), 2);
+    cr_assert_eq(get(&P, "wsgate_redis_reconnects_total", NULL), 1);
+    cr_assert_eq(get(&P, "wsgate_redis_subscribed_channels", NULL), 3);
+    cr_assert_eq(get(&P, "wsgate_redis_subscribed_rooms", NULL), 3);
+    cr_assert_eq(get(&P, "wsgate_redis_published_chats_total", NULL), 5);
+    /* the histogram: cumulative, in seconds, +Inf == _count */
+    cr_assert_eq(get(&P, "wsgate_redis_rtt_seconds_bucket", "le", "0.0001", NULL), 2);
+    cr_assert_eq(get(&P, "wsgate_redis_rtt_seconds_bucket", "le", "0.001", NULL), 3);
+    cr_assert_eq(get(&P, "wsgate_redis_rtt_seconds_bucket", "le", "1", NULL), 3);
+    cr_assert_eq(get(&P, "wsgate_redis_rtt_seconds_bucket", "le", "+Inf", NULL), 4);
+    cr_assert_eq(get(&P, "wsgate_redis_rtt_seconds_count", NULL), 4);
+    cr_assert_float_eq(get(&P, "wsgate_redis_rtt_seconds_sum", NULL), 2.0015, 1e-9);
+    /* the constant labels reach the families of a source too */
+    cr_assert_not_null(strstr(t, "wsgate_redis_up{api="));
+    parsed_free(&P);
+    free(t);
+
+    s.workers_up = 1; /* one worker's client down */
+    P = render(&t);
+    cr_assert_eq(get(&P, "wsgate_redis_up", NULL), 0);
+    cr_assert_eq(get(&P, "wsgate_redis_workers_up", NULL), 1);
+    parsed_free(&P);
+    free(t);
+
+    metrics_remove_family_source(redis_source, &s);
+    P = render(&t);
+    cr_assert_null(strstr(t, "wsgate_redis_"));
+    parsed_free(&P);
+    free(t);
 }
