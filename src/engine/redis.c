@@ -724,7 +724,16 @@ static void note_marker(rworker *w, const char *room, const char *p, size_t n) {
     /* "S<field>\n<room counter>" */
     const char *nl = memchr(p, '\n', n);
     size_t flen = nl ? (size_t)(nl - p - 1) : 0;
-    if (!nl || flen != strlen(w->field) || memcmp(p + 1, w->field, flen) != 0) return;
+    if (!nl) return;
+    if (flen != strlen(w->field) || memcmp(p + 1, w->field, flen) != 0) {
+        /* Another node's worker has just subscribed: it missed this
+         * worker's earlier announcement, so say the count again (its
+         * room_list is then exact at once, not after the next read). */
+        wroom *mine = strmap_get(&w->rooms, room);
+        if (mine && mine->count && !field_is_ours(w->re, p + 1, flen))
+            write_room_count(w, room, mine->count);
+        return;
+    }
     wroom *r = strmap_get(&w->rooms, room);
     if (!r || r->base >= 0) return;
     r->base = strtoll(nl + 1, NULL, 10);
