@@ -1333,7 +1333,7 @@ static size_t r_rooms(engine *e, directory_room_entry **out) {
     pthread_mutex_lock(&re->mu);
     size_t cap = n + re->rooms.count;
     directory_room_entry *all = xmalloc((cap ? cap : 1) * sizeof(*all));
-    memcpy(all, local, n * sizeof(*all));
+    if (n) memcpy(all, local, n * sizeof(*all)); /* local is NULL when n is 0 */
     free(local);
     size_t m = n, it = 0;
     const char *k;
