@@ -17,8 +17,9 @@ meet a documented limit of the Redis engine are xfail with the limit.
 
 One difference, on purpose: a client opened here (websockets or wsraw)
 waits, after its welcome, for the answer to one `history` request, which
-its node's Redis command connection answers after the join's SUBSCRIBE,
-marker and user_joined PUBLISH (the same connection, in order); what
+the room's Redis command connection on its node answers after the join's
+marker and user_joined PUBLISH (the same connection, in order; the
+SUBSCRIBE left on the pub/sub connection in the same loop turn); what
 arrived meanwhile is put back in front of its queue. Without this barrier
 the join race of docs/redis.md ("What is not done yet": a join reaches
 other nodes only once Redis has it, after the welcome) makes tests that
