@@ -747,12 +747,13 @@ static store_op **dup_one(store_op *op) {
     return one;
 }
 
-/* Run (or, fail: answer with the error) detached held chats, in order. */
-static void run_held(rworker *w, store_op **held, size_t n, bool fail) {
+/* Run detached held chats in order, or (fail: why) answer them with the
+ * error. Frees the array. */
+static void run_held(rworker *w, store_op **held, size_t n, const char *fail) {
     for (size_t i = 0; i < n; i++) {
         if (fail) {
-            log_msg(LOG_ERROR, "store_error", "message %s of room %s: not subscribed",
-                    held[i]->message_id, held[i]->room_id);
+            log_msg(LOG_ERROR, "store_error", "message %s of room %s: %s", held[i]->message_id,
+                    held[i]->room_id, fail);
             held[i]->status = 1;
             complete(w, held[i]);
         } else {
@@ -777,7 +778,7 @@ static void release_overdue(rworker *w) {
             size_t n;
             store_op **held = take_held(r, &n);
             /* Fail them rather than risk a silent success. */
-            run_held(w, held, n, true);
+            run_held(w, held, n, "room not subscribed in time");
             return; /* the map may have changed */
         }
     }
@@ -813,7 +814,7 @@ static void note_marker(rworker *w, const char *room, const char *p, size_t n) {
     size_t nheld;
     store_op **held = take_held(r, &nheld);
     release_waiting(w, r, INT64_MIN);
-    run_held(w, held, nheld, false);
+    run_held(w, held, nheld, NULL);
 }
 
 /* ---- what arrives from Redis ---- */
@@ -1060,7 +1061,7 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
         free(r->waiting);
         free(r);
     }
-    run_held(w, held, nheld, false); /* sent before their senders left */
+    run_held(w, held, nheld, NULL); /* sent before their senders left */
     write_room_count(w, room_id, still);
     wmember *m = strmap_get(&w->members, conn_id);
     if (m && m->room_id) {
@@ -1296,7 +1297,8 @@ static void run_submit(rworker *w, void *arg, bool dropped) {
     }
     w->inflight++;
     if (op->kind == STORE_OP_CHAT) {
-        if (!atomic_load(&w->up)) run_held(w, dup_one(op), 1, true); /* see hold_chat */
+        if (!atomic_load(&w->up))
+            run_held(w, dup_one(op), 1, "redis client not up"); /* see hold_chat */
         else if (!hold_chat(w, op)) submit_chat(w, op);
     } else {
         submit_history(w, op);
