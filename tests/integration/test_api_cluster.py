@@ -173,9 +173,11 @@ def _adopt(module, names=None):
 
 
 _adopt(test_api)
-_adopt(test_store, {"test_history_pages_and_membership",
-                    "test_resume_has_no_gap_and_no_duplicate_while_others_publish",
-                    "test_idempotent_publish"})
+# test_store's test_resume_has_no_gap_and_no_duplicate_while_others_publish
+# is left out: it takes 30 s on one node as on three (its own pace), and
+# test_cluster.py's test_resume_while_chats_flow_has_no_gap_and_no_duplicate
+# is the same check across nodes.
+_adopt(test_store, {"test_history_pages_and_membership", "test_idempotent_publish"})
 _adopt(test_store_hardening, {"test_history_and_resume_are_paged_within_a_byte_budget"})
 
 
