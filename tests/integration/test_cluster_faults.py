@@ -12,7 +12,7 @@ import time
 
 import websockets
 
-from cluster_util import (Redis, node_settings, persistent_redis, readyz, redis,  # noqa: F401
+from cluster_util import (node_settings, persistent_redis, readyz, redis,  # noqa: F401
                           start_nodes, wait_ready)
 from conftest import Server
 
