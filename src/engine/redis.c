@@ -121,6 +121,9 @@ typedef struct wroom {
      * every chat the page covers has passed here (see hold_resume). */
     store_op **waiting;
     size_t nwaiting, capwaiting;
+    /* Chats of this worker's members held until base >= 0 (hold_chat). */
+    store_op **held;
+    size_t nheld, capheld;
 } wroom;
 
 /* What other workers (of any node) have: one entry per "<node>.<w>". */
@@ -873,6 +876,64 @@ static bool hold_resume(rworker *w, store_op *op) {
     return true;
 }
 
+/* A chat's acknowledgement is its echo, which its sender's worker gets from
+ * the room's channel: a chat run before that worker's subscription is
+ * active (right after its first member joined, or after a reconnect) would
+ * be stored and reach every other member but never its sender, which gets
+ * neither the echo nor an error. Such a chat waits here until the worker's
+ * marker comes back (one round trip; base >= 0), at most CHAT_HOLD_MAX_MS,
+ * then fails with "Failed to store message". While the worker's client is
+ * not up (its pub/sub connection may be down while a command connection
+ * works) nothing waits: the chat fails at once (run_submit). Returns true
+ * when op was held. */
+#define CHAT_HOLD_MAX_MS 3000
+
+static bool hold_chat(rworker *w, store_op *op) {
+    wroom *r = strmap_get(&w->rooms, op->room_id);
+    if (!r || r->base >= 0 || !atomic_load(&shard_for(w, op->room_id)->up)) return false;
+    if (r->nheld == r->capheld) {
+        r->capheld = r->capheld ? r->capheld * 2 : 4;
+        r->held = xrealloc(r->held, r->capheld * sizeof(*r->held));
+    }
+    op->t_submitted = clock_mono_ns(); /* when it began to wait */
+    r->held[r->nheld++] = op;
+    return true;
+}
+
+/* Detach r's held chats (the caller runs them with run_held: their
+ * completions may change w->rooms). */
+static store_op **take_held(wroom *r, size_t *n) {
+    store_op **held = r->held;
+    *n = r->nheld;
+    r->held = NULL;
+    r->nheld = r->capheld = 0;
+    return held;
+}
+
+static void submit_chat(rworker *w, store_op *op);
+
+static store_op **dup_one(store_op *op) {
+    store_op **one = xmalloc(sizeof(*one));
+    one[0] = op;
+    return one;
+}
+
+/* Run detached held chats in order, or (fail: why) answer them with the
+ * error. Frees the array. */
+static void run_held(rworker *w, store_op **held, size_t n, const char *fail) {
+    for (size_t i = 0; i < n; i++) {
+        if (fail) {
+            log_msg(LOG_ERROR, "store_error", "message %s of room %s: %s", held[i]->message_id,
+                    held[i]->room_id, fail);
+            held[i]->status = 1;
+            complete(w, held[i]);
+        } else {
+            submit_chat(w, held[i]);
+        }
+    }
+    free(held);
+}
+
 /* Timer: answer what waited too long (a chat lost in an outage, a
  * subscription that came after the chats it waits for and no marker). */
 static void release_overdue(rworker *w) {
@@ -880,6 +941,19 @@ static void release_overdue(rworker *w) {
     size_t it = 0;
     void *v;
     const char *k;
+    while (strmap_next(&w->rooms, &it, &k, &v)) {
+        wroom *r = v;
+        bool down = !atomic_load(&shard_for(w, k)->up);
+        if (r->nheld &&
+            (down || now - r->held[0]->t_submitted > (uint64_t)CHAT_HOLD_MAX_MS * 1000000)) {
+            size_t n;
+            store_op **held = take_held(r, &n);
+            /* Fail them rather than risk a silent success. */
+            run_held(w, held, n, "room not subscribed in time");
+            return; /* the map may have changed */
+        }
+    }
+    it = 0;
     while (strmap_next(&w->rooms, &it, &k, &v)) {
         wroom *r = v;
         if (r->base < 0) send_marker(w, k);
@@ -895,11 +969,23 @@ static void note_marker(rworker *w, const char *room, const char *p, size_t n) {
     /* "S<field>\n<room counter>" */
     const char *nl = memchr(p, '\n', n);
     size_t flen = nl ? (size_t)(nl - p - 1) : 0;
-    if (!nl || flen != strlen(w->field) || memcmp(p + 1, w->field, flen) != 0) return;
+    if (!nl) return;
+    if (flen != strlen(w->field) || memcmp(p + 1, w->field, flen) != 0) {
+        /* Another node's worker has just subscribed: it missed this
+         * worker's earlier announcement, so say the count again (its
+         * room_list is then exact at once, not after the next read). */
+        wroom *mine = strmap_get(&w->rooms, room);
+        if (mine && mine->count && !field_is_ours(w->re, p + 1, flen))
+            write_room_count(w, room, mine->count);
+        return;
+    }
     wroom *r = strmap_get(&w->rooms, room);
     if (!r || r->base >= 0) return;
     r->base = strtoll(nl + 1, NULL, 10);
+    size_t nheld;
+    store_op **held = take_held(r, &nheld);
     release_waiting(w, r, INT64_MIN);
+    run_held(w, held, nheld, NULL);
 }
 
 /* ---- what arrives from Redis ---- */
@@ -1247,7 +1333,10 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
     rworker *w = &re->w[worker];
     wroom *r = strmap_get(&w->rooms, room_id);
     uintptr_t still = r && r->count ? r->count - 1 : 0;
+    size_t nheld = 0;
+    store_op **held = NULL;
     if (r && --r->count == 0) {
+        held = take_held(r, &nheld);
         strmap_remove(&w->rooms, room_id);
         wshard *s = shard_for(w, room_id);
         if (s->client) {
@@ -1259,6 +1348,7 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
         free(r->waiting);
         free(r);
     }
+    run_held(w, held, nheld, NULL); /* sent before their senders left */
     write_room_count(w, room_id, still);
     wmember *m = strmap_get(&w->members, conn_id);
     if (m && m->room_id) {
@@ -1536,8 +1626,13 @@ static void run_submit(rworker *w, void *arg, bool dropped) {
         return;
     }
     w->inflight++;
-    if (op->kind == STORE_OP_CHAT) submit_chat(w, op);
-    else submit_history(w, op);
+    if (op->kind == STORE_OP_CHAT) {
+        if (!atomic_load(&shard_for(w, op->room_id)->up))
+            run_held(w, dup_one(op), 1, "redis client not up"); /* see hold_chat */
+        else if (!hold_chat(w, op)) submit_chat(w, op);
+    } else {
+        submit_history(w, op);
+    }
 }
 
 static int r_submit(engine *e, store_op *op, bool bounded) {
@@ -1570,7 +1665,7 @@ static size_t r_rooms(engine *e, directory_room_entry **out) {
     pthread_mutex_lock(&re->mu);
     size_t cap = n + re->rooms.count;
     directory_room_entry *all = xmalloc((cap ? cap : 1) * sizeof(*all));
-    memcpy(all, local, n * sizeof(*all));
+    if (n) memcpy(all, local, n * sizeof(*all)); /* local is NULL when n is 0 */
     free(local);
     size_t m = n, it = 0;
     const char *k;
@@ -1634,7 +1729,9 @@ static void r_free(engine *e) {
         while (strmap_next(&re->w[i].rooms, &it, NULL, &v)) {
             wroom *r = v;
             for (size_t j = 0; j < r->nwaiting; j++) store_op_free(r->waiting[j]);
+            for (size_t j = 0; j < r->nheld; j++) store_op_free(r->held[j]);
             free(r->waiting);
+            free(r->held);
             free(r);
         }
         strmap_free(&re->w[i].rooms);

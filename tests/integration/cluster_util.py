@@ -1,0 +1,187 @@
+"""Helpers for the cluster suites (engine = "redis", issue 13): a real
+redis-server on a free loopback port (optionally persistent, restartable on
+the same port), wsgate nodes on it, and `Spread`, which looks like one
+conftest.Server to a test written for one node while it hands each new
+client the next node in turn.
+
+Everything is stopped by PID: the Redis by the test's fixture, the nodes by
+conftest's start_server (which also fails a test whose node did not exit
+with status 0)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import free_port
+
+BEARER = "bearer-cluster-test-0123456789"
+
+
+class Redis:
+    """A redis-server of the test's own. `persist` turns on the AOF with
+    an fsync before every reply (appendonly yes, appendfsync always) in
+    `data_dir`, so that kill() and start() on the same port lose nothing
+    that Redis acknowledged."""
+
+    def __init__(self, data_dir=None, persist=False, port=None):
+        self.port = port or free_port()
+        self.data_dir = str(data_dir) if data_dir else None
+        self.persist = persist
+        self.proc = None
+        self.start()
+
+    def start(self, timeout=10.0):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--protected-mode", "no"]
+        if self.persist:
+            os.makedirs(self.data_dir, exist_ok=True)
+            args += ["--dir", self.data_dir, "--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                if self.command("PING").startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def command(self, *args):
+        """One command over a raw socket (RESP); returns the raw reply
+        (a reply that does not fit one recv is cut: for small replies)."""
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(out)
+            return s.recv(1 << 20)
+
+    def kill(self):
+        """kill -9, as a crash: what the AOF holds is all that survives."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(tmp_path / "redis")
+    yield r
+    r.kill()
+
+
+@pytest.fixture
+def persistent_redis(tmp_path):
+    r = Redis(tmp_path / "redis-aof", persist=True)
+    yield r
+    r.kill()
+
+
+def node_settings(redis, first=None, **settings):
+    """Settings for a node on `redis`; every node but the first reads the
+    first node's key file (values in Redis are sealed with it)."""
+    s = {"engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+         "worker_threads": 2, "management_bearer_key": BEARER, **settings}
+    if first is not None and str(s.get("enable_encryption", "true")).lower() != "false":
+        s["kms_key_file"] = os.path.join(first.data_dir, "keys.json")
+    return s
+
+
+def start_nodes(start_server, redis, n=3, **settings):
+    """n nodes on `redis`, each with its own port and data directory,
+    started with conftest's start_server and ready (/readyz 200)."""
+    nodes = []
+    for i in range(n):
+        s = node_settings(redis, nodes[0] if nodes else None, **settings)
+        nodes.append(start_server(settings=s, name=f"node{i}-"))
+    for node in nodes:
+        wait_ready(node)
+    return nodes
+
+
+def readyz(node):
+    """(status, body) of the node's /readyz."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/readyz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_ready(node, want=200, timeout=15.0):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = readyz(node)
+        except OSError as e:
+            last = e
+        if isinstance(last, tuple) and last[0] == want:
+            return last[1]
+        time.sleep(0.05)
+    raise AssertionError(f"/readyz never answered {want}: {last}")
+
+
+class _Procs:
+    """proc of a Spread: wait() waits for every node."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def wait(self, timeout=None):
+        codes = [n.proc.wait(timeout=timeout) for n in self.nodes]
+        return next((c for c in codes if c != 0), 0)
+
+    def poll(self):
+        codes = [n.proc.poll() for n in self.nodes]
+        return None if None in codes else next((c for c in codes if c != 0), 0)
+
+
+class Spread:
+    """Several nodes seen as one server. Each read of `url` or `port` (what
+    a test reads to open a client) gives the next node, round-robin, so a
+    test written for one server runs with its clients spread over every
+    node. Signals go to every node; the log is every node's."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self.stage = nodes[0].stage
+        self.data_dir = nodes[0].data_dir
+        self.proc = _Procs(nodes)
+        self._next = 0
+
+    def _pick(self):
+        node = self.nodes[self._next % len(self.nodes)]
+        self._next += 1
+        return node
+
+    @property
+    def url(self):
+        return self._pick().url
+
+    @property
+    def port(self):
+        return self._pick().port
+
+    def log(self):
+        return "\n".join(n.log() for n in self.nodes)
+
+    def signal(self, sig):
+        for n in self.nodes:
+            n.signal(sig)
+
+    def stop(self, timeout=10.0):
+        codes = [n.stop(timeout) for n in self.nodes]
+        return next((c for c in codes if c != 0), 0)
