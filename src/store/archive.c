@@ -42,7 +42,20 @@ struct archive {
     uint64_t synced_epoch; /* s->ckpt_epoch when the archive was last synced */
     uint8_t *buf;
     size_t cap;
+    /* The last archived image of recently written pages (direct-mapped by
+     * page number): a page found here is archived as its XOR with this
+     * image, mostly zeros that deflate to almost nothing (a chat changes a
+     * few dozen bytes of a 4 KiB leaf). Emptied at every snapshot. */
+    uint32_t *cache_pgno; /* 0: empty slot */
+    uint8_t *cache_img;
+    uint32_t cache_page_size;
 };
+
+/* Pages the delta cache holds (x page size bytes: 8 MiB of 4 KiB pages). */
+#define ARCHIVE_CACHE_SLOTS 2048
+/* In a commit record's page number: the page is stored as its XOR with the
+ * page's previous content. */
+#define ARCHIVE_DELTA 0x80000000u
 
 /* ---- the record codec (I/O-free) ---- */
 
@@ -104,8 +117,7 @@ int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char 
             snprintf(err, errlen, "%s record %u: too long", name, index);
         } else {
             *raw = xmalloc(n ? n : 1);
-            if (uncompress(*raw, &n, inner + 5, plen - 5) != Z_OK ||
-                n != walf_get32(inner + 1)) {
+            if (uncompress(*raw, &n, inner + 5, plen - 5) != Z_OK || n != walf_get32(inner + 1)) {
                 snprintf(err, errlen, "%s record %u: cannot inflate", name, index);
                 free(*raw);
                 *raw = NULL;
@@ -241,8 +253,8 @@ static int reader_next(file_reader *r, const crypto_keyring *keys, int *type, ui
         snprintf(err, errlen, "%s is damaged at record %u: checksum mismatch", r->name, r->index);
         return -1;
     }
-    if (archive_record_open(keys, r->key_id, r->name, r->index, body, blen, type, raw, raw_len,
-                            err, errlen) != 0)
+    if (archive_record_open(keys, r->key_id, r->name, r->index, body, blen, type, raw, raw_len, err,
+                            errlen) != 0)
         return -1;
     r->index++;
     return 1;
@@ -393,8 +405,8 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
     size_t flen = walf_frame_len(&a->w);
     struct stat st;
     if (fstat(a->wal_fd, &st) != 0) return;
-    uint64_t in_file = st.st_size > WALF_HEADER_LEN ? (uint64_t)(st.st_size - WALF_HEADER_LEN) / flen
-                                                     : 0;
+    uint64_t in_file =
+        st.st_size > WALF_HEADER_LEN ? (uint64_t)(st.st_size - WALF_HEADER_LEN) / flen : 0;
     uint64_t upto = max_frames && max_frames < in_file ? max_frames : in_file;
     if (upto <= a->w.frames) return;
     size_t want = (size_t)(upto - a->w.frames) * flen;
@@ -420,11 +432,30 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
     walf_put32(raw + 40, a->w.cksum[1]);
     walf_put32(raw + 44, a->w.big_endian ? 1u << 24 : 0);
     uint8_t *p = raw + ARCHIVE_COMMIT_HEAD;
+    uint32_t ps = a->w.page_size;
+    if (a->cache_page_size != ps) {
+        free(a->cache_img);
+        a->cache_img = xmalloc((size_t)ARCHIVE_CACHE_SLOTS * ps);
+        if (!a->cache_pgno) a->cache_pgno = xmalloc(ARCHIVE_CACHE_SLOTS * sizeof(uint32_t));
+        memset(a->cache_pgno, 0, ARCHIVE_CACHE_SLOTS * sizeof(uint32_t));
+        a->cache_page_size = ps;
+    }
     for (uint32_t i = 0; i < frames; i++) {
         const uint8_t *f = wal + (size_t)i * flen;
-        walf_put32(p, walf_frame_pgno(f));
-        memcpy(p + 4, walf_frame_page(f), a->w.page_size);
-        p += 4 + a->w.page_size;
+        uint32_t pgno = walf_frame_pgno(f);
+        const uint8_t *page = walf_frame_page(f);
+        size_t slot = pgno % ARCHIVE_CACHE_SLOTS;
+        uint8_t *img = a->cache_img + slot * ps;
+        if (a->cache_pgno[slot] == pgno && pgno < ARCHIVE_DELTA) {
+            walf_put32(p, pgno | ARCHIVE_DELTA);
+            for (uint32_t j = 0; j < ps; j++) p[4 + j] = page[j] ^ img[j];
+        } else {
+            walf_put32(p, pgno);
+            memcpy(p + 4, page, ps);
+        }
+        memcpy(img, page, ps);
+        a->cache_pgno[slot] = pgno;
+        p += 4 + ps;
     }
     free(wal);
     if (write_record(a->fd, seal_keys(s), a->name, a->records, 'C', raw, raw_len) != 0) {
@@ -435,6 +466,7 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
         close(a->fd);
         a->fd = -1;
         a->have_w = false;
+        a->cache_page_size = 0;
         return;
     }
     a->records++;
@@ -521,23 +553,38 @@ static int seal_snapshot(store *s, const char *plain, const char *name, int64_t 
 }
 
 /* Drop snapshots and segments older than the newest snapshot at or before
- * the window's start, and pitr_log's base files once the snapshot that
- * holds that change log is gone. */
+ * the window's start (the anchor), and pitr_log's base files once the
+ * snapshot that holds that change log is gone. Of the snapshots after the
+ * anchor only the last of each day and the newest are kept: the segments
+ * stay whole, so no recovery point is lost, and a restore replays at most
+ * a day of them (at an hourly interval 35 days would keep 840 copies of
+ * the database). */
 static void prune(store *s, int64_t now_ms) {
     struct archive *a = s->arch;
     arch_file *files;
     size_t n = list_files(a->dir, &files);
     int64_t window_start = now_ms - s->opt.pitr_retention_days * 86400000LL;
-    int64_t anchor = -1;
-    for (size_t i = 0; i < n; i++)
-        if (files[i].snap && files[i].t_ms <= window_start) anchor = files[i].gen;
+    int64_t anchor = -1, newest = -1, oldest = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!files[i].snap) continue;
+        if (files[i].t_ms <= window_start) anchor = files[i].gen;
+        if (oldest < 0) oldest = files[i].gen;
+        newest = files[i].gen;
+    }
     bool pruned = false;
-    for (size_t i = 0; anchor >= 0 && i < n; i++) {
-        if (files[i].gen < anchor) {
-            char p[4200];
-            snprintf(p, sizeof(p), "%s/%s", a->dir, files[i].name);
-            if (unlink(p) == 0) pruned = true;
+    for (size_t i = 0; i < n; i++) {
+        bool drop = anchor >= 0 && files[i].gen < anchor;
+        /* The oldest may hold an old pitr_log (restores before the switch). */
+        if (!drop && files[i].snap && files[i].gen != anchor && files[i].gen != newest &&
+            files[i].gen != oldest) {
+            /* A later snapshot of the same day makes this one redundant. */
+            for (size_t j = i + 1; j < n && !drop; j++)
+                drop = files[j].snap && files[j].t_ms / 86400000 == files[i].t_ms / 86400000;
         }
+        if (!drop) continue;
+        char p[4200];
+        snprintf(p, sizeof(p), "%s/%s", a->dir, files[i].name);
+        if (unlink(p) == 0 && files[i].gen < anchor) pruned = true;
     }
     if (pruned) {
         /* The oldest snapshot left is past the switch from pitr_log (that
@@ -570,6 +617,8 @@ int archive_snapshot(store *s) {
     if (rc == SQLITE_OK && seal_snapshot(s, plain, name, now) == 0) {
         unlink(plain);
         open_segment(s, gen, 0);
+        /* Deltas start afresh from what the snapshot holds. */
+        a->cache_page_size = 0;
         log_msg(LOG_INFO, "pitr_snapshot", "base snapshot %s/%s written", a->dir, name);
         prune(s, now);
         rc = 0;
@@ -752,6 +801,8 @@ void archive_close(store *s) {
     free(a->db_path);
     free(a->wal_path);
     free(a->buf);
+    free(a->cache_pgno);
+    free(a->cache_img);
     free(a);
     s->arch = NULL;
 }
@@ -789,19 +840,34 @@ static int decode_snapshot(const char *dir, const char *name, const crypto_keyri
     return rc;
 }
 
-/* Write a commit record's pages into out. */
+/* Write a commit record's pages into out (a delta page XORed with what
+ * out holds there: the page as the previous commit left it). */
 static int apply_commit(int out, const uint8_t *raw, size_t len, uint32_t *page_size,
                         uint32_t *db_pages) {
     uint32_t frames = walf_get32(raw + 24), ps = walf_get32(raw + 28);
     if (ps < 512 || ps > 65536 || len != ARCHIVE_COMMIT_HEAD + (size_t)frames * (4 + ps)) return -1;
     const uint8_t *p = raw + ARCHIVE_COMMIT_HEAD;
-    for (uint32_t i = 0; i < frames; i++, p += 4 + ps) {
-        uint32_t pgno = walf_get32(p);
-        if (pgno == 0 || pwrite(out, p + 4, ps, (off_t)(pgno - 1) * ps) != (ssize_t)ps) return -1;
+    uint8_t *page = xmalloc(ps);
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < frames; i++, p += 4 + ps) {
+        uint32_t pgno = walf_get32(p) & ~ARCHIVE_DELTA;
+        off_t at = (off_t)(pgno - 1) * ps;
+        if (pgno == 0) {
+            rc = -1;
+        } else if (walf_get32(p) & ARCHIVE_DELTA) {
+            ssize_t got = pread(out, page, ps, at);
+            if (got < 0) got = 0;
+            memset(page + got, 0, ps - (size_t)got);
+            for (uint32_t j = 0; j < ps; j++) page[j] ^= p[4 + j];
+            if (pwrite(out, page, ps, at) != (ssize_t)ps) rc = -1;
+        } else if (pwrite(out, p + 4, ps, at) != (ssize_t)ps) {
+            rc = -1;
+        }
     }
+    free(page);
     *page_size = ps;
     *db_pages = walf_get32(raw + 32);
-    return 0;
+    return rc;
 }
 
 int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, const char *out,

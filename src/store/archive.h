@@ -14,7 +14,9 @@
  *   [u8 type][u32 raw length][raw, deflated]:
  *   'C' a commit:   u64 t_ms, u32 salt-1, u32 salt-2, u64 first frame,
  *                   u32 frames, u32 page size, u32 db pages, u32 checksum[2],
- *                   then per frame u32 page number and the page
+ *                   then per frame u32 page number and the page (with the
+ *                   number's top bit set: the page XOR its previous
+ *                   content, which a restore has in its file there)
  *   'S' snapshot:   u64 offset, then the database file's bytes there
  *   'E' its end:    u64 file size, u64 t_ms
  *   snap-<gen>-<t_ms>.pitr          a base snapshot ('S'... 'E')

@@ -87,8 +87,8 @@ static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errle
 static int finish_copy(const char *out, char *err, size_t errlen) {
     sqlite3 *db = NULL;
     if (sqlite3_open(out, &db) != SQLITE_OK ||
-        sqlite3_exec(db, "DROP TABLE IF EXISTS pitr_log; PRAGMA journal_mode=DELETE; VACUUM;",
-                     NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(db, "DROP TABLE IF EXISTS pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL,
+                     NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot finish %s: %s", out,
                  db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
@@ -325,7 +325,8 @@ static int replay_log(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t to_m
 static bool has_pitr_log(sqlite3 *db) {
     sqlite3_stmt *st;
     bool yes = false;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pitr_log'",
+    if (sqlite3_prepare_v2(db,
+                           "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pitr_log'",
                            -1, &st, NULL) == SQLITE_OK) {
         yes = sqlite3_step(st) == SQLITE_ROW;
         sqlite3_finalize(st);

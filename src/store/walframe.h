@@ -28,10 +28,10 @@
 typedef struct walf {
     uint32_t page_size;
     uint32_t salt[2];
-    uint32_t cksum[2];  /* the running checksum after the last counted frame */
-    bool big_endian;    /* checksum words are big-endian (magic 0x377f0683) */
-    uint64_t frames;    /* committed frames counted so far in this generation */
-    uint32_t db_pages;  /* database size after the last counted commit */
+    uint32_t cksum[2]; /* the running checksum after the last counted frame */
+    bool big_endian;   /* checksum words are big-endian (magic 0x377f0683) */
+    uint64_t frames;   /* committed frames counted so far in this generation */
+    uint32_t db_pages; /* database size after the last counted commit */
 } walf;
 
 /* Read the WAL header in buf (len bytes, at least WALF_HEADER_LEN) into w,

@@ -207,7 +207,11 @@ def test_pruning_keeps_the_newest_snapshot_before_the_window(start_server, tmp_p
     os.chmod(data / "keys.json", 0o600)
     now_ms = int(time.time() * 1000)
     t1, t2 = now_ms - 3 * 86400000, now_ms - 2 * 86400000
-    for gen, t in ((1, t1), (2, t2)):
+    # and two earlier today: the server's snapshot at start makes them
+    # redundant (the last of each day is kept, segments all stay)
+    today = now_ms - now_ms % 86400000
+    t3, t4 = today + (now_ms - today) // 3, today + 2 * (now_ms - today) // 3
+    for gen, t in ((1, t1), (2, t2), (3, t3), (4, t4)):
         end = struct.pack(">QQ", len(content), t)
         write_archive(data / "pitr" / f"snap-{gen}-{t}.pitr", active, keys[active],
                       records + [("E", end)])
@@ -222,12 +226,17 @@ def test_pruning_keeps_the_newest_snapshot_before_the_window(start_server, tmp_p
     assert f"snap-1-{t1}.pitr" not in names and f"wal-1-0-{t1}.pitr" not in names, names
     assert f"snap-2-{t2}.pitr" in names and f"wal-2-0-{t2}.pitr" in names, names
     assert not any(n.startswith("base-") for n in names), names
+    assert f"snap-3-{t3}.pitr" not in names and f"snap-4-{t4}.pitr" not in names, names
+    assert f"wal-3-0-{t3}.pitr" in names and f"wal-4-0-{t4}.pitr" in names, names
+    assert len([n for n in names if n.startswith("snap-")]) == 2, names
     # before the window: refused, naming where it starts
     res = cli("restore", "--data-dir", str(data), "--to", str((t1 + t2) // 2000), "--out",
               str(tmp_path / "x.db"), check=False)
     assert res.returncode == 1 and f"starts at {t2 // 1000}" in res.stderr, res.stderr
     # the anchor still restores the first second of the window
     got = restored_texts(tmp_path, data, t2 // 1000 + 60, ["p"], "w")
+    assert got["p"] == ["old1"]
+    got = restored_texts(tmp_path, data, t4 // 1000 + 1, ["p"], "t4")
     assert got["p"] == ["old1"]
     got = restored_texts(tmp_path, data, int(time.time()) + 1, ["p"], "n")
     assert got["p"] == ["old1", "new1"]
