@@ -43,9 +43,9 @@ struct archive {
     uint8_t *buf;
     size_t cap;
     /* The last archived image of recently written pages (direct-mapped by
-     * page number): a page found here is archived as its XOR with this
-     * image, mostly zeros that deflate to almost nothing (a chat changes a
-     * few dozen bytes of a 4 KiB leaf). Emptied at every snapshot. */
+     * page number): a page found here is archived as the runs of bytes
+     * that differ from this image (a chat changes a few hundred bytes of a
+     * 4 KiB leaf). Emptied at every snapshot. */
     uint32_t *cache_pgno; /* 0: empty slot */
     uint8_t *cache_img;
     uint32_t cache_page_size;
@@ -53,8 +53,8 @@ struct archive {
 
 /* Pages the delta cache holds (x page size bytes: 8 MiB of 4 KiB pages). */
 #define ARCHIVE_CACHE_SLOTS 2048
-/* In a commit record's page number: the page is stored as its XOR with the
- * page's previous content. */
+/* In a commit record's page number: the page is stored as a delta
+ * (archive_delta_encode) from the page's previous content. */
 #define ARCHIVE_DELTA 0x80000000u
 
 /* ---- the record codec (I/O-free) ---- */
@@ -130,6 +130,48 @@ int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char 
     }
     free(plain);
     return rc;
+}
+
+size_t archive_delta_encode(const uint8_t *old, const uint8_t *page, size_t ps, uint8_t *out,
+                            size_t max) {
+    size_t o = 2, runs = 0, i = 0;
+    while (i < ps) {
+        if (old[i] == page[i]) {
+            i++;
+            continue;
+        }
+        /* A run ends at 8 equal bytes: shorter gaps cost less inside it
+         * than a run header. */
+        size_t start = i, end = i, same = 0;
+        while (end < ps && same < 8) {
+            same = old[end] == page[end] ? same + 1 : 0;
+            end++;
+        }
+        size_t len = end - start - same;
+        if (o + 4 + len > max || runs == 0xffff) return 0;
+        walf_put32(out + o, (uint32_t)(start << 16 | len));
+        memcpy(out + o + 4, page + start, len);
+        o += 4 + len;
+        runs++;
+        i = start + len;
+    }
+    out[0] = (uint8_t)(runs >> 8);
+    out[1] = (uint8_t)runs;
+    return o;
+}
+
+int archive_delta_apply(uint8_t *page, size_t ps, const uint8_t *in, size_t len) {
+    if (len < 2) return -1;
+    size_t runs = (size_t)in[0] << 8 | in[1], o = 2;
+    for (size_t r = 0; r < runs; r++) {
+        if (len - o < 4) return -1;
+        uint32_t h = walf_get32(in + o);
+        size_t at = h >> 16, n = h & 0xffff;
+        if (at > ps || n > ps - at || len - o - 4 < n) return -1;
+        memcpy(page + at, in + o + 4, n);
+        o += 4 + n;
+    }
+    return (int)o;
 }
 
 /* Append one record (type, raw) to fd, the file name, as its record index.
@@ -419,20 +461,20 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
         return;
     }
     uint32_t frames = (uint32_t)(n / flen);
-    size_t raw_len = ARCHIVE_COMMIT_HEAD + (size_t)frames * (4 + a->w.page_size);
-    uint8_t *raw = reserve(a, raw_len);
+    uint32_t ps = a->w.page_size;
+    /* A delta page's worst case: a run header every 9 bytes. */
+    uint8_t *raw = reserve(a, ARCHIVE_COMMIT_HEAD + (size_t)frames * (6 + ps + ps / 2));
     put64(raw, (uint64_t)t_ms);
     walf_put32(raw + 8, a->w.salt[0]);
     walf_put32(raw + 12, a->w.salt[1]);
     put64(raw + 16, before.frames);
     walf_put32(raw + 24, frames);
-    walf_put32(raw + 28, a->w.page_size);
+    walf_put32(raw + 28, ps);
     walf_put32(raw + 32, a->w.db_pages);
     walf_put32(raw + 36, a->w.cksum[0]);
     walf_put32(raw + 40, a->w.cksum[1]);
     walf_put32(raw + 44, a->w.big_endian ? 1u << 24 : 0);
     uint8_t *p = raw + ARCHIVE_COMMIT_HEAD;
-    uint32_t ps = a->w.page_size;
     if (a->cache_page_size != ps) {
         free(a->cache_img);
         a->cache_img = xmalloc((size_t)ARCHIVE_CACHE_SLOTS * ps);
@@ -446,17 +488,21 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
         const uint8_t *page = walf_frame_page(f);
         size_t slot = pgno % ARCHIVE_CACHE_SLOTS;
         uint8_t *img = a->cache_img + slot * ps;
-        if (a->cache_pgno[slot] == pgno && pgno < ARCHIVE_DELTA) {
+        size_t d = 0;
+        if (a->cache_pgno[slot] == pgno && pgno < ARCHIVE_DELTA)
+            d = archive_delta_encode(img, page, ps, p + 4, ps);
+        if (d) {
             walf_put32(p, pgno | ARCHIVE_DELTA);
-            for (uint32_t j = 0; j < ps; j++) p[4 + j] = page[j] ^ img[j];
+            p += 4 + d;
         } else {
             walf_put32(p, pgno);
             memcpy(p + 4, page, ps);
+            p += 4 + ps;
         }
         memcpy(img, page, ps);
         a->cache_pgno[slot] = pgno;
-        p += 4 + ps;
     }
+    size_t raw_len = (size_t)(p - raw);
     free(wal);
     if (write_record(a->fd, seal_keys(s), a->name, a->records, 'C', raw, raw_len) != 0) {
         /* The archive no longer follows the log: restores past here would
@@ -840,30 +886,39 @@ static int decode_snapshot(const char *dir, const char *name, const crypto_keyri
     return rc;
 }
 
-/* Write a commit record's pages into out (a delta page XORed with what
- * out holds there: the page as the previous commit left it). */
+/* Write a commit record's pages into out (a delta page over what out
+ * holds there: the page as the previous commit left it). */
 static int apply_commit(int out, const uint8_t *raw, size_t len, uint32_t *page_size,
                         uint32_t *db_pages) {
     uint32_t frames = walf_get32(raw + 24), ps = walf_get32(raw + 28);
-    if (ps < 512 || ps > 65536 || len != ARCHIVE_COMMIT_HEAD + (size_t)frames * (4 + ps)) return -1;
-    const uint8_t *p = raw + ARCHIVE_COMMIT_HEAD;
+    if (ps < 512 || ps > 65536) return -1;
+    size_t o = ARCHIVE_COMMIT_HEAD;
     uint8_t *page = xmalloc(ps);
     int rc = 0;
-    for (uint32_t i = 0; rc == 0 && i < frames; i++, p += 4 + ps) {
-        uint32_t pgno = walf_get32(p) & ~ARCHIVE_DELTA;
+    for (uint32_t i = 0; rc == 0 && i < frames; i++) {
+        if (len - o < 4) {
+            rc = -1;
+            break;
+        }
+        uint32_t h = walf_get32(raw + o), pgno = h & ~ARCHIVE_DELTA;
         off_t at = (off_t)(pgno - 1) * ps;
+        o += 4;
         if (pgno == 0) {
             rc = -1;
-        } else if (walf_get32(p) & ARCHIVE_DELTA) {
+        } else if (h & ARCHIVE_DELTA) {
             ssize_t got = pread(out, page, ps, at);
             if (got < 0) got = 0;
             memset(page + got, 0, ps - (size_t)got);
-            for (uint32_t j = 0; j < ps; j++) page[j] ^= p[4 + j];
-            if (pwrite(out, page, ps, at) != (ssize_t)ps) rc = -1;
-        } else if (pwrite(out, p + 4, ps, at) != (ssize_t)ps) {
+            int used = archive_delta_apply(page, ps, raw + o, len - o);
+            if (used < 0 || pwrite(out, page, ps, at) != (ssize_t)ps) rc = -1;
+            else o += (size_t)used;
+        } else if (len - o < ps || pwrite(out, raw + o, ps, at) != (ssize_t)ps) {
             rc = -1;
+        } else {
+            o += ps;
         }
     }
+    if (rc == 0 && o != len) rc = -1;
     free(page);
     *page_size = ps;
     *db_pages = walf_get32(raw + 32);

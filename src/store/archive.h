@@ -14,9 +14,11 @@
  *   [u8 type][u32 raw length][raw, deflated]:
  *   'C' a commit:   u64 t_ms, u32 salt-1, u32 salt-2, u64 first frame,
  *                   u32 frames, u32 page size, u32 db pages, u32 checksum[2],
- *                   then per frame u32 page number and the page (with the
- *                   number's top bit set: the page XOR its previous
- *                   content, which a restore has in its file there)
+ *                   then per frame u32 page number and the page, or with
+ *                   the number's top bit set a delta from the page's
+ *                   previous content (which a restore has in its file
+ *                   there): u16 runs, each u16 offset, u16 length and the
+ *                   new bytes
  *   'S' snapshot:   u64 offset, then the database file's bytes there
  *   'E' its end:    u64 file size, u64 t_ms
  *   snap-<gen>-<t_ms>.pitr          a base snapshot ('S'... 'E')
@@ -41,6 +43,17 @@ typedef struct store store;
  * I/O-free: buf is only read. */
 int archive_record_split(const uint8_t *buf, size_t len, const uint8_t **body, size_t *body_len,
                          size_t *used);
+
+/* Encode page as the runs of bytes where it differs from old (ps bytes
+ * each) into out (at most max bytes). Returns the bytes written, or 0 when
+ * the delta would not fit in max (write the page whole). I/O-free. */
+size_t archive_delta_encode(const uint8_t *old, const uint8_t *page, size_t ps, uint8_t *out,
+                            size_t max);
+
+/* Apply a delta at in (len bytes available) to page (ps bytes). Returns
+ * the delta's length, or -1 when it is malformed (page then undefined).
+ * I/O-free. */
+int archive_delta_apply(uint8_t *page, size_t ps, const uint8_t *in, size_t len);
 
 /* Decode a record's body (sealed with keys, or plain when keys is NULL and
  * the file is unsealed) of record index of file name into *raw (malloc'd,

@@ -4,7 +4,10 @@
  *   the input; scanning the counted prefix again from the header gives the
  *   same state, and the rest after it holds no further commit;
  * - archive_record_split never claims more bytes than it was given, and a
- *   record it accepts is accepted again alone. */
+ *   record it accepts is accepted again alone;
+ * - a page delta (archive_delta_encode) of two pages taken from the input
+ *   applies back to the second exactly, and archive_delta_apply on any
+ *   bytes stays inside the page and the input. */
 #include <stdint.h>
 #include <string.h>
 
@@ -46,5 +49,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t l2, u2;
         require(archive_record_split(data, used, &b2, &l2, &u2) == 1 && u2 == used);
     }
+    if (size >= 1024) {
+        uint8_t page[512], out[512];
+        memcpy(page, data, 512);
+        size_t d = archive_delta_encode(data, data + 512, 512, out, sizeof(out));
+        if (d) {
+            require(archive_delta_apply(page, 512, out, d) == (int)d);
+            require(memcmp(page, data + 512, 512) == 0);
+        } else {
+            require(memcmp(data, data + 512, 512) != 0);
+        }
+    }
+    uint8_t page[512] = {0};
+    int used = archive_delta_apply(page, sizeof(page), data, size);
+    require(used == -1 || (used >= 2 && (size_t)used <= size));
     return 0;
 }

@@ -218,3 +218,36 @@ Test(archive, record_split) {
     walf_put32(rec, ARCHIVE_RECORD_MAX + 1);
     cr_assert_eq(archive_record_split(rec, sizeof(rec), &body, &blen, &used), -1);
 }
+
+Test(archive, page_delta_round_trip) {
+    enum { PS = 4096 };
+    uint8_t old[PS], page[PS], out[PS], back[PS];
+    srand(7);
+    for (int round = 0; round < 200; round++) {
+        for (int i = 0; i < PS; i++) old[i] = (uint8_t)rand();
+        memcpy(page, old, PS);
+        /* A few runs changed, some close together, some at the edges. */
+        int changes = rand() % 12;
+        for (int c = 0; c < changes; c++) {
+            int at = rand() % PS, n = 1 + rand() % 300;
+            for (int i = at; i < at + n && i < PS; i++)
+                page[i] = (uint8_t)(page[i] + 1 + rand() % 255);
+        }
+        if (round % 50 == 0) page[0] ^= 1, page[PS - 1] ^= 1;
+        size_t d = archive_delta_encode(old, page, PS, out, sizeof(out));
+        if (!d) continue; /* more changed than a whole page costs */
+        memcpy(back, old, PS);
+        cr_assert_eq(archive_delta_apply(back, PS, out, d), (int)d);
+        cr_assert_eq(memcmp(back, page, PS), 0, "round %d", round);
+        /* Cut anywhere: refused, never read past the end. */
+        if (d > 2) cr_assert_eq(archive_delta_apply(back, PS, out, d - 1), -1);
+    }
+    /* No change: no runs. */
+    cr_assert_eq(archive_delta_encode(old, old, PS, out, sizeof(out)), 2);
+    /* Everything changed: not worth a delta. */
+    for (int i = 0; i < PS; i++) page[i] = (uint8_t)~old[i];
+    cr_assert_eq(archive_delta_encode(old, page, PS, out, sizeof(out)), 0);
+    /* A run past the page is refused. */
+    uint8_t bad[6] = {0, 1, 0x0f, 0xff, 0x00, 0x02};
+    cr_assert_eq(archive_delta_apply(back, PS, bad, sizeof(bad)), -1);
+}
