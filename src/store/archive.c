@@ -343,8 +343,9 @@ static size_t list_files(const char *dir, arch_file **out) {
         } else {
             continue;
         }
-        if (strlen(de->d_name) >= sizeof(f.name)) continue;
-        snprintf(f.name, sizeof(f.name), "%s", de->d_name);
+        size_t len = strlen(de->d_name);
+        if (len >= sizeof(f.name)) continue;
+        memcpy(f.name, de->d_name, len + 1);
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             *out = xrealloc(*out, cap * sizeof(**out));
@@ -352,7 +353,7 @@ static size_t list_files(const char *dir, arch_file **out) {
         (*out)[n++] = f;
     }
     closedir(d);
-    qsort(*out, n, sizeof(**out), cmp_files);
+    if (n) qsort(*out, n, sizeof(**out), cmp_files);
     return n;
 }
 
