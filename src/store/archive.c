@@ -47,9 +47,23 @@ struct archive {
      * that differ from this image (a chat changes a few hundred bytes of a
      * 4 KiB leaf). Emptied at every snapshot. */
     uint32_t *cache_pgno; /* 0: empty slot */
+    /* Commits not archived yet (frames in the WAL after each, and its
+     * time), from the WAL hook; archived together by archive_flush. */
+    struct pending_commit {
+        uint64_t frames;
+        int64_t t_ms;
+    } * pend;
+    size_t npend, pend_cap;
     uint8_t *cache_img;
     uint32_t cache_page_size;
 };
+
+/* Commits are archived together, one record for all, once this many WAL
+ * frames or this many ms have gathered (or before anything could restart
+ * the WAL, and when idle): a record per commit cost a seal, a deflate and
+ * a write(2) each, the most of the archive's CPU when batches are small. */
+#define ARCHIVE_FLUSH_FRAMES 256
+#define ARCHIVE_FLUSH_MS     1000
 
 /* Pages the delta cache holds (x page size bytes: 8 MiB of 4 KiB pages). */
 #define ARCHIVE_CACHE_SLOTS 2048
@@ -423,10 +437,17 @@ static uint8_t *reserve(struct archive *a, size_t n) {
     return a->buf;
 }
 
-/* Archive the committed frames the WAL holds past a->w (at most max_frames
- * in this generation; 0: up to the end of the file), as one record with
- * commit time t_ms. */
-static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
+/* The commit time of the commit whose frame brings the WAL to frames: the
+ * WAL hook's record of it, or now for a commit it did not see (the
+ * schema's at open, a crash's leftovers). */
+static int64_t commit_time(struct archive *a, size_t *k, uint64_t frames, int64_t now) {
+    while (*k < a->npend && a->pend[*k].frames < frames) (*k)++;
+    return *k < a->npend && a->pend[*k].frames == frames ? a->pend[*k].t_ms : now;
+}
+
+/* Archive the committed frames the WAL holds past a->w (up to the end of
+ * the file) as one record, each commit with its time. */
+static void archive_wal(store *s) {
     struct archive *a = s->arch;
     if (!a || a->fd < 0) return;
     if (a->wal_fd < 0) {
@@ -448,9 +469,8 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
     size_t flen = walf_frame_len(&a->w);
     struct stat st;
     if (fstat(a->wal_fd, &st) != 0) return;
-    uint64_t in_file =
+    uint64_t upto =
         st.st_size > WALF_HEADER_LEN ? (uint64_t)(st.st_size - WALF_HEADER_LEN) / flen : 0;
-    uint64_t upto = max_frames && max_frames < in_file ? max_frames : in_file;
     if (upto <= a->w.frames) return;
     size_t want = (size_t)(upto - a->w.frames) * flen;
     uint8_t *wal = xmalloc(want);
@@ -463,9 +483,9 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
     }
     uint32_t frames = (uint32_t)(n / flen);
     uint32_t ps = a->w.page_size;
-    /* A delta page's worst case: a run header every 9 bytes. */
-    uint8_t *raw = reserve(a, ARCHIVE_COMMIT_HEAD + (size_t)frames * (6 + ps + ps / 2));
-    put64(raw, (uint64_t)t_ms);
+    /* Per frame: number, commit size, a time when it commits, the page. */
+    uint8_t *raw = reserve(a, ARCHIVE_COMMIT_HEAD + (size_t)frames * (16 + ps));
+    int64_t now = clock_wall_ms(), last_t = now;
     walf_put32(raw + 8, a->w.salt[0]);
     walf_put32(raw + 12, a->w.salt[1]);
     put64(raw + 16, before.frames);
@@ -483,26 +503,29 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
         memset(a->cache_pgno, 0, ARCHIVE_CACHE_SLOTS * sizeof(uint32_t));
         a->cache_page_size = ps;
     }
+    size_t k = 0;
     for (uint32_t i = 0; i < frames; i++) {
         const uint8_t *f = wal + (size_t)i * flen;
-        uint32_t pgno = walf_frame_pgno(f);
+        uint32_t pgno = walf_frame_pgno(f), commit = walf_frame_commit(f);
         const uint8_t *page = walf_frame_page(f);
         size_t slot = pgno % ARCHIVE_CACHE_SLOTS;
         uint8_t *img = a->cache_img + slot * ps;
+        size_t head = commit ? 16 : 8;
         size_t d = 0;
         if (a->cache_pgno[slot] == pgno && pgno < ARCHIVE_DELTA)
-            d = archive_delta_encode(img, page, ps, p + 4, ps);
-        if (d) {
-            walf_put32(p, pgno | ARCHIVE_DELTA);
-            p += 4 + d;
-        } else {
-            walf_put32(p, pgno);
-            memcpy(p + 4, page, ps);
-            p += 4 + ps;
+            d = archive_delta_encode(img, page, ps, p + head, ps);
+        walf_put32(p, d ? pgno | ARCHIVE_DELTA : pgno);
+        walf_put32(p + 4, commit);
+        if (commit) {
+            last_t = commit_time(a, &k, before.frames + i + 1, now);
+            put64(p + 8, (uint64_t)last_t);
         }
+        if (!d) memcpy(p + head, page, ps);
+        p += head + (d ? d : ps);
         memcpy(img, page, ps);
         a->cache_pgno[slot] = pgno;
     }
+    put64(raw, (uint64_t)last_t);
     size_t raw_len = (size_t)(p - raw);
     free(wal);
     if (write_record(a->fd, seal_keys(s), a->name, a->records, 'C', raw, raw_len) != 0) {
@@ -520,13 +543,38 @@ static void archive_wal(store *s, uint64_t max_frames, int64_t t_ms) {
     a->dirty = true;
 }
 
-void archive_commit(store *s, int pages) {
-    if (s->arch) archive_wal(s, pages > 0 ? (uint64_t)pages : 0, clock_wall_ms());
+/* Archive the commits gathered so far. */
+static void archive_flush(store *s) {
+    struct archive *a = s->arch;
+    if (!a || a->npend == 0) return;
+    archive_wal(s);
+    a->npend = 0;
 }
+
+void archive_commit(store *s, int pages) {
+    struct archive *a = s->arch;
+    if (!a) return;
+    if (a->npend == a->pend_cap) {
+        a->pend_cap = a->pend_cap ? a->pend_cap * 2 : 64;
+        a->pend = xrealloc(a->pend, a->pend_cap * sizeof(*a->pend));
+    }
+    int64_t now = clock_wall_ms();
+    a->pend[a->npend++] =
+        (struct pending_commit){.frames = (uint64_t)(pages > 0 ? pages : 0), .t_ms = now};
+    if ((int64_t)a->pend[a->npend - 1].frames - (int64_t)a->w.frames >= ARCHIVE_FLUSH_FRAMES ||
+        !a->have_w || now - a->pend[0].t_ms >= ARCHIVE_FLUSH_MS)
+        archive_flush(s);
+}
+
+void archive_idle(store *s) { archive_flush(s); }
+
+bool archive_pending(const store *s) { return s->arch && s->arch->npend > 0; }
 
 void archive_sync(store *s) {
     struct archive *a = s->arch;
-    if (!a || a->fd < 0 || !a->dirty) return;
+    if (!a) return;
+    archive_flush(s);
+    if (a->fd < 0 || !a->dirty) return;
     fdatasync(a->fd);
     a->dirty = false;
 }
@@ -535,8 +583,9 @@ void archive_guard(store *s) {
     struct archive *a = s->arch;
     if (!a) return;
     /* A write restarts the WAL when its read began after a checkpoint had
-     * copied every frame. Checked after BEGIN: a checkpoint that finished
-     * before it is either still marked active or has bumped the epoch. */
+     * copied every frame. Checked after BEGIN (the frames are overwritten
+     * only when this write commits): a checkpoint that finished before it
+     * is either still marked active or has bumped the epoch. */
     uint64_t e = atomic_load(&s->ckpt_epoch);
     if (atomic_load(&s->ckpt_active) || e != a->synced_epoch) {
         archive_sync(s);
@@ -658,6 +707,7 @@ int archive_snapshot(store *s) {
     snprintf(plain, sizeof(plain), "%s/.snapshot.db", a->dir);
     snprintf(name, sizeof(name), "snap-%lld-%lld.pitr", (long long)gen, (long long)now);
     unlink(plain);
+    archive_flush(s);
     /* Between batches: the copy is the database as of the last archived
      * commit, so the new generation's segments start exactly after it. */
     int rc = backup_to(s->db, plain);
@@ -802,9 +852,9 @@ int archive_start(store *s) {
         a->w = pos;
         a->have_w = true;
     }
-    /* Commits the archive lacks (the schema's at open, or records a power
-     * loss cut): their commit time is not known, now is the bound. */
-    archive_wal(s, 0, clock_wall_ms());
+    /* Commits the archive lacks (the schema's at open, or what a crash
+     * left unarchived): their commit time is not known, now is the bound. */
+    archive_wal(s);
     if (have_pos && a->wal_at_open && a->have_w && a->w.salt[0] == pos.salt[0] &&
         a->w.salt[1] == pos.salt[1])
         continuous = true;
@@ -850,6 +900,7 @@ void archive_close(store *s) {
     free(a->buf);
     free(a->cache_pgno);
     free(a->cache_img);
+    free(a->pend);
     free(a);
     s->arch = NULL;
 }
@@ -887,42 +938,96 @@ static int decode_snapshot(const char *dir, const char *name, const crypto_keyri
     return rc;
 }
 
-/* Write a commit record's pages into out (a delta page over what out
- * holds there: the page as the previous commit left it). */
-static int apply_commit(int out, const uint8_t *raw, size_t len, uint32_t *page_size,
-                        uint32_t *db_pages) {
+/* Frame i of a commit record at raw + *o: sets its page number, delta
+ * flag, commit size and time, and where its page or delta starts; advances
+ * *o past it. Returns 0, or -1 when malformed. */
+typedef struct rec_frame {
+    uint32_t pgno, commit;
+    bool delta;
+    int64_t t_ms;
+    const uint8_t *data;
+    size_t len;
+} rec_frame;
+
+static int next_frame(const uint8_t *raw, size_t len, size_t *o, uint32_t ps, rec_frame *f) {
+    if (len - *o < 8) return -1;
+    uint32_t h = walf_get32(raw + *o);
+    f->pgno = h & ~ARCHIVE_DELTA;
+    f->delta = (h & ARCHIVE_DELTA) != 0;
+    f->commit = walf_get32(raw + *o + 4);
+    *o += 8;
+    if (f->commit) {
+        if (len - *o < 8) return -1;
+        f->t_ms = (int64_t)get64(raw + *o);
+        *o += 8;
+    }
+    f->data = raw + *o;
+    if (f->delta) {
+        /* The delta's length is its runs': walk them. */
+        if (len - *o < 2) return -1;
+        size_t runs = (size_t)raw[*o] << 8 | raw[*o + 1], q = *o + 2;
+        for (size_t r = 0; r < runs; r++) {
+            if (len - q < 4) return -1;
+            size_t n = walf_get32(raw + q) & 0xffff;
+            if (len - q - 4 < n) return -1;
+            q += 4 + n;
+        }
+        f->len = q - *o;
+    } else {
+        if (len - *o < ps) return -1;
+        f->len = ps;
+    }
+    *o += f->len;
+    return f->pgno ? 0 : -1;
+}
+
+/* Write the pages of a commit record's commits at or before to_ms into out
+ * (a delta over what out holds there: the page as the previous commit left
+ * it). Sets *applied and *db_pages (the last applied commit's size), and
+ * *later when a commit after to_ms was reached. Returns 0 or -1. */
+static int apply_commits(int out, const uint8_t *raw, size_t len, int64_t to_ms,
+                         uint32_t *page_size, uint32_t *db_pages, bool *applied, bool *later) {
     uint32_t frames = walf_get32(raw + 24), ps = walf_get32(raw + 28);
     if (ps < 512 || ps > 65536) return -1;
+    /* First the end of the last commit at or before to_ms. */
     size_t o = ARCHIVE_COMMIT_HEAD;
+    uint32_t upto_frames = 0;
+    rec_frame f;
+    for (uint32_t i = 0; i < frames; i++) {
+        if (next_frame(raw, len, &o, ps, &f) != 0) return -1;
+        if (f.commit && f.t_ms > to_ms) {
+            *later = true;
+            break;
+        }
+        if (f.commit) upto_frames = i + 1;
+    }
+    if (!*later && o != len) return -1;
     uint8_t *page = xmalloc(ps);
     int rc = 0;
-    for (uint32_t i = 0; rc == 0 && i < frames; i++) {
-        if (len - o < 4) {
+    o = ARCHIVE_COMMIT_HEAD;
+    for (uint32_t i = 0; rc == 0 && i < upto_frames; i++) {
+        if (next_frame(raw, len, &o, ps, &f) != 0) {
             rc = -1;
             break;
         }
-        uint32_t h = walf_get32(raw + o), pgno = h & ~ARCHIVE_DELTA;
-        off_t at = (off_t)(pgno - 1) * ps;
-        o += 4;
-        if (pgno == 0) {
-            rc = -1;
-        } else if (h & ARCHIVE_DELTA) {
+        off_t at = (off_t)(f.pgno - 1) * ps;
+        if (f.delta) {
             ssize_t got = pread(out, page, ps, at);
             if (got < 0) got = 0;
             memset(page + got, 0, ps - (size_t)got);
-            int used = archive_delta_apply(page, ps, raw + o, len - o);
-            if (used < 0 || pwrite(out, page, ps, at) != (ssize_t)ps) rc = -1;
-            else o += (size_t)used;
-        } else if (len - o < ps || pwrite(out, raw + o, ps, at) != (ssize_t)ps) {
+            if (archive_delta_apply(page, ps, f.data, f.len) != (int)f.len ||
+                pwrite(out, page, ps, at) != (ssize_t)ps)
+                rc = -1;
+        } else if (pwrite(out, f.data, ps, at) != (ssize_t)ps) {
             rc = -1;
-        } else {
-            o += ps;
+        }
+        if (f.commit) {
+            *db_pages = f.commit;
+            *applied = true;
         }
     }
-    if (rc == 0 && o != len) rc = -1;
     free(page);
     *page_size = ps;
-    *db_pages = walf_get32(raw + 32);
     return rc;
 }
 
@@ -969,32 +1074,30 @@ int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, 
                 free(raw);
                 continue;
             }
-            if ((int64_t)get64(raw) > to_ms) {
-                done = true; /* commits are archived in order: the rest are later */
-            } else {
-                uint32_t s0 = walf_get32(raw + 8), s1 = walf_get32(raw + 12);
-                uint64_t first = get64(raw + 16);
-                /* Within one generation of the WAL, frames follow on: a gap
-                 * means a lost record, and replaying past it would mix
-                 * states. */
-                if (have_at && s0 == at.salt[0] && s1 == at.salt[1] && first != at.frames) {
-                    snprintf(err, errlen,
-                             "%s record %u: frames %llu..%llu of the WAL are missing from the"
-                             " archive",
-                             files[i].name, r.index - 1, (unsigned long long)at.frames,
-                             (unsigned long long)first);
-                    rc = -1;
-                } else if (apply_commit(fd, raw, len, &page_size, &db_pages) != 0) {
-                    snprintf(err, errlen, "%s record %u: cannot apply (%s)", files[i].name,
-                             r.index - 1, strerror(errno));
-                    rc = -1;
-                }
-                at.salt[0] = s0;
-                at.salt[1] = s1;
-                at.frames = first + walf_get32(raw + 24);
-                have_at = true;
-                applied = true;
+            uint32_t s0 = walf_get32(raw + 8), s1 = walf_get32(raw + 12);
+            uint64_t first = get64(raw + 16);
+            bool later = false;
+            /* Within one generation of the WAL, frames follow on: a gap
+             * means a lost record, and replaying past it would mix states. */
+            if (have_at && s0 == at.salt[0] && s1 == at.salt[1] && first != at.frames) {
+                snprintf(err, errlen,
+                         "%s record %u: frames %llu..%llu of the WAL are missing from the"
+                         " archive",
+                         files[i].name, r.index - 1, (unsigned long long)at.frames,
+                         (unsigned long long)first);
+                rc = -1;
+            } else if ((errno = 0, apply_commits(fd, raw, len, to_ms, &page_size, &db_pages,
+                                                 &applied, &later)) != 0) {
+                snprintf(err, errlen, "%s record %u: cannot apply (%s)", files[i].name, r.index - 1,
+                         errno ? strerror(errno) : "malformed");
+                rc = -1;
             }
+            /* Commits are archived in order: after a later one, all are. */
+            if (later) done = true;
+            at.salt[0] = s0;
+            at.salt[1] = s1;
+            at.frames = first + walf_get32(raw + 24);
+            have_at = true;
             free(raw);
             if (rc != 0) done = true;
         }

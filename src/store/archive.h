@@ -12,13 +12,15 @@
  * whose body is crypto_seal(inner) with the AAD "wsgate.pitr:<file name>:
  * <record index>" (or inner itself when unsealed), inner being
  *   [u8 type][u32 raw length][raw, deflated]:
- *   'C' a commit:   u64 t_ms, u32 salt-1, u32 salt-2, u64 first frame,
- *                   u32 frames, u32 page size, u32 db pages, u32 checksum[2],
- *                   then per frame u32 page number and the page, or with
- *                   the number's top bit set a delta from the page's
- *                   previous content (which a restore has in its file
- *                   there): u16 runs, each u16 offset, u16 length and the
- *                   new bytes
+ *   'C' commits:    u64 t_ms of the last, u32 salt-1, u32 salt-2, u64 first
+ *                   frame, u32 frames, u32 page size, u32 db pages,
+ *                   u32 checksum[2], u32 flags (big-endian checksums), then
+ *                   per frame u32 page number, u32 db size after commit
+ *                   (0: not a commit frame), when a commit frame u64 its
+ *                   commit time (ms), then the page, or with the number's
+ *                   top bit set a delta from the page's previous content
+ *                   (which a restore has in its file there): u16 runs,
+ *                   each u16 offset, u16 length and the new bytes
  *   'S' snapshot:   u64 offset, then the database file's bytes there
  *   'E' its end:    u64 file size, u64 t_ms
  *   snap-<gen>-<t_ms>.pitr          a base snapshot ('S'... 'E')
@@ -26,6 +28,7 @@
 #ifndef WSGATE_STORE_ARCHIVE_H
 #define WSGATE_STORE_ARCHIVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,17 +76,26 @@ void archive_prepare(store *s, const char *db_path);
  * holds it). Returns 0, or -1 (logged; the store then runs without PITR). */
 int archive_start(store *s);
 
-/* Archive the WAL's new committed frames (after a commit on the store
- * connection: its WAL hook; pages: the frames the WAL now holds). */
+/* After a commit on the store connection (its WAL hook; pages: the frames
+ * the WAL now holds): note its time; the commits gathered are archived
+ * together once ARCHIVE_FLUSH_FRAMES frames or ARCHIVE_FLUSH_MS have
+ * gathered, when idle (archive_idle), and by archive_guard and
+ * archive_sync before anything could overwrite their frames. */
 void archive_commit(store *s, int pages);
+
+/* Store thread, when no op waits: archive the commits gathered. */
+void archive_idle(store *s);
+
+/* Store thread: true while commits wait to be archived. */
+bool archive_pending(const store *s);
 
 /* After BEGIN of a write on the store connection: make the archive durable
  * when a checkpoint may have let SQLite restart the WAL over frames whose
  * archive copy is not yet on disk. */
 void archive_guard(store *s);
 
-/* Make everything archived durable (before the store thread checkpoints
- * itself, and at close). */
+/* Archive the commits gathered and make the archive durable (before the
+ * store thread checkpoints itself, and at close). */
 void archive_sync(store *s);
 
 /* Write a base snapshot, start a new generation of segments and drop what

@@ -180,10 +180,19 @@ static void *store_thread(void *arg) {
     for (;;) {
         pthread_mutex_lock(&s->lock);
         if (!s->in_head && !s->stopping) {
-            /* Wake at least once a second for the TTL sweep and snapshots. */
+            /* Wake at least once a second for the TTL sweep and snapshots;
+             * after 50 ms without writes for the archive's gathered commits. */
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            if (archive_pending(s)) {
+                until.tv_nsec += 50000000;
+                if (until.tv_nsec >= 1000000000) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000;
+                }
+            } else {
+                until.tv_sec += 1;
+            }
             pthread_cond_timedwait(&s->wake, &s->lock, &until);
         }
         if (!s->in_head) {
@@ -191,6 +200,7 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             if (stop) break;
             time_t now = time(NULL);
+            archive_idle(s);
             if (atomic_load(&s->last_write_rc) != SQLITE_OK) probe_write(s);
             if (s->opt.ttl_days > 0 && now != s->last_sweep) {
                 s->last_sweep = now;
