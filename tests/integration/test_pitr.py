@@ -2,7 +2,9 @@
 exact to a time between two chats, across checkpoints (the WAL restarted
 under the archive) and restarts; a damaged archive is reported at start and
 refused by restore; pruning keeps the newest snapshot before the window;
-an old pitr_log data directory switches over and keeps its recovery points.
+an old pitr_log data directory switches over and keeps its recovery points;
+commits not yet archived when the server is killed are archived at the
+next start.
 
 The archive's format is read (and, for pruning, written) here from its
 description in src/store/archive.h, with the key file, as an auditor
@@ -12,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import struct
 import time
@@ -19,6 +22,7 @@ import zlib
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from conftest import Server
 from test_store import DB, chat, cli, connect
 from test_store_migration import build_old, in_room
 
@@ -260,3 +264,25 @@ def test_old_pitr_log_directory_switches_and_keeps_its_recovery_points(start_ser
                    "side": []}
     got = restored_texts(tmp_path, data, int(time.time()) + 1, ["old"], "after")
     assert got["old"] == [m["message"] for m in in_room(old.messages, "old")] + ["after the switch"]
+
+
+def test_commits_not_yet_archived_survive_a_kill(tmp_path):
+    # kill -9 right after the chats: they were committed (the WAL has them)
+    # but maybe not archived; the next start archives them from the WAL
+    data = tmp_path / "data"
+    srv = Server(data)
+    try:
+        send(srv, "p", ["a1", "a2"])
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(timeout=10)
+    finally:
+        srv.stop()
+    srv = Server(data)
+    try:
+        send(srv, "p", ["b1"])
+        time.sleep(0.3)
+        got = restored_texts(tmp_path, data, int(time.time()) + 1, ["p"], "r")
+        assert got["p"] == ["a1", "a2", "b1"]
+        assert "pitr_damaged" not in srv.log()
+    finally:
+        assert srv.stop() == 0, srv.log()
