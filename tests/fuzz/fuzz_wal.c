@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     uint8_t page[512] = {0};
-    int used = archive_delta_apply(page, sizeof(page), data, size);
-    require(used == -1 || (used >= 2 && (size_t)used <= size));
+    int applied = archive_delta_apply(page, sizeof(page), data, size);
+    require(applied == -1 || (applied >= 2 && (size_t)applied <= size));
     return 0;
 }
