@@ -255,8 +255,8 @@ static void *store_thread(void *arg) {
  * autocheckpoint, which would run on this thread. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     store *s = arg;
-    /* Before anything can checkpoint these frames and restart the WAL
-     * over them (only this thread writes, after this returns). */
+    /* The point-in-time archive notes the commit (and archives its frames
+     * before any later write could restart the WAL over them). */
     archive_commit(s, pages);
     uint32_t n = (uint32_t)pages;
     pthread_mutex_lock(&s->lock);
