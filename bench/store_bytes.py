@@ -3,8 +3,11 @@ with the seed's defaults for the store (encryption at rest and point-in-time
 recovery on), the project's loadgen `durable` workload (20 rooms of 5,
 32-byte chats) for a bounded number of chats, then a clean stop and SQLite's
 dbstat over the file: bytes per chat for every table and index, and for the
-whole file; and the CPU the server spent (all threads, and the store
-thread alone) per 1,000 chats. Targets 127.0.0.1 only; stops by itself.
+whole file; the point-in-time archive (DATA_DIR/pitr/: base snapshots,
+WAL segments) per chat; the CPU the server spent (all threads, and the
+store thread alone) per 1,000 chats; and the time `wsgate restore` takes to
+rebuild the whole store from the archive. Targets 127.0.0.1 only; stops by
+itself.
 
     /usr/bin/python3 bench/store_bytes.py build/wsgate build/wsgate-loadgen [RATE [SECONDS]]
 """
@@ -51,9 +54,25 @@ def main():
         print(f"server CPU {total:.2f} s ({1000 * total / max(chats, 1):.3f} s per 1000 chats), store thread"
               f" {store:.2f} s ({1000 * store / max(chats, 1):.3f} s per 1000 chats)")
         pitr = os.path.join(data, "pitr")
-        snaps = [os.path.join(pitr, f) for f in os.listdir(pitr)] if os.path.isdir(pitr) else []
+        names = os.listdir(pitr) if os.path.isdir(pitr) else []
+        snaps = [os.path.join(pitr, f) for f in names if f.startswith("snap-")]
+        segs = [os.path.join(pitr, f) for f in names if f.startswith("wal-")]
+        seg_bytes = sum(os.path.getsize(f) for f in segs)
         print(f"pitr/: {len(snaps)} base snapshots, {sum(os.path.getsize(f) for f in snaps)} bytes"
               " (one at start, then one per pitr_snapshot_interval_s)")
+        print(f"pitr/: {len(segs)} WAL segments, {seg_bytes} bytes: {seg_bytes / max(chats, 1):.0f} bytes per"
+              " chat (every committed WAL frame, deflated and sealed)")
+        db_size = os.path.getsize(os.path.join(data, DB))
+        print(f"database file + WAL archive: {(db_size + seg_bytes) / max(chats, 1):.0f} bytes per chat")
+        out = os.path.join(data, "restored.db")
+        t0 = time.monotonic()
+        subprocess.run([binary, "restore", "--data-dir", data, "--to", str(int(time.time()) + 1), "--out", out],
+                       stdout=subprocess.DEVNULL, check=True, timeout=600)
+        dt = time.monotonic() - t0
+        size = os.path.getsize(out)
+        print(f"restore of the whole store: {dt:.2f} s for {chats} chats ({size} bytes restored,"
+              f" {seg_bytes} bytes of segments replayed): {dt * 1e6 / max(chats, 1):.1f} s per million chats,"
+              f" {dt * 2**30 / max(seg_bytes + size, 1):.1f} s per GiB read")
     finally:
         if proc.poll() is None:
             proc.kill()

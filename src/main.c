@@ -417,6 +417,23 @@ static bool same_file(const char *a, const char *b) {
            sa.st_ino == sb.st_ino;
 }
 
+/* `wsgate restore` with the key ring, which opens the sealed point-in-time
+ * archive (a store without encryption archives unsealed). Returns 0 or -1
+ * with err. */
+static int restore_run(const config *cfg, const char *db, const char *pitr, int64_t to,
+                       const char *out, char *err, size_t errlen) {
+    crypto_keyring *keys = NULL;
+    char *path = crypto_key_file_path(cfg->data_dir, cfg->kms_key_file);
+    if (access(path, F_OK) == 0 && crypto_keyring_open(path, false, &keys, err, errlen) != 0) {
+        free(path);
+        return -1;
+    }
+    free(path);
+    int rc = store_restore(db, pitr, keys, to, out, err, errlen);
+    crypto_keyring_free(keys);
+    return rc;
+}
+
 static int cmd_backup_restore(int argc, char **argv, bool restore) {
     static const char *const wanted[] = {"--out", "--to", NULL};
     const char *values[2] = {NULL, NULL};
@@ -438,7 +455,7 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     } else if (restore && parse_time(values[1], &to) != 0) {
         fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
         rc = 2;
-    } else if (restore ? store_restore(db, pitr, to, values[0], err, sizeof(err))
+    } else if (restore ? restore_run(&cfg, db, pitr, to, values[0], err, sizeof(err))
                        : store_backup(db, values[0], err, sizeof(err))) {
         fprintf(stderr, "wsgate: %s\n", err);
         rc = 1;

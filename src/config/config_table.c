@@ -454,8 +454,8 @@ const config_var config_vars[] = {
      .ranged = true,
      .min = 60,
      .max = 604800,
-     .help = "seconds between point-in-time recovery base snapshots (a restore replays the change "
-             "log from the last one)",
+     .help = "seconds between point-in-time recovery base snapshots (a restore replays the "
+             "archived WAL from the last one)",
      .rule = "pitr_snapshot_interval_s must be between 60 and 604800."},
     {.name = "kms_key_file",
      .type = CV_STRING,

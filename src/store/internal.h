@@ -7,11 +7,15 @@
  *            apply, history, the change log's rows, the TTL sweep; with
  *   schema.c the tables and their migrations, the statements, the checks
  *            at open; and row.c, the compact row's codecs (row.h);
- *   pitr.c   point-in-time recovery (base snapshots, the change log's
- *            replay) and the CLI's backup, restore, export and key check.
+ *   archive.c point-in-time recovery from the WAL: committed frames and
+ *            base snapshots archived, sealed (archive.h), and their
+ *            restore; walframe.c, the WAL reader it uses (I/O-free);
+ *   pitr.c   the CLI's backup, restore (the archive's, or the first
+ *            design's pitr_log replay for older times), export and key check.
  *
- * store.c calls ops.c, schema.c and pitr.c; ops.c calls store.c only for
- * the health marks; pitr.c calls ops.c's row readers and schema.c. Not for use outside src/store/. */
+ * store.c calls ops.c, schema.c and archive.c; ops.c calls store.c only for
+ * the health marks and BEGIN; pitr.c calls archive.c, ops.c's row readers
+ * and schema.c. Not for use outside src/store/. */
 #ifndef WSGATE_STORE_INTERNAL_H
 #define WSGATE_STORE_INTERNAL_H
 
@@ -41,7 +45,9 @@
  * promise that a seq is never reused (docs/storage.md). */
 #define SQL_DELETE_ROOM "DELETE FROM rooms WHERE roomId = ?1 AND lastSeq = 0"
 
-/* Kinds of change-log rows (point-in-time recovery). A room's lastSeq is
+/* Kinds of rows of pitr_log, the change log of the first PITR design, no
+ * longer written: restore replays it for times before the switch to the
+ * WAL archive (archive.h). A room's lastSeq is
  * not logged: restore derives it from the logged messages. */
 enum {
     LOG_MESSAGE = 1,     /* the first layout: one message, all its columns */
@@ -78,9 +84,6 @@ typedef struct stmts {
     sqlite3_stmt *next_room;
     sqlite3_stmt *room_head;   /* a room's oldest messages */
     sqlite3_stmt *delete_head; /* ... deleted */
-    sqlite3_stmt *log_expired; /* ... copied into the change log first */
-    sqlite3_stmt *log_insert;
-    sqlite3_stmt *log_extend; /* a range row's seqHi raised */
 } stmts;
 
 struct store {
@@ -88,6 +91,11 @@ struct store {
     stmts st;
     store_options opt;
     char *pitr_dir;
+    struct archive *arch; /* the point-in-time archive (archive.c); NULL: PITR off */
+    /* Checkpoints of the checkpointer thread: ckpt_active while one runs,
+     * ckpt_epoch bumped after each (archive_guard reads both). */
+    _Atomic int ckpt_active;
+    _Atomic uint64_t ckpt_epoch;
 
     pthread_t thread;
     pthread_mutex_t lock;
@@ -119,8 +127,6 @@ struct store {
     strmap batch_ranges; /* store thread only: room -> seq_range of this batch */
     char *sweep_room;    /* store thread only: the TTL walk's last room (NULL: start) */
     int64_t batch_ms;    /* commit time of the batch being written */
-    uint64_t log_gen;    /* store thread only: bumped by each base snapshot, which
-                          * closes the change log's open range rows */
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
@@ -197,13 +203,9 @@ char *store_column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys, 
 void store_write_begin(store *s);
 void store_write_end(store *s, int rc);
 
-/* ---- pitr.c ---- */
-
-/* At the store thread's start: a first base snapshot when there is none. */
-void store_pitr_start(store *s);
-
-/* Take a base snapshot now (store thread, between batches) and drop what
- * fell out of the recovery window. */
-void store_snapshot(store *s);
+/* BEGIN IMMEDIATE a write transaction (store thread), marked for
+ * store_health, and make the archive durable when SQLite may restart the
+ * WAL (archive_guard). Returns an SQLite code. */
+int store_begin(store *s);
 
 #endif

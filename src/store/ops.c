@@ -93,12 +93,6 @@ typedef struct room_cache {
                           * rows, empties the cache) */
     int64_t touched_at; /* lastActivity written in a committed or current
                           * batch (Unix seconds; 0 = not known) */
-    /* The change log's range row of this room's messages committed in
-     * second log_second (0: none), extended by the later batches of that
-     * second; store.log_gen when it was written (a snapshot closes it). */
-    int64_t log_id;
-    int64_t log_second;
-    uint64_t log_gen;
 } room_cache;
 
 /* Rooms remembered at most: past that the cache starts over (it only saves
@@ -227,23 +221,8 @@ int store_step_done(sqlite3_stmt *st) {
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* One change-log row about a room (point-in-time recovery): its owner as
- * written (sealed bytes included) and lastActivity, or NULL/0. */
-static int log_room(store *s, int kind, const char *room, const cell *owner, int64_t ts) {
-    if (!s->opt.pitr) return SQLITE_OK;
-    sqlite3_stmt *st = s->st.log_insert;
-    sqlite3_bind_int64(st, 1, s->batch_ms);
-    sqlite3_bind_int(st, 2, kind);
-    sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, 0);
-    if (owner) bind_cell(st, 6, owner);
-    sqlite3_bind_int64(st, 9, ts);
-    return store_step_done(st);
-}
-
-/* A batch's messages per room, for the room's counter and the change log:
- * the seqs it inserted, as one range (a failed insert in between leaves a
- * seq that restore finds no row for, and skips). */
+/* A batch's messages per room, for the room's counter: the seqs it
+ * inserted, as one range. */
 typedef struct seq_range {
     int64_t lo, hi;
 } seq_range;
@@ -260,35 +239,6 @@ static void log_message(store *s, const char *room, int64_t seq) {
     if (seq > r->hi) r->hi = seq;
 }
 
-/* Write room's range r to the change log: a new row, or the room's row
- * of this second raised. */
-static int log_range(store *s, const char *room, const seq_range *r) {
-    room_cache *c = room_cache_of(s, room);
-    int64_t second = s->batch_ms / 1000;
-    sqlite3_stmt *st;
-    if (c->log_id && c->log_second == second && c->log_gen == s->log_gen) {
-        /* Restore replays to the second: one row per room and second is
-         * as exact as one per batch, and far fewer bytes. */
-        st = s->st.log_extend;
-        sqlite3_bind_int64(st, 1, c->log_id);
-        sqlite3_bind_int64(st, 2, r->hi);
-        return store_step_done(st);
-    }
-    st = s->st.log_insert;
-    sqlite3_bind_int64(st, 1, s->batch_ms);
-    sqlite3_bind_int(st, 2, LOG_MESSAGES);
-    sqlite3_bind_text(st, 3, room, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, r->lo);
-    sqlite3_bind_int64(st, 12, r->hi);
-    int rc = store_step_done(st);
-    if (rc == SQLITE_OK) {
-        c->log_id = sqlite3_last_insert_rowid(s->db);
-        c->log_second = second;
-        c->log_gen = s->log_gen;
-    }
-    return rc;
-}
-
 int store_finish_batch(store *s) {
     int rc = SQLITE_OK;
     size_t it = 0;
@@ -301,7 +251,6 @@ int store_finish_batch(store *s) {
         sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, r->hi);
         rc = store_step_done(st);
-        if (rc == SQLITE_OK && s->opt.pitr) rc = log_range(s, room, r);
     }
     store_map_clear(&s->batch_ranges);
     return rc;
@@ -443,7 +392,6 @@ static int apply_chat(store *s, store_op *op) {
         bind_cell(st, 4, &owner);
         sqlite3_bind_int64(st, 7, op->timestamp);
         rc = store_step_done(st);
-        if (rc == SQLITE_OK) rc = log_room(s, LOG_ROOM_TOUCH, op->room_id, &owner, op->timestamp);
         if (rc == SQLITE_OK && cache) {
             cache->touched_at = op->timestamp;
             cache->row_known = true;
@@ -476,7 +424,6 @@ static int apply_room_join(store *s, store_op *op) {
     bind_cell(st, 4, &owner);
     sqlite3_bind_int64(st, 7, op->timestamp);
     int rc = store_step_done(st);
-    if (rc == SQLITE_OK) rc = log_room(s, LOG_ROOM_TOUCH, op->room_id, &owner, op->timestamp);
     if (rc == SQLITE_OK) {
         cache->touched_at = op->timestamp;
         cache->row_known = true;
@@ -607,7 +554,6 @@ static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
     sqlite3_stmt *del = s->st.delete_room;
     sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
     int rc = store_step_done(del);
-    if (rc == SQLITE_OK) rc = log_room(s, LOG_ROOM_DELETE, room, NULL, 0);
     /* The cache must not believe in the row any more. */
     free(strmap_remove(&s->last_seq, room));
     free(room);
@@ -619,8 +565,7 @@ static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
  * many were deleted, or -1 on error. */
 static int sweep_step(store *s, sqlite3_stmt *select, int64_t cutoff,
                       int (*delete_row)(store *s, sqlite3_stmt *row)) {
-    store_write_begin(s);
-    if (store_tx(s->st.begin) != SQLITE_OK) {
+    if (store_begin(s) != SQLITE_OK) {
         store_write_end(s, sqlite3_errcode(s->db));
         return -1;
     }
@@ -692,23 +637,11 @@ static int sweep_room(store *s, const char *room, int64_t cutoff, int max, int *
     *deleted = n;
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
     if (n == 0) return SQLITE_OK;
-    rc = SQLITE_OK;
-    if (s->opt.pitr) {
-        st = s->st.log_expired;
-        sqlite3_bind_int64(st, 1, s->batch_ms);
-        sqlite3_bind_text(st, 2, room, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, hi);
-        sqlite3_bind_int64(st, 4, cutoff);
-        rc = store_step_done(st);
-    }
-    if (rc == SQLITE_OK) {
-        st = s->st.delete_head;
-        sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, hi);
-        sqlite3_bind_int64(st, 3, cutoff);
-        rc = store_step_done(st);
-    }
-    return rc;
+    st = s->st.delete_head;
+    sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, hi);
+    sqlite3_bind_int64(st, 3, cutoff);
+    return store_step_done(st);
 }
 
 /* One step of the message sweep, in one small transaction: rooms from the
@@ -716,8 +649,7 @@ static int sweep_room(store *s, const char *room, int64_t cutoff, int max, int *
  * (counted down) are looked at. Returns how many were deleted, or -1;
  * *end is set when the walk passed the last room. */
 static int sweep_messages(store *s, int64_t cutoff, int *rooms, bool *end) {
-    store_write_begin(s);
-    if (store_tx(s->st.begin) != SQLITE_OK) {
+    if (store_begin(s) != SQLITE_OK) {
         store_write_end(s, sqlite3_errcode(s->db));
         return -1;
     }

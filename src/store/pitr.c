@@ -1,6 +1,7 @@
-/* Point-in-time recovery (base snapshots, the change log and its replay)
- * and the CLI's tools on a database file: backup, restore, export and the
- * key-in-use check. See internal.h. */
+/* The CLI's tools on a database file: backup, restore (from the WAL
+ * archive, archive.c; or, for a time before a data directory switched to
+ * it, the first design's base files and pitr_log change log, replayed
+ * here), export and the key-in-use check. See internal.h. */
 #include "store/store.h"
 
 #include <dirent.h>
@@ -15,9 +16,10 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "log/log.h"
+#include "store/archive.h"
 #include "store/internal.h"
 
-/* ---- point-in-time recovery: base snapshots ---- */
+/* ---- the first design's base snapshots (base-<t_ms>-<last log id>.db) ---- */
 
 typedef struct base_file {
     int64_t t_ms;
@@ -65,63 +67,6 @@ static int copy_db(sqlite3 *from, const char *to_path) {
     return rc;
 }
 
-/* Take a base snapshot of the live database (store thread, between
- * batches, so it holds exactly the log rows up to last_id), then drop the
- * bases and log rows that fell out of the recovery window. */
-void store_snapshot(store *s) {
-    /* Range rows written before the base must not grow past it (restore
-     * replays only the rows after it), nor outlive their pruning. */
-    s->log_gen++;
-    sqlite3_stmt *st;
-    int64_t last_id = 0;
-    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(id), 0) FROM pitr_log", -1, &st, NULL) ==
-        SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW) last_id = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
-    int64_t now = clock_wall_ms();
-    char tmp[4200], dst[4096];
-    snprintf(dst, sizeof(dst), "%s/base-%lld-%lld.db", s->pitr_dir, (long long)now,
-             (long long)last_id);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
-    if (copy_db(s->db, tmp) != SQLITE_OK || rename(tmp, dst) != 0) {
-        unlink(tmp);
-        log_msg(LOG_ERROR, "pitr_error", "cannot write base snapshot %s", dst);
-        return;
-    }
-    base_file *bases;
-    size_t n = list_bases(s->pitr_dir, &bases);
-    int64_t window_start = now - s->opt.pitr_retention_days * 86400000LL;
-    /* The anchor: the newest base at or before the window's start (restores
-     * to the window's first second start from it). */
-    base_file *anchor = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (bases[i].t_ms <= window_start && (!anchor || bases[i].t_ms > anchor->t_ms))
-            anchor = &bases[i];
-    if (anchor) {
-        for (size_t i = 0; i < n; i++) {
-            if (bases[i].t_ms < anchor->t_ms) {
-                char p[4096];
-                snprintf(p, sizeof(p), "%s/%s", s->pitr_dir, bases[i].name);
-                unlink(p);
-            }
-        }
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DELETE FROM pitr_log WHERE id <= %lld",
-                 (long long)anchor->last_id);
-        sqlite3_exec(s->db, sql, NULL, NULL, NULL);
-    }
-    free(bases);
-    s->last_snapshot = time(NULL);
-}
-void store_pitr_start(store *s) {
-    base_file *bases;
-    size_t n = list_bases(s->pitr_dir, &bases);
-    free(bases);
-    if (n == 0) store_snapshot(s);
-    else s->last_snapshot = time(NULL);
-}
-
 /* ---- backup and restore (the CLI) ---- */
 
 static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errlen) {
@@ -137,20 +82,21 @@ static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errle
     return 0;
 }
 
-/* The copy at out keeps the tables, not the change log (it starts a new
- * history when served). */
+/* The copy at out keeps the tables, not an old change log (it starts a
+ * new history when served), in one file (no WAL), checked. */
 static int finish_copy(const char *out, char *err, size_t errlen) {
     sqlite3 *db = NULL;
     if (sqlite3_open(out, &db) != SQLITE_OK ||
-        sqlite3_exec(db, "DELETE FROM pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL, NULL,
-                     NULL) != SQLITE_OK) {
+        sqlite3_exec(db, "DROP TABLE IF EXISTS pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL,
+                     NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot finish %s: %s", out,
                  db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
         return -1;
     }
+    int rc = store_check_integrity(db, err, errlen, out);
     sqlite3_close(db);
-    return 0;
+    return rc;
 }
 
 /* Copy the database at path (read-only, consistent) to a new file out.
@@ -376,21 +322,39 @@ static int replay_log(sqlite3 *live, sqlite3 *dst, int64_t from_id, int64_t to_m
     return rc;
 }
 
-int store_restore(const char *path, const char *pitr_dir, int64_t to, const char *out, char *err,
-                  size_t errlen) {
-    int64_t to_ms = to * 1000 + 999; /* the whole second `to` */
+static bool has_pitr_log(sqlite3 *db) {
+    sqlite3_stmt *st;
+    bool yes = false;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pitr_log'",
+                           -1, &st, NULL) == SQLITE_OK) {
+        yes = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+    }
+    return yes;
+}
+
+/* A restore to before the archive's first snapshot: the first design's
+ * newest base at or before to_ms, and the change log as it was when the
+ * data directory switched to the archive (kept in that first snapshot), or
+ * in the live database of a directory this version has not opened yet.
+ * arch_earliest: the archive's first snapshot (-1: none). */
+static int restore_legacy(const char *path, const char *pitr_dir, const crypto_keyring *keys,
+                          int64_t to, int64_t to_ms, int64_t arch_earliest, const char *out,
+                          char *err, size_t errlen) {
     base_file *bases;
     size_t n = list_bases(pitr_dir, &bases);
-    base_file *base = NULL, *earliest = NULL;
+    base_file *base = NULL;
+    int64_t earliest = arch_earliest;
     for (size_t i = 0; i < n; i++) {
-        if (!earliest || bases[i].t_ms < earliest->t_ms) earliest = &bases[i];
+        if (earliest < 0 || bases[i].t_ms < earliest) earliest = bases[i].t_ms;
         if (bases[i].t_ms <= to_ms && (!base || bases[i].t_ms > base->t_ms)) base = &bases[i];
     }
     if (!base) {
-        if (earliest)
+        if (earliest >= 0)
             snprintf(err, errlen,
                      "%lld is before the recovery window, which starts at %lld (Unix seconds)",
-                     (long long)to, (long long)(earliest->t_ms / 1000));
+                     (long long)to, (long long)(earliest / 1000));
         else
             snprintf(err, errlen,
                      "no base snapshot in %s: is enable_dynamodb_point_in_time_recovery on?",
@@ -398,26 +362,59 @@ int store_restore(const char *path, const char *pitr_dir, int64_t to, const char
         free(bases);
         return -1;
     }
-    char base_path[4096];
+    char base_path[4096], log_path[4200];
     snprintf(base_path, sizeof(base_path), "%s/%s", pitr_dir, base->name);
     int64_t from_id = base->last_id;
     free(bases);
-    sqlite3 *live;
-    if (copy_file(base_path, out, err, errlen) != 0) return -1;
-    if (open_readonly(path, &live, err, errlen) != 0) return -1;
-    sqlite3 *dst = NULL;
-    int rc = sqlite3_open(out, &dst);
-    /* A base of an older layout (a snapshot taken before an upgrade) is
-     * brought to the current one first, as the live store was. */
-    if (rc == SQLITE_OK) rc = store_schema(dst);
-    if (rc == SQLITE_OK) rc = replay_log(live, dst, from_id, to_ms);
-    if (rc != SQLITE_OK)
-        snprintf(err, errlen, "cannot replay the change log into %s: %s (%s)", out,
-                 sqlite3_errstr(rc), dst ? sqlite3_errmsg(dst) : "out of memory");
+    const char *live_path = path;
+    snprintf(log_path, sizeof(log_path), "%s.pitr_log", out);
+    if (arch_earliest >= 0) {
+        int64_t t;
+        if (archive_oldest_snapshot(pitr_dir, keys, log_path, &t, err, errlen) != 0) {
+            unlink(log_path);
+            return -1;
+        }
+        live_path = log_path;
+    }
+    sqlite3 *live = NULL, *dst = NULL;
+    int rc = -1;
+    if (copy_file(base_path, out, err, errlen) == 0 &&
+        open_readonly(live_path, &live, err, errlen) == 0) {
+        if (!has_pitr_log(live)) {
+            snprintf(err, errlen,
+                     "%lld is before the point-in-time archive's first snapshot and the old change"
+                     " log is no longer kept",
+                     (long long)to);
+        } else {
+            int src = sqlite3_open(out, &dst);
+            /* A base of an older layout (a snapshot taken before an upgrade)
+             * is brought to the current one first, as the live store was. */
+            if (src == SQLITE_OK) src = store_schema(dst);
+            if (src == SQLITE_OK) src = replay_log(live, dst, from_id, to_ms);
+            if (src != SQLITE_OK)
+                snprintf(err, errlen, "cannot replay the change log into %s: %s (%s)", out,
+                         sqlite3_errstr(src), dst ? sqlite3_errmsg(dst) : "out of memory");
+            else rc = 0;
+        }
+    }
     sqlite3_close(live);
     sqlite3_close(dst);
-    if (rc != SQLITE_OK) return -1;
+    if (live_path == log_path) unlink(log_path);
+    if (rc != 0) return -1;
     return finish_copy(out, err, errlen);
+}
+
+int store_restore(const char *path, const char *pitr_dir, const crypto_keyring *keys, int64_t to,
+                  const char *out, char *err, size_t errlen) {
+    int64_t to_ms = to * 1000 + 999; /* the whole second `to` */
+    int64_t earliest;
+    int rc = archive_restore(pitr_dir, keys, to_ms, out, &earliest, err, errlen);
+    if (rc == 0) return finish_copy(out, err, errlen);
+    if (rc < 0) {
+        unlink(out);
+        return -1;
+    }
+    return restore_legacy(path, pitr_dir, keys, to, to_ms, earliest, out, err, errlen);
 }
 
 int store_key_in_use(const char *path, uint32_t key_id) {
@@ -430,13 +427,18 @@ int store_key_in_use(const char *path, uint32_t key_id) {
     static const char sql[] =
         "SELECT 1 FROM messages WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, 4) = ?1"
         " OR substr(senderName, 2, 4) = ?1"
+        " UNION ALL SELECT 1 FROM rooms WHERE substr(ownerId, 2, 4) = ?1 LIMIT 1";
+    /* A data directory not yet switched to the WAL archive. */
+    static const char sql_log[] =
+        "SELECT 1 FROM messages WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, 4) = ?1"
+        " OR substr(senderName, 2, 4) = ?1"
         " UNION ALL SELECT 1 FROM rooms WHERE substr(ownerId, 2, 4) = ?1"
         " UNION ALL SELECT 1 FROM pitr_log WHERE substr(message, 2, 4) = ?1 OR substr(senderId, 2, "
         "4) = ?1"
         " OR substr(senderName, 2, 4) = ?1 LIMIT 1";
     sqlite3_stmt *st;
     int result = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, has_pitr_log(db) ? sql_log : sql, -1, &st, NULL) == SQLITE_OK) {
         uint8_t id[4] = {(uint8_t)(key_id >> 24), (uint8_t)(key_id >> 16), (uint8_t)(key_id >> 8),
                          (uint8_t)key_id};
         sqlite3_bind_blob(st, 1, id, 4, SQLITE_STATIC);
@@ -447,6 +449,16 @@ int store_key_in_use(const char *path, uint32_t key_id) {
         result = 0; /* tables not created yet */
     }
     sqlite3_close(db);
+    if (result == 0) {
+        /* The archive's files are sealed with the key active when each was
+         * written (DATA_DIR/pitr beside the database). */
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash) snprintf(slash + 1, sizeof(dir) - (size_t)(slash + 1 - dir), "pitr");
+        else snprintf(dir, sizeof(dir), "pitr");
+        result = archive_key_in_use(dir, key_id);
+    }
     return result;
 }
 

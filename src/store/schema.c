@@ -53,17 +53,6 @@ static const char SCHEMA[] = "CREATE TABLE IF NOT EXISTS rooms ("
     "CREATE INDEX IF NOT EXISTS rooms_idle ON rooms(lastActivity) WHERE lastSeq = 0;"
     "CREATE INDEX IF NOT EXISTS messages_client ON messages(senderKey, clientMessageId)"
     "  WHERE clientMessageId IS NOT NULL;"
-    /* The change log for point-in-time recovery, with the time its batch
-     * committed, replayable onto a base snapshot. Messages are logged as
-     * one (roomId, seq..seqHi) range per room and second, their columns
-     * being in messages; a TTL delete logs the row it deletes. */
-    "CREATE TABLE IF NOT EXISTS pitr_log ("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  t_ms INTEGER NOT NULL,"
-    "  kind INTEGER NOT NULL,"
-    "  roomId TEXT, seq INTEGER, messageId, senderId, senderName, message,"
-    "  timestamp INTEGER, clientMessageId TEXT, senderKey, seqHi INTEGER"
-    ");"
     /* One row rewritten to learn whether a failing store can commit again. */
     "CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, t INTEGER);";
 
@@ -107,17 +96,6 @@ int store_prepare(store *s) {
          "SELECT seq, timestamp FROM messages WHERE roomId = ?1 ORDER BY seq"},
         {offsetof(stmts, delete_head),
          "DELETE FROM messages WHERE roomId = ?1 AND seq <= ?2 AND timestamp < ?3"},
-        {offsetof(stmts, log_expired),
-         "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
-         " timestamp, clientMessageId, senderKey) SELECT ?1, " LOG_DELETE_SQL ", roomId, seq,"
-         " messageId, senderId, senderName, message, timestamp, clientMessageId, senderKey"
-         " FROM messages WHERE roomId = ?2 AND seq <= ?3 AND timestamp < ?4"},
-        {offsetof(stmts, log_extend),
-         "UPDATE pitr_log SET seqHi = ?2 WHERE id = ?1 AND seqHi < ?2"},
-        {offsetof(stmts, log_insert),
-         "INSERT INTO pitr_log(t_ms, kind, roomId, seq, messageId, senderId, senderName, message,"
-         " timestamp, clientMessageId, senderKey, seqHi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-         " ?9, ?10, ?11, ?12)"},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         sqlite3_stmt **st = (sqlite3_stmt **)((char *)&s->st + table[i].off);

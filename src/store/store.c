@@ -18,6 +18,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "log/log.h"
+#include "store/archive.h"
 #include "store/internal.h"
 
 /* Operations committed in one transaction at most. */
@@ -71,11 +72,17 @@ void store_write_end(store *s, int rc) {
     atomic_store(&s->last_write_rc, rc);
 }
 
+int store_begin(store *s) {
+    store_write_begin(s);
+    int rc = store_tx(s->st.begin);
+    if (rc == SQLITE_OK) archive_guard(s);
+    return rc;
+}
+
 /* While the last write failed, try a one-row write when idle, so readiness
  * comes back with the disk and not only with the next chat. */
 static void probe_write(store *s) {
-    store_write_begin(s);
-    int rc = store_tx(s->st.begin);
+    int rc = store_begin(s);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s->st.probe, 1, (int64_t)time(NULL));
         rc = store_step_done(s->st.probe);
@@ -104,8 +111,7 @@ int store_health(store *s, int64_t stall_ms, char *why, size_t len) {
 static void commit_batch(store *s, store_op *batch, uint32_t n) {
     uint64_t t0 = clock_mono_ns();
     s->batch_ms = clock_wall_ms();
-    store_write_begin(s);
-    int rc = store_tx(s->st.begin);
+    int rc = store_begin(s);
     for (store_op *op = batch; op; op = op->next) {
         op->t_batch = t0;
         if (rc != SQLITE_OK) {
@@ -170,14 +176,23 @@ static void hand_over(store *s, store_op *op) {
 
 static void *store_thread(void *arg) {
     store *s = arg;
-    if (s->opt.pitr) store_pitr_start(s);
+    if (s->arch && archive_start(s) != 0) archive_close(s);
     for (;;) {
         pthread_mutex_lock(&s->lock);
         if (!s->in_head && !s->stopping) {
-            /* Wake at least once a second for the TTL sweep and snapshots. */
+            /* Wake at least once a second for the TTL sweep and snapshots;
+             * after 50 ms without writes for the archive's gathered commits. */
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            if (archive_pending(s)) {
+                until.tv_nsec += 50000000;
+                if (until.tv_nsec >= 1000000000) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000;
+                }
+            } else {
+                until.tv_sec += 1;
+            }
             pthread_cond_timedwait(&s->wake, &s->lock, &until);
         }
         if (!s->in_head) {
@@ -185,13 +200,14 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             if (stop) break;
             time_t now = time(NULL);
+            archive_idle(s);
             if (atomic_load(&s->last_write_rc) != SQLITE_OK) probe_write(s);
             if (s->opt.ttl_days > 0 && now != s->last_sweep) {
                 s->last_sweep = now;
                 store_sweep(s);
             }
-            if (s->opt.pitr && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s)
-                store_snapshot(s);
+            if (s->arch && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s)
+                archive_snapshot(s);
             continue;
         }
         /* Take up to STORE_MAX_BATCH ops: all that arrived while the last
@@ -223,6 +239,7 @@ static void *store_thread(void *arg) {
             /* After the batch's completions are on their way: only the
              * batches behind this one wait for it. */
             s->ckpt_here = false;
+            archive_sync(s);
             int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
             pthread_mutex_lock(&s->lock);
             s->ckpt_copied = 0;
@@ -238,6 +255,9 @@ static void *store_thread(void *arg) {
  * autocheckpoint, which would run on this thread. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     store *s = arg;
+    /* The point-in-time archive notes the commit (and archives its frames
+     * before any later write could restart the WAL over them). */
+    archive_commit(s, pages);
     uint32_t n = (uint32_t)pages;
     pthread_mutex_lock(&s->lock);
     s->stats.wal_pages = n;
@@ -273,8 +293,11 @@ static void *ckpt_thread(void *arg) {
         s->ckpt_running = true;
         pthread_mutex_unlock(&s->lock);
         int copied = 0;
+        atomic_store(&s->ckpt_active, 1);
         int rc =
             sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied);
+        atomic_fetch_add(&s->ckpt_epoch, 1);
+        atomic_store(&s->ckpt_active, 0);
         pthread_mutex_lock(&s->lock);
         s->ckpt_running = false;
         if (rc == SQLITE_OK) {
@@ -334,6 +357,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
         s->pitr_dir = xstrdup(opt->pitr_dir);
         mkdir(s->pitr_dir, 0700);
         if (s->opt.pitr_snapshot_interval_s <= 0) s->opt.pitr_snapshot_interval_s = 3600;
+        archive_prepare(s, path);
     }
     int rc = sqlite3_open_v2(
         path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -404,6 +428,7 @@ fail:
 fail_msg:
     store_finalize(s);
     sqlite3_close(s->db);
+    archive_close(s);
     free(s->pitr_dir);
     free(s);
     return NULL;
@@ -471,7 +496,9 @@ void store_close(store *s) {
     strmap_free(&s->batch_ranges);
     free(s->sweep_room);
     store_finalize(s);
+    archive_sync(s);
     sqlite3_close(s->db);
+    archive_close(s);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->ckpt_wake);

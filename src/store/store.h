@@ -159,14 +159,19 @@ void store_message_aad(char *out, size_t len, char col, const char *room, int64_
 int store_backup(const char *path, const char *out, char *err, size_t errlen);
 
 /* `wsgate restore`: build at `out` the database exactly as it was at Unix
- * time `to` (to the second) from the newest base snapshot in pitr_dir taken
- * at or before `to` and the change log kept in the live database at path.
- * Returns 0 or -1 with err (e.g. `to` before the recovery window). */
-int store_restore(const char *path, const char *pitr_dir, int64_t to, const char *out, char *err,
-                  size_t errlen);
+ * time `to` (to the end of that second) from the newest base snapshot in
+ * pitr_dir taken at or before `to` and the archived WAL frames of the
+ * commits up to then, opened with keys (NULL: the archive must be
+ * unsealed); for a time before the data directory switched to the WAL
+ * archive, from the first design's base files and change log (pitr_log)
+ * of the live database at path. Returns 0 or -1 with err (e.g. `to`
+ * before the recovery window, a damaged archive file). */
+int store_restore(const char *path, const char *pitr_dir, const crypto_keyring *keys, int64_t to,
+                  const char *out, char *err, size_t errlen);
 
-/* Return 1 when any stored value (messages, rooms, the change log) in the
- * database at path was sealed with key_id, 0 when none, -1 when the file
+/* Return 1 when any stored value (messages, rooms, an old change log) in
+ * the database at path, or a file of the point-in-time archive beside it
+ * (DATA_DIR/pitr), was sealed with key_id, 0 when none, -1 when the file
  * cannot be read (counted as in use by callers that destroy keys). */
 int store_key_in_use(const char *path, uint32_t key_id);
 

@@ -1,0 +1,1158 @@
+/* The point-in-time archive: see archive.h (formats) and docs/storage.md
+ * (why). */
+#include "store/archive.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "log/log.h"
+#include "store/internal.h"
+#include "store/walframe.h"
+
+#define ARCHIVE_MAGIC       "WSGPITR1"
+#define ARCHIVE_CHUNK       (1u << 20) /* snapshot bytes per record */
+#define ARCHIVE_COMMIT_HEAD 48         /* a 'C' record's fixed part */
+
+struct archive {
+    char *dir;
+    char *db_path, *wal_path;
+    struct stat db_at_open; /* the database file before the store opened it */
+    bool db_stat_ok, wal_at_open;
+    int fd;        /* the open segment, -1 when none */
+    char name[96]; /* its file name */
+    uint32_t records;
+    uint32_t key_id;
+    int64_t gen, seq;
+    int wal_fd;
+    walf w;
+    bool have_w;
+    bool dirty;            /* records written since the last fsync */
+    uint64_t synced_epoch; /* s->ckpt_epoch when the archive was last synced */
+    uint8_t *buf;
+    size_t cap;
+    /* The last archived image of recently written pages (direct-mapped by
+     * page number): a page found here is archived as the runs of bytes
+     * that differ from this image (a chat changes a few hundred bytes of a
+     * 4 KiB leaf). Emptied at every snapshot. */
+    uint32_t *cache_pgno; /* 0: empty slot */
+    /* Commits not archived yet (frames in the WAL after each, and its
+     * time), from the WAL hook; archived together by archive_flush. */
+    struct pending_commit {
+        uint64_t frames;
+        int64_t t_ms;
+    } * pend;
+    size_t npend, pend_cap;
+    uint8_t *cache_img;
+    uint32_t cache_page_size;
+};
+
+/* Commits are archived together, one record for all, once this many WAL
+ * frames or this many ms have gathered (or before anything could restart
+ * the WAL, and when idle): a record per commit cost a seal, a deflate and
+ * a write(2) each, the most of the archive's CPU when batches are small. */
+#define ARCHIVE_FLUSH_FRAMES 256
+#define ARCHIVE_FLUSH_MS     1000
+
+/* Pages the delta cache holds (x page size bytes: 8 MiB of 4 KiB pages). */
+#define ARCHIVE_CACHE_SLOTS 2048
+/* In a commit record's page number: the page is stored as a delta
+ * (archive_delta_encode) from the page's previous content. */
+#define ARCHIVE_DELTA 0x80000000u
+
+/* ---- the record codec (I/O-free) ---- */
+
+static void put64(uint8_t *p, uint64_t v) {
+    walf_put32(p, (uint32_t)(v >> 32));
+    walf_put32(p + 4, (uint32_t)v);
+}
+
+static uint64_t get64(const uint8_t *p) {
+    return (uint64_t)walf_get32(p) << 32 | walf_get32(p + 4);
+}
+
+int archive_record_split(const uint8_t *buf, size_t len, const uint8_t **body, size_t *body_len,
+                         size_t *used) {
+    if (len < 8) return 0;
+    uint32_t n = walf_get32(buf);
+    if (n > ARCHIVE_RECORD_MAX) return -1;
+    if (len - 8 < n) return 0;
+    if ((uint32_t)crc32(0, buf + 8, n) != walf_get32(buf + 4)) return -1;
+    *body = buf + 8;
+    *body_len = n;
+    *used = 8 + (size_t)n;
+    return 1;
+}
+
+static void record_aad(char *out, size_t len, const char *name, uint32_t index) {
+    snprintf(out, len, "wsgate.pitr:%s:%u", name, index);
+}
+
+int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char *name,
+                        uint32_t index, const uint8_t *body, size_t len, int *type, uint8_t **raw,
+                        size_t *raw_len, char *err, size_t errlen) {
+    *raw = NULL;
+    char *plain = NULL;
+    size_t plen = len;
+    const uint8_t *inner = body;
+    if (key_id) {
+        if (!keys) {
+            snprintf(err, errlen, "%s is sealed (key %u): the key file is needed", name, key_id);
+            return -1;
+        }
+        char aad[160];
+        record_aad(aad, sizeof(aad), name, index);
+        int e = crypto_open(keys, body, len, aad, strlen(aad), &plain, &plen);
+        if (e) {
+            char msg[160];
+            snprintf(err, errlen, "%s record %u: %s", name, index,
+                     crypto_open_errmsg(e, body, len, msg, sizeof(msg)));
+            return -1;
+        }
+        inner = (const uint8_t *)plain;
+    }
+    int rc = -1;
+    if (plen < 5) {
+        snprintf(err, errlen, "%s record %u: too short", name, index);
+    } else {
+        uLongf n = walf_get32(inner + 1);
+        if (n > ARCHIVE_RECORD_MAX) {
+            snprintf(err, errlen, "%s record %u: too long", name, index);
+        } else {
+            *raw = xmalloc(n ? n : 1);
+            if (uncompress(*raw, &n, inner + 5, plen - 5) != Z_OK || n != walf_get32(inner + 1)) {
+                snprintf(err, errlen, "%s record %u: cannot inflate", name, index);
+                free(*raw);
+                *raw = NULL;
+            } else {
+                *type = inner[0];
+                *raw_len = n;
+                rc = 0;
+            }
+        }
+    }
+    free(plain);
+    return rc;
+}
+
+size_t archive_delta_encode(const uint8_t *old, const uint8_t *page, size_t ps, uint8_t *out,
+                            size_t max) {
+    size_t o = 2, runs = 0, i = 0;
+    while (i < ps) {
+        if (old[i] == page[i]) {
+            i++;
+            continue;
+        }
+        /* A run ends at 8 equal bytes: shorter gaps cost less inside it
+         * than a run header. */
+        size_t start = i, end = i, same = 0;
+        while (end < ps && same < 8) {
+            same = old[end] == page[end] ? same + 1 : 0;
+            end++;
+        }
+        size_t len = end - start - same;
+        if (o + 4 + len > max || runs == 0xffff) return 0;
+        walf_put32(out + o, (uint32_t)(start << 16 | len));
+        memcpy(out + o + 4, page + start, len);
+        o += 4 + len;
+        runs++;
+        i = start + len;
+    }
+    out[0] = (uint8_t)(runs >> 8);
+    out[1] = (uint8_t)runs;
+    return o;
+}
+
+int archive_delta_apply(uint8_t *page, size_t ps, const uint8_t *in, size_t len) {
+    if (len < 2) return -1;
+    size_t runs = (size_t)in[0] << 8 | in[1], o = 2;
+    for (size_t r = 0; r < runs; r++) {
+        if (len - o < 4) return -1;
+        uint32_t h = walf_get32(in + o);
+        size_t at = h >> 16, n = h & 0xffff;
+        if (at > ps || n > ps - at || len - o - 4 < n) return -1;
+        memcpy(page + at, in + o + 4, n);
+        o += 4 + n;
+    }
+    return (int)o;
+}
+
+/* Append one record (type, raw) to fd, the file name, as its record index.
+ * Returns 0 or -1 (errno). */
+static int write_record(int fd, const crypto_keyring *keys, const char *name, uint32_t index,
+                        int type, const uint8_t *raw, size_t raw_len) {
+    uLongf zlen = compressBound(raw_len);
+    uint8_t *inner = xmalloc(5 + zlen);
+    inner[0] = (uint8_t)type;
+    walf_put32(inner + 1, (uint32_t)raw_len);
+    /* Level 1: pages are mostly free space and sealed (random) values; a
+     * higher level buys little and costs the store thread. */
+    if (compress2(inner + 5, &zlen, raw, raw_len, 1) != Z_OK) {
+        free(inner);
+        errno = EIO;
+        return -1;
+    }
+    size_t len = 5 + zlen;
+    uint8_t *body = inner;
+    if (keys) {
+        char aad[160];
+        record_aad(aad, sizeof(aad), name, index);
+        body = crypto_seal(keys, inner, len, aad, strlen(aad), &len);
+        free(inner);
+        if (!body) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    uint8_t head[8];
+    walf_put32(head, (uint32_t)len);
+    walf_put32(head + 4, (uint32_t)crc32(0, body, (uInt)len));
+    int rc = 0;
+    struct part {
+        const void *p;
+        size_t n;
+    } parts[2] = {{head, 8}, {body, len}};
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        const uint8_t *p = parts[i].p;
+        size_t left = parts[i].n;
+        while (left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                rc = -1;
+                break;
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    free(body);
+    return rc;
+}
+
+/* ---- reading files ---- */
+
+typedef struct file_reader {
+    FILE *f;
+    const char *name;
+    uint32_t key_id;
+    uint32_t index;
+    uint8_t *buf;
+    size_t cap;
+} file_reader;
+
+/* Open dir/name and read its header. Returns 0, or -1 with err. */
+static int reader_open(file_reader *r, const char *dir, const char *name, char *err,
+                       size_t errlen) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    memset(r, 0, sizeof(*r));
+    r->name = name;
+    r->f = fopen(path, "rb");
+    if (!r->f) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint8_t h[ARCHIVE_FILE_HEADER_LEN];
+    if (fread(h, 1, sizeof(h), r->f) != sizeof(h) || memcmp(h, ARCHIVE_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "%s is damaged: not an archive file header", name);
+        fclose(r->f);
+        r->f = NULL;
+        return -1;
+    }
+    r->key_id = walf_get32(h + 8);
+    return 0;
+}
+
+/* The next record of r: 1 with *type and *raw (malloc'd), 0 at the end
+ * (or a torn tail: *torn set), -1 with err when damaged. */
+static int reader_next(file_reader *r, const crypto_keyring *keys, int *type, uint8_t **raw,
+                       size_t *raw_len, bool *torn, char *err, size_t errlen) {
+    uint8_t head[8];
+    size_t got = fread(head, 1, 8, r->f);
+    *torn = false;
+    if (got == 0) return 0;
+    if (got < 8) {
+        *torn = true;
+        return 0;
+    }
+    uint32_t n = walf_get32(head);
+    if (n > ARCHIVE_RECORD_MAX) {
+        snprintf(err, errlen, "%s is damaged at record %u: bad length", r->name, r->index);
+        return -1;
+    }
+    if (r->cap < 8 + (size_t)n) {
+        r->cap = 8 + (size_t)n;
+        r->buf = xrealloc(r->buf, r->cap);
+    }
+    memcpy(r->buf, head, 8);
+    got = fread(r->buf + 8, 1, n, r->f);
+    const uint8_t *body;
+    size_t blen, used;
+    int sp = archive_record_split(r->buf, 8 + got, &body, &blen, &used);
+    if (sp == 0) {
+        *torn = true;
+        return 0;
+    }
+    if (sp < 0) {
+        snprintf(err, errlen, "%s is damaged at record %u: checksum mismatch", r->name, r->index);
+        return -1;
+    }
+    if (archive_record_open(keys, r->key_id, r->name, r->index, body, blen, type, raw, raw_len, err,
+                            errlen) != 0)
+        return -1;
+    r->index++;
+    return 1;
+}
+
+static void reader_close(file_reader *r) {
+    if (r->f) fclose(r->f);
+    free(r->buf);
+}
+
+/* ---- listing ---- */
+
+typedef struct arch_file {
+    bool snap;
+    int64_t gen, seq, t_ms;
+    char name[96];
+} arch_file;
+
+static int cmp_files(const void *a, const void *b) {
+    const arch_file *x = a, *y = b;
+    if (x->gen != y->gen) return x->gen < y->gen ? -1 : 1;
+    if (x->snap != y->snap) return x->snap ? -1 : 1; /* a generation's snapshot first */
+    if (x->seq != y->seq) return x->seq < y->seq ? -1 : 1;
+    return 0;
+}
+
+/* The archive files of dir, in replay order. Returns their count. */
+static size_t list_files(const char *dir, arch_file **out) {
+    DIR *d = opendir(dir);
+    *out = NULL;
+    if (!d) return 0;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long long g, q, t;
+        char tail[8];
+        arch_file f = {0};
+        if (sscanf(de->d_name, "snap-%lld-%lld%7s", &g, &t, tail) == 3 &&
+            strcmp(tail, ".pitr") == 0) {
+            f = (arch_file){.snap = true, .gen = g, .t_ms = t};
+        } else if (sscanf(de->d_name, "wal-%lld-%lld-%lld%7s", &g, &q, &t, tail) == 4 &&
+                   strcmp(tail, ".pitr") == 0) {
+            f = (arch_file){.gen = g, .seq = q, .t_ms = t};
+        } else {
+            continue;
+        }
+        size_t len = strlen(de->d_name);
+        if (len >= sizeof(f.name)) continue;
+        memcpy(f.name, de->d_name, len + 1);
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        (*out)[n++] = f;
+    }
+    closedir(d);
+    if (n) qsort(*out, n, sizeof(**out), cmp_files);
+    return n;
+}
+
+static void sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* ---- writing (store thread) ---- */
+
+static const crypto_keyring *seal_keys(store *s) { return s->opt.keys; }
+
+/* Create dir/name with the file header. Returns the fd or -1. */
+static int create_file(store *s, const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    uint8_t h[ARCHIVE_FILE_HEADER_LEN] = {0};
+    memcpy(h, ARCHIVE_MAGIC, 8);
+    walf_put32(h + 8, s->opt.keys ? crypto_active_key_id(s->opt.keys) : 0);
+    if (write(fd, h, sizeof(h)) != (ssize_t)sizeof(h)) {
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    return fd;
+}
+
+/* Close the open segment (synced). */
+static void close_segment(store *s) {
+    struct archive *a = s->arch;
+    if (a->fd < 0) return;
+    fdatasync(a->fd);
+    close(a->fd);
+    a->fd = -1;
+    a->dirty = false;
+}
+
+/* Open segment seq of generation gen. Returns 0 or -1 (logged). */
+static int open_segment(store *s, int64_t gen, int64_t seq) {
+    struct archive *a = s->arch;
+    close_segment(s);
+    snprintf(a->name, sizeof(a->name), "wal-%lld-%lld-%lld.pitr", (long long)gen, (long long)seq,
+             (long long)clock_wall_ms());
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", a->dir, a->name);
+    a->fd = create_file(s, path);
+    if (a->fd < 0) {
+        log_msg(LOG_ERROR, "pitr_error", "cannot create archive segment %s: %s", path,
+                strerror(errno));
+        return -1;
+    }
+    sync_dir(a->dir);
+    a->gen = gen;
+    a->seq = seq;
+    a->records = 0;
+    return 0;
+}
+
+static uint8_t *reserve(struct archive *a, size_t n) {
+    if (a->cap < n) {
+        a->cap = n;
+        a->buf = xrealloc(a->buf, n);
+    }
+    return a->buf;
+}
+
+/* The commit time of the commit whose frame brings the WAL to frames: the
+ * WAL hook's record of it, or now for a commit it did not see (the
+ * schema's at open, a crash's leftovers). */
+static int64_t commit_time(struct archive *a, size_t *k, uint64_t frames, int64_t now) {
+    while (*k < a->npend && a->pend[*k].frames < frames) (*k)++;
+    return *k < a->npend && a->pend[*k].frames == frames ? a->pend[*k].t_ms : now;
+}
+
+/* Archive the committed frames the WAL holds past a->w (up to the end of
+ * the file) as one record, each commit with its time. */
+static void archive_wal(store *s) {
+    struct archive *a = s->arch;
+    if (!a || a->fd < 0) return;
+    if (a->wal_fd < 0) {
+        a->wal_fd = open(a->wal_path, O_RDONLY | O_CLOEXEC);
+        if (a->wal_fd < 0) return; /* no WAL yet: nothing committed to it */
+    }
+    uint8_t h[WALF_HEADER_LEN];
+    walf hw;
+    if (pread(a->wal_fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+        walf_header(&hw, h, sizeof(h)) != 0)
+        return; /* an empty (just reset) WAL */
+    if (!a->have_w || hw.salt[0] != a->w.salt[0] || hw.salt[1] != a->w.salt[1] ||
+        hw.page_size != a->w.page_size) {
+        /* A new generation of the log: SQLite restarted it after a complete
+         * checkpoint, so the previous one's frames were all archived. */
+        a->w = hw;
+        a->have_w = true;
+    }
+    size_t flen = walf_frame_len(&a->w);
+    struct stat st;
+    if (fstat(a->wal_fd, &st) != 0) return;
+    uint64_t upto =
+        st.st_size > WALF_HEADER_LEN ? (uint64_t)(st.st_size - WALF_HEADER_LEN) / flen : 0;
+    if (upto <= a->w.frames) return;
+    size_t want = (size_t)(upto - a->w.frames) * flen;
+    uint8_t *wal = xmalloc(want);
+    ssize_t got = pread(a->wal_fd, wal, want, WALF_HEADER_LEN + (off_t)(a->w.frames * flen));
+    walf before = a->w;
+    size_t n = got > 0 ? walf_scan(&a->w, wal, (size_t)got) : 0;
+    if (n == 0) {
+        free(wal);
+        return;
+    }
+    uint32_t frames = (uint32_t)(n / flen);
+    uint32_t ps = a->w.page_size;
+    /* Per frame: number, commit size, a time when it commits, the page. */
+    uint8_t *raw = reserve(a, ARCHIVE_COMMIT_HEAD + (size_t)frames * (16 + ps));
+    int64_t now = clock_wall_ms(), last_t = now;
+    walf_put32(raw + 8, a->w.salt[0]);
+    walf_put32(raw + 12, a->w.salt[1]);
+    put64(raw + 16, before.frames);
+    walf_put32(raw + 24, frames);
+    walf_put32(raw + 28, ps);
+    walf_put32(raw + 32, a->w.db_pages);
+    walf_put32(raw + 36, a->w.cksum[0]);
+    walf_put32(raw + 40, a->w.cksum[1]);
+    walf_put32(raw + 44, a->w.big_endian ? 1u << 24 : 0);
+    uint8_t *p = raw + ARCHIVE_COMMIT_HEAD;
+    if (a->cache_page_size != ps) {
+        free(a->cache_img);
+        a->cache_img = xmalloc((size_t)ARCHIVE_CACHE_SLOTS * ps);
+        if (!a->cache_pgno) a->cache_pgno = xmalloc(ARCHIVE_CACHE_SLOTS * sizeof(uint32_t));
+        memset(a->cache_pgno, 0, ARCHIVE_CACHE_SLOTS * sizeof(uint32_t));
+        a->cache_page_size = ps;
+    }
+    size_t k = 0;
+    for (uint32_t i = 0; i < frames; i++) {
+        const uint8_t *f = wal + (size_t)i * flen;
+        uint32_t pgno = walf_frame_pgno(f), commit = walf_frame_commit(f);
+        const uint8_t *page = walf_frame_page(f);
+        size_t slot = pgno % ARCHIVE_CACHE_SLOTS;
+        uint8_t *img = a->cache_img + slot * ps;
+        size_t head = commit ? 16 : 8;
+        size_t d = 0;
+        if (a->cache_pgno[slot] == pgno && pgno < ARCHIVE_DELTA)
+            d = archive_delta_encode(img, page, ps, p + head, ps);
+        walf_put32(p, d ? pgno | ARCHIVE_DELTA : pgno);
+        walf_put32(p + 4, commit);
+        if (commit) {
+            last_t = commit_time(a, &k, before.frames + i + 1, now);
+            put64(p + 8, (uint64_t)last_t);
+        }
+        if (!d) memcpy(p + head, page, ps);
+        p += head + (d ? d : ps);
+        memcpy(img, page, ps);
+        a->cache_pgno[slot] = pgno;
+    }
+    put64(raw, (uint64_t)last_t);
+    size_t raw_len = (size_t)(p - raw);
+    free(wal);
+    if (write_record(a->fd, seal_keys(s), a->name, a->records, 'C', raw, raw_len) != 0) {
+        /* The archive no longer follows the log: restores past here would
+         * be wrong. Stop archiving; the next snapshot starts afresh. */
+        log_msg(LOG_ERROR, "pitr_error", "cannot append to archive %s/%s: %s", a->dir, a->name,
+                strerror(errno));
+        close(a->fd);
+        a->fd = -1;
+        a->have_w = false;
+        a->cache_page_size = 0;
+        return;
+    }
+    a->records++;
+    a->dirty = true;
+}
+
+/* Archive the commits gathered so far. */
+static void archive_flush(store *s) {
+    struct archive *a = s->arch;
+    if (!a || a->npend == 0) return;
+    archive_wal(s);
+    a->npend = 0;
+}
+
+void archive_commit(store *s, int pages) {
+    struct archive *a = s->arch;
+    if (!a) return;
+    if (a->npend == a->pend_cap) {
+        a->pend_cap = a->pend_cap ? a->pend_cap * 2 : 64;
+        a->pend = xrealloc(a->pend, a->pend_cap * sizeof(*a->pend));
+    }
+    int64_t now = clock_wall_ms();
+    a->pend[a->npend++] =
+        (struct pending_commit){.frames = (uint64_t)(pages > 0 ? pages : 0), .t_ms = now};
+    if ((int64_t)a->pend[a->npend - 1].frames - (int64_t)a->w.frames >= ARCHIVE_FLUSH_FRAMES ||
+        !a->have_w || now - a->pend[0].t_ms >= ARCHIVE_FLUSH_MS)
+        archive_flush(s);
+}
+
+void archive_idle(store *s) { archive_flush(s); }
+
+bool archive_pending(const store *s) { return s->arch && s->arch->npend > 0; }
+
+void archive_sync(store *s) {
+    struct archive *a = s->arch;
+    if (!a) return;
+    archive_flush(s);
+    if (a->fd < 0 || !a->dirty) return;
+    fdatasync(a->fd);
+    a->dirty = false;
+}
+
+void archive_guard(store *s) {
+    struct archive *a = s->arch;
+    if (!a) return;
+    /* A write restarts the WAL when its read began after a checkpoint had
+     * copied every frame. Checked after BEGIN (the frames are overwritten
+     * only when this write commits): a checkpoint that finished before it
+     * is either still marked active or has bumped the epoch. */
+    uint64_t e = atomic_load(&s->ckpt_epoch);
+    if (atomic_load(&s->ckpt_active) || e != a->synced_epoch) {
+        archive_sync(s);
+        a->synced_epoch = e;
+    }
+}
+
+/* ---- snapshots ---- */
+
+/* Copy the live database page for page (sqlite3_backup: the same page
+ * numbers, so archived frames apply to it; VACUUM INTO would renumber). */
+static int backup_to(sqlite3 *from, const char *path) {
+    sqlite3 *to = NULL;
+    int rc = sqlite3_open(path, &to);
+    if (rc == SQLITE_OK) {
+        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+        if (!b) {
+            rc = sqlite3_errcode(to);
+        } else {
+            sqlite3_backup_step(b, -1);
+            rc = sqlite3_backup_finish(b);
+        }
+    }
+    sqlite3_close(to);
+    return rc;
+}
+
+/* Seal the file at plain into dir/name. Returns 0 or -1. */
+static int seal_snapshot(store *s, const char *plain, const char *name, int64_t t_ms) {
+    struct archive *a = s->arch;
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof(path), "%s/%s", a->dir, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int in = open(plain, O_RDONLY | O_CLOEXEC);
+    int fd = in >= 0 ? create_file(s, tmp) : -1;
+    int rc = fd >= 0 ? 0 : -1;
+    uint8_t *chunk = xmalloc(8 + ARCHIVE_CHUNK);
+    uint64_t off = 0;
+    uint32_t index = 0;
+    while (rc == 0) {
+        ssize_t n = pread(in, chunk + 8, ARCHIVE_CHUNK, (off_t)off);
+        if (n < 0) rc = -1;
+        if (n <= 0) break;
+        put64(chunk, off);
+        rc = write_record(fd, seal_keys(s), name, index++, 'S', chunk, 8 + (size_t)n);
+        off += (uint64_t)n;
+    }
+    if (rc == 0) {
+        put64(chunk, off);
+        put64(chunk + 8, (uint64_t)t_ms);
+        rc = write_record(fd, seal_keys(s), name, index, 'E', chunk, 16);
+    }
+    free(chunk);
+    if (rc == 0) rc = fdatasync(fd);
+    if (fd >= 0) close(fd);
+    if (in >= 0) close(in);
+    if (rc == 0) rc = rename(tmp, path);
+    if (rc != 0) unlink(tmp);
+    else sync_dir(a->dir);
+    return rc;
+}
+
+/* Drop snapshots and segments older than the newest snapshot at or before
+ * the window's start (the anchor), and pitr_log's base files once the
+ * snapshot that holds that change log is gone. Of the snapshots after the
+ * anchor only the last of each day and the newest are kept: the segments
+ * stay whole, so no recovery point is lost, and a restore replays at most
+ * a day of them (at an hourly interval 35 days would keep 840 copies of
+ * the database). */
+static void prune(store *s, int64_t now_ms) {
+    struct archive *a = s->arch;
+    arch_file *files;
+    size_t n = list_files(a->dir, &files);
+    int64_t window_start = now_ms - s->opt.pitr_retention_days * 86400000LL;
+    int64_t anchor = -1, newest = -1, oldest = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!files[i].snap) continue;
+        if (files[i].t_ms <= window_start) anchor = files[i].gen;
+        if (oldest < 0) oldest = files[i].gen;
+        newest = files[i].gen;
+    }
+    bool pruned = false;
+    for (size_t i = 0; i < n; i++) {
+        bool drop = anchor >= 0 && files[i].gen < anchor;
+        /* The oldest may hold an old pitr_log (restores before the switch). */
+        if (!drop && files[i].snap && files[i].gen != anchor && files[i].gen != newest &&
+            files[i].gen != oldest) {
+            /* A later snapshot of the same day makes this one redundant. */
+            for (size_t j = i + 1; j < n && !drop; j++)
+                drop = files[j].snap && files[j].t_ms / 86400000 == files[i].t_ms / 86400000;
+        }
+        if (!drop) continue;
+        char p[4200];
+        snprintf(p, sizeof(p), "%s/%s", a->dir, files[i].name);
+        if (unlink(p) == 0 && files[i].gen < anchor) pruned = true;
+    }
+    if (pruned) {
+        /* The oldest snapshot left is past the switch from pitr_log (that
+         * snapshot, the first, is gone): the old bases serve nothing. */
+        DIR *d = opendir(a->dir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            if (strncmp(de->d_name, "base-", 5) != 0) continue;
+            char p[4200];
+            snprintf(p, sizeof(p), "%s/%s", a->dir, de->d_name);
+            unlink(p);
+        }
+        if (d) closedir(d);
+    }
+    free(files);
+}
+
+int archive_snapshot(store *s) {
+    struct archive *a = s->arch;
+    if (!a) return -1;
+    int64_t now = clock_wall_ms();
+    int64_t gen = a->gen + 1;
+    char plain[4200], name[96];
+    snprintf(plain, sizeof(plain), "%s/.snapshot.db", a->dir);
+    snprintf(name, sizeof(name), "snap-%lld-%lld.pitr", (long long)gen, (long long)now);
+    unlink(plain);
+    archive_flush(s);
+    /* Between batches: the copy is the database as of the last archived
+     * commit, so the new generation's segments start exactly after it. */
+    int rc = backup_to(s->db, plain);
+    if (rc == SQLITE_OK && seal_snapshot(s, plain, name, now) == 0) {
+        unlink(plain);
+        open_segment(s, gen, 0);
+        /* Deltas start afresh from what the snapshot holds. */
+        a->cache_page_size = 0;
+        log_msg(LOG_INFO, "pitr_snapshot", "base snapshot %s/%s written", a->dir, name);
+        prune(s, now);
+        rc = 0;
+    } else {
+        unlink(plain);
+        log_msg(LOG_ERROR, "pitr_error", "cannot write base snapshot %s/%s", a->dir, name);
+        rc = -1;
+    }
+    s->last_snapshot = time(NULL);
+    return rc;
+}
+
+/* ---- start ---- */
+
+/* What a clean stop leaves as its segment's last record ('Z'): the
+ * database file as the closing connection left it, with no WAL. */
+#define ARCHIVE_CLOSE_LEN 32
+static void file_id(const struct stat *st, uint8_t out[ARCHIVE_CLOSE_LEN]) {
+    put64(out, (uint64_t)st->st_size);
+    put64(out + 8, (uint64_t)st->st_mtim.tv_sec);
+    put64(out + 16, (uint64_t)st->st_mtim.tv_nsec);
+    put64(out + 24, (uint64_t)st->st_ino);
+}
+
+/* Verify every archive file: each record whole, its CRC and seal sound.
+ * Sets where the archive stands (the next segment, and from the newest
+ * commit record, where it is in the WAL); *continuous when the last run
+ * stopped cleanly and nothing wrote the database since. Returns the number
+ * of damaged files. */
+static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *continuous) {
+    struct archive *a = s->arch;
+    arch_file *files;
+    size_t n = list_files(a->dir, &files);
+    int damaged = 0;
+    *have_pos = *have_snap = *continuous = false;
+    a->gen = 0;
+    a->seq = -1;
+    for (size_t i = 0; i < n; i++) {
+        file_reader r;
+        char err[512];
+        int type = 0, got = -1, last = 0;
+        bool torn = false, ended = false, closed = false;
+        if (reader_open(&r, a->dir, files[i].name, err, sizeof(err)) == 0) {
+            uint8_t *raw;
+            size_t len;
+            while ((got = reader_next(&r, s->opt.keys, &type, &raw, &len, &torn, err,
+                                      sizeof(err))) == 1) {
+                last = type;
+                if (type == 'E') ended = true;
+                if (type == 'Z' && len == ARCHIVE_CLOSE_LEN) {
+                    uint8_t now[ARCHIVE_CLOSE_LEN];
+                    file_id(&a->db_at_open, now);
+                    closed = a->db_stat_ok && !a->wal_at_open && memcmp(now, raw, len) == 0;
+                }
+                if (type == 'C' && len >= ARCHIVE_COMMIT_HEAD) {
+                    pos->salt[0] = walf_get32(raw + 8);
+                    pos->salt[1] = walf_get32(raw + 12);
+                    pos->frames = get64(raw + 16) + walf_get32(raw + 24);
+                    pos->page_size = walf_get32(raw + 28);
+                    pos->db_pages = walf_get32(raw + 32);
+                    pos->cksum[0] = walf_get32(raw + 36);
+                    pos->cksum[1] = walf_get32(raw + 40);
+                    pos->big_endian = raw[44] != 0;
+                    *have_pos = true;
+                }
+                free(raw);
+            }
+        }
+        if (got == 0 && files[i].snap && !ended) {
+            snprintf(err, sizeof(err), "%s is damaged: the snapshot is cut short", files[i].name);
+            got = -1;
+        }
+        if (got < 0) {
+            damaged++;
+            log_msg(LOG_ERROR, "pitr_damaged",
+                    "point-in-time archive %s/%s: %s (restores that need it will fail)", a->dir,
+                    files[i].name, err);
+        } else if (torn) {
+            log_msg(LOG_INFO, "pitr_torn",
+                    "point-in-time archive %s/%s ends in a torn record (cut by a crash); the WAL"
+                    " is archived again from there",
+                    a->dir, files[i].name);
+        }
+        if (files[i].snap && got == 0) *have_snap = true;
+        /* The newest file says how the last run ended. */
+        *continuous = !files[i].snap && got == 0 && last == 'Z' && closed;
+        reader_close(&r);
+    }
+    if (n > 0) {
+        a->gen = files[n - 1].gen;
+        a->seq = files[n - 1].snap ? -1 : files[n - 1].seq;
+        /* A snapshot as the newest file: nothing was written after it. */
+        if (files[n - 1].snap) *continuous = false;
+    }
+    free(files);
+    return damaged;
+}
+
+static bool has_table(sqlite3 *db, const char *name) {
+    sqlite3_stmt *st;
+    bool yes = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+    }
+    return yes;
+}
+
+void archive_prepare(store *s, const char *db_path) {
+    struct archive *a = xcalloc(1, sizeof(*a));
+    a->dir = xstrdup(s->pitr_dir);
+    a->db_path = xstrdup(db_path);
+    size_t plen = strlen(db_path) + 5;
+    a->wal_path = xmalloc(plen);
+    snprintf(a->wal_path, plen, "%s-wal", db_path);
+    a->fd = a->wal_fd = -1;
+    a->db_stat_ok = stat(db_path, &a->db_at_open) == 0;
+    struct stat w;
+    a->wal_at_open = stat(a->wal_path, &w) == 0 && w.st_size > 0;
+    s->arch = a;
+}
+
+int archive_start(store *s) {
+    struct archive *a = s->arch;
+    walf pos = {0};
+    bool have_pos, have_snap, continuous;
+    int damaged = verify(s, &pos, &have_pos, &have_snap, &continuous);
+    if (open_segment(s, a->gen, a->seq + 1) != 0) return -1;
+    if (have_pos && a->wal_at_open) {
+        /* Go on from the last archived commit when the WAL is still the
+         * generation it was in (a crash, not a clean stop, left it). */
+        a->w = pos;
+        a->have_w = true;
+    }
+    /* Commits the archive lacks (the schema's at open, or what a crash
+     * left unarchived): their commit time is not known, now is the bound. */
+    archive_wal(s);
+    if (have_pos && a->wal_at_open && a->have_w && a->w.salt[0] == pos.salt[0] &&
+        a->w.salt[1] == pos.salt[1])
+        continuous = true;
+    bool legacy = has_table(s->db, "pitr_log");
+    /* Without a proof that the archive follows on from the last run (a
+     * version without it, or PITR off, may have written since), restores
+     * past here start from a new snapshot. */
+    int rc = 0;
+    if (!have_snap || legacy || damaged || !continuous) rc = archive_snapshot(s);
+    else s->last_snapshot = time(NULL);
+    if (legacy && rc == 0) {
+        /* The snapshot just written holds the old change log, which
+         * restores to a time before it read from there: the live table
+         * goes. */
+        rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE; DROP TABLE pitr_log; COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        log_msg(rc == SQLITE_OK ? LOG_INFO : LOG_ERROR, "pitr_migrated",
+                "change log pitr_log moved into base snapshot %lld of %s: %s", (long long)a->gen,
+                a->dir, rc == SQLITE_OK ? "done" : sqlite3_errstr(rc));
+    }
+    return 0;
+}
+
+void archive_close(store *s) {
+    struct archive *a = s->arch;
+    if (!a) return;
+    if (a->fd >= 0) {
+        /* After the store connection closed (its last checkpoint copied
+         * the WAL, all archived, into the file and removed the WAL): the
+         * file as it is now lets the next start go on without a snapshot. */
+        struct stat st, w;
+        if (stat(a->db_path, &st) == 0 && stat(a->wal_path, &w) != 0) {
+            uint8_t id[ARCHIVE_CLOSE_LEN];
+            file_id(&st, id);
+            write_record(a->fd, seal_keys(s), a->name, a->records++, 'Z', id, sizeof(id));
+        }
+    }
+    close_segment(s);
+    if (a->wal_fd >= 0) close(a->wal_fd);
+    free(a->dir);
+    free(a->db_path);
+    free(a->wal_path);
+    free(a->buf);
+    free(a->cache_pgno);
+    free(a->cache_img);
+    free(a->pend);
+    free(a);
+    s->arch = NULL;
+}
+
+/* ---- restore ---- */
+
+/* Decode snapshot name of dir into the open file out. Returns 0 or -1. */
+static int decode_snapshot(const char *dir, const char *name, const crypto_keyring *keys, int out,
+                           char *err, size_t errlen) {
+    file_reader r;
+    if (reader_open(&r, dir, name, err, errlen) != 0) return -1;
+    int rc = -1, got, type;
+    uint8_t *raw;
+    size_t len;
+    bool torn;
+    while ((got = reader_next(&r, keys, &type, &raw, &len, &torn, err, errlen)) == 1) {
+        bool ok = len >= 16;
+        if (ok && type == 'S') {
+            ok = pwrite(out, raw + 8, len - 8, (off_t)get64(raw)) == (ssize_t)(len - 8);
+        } else if (ok && type == 'E') {
+            ok = ftruncate(out, (off_t)get64(raw)) == 0;
+            rc = ok ? 0 : -1;
+        }
+        free(raw);
+        if (!ok) {
+            snprintf(err, errlen, "cannot write the snapshot %s: %s", name, strerror(errno));
+            rc = -1;
+            break;
+        }
+    }
+    if (got == 0 && rc != 0)
+        snprintf(err, errlen, "%s is damaged: the snapshot is cut short", name);
+    if (got < 0) rc = -1;
+    reader_close(&r);
+    return rc;
+}
+
+/* Frame i of a commit record at raw + *o: sets its page number, delta
+ * flag, commit size and time, and where its page or delta starts; advances
+ * *o past it. Returns 0, or -1 when malformed. */
+typedef struct rec_frame {
+    uint32_t pgno, commit;
+    bool delta;
+    int64_t t_ms;
+    const uint8_t *data;
+    size_t len;
+} rec_frame;
+
+static int next_frame(const uint8_t *raw, size_t len, size_t *o, uint32_t ps, rec_frame *f) {
+    if (len - *o < 8) return -1;
+    uint32_t h = walf_get32(raw + *o);
+    f->pgno = h & ~ARCHIVE_DELTA;
+    f->delta = (h & ARCHIVE_DELTA) != 0;
+    f->commit = walf_get32(raw + *o + 4);
+    *o += 8;
+    if (f->commit) {
+        if (len - *o < 8) return -1;
+        f->t_ms = (int64_t)get64(raw + *o);
+        *o += 8;
+    }
+    f->data = raw + *o;
+    if (f->delta) {
+        /* The delta's length is its runs': walk them. */
+        if (len - *o < 2) return -1;
+        size_t runs = (size_t)raw[*o] << 8 | raw[*o + 1], q = *o + 2;
+        for (size_t r = 0; r < runs; r++) {
+            if (len - q < 4) return -1;
+            size_t n = walf_get32(raw + q) & 0xffff;
+            if (len - q - 4 < n) return -1;
+            q += 4 + n;
+        }
+        f->len = q - *o;
+    } else {
+        if (len - *o < ps) return -1;
+        f->len = ps;
+    }
+    *o += f->len;
+    return f->pgno ? 0 : -1;
+}
+
+/* Write the pages of a commit record's commits at or before to_ms into out
+ * (a delta over what out holds there: the page as the previous commit left
+ * it). Sets *applied and *db_pages (the last applied commit's size), and
+ * *later when a commit after to_ms was reached. Returns 0 or -1. */
+static int apply_commits(int out, const uint8_t *raw, size_t len, int64_t to_ms,
+                         uint32_t *page_size, uint32_t *db_pages, bool *applied, bool *later) {
+    uint32_t frames = walf_get32(raw + 24), ps = walf_get32(raw + 28);
+    if (ps < 512 || ps > 65536) return -1;
+    /* First the end of the last commit at or before to_ms. */
+    size_t o = ARCHIVE_COMMIT_HEAD;
+    uint32_t upto_frames = 0;
+    rec_frame f;
+    for (uint32_t i = 0; i < frames; i++) {
+        if (next_frame(raw, len, &o, ps, &f) != 0) return -1;
+        if (f.commit && f.t_ms > to_ms) {
+            *later = true;
+            break;
+        }
+        if (f.commit) upto_frames = i + 1;
+    }
+    if (!*later && o != len) return -1;
+    uint8_t *page = xmalloc(ps);
+    int rc = 0;
+    o = ARCHIVE_COMMIT_HEAD;
+    for (uint32_t i = 0; rc == 0 && i < upto_frames; i++) {
+        if (next_frame(raw, len, &o, ps, &f) != 0) {
+            rc = -1;
+            break;
+        }
+        off_t at = (off_t)(f.pgno - 1) * ps;
+        if (f.delta) {
+            ssize_t got = pread(out, page, ps, at);
+            if (got < 0) got = 0;
+            memset(page + got, 0, ps - (size_t)got);
+            if (archive_delta_apply(page, ps, f.data, f.len) != (int)f.len ||
+                pwrite(out, page, ps, at) != (ssize_t)ps)
+                rc = -1;
+        } else if (pwrite(out, f.data, ps, at) != (ssize_t)ps) {
+            rc = -1;
+        }
+        if (f.commit) {
+            *db_pages = f.commit;
+            *applied = true;
+        }
+    }
+    free(page);
+    *page_size = ps;
+    return rc;
+}
+
+int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, const char *out,
+                    int64_t *earliest_ms, char *err, size_t errlen) {
+    arch_file *files;
+    size_t n = list_files(dir, &files);
+    const arch_file *snap = NULL;
+    *earliest_ms = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!files[i].snap) continue;
+        if (*earliest_ms < 0 || files[i].t_ms < *earliest_ms) *earliest_ms = files[i].t_ms;
+        if (files[i].t_ms <= to_ms && (!snap || files[i].gen > snap->gen)) snap = &files[i];
+    }
+    if (!snap) {
+        free(files);
+        return 1;
+    }
+    unlink(out);
+    int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", out, strerror(errno));
+        free(files);
+        return -1;
+    }
+    int rc = decode_snapshot(dir, snap->name, keys, fd, err, errlen);
+    uint32_t page_size = 0, db_pages = 0;
+    bool applied = false, done = false;
+    walf at = {0};
+    bool have_at = false;
+    for (size_t i = 0; rc == 0 && !done && i < n; i++) {
+        if (files[i].snap || files[i].gen < snap->gen) continue;
+        file_reader r;
+        if (reader_open(&r, dir, files[i].name, err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+        int got, type;
+        uint8_t *raw;
+        size_t len;
+        bool torn;
+        while (!done && (got = reader_next(&r, keys, &type, &raw, &len, &torn, err, errlen)) == 1) {
+            if (type != 'C' || len < ARCHIVE_COMMIT_HEAD) {
+                free(raw);
+                continue;
+            }
+            uint32_t s0 = walf_get32(raw + 8), s1 = walf_get32(raw + 12);
+            uint64_t first = get64(raw + 16);
+            bool later = false;
+            /* Within one generation of the WAL, frames follow on: a gap
+             * means a lost record, and replaying past it would mix states. */
+            if (have_at && s0 == at.salt[0] && s1 == at.salt[1] && first != at.frames) {
+                snprintf(err, errlen,
+                         "%s record %u: frames %llu..%llu of the WAL are missing from the"
+                         " archive",
+                         files[i].name, r.index - 1, (unsigned long long)at.frames,
+                         (unsigned long long)first);
+                rc = -1;
+            } else if ((errno = 0, apply_commits(fd, raw, len, to_ms, &page_size, &db_pages,
+                                                 &applied, &later)) != 0) {
+                snprintf(err, errlen, "%s record %u: cannot apply (%s)", files[i].name, r.index - 1,
+                         errno ? strerror(errno) : "malformed");
+                rc = -1;
+            }
+            /* Commits are archived in order: after a later one, all are. */
+            if (later) done = true;
+            at.salt[0] = s0;
+            at.salt[1] = s1;
+            at.frames = first + walf_get32(raw + 24);
+            have_at = true;
+            free(raw);
+            if (rc != 0) done = true;
+        }
+        if (got < 0) rc = -1;
+        reader_close(&r);
+    }
+    /* The file as a checkpoint of those commits leaves it. */
+    if (rc == 0 && applied && ftruncate(fd, (off_t)db_pages * page_size) != 0) {
+        snprintf(err, errlen, "cannot truncate %s: %s", out, strerror(errno));
+        rc = -1;
+    }
+    if (fsync(fd) != 0 && rc == 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", out, strerror(errno));
+        rc = -1;
+    }
+    close(fd);
+    free(files);
+    return rc;
+}
+
+int archive_oldest_snapshot(const char *dir, const crypto_keyring *keys, const char *out,
+                            int64_t *t_ms, char *err, size_t errlen) {
+    arch_file *files;
+    size_t n = list_files(dir, &files);
+    const arch_file *snap = NULL;
+    for (size_t i = 0; i < n && !snap; i++)
+        if (files[i].snap) snap = &files[i];
+    int rc = 1;
+    if (snap) {
+        *t_ms = snap->t_ms;
+        int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            snprintf(err, errlen, "cannot create %s: %s", out, strerror(errno));
+            rc = -1;
+        } else {
+            rc = decode_snapshot(dir, snap->name, keys, fd, err, errlen);
+            close(fd);
+        }
+    }
+    free(files);
+    return rc;
+}
+
+int archive_key_in_use(const char *dir, uint32_t key_id) {
+    arch_file *files;
+    size_t n = list_files(dir, &files);
+    int used = 0;
+    for (size_t i = 0; i < n && !used; i++) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i].name);
+        FILE *f = fopen(path, "rb");
+        uint8_t h[ARCHIVE_FILE_HEADER_LEN];
+        if (f && fread(h, 1, sizeof(h), f) == sizeof(h) && walf_get32(h + 8) == key_id) used = 1;
+        if (f) fclose(f);
+    }
+    free(files);
+    return used;
+}
