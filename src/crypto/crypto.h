@@ -35,6 +35,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/error.h"
+
 #define CRYPTO_KEY_LEN       32 /* AES-256 and HMAC-SHA256 key bytes */
 #define CRYPTO_BLOB_VERSION  1
 #define CRYPTO_HEADER_LEN    17 /* version + key id + nonce */
@@ -42,20 +44,14 @@
 #define CRYPTO_BLOB_OVERHEAD (CRYPTO_HEADER_LEN + CRYPTO_TAG_LEN)
 #define CRYPTO_INDEX_HEX_LEN 64 /* crypto_blind_index output, without NUL */
 
-/* crypto_open's error codes and their texts, one list (as libuv's
- * UV_ERRNO_MAP). crypto_strerror(code) yields the text. */
-#define CRYPTO_ERRNO_MAP(X)                                                                        \
-    X(SHORT, -1, "encrypted value is too short to be valid")                                       \
-    X(VERSION, -2, "encrypted value has an unknown format version")                                \
-    X(UNKNOWN_KEY, -3, "encrypted with a key which is not in the key file")                        \
-    X(AUTH, -4, "authentication failed: wrong key or tampered data")                               \
-    X(INTERNAL, -5, "internal cryptographic library failure")
-
-enum {
-#define CRYPTO_ERRNO_ENUM(name, code, text) CRYPTO_E_##name = (code),
-    CRYPTO_ERRNO_MAP(CRYPTO_ERRNO_ENUM)
-#undef CRYPTO_ERRNO_ENUM
-};
+/* crypto_open's errors are the WSG_E_CRYPTO_* codes of WSG_ERRNO_MAP
+ * (common/error.h). The CRYPTO_E_* names stay as aliases for src/store and
+ * src/engine until they use the WSG_E_ names. */
+#define CRYPTO_E_SHORT       WSG_E_CRYPTO_SHORT
+#define CRYPTO_E_VERSION     WSG_E_CRYPTO_VERSION
+#define CRYPTO_E_UNKNOWN_KEY WSG_E_CRYPTO_UNKNOWN_KEY
+#define CRYPTO_E_AUTH        WSG_E_CRYPTO_AUTH
+#define CRYPTO_E_INTERNAL    WSG_E_CRYPTO_INTERNAL
 
 typedef struct crypto_keyring crypto_keyring;
 
@@ -121,13 +117,13 @@ uint8_t *crypto_seal(const crypto_keyring *r, const void *plain, size_t len, con
 /* Open a blob made by crypto_seal with the same `aad`. Returns 0 and sets
  * *plain to a malloc'd copy of the value followed by a NUL (the caller
  * frees; the value may itself contain NULs) and *plain_len to its length.
- * On failure returns one of the negative CRYPTO_E_* codes, sets *plain to
+ * On failure returns one of the negative WSG_E_CRYPTO_* codes, sets *plain to
  * NULL and *plain_len to 0, and never exposes unauthenticated bytes. */
 int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const void *aad,
                 size_t aad_len, char **plain, size_t *plain_len);
 
-/* Return the static text of a CRYPTO_E_* code ("unknown error" for others,
- * "success" for 0). */
+/* Return wsg_strerror(code): kept under this name for src/store and
+ * src/engine until they call wsg_strerror. */
 const char *crypto_strerror(int code);
 
 /* Write into buf a message for crypto_open's failure `code` on `blob` that

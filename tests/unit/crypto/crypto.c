@@ -205,7 +205,7 @@ Test(crypto, cached_contexts_follow_keys_and_survive_failures) {
         free(p);
         /* A tag that fails to verify leaves the context usable. */
         b8[n - 1] ^= 1;
-        cr_assert_eq(open_str(RING, b8, n, "aad", &p), CRYPTO_E_AUTH);
+        cr_assert_eq(open_str(RING, b8, n, "aad", &p), WSG_E_CRYPTO_AUTH);
         b8[n - 1] ^= 1;
     }
     /* A fresh ring (no cached state) reads what the cached one sealed. */
@@ -357,22 +357,22 @@ Test(crypto, tampering_any_byte_fails) {
             t[i] ^= (uint8_t)(1u << bit);
             char *p = NULL;
             int rc = open_str(RING, t, n, "messages.message:r:1", &p);
-            if (i == 0) cr_assert_eq(rc, CRYPTO_E_VERSION);
+            if (i == 0) cr_assert_eq(rc, WSG_E_CRYPTO_VERSION);
             else if (i < 5 && crypto_blob_key_id(t, n) != 1 && crypto_blob_key_id(t, n) != 2)
-                cr_assert_eq(rc, CRYPTO_E_UNKNOWN_KEY, "byte %zu bit %d: %d", i, bit, rc);
-            else cr_assert_eq(rc, CRYPTO_E_AUTH, "byte %zu bit %d: %d", i, bit, rc);
+                cr_assert_eq(rc, WSG_E_CRYPTO_UNKNOWN_KEY, "byte %zu bit %d: %d", i, bit, rc);
+            else cr_assert_eq(rc, WSG_E_CRYPTO_AUTH, "byte %zu bit %d: %d", i, bit, rc);
         }
     }
     /* Truncated and extended blobs. */
     char *p = NULL;
     for (size_t len = 0; len < n; len++) {
         int rc = open_str(RING, b, len, "messages.message:r:1", &p);
-        cr_assert_eq(rc, len < CRYPTO_BLOB_OVERHEAD ? CRYPTO_E_SHORT : CRYPTO_E_AUTH);
+        cr_assert_eq(rc, len < CRYPTO_BLOB_OVERHEAD ? WSG_E_CRYPTO_SHORT : WSG_E_CRYPTO_AUTH);
     }
     memcpy(t, b, n);
     t[n] = 0;
-    cr_assert_eq(open_str(RING, t, n + 1, "messages.message:r:1", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, NULL, 0, NULL, &p), CRYPTO_E_SHORT);
+    cr_assert_eq(open_str(RING, t, n + 1, "messages.message:r:1", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, NULL, 0, NULL, &p), WSG_E_CRYPTO_SHORT);
     free(t);
     free(b);
 }
@@ -382,17 +382,17 @@ Test(crypto, wrong_aad_fails) {
     size_t n;
     uint8_t *b = seal_str(RING, "hi", "messages.message:room1:1", &n);
     char *p = NULL;
-    cr_assert_eq(open_str(RING, b, n, "messages.message:room1:2", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, b, n, "messages.message:room2:1", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, b, n, "messages.username:room1:1", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, b, n, NULL, &p), CRYPTO_E_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "messages.message:room1:2", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "messages.message:room2:1", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "messages.username:room1:1", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, b, n, NULL, &p), WSG_E_CRYPTO_AUTH);
     cr_assert_eq(open_str(RING, b, n, "messages.message:room1:1", &p), 0);
     cr_assert_str_eq(p, "hi");
     free(p);
     free(b);
     /* Sealed without AAD: only opens without AAD. */
     b = seal_str(RING, "hi", NULL, &n);
-    cr_assert_eq(open_str(RING, b, n, "x", &p), CRYPTO_E_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "x", &p), WSG_E_CRYPTO_AUTH);
     cr_assert_eq(open_str(RING, b, n, NULL, &p), 0);
     free(p);
     free(b);
@@ -406,7 +406,7 @@ Test(crypto, other_ring_cannot_open) {
     size_t n;
     uint8_t *b = seal_str(RING, "secret", "a", &n);
     char *p = NULL;
-    cr_assert_eq(open_str(o, b, n, "a", &p), CRYPTO_E_AUTH);
+    cr_assert_eq(open_str(o, b, n, "a", &p), WSG_E_CRYPTO_AUTH);
     free(b);
     crypto_keyring_free(o);
 }
@@ -532,9 +532,9 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
     cr_assert_eq(crypto_active_key_id(RING), 3);
 
     char *p = NULL;
-    cr_assert_eq(open_str(RING, b1, n1, "aad", &p), CRYPTO_E_UNKNOWN_KEY);
+    cr_assert_eq(open_str(RING, b1, n1, "aad", &p), WSG_E_CRYPTO_UNKNOWN_KEY);
     char msg[128];
-    cr_assert_str_eq(crypto_open_errmsg(CRYPTO_E_UNKNOWN_KEY, b1, n1, msg, sizeof(msg)),
+    cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_UNKNOWN_KEY, b1, n1, msg, sizeof(msg)),
                      "encrypted with key 1, which is not in the key file");
     cr_assert_eq(open_str(RING, b2, n2, "aad", &p), 0);
     cr_assert_str_eq(p, "two");
@@ -543,7 +543,7 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
     /* The file no longer holds key 1. */
     crypto_keyring *again = open_ok(keypath, false);
     expect_ids(again, (uint32_t[]){2, 3}, 2);
-    cr_assert_eq(open_str(again, b1, n1, "aad", &p), CRYPTO_E_UNKNOWN_KEY);
+    cr_assert_eq(open_str(again, b1, n1, "aad", &p), WSG_E_CRYPTO_UNKNOWN_KEY);
     crypto_keyring_free(again);
 
     /* With a 30-day window key 2 waits; the active key is never offered. */
@@ -607,23 +607,23 @@ Test(crypto, blind_index_deterministic_and_domain_separated) {
 /* ---------------------------------------------------------------- misc */
 
 Test(crypto, error_texts_and_key_ids) {
-    cr_assert_str_eq(crypto_strerror(CRYPTO_E_AUTH),
+    cr_assert_str_eq(crypto_strerror(WSG_E_CRYPTO_AUTH),
                      "authentication failed: wrong key or tampered data");
     cr_assert_str_eq(crypto_strerror(0), "success");
     cr_assert_str_eq(crypto_strerror(-99), "unknown error");
-    cr_assert_str_neq(crypto_strerror(CRYPTO_E_SHORT), "unknown error");
-    cr_assert_str_neq(crypto_strerror(CRYPTO_E_VERSION), "unknown error");
-    cr_assert_str_neq(crypto_strerror(CRYPTO_E_UNKNOWN_KEY), "unknown error");
+    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_SHORT), "unknown error");
+    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_VERSION), "unknown error");
+    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_UNKNOWN_KEY), "unknown error");
     uint8_t blob[CRYPTO_BLOB_OVERHEAD] = {1, 0, 0, 1, 2};
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob)), 258);
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob) - 1), 0);
     blob[0] = 2;
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob)), 0);
     char msg[96];
-    cr_assert_str_eq(crypto_open_errmsg(CRYPTO_E_VERSION, blob, sizeof(blob), msg, sizeof(msg)),
+    cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_VERSION, blob, sizeof(blob), msg, sizeof(msg)),
                      "encrypted value has unknown format version 2");
-    cr_assert_str_eq(crypto_open_errmsg(CRYPTO_E_AUTH, blob, sizeof(blob), msg, sizeof(msg)),
-                     crypto_strerror(CRYPTO_E_AUTH));
+    cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_AUTH, blob, sizeof(blob), msg, sizeof(msg)),
+                     crypto_strerror(WSG_E_CRYPTO_AUTH));
 }
 
 Test(crypto, key_file_path) {
