@@ -61,7 +61,7 @@ static void usage(FILE *out) {
  * in argv[from..argc). Returns 0, 1 when --help was shown, or exits with
  * status 2 on a configuration error. */
 static int load_config(config *cfg, int argc, char **argv, int from) {
-    config_error err;
+    wsg_error err;
     const char *file = NULL;
     config_init_defaults(cfg);
     for (int i = from; i < argc; i++) {
@@ -124,9 +124,9 @@ fail:
  * for the numeric address the server binds; or prints the error and
  * returns -1. */
 static int resolve_listen(config *cfg, bool replace, char *numeric, size_t numlen) {
-    char err[700];
-    if (config_listen_resolve(cfg->listen, numeric, numlen, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
+    wsg_error err;
+    if (config_listen_resolve(cfg->listen, numeric, numlen, &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
         return -1;
     }
     if (replace && strcmp(numeric, cfg->listen) != 0) {
