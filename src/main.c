@@ -450,11 +450,11 @@ static int cmd_rotate_key(int argc, char **argv) {
     }
     char *path = crypto_key_file_path(cfg.data_dir, cfg.kms_key_file);
     crypto_keyring *keys = NULL;
-    char err[512];
+    wsg_error err;
     int rc = 0;
-    if (crypto_keyring_open(path, false, &keys, err, sizeof(err)) != 0 ||
-        crypto_keyring_rotate(keys, time(NULL), err, sizeof(err)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
+    if (crypto_keyring_open(path, false, &keys, &err) < 0 ||
+        crypto_keyring_rotate(keys, time(NULL), &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
     } else {
         printf("key %u is now active in %s; older keys stay readable and are destroyed %lld days "

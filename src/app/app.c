@@ -399,18 +399,19 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         /* A configured key file must exist (a missing KMS key is an error);
          * the default one is created on first start. */
         bool create = !cfg->kms_key_file || !cfg->kms_key_file[0];
-        if (crypto_keyring_open(kpath, create, &a->keys, err, errlen) != 0) {
+        wsg_error kerr;
+        if (crypto_keyring_open(kpath, create, &a->keys, &kerr) < 0) {
+            snprintf(err, errlen, "%s", kerr.message);
             free(kpath);
             return -1;
         }
         free(kpath);
-        char kerr[256];
         int destroyed =
             crypto_keyring_destroy_expired(a->keys, time(NULL), cfg->kms_key_deletion_window,
-                                           key_in_use, (void *)store_path, kerr, sizeof(kerr));
+                                           key_in_use, (void *)store_path, &kerr);
         if (destroyed > 0)
             log_msg(LOG_INFO, "key_destroyed", "%d retired keys destroyed", destroyed);
-        else if (destroyed < 0) log_msg(LOG_ERROR, "key_error", "%s", kerr);
+        else if (destroyed < 0) log_msg(LOG_ERROR, "key_error", "%s", kerr.message);
     }
     char pitr_dir[4096];
     snprintf(pitr_dir, sizeof(pitr_dir), "%s/pitr", cfg->data_dir);

@@ -91,6 +91,11 @@
     X(CRYPTO_UNKNOWN_KEY, -603, 0, 0, "encrypted with a key which is not in the key file")           \
     X(CRYPTO_AUTH, -604, 0, 0, "authentication failed: wrong key or tampered data")                  \
     X(CRYPTO_INTERNAL, -605, 0, 0, "internal cryptographic library failure")                         \
+    /* src/crypto/keyring.c: the key file (the wsg_error message names it) */                        \
+    X(CRYPTO_KEY_FILE, -606, 0, 0, "invalid key file")                                               \
+    X(CRYPTO_NO_KEY_FILE, -607, 0, 0, "key file does not exist")                                     \
+    X(CRYPTO_KEY_FILE_CHANGED, -608, 0, 0, "key file changed on disk")                               \
+    X(CRYPTO_RING_FULL, -609, 0, 0, "no room for another key")                                       \
     /* src/config: a configuration refused (the wsg_error message says                             \
      * where and why) */ \
     X(CONFIG_SYNTAX, -701, 0, 0, "tfvars syntax error")                                              \

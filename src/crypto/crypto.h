@@ -70,15 +70,18 @@ char *crypto_key_file_path(const char *data_dir, const char *kms_key_file);
  * an unknown version, a key that is not base64 of exactly 32 bytes, a
  * duplicate or zero id, an active id not in the ring (or retired).
  * Returns 0 and sets *out (free with crypto_keyring_free); on failure
- * returns -1, leaves *out NULL and writes a one-line message into err. */
-int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, char *err,
-                        size_t errlen);
+ * returns a negative code (WSG_E_CRYPTO_NO_KEY_FILE, WSG_E_CRYPTO_KEY_FILE
+ * for a refused file, WSG_E_IO, WSG_E_INVAL, WSG_E_CRYPTO_INTERNAL), leaves
+ * *out NULL and fills *err (when not NULL) with it and a one-line message. */
+int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg_error *err);
 
 /* Add a new key (id = highest id + 1) created at `now`, make it the active
  * key and mark the previously active key retired at `now`; rewrite the key
  * file atomically. The in-memory ring changes only once the file is
- * durable. Returns 0, or -1 with err filled (ring and file unchanged). */
-int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errlen);
+ * durable. Returns 0, or a negative code with *err filled (ring and file
+ * unchanged; WSG_E_CRYPTO_KEY_FILE_CHANGED when another process rewrote the
+ * file, WSG_E_CRYPTO_RING_FULL, WSG_E_IO, WSG_E_CRYPTO_INTERNAL). */
+int crypto_keyring_rotate(crypto_keyring *r, time_t now, wsg_error *err);
 
 /* Destroy every retired key retired at least `window_days` days before
  * `now` (0..36500) for which in_use(key_id, ctx) returns false (the store
@@ -86,11 +89,12 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errle
  * without any ring lock held, so it may use the ring (e.g. to read rows);
  * it must not be NULL. The active key is never destroyed. When any key is
  * destroyed the file is rewritten atomically and then the key material is
- * zeroed. Returns the number of keys destroyed (0: file untouched), or -1
- * with err filled (ring and file unchanged). */
+ * zeroed. Returns the number of keys destroyed (0: file untouched), or a
+ * negative code with *err filled (ring and file unchanged; WSG_E_INVAL for
+ * a NULL in_use or a window out of range). */
 int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window_days,
-                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx, char *err,
-                                   size_t errlen);
+                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx,
+                                   wsg_error *err);
 
 /* Return the id of the key new values are sealed with. */
 uint32_t crypto_active_key_id(const crypto_keyring *r);

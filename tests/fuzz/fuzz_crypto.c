@@ -91,8 +91,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(RING_PATH, sizeof(RING_PATH), "%s/ring.json", DIR_);
     snprintf(INPUT_PATH, sizeof(INPUT_PATH), "%s/input.json", DIR_);
     write_file(RING_PATH, RING_JSON, strlen(RING_JSON));
-    char err[512];
-    require(crypto_keyring_open(RING_PATH, false, &RING, err, sizeof(err)) == 0);
+    require(crypto_keyring_open(RING_PATH, false, &RING, NULL) == 0);
     /* The seeds really open (guards against a stale table). */
     for (size_t i = 0; i < NSEEDS; i++) {
         char *p = NULL;
@@ -173,11 +172,11 @@ static void round_trip(const uint8_t *d, size_t n) {
 static void key_file(const uint8_t *d, size_t n, bool rotate) {
     write_file(INPUT_PATH, d, n);
     crypto_keyring *r = NULL;
-    char err[512] = "";
-    int rc = crypto_keyring_open(INPUT_PATH, false, &r, err, sizeof(err));
+    wsg_error err = {0};
+    int rc = crypto_keyring_open(INPUT_PATH, false, &r, &err);
     if (rc != 0) {
-        require(rc == -1 && r == NULL);
-        require(strstr(err, INPUT_PATH) != NULL); /* every message names the file */
+        require(rc < 0 && rc == err.code && r == NULL);
+        require(strstr(err.message, INPUT_PATH) != NULL); /* every message names the file */
         return;
     }
     uint32_t ids[64];
@@ -201,9 +200,9 @@ static void key_file(const uint8_t *d, size_t n, bool rotate) {
     char i1[65], i2[65];
     crypto_blind_index(r, "fuzz", d, n, i1);
     if (rotate && active < UINT32_MAX && nids < 4096) {
-        require(crypto_keyring_rotate(r, 1800000000, err, sizeof(err)) == 0);
+        require(crypto_keyring_rotate(r, 1800000000, &err) == 0);
         crypto_keyring *again = NULL;
-        require(crypto_keyring_open(INPUT_PATH, false, &again, err, sizeof(err)) == 0);
+        require(crypto_keyring_open(INPUT_PATH, false, &again, &err) == 0);
         require(crypto_active_key_id(again) == crypto_active_key_id(r));
         require(crypto_active_key_id(again) > active);
         require(crypto_open(again, b, blen, "a", 1, &p, &plen) == 0 && plen == n);
