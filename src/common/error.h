@@ -51,6 +51,11 @@
     X(HS_CONNECTION, -205, 0, 400, "Connection: Upgrade required")                                   \
     X(HS_WS_VERSION, -206, 0, 426, "Unsupported WebSocket version")                                  \
     X(HS_KEY, -207, 0, 400, "Invalid Sec-WebSocket-Key")                                             \
+    /* src/http/request.c: a request refused before it is handled */                                 \
+    X(HTTP_MALFORMED, -211, 0, 400, "malformed HTTP request")                                        \
+    X(HTTP_BODY_TOO_LARGE, -212, 0, 413, "request body too large")                                   \
+    X(HTTP_HEAD_TOO_LARGE, -213, 0, 431, "request header fields too large")                          \
+    X(HTTP_REFUSED, -214, 0, 0, "request refused before its body (error_status says how)")           \
     /* src/http/sigv4.c: why a SigV4 signature is refused (the management                          \
      * API answers 403 with the text) */ \
     X(SIGV4_NO_AUTH, -301, 0, 403, "missing Authorization header")                                   \

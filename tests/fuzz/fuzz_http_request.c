@@ -120,12 +120,13 @@ static void run(const char *in, size_t n, int mode, uint8_t seed, limits lim, ou
         }
         ssize_t got = http_request_feed(rp, in + off, c);
         if (got < 0) {
-            require(got == -1);
+            int st = wsg_err_http_status((int)got);
+            require(st ? st == rp->error_status : got == WSG_E_HTTP_REFUSED);
             require(rp->error_status == 400 || rp->error_status == 413 || rp->error_status == 431 ||
                     (lim.head_mode == 0 && rp->error_status == 404) ||
                     (lim.head_mode == 3 && rp->error_status == 429));
-            require(http_request_feed(rp, in + off, c) == -1); /* sticky */
-            require(http_request_feed(rp, "x", 1) == -1);
+            require(http_request_feed(rp, in + off, c) == got); /* sticky */
+            require(http_request_feed(rp, "x", 1) == got);
             total = -1;
             break;
         }
