@@ -63,7 +63,7 @@ static void usage(FILE *out) {
  * in argv[from..argc). Returns 0, 1 when --help was shown, or exits with
  * status 2 on a configuration error. */
 static int load_config(config *cfg, int argc, char **argv, int from) {
-    config_error err;
+    wsg_error err;
     const char *file = NULL;
     config_init_defaults(cfg);
     for (int i = from; i < argc; i++) {
@@ -126,9 +126,9 @@ fail:
  * for the numeric address the server binds; or prints the error and
  * returns -1. */
 static int resolve_listen(config *cfg, bool replace, char *numeric, size_t numlen) {
-    char err[700];
-    if (config_listen_resolve(cfg->listen, numeric, numlen, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
+    wsg_error err;
+    if (config_listen_resolve(cfg->listen, numeric, numlen, &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
         return -1;
     }
     if (replace && strcmp(numeric, cfg->listen) != 0) {
@@ -424,7 +424,9 @@ static int restore_run(const config *cfg, const char *db, const char *pitr, int6
                        const char *out, char *err, size_t errlen) {
     crypto_keyring *keys = NULL;
     char *path = crypto_key_file_path(cfg->data_dir, cfg->kms_key_file);
-    if (access(path, F_OK) == 0 && crypto_keyring_open(path, false, &keys, err, errlen) != 0) {
+    wsg_error kerr = {0};
+    if (access(path, F_OK) == 0 && crypto_keyring_open(path, false, &keys, &kerr) < 0) {
+        snprintf(err, errlen, "%s", kerr.message);
         free(path);
         return -1;
     }
@@ -476,11 +478,11 @@ static int cmd_rotate_key(int argc, char **argv) {
     }
     char *path = crypto_key_file_path(cfg.data_dir, cfg.kms_key_file);
     crypto_keyring *keys = NULL;
-    char err[512];
+    wsg_error err;
     int rc = 0;
-    if (crypto_keyring_open(path, false, &keys, err, sizeof(err)) != 0 ||
-        crypto_keyring_rotate(keys, time(NULL), err, sizeof(err)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
+    if (crypto_keyring_open(path, false, &keys, &err) < 0 ||
+        crypto_keyring_rotate(keys, time(NULL), &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
     } else {
         printf("key %u is now active in %s; older keys stay readable and are destroyed %lld days "

@@ -91,9 +91,9 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
         metrics_count_throttled(app_metrics(a), tv == THROTTLE_STAGE ? METRICS_THROTTLE_STAGE
                                                                      : METRICS_THROTTLE_ADDRESS);
     }
-    if (st == 0) st = auth_identity_from_query(req, &p->id, message);
+    if (st == 0) st = auth_http_status(auth_identity_from_query(req, &p->id), message);
     if (st == 0) {
-        st = a->auth->authorize(a->auth, req, &p->id, message);
+        st = auth_http_status(a->auth->authorize(a->auth, req, &p->id, message), message);
         if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
     }
     /* [integrations] the HTTP authorizer and the $connect integration may
@@ -400,18 +400,19 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         /* A configured key file must exist (a missing KMS key is an error);
          * the default one is created on first start. */
         bool create = !cfg->kms_key_file || !cfg->kms_key_file[0];
-        if (crypto_keyring_open(kpath, create, &a->keys, err, errlen) != 0) {
+        wsg_error kerr;
+        if (crypto_keyring_open(kpath, create, &a->keys, &kerr) < 0) {
+            snprintf(err, errlen, "%s", kerr.message);
             free(kpath);
             return -1;
         }
         free(kpath);
-        char kerr[256];
         int destroyed =
             crypto_keyring_destroy_expired(a->keys, time(NULL), cfg->kms_key_deletion_window,
-                                           key_in_use, (void *)store_path, kerr, sizeof(kerr));
+                                           key_in_use, (void *)store_path, &kerr);
         if (destroyed > 0)
             log_msg(LOG_INFO, "key_destroyed", "%d retired keys destroyed", destroyed);
-        else if (destroyed < 0) log_msg(LOG_ERROR, "key_error", "%s", kerr);
+        else if (destroyed < 0) log_msg(LOG_ERROR, "key_error", "%s", kerr.message);
     }
     char pitr_dir[4096];
     snprintf(pitr_dir, sizeof(pitr_dir), "%s/pitr", cfg->data_dir);
@@ -448,10 +449,10 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     }
     a->cfg = cfg;
     a->loop = loop;
-    const char *rerr = NULL;
-    if (router_init(&a->routes, cfg->route_selection_expression, cfg->custom_routes,
-                    cfg->custom_routes_count, &rerr) != 0) {
-        snprintf(err, errlen, "%s", rerr);
+    int rrc = router_init(&a->routes, cfg->route_selection_expression, cfg->custom_routes,
+                          cfg->custom_routes_count);
+    if (rrc < 0) {
+        snprintf(err, errlen, "%s", wsg_strerror(rrc));
         return -1;
     }
     if (mgmt_credentials_load(cfg, &a->mgmt_creds, err, errlen) != 0) {
@@ -459,8 +460,10 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         return -1;
     }
     if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
-        a->auth = auth_jwt_new(cfg, err, errlen);
+        wsg_error jerr;
+        a->auth = auth_jwt_new(cfg, &jerr);
         if (!a->auth) {
+            snprintf(err, errlen, "%s", jerr.message);
             router_free(&a->routes);
             return -1;
         }

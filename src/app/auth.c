@@ -54,7 +54,7 @@ static bool query_value(const char *q, size_t qlen, const char *name, char **out
     return !query_has(q, qlen, name);
 }
 
-int auth_identity_from_query(const http_request *req, auth_identity *id, const char **message) {
+int auth_identity_from_query(const http_request *req, auth_identity *id) {
     size_t qlen;
     const char *q = http_request_query(req, &qlen);
     memset(id, 0, sizeof(*id));
@@ -65,16 +65,13 @@ int auth_identity_from_query(const http_request *req, auth_identity *id, const c
     if (!id->username) id->username = xstrdup(id->user_id);
     if (!id->room_id) id->room_id = xstrdup("general");
     if (!user_ok || !auth_valid_id(id->user_id)) {
-        *message = "Invalid userId";
-        return 400;
+        return WSG_E_AUTH_USER_ID;
     }
     if (!name_ok || !auth_valid_id(id->username)) {
-        *message = "Invalid username";
-        return 400;
+        return WSG_E_AUTH_USERNAME;
     }
     if (!room_ok || !auth_valid_id(id->room_id)) {
-        *message = "Invalid roomId";
-        return 400;
+        return WSG_E_AUTH_ROOM_ID;
     }
     return 0;
 }
@@ -84,18 +81,17 @@ static int demo_authorize(const authorizer *self, const http_request *req, auth_
     size_t qlen;
     const char *q = http_request_query(req, &qlen);
     char *token = NULL;
-    int status = 0;
+    int rc = 0;
     /* The seed's connect handler (`if token and not token.startswith(...)`):
      * no token or an empty one is fine (demo), a token must
      * start with "valid_". */
     bool present = http_query_param(q, qlen, "token", &token) || query_has(q, qlen, "token");
     if (present &&
         (!token || (*token && strncmp(token, "valid_", 6) != 0))) { /* !token: badly encoded */
-        *message = "Unauthorized";
-        status = 401;
+        rc = WSG_E_AUTH_DENIED;
     }
     free(token);
-    return status;
+    return rc;
 }
 
 static void demo_destroy(authorizer *self) {}
@@ -107,3 +103,10 @@ static authorizer demo = {
 };
 
 authorizer *auth_demo(void) { return &demo; }
+
+int auth_http_status(int rc, const char **message) {
+    if (rc >= 0) return 0;
+    *message = wsg_strerror(rc);
+    int status = wsg_err_http_status(rc);
+    return status ? status : 500;
+}

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "common/error.h"
 #include "config/config.h"
 #include "http/request.h"
 
@@ -28,8 +29,10 @@ struct authorizer {
     /* Decide on the upgrade request `req`. `id` arrives filled from the
      * query string (userId, username, roomId with their defaults); an
      * authorizer that knows better (JWT claims) replaces its fields.
-     * Returns 0 to accept, or an HTTP status (401, 403) with *message set
-     * to a static text. Must not keep pointers into req. */
+     * Returns 0 to accept, or a negative WSG_E_AUTH_* code (its HTTP status
+     * and text are the answer: auth_http_status). `message` is not used:
+     * it stays until src/integrations' passthrough authorizer drops it.
+     * Must not keep pointers into req. */
     int (*authorize)(const authorizer *self, const http_request *req, auth_identity *id,
                      const char **message);
     void (*destroy)(authorizer *self);
@@ -41,18 +44,25 @@ authorizer *auth_demo(void);
 
 /* Return a new JWT authorizer (auth_mode = "jwt") configured from cfg's jwt_*
  * variables (NULL strings are taken as ""), freed by its destroy; or NULL
- * with a one-line message in err (missing secret, unreadable key file, key
- * of the wrong type for jwt_algorithm). The algorithm is pinned: a token
+ * with *err filled (WSG_E_CONFIG_VALUE and a one-line message: missing
+ * secret, unreadable key file, key of the wrong type for jwt_algorithm). The algorithm is pinned: a token
  * whose header names another one is refused. The token is taken from
  * `Authorization: Bearer`, else from `Sec-WebSocket-Protocol: bearer, <jwt>`
  * (the 101 then answers `bearer`), else from the `token` query parameter;
  * its claims replace the query's userId and username. */
-authorizer *auth_jwt_new(const config *cfg, char *err, size_t errlen);
+authorizer *auth_jwt_new(const config *cfg, wsg_error *err);
 
 /* Fill id from the request's query string: userId (default "anonymous"),
  * username (default: the userId), roomId (default "general"). Returns 0, or
- * 400 with *message set when a value is badly encoded or not a valid id. */
-int auth_identity_from_query(const http_request *req, auth_identity *id, const char **message);
+ * WSG_E_AUTH_USER_ID, _USERNAME or _ROOM_ID (HTTP 400) when that value is
+ * badly encoded or not a valid id. id is filled either way (the caller
+ * clears it). */
+int auth_identity_from_query(const http_request *req, auth_identity *id);
+
+/* Map an authorizer's or auth_identity_from_query's result to the $connect
+ * answer: 0 for rc >= 0; else the code's HTTP status (500 if it has none)
+ * with *message set to its static text. */
+int auth_http_status(int rc, const char **message);
 
 /* Free the strings of id (not id itself). */
 void auth_identity_clear(auth_identity *id);

@@ -206,35 +206,30 @@ static bool audience_ok(const json_t *aud, const char *want) {
 }
 
 /* Check the claims (already signature-checked). On success fills *user and
- * *name (new strings) and returns 0; else 401 with *message. */
-static int check_claims(const jwt_auth *st, const json_t *claims, char **user, char **name,
-                        const char **message) {
+ * *name (new strings) and returns 0; else a negative WSG_E_AUTH_TOKEN_* code. */
+static int check_claims(const jwt_auth *st, const json_t *claims, char **user, char **name) {
     double now = (double)time(NULL);
     double leeway = (double)st->leeway;
     const json_t *exp = json_object_get(claims, "exp");
     if (!claim_is_time(exp)) goto invalid;
     if (now > json_number_value(exp) + leeway) {
-        *message = "Token expired";
-        return 401;
+        return WSG_E_AUTH_TOKEN_EXPIRED;
     }
     const json_t *nbf = json_object_get(claims, "nbf");
     if (nbf) {
         if (!claim_is_time(nbf)) goto invalid;
         if (now + leeway < json_number_value(nbf)) {
-            *message = "Token not yet valid";
-            return 401;
+            return WSG_E_AUTH_TOKEN_EARLY;
         }
     }
     if (st->issuer[0]) {
         const json_t *iss = json_object_get(claims, "iss");
         if (!json_is_string(iss) || strcmp(json_string_value(iss), st->issuer) != 0) {
-            *message = "Wrong issuer";
-            return 401;
+            return WSG_E_AUTH_TOKEN_ISSUER;
         }
     }
     if (st->audience[0] && !audience_ok(json_object_get(claims, "aud"), st->audience)) {
-        *message = "Wrong audience";
-        return 401;
+        return WSG_E_AUTH_TOKEN_AUDIENCE;
     }
     char *u = claim_id(json_object_get(claims, st->user_claim));
     if (!u || !auth_valid_id(u)) {
@@ -257,64 +252,57 @@ static int check_claims(const jwt_auth *st, const json_t *claims, char **user, c
     *name = n;
     return 0;
 invalid:
-    *message = "Invalid token";
-    return 401;
+    return WSG_E_AUTH_TOKEN_INVALID;
 }
 
-/* Verify token (NUL-terminated) and fill *user / *name. Returns 0 or 401
- * with *message. */
-static int verify_token(const jwt_auth *st, const char *token, char **user, char **name,
-                        const char **message) {
-    *message = "Invalid token";
+/* Verify token (NUL-terminated) and fill *user / *name. Returns 0 or a
+ * negative WSG_E_AUTH_TOKEN_* code. */
+static int verify_token(const jwt_auth *st, const char *token, char **user, char **name) {
     size_t len = strlen(token);
-    if (len == 0) {
-        *message = "Missing token";
-        return 401;
-    }
-    if (len > JWT_MAX_TOKEN) return 401;
+    if (len == 0) return WSG_E_AUTH_TOKEN_MISSING;
+    if (len > JWT_MAX_TOKEN) return WSG_E_AUTH_TOKEN_INVALID;
     const char *dot1 = memchr(token, '.', len);
-    if (!dot1) return 401;
+    if (!dot1) return WSG_E_AUTH_TOKEN_INVALID;
     const char *dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token));
-    if (!dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token))) return 401;
+    if (!dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)))
+        return WSG_E_AUTH_TOKEN_INVALID;
     const char *sig = dot2 + 1;
     size_t sig_len = len - (size_t)(sig - token);
     size_t head_len = (size_t)(dot1 - token), body_len = (size_t)(dot2 - dot1 - 1);
-    if (head_len == 0 || body_len == 0) return 401;
+    if (head_len == 0 || body_len == 0) return WSG_E_AUTH_TOKEN_INVALID;
 
     /* The header's alg must be the configured one before anything is
      * verified: this refuses "none" and algorithm confusion whatever the
      * library would allow. */
     json_t *head = b64url_json_object(token, head_len);
-    if (!head) return 401;
+    if (!head) return WSG_E_AUTH_TOKEN_INVALID;
     const json_t *alg = json_object_get(head, "alg");
     bool alg_ok = json_is_string(alg) && strcmp(json_string_value(alg), st->alg_name) == 0;
     bool has_alg = json_is_string(alg);
     bool crit = json_object_get(head, "crit") != NULL; /* no extension is understood */
     json_decref(head);
-    if (!has_alg) return 401;
+    if (!has_alg) return WSG_E_AUTH_TOKEN_INVALID;
     if (!alg_ok) {
-        *message = "Algorithm not allowed";
-        return 401;
+        return WSG_E_AUTH_TOKEN_ALG;
     }
-    if (crit || sig_len == 0) return 401;
+    if (crit || sig_len == 0) return WSG_E_AUTH_TOKEN_INVALID;
     if (st->alg == JWT_ALG_HS256 && !hs256_ok(st, token, (size_t)(dot2 - token), sig, sig_len))
-        return 401;
+        return WSG_E_AUTH_TOKEN_INVALID;
 
     jwt_t *jwt = NULL;
     if (jwt_decode(&jwt, token, st->key, (int)st->key_len) != 0 || !jwt) {
         if (jwt) jwt_free(jwt);
-        return 401;
+        return WSG_E_AUTH_TOKEN_INVALID;
     }
     jwt_alg_t got = jwt_get_alg(jwt);
     jwt_free(jwt);
     if (got != st->alg) {
-        *message = "Algorithm not allowed";
-        return 401;
+        return WSG_E_AUTH_TOKEN_ALG;
     }
     /* Claims from exactly the bytes that were signed. */
     json_t *claims = b64url_json_object(dot1 + 1, body_len);
-    if (!claims) return 401;
-    int status = check_claims(st, claims, user, name, message);
+    if (!claims) return WSG_E_AUTH_TOKEN_INVALID;
+    int status = check_claims(st, claims, user, name);
     json_decref(claims);
     return status;
 }
@@ -325,12 +313,9 @@ static int jwt_authorize(const authorizer *self, const http_request *req, auth_i
     char *token = NULL;
     bool bad = false;
     token_source src = find_token(req, &token, &bad);
-    if (src == TOKEN_NONE) {
-        *message = bad ? "Invalid token" : "Missing token";
-        return 401;
-    }
+    if (src == TOKEN_NONE) return bad ? WSG_E_AUTH_TOKEN_INVALID : WSG_E_AUTH_TOKEN_MISSING;
     char *user = NULL, *name = NULL;
-    int status = verify_token(st, token, &user, &name, message);
+    int status = verify_token(st, token, &user, &name);
     /* Wipe the bearer credential before the memory is reused. */
     OPENSSL_cleanse(token, strlen(token));
     free(token);
@@ -341,7 +326,6 @@ static int jwt_authorize(const authorizer *self, const http_request *req, auth_i
     id->username = name;
     free(id->subprotocol);
     id->subprotocol = src == TOKEN_PROTOCOL ? xstrdup("bearer") : NULL;
-    *message = NULL;
     return 0;
 }
 
@@ -360,23 +344,22 @@ static void jwt_destroy(authorizer *self) {
 /* ---------------------------------------------------------------- construction */
 
 /* Read the PEM public key file and check it suits alg. Fills st->key. */
-static int load_public_key(jwt_auth *st, const char *path, char *err, size_t errlen) {
+static int load_public_key(jwt_auth *st, const char *path, wsg_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "jwt_public_key_file %s: %s", path, strerror(errno));
-        return -1;
+        return wsg_error_set(err, WSG_E_CONFIG_VALUE, "jwt_public_key_file %s: %s", path,
+                             strerror(errno));
     }
     unsigned char *buf = xmalloc(JWT_MAX_KEY_FILE + 1);
     size_t n = fread(buf, 1, JWT_MAX_KEY_FILE + 1, f);
     bool read_error = ferror(f);
     fclose(f);
     if (read_error || n == 0 || n > JWT_MAX_KEY_FILE) {
-        snprintf(err, errlen, "jwt_public_key_file %s: %s", path,
-                 read_error ? "cannot be read"
-                 : n == 0   ? "is empty"
-                            : "is too large");
         free(buf);
-        return -1;
+        return wsg_error_set(err, WSG_E_CONFIG_VALUE, "jwt_public_key_file %s: %s", path,
+                             read_error ? "cannot be read"
+                             : n == 0   ? "is empty"
+                                        : "is too large");
     }
     buf[n] = '\0';
     BIO *bio = BIO_new_mem_buf(buf, (int)n);
@@ -398,9 +381,8 @@ static int load_public_key(jwt_auth *st, const char *path, char *err, size_t err
     }
     EVP_PKEY_free(pk);
     if (problem) {
-        snprintf(err, errlen, "jwt_public_key_file %s %s", path, problem);
         free(buf);
-        return -1;
+        return wsg_error_set(err, WSG_E_CONFIG_VALUE, "jwt_public_key_file %s %s", path, problem);
     }
     st->key = buf;
     st->key_len = n;
@@ -411,7 +393,7 @@ static char *claim_name(const char *configured, const char *def) {
     return xstrdup(configured && *configured ? configured : def);
 }
 
-authorizer *auth_jwt_new(const config *cfg, char *err, size_t errlen) {
+authorizer *auth_jwt_new(const config *cfg, wsg_error *err) {
     const char *alg = str_or_empty(cfg->jwt_algorithm);
     jwt_auth *st = xcalloc(1, sizeof(*st));
     if (!*alg || strcmp(alg, "HS256") == 0) {
@@ -424,14 +406,15 @@ authorizer *auth_jwt_new(const config *cfg, char *err, size_t errlen) {
         st->alg = JWT_ALG_ES256;
         st->alg_name = "ES256";
     } else {
-        snprintf(err, errlen, "jwt_algorithm must be HS256, RS256 or ES256");
+        wsg_error_set(err, WSG_E_CONFIG_VALUE, "jwt_algorithm must be HS256, RS256 or ES256");
         free(st);
         return NULL;
     }
     if (st->alg == JWT_ALG_HS256) {
         const char *secret = str_or_empty(cfg->jwt_secret);
         if (!*secret) {
-            snprintf(err, errlen, "auth_mode = \"jwt\" with HS256 requires jwt_secret");
+            wsg_error_set(err, WSG_E_CONFIG_VALUE,
+                          "auth_mode = \"jwt\" with HS256 requires jwt_secret");
             free(st);
             return NULL;
         }
@@ -440,12 +423,12 @@ authorizer *auth_jwt_new(const config *cfg, char *err, size_t errlen) {
     } else {
         const char *path = str_or_empty(cfg->jwt_public_key_file);
         if (!*path) {
-            snprintf(err, errlen, "auth_mode = \"jwt\" with %s requires jwt_public_key_file",
-                     st->alg_name);
+            wsg_error_set(err, WSG_E_CONFIG_VALUE,
+                          "auth_mode = \"jwt\" with %s requires jwt_public_key_file", st->alg_name);
             free(st);
             return NULL;
         }
-        if (load_public_key(st, path, err, errlen) != 0) {
+        if (load_public_key(st, path, err) < 0) {
             free(st);
             return NULL;
         }

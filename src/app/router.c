@@ -27,13 +27,11 @@ route_id router_builtin(const char *key) {
 
 static const char PREFIX[] = "$request.body.";
 
-int router_init(router *r, const char *expr, char *const *custom, size_t ncustom,
-                const char **err) {
+int router_init(router *r, const char *expr, char *const *custom, size_t ncustom) {
     memset(r, 0, sizeof(*r));
     size_t pl = sizeof(PREFIX) - 1;
     if (strncmp(expr, PREFIX, pl) != 0 || expr[pl] == '\0') {
-        *err = "route selection expression must be $request.body.PATH";
-        return -1;
+        return WSG_E_ROUTER_EXPR;
     }
     const char *p = expr + pl;
     for (;;) {
@@ -41,8 +39,7 @@ int router_init(router *r, const char *expr, char *const *custom, size_t ncustom
         size_t n = dot ? (size_t)(dot - p) : strlen(p);
         if (n == 0) {
             router_free(r);
-            *err = "route selection expression has an empty path segment";
-            return -1;
+            return WSG_E_ROUTER_EMPTY_SEGMENT;
         }
         r->path = xrealloc(r->path, (r->depth + 1) * sizeof(*r->path));
         r->path[r->depth++] = xstrndup(p, n);

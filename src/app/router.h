@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/error.h"
+
 /* Built-in routes (the seed's message handler's types). */
 typedef enum route_id {
     ROUTE_NONE = -1,
@@ -35,8 +37,9 @@ typedef struct router {
 } router;
 
 /* Parse expr ("$request.body.type", nested paths allowed) and keep a copy of
- * the custom route keys. Returns 0, or -1 with a static message in *err. */
-int router_init(router *r, const char *expr, char *const *custom, size_t ncustom, const char **err);
+ * the custom route keys. Returns 0, or a negative WSG_E_ROUTER_* code (its
+ * text names the rule) with *r holding nothing. */
+int router_init(router *r, const char *expr, char *const *custom, size_t ncustom);
 void router_free(router *r);
 
 typedef enum route_outcome {

@@ -22,10 +22,11 @@ int export_run(const config *cfg, const char *room, long long since, const char 
     if (cfg->enable_encryption) {
         /* Never create a key here: a missing key file is the user's error. */
         char *kpath = crypto_key_file_path(cfg->data_dir, cfg->kms_key_file);
-        int rc = crypto_keyring_open(kpath, false, &keys, err, sizeof(err));
+        wsg_error kerr;
+        int rc = crypto_keyring_open(kpath, false, &keys, &kerr);
         free(kpath);
-        if (rc != 0) {
-            fprintf(stderr, "wsgate: %s\n", err);
+        if (rc < 0) {
+            fprintf(stderr, "wsgate: %s\n", kerr.message);
             return 1;
         }
     }

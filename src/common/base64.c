@@ -1,5 +1,7 @@
 #include "common/base64.h"
 
+#include "common/error.h"
+
 static const char std_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char url_alphabet[] =
@@ -43,29 +45,29 @@ void base64_encode(const uint8_t *in, size_t n, char *out, base64_variant v) {
 long base64_decode(const char *s, size_t len, uint8_t *out, size_t cap, base64_variant v) {
     size_t data = len;
     if (v == BASE64_STD) {
-        if (len % 4 != 0) return -1;
+        if (len % 4 != 0) return WSG_E_PARSE;
         if (data > 0 && s[data - 1] == '=') data--;
         if (data > 0 && s[data - 1] == '=') data--;
     }
     /* One character alone carries 6 bits: no byte. With padding, the data
      * characters of the last group must be exactly what the '='s leave. */
-    if (data % 4 == 1) return -1;
+    if (data % 4 == 1) return WSG_E_PARSE;
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < data; i++) {
         int d = digit_value((unsigned char)s[i], v);
-        if (d < 0) return -1; /* also a '=' before the end */
+        if (d < 0) return WSG_E_PARSE; /* also a '=' before the end */
         acc = (acc << 6) | (uint32_t)d;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
-            if (o == cap) return -1;
+            if (o == cap) return WSG_E_INVAL;
             out[o++] = (uint8_t)(acc >> bits);
             acc &= (1u << bits) - 1;
         }
     }
     /* Non-zero leftover bits: a second text for the same bytes. */
-    if (acc != 0) return -1;
+    if (acc != 0) return WSG_E_PARSE;
     return (long)o;
 }

@@ -22,8 +22,9 @@ size_t base64_encoded_len(size_t n, base64_variant v);
 void base64_encode(const uint8_t *in, size_t n, char *out, base64_variant v);
 
 /* Decode the len characters of s into out (cap bytes, the caller's).
- * Returns the decoded length, or -1 when s is not canonical base64 of the
- * variant or would decode to more than cap bytes (out is then undefined).
+ * Returns the decoded length, or WSG_E_PARSE when s is not canonical base64
+ * of the variant, WSG_E_INVAL when it would decode to more than cap bytes
+ * (out is then undefined).
  * Decoded bits pass through no other buffer: safe for key material. */
 long base64_decode(const char *s, size_t len, uint8_t *out, size_t cap, base64_variant v);
 

@@ -108,17 +108,24 @@ void config_free(config *cfg) {
 
 /* ---------- errors ---------- */
 
-static int fail(config_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Fill *err with code, line (0: none) and the message; return code. */
+static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static int fail(config_error *err, const char *fmt, ...) {
+static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...) {
     if (err) {
+        char msg[sizeof err->message];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        wsg_error_set_at(err, code, line, 0, "%s", msg);
     }
-    return -1;
+    return code;
 }
+
+/* A rule across variables is broken: the message names them. */
+#define fail(err, ...) fail_code((err), WSG_E_CONFIG_RULE, 0, __VA_ARGS__)
 
 /* "origin:line: " for files, "origin: " where there are no lines. */
 static void where(char *buf, size_t size, const char *origin, int line) {
@@ -126,11 +133,11 @@ static void where(char *buf, size_t size, const char *origin, int line) {
     else snprintf(buf, size, "%s: ", origin);
 }
 
-static int fail_var(config_error *err, const char *origin, int line, const config_var *v,
+static int fail_var(wsg_error *err, const char *origin, int line, const config_var *v,
                     const char *rule) {
     char w[300];
     where(w, sizeof w, origin, line);
-    return fail(err, "%svariable \"%s\": %s", w, v->name, rule);
+    return fail_code(err, WSG_E_CONFIG_VALUE, line, "%svariable \"%s\": %s", w, v->name, rule);
 }
 
 /* ---------- validation ---------- */
@@ -312,7 +319,7 @@ static int item_line(int item, int line) { return line == 0 ? 0 : item ? item : 
 /* Convert, validate and store val into variable v. *cfg is untouched on
  * failure. line 0 means the origin has no lines (environment, --set). */
 static int apply_value(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
-                       int line, config_error *err) {
+                       int line, wsg_error *err) {
     const char *bad;
     if (val->type == TFV_NULL) {
         /* null means "not set": the default applies. */
@@ -421,7 +428,7 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val, c
  * types parse it as a tfvars value and fall back to the raw text, which then
  * fails the type check with a clear message. */
 static int apply_text(config *cfg, const config_var *v, const char *text, const char *origin,
-                      config_error *err) {
+                      wsg_error *err) {
     size_t n = strlen(text);
     tfv_value *val = NULL;
     if (v->type == CV_STRING) {
@@ -446,24 +453,31 @@ static int apply_text(config *cfg, const config_var *v, const char *text, const 
 /* ---------- sources ---------- */
 
 int config_load_text(config *cfg, const char *origin, const char *text, size_t len,
-                     config_error *err) {
-    tfv_error perr;
+                     wsg_error *err) {
+    wsg_error perr;
     tfv_doc *doc = tfv_parse(text, len, &perr);
-    if (!doc) return fail(err, "%s:%d:%d: %s", origin, perr.line, perr.column, perr.message);
+    if (!doc) {
+        fail_code(err, WSG_E_CONFIG_SYNTAX, perr.line, "%s:%d:%d: %.400s", origin, perr.line,
+                  perr.column, perr.message);
+        if (err) err->column = perr.column;
+        return WSG_E_CONFIG_SYNTAX;
+    }
     int rc = 0;
     for (size_t i = 0; i < doc->count && rc == 0; i++) {
         const tfv_attr *a = &doc->attrs[i];
         const config_var *v = config_find_var(a->name, strlen(a->name));
-        if (!v) rc = fail(err, "%s:%d: unknown variable \"%.100s\"", origin, a->line, a->name);
+        if (!v)
+            rc = fail_code(err, WSG_E_CONFIG_UNKNOWN, a->line, "%s:%d: unknown variable \"%.100s\"",
+                           origin, a->line, a->name);
         else rc = apply_value(cfg, v, a->value, origin, a->line, err);
     }
     tfv_doc_free(doc);
     return rc;
 }
 
-int config_load_file(config *cfg, const char *path, config_error *err) {
+int config_load_file(config *cfg, const char *path, wsg_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, "cannot read %s: %s", path, strerror(errno));
+    if (!f) return fail_code(err, WSG_E_IO, 0, "cannot read %s: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
     char *buf = xmalloc(cap);
     for (;;) {
@@ -471,8 +485,8 @@ int config_load_file(config *cfg, const char *path, config_error *err) {
             if (cap >= CONFIG_MAX_FILE_BYTES) {
                 fclose(f);
                 free(buf);
-                return fail(err, "cannot read %s: file is larger than %u bytes", path,
-                            CONFIG_MAX_FILE_BYTES);
+                return fail_code(err, WSG_E_IO, 0, "cannot read %s: file is larger than %u bytes",
+                                 path, CONFIG_MAX_FILE_BYTES);
             }
             cap *= 2;
             buf = xrealloc(buf, cap);
@@ -485,7 +499,7 @@ int config_load_file(config *cfg, const char *path, config_error *err) {
         int e = errno;
         fclose(f);
         free(buf);
-        return fail(err, "cannot read %s: %s", path, strerror(e ? e : EIO));
+        return fail_code(err, WSG_E_IO, 0, "cannot read %s: %s", path, strerror(e ? e : EIO));
     }
     fclose(f);
     int rc = config_load_text(cfg, path, buf, len, err);
@@ -493,7 +507,7 @@ int config_load_file(config *cfg, const char *path, config_error *err) {
     return rc;
 }
 
-int config_load_env(config *cfg, char **envp, config_error *err) {
+int config_load_env(config *cfg, char **envp, wsg_error *err) {
     static const char prefix[] = "TF_VAR_";
     for (size_t i = 0; envp && envp[i]; i++) {
         const char *e = envp[i];
@@ -505,27 +519,33 @@ int config_load_env(config *cfg, char **envp, config_error *err) {
         if (!v) continue; /* Terraform ignores TF_VAR_ for undeclared variables */
         char origin[200];
         snprintf(origin, sizeof origin, "TF_VAR_%s", v->name);
-        if (apply_text(cfg, v, eq + 1, origin, err) < 0) return -1;
+        int rc = apply_text(cfg, v, eq + 1, origin, err);
+        if (rc < 0) return rc;
     }
     return 0;
 }
 
 int config_set_var(config *cfg, const char *origin, const char *name, const char *value,
-                   config_error *err) {
+                   wsg_error *err) {
     const config_var *v = config_find_var(name, strlen(name));
-    if (!v) return fail(err, "%s: unknown variable \"%.100s\"", origin, name);
+    if (!v)
+        return fail_code(err, WSG_E_CONFIG_UNKNOWN, 0, "%s: unknown variable \"%.100s\"", origin,
+                         name);
     return apply_text(cfg, v, value, origin, err);
 }
 
-int config_set(config *cfg, const char *assignment, config_error *err) {
+int config_set(config *cfg, const char *assignment, wsg_error *err) {
     const char *eq = strchr(assignment, '=');
-    if (!eq) return fail(err, "--set: expected name=value, got \"%.100s\"", assignment);
+    if (!eq)
+        return fail_code(err, WSG_E_CONFIG_SYNTAX, 0, "--set: expected name=value, got \"%.100s\"",
+                         assignment);
     const char *a = assignment, *z = eq;
     while (a < z && (*a == ' ' || *a == '\t')) a++;
     while (z > a && (z[-1] == ' ' || z[-1] == '\t')) z--;
     const config_var *v = config_find_var(a, (size_t)(z - a));
     if (!v)
-        return fail(err, "--set: unknown variable \"%.*s\"", (int)((z - a) > 100 ? 100 : z - a), a);
+        return fail_code(err, WSG_E_CONFIG_UNKNOWN, 0, "--set: unknown variable \"%.*s\"",
+                         (int)((z - a) > 100 ? 100 : z - a), a);
     return apply_text(cfg, v, eq + 1, "--set", err);
 }
 
@@ -564,7 +584,7 @@ static bool is_route_key(const config *c, const char *k) {
 
 /* route_integrations name routes that exist; two-way routes have an
  * integration; auth_mode "http" has a URL. */
-static int check_integration_rules(const config *c, config_error *err) {
+static int check_integration_rules(const config *c, wsg_error *err) {
     for (size_t i = 0; i < c->route_integrations_count; i++)
         if (!is_route_key(c, c->route_integrations[i].key))
             return fail(err,
@@ -590,7 +610,7 @@ static int check_integration_rules(const config *c, config_error *err) {
 /* redis_url or redis_urls, not both; no server twice in redis_urls (the
  * shard ring places servers by "host:port/db"). Each URL was parsed by
  * its own rule already. */
-static int check_redis_rules(const config *c, config_error *err) {
+static int check_redis_rules(const config *c, wsg_error *err) {
     if (!empty(c->redis_url) && c->redis_urls_count > 0)
         return fail(err, "set redis_url (one Redis server) or redis_urls (several, sharded), "
                          "not both");
@@ -609,7 +629,7 @@ static int check_redis_rules(const config *c, config_error *err) {
     return 0;
 }
 
-static int check_cross_rules(const config *c, config_error *err) {
+static int check_cross_rules(const config *c, wsg_error *err) {
     if (c->auth_mode_id == CONFIG_AUTH_JWT) {
         bool hs = !c->jwt_algorithm || strcmp(c->jwt_algorithm, "HS256") == 0;
         if (hs && empty(c->jwt_secret))
@@ -621,8 +641,9 @@ static int check_cross_rules(const config *c, config_error *err) {
                         "jwt_public_key_file (a PEM public key)",
                         c->jwt_algorithm);
     }
-    if (check_integration_rules(c, err) != 0) return -1;
-    if (check_redis_rules(c, err) < 0) return -1;
+    int rc = check_integration_rules(c, err);
+    if (rc < 0) return rc;
+    if ((rc = check_redis_rules(c, err)) < 0) return rc;
     if (empty(c->tls_cert_file) != empty(c->tls_key_file))
         return fail(err, "tls_cert_file and tls_key_file must be set together (%s is empty)",
                     empty(c->tls_cert_file) ? "tls_cert_file" : "tls_key_file");
@@ -643,7 +664,7 @@ static int check_cross_rules(const config *c, config_error *err) {
     return 0;
 }
 
-int config_validate(const config *cfg, config_error *err) {
+int config_validate(const config *cfg, wsg_error *err) {
     /* Fields may have been assigned directly by the CLI, so every single
      * value is checked again before the cross-variable rules. */
     config *c = (config *)cfg; /* read-only use of the accessors */
@@ -684,7 +705,7 @@ int config_validate(const config *cfg, config_error *err) {
             break;
         }
         }
-        if (bad) return fail(err, "variable \"%s\": %s", v->name, bad);
+        if (bad) return fail_code(err, WSG_E_CONFIG_VALUE, 0, "variable \"%s\": %s", v->name, bad);
     }
     return check_cross_rules(cfg, err);
 }

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 typedef struct config_kv {
     char *key;
     char *value;
@@ -170,46 +172,51 @@ typedef struct config {
     int64_t redis_node_timeout_s; /* a silent node is gone after this, default 30 */
 } config;
 
-/* Error detail filled by the config functions: `message` is one line that
- * names the source (file:line, environment variable or --set), the variable
- * and the rule broken. */
-typedef struct config_error {
-    char message[512];
-} config_error;
+/* The config functions return 0 or a negative code and fill a wsg_error
+ * (common/error.h) whose `message` is one line that names the source
+ * (file:line, environment variable or --set), the variable and the rule
+ * broken; `line` (and `column` for syntax errors) where the source has
+ * lines. Codes: WSG_E_CONFIG_SYNTAX (tfvars syntax, a --set without '='),
+ * WSG_E_CONFIG_UNKNOWN (unknown variable), WSG_E_CONFIG_VALUE (a value
+ * breaks its variable's rule), WSG_E_CONFIG_RULE (a rule across variables),
+ * WSG_E_IO (the file cannot be read). */
+
+/* The former name of the config functions' error, kept so that code written
+ * against it still builds; new code says wsg_error. */
+typedef wsg_error config_error;
 
 /* Fill *cfg with the built-in defaults. Every string in *cfg is owned by it
  * and released by config_free(). Never fails. */
 void config_init_defaults(config *cfg);
 
-/* Apply a tfvars file. Returns 0 on success; on failure returns -1, fills
- * *err and leaves *cfg valid (possibly partly updated). */
-int config_load_file(config *cfg, const char *path, config_error *err);
+/* Apply a tfvars file. Returns 0 on success; on failure returns a negative
+ * code, fills *err and leaves *cfg valid (possibly partly updated). */
+int config_load_file(config *cfg, const char *path, wsg_error *err);
 
 /* Apply the tfvars text `text` (len bytes) as if read from file `origin`
- * (used in messages). Returns 0 or -1 with *err filled. */
-int config_load_text(config *cfg, const char *origin, const char *text, size_t len,
-                     config_error *err);
+ * (used in messages). Returns 0 or a negative code with *err filled. */
+int config_load_text(config *cfg, const char *origin, const char *text, size_t len, wsg_error *err);
 
 /* Apply every TF_VAR_<name> variable of `envp` (NULL-terminated, as environ)
  * whose name is a known variable. Values are parsed as tfvars values when
  * they look like one (lists, maps, numbers, bools), else as raw strings, as
- * Terraform does. Returns 0 or -1 with *err filled. */
-int config_load_env(config *cfg, char **envp, config_error *err);
+ * Terraform does. Returns 0 or a negative code with *err filled. */
+int config_load_env(config *cfg, char **envp, wsg_error *err);
 
 /* Apply one `name=value` override (from --set). Same value rules as
- * config_load_env. Returns 0 or -1 with *err filled (unknown name included). */
-int config_set(config *cfg, const char *assignment, config_error *err);
+ * config_load_env. Returns 0 or a negative code with *err filled (unknown name included). */
+int config_set(config *cfg, const char *assignment, wsg_error *err);
 
 /* Apply `value` to the variable `name` as config_set does, naming `origin`
- * (e.g. "-p" for a CLI short flag) in messages. Returns 0 or -1 with *err
+ * (e.g. "-p" for a CLI short flag) in messages. Returns 0 or a negative code with *err
  * filled (unknown name included). */
 int config_set_var(config *cfg, const char *origin, const char *name, const char *value,
-                   config_error *err);
+                   wsg_error *err);
 
 /* Check the cross-variable rules that single values cannot (e.g.
  * max_frame_size <= max_message_size is NOT required; see docs). Returns 0 or
- * -1 with *err filled. */
-int config_validate(const config *cfg, config_error *err);
+ * a negative code with *err filled. */
+int config_validate(const config *cfg, wsg_error *err);
 
 /* Write every variable and its effective value, one `name = value` line each
  * in tfvars syntax, to `out` (a FILE*). Secrets are masked. */

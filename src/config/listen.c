@@ -27,13 +27,12 @@ static int lookup(const char *name, int family, bool numeric_only, struct sockad
     return 0;
 }
 
-int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char *err,
-                          size_t errlen) {
+int config_listen_resolve(const char *listen, char *numeric, size_t numlen, wsg_error *err) {
     struct sockaddr_storage ss;
     socklen_t sl = 0;
     if (!listen || !*listen) {
-        snprintf(err, errlen, "variable \"listen\": the listen address is empty");
-        return -1;
+        return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                             "variable \"listen\": the listen address is empty");
     }
     /* A name resolves to IPv4 first: the default, 127.0.0.1, is IPv4, and
      * clients that dial "localhost" try both families anyway. */
@@ -41,11 +40,10 @@ int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char
     if (r != 0) r = lookup(listen, AF_INET, false, &ss, &sl);
     if (r != 0) r = lookup(listen, AF_INET6, false, &ss, &sl);
     if (r != 0) {
-        snprintf(err, errlen,
-                 "variable \"listen\": \"%.255s\" is neither an IP address nor a host name that "
-                 "resolves (%s)",
-                 listen, gai_strerror(r));
-        return -1;
+        return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                             "variable \"listen\": \"%.255s\" is neither an IP address nor a host "
+                             "name that resolves (%s)",
+                             listen, gai_strerror(r));
     }
     const void *a = ss.ss_family == AF_INET6
                         ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
@@ -56,11 +54,11 @@ int config_listen_resolve(const char *listen, char *numeric, size_t numlen, char
     if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
-        snprintf(err, errlen, "variable \"listen\": cannot listen on \"%.255s\"%s%s%s: %s", listen,
-                 strcmp(text, listen) ? " (" : "", strcmp(text, listen) ? text : "",
-                 strcmp(text, listen) ? ")" : "",
-                 e == EADDRNOTAVAIL ? "not an address of this machine" : strerror(e));
-        return -1;
+        return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                             "variable \"listen\": cannot listen on \"%.255s\"%s%s%s: %s", listen,
+                             strcmp(text, listen) ? " (" : "", strcmp(text, listen) ? text : "",
+                             strcmp(text, listen) ? ")" : "",
+                             e == EADDRNOTAVAIL ? "not an address of this machine" : strerror(e));
     }
     close(fd);
     snprintf(numeric, numlen, "%s", text);

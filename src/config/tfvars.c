@@ -19,7 +19,7 @@ typedef struct tfv_parser {
     int line;
     size_t line_start; /* offset of the first byte of the current line */
     int depth;
-    tfv_error *err;
+    wsg_error *err;
 } tfv_parser;
 
 /* ---------- positions and errors ---------- */
@@ -48,14 +48,14 @@ static int fail_at(tfv_parser *p, int line, int column, const char *fmt, ...)
 
 static int fail_at(tfv_parser *p, int line, int column, const char *fmt, ...) {
     if (p->err) {
+        char msg[sizeof p->err->message];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(p->err->message, sizeof p->err->message, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
-        p->err->line = line;
-        p->err->column = column;
+        wsg_error_set_at(p->err, WSG_E_CONFIG_SYNTAX, line, column, "%s", msg);
     }
-    return -1;
+    return WSG_E_CONFIG_SYNTAX;
 }
 
 /* Describe the byte at the cursor for "found X" in messages. */
@@ -293,7 +293,7 @@ static int parse_string(tfv_parser *p, char **out, size_t *out_len) {
         }
         if (copy_template_text(p, &b, start, p->pos, p->line, run_col) < 0) {
             free(b.d);
-            return -1;
+            return WSG_E_CONFIG_SYNTAX;
         }
     }
     if (!ws_utf8_valid((const uint8_t *)b.d, b.n)) {
@@ -381,7 +381,7 @@ static int parse_heredoc(tfv_parser *p, char **out, size_t *out_len) {
             free(b.d);
             free(starts);
             free(ends);
-            return -1;
+            return WSG_E_CONFIG_SYNTAX;
         }
     }
     free(starts);
@@ -616,13 +616,14 @@ static tfv_value *parse_value(tfv_parser *p) {
     return NULL;
 }
 
-static void parser_init(tfv_parser *p, const char *text, size_t len, tfv_error *err) {
+static void parser_init(tfv_parser *p, const char *text, size_t len, wsg_error *err) {
     memset(p, 0, sizeof *p);
     p->s = text;
     p->len = text ? len : 0;
     p->line = 1;
     p->err = err;
     if (err) {
+        err->code = 0;
         err->line = 0;
         err->column = 0;
         err->message[0] = '\0';
@@ -652,7 +653,7 @@ const tfv_attr *tfv_doc_find(const tfv_doc *doc, const char *name) {
     return NULL;
 }
 
-tfv_doc *tfv_parse(const char *text, size_t len, tfv_error *err) {
+tfv_doc *tfv_parse(const char *text, size_t len, wsg_error *err) {
     tfv_parser p;
     parser_init(&p, text, len, err);
     tfv_doc *doc = xcalloc(1, sizeof *doc);
@@ -715,7 +716,7 @@ fail:
     return NULL;
 }
 
-tfv_value *tfv_parse_value(const char *text, size_t len, tfv_error *err) {
+tfv_value *tfv_parse_value(const char *text, size_t len, wsg_error *err) {
     tfv_parser p;
     parser_init(&p, text, len, err);
     if (skip_space(&p, true) < 0) return NULL;

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 /* Lists and maps nested deeper than this are rejected, so a hostile file
  * cannot exhaust the stack of the recursive parser. */
 #define TFV_MAX_DEPTH 64
@@ -58,17 +60,11 @@ typedef struct tfv_doc {
     size_t count;
 } tfv_doc;
 
-/* Where and why parsing failed; `message` has no position in it. */
-typedef struct tfv_error {
-    int line;
-    int column;
-    char message[200];
-} tfv_error;
-
 /* Parse a whole tfvars document of len bytes. Returns a new document (the
  * caller frees it with tfv_doc_free) or NULL with *err filled (err may be
- * NULL). Duplicate names, blocks and anything not a literal are errors. */
-tfv_doc *tfv_parse(const char *text, size_t len, tfv_error *err);
+ * NULL): WSG_E_CONFIG_SYNTAX, the line and column (1-based) and a message
+ * without the position in it. Duplicate names, blocks and anything not a literal are errors. */
+tfv_doc *tfv_parse(const char *text, size_t len, wsg_error *err);
 
 /* Release a document from tfv_parse (NULL is fine). */
 void tfv_doc_free(tfv_doc *doc);
@@ -79,7 +75,7 @@ const tfv_attr *tfv_doc_find(const tfv_doc *doc, const char *name);
 /* Parse text as exactly one value (whitespace and comments around it
  * allowed), as for TF_VAR_<name> and --set values. Returns a new value (free
  * with tfv_value_free) or NULL with *err filled (err may be NULL). */
-tfv_value *tfv_parse_value(const char *text, size_t len, tfv_error *err);
+tfv_value *tfv_parse_value(const char *text, size_t len, wsg_error *err);
 
 /* Return a new TFV_STRING value holding a copy of s[0..len) taken verbatim
  * (no escapes), at line 0, for raw TF_VAR_/--set text. Never fails. */

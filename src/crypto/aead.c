@@ -51,8 +51,8 @@ static bool gcm_begin(crypto_keyring *r, gcm_cache *c, EVP_CIPHER_CTX *ctx, cons
 /* Encrypt (enc) or decrypt-and-verify `len` bytes from in to out under key
  * k. `hdr` is the blob's first AAD_HDR_LEN bytes, `nonce` its NONCE_LEN
  * bytes, `tag` its CRYPTO_TAG_LEN bytes (written when encrypting). Called
- * with the ring's read lock held. Returns 0, CRYPTO_E_AUTH or
- * CRYPTO_E_INTERNAL. */
+ * with the ring's read lock held. Returns 0, WSG_E_CRYPTO_AUTH or
+ * WSG_E_CRYPTO_INTERNAL. */
 static int gcm_run(crypto_keyring *r, const ring_key *k, bool enc, const uint8_t *hdr,
                    const uint8_t *nonce, const void *aad, size_t aad_len, const uint8_t *in,
                    size_t len, uint8_t *out, uint8_t *tag) {
@@ -65,7 +65,7 @@ static int gcm_run(crypto_keyring *r, const ring_key *k, bool enc, const uint8_t
     } else {
         ctx = EVP_CIPHER_CTX_new();
     }
-    int rc = CRYPTO_E_INTERNAL;
+    int rc = WSG_E_CRYPTO_INTERNAL;
     if (!ctx) goto done;
     if (!gcm_begin(r, c, ctx, k, enc, nonce)) goto done;
     if (!gcm_update(ctx, NULL, hdr, AAD_HDR_LEN)) goto done;
@@ -85,12 +85,12 @@ static int gcm_run(crypto_keyring *r, const ring_key *k, bool enc, const uint8_t
             OSSL_PARAM_construct_end()};
         if (EVP_CIPHER_CTX_set_params(ctx, set) != 1) goto done;
         int outl = 0;
-        rc = EVP_CipherFinal_ex(ctx, out + len, &outl) == 1 ? 0 : CRYPTO_E_AUTH;
+        rc = EVP_CipherFinal_ex(ctx, out + len, &outl) == 1 ? 0 : WSG_E_CRYPTO_AUTH;
     }
 done:
     if (c) {
         /* After an internal failure the context's state is unknown. */
-        if (rc == CRYPTO_E_INTERNAL) c->keyed = false;
+        if (rc == WSG_E_CRYPTO_INTERNAL) c->keyed = false;
         pthread_mutex_unlock(&r->cache_mu);
     } else {
         EVP_CIPHER_CTX_free(ctx);
@@ -125,8 +125,8 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
                 size_t aad_len, char **plain, size_t *plain_len) {
     *plain = NULL;
     *plain_len = 0;
-    if (!blob || len < CRYPTO_BLOB_OVERHEAD) return CRYPTO_E_SHORT;
-    if (blob[0] != CRYPTO_BLOB_VERSION) return CRYPTO_E_VERSION;
+    if (!blob || len < CRYPTO_BLOB_OVERHEAD) return WSG_E_CRYPTO_SHORT;
+    if (blob[0] != CRYPTO_BLOB_VERSION) return WSG_E_CRYPTO_VERSION;
     size_t n = len - CRYPTO_BLOB_OVERHEAD;
     uint8_t tag[CRYPTO_TAG_LEN];
     memcpy(tag, blob + CRYPTO_HEADER_LEN + n, CRYPTO_TAG_LEN);
@@ -135,7 +135,7 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
     const ring_key *k = keyset_find(r->set, get_be32(blob + 1));
     if (!k) {
         pthread_rwlock_unlock(&m->lock);
-        return CRYPTO_E_UNKNOWN_KEY;
+        return WSG_E_CRYPTO_UNKNOWN_KEY;
     }
     char *out = xmalloc(n + 1);
     int rc = gcm_run(m, k, false, blob, blob + AAD_HDR_LEN, aad, aad_len, blob + CRYPTO_HEADER_LEN,
@@ -152,26 +152,17 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
     return 0;
 }
 
-const char *crypto_strerror(int code) {
-    if (code == 0) return "success";
-    switch (code) {
-#define CRYPTO_ERRNO_TEXT(name, num, text)                                                         \
-    case CRYPTO_E_##name: return text;
-        CRYPTO_ERRNO_MAP(CRYPTO_ERRNO_TEXT)
-#undef CRYPTO_ERRNO_TEXT
-    }
-    return "unknown error";
-}
+const char *crypto_strerror(int code) { return wsg_strerror(code); }
 
 const char *crypto_open_errmsg(int code, const uint8_t *blob, size_t len, char *buf,
                                size_t buflen) {
     if (!buf || buflen == 0) return "";
-    if (code == CRYPTO_E_UNKNOWN_KEY && blob && len >= CRYPTO_BLOB_OVERHEAD)
+    if (code == WSG_E_CRYPTO_UNKNOWN_KEY && blob && len >= CRYPTO_BLOB_OVERHEAD)
         snprintf(buf, buflen, "encrypted with key %" PRIu32 ", which is not in the key file",
                  get_be32(blob + 1));
-    else if (code == CRYPTO_E_VERSION && blob && len > 0)
+    else if (code == WSG_E_CRYPTO_VERSION && blob && len > 0)
         snprintf(buf, buflen, "encrypted value has unknown format version %u", blob[0]);
-    else snprintf(buf, buflen, "%s", crypto_strerror(code));
+    else snprintf(buf, buflen, "%s", wsg_strerror(code));
     return buf;
 }
 

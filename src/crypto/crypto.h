@@ -35,6 +35,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/error.h"
+
 #define CRYPTO_KEY_LEN       32 /* AES-256 and HMAC-SHA256 key bytes */
 #define CRYPTO_BLOB_VERSION  1
 #define CRYPTO_HEADER_LEN    17 /* version + key id + nonce */
@@ -42,20 +44,14 @@
 #define CRYPTO_BLOB_OVERHEAD (CRYPTO_HEADER_LEN + CRYPTO_TAG_LEN)
 #define CRYPTO_INDEX_HEX_LEN 64 /* crypto_blind_index output, without NUL */
 
-/* crypto_open's error codes and their texts, one list (as libuv's
- * UV_ERRNO_MAP). crypto_strerror(code) yields the text. */
-#define CRYPTO_ERRNO_MAP(X)                                                                        \
-    X(SHORT, -1, "encrypted value is too short to be valid")                                       \
-    X(VERSION, -2, "encrypted value has an unknown format version")                                \
-    X(UNKNOWN_KEY, -3, "encrypted with a key which is not in the key file")                        \
-    X(AUTH, -4, "authentication failed: wrong key or tampered data")                               \
-    X(INTERNAL, -5, "internal cryptographic library failure")
-
-enum {
-#define CRYPTO_ERRNO_ENUM(name, code, text) CRYPTO_E_##name = (code),
-    CRYPTO_ERRNO_MAP(CRYPTO_ERRNO_ENUM)
-#undef CRYPTO_ERRNO_ENUM
-};
+/* crypto_open's errors are the WSG_E_CRYPTO_* codes of WSG_ERRNO_MAP
+ * (common/error.h). The CRYPTO_E_* names stay as aliases for src/store and
+ * src/engine until they use the WSG_E_ names. */
+#define CRYPTO_E_SHORT       WSG_E_CRYPTO_SHORT
+#define CRYPTO_E_VERSION     WSG_E_CRYPTO_VERSION
+#define CRYPTO_E_UNKNOWN_KEY WSG_E_CRYPTO_UNKNOWN_KEY
+#define CRYPTO_E_AUTH        WSG_E_CRYPTO_AUTH
+#define CRYPTO_E_INTERNAL    WSG_E_CRYPTO_INTERNAL
 
 typedef struct crypto_keyring crypto_keyring;
 
@@ -74,15 +70,18 @@ char *crypto_key_file_path(const char *data_dir, const char *kms_key_file);
  * an unknown version, a key that is not base64 of exactly 32 bytes, a
  * duplicate or zero id, an active id not in the ring (or retired).
  * Returns 0 and sets *out (free with crypto_keyring_free); on failure
- * returns -1, leaves *out NULL and writes a one-line message into err. */
-int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, char *err,
-                        size_t errlen);
+ * returns a negative code (WSG_E_CRYPTO_NO_KEY_FILE, WSG_E_CRYPTO_KEY_FILE
+ * for a refused file, WSG_E_IO, WSG_E_INVAL, WSG_E_CRYPTO_INTERNAL), leaves
+ * *out NULL and fills *err (when not NULL) with it and a one-line message. */
+int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg_error *err);
 
 /* Add a new key (id = highest id + 1) created at `now`, make it the active
  * key and mark the previously active key retired at `now`; rewrite the key
  * file atomically. The in-memory ring changes only once the file is
- * durable. Returns 0, or -1 with err filled (ring and file unchanged). */
-int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errlen);
+ * durable. Returns 0, or a negative code with *err filled (ring and file
+ * unchanged; WSG_E_CRYPTO_KEY_FILE_CHANGED when another process rewrote the
+ * file, WSG_E_CRYPTO_RING_FULL, WSG_E_IO, WSG_E_CRYPTO_INTERNAL). */
+int crypto_keyring_rotate(crypto_keyring *r, time_t now, wsg_error *err);
 
 /* Destroy every retired key retired at least `window_days` days before
  * `now` (0..36500) for which in_use(key_id, ctx) returns false (the store
@@ -90,11 +89,12 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errle
  * without any ring lock held, so it may use the ring (e.g. to read rows);
  * it must not be NULL. The active key is never destroyed. When any key is
  * destroyed the file is rewritten atomically and then the key material is
- * zeroed. Returns the number of keys destroyed (0: file untouched), or -1
- * with err filled (ring and file unchanged). */
+ * zeroed. Returns the number of keys destroyed (0: file untouched), or a
+ * negative code with *err filled (ring and file unchanged; WSG_E_INVAL for
+ * a NULL in_use or a window out of range). */
 int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window_days,
-                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx, char *err,
-                                   size_t errlen);
+                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx,
+                                   wsg_error *err);
 
 /* Return the id of the key new values are sealed with. */
 uint32_t crypto_active_key_id(const crypto_keyring *r);
@@ -121,13 +121,13 @@ uint8_t *crypto_seal(const crypto_keyring *r, const void *plain, size_t len, con
 /* Open a blob made by crypto_seal with the same `aad`. Returns 0 and sets
  * *plain to a malloc'd copy of the value followed by a NUL (the caller
  * frees; the value may itself contain NULs) and *plain_len to its length.
- * On failure returns one of the negative CRYPTO_E_* codes, sets *plain to
+ * On failure returns one of the negative WSG_E_CRYPTO_* codes, sets *plain to
  * NULL and *plain_len to 0, and never exposes unauthenticated bytes. */
 int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const void *aad,
                 size_t aad_len, char **plain, size_t *plain_len);
 
-/* Return the static text of a CRYPTO_E_* code ("unknown error" for others,
- * "success" for 0). */
+/* Return wsg_strerror(code): kept under this name for src/store and
+ * src/engine until they call wsg_strerror. */
 const char *crypto_strerror(int code);
 
 /* Write into buf a message for crypto_open's failure `code` on `blob` that

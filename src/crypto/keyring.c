@@ -21,19 +21,25 @@
 
 #include "common/alloc.h"
 #include "common/base64.h"
+#include "common/error.h"
 #include "crypto/internal.h"
 
 /* ------------------------------------------------------------ helpers */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+/* Fill *err (when not NULL) with code and the message; return code. */
+static int seterr(wsg_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
+static int seterr(wsg_error *err, int code, const char *fmt, ...) {
+    if (err) {
+        char msg[sizeof err->message];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        wsg_error_set(err, code, "%s", msg);
+    }
+    return code;
 }
 
 static void keyset_free(keyset *s) {
@@ -55,45 +61,45 @@ static int key_cmp(const void *a, const void *b) {
 /* Parse and validate key file text. Returns 0 with *out and index_key set,
  * or -1 with err filled (naming `path`). */
 static int parse_ring(const char *path, const char *text, size_t n, keyset **out,
-                      uint8_t index_key[CRYPTO_KEY_LEN], char *err, size_t errlen) {
+                      uint8_t index_key[CRYPTO_KEY_LEN], wsg_error *err) {
     *out = NULL;
     json_error_t jerr;
     json_t *root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
     keyset *s = NULL;
     if (!root) {
-        seterr(err, errlen, "key file %s: malformed JSON at line %d: %s", path, jerr.line,
-               jerr.text);
-        return -1;
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: malformed JSON at line %d: %s", path,
+               jerr.line, jerr.text);
+        return WSG_E_CRYPTO_KEY_FILE;
     }
     if (!json_is_object(root)) {
-        seterr(err, errlen, "key file %s: expected a JSON object", path);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: expected a JSON object", path);
         goto fail;
     }
     json_t *ver = json_object_get(root, "version");
     if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
-        seterr(err, errlen, "key file %s: \"version\" must be 1", path);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"version\" must be 1", path);
         goto fail;
     }
     json_t *act = json_object_get(root, "active");
     if (!json_is_integer(act) || json_integer_value(act) < 1 ||
         json_integer_value(act) > (json_int_t)UINT32_MAX) {
-        seterr(err, errlen, "key file %s: \"active\" must be a key id (1..%" PRIu32 ")", path,
-               UINT32_MAX);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE,
+               "key file %s: \"active\" must be a key id (1..%" PRIu32 ")", path, UINT32_MAX);
         goto fail;
     }
     json_t *ik = json_object_get(root, "index_key");
     if (!json_is_string(ik) ||
         base64_decode(json_string_value(ik), json_string_length(ik), index_key, CRYPTO_KEY_LEN,
                       BASE64_STD) != CRYPTO_KEY_LEN) {
-        seterr(err, errlen, "key file %s: \"index_key\" must be base64 of %d bytes", path,
-               CRYPTO_KEY_LEN);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"index_key\" must be base64 of %d bytes",
+               path, CRYPTO_KEY_LEN);
         goto fail;
     }
     json_t *keys = json_object_get(root, "keys");
     if (!json_is_array(keys) || json_array_size(keys) == 0 ||
         json_array_size(keys) > RING_MAX_KEYS) {
-        seterr(err, errlen, "key file %s: \"keys\" must be an array of 1..%d keys", path,
-               RING_MAX_KEYS);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"keys\" must be an array of 1..%d keys",
+               path, RING_MAX_KEYS);
         goto fail;
     }
     s = xcalloc(1, sizeof(*s));
@@ -106,14 +112,15 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
         json_t *id = json_object_get(k, "id"); /* NULL when k is not an object */
         if (!json_is_object(k) || !json_is_integer(id) || json_integer_value(id) < 1 ||
             json_integer_value(id) > (json_int_t)UINT32_MAX) {
-            seterr(err, errlen, "key file %s: keys[%zu] needs an \"id\" in 1..%" PRIu32, path, i,
-                   UINT32_MAX);
+            seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                   "key file %s: keys[%zu] needs an \"id\" in 1..%" PRIu32, path, i, UINT32_MAX);
             goto fail;
         }
         rk->id = (uint32_t)json_integer_value(id);
         json_t *kv = json_object_get(k, "key");
         if (!json_is_string(kv)) {
-            seterr(err, errlen, "key file %s: key %" PRIu32 " has no \"key\" string", path, rk->id);
+            seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: key %" PRIu32 " has no \"key\" string",
+                   path, rk->id);
             goto fail;
         }
         uint8_t tmp[CRYPTO_KEY_LEN + 3];
@@ -123,24 +130,26 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
         OPENSSL_cleanse(tmp, sizeof(tmp));
         if (got != CRYPTO_KEY_LEN) {
             if (got < 0)
-                seterr(err, errlen, "key file %s: key %" PRIu32 " is not base64 of %d bytes", path,
-                       rk->id, CRYPTO_KEY_LEN);
+                seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                       "key file %s: key %" PRIu32 " is not base64 of %d bytes", path, rk->id,
+                       CRYPTO_KEY_LEN);
             else
-                seterr(err, errlen, "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path,
-                       rk->id, got, CRYPTO_KEY_LEN);
+                seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                       "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path, rk->id, got,
+                       CRYPTO_KEY_LEN);
             goto fail;
         }
         json_t *cr = json_object_get(k, "created");
         if (!json_is_integer(cr)) {
-            seterr(err, errlen, "key file %s: key %" PRIu32 " needs an integer \"created\"", path,
-                   rk->id);
+            seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                   "key file %s: key %" PRIu32 " needs an integer \"created\"", path, rk->id);
             goto fail;
         }
         rk->created = json_integer_value(cr);
         json_t *rt = json_object_get(k, "retired");
         if (rt && !json_is_null(rt)) {
             if (!json_is_integer(rt)) {
-                seterr(err, errlen,
+                seterr(err, WSG_E_CRYPTO_KEY_FILE,
                        "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null", path,
                        rk->id);
                 goto fail;
@@ -152,19 +161,20 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
     qsort(s->keys, s->n, sizeof(*s->keys), key_cmp);
     for (size_t i = 1; i < s->n; i++) {
         if (s->keys[i].id == s->keys[i - 1].id) {
-            seterr(err, errlen, "key file %s: duplicate key id %" PRIu32, path, s->keys[i].id);
+            seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: duplicate key id %" PRIu32, path,
+                   s->keys[i].id);
             goto fail;
         }
     }
     const ring_key *a = keyset_find(s, s->active);
     if (!a) {
-        seterr(err, errlen, "key file %s: active key %" PRIu32 " is not in \"keys\"", path,
-               s->active);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: active key %" PRIu32 " is not in \"keys\"",
+               path, s->active);
         goto fail;
     }
     if (a->retired) {
-        seterr(err, errlen, "key file %s: active key %" PRIu32 " is marked retired", path,
-               s->active);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: active key %" PRIu32 " is marked retired",
+               path, s->active);
         goto fail;
     }
     json_decref(root);
@@ -174,7 +184,7 @@ fail:
     OPENSSL_cleanse(index_key, CRYPTO_KEY_LEN);
     keyset_free(s);
     json_decref(root);
-    return -1;
+    return WSG_E_CRYPTO_KEY_FILE;
 }
 
 /* Render a key file; malloc'd, NUL-terminated, *len set. The caller
@@ -221,14 +231,13 @@ static char *dir_of(const char *path) {
     return xstrndup(path, (size_t)(slash - path));
 }
 
-static int fsync_dir(const char *path, char *err, size_t errlen) {
+static int fsync_dir(const char *path, wsg_error *err) {
     char *dir = dir_of(path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int rc = 0;
     if (fd < 0 || fsync(fd) != 0) {
-        seterr(err, errlen, "key file %s: cannot sync directory %s: %s", path, dir,
-               strerror(errno));
-        rc = -1;
+        rc = seterr(err, WSG_E_IO, "key file %s: cannot sync directory %s: %s", path, dir,
+                    strerror(errno));
     }
     if (fd >= 0) close(fd);
     free(dir);
@@ -240,7 +249,7 @@ static int fsync_dir(const char *path, char *err, size_t errlen) {
  * does); otherwise renamed over it. Returns 0 with *ident describing the new
  * file, 1 (exclusive only), or -1 with err filled. */
 static int write_key_file(const char *path, const char *text, size_t n, bool exclusive,
-                          file_ident *ident, char *err, size_t errlen) {
+                          file_ident *ident, wsg_error *err) {
     size_t tlen = strlen(path) + 48;
     char *tmp = xmalloc(tlen);
     int fd = -1;
@@ -253,10 +262,10 @@ static int write_key_file(const char *path, const char *text, size_t n, bool exc
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
-        seterr(err, errlen, "cannot create key file %s (temporary %s): %s", path, tmp,
-               strerror(errno));
+        int rc = seterr(err, WSG_E_IO, "cannot create key file %s (temporary %s): %s", path, tmp,
+                        strerror(errno));
         free(tmp);
-        return -1;
+        return rc;
     }
     const char *what = "write";
     struct stat st;
@@ -298,48 +307,47 @@ static int write_key_file(const char *path, const char *text, size_t n, bool exc
     }
     free(tmp);
     ident_from_stat(ident, &st);
-    return fsync_dir(path, err, errlen);
+    return fsync_dir(path, err);
 fail:
-    seterr(err, errlen, "cannot write key file %s (%s of %s): %s", path, what, tmp,
+    seterr(err, WSG_E_IO, "cannot write key file %s (%s of %s): %s", path, what, tmp,
            strerror(errno));
     if (fd >= 0) close(fd);
     unlink(tmp);
     free(tmp);
-    return -1;
+    return WSG_E_IO;
 }
 
 /* Read and validate the key file. Returns 0 (loaded), 1 (the file does not
  * exist; err untouched) or -1 with err filled. */
 static int load_key_file(const char *path, keyset **out, uint8_t index_key[CRYPTO_KEY_LEN],
-                         file_ident *ident, char *err, size_t errlen) {
+                         file_ident *ident, wsg_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) return 1;
-        seterr(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
-        return -1;
+        return seterr(err, WSG_E_IO, "cannot open key file %s: %s", path, strerror(errno));
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        seterr(err, errlen, "cannot stat key file %s: %s", path, strerror(errno));
+        seterr(err, WSG_E_IO, "cannot stat key file %s: %s", path, strerror(errno));
         close(fd);
-        return -1;
+        return WSG_E_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        seterr(err, errlen, "key file %s is not a regular file", path);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s is not a regular file", path);
         close(fd);
-        return -1;
+        return WSG_E_CRYPTO_KEY_FILE;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        seterr(err, errlen, "key file %s must not be readable by group or others (chmod 600)",
-               path);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE,
+               "key file %s must not be readable by group or others (chmod 600)", path);
         close(fd);
-        return -1;
+        return WSG_E_CRYPTO_KEY_FILE;
     }
     if (st.st_size > KEY_FILE_MAX) {
-        seterr(err, errlen, "key file %s is too large (%lld bytes, at most %d)", path,
-               (long long)st.st_size, KEY_FILE_MAX);
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s is too large (%lld bytes, at most %d)",
+               path, (long long)st.st_size, KEY_FILE_MAX);
         close(fd);
-        return -1;
+        return WSG_E_CRYPTO_KEY_FILE;
     }
     size_t cap = (size_t)st.st_size, n = 0;
     char *buf = xmalloc(cap + 1);
@@ -347,17 +355,17 @@ static int load_key_file(const char *path, keyset **out, uint8_t index_key[CRYPT
         ssize_t got = read(fd, buf + n, cap - n);
         if (got < 0 && errno == EINTR) continue;
         if (got < 0) {
-            seterr(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
+            seterr(err, WSG_E_IO, "cannot read key file %s: %s", path, strerror(errno));
             OPENSSL_cleanse(buf, n);
             free(buf);
             close(fd);
-            return -1;
+            return WSG_E_IO;
         }
         if (got == 0) break;
         n += (size_t)got;
     }
     close(fd);
-    int rc = parse_ring(path, buf, n, out, index_key, err, errlen);
+    int rc = parse_ring(path, buf, n, out, index_key, err);
     OPENSSL_cleanse(buf, cap + 1);
     free(buf);
     if (rc == 0) ident_from_stat(ident, &st);
@@ -365,21 +373,19 @@ static int load_key_file(const char *path, keyset **out, uint8_t index_key[CRYPT
 }
 
 /* Fail when the key file is not the one this ring last read or wrote. */
-static int check_ident(const crypto_keyring *r, char *err, size_t errlen) {
+static int check_ident(const crypto_keyring *r, wsg_error *err) {
     struct stat st;
     if (stat(r->path, &st) != 0) {
-        seterr(err, errlen, "cannot stat key file %s: %s", r->path, strerror(errno));
-        return -1;
+        return seterr(err, WSG_E_IO, "cannot stat key file %s: %s", r->path, strerror(errno));
     }
     file_ident now;
     ident_from_stat(&now, &st);
     if (now.dev != r->ident.dev || now.ino != r->ident.ino || now.size != r->ident.size ||
         now.mtime.tv_sec != r->ident.mtime.tv_sec || now.mtime.tv_nsec != r->ident.mtime.tv_nsec) {
-        seterr(err, errlen,
-               "key file %s changed on disk since it was loaded (another process?); "
-               "reload it and retry",
-               r->path);
-        return -1;
+        return seterr(err, WSG_E_CRYPTO_KEY_FILE_CHANGED,
+                      "key file %s changed on disk since it was loaded (another process?); "
+                      "reload it and retry",
+                      r->path);
     }
     return 0;
 }
@@ -412,12 +418,10 @@ static keyset *generate_set(time_t now) {
     return s;
 }
 
-int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, char *err,
-                        size_t errlen) {
+int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg_error *err) {
     *out = NULL;
     if (!path || !*path) {
-        seterr(err, errlen, "no key file path given");
-        return -1;
+        return seterr(err, WSG_E_INVAL, "no key file path given");
     }
     keyset *set = NULL;
     uint8_t index_key[CRYPTO_KEY_LEN];
@@ -425,25 +429,24 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, cha
     memset(&ident, 0, sizeof(ident));
     int rc = 1;
     for (int attempt = 0; attempt < 2 && rc == 1; attempt++) {
-        rc = load_key_file(path, &set, index_key, &ident, err, errlen);
+        rc = load_key_file(path, &set, index_key, &ident, err);
         if (rc != 1) break;
         if (!create) {
-            seterr(err, errlen,
-                   "key file %s does not exist (encryption is enabled; without the key file "
-                   "encrypted data cannot be read)",
-                   path);
-            return -1;
+            return seterr(err, WSG_E_CRYPTO_NO_KEY_FILE,
+                          "key file %s does not exist (encryption is enabled; without the key "
+                          "file encrypted data cannot be read)",
+                          path);
         }
         set = generate_set(time(NULL));
         if (!set || RAND_bytes(index_key, CRYPTO_KEY_LEN) != 1) {
-            seterr(err, errlen, "cannot create key file %s: random generator failed", path);
             keyset_free(set);
             OPENSSL_cleanse(index_key, sizeof(index_key));
-            return -1;
+            return seterr(err, WSG_E_CRYPTO_INTERNAL,
+                          "cannot create key file %s: random generator failed", path);
         }
         size_t n;
         char *text = render_ring(set, index_key, &n);
-        rc = write_key_file(path, text, n, true, &ident, err, errlen);
+        rc = write_key_file(path, text, n, true, &ident, err);
         OPENSSL_cleanse(text, n);
         free(text);
         if (rc != 0) { /* 1: created meanwhile by someone else: load theirs */
@@ -452,22 +455,20 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, cha
             OPENSSL_cleanse(index_key, sizeof(index_key));
         }
     }
-    if (rc != 0) {
-        if (rc == 1) seterr(err, errlen, "key file %s keeps appearing and vanishing", path);
-        return -1;
-    }
+    if (rc == 1) return seterr(err, WSG_E_IO, "key file %s keeps appearing and vanishing", path);
+    if (rc < 0) return rc;
 
     crypto_keyring *r = xcalloc(1, sizeof(*r));
     r->gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     r->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     if (!r->gcm || !r->hmac) {
-        seterr(err, errlen, "key file %s: OpenSSL offers no AES-256-GCM or HMAC", path);
         EVP_CIPHER_free(r->gcm);
         EVP_MAC_free(r->hmac);
         free(r);
         keyset_free(set);
         OPENSSL_cleanse(index_key, sizeof(index_key));
-        return -1;
+        return seterr(err, WSG_E_CRYPTO_INTERNAL,
+                      "key file %s: OpenSSL offers no AES-256-GCM or HMAC", path);
     }
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -488,20 +489,21 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, cha
 
 /* Make `next` durable in the key file and then the ring's key set. Called
  * with write_mu held. Takes ownership of `next`. */
-static int publish(crypto_keyring *r, keyset *next, char *err, size_t errlen) {
-    if (check_ident(r, err, errlen) != 0) {
+static int publish(crypto_keyring *r, keyset *next, wsg_error *err) {
+    int rc = check_ident(r, err);
+    if (rc < 0) {
         keyset_free(next);
-        return -1;
+        return rc;
     }
     size_t n;
     char *text = render_ring(next, r->index_key, &n);
     file_ident ident;
-    int rc = write_key_file(r->path, text, n, false, &ident, err, errlen);
+    rc = write_key_file(r->path, text, n, false, &ident, err);
     OPENSSL_cleanse(text, n);
     free(text);
-    if (rc != 0) {
+    if (rc < 0) {
         keyset_free(next);
-        return -1;
+        return rc;
     }
     pthread_rwlock_wrlock(&r->lock);
     keyset *old = r->set;
@@ -518,14 +520,13 @@ static int publish(crypto_keyring *r, keyset *next, char *err, size_t errlen) {
     return 0;
 }
 
-int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errlen) {
+int crypto_keyring_rotate(crypto_keyring *r, time_t now, wsg_error *err) {
     pthread_mutex_lock(&r->write_mu);
     const keyset *cur = r->set; /* only writers replace it, and we are the writer */
     uint32_t top = cur->keys[cur->n - 1].id;
     if (top == UINT32_MAX || cur->n >= RING_MAX_KEYS) {
-        seterr(err, errlen, "key file %s: no room for another key", r->path);
         pthread_mutex_unlock(&r->write_mu);
-        return -1;
+        return seterr(err, WSG_E_CRYPTO_RING_FULL, "key file %s: no room for another key", r->path);
     }
     keyset *next = xcalloc(1, sizeof(*next));
     next->n = cur->n + 1;
@@ -542,27 +543,26 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, char *err, size_t errle
     k->created = (int64_t)now;
     next->active = k->id;
     if (RAND_bytes(k->key, CRYPTO_KEY_LEN) != 1) {
-        seterr(err, errlen, "key file %s: random generator failed", r->path);
         keyset_free(next);
         pthread_mutex_unlock(&r->write_mu);
-        return -1;
+        return seterr(err, WSG_E_CRYPTO_INTERNAL, "key file %s: random generator failed", r->path);
     }
-    int rc = publish(r, next, err, errlen);
+    int rc = publish(r, next, err);
     pthread_mutex_unlock(&r->write_mu);
     return rc;
 }
 
 int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window_days,
-                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx, char *err,
-                                   size_t errlen) {
+                                   bool (*in_use)(uint32_t key_id, void *ctx), void *ctx,
+                                   wsg_error *err) {
     if (!in_use) {
-        seterr(err, errlen, "key file %s: destroying keys needs an in-use check", r->path);
-        return -1;
+        return seterr(err, WSG_E_INVAL, "key file %s: destroying keys needs an in-use check",
+                      r->path);
     }
     if (window_days < 0 || window_days > MAX_WINDOW_DAYS) {
-        seterr(err, errlen, "key file %s: deletion window %" PRId64 " days is out of range",
-               r->path, window_days);
-        return -1;
+        return seterr(err, WSG_E_INVAL,
+                      "key file %s: deletion window %" PRId64 " days is out of range", r->path,
+                      window_days);
     }
     pthread_mutex_lock(&r->write_mu);
     const keyset *cur = r->set;
@@ -586,11 +586,11 @@ int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window
         next->active = cur->active;
         for (size_t i = 0, j = 0; i < cur->n; i++)
             if (!doomed[i]) next->keys[j++] = cur->keys[i];
-        rc = publish(r, next, err, errlen);
+        rc = publish(r, next, err);
     }
     free(doomed);
     pthread_mutex_unlock(&r->write_mu);
-    return rc == 0 ? (int)count : -1;
+    return rc < 0 ? rc : (int)count;
 }
 
 uint32_t crypto_active_key_id(const crypto_keyring *r) {

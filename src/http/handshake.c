@@ -8,6 +8,7 @@
 
 #include "common/alloc.h"
 #include "common/base64.h"
+#include "common/error.h"
 #include "common/strbuf.h"
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -38,11 +39,12 @@ static bool key_is_16_bytes_base64(const char *key, size_t len) {
     return base64_decode(key, len, raw, sizeof(raw), BASE64_STD) == (long)sizeof(raw);
 }
 
-static int fail(ws_handshake_result *out, int status, const char *msg, const char *hdrs) {
-    out->status = status;
-    out->message = msg;
+static int fail(ws_handshake_result *out, int code, const char *hdrs) {
+    out->error = code;
+    out->status = wsg_err_http_status(code);
+    out->message = wsg_strerror(code);
     out->extra_headers = hdrs;
-    return status;
+    return out->status;
 }
 
 int ws_handshake_check(const http_request *r, const char *path, ws_handshake_result *out) {
@@ -50,23 +52,22 @@ int ws_handshake_check(const http_request *r, const char *path, ws_handshake_res
     size_t plen;
     const char *p = http_request_path(r, &plen);
     if (plen != strlen(path) || memcmp(p, path, plen) != 0)
-        return fail(out, 404, "Not Found", NULL);
-    if (r->parser.method != HTTP_GET) return fail(out, 405, "Method Not Allowed", "Allow: GET\r\n");
+        return fail(out, WSG_E_HS_NOT_FOUND, NULL);
+    if (r->parser.method != HTTP_GET) return fail(out, WSG_E_HS_METHOD, "Allow: GET\r\n");
     if (r->parser.http_major != 1 || r->parser.http_minor < 1)
-        return fail(out, 400, "HTTP/1.1 or later required", NULL);
+        return fail(out, WSG_E_HS_VERSION, NULL);
     if (!http_request_header_has_token(r, "Upgrade", "websocket"))
-        return fail(out, 426, "Upgrade to websocket required",
+        return fail(out, WSG_E_HS_UPGRADE,
                     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
     if (!http_request_header_has_token(r, "Connection", "upgrade"))
-        return fail(out, 400, "Connection: Upgrade required", NULL);
+        return fail(out, WSG_E_HS_CONNECTION, NULL);
     size_t vlen;
     const char *ver = http_request_header(r, "Sec-WebSocket-Version", &vlen);
     if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0)
-        return fail(out, 426, "Unsupported WebSocket version", "Sec-WebSocket-Version: 13\r\n");
+        return fail(out, WSG_E_HS_WS_VERSION, "Sec-WebSocket-Version: 13\r\n");
     size_t klen;
     const char *key = http_request_header(r, "Sec-WebSocket-Key", &klen);
-    if (!key || !key_is_16_bytes_base64(key, klen))
-        return fail(out, 400, "Invalid Sec-WebSocket-Key", NULL);
+    if (!key || !key_is_16_bytes_base64(key, klen)) return fail(out, WSG_E_HS_KEY, NULL);
     ws_handshake_accept(key, klen, out->accept);
     out->status = 101;
     return 101;

@@ -10,8 +10,9 @@
 #include "ws/deflate.h"
 
 typedef struct ws_handshake_result {
-    int status;                /* 101 when the upgrade may proceed, else the error status */
-    const char *message;       /* static error text for the JSON body (status != 101) */
+    int error;                 /* 0, or the WSG_E_HS_* code the request fails with */
+    int status;                /* 101, or the code's HTTP status (wsg_err_http_status) */
+    const char *message;       /* the code's text, for the JSON body (status != 101) */
     const char *extra_headers; /* static headers to add to the error response, or NULL */
     char accept[29];           /* Sec-WebSocket-Accept value (status == 101) */
 } ws_handshake_result;
@@ -19,7 +20,9 @@ typedef struct ws_handshake_result {
 /* Check that r is a valid WebSocket upgrade for `path` (e.g. "/staging"):
  * GET (else 405), the path (else 404), Upgrade/Connection tokens (else 400),
  * version 13 (else 426 with Sec-WebSocket-Version: 13), a key that is base64
- * of 16 bytes (else 400). Fills *out; returns out->status. */
+ * of 16 bytes (else 400), each failure a WSG_E_HS_* code whose status and
+ * text come from the one list. Fills *out; returns out->status (101 or the
+ * error's status: src/net tests it against 101). */
 int ws_handshake_check(const http_request *r, const char *path, ws_handshake_result *out);
 
 /* Compute the Sec-WebSocket-Accept value for `key` (key_len bytes) into

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/error.h"
 
 /* What the last data callback was, so a change of kind closes the previous
  * string with a NUL (http-parser may split one string over many calls). */
@@ -183,8 +184,19 @@ void http_request_free(http_request *r) {
     r->body = NULL;
 }
 
+/* The code of the failure recorded in r->error_status (by the parser's
+ * callbacks or by on_head's refusal). */
+static ssize_t feed_error(const http_request *r) {
+    switch (r->error_status) {
+    case 400: return WSG_E_HTTP_MALFORMED;
+    case 413: return WSG_E_HTTP_BODY_TOO_LARGE;
+    case 431: return WSG_E_HTTP_HEAD_TOO_LARGE;
+    default: return WSG_E_HTTP_REFUSED;
+    }
+}
+
 ssize_t http_request_feed(http_request *r, const char *data, size_t len) {
-    if (r->error_status) return -1;
+    if (r->error_status) return feed_error(r);
     if (r->complete) return 0;
     size_t n = http_parser_execute(&r->parser, &request_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
@@ -199,11 +211,11 @@ ssize_t http_request_feed(http_request *r, const char *data, size_t len) {
     }
     if (e != HPE_OK) {
         if (!r->error_status) r->error_status = (e == HPE_HEADER_OVERFLOW) ? 431 : 400;
-        return -1;
+        return feed_error(r);
     }
     if (!r->headers_complete && r->head_bytes + (len - n) > r->max_header_bytes + 1024) {
         r->error_status = 431;
-        return -1;
+        return feed_error(r);
     }
     return (ssize_t)n;
 }

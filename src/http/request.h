@@ -58,8 +58,11 @@ void http_request_free(http_request *r);
 
 /* Feed len bytes. Returns bytes consumed (>= 0): when r->complete is set,
  * the bytes after the consumed ones belong to what follows the request
- * (WebSocket frames after an upgrade). Returns -1 on a malformed or
- * over-budget request, with r->error_status set (400, 413 or 431). */
+ * (WebSocket frames after an upgrade). On a malformed or over-budget
+ * request returns WSG_E_HTTP_MALFORMED (400), _BODY_TOO_LARGE (413) or
+ * _HEAD_TOO_LARGE (431), and on a refusal by on_head WSG_E_HTTP_REFUSED,
+ * with r->error_status set to the status to answer with (so a refusal's
+ * own status, e.g. 404, is kept). */
 ssize_t http_request_feed(http_request *r, const char *data, size_t len);
 
 /* Return the value of header `name` (case-insensitive; the first if

@@ -13,38 +13,8 @@
 
 #include "common/alloc.h"
 #include "common/bytebuf.h"
+#include "common/error.h"
 #include "common/hex.h"
-
-/* Every reason sigv4_verify can give, in one list. */
-#define SIGV4_REASONS(X)                                                                           \
-    X(NO_AUTH, "missing Authorization header")                                                     \
-    X(MALFORMED, "malformed Authorization header")                                                 \
-    X(ALGORITHM, "unsupported Authorization scheme (expected AWS4-HMAC-SHA256)")                   \
-    X(SERVICE, "credential scope names the wrong service")                                         \
-    X(UNKNOWN_KEY, "unknown access key")                                                           \
-    X(NO_DATE, "missing X-Amz-Date or Date header")                                                \
-    X(BAD_DATE, "malformed X-Amz-Date or Date header")                                             \
-    X(SCOPE_DATE, "credential scope date does not match the request date")                         \
-    X(SKEW, "request time is too skewed (signature expired or not yet valid)")                     \
-    X(HOST_UNSIGNED, "host header is not signed")                                                  \
-    X(DATE_UNSIGNED, "request date header is not signed")                                          \
-    X(MISSING_HEADER, "a signed header is missing from the request")                               \
-    X(UNSIGNED_PAYLOAD, "unsigned payloads are not accepted")                                      \
-    X(PAYLOAD_HASH, "x-amz-content-sha256 does not match the body")                                \
-    X(CRYPTO, "signature computation failed")                                                      \
-    X(SIGNATURE, "signature does not match")
-
-enum {
-#define SIGV4_ENUM(name, text) R_##name,
-    SIGV4_REASONS(SIGV4_ENUM)
-#undef SIGV4_ENUM
-};
-
-static const char *const reason_text[] = {
-#define SIGV4_TEXT(name, text) text,
-    SIGV4_REASONS(SIGV4_TEXT)
-#undef SIGV4_TEXT
-};
 
 #define ALGORITHM  "AWS4-HMAC-SHA256"
 #define TERMINATOR "aws4_request"
@@ -368,9 +338,9 @@ static bool parse_http_date(const char *s, size_t n, time_t *out) {
 
 int sigv4_amz_date(time_t t, char out[SIGV4_AMZ_DATE_LEN + 1]) {
     struct tm tm;
-    if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900) return -1;
+    if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900) return WSG_E_INVAL;
     if (strftime(out, SIGV4_AMZ_DATE_LEN + 1, "%Y%m%dT%H%M%SZ", &tm) != SIGV4_AMZ_DATE_LEN)
-        return -1;
+        return WSG_E_INVAL;
     return 0;
 }
 
@@ -386,13 +356,14 @@ static void trim_span(const char **s, size_t *n) {
     while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
 }
 
-/* Parse an Authorization value into parts (pointers into v). Returns a
- * reason code, or -1 when well-formed. */
+/* Parse an Authorization value into parts (pointers into v). Returns 0
+ * when well-formed, else a negative WSG_E_SIGV4_* code. */
 static int parse_authorization(const char *v, size_t n, auth_parts *a) {
     memset(a, 0, sizeof(*a));
     size_t al = strlen(ALGORITHM);
-    if (n < al || memcmp(v, ALGORITHM, al) != 0) return R_ALGORITHM;
-    if (n == al || (v[al] != ' ' && v[al] != '\t')) return n == al ? R_MALFORMED : R_ALGORITHM;
+    if (n < al || memcmp(v, ALGORITHM, al) != 0) return WSG_E_SIGV4_ALGORITHM;
+    if (n == al || (v[al] != ' ' && v[al] != '\t'))
+        return n == al ? WSG_E_SIGV4_MALFORMED : WSG_E_SIGV4_ALGORITHM;
     const char *p = v + al, *end = v + n;
     bool have_cred = false, have_sh = false, have_sig = false;
     while (p < end) {
@@ -403,22 +374,23 @@ static int parse_authorization(const char *v, size_t n, auth_parts *a) {
         trim_span(&s, &sl);
         p = comma ? comma + 1 : end;
         const char *eq = memchr(s, '=', sl);
-        if (!eq) return R_MALFORMED;
+        if (!eq) return WSG_E_SIGV4_MALFORMED;
         size_t kl = (size_t)(eq - s);
         const char *val = eq + 1;
         size_t vl = sl - kl - 1;
         if (kl == 10 && memcmp(s, "Credential", 10) == 0) {
-            if (have_cred) return R_MALFORMED;
+            if (have_cred) return WSG_E_SIGV4_MALFORMED;
             have_cred = true;
             /* AKID/DATE/REGION/SERVICE/aws4_request, split from the right. */
             const char *slash[4];
             size_t found = 0;
             for (size_t i = vl; i-- > 0 && found < 4;)
                 if (val[i] == '/') slash[found++] = val + i;
-            if (found < 4) return R_MALFORMED;
+            if (found < 4) return WSG_E_SIGV4_MALFORMED;
             const char *term = slash[0] + 1;
             size_t tl = (size_t)(val + vl - term);
-            if (tl != strlen(TERMINATOR) || memcmp(term, TERMINATOR, tl) != 0) return R_MALFORMED;
+            if (tl != strlen(TERMINATOR) || memcmp(term, TERMINATOR, tl) != 0)
+                return WSG_E_SIGV4_MALFORMED;
             a->akid = val;
             a->akid_len = (size_t)(slash[3] - val);
             a->date = slash[3] + 1;
@@ -430,24 +402,24 @@ static int parse_authorization(const char *v, size_t n, auth_parts *a) {
             int dummy;
             if (!a->akid_len || !a->region_len || !a->service_len || a->date_len != 8 ||
                 !digits(a->date, 8, &dummy))
-                return R_MALFORMED;
+                return WSG_E_SIGV4_MALFORMED;
         } else if (kl == 13 && memcmp(s, "SignedHeaders", 13) == 0) {
-            if (have_sh) return R_MALFORMED;
+            if (have_sh) return WSG_E_SIGV4_MALFORMED;
             have_sh = true;
             a->signed_headers = val;
             a->signed_headers_len = vl;
         } else if (kl == 9 && memcmp(s, "Signature", 9) == 0) {
-            if (have_sig) return R_MALFORMED;
+            if (have_sig) return WSG_E_SIGV4_MALFORMED;
             have_sig = true;
             a->signature = val;
             a->signature_len = vl;
         } else {
-            return R_MALFORMED;
+            return WSG_E_SIGV4_MALFORMED;
         }
     }
-    if (!have_cred || !have_sh || !have_sig) return R_MALFORMED;
+    if (!have_cred || !have_sh || !have_sig) return WSG_E_SIGV4_MALFORMED;
     /* SignedHeaders: lowercase token names, strictly ascending. */
-    if (!a->signed_headers_len) return R_MALFORMED;
+    if (!a->signed_headers_len) return WSG_E_SIGV4_MALFORMED;
     const char *prev = NULL;
     size_t prev_len = 0;
     const char *sh = a->signed_headers, *shend = sh + a->signed_headers_len;
@@ -455,19 +427,19 @@ static int parse_authorization(const char *v, size_t n, auth_parts *a) {
         const char *semi = memchr(sh, ';', (size_t)(shend - sh));
         const char *e = semi ? semi : shend;
         size_t nl = (size_t)(e - sh);
-        if (!nl) return R_MALFORMED;
+        if (!nl) return WSG_E_SIGV4_MALFORMED;
         for (size_t i = 0; i < nl; i++) {
             unsigned char c = (unsigned char)sh[i];
             if (c <= ' ' || c >= 0x7f || (c >= 'A' && c <= 'Z') || c == ':' || c == ',')
-                return R_MALFORMED;
+                return WSG_E_SIGV4_MALFORMED;
         }
-        if (prev && span_cmp(prev, prev_len, sh, nl) >= 0) return R_MALFORMED;
+        if (prev && span_cmp(prev, prev_len, sh, nl) >= 0) return WSG_E_SIGV4_MALFORMED;
         prev = sh;
         prev_len = nl;
         if (!semi) break;
         sh = semi + 1;
     }
-    return -1;
+    return 0;
 }
 
 static bool header_name_is(const http_request *r, const http_header *h, const char *name,
@@ -521,32 +493,32 @@ static bool put_canonical_headers(bytebuf *b, const http_request *r, const auth_
 }
 
 static int fail(const char **reason, int code) {
-    if (reason) *reason = reason_text[code];
-    return -1;
+    if (reason) *reason = wsg_strerror(code);
+    return code;
 }
 
 int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
                  const char *service, time_t now, int max_skew_s, const char **reason) {
     if (reason) *reason = NULL;
     size_t authn = header_count(req, "authorization");
-    if (authn == 0) return fail(reason, R_NO_AUTH);
-    if (authn > 1) return fail(reason, R_MALFORMED);
+    if (authn == 0) return fail(reason, WSG_E_SIGV4_NO_AUTH);
+    if (authn > 1) return fail(reason, WSG_E_SIGV4_MALFORMED);
     size_t av_len = 0;
     const char *av = http_request_header(req, "authorization", &av_len);
     auth_parts a;
     int rc = parse_authorization(av, av_len, &a);
-    if (rc >= 0) return fail(reason, rc);
+    if (rc < 0) return fail(reason, rc);
     unsigned char given[32];
     if (!hex_decode(a.signature, a.signature_len, given, sizeof given))
-        return fail(reason, R_MALFORMED);
+        return fail(reason, WSG_E_SIGV4_MALFORMED);
 
     if (a.service_len != strlen(service) || memcmp(a.service, service, a.service_len) != 0)
-        return fail(reason, R_SERVICE);
+        return fail(reason, WSG_E_SIGV4_SERVICE);
     bool known = false;
     for (size_t i = 0; i < ncreds && !known; i++)
         known = strlen(creds[i].access_key_id) == a.akid_len &&
                 memcmp(creds[i].access_key_id, a.akid, a.akid_len) == 0;
-    if (!known) return fail(reason, R_UNKNOWN_KEY);
+    if (!known) return fail(reason, WSG_E_SIGV4_UNKNOWN_KEY);
 
     /* The request time: X-Amz-Date, else Date. */
     char amz_date[SIGV4_AMZ_DATE_LEN + 1];
@@ -556,33 +528,34 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     const char *dv = http_request_header(req, "x-amz-date", &dl);
     if (dv) {
         date_header = "x-amz-date";
-        if (!parse_amz_date(dv, dl, &t)) return fail(reason, R_BAD_DATE);
+        if (!parse_amz_date(dv, dl, &t)) return fail(reason, WSG_E_SIGV4_BAD_DATE);
     } else if ((dv = http_request_header(req, "date", &dl)) != NULL) {
         date_header = "date";
-        if (!parse_http_date(dv, dl, &t)) return fail(reason, R_BAD_DATE);
+        if (!parse_http_date(dv, dl, &t)) return fail(reason, WSG_E_SIGV4_BAD_DATE);
     } else {
-        return fail(reason, R_NO_DATE);
+        return fail(reason, WSG_E_SIGV4_NO_DATE);
     }
-    if (sigv4_amz_date(t, amz_date) != 0) return fail(reason, R_BAD_DATE);
-    if (memcmp(a.date, amz_date, 8) != 0) return fail(reason, R_SCOPE_DATE);
+    if (sigv4_amz_date(t, amz_date) != 0) return fail(reason, WSG_E_SIGV4_BAD_DATE);
+    if (memcmp(a.date, amz_date, 8) != 0) return fail(reason, WSG_E_SIGV4_SCOPE_DATE);
     int64_t diff;
     if (__builtin_sub_overflow((int64_t)now, (int64_t)t, &diff) || diff > max_skew_s ||
         diff < -(int64_t)max_skew_s || max_skew_s < 0)
-        return fail(reason, R_SKEW);
+        return fail(reason, WSG_E_SIGV4_SKEW);
 
-    if (!signed_list_has(&a, "host")) return fail(reason, R_HOST_UNSIGNED);
-    if (!signed_list_has(&a, date_header)) return fail(reason, R_DATE_UNSIGNED);
+    if (!signed_list_has(&a, "host")) return fail(reason, WSG_E_SIGV4_HOST_UNSIGNED);
+    if (!signed_list_has(&a, date_header)) return fail(reason, WSG_E_SIGV4_DATE_UNSIGNED);
 
     /* The payload hash. */
     char body_hash[65];
-    if (!sha256_hex(req->body, req->body_len, body_hash)) return fail(reason, R_CRYPTO);
+    if (!sha256_hex(req->body, req->body_len, body_hash)) return fail(reason, WSG_E_SIGV4_CRYPTO);
     size_t phl = 0;
     const char *ph = http_request_header(req, "x-amz-content-sha256", &phl);
     if (ph) {
         if ((phl == 16 && memcmp(ph, "UNSIGNED-PAYLOAD", 16) == 0) ||
             (phl >= 10 && memcmp(ph, "STREAMING-", 10) == 0))
-            return fail(reason, R_UNSIGNED_PAYLOAD);
-        if (phl != 64 || strncasecmp(ph, body_hash, 64) != 0) return fail(reason, R_PAYLOAD_HASH);
+            return fail(reason, WSG_E_SIGV4_UNSIGNED_PAYLOAD);
+        if (phl != 64 || strncasecmp(ph, body_hash, 64) != 0)
+            return fail(reason, WSG_E_SIGV4_PAYLOAD_HASH);
     } else {
         ph = body_hash;
         phl = 64;
@@ -605,9 +578,9 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     bytebuf_putc(&tail, '\n');
     bytebuf_put(&tail, ph, phl);
 
-    int result = R_SIGNATURE;
-    if (!present) result = R_MISSING_HEADER;
-    for (int qi = 0; qi < nq && result == R_SIGNATURE; qi++) {
+    int result = WSG_E_SIGV4_SIGNATURE;
+    if (!present) result = WSG_E_SIGV4_MISSING_HEADER;
+    for (int qi = 0; qi < nq && result == WSG_E_SIGV4_SIGNATURE; qi++) {
         bytebuf cr = {0};
         bytebuf_puts(&cr, http_request_method(req));
         bytebuf_putc(&cr, '\n');
@@ -615,17 +588,17 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
         bytebuf_putc(&cr, '\n');
         bytebuf_puts(&cr, queries[qi]);
         bytebuf_put(&cr, tail.d, tail.n);
-        for (size_t i = 0; i < ncreds && result == R_SIGNATURE; i++) {
+        for (size_t i = 0; i < ncreds && result == WSG_E_SIGV4_SIGNATURE; i++) {
             if (strlen(creds[i].access_key_id) != a.akid_len ||
                 memcmp(creds[i].access_key_id, a.akid, a.akid_len) != 0)
                 continue;
             unsigned char want[32];
             if (!compute_signature(cr.d, cr.n, amz_date, creds[i].secret_access_key, a.date,
                                    a.region, a.region_len, service, want)) {
-                result = R_CRYPTO;
+                result = WSG_E_SIGV4_CRYPTO;
                 break;
             }
-            if (CRYPTO_memcmp(want, given, sizeof want) == 0) result = -1;
+            if (CRYPTO_memcmp(want, given, sizeof want) == 0) result = 0;
         }
         free(cr.d);
     }
@@ -633,7 +606,7 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     free(queries[0]);
     free(queries[1]);
     free(tail.d);
-    if (result >= 0) return fail(reason, result);
+    if (result < 0) return fail(reason, result);
     return 0;
 }
 

@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "common/error.h"
 #include "http/request.h"
 
 /* One access key. Both strings are owned by the caller. */
@@ -72,8 +73,10 @@ typedef struct sigv4_request {
  * streaming payloads are refused. Signatures are compared in constant time.
  *
  * Returns 0 when the signature is valid for one of the credentials; else
- * -1 with *reason (when reason is not NULL) set to a static, human-readable
- * text (never built from request bytes): see SIGV4_REASONS in sigv4.c.
+ * a negative WSG_E_SIGV4_* code (common/error.h: its text says why, never
+ * built from request bytes; its HTTP status is 403). *reason, when reason
+ * is not NULL, gets that text (wsg_strerror of the code): kept for
+ * src/mgmt until it calls wsg_strerror itself.
  * Allocates nothing that outlives the call; req is not modified. */
 int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
                  const char *service, time_t now, int max_skew_s, const char **reason);
@@ -93,7 +96,7 @@ char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const 
                  const char *service, time_t when, char amz_date[SIGV4_AMZ_DATE_LEN + 1]);
 
 /* Format t (UTC) as an X-Amz-Date value into out (SIGV4_AMZ_DATE_LEN chars
- * and a NUL). Returns 0, or -1 when t is outside years 0000-9999. */
+ * and a NUL). Returns 0, or WSG_E_INVAL when t is outside years 0000-9999. */
 int sigv4_amz_date(time_t t, char out[SIGV4_AMZ_DATE_LEN + 1]);
 
 /* Return the canonical URI of a raw request path (len bytes, as received),

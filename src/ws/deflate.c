@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include "common/alloc.h"
+#include "common/error.h"
 
 /* ------------------------------------------------------------ negotiation */
 
@@ -431,14 +432,16 @@ int ws_inflater_feed(ws_inflater *z, const uint8_t *in, size_t *in_len, uint8_t 
             *in_len = 0;
             return 2;
         }
-        if (rc == Z_NEED_DICT || rc == Z_DATA_ERROR || rc == Z_STREAM_ERROR) return -1;
+        if (rc == Z_NEED_DICT || rc == Z_DATA_ERROR || rc == Z_STREAM_ERROR)
+            return WSG_E_WS_DEFLATE;
         if (rc == Z_MEM_ERROR) {
             fprintf(stderr, "wsgate: inflate out of memory\n");
             abort();
         }
         if (*out_len == out_cap) return 1;
         if (*in_len == 0) return 0;
-        if (rc == Z_BUF_ERROR && used == 0) return -1; /* no progress with room on both sides */
+        if (rc == Z_BUF_ERROR && used == 0)
+            return WSG_E_WS_DEFLATE; /* no progress with room on both sides */
     }
 }
 
@@ -446,7 +449,7 @@ int ws_inflater_end_message(ws_inflater *z) {
     if (!z->ready) return 0;
     /* After the tail's empty stored block inflate waits for a block header
      * (zlib's data_type bit 128) unless the data was cut inside a block. */
-    int rc = z->ended || (z->zs.data_type & 128) ? 0 : -1;
+    int rc = z->ended || (z->zs.data_type & 128) ? 0 : WSG_E_WS_DEFLATE;
     if (z->no_context) {
         inflateReset(&z->zs);
         z->has_context = false;

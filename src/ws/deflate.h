@@ -82,15 +82,15 @@ void ws_inflater_free(ws_inflater *z);
  * was consumed and all output it yields fits (*in_len = 0), 1 when out is
  * full and output may remain (*in_len = input left, call again with more
  * room), 2 when the stream ended with a final block (the rest of the
- * message is to be ignored), or -1 on invalid data. *out_len gets the
+ * message is to be ignored), or WSG_E_WS_DEFLATE on invalid data. *out_len gets the
  * bytes written. */
 int ws_inflater_feed(ws_inflater *z, const uint8_t *in, size_t *in_len, uint8_t *out,
                      size_t out_cap, size_t *out_len);
 
 /* The message ended (its tail 00 00 ff ff fed): clear what must not
  * survive it (all of it when the client does not take over context, only
- * the end-of-stream mark otherwise). Returns 0, or -1 when the message's
- * data stopped inside a DEFLATE block (invalid data). */
+ * the end-of-stream mark otherwise). Returns 0, or WSG_E_WS_DEFLATE when
+ * the message's data stopped inside a DEFLATE block (invalid data). */
 int ws_inflater_end_message(ws_inflater *z);
 
 /* Return true when z holds a window the next message may refer to (context

@@ -30,24 +30,11 @@
  * delivered, so an idle connection does not pin its largest message. */
 #define WS_MSG_KEEP_CAP (64 * 1024)
 
-const char *ws_strerror(int err) {
-    switch (err) {
-#define WS_ERR_TEXT(name, val, close, text)                                                        \
-    case val: return text;
-        WS_ERRNO_MAP(WS_ERR_TEXT)
-#undef WS_ERR_TEXT
-    }
-    return "unknown error";
-}
+const char *ws_strerror(int err) { return wsg_strerror(err); }
 
 uint16_t ws_error_close_code(int err) {
-    switch (err) {
-#define WS_ERR_CLOSE(name, val, close, text)                                                       \
-    case val: return close;
-        WS_ERRNO_MAP(WS_ERR_CLOSE)
-#undef WS_ERR_CLOSE
-    }
-    return WS_CLOSE_PROTOCOL_ERROR;
+    uint16_t code = wsg_err_close_code(err);
+    return code ? code : WS_CLOSE_PROTOCOL_ERROR;
 }
 
 bool ws_close_code_valid(uint16_t code) {
@@ -163,7 +150,7 @@ size_t ws_parser_buffered(const ws_parser *p) { return p->msg_len + p->ctl_len +
 
 /* Check the first `have` bytes of a header. Returns 1 with *out filled when
  * the header is complete, 0 when more bytes are needed (*need = the header
- * length as far as it is known), or a negative ws_error. Checks run in byte
+ * length as far as it is known), or a negative WSG_E_WS_* code. Checks run in byte
  * order, so the verdict does not depend on how the input was split. */
 static int header_scan(const ws_parser *p, const uint8_t *h, size_t have, frame_hdr *out,
                        size_t *need) {
@@ -177,30 +164,30 @@ static int header_scan(const ws_parser *p, const uint8_t *h, size_t have, frame_
     bool rsv1 = false;
     if (b0 & 0x70) {
         if ((b0 & 0x70) != 0x40 || !p->inflater || (op != WS_OP_TEXT && op != WS_OP_BINARY))
-            return WS_E_RSV;
+            return WSG_E_WS_RSV;
         rsv1 = true;
     }
     switch (op) {
     case WS_OP_CONTINUATION:
-        if (!p->msg_op) return WS_E_UNEXPECTED_CONTINUATION;
+        if (!p->msg_op) return WSG_E_WS_UNEXPECTED_CONTINUATION;
         break;
     case WS_OP_TEXT:
     case WS_OP_BINARY:
-        if (p->msg_op) return WS_E_EXPECTED_CONTINUATION;
+        if (p->msg_op) return WSG_E_WS_EXPECTED_CONTINUATION;
         break;
     case WS_OP_CLOSE:
     case WS_OP_PING:
     case WS_OP_PONG:
-        if (!fin) return WS_E_CONTROL_FRAGMENTED;
+        if (!fin) return WSG_E_WS_CONTROL_FRAGMENTED;
         break;
-    default: return WS_E_OPCODE;
+    default: return WSG_E_WS_OPCODE;
     }
     if (have < 2) return 0;
 
     uint8_t b1 = h[1];
-    if (!(b1 & 0x80)) return WS_E_UNMASKED;
+    if (!(b1 & 0x80)) return WSG_E_WS_UNMASKED;
     uint8_t len7 = b1 & 0x7F;
-    if (op_is_control(op) && len7 > WS_CTL_MAX) return WS_E_CONTROL_TOO_LONG;
+    if (op_is_control(op) && len7 > WS_CTL_MAX) return WSG_E_WS_CONTROL_TOO_LONG;
     size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
     size_t hlen = 2 + ext + 4;
     *need = hlen;
@@ -209,23 +196,23 @@ static int header_scan(const ws_parser *p, const uint8_t *h, size_t have, frame_
     uint64_t len = len7;
     if (ext == 2) {
         len = (uint64_t)h[2] << 8 | h[3];
-        if (len < 126) return WS_E_NON_MINIMAL_LENGTH;
+        if (len < 126) return WSG_E_WS_NON_MINIMAL_LENGTH;
     } else if (ext == 8) {
         len = 0;
         for (size_t i = 0; i < 8; i++) len = len << 8 | h[2 + i];
-        if (len >> 63) return WS_E_LENGTH_TOP_BIT;
-        if (len < 65536) return WS_E_NON_MINIMAL_LENGTH;
+        if (len >> 63) return WSG_E_WS_LENGTH_TOP_BIT;
+        if (len < 65536) return WSG_E_WS_NON_MINIMAL_LENGTH;
     }
-    if (p->max_frame && len > p->max_frame) return WS_E_FRAME_TOO_BIG;
+    if (p->max_frame && len > p->max_frame) return WSG_E_WS_FRAME_TOO_BIG;
 #if SIZE_MAX < UINT64_MAX
-    if (len > SIZE_MAX) return WS_E_FRAME_TOO_BIG; /* could never be held */
+    if (len > SIZE_MAX) return WSG_E_WS_FRAME_TOO_BIG; /* could never be held */
 #endif
     /* A compressed message's limit is on its inflated size, checked while
      * inflating. */
     bool compressed = rsv1 || (op == WS_OP_CONTINUATION && p->msg_compressed);
     if (!op_is_control(op) && p->max_message && !compressed) {
         size_t held = op == WS_OP_CONTINUATION ? p->msg_len : 0;
-        if (len > p->max_message - held) return WS_E_MESSAGE_TOO_BIG;
+        if (len > p->max_message - held) return WSG_E_WS_MESSAGE_TOO_BIG;
     }
     if (have < hlen) return 0;
 
@@ -287,16 +274,17 @@ static int inflate_onto_msg(ws_parser *p, const uint8_t *in, size_t n) {
         if (p->msg_len == p->msg_cap && p->max_message && p->msg_cap >= p->max_message) {
             uint8_t probe;
             rc = ws_inflater_feed(p->inflater, in, &left, &probe, 1, &got);
-            if (rc < 0) return WS_E_DEFLATE;
-            if (got) return WS_E_MESSAGE_TOO_BIG;
+            if (rc < 0) return rc;
+            if (got) return WSG_E_WS_MESSAGE_TOO_BIG;
             return 0;
         }
         if (p->msg_len == p->msg_cap) msg_reserve(p, 1);
         uint8_t *dst = p->msg + p->msg_len;
         rc = ws_inflater_feed(p->inflater, in, &left, dst, p->msg_cap - p->msg_len, &got);
         p->msg_len += got;
-        if (p->msg_op == WS_OP_TEXT && got && !ws_utf8_feed(&p->utf8, dst, got)) return WS_E_UTF8;
-        if (rc < 0) return WS_E_DEFLATE;
+        if (p->msg_op == WS_OP_TEXT && got && !ws_utf8_feed(&p->utf8, dst, got))
+            return WSG_E_WS_UTF8;
+        if (rc < 0) return rc;
         if (rc != 1) return 0;
         in += n - left;
         n = left;
@@ -312,12 +300,12 @@ static int control_event(ws_parser *p, uint8_t op, const uint8_t *data, size_t l
     } else if (op == WS_OP_PONG) {
         ev->type = WS_EV_PONG;
     } else {
-        if (len == 1) return WS_E_CLOSE_PAYLOAD;
+        if (len == 1) return WSG_E_WS_CLOSE_PAYLOAD;
         uint16_t code = WS_CLOSE_NO_STATUS;
         if (len >= 2) {
             code = (uint16_t)(data[0] << 8 | data[1]);
-            if (!ws_close_code_valid(code)) return WS_E_CLOSE_CODE;
-            if (!ws_utf8_valid(data + 2, len - 2)) return WS_E_CLOSE_UTF8;
+            if (!ws_close_code_valid(code)) return WSG_E_WS_CLOSE_CODE;
+            if (!ws_utf8_valid(data + 2, len - 2)) return WSG_E_WS_CLOSE_UTF8;
             ev->data = data + 2;
             ev->len = len - 2;
         }
@@ -347,9 +335,10 @@ static int frame_done(ws_parser *p, ws_event *ev) {
         int rc = inflate_onto_msg(p, tail, sizeof tail);
         if (rc < 0) return rc;
         p->msg_compressed = false;
-        if (ws_inflater_end_message(p->inflater) < 0) return WS_E_DEFLATE;
+        rc = ws_inflater_end_message(p->inflater);
+        if (rc < 0) return rc;
     }
-    if (p->msg_op == WS_OP_TEXT && !ws_utf8_complete(&p->utf8)) return WS_E_UTF8;
+    if (p->msg_op == WS_OP_TEXT && !ws_utf8_complete(&p->utf8)) return WSG_E_WS_UTF8;
     ev->type = WS_EV_MESSAGE;
     ev->opcode = p->msg_op;
     ev->data = p->msg ? p->msg : no_bytes;
@@ -366,7 +355,7 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
     ev->data = NULL;
     ev->len = 0;
     if (p->err) return p->err;
-    if (p->closed) return len ? fail(p, WS_E_CLOSED) : 0;
+    if (p->closed) return len ? fail(p, WSG_E_WS_CLOSED) : 0;
     /* The previous event's data is dead now, so a big idle buffer can go. */
     if (!p->msg_op && p->msg_cap > WS_MSG_KEEP_CAP) {
         free(p->msg);
@@ -420,7 +409,7 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
                     if (rc < 0) return fail(p, rc);
                     return (ssize_t)pos;
                 }
-                if (h.op == WS_OP_TEXT && !ws_utf8_valid(data, n)) return fail(p, WS_E_UTF8);
+                if (h.op == WS_OP_TEXT && !ws_utf8_valid(data, n)) return fail(p, WSG_E_WS_UTF8);
                 ev->type = WS_EV_MESSAGE;
                 ev->opcode = h.op;
                 ev->data = data;
@@ -469,7 +458,7 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev) {
             p->msg_len += n;
             /* Validate as it arrives: a bad byte fails now, not at FIN. */
             if (p->msg_op == WS_OP_TEXT && !ws_utf8_feed(&p->utf8, dst, n))
-                return fail(p, WS_E_UTF8);
+                return fail(p, WSG_E_WS_UTF8);
         }
         pos += n;
         p->remaining -= n;

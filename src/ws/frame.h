@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/error.h"
 #include "ws/deflate.h"
 #include "ws/utf8.h"
 
@@ -41,37 +42,15 @@ enum {
     WS_CLOSE_INTERNAL_ERROR = 1011,
 };
 
-/* Parser errors: negative codes from one list that also yields their text
- * and the close code the connection must be closed with. */
-#define WS_ERRNO_MAP(X)                                                                            \
-    X(WS_E_UNMASKED, -1, 1002, "client frame is not masked")                                       \
-    X(WS_E_RSV, -2, 1002, "reserved bits set")                                                     \
-    X(WS_E_OPCODE, -3, 1002, "unknown opcode")                                                     \
-    X(WS_E_CONTROL_FRAGMENTED, -4, 1002, "fragmented control frame")                               \
-    X(WS_E_CONTROL_TOO_LONG, -5, 1002, "control frame payload over 125 bytes")                     \
-    X(WS_E_NON_MINIMAL_LENGTH, -6, 1002, "payload length not minimally encoded")                   \
-    X(WS_E_LENGTH_TOP_BIT, -7, 1002, "64-bit payload length has its top bit set")                  \
-    X(WS_E_UNEXPECTED_CONTINUATION, -8, 1002, "continuation without a message")                    \
-    X(WS_E_EXPECTED_CONTINUATION, -9, 1002, "new data frame inside a fragmented message")          \
-    X(WS_E_CLOSE_PAYLOAD, -10, 1002, "close frame payload of 1 byte")                              \
-    X(WS_E_CLOSE_CODE, -11, 1002, "invalid close code")                                            \
-    X(WS_E_UTF8, -12, 1007, "invalid UTF-8 in text message")                                       \
-    X(WS_E_CLOSE_UTF8, -13, 1007, "invalid UTF-8 in close reason")                                 \
-    X(WS_E_FRAME_TOO_BIG, -14, 1009, "frame over the size limit")                                  \
-    X(WS_E_MESSAGE_TOO_BIG, -15, 1009, "message over the size limit")                              \
-    X(WS_E_CLOSED, -16, 1002, "data after close frame")                                            \
-    X(WS_E_DEFLATE, -17, 1007, "invalid compressed data")
+/* Parser errors are the WSG_E_WS_* codes of WSG_ERRNO_MAP
+ * (common/error.h), each with its text and the close code (1002, 1007,
+ * 1009) the connection must be closed with. */
 
-typedef enum ws_error {
-#define WS_ERR_ENUM(name, val, close, text) name = val,
-    WS_ERRNO_MAP(WS_ERR_ENUM)
-#undef WS_ERR_ENUM
-} ws_error;
-
-/* Return the static text of error `err` ("unknown error" if not one). */
+/* Return the static text of error `err`: wsg_strerror, kept under this
+ * name for src/net until it calls wsg_strerror itself. */
 const char *ws_strerror(int err);
-/* Return the close code (1002, 1007, 1009) a connection failing with `err`
- * must be closed with; 1002 if `err` is not a ws_error. */
+/* Return the close code a connection failing with `err` must be closed
+ * with: the list's close code, 1002 when `err` has none. */
 uint16_t ws_error_close_code(int err);
 
 typedef enum ws_event_type {
@@ -100,13 +79,13 @@ void ws_parser_free(ws_parser *p);
 
 /* Consume bytes from in[0..len) until one event is complete or the input is
  * exhausted. Returns the number of bytes consumed (>= 0) and sets *ev (its
- * type is WS_EV_NONE when more input is needed), or a negative ws_error after
+ * type is WS_EV_NONE when more input is needed), or a negative WSG_E_WS_* code after
  * which the parser must not be fed again. Input bytes may be unmasked in
  * place. The caller calls again with the rest of the input after handling
  * each event. Limits are enforced from the frame header, before any payload
  * is buffered. Text is UTF-8 validated as bytes arrive, across fragments,
  * so invalid text fails as soon as the offending byte is seen. After a close
- * event, any further input is WS_E_CLOSED. */
+ * event, any further input is WSG_E_WS_CLOSED. */
 ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev);
 
 /* Bytes currently held for an unfinished message (for abuse limits). */
@@ -132,9 +111,9 @@ bool ws_parser_idle(const ws_parser *p);
  * a parser without this call). Such a message is inflated as its bytes
  * arrive into the message buffer, and the message limit (max_message)
  * applies to the inflated size, checked while inflating: the parser fails
- * with WS_E_MESSAGE_TOO_BIG (1009) before it holds more than the limit,
+ * with WSG_E_WS_MESSAGE_TOO_BIG (1009) before it holds more than the limit,
  * whatever the compression ratio. Invalid compressed data fails with
- * WS_E_DEFLATE (1007); text is UTF-8 checked after inflating. max_frame
+ * WSG_E_WS_DEFLATE (1007); text is UTF-8 checked after inflating. max_frame
  * still applies to the bytes on the wire. Call before the first feed. */
 void ws_parser_enable_deflate(ws_parser *p, const ws_deflate_params *params);
 

@@ -3,12 +3,12 @@
  * The first input byte picks what the rest is:
  *   mode 0 (byte & 3 == 0): [aad length k][k bytes of AAD][blob], opened
  *     against a fixed ring (keys 1 and 2 below). Invariants: the answer is 0
- *     or one of the CRYPTO_E_* codes; on failure no plaintext is returned;
+ *     or one of the WSG_E_CRYPTO_* codes; on failure no plaintext is returned;
  *     success only for a (blob, AAD) pair in SEEDS, byte for byte, with its
  *     plaintext (the seeds were sealed once with this ring).
  *   mode 1: the rest is a value; sealed with the fixed ring and opened again
  *     (round trip), then opened with one byte flipped (must fail) and with
- *     another AAD (must fail with CRYPTO_E_AUTH).
+ *     another AAD (must fail with WSG_E_CRYPTO_AUTH).
  *   mode 2/3: the rest is a key file, written to a temporary file with mode
  *     0600 and loaded. A ring that loads must be consistent (active key in
  *     its ids, round trip, deterministic blind index); when bit 7 of the
@@ -91,8 +91,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(RING_PATH, sizeof(RING_PATH), "%s/ring.json", DIR_);
     snprintf(INPUT_PATH, sizeof(INPUT_PATH), "%s/input.json", DIR_);
     write_file(RING_PATH, RING_JSON, strlen(RING_JSON));
-    char err[512];
-    require(crypto_keyring_open(RING_PATH, false, &RING, err, sizeof(err)) == 0);
+    require(crypto_keyring_open(RING_PATH, false, &RING, NULL) == 0);
     /* The seeds really open (guards against a stale table). */
     for (size_t i = 0; i < NSEEDS; i++) {
         char *p = NULL;
@@ -107,8 +106,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 static bool known_code(int rc) {
-    return rc == CRYPTO_E_SHORT || rc == CRYPTO_E_VERSION || rc == CRYPTO_E_UNKNOWN_KEY ||
-           rc == CRYPTO_E_AUTH;
+    return rc == WSG_E_CRYPTO_SHORT || rc == WSG_E_CRYPTO_VERSION ||
+           rc == WSG_E_CRYPTO_UNKNOWN_KEY || rc == WSG_E_CRYPTO_AUTH;
 }
 
 static void open_blob(const uint8_t *d, size_t n) {
@@ -131,9 +130,9 @@ static void open_blob(const uint8_t *d, size_t n) {
         require(p == NULL && plen == 0);
         require(strcmp(crypto_strerror(rc), "unknown error") != 0);
         uint32_t id = crypto_blob_key_id(blob, blen);
-        if (rc == CRYPTO_E_UNKNOWN_KEY) require(id != 1 && id != 2);
-        if (rc == CRYPTO_E_SHORT) require(blen < CRYPTO_BLOB_OVERHEAD && id == 0);
-        if (rc == CRYPTO_E_VERSION) require(id == 0);
+        if (rc == WSG_E_CRYPTO_UNKNOWN_KEY) require(id != 1 && id != 2);
+        if (rc == WSG_E_CRYPTO_SHORT) require(blen < CRYPTO_BLOB_OVERHEAD && id == 0);
+        if (rc == WSG_E_CRYPTO_VERSION) require(id == 0);
         return;
     }
     bool found = false;
@@ -161,7 +160,7 @@ static void round_trip(const uint8_t *d, size_t n) {
     require(crypto_open(RING, b, blen, aad, sizeof(aad) - 1, &p, &plen) == 0);
     require(plen == n && (n == 0 || memcmp(p, d, n) == 0) && p[n] == '\0');
     free(p);
-    require(crypto_open(RING, b, blen, aad, sizeof(aad) - 2, &p, &plen) == CRYPTO_E_AUTH);
+    require(crypto_open(RING, b, blen, aad, sizeof(aad) - 2, &p, &plen) == WSG_E_CRYPTO_AUTH);
     require(p == NULL);
     size_t at = n ? d[0] % blen : blen - 1;
     b[at] ^= (uint8_t)(n ? (d[n - 1] | 1) : 0x80);
@@ -173,11 +172,11 @@ static void round_trip(const uint8_t *d, size_t n) {
 static void key_file(const uint8_t *d, size_t n, bool rotate) {
     write_file(INPUT_PATH, d, n);
     crypto_keyring *r = NULL;
-    char err[512] = "";
-    int rc = crypto_keyring_open(INPUT_PATH, false, &r, err, sizeof(err));
+    wsg_error err = {0};
+    int rc = crypto_keyring_open(INPUT_PATH, false, &r, &err);
     if (rc != 0) {
-        require(rc == -1 && r == NULL);
-        require(strstr(err, INPUT_PATH) != NULL); /* every message names the file */
+        require(rc < 0 && rc == err.code && r == NULL);
+        require(strstr(err.message, INPUT_PATH) != NULL); /* every message names the file */
         return;
     }
     uint32_t ids[64];
@@ -201,9 +200,9 @@ static void key_file(const uint8_t *d, size_t n, bool rotate) {
     char i1[65], i2[65];
     crypto_blind_index(r, "fuzz", d, n, i1);
     if (rotate && active < UINT32_MAX && nids < 4096) {
-        require(crypto_keyring_rotate(r, 1800000000, err, sizeof(err)) == 0);
+        require(crypto_keyring_rotate(r, 1800000000, &err) == 0);
         crypto_keyring *again = NULL;
-        require(crypto_keyring_open(INPUT_PATH, false, &again, err, sizeof(err)) == 0);
+        require(crypto_keyring_open(INPUT_PATH, false, &again, &err) == 0);
         require(crypto_active_key_id(again) == crypto_active_key_id(r));
         require(crypto_active_key_id(again) > active);
         require(crypto_open(again, b, blen, "a", 1, &p, &plen) == 0 && plen == n);

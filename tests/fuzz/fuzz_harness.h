@@ -24,7 +24,7 @@ static char harness_dir[] = "/tmp/wsgate_fuzz.XXXXXX";
 
 /* Apply one `name=value` to the harness configuration or abort. */
 static void harness_set(const char *assignment) {
-    config_error err;
+    wsg_error err;
     if (config_set(&harness_cfg, assignment, &err) != 0) {
         fprintf(stderr, "fuzz: %s: %s\n", assignment, err.message);
         abort();
@@ -62,7 +62,7 @@ static void harness_begin(void) {
 
 /* Validate the configuration and start the metrics registry. */
 static void harness_finish(void) {
-    config_error err;
+    wsg_error err;
     if (config_validate(&harness_cfg, &err) != 0) {
         fprintf(stderr, "fuzz: %s\n", err.message);
         abort();

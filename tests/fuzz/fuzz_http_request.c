@@ -120,12 +120,13 @@ static void run(const char *in, size_t n, int mode, uint8_t seed, limits lim, ou
         }
         ssize_t got = http_request_feed(rp, in + off, c);
         if (got < 0) {
-            require(got == -1);
+            int st = wsg_err_http_status((int)got);
+            require(st ? st == rp->error_status : got == WSG_E_HTTP_REFUSED);
             require(rp->error_status == 400 || rp->error_status == 413 || rp->error_status == 431 ||
                     (lim.head_mode == 0 && rp->error_status == 404) ||
                     (lim.head_mode == 3 && rp->error_status == 429));
-            require(http_request_feed(rp, in + off, c) == -1); /* sticky */
-            require(http_request_feed(rp, "x", 1) == -1);
+            require(http_request_feed(rp, in + off, c) == got); /* sticky */
+            require(http_request_feed(rp, "x", 1) == got);
             total = -1;
             break;
         }
@@ -171,20 +172,21 @@ static void check_query(const http_request *r) {
     free(all);
 
     auth_identity id;
-    const char *msg = NULL;
-    int st = auth_identity_from_query(r, &id, &msg);
-    require(st == 0 || st == 400);
+    int rc = auth_identity_from_query(r, &id);
+    require(rc == 0 || rc == WSG_E_AUTH_USER_ID || rc == WSG_E_AUTH_USERNAME ||
+            rc == WSG_E_AUTH_ROOM_ID);
     require(id.user_id && id.username && id.room_id);
-    if (st == 0) {
+    const char *msg = NULL;
+    require(auth_http_status(rc, &msg) == (rc ? 400 : 0));
+    if (rc == 0) {
         require(msg == NULL);
         require(auth_valid_id(id.user_id) && auth_valid_id(id.username) &&
                 auth_valid_id(id.room_id));
         authorizer *a = auth_demo();
-        const char *m2 = NULL;
-        int as = a->authorize(a, r, &id, &m2);
-        require(as == 0 || (as == 401 && m2 != NULL));
+        int as = a->authorize(a, r, &id, NULL);
+        require(as == 0 || as == WSG_E_AUTH_DENIED);
     } else {
-        require(msg != NULL);
+        require(msg == wsg_strerror(rc));
     }
     auth_identity_clear(&id);
 }

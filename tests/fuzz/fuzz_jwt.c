@@ -37,7 +37,7 @@ static const char RSA_PUBLIC_PEM[] =
 static authorizer *HS, *RS;
 
 static void make_authorizers(void) {
-    char err[512];
+    wsg_error err;
     config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.auth_mode = (char *)"jwt";
@@ -46,7 +46,7 @@ static void make_authorizers(void) {
     cfg.jwt_issuer = (char *)"fuzz-issuer";
     cfg.jwt_audience = (char *)"fuzz-aud";
     cfg.jwt_leeway_s = 30;
-    HS = auth_jwt_new(&cfg, err, sizeof(err));
+    HS = auth_jwt_new(&cfg, &err);
     require(HS != NULL);
 
     char path[] = "/tmp/fuzz_jwt_key_XXXXXX";
@@ -58,7 +58,7 @@ static void make_authorizers(void) {
     memset(&cfg, 0, sizeof(cfg)); /* NULL issuer, audience and claim names */
     cfg.jwt_algorithm = (char *)"RS256";
     cfg.jwt_public_key_file = path;
-    RS = auth_jwt_new(&cfg, err, sizeof(err));
+    RS = auth_jwt_new(&cfg, &err);
     unlink(path);
     require(RS != NULL);
 }
@@ -80,12 +80,13 @@ static const char *const MESSAGES[] = {"Missing token",        "Invalid token", 
 
 static void check(const authorizer *a, const http_request *req, bool via_protocol) {
     auth_identity id;
-    const char *msg = NULL;
-    if (auth_identity_from_query(req, &id, &msg) != 0) {
+    if (auth_identity_from_query(req, &id) != 0) {
         auth_identity_clear(&id);
         return;
     }
-    int st = a->authorize(a, req, &id, &msg);
+    int rc = a->authorize(a, req, &id, NULL);
+    const char *msg = NULL;
+    int st = auth_http_status(rc, &msg);
     if (st == 0) {
         require(id.user_id && auth_valid_id(id.user_id));
         require(id.username && auth_valid_id(id.username));
@@ -94,7 +95,8 @@ static void check(const authorizer *a, const http_request *req, bool via_protoco
                              : id.subprotocol == NULL);
     } else {
         require(st == 401);
-        require(msg != NULL);
+        require(rc <= WSG_E_AUTH_TOKEN_MISSING && rc >= WSG_E_AUTH_TOKEN_AUDIENCE);
+        require(msg == wsg_strerror(rc));
         bool known = false;
         for (size_t i = 0; i < sizeof(MESSAGES) / sizeof(*MESSAGES); i++)
             known |= strcmp(msg, MESSAGES[i]) == 0;

@@ -18,18 +18,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *text = xmalloc(size);
     if (size) memcpy(text, data, size);
 
-    tfv_error perr;
-    tfv_doc_free(tfv_parse(text, size, &perr));
+    wsg_error perr;
+    tfv_doc *doc = tfv_parse(text, size, &perr);
+    if (!doc && (perr.code != WSG_E_CONFIG_SYNTAX || perr.line < 1 || perr.column < 1)) abort();
+    tfv_doc_free(doc);
     tfv_value_free(tfv_parse_value(text, size, &perr));
 
     config cfg;
-    config_error err;
+    wsg_error err;
     config_init_defaults(&cfg);
-    if (config_load_text(&cfg, "fuzz.tfvars", text, size, &err) == 0) {
+    int lrc = config_load_text(&cfg, "fuzz.tfvars", text, size, &err);
+    if (lrc < 0 && (lrc != err.code || (lrc != WSG_E_CONFIG_SYNTAX && lrc != WSG_E_CONFIG_UNKNOWN &&
+                                        lrc != WSG_E_CONFIG_VALUE)))
+        abort();
+    if (lrc == 0) {
         /* Every loaded value passes its own rule again. Cross-variable rules
          * (production safety, jwt/tls pairs) may refuse a loaded file; their
          * messages never start with `variable "`. */
-        if (config_validate(&cfg, &err) != 0 && strncmp(err.message, "variable \"", 10) == 0)
+        int rc = config_validate(&cfg, &err);
+        if (rc != 0 && (rc != WSG_E_CONFIG_RULE || err.code != rc ||
+                        strncmp(err.message, "variable \"", 10) == 0))
             abort();
         char *dump = NULL;
         size_t dump_len = 0;

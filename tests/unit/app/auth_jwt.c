@@ -59,7 +59,13 @@ static authorizer *make_auth(jcfg j, char *err, size_t errlen) {
     cfg.jwt_username_claim = (char *)j.name_claim;
     cfg.jwt_leeway_s = j.leeway;
     err[0] = '\0';
-    return auth_jwt_new(&cfg, err, errlen);
+    wsg_error e = {0};
+    authorizer *a = auth_jwt_new(&cfg, &e);
+    if (!a) {
+        cr_assert_eq(e.code, WSG_E_CONFIG_VALUE);
+        snprintf(err, errlen, "%s", e.message);
+    }
+    return a;
 }
 
 /* Set AUTH from j; the test fails when it cannot be built. */
@@ -101,9 +107,12 @@ static void load(const char *target, const char *headers) {
 static int run(const char *target, const char *headers, auth_identity *id, const char **msg) {
     load(target, headers);
     *msg = NULL;
-    int st = auth_identity_from_query(&REQ, id, msg);
-    cr_assert_eq(st, 0, "query refused: %s", *msg);
-    st = AUTH->authorize(AUTH, &REQ, id, msg);
+    int rc = auth_identity_from_query(&REQ, id);
+    cr_assert_eq(rc, 0, "query refused: %s", wsg_strerror(rc));
+    rc = AUTH->authorize(AUTH, &REQ, id, NULL);
+    cr_assert((rc <= WSG_E_AUTH_TOKEN_MISSING && rc >= WSG_E_AUTH_TOKEN_AUDIENCE) || rc == 0, "%d",
+              rc);
+    int st = auth_http_status(rc, msg);
     if (st) {
         cr_assert_eq(st, 401);
         cr_assert_not_null(*msg);
@@ -850,12 +859,13 @@ Test(jwt_location, query, .fini = fini) {
 /* ---------------------------------------------------------------- NULL / empty configuration */
 
 Test(jwt_config, null_values, .fini = fini) {
-    char err[512];
+    wsg_error err;
     config cfg;
     memset(&cfg, 0, sizeof(cfg));
     /* nothing at all: HS256 without a secret */
-    cr_assert_null(auth_jwt_new(&cfg, err, sizeof(err)));
-    cr_assert(strstr(err, "jwt_secret"), "%s", err);
+    cr_assert_null(auth_jwt_new(&cfg, &err));
+    cr_assert_eq(err.code, WSG_E_CONFIG_VALUE);
+    cr_assert(strstr(err.message, "jwt_secret"), "%s", err.message);
     /* only the secret: HS256, sub/name, no iss/aud, leeway 0 */
     use((jcfg){.secret = SECRET});
     char *t = hs(",\"iss\":\"x\",\"aud\":\"y\"");

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/base64.h"
+#include "common/error.h"
 
 static void round_trip(const char *plain, const char *std, const char *url) {
     size_t n = strlen(plain);
@@ -40,25 +41,26 @@ static long dec(const char *s, base64_variant v) {
 }
 
 Test(base64, strict_standard) {
-    cr_assert_eq(dec("Zg=", BASE64_STD), -1);  /* not a multiple of 4 */
-    cr_assert_eq(dec("Zg", BASE64_STD), -1);   /* padding missing */
-    cr_assert_eq(dec("Zh==", BASE64_STD), -1); /* non-zero unused bits */
-    cr_assert_eq(dec("Zm9=", BASE64_STD), -1);
-    cr_assert_eq(dec("Z===", BASE64_STD), -1); /* 6 bits: no byte */
-    cr_assert_eq(dec("====", BASE64_STD), -1);
-    cr_assert_eq(dec("Zg=A", BASE64_STD), -1);     /* data after padding */
-    cr_assert_eq(dec("Zg==Zg==", BASE64_STD), -1); /* padding inside */
-    cr_assert_eq(dec("Zm9v\n", BASE64_STD), -1);   /* whitespace */
-    cr_assert_eq(dec("-_8=", BASE64_STD), -1);     /* url alphabet */
+    cr_assert_eq(dec("Zg=", BASE64_STD), WSG_E_PARSE);  /* not a multiple of 4 */
+    cr_assert_eq(dec("Zg", BASE64_STD), WSG_E_PARSE);   /* padding missing */
+    cr_assert_eq(dec("Zh==", BASE64_STD), WSG_E_PARSE); /* non-zero unused bits */
+    cr_assert_eq(dec("Zm9=", BASE64_STD), WSG_E_PARSE);
+    cr_assert_eq(dec("Z===", BASE64_STD), WSG_E_PARSE); /* 6 bits: no byte */
+    cr_assert_eq(dec("====", BASE64_STD), WSG_E_PARSE);
+    cr_assert_eq(dec("Zg=A", BASE64_STD), WSG_E_PARSE);     /* data after padding */
+    cr_assert_eq(dec("Zg==Zg==", BASE64_STD), WSG_E_PARSE); /* padding inside */
+    cr_assert_eq(dec("Zm9v\n", BASE64_STD), WSG_E_PARSE);   /* whitespace */
+    cr_assert_eq(dec("-_8=", BASE64_STD), WSG_E_PARSE);     /* url alphabet */
     uint8_t small[2];
-    cr_assert_eq(base64_decode("Zm9v", 4, small, sizeof(small), BASE64_STD), -1); /* too long */
+    cr_assert_eq(base64_decode("Zm9v", 4, small, sizeof(small), BASE64_STD),
+                 WSG_E_INVAL); /* too long */
 }
 
 Test(base64, strict_url) {
-    cr_assert_eq(dec("Zg==", BASE64_URL), -1); /* padding refused */
-    cr_assert_eq(dec("Z", BASE64_URL), -1);
-    cr_assert_eq(dec("Zh", BASE64_URL), -1);  /* non-zero unused bits */
-    cr_assert_eq(dec("+/8", BASE64_URL), -1); /* standard alphabet */
+    cr_assert_eq(dec("Zg==", BASE64_URL), WSG_E_PARSE); /* padding refused */
+    cr_assert_eq(dec("Z", BASE64_URL), WSG_E_PARSE);
+    cr_assert_eq(dec("Zh", BASE64_URL), WSG_E_PARSE);  /* non-zero unused bits */
+    cr_assert_eq(dec("+/8", BASE64_URL), WSG_E_PARSE); /* standard alphabet */
     cr_assert_eq(dec("-_8", BASE64_URL), 2);
 }
 

@@ -49,25 +49,24 @@ Test(config_redis, urls_are_parsed) {
                  err.message);
     cr_assert_eq(validate_text("redis_urls = [\"redis://a:7000\", \"redis://[::1]:7001/1\"]", &err),
                  0, "%s", err.message);
-    cr_assert_eq(validate_text("redis_url = \"rediss://h:6380\"", &err), -1);
+    cr_assert_lt(validate_text("redis_url = \"rediss://h:6380\"", &err), 0);
     cr_assert(strstr(err.message, "variable \"redis_url\"") &&
                   strstr(err.message, "hiredis >= 1.0"),
               "%s", err.message);
-    cr_assert_eq(validate_text("redis_urls = [\"redis://a:7000\", \"redis://b:0\"]", &err), -1);
+    cr_assert_lt(validate_text("redis_urls = [\"redis://a:7000\", \"redis://b:0\"]", &err), 0);
     cr_assert(strstr(err.message, "variable \"redis_urls\""), "%s", err.message);
-    cr_assert_eq(validate_text("redis_url = \"localhost:6379\"", &err), -1);
-    cr_assert_eq(validate_text("redis_min_replicas = 17", &err), -1);
-    cr_assert_eq(validate_text("redis_node_timeout_s = 1", &err), -1);
+    cr_assert_lt(validate_text("redis_url = \"localhost:6379\"", &err), 0);
+    cr_assert_lt(validate_text("redis_min_replicas = 17", &err), 0);
+    cr_assert_lt(validate_text("redis_node_timeout_s = 1", &err), 0);
     cr_assert_eq(validate_text("redis_node_timeout_s = 3600", &err), 0, "%s", err.message);
 }
 
 Test(config_redis, rules_between_variables) {
     config_error err;
-    cr_assert_eq(validate_text("redis_url = \"redis://a\"\nredis_urls = [\"redis://b\"]", &err),
-                 -1);
+    cr_assert_lt(validate_text("redis_url = \"redis://a\"\nredis_urls = [\"redis://b\"]", &err), 0);
     cr_assert(strstr(err.message, "not both"), "%s", err.message);
     /* The same server twice, written two ways (default port and db). */
-    cr_assert_eq(validate_text("redis_urls = [\"redis://a\", \"redis://:pw@a:6379/0\"]", &err), -1);
+    cr_assert_lt(validate_text("redis_urls = [\"redis://a\", \"redis://:pw@a:6379/0\"]", &err), 0);
     cr_assert_str_eq(err.message, "redis_urls lists the Redis server a:6379/0 twice");
     cr_assert_eq(validate_text("redis_urls = [\"redis://a/0\", \"redis://a/1\"]", &err), 0, "%s",
                  err.message);
@@ -112,19 +111,19 @@ Test(config_redis, engine_variable) {
     cr_assert_eq(c.engine_id, CONFIG_ENGINE_REDIS);
     cr_assert_eq(config_validate(&c, &err), 0, "%s", err.message);
     config_free(&c);
-    cr_assert_eq(validate_text("engine = \"mongo\"", &err), -1);
+    cr_assert_lt(validate_text("engine = \"mongo\"", &err), 0);
     cr_assert(strstr(err.message, "Engine must be one of: local, redis."), "%s", err.message);
     /* The Redis engine needs its server, or its shards. */
-    cr_assert_eq(validate_text("engine = \"redis\"", &err), -1);
+    cr_assert_lt(validate_text("engine = \"redis\"", &err), 0);
     cr_assert_str_eq(err.message, "engine = \"redis\" requires redis_url or redis_urls");
     cr_assert_eq(
         validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\", \"redis://b\"]", &err), 0,
         "%s", err.message);
     cr_assert_eq(validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\"]", &err), 0, "%s",
                  err.message);
-    cr_assert_eq(
+    cr_assert_lt(
         validate_text("engine = \"redis\"\nredis_urls = [\"redis://a\", \"redis://a:6379\"]", &err),
-        -1);
+        0);
     cr_assert_str_eq(err.message, "redis_urls lists the Redis server a:6379/0 twice");
     /* The local engine ignores the Redis settings, as before. */
     cr_assert_eq(validate_text("redis_urls = [\"redis://a\", \"redis://b\"]", &err), 0, "%s",

@@ -9,7 +9,7 @@
 
 /* Parse from an exact-size heap copy, so ASan catches any read past the end
  * (the parser must not rely on a terminating NUL). */
-static tfv_doc *parse(const char *text, tfv_error *err) {
+static tfv_doc *parse(const char *text, wsg_error *err) {
     size_t n = strlen(text);
     char *copy = xmalloc(n);
     memcpy(copy, text, n);
@@ -18,7 +18,7 @@ static tfv_doc *parse(const char *text, tfv_error *err) {
     return doc;
 }
 
-static tfv_value *parse_one(const char *text, tfv_error *err) {
+static tfv_value *parse_one(const char *text, wsg_error *err) {
     size_t n = strlen(text);
     char *copy = xmalloc(n);
     memcpy(copy, text, n);
@@ -36,9 +36,10 @@ static const tfv_value *get(const tfv_doc *doc, const char *name) {
 /* Assert that text fails to parse at line:col with a message containing
  * `needle`. */
 static void expect_error(const char *text, int line, int col, const char *needle) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse(text, &err);
     cr_assert_null(doc, "expected an error for: %s", text);
+    cr_expect_eq(err.code, WSG_E_CONFIG_SYNTAX, "%s for: %s", wsg_err_name(err.code), text);
     cr_expect_eq(err.line, line, "line %d != %d (%s) for: %s", err.line, line, err.message, text);
     cr_expect_eq(err.column, col, "column %d != %d (%s) for: %s", err.column, col, err.message,
                  text);
@@ -47,7 +48,7 @@ static void expect_error(const char *text, int line, int col, const char *needle
 }
 
 Test(tfvars, empty_and_comments_only) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("", &err);
     cr_assert_not_null(doc);
     cr_expect_eq(doc->count, 0);
@@ -61,7 +62,7 @@ Test(tfvars, empty_and_comments_only) {
 }
 
 Test(tfvars, scalars_and_lines) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("a = \"x\"\n"
                          "b = 42 # trailing comment\n"
                          "c = true // another\n"
@@ -110,7 +111,7 @@ Test(tfvars, numbers) {
         {"1e300", 1e300, false, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        tfv_error err;
+        wsg_error err;
         tfv_value *v = parse_one(cases[i].text, &err);
         cr_assert_not_null(v, "%s: %s", cases[i].text, err.message);
         cr_expect_eq(v->type, TFV_NUMBER);
@@ -131,7 +132,7 @@ Test(tfvars, bad_numbers) {
 }
 
 Test(tfvars, string_escapes) {
-    tfv_error err;
+    wsg_error err;
     tfv_value *v =
         parse_one("\"a\\nb\\tc\\rd\\\"e\\\\f\\u00e9\\U0001F600$x %y $${z} %%{w}\"", &err);
     cr_assert_not_null(v, "%s", err.message);
@@ -171,7 +172,7 @@ Test(tfvars, bad_strings) {
 
 Test(tfvars, nul_byte_in_string) {
     const char text[] = {'a', '=', '"', 'x', '\0', 'y', '"'};
-    tfv_error err;
+    wsg_error err;
     char *copy = xmalloc(sizeof text);
     memcpy(copy, text, sizeof text);
     cr_expect_null(tfv_parse(copy, sizeof text, &err));
@@ -180,7 +181,7 @@ Test(tfvars, nul_byte_in_string) {
 }
 
 Test(tfvars, lists) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("a = []\n"
                          "b = [1, \"two\", true, null, [3], {k = 4}]\n"
                          "c = [\n"
@@ -213,7 +214,7 @@ Test(tfvars, many_list_items) {
     char text[4096] = "a = [";
     for (int i = 0; i < 300; i++) strcat(text, "1,");
     strcat(text, "]\n");
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse(text, &err);
     cr_assert_not_null(doc, "%s", err.message);
     cr_expect_eq(get(doc, "a")->count, 300);
@@ -229,7 +230,7 @@ Test(tfvars, bad_lists) {
 }
 
 Test(tfvars, maps) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("a = {}\n"
                          "b = { x = 1, \"quoted key\" = \"v\", y: true, }\n"
                          "c = {\n"
@@ -269,7 +270,7 @@ Test(tfvars, bad_maps) {
 }
 
 Test(tfvars, heredocs) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("a = <<EOT\n"
                          "line one \\n stays\n"
                          "  two\n"
@@ -293,7 +294,7 @@ Test(tfvars, heredocs) {
 }
 
 Test(tfvars, comments) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("/* lead */ a = /* mid */ 1 /* tail */\n"
                          "b = \"# not a comment // nor this\"\n",
                          &err);
@@ -326,7 +327,7 @@ Test(tfvars, depth_limit) {
     for (int i = 0; i < TFV_MAX_DEPTH; i++) text[n++] = '[';
     for (int i = 0; i < TFV_MAX_DEPTH; i++) text[n++] = ']';
     text[n] = '\0';
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse(text, &err);
     cr_assert_not_null(doc, "%s", err.message);
     tfv_doc_free(doc);
@@ -348,7 +349,7 @@ Test(tfvars, depth_limit) {
 Test(tfvars, not_nul_terminated) {
     /* "a = 12" followed by bytes that must never be read. */
     const char full[] = "a = 12345";
-    tfv_error err;
+    wsg_error err;
     char *buf = xmalloc(6);
     memcpy(buf, full, 6);
     tfv_doc *doc = tfv_parse(buf, 6, &err);
@@ -369,7 +370,7 @@ Test(tfvars, not_nul_terminated) {
 }
 
 Test(tfvars, parse_value_api) {
-    tfv_error err;
+    wsg_error err;
     tfv_value *v = parse_one("  [\"a\", \"b\"]  # c\n", &err);
     cr_assert_not_null(v, "%s", err.message);
     cr_expect_eq(v->count, 2);
@@ -386,7 +387,7 @@ Test(tfvars, parse_value_api) {
 }
 
 Test(tfvars, bom_is_skipped) {
-    tfv_error err;
+    wsg_error err;
     tfv_doc *doc = parse("\xef\xbb\xbf"
                          "a = 1\n",
                          &err);
@@ -396,7 +397,7 @@ Test(tfvars, bom_is_skipped) {
 }
 
 Test(tfvars, invalid_utf8_in_a_string_is_refused) {
-    tfv_error err;
+    wsg_error err;
     cr_expect_null(parse("a = \"\xf4\x90\x80\x80\"\n", &err));
     cr_expect_null(parse("a = \"\xe0\x80\xaf\"\n", &err));
     tfv_doc *doc = parse("a = \"\xf4\x8f\xbf\xbf\"\n", &err);

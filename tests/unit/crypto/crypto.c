@@ -61,9 +61,10 @@ static void write_text(const char *path, const char *text, mode_t mode) {
 }
 
 static crypto_keyring *open_ok(const char *path, bool create) {
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     crypto_keyring *r = NULL;
-    int rc = crypto_keyring_open(path, create, &r, err, sizeof(err));
+    int rc = crypto_keyring_open(path, create, &r, &werr);
     cr_assert_eq(rc, 0, "open %s: %s", path, err);
     cr_assert_not_null(r);
     return r;
@@ -73,10 +74,12 @@ static crypto_keyring *open_ok(const char *path, bool create) {
  * refusal whose message names the file and contains `needle`. */
 static void expect_refused(const char *text, mode_t mode, const char *needle) {
     write_text(keypath, text, mode);
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     crypto_keyring *r = (crypto_keyring *)1;
-    int rc = crypto_keyring_open(keypath, true, &r, err, sizeof(err));
-    cr_assert_eq(rc, -1, "accepted: %s", text);
+    int rc = crypto_keyring_open(keypath, true, &r, &werr);
+    cr_assert_lt(rc, 0, "accepted: %s", text);
+    cr_assert_eq(werr.code, rc);
     cr_assert_null(r);
     cr_assert_not_null(strstr(err, keypath), "message does not name the file: %s", err);
     cr_assert_not_null(strstr(err, needle), "message lacks '%s': %s", needle, err);
@@ -190,8 +193,9 @@ Test(crypto, cached_contexts_follow_keys_and_survive_failures) {
     RING = open_ok(keypath, false);
     size_t n7, n;
     uint8_t *b7 = seal_str(RING, "under seven", "aad", &n7);
-    char err[512] = "";
-    cr_assert_eq(crypto_keyring_rotate(RING, 1700000000, err, sizeof(err)), 0, "%s", err);
+    wsg_error werr = {0};
+    char *err = werr.message;
+    cr_assert_eq(crypto_keyring_rotate(RING, 1700000000, &werr), 0, "%s", err);
     uint8_t *b8 = seal_str(RING, "under eight", "aad", &n);
     cr_assert_eq(crypto_blob_key_id(b7, n7), 7);
     cr_assert_eq(crypto_blob_key_id(b8, n), 8);
@@ -205,7 +209,7 @@ Test(crypto, cached_contexts_follow_keys_and_survive_failures) {
         free(p);
         /* A tag that fails to verify leaves the context usable. */
         b8[n - 1] ^= 1;
-        cr_assert_eq(open_str(RING, b8, n, "aad", &p), CRYPTO_E_AUTH);
+        cr_assert_eq(open_str(RING, b8, n, "aad", &p), WSG_E_CRYPTO_AUTH);
         b8[n - 1] ^= 1;
     }
     /* A fresh ring (no cached state) reads what the cached one sealed. */
@@ -219,9 +223,10 @@ Test(crypto, cached_contexts_follow_keys_and_survive_failures) {
 }
 
 Test(crypto, missing_file_without_create_fails) {
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     crypto_keyring *r = (crypto_keyring *)1;
-    cr_assert_eq(crypto_keyring_open(keypath, false, &r, err, sizeof(err)), -1);
+    cr_assert_eq(crypto_keyring_open(keypath, false, &r, &werr), WSG_E_CRYPTO_NO_KEY_FILE);
     cr_assert_null(r);
     cr_assert_not_null(strstr(err, keypath), "%s", err);
     cr_assert_not_null(strstr(err, "does not exist"), "%s", err);
@@ -229,24 +234,27 @@ Test(crypto, missing_file_without_create_fails) {
 }
 
 Test(crypto, missing_directory_fails_clearly) {
-    char path[192], err[512] = "";
+    char path[192];
+    wsg_error werr = {0};
+    char *err = werr.message;
     snprintf(path, sizeof(path), "%s/nodir/keys.json", tmpdir);
     crypto_keyring *r = NULL;
-    cr_assert_eq(crypto_keyring_open(path, true, &r, err, sizeof(err)), -1);
+    cr_assert_eq(crypto_keyring_open(path, true, &r, &werr), WSG_E_IO);
     cr_assert_not_null(strstr(err, path), "%s", err);
-    cr_assert_eq(crypto_keyring_open("", true, &r, err, sizeof(err)), -1);
+    cr_assert_eq(crypto_keyring_open("", true, &r, &werr), WSG_E_INVAL);
 }
 
 Test(crypto, refuses_group_or_world_readable_file) {
     RING = open_ok(keypath, true);
     crypto_keyring_free(RING);
     RING = NULL;
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     crypto_keyring *r = NULL;
     const mode_t modes[] = {0644, 0640, 0604, 0660, 0602};
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
         cr_assert_eq(chmod(keypath, modes[i]), 0);
-        cr_assert_eq(crypto_keyring_open(keypath, true, &r, err, sizeof(err)), -1);
+        cr_assert_eq(crypto_keyring_open(keypath, true, &r, &werr), WSG_E_CRYPTO_KEY_FILE);
         cr_assert_null(r);
         char want[256];
         snprintf(want, sizeof(want),
@@ -347,7 +355,7 @@ Test(crypto, nonces_differ) {
 
 Test(crypto, tampering_any_byte_fails) {
     RING = open_ok(keypath, true);
-    cr_assert_eq(crypto_keyring_rotate(RING, time(NULL), NULL, 0), 0); /* keys 1 and 2 */
+    cr_assert_eq(crypto_keyring_rotate(RING, time(NULL), NULL), 0); /* keys 1 and 2 */
     size_t n;
     uint8_t *b = seal_str(RING, "the quick brown fox", "messages.message:r:1", &n);
     uint8_t *t = malloc(n + 1);
@@ -357,22 +365,22 @@ Test(crypto, tampering_any_byte_fails) {
             t[i] ^= (uint8_t)(1u << bit);
             char *p = NULL;
             int rc = open_str(RING, t, n, "messages.message:r:1", &p);
-            if (i == 0) cr_assert_eq(rc, CRYPTO_E_VERSION);
+            if (i == 0) cr_assert_eq(rc, WSG_E_CRYPTO_VERSION);
             else if (i < 5 && crypto_blob_key_id(t, n) != 1 && crypto_blob_key_id(t, n) != 2)
-                cr_assert_eq(rc, CRYPTO_E_UNKNOWN_KEY, "byte %zu bit %d: %d", i, bit, rc);
-            else cr_assert_eq(rc, CRYPTO_E_AUTH, "byte %zu bit %d: %d", i, bit, rc);
+                cr_assert_eq(rc, WSG_E_CRYPTO_UNKNOWN_KEY, "byte %zu bit %d: %d", i, bit, rc);
+            else cr_assert_eq(rc, WSG_E_CRYPTO_AUTH, "byte %zu bit %d: %d", i, bit, rc);
         }
     }
     /* Truncated and extended blobs. */
     char *p = NULL;
     for (size_t len = 0; len < n; len++) {
         int rc = open_str(RING, b, len, "messages.message:r:1", &p);
-        cr_assert_eq(rc, len < CRYPTO_BLOB_OVERHEAD ? CRYPTO_E_SHORT : CRYPTO_E_AUTH);
+        cr_assert_eq(rc, len < CRYPTO_BLOB_OVERHEAD ? WSG_E_CRYPTO_SHORT : WSG_E_CRYPTO_AUTH);
     }
     memcpy(t, b, n);
     t[n] = 0;
-    cr_assert_eq(open_str(RING, t, n + 1, "messages.message:r:1", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, NULL, 0, NULL, &p), CRYPTO_E_SHORT);
+    cr_assert_eq(open_str(RING, t, n + 1, "messages.message:r:1", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, NULL, 0, NULL, &p), WSG_E_CRYPTO_SHORT);
     free(t);
     free(b);
 }
@@ -382,17 +390,17 @@ Test(crypto, wrong_aad_fails) {
     size_t n;
     uint8_t *b = seal_str(RING, "hi", "messages.message:room1:1", &n);
     char *p = NULL;
-    cr_assert_eq(open_str(RING, b, n, "messages.message:room1:2", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, b, n, "messages.message:room2:1", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, b, n, "messages.username:room1:1", &p), CRYPTO_E_AUTH);
-    cr_assert_eq(open_str(RING, b, n, NULL, &p), CRYPTO_E_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "messages.message:room1:2", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "messages.message:room2:1", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "messages.username:room1:1", &p), WSG_E_CRYPTO_AUTH);
+    cr_assert_eq(open_str(RING, b, n, NULL, &p), WSG_E_CRYPTO_AUTH);
     cr_assert_eq(open_str(RING, b, n, "messages.message:room1:1", &p), 0);
     cr_assert_str_eq(p, "hi");
     free(p);
     free(b);
     /* Sealed without AAD: only opens without AAD. */
     b = seal_str(RING, "hi", NULL, &n);
-    cr_assert_eq(open_str(RING, b, n, "x", &p), CRYPTO_E_AUTH);
+    cr_assert_eq(open_str(RING, b, n, "x", &p), WSG_E_CRYPTO_AUTH);
     cr_assert_eq(open_str(RING, b, n, NULL, &p), 0);
     free(p);
     free(b);
@@ -406,7 +414,7 @@ Test(crypto, other_ring_cannot_open) {
     size_t n;
     uint8_t *b = seal_str(RING, "secret", "a", &n);
     char *p = NULL;
-    cr_assert_eq(open_str(o, b, n, "a", &p), CRYPTO_E_AUTH);
+    cr_assert_eq(open_str(o, b, n, "a", &p), WSG_E_CRYPTO_AUTH);
     free(b);
     crypto_keyring_free(o);
 }
@@ -417,9 +425,10 @@ Test(crypto, rotation_keeps_old_blobs_readable) {
     RING = open_ok(keypath, true);
     size_t n1, n2;
     uint8_t *old = seal_str(RING, "before", "aad", &n1);
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     time_t now = 1700000000;
-    cr_assert_eq(crypto_keyring_rotate(RING, now, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(crypto_keyring_rotate(RING, now, &werr), 0, "%s", err);
     cr_assert_eq(crypto_active_key_id(RING), 2);
     expect_ids(RING, (uint32_t[]){1, 2}, 2);
     uint8_t *fresh = seal_str(RING, "after", "aad", &n2);
@@ -457,7 +466,7 @@ Test(crypto, rotation_keeps_old_blobs_readable) {
     cr_assert_str_eq(a, b);
     crypto_keyring_free(again);
 
-    cr_assert_eq(crypto_keyring_rotate(RING, now + 10, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(crypto_keyring_rotate(RING, now + 10, &werr), 0, "%s", err);
     expect_ids(RING, (uint32_t[]){1, 2, 3}, 3);
     cr_assert_eq(open_str(RING, old, n1, "aad", &p), 0);
     free(p);
@@ -468,9 +477,10 @@ Test(crypto, rotation_keeps_old_blobs_readable) {
 Test(crypto, rewrite_refused_when_file_changed_on_disk) {
     RING = open_ok(keypath, true);
     crypto_keyring *other = open_ok(keypath, false);
-    char err[512] = "";
-    cr_assert_eq(crypto_keyring_rotate(other, 1000, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(crypto_keyring_rotate(RING, 2000, err, sizeof(err)), -1);
+    wsg_error werr = {0};
+    char *err = werr.message;
+    cr_assert_eq(crypto_keyring_rotate(other, 1000, &werr), 0, "%s", err);
+    cr_assert_eq(crypto_keyring_rotate(RING, 2000, &werr), WSG_E_CRYPTO_KEY_FILE_CHANGED);
     cr_assert_not_null(strstr(err, "changed on disk"), "%s", err);
     cr_assert_not_null(strstr(err, keypath), "%s", err);
     cr_assert_eq(crypto_active_key_id(RING), 1); /* unchanged */
@@ -496,28 +506,27 @@ static bool in_use_cb(uint32_t id, void *ctx) {
 
 Test(crypto, destroy_expired_honours_window_and_in_use) {
     RING = open_ok(keypath, true);
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     time_t t0 = 1700000000;
     size_t n1, n2;
     uint8_t *b1 = seal_str(RING, "one", "aad", &n1);
-    cr_assert_eq(crypto_keyring_rotate(RING, t0, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(crypto_keyring_rotate(RING, t0, &werr), 0, "%s", err);
     uint8_t *b2 = seal_str(RING, "two", "aad", &n2);
-    cr_assert_eq(crypto_keyring_rotate(RING, t0 + 3 * DAY, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(crypto_keyring_rotate(RING, t0 + 3 * DAY, &werr), 0, "%s", err);
     expect_ids(RING, (uint32_t[]){1, 2, 3}, 3);
 
     /* Inside the window: nothing is asked, nothing destroyed. */
     use_ctx u = {0};
-    cr_assert_eq(
-        crypto_keyring_destroy_expired(RING, t0 + 7 * DAY - 1, 7, in_use_cb, &u, err, sizeof(err)),
-        0, "%s", err);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 7 * DAY - 1, 7, in_use_cb, &u, &werr), 0,
+                 "%s", err);
     cr_assert_eq(u.nasked, 0);
     expect_ids(RING, (uint32_t[]){1, 2, 3}, 3);
 
     /* Key 1 past the window but still in use: kept. */
     u = (use_ctx){.busy = 1};
-    cr_assert_eq(
-        crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, err, sizeof(err)), 0,
-        "%s", err);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, &werr), 0,
+                 "%s", err);
     cr_assert_eq(u.nasked, 1);
     cr_assert_eq(u.asked[0], 1);
     expect_ids(RING, (uint32_t[]){1, 2, 3}, 3);
@@ -525,16 +534,15 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
     /* No longer in use: destroyed; key 2 (retired 3 days later) is not yet
      * due, key 3 is active. */
     u = (use_ctx){0};
-    cr_assert_eq(
-        crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, err, sizeof(err)), 1,
-        "%s", err);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 7 * DAY, 7, in_use_cb, &u, &werr), 1,
+                 "%s", err);
     expect_ids(RING, (uint32_t[]){2, 3}, 2);
     cr_assert_eq(crypto_active_key_id(RING), 3);
 
     char *p = NULL;
-    cr_assert_eq(open_str(RING, b1, n1, "aad", &p), CRYPTO_E_UNKNOWN_KEY);
+    cr_assert_eq(open_str(RING, b1, n1, "aad", &p), WSG_E_CRYPTO_UNKNOWN_KEY);
     char msg[128];
-    cr_assert_str_eq(crypto_open_errmsg(CRYPTO_E_UNKNOWN_KEY, b1, n1, msg, sizeof(msg)),
+    cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_UNKNOWN_KEY, b1, n1, msg, sizeof(msg)),
                      "encrypted with key 1, which is not in the key file");
     cr_assert_eq(open_str(RING, b2, n2, "aad", &p), 0);
     cr_assert_str_eq(p, "two");
@@ -543,34 +551,28 @@ Test(crypto, destroy_expired_honours_window_and_in_use) {
     /* The file no longer holds key 1. */
     crypto_keyring *again = open_ok(keypath, false);
     expect_ids(again, (uint32_t[]){2, 3}, 2);
-    cr_assert_eq(open_str(again, b1, n1, "aad", &p), CRYPTO_E_UNKNOWN_KEY);
+    cr_assert_eq(open_str(again, b1, n1, "aad", &p), WSG_E_CRYPTO_UNKNOWN_KEY);
     crypto_keyring_free(again);
 
     /* With a 30-day window key 2 waits; the active key is never offered. */
     u = (use_ctx){0};
-    cr_assert_eq(
-        crypto_keyring_destroy_expired(RING, t0 + 32 * DAY, 30, in_use_cb, &u, err, sizeof(err)),
-        0);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 32 * DAY, 30, in_use_cb, &u, &werr), 0);
     cr_assert_eq(u.nasked, 0);
     u = (use_ctx){0};
-    cr_assert_eq(
-        crypto_keyring_destroy_expired(RING, t0 + 33 * DAY, 30, in_use_cb, &u, err, sizeof(err)),
-        1);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 33 * DAY, 30, in_use_cb, &u, &werr), 1);
     cr_assert_eq(u.nasked, 1);
     cr_assert_eq(u.asked[0], 2);
     expect_ids(RING, (uint32_t[]){3}, 1);
-    cr_assert_eq(
-        crypto_keyring_destroy_expired(RING, t0 + 3650 * DAY, 7, in_use_cb, &u, err, sizeof(err)),
-        0);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0 + 3650 * DAY, 7, in_use_cb, &u, &werr), 0);
     expect_ids(RING, (uint32_t[]){3}, 1);
 
     /* A new key after destruction never reuses an id still in the ring. */
-    cr_assert_eq(crypto_keyring_rotate(RING, t0 + 40 * DAY, err, sizeof(err)), 0);
+    cr_assert_eq(crypto_keyring_rotate(RING, t0 + 40 * DAY, &werr), 0);
     cr_assert_eq(crypto_active_key_id(RING), 4);
 
     /* Bad arguments. */
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, 7, NULL, NULL, err, sizeof(err)), -1);
-    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, -1, in_use_cb, &u, err, sizeof(err)), -1);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, 7, NULL, NULL, &werr), WSG_E_INVAL);
+    cr_assert_eq(crypto_keyring_destroy_expired(RING, t0, -1, in_use_cb, &u, &werr), WSG_E_INVAL);
     free(b1);
     free(b2);
 }
@@ -607,23 +609,23 @@ Test(crypto, blind_index_deterministic_and_domain_separated) {
 /* ---------------------------------------------------------------- misc */
 
 Test(crypto, error_texts_and_key_ids) {
-    cr_assert_str_eq(crypto_strerror(CRYPTO_E_AUTH),
+    cr_assert_str_eq(crypto_strerror(WSG_E_CRYPTO_AUTH),
                      "authentication failed: wrong key or tampered data");
     cr_assert_str_eq(crypto_strerror(0), "success");
     cr_assert_str_eq(crypto_strerror(-99), "unknown error");
-    cr_assert_str_neq(crypto_strerror(CRYPTO_E_SHORT), "unknown error");
-    cr_assert_str_neq(crypto_strerror(CRYPTO_E_VERSION), "unknown error");
-    cr_assert_str_neq(crypto_strerror(CRYPTO_E_UNKNOWN_KEY), "unknown error");
+    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_SHORT), "unknown error");
+    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_VERSION), "unknown error");
+    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_UNKNOWN_KEY), "unknown error");
     uint8_t blob[CRYPTO_BLOB_OVERHEAD] = {1, 0, 0, 1, 2};
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob)), 258);
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob) - 1), 0);
     blob[0] = 2;
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob)), 0);
     char msg[96];
-    cr_assert_str_eq(crypto_open_errmsg(CRYPTO_E_VERSION, blob, sizeof(blob), msg, sizeof(msg)),
+    cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_VERSION, blob, sizeof(blob), msg, sizeof(msg)),
                      "encrypted value has unknown format version 2");
-    cr_assert_str_eq(crypto_open_errmsg(CRYPTO_E_AUTH, blob, sizeof(blob), msg, sizeof(msg)),
-                     crypto_strerror(CRYPTO_E_AUTH));
+    cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_AUTH, blob, sizeof(blob), msg, sizeof(msg)),
+                     crypto_strerror(WSG_E_CRYPTO_AUTH));
 }
 
 Test(crypto, key_file_path) {
@@ -675,9 +677,10 @@ Test(crypto, concurrent_seal_open_during_rotation) {
         w[i] = (worker){.r = RING, .id = i};
         cr_assert_eq(pthread_create(&th[i], NULL, seal_open_loop, &w[i]), 0);
     }
-    char err[512] = "";
+    wsg_error werr = {0};
+    char *err = werr.message;
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(crypto_keyring_rotate(RING, 1000 + i, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(crypto_keyring_rotate(RING, 1000 + i, &werr), 0, "%s", err);
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
         cr_assert_eq(w[i].failures, 0);

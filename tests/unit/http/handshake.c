@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/error.h"
 #include "http/handshake.h"
 #include "http/request.h"
 
@@ -56,10 +57,13 @@ static int check(req_spec s, ws_handshake_result *res) {
     int st = ws_handshake_check(&r, STAGE, res);
     cr_assert_eq(st, res->status);
     if (st == 101) {
+        cr_assert_eq(res->error, 0);
         cr_assert_null(res->message);
         cr_assert_null(res->extra_headers);
     } else {
-        cr_assert_not_null(res->message);
+        cr_assert_lt(res->error, 0);
+        cr_assert_eq(st, wsg_err_http_status(res->error));
+        cr_assert_str_eq(res->message, wsg_strerror(res->error));
         cr_assert_gt(strlen(res->message), 0);
         cr_assert_eq(res->accept[0], '\0');
     }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/error.h"
 #include "http/request.h"
 
 #define MAXH 8192
@@ -28,7 +29,13 @@ static ssize_t feed_steps(http_request *r, const char *s, size_t len, size_t ste
         size_t c = len - off;
         if (step && step < c) c = step;
         ssize_t n = http_request_feed(r, s + off, c);
-        if (n < 0) return -1;
+        if (n < 0) {
+            /* the code and the status to answer with agree */
+            int st = wsg_err_http_status((int)n);
+            cr_assert(st ? st == r->error_status : n == WSG_E_HTTP_REFUSED, "%zd / %d", n,
+                      r->error_status);
+            return -1;
+        }
         cr_assert_leq((size_t)n, c, "consumed more than fed");
         total += n;
         if (r->complete) return total;
@@ -370,7 +377,7 @@ Test(http_request, header_bytes_over_budget_431) {
     cr_assert_eq(parse(&r, req), -1);
     cr_assert_eq(r.error_status, 431);
     /* Errors are sticky. */
-    cr_assert_eq(http_request_feed(&r, "GET", 3), -1);
+    cr_assert_eq(http_request_feed(&r, "GET", 3), WSG_E_HTTP_HEAD_TOO_LARGE);
     http_request_free(&r);
     free(req);
 }
@@ -797,7 +804,7 @@ Test(http_request, head_refused_before_its_body_is_read) {
     head_seen h;
     init_routed(&r, &h, -404);
     const char *req = "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
-    cr_assert_eq(http_request_feed(&r, req, strlen(req)), -1);
+    cr_assert_eq(http_request_feed(&r, req, strlen(req)), WSG_E_HTTP_REFUSED);
     cr_expect_eq(r.error_status, 404);
     cr_expect_eq(h.calls, 1);
     cr_expect(h.had_body);
@@ -812,7 +819,7 @@ Test(http_request, head_sets_the_body_limit) {
     head_seen h;
     init_routed(&r, &h, 4);
     const char *big = "POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n12345";
-    cr_assert_eq(http_request_feed(&r, big, strlen(big)), -1);
+    cr_assert_eq(http_request_feed(&r, big, strlen(big)), WSG_E_HTTP_BODY_TOO_LARGE);
     cr_expect_eq(r.error_status, 413);
     http_request_free(&r);
 
@@ -820,7 +827,7 @@ Test(http_request, head_sets_the_body_limit) {
     init_routed(&r, &h, 4);
     const char *chunked =
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
-    cr_assert_eq(http_request_feed(&r, chunked, strlen(chunked)), -1);
+    cr_assert_eq(http_request_feed(&r, chunked, strlen(chunked)), WSG_E_HTTP_BODY_TOO_LARGE);
     cr_expect_eq(r.error_status, 413);
     cr_expect(h.had_body);
     cr_expect_leq(r.body_len, 4);

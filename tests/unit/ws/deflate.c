@@ -470,7 +470,7 @@ Test(inflate, context_takeover) {
     outcome o;
     check(&b, 0, &reset, &o);
     cr_expect_eq(o.events, 1);
-    cr_expect_eq(o.err, WS_E_DEFLATE);
+    cr_expect_eq(o.err, WSG_E_WS_DEFLATE);
     cr_expect_eq(ws_error_close_code(o.err), 1007);
     outcome_free(&o);
     free(b.d);
@@ -496,7 +496,7 @@ Test(inflate, rsv_rules) {
         cframe(&b, bad[i].b0, one, sizeof one);
         outcome o;
         check(&b, 0, bad[i].negotiated ? &pd : NULL, &o);
-        cr_expect_eq(o.err, WS_E_RSV, "b0 %02x: %s", bad[i].b0, ws_strerror(o.err));
+        cr_expect_eq(o.err, WSG_E_WS_RSV, "b0 %02x: %s", bad[i].b0, ws_strerror(o.err));
         cr_expect_eq(ws_error_close_code(o.err), 1002);
         outcome_free(&o);
         free(b.d);
@@ -509,7 +509,7 @@ Test(inflate, rsv_rules) {
         cframe(&b, 0xC0, one + 3, 4);
         outcome o;
         check(&b, 0, &pd, &o);
-        cr_expect_eq(o.err, WS_E_RSV);
+        cr_expect_eq(o.err, WSG_E_WS_RSV);
         outcome_free(&o);
         free(b.d);
     }
@@ -549,7 +549,7 @@ Test(inflate, invalid_data_is_1007) {
         cframe(&b, 0xC2, cases[i].d, cases[i].n);
         outcome o;
         check(&b, 0, &pd, &o);
-        cr_expect_eq(o.err, WS_E_DEFLATE, "case %zu: %s", i, ws_strerror(o.err));
+        cr_expect_eq(o.err, WSG_E_WS_DEFLATE, "case %zu: %s", i, ws_strerror(o.err));
         cr_expect_eq(ws_error_close_code(o.err), 1007);
         cr_expect_str_eq(ws_strerror(o.err), "invalid compressed data");
         outcome_free(&o);
@@ -568,7 +568,7 @@ Test(inflate, utf8_after_inflate) {
     cframe(&b, 0xC1, c, n);
     outcome o;
     check(&b, 0, &pd, &o);
-    cr_expect_eq(o.err, WS_E_UTF8);
+    cr_expect_eq(o.err, WSG_E_WS_UTF8);
     outcome_free(&o);
     free(c);
     /* A character split across compressed fragments is fine. */
@@ -605,7 +605,7 @@ Test(inflate, limit_is_exact) {
             cr_expect_eq(o.err, 0, "%zu: %s", len, ws_strerror(o.err));
             cr_expect_eq(o.len[0], len);
         } else {
-            cr_expect_eq(o.err, WS_E_MESSAGE_TOO_BIG, "%zu: %s", len, ws_strerror(o.err));
+            cr_expect_eq(o.err, WSG_E_WS_MESSAGE_TOO_BIG, "%zu: %s", len, ws_strerror(o.err));
             cr_expect_eq(ws_error_close_code(o.err), 1009);
         }
         outcome_free(&o);
@@ -640,7 +640,7 @@ Test(inflate, bomb_costs_no_more_than_the_limit) {
         struct mallinfo2 before = mallinfo2();
         outcome o;
         run(b.d, b.n, limit, &pd, 0, &o);
-        cr_expect_eq(o.err, WS_E_MESSAGE_TOO_BIG, "%s", ws_strerror(o.err));
+        cr_expect_eq(o.err, WSG_E_WS_MESSAGE_TOO_BIG, "%s", ws_strerror(o.err));
         cr_expect_eq(o.events, 0);
         /* the message buffer (at most the limit), the inflate state and
          * window, the parser */
@@ -661,7 +661,7 @@ Test(inflate, bomb_costs_no_more_than_the_limit) {
             if (rc < 0) break;
             off += (size_t)rc;
         }
-        cr_expect_eq(rc, WS_E_MESSAGE_TOO_BIG);
+        cr_expect_eq(rc, WSG_E_WS_MESSAGE_TOO_BIG);
         struct mallinfo2 after = mallinfo2();
         if (before.uordblks || after.uordblks) { /* 0 under sanitizers */
             size_t grown = after.uordblks > before.uordblks ? after.uordblks - before.uordblks : 0;
@@ -686,7 +686,7 @@ Test(inflate, frame_limit_on_wire_bytes) {
     ws_deflate_params pd = params_of(15, false);
     ws_parser_enable_deflate(p, &pd);
     ws_event ev;
-    cr_expect_eq(ws_parser_feed(p, b.d, b.n, &ev), WS_E_FRAME_TOO_BIG);
+    cr_expect_eq(ws_parser_feed(p, b.d, b.n, &ev), WSG_E_WS_FRAME_TOO_BIG);
     ws_parser_free(p);
     free(b.d);
     free(c);

@@ -193,30 +193,35 @@ Test(frame_errors, strerror_and_close_codes) {
         uint16_t close;
         const char *text;
     } t[] = {
-#define ROW(name, val, close, text) {name, close, text},
-        WS_ERRNO_MAP(ROW)
+#define ROW(name, val, close, http, text) {val, close, text},
+        WSG_ERRNO_MAP(ROW)
 #undef ROW
     };
+    size_t ws = 0;
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        cr_assert(t[i].err < 0);
+        if (t[i].err > -101 || t[i].err <= -200) continue; /* the WS_ group */
+        ws++;
         cr_assert_str_eq(ws_strerror(t[i].err), t[i].text);
+        cr_assert(t[i].close == 1002 || t[i].close == 1007 || t[i].close == 1009);
         cr_assert_eq(ws_error_close_code(t[i].err), t[i].close);
     }
-    cr_assert_str_eq(ws_strerror(0), "unknown error");
+    cr_assert_eq(ws, 17);
     cr_assert_str_eq(ws_strerror(-999), "unknown error");
     cr_assert_eq(ws_error_close_code(-999), 1002);
-    cr_assert_eq(ws_error_close_code(WS_E_UTF8), 1007);
-    cr_assert_eq(ws_error_close_code(WS_E_MESSAGE_TOO_BIG), 1009);
+    cr_assert_eq(ws_error_close_code(WSG_E_INVAL), 1002); /* no close code of its own */
+    cr_assert_eq(ws_error_close_code(WSG_E_WS_UTF8), 1007);
+    cr_assert_eq(ws_error_close_code(WSG_E_WS_MESSAGE_TOO_BIG), 1009);
+    cr_assert_str_eq(ws_strerror(WSG_E_WS_UNMASKED), "client frame is not masked");
 }
 
 Test(frame_errors, unmasked) {
     bytes b = {0};
     frame_raw(&b, 0x81, 0, 2, false, "hi", 2);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_UNMASKED);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_UNMASKED);
     /* fails on the second byte, before the payload */
     result r;
     run(b.d, 2, 0, 0, 0, &r);
-    cr_assert_eq(r.err, WS_E_UNMASKED);
+    cr_assert_eq(r.err, WSG_E_WS_UNMASKED);
     result_free(&r);
     free(b.d);
 }
@@ -225,10 +230,10 @@ Test(frame_errors, rsv_bits) {
     for (uint8_t rsv = 0x10; rsv <= 0x40; rsv <<= 1) {
         bytes b = {0};
         frame_raw(&b, (uint8_t)(0x81 | rsv), 0, 1, true, "x", 1);
-        cr_assert_eq(check_err(&b, 0, 0), WS_E_RSV);
+        cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_RSV);
         result r;
         run(b.d, 1, 0, 0, 0, &r); /* from the first byte alone */
-        cr_assert_eq(r.err, WS_E_RSV);
+        cr_assert_eq(r.err, WSG_E_WS_RSV);
         result_free(&r);
         free(b.d);
     }
@@ -239,7 +244,7 @@ Test(frame_errors, reserved_opcodes) {
     for (size_t i = 0; i < sizeof ops; i++) {
         bytes b = {0};
         frame(&b, true, ops[i], "x", 1);
-        cr_assert_eq(check_err(&b, 0, 0), WS_E_OPCODE, "op %x", ops[i]);
+        cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_OPCODE, "op %x", ops[i]);
         free(b.d);
     }
 }
@@ -249,7 +254,7 @@ Test(frame_errors, control_fragmented) {
     for (size_t i = 0; i < 3; i++) {
         bytes b = {0};
         frame(&b, false, ops[i], "x", 1);
-        cr_assert_eq(check_err(&b, 0, 0), WS_E_CONTROL_FRAGMENTED);
+        cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_CONTROL_FRAGMENTED);
         free(b.d);
     }
 }
@@ -258,7 +263,7 @@ Test(frame_errors, control_too_long) {
     uint8_t pl[126] = {0};
     bytes b = {0};
     frame(&b, true, WS_OP_PING, pl, 126);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_CONTROL_TOO_LONG);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_CONTROL_TOO_LONG);
     free(b.d);
     /* exactly 125 is fine */
     bytes ok = {0};
@@ -282,7 +287,7 @@ Test(frame_errors, non_minimal_length) {
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         bytes b = {0};
         frame_raw(&b, 0x82, t[i].form, t[i].len, true, pl, t[i].len);
-        cr_assert_eq(check_err(&b, 0, 0), WS_E_NON_MINIMAL_LENGTH, "case %zu", i);
+        cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_NON_MINIMAL_LENGTH, "case %zu", i);
         free(b.d);
     }
 }
@@ -290,18 +295,18 @@ Test(frame_errors, non_minimal_length) {
 Test(frame_errors, length_top_bit) {
     bytes b = {0};
     frame_raw(&b, 0x82, 64, UINT64_C(1) << 63, true, NULL, 0);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_LENGTH_TOP_BIT);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_LENGTH_TOP_BIT);
     free(b.d);
     bytes c = {0};
     frame_raw(&c, 0x82, 64, UINT64_MAX, true, NULL, 0);
-    cr_assert_eq(check_err(&c, 0, 0), WS_E_LENGTH_TOP_BIT);
+    cr_assert_eq(check_err(&c, 0, 0), WSG_E_WS_LENGTH_TOP_BIT);
     free(c.d);
 }
 
 Test(frame_errors, unexpected_continuation) {
     bytes b = {0};
     frame_str(&b, true, WS_OP_CONTINUATION, "x");
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_UNEXPECTED_CONTINUATION);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_UNEXPECTED_CONTINUATION);
     free(b.d);
     /* also after a completed message */
     bytes c = {0};
@@ -310,7 +315,7 @@ Test(frame_errors, unexpected_continuation) {
     result r;
     check(&c, 0, 0, &r);
     cr_assert_eq(r.n, 1);
-    cr_assert_eq(r.err, WS_E_UNEXPECTED_CONTINUATION);
+    cr_assert_eq(r.err, WSG_E_WS_UNEXPECTED_CONTINUATION);
     result_free(&r);
     free(c.d);
 }
@@ -319,32 +324,32 @@ Test(frame_errors, expected_continuation) {
     bytes b = {0};
     frame_str(&b, false, WS_OP_TEXT, "a");
     frame_str(&b, true, WS_OP_BINARY, "b");
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_EXPECTED_CONTINUATION);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_EXPECTED_CONTINUATION);
     free(b.d);
 }
 
 Test(frame_errors, close_payload_one_byte) {
     bytes b = {0};
     frame(&b, true, WS_OP_CLOSE, "\x03", 1);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_CLOSE_PAYLOAD);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_CLOSE_PAYLOAD);
     free(b.d);
 }
 
 Test(frame_errors, close_reason_utf8) {
     bytes b = {0};
     frame(&b, true, WS_OP_CLOSE, "\x03\xe8ok\xc0\xaf", 6);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_CLOSE_UTF8);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_CLOSE_UTF8);
     free(b.d);
     bytes c = {0}; /* truncated sequence at the end of the reason */
     frame(&c, true, WS_OP_CLOSE, "\x03\xe8\xe2\x82", 4);
-    cr_assert_eq(check_err(&c, 0, 0), WS_E_CLOSE_UTF8);
+    cr_assert_eq(check_err(&c, 0, 0), WSG_E_WS_CLOSE_UTF8);
     free(c.d);
 }
 
 Test(frame_errors, text_utf8) {
     bytes b = {0};
     frame(&b, true, WS_OP_TEXT, "ok\xed\xa0\x80", 5);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_UTF8);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_UTF8);
     free(b.d);
 }
 
@@ -356,7 +361,7 @@ Test(frame_errors, data_after_close) {
     check(&b, 0, 0, &r);
     cr_assert_eq(r.n, 1);
     cr_assert_eq(r.ev[0].type, WS_EV_CLOSE);
-    cr_assert_eq(r.err, WS_E_CLOSED);
+    cr_assert_eq(r.err, WSG_E_WS_CLOSED);
     result_free(&r);
     free(b.d);
 }
@@ -366,8 +371,8 @@ Test(frame_errors, error_is_sticky) {
     uint8_t bad[] = {0x83, 0x80, 0, 0, 0, 0};
     uint8_t good[] = {0x81, 0x80, 0, 0, 0, 0};
     ws_event ev;
-    cr_assert_eq(ws_parser_feed(p, bad, sizeof bad, &ev), WS_E_OPCODE);
-    cr_assert_eq(ws_parser_feed(p, good, sizeof good, &ev), WS_E_OPCODE);
+    cr_assert_eq(ws_parser_feed(p, bad, sizeof bad, &ev), WSG_E_WS_OPCODE);
+    cr_assert_eq(ws_parser_feed(p, good, sizeof good, &ev), WSG_E_WS_OPCODE);
     cr_assert_eq(ev.type, WS_EV_NONE);
     ws_parser_free(p);
 }
@@ -385,10 +390,10 @@ Test(frame_limits, frame_at_limit_and_over) {
     cr_assert_eq(r.err, 0);
     expect_msg(&r.ev[0], WS_OP_BINARY, pl, 200);
     result_free(&r);
-    cr_assert_eq(check_err(&over, 200, 0), WS_E_FRAME_TOO_BIG);
+    cr_assert_eq(check_err(&over, 200, 0), WSG_E_WS_FRAME_TOO_BIG);
     /* decided from the 4-byte header, before mask or payload */
     run(over.d, 4, 200, 0, 0, &r);
-    cr_assert_eq(r.err, WS_E_FRAME_TOO_BIG);
+    cr_assert_eq(r.err, WSG_E_WS_FRAME_TOO_BIG);
     result_free(&r);
     free(ok.d);
     free(over.d);
@@ -397,10 +402,10 @@ Test(frame_limits, frame_at_limit_and_over) {
 Test(frame_limits, frame_limit_from_huge_header) {
     bytes b = {0};
     frame_raw(&b, 0x82, 64, UINT64_C(1) << 40, true, NULL, 0);
-    cr_assert_eq(check_err(&b, 4096, 0), WS_E_FRAME_TOO_BIG);
+    cr_assert_eq(check_err(&b, 4096, 0), WSG_E_WS_FRAME_TOO_BIG);
     bytes c = {0};
     frame_raw(&c, 0x82, 64, UINT64_C(1) << 40, true, NULL, 0);
-    cr_assert_eq(check_err(&c, 0, 4096), WS_E_MESSAGE_TOO_BIG);
+    cr_assert_eq(check_err(&c, 0, 4096), WSG_E_WS_MESSAGE_TOO_BIG);
     free(b.d);
     free(c.d);
 }
@@ -416,9 +421,9 @@ Test(frame_limits, unfragmented_message_at_limit_and_over) {
     cr_assert_eq(r.err, 0);
     expect_msg(&r.ev[0], WS_OP_TEXT, pl, 250);
     result_free(&r);
-    cr_assert_eq(check_err(&over, 0, 250), WS_E_MESSAGE_TOO_BIG);
-    cr_assert_eq(check_err(&over, 251, 250), WS_E_MESSAGE_TOO_BIG);
-    cr_assert_eq(check_err(&over, 250, 250), WS_E_FRAME_TOO_BIG);
+    cr_assert_eq(check_err(&over, 0, 250), WSG_E_WS_MESSAGE_TOO_BIG);
+    cr_assert_eq(check_err(&over, 251, 250), WSG_E_WS_MESSAGE_TOO_BIG);
+    cr_assert_eq(check_err(&over, 250, 250), WSG_E_WS_FRAME_TOO_BIG);
     free(ok.d);
     free(over.d);
 }
@@ -439,11 +444,11 @@ Test(frame_limits, fragmented_message_at_limit_and_over) {
     cr_assert_eq(r.ev[0].type, WS_EV_PING);
     expect_msg(&r.ev[1], WS_OP_BINARY, pl, 100);
     result_free(&r);
-    cr_assert_eq(check_err(&over, 64, 100), WS_E_MESSAGE_TOO_BIG);
+    cr_assert_eq(check_err(&over, 64, 100), WSG_E_WS_MESSAGE_TOO_BIG);
     /* the second fragment's 2-byte header is enough to fail */
     size_t first = 2 + 4 + 60;
     run(over.d, first + 2, 64, 100, 0, &r);
-    cr_assert_eq(r.err, WS_E_MESSAGE_TOO_BIG);
+    cr_assert_eq(r.err, WSG_E_WS_MESSAGE_TOO_BIG);
     result_free(&r);
     free(ok.d);
     free(over.d);
@@ -583,7 +588,7 @@ Test(frame_msgs, sixteen_mib_in_65536_fragments) {
     /* one byte more is refused */
     result r;
     run(b.d, b.n, 1024, total - 1, 0, &r);
-    cr_assert_eq(r.err, WS_E_MESSAGE_TOO_BIG);
+    cr_assert_eq(r.err, WSG_E_WS_MESSAGE_TOO_BIG);
     result_free(&r);
     free(b.d);
 }
@@ -659,7 +664,7 @@ Test(frame_close, valid_and_invalid_codes) {
         uint8_t pl[2] = {(uint8_t)(invalid[i] >> 8), (uint8_t)invalid[i]};
         bytes b = {0};
         frame(&b, true, WS_OP_CLOSE, pl, 2);
-        cr_assert_eq(check_err(&b, 0, 0), WS_E_CLOSE_CODE, "%u", invalid[i]);
+        cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_CLOSE_CODE, "%u", invalid[i]);
         free(b.d);
     }
 }
@@ -685,11 +690,11 @@ Test(frame_utf8, truncated_at_message_end) {
     bytes b = {0};
     frame(&b, false, WS_OP_TEXT, "ok", 2);
     frame(&b, true, WS_OP_CONTINUATION, "\xf0\x9f\x98", 3);
-    cr_assert_eq(check_err(&b, 0, 0), WS_E_UTF8);
+    cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_UTF8);
     free(b.d);
     bytes c = {0};
     frame(&c, true, WS_OP_TEXT, "\xc3", 1);
-    cr_assert_eq(check_err(&c, 0, 0), WS_E_UTF8);
+    cr_assert_eq(check_err(&c, 0, 0), WSG_E_WS_UTF8);
     free(c.d);
 }
 
@@ -711,13 +716,13 @@ Test(frame_utf8, invalid_forms) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bytes b = {0};
         frame_str(&b, true, WS_OP_TEXT, bad[i]);
-        cr_assert_eq(check_err(&b, 0, 0), WS_E_UTF8, "case %zu", i);
+        cr_assert_eq(check_err(&b, 0, 0), WSG_E_WS_UTF8, "case %zu", i);
         free(b.d);
         /* the same bytes as two fragments */
         bytes c = {0};
         frame(&c, false, WS_OP_TEXT, bad[i], 1);
         frame(&c, true, WS_OP_CONTINUATION, bad[i] + 1, strlen(bad[i]) - 1);
-        cr_assert_eq(check_err(&c, 0, 0), WS_E_UTF8, "case %zu split", i);
+        cr_assert_eq(check_err(&c, 0, 0), WSG_E_WS_UTF8, "case %zu split", i);
         free(c.d);
     }
 }
@@ -729,10 +734,10 @@ Test(frame_utf8, fails_in_first_fragment_before_second_arrives) {
     frame_str(&b, true, WS_OP_CONTINUATION, "rest");
     result r;
     run(b.d, first, 0, 0, 0, &r); /* only the first fragment */
-    cr_assert_eq(r.err, WS_E_UTF8);
+    cr_assert_eq(r.err, WSG_E_WS_UTF8);
     result_free(&r);
     run(b.d, first, 0, 0, 1, &r);
-    cr_assert_eq(r.err, WS_E_UTF8);
+    cr_assert_eq(r.err, WSG_E_WS_UTF8);
     cr_assert_eq(r.at_err, 6 + 4, "failed after %zu bytes", r.at_err); /* on the bad byte */
     result_free(&r);
     free(b.d);
@@ -748,7 +753,7 @@ Test(frame_utf8, fails_mid_frame) {
     frame(&b, true, WS_OP_TEXT, pl, sizeof pl);
     result r;
     run(b.d, 8 + 30, 0, 0, 0, &r);
-    cr_assert_eq(r.err, WS_E_UTF8);
+    cr_assert_eq(r.err, WSG_E_WS_UTF8);
     result_free(&r);
     free(b.d);
 }
