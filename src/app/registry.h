@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/strmap.h"
+#include "common/keytab.h"
 #include "engine/directory.h"
 #include "net/conn.h"
 #include "throttle/throttle.h"
@@ -47,12 +47,11 @@ struct session {
 };
 
 typedef struct registry {
-    /* The maps borrow their keys (an idle connection's registry entry is
-     * three allocations, no key copies): by_id the connection's id, users
-     * and rooms the id inside the value. */
-    strmap by_id; /* connection id -> session */
-    strmap users; /* user id -> user_conns */
-    strmap rooms; /* room id -> room (only rooms with members) */
+    /* Tables of values keyed by the id inside them (8 bytes a slot, no
+     * key copies): by_id the connection's id, users and rooms their own. */
+    keytab by_id; /* connection id -> session */
+    keytab users; /* user id -> user_conns */
+    keytab rooms; /* room id -> room (only rooms with members) */
 } registry;
 
 /* Initialise an empty registry. */

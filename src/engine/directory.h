@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/strmap.h"
+#include "common/keytab.h"
 #include "net/conn.h"
 
 #define DIRECTORY_SHARDS 64
@@ -41,9 +41,9 @@ typedef struct directory_conn {
 
 typedef struct directory_shard {
     pthread_mutex_t lock;
-    strmap rooms; /* room id -> directory_set (rooms with members) */
-    strmap users; /* user id -> directory_set (users with connections) */
-    strmap conns; /* connection id -> directory_conn (borrowed keys) */
+    keytab rooms; /* room id -> directory_set (rooms with members) */
+    keytab users; /* user id -> directory_set (users with connections) */
+    keytab conns; /* connection id -> directory_conn (keyed by rec->c->id) */
     char pad[64]; /* shards on their own cache lines */
 } directory_shard;
 
