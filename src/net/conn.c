@@ -1,6 +1,7 @@
 #include "net/conn.h"
 
 #include <assert.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,13 +75,13 @@ conn *conn_accept(server *srv) {
 
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
-    strcpy(c->source_ip, "unknown");
+    char ip[INET6_ADDRSTRLEN];
+    strcpy(ip, "unknown");
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            ipv4_text(&((struct sockaddr_in *)&ss)->sin_addr, c->source_ip);
-        else if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->source_ip, sizeof(c->source_ip));
+        if (ss.ss_family == AF_INET) ipv4_text(&((struct sockaddr_in *)&ss)->sin_addr, ip);
+        else if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
     }
+    c->source_ip = conn_addr_intern(ip);
 
     const config *cfg = srv->cfg;
     c->req = xmalloc(sizeof(*c->req));
@@ -153,6 +154,7 @@ static void on_closed(uv_handle_t *h) {
     free(c->early_bytes);
     if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
     tls_conn_free(c->tls);
+    conn_addr_release(c->source_ip);
     free(c);
 }
 

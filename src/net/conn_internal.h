@@ -34,4 +34,11 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len);
 ws_parser *conn_parser_new(const conn *c);
 void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len);
 
+/* conn_addr.c: the shared text of a peer address (a reference taken for
+ * the connection: release it once, on the accepting thread, when the
+ * connection is freed). Returns a string that lives while it has
+ * references. */
+const char *conn_addr_intern(const char *text);
+void conn_addr_release(const char *text);
+
 #endif

@@ -117,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         c->srv = srv;
         c->opened = true;
         snprintf(c->id, sizeof(c->id), "Aconn%011d", i);
-        snprintf(c->source_ip, sizeof(c->source_ip), "%s", ips[i]);
+        c->source_ip = ips[i];
         c->next = i + 1 < NCONN ? &conns[i + 1] : NULL;
         c->prev = i > 0 ? &conns[i - 1] : NULL;
         sess[i] = harness_open(a, c, users[i], names[i], rooms[i]);

@@ -133,7 +133,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         conn *c = &conns[i];
         c->srv = srv;
         snprintf(c->id, sizeof(c->id), "Aconn%011d", i);
-        snprintf(c->source_ip, sizeof(c->source_ip), "127.0.0.%d", i + 1);
+        static const char *const ips[] = {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4",
+                                          "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"};
+        c->source_ip = ips[i % 8];
         c->next = i < NWS ? &conns[i + 1] : NULL;
         c->prev = i > 0 ? &conns[i - 1] : NULL;
         if (i == NWS) {
