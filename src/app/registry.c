@@ -13,17 +13,18 @@ void registry_init(registry *r) {
     keytab_init(&r->by_id, session_key);
     keytab_init(&r->users, user_key);
     keytab_init(&r->rooms, room_key);
+    slab_init(&r->sessions, sizeof(session));
 }
 
-static void session_free(session *s) {
-    free(s->username);
-    free(s);
+static void session_free(registry *r, session *s) {
+    if (s->username != s->user_id) free((char *)s->username);
+    slab_free(&r->sessions, s);
 }
 
 void registry_free(registry *r) {
     size_t it = 0;
     void *v;
-    while (keytab_next(&r->by_id, &it, &v)) session_free(v);
+    while (keytab_next(&r->by_id, &it, &v)) session_free(r, v);
     it = 0;
     while (keytab_next(&r->users, &it, &v)) free(v);
     it = 0;
@@ -31,12 +32,12 @@ void registry_free(registry *r) {
     keytab_free(&r->by_id);
     keytab_free(&r->users);
     keytab_free(&r->rooms);
+    slab_destroy(&r->sessions);
 }
 
 session *registry_add(registry *r, conn *c, const char *user_id, const char *username) {
-    session *s = xcalloc(1, sizeof(*s));
+    session *s = slab_alloc(&r->sessions);
     s->c = c;
-    s->username = xstrdup(username);
     keytab_put(&r->by_id, s);
     user_conns *u = keytab_get(&r->users, user_id);
     if (!u) {
@@ -47,6 +48,7 @@ session *registry_add(registry *r, conn *c, const char *user_id, const char *use
     }
     s->user = u;
     s->user_id = u->id;
+    s->username = strcmp(username, user_id) == 0 ? s->user_id : xstrdup(username);
     s->user_next = u->conns;
     if (u->conns) u->conns->user_prev = s;
     u->conns = s;
@@ -100,7 +102,7 @@ void registry_remove(registry *r, session *s) {
         free(u);
     }
     keytab_remove(&r->by_id, s->c->id);
-    session_free(s);
+    session_free(r, s);
 }
 
 session *registry_by_id(const registry *r, const char *conn_id) {

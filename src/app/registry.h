@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/keytab.h"
+#include "common/slab.h"
 #include "engine/directory.h"
 #include "net/conn.h"
 #include "throttle/throttle.h"
@@ -32,9 +33,10 @@ typedef struct user_conns {
 
 struct session {
     conn *c;
-    const char *user_id; /* user->id: one copy per user, not per connection */
-    char *username;      /* owned */
-    room *room;          /* NULL: in no room */
+    const char *user_id;  /* user->id: one copy per user, not per connection */
+    const char *username; /* owned, or user_id itself when the same text (the
+                           * default: no copy) */
+    room *room;           /* NULL: in no room */
     session *room_prev, *room_next;
     user_conns *user;
     session *user_prev, *user_next;
@@ -49,9 +51,10 @@ struct session {
 typedef struct registry {
     /* Tables of values keyed by the id inside them (8 bytes a slot, no
      * key copies): by_id the connection's id, users and rooms their own. */
-    keytab by_id; /* connection id -> session */
-    keytab users; /* user id -> user_conns */
-    keytab rooms; /* room id -> room (only rooms with members) */
+    keytab by_id;  /* connection id -> session */
+    keytab users;  /* user id -> user_conns */
+    keytab rooms;  /* room id -> room (only rooms with members) */
+    slab sessions; /* where the sessions live (no malloc block each) */
 } registry;
 
 /* Initialise an empty registry. */

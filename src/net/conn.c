@@ -57,13 +57,18 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->len = sizeof(c->srv->read_buf);
 }
 
+static void on_unaccepted_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    slab_free(&c->srv->conn_slab, c);
+}
+
 conn *conn_accept(server *srv) {
-    conn *c = xcalloc(1, sizeof(*c));
+    conn *c = slab_alloc(&srv->conn_slab);
     c->srv = srv;
     uv_tcp_init(srv->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        uv_close((uv_handle_t *)&c->tcp, on_unaccepted_closed);
         return NULL;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -155,7 +160,7 @@ static void on_closed(uv_handle_t *h) {
     if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
     tls_conn_free(c->tls);
     conn_addr_release(c->source_ip);
-    free(c);
+    slab_free(&c->srv->conn_slab, c);
 }
 
 void conn_close(conn *c, uint16_t code, const char *reason) {

@@ -334,6 +334,7 @@ void server_free(server *srv) {
     srv->claimed_port = 0;
     tls_ctx_free(srv->tls);
     srv->tls = NULL;
+    slab_destroy(&srv->conn_slab);
     if (srv->loop) {
         close_inbox(srv); /* started: the mutex exists */
         pthread_mutex_destroy(&srv->inbox_mu);
@@ -436,6 +437,7 @@ static int bind_shared(server *srv, const struct sockaddr *addr) {
 int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
                         const server_handlers *handlers, void *app, int port, bool shared) {
     memset(srv, 0, offsetof(server, read_buf));
+    slab_init(&srv->conn_slab, sizeof(conn));
     srv->loop = loop;
     server_inbox_init(srv, loop);
     srv->cfg = cfg;
