@@ -14,6 +14,22 @@ void registry_init(registry *r) {
     keytab_init(&r->users, user_key);
     keytab_init(&r->rooms, room_key);
     slab_init(&r->sessions, sizeof(session));
+    slab_init(&r->users_slab, sizeof(user_conns) + REGISTRY_SHORT_ID);
+}
+
+/* A user entry for an id of n bytes (NUL included): a slab slot when short
+ * (the common case: no heap block per idle user), else a block. */
+static user_conns *user_new(registry *r, const char *id) {
+    size_t n = strlen(id) + 1;
+    user_conns *u =
+        n <= REGISTRY_SHORT_ID ? slab_alloc(&r->users_slab) : xcalloc(1, sizeof(*u) + n);
+    memcpy(u->id, id, n);
+    return u;
+}
+
+static void user_free(registry *r, user_conns *u) {
+    if (strlen(u->id) + 1 <= REGISTRY_SHORT_ID) slab_free(&r->users_slab, u);
+    else free(u);
 }
 
 static void session_free(registry *r, session *s) {
@@ -26,13 +42,14 @@ void registry_free(registry *r) {
     void *v;
     while (keytab_next(&r->by_id, &it, &v)) session_free(r, v);
     it = 0;
-    while (keytab_next(&r->users, &it, &v)) free(v);
+    while (keytab_next(&r->users, &it, &v)) user_free(r, v);
     it = 0;
     while (keytab_next(&r->rooms, &it, &v)) free(v);
     keytab_free(&r->by_id);
     keytab_free(&r->users);
     keytab_free(&r->rooms);
     slab_destroy(&r->sessions);
+    slab_destroy(&r->users_slab);
 }
 
 session *registry_add(registry *r, conn *c, const char *user_id, const char *username) {
@@ -41,9 +58,7 @@ session *registry_add(registry *r, conn *c, const char *user_id, const char *use
     keytab_put(&r->by_id, s);
     user_conns *u = keytab_get(&r->users, user_id);
     if (!u) {
-        size_t n = strlen(user_id) + 1;
-        u = xcalloc(1, sizeof(*u) + n);
-        memcpy(u->id, user_id, n);
+        u = user_new(r, user_id);
         keytab_put(&r->users, u);
     }
     s->user = u;
@@ -99,7 +114,7 @@ void registry_remove(registry *r, session *s) {
     if (s->user_next) s->user_next->user_prev = s->user_prev;
     if (--u->count == 0) {
         keytab_remove(&r->users, u->id);
-        free(u);
+        user_free(r, u);
     }
     keytab_remove(&r->by_id, s->c->id);
     session_free(r, s);

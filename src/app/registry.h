@@ -18,6 +18,10 @@
 
 typedef struct session session;
 
+/* User ids shorter than this are kept in slab slots, longer ones in
+ * blocks of their own. */
+#define REGISTRY_SHORT_ID 32
+
 typedef struct room {
     session *members;  /* list through session.room_next */
     size_t count;      /* members on this worker */
@@ -51,10 +55,11 @@ struct session {
 typedef struct registry {
     /* Tables of values keyed by the id inside them (8 bytes a slot, no
      * key copies): by_id the connection's id, users and rooms their own. */
-    keytab by_id;  /* connection id -> session */
-    keytab users;  /* user id -> user_conns */
-    keytab rooms;  /* room id -> room (only rooms with members) */
-    slab sessions; /* where the sessions live (no malloc block each) */
+    keytab by_id;    /* connection id -> session */
+    keytab users;    /* user id -> user_conns */
+    keytab rooms;    /* room id -> room (only rooms with members) */
+    slab sessions;   /* where the sessions live (no malloc block each) */
+    slab users_slab; /* user entries with ids shorter than REGISTRY_SHORT_ID */
 } registry;
 
 /* Initialise an empty registry. */

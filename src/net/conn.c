@@ -342,16 +342,9 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         conn_slow_consumer(c, "not drained", 0);
         return released;
     }
-    if (c->wq_count == 0 && c->wq && !c->writing) {
-        /* An empty queue keeps no ring between sweeps: idle connections
-         * hold no write memory, busy ones reallocate it at most once per
-         * sweep. */
-        free(c->wq);
-        c->wq = NULL;
-        c->wq_cap = 0;
-        c->wq_head = 0;
-        released++;
-    }
+    /* An empty queue keeps no ring between sweeps: idle connections hold
+     * no write memory, busy ones reallocate it at most once per sweep. */
+    if (conn_wq_release_idle(c)) released++;
     if (c->parser && ws_parser_idle(c->parser)) {
         /* Between frames: an idle connection keeps no parser at all. */
         ws_parser_free(c->parser);

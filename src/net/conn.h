@@ -26,6 +26,16 @@ typedef enum conn_state {
 
 #define CONN_ID_LEN 16
 
+/* A connection's write queue while it has one (write_queue.c): the ring's
+ * bookkeeping lives with its slots, not in every connection. */
+typedef struct conn_wq {
+    uint32_t head, count, cap; /* cap: a power of two */
+    uint32_t head_off;         /* bytes of the first frame already written */
+    uint64_t backlog_since_ms; /* uv_now when wq_bytes last rose above
+                                * max_queued_bytes; 0 while at or below */
+    ws_frame *frames[];
+} conn_wq;
+
 /* Laid out for idle memory (issue 16): flags are bits, fields that are
  * never needed at the same time share storage, and the address text is
  * shared by every connection from it. What each part costs is in
@@ -59,17 +69,14 @@ typedef struct conn {
     http_request *req; /* during the handshake / plain HTTP */
     ws_parser *parser; /* once open; NULL while idle between frames */
 
-    /* Write queue: a ring of shared frames; the first may be part-written. */
-    ws_frame **wq;
-    uint32_t wq_head, wq_count, wq_cap;
-    uint32_t wq_head_off;      /* bytes of the first frame already written */
-    uint32_t writing;          /* frames covered by the uv_write in flight */
-    uint32_t control_frames;   /* pings and pongs received in the current second */
-    size_t wq_bytes;           /* unwritten bytes queued */
-    size_t posted_bytes;       /* frames other workers posted for c, not yet queued
-                                * (atomic: added by posters, taken by the owner) */
-    uint64_t backlog_since_ms; /* uv_now when wq_bytes last rose above
-                                      * max_queued_bytes; 0 while at or below */
+    /* Write queue: a ring of shared frames, NULL while nothing is queued
+     * (the sweep frees an empty ring), so idle connections hold none. */
+    struct conn_wq *wq;
+    uint32_t writing;        /* frames covered by the uv_write in flight */
+    uint32_t control_frames; /* pings and pongs received in the current second */
+    size_t wq_bytes;         /* unwritten bytes queued */
+    size_t posted_bytes;     /* frames other workers posted for c, not yet queued
+                              * (atomic: added by posters, taken by the owner) */
 
     tls_conn *tls;          /* wss://: the queue holds plaintext */
     ws_frame *tls_inflight; /* ciphertext being written */

@@ -15,6 +15,9 @@
  * flush; drop every queued frame (the connection is being freed). */
 void conn_enqueue(conn *c, ws_frame *f);
 void conn_wq_clear(conn *c);
+/* Free c's ring when it is empty and no write is in flight (the sweep:
+ * idle connections keep none); true when one was freed. */
+bool conn_wq_release_idle(conn *c);
 
 /* upgrade.c: start reading a request head on a new connection; bring c's
  * share of server_pending_http_bytes up to date (returns the growth). */

@@ -282,6 +282,15 @@ static void on_sweep(uv_timer_t *t) {
      * a busy spell): hand the freed pages back to the system, or the
      * process keeps its high-water mark of buffers no one uses. */
     if (released >= 1024) malloc_trim(0);
+    /* [idle memory] Releases below that threshold add up; the first sweep
+     * that releases nothing after them trims too, so a server that has
+     * gone quiet holds no freed pages whatever the pace of its connects. */
+    srv->untrimmed += released;
+    if (released >= 1024) srv->untrimmed = 0;
+    else if (released == 0 && srv->untrimmed > 0) {
+        malloc_trim(0);
+        srv->untrimmed = 0;
+    }
     if (srv->shutting_down) {
         if (now >= srv->shutdown_deadline_ms) {
             for (c = srv->conns; c; c = c->next) conn_abort(c);

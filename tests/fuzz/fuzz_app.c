@@ -47,7 +47,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* Check and release every frame queued on c (nothing writes them). */
 static void release_queue(conn *c) {
-    for (uint32_t i = 0; i < c->wq_count; i++) {
+    for (uint32_t i = 0; i < harness_queue_len(c); i++) {
         ws_frame *f = harness_queued(c, i);
         require(f->len >= 2);
         uint8_t op = f->data[0] & 0x0F;

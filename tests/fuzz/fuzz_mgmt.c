@@ -46,7 +46,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* Frames sent to a WebSocket connection: single unmasked frames. */
 static void release_ws(conn *c) {
-    for (uint32_t i = 0; i < c->wq_count; i++) {
+    for (uint32_t i = 0; i < harness_queue_len(c); i++) {
         ws_frame *f = harness_queued(c, i);
         require(f->len >= 2 && (f->data[0] & 0x80) && !(f->data[1] & 0x80));
         uint8_t op = f->data[0] & 0x0F;
@@ -59,7 +59,7 @@ static void release_ws(conn *c) {
 /* Responses queued on the HTTP connection: each a complete HTTP/1.1
  * response. Returns how many. */
 static uint32_t release_http(conn *c) {
-    uint32_t n = c->wq_count;
+    uint32_t n = harness_queue_len(c);
     for (uint32_t i = 0; i < n; i++) {
         ws_frame *f = harness_queued(c, i);
         const char *r = (const char *)f->data;
