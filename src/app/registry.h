@@ -18,9 +18,9 @@
 
 typedef struct session session;
 
-/* User ids shorter than this are kept in slab slots, longer ones in
- * blocks of their own. */
-#define REGISTRY_SHORT_ID 32
+/* User ids shorter than this are kept in 32-byte slab slots (the size of
+ * the malloc block they replace), longer ones in blocks of their own. */
+#define REGISTRY_SHORT_ID 16
 
 typedef struct room {
     session *members;  /* list through session.room_next */

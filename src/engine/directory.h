@@ -19,9 +19,10 @@
 #include "net/conn.h"
 
 #define DIRECTORY_SHARDS 64
-/* Room and user ids shorter than this live in slab slots (no heap block
- * per idle user), longer ones in blocks of their own. */
-#define DIRECTORY_SHORT_ID 32
+/* Room and user ids shorter than this live in 32-byte slab slots (the
+ * size of the malloc block they replace, without its interleaving with a
+ * connect's short-lived blocks), longer ones in blocks of their own. */
+#define DIRECTORY_SHORT_ID 16
 /* Worker sets are bit masks: at most this many workers. */
 #define DIRECTORY_MAX_WORKERS 64
 
@@ -34,12 +35,12 @@ typedef struct directory_conn {
      * which its worker leaves (on close) before the connection can be
      * freed, and read only under the shard's lock. */
     conn *c;
-    int worker;
     const char *user_id, *username; /* borrowed: see directory_conn_add */
     /* The room's entry, NULL in no room; changed by the owner. The entry
      * lives while the room has members, and the owner clears this before
      * the connection leaves the room, so its id can be read here. */
     struct directory_set *room;
+    int worker;   /* (after the pointers: 40 bytes, not 48, in every session) */
     bool deleted; /* DELETE @connections closed it: gone from then on */
 } directory_conn;
 

@@ -89,8 +89,7 @@ conn *conn_accept(server *srv) {
     c->source_ip = conn_addr_intern(ip);
 
     const config *cfg = srv->cfg;
-    c->req = xmalloc(sizeof(*c->req));
-    conn_request_init(c);
+    conn_request_new(c);
 
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
@@ -146,17 +145,11 @@ static void on_closed(uv_handle_t *h) {
     conn *c = h->data;
     server_conn_freed(c->srv, c);
     conn_wq_clear(c);
-    if (c->req) {
-        http_request_free(c->req);
-        free(c->req);
-        c->req = NULL;
-    }
-    conn_pending_update(c);
+    conn_request_drop(c);
     if (c->addr_counted) server_addr_release(c->source_ip);
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
     free(c->subprotocol);
-    free(c->early_bytes);
     if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
     tls_conn_free(c->tls);
     conn_addr_release(c->source_ip);

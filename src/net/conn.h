@@ -62,11 +62,10 @@ typedef struct conn {
     bool auth_pending : 1;    /* authorize answered SERVER_AUTH_PENDING: no 101 yet */
     bool tls_shutdown_sent : 1;
     ws_deflate_params deflate_params;
-    size_t http_held;     /* bytes counted in server_pending_http_bytes */
-    uint8_t *early_bytes; /* what the client sent after its request meanwhile */
-    size_t early_len;
 
-    http_request *req; /* during the handshake / plain HTTP */
+    /* During the handshake / plain HTTP; with what only then matters
+     * around it (conn_http in conn_internal.h). */
+    http_request *req;
     ws_parser *parser; /* once open; NULL while idle between frames */
 
     /* Write queue: a ring of shared frames, NULL while nothing is queued

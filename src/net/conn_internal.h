@@ -19,10 +19,25 @@ void conn_wq_clear(conn *c);
  * idle connections keep none); true when one was freed. */
 bool conn_wq_release_idle(conn *c);
 
-/* upgrade.c: start reading a request head on a new connection; bring c's
- * share of server_pending_http_bytes up to date (returns the growth). */
+/* A connection's request and what only matters until it upgrades: one
+ * block, freed at the 101, so an open connection carries none of it. */
+typedef struct conn_http {
+    http_request req;     /* first: conn.req points here */
+    size_t held;          /* bytes counted in server_pending_http_bytes */
+    uint8_t *early_bytes; /* what the client sent after its request while
+                           * its authorization was pending */
+    size_t early_len;
+} conn_http;
+
+static inline conn_http *conn_http_of(const conn *c) { return (conn_http *)(void *)c->req; }
+
+/* upgrade.c: give c a request (zeroed conn_http) and start reading a
+ * request head; bring c's share of server_pending_http_bytes up to date
+ * (returns the growth); forget c's request (uncounted, freed). */
+void conn_request_new(conn *c);
 void conn_request_init(conn *c);
 ssize_t conn_pending_update(conn *c);
+void conn_request_drop(conn *c);
 /* upgrade.c: bytes read before the upgrade (request heads, bodies, or
  * frames pipelined behind a pending 101). */
 void conn_handle_http_bytes(conn *c, char *data, size_t len);
