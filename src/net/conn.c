@@ -150,7 +150,7 @@ static void on_closed(uv_handle_t *h) {
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
     free(c->subprotocol);
-    if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
+    if (c->tls && *tls_conn_inflight(c->tls)) ws_frame_unref(*tls_conn_inflight(c->tls));
     tls_conn_free(c->tls);
     conn_addr_release(c->source_ip);
     slab_free(&c->srv->conn_slab, c);

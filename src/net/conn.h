@@ -77,8 +77,8 @@ typedef struct conn {
     size_t posted_bytes;     /* frames other workers posted for c, not yet queued
                               * (atomic: added by posters, taken by the owner) */
 
-    tls_conn *tls;          /* wss://: the queue holds plaintext */
-    ws_frame *tls_inflight; /* ciphertext being written */
+    tls_conn *tls; /* wss://: the queue holds plaintext (and tls_conn_inflight
+                    * the ciphertext being written) */
 
     /* A connection is timed by its handshake deadline (reading its request)
      * or by its closing deadline, never both. */

@@ -260,8 +260,9 @@ static void tls_flush(conn *c);
 static void on_tls_write(uv_write_t *req, int status) {
     conn *c = req->data;
     free(req);
-    ws_frame_unref(c->tls_inflight);
-    c->tls_inflight = NULL;
+    ws_frame **inflight = tls_conn_inflight(c->tls);
+    ws_frame_unref(*inflight);
+    *inflight = NULL;
     c->writing = 0;
     if (status < 0) {
         conn_abort(c);
@@ -300,7 +301,7 @@ static void tls_flush(conn *c) {
         size_t done = r > 0 ? (size_t)r : 0;
         if (done < out->len) {
             b = uv_buf_init((char *)out->data + done, out->len - (uint32_t)done);
-            c->tls_inflight = out;
+            *tls_conn_inflight(c->tls) = out;
             uv_write_t *req = request_new(sizeof(*req), c);
             if (uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) != 0) {
                 free(req);
