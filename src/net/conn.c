@@ -75,7 +75,7 @@ conn *conn_accept(server *srv) {
     if (srv->tls) c->tls = tls_conn_new(srv->tls);
     c->state = CONN_HTTP;
     c->created_ms = uv_now(srv->loop);
-    c->last_active_ms = c->created_ms;
+    c->last_active_ms = (uint32_t)c->created_ms;
     make_id(c->id, srv->worker_index);
 
     struct sockaddr_storage ss;
@@ -240,13 +240,13 @@ void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
         case WS_EV_NONE: break;
         case WS_EV_MESSAGE:
             if (c->close_sent) break; /* closing: data is discarded */
-            c->last_active_ms = uv_now(c->srv->loop);
-            __atomic_store_n(&c->last_active_at, (int64_t)time(NULL), __ATOMIC_RELAXED);
+            c->last_active_ms = (uint32_t)uv_now(c->srv->loop);
+            __atomic_store_n(&c->last_active_at, (uint32_t)time(NULL), __ATOMIC_RELAXED);
             if (c->srv->handlers->on_message)
                 c->srv->handlers->on_message(c, ev.opcode, ev.data, ev.len);
             break;
         case WS_EV_PING:
-            c->last_active_ms = uv_now(c->srv->loop);
+            c->last_active_ms = (uint32_t)uv_now(c->srv->loop);
             if (control_flood(c)) return;
             if (!c->close_sent) conn_enqueue(c, ws_frame_new(WS_OP_PONG, ev.data, ev.len));
             break;
@@ -347,7 +347,7 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         ws_parser_trim(c->parser);
     }
     if (cfg->idle_timeout_s > 0 &&
-        now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
+        (uint32_t)((uint32_t)now - c->last_active_ms) >= (uint64_t)cfg->idle_timeout_s * 1000) {
         conn_close(c, WS_CLOSE_POLICY, "idle timeout");
         return released;
     }
@@ -360,14 +360,14 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         /* Bug fix: pong_timeout_s 0 means never, it used to close at the
          * first sweep after a ping; pings go on without waiting for pongs. */
         if (cfg->pong_timeout_s > 0 && c->awaiting_pong &&
-            now - c->last_ping_ms >= (uint64_t)cfg->pong_timeout_s * 1000) {
+            (uint32_t)((uint32_t)now - c->last_ping_ms) >= (uint64_t)cfg->pong_timeout_s * 1000) {
             conn_close(c, WS_CLOSE_POLICY, "pong timeout");
             return released;
         }
         if ((!c->awaiting_pong || cfg->pong_timeout_s == 0) &&
-            now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_s * 1000) {
+            (uint32_t)((uint32_t)now - c->last_ping_ms) >= (uint64_t)cfg->ping_interval_s * 1000) {
             c->awaiting_pong = true;
-            c->last_ping_ms = now;
+            c->last_ping_ms = (uint32_t)now;
             conn_enqueue(c, ws_frame_new(WS_OP_PING, NULL, 0));
         }
     }

@@ -88,11 +88,16 @@ typedef struct conn {
         uint64_t close_deadline_ms; /* CONN_CLOSING: when TCP is ended anyway */
     };
     uint64_t opened_ms;         /* uv_now at 101 */
-    uint64_t last_active_ms;    /* last data message or ping from the client */
-    uint64_t last_ping_ms;      /* last server ping sent */
     uint64_t control_window_ms; /* start of the current control-frame second */
-    int64_t connected_at;       /* Unix seconds at 101 */
-    int64_t last_active_at;     /* Unix seconds of the last message */
+    /* The low 32 bits of uv_now: only ever compared by difference with
+     * limits the configuration caps at a day (idle_timeout_s) and an hour
+     * (ping_interval_s, pong_timeout_s), and refreshed or acted on within
+     * them, so the wrap every 49 days never matters. */
+    uint32_t last_active_ms; /* last data message or ping from the client */
+    uint32_t last_ping_ms;   /* last server ping sent */
+    /* Unix seconds (unsigned 32 bits: good until 2106). */
+    uint32_t connected_at;   /* at 101 */
+    uint32_t last_active_at; /* of the last message (atomic: read by any thread) */
 
     const char *source_ip; /* the peer's address as text, shared by every
                             * connection from it (conn_addr_intern) */
@@ -147,7 +152,7 @@ static inline size_t conn_queued_bytes(const conn *c) {
 
 /* Return the Unix time of c's last message (from any thread). */
 static inline int64_t conn_last_active_at(const conn *c) {
-    return __atomic_load_n(&c->last_active_at, __ATOMIC_RELAXED);
+    return (int64_t)__atomic_load_n(&c->last_active_at, __ATOMIC_RELAXED);
 }
 
 /* Return the index of the worker that owns the connection with this id

@@ -206,9 +206,9 @@ static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t
     c->upgraded = true;
     c->parser = conn_parser_new(c);
     c->opened_ms = uv_now(srv->loop);
-    c->last_active_ms = c->opened_ms;
-    c->last_ping_ms = c->opened_ms;
-    c->connected_at = time(NULL);
+    c->last_active_ms = (uint32_t)c->opened_ms;
+    c->last_ping_ms = (uint32_t)c->opened_ms;
+    c->connected_at = (uint32_t)time(NULL);
     c->last_active_at = c->connected_at;
     c->opened = true;
     srv->nopen++;
