@@ -263,6 +263,24 @@ static void close_server_handles(server *srv) {
     uv_close((uv_handle_t *)&srv->inbox_async, NULL);
 }
 
+/* Hand freed heap pages back to the system. Not under a sanitizer: its
+ * allocator replaces glibc's, and glibc's malloc_trim called on a worker
+ * thread then leaves glibc's arena bookkeeping inconsistent, which aborts
+ * the process when that thread exits. */
+static void trim_heap(void) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return;
+#else
+    malloc_trim(0);
+#endif
+#else
+    malloc_trim(0);
+#endif
+}
+
 static void on_sweep(uv_timer_t *t) {
     server *srv = t->data;
     uint64_t now = uv_now(srv->loop);
@@ -281,14 +299,14 @@ static void on_sweep(uv_timer_t *t) {
     /* Many connections went idle at once (a burst of connects, the end of
      * a busy spell): hand the freed pages back to the system, or the
      * process keeps its high-water mark of buffers no one uses. */
-    if (released >= 1024) malloc_trim(0);
+    if (released >= 1024) trim_heap();
     /* [idle memory] Releases below that threshold add up; the first sweep
      * that releases nothing after them trims too, so a server that has
      * gone quiet holds no freed pages whatever the pace of its connects. */
     srv->untrimmed += released;
     if (released >= 1024) srv->untrimmed = 0;
     else if (released == 0 && srv->untrimmed > 0) {
-        malloc_trim(0);
+        trim_heap();
         srv->untrimmed = 0;
     }
     if (srv->shutting_down) {
