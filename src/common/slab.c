@@ -99,11 +99,12 @@ void *slab_alloc(slab *s) {
     if (ch->free) {
         p = ch->free;
         ch->free = *(void **)p;
-        memset(p, 0, s->size);
     } else {
         p = (uint8_t *)ch + HEADER_BYTES + (size_t)ch->carved * s->size;
-        ch->carved++; /* fresh from the kernel: already zero */
+        ch->carved++;
     }
+    /* A fresh chunk is zero, but the reserve chunk is reused as it was. */
+    memset(p, 0, s->size);
     ch->used++;
     s->used++;
     if (ch->used == s->per_chunk) unlink_partial(s, ch);
@@ -124,8 +125,10 @@ void slab_free(slab *s, void *p) {
          * down, but one stays in reserve (fresh again: zero, uncarved). */
         if (!was_full) unlink_partial(s, ch);
         if (!s->spare) {
+            /* Kept as it is (no madvise: a server whose last connection
+             * comes and goes would pay a system call and page faults for
+             * each); carving starts again from its first slot. */
             memset(ch, 0, HEADER_BYTES);
-            madvise(ch, SLAB_CHUNK_BYTES, MADV_DONTNEED);
             s->spare = ch;
             return;
         }

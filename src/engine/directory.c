@@ -23,29 +23,22 @@ void directory_init(directory *d) {
         keytab_init(&d->shards[i].rooms, set_key);
         keytab_init(&d->shards[i].users, set_key);
         keytab_init(&d->shards[i].conns, conn_key);
-        slab_init(&d->shards[i].sets, sizeof(directory_set) + DIRECTORY_SHORT_ID);
     }
 }
 
-static void set_free(directory_shard *sh, directory_set *e) {
-    if (strlen(e->id) + 1 <= DIRECTORY_SHORT_ID) slab_free(&sh->sets, e);
-    else free(e);
-}
-
-static void free_sets(directory_shard *sh, keytab *m) {
+static void free_sets(keytab *m) {
     size_t it = 0;
     void *v;
-    while (keytab_next(m, &it, &v)) set_free(sh, v);
+    while (keytab_next(m, &it, &v)) free(v);
     keytab_free(m);
 }
 
 void directory_free(directory *d) {
     for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
         directory_shard *sh = &d->shards[i];
-        free_sets(sh, &sh->rooms);
-        free_sets(sh, &sh->users);
+        free_sets(&sh->rooms);
+        free_sets(&sh->users);
         keytab_free(&sh->conns); /* the records are their owners' */
-        slab_destroy(&sh->sets);
         pthread_mutex_destroy(&sh->lock);
     }
 }
@@ -54,13 +47,12 @@ void directory_free(directory *d) {
 
 /* Under the shard's lock; the fields are atomics for the lock-free
  * readers of pinned entries. */
-static directory_set *set_add(directory_shard *sh, keytab *m, const char *id, int worker,
-                              bool first, bool *created) {
+static directory_set *set_add(keytab *m, const char *id, int worker, bool first, bool *created) {
     assert(worker >= 0 && worker < DIRECTORY_MAX_WORKERS);
     directory_set *e = keytab_get(m, id);
     if (!e) {
         size_t n = strlen(id);
-        e = n + 1 <= DIRECTORY_SHORT_ID ? slab_alloc(&sh->sets) : xcalloc(1, sizeof(*e) + n + 1);
+        e = xcalloc(1, sizeof(*e) + n + 1);
         memcpy(e->id, id, n + 1);
         keytab_put(m, e);
         if (created) *created = true;
@@ -70,8 +62,7 @@ static directory_set *set_add(directory_shard *sh, keytab *m, const char *id, in
     return e;
 }
 
-static size_t set_remove(directory_shard *sh, keytab *m, const char *id, int worker, bool last,
-                         bool *emptied) {
+static size_t set_remove(keytab *m, const char *id, int worker, bool last, bool *emptied) {
     directory_set *e = keytab_get(m, id);
     if (!e) return 0;
     if (last)
@@ -80,7 +71,7 @@ static size_t set_remove(directory_shard *sh, keytab *m, const char *id, int wor
     if (n > 0) atomic_store_explicit(&e->count, --n, memory_order_relaxed);
     if (n == 0) {
         keytab_remove(m, id);
-        set_free(sh, e);
+        free(e);
         if (emptied) *emptied = true;
     }
     return n;
@@ -99,7 +90,7 @@ directory_set *directory_room_join(directory *d, const char *room_id, int worker
     directory_shard *sh = shard_of(d, room_id);
     bool created = false;
     pthread_mutex_lock(&sh->lock);
-    directory_set *e = set_add(sh, &sh->rooms, room_id, worker, first, &created);
+    directory_set *e = set_add(&sh->rooms, room_id, worker, first, &created);
     pthread_mutex_unlock(&sh->lock);
     if (created) atomic_fetch_add_explicit(&d->rooms, 1, memory_order_relaxed);
     return e;
@@ -109,7 +100,7 @@ size_t directory_room_leave(directory *d, const char *room_id, int worker, bool 
     directory_shard *sh = shard_of(d, room_id);
     bool emptied = false;
     pthread_mutex_lock(&sh->lock);
-    size_t n = set_remove(sh, &sh->rooms, room_id, worker, last, &emptied);
+    size_t n = set_remove(&sh->rooms, room_id, worker, last, &emptied);
     pthread_mutex_unlock(&sh->lock);
     if (emptied) atomic_fetch_sub_explicit(&d->rooms, 1, memory_order_relaxed);
     return n;
@@ -126,14 +117,14 @@ uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count
 void directory_user_add(directory *d, const char *user_id, int worker, bool first) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_add(sh, &sh->users, user_id, worker, first, NULL);
+    set_add(&sh->users, user_id, worker, first, NULL);
     pthread_mutex_unlock(&sh->lock);
 }
 
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_remove(sh, &sh->users, user_id, worker, last, NULL);
+    set_remove(&sh->users, user_id, worker, last, NULL);
     pthread_mutex_unlock(&sh->lock);
 }
 

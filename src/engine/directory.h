@@ -15,14 +15,9 @@
 #include <stdint.h>
 
 #include "common/keytab.h"
-#include "common/slab.h"
 #include "net/conn.h"
 
 #define DIRECTORY_SHARDS 64
-/* Room and user ids shorter than this live in 32-byte slab slots (the
- * size of the malloc block they replace, without its interleaving with a
- * connect's short-lived blocks), longer ones in blocks of their own. */
-#define DIRECTORY_SHORT_ID 16
 /* Worker sets are bit masks: at most this many workers. */
 #define DIRECTORY_MAX_WORKERS 64
 
@@ -49,7 +44,6 @@ typedef struct directory_shard {
     keytab rooms; /* room id -> directory_set (rooms with members) */
     keytab users; /* user id -> directory_set (users with connections) */
     keytab conns; /* connection id -> directory_conn (keyed by rec->c->id) */
-    slab sets;    /* room and user entries with ids shorter than DIRECTORY_SHORT_ID */
     char pad[64]; /* shards on their own cache lines */
 } directory_shard;
 
