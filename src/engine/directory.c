@@ -24,36 +24,63 @@ void directory_init(directory *d) {
         keytab_init(&d->shards[i].users, set_key);
         keytab_init(&d->shards[i].conns, conn_key);
     }
+    pthread_mutex_init(&d->sets_mu, NULL);
+    slab_init(&d->sets, sizeof(directory_set) + DIRECTORY_SHORT_ID);
 }
 
-static void free_sets(keytab *m) {
+static directory_set *set_new(directory *d, const char *id) {
+    size_t n = strlen(id) + 1;
+    directory_set *e;
+    if (n <= DIRECTORY_SHORT_ID) {
+        pthread_mutex_lock(&d->sets_mu);
+        e = slab_alloc(&d->sets);
+        pthread_mutex_unlock(&d->sets_mu);
+    } else {
+        e = xcalloc(1, sizeof(*e) + n);
+    }
+    memcpy(e->id, id, n);
+    return e;
+}
+
+static void set_free(directory *d, directory_set *e) {
+    if (strlen(e->id) + 1 > DIRECTORY_SHORT_ID) {
+        free(e);
+        return;
+    }
+    pthread_mutex_lock(&d->sets_mu);
+    slab_free(&d->sets, e);
+    pthread_mutex_unlock(&d->sets_mu);
+}
+
+static void free_sets(directory *d, keytab *m) {
     size_t it = 0;
     void *v;
-    while (keytab_next(m, &it, &v)) free(v);
+    while (keytab_next(m, &it, &v)) set_free(d, v);
     keytab_free(m);
 }
 
 void directory_free(directory *d) {
     for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
         directory_shard *sh = &d->shards[i];
-        free_sets(&sh->rooms);
-        free_sets(&sh->users);
+        free_sets(d, &sh->rooms);
+        free_sets(d, &sh->users);
         keytab_free(&sh->conns); /* the records are their owners' */
         pthread_mutex_destroy(&sh->lock);
     }
+    slab_destroy(&d->sets);
+    pthread_mutex_destroy(&d->sets_mu);
 }
 
 /* ---- rooms and users: counted sets of workers ---- */
 
 /* Under the shard's lock; the fields are atomics for the lock-free
  * readers of pinned entries. */
-static directory_set *set_add(keytab *m, const char *id, int worker, bool first, bool *created) {
+static directory_set *set_add(directory *d, keytab *m, const char *id, int worker, bool first,
+                              bool *created) {
     assert(worker >= 0 && worker < DIRECTORY_MAX_WORKERS);
     directory_set *e = keytab_get(m, id);
     if (!e) {
-        size_t n = strlen(id);
-        e = xcalloc(1, sizeof(*e) + n + 1);
-        memcpy(e->id, id, n + 1);
+        e = set_new(d, id);
         keytab_put(m, e);
         if (created) *created = true;
     }
@@ -62,7 +89,8 @@ static directory_set *set_add(keytab *m, const char *id, int worker, bool first,
     return e;
 }
 
-static size_t set_remove(keytab *m, const char *id, int worker, bool last, bool *emptied) {
+static size_t set_remove(directory *d, keytab *m, const char *id, int worker, bool last,
+                         bool *emptied) {
     directory_set *e = keytab_get(m, id);
     if (!e) return 0;
     if (last)
@@ -71,7 +99,7 @@ static size_t set_remove(keytab *m, const char *id, int worker, bool last, bool 
     if (n > 0) atomic_store_explicit(&e->count, --n, memory_order_relaxed);
     if (n == 0) {
         keytab_remove(m, id);
-        free(e);
+        set_free(d, e);
         if (emptied) *emptied = true;
     }
     return n;
@@ -90,7 +118,7 @@ directory_set *directory_room_join(directory *d, const char *room_id, int worker
     directory_shard *sh = shard_of(d, room_id);
     bool created = false;
     pthread_mutex_lock(&sh->lock);
-    directory_set *e = set_add(&sh->rooms, room_id, worker, first, &created);
+    directory_set *e = set_add(d, &sh->rooms, room_id, worker, first, &created);
     pthread_mutex_unlock(&sh->lock);
     if (created) atomic_fetch_add_explicit(&d->rooms, 1, memory_order_relaxed);
     return e;
@@ -100,7 +128,7 @@ size_t directory_room_leave(directory *d, const char *room_id, int worker, bool 
     directory_shard *sh = shard_of(d, room_id);
     bool emptied = false;
     pthread_mutex_lock(&sh->lock);
-    size_t n = set_remove(&sh->rooms, room_id, worker, last, &emptied);
+    size_t n = set_remove(d, &sh->rooms, room_id, worker, last, &emptied);
     pthread_mutex_unlock(&sh->lock);
     if (emptied) atomic_fetch_sub_explicit(&d->rooms, 1, memory_order_relaxed);
     return n;
@@ -117,14 +145,14 @@ uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count
 void directory_user_add(directory *d, const char *user_id, int worker, bool first) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_add(&sh->users, user_id, worker, first, NULL);
+    set_add(d, &sh->users, user_id, worker, first, NULL);
     pthread_mutex_unlock(&sh->lock);
 }
 
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_remove(&sh->users, user_id, worker, last, NULL);
+    set_remove(d, &sh->users, user_id, worker, last, NULL);
     pthread_mutex_unlock(&sh->lock);
 }
 
