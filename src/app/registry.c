@@ -5,44 +5,65 @@
 
 #include "common/alloc.h"
 
+static const char *session_key(const void *v) { return ((const session *)v)->c->id; }
+static const char *user_key(const void *v) { return ((const user_conns *)v)->id; }
+static const char *room_key(const void *v) { return ((const room *)v)->id; }
+
 void registry_init(registry *r) {
-    strmap_init_borrowed(&r->by_id);
-    strmap_init_borrowed(&r->users);
-    strmap_init_borrowed(&r->rooms);
+    keytab_init(&r->by_id, session_key);
+    keytab_init(&r->users, user_key);
+    keytab_init(&r->rooms, room_key);
+    slab_init(&r->sessions, sizeof(session));
+    slab_init(&r->users_slab, sizeof(user_conns) + REGISTRY_SHORT_ID);
 }
 
-static void session_free(session *s) {
-    free(s->username);
-    free(s);
+/* A user entry for an id of n bytes (NUL included): a slab slot when short
+ * (the common case: no heap block per idle user), else a block. */
+static user_conns *user_new(registry *r, const char *id) {
+    size_t n = strlen(id) + 1;
+    user_conns *u =
+        n <= REGISTRY_SHORT_ID ? slab_alloc(&r->users_slab) : xcalloc(1, sizeof(*u) + n);
+    memcpy(u->id, id, n);
+    return u;
+}
+
+static void user_free(registry *r, user_conns *u) {
+    if (strlen(u->id) + 1 <= REGISTRY_SHORT_ID) slab_free(&r->users_slab, u);
+    else free(u);
+}
+
+static void session_free(registry *r, session *s) {
+    if (s->username != s->user_id) free((char *)s->username);
+    slab_free(&r->sessions, s);
 }
 
 void registry_free(registry *r) {
     size_t it = 0;
     void *v;
-    while (strmap_next(&r->by_id, &it, NULL, &v)) session_free(v);
+    while (keytab_next(&r->by_id, &it, &v)) session_free(r, v);
     it = 0;
-    while (strmap_next(&r->users, &it, NULL, &v)) free(v);
+    while (keytab_next(&r->users, &it, &v)) user_free(r, v);
     it = 0;
-    while (strmap_next(&r->rooms, &it, NULL, &v)) free(v);
-    strmap_free(&r->by_id);
-    strmap_free(&r->users);
-    strmap_free(&r->rooms);
+    while (keytab_next(&r->rooms, &it, &v)) free(v);
+    keytab_free(&r->by_id);
+    keytab_free(&r->users);
+    keytab_free(&r->rooms);
+    slab_destroy(&r->sessions);
+    slab_destroy(&r->users_slab);
 }
 
 session *registry_add(registry *r, conn *c, const char *user_id, const char *username) {
-    session *s = xcalloc(1, sizeof(*s));
+    session *s = slab_alloc(&r->sessions);
     s->c = c;
-    s->username = xstrdup(username);
-    strmap_put(&r->by_id, c->id, s, NULL);
-    user_conns *u = strmap_get(&r->users, user_id);
+    keytab_put(&r->by_id, s);
+    user_conns *u = keytab_get(&r->users, user_id);
     if (!u) {
-        size_t n = strlen(user_id) + 1;
-        u = xcalloc(1, sizeof(*u) + n);
-        memcpy(u->id, user_id, n);
-        strmap_put(&r->users, u->id, u, NULL);
+        u = user_new(r, user_id);
+        keytab_put(&r->users, u);
     }
     s->user = u;
     s->user_id = u->id;
+    s->username = strcmp(username, user_id) == 0 ? s->user_id : xstrdup(username);
     s->user_next = u->conns;
     if (u->conns) u->conns->user_prev = s;
     u->conns = s;
@@ -53,12 +74,12 @@ session *registry_add(registry *r, conn *c, const char *user_id, const char *use
 room *registry_join(registry *r, session *s, const char *room_id) {
     if (s->room && strcmp(s->room->id, room_id) == 0) return s->room;
     registry_leave(r, s);
-    room *rm = strmap_get(&r->rooms, room_id);
+    room *rm = keytab_get(&r->rooms, room_id);
     if (!rm) {
         size_t n = strlen(room_id) + 1;
         rm = xcalloc(1, sizeof(*rm) + n);
         memcpy(rm->id, room_id, n);
-        strmap_put(&r->rooms, rm->id, rm, NULL);
+        keytab_put(&r->rooms, rm);
     }
     /* Append at the tail would need a tail pointer; members are unordered,
      * so push at the head. */
@@ -80,7 +101,7 @@ void registry_leave(registry *r, session *s) {
     s->room = NULL;
     s->room_prev = s->room_next = NULL;
     if (--rm->count == 0) {
-        strmap_remove(&r->rooms, rm->id);
+        keytab_remove(&r->rooms, rm->id);
         free(rm);
     }
 }
@@ -92,21 +113,21 @@ void registry_remove(registry *r, session *s) {
     else u->conns = s->user_next;
     if (s->user_next) s->user_next->user_prev = s->user_prev;
     if (--u->count == 0) {
-        strmap_remove(&r->users, u->id);
-        free(u);
+        keytab_remove(&r->users, u->id);
+        user_free(r, u);
     }
-    strmap_remove(&r->by_id, s->c->id);
-    session_free(s);
+    keytab_remove(&r->by_id, s->c->id);
+    session_free(r, s);
 }
 
 session *registry_by_id(const registry *r, const char *conn_id) {
-    return strmap_get(&r->by_id, conn_id);
+    return keytab_get(&r->by_id, conn_id);
 }
 user_conns *registry_user(const registry *r, const char *user_id) {
-    return strmap_get(&r->users, user_id);
+    return keytab_get(&r->users, user_id);
 }
 room *registry_room(const registry *r, const char *room_id) {
-    return strmap_get(&r->rooms, room_id);
+    return keytab_get(&r->rooms, room_id);
 }
 
 static int cmp_room(const void *a, const void *b) {
@@ -118,7 +139,7 @@ size_t registry_rooms_sorted(const registry *r, room ***out) {
     room **arr = xmalloc((r->rooms.count + 1) * sizeof(*arr));
     size_t n = 0, it = 0;
     void *v;
-    while (strmap_next(&r->rooms, &it, NULL, &v)) arr[n++] = v;
+    while (keytab_next(&r->rooms, &it, &v)) arr[n++] = v;
     qsort(arr, n, sizeof(*arr), cmp_room);
     *out = arr;
     return n;

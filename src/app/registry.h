@@ -10,12 +10,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/strmap.h"
+#include "common/keytab.h"
+#include "common/slab.h"
 #include "engine/directory.h"
 #include "net/conn.h"
 #include "throttle/throttle.h"
 
 typedef struct session session;
+
+/* User ids shorter than this are kept in 32-byte slab slots (the size of
+ * the malloc block they replace), longer ones in blocks of their own. */
+#define REGISTRY_SHORT_ID 16
 
 typedef struct room {
     session *members;  /* list through session.room_next */
@@ -32,9 +37,10 @@ typedef struct user_conns {
 
 struct session {
     conn *c;
-    const char *user_id; /* user->id: one copy per user, not per connection */
-    char *username;      /* owned */
-    room *room;          /* NULL: in no room */
+    const char *user_id;  /* user->id: one copy per user, not per connection */
+    const char *username; /* owned, or user_id itself when the same text (the
+                           * default: no copy) */
+    room *room;           /* NULL: in no room */
     session *room_prev, *room_next;
     user_conns *user;
     session *user_prev, *user_next;
@@ -47,12 +53,13 @@ struct session {
 };
 
 typedef struct registry {
-    /* The maps borrow their keys (an idle connection's registry entry is
-     * three allocations, no key copies): by_id the connection's id, users
-     * and rooms the id inside the value. */
-    strmap by_id; /* connection id -> session */
-    strmap users; /* user id -> user_conns */
-    strmap rooms; /* room id -> room (only rooms with members) */
+    /* Tables of values keyed by the id inside them (8 bytes a slot, no
+     * key copies): by_id the connection's id, users and rooms their own. */
+    keytab by_id;    /* connection id -> session */
+    keytab users;    /* user id -> user_conns */
+    keytab rooms;    /* room id -> room (only rooms with members) */
+    slab sessions;   /* where the sessions live (no malloc block each) */
+    slab users_slab; /* user entries with ids shorter than REGISTRY_SHORT_ID */
 } registry;
 
 /* Initialise an empty registry. */

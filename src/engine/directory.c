@@ -13,45 +13,75 @@ static directory_shard *shard_of(directory *d, const char *key) {
     return &d->shards[hash_bytes(key, strlen(key), HASH_FNV_BASIS) % DIRECTORY_SHARDS];
 }
 
+static const char *set_key(const void *v) { return ((const directory_set *)v)->id; }
+static const char *conn_key(const void *v) { return ((const directory_conn *)v)->c->id; }
+
 void directory_init(directory *d) {
     memset(d, 0, sizeof(*d));
     for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
         pthread_mutex_init(&d->shards[i].lock, NULL);
-        strmap_init_borrowed(&d->shards[i].rooms);
-        strmap_init_borrowed(&d->shards[i].users);
-        strmap_init_borrowed(&d->shards[i].conns);
+        keytab_init(&d->shards[i].rooms, set_key);
+        keytab_init(&d->shards[i].users, set_key);
+        keytab_init(&d->shards[i].conns, conn_key);
     }
+    pthread_mutex_init(&d->sets_mu, NULL);
+    slab_init(&d->sets, sizeof(directory_set) + DIRECTORY_SHORT_ID);
 }
 
-static void free_values(strmap *m, void (*fn)(void *)) {
+static directory_set *set_new(directory *d, const char *id) {
+    size_t n = strlen(id) + 1;
+    directory_set *e;
+    if (n <= DIRECTORY_SHORT_ID) {
+        pthread_mutex_lock(&d->sets_mu);
+        e = slab_alloc(&d->sets);
+        pthread_mutex_unlock(&d->sets_mu);
+    } else {
+        e = xcalloc(1, sizeof(*e) + n);
+    }
+    memcpy(e->id, id, n);
+    return e;
+}
+
+static void set_free(directory *d, directory_set *e) {
+    if (strlen(e->id) + 1 > DIRECTORY_SHORT_ID) {
+        free(e);
+        return;
+    }
+    pthread_mutex_lock(&d->sets_mu);
+    slab_free(&d->sets, e);
+    pthread_mutex_unlock(&d->sets_mu);
+}
+
+static void free_sets(directory *d, keytab *m) {
     size_t it = 0;
     void *v;
-    while (strmap_next(m, &it, NULL, &v)) fn(v);
-    strmap_free(m);
+    while (keytab_next(m, &it, &v)) set_free(d, v);
+    keytab_free(m);
 }
 
 void directory_free(directory *d) {
     for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
         directory_shard *sh = &d->shards[i];
-        free_values(&sh->rooms, free);
-        free_values(&sh->users, free);
-        strmap_free(&sh->conns); /* the records are their owners' */
+        free_sets(d, &sh->rooms);
+        free_sets(d, &sh->users);
+        keytab_free(&sh->conns); /* the records are their owners' */
         pthread_mutex_destroy(&sh->lock);
     }
+    slab_destroy(&d->sets);
+    pthread_mutex_destroy(&d->sets_mu);
 }
 
 /* ---- rooms and users: counted sets of workers ---- */
 
 /* Under the shard's lock; the fields are atomics for the lock-free
  * readers of pinned entries. */
-static directory_set *set_add(strmap *m, const char *id, int worker, bool first, bool *created) {
+static directory_set *set_add(directory *d, keytab *m, const char *id, int worker, bool first,
+                              bool *created) {
     assert(worker >= 0 && worker < DIRECTORY_MAX_WORKERS);
-    directory_set *e = strmap_get(m, id);
+    directory_set *e = keytab_get(m, id);
     if (!e) {
-        size_t n = strlen(id);
-        e = xcalloc(1, sizeof(*e) + n + 1);
-        memcpy(e->id, id, n + 1);
-        strmap_put(m, e->id, e, NULL);
+        e = set_new(d, id);
+        keytab_put(m, e);
         if (created) *created = true;
     }
     if (first) atomic_fetch_or_explicit(&e->workers, UINT64_C(1) << worker, memory_order_relaxed);
@@ -59,23 +89,24 @@ static directory_set *set_add(strmap *m, const char *id, int worker, bool first,
     return e;
 }
 
-static size_t set_remove(strmap *m, const char *id, int worker, bool last, bool *emptied) {
-    directory_set *e = strmap_get(m, id);
+static size_t set_remove(directory *d, keytab *m, const char *id, int worker, bool last,
+                         bool *emptied) {
+    directory_set *e = keytab_get(m, id);
     if (!e) return 0;
     if (last)
         atomic_fetch_and_explicit(&e->workers, ~(UINT64_C(1) << worker), memory_order_relaxed);
     size_t n = atomic_load_explicit(&e->count, memory_order_relaxed);
     if (n > 0) atomic_store_explicit(&e->count, --n, memory_order_relaxed);
     if (n == 0) {
-        strmap_remove(m, id);
-        free(e);
+        keytab_remove(m, id);
+        set_free(d, e);
         if (emptied) *emptied = true;
     }
     return n;
 }
 
-static uint64_t set_workers(strmap *m, const char *id, size_t *count) {
-    directory_set *e = strmap_get(m, id);
+static uint64_t set_workers(keytab *m, const char *id, size_t *count) {
+    directory_set *e = keytab_get(m, id);
     if (!e) {
         if (count) *count = 0;
         return 0;
@@ -87,7 +118,7 @@ directory_set *directory_room_join(directory *d, const char *room_id, int worker
     directory_shard *sh = shard_of(d, room_id);
     bool created = false;
     pthread_mutex_lock(&sh->lock);
-    directory_set *e = set_add(&sh->rooms, room_id, worker, first, &created);
+    directory_set *e = set_add(d, &sh->rooms, room_id, worker, first, &created);
     pthread_mutex_unlock(&sh->lock);
     if (created) atomic_fetch_add_explicit(&d->rooms, 1, memory_order_relaxed);
     return e;
@@ -97,7 +128,7 @@ size_t directory_room_leave(directory *d, const char *room_id, int worker, bool 
     directory_shard *sh = shard_of(d, room_id);
     bool emptied = false;
     pthread_mutex_lock(&sh->lock);
-    size_t n = set_remove(&sh->rooms, room_id, worker, last, &emptied);
+    size_t n = set_remove(d, &sh->rooms, room_id, worker, last, &emptied);
     pthread_mutex_unlock(&sh->lock);
     if (emptied) atomic_fetch_sub_explicit(&d->rooms, 1, memory_order_relaxed);
     return n;
@@ -114,14 +145,14 @@ uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count
 void directory_user_add(directory *d, const char *user_id, int worker, bool first) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_add(&sh->users, user_id, worker, first, NULL);
+    set_add(d, &sh->users, user_id, worker, first, NULL);
     pthread_mutex_unlock(&sh->lock);
 }
 
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_remove(&sh->users, user_id, worker, last, NULL);
+    set_remove(d, &sh->users, user_id, worker, last, NULL);
     pthread_mutex_unlock(&sh->lock);
 }
 
@@ -144,8 +175,7 @@ void directory_conn_add(directory *d, directory_conn *r, conn *c, int worker, co
     r->username = username;
     directory_shard *sh = shard_of(d, c->id);
     pthread_mutex_lock(&sh->lock);
-    void *old = NULL;
-    strmap_put(&sh->conns, c->id, r, &old);
+    void *old = keytab_put(&sh->conns, r);
     pthread_mutex_unlock(&sh->lock);
     /* ids are random (never in practice); the old record is its owner's */
     if (!old) atomic_fetch_add_explicit(&d->conns, 1, memory_order_relaxed);
@@ -154,7 +184,7 @@ void directory_conn_add(directory *d, directory_conn *r, conn *c, int worker, co
 void directory_conn_set_room(directory *d, const char *conn_id, directory_set *room) {
     directory_shard *sh = shard_of(d, conn_id);
     pthread_mutex_lock(&sh->lock);
-    directory_conn *r = strmap_get(&sh->conns, conn_id);
+    directory_conn *r = keytab_get(&sh->conns, conn_id);
     if (r) r->room = room;
     pthread_mutex_unlock(&sh->lock);
 }
@@ -162,7 +192,7 @@ void directory_conn_set_room(directory *d, const char *conn_id, directory_set *r
 void directory_conn_remove(directory *d, const char *conn_id) {
     directory_shard *sh = shard_of(d, conn_id);
     pthread_mutex_lock(&sh->lock);
-    directory_conn *r = strmap_remove(&sh->conns, conn_id);
+    directory_conn *r = keytab_remove(&sh->conns, conn_id);
     pthread_mutex_unlock(&sh->lock);
     if (r) atomic_fetch_sub_explicit(&d->conns, 1, memory_order_relaxed);
 }
@@ -171,7 +201,7 @@ int directory_conn_visit(directory *d, const char *conn_id,
                          int (*fn)(directory_conn *rec, void *ctx), void *ctx) {
     directory_shard *sh = shard_of(d, conn_id);
     pthread_mutex_lock(&sh->lock);
-    directory_conn *r = strmap_get(&sh->conns, conn_id);
+    directory_conn *r = keytab_get(&sh->conns, conn_id);
     int rc = r ? fn(r, ctx) : -1;
     pthread_mutex_unlock(&sh->lock);
     return rc;
@@ -184,7 +214,7 @@ void directory_conn_each(directory *d, void (*fn)(const directory_conn *rec, voi
         pthread_mutex_lock(&sh->lock);
         size_t it = 0;
         void *v;
-        while (strmap_next(&sh->conns, &it, NULL, &v)) fn(v, ctx);
+        while (keytab_next(&sh->conns, &it, &v)) fn(v, ctx);
         pthread_mutex_unlock(&sh->lock);
     }
 }
@@ -203,7 +233,7 @@ size_t directory_rooms_sorted(directory *d, directory_room_entry **out) {
         pthread_mutex_lock(&sh->lock);
         size_t it = 0;
         void *val;
-        while (strmap_next(&sh->rooms, &it, NULL, &val)) {
+        while (keytab_next(&sh->rooms, &it, &val)) {
             const directory_set *e = val;
             if (n == cap) {
                 cap = cap ? cap * 2 : 64;

@@ -1,6 +1,7 @@
 #include "net/conn.h"
 
 #include <assert.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,35 +57,39 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->len = sizeof(c->srv->read_buf);
 }
 
+static void on_unaccepted_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    slab_free(&c->srv->conn_slab, c);
+}
+
 conn *conn_accept(server *srv) {
-    conn *c = xcalloc(1, sizeof(*c));
+    conn *c = slab_alloc(&srv->conn_slab);
     c->srv = srv;
     uv_tcp_init(srv->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        uv_close((uv_handle_t *)&c->tcp, on_unaccepted_closed);
         return NULL;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     if (srv->tls) c->tls = tls_conn_new(srv->tls);
     c->state = CONN_HTTP;
     c->created_ms = uv_now(srv->loop);
-    c->last_active_ms = c->created_ms;
+    c->last_active_ms = (uint32_t)c->created_ms;
     make_id(c->id, srv->worker_index);
 
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
-    strcpy(c->source_ip, "unknown");
+    char ip[INET6_ADDRSTRLEN];
+    strcpy(ip, "unknown");
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            ipv4_text(&((struct sockaddr_in *)&ss)->sin_addr, c->source_ip);
-        else if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->source_ip, sizeof(c->source_ip));
+        if (ss.ss_family == AF_INET) ipv4_text(&((struct sockaddr_in *)&ss)->sin_addr, ip);
+        else if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
     }
+    c->source_ip = conn_addr_intern(ip);
 
     const config *cfg = srv->cfg;
-    c->req = xmalloc(sizeof(*c->req));
-    conn_request_init(c);
+    conn_request_new(c);
 
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
@@ -144,20 +149,15 @@ static void on_closed(uv_handle_t *h) {
     conn *c = h->data;
     server_conn_freed(c->srv, c);
     conn_wq_clear(c);
-    if (c->req) {
-        http_request_free(c->req);
-        free(c->req);
-        c->req = NULL;
-    }
-    conn_pending_update(c);
+    conn_request_drop(c);
     if (c->addr_counted) server_addr_release(c->source_ip);
     if (c->parser) ws_parser_free(c->parser);
     free(c->user_agent);
     free(c->subprotocol);
-    free(c->early_bytes);
-    if (c->tls_inflight) ws_frame_unref(c->tls_inflight);
+    if (c->tls && *tls_conn_inflight(c->tls)) ws_frame_unref(*tls_conn_inflight(c->tls));
     tls_conn_free(c->tls);
-    free(c);
+    conn_addr_release(c->source_ip);
+    slab_free(&c->srv->conn_slab, c);
 }
 
 void conn_close(conn *c, uint16_t code, const char *reason) {
@@ -244,13 +244,13 @@ void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
         case WS_EV_NONE: break;
         case WS_EV_MESSAGE:
             if (c->close_sent) break; /* closing: data is discarded */
-            c->last_active_ms = uv_now(c->srv->loop);
-            __atomic_store_n(&c->last_active_at, (int64_t)time(NULL), __ATOMIC_RELAXED);
+            c->last_active_ms = (uint32_t)uv_now(c->srv->loop);
+            __atomic_store_n(&c->last_active_at, (uint32_t)time(NULL), __ATOMIC_RELAXED);
             if (c->srv->handlers->on_message)
                 c->srv->handlers->on_message(c, ev.opcode, ev.data, ev.len);
             break;
         case WS_EV_PING:
-            c->last_active_ms = uv_now(c->srv->loop);
+            c->last_active_ms = (uint32_t)uv_now(c->srv->loop);
             if (control_flood(c)) return;
             if (!c->close_sent) conn_enqueue(c, ws_frame_new(WS_OP_PONG, ev.data, ev.len));
             break;
@@ -341,16 +341,9 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         conn_slow_consumer(c, "not drained", 0);
         return released;
     }
-    if (c->wq_count == 0 && c->wq && !c->writing) {
-        /* An empty queue keeps no ring between sweeps: idle connections
-         * hold no write memory, busy ones reallocate it at most once per
-         * sweep. */
-        free(c->wq);
-        c->wq = NULL;
-        c->wq_cap = 0;
-        c->wq_head = 0;
-        released++;
-    }
+    /* An empty queue keeps no ring between sweeps: idle connections hold
+     * no write memory, busy ones reallocate it at most once per sweep. */
+    if (conn_wq_release_idle(c)) released++;
     if (c->parser && ws_parser_idle(c->parser)) {
         /* Between frames: an idle connection keeps no parser at all. */
         ws_parser_free(c->parser);
@@ -360,7 +353,7 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         ws_parser_trim(c->parser);
     }
     if (cfg->idle_timeout_s > 0 &&
-        now - c->last_active_ms >= (uint64_t)cfg->idle_timeout_s * 1000) {
+        (uint32_t)((uint32_t)now - c->last_active_ms) >= (uint64_t)cfg->idle_timeout_s * 1000) {
         conn_close(c, WS_CLOSE_POLICY, "idle timeout");
         return released;
     }
@@ -373,14 +366,14 @@ unsigned conn_sweep(conn *c, uint64_t now) {
         /* Bug fix: pong_timeout_s 0 means never, it used to close at the
          * first sweep after a ping; pings go on without waiting for pongs. */
         if (cfg->pong_timeout_s > 0 && c->awaiting_pong &&
-            now - c->last_ping_ms >= (uint64_t)cfg->pong_timeout_s * 1000) {
+            (uint32_t)((uint32_t)now - c->last_ping_ms) >= (uint64_t)cfg->pong_timeout_s * 1000) {
             conn_close(c, WS_CLOSE_POLICY, "pong timeout");
             return released;
         }
         if ((!c->awaiting_pong || cfg->pong_timeout_s == 0) &&
-            now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_s * 1000) {
+            (uint32_t)((uint32_t)now - c->last_ping_ms) >= (uint64_t)cfg->ping_interval_s * 1000) {
             c->awaiting_pong = true;
-            c->last_ping_ms = now;
+            c->last_ping_ms = (uint32_t)now;
             conn_enqueue(c, ws_frame_new(WS_OP_PING, NULL, 0));
         }
     }

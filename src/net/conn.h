@@ -26,6 +26,20 @@ typedef enum conn_state {
 
 #define CONN_ID_LEN 16
 
+/* A connection's write queue while it has one (write_queue.c): the ring's
+ * bookkeeping lives with its slots, not in every connection. */
+typedef struct conn_wq {
+    uint32_t head, count, cap; /* cap: a power of two */
+    uint32_t head_off;         /* bytes of the first frame already written */
+    uint64_t backlog_since_ms; /* uv_now when wq_bytes last rose above
+                                * max_queued_bytes; 0 while at or below */
+    ws_frame *frames[];
+} conn_wq;
+
+/* Laid out for idle memory (issue 16): flags are bits, fields that are
+ * never needed at the same time share storage, and the address text is
+ * shared by every connection from it. What each part costs is in
+ * docs/BENCHMARKS.md ("Idle memory"). */
 typedef struct conn {
     uv_tcp_t tcp;
     struct server *srv;
@@ -33,60 +47,67 @@ typedef struct conn {
     struct conn *dirty_next;  /* the server's list of queues to flush */
 
     conn_state state;
-    bool dirty;             /* on the flush list */
-    bool close_after_flush; /* end TCP once the queue drains */
-    bool close_sent;        /* our close frame is queued */
-    bool awaiting_pong;
-    bool opened;          /* on_open ran, so on_close must run */
-    bool http_keep_alive; /* plain HTTP: read another request after this one */
-    bool upgraded;        /* past the 101: what arrives is WebSocket frames */
-    bool deflate;         /* permessage-deflate agreed (deflate_params) */
+    uint16_t peer_close_code;   /* the client's close code (1005: none given), 0: no close */
+    bool dirty : 1;             /* on the flush list */
+    bool close_after_flush : 1; /* end TCP once the queue drains */
+    bool close_sent : 1;        /* our close frame is queued */
+    bool awaiting_pong : 1;
+    bool opened : 1;          /* on_open ran, so on_close must run */
+    bool http_keep_alive : 1; /* plain HTTP: read another request after this one */
+    bool upgraded : 1;        /* past the 101: what arrives is WebSocket frames */
+    bool deflate : 1;         /* permessage-deflate agreed (deflate_params) */
+    bool addr_counted : 1;    /* counted in server_addr_acquire */
+    bool over_addr_limit : 1; /* its address had max_connections_per_ip sockets */
+    bool http_answered : 1;   /* on_http_head answered: the body is never read */
+    bool auth_pending : 1;    /* authorize answered SERVER_AUTH_PENDING: no 101 yet */
+    bool tls_shutdown_sent : 1;
+    bool http_deferred : 1; /* on_http answers later (server_http_answer) */
     ws_deflate_params deflate_params;
-    bool addr_counted;    /* counted in server_addr_acquire */
-    bool over_addr_limit; /* its address had max_connections_per_ip sockets */
-    bool http_answered;   /* on_http_head answered: the body is never read */
-    size_t http_held;     /* bytes counted in server_pending_http_bytes */
-    bool auth_pending;    /* authorize answered SERVER_AUTH_PENDING: no 101 yet */
-    bool http_deferred;   /* on_http answers later (server_http_answer) */
-    uint8_t *early_bytes; /* what the client sent after its request meanwhile */
-    size_t early_len;
-    uint16_t peer_close_code; /* the client's close code (1005: none given), 0: no close */
 
-    http_request *req; /* during the handshake / plain HTTP */
+    /* During the handshake / plain HTTP; with what only then matters
+     * around it (conn_http in conn_internal.h). */
+    http_request *req;
     ws_parser *parser; /* once open; NULL while idle between frames */
 
-    /* Write queue: a ring of shared frames; the first may be part-written. */
-    ws_frame **wq;
-    uint32_t wq_head, wq_count, wq_cap;
-    uint32_t wq_head_off;      /* bytes of the first frame already written */
-    uint32_t writing;          /* frames covered by the uv_write in flight */
-    size_t wq_bytes;           /* unwritten bytes queued */
-    size_t posted_bytes;       /* frames other workers posted for c, not yet queued
-                                * (atomic: added by posters, taken by the owner) */
-    uint64_t backlog_since_ms; /* uv_now when wq_bytes last rose above
-                                      * max_queued_bytes; 0 while at or below */
+    /* Write queue: a ring of shared frames, NULL while nothing is queued
+     * (the sweep frees an empty ring), so idle connections hold none. */
+    struct conn_wq *wq;
+    uint32_t writing;        /* frames covered by the uv_write in flight */
+    uint32_t control_frames; /* pings and pongs received in the current second */
+    size_t wq_bytes;         /* unwritten bytes queued */
+    size_t posted_bytes;     /* frames other workers posted for c, not yet queued
+                              * (atomic: added by posters, taken by the owner) */
 
-    tls_conn *tls;          /* wss://: the queue holds plaintext */
-    ws_frame *tls_inflight; /* ciphertext being written */
-    bool tls_shutdown_sent;
+    tls_conn *tls; /* wss://: the queue holds plaintext (and tls_conn_inflight
+                    * the ciphertext being written) */
 
-    uint64_t created_ms;        /* uv_now at accept */
+    /* A connection is timed by its handshake deadline (reading its request)
+     * or by its closing deadline, never both. */
+    union {
+        uint64_t created_ms;        /* CONN_HTTP: uv_now at accept (or at its
+                                     * keep-alive request's start) */
+        uint64_t close_deadline_ms; /* CONN_CLOSING: when TCP is ended anyway */
+    };
     uint64_t opened_ms;         /* uv_now at 101 */
-    uint64_t last_active_ms;    /* last data message or ping from the client */
-    uint64_t last_ping_ms;      /* last server ping sent */
-    uint64_t close_deadline_ms; /* when a closing connection's TCP is ended anyway */
     uint64_t control_window_ms; /* start of the current control-frame second */
-    uint32_t control_frames;    /* pings and pongs received in it */
-    int64_t connected_at;       /* Unix seconds at 101 */
-    int64_t last_active_at;     /* Unix seconds of the last message */
+    /* The low 32 bits of uv_now: only ever compared by difference with
+     * limits the configuration caps at a day (idle_timeout_s) and an hour
+     * (ping_interval_s, pong_timeout_s), and refreshed or acted on within
+     * them, so the wrap every 49 days never matters. */
+    uint32_t last_active_ms; /* last data message or ping from the client */
+    uint32_t last_ping_ms;   /* last server ping sent */
+    /* Unix seconds (unsigned 32 bits: good until 2106). */
+    uint32_t connected_at;   /* at 101 */
+    uint32_t last_active_at; /* of the last message (atomic: read by any thread) */
 
-    char id[CONN_ID_LEN + 1]; /* opaque, URL-safe connection id */
-    char source_ip[46];
-    char *user_agent;  /* owned, may be NULL */
-    char *subprotocol; /* owned; set by the authorizer to answer
+    const char *source_ip; /* the peer's address as text, shared by every
+                            * connection from it (conn_addr_intern) */
+    char *user_agent;      /* owned, may be NULL */
+    char *subprotocol;     /* owned; set by the authorizer to answer
                                       * Sec-WebSocket-Protocol, or NULL */
 
-    void *app; /* the application's per-connection state */
+    void *app;                /* the application's per-connection state */
+    char id[CONN_ID_LEN + 1]; /* opaque, URL-safe connection id */
 } conn;
 
 /* Queue frame f (taking a new reference) to be written on the next flush.
@@ -132,7 +153,7 @@ static inline size_t conn_queued_bytes(const conn *c) {
 
 /* Return the Unix time of c's last message (from any thread). */
 static inline int64_t conn_last_active_at(const conn *c) {
-    return __atomic_load_n(&c->last_active_at, __ATOMIC_RELAXED);
+    return (int64_t)__atomic_load_n(&c->last_active_at, __ATOMIC_RELAXED);
 }
 
 /* Return the index of the worker that owns the connection with this id

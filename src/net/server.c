@@ -263,6 +263,24 @@ static void close_server_handles(server *srv) {
     uv_close((uv_handle_t *)&srv->inbox_async, NULL);
 }
 
+/* Hand freed heap pages back to the system. Not under a sanitizer: its
+ * allocator replaces glibc's, and glibc's malloc_trim called on a worker
+ * thread then leaves glibc's arena bookkeeping inconsistent, which aborts
+ * the process when that thread exits. */
+static void trim_heap(void) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return;
+#else
+    malloc_trim(0);
+#endif
+#else
+    malloc_trim(0);
+#endif
+}
+
 static void on_sweep(uv_timer_t *t) {
     server *srv = t->data;
     uint64_t now = uv_now(srv->loop);
@@ -281,7 +299,16 @@ static void on_sweep(uv_timer_t *t) {
     /* Many connections went idle at once (a burst of connects, the end of
      * a busy spell): hand the freed pages back to the system, or the
      * process keeps its high-water mark of buffers no one uses. */
-    if (released >= 1024) malloc_trim(0);
+    if (released >= 1024) trim_heap();
+    /* [idle memory] Releases below that threshold add up; the first sweep
+     * that releases nothing after them trims too, so a server that has
+     * gone quiet holds no freed pages whatever the pace of its connects. */
+    srv->untrimmed += released;
+    if (released >= 1024) srv->untrimmed = 0;
+    else if (released == 0 && srv->untrimmed > 0) {
+        trim_heap();
+        srv->untrimmed = 0;
+    }
     if (srv->shutting_down) {
         if (now >= srv->shutdown_deadline_ms) {
             for (c = srv->conns; c; c = c->next) conn_abort(c);
@@ -334,6 +361,7 @@ void server_free(server *srv) {
     srv->claimed_port = 0;
     tls_ctx_free(srv->tls);
     srv->tls = NULL;
+    slab_destroy(&srv->conn_slab);
     if (srv->loop) {
         close_inbox(srv); /* started: the mutex exists */
         pthread_mutex_destroy(&srv->inbox_mu);
@@ -436,6 +464,7 @@ static int bind_shared(server *srv, const struct sockaddr *addr) {
 int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
                         const server_handlers *handlers, void *app, int port, bool shared) {
     memset(srv, 0, offsetof(server, read_buf));
+    slab_init(&srv->conn_slab, sizeof(conn));
     srv->loop = loop;
     server_inbox_init(srv, loop);
     srv->cfg = cfg;

@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "http/request.h"
+#include "common/slab.h"
 #include "net/conn.h"
 #include "ws/deflate.h"
 #include "net/tls.h"
@@ -142,6 +143,8 @@ typedef struct server {
     _Atomic size_t parser_sample; /* parsers' bytes, summed at each sweep */
     server_flush_cb flush_cb;     /* server_time_next_flush: own thread only */
     void *flush_ctx;
+    slab conn_slab;   /* [idle memory] every conn of this server (conn.c) */
+    size_t untrimmed; /* [idle memory] buffers released since malloc_trim */
 
     /* Buffers last: server_start zeroes everything before read_buf. */
     uint8_t read_buf[256 * 1024]; /* shared: read callbacks finish with it */

@@ -13,8 +13,9 @@ struct tls_ctx {
 
 struct tls_conn {
     SSL *ssl;
-    BIO *in;  /* ciphertext from the peer, read by OpenSSL */
-    BIO *out; /* ciphertext for the peer, written by OpenSSL */
+    BIO *in;                   /* ciphertext from the peer, read by OpenSSL */
+    BIO *out;                  /* ciphertext for the peer, written by OpenSSL */
+    struct ws_frame *inflight; /* see tls_conn_inflight */
 };
 
 /* TLS 1.2 suites: forward secret and AEAD only. TLS 1.3's are all AEAD. */
@@ -97,6 +98,10 @@ tls_conn *tls_conn_new(tls_ctx *ctx) {
     SSL_set_bio(t->ssl, t->in, t->out);
     SSL_set_accept_state(t->ssl);
     return t;
+}
+
+struct ws_frame **tls_conn_inflight(tls_conn *t) {
+    return &t->inflight;
 }
 
 void tls_conn_free(tls_conn *t) {

@@ -22,6 +22,12 @@ void tls_ctx_free(tls_ctx *ctx);
 tls_conn *tls_conn_new(tls_ctx *ctx);
 void tls_conn_free(tls_conn *t);
 
+struct ws_frame;
+/* Return where the connection keeps the ciphertext frame being written
+ * (NULL when none): with its TLS state, so plain connections carry no
+ * field for it. The frame is the connection's (tls_conn_free leaves it). */
+struct ws_frame **tls_conn_inflight(tls_conn *t);
+
 /* Hand len bytes of ciphertext from the socket to the engine. */
 void tls_conn_feed(tls_conn *t, const void *data, size_t len);
 

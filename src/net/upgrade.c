@@ -27,12 +27,28 @@ static long on_http_head(http_request *r, void *ctx);
  * itself and what its request holds (0 once it has none). Returns how much
  * it grew. */
 ssize_t conn_pending_update(conn *c) {
-    size_t held =
-        c->req ? sizeof(*c) + sizeof(*c->req) + http_request_held(c->req) + c->early_len : 0;
-    ssize_t delta = (ssize_t)held - (ssize_t)c->http_held;
+    if (!c->req) return 0;
+    conn_http *h = conn_http_of(c);
+    size_t held = sizeof(*c) + sizeof(*h) + http_request_held(&h->req) + h->early_len;
+    ssize_t delta = (ssize_t)held - (ssize_t)h->held;
     if (delta) server_pending_http_add(delta);
-    c->http_held = held;
+    h->held = held;
     return delta;
+}
+
+void conn_request_new(conn *c) {
+    c->req = &((conn_http *)xcalloc(1, sizeof(conn_http)))->req;
+    conn_request_init(c);
+}
+
+void conn_request_drop(conn *c) {
+    if (!c->req) return;
+    conn_http *h = conn_http_of(c);
+    if (h->held) server_pending_http_add(-(ssize_t)h->held);
+    free(h->early_bytes);
+    http_request_free(&h->req);
+    free(h);
+    c->req = NULL;
 }
 
 /* (Re)start c's request, routed on its head before any body is read. */
@@ -135,9 +151,10 @@ static void upgrade(conn *c, const char *rest, size_t rest_len) {
              * client pipelined waits with the request. */
             c->auth_pending = true;
             if (rest_len) {
-                c->early_bytes = xmalloc(rest_len);
-                memcpy(c->early_bytes, rest, rest_len);
-                c->early_len = rest_len;
+                conn_http *h = conn_http_of(c);
+                h->early_bytes = xmalloc(rest_len);
+                memcpy(h->early_bytes, rest, rest_len);
+                h->early_len = rest_len;
                 conn_pending_update(c);
             }
             return;
@@ -164,10 +181,11 @@ void server_authorize_done(conn *c, int status, const char *message) {
     /* The request passed this check before it waited. */
     ws_handshake_result hs;
     ws_handshake_check(c->req, c->srv->stage_path, &hs);
-    uint8_t *early = c->early_bytes;
-    size_t early_len = c->early_len;
-    c->early_bytes = NULL;
-    c->early_len = 0; /* upgrade_accept's pending_update forgets them */
+    conn_http *h = conn_http_of(c);
+    uint8_t *early = h->early_bytes;
+    size_t early_len = h->early_len;
+    h->early_bytes = NULL;
+    h->early_len = 0; /* upgrade_accept's conn_request_drop forgets them */
     upgrade_accept(c, hs.accept, (const char *)early, early_len);
     free(early);
 }
@@ -182,11 +200,16 @@ void server_http_answer(conn *c, const char *data, size_t len, bool keep_alive) 
     if (!c->http_deferred) return;
     c->http_deferred = false;
     c->http_keep_alive = false;
+    /* What the client pipelined meanwhile, taken before the answer may
+     * drop the request it is kept with. */
+    conn_http *h = conn_http_of(c);
+    uint8_t *early = h ? h->early_bytes : NULL;
+    size_t early_len = h ? h->early_len : 0;
+    if (h) {
+        h->early_bytes = NULL;
+        h->early_len = 0;
+    }
     conn_http_respond(c, data, len, keep_alive);
-    uint8_t *early = c->early_bytes;
-    size_t early_len = c->early_len;
-    c->early_bytes = NULL;
-    c->early_len = 0;
     if (c->http_keep_alive && c->state == CONN_HTTP) {
         /* As after an answer given at once: the next request, the deadline
          * bounding an idle keep-alive connection again. */
@@ -216,19 +239,16 @@ static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t
     c->upgraded = true;
     c->parser = conn_parser_new(c);
     c->opened_ms = uv_now(srv->loop);
-    c->last_active_ms = c->opened_ms;
-    c->last_ping_ms = c->opened_ms;
-    c->connected_at = time(NULL);
+    c->last_active_ms = (uint32_t)c->opened_ms;
+    c->last_ping_ms = (uint32_t)c->opened_ms;
+    c->connected_at = (uint32_t)time(NULL);
     c->last_active_at = c->connected_at;
     c->opened = true;
     srv->nopen++;
     server_open_add(1);
     if (srv->handlers->on_open) srv->handlers->on_open(c, req);
 
-    http_request_free(req);
-    free(req);
-    c->req = NULL;
-    conn_pending_update(c);
+    conn_request_drop(c);
 
     /* Bytes pipelined after the request head are the first frames. The
      * shared read buffer is still ours: copy them out of it first only if
@@ -239,13 +259,14 @@ static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t
 void conn_handle_http_bytes(conn *c, char *data, size_t len) {
     if (c->auth_pending || c->http_deferred) {
         /* Frames sent before the 101: kept for after it, within a bound. */
-        if (c->early_len + len > CONN_EARLY_MAX) {
+        conn_http *h = conn_http_of(c);
+        if (h->early_len + len > CONN_EARLY_MAX) {
             conn_abort(c);
             return;
         }
-        c->early_bytes = xrealloc(c->early_bytes, c->early_len + len);
-        memcpy(c->early_bytes + c->early_len, data, len);
-        c->early_len += len;
+        h->early_bytes = xrealloc(h->early_bytes, h->early_len + len);
+        memcpy(h->early_bytes + h->early_len, data, len);
+        h->early_len += len;
         /* They count against max_pending_http_bytes like the request. */
         if (conn_pending_update(c) > 0 &&
             server_pending_http_bytes() > (size_t)c->srv->cfg->max_pending_http_bytes)
@@ -284,10 +305,7 @@ void conn_handle_http_bytes(conn *c, char *data, size_t len) {
             log_int(&l, "pendingBytes", (int64_t)server_pending_http_bytes());
             log_end(&l);
             http_error(c, 503, "Retry-After: 1\r\n", "Server busy");
-            http_request_free(c->req);
-            free(c->req);
-            c->req = NULL;
-            conn_pending_update(c);
+            conn_request_drop(c);
             return;
         }
         if (!c->req->complete) return;
@@ -309,9 +327,10 @@ void conn_handle_http_bytes(conn *c, char *data, size_t len) {
              * request in this read. */
             size_t rest = len - (size_t)n;
             if (rest) {
-                c->early_bytes = xrealloc(c->early_bytes, c->early_len + rest);
-                memcpy(c->early_bytes + c->early_len, data + n, rest);
-                c->early_len += rest;
+                conn_http *h = conn_http_of(c);
+                h->early_bytes = xrealloc(h->early_bytes, h->early_len + rest);
+                memcpy(h->early_bytes + h->early_len, data + n, rest);
+                h->early_len += rest;
                 conn_pending_update(c);
             }
             return;

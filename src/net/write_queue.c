@@ -19,52 +19,62 @@
 
 /* Only c's thread writes wq_bytes; other workers read it (the management
  * API's queue check, gauges), so every write is a relaxed atomic store. */
+/* Frames queued on c (0 with no ring). */
+static inline uint32_t wq_len(const conn *c) { return c->wq ? c->wq->count : 0; }
+
+/* Only while c has a ring (something is or was just queued). */
 static inline void wq_bytes_set(conn *c, size_t v) {
     __atomic_store_n(&c->wq_bytes, v, __ATOMIC_RELAXED);
     /* The slow-consumer clock runs while the queue is above the limit and
      * restarts whenever it has drained to the limit. */
-    if (v <= (size_t)c->srv->cfg->max_queued_bytes) c->backlog_since_ms = 0;
-    else if (!c->backlog_since_ms) c->backlog_since_ms = uv_now(c->srv->loop) | 1;
+    if (v <= (size_t)c->srv->cfg->max_queued_bytes) c->wq->backlog_since_ms = 0;
+    else if (!c->wq->backlog_since_ms) c->wq->backlog_since_ms = uv_now(c->srv->loop) | 1;
 }
 
 static void wq_push(conn *c, ws_frame *f) {
-    if (c->wq_count == c->wq_cap) {
-        uint32_t ncap = c->wq_cap ? c->wq_cap * 2 : 8;
-        ws_frame **n = xmalloc(ncap * sizeof(*n));
-        for (uint32_t i = 0; i < c->wq_count; i++) n[i] = c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
-        free(c->wq);
-        c->wq = n;
-        c->wq_cap = ncap;
-        c->wq_head = 0;
+    conn_wq *q = c->wq;
+    if (!q || q->count == q->cap) {
+        uint32_t ncap = q ? q->cap * 2 : 8;
+        conn_wq *n = xmalloc(sizeof(*n) + ncap * sizeof(n->frames[0]));
+        n->head = 0;
+        n->count = q ? q->count : 0;
+        n->cap = ncap;
+        n->head_off = q ? q->head_off : 0;
+        n->backlog_since_ms = q ? q->backlog_since_ms : 0;
+        for (uint32_t i = 0; i < n->count; i++)
+            n->frames[i] = q->frames[(q->head + i) & (q->cap - 1)];
+        free(q);
+        c->wq = q = n;
     }
-    c->wq[(c->wq_head + c->wq_count) & (c->wq_cap - 1)] = f;
-    c->wq_count++;
+    q->frames[(q->head + q->count) & (q->cap - 1)] = f;
+    q->count++;
     wq_bytes_set(c, c->wq_bytes + f->len);
 }
 
 static ws_frame *wq_at(const conn *c, uint32_t i) {
-    return c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+    return c->wq->frames[(c->wq->head + i) & (c->wq->cap - 1)];
 }
 
 static void wq_pop(conn *c) {
+    conn_wq *q = c->wq;
     ws_frame *f = wq_at(c, 0);
-    wq_bytes_set(c, c->wq_bytes - (f->len - c->wq_head_off));
-    c->wq_head = (c->wq_head + 1) & (c->wq_cap - 1);
-    c->wq_count--;
-    c->wq_head_off = 0;
+    wq_bytes_set(c, c->wq_bytes - (f->len - q->head_off));
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->count--;
+    q->head_off = 0;
     ws_frame_unref(f);
 }
 
 /* Account for n bytes written from the head of the queue. */
 static void wq_advance(conn *c, size_t n) {
-    while (n > 0 && c->wq_count > 0) {
+    while (n > 0 && wq_len(c) > 0) {
         ws_frame *f = wq_at(c, 0);
-        size_t left = f->len - c->wq_head_off;
+        size_t left = f->len - c->wq->head_off;
         if (n >= left) {
             n -= left;
             wq_pop(c);
         } else {
-            c->wq_head_off += (uint32_t)n;
+            c->wq->head_off += (uint32_t)n;
             wq_bytes_set(c, c->wq_bytes - n);
             n = 0;
         }
@@ -73,28 +83,35 @@ static void wq_advance(conn *c, size_t n) {
 
 /* Drop every frame not yet handed to the kernel or to an in-flight write. */
 static void wq_drop_unsent(conn *c) {
-    uint32_t keep = c->writing ? c->writing : (c->wq_head_off ? 1 : 0);
-    while (c->wq_count > keep) {
-        uint32_t last = c->wq_count - 1;
+    if (!c->wq) return;
+    uint32_t keep = c->writing ? c->writing : (c->wq->head_off ? 1 : 0);
+    while (c->wq->count > keep) {
+        uint32_t last = c->wq->count - 1;
         ws_frame *f = wq_at(c, last);
         wq_bytes_set(c, c->wq_bytes - f->len);
-        c->wq_count--;
+        c->wq->count--;
         ws_frame_unref(f);
     }
 }
 
 void conn_wq_clear(conn *c) {
-    while (c->wq_count) wq_pop(c);
+    while (wq_len(c)) wq_pop(c);
     free(c->wq);
     c->wq = NULL;
-    c->wq_cap = 0;
+}
+
+bool conn_wq_release_idle(conn *c) {
+    if (!c->wq || c->wq->count > 0 || c->writing) return false;
+    free(c->wq);
+    c->wq = NULL;
+    return true;
 }
 
 static uint32_t wq_gather(conn *c, uv_buf_t *bufs, uint32_t max) {
-    uint32_t n = c->wq_count < max ? c->wq_count : max;
+    uint32_t n = wq_len(c) < max ? wq_len(c) : max;
     for (uint32_t i = 0; i < n; i++) {
         ws_frame *f = wq_at(c, i);
-        uint32_t off = i == 0 ? c->wq_head_off : 0;
+        uint32_t off = i == 0 ? c->wq->head_off : 0;
         bufs[i] = uv_buf_init((char *)f->data + off, f->len - off);
     }
     return n;
@@ -112,7 +129,7 @@ void conn_enqueue(conn *c, ws_frame *f) {
 static void wq_try_push(conn *c) {
     if (c->tls) return; /* plaintext must go through the TLS engine first */
     uv_buf_t bufs[CONN_IOV_MAX];
-    while (c->wq_count > 0 && !c->writing && c->state != CONN_CLOSED) {
+    while (wq_len(c) > 0 && !c->writing && c->state != CONN_CLOSED) {
         uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
         int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
         if (r <= 0) return;
@@ -132,8 +149,9 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len) {
     log_str(&l, "identity.sourceIp", c->source_ip);
     log_str(&l, "reason", why);
     log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
-    log_int(&l, "frames", (int64_t)c->wq_count);
-    log_int(&l, "stuckMs", c->backlog_since_ms ? (int64_t)(now - c->backlog_since_ms) : 0);
+    uint64_t since = c->wq ? c->wq->backlog_since_ms : 0;
+    log_int(&l, "frames", (int64_t)wq_len(c));
+    log_int(&l, "stuckMs", since ? (int64_t)(now - since) : 0);
     if (frame_len) log_int(&l, "frameBytes", (int64_t)frame_len);
     log_end(&l);
     wq_drop_unsent(c);
@@ -142,8 +160,8 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len) {
 
 /* True when a backlogged queue has outlived slow_consumer_timeout_ms. */
 bool conn_backlog_expired(const conn *c, uint64_t now) {
-    return c->backlog_since_ms &&
-           now - c->backlog_since_ms >= (uint64_t)c->srv->cfg->slow_consumer_timeout_ms;
+    return c->wq && c->wq->backlog_since_ms &&
+           now - c->wq->backlog_since_ms >= (uint64_t)c->srv->cfg->slow_consumer_timeout_ms;
 }
 
 int conn_send(conn *c, ws_frame *f) {
@@ -226,7 +244,7 @@ static void on_write(uv_write_t *req, int status) {
     }
     for (uint32_t i = 0; i < n; i++) wq_pop(c);
     if (c->state == CONN_CLOSED) return;
-    if (c->wq_count > 0) {
+    if (wq_len(c) > 0) {
         if (!c->dirty) server_mark_dirty(c->srv, c);
     } else if (c->close_after_flush) {
         start_shutdown(c);
@@ -242,8 +260,9 @@ static void tls_flush(conn *c);
 static void on_tls_write(uv_write_t *req, int status) {
     conn *c = req->data;
     free(req);
-    ws_frame_unref(c->tls_inflight);
-    c->tls_inflight = NULL;
+    ws_frame **inflight = tls_conn_inflight(c->tls);
+    ws_frame_unref(*inflight);
+    *inflight = NULL;
     c->writing = 0;
     if (status < 0) {
         conn_abort(c);
@@ -254,9 +273,9 @@ static void on_tls_write(uv_write_t *req, int status) {
 
 static void tls_flush(conn *c) {
     if (c->state == CONN_CLOSED || c->writing) return;
-    while (c->wq_count > 0) {
+    while (wq_len(c) > 0) {
         ws_frame *f = wq_at(c, 0);
-        int n = tls_conn_write(c->tls, f->data + c->wq_head_off, f->len - c->wq_head_off);
+        int n = tls_conn_write(c->tls, f->data + c->wq->head_off, f->len - c->wq->head_off);
         if (n < 0) {
             conn_abort(c);
             return;
@@ -264,7 +283,7 @@ static void tls_flush(conn *c) {
         if (n == 0) break; /* handshake still running */
         wq_advance(c, (size_t)n);
     }
-    if (c->wq_count == 0 && c->close_after_flush && !c->tls_shutdown_sent) {
+    if (wq_len(c) == 0 && c->close_after_flush && !c->tls_shutdown_sent) {
         tls_conn_shutdown(c->tls);
         c->tls_shutdown_sent = true;
     }
@@ -282,7 +301,7 @@ static void tls_flush(conn *c) {
         size_t done = r > 0 ? (size_t)r : 0;
         if (done < out->len) {
             b = uv_buf_init((char *)out->data + done, out->len - (uint32_t)done);
-            c->tls_inflight = out;
+            *tls_conn_inflight(c->tls) = out;
             uv_write_t *req = request_new(sizeof(*req), c);
             if (uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) != 0) {
                 free(req);
@@ -294,7 +313,7 @@ static void tls_flush(conn *c) {
         }
         ws_frame_unref(out);
     }
-    if (c->wq_count == 0 && c->close_after_flush) start_shutdown(c);
+    if (wq_len(c) == 0 && c->close_after_flush) start_shutdown(c);
 }
 
 void conn_flush(conn *c) {
@@ -305,7 +324,7 @@ void conn_flush(conn *c) {
         return;
     }
     uv_buf_t bufs[CONN_IOV_MAX];
-    while (c->wq_count > 0) {
+    while (wq_len(c) > 0) {
         uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
         int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
         if (r == UV_EAGAIN || r == UV_ENOSYS) break;
@@ -318,7 +337,7 @@ void conn_flush(conn *c) {
         wq_advance(c, (size_t)r);
         if ((size_t)r < want) break; /* the kernel buffer is full */
     }
-    if (c->wq_count > 0) {
+    if (wq_len(c) > 0) {
         /* Hand the rest to libuv: it writes when the socket is writable. */
         uint32_t n = wq_gather(c, bufs, CONN_IOV_MAX);
         uv_write_t *req = request_new(sizeof(*req), c);

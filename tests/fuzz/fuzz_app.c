@@ -47,7 +47,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* Check and release every frame queued on c (nothing writes them). */
 static void release_queue(conn *c) {
-    for (uint32_t i = 0; i < c->wq_count; i++) {
+    for (uint32_t i = 0; i < harness_queue_len(c); i++) {
         ws_frame *f = harness_queued(c, i);
         require(f->len >= 2);
         uint8_t op = f->data[0] & 0x0F;
@@ -117,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         c->srv = srv;
         c->opened = true;
         snprintf(c->id, sizeof(c->id), "Aconn%011d", i);
-        snprintf(c->source_ip, sizeof(c->source_ip), "%s", ips[i]);
+        c->source_ip = ips[i];
         c->next = i + 1 < NCONN ? &conns[i + 1] : NULL;
         c->prev = i > 0 ? &conns[i - 1] : NULL;
         sess[i] = harness_open(a, c, users[i], names[i], rooms[i]);

@@ -71,15 +71,16 @@ static void harness_finish(void) {
 }
 
 static ws_frame *harness_queued(const conn *c, uint32_t i) {
-    return c->wq[(c->wq_head + i) & (c->wq_cap - 1)];
+    return c->wq->frames[(c->wq->head + i) & (c->wq->cap - 1)];
 }
+
+/* Frames queued on c. */
+static uint32_t harness_queue_len(const conn *c) { return c->wq ? c->wq->count : 0; }
 
 /* Forget c's queue (after its frames were checked and released). */
 static void harness_reset_queue(conn *c) {
     free(c->wq);
     c->wq = NULL;
-    c->wq_head = c->wq_count = c->wq_cap = 0;
-    c->wq_head_off = 0;
     c->wq_bytes = 0;
     c->dirty = false;
     c->dirty_next = NULL;

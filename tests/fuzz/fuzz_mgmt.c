@@ -46,7 +46,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* Frames sent to a WebSocket connection: single unmasked frames. */
 static void release_ws(conn *c) {
-    for (uint32_t i = 0; i < c->wq_count; i++) {
+    for (uint32_t i = 0; i < harness_queue_len(c); i++) {
         ws_frame *f = harness_queued(c, i);
         require(f->len >= 2 && (f->data[0] & 0x80) && !(f->data[1] & 0x80));
         uint8_t op = f->data[0] & 0x0F;
@@ -59,7 +59,7 @@ static void release_ws(conn *c) {
 /* Responses queued on the HTTP connection: each a complete HTTP/1.1
  * response. Returns how many. */
 static uint32_t release_http(conn *c) {
-    uint32_t n = c->wq_count;
+    uint32_t n = harness_queue_len(c);
     for (uint32_t i = 0; i < n; i++) {
         ws_frame *f = harness_queued(c, i);
         const char *r = (const char *)f->data;
@@ -133,7 +133,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         conn *c = &conns[i];
         c->srv = srv;
         snprintf(c->id, sizeof(c->id), "Aconn%011d", i);
-        snprintf(c->source_ip, sizeof(c->source_ip), "127.0.0.%d", i + 1);
+        static const char *const ips[] = {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4",
+                                          "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"};
+        c->source_ip = ips[i % 8];
         c->next = i < NWS ? &conns[i + 1] : NULL;
         c->prev = i > 0 ? &conns[i - 1] : NULL;
         if (i == NWS) {

@@ -101,7 +101,7 @@ static void fake(conn *c, int worker, const char *id) {
     memset(c, 0, sizeof(*c));
     c->srv = srv[worker];
     memcpy(c->id, id, CONN_ID_LEN + 1);
-    snprintf(c->source_ip, sizeof(c->source_ip), "10.0.0.%d", worker + 1);
+    c->source_ip = worker == 0 ? "10.0.0.1" : "10.0.0.2";
     c->connected_at = 1700000000 + worker;
 }
 
