@@ -289,6 +289,7 @@ static const char *const FAMILIES[] = {
     "wsgate_client_error_total",
     "wsgate_execution_error_total",
     "wsgate_integration_error_total",
+    "wsgate_integration_errors_total",
     "wsgate_integration_latency_seconds",
     "wsgate_throttled_total",
     "wsgate_connections",
