@@ -1,5 +1,6 @@
 /* wsgate: the command line. serve, check, outputs, version. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +189,19 @@ static void say_where(const config *cfg, int port, bool echo) {
  * all to stop (each stops on SIGTERM/SIGINT). In API mode one application
  * serves every worker; its store wakes loop 0. Returns the exit status. */
 static int serve(const config *cfg, unsigned n, bool echo) {
+    /* Each worker watches SIGTERM, SIGINT and SIGHUP with its own handle,
+     * and libuv hands a signal only to the handles started when it comes:
+     * one sent while the first workers listen and the later ones are not
+     * yet started would stop only some loops, and the process would hang.
+     * So they wait, blocked, until every worker is started; every thread
+     * started from here on (workers, the store's) keeps them blocked, as it
+     * inherits this mask, and this thread takes them for all. */
+    sigset_t stop_signals, old_mask;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
     worker *w = xcalloc(n, sizeof(*w));
     for (unsigned i = 0; i < n; i++) uv_loop_init(&w[i].loop);
     int rc = 0;
@@ -237,6 +251,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
     }
     for (unsigned i = 1; i < n; i++)
         if (w[i].started) uv_thread_create(&w[i].thread, run_worker, &w[i]);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (w[0].started) run_worker(&w[0]);
     for (unsigned i = 1; i < n; i++)
         if (w[i].started) uv_thread_join(&w[i].thread);

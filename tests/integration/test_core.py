@@ -860,3 +860,29 @@ def test_echo_workers_share_the_port_and_shut_down_together(start_server):
         assert c.expect_close(1001) == 1001
     assert srv.stop() == 0
     assert "wsgate stopped (2 workers)" in srv.log()
+
+
+def test_sigterm_right_after_start_stops_every_worker(tmp_path):
+    """Regression: each worker watches SIGTERM with its own libuv handle,
+    and libuv hands a signal only to the handles already started. A SIGTERM
+    sent as soon as the first worker said `listening` stopped only the
+    loops started by then; the process hung (about half the time with 2
+    workers). Signals now wait, blocked, until every worker is started."""
+    hangs = []
+    for i in range(12):
+        data = tmp_path / f"d{i}"
+        proc = subprocess.Popen([WSGATE_BIN, "serve", "--port", "0", "--data-dir", str(data),
+                                 "--set", "worker_threads=4"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if '"listening"' in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            hangs.append(i)
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert hangs == [], f"hung after SIGTERM in runs {hangs}"
