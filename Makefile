@@ -159,8 +159,8 @@ fuzz: deps $(FUZZ_BINS)
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5
 
-# Two nodes and one Redis on this machine (docs/redis.md); stop with
-# `scripts/cluster.sh stop`.
+# Three nodes and Redis on this machine (docs/redis.md), in the foreground:
+# Ctrl-C stops everything; CLUSTER_SHARDS=2 for two Redis shards.
 cluster: deps $(BIN)
 	@WSGATE_BIN=$(BIN) ./scripts/cluster.sh
 
