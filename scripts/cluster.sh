@@ -23,8 +23,14 @@ MODE=${1:-run}
 
 case "$NODES" in '' | *[!0-9]*) NODES=0 ;; esac
 case "$SHARDS" in '' | *[!0-9]*) SHARDS=0 ;; esac
-[ "$NODES" -ge 1 ] && [ "$NODES" -le 16 ] || { echo "CLUSTER_NODES must be 1 to 16" >&2; exit 2; }
-[ "$SHARDS" -ge 1 ] && [ "$SHARDS" -le 16 ] || { echo "CLUSTER_SHARDS must be 1 to 16" >&2; exit 2; }
+if [ "$NODES" -lt 1 ] || [ "$NODES" -gt 16 ]; then
+    echo "CLUSTER_NODES must be 1 to 16" >&2
+    exit 2
+fi
+if [ "$SHARDS" -lt 1 ] || [ "$SHARDS" -gt 16 ]; then
+    echo "CLUSTER_SHARDS must be 1 to 16" >&2
+    exit 2
+fi
 
 # Stop one process by the pid in file $1: TERM, then up to 10 s for it to go.
 stop_one() {
