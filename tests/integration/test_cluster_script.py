@@ -3,7 +3,9 @@ three nodes and a real redis-server on this machine, or two Redis shards
 with CLUSTER_SHARDS=2. The script itself is run, on ports of the test's own:
 it prints one line per node, a chat sent on one node reaches clients on the
 other two, and Ctrl-C (SIGINT to the script, in the foreground) or
-`scripts/cluster.sh stop` (after `start`) stops every process it started.
+`scripts/cluster.sh stop` (after `start`) stops every process it started,
+nodes first (their logs show no Redis outage and no sanitizer report); a
+node that dies ends the run and the script stops the rest.
 
 Bounded: every wait has a timeout, and whatever the script's pid files
 name is killed by PID at the end if it is still there."""
@@ -125,6 +127,17 @@ def wait_gone(pids, timeout=30.0):
     return [name for name, p in pids.items() if alive(p)]
 
 
+def node_logs_clean(cluster_dir, nodes=3):
+    """Every node left cleanly: no sanitizer report (an ASan build's nodes
+    write theirs to the log the script gave them) and no Redis outage on
+    the way out (the script stops the nodes before Redis)."""
+    for n in range(1, nodes + 1):
+        with open(os.path.join(cluster_dir, f"node{n}.log"), errors="replace") as f:
+            log = f.read()
+        for bad in ("Sanitizer", "runtime error:", '"event":"redis_down"'):
+            assert bad not in log, (n, log[-3000:])
+
+
 def query(port, *args):
     out = b"*%d\r\n" % len(args)
     for a in args:
@@ -184,11 +197,7 @@ def test_three_nodes_one_redis_and_ctrl_c_stops_everything(tmp_path):
         assert "stopped" in rest, rest
         assert wait_gone(pids) == []
         assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
-        # every node left cleanly, before Redis went (status 0, no outage)
-        for n in (1, 2, 3):
-            with open(os.path.join(env["CLUSTER_DIR"], f"node{n}.log")) as f:
-                log = f.read()
-            assert '"event":"redis_down"' not in log, log[-2000:]
+        node_logs_clean(env["CLUSTER_DIR"])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -224,6 +233,29 @@ def test_two_shards_start_and_stop(tmp_path):
         out = subprocess.run(["sh", SCRIPT, "stop"], env=env, cwd=ROOT, capture_output=True,
                              timeout=120)
         assert out.returncode == 0 and b"stopped" in out.stdout, out
+        assert wait_gone(pids) == []
+        assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
+        node_logs_clean(env["CLUSTER_DIR"])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(pids or pids_of(env["CLUSTER_DIR"]))
+
+
+def test_a_node_that_dies_ends_the_run(tmp_path):
+    env = env_for(tmp_path, 1)
+    proc = subprocess.Popen(["sh", SCRIPT], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    pids = {}
+    try:
+        read_banner(proc)
+        pids = pids_of(env["CLUSTER_DIR"])
+        os.kill(pids["node2.pid"], signal.SIGKILL)
+        # the script notices within its one-second watch and stops the rest
+        assert proc.wait(timeout=60) == 1
+        rest = proc.stdout.read().decode()
+        assert "node 2 exited" in rest, rest
         assert wait_gone(pids) == []
         assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
     finally:
