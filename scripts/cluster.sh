@@ -10,8 +10,8 @@
 #   scripts/cluster.sh start   the same, but return once everything serves
 #   scripts/cluster.sh stop    stop what `start` left running
 #
-# Everything is stopped by the pids written in $DIR, nodes first, each gone
-# before Redis goes (a clean shutdown).
+# Everything is stopped by the pids written in $DIR, the nodes first, all
+# gone before Redis goes (a clean shutdown).
 set -eu
 BIN=${WSGATE_BIN:-build/wsgate}
 DIR=${CLUSTER_DIR:-/tmp/wsgate-cluster}
@@ -32,24 +32,30 @@ if [ "$SHARDS" -lt 1 ] || [ "$SHARDS" -gt 16 ]; then
     exit 2
 fi
 
-# Stop one process by the pid in file $1: TERM, then up to 10 s for it to go.
-stop_one() {
-    [ -f "$1" ] || return 0
-    pid=$(cat "$1")
-    kill "$pid" 2>/dev/null || true
-    i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do
-        i=$((i + 1))
-        sleep 0.05
+# Stop the processes named by the pid files given: TERM to all, then up to
+# 10 s for each to go.
+stop_all() {
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        kill "$(cat "$f")" 2>/dev/null || true
     done
-    rm -f "$1"
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do
+            i=$((i + 1))
+            sleep 0.05
+        done
+        rm -f "$f"
+    done
 }
 
 # Nodes (whatever number a previous run had) before Redis: a node that loses
 # Redis first would report it as an outage on its way out.
 stop() {
-    for f in "$DIR"/node*.pid; do stop_one "$f"; done
-    for f in "$DIR"/redis*.pid; do stop_one "$f"; done
+    stop_all "$DIR"/node*.pid
+    stop_all "$DIR"/redis*.pid
 }
 
 case "$MODE" in
