@@ -107,7 +107,7 @@ while [ $k -lt "$SHARDS" ]; do
     i=0
     until redis-cli -p $((REDIS_PORT + k)) ping >/dev/null 2>&1; do
         i=$((i + 1))
-        [ $i -lt 200 ] || fail "redis-server did not start: $DIR/redis$k.log"
+        [ $i -lt 400 ] || fail "redis-server did not start: $DIR/redis$k.log"
         sleep 0.05
     done
     k=$((k + 1))
@@ -138,7 +138,7 @@ while [ $n -le "$NODES" ]; do
     until grep -q '^wsgate serving' "$DIR/node$n.out" 2>/dev/null; do
         kill -0 "$pid" 2>/dev/null || fail "node $n exited: $DIR/node$n.log"
         i=$((i + 1))
-        [ $i -lt 600 ] || fail "node $n did not start: $DIR/node$n.log"
+        [ $i -lt 1200 ] || fail "node $n did not start: $DIR/node$n.log"
         sleep 0.05
     done
     n=$((n + 1))

@@ -59,7 +59,7 @@ def env_for(tmp_path, shards):
     return env
 
 
-def read_banner(proc, timeout=60.0):
+def read_banner(proc, timeout=240.0):
     """The script's lines up to its last one ("logs in ..."), as
     ({node number: ws url}, [redis urls]). The read runs on its own thread
     so that a script that hangs fails the test instead of blocking it."""
