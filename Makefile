@@ -167,8 +167,9 @@ cluster: deps $(BIN)
 bench: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) ./bench/run.sh
 
-# Cross-node fan-out: 3 nodes on one Redis against the local engine, same
-# run (docs/BENCHMARKS.md); about a minute, not part of `make test`.
+# Cross-node fan-out: 3 nodes on one Redis (CF_SHARDS=2: two) against the
+# local engine, same run (docs/BENCHMARKS.md); about a minute, not part of
+# `make test`.
 bench-cluster: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) /usr/bin/python3 ./bench/cluster_fanout.py
 
