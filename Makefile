@@ -159,16 +159,17 @@ fuzz: deps $(FUZZ_BINS)
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5
 
-# Two nodes and one Redis on this machine (docs/redis.md); stop with
-# `scripts/cluster.sh stop`.
+# Three nodes and Redis on this machine (docs/redis.md), in the foreground:
+# Ctrl-C stops everything; CLUSTER_SHARDS=2 for two Redis shards.
 cluster: deps $(BIN)
 	@WSGATE_BIN=$(BIN) ./scripts/cluster.sh
 
 bench: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) ./bench/run.sh
 
-# Cross-node fan-out: 3 nodes on one Redis against the local engine, same
-# run (docs/BENCHMARKS.md); about a minute, not part of `make test`.
+# Cross-node fan-out: 3 nodes on one Redis (CF_SHARDS=2: two) against the
+# local engine, same run (docs/BENCHMARKS.md); about a minute, not part of
+# `make test`.
 bench-cluster: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) /usr/bin/python3 ./bench/cluster_fanout.py
 

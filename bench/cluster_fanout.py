@@ -12,7 +12,9 @@ deliveries, server CPU per delivery (the wsgate processes' utime+stime from
 engine: Redis commands per chat and Redis CPU time per chat (INFO
 commandstats before/after: calls and usec of every command, over the chats
 the nodes published: wsgate_redis_published_chats_total), and the ratio of
-the cluster's CPU per delivery to the local engine's (goal <= 1.3).
+the cluster's CPU per delivery to the local engine's (goal <= 1.3); for
+both, deliveries per write-family system call of the wsgate processes
+(/proc/PID/io syscw over the same window): how many frames a write carries.
 
 Bounded: each load generator run has its own watchdog and a timeout here;
 every process started is stopped by PID at the end (redis-server with
@@ -26,9 +28,9 @@ Settings (environment): CF_NODES (3), CF_ROOMS (4), CF_MEMBERS (100),
 CF_RATES (chats/s per room, comma-separated; default 62.5,250: 25,000 and
 100,000 deliveries/s), CF_DURATION (8 s measured, after CF_WARMUP 2 s),
 CF_WORKERS (worker_threads per node, 1), CF_SHARDS (Redis servers, 1; more
-are given to the nodes as redis_urls, which needs the engine's sharding:
-until then the nodes refuse it and the run stops), CF_ENCRYPTION (true: values sealed
-as by default), CF_JSON (where the results go, $BUILD/bench-cluster.json).
+are given to the nodes as redis_urls: rooms sharded over them, commands and
+Redis CPU summed over all), CF_ENCRYPTION (true: values sealed as by
+default), CF_JSON (where the results go, $BUILD/bench-cluster.json).
 """
 import json
 import os
@@ -212,16 +214,27 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def write_calls(pid):
+    """The process's write-family system calls so far (/proc/PID/io syscw:
+    write, writev, pwrite, on sockets and files alike)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    return 0
+
+
 def window_counts(redises, nodes):
-    """What the Redis servers ran (and their CPU) and what the nodes sent,
-    for the window measured."""
+    """What the Redis servers ran (and their CPU), what the nodes sent and
+    how many write calls they made, for the window measured."""
     stats = {}
     for r in redises:
         for k, (calls, usec) in r.commandstats().items():
             c0, u0 = stats.get(k, (0, 0))
             stats[k] = (c0 + calls, u0 + usec)
     return (stats, sum(n.metric("wsgate_redis_commands_total") for n in nodes),
-            sum(cpu_seconds(r.proc.pid) for r in redises))
+            sum(cpu_seconds(r.proc.pid) for r in redises),
+            sum(write_calls(n.proc.pid) for n in nodes))
 
 
 def inside_window(redises, nodes, marks):
@@ -274,7 +287,13 @@ def main():
             local = Node(os.path.join(tmp, f"local-{rate:g}"), BASE)
             started.append(local)
             local.ready()
-            lres = summarize(loadgen([local], rate, "local"))
+            lmarks = []
+            lres = summarize(loadgen([local], rate, "local", inside_window([], [local], lmarks)))
+            (lt0, _, _, _, lw0), (lt1, _, _, _, lw1) = lmarks
+            # deliveries per write call: how many frames a write carries
+            # (the store's file writes count too, a few per group commit)
+            lres["deliveries_per_write"] = (lres["deliveries_per_s"] * (lt1 - lt0) / (lw1 - lw0)
+                                            if lw1 > lw0 else None)
             local.stop()
 
             # the Redis engine: NODES nodes on one redis-server
@@ -299,7 +318,10 @@ def main():
             marks = []
             cres = summarize(loadgen(nodes, rate, f"redis-{NODES}n",
                                      inside_window(redises, nodes, marks)))
-            (t0, before, sent0, rcpu0), (t1, after, sent1, rcpu1) = marks
+            (t0, before, sent0, rcpu0, w0), (t1, after, sent1, rcpu1, w1) = marks
+            # (the nodes' writes to Redis count too, one per chat sent)
+            cres["deliveries_per_write"] = (cres["deliveries_per_s"] * (t1 - t0) / (w1 - w0)
+                                            if w1 > w0 else None)
             delta = {k: (after[k][0] - before.get(k, (0, 0))[0],
                          after[k][1] - before.get(k, (0, 0))[1]) for k in after}
             delta = {k: v for k, v in delta.items() if v[0] > 0 and k != "info"}
@@ -329,11 +351,13 @@ def main():
                                     "local": lres, "redis": cres, "cpu_ratio": ratio})
             print(f"   local  : {lres['deliveries_per_s']:,.0f} deliveries/s, p50 "
                   f"{lres['p50_ms']:.2f} ms, p99 {lres['p99_ms']:.2f} ms, missing "
-                  f"{lres['missing']}, {lres['cpu_us_per_delivery']:.3f} us CPU per delivery")
+                  f"{lres['missing']}, {lres['cpu_us_per_delivery']:.3f} us CPU per delivery, "
+                  f"{lres['deliveries_per_write'] or 0:.1f} deliveries per write call")
             print(f"   redis  : {cres['deliveries_per_s']:,.0f} deliveries/s, p50 "
                   f"{cres['p50_ms']:.2f} ms, p99 {cres['p99_ms']:.2f} ms, missing "
                   f"{cres['missing']}, {cres['cpu_us_per_delivery']:.3f} us CPU per delivery "
-                  f"(x{ratio:.2f} the local engine's)")
+                  f"(x{ratio:.2f} the local engine's), {cres['deliveries_per_write'] or 0:.1f} "
+                  f"deliveries per write call")
             if chats:
                 print(f"   redis  : {chats} chats in {cres['window_s']:.1f} s: "
                       f"{cres['node_commands_per_chat']:.2f} commands sent per chat, "

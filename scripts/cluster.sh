@@ -1,24 +1,49 @@
 #!/bin/sh
-# Two wsgate nodes and one Redis on this machine (engine = "redis",
-# docs/redis.md): redis-server on 127.0.0.1:$REDIS_PORT (no persistence),
-# nodes on $PORT1 and $PORT2, each with its own data directory under $DIR
-# and the first node's key file. `scripts/cluster.sh stop` stops what it
-# started, by the pids it wrote.
+# Three wsgate nodes and Redis on this machine (engine = "redis",
+# docs/redis.md): redis-server on 127.0.0.1:$REDIS_PORT (no persistence;
+# with CLUSTER_SHARDS=N, N servers on REDIS_PORT, REDIS_PORT+1, ... given to
+# every node as redis_urls), nodes on $CLUSTER_PORT, $CLUSTER_PORT+1, ...,
+# each with its own data directory under $DIR and the first node's key file.
+#
+#   scripts/cluster.sh         start, print one line per node, stay in the
+#                              foreground; Ctrl-C stops everything it started
+#   scripts/cluster.sh start   the same, but return once everything serves
+#   scripts/cluster.sh stop    stop what `start` left running
+#
+# Everything is stopped by the pids written in $DIR, the nodes first, all
+# gone before Redis goes (a clean shutdown).
 set -eu
 BIN=${WSGATE_BIN:-build/wsgate}
 DIR=${CLUSTER_DIR:-/tmp/wsgate-cluster}
+NODES=${CLUSTER_NODES:-3}
+SHARDS=${CLUSTER_SHARDS:-1}
 REDIS_PORT=${REDIS_PORT:-6390}
-PORT1=${PORT1:-8081}
-PORT2=${PORT2:-8082}
+PORT=${CLUSTER_PORT:-8081}
+MODE=${1:-run}
 
-stop() {
-    for f in "$DIR"/node2.pid "$DIR"/node1.pid "$DIR"/redis.pid; do
+case "$NODES" in '' | *[!0-9]*) NODES=0 ;; esac
+case "$SHARDS" in '' | *[!0-9]*) SHARDS=0 ;; esac
+if [ "$NODES" -lt 1 ] || [ "$NODES" -gt 16 ]; then
+    echo "CLUSTER_NODES must be 1 to 16" >&2
+    exit 2
+fi
+if [ "$SHARDS" -lt 1 ] || [ "$SHARDS" -gt 16 ]; then
+    echo "CLUSTER_SHARDS must be 1 to 16" >&2
+    exit 2
+fi
+
+# Stop the processes named by the pid files given: TERM to all, then up to
+# 10 s for each to go.
+stop_all() {
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        kill "$(cat "$f")" 2>/dev/null || true
+    done
+    for f in "$@"; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
-        kill "$pid" 2>/dev/null || true
-        # nodes first, each gone before Redis goes (a clean shutdown)
         i=0
-        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do
             i=$((i + 1))
             sleep 0.05
         done
@@ -26,42 +51,122 @@ stop() {
     done
 }
 
-if [ "${1:-start}" = stop ]; then
+# Nodes (whatever number a previous run had) before Redis: a node that loses
+# Redis first would report it as an outage on its way out.
+stop() {
+    stop_all "$DIR"/node*.pid
+    stop_all "$DIR"/redis*.pid
+}
+
+case "$MODE" in
+stop)
     stop
     echo "stopped"
     exit 0
-fi
+    ;;
+run | start) ;;
+*)
+    echo "usage: scripts/cluster.sh [run|start|stop]" >&2
+    exit 2
+    ;;
+esac
 
 [ -x "$BIN" ] || { echo "build wsgate first (make all)" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is missing (scripts/install-deps.sh)" >&2; exit 1; }
-mkdir -p "$DIR/n1" "$DIR/n2"
+mkdir -p "$DIR"
 stop
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no >"$DIR/redis.log" 2>&1 &
-echo $! >"$DIR/redis.pid"
-i=0
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || { echo "redis-server did not start: $DIR/redis.log" >&2; stop; exit 1; }
-    sleep 0.05
+
+# In the foreground, Ctrl-C reaches the terminal's whole process group; the
+# servers run in sessions of their own so that only this script gets it and
+# stops them in order. A node that exits by itself ends the run too.
+if [ "$MODE" = run ]; then
+    trap 'echo; stop; echo "stopped"; exit 130' INT
+    trap 'stop; exit 143' TERM HUP
+fi
+# (a plain command, not a function: `$!` must be the server's own pid)
+DETACH=""
+command -v setsid >/dev/null && DETACH=setsid
+fail() {
+    echo "$1" >&2
+    stop
+    exit 1
+}
+
+URLS=""
+k=0
+while [ $k -lt "$SHARDS" ]; do
+    rport=$((REDIS_PORT + k))
+    $DETACH redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no >"$DIR/redis$k.log" 2>&1 &
+    echo $! >"$DIR/redis$k.pid"
+    URLS="$URLS${URLS:+,}\"redis://127.0.0.1:$rport\""
+    k=$((k + 1))
 done
-URL="redis://127.0.0.1:$REDIS_PORT"
-"$BIN" serve --listen 127.0.0.1 --port "$PORT1" --data-dir "$DIR/n1" \
-    --set engine=redis --set redis_url="$URL" >"$DIR/node1.log" 2>&1 &
-echo $! >"$DIR/node1.pid"
-# the second node opens the chats the first sealed: same key file
-i=0
-until [ -f "$DIR/n1/keys.json" ]; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || { echo "node 1 did not start: $DIR/node1.log" >&2; stop; exit 1; }
-    sleep 0.05
+k=0
+while [ $k -lt "$SHARDS" ]; do
+    i=0
+    until redis-cli -p $((REDIS_PORT + k)) ping >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -lt 400 ] || fail "redis-server did not start: $DIR/redis$k.log"
+        sleep 0.05
+    done
+    k=$((k + 1))
 done
-"$BIN" serve --listen 127.0.0.1 --port "$PORT2" --data-dir "$DIR/n2" \
-    --set engine=redis --set redis_url="$URL" --set kms_key_file="$DIR/n1/keys.json" \
-    >"$DIR/node2.log" 2>&1 &
-echo $! >"$DIR/node2.pid"
-sleep 0.5
-echo "redis   127.0.0.1:$REDIS_PORT"
-echo "node 1  http://127.0.0.1:$PORT1/   ws://127.0.0.1:$PORT1/staging"
-echo "node 2  http://127.0.0.1:$PORT2/   ws://127.0.0.1:$PORT2/staging"
-echo "logs in $DIR; stop with: scripts/cluster.sh stop"
+if [ "$SHARDS" -eq 1 ]; then
+    ENGINE="redis_url=redis://127.0.0.1:$REDIS_PORT"
+else
+    ENGINE="redis_urls=[$URLS]"
+fi
+
+n=1
+while [ $n -le "$NODES" ]; do
+    mkdir -p "$DIR/n$n"
+    rm -f "$DIR/node$n.out"
+    # the other nodes open the chats the first sealed: the same key file
+    if [ $n -eq 1 ]; then
+        $DETACH "$BIN" serve --listen 127.0.0.1 --port $((PORT + n - 1)) --data-dir "$DIR/n$n" \
+            --set engine=redis --set "$ENGINE" >"$DIR/node$n.out" 2>"$DIR/node$n.log" &
+    else
+        $DETACH "$BIN" serve --listen 127.0.0.1 --port $((PORT + n - 1)) --data-dir "$DIR/n$n" \
+            --set engine=redis --set "$ENGINE" --set kms_key_file="$DIR/n1/keys.json" \
+            >"$DIR/node$n.out" 2>"$DIR/node$n.log" &
+    fi
+    pid=$!
+    echo $pid >"$DIR/node$n.pid"
+    # `serve` prints its URLs once it listens (its key file is written by then)
+    i=0
+    until grep -q '^wsgate serving' "$DIR/node$n.out" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || fail "node $n exited: $DIR/node$n.log"
+        i=$((i + 1))
+        [ $i -lt 1200 ] || fail "node $n did not start: $DIR/node$n.log"
+        sleep 0.05
+    done
+    n=$((n + 1))
+done
+
+k=0
+while [ $k -lt "$SHARDS" ]; do
+    echo "redis $k  redis://127.0.0.1:$((REDIS_PORT + k))"
+    k=$((k + 1))
+done
+n=1
+while [ $n -le "$NODES" ]; do
+    echo "node $n  $(sed -n 's/^wsgate serving //p' "$DIR/node$n.out" | head -n 1)"
+    n=$((n + 1))
+done
+if [ "$MODE" = start ]; then
+    echo "logs in $DIR; stop with: scripts/cluster.sh stop"
+    exit 0
+fi
+echo "logs in $DIR; Ctrl-C stops everything"
+
+while :; do
+    n=1
+    while [ $n -le "$NODES" ]; do
+        kill -0 "$(cat "$DIR/node$n.pid")" 2>/dev/null || fail "node $n exited: $DIR/node$n.log"
+        n=$((n + 1))
+    done
+    # a short sleep in the background: `wait` returns at once on Ctrl-C
+    sleep 1 &
+    wait $! || true
+done
