@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "engine/redis_tls.h"
 #include "engine/redis_url.h"
 
 typedef struct redis_client redis_client;
@@ -78,6 +79,7 @@ typedef struct redis_client_options {
     redis_client_message_cb on_message; /* may be NULL */
     redis_client_state_cb on_state;     /* may be NULL */
     void *data;                         /* passed to on_message and on_state */
+    redis_tls_options tls;              /* with a rediss:// url (its strings are not copied) */
 } redis_client_options;
 
 /* Round-trip latency histogram bounds, in milliseconds (an implicit +Inf
