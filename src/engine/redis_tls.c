@@ -158,8 +158,7 @@ static int inner_connect(int *mine, redisAsyncContext **ac, char *err, size_t er
         snprintf(copy, sizeof copy, "%s", why);
         if (fd >= 0) close(fd);
         if (c) redisAsyncFree(c);
-        return fail_msg(err, errlen, "redis TLS: cannot open the inner connection: %s%s", copy,
-                        "");
+        return fail_msg(err, errlen, "redis TLS: cannot open the inner connection: %s%s", copy, "");
     }
     *mine = fd;
     *ac = c;
@@ -181,7 +180,8 @@ static void update_polls(redis_tls *b) {
     if (b->state == B_CONNECTING) out = UV_WRITABLE;
     if (b->state == B_HANDSHAKE || b->state == B_OPEN)
         out = (b->want_read ? UV_READABLE : 0) | (b->want_write ? UV_WRITABLE : 0);
-    if (b->state == B_OPEN) in = (b->up_len == 0 ? UV_READABLE : 0) | (b->down_len ? UV_WRITABLE : 0);
+    if (b->state == B_OPEN)
+        in = (b->up_len == 0 ? UV_READABLE : 0) | (b->down_len ? UV_WRITABLE : 0);
     set_poll(&b->inner_h, in);
     set_poll(&b->outer_h, out);
 }
