@@ -234,6 +234,10 @@ def test_check_validates_the_tls_files(tmp_path, pki):
     r = check("engine=redis", url, f"redis_tls_ca_file={pki['ca.pem']}",
               f"redis_tls_cert_file={pki['client.pem']}", f"redis_tls_key_file={pki['client.key']}")
     assert r.returncode == 0, r.stderr + r.stdout
+    assert "redis_tls_insecure_skip_verify" not in r.stderr
+    r = check("engine=redis", url, "redis_tls_insecure_skip_verify=true")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "warning: redis_tls_insecure_skip_verify = true" in r.stderr
     r = check("engine=redis", url, "redis_tls_ca_file=/nonexistent/ca.pem")
     assert r.returncode != 0
     assert "redis_tls_ca_file: cannot read /nonexistent/ca.pem" in r.stderr + r.stdout

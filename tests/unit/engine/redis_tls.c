@@ -72,8 +72,14 @@ static void start_tls_redis(void) {
     snprintf(port, sizeof port, "%d", tls_port);
     /* The plain port stays for test_redis_start's readiness check; the
      * server wants a client certificate (tls-auth-clients defaults to yes). */
-    const char *extra[] = {"--tls-port",     port,       "--tls-cert-file",    server_pem,
-                           "--tls-key-file", server_key, "--tls-ca-cert-file", ca,
+    const char *extra[] = {"--tls-port",
+                           port,
+                           "--tls-cert-file",
+                           server_pem,
+                           "--tls-key-file",
+                           server_key,
+                           "--tls-ca-cert-file",
+                           ca,
                            NULL};
     test_redis_start(&srv, extra);
 }
@@ -182,8 +188,7 @@ Test(redis_tls, large_values_and_a_deep_pipeline_cross_the_bridge) {
     /* 5000 commands sent in one loop turn: one burst through the bridge. */
     counter k = {0, 5000};
     const char *incr[2] = {"INCR", "n"};
-    for (int i = 0; i < k.want; i++)
-        redis_client_command_argv(c, 7, on_count, &k, 2, incr, NULL);
+    for (int i = 0; i < k.want; i++) redis_client_command_argv(c, 7, on_count, &k, 2, incr, NULL);
     cr_assert(run_until(counted, &k, 20000), "%d of %d answered", k.n, k.want);
     redis_client_close(c);
 }
