@@ -10,6 +10,8 @@
  * after a Redis restart), then PING: ready means the server answers. A
  * host name is looked up on libuv's thread pool before each attempt
  * (hiredis only ever gets an address, so DNS never blocks the loop).
+ * A rediss:// url puts each connection through a TLS bridge
+ * (redis_tls.h) with opt.tls; everything else is the same.
  * Commands issued during one loop turn on one connection leave in one
  * write (pipelining: hiredis appends them to the connection's output
  * buffer, which is written when the socket polls writable). A lost

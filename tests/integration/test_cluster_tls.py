@@ -128,7 +128,9 @@ def wait_log(node, text, timeout=15.0):
 def test_two_nodes_share_a_room_over_tls(start_server, tls_redis, pki):
     redis = tls_redis()
     a = tls_node(start_server, redis, name="a", redis_tls_ca_file=pki["ca.pem"])
-    b = tls_node(start_server, redis, a, name="b", redis_tls_ca_file=pki["ca.pem"])
+    # b names the server by host name: looked up, then verified and sent as SNI
+    b = tls_node(start_server, redis, a, name="b", redis_tls_ca_file=pki["ca.pem"],
+                 redis_url=f"rediss://localhost:{redis.port}")
     wait_ready(a)
     wait_ready(b)
 
