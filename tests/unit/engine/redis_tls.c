@@ -268,3 +268,40 @@ Test(redis_tls, failures_leave_nothing_open) {
     redis_client_close(nobody);
     redis_client_close(good);
 }
+
+static bool is_down(void *c) { return !redis_client_up(c); }
+
+Test(redis_tls, a_stopped_server_times_out_and_the_client_comes_back) {
+    start_tls_redis();
+    char s[64];
+    snprintf(s, sizeof s, "rediss://127.0.0.1:%d", tls_port);
+    redis_client_options o = {.pool_size = 1,
+                              .command_timeout_ms = 500,
+                              .connect_timeout_ms = 500,
+                              .backoff_min_ms = 20,
+                              .backoff_max_ms = 100};
+    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, NULL, 0), 0);
+    o.tls = (redis_tls_options){.ca_file = ca, .cert_file = client_pem, .key_file = client_key};
+    redis_client *c = redis_client_new(&loop, &o);
+    cr_assert(run_until(is_up, c, 15000));
+    /* A server that stops answering mid-session: the bridge holds the
+     * command in TLS, the client times it out and drops the bridge. */
+    kill(srv.pid, SIGSTOP);
+    const char *ping[1] = {"PING"};
+    big_result r = {0};
+    redis_client_command_argv(c, REDIS_CLIENT_ANY, on_big, &r, 1, ping, NULL);
+    cr_assert(run_until(is_true, &r.done, 10000));
+    cr_assert_eq(r.err, REDIS_CLIENT_E_TIMEOUT);
+    cr_assert(run_until(is_down, c, 10000));
+    kill(srv.pid, SIGCONT);
+    cr_assert(run_until(is_up, c, 15000), "never reconnected over TLS");
+    big_result r2 = {0};
+    redis_client_command_argv(c, REDIS_CLIENT_ANY, on_big, &r2, 1, ping, NULL);
+    cr_assert(run_until(is_true, &r2.done, 10000));
+    cr_assert_null(r2.err);
+    cr_assert_eq(r2.type, REDIS_REPLY_STATUS);
+    redis_client_stats st;
+    redis_client_get_stats(c, &st);
+    cr_assert_geq(st.reconnects, 1);
+    redis_client_close(c);
+}
