@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "config/config_table.h"
@@ -607,6 +608,26 @@ static int check_integration_rules(const config *c, wsg_error *err) {
     return 0;
 }
 
+/* The rediss:// files: a node must not find out at its first connection
+ * that a path is wrong. Whether the PEM inside is good is the TLS
+ * library's to say, when the engine starts. */
+static int check_redis_tls_rules(const config *c, wsg_error *err) {
+    if (empty(c->redis_tls_cert_file) != empty(c->redis_tls_key_file))
+        return fail(err,
+                    "redis_tls_cert_file and redis_tls_key_file must be set together (%s is empty)",
+                    empty(c->redis_tls_cert_file) ? "redis_tls_cert_file" : "redis_tls_key_file");
+    const struct {
+        const char *name, *path;
+    } files[] = {{"redis_tls_ca_file", c->redis_tls_ca_file},
+                 {"redis_tls_cert_file", c->redis_tls_cert_file},
+                 {"redis_tls_key_file", c->redis_tls_key_file}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (!empty(files[i].path) && access(files[i].path, R_OK) != 0)
+            return fail(err, "%s: cannot read %s: %s", files[i].name, files[i].path,
+                        strerror(errno));
+    return 0;
+}
+
 /* redis_url or redis_urls, not both; no server twice in redis_urls (the
  * shard ring places servers by "host:port/db"). Each URL was parsed by
  * its own rule already. */
@@ -626,7 +647,7 @@ static int check_redis_rules(const config *c, wsg_error *err) {
         }
     if (c->engine_id == CONFIG_ENGINE_REDIS && empty(c->redis_url) && c->redis_urls_count == 0)
         return fail(err, "engine = \"redis\" requires redis_url or redis_urls");
-    return 0;
+    return check_redis_tls_rules(c, err);
 }
 
 static int check_cross_rules(const config *c, wsg_error *err) {

@@ -170,6 +170,12 @@ typedef struct config {
     size_t redis_urls_count;
     int64_t redis_min_replicas;   /* WAIT for this many replicas per chat, default 0 */
     int64_t redis_node_timeout_s; /* a silent node is gone after this, default 30 */
+    /* rediss:// (docs/redis.md "TLS"): "" = the default. */
+    char *redis_tls_ca_file;             /* PEM CA bundle; "": the system's CA store */
+    char *redis_tls_server_name;         /* name the certificate must carry; "": the URL host */
+    bool redis_tls_insecure_skip_verify; /* accept any certificate (logged at WARN) */
+    char *redis_tls_cert_file;           /* client certificate (tls-auth-clients) */
+    char *redis_tls_key_file;            /* its key */
 } config;
 
 /* The config functions return 0 or a negative code and fill a wsg_error

@@ -285,4 +285,10 @@ void config_print_warnings(const config *cfg, void *out) {
                      "bodies will be written to the log in plaintext while the store encrypts "
                      "them (private message bodies are redacted); set enable_data_trace = false "
                      "to keep them out of the log\n");
+    /* rediss:// without verification looks like TLS but stops no one on
+     * the path: say so where the operator reads the configuration. */
+    if (cfg->redis_tls_insecure_skip_verify && cfg->engine_id == CONFIG_ENGINE_REDIS)
+        fprintf(out, "warning: redis_tls_insecure_skip_verify = true: rediss:// connections do not "
+                     "check the Redis server's certificate (anyone on the path can read and "
+                     "change the data); set redis_tls_ca_file instead\n");
 }

@@ -12,8 +12,8 @@
 
 #define OFF(f) offsetof(config, f)
 #define REDIS_URL_RULE                                                                             \
-    "A Redis URL must be redis://[user:password@]host[:port][/db] (percent-encode '@', ':' and "   \
-    "'/' in credentials; rediss:// (TLS) needs hiredis >= 1.0, which this build lacks)."
+    "A Redis URL must be redis://[user:password@]host[:port][/db], or rediss:// for TLS "          \
+    "(percent-encode '@', ':' and '/' in credentials)."
 
 static const char *const default_routes[] = {
     "chat", "join_room", "leave_room", "private_message", "room_list", NULL};
@@ -1009,6 +1009,41 @@ const config_var config_vars[] = {
      .help =
          "seconds after which a silent node's connections leave their rooms (engine = \"redis\")",
      .rule = "redis_node_timeout_s must be between 2 and 3600."},
+    {.name = "redis_tls_ca_file",
+     .type = CV_STRING,
+     .offset = OFF(redis_tls_ca_file),
+     .def_str = "",
+     .max_len = 4096,
+     .help = "PEM CA bundle that signs the Redis servers' certificates for rediss:// (empty: the "
+             "system's CA store)",
+     .rule = "redis_tls_ca_file must be a path of at most 4096 characters."},
+    {.name = "redis_tls_server_name",
+     .type = CV_STRING,
+     .offset = OFF(redis_tls_server_name),
+     .def_str = "",
+     .max_len = 253,
+     .help = "name the Redis server's certificate must carry, also sent as SNI (empty: the URL's "
+             "host)",
+     .rule = "redis_tls_server_name must be at most 253 characters."},
+    {.name = "redis_tls_insecure_skip_verify",
+     .type = CV_BOOL,
+     .offset = OFF(redis_tls_insecure_skip_verify),
+     .def_bool = false,
+     .help = "rediss:// without checking the server's certificate (tests only; logged at WARN)"},
+    {.name = "redis_tls_cert_file",
+     .type = CV_STRING,
+     .offset = OFF(redis_tls_cert_file),
+     .def_str = "",
+     .max_len = 4096,
+     .help = "PEM client certificate chain for rediss:// (Redis's tls-auth-clients)",
+     .rule = "redis_tls_cert_file must be a path of at most 4096 characters."},
+    {.name = "redis_tls_key_file",
+     .type = CV_STRING,
+     .offset = OFF(redis_tls_key_file),
+     .def_str = "",
+     .max_len = 4096,
+     .help = "PEM private key of redis_tls_cert_file",
+     .rule = "redis_tls_key_file must be a path of at most 4096 characters."},
 };
 
 const size_t config_nvars = sizeof config_vars / sizeof config_vars[0];

@@ -1882,11 +1882,17 @@ void engine_redis_start(engine *e, int index) {
     rworker *w = &re->w[index];
     assert(w->srv && w->srv == server_current());
     for (size_t k = 0; k < re->nshards; k++) {
-        redis_client_options o = {.url = re->urls[k],
-                                  .preload_scripts = redis_script_sources(),
-                                  .on_message = on_message,
-                                  .on_state = on_state,
-                                  .data = &w->shards[k]};
+        redis_client_options o = {
+            .url = re->urls[k],
+            .preload_scripts = redis_script_sources(),
+            .on_message = on_message,
+            .on_state = on_state,
+            .data = &w->shards[k],
+            .tls = {.ca_file = re->cfg->redis_tls_ca_file,
+                    .cert_file = re->cfg->redis_tls_cert_file,
+                    .key_file = re->cfg->redis_tls_key_file,
+                    .server_name = re->cfg->redis_tls_server_name,
+                    .insecure_skip_verify = re->cfg->redis_tls_insecure_skip_verify}};
         w->shards[k].client = redis_client_new(w->srv->loop, &o);
     }
     w->client = w->shards[0].client;

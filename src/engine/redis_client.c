@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <hiredis/async.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ struct rc_slot {
     bool outage_logged;      /* redis_down was logged since the slot was last ready */
     unsigned attempts;       /* failed attempts since it was last ready */
     unsigned handshake_left; /* AUTH/SELECT replies still awaited */
+    char tls_why[200];       /* why the TLS bridge failed, for the next redis_down */
     uv_timer_t timer;
     rc_req inflight; /* sentinel of the FIFO */
 };
@@ -100,6 +102,7 @@ typedef struct rc_poll {
     uv_poll_t h;
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
     redis_client *c;
+    redis_tls *tls; /* the context's TLS bridge (rediss://), or NULL */
     int events;
 } rc_poll;
 
@@ -116,7 +119,9 @@ struct redis_client {
     strmap channels; /* channel -> rc_chan */
     const char *kill_reason;
     bool up, closing;
-    unsigned handles; /* open libuv handles; the client is freed at 0 once closing */
+    redis_tls_ctx *tls; /* rediss://: the shared TLS settings, or NULL */
+    char tls_err[256];  /* ... or why they could not be built */
+    unsigned handles;   /* open libuv handles; the client is freed at 0 once closing */
     redis_client_stats st;
 };
 
@@ -155,6 +160,7 @@ static void client_free(redis_client *c) {
     void *v;
     while (strmap_next(&c->channels, &it, &k, &v)) free(v);
     strmap_free(&c->channels);
+    redis_tls_ctx_free(c->tls);
     free(c->slots);
     free(c);
 }
@@ -214,10 +220,11 @@ static void poll_closed(uv_handle_t *h) {
 static void ev_cleanup(void *d) {
     rc_poll *p = d;
     p->ac = NULL;
+    if (p->tls) redis_tls_close(p->tls);
     uv_close((uv_handle_t *)&p->h, poll_closed);
 }
 
-static int attach(redis_client *c, redisAsyncContext *ac) {
+static int attach(redis_client *c, redisAsyncContext *ac, redis_tls *tls) {
     rc_poll *p = xcalloc(1, sizeof *p);
     if (uv_poll_init(c->loop, &p->h, ac->c.fd) != 0) {
         free(p);
@@ -226,6 +233,7 @@ static int attach(redis_client *c, redisAsyncContext *ac) {
     p->h.data = p;
     p->ac = ac;
     p->c = c;
+    p->tls = tls;
     c->handles++;
     ac->ev.data = p;
     ac->ev.addRead = ev_add_read;
@@ -277,6 +285,7 @@ static void log_down(rc_slot *s, const char *why, uint64_t retry_ms) {
 static void slot_lost(rc_slot *s, const char *why) {
     redis_client *c = s->c;
     bool was_ready = s->state == SLOT_READY;
+    if (s->tls_why[0]) why = s->tls_why; /* hiredis only saw the bridge close */
     s->ac = NULL;
     s->state = SLOT_IDLE;
     s->drop = false;
@@ -307,6 +316,7 @@ static void slot_lost(rc_slot *s, const char *why) {
     uint64_t delay = backoff_ms(c, was_ready ? 0 : s->attempts);
     if (!s->outage_logged) log_down(s, why, delay);
     s->outage_logged = true;
+    s->tls_why[0] = '\0';
     slot_schedule(s, delay);
 }
 
@@ -448,13 +458,60 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
     slot_lost(s, status == REDIS_OK ? "disconnected" : cac->errstr);
 }
 
+/* ---- rediss:// (redis_tls.h) ---- */
+
+static void tls_failed(const char *why, void *data) {
+    rc_slot *s = data;
+    snprintf(s->tls_why, sizeof s->tls_why, "%s", why);
+}
+
+static void tls_closed(void *data) {
+    redis_client *c = ((rc_slot *)data)->c;
+    if (--c->handles == 0) client_free(c);
+}
+
+/* A hiredis context for ip: plain TCP, or through a new TLS bridge (then
+ * *tls is set and owned by the context's adapter). NULL with why. */
+static redisAsyncContext *open_context(rc_slot *s, const char *ip, redis_tls **tls, char *why,
+                                       size_t whylen) {
+    redis_client *c = s->c;
+    *tls = NULL;
+    if (!c->opt.url.tls) {
+        redisAsyncContext *ac = redisAsyncConnect(ip, c->opt.url.port);
+        if (ac && !ac->err) {
+            redisEnableKeepAlive(&ac->c);
+            return ac;
+        }
+        snprintf(why, whylen, "%s", ac ? ac->errstr : "cannot start a connection");
+        if (ac) redisAsyncFree(ac);
+        return NULL;
+    }
+    if (!c->tls) {
+        snprintf(why, whylen, "%s", c->tls_err);
+        return NULL;
+    }
+    const char *name = c->opt.tls.server_name && c->opt.tls.server_name[0] ? c->opt.tls.server_name
+                                                                           : c->opt.url.host;
+    redisAsyncContext *ac;
+    s->tls_why[0] = '\0';
+    if (redis_tls_open(c->loop, c->tls, ip, c->opt.url.port, name, tls_failed, tls_closed, s, &ac,
+                       tls, why, whylen) != 0)
+        return NULL;
+    c->handles++; /* the bridge, until tls_closed */
+    return ac;
+}
+
 static void slot_connect_addr(rc_slot *s, const char *ip) {
     redis_client *c = s->c;
-    redisAsyncContext *ac = redisAsyncConnect(ip, c->opt.url.port);
-    if (!ac || ac->err || attach(c, ac) != 0) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", ac && ac->err ? ac->errstr : "cannot start a connection");
-        if (ac) redisAsyncFree(ac);
+    char why[256];
+    redis_tls *tls;
+    redisAsyncContext *ac = open_context(s, ip, &tls, why, sizeof why);
+    if (!ac || attach(c, ac, tls) != 0) {
+        if (ac) {
+            snprintf(why, sizeof why, "cannot start a connection");
+            redisAsyncFree(ac);
+            if (tls) redis_tls_close(tls);
+        }
         s->state = SLOT_CONNECTING; /* counts as a failed attempt */
         slot_lost(s, why);
         return;
@@ -462,7 +519,6 @@ static void slot_connect_addr(rc_slot *s, const char *ip) {
     ac->data = s;
     s->ac = ac;
     s->state = SLOT_CONNECTING;
-    redisEnableKeepAlive(&ac->c);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     uv_timer_start(&s->timer, slot_timer_cb, c->opt.connect_timeout_ms, 0);
@@ -727,6 +783,19 @@ redis_client *redis_client_new(uv_loop_t *loop, const redis_client_options *opt)
     if (c->opt.backoff_max_ms < c->opt.backoff_min_ms)
         c->opt.backoff_max_ms = c->opt.backoff_min_ms;
     redis_url_name(&c->opt.url, c->name, sizeof c->name);
+    if (c->opt.url.tls) {
+        c->tls = redis_tls_ctx_new(&c->opt.tls, c->tls_err, sizeof c->tls_err);
+        /* Once per process: every worker has a client per server. The log
+         * has no WARN level; ERROR keeps it visible at the default level. */
+        static atomic_bool warned;
+        if (c->opt.tls.insecure_skip_verify && !atomic_exchange(&warned, true)) {
+            log_line l;
+            log_begin(&l, LOG_ERROR, "redis_tls_insecure");
+            log_str(&l, "server", c->name);
+            log_str(&l, "msg", "rediss:// without verifying the server's certificate");
+            log_end(&l);
+        }
+    }
     c->pool = c->opt.pool_size;
     c->slots = xcalloc(c->pool + 1, sizeof *c->slots);
     c->kill_reason = REDIS_CLIENT_E_LOST;

@@ -10,6 +10,8 @@
  * after a Redis restart), then PING: ready means the server answers. A
  * host name is looked up on libuv's thread pool before each attempt
  * (hiredis only ever gets an address, so DNS never blocks the loop).
+ * A rediss:// url puts each connection through a TLS bridge
+ * (redis_tls.h) with opt.tls; everything else is the same.
  * Commands issued during one loop turn on one connection leave in one
  * write (pipelining: hiredis appends them to the connection's output
  * buffer, which is written when the socket polls writable). A lost
@@ -37,6 +39,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "engine/redis_tls.h"
 #include "engine/redis_url.h"
 
 typedef struct redis_client redis_client;
@@ -78,6 +81,7 @@ typedef struct redis_client_options {
     redis_client_message_cb on_message; /* may be NULL */
     redis_client_state_cb on_state;     /* may be NULL */
     void *data;                         /* passed to on_message and on_state */
+    redis_tls_options tls;              /* with a rediss:// url (its strings are not copied) */
 } redis_client_options;
 
 /* Round-trip latency histogram bounds, in milliseconds (an implicit +Inf

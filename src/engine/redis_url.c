@@ -75,14 +75,16 @@ int redis_url_parse(const char *s, size_t len, redis_url *out, char *err, size_t
         return fail(err, errlen, "redis URL: longer than %d bytes", REDIS_URL_MAX_LEN);
     if (memchr(s, '\0', len)) return fail(err, errlen, "redis URL: holds a NUL byte");
     static const char scheme[] = "redis://", tls_scheme[] = "rediss://";
-    if (len >= sizeof tls_scheme - 1 && strncasecmp(s, tls_scheme, sizeof tls_scheme - 1) == 0)
-        return fail(err, errlen,
-                    "redis URL: rediss:// (TLS) is not supported: this build's hiredis has no "
-                    "TLS (it needs hiredis >= 1.0); use redis:// on a private network or a TLS "
-                    "tunnel such as stunnel");
-    if (len < sizeof scheme - 1 || strncasecmp(s, scheme, sizeof scheme - 1) != 0)
-        return fail(err, errlen, "redis URL: must start with redis://");
-    const char *p = s + sizeof scheme - 1, *end = s + len;
+    size_t skip;
+    if (len >= sizeof tls_scheme - 1 && strncasecmp(s, tls_scheme, sizeof tls_scheme - 1) == 0) {
+        out->tls = true;
+        skip = sizeof tls_scheme - 1;
+    } else if (len >= sizeof scheme - 1 && strncasecmp(s, scheme, sizeof scheme - 1) == 0) {
+        skip = sizeof scheme - 1;
+    } else {
+        return fail(err, errlen, "redis URL: must start with redis:// or rediss://");
+    }
+    const char *p = s + skip, *end = s + len;
 
     /* The authority ends at the path; a query or fragment is refused. */
     if (memchr(p, '?', (size_t)(end - p)) || memchr(p, '#', (size_t)(end - p)))

@@ -1,13 +1,12 @@
 /* Redis server addresses as the configuration gives them:
  *
  *   redis://[[user]:password@]host[:port][/db]
+ *   rediss://...  (the same, over TLS: see redis_tls.h)
  *
  * host is a name, an IPv4 address or an IPv6 address in brackets
  * ("[::1]"); port defaults to 6379 and db to 0. user and password are
  * percent-decoded (a password holding '@', ':' or '/' is written %40, %3A,
- * %2F). "rediss://" (TLS) is recognised and refused: Debian 12's hiredis
- * (0.14) has no TLS, which needs hiredis >= 1.0. No I/O, no allocation:
- * the parsed fields live in the struct. */
+ * %2F). No I/O, no allocation: the parsed fields live in the struct. */
 #ifndef WSGATE_ENGINE_REDIS_URL_H
 #define WSGATE_ENGINE_REDIS_URL_H
 
@@ -27,6 +26,7 @@ typedef struct redis_url {
     char user[REDIS_URL_MAX_CRED];     /* "" = none (AUTH password alone: the default user) */
     char password[REDIS_URL_MAX_CRED]; /* "" = no AUTH */
     bool has_password;                 /* an empty password after ':' still sends AUTH */
+    bool tls;                          /* rediss:// */
 } redis_url;
 
 /* Parse the len bytes of s into *out. Returns 0, or -1 with a one-line

@@ -354,8 +354,10 @@ def test_check_validates_redis_urls(tmp_path):
     r = check("engine=redis", 'redis_urls=["redis://127.0.0.1:7001", "redis://127.0.0.1:7001/0"]')
     assert r.returncode != 0
     assert "redis_urls lists the Redis server 127.0.0.1:7001/0 twice" in r.stderr + r.stdout
-    r = check("engine=redis", 'redis_urls=["redis://127.0.0.1:7001", "rediss://127.0.0.1:7002"]')
-    assert r.returncode != 0
+    # rediss:// shards are checked like the others (their files must be readable)
+    r = check("engine=redis", 'redis_urls=["redis://127.0.0.1:7001", "rediss://127.0.0.1:7002"]',
+              "redis_tls_ca_file=/nonexistent/ca.pem")
+    assert r.returncode != 0 and "redis_tls_ca_file" in r.stderr + r.stdout
     r = check("engine=redis", "redis_url=redis://a", 'redis_urls=["redis://b"]')
     assert r.returncode != 0 and "not both" in r.stderr + r.stdout
     r = check("engine=redis")

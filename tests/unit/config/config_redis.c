@@ -49,9 +49,9 @@ Test(config_redis, urls_are_parsed) {
                  err.message);
     cr_assert_eq(validate_text("redis_urls = [\"redis://a:7000\", \"redis://[::1]:7001/1\"]", &err),
                  0, "%s", err.message);
-    cr_assert_lt(validate_text("redis_url = \"rediss://h:6380\"", &err), 0);
-    cr_assert(strstr(err.message, "variable \"redis_url\"") &&
-                  strstr(err.message, "hiredis >= 1.0"),
+    cr_assert_eq(validate_text("redis_url = \"rediss://h:6380\"", &err), 0, "%s", err.message);
+    cr_assert_lt(validate_text("redis_url = \"redisss://h:6380\"", &err), 0);
+    cr_assert(strstr(err.message, "variable \"redis_url\"") && strstr(err.message, "rediss://"),
               "%s", err.message);
     cr_assert_lt(validate_text("redis_urls = [\"redis://a:7000\", \"redis://b:0\"]", &err), 0);
     cr_assert(strstr(err.message, "variable \"redis_urls\""), "%s", err.message);
@@ -70,6 +70,19 @@ Test(config_redis, rules_between_variables) {
     cr_assert_str_eq(err.message, "redis_urls lists the Redis server a:6379/0 twice");
     cr_assert_eq(validate_text("redis_urls = [\"redis://a/0\", \"redis://a/1\"]", &err), 0, "%s",
                  err.message);
+    /* rediss:// files: readable, and a certificate goes with its key. */
+    cr_assert_lt(validate_text("redis_tls_ca_file = \"/nonexistent/ca.pem\"", &err), 0);
+    cr_assert(strstr(err.message, "redis_tls_ca_file: cannot read /nonexistent/ca.pem"), "%s",
+              err.message);
+    cr_assert_lt(validate_text("redis_tls_cert_file = \"/dev/null\"", &err), 0);
+    cr_assert(strstr(err.message, "must be set together (redis_tls_key_file is empty)"), "%s",
+              err.message);
+    cr_assert_eq(validate_text("redis_tls_cert_file = \"/dev/null\"\n"
+                               "redis_tls_key_file = \"/dev/null\"\n"
+                               "redis_tls_server_name = \"redis.internal\"\n"
+                               "redis_tls_insecure_skip_verify = true",
+                               &err),
+                 0, "%s", err.message);
 }
 
 Test(config_redis, dump_masks_passwords_and_loads_back) {

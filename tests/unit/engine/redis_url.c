@@ -81,9 +81,26 @@ Test(redis_url, ipv6) {
     refused("redis://[]:1", "IPv6");
 }
 
-Test(redis_url, tls_is_refused_with_the_reason) {
-    refused("rediss://h:6380", "hiredis >= 1.0");
-    refused("REDISS://h", "TLS");
+Test(redis_url, tls) {
+    redis_url u = ok("rediss://alice:s3cret@redis-1.example.com:6380/3");
+    cr_assert(u.tls);
+    cr_assert_str_eq(u.user, "alice");
+    cr_assert_str_eq(u.password, "s3cret");
+    cr_assert_str_eq(u.host, "redis-1.example.com");
+    cr_assert_eq(u.port, 6380);
+    cr_assert_eq(u.db, 3);
+    /* The ring places a server by its name: switching it to TLS must not
+     * move its rooms to another shard. */
+    char name[64];
+    cr_assert_str_eq(redis_url_name(&u, name, sizeof name), "redis-1.example.com:6380/3");
+    u = ok("REDISS://[::1]");
+    cr_assert(u.tls);
+    cr_assert(u.ipv6);
+    cr_assert_eq(u.port, 6379);
+    cr_assert_not(ok("redis://h").tls);
+    refused("redisss://h", "must start with redis:// or rediss://");
+    refused("rediss:/h", "must start with");
+    refused("rediss://", "no host");
 }
 
 Test(redis_url, refused) {
