@@ -55,7 +55,11 @@
     X(HTTP_MALFORMED, -211, 0, 400, "malformed HTTP request")                                        \
     X(HTTP_BODY_TOO_LARGE, -212, 0, 413, "request body too large")                                   \
     X(HTTP_HEAD_TOO_LARGE, -213, 0, 431, "request header fields too large")                          \
-    X(HTTP_REFUSED, -214, 0, 0, "request refused before its body (error_status says how)")           \
+    /* a request refused from its head, its body unread (http_head_fn) */                            \
+    X(HTTP_NOT_FOUND, -214, 0, 404, "Not Found")                                                     \
+    X(HTTP_METHOD, -215, 0, 405, "Method Not Allowed")                                               \
+    X(HTTP_TOO_MANY, -216, 0, 429, "Too Many Requests")                                              \
+    X(HTTP_ANSWERED, -217, 0, 0, "request answered from its head")                                   \
     /* src/http/sigv4.c: why a SigV4 signature is refused (the management                          \
      * API answers 403 with the text) */ \
     X(SIGV4_NO_AUTH, -301, 0, 403, "missing Authorization header")                                   \
@@ -107,7 +111,13 @@
     X(CONFIG_VALUE, -702, 0, 0, "invalid configuration value")                                       \
     X(CONFIG_UNKNOWN, -703, 0, 0, "unknown configuration variable")                                  \
     X(CONFIG_RULE, -704, 0, 0, "configuration rule broken")                                          \
-    X(CONFIG_LISTEN, -705, 0, 0, "listen address cannot be used")
+    X(CONFIG_LISTEN, -705, 0, 0, "listen address cannot be used")                                    \
+    /* src/mgmt: a management request refused (403 with the text, as API                          \
+     * Gateway words it), the credentials file */  \
+    X(MGMT_NO_TOKEN, -801, 0, 403, "Missing Authentication Token")                                   \
+    X(MGMT_BEARER, -802, 0, 403, "The bearer key is not valid")                                      \
+    X(MGMT_TOKEN_INVALID, -803, 0, 403, "The security token included in the request is invalid")     \
+    X(MGMT_CREDENTIALS, -804, 0, 0, "management credentials cannot be used")
 
 typedef enum wsg_errno {
 #define WSG_ERRNO_ENUM(name, value, close, http, text) WSG_E_##name = (value),

@@ -234,9 +234,10 @@ void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
             log_line l;
             log_begin(&l, LOG_INFO, "protocol_error");
             log_str(&l, "connectionId", c->id);
-            log_str(&l, "error", ws_strerror((int)n));
+            log_str(&l, "error", wsg_strerror((int)n));
             log_end(&l);
-            conn_fail(c, ws_error_close_code((int)n), ws_strerror((int)n));
+            uint16_t cc = wsg_err_close_code((int)n);
+            conn_fail(c, cc ? cc : WS_CLOSE_PROTOCOL_ERROR, wsg_strerror((int)n));
             return;
         }
         off += (size_t)n;
