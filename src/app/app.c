@@ -93,7 +93,7 @@ static int app_authorize(conn *c, const http_request *req, const char **message)
     }
     if (st == 0) st = auth_http_status(auth_identity_from_query(req, &p->id), message);
     if (st == 0) {
-        st = auth_http_status(a->auth->authorize(a->auth, req, &p->id, message), message);
+        st = auth_http_status(a->auth->authorize(a->auth, req, &p->id), message);
         if (st == 401 || st == 403) throttle_auth_failed(&a->throttle, c->source_ip, now);
     }
     /* [integrations] the HTTP authorizer and the $connect integration may

@@ -134,8 +134,7 @@ bool integ_route_has(const char *route_key) { return route_index(route_key) >= 0
 
 bool integ_connect_deferred(void) { return G.connect >= 0 || G.http_auth; }
 
-static int pass_authorize(const authorizer *self, const http_request *req, auth_identity *id,
-                          const char **message) {
+static int pass_authorize(const authorizer *self, const http_request *req, auth_identity *id) {
     return 0;
 }
 

@@ -183,7 +183,7 @@ static void check_query(const http_request *r) {
         require(auth_valid_id(id.user_id) && auth_valid_id(id.username) &&
                 auth_valid_id(id.room_id));
         authorizer *a = auth_demo();
-        int as = a->authorize(a, r, &id, NULL);
+        int as = a->authorize(a, r, &id);
         require(as == 0 || as == WSG_E_AUTH_DENIED);
     } else {
         require(msg == wsg_strerror(rc));
