@@ -45,8 +45,9 @@ Test(mgmt_credentials, codes) {
 
     write_file(d, "{\"access_key_id\": \"AKIA\"}");
     cr_assert_eq(mgmt_credentials_read(&cfg, &c, &err), WSG_E_MGMT_CREDENTIALS);
-    cr_assert_not_null(strstr(err.message, "missing access_key_id, secret_access_key or bearer_key"),
-                       "%s", err.message);
+    cr_assert_not_null(
+        strstr(err.message, "missing access_key_id, secret_access_key or bearer_key"), "%s",
+        err.message);
 
     write_file(d, "{not json");
     cr_assert_eq(mgmt_credentials_load(&cfg, &c, &err), WSG_E_IO);
