@@ -207,12 +207,13 @@ static int serve(const config *cfg, unsigned n, bool echo) {
     int rc = 0;
     app *a = NULL;
     if (!echo) {
-        char dbpath[4096], err[512];
+        char dbpath[4096];
+        wsg_error err;
         outputs_data_file(cfg, dbpath, sizeof(dbpath));
         a = xmalloc(sizeof(*a));
-        if (app_init(a, cfg, &w[0].loop, dbpath, n, err, sizeof(err)) != 0) {
-            log_msg(LOG_ERROR, "startup_error", "%s", err);
-            fprintf(stderr, "wsgate: %s\n", err);
+        if (app_init(a, cfg, &w[0].loop, dbpath, n, &err) < 0) {
+            log_msg(LOG_ERROR, "startup_error", "%s", err.message);
+            fprintf(stderr, "wsgate: %s\n", err.message);
             free(a);
             a = NULL;
             rc = 1;
@@ -299,21 +300,21 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 2;
     }
-    if (fs_mkdir_p(cfg.data_dir) != 0) {
+    if (fs_mkdir_p(cfg.data_dir) < 0) {
         fprintf(stderr, "wsgate: cannot create data directory %s: %s\n", cfg.data_dir,
                 strerror(errno));
         config_free(&cfg);
         return 1;
     }
     /* Before the log and the store: a second server must not touch either. */
-    char lerr[4600];
-    int lock = datalock_acquire(cfg.data_dir, lerr, sizeof(lerr));
+    wsg_error lerr;
+    int lock = datalock_acquire(cfg.data_dir, &lerr);
     if (lock < 0) {
-        fprintf(stderr, "wsgate: %s\n", lerr);
+        fprintf(stderr, "wsgate: %s\n", lerr.message);
         config_free(&cfg);
         return 1;
     }
-    if (log_open_dir((log_level)cfg.logging_level_id, cfg.data_dir, (int)cfg.log_retention_days) !=
+    if (log_open_dir((log_level)cfg.logging_level_id, cfg.data_dir, (int)cfg.log_retention_days) <
         0)
         log_msg(LOG_ERROR, "log_error", "cannot open %s/wsgate.log: %s", cfg.data_dir,
                 strerror(errno));

@@ -80,9 +80,13 @@ uint64_t app_message_received_ns(void);
 
 /* Initialise a for nworkers workers on loop (the first worker's): open
  * the store at store_path, build the router from cfg, start the engine.
- * Returns 0, or -1 with a message in err. */
+ * Returns 0, or the failing step's negative code with *err (caller's)
+ * filled: WSG_E_CONFIG_RULE (worker_threads), WSG_E_ROUTER_*, the
+ * credentials' and the JWT authorizer's codes, WSG_E_CRYPTO_* (the key
+ * file), WSG_E_IO (the store or the Redis engine cannot start),
+ * WSG_E_INTERNAL (libcurl, the trace exporter). */
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, size_t nworkers,
-             char *err, size_t errlen);
+             wsg_error *err);
 
 /* Close the store (running its last completions) and free everything.
  * Call after the server's loop has stopped with no connections left; the

@@ -76,8 +76,7 @@ int auth_identity_from_query(const http_request *req, auth_identity *id) {
     return 0;
 }
 
-static int demo_authorize(const authorizer *self, const http_request *req, auth_identity *id,
-                          const char **message) {
+static int demo_authorize(const authorizer *self, const http_request *req, auth_identity *id) {
     size_t qlen;
     const char *q = http_request_query(req, &qlen);
     char *token = NULL;

@@ -30,11 +30,9 @@ struct authorizer {
      * query string (userId, username, roomId with their defaults); an
      * authorizer that knows better (JWT claims) replaces its fields.
      * Returns 0 to accept, or a negative WSG_E_AUTH_* code (its HTTP status
-     * and text are the answer: auth_http_status). `message` is not used:
-     * it stays until src/integrations' passthrough authorizer drops it.
-     * Must not keep pointers into req. */
-    int (*authorize)(const authorizer *self, const http_request *req, auth_identity *id,
-                     const char **message);
+     * and text are the answer: auth_http_status). Must not keep pointers
+     * into req. */
+    int (*authorize)(const authorizer *self, const http_request *req, auth_identity *id);
     void (*destroy)(authorizer *self);
     void *state;
 };

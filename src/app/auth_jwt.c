@@ -307,8 +307,7 @@ static int verify_token(const jwt_auth *st, const char *token, char **user, char
     return status;
 }
 
-static int jwt_authorize(const authorizer *self, const http_request *req, auth_identity *id,
-                         const char **message) {
+static int jwt_authorize(const authorizer *self, const http_request *req, auth_identity *id) {
     const jwt_auth *st = self->state;
     char *token = NULL;
     bool bad = false;

@@ -9,38 +9,38 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-int datalock_acquire(const char *dir, char *err, size_t errlen) {
+int datalock_acquire(const char *dir, wsg_error *err) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/wsgate.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
+        return wsg_error_set(err, WSG_E_IO, "cannot open %s: %s", path, strerror(errno));
     }
     /* flock, not fcntl locks: those belong to the process and vanish when
      * any descriptor of the file closes; a flock lives with this fd, and
      * the kernel drops it when the process dies, however it dies. */
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
+        int e = errno, rc;
         if (e == EWOULDBLOCK) {
             char buf[32] = {0};
             ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
             long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
             if (pid > 0)
-                snprintf(err, errlen,
-                         "data directory %s is in use by another wsgate (pid %ld); stop it or "
-                         "pass another --data-dir",
-                         dir, pid);
+                rc = wsg_error_set(
+                    err, WSG_E_CLI_DATA_LOCKED,
+                    "data directory %s is in use by another wsgate (pid %ld); stop it or "
+                    "pass another --data-dir",
+                    dir, pid);
             else
-                snprintf(err, errlen,
-                         "data directory %s is in use by another wsgate; stop it or pass another "
-                         "--data-dir",
-                         dir);
+                rc = wsg_error_set(err, WSG_E_CLI_DATA_LOCKED,
+                                   "data directory %s is in use by another wsgate; stop it or pass "
+                                   "another --data-dir",
+                                   dir);
         } else {
-            snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+            rc = wsg_error_set(err, WSG_E_IO, "cannot lock %s: %s", path, strerror(e));
         }
         close(fd);
-        return -1;
+        return rc;
     }
     char pid[32];
     int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());

@@ -4,11 +4,14 @@
 
 #include <stddef.h>
 
+#include "common/error.h"
+
 /* Take an exclusive flock(2) on DIR/wsgate.lock (created 0644) and write
  * this process's PID into it. Returns the lock's descriptor, held until
- * datalock_release(); or -1 with a message in err naming the holder's PID
- * when another process holds the lock, or the system error. */
-int datalock_acquire(const char *dir, char *err, size_t errlen);
+ * datalock_release(); or WSG_E_CLI_DATA_LOCKED when another process holds
+ * the lock (err->message names the holder's PID), WSG_E_IO on a system
+ * error (err->message names it). *err is the caller's. */
+int datalock_acquire(const char *dir, wsg_error *err);
 
 /* Release a lock taken by datalock_acquire (fd < 0: nothing). The file
  * stays: removing it would race with a server starting at that moment. */

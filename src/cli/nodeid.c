@@ -14,14 +14,14 @@ int nodeid_write(const char *dir, const char *id) {
     snprintf(path, sizeof(path), "%s/node-id", dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
+    if (!f) return WSG_E_IO;
     bool ok = fprintf(f, "%s\n", id) > 0;
     if (fclose(f) != 0) ok = false;
     if (!ok || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
         errno = e;
-        return -1;
+        return WSG_E_IO;
     }
     return 0;
 }
@@ -44,10 +44,10 @@ int nodeid_read(const char *dir, char *out, size_t len) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/node-id", dir);
     FILE *f = fopen(path, "r");
-    if (!f) return -1;
+    if (!f) return WSG_E_IO;
     bool got = len > 1 && fgets(out, (int)len, f) != NULL;
     fclose(f);
-    if (!got) return -1;
+    if (!got) return WSG_E_IO;
     out[strcspn(out, "\r\n")] = '\0';
-    return out[0] ? 0 : -1;
+    return out[0] ? 0 : WSG_E_IO;
 }

@@ -77,13 +77,13 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
      * generated here: keys this command made would not be the ones a
      * server running elsewhere checks. */
     mgmt_credentials creds;
-    char cerr[4600];
+    wsg_error cerr;
     memset(&creds, 0, sizeof(creds));
     /* -raw of another output stays silent about keys it does not print. */
     bool wants_creds = format != OUTPUTS_RAW || (strncmp(name, "management_", 11) == 0 &&
                                                  strcmp(name, "management_api_url") != 0);
-    if (wants_creds && mgmt_credentials_read(cfg, &creds, cerr, sizeof(cerr)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", cerr);
+    if (wants_creds && mgmt_credentials_read(cfg, &creds, &cerr) < 0) {
+        fprintf(stderr, "wsgate: %s\n", cerr.message);
     } else if (wants_creds &&
                (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
                 !*cfg->management_bearer_key)) {

@@ -25,6 +25,7 @@
     X(PARSE, -2, 0, 400, "syntax error")                                                             \
     X(IO, -3, 0, 500, "input/output error")                                                          \
     X(INTERNAL, -4, 1011, 500, "internal error")                                                     \
+    X(FULL, -5, 0, 0, "no room left")                                                                \
     /* src/ws: frames (RFC 6455, RFC 7692) */                                                        \
     X(WS_UNMASKED, -101, 1002, 0, "client frame is not masked")                                      \
     X(WS_RSV, -102, 1002, 0, "reserved bits set")                                                    \
@@ -55,7 +56,11 @@
     X(HTTP_MALFORMED, -211, 0, 400, "malformed HTTP request")                                        \
     X(HTTP_BODY_TOO_LARGE, -212, 0, 413, "request body too large")                                   \
     X(HTTP_HEAD_TOO_LARGE, -213, 0, 431, "request header fields too large")                          \
-    X(HTTP_REFUSED, -214, 0, 0, "request refused before its body (error_status says how)")           \
+    /* a request refused from its head, its body unread (http_head_fn) */                            \
+    X(HTTP_NOT_FOUND, -214, 0, 404, "Not Found")                                                     \
+    X(HTTP_METHOD, -215, 0, 405, "Method Not Allowed")                                               \
+    X(HTTP_TOO_MANY, -216, 0, 429, "Too Many Requests")                                              \
+    X(HTTP_ANSWERED, -217, 0, 0, "request answered from its head")                                   \
     /* src/http/sigv4.c: why a SigV4 signature is refused (the management                          \
      * API answers 403 with the text) */ \
     X(SIGV4_NO_AUTH, -301, 0, 403, "missing Authorization header")                                   \
@@ -87,6 +92,7 @@
     X(AUTH_TOKEN_EARLY, -409, 0, 401, "Token not yet valid")                                         \
     X(AUTH_TOKEN_ISSUER, -410, 0, 401, "Wrong issuer")                                               \
     X(AUTH_TOKEN_AUDIENCE, -411, 0, 401, "Wrong audience")                                           \
+    X(AUTH_FORBIDDEN, -412, 0, 403, "Forbidden") /* the HTTP authorizer's Deny */                    \
     /* src/app/router.c: route_selection_expression */                                               \
     X(ROUTER_EXPR, -501, 0, 0, "route selection expression must be $request.body.PATH")              \
     X(ROUTER_EMPTY_SEGMENT, -502, 0, 0, "route selection expression has an empty path segment")      \
@@ -107,7 +113,27 @@
     X(CONFIG_VALUE, -702, 0, 0, "invalid configuration value")                                       \
     X(CONFIG_UNKNOWN, -703, 0, 0, "unknown configuration variable")                                  \
     X(CONFIG_RULE, -704, 0, 0, "configuration rule broken")                                          \
-    X(CONFIG_LISTEN, -705, 0, 0, "listen address cannot be used")
+    X(CONFIG_LISTEN, -705, 0, 0, "listen address cannot be used")                                    \
+    /* src/mgmt: a management request refused (403 with the text, as API                          \
+     * Gateway words it), the credentials file */  \
+    X(MGMT_NO_TOKEN, -801, 0, 403, "Missing Authentication Token")                                   \
+    X(MGMT_BEARER, -802, 0, 403, "The bearer key is not valid")                                      \
+    X(MGMT_TOKEN_INVALID, -803, 0, 403, "The security token included in the request is invalid")     \
+    X(MGMT_CREDENTIALS, -804, 0, 0, "management credentials cannot be used")                         \
+    X(MGMT_NO_CREDENTIALS, -805, 0, 0, "no management credentials in the data directory")            \
+    /* src/net: TLS (the wsg_error message names the file and OpenSSL's                            \
+     * reason) */ \
+    X(NET_TLS_CONTEXT, -901, 0, 0, "TLS certificate or key cannot be used")                          \
+    X(NET_TLS_CLOSED, -902, 0, 0, "peer sent close_notify")                                          \
+    X(NET_TLS_RECORD, -903, 0, 0, "TLS handshake or record error")                                   \
+    X(NET_NOT_OPEN, -904, 0, 0, "connection is not open for writing")                                \
+    X(NET_SLOW_CONSUMER, -905, 1008, 0, "slow consumer")                                             \
+    /* src/integrations: what an integration or the HTTP authorizer answered */                      \
+    X(INTEG_RESULT, -1001, 0, 500, "integration answered with an invalid result")                    \
+    X(INTEG_AUTH_RESULT, -1002, 0, 500, "authorizer answered with an invalid result")                \
+    X(INTEG_HTTP, -1003, 0, 500, "the HTTP client refused the request")                              \
+    /* src/cli */                                                                                    \
+    X(CLI_DATA_LOCKED, -1101, 0, 0, "data directory is in use by another wsgate")
 
 typedef enum wsg_errno {
 #define WSG_ERRNO_ENUM(name, value, close, http, text) WSG_E_##name = (value),

@@ -12,12 +12,16 @@ int fs_mkdir_p(const char *path) {
         if (*s != '/') continue;
         *s = '\0';
         if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            int e = errno;
             free(p);
-            return -1;
+            errno = e;
+            return WSG_E_IO;
         }
         *s = '/';
     }
     int r = mkdir(p, 0755);
+    int e = errno;
     free(p);
-    return (r == 0 || errno == EEXIST) ? 0 : -1;
+    errno = e;
+    return (r == 0 || e == EEXIST) ? 0 : WSG_E_IO;
 }

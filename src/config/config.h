@@ -187,10 +187,6 @@ typedef struct config {
  * breaks its variable's rule), WSG_E_CONFIG_RULE (a rule across variables),
  * WSG_E_IO (the file cannot be read). */
 
-/* The former name of the config functions' error, kept so that code written
- * against it still builds; new code says wsg_error. */
-typedef wsg_error config_error;
-
 /* Fill *cfg with the built-in defaults. Every string in *cfg is owned by it
  * and released by config_free(). Never fails. */
 void config_init_defaults(config *cfg);

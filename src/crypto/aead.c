@@ -152,8 +152,6 @@ int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const 
     return 0;
 }
 
-const char *crypto_strerror(int code) { return wsg_strerror(code); }
-
 const char *crypto_open_errmsg(int code, const uint8_t *blob, size_t len, char *buf,
                                size_t buflen) {
     if (!buf || buflen == 0) return "";

@@ -45,13 +45,7 @@
 #define CRYPTO_INDEX_HEX_LEN 64 /* crypto_blind_index output, without NUL */
 
 /* crypto_open's errors are the WSG_E_CRYPTO_* codes of WSG_ERRNO_MAP
- * (common/error.h). The CRYPTO_E_* names stay as aliases for src/store and
- * src/engine until they use the WSG_E_ names. */
-#define CRYPTO_E_SHORT       WSG_E_CRYPTO_SHORT
-#define CRYPTO_E_VERSION     WSG_E_CRYPTO_VERSION
-#define CRYPTO_E_UNKNOWN_KEY WSG_E_CRYPTO_UNKNOWN_KEY
-#define CRYPTO_E_AUTH        WSG_E_CRYPTO_AUTH
-#define CRYPTO_E_INTERNAL    WSG_E_CRYPTO_INTERNAL
+ * (common/error.h); their texts come from wsg_strerror. */
 
 typedef struct crypto_keyring crypto_keyring;
 
@@ -125,10 +119,6 @@ uint8_t *crypto_seal(const crypto_keyring *r, const void *plain, size_t len, con
  * NULL and *plain_len to 0, and never exposes unauthenticated bytes. */
 int crypto_open(const crypto_keyring *r, const uint8_t *blob, size_t len, const void *aad,
                 size_t aad_len, char **plain, size_t *plain_len);
-
-/* Return wsg_strerror(code): kept under this name for src/store and
- * src/engine until they call wsg_strerror. */
-const char *crypto_strerror(int code);
 
 /* Write into buf a message for crypto_open's failure `code` on `blob` that
  * names the key id when it is useful (e.g. "encrypted with key 3, which is

@@ -122,7 +122,9 @@ static int on_headers_complete(http_parser *p) {
          * is refused here, and the body is never buffered. */
         long limit = r->on_head(r, r->on_head_ctx);
         if (limit < 0) {
-            r->error_status = (int)-limit;
+            int st = wsg_err_http_status((int)limit);
+            r->head_error = (int)limit;
+            r->error_status = st ? st : 400;
             return -1;
         }
         r->max_body = (size_t)limit;
@@ -184,14 +186,14 @@ void http_request_free(http_request *r) {
     r->body = NULL;
 }
 
-/* The code of the failure recorded in r->error_status (by the parser's
- * callbacks or by on_head's refusal). */
+/* The code of the failure recorded by the parser's callbacks (as
+ * r->error_status) or by on_head's refusal. */
 static ssize_t feed_error(const http_request *r) {
+    if (r->head_error) return r->head_error;
     switch (r->error_status) {
-    case 400: return WSG_E_HTTP_MALFORMED;
     case 413: return WSG_E_HTTP_BODY_TOO_LARGE;
     case 431: return WSG_E_HTTP_HEAD_TOO_LARGE;
-    default: return WSG_E_HTTP_REFUSED;
+    default: return WSG_E_HTTP_MALFORMED;
     }
 }
 

@@ -19,8 +19,8 @@ struct http_request;
 
 /* Called once a request's head is parsed, before any byte of its body is
  * read: returns the largest body the request may carry (0: none), or a
- * negative HTTP status (-404, -429...) to refuse it with that status, its
- * body unread. */
+ * negative WSG_E_* code (WSG_E_HTTP_NOT_FOUND, _TOO_MANY...) to refuse it,
+ * its body unread, with the code's HTTP status (400 when it has none). */
 typedef long (*http_head_fn)(struct http_request *r, void *ctx);
 
 typedef struct http_request {
@@ -44,6 +44,7 @@ typedef struct http_request {
     bool complete;    /* whole request (head, and body if any) parsed */
     bool upgrade;     /* the parser stopped at an Upgrade request */
     int error_status; /* HTTP status to answer a bad request with */
+    int head_error;   /* on_head's refusal (a WSG_E_* code), 0 if none */
 
     http_head_fn on_head; /* optional; set after http_request_init */
     void *on_head_ctx;
@@ -60,9 +61,8 @@ void http_request_free(http_request *r);
  * the bytes after the consumed ones belong to what follows the request
  * (WebSocket frames after an upgrade). On a malformed or over-budget
  * request returns WSG_E_HTTP_MALFORMED (400), _BODY_TOO_LARGE (413) or
- * _HEAD_TOO_LARGE (431), and on a refusal by on_head WSG_E_HTTP_REFUSED,
- * with r->error_status set to the status to answer with (so a refusal's
- * own status, e.g. 404, is kept). */
+ * _HEAD_TOO_LARGE (431), and on a refusal by on_head that refusal's code;
+ * r->error_status is then the status to answer with. */
 ssize_t http_request_feed(http_request *r, const char *data, size_t len);
 
 /* Return the value of header `name` (case-insensitive; the first if

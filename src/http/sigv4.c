@@ -492,33 +492,27 @@ static bool put_canonical_headers(bytebuf *b, const http_request *r, const auth_
     return true;
 }
 
-static int fail(const char **reason, int code) {
-    if (reason) *reason = wsg_strerror(code);
-    return code;
-}
-
 int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
-                 const char *service, time_t now, int max_skew_s, const char **reason) {
-    if (reason) *reason = NULL;
+                 const char *service, time_t now, int max_skew_s) {
     size_t authn = header_count(req, "authorization");
-    if (authn == 0) return fail(reason, WSG_E_SIGV4_NO_AUTH);
-    if (authn > 1) return fail(reason, WSG_E_SIGV4_MALFORMED);
+    if (authn == 0) return WSG_E_SIGV4_NO_AUTH;
+    if (authn > 1) return WSG_E_SIGV4_MALFORMED;
     size_t av_len = 0;
     const char *av = http_request_header(req, "authorization", &av_len);
     auth_parts a;
     int rc = parse_authorization(av, av_len, &a);
-    if (rc < 0) return fail(reason, rc);
+    if (rc < 0) return rc;
     unsigned char given[32];
     if (!hex_decode(a.signature, a.signature_len, given, sizeof given))
-        return fail(reason, WSG_E_SIGV4_MALFORMED);
+        return WSG_E_SIGV4_MALFORMED;
 
     if (a.service_len != strlen(service) || memcmp(a.service, service, a.service_len) != 0)
-        return fail(reason, WSG_E_SIGV4_SERVICE);
+        return WSG_E_SIGV4_SERVICE;
     bool known = false;
     for (size_t i = 0; i < ncreds && !known; i++)
         known = strlen(creds[i].access_key_id) == a.akid_len &&
                 memcmp(creds[i].access_key_id, a.akid, a.akid_len) == 0;
-    if (!known) return fail(reason, WSG_E_SIGV4_UNKNOWN_KEY);
+    if (!known) return WSG_E_SIGV4_UNKNOWN_KEY;
 
     /* The request time: X-Amz-Date, else Date. */
     char amz_date[SIGV4_AMZ_DATE_LEN + 1];
@@ -528,34 +522,33 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     const char *dv = http_request_header(req, "x-amz-date", &dl);
     if (dv) {
         date_header = "x-amz-date";
-        if (!parse_amz_date(dv, dl, &t)) return fail(reason, WSG_E_SIGV4_BAD_DATE);
+        if (!parse_amz_date(dv, dl, &t)) return WSG_E_SIGV4_BAD_DATE;
     } else if ((dv = http_request_header(req, "date", &dl)) != NULL) {
         date_header = "date";
-        if (!parse_http_date(dv, dl, &t)) return fail(reason, WSG_E_SIGV4_BAD_DATE);
+        if (!parse_http_date(dv, dl, &t)) return WSG_E_SIGV4_BAD_DATE;
     } else {
-        return fail(reason, WSG_E_SIGV4_NO_DATE);
+        return WSG_E_SIGV4_NO_DATE;
     }
-    if (sigv4_amz_date(t, amz_date) != 0) return fail(reason, WSG_E_SIGV4_BAD_DATE);
-    if (memcmp(a.date, amz_date, 8) != 0) return fail(reason, WSG_E_SIGV4_SCOPE_DATE);
+    if (sigv4_amz_date(t, amz_date) != 0) return WSG_E_SIGV4_BAD_DATE;
+    if (memcmp(a.date, amz_date, 8) != 0) return WSG_E_SIGV4_SCOPE_DATE;
     int64_t diff;
     if (__builtin_sub_overflow((int64_t)now, (int64_t)t, &diff) || diff > max_skew_s ||
         diff < -(int64_t)max_skew_s || max_skew_s < 0)
-        return fail(reason, WSG_E_SIGV4_SKEW);
+        return WSG_E_SIGV4_SKEW;
 
-    if (!signed_list_has(&a, "host")) return fail(reason, WSG_E_SIGV4_HOST_UNSIGNED);
-    if (!signed_list_has(&a, date_header)) return fail(reason, WSG_E_SIGV4_DATE_UNSIGNED);
+    if (!signed_list_has(&a, "host")) return WSG_E_SIGV4_HOST_UNSIGNED;
+    if (!signed_list_has(&a, date_header)) return WSG_E_SIGV4_DATE_UNSIGNED;
 
     /* The payload hash. */
     char body_hash[65];
-    if (!sha256_hex(req->body, req->body_len, body_hash)) return fail(reason, WSG_E_SIGV4_CRYPTO);
+    if (!sha256_hex(req->body, req->body_len, body_hash)) return WSG_E_SIGV4_CRYPTO;
     size_t phl = 0;
     const char *ph = http_request_header(req, "x-amz-content-sha256", &phl);
     if (ph) {
         if ((phl == 16 && memcmp(ph, "UNSIGNED-PAYLOAD", 16) == 0) ||
             (phl >= 10 && memcmp(ph, "STREAMING-", 10) == 0))
-            return fail(reason, WSG_E_SIGV4_UNSIGNED_PAYLOAD);
-        if (phl != 64 || strncasecmp(ph, body_hash, 64) != 0)
-            return fail(reason, WSG_E_SIGV4_PAYLOAD_HASH);
+            return WSG_E_SIGV4_UNSIGNED_PAYLOAD;
+        if (phl != 64 || strncasecmp(ph, body_hash, 64) != 0) return WSG_E_SIGV4_PAYLOAD_HASH;
     } else {
         ph = body_hash;
         phl = 64;
@@ -606,8 +599,7 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     free(queries[0]);
     free(queries[1]);
     free(tail.d);
-    if (result < 0) return fail(reason, result);
-    return 0;
+    return result < 0 ? result : 0;
 }
 
 /* ---- signing ---- */

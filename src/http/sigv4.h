@@ -74,12 +74,10 @@ typedef struct sigv4_request {
  *
  * Returns 0 when the signature is valid for one of the credentials; else
  * a negative WSG_E_SIGV4_* code (common/error.h: its text says why, never
- * built from request bytes; its HTTP status is 403). *reason, when reason
- * is not NULL, gets that text (wsg_strerror of the code): kept for
- * src/mgmt until it calls wsg_strerror itself.
+ * built from request bytes; its HTTP status is 403).
  * Allocates nothing that outlives the call; req is not modified. */
 int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
-                 const char *service, time_t now, int max_skew_s, const char **reason);
+                 const char *service, time_t now, int max_skew_s);
 
 /* Sign req for `region`/`service` at time `when` with cred. Writes the
  * X-Amz-Date value the caller must send along (SIGV4_AMZ_DATE_LEN chars and

@@ -97,7 +97,7 @@ static int route_index(const char *key) {
     return -1;
 }
 
-int integ_init(const config *cfg, const integ_hooks *hooks, char *err, size_t errlen) {
+int integ_init(const config *cfg, const integ_hooks *hooks, wsg_error *err) {
     G.cfg = cfg;
     G.hooks = *hooks;
     G.nroutes = cfg->route_integrations_count;
@@ -116,8 +116,7 @@ int integ_init(const config *cfg, const integ_hooks *hooks, char *err, size_t er
     G.http_auth = cfg->auth_mode_id == CONFIG_AUTH_HTTP;
     outputs_api_id(cfg, G.api_id);
     if ((G.nroutes || G.http_auth) && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, errlen, "integrations: libcurl failed to initialise");
-        return -1;
+        return wsg_error_set(err, WSG_E_INTERNAL, "integrations: libcurl failed to initialise");
     }
     return 0;
 }
@@ -135,8 +134,7 @@ bool integ_route_has(const char *route_key) { return route_index(route_key) >= 0
 
 bool integ_connect_deferred(void) { return G.connect >= 0 || G.http_auth; }
 
-static int pass_authorize(const authorizer *self, const http_request *req, auth_identity *id,
-                          const char **message) {
+static int pass_authorize(const authorizer *self, const http_request *req, auth_identity *id) {
     return 0;
 }
 
@@ -274,13 +272,13 @@ static void call_free(call *k) {
 
 static void on_done(void *ctx, const integ_http_response *resp);
 
-/* Post json to url for k, within the per-integration bound. Returns 0, or
- * -1 when the bound is reached or libcurl refused (k is then the
- * caller's). */
+/* Post json to url for k, within the per-integration bound. Returns 0,
+ * WSG_E_HTTP_TOO_MANY when the bound is reached, or integ_http_post's code
+ * (k is then the caller's). */
 static int post(call *k, const char *url, char *json, size_t len, int64_t timeout_s) {
     if (W->in_flight[k->slot] >= (size_t)G.cfg->integration_max_concurrency) {
         free(json);
-        return -1;
+        return WSG_E_HTTP_TOO_MANY;
     }
     int rc = integ_http_post(W->http, url, json, len, (long)(timeout_s * 1000), on_done, k);
     free(json);
@@ -353,9 +351,9 @@ static void connect_finish(conn_rec *r, int status, const char *message) {
 }
 
 /* The $connect integration for r (after the authorizer, when there is
- * one). Returns INTEG_ACCEPT when there is none, INTEG_PENDING, or a
- * status to refuse with (*message set). */
-static int connect_integration(conn_rec *r, const http_request *req, const char **message) {
+ * one). Returns 0 when there is none, INTEG_PENDING, or
+ * WSG_E_HTTP_TOO_MANY at the concurrency bound. */
+static int connect_integration(conn_rec *r, const http_request *req) {
     if (G.connect < 0) return 0;
     call *k = call_new(CALL_CONNECT, (size_t)G.connect, r->c, "$connect", "CONNECT");
     integ_event ev;
@@ -375,8 +373,7 @@ static int connect_integration(conn_rec *r, const http_request *req, const char 
         metrics_count_integration_call_error(G.hooks.metrics(), G.routes[G.connect].slot);
         log_call(k, 429, "integration concurrency limit reached", 0);
         call_free(k);
-        *message = "Too Many Requests";
-        return 429;
+        return WSG_E_HTTP_TOO_MANY;
     }
     return INTEG_PENDING;
 }
@@ -434,18 +431,16 @@ static char *identity_key(const http_request *req, bool *missing) {
     return key;
 }
 
-static int decide(conn_rec *r, bool allow, const json_t *context, const http_request *req,
-                  const char **message) {
-    if (!allow) {
-        *message = "Forbidden";
-        return 403;
-    }
+/* The authorizer's decision for r. Returns as connect_integration, or
+ * WSG_E_AUTH_FORBIDDEN for a Deny. */
+static int decide(conn_rec *r, bool allow, const json_t *context, const http_request *req) {
+    if (!allow) return WSG_E_AUTH_FORBIDDEN;
     json_decref(r->authorizer);
     r->authorizer = context ? json_deep_copy(context) : json_object();
-    return connect_integration(r, req, message);
+    return connect_integration(r, req);
 }
 
-int integ_connect_start(conn *c, const http_request *req, const char **message) {
+int integ_connect_start(conn *c, const http_request *req) {
     worker_for(c->srv->loop);
     conn_rec *r = rec_get(c->id);
     if (!r) r = rec_new(c, req);
@@ -456,10 +451,9 @@ int integ_connect_start(conn *c, const http_request *req, const char **message) 
         auth_entry *e =
             key && G.cfg->authorizer_cache_ttl_s > 0 ? strmap_get(&W->auth_cache, key) : NULL;
         if (missing) {
-            *message = "Unauthorized";
-            st = 401;
+            st = WSG_E_AUTH_DENIED;
         } else if (e && e->expires_ms > (uint64_t)clock_mono_ms()) {
-            st = decide(r, e->allow, e->context, req, message);
+            st = decide(r, e->allow, e->context, req);
         } else {
             call *k = call_new(CALL_AUTH, AUTH_SLOT, c, "$connect", "CONNECT");
             k->cache_key = key;
@@ -482,17 +476,16 @@ int integ_connect_start(conn *c, const http_request *req, const char **message) 
             if (post(k, G.cfg->authorizer_url, json, len, G.cfg->lambda_timeout) != 0) {
                 log_call(k, 429, "authorizer concurrency limit reached", 0);
                 call_free(k);
-                *message = "Too Many Requests";
-                st = 429;
+                st = WSG_E_HTTP_TOO_MANY;
             } else {
                 st = INTEG_PENDING;
             }
         }
         free(key);
     } else {
-        st = connect_integration(r, req, message);
+        st = connect_integration(r, req);
     }
-    if (st != 0 && st != INTEG_PENDING) {
+    if (st < 0) {
         strmap_remove(&W->conns, r->id);
         rec_free(r);
     }
@@ -608,7 +601,9 @@ static void auth_done(call *k, const integ_http_response *resp) {
     if (r) {
         int st = status;
         if (st == 200) {
-            st = decide(r, true, d.context, r->c->req, &message);
+            int rc = decide(r, true, d.context, r->c->req);
+            st = rc < 0 ? wsg_err_http_status(rc) : rc;
+            if (rc < 0) message = wsg_strerror(rc);
         } else {
             message = st == 401   ? "Unauthorized"
                       : st == 403 ? "Forbidden"

@@ -33,8 +33,9 @@ typedef struct integ_hooks {
 
 /* Read the integration settings of cfg (borrowed: must outlive the
  * integrations) and initialise libcurl. Call once, before the workers
- * start. Returns 0, or -1 with a message in err. */
-int integ_init(const config *cfg, const integ_hooks *hooks, char *err, size_t errlen);
+ * start. Returns 0, or WSG_E_INTERNAL with *err (caller's) filled when
+ * libcurl cannot start. */
+int integ_init(const config *cfg, const integ_hooks *hooks, wsg_error *err);
 
 /* Forget the settings (after every worker's integ_worker_close). */
 void integ_free(void);
@@ -51,17 +52,20 @@ bool integ_connect_deferred(void);
  * decision is the HTTP authorizer's, made by integ_connect_start). */
 authorizer *integ_passthrough_authorizer(void);
 
-/* What integ_connect_start returns when the answer comes later. */
-#define INTEG_PENDING (-1)
+/* What integ_connect_start returns when the answer comes later (not an
+ * error: > 0). */
+#define INTEG_PENDING 1
 
 /* Start the deferred $connect of c (the HTTP authorizer, then the
  * $connect integration), with req its upgrade request (c->req, which stays
  * set until the upgrade ends). Returns INTEG_PENDING when the answer comes
  * later through hooks->connect_done (never from inside this call), 0 to
- * accept now (a cached Allow and no $connect integration), or an HTTP
- * status to refuse with now, *message set to a static text (a missing
- * identity source: 401; a cached Deny: 403; the concurrency bound: 429). */
-int integ_connect_start(conn *c, const http_request *req, const char **message);
+ * accept now (a cached Allow and no $connect integration), or a negative
+ * code to refuse with now, whose status and text are the answer: a missing
+ * identity source WSG_E_AUTH_DENIED (401), a cached Deny
+ * WSG_E_AUTH_FORBIDDEN (403), the concurrency bound WSG_E_HTTP_TOO_MANY
+ * (429). */
+int integ_connect_start(conn *c, const http_request *req);
 
 /* c's upgrade was accepted: it is open (on_open, before its first
  * message; req is its upgrade request, for the Host). */

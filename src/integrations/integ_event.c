@@ -192,7 +192,7 @@ static bool blank(const char *data, size_t len) {
 int integ_result_parse(long http_status, const char *data, size_t len, integ_result *out) {
     memset(out, 0, sizeof(*out));
     if (http_status < 200 || http_status > 299) {
-        if (http_status < 100 || http_status > 599) return -1;
+        if (http_status < 100 || http_status > 599) return WSG_E_INTEG_RESULT;
         out->status = (int)http_status;
         return 0;
     }
@@ -201,7 +201,7 @@ int integ_result_parse(long http_status, const char *data, size_t len, integ_res
         out->status = 200;
         return 0;
     }
-    if (!router_depth_ok(data, len, RESULT_MAX_DEPTH)) return -1;
+    if (!router_depth_ok(data, len, RESULT_MAX_DEPTH)) return WSG_E_INTEG_RESULT;
     json_t *j = load(data, len);
     if (json_is_null(j)) {
         json_decref(j);
@@ -223,7 +223,7 @@ int integ_result_parse(long http_status, const char *data, size_t len, integ_res
     }
     if (!ok) {
         json_decref(j);
-        return -1;
+        return WSG_E_INTEG_RESULT;
     }
     out->status = (int)json_integer_value(sc);
     if (json_is_string(body)) {
@@ -236,7 +236,7 @@ int integ_result_parse(long http_status, const char *data, size_t len, integ_res
                 free(dec);
                 json_decref(j);
                 memset(out, 0, sizeof(*out));
-                return -1;
+                return WSG_E_INTEG_RESULT;
             }
             out->body = (char *)dec;
             out->body_len = (size_t)m;
@@ -290,11 +290,11 @@ static int policy_allows(const json_t *doc) {
 
 int integ_auth_parse(const char *data, size_t len, integ_auth_decision *out) {
     memset(out, 0, sizeof(*out));
-    if (!router_depth_ok(data, len, RESULT_MAX_DEPTH)) return -1;
+    if (!router_depth_ok(data, len, RESULT_MAX_DEPTH)) return WSG_E_INTEG_AUTH_RESULT;
     json_t *j = load(data, len);
     if (!json_is_object(j)) {
         json_decref(j);
-        return -1;
+        return WSG_E_INTEG_AUTH_RESULT;
     }
     json_t *simple = json_object_get(j, "isAuthorized");
     json_t *doc = json_object_get(j, "policyDocument");
@@ -306,7 +306,7 @@ int integ_auth_parse(const char *data, size_t len, integ_auth_decision *out) {
     if (allow < 0 || !context_ok(ctx) ||
         (principal && !json_is_string(principal) && !json_is_null(principal))) {
         json_decref(j);
-        return -1;
+        return WSG_E_INTEG_AUTH_RESULT;
     }
     out->allow = allow == 1;
     if (out->allow) {

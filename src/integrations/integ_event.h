@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 /* One request header as received (name and value need no NUL). */
 typedef struct integ_header {
     const char *name;
@@ -71,8 +73,8 @@ typedef struct integ_result {
  * string or null body, an object of string headers, a boolean
  * isBase64Encoded), JSON null, or empty (both: status 200, no body). Any
  * other status is the plain HTTP form: out->status is that status, the
- * body ignored. Returns 0 with *out filled, or -1 (garbage: the caller
- * answers "Internal server error") with *out empty. */
+ * body ignored. Returns 0 with *out filled, or WSG_E_INTEG_RESULT
+ * (garbage: the caller answers "Internal server error") with *out empty. */
 int integ_result_parse(long http_status, const char *data, size_t len, integ_result *out);
 
 /* Release what integ_result_parse put in r (not r). */
@@ -97,8 +99,8 @@ typedef struct integ_auth_decision {
  * "execute-api:Invoke", "Effect": "Allow"|"Deny", "Resource": ...}]},
  * "context"}. Allow needs an Allow statement and no Deny. Context values
  * must be strings, numbers or booleans (as AWS requires). Returns 0 with
- * *out filled (the caller releases out->context), or -1 when the answer
- * is neither form (the caller refuses with 500). */
+ * *out filled (the caller releases out->context), or WSG_E_INTEG_AUTH_RESULT
+ * when the answer is neither form (the caller refuses with 500). */
 int integ_auth_parse(const char *data, size_t len, integ_auth_decision *out);
 
 #endif

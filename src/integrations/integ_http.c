@@ -253,7 +253,7 @@ int integ_http_post(integ_http *h, const char *url, const char *body, size_t len
     r->start_ns = clock_mono_ns();
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
         req_free(r);
-        return -1;
+        return WSG_E_INTEG_HTTP;
     }
     r->next = h->reqs;
     if (h->reqs) h->reqs->prev = r;

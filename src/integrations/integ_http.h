@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "common/error.h"
+
 typedef struct integ_http integ_http;
 
 typedef enum integ_http_error {
@@ -38,8 +40,8 @@ integ_http *integ_http_new(uv_loop_t *loop, size_t max_response_bytes);
 
 /* POST body (len bytes, copied) as application/json to url, allowing
  * timeout_ms for the whole exchange; done(ctx, response) runs later on the
- * loop, never from inside this call. Returns 0, or -1 when libcurl refuses
- * the request (done is then not called). */
+ * loop, never from inside this call. Returns 0, or WSG_E_INTEG_HTTP when
+ * libcurl refuses the request (done is then not called). */
 int integ_http_post(integ_http *h, const char *url, const char *body, size_t len, long timeout_ms,
                     integ_http_done done, void *ctx);
 

@@ -32,7 +32,7 @@ int log_init(log_level level, const char *path) {
     log_dir[0] = '\0';
     if (!path) return 0;
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    return log_fd >= 0 ? 0 : -1;
+    return log_fd >= 0 ? 0 : WSG_E_IO;
 }
 
 static int64_t day_of(time_t t) { return (int64_t)(t >= 0 ? t / 86400 : (t - 86399) / 86400); }
@@ -135,7 +135,7 @@ int log_open_dir(log_level level, const char *dir, int keep_days) {
         pthread_mutex_unlock(&rotate_lock);
     }
     log_rotate_check(now);
-    return log_fd >= 0 ? 0 : -1;
+    return log_fd >= 0 ? 0 : WSG_E_IO;
 }
 
 void log_close(void) {

@@ -14,17 +14,21 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/error.h"
+
 /* The values of config_logging_level (logging_level, parsed once). */
 typedef enum log_level { LOG_OFF = 0, LOG_ERROR = 1, LOG_INFO = 2 } log_level;
 
 /* Set the level and open `path` for appending (NULL: stderr only). Returns 0,
- * or -1 when the file cannot be opened (stderr logging still works). */
+ * or WSG_E_IO with errno set when the file cannot be opened (stderr logging
+ * still works). */
 int log_init(log_level level, const char *path);
 /* Set the level and log to DIR/wsgate.log, rotated daily (UTC): the lines
  * of each past day move to DIR/wsgate-YYYY-MM-DD.log, and rotated files
  * older than keep_days are deleted (at start and at each rotation). A
- * wsgate.log left from an earlier day is rotated at once. Returns 0, or -1
- * when the file cannot be opened (stderr logging still works). */
+ * wsgate.log left from an earlier day is rotated at once. Returns 0, or
+ * WSG_E_IO with errno set when the file cannot be opened (stderr logging
+ * still works). */
 int log_open_dir(log_level level, const char *dir, int keep_days);
 
 /* Rotate and prune as if the time were `now` (called before each file

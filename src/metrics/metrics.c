@@ -330,7 +330,7 @@ static double gauge_global(int id) {
 }
 
 int metrics_add_gauge_source(metrics_gauge_fn fn, void *ctx) {
-    int rc = -1;
+    int rc = fn ? WSG_E_FULL : WSG_E_INVAL;
     pthread_mutex_lock(&G.mu);
     if (fn && G.nsources < METRICS_MAX_SOURCES) {
         G.sources[G.nsources++] = (gauge_source){fn, ctx};
@@ -353,7 +353,7 @@ void metrics_remove_gauge_source(metrics_gauge_fn fn, void *ctx) {
 }
 
 int metrics_add_family_source(metrics_family_fn fn, void *ctx) {
-    int rc = -1;
+    int rc = fn ? WSG_E_FULL : WSG_E_INVAL;
     pthread_mutex_lock(&G.mu);
     if (fn && G.nfamilies < METRICS_MAX_SOURCES) {
         G.families[G.nfamilies++] = (family_source){fn, ctx};

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
 #include "config/config.h"
 
 /* ---- route slots ---- */
@@ -266,8 +267,9 @@ static inline void metrics_gauge_add(metrics *m, metrics_gauge_id id, int64_t de
  * contributions, before gauge sources run). Lock-free; any thread. */
 void metrics_set_gauge(metrics_gauge_id id, double value);
 
-/* Register a render-time gauge source (at most 8; returns 0, or -1 when
- * full). The same fn/ctx pair registered twice runs twice. */
+/* Register a render-time gauge source (at most 8; returns 0, WSG_E_FULL
+ * when full, WSG_E_INVAL for a NULL fn). The same fn/ctx pair registered
+ * twice runs twice. */
 int metrics_add_gauge_source(metrics_gauge_fn fn, void *ctx);
 
 /* Unregister the first source matching fn and ctx (no-op if absent). After
@@ -287,8 +289,9 @@ typedef struct metrics_out metrics_out;
  * must be thread-safe with respect to ctx. */
 typedef void (*metrics_family_fn)(metrics_out *o, void *ctx);
 
-/* Register / unregister a family source (at most 8; returns 0, or -1 when
- * full). Unregistering has the guarantee of metrics_remove_gauge_source. */
+/* Register / unregister a family source (at most 8; returns 0, WSG_E_FULL
+ * when full, WSG_E_INVAL for a NULL fn). Unregistering has the guarantee of
+ * metrics_remove_gauge_source. */
 int metrics_add_family_source(metrics_family_fn fn, void *ctx);
 void metrics_remove_family_source(metrics_family_fn fn, void *ctx);
 

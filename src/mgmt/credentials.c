@@ -25,7 +25,7 @@ static void copy(char *dst, size_t cap, const char *src) {
 /* create: generate and save the file when it does not exist (the server);
  * without it a missing file is an error (the CLI, which must not make keys
  * a server elsewhere would never accept). */
-static int load(const config *cfg, mgmt_credentials *out, bool create, char *err, size_t errlen) {
+static int load(const config *cfg, mgmt_credentials *out, bool create, wsg_error *err) {
     memset(out, 0, sizeof(*out));
     copy(out->access_key_id, sizeof(out->access_key_id), cfg->management_access_key_id);
     copy(out->secret_access_key, sizeof(out->secret_access_key), cfg->management_secret_access_key);
@@ -38,13 +38,12 @@ static int load(const config *cfg, mgmt_credentials *out, bool create, char *err
     json_t *saved = json_load_file(path, 0, &jerr);
     if (!saved) {
         if (access(path, F_OK) == 0) {
-            snprintf(err, errlen, "cannot read %s: %s", path, jerr.text);
-            return -1;
+            return wsg_error_set(err, WSG_E_IO, "cannot read %s: %s", path, jerr.text);
         }
         if (!create) {
-            snprintf(err, errlen, "no credentials in %s: start the server first or pass --data-dir",
-                     cfg->data_dir);
-            return -1;
+            return wsg_error_set(err, WSG_E_MGMT_NO_CREDENTIALS,
+                                 "no credentials in %s: start the server first or pass --data-dir",
+                                 cfg->data_dir);
         }
         /* First start: make a key pair shaped like AWS's and a bearer key. */
         char akid[21], secret[41], bearer[44];
@@ -62,7 +61,7 @@ static int load(const config *cfg, mgmt_credentials *out, bool create, char *err
             /* Another process made it first: use theirs. */
             free(txt);
             json_decref(saved);
-            return load(cfg, out, create, err, errlen);
+            return load(cfg, out, create, err);
         }
         size_t len = strlen(txt);
         bool ok = fd >= 0 && write(fd, txt, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
@@ -70,18 +69,19 @@ static int load(const config *cfg, mgmt_credentials *out, bool create, char *err
         if (fd >= 0) close(fd);
         free(txt);
         if (!ok) {
-            snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+            wsg_error_set(err, WSG_E_IO, "cannot write %s: %s", path, strerror(errno));
             json_decref(saved);
-            return -1;
+            return WSG_E_IO;
         }
     }
     const char *a = json_string_value(json_object_get(saved, "access_key_id"));
     const char *s = json_string_value(json_object_get(saved, "secret_access_key"));
     const char *b = json_string_value(json_object_get(saved, "bearer_key"));
     if (!a || !s || !b) {
-        snprintf(err, errlen, "%s: missing access_key_id, secret_access_key or bearer_key", path);
+        wsg_error_set(err, WSG_E_MGMT_CREDENTIALS,
+                      "%s: missing access_key_id, secret_access_key or bearer_key", path);
         json_decref(saved);
-        return -1;
+        return WSG_E_MGMT_CREDENTIALS;
     }
     /* Configured values win over saved ones, one by one. */
     if (!*out->access_key_id || !*out->secret_access_key) {
@@ -93,10 +93,10 @@ static int load(const config *cfg, mgmt_credentials *out, bool create, char *err
     return 0;
 }
 
-int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, size_t errlen) {
-    return load(cfg, out, true, err, errlen);
+int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, wsg_error *err) {
+    return load(cfg, out, true, err);
 }
 
-int mgmt_credentials_read(const config *cfg, mgmt_credentials *out, char *err, size_t errlen) {
-    return load(cfg, out, false, err, errlen);
+int mgmt_credentials_read(const config *cfg, mgmt_credentials *out, wsg_error *err) {
+    return load(cfg, out, false, err);
 }

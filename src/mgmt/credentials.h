@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "common/error.h"
 #include "config/config.h"
 
 typedef struct mgmt_credentials {
@@ -17,12 +18,14 @@ typedef struct mgmt_credentials {
 
 /* Fill *out from cfg, generating and saving the missing values in
  * DATA_DIR/management-credentials.json (created 0600; read back when it
- * exists). Returns 0, or -1 with a message in err. */
-int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, char *err, size_t errlen);
+ * exists). Returns 0, or with *err (caller's) filled WSG_E_IO (the file
+ * cannot be read or written) or WSG_E_MGMT_CREDENTIALS (it lacks a key). */
+int mgmt_credentials_load(const config *cfg, mgmt_credentials *out, wsg_error *err);
 
 /* As mgmt_credentials_load, but never writes: values not configured come
  * from DATA_DIR/management-credentials.json, and when that file does not
- * exist returns -1 with "no credentials in DIR: ..." in err. For the CLI. */
-int mgmt_credentials_read(const config *cfg, mgmt_credentials *out, char *err, size_t errlen);
+ * exist returns WSG_E_MGMT_NO_CREDENTIALS ("no credentials in DIR: ..." in
+ * err->message). For the CLI. */
+int mgmt_credentials_read(const config *cfg, mgmt_credentials *out, wsg_error *err);
 
 #endif

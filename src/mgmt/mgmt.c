@@ -74,59 +74,60 @@ static void respond_error(conn *c, const http_request *req, int status, const ch
 
 /* ---- authentication ---- */
 
-static void denied(conn *c, const http_request *req, const char *reason);
+static void denied(conn *c, const http_request *req, int code);
 
 static bool authenticated(app *a, conn *c, const http_request *req) {
     size_t alen;
     const char *auth = http_request_header(req, "Authorization", &alen);
-    const char *reason = "Missing Authentication Token";
+    int rc = WSG_E_MGMT_NO_TOKEN;
     if (auth && alen > 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
         const char *key = auth + 7;
         size_t klen = alen - 7;
         size_t want = strlen(a->mgmt_creds.bearer_key);
         if (want > 0 && klen == want && CRYPTO_memcmp(key, a->mgmt_creds.bearer_key, want) == 0)
             return true;
-        reason = "The bearer key is not valid";
+        rc = WSG_E_MGMT_BEARER;
     } else if (auth) {
         sigv4_credentials cred = {a->mgmt_creds.access_key_id, a->mgmt_creds.secret_access_key};
-        if (sigv4_verify(req, &cred, 1, "execute-api", time(NULL), MGMT_MAX_SKEW_S, &reason) == 0)
-            return true;
+        rc = sigv4_verify(req, &cred, 1, "execute-api", time(NULL), MGMT_MAX_SKEW_S);
+        if (rc == 0) return true;
     }
-    denied(c, req, reason);
+    denied(c, req, rc);
     return false;
 }
 
 /* What the headers alone can tell before a body is read: the bearer key in
  * full; for SigV4 (whose signature covers the body's hash) that it names
  * our access key id, the signature being checked once the body is in.
- * Returns NULL, or why the request is refused. */
-static const char *head_credentials_refused(app *a, const http_request *req) {
+ * Returns 0, or a WSG_E_MGMT_* code saying why the request is refused. */
+static int head_credentials_refused(app *a, const http_request *req) {
     size_t alen;
     const char *auth = http_request_header(req, "Authorization", &alen);
-    if (!auth) return "Missing Authentication Token";
+    if (!auth) return WSG_E_MGMT_NO_TOKEN;
     if (alen > 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
         size_t want = strlen(a->mgmt_creds.bearer_key);
         if (want > 0 && alen - 7 == want &&
             CRYPTO_memcmp(auth + 7, a->mgmt_creds.bearer_key, want) == 0)
-            return NULL;
-        return "The bearer key is not valid";
+            return 0;
+        return WSG_E_MGMT_BEARER;
     }
     const char *cred = strstr(auth, "Credential=");
     size_t kl = strlen(a->mgmt_creds.access_key_id);
     if (cred && kl > 0 && strncmp(cred + 11, a->mgmt_creds.access_key_id, kl) == 0 &&
         cred[11 + kl] == '/')
-        return NULL;
-    return "The security token included in the request is invalid";
+        return 0;
+    return WSG_E_MGMT_TOKEN_INVALID;
 }
 
-/* Log a refused management request and answer it 403. */
-static void denied(conn *c, const http_request *req, const char *reason) {
+/* Log a refused management request and answer it with the code's status
+ * (403 for every code the callers pass) and text. */
+static void denied(conn *c, const http_request *req, int code) {
     log_line l;
     log_begin(&l, LOG_INFO, "management_denied");
     log_str(&l, "identity.sourceIp", c->source_ip);
-    log_str(&l, "reason", reason);
+    log_str(&l, "reason", wsg_strerror(code));
     log_end(&l);
-    respond_error(c, req, 403, "ForbiddenException", reason);
+    respond_error(c, req, wsg_err_http_status(code), "ForbiddenException", wsg_strerror(code));
 }
 
 /* ---- @connections ---- */
@@ -446,10 +447,12 @@ long mgmt_http_head(app *a, conn *c, const http_request *req) {
     free(path);
     /* Only the POST routes take a body; any other request that announces
      * one is answered from its head, the body unread. */
-    if (!r) return http_request_has_body(req) ? (path_known ? -405 : -404) : 0;
+    if (!r)
+        return http_request_has_body(req) ? (path_known ? WSG_E_HTTP_METHOD : WSG_E_HTTP_NOT_FOUND)
+                                          : 0;
     if (strcmp(r->method, "POST") != 0) return 0;
-    const char *refused = head_credentials_refused(a, req);
-    if (refused) {
+    int refused = head_credentials_refused(a, req);
+    if (refused < 0) {
         denied(c, req, refused);
         return SERVER_HTTP_ANSWERED;
     }

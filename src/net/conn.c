@@ -46,9 +46,9 @@ static void ipv4_text(const struct in_addr *a, char *out) {
 }
 
 int conn_id_worker(const char *id) {
-    if (!id || strlen(id) != CONN_ID_LEN) return -1;
+    if (!id || strlen(id) != CONN_ID_LEN) return WSG_E_INVAL;
     const char *p = strchr(id_alphabet, id[0]);
-    return p && *p ? (int)(p - id_alphabet) : -1;
+    return p && *p ? (int)(p - id_alphabet) : WSG_E_INVAL;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -234,9 +234,10 @@ void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
             log_line l;
             log_begin(&l, LOG_INFO, "protocol_error");
             log_str(&l, "connectionId", c->id);
-            log_str(&l, "error", ws_strerror((int)n));
+            log_str(&l, "error", wsg_strerror((int)n));
             log_end(&l);
-            conn_fail(c, ws_error_close_code((int)n), ws_strerror((int)n));
+            uint16_t cc = wsg_err_close_code((int)n);
+            conn_fail(c, cc ? cc : WS_CLOSE_PROTOCOL_ERROR, wsg_strerror((int)n));
             return;
         }
         off += (size_t)n;
@@ -284,15 +285,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (c->tls) {
         tls_conn_feed(c->tls, buf->base, (size_t)nread);
         for (;;) {
-            const char *reason = NULL;
-            int n = tls_conn_read(c->tls, c->srv->tls_plain, sizeof(c->srv->tls_plain), &reason);
+            int n = tls_conn_read(c->tls, c->srv->tls_plain, sizeof(c->srv->tls_plain));
             if (n == 0) break;
             if (n < 0) {
                 log_line l;
                 log_begin(&l, LOG_INFO, "tls_error");
                 log_str(&l, "connectionId", c->id);
                 log_str(&l, "identity.sourceIp", c->source_ip);
-                log_str(&l, "error", reason);
+                log_str(&l, "error", wsg_strerror(n));
                 log_end(&l);
                 conn_abort(c);
                 return;

@@ -111,10 +111,11 @@ typedef struct conn {
 } conn;
 
 /* Queue frame f (taking a new reference) to be written on the next flush.
- * Returns 0, or -1 when the connection is not open for writing (closing,
- * closed). A frame of any size is taken while the unsent bytes are at most
- * max_queued_bytes. Above that the connection is backlogged: it is closed
- * with 1008 (slow consumer) and -1 is returned when the queue has stayed
+ * Returns 0, or WSG_E_NET_NOT_OPEN when the connection is not open for
+ * writing (closing, closed). A frame of any size is taken while the unsent
+ * bytes are at most max_queued_bytes. Above that the connection is
+ * backlogged: it is closed with 1008 (slow consumer) and
+ * WSG_E_NET_SLOW_CONSUMER is returned when the queue has stayed
  * above max_queued_bytes for slow_consumer_timeout_ms, or would exceed the
  * ceiling of CONN_QUEUE_CEILING times max_queued_bytes. c's own thread
  * only: other threads post to its worker by id (src/engine/). */
@@ -157,7 +158,7 @@ static inline int64_t conn_last_active_at(const conn *c) {
 }
 
 /* Return the index of the worker that owns the connection with this id
- * (from the id itself), or -1 when id is not a connection id. */
+ * (from the id itself), or WSG_E_INVAL when id is not a connection id. */
 int conn_id_worker(const char *id);
 
 /* Internal to the net module: accept, read, flush, sweep, free. */

@@ -345,10 +345,11 @@ static void on_signal(uv_signal_t *h, int signum) { server_shutdown(h->data); }
 static void on_hup(uv_signal_t *h, int signum) {
     server *srv = h->data;
     if (!srv->tls) return;
-    char err[512];
-    tls_ctx *fresh = tls_ctx_new(srv->cfg->tls_cert_file, srv->cfg->tls_key_file, err, sizeof(err));
+    wsg_error err;
+    tls_ctx *fresh = tls_ctx_new(srv->cfg->tls_cert_file, srv->cfg->tls_key_file, &err);
     if (!fresh) {
-        log_msg(LOG_ERROR, "tls_reload_error", "%s (keeping the previous certificate)", err);
+        log_msg(LOG_ERROR, "tls_reload_error", "%s (keeping the previous certificate)",
+                err.message);
         return;
     }
     tls_ctx_free(srv->tls);
@@ -481,10 +482,10 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg->stage_name);
 
     if (cfg->tls_cert_file && cfg->tls_cert_file[0]) {
-        char err[512];
-        srv->tls = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof(err));
+        wsg_error err;
+        srv->tls = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, &err);
         if (!srv->tls) {
-            log_msg(LOG_ERROR, "startup_error", "%s", err);
+            log_msg(LOG_ERROR, "startup_error", "%s", err.message);
             return UV_EINVAL;
         }
     }

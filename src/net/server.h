@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "common/error.h"
 #include "config/config.h"
 #include "http/request.h"
 #include "common/slab.h"
@@ -39,9 +40,9 @@ typedef struct server_handlers {
     bool (*on_http)(conn *c, const http_request *req);
     /* The head of such a request, before any of its body is read: return
      * the largest body the route takes (0: none; a body then gets 413), a
-     * negative HTTP status (-404, -405...) to refuse it unread, or
-     * SERVER_HTTP_ANSWERED after answering it. NULL: requests with a body
-     * get 404. */
+     * negative WSG_E_* code (WSG_E_HTTP_NOT_FOUND, _METHOD...) to refuse it
+     * unread with the code's status, or SERVER_HTTP_ANSWERED after
+     * answering it. NULL: requests with a body get 404. */
     long (*on_http_head)(conn *c, const http_request *req);
     /* The net layer refused c's request itself with `status` (429: the
      * address holds more than max_connections_per_ip sockets). */
@@ -229,7 +230,7 @@ int64_t server_open_total(void);
 /* What a server_handlers.on_http_head returns when it has answered the
  * request itself (conn_http_respond): the body is not read and the
  * connection is closed once the answer is written. */
-#define SERVER_HTTP_ANSWERED (-1)
+#define SERVER_HTTP_ANSWERED WSG_E_HTTP_ANSWERED
 
 /* Bytes held by connections that have not upgraded (their request head,
  * header index, body and the connection itself), summed over every worker;

@@ -37,18 +37,18 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-static void openssl_error(char *err, size_t errlen, const char *what, const char *file) {
+static void openssl_error(wsg_error *err, const char *what, const char *file) {
     unsigned long e = ERR_get_error();
     char buf[256];
     ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, errlen, "%s %s: %s", what, file, e ? buf : "unknown error");
+    wsg_error_set(err, WSG_E_NET_TLS_CONTEXT, "%s %s: %s", what, file, e ? buf : "unknown error");
     ERR_clear_error();
 }
 
-tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen) {
+tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, wsg_error *err) {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        openssl_error(err, errlen, "cannot create TLS context", "");
+        openssl_error(err, "cannot create TLS context", "");
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -57,22 +57,22 @@ tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, char *err, siz
                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
-        openssl_error(err, errlen, "cannot set TLS ciphers", "");
+        openssl_error(err, "cannot set TLS ciphers", "");
         SSL_CTX_free(ctx);
         return NULL;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
-        openssl_error(err, errlen, "cannot load TLS certificate", cert_file);
+        openssl_error(err, "cannot load TLS certificate", cert_file);
         SSL_CTX_free(ctx);
         return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-        openssl_error(err, errlen, "cannot load TLS key", key_file);
+        openssl_error(err, "cannot load TLS key", key_file);
         SSL_CTX_free(ctx);
         return NULL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        openssl_error(err, errlen, "TLS key does not match the certificate", cert_file);
+        openssl_error(err, "TLS key does not match the certificate", cert_file);
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -112,15 +112,13 @@ void tls_conn_free(tls_conn *t) {
 
 void tls_conn_feed(tls_conn *t, const void *data, size_t len) { BIO_write(t->in, data, (int)len); }
 
-int tls_conn_read(tls_conn *t, uint8_t *out, size_t cap, const char **reason) {
+int tls_conn_read(tls_conn *t, uint8_t *out, size_t cap) {
     int n = SSL_read(t->ssl, out, (int)cap);
     if (n > 0) return n;
     int e = SSL_get_error(t->ssl, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
-    *reason =
-        e == SSL_ERROR_ZERO_RETURN ? "peer sent close_notify" : "TLS handshake or record error";
     ERR_clear_error();
-    return -1;
+    return e == SSL_ERROR_ZERO_RETURN ? WSG_E_NET_TLS_CLOSED : WSG_E_NET_TLS_RECORD;
 }
 
 int tls_conn_write(tls_conn *t, const void *data, size_t len) {
@@ -129,7 +127,7 @@ int tls_conn_write(tls_conn *t, const void *data, size_t len) {
     if (n > 0) return n;
     int e = SSL_get_error(t->ssl, n);
     ERR_clear_error();
-    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : WSG_E_NET_TLS_RECORD;
 }
 
 size_t tls_conn_pending_output(tls_conn *t) { return BIO_ctrl_pending(t->out); }

@@ -9,12 +9,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 typedef struct tls_ctx tls_ctx;
 typedef struct tls_conn tls_conn;
 
 /* Load cert_file (PEM chain) and key_file (PEM) into a new context.
- * Returns it (refcount 1), or NULL with a message in err. */
-tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
+ * Returns it (refcount 1), or NULL with *err (caller's) filled:
+ * WSG_E_NET_TLS_CONTEXT, the message naming the file and OpenSSL's
+ * reason. */
+tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, wsg_error *err);
 /* Drop a reference; connections made from ctx keep it alive until they end. */
 void tls_ctx_free(tls_ctx *ctx);
 
@@ -32,13 +36,14 @@ struct ws_frame **tls_conn_inflight(tls_conn *t);
 void tls_conn_feed(tls_conn *t, const void *data, size_t len);
 
 /* Decrypt into out (cap bytes). Returns bytes of plaintext (> 0), 0 when
- * more ciphertext is needed, or -1 on a fatal error or after the peer's
- * close_notify (*reason gets a static text). Runs the handshake as needed:
- * check tls_conn_pending_output() afterwards. */
-int tls_conn_read(tls_conn *t, uint8_t *out, size_t cap, const char **reason);
+ * more ciphertext is needed, WSG_E_NET_TLS_CLOSED after the peer's
+ * close_notify or WSG_E_NET_TLS_RECORD on a fatal error. Runs the
+ * handshake as needed: check tls_conn_pending_output() afterwards. */
+int tls_conn_read(tls_conn *t, uint8_t *out, size_t cap);
 
 /* Encrypt len bytes of plaintext. Returns bytes taken (all of them, or 0
- * while the handshake is not finished), or -1 on a fatal error. */
+ * while the handshake is not finished), or WSG_E_NET_TLS_RECORD on a fatal
+ * error. */
 int tls_conn_write(tls_conn *t, const void *data, size_t len);
 
 /* Return bytes of ciphertext waiting to be sent. */

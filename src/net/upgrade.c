@@ -64,19 +64,16 @@ void conn_request_init(conn *c) {
 /* The request head is parsed: decide how much body, if any, is read. */
 static long on_http_head(http_request *r, void *ctx) {
     conn *c = ctx;
-    if (c->over_addr_limit) return -429;
+    if (c->over_addr_limit) return WSG_E_HTTP_TOO_MANY;
     size_t plen;
     const char *path = http_request_path(r, &plen);
     bool is_stage =
         plen == strlen(c->srv->stage_path) && memcmp(path, c->srv->stage_path, plen) == 0;
     /* A handshake carries no body. */
     if (is_stage || r->parser.upgrade) return 0;
-    if (!c->srv->handlers->on_http_head) return http_request_has_body(r) ? -404 : 0;
+    if (!c->srv->handlers->on_http_head) return http_request_has_body(r) ? WSG_E_HTTP_NOT_FOUND : 0;
     long v = c->srv->handlers->on_http_head(c, r);
-    if (v == SERVER_HTTP_ANSWERED) {
-        c->http_answered = true;
-        return -400; /* stop the parser; the answer is already queued */
-    }
+    if (v == SERVER_HTTP_ANSWERED) c->http_answered = true; /* stops the parser */
     if (v > CONN_MAX_HTTP_BODY) v = CONN_MAX_HTTP_BODY;
     return v;
 }

@@ -167,7 +167,7 @@ bool conn_backlog_expired(const conn *c, uint64_t now) {
 int conn_send(conn *c, ws_frame *f) {
     /* Other threads reach c through its worker's inbox, by id. */
     assert(server_owns(c));
-    if (c->state != CONN_OPEN || c->close_sent) return -1;
+    if (c->state != CONN_OPEN || c->close_sent) return WSG_E_NET_NOT_OPEN;
     /* With permessage-deflate, the frame's compressed form: made once per
      * broadcast and parameter set, whichever member needs it first. */
     f = c->deflate ? ws_frame_deflated(f, &c->deflate_params) : ws_frame_ref(f);
@@ -187,7 +187,7 @@ int conn_send(conn *c, ws_frame *f) {
         if (why) {
             conn_slow_consumer(c, why, f->len);
             ws_frame_unref(f);
-            return -1;
+            return WSG_E_NET_SLOW_CONSUMER;
         }
     }
     conn_enqueue(c, f);

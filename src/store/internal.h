@@ -168,7 +168,7 @@ void store_sweep(store *s);
  * col + 2 (message) of st's row, message seq of room: a compact row (one
  * sealed value), plaintext columns, or a row of the first layout sealed
  * column by column. Returns 0 with three malloc'd strings (the caller
- * frees), or a CRYPTO_E_* code with all three NULL. */
+ * frees), or a WSG_E_CRYPTO_* code with all three NULL. */
 int store_read_message(sqlite3_stmt *st, int col, const crypto_keyring *keys, const char *room,
                        int64_t seq, char **sender, char **name, char **text);
 
@@ -192,7 +192,7 @@ int store_tx(sqlite3_stmt *st);
 int store_step_done(sqlite3_stmt *st);
 
 /* Read a column that may be sealed: TEXT is plaintext, BLOB is sealed.
- * Returns malloc'd text, or NULL with a CRYPTO_E_* code in *err. */
+ * Returns malloc'd text, or NULL with a WSG_E_CRYPTO_* code in *err. */
 char *store_column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys, const char *aad,
                          int *err);
 

@@ -41,7 +41,7 @@ char *store_column_value(sqlite3_stmt *st, int col, const crypto_keyring *keys, 
     size_t n = (size_t)sqlite3_column_bytes(st, col);
     if (sqlite3_column_type(st, col) != SQLITE_BLOB) return xstrndup(p ? p : "", n);
     if (!keys) {
-        *err = CRYPTO_E_UNKNOWN_KEY;
+        *err = WSG_E_CRYPTO_UNKNOWN_KEY;
         return NULL;
     }
     char *plain = NULL;
@@ -142,8 +142,8 @@ int store_read_message(sqlite3_stmt *st, int col, const crypto_keyring *keys, co
     char aad[512];
     if (sqlite3_column_type(st, col) == SQLITE_NULL) {
         /* The compact row: one sealed value for the three. */
-        if (!keys) return CRYPTO_E_UNKNOWN_KEY;
-        if (sqlite3_column_type(st, col + 2) != SQLITE_BLOB) return CRYPTO_E_SHORT;
+        if (!keys) return WSG_E_CRYPTO_UNKNOWN_KEY;
+        if (sqlite3_column_type(st, col + 2) != SQLITE_BLOB) return WSG_E_CRYPTO_SHORT;
         store_message_aad(aad, sizeof(aad), 'b', room, seq);
         char *body = NULL;
         size_t n = 0;
@@ -152,7 +152,7 @@ int store_read_message(sqlite3_stmt *st, int col, const crypto_keyring *keys, co
         if (err) return err;
         int rc = store_row_decode((const uint8_t *)body, n, sender, name, text);
         free(body);
-        return rc == 0 ? 0 : CRYPTO_E_VERSION;
+        return rc == 0 ? 0 : WSG_E_CRYPTO_VERSION;
     }
     /* Plaintext columns, or a row of the old layout sealed column by
      * column. */
@@ -510,7 +510,7 @@ static int apply_history(store *s, store_op *op) {
     sqlite3_clear_bindings(st);
     if (err) {
         log_msg(LOG_ERROR, "store_error", "cannot read room %s: %s", op->room_id,
-                crypto_strerror(err));
+                wsg_strerror(err));
         json_decref(rows);
         return SQLITE_CORRUPT;
     }

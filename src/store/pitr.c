@@ -543,7 +543,7 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
     sqlite3_finalize(st);
     sqlite3_close(db);
     if (e) {
-        snprintf(err, errlen, "cannot decrypt message of room %s: %s%s", room, crypto_strerror(e),
+        snprintf(err, errlen, "cannot decrypt message of room %s: %s%s", room, wsg_strerror(e),
                  keys ? ""
                       : " (the store is encrypted: set enable_encryption = true and the key file)");
         return -1;

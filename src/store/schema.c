@@ -301,7 +301,7 @@ int store_check_keys(store *s, char *err, size_t errlen) {
             if (e) {
                 snprintf(err, errlen,
                          "stored messages cannot be decrypted with the configured keys: %s",
-                         s->opt.keys ? crypto_strerror(e)
+                         s->opt.keys ? wsg_strerror(e)
                                      : "encryption is off but the store holds encrypted rows (set "
                                        "enable_encryption = true and the key file)");
                 result = -1;

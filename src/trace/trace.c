@@ -183,9 +183,9 @@ static void *exporter_thread(void *arg) {
 }
 
 trace_exporter *trace_exporter_start(const char *endpoint, const char *service_name,
-                                     const char *stage, char *err, size_t errlen) {
+                                     const char *stage, wsg_error *err) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, errlen, "cannot initialise libcurl");
+        wsg_error_set(err, WSG_E_INTERNAL, "cannot initialise libcurl");
         return NULL;
     }
     trace_exporter *e = xcalloc(1, sizeof(*e));
@@ -201,7 +201,7 @@ trace_exporter *trace_exporter_start(const char *endpoint, const char *service_n
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->wake, NULL);
     if (pthread_create(&e->thread, NULL, exporter_thread, e) != 0) {
-        snprintf(err, errlen, "cannot start the trace exporter thread");
+        wsg_error_set(err, WSG_E_INTERNAL, "cannot start the trace exporter thread");
         free(e->url);
         free(e->service);
         free(e->stage);

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 typedef struct trace_ctx {
     char trace_id[33];       /* 32 lowercase hex digits */
     char span_id[17];        /* 16 lowercase hex digits: this span */
@@ -41,10 +43,11 @@ typedef struct trace_exporter trace_exporter;
 
 /* Start the exporter thread posting batches to `endpoint` (an OTLP/HTTP
  * traces URL; "/v1/traces" is appended to a bare base URL) as service
- * `service_name`. Returns NULL (with a message in err) when libcurl cannot
- * start. The caller owns it and stops it with trace_exporter_stop(). */
+ * `service_name`. Returns NULL, with *err (caller's) filled
+ * (WSG_E_INTERNAL), when libcurl or the thread cannot start. The caller
+ * owns it and stops it with trace_exporter_stop(). */
 trace_exporter *trace_exporter_start(const char *endpoint, const char *service_name,
-                                     const char *stage, char *err, size_t errlen);
+                                     const char *stage, wsg_error *err);
 
 /* Queue a copy of span for export (any thread). Spans beyond the queue's
  * bound (10,000) are dropped and counted. */

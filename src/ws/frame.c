@@ -30,13 +30,6 @@
  * delivered, so an idle connection does not pin its largest message. */
 #define WS_MSG_KEEP_CAP (64 * 1024)
 
-const char *ws_strerror(int err) { return wsg_strerror(err); }
-
-uint16_t ws_error_close_code(int err) {
-    uint16_t code = wsg_err_close_code(err);
-    return code ? code : WS_CLOSE_PROTOCOL_ERROR;
-}
-
 bool ws_close_code_valid(uint16_t code) {
     return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
            (code >= 3000 && code <= 4999);

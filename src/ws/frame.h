@@ -43,15 +43,9 @@ enum {
 };
 
 /* Parser errors are the WSG_E_WS_* codes of WSG_ERRNO_MAP
- * (common/error.h), each with its text and the close code (1002, 1007,
- * 1009) the connection must be closed with. */
-
-/* Return the static text of error `err`: wsg_strerror, kept under this
- * name for src/net until it calls wsg_strerror itself. */
-const char *ws_strerror(int err);
-/* Return the close code a connection failing with `err` must be closed
- * with: the list's close code, 1002 when `err` has none. */
-uint16_t ws_error_close_code(int err);
+ * (common/error.h), each with its text (wsg_strerror) and the close code
+ * (wsg_err_close_code: 1002, 1007, 1009) the connection must be closed
+ * with. */
 
 typedef enum ws_event_type {
     WS_EV_NONE = 0,

@@ -128,7 +128,7 @@ static void open_blob(const uint8_t *d, size_t n) {
     if (rc != 0) {
         require(known_code(rc));
         require(p == NULL && plen == 0);
-        require(strcmp(crypto_strerror(rc), "unknown error") != 0);
+        require(strcmp(wsg_strerror(rc), "unknown error") != 0);
         uint32_t id = crypto_blob_key_id(blob, blen);
         if (rc == WSG_E_CRYPTO_UNKNOWN_KEY) require(id != 1 && id != 2);
         if (rc == WSG_E_CRYPTO_SHORT) require(blen < CRYPTO_BLOB_OVERHEAD && id == 0);

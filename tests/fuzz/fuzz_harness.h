@@ -90,9 +90,9 @@ static void harness_reset_queue(conn *c) {
  * (caller closes and frees it); aborts when it cannot start. */
 static app *harness_app_new(uv_loop_t *loop) {
     app *a = calloc(1, sizeof(*a));
-    char err[512];
-    if (!a || app_init(a, &harness_cfg, loop, ":memory:", 1, err, sizeof(err)) != 0) {
-        fprintf(stderr, "fuzz: app_init: %s\n", a ? err : "out of memory");
+    wsg_error err;
+    if (!a || app_init(a, &harness_cfg, loop, ":memory:", 1, &err) < 0) {
+        fprintf(stderr, "fuzz: app_init: %s\n", a ? err.message : "out of memory");
         abort();
     }
     return a;

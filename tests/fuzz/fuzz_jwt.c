@@ -84,7 +84,7 @@ static void check(const authorizer *a, const http_request *req, bool via_protoco
         auth_identity_clear(&id);
         return;
     }
-    int rc = a->authorize(a, req, &id, NULL);
+    int rc = a->authorize(a, req, &id);
     const char *msg = NULL;
     int st = auth_http_status(rc, &msg);
     if (st == 0) {

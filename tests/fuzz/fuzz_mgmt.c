@@ -107,11 +107,10 @@ typedef struct head_route {
 static long route_head(http_request *r, void *ctx) {
     head_route *h = ctx;
     long v = mgmt_http_head(h->a, h->c, r);
-    if (v == SERVER_HTTP_ANSWERED) {
-        h->answered = true;
-        return -400;
-    }
-    require(v == -404 || v == -405 || v == 0 || v == MGMT_MAX_BODY);
+    if (v == SERVER_HTTP_ANSWERED) h->answered = true;
+    else
+        require(v == WSG_E_HTTP_NOT_FOUND || v == WSG_E_HTTP_METHOD || v == 0 ||
+                v == MGMT_MAX_BODY);
     return v;
 }
 

@@ -76,9 +76,8 @@ static void check_round_trip(const http_request *r) {
     http_request_init(&r2, 1 << 20, 64, 1 << 20);
     ssize_t got = http_request_feed(&r2, w, (size_t)n + r->body_len);
     require(got == (ssize_t)((size_t)n + r->body_len) && r2.complete);
-    const char *why = NULL;
-    int rc = sigv4_verify(&r2, CREDS, 3, "execute-api", NOW, SKEW, &why);
-    if (rc != 0) fprintf(stderr, "re-signed request refused: %s\n%.*s\n", why, n, w);
+    int rc = sigv4_verify(&r2, CREDS, 3, "execute-api", NOW, SKEW);
+    if (rc != 0) fprintf(stderr, "re-signed request refused: %s\n%.*s\n", wsg_strerror(rc), n, w);
     require(rc == 0);
     http_request_free(&r2);
     free(w);
@@ -91,16 +90,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     http_request r;
     parse(&r, (const char *)data, size);
     if (r.complete) {
-        const char *why = (const char *)1;
-        int rc = sigv4_verify(&r, CREDS, 3, "execute-api", NOW, SKEW, &why);
+        int rc = sigv4_verify(&r, CREDS, 3, "execute-api", NOW, SKEW);
         require(rc <= 0);
-        require(rc == 0 ? why == NULL : why == wsg_strerror(rc) && strlen(why) > 0);
+        require(rc == 0 || strcmp(wsg_strerror(rc), "unknown error") != 0);
         require(rc == 0 || wsg_err_http_status(rc) == 403);
-        const char *why2 = NULL;
-        require(sigv4_verify(&r, CREDS, 3, "execute-api", NOW, SKEW, &why2) == rc);
-        require(why2 == why);
+        require(sigv4_verify(&r, CREDS, 3, "execute-api", NOW, SKEW) == rc);
         /* No credentials, no success. */
-        require(sigv4_verify(&r, NULL, 0, "execute-api", NOW, SKEW, NULL) < 0);
+        require(sigv4_verify(&r, NULL, 0, "execute-api", NOW, SKEW) < 0);
         check_canonical(&r);
         check_round_trip(&r);
     }

@@ -64,7 +64,7 @@ static void run(const uint8_t *in, size_t n, int mode, uint8_t seed, const ws_de
             require(ws_parser_memory(p) <= bound);
             if (rc < 0) {
                 out->err = (int)rc;
-                uint16_t cc = ws_error_close_code((int)rc);
+                uint16_t cc = wsg_err_close_code((int)rc);
                 require(cc == 1002 || cc == 1007 || cc == 1009);
                 goto done;
             }

@@ -68,8 +68,8 @@ static void run(const uint8_t *in, size_t n, int mode, uint8_t seed, outcome *ou
             ssize_t rc = ws_parser_feed(p, at, left, &ev);
             if (rc < 0) {
                 out->err = (int)rc;
-                require(strcmp(ws_strerror((int)rc), "unknown error") != 0);
-                uint16_t cc = ws_error_close_code((int)rc);
+                require(strcmp(wsg_strerror((int)rc), "unknown error") != 0);
+                uint16_t cc = wsg_err_close_code((int)rc);
                 require(cc == 1002 || cc == 1007 || cc == 1009);
                 ws_event again;
                 require(ws_parser_feed(p, at, left, &again) == rc); /* sticky */

@@ -189,7 +189,7 @@ static int demo(const char *target, const char **msg) {
     auth_identity id;
     cr_assert_eq(auth_identity_from_query(&REQ, &id), 0);
     *msg = NULL;
-    int rc = a->authorize(a, &REQ, &id, NULL);
+    int rc = a->authorize(a, &REQ, &id);
     cr_assert(rc == 0 || rc == WSG_E_AUTH_DENIED, "%d", rc);
     int st = auth_http_status(rc, msg);
     /* The demo authorizer never changes who the connection is. */

@@ -109,7 +109,7 @@ static int run(const char *target, const char *headers, auth_identity *id, const
     *msg = NULL;
     int rc = auth_identity_from_query(&REQ, id);
     cr_assert_eq(rc, 0, "query refused: %s", wsg_strerror(rc));
-    rc = AUTH->authorize(AUTH, &REQ, id, NULL);
+    rc = AUTH->authorize(AUTH, &REQ, id);
     cr_assert((rc <= WSG_E_AUTH_TOKEN_MISSING && rc >= WSG_E_AUTH_TOKEN_AUDIENCE) || rc == 0, "%d",
               rc);
     int st = auth_http_status(rc, msg);

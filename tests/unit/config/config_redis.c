@@ -9,12 +9,12 @@
 
 #include "config/config.h"
 
-static int load_text(config *c, const char *text, config_error *err) {
+static int load_text(config *c, const char *text, wsg_error *err) {
     config_init_defaults(c);
     return config_load_text(c, "test.tfvars", text, strlen(text), err);
 }
 
-static int validate_text(const char *text, config_error *err) {
+static int validate_text(const char *text, wsg_error *err) {
     config c;
     int rc = load_text(&c, text, err);
     if (rc == 0) rc = config_validate(&c, err);
@@ -38,13 +38,13 @@ Test(config_redis, defaults) {
     cr_assert_eq(c.redis_urls_count, 0);
     cr_assert_eq(c.redis_min_replicas, 0);
     cr_assert_eq(c.redis_node_timeout_s, 30);
-    config_error err;
+    wsg_error err;
     cr_assert_eq(config_validate(&c, &err), 0, "%s", err.message);
     config_free(&c);
 }
 
 Test(config_redis, urls_are_parsed) {
-    config_error err;
+    wsg_error err;
     cr_assert_eq(validate_text("redis_url = \"redis://u:p%40w@10.0.0.5:6380/2\"", &err), 0, "%s",
                  err.message);
     cr_assert_eq(validate_text("redis_urls = [\"redis://a:7000\", \"redis://[::1]:7001/1\"]", &err),
@@ -62,7 +62,7 @@ Test(config_redis, urls_are_parsed) {
 }
 
 Test(config_redis, rules_between_variables) {
-    config_error err;
+    wsg_error err;
     cr_assert_lt(validate_text("redis_url = \"redis://a\"\nredis_urls = [\"redis://b\"]", &err), 0);
     cr_assert(strstr(err.message, "not both"), "%s", err.message);
     /* The same server twice, written two ways (default port and db). */
@@ -87,7 +87,7 @@ Test(config_redis, rules_between_variables) {
 
 Test(config_redis, dump_masks_passwords_and_loads_back) {
     config c;
-    config_error err;
+    wsg_error err;
     cr_assert_eq(load_text(&c,
                            "redis_url = \"redis://alice:s3cret@h:6380/1\"\n"
                            "redis_urls = []\n",
@@ -118,7 +118,7 @@ Test(config_redis, engine_variable) {
     cr_assert_str_eq(c.engine, "local");
     cr_assert_eq(c.engine_id, CONFIG_ENGINE_LOCAL);
     config_free(&c);
-    config_error err;
+    wsg_error err;
     cr_assert_eq(load_text(&c, "engine = \"redis\"\nredis_url = \"redis://127.0.0.1:6390\"", &err),
                  0, "%s", err.message);
     cr_assert_eq(c.engine_id, CONFIG_ENGINE_REDIS);

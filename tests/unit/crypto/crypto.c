@@ -609,13 +609,13 @@ Test(crypto, blind_index_deterministic_and_domain_separated) {
 /* ---------------------------------------------------------------- misc */
 
 Test(crypto, error_texts_and_key_ids) {
-    cr_assert_str_eq(crypto_strerror(WSG_E_CRYPTO_AUTH),
+    cr_assert_str_eq(wsg_strerror(WSG_E_CRYPTO_AUTH),
                      "authentication failed: wrong key or tampered data");
-    cr_assert_str_eq(crypto_strerror(0), "success");
-    cr_assert_str_eq(crypto_strerror(-99), "unknown error");
-    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_SHORT), "unknown error");
-    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_VERSION), "unknown error");
-    cr_assert_str_neq(crypto_strerror(WSG_E_CRYPTO_UNKNOWN_KEY), "unknown error");
+    cr_assert_str_eq(wsg_strerror(0), "success");
+    cr_assert_str_eq(wsg_strerror(-99), "unknown error");
+    cr_assert_str_neq(wsg_strerror(WSG_E_CRYPTO_SHORT), "unknown error");
+    cr_assert_str_neq(wsg_strerror(WSG_E_CRYPTO_VERSION), "unknown error");
+    cr_assert_str_neq(wsg_strerror(WSG_E_CRYPTO_UNKNOWN_KEY), "unknown error");
     uint8_t blob[CRYPTO_BLOB_OVERHEAD] = {1, 0, 0, 1, 2};
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob)), 258);
     cr_assert_eq(crypto_blob_key_id(blob, sizeof(blob) - 1), 0);
@@ -625,7 +625,7 @@ Test(crypto, error_texts_and_key_ids) {
     cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_VERSION, blob, sizeof(blob), msg, sizeof(msg)),
                      "encrypted value has unknown format version 2");
     cr_assert_str_eq(crypto_open_errmsg(WSG_E_CRYPTO_AUTH, blob, sizeof(blob), msg, sizeof(msg)),
-                     crypto_strerror(WSG_E_CRYPTO_AUTH));
+                     wsg_strerror(WSG_E_CRYPTO_AUTH));
 }
 
 Test(crypto, key_file_path) {

@@ -505,8 +505,8 @@ Test(conn_id, worker_from_first_character) {
     cr_assert_eq(conn_id_worker("aaaaaaaaaaaaaaaa"), 26);
     cr_assert_eq(conn_id_worker("9aaaaaaaaaaaaaaa"), 61);
     cr_assert_eq(conn_id_worker("_aaaaaaaaaaaaaaa"), 63);
-    cr_assert_eq(conn_id_worker("Aaaaaaaaaaaaaaa"), -1, "15 characters");
-    cr_assert_eq(conn_id_worker("Aaaaaaaaaaaaaaaaa"), -1, "17 characters");
-    cr_assert_eq(conn_id_worker("!aaaaaaaaaaaaaaa"), -1);
-    cr_assert_eq(conn_id_worker(NULL), -1);
+    cr_assert_eq(conn_id_worker("Aaaaaaaaaaaaaaa"), WSG_E_INVAL, "15 characters");
+    cr_assert_eq(conn_id_worker("Aaaaaaaaaaaaaaaaa"), WSG_E_INVAL, "17 characters");
+    cr_assert_eq(conn_id_worker("!aaaaaaaaaaaaaaa"), WSG_E_INVAL);
+    cr_assert_eq(conn_id_worker(NULL), WSG_E_INVAL);
 }

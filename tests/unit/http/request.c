@@ -32,7 +32,7 @@ static ssize_t feed_steps(http_request *r, const char *s, size_t len, size_t ste
         if (n < 0) {
             /* the code and the status to answer with agree */
             int st = wsg_err_http_status((int)n);
-            cr_assert(st ? st == r->error_status : n == WSG_E_HTTP_REFUSED, "%zd / %d", n,
+            cr_assert(st ? st == r->error_status : r->error_status == 400, "%zd / %d", n,
                       r->error_status);
             return -1;
         }
@@ -802,9 +802,9 @@ static void init_routed(http_request *r, head_seen *h, long answer) {
 Test(http_request, head_refused_before_its_body_is_read) {
     http_request r;
     head_seen h;
-    init_routed(&r, &h, -404);
+    init_routed(&r, &h, WSG_E_HTTP_NOT_FOUND);
     const char *req = "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
-    cr_assert_eq(http_request_feed(&r, req, strlen(req)), WSG_E_HTTP_REFUSED);
+    cr_assert_eq(http_request_feed(&r, req, strlen(req)), WSG_E_HTTP_NOT_FOUND);
     cr_expect_eq(r.error_status, 404);
     cr_expect_eq(h.calls, 1);
     cr_expect(h.had_body);
@@ -812,6 +812,26 @@ Test(http_request, head_refused_before_its_body_is_read) {
     cr_expect_eq(r.body_len, 0);
     cr_expect_null(r.body);
     http_request_free(&r);
+}
+
+/* on_head's code is what the feed returns, again on every later feed; a
+ * code without an HTTP status of its own is answered 400. */
+Test(http_request, head_refusal_code_is_returned) {
+    const struct {
+        long code;
+        int status;
+    } t[] = {{WSG_E_HTTP_METHOD, 405}, {WSG_E_HTTP_TOO_MANY, 429}, {WSG_E_HTTP_ANSWERED, 400}};
+    const char *req = "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        http_request r;
+        head_seen h;
+        init_routed(&r, &h, t[i].code);
+        cr_assert_eq(http_request_feed(&r, req, strlen(req)), t[i].code);
+        cr_expect_eq(r.error_status, t[i].status);
+        cr_expect_eq(http_request_feed(&r, "x", 1), t[i].code);
+        cr_expect_eq(h.calls, 1);
+        http_request_free(&r);
+    }
 }
 
 Test(http_request, head_sets_the_body_limit) {

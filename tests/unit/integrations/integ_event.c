@@ -178,12 +178,12 @@ Test(integ_result, garbage_is_refused) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         integ_result r;
-        cr_assert_eq(result(200, bad[i], &r), -1, "%s", bad[i]);
+        cr_assert_eq(result(200, bad[i], &r), WSG_E_INTEG_RESULT, "%s", bad[i]);
         cr_assert_null(r.body);
         cr_assert_null(r.headers);
     }
     integ_result r;
-    cr_assert_eq(result(700, "", &r), -1);
+    cr_assert_eq(result(700, "", &r), WSG_E_INTEG_RESULT);
 }
 
 static int auth(const char *body, integ_auth_decision *d) {
@@ -233,7 +233,7 @@ Test(integ_auth, garbage_is_refused) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         integ_auth_decision d;
-        cr_assert_eq(auth(bad[i], &d), -1, "%s", bad[i]);
+        cr_assert_eq(auth(bad[i], &d), WSG_E_INTEG_AUTH_RESULT, "%s", bad[i]);
         cr_assert_null(d.context);
     }
 }

@@ -674,7 +674,8 @@ Test(metrics, gauges_set_thread_and_sources, .init = init_detailed, .fini = fini
     free(t);
 
     for (int i = 0; i < 7; i++) cr_assert_eq(metrics_add_gauge_source(source_b, NULL), 0);
-    cr_assert_eq(metrics_add_gauge_source(source_b, NULL), -1, "at most 8 sources");
+    cr_assert_eq(metrics_add_gauge_source(source_b, NULL), WSG_E_FULL, "at most 8 sources");
+    cr_assert_eq(metrics_add_gauge_source(NULL, NULL), WSG_E_INVAL);
     metrics_thread_free(m);
 }
 

@@ -406,7 +406,7 @@ static void check(const bytes *b, size_t maxm, const ws_deflate_params *params, 
 static void expect_hello(const bytes *b, const ws_deflate_params *params, size_t count) {
     outcome o;
     check(b, 0, params, &o);
-    cr_expect_eq(o.err, 0, "%s", ws_strerror(o.err));
+    cr_expect_eq(o.err, 0, "%s", wsg_strerror(o.err));
     cr_expect_eq(o.events, count);
     for (size_t i = 0; i < count && i < o.events; i++) {
         cr_expect_eq(o.opcode[i], WS_OP_TEXT);
@@ -471,7 +471,7 @@ Test(inflate, context_takeover) {
     check(&b, 0, &reset, &o);
     cr_expect_eq(o.events, 1);
     cr_expect_eq(o.err, WSG_E_WS_DEFLATE);
-    cr_expect_eq(ws_error_close_code(o.err), 1007);
+    cr_expect_eq(wsg_err_close_code(o.err), 1007);
     outcome_free(&o);
     free(b.d);
 }
@@ -496,8 +496,8 @@ Test(inflate, rsv_rules) {
         cframe(&b, bad[i].b0, one, sizeof one);
         outcome o;
         check(&b, 0, bad[i].negotiated ? &pd : NULL, &o);
-        cr_expect_eq(o.err, WSG_E_WS_RSV, "b0 %02x: %s", bad[i].b0, ws_strerror(o.err));
-        cr_expect_eq(ws_error_close_code(o.err), 1002);
+        cr_expect_eq(o.err, WSG_E_WS_RSV, "b0 %02x: %s", bad[i].b0, wsg_strerror(o.err));
+        cr_expect_eq(wsg_err_close_code(o.err), 1002);
         outcome_free(&o);
         free(b.d);
     }
@@ -549,9 +549,9 @@ Test(inflate, invalid_data_is_1007) {
         cframe(&b, 0xC2, cases[i].d, cases[i].n);
         outcome o;
         check(&b, 0, &pd, &o);
-        cr_expect_eq(o.err, WSG_E_WS_DEFLATE, "case %zu: %s", i, ws_strerror(o.err));
-        cr_expect_eq(ws_error_close_code(o.err), 1007);
-        cr_expect_str_eq(ws_strerror(o.err), "invalid compressed data");
+        cr_expect_eq(o.err, WSG_E_WS_DEFLATE, "case %zu: %s", i, wsg_strerror(o.err));
+        cr_expect_eq(wsg_err_close_code(o.err), 1007);
+        cr_expect_str_eq(wsg_strerror(o.err), "invalid compressed data");
         outcome_free(&o);
         free(b.d);
     }
@@ -602,11 +602,11 @@ Test(inflate, limit_is_exact) {
         outcome o;
         check(&b, limit, &pd, &o);
         if (len <= limit) {
-            cr_expect_eq(o.err, 0, "%zu: %s", len, ws_strerror(o.err));
+            cr_expect_eq(o.err, 0, "%zu: %s", len, wsg_strerror(o.err));
             cr_expect_eq(o.len[0], len);
         } else {
-            cr_expect_eq(o.err, WSG_E_WS_MESSAGE_TOO_BIG, "%zu: %s", len, ws_strerror(o.err));
-            cr_expect_eq(ws_error_close_code(o.err), 1009);
+            cr_expect_eq(o.err, WSG_E_WS_MESSAGE_TOO_BIG, "%zu: %s", len, wsg_strerror(o.err));
+            cr_expect_eq(wsg_err_close_code(o.err), 1009);
         }
         outcome_free(&o);
         free(b.d);
@@ -640,7 +640,7 @@ Test(inflate, bomb_costs_no_more_than_the_limit) {
         struct mallinfo2 before = mallinfo2();
         outcome o;
         run(b.d, b.n, limit, &pd, 0, &o);
-        cr_expect_eq(o.err, WSG_E_WS_MESSAGE_TOO_BIG, "%s", ws_strerror(o.err));
+        cr_expect_eq(o.err, WSG_E_WS_MESSAGE_TOO_BIG, "%s", wsg_strerror(o.err));
         cr_expect_eq(o.events, 0);
         /* the message buffer (at most the limit), the inflate state and
          * window, the parser */
@@ -760,7 +760,7 @@ Test(inflate, window_verdict_does_not_depend_on_split) {
         ws_deflate_params pd = params_of(bits, true);
         outcome o;
         check(&b, 0, &pd, &o); /* whole, 1-, 7- and 4096-byte chunks agree */
-        cr_expect_eq(o.err, 0, "%s", ws_strerror(o.err));
+        cr_expect_eq(o.err, 0, "%s", wsg_strerror(o.err));
         cr_expect_eq(o.len[0], 3000);
         cr_expect_eq(memcmp(o.data[0], d, 3000), 0);
         outcome_free(&o);
@@ -824,7 +824,7 @@ Test(outgoing, round_trip_sizes) {
             } else {
                 run(b.d, b.n, 0, &cp, 0, &o);
             }
-            cr_expect_eq(o.err, 0, "kind %d len %zu: %s", kind, len, ws_strerror(o.err));
+            cr_expect_eq(o.err, 0, "kind %d len %zu: %s", kind, len, wsg_strerror(o.err));
             cr_expect_eq(o.events, 2);
             for (size_t k = 0; k < 2 && k < o.events; k++) {
                 cr_expect_eq(o.opcode[k], op);
@@ -864,7 +864,7 @@ Test(outgoing, fragmented_compressed) {
         }
         outcome o;
         check(&b, 0, &(ws_deflate_params){.client_max_window_bits = 15}, &o);
-        cr_expect_eq(o.err, 0, "%zu parts: %s", parts[k], ws_strerror(o.err));
+        cr_expect_eq(o.err, 0, "%zu parts: %s", parts[k], wsg_strerror(o.err));
         cr_expect_eq(o.len[0], len);
         cr_expect_eq(memcmp(o.data[0], d, len), 0);
         outcome_free(&o);

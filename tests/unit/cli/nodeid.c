@@ -1,0 +1,44 @@
+/* The running node's id file (src/cli/nodeid.c): "no server" is not an
+ * error; a server without a readable id, or a file that cannot be written,
+ * is WSG_E_IO with errno kept. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/datalock.h"
+#include "cli/nodeid.h"
+
+static char *temp_dir(void) {
+    char *d = strdup("/tmp/wsgate-nodeid-XXXXXX");
+    cr_assert_not_null(mkdtemp(d));
+    return d;
+}
+
+static void remove_dir(char *d) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_assert_eq(system(cmd), 0);
+    free(d);
+}
+
+Test(nodeid, codes) {
+    char *d = temp_dir();
+    char id[64];
+    /* No server holds the lock: not an error, 1. */
+    cr_assert_eq(nodeid_read(d, id, sizeof id), 1);
+    int fd = datalock_acquire(d, NULL);
+    cr_assert_geq(fd, 0);
+    /* A server runs but wrote no id. */
+    cr_assert_eq(nodeid_read(d, id, sizeof id), WSG_E_IO);
+    cr_assert_eq(nodeid_write(d, "node-7"), 0);
+    cr_assert_eq(nodeid_read(d, id, sizeof id), 0);
+    cr_assert_str_eq(id, "node-7");
+    datalock_release(fd);
+    errno = 0;
+    cr_assert_eq(nodeid_write("/nonexistent/wsgate-nodeid", "x"), WSG_E_IO);
+    cr_assert_eq(errno, ENOENT);
+    remove_dir(d);
+}
