@@ -1072,9 +1072,12 @@ static void deliver_chat(rworker *w, const char *room, const char *p, size_t n) 
 #define FILL_MAX_MS    3000
 #define FILL_PAGE      500
 #define FILL_MAX_BYTES (1024 * 1024)
-/* How far the node clocks may disagree: a chat received by its node up to
- * this long before a join's own clock says it joined counts as after. */
-#define FILL_CLOCK_SLACK_MS 50
+/* A chat received (by its node's clock, in ms) at or after the join's
+ * own clock's ms counts as after the join. Nodes on several machines need
+ * their clocks in step (NTP): a skew of d ms can add (a clock behind) or
+ * lose (ahead) the chats of d ms around a join made before the worker's
+ * subscription is active. */
+#define FILL_CLOCK_SLACK_MS 0
 /* How many of the newest Stream entries the join's script looks at. */
 #define FILL_LOOKBACK "1000"
 
