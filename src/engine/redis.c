@@ -1115,7 +1115,7 @@ typedef struct fill_live {
 typedef struct fill_ref {
     rworker *w;
     unsigned gen;
-    int64_t to; /* a gap read: the last seq it covers */
+    int64_t from, to; /* a gap read: the seqs it covers, (from, to] */
     char conn_id[CONN_ID_LEN + 1];
     char room[];
 } fill_ref;
@@ -1225,19 +1225,19 @@ static void fill_gap_replied(redis_client *c, const redis_history_result *res, c
         /* Sending to a connection never changes w->rooms here: a failed
          * write closes it later, on the loop. */
         for (size_t k = 0; k < r->npending; k++)
-            if (r->pending[k].j < h->seq)
+            if (r->pending[k].j >= f->from && r->pending[k].j < h->seq)
                 w->re->d->conn(w->srv->app, r->pending[k].conn_id, fr, false);
         ws_frame_unref(fr);
         json_decref(v);
     }
-    /* A page that ends before `to`: read on from its end. */
-    for (size_t k = 0; last >= 0 && k < r->npending; k++)
-        if (r->pending[k].j < last) r->pending[k].j = last;
-    if (res->has_more && last >= 0 && last < f->to) fill_step(w, f->room, r);
-    else {
-        r->npending = 0;
-        fill_finish(w, f->room, r);
-    }
+    /* What the members read so far have: up to the page's end, or all of
+     * the range (entries trimmed from the Stream are not waited for). A
+     * join whose counter came meanwhile (j still -1, or lower) is read
+     * for by the next step. */
+    int64_t mark = res->has_more && last >= 0 && last < f->to ? last : f->to;
+    for (size_t k = 0; k < r->npending; k++)
+        if (r->pending[k].j >= f->from && r->pending[k].j < mark) r->pending[k].j = mark;
+    fill_step(w, f->room, r);
     free(f);
 }
 
@@ -1262,6 +1262,7 @@ static void fill_step(rworker *w, const char *room, wroom *r) {
             re->cfg->message_ttl_days > 0 ? now_ms() - re->cfg->message_ttl_days * 86400000 : 0,
     };
     fill_ref *f = fill_ref_new(w, r, room, NULL);
+    f->from = from;
     f->to = to;
     r->reading = true;
     redis_script_history(shard_for(w, room)->client, &h, fill_gap_replied, f);

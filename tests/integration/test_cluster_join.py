@@ -98,26 +98,31 @@ async def _one_round(nodes, room, per_round=150):
     rtask = asyncio.ensure_future(read_acks())
     while len(acks) < per_round // 4:
         await asyncio.sleep(0.005)
-    # A fresh connection on node B: its worker has no member in the room,
-    # so it subscribes now, while the chats keep coming.
-    joiner, _ = await connect(nodes[1], userId="joiner", roomId=room)
-    welcomed = time.monotonic()
+    # Fresh connections on node B: their workers have no member in the
+    # room, so they subscribe now, while the chats keep coming; the later
+    # ones join while the first one's subscription is still held back.
+    joiners = []
+    for i in range(3):
+        ws, _ = await connect(nodes[1], userId=f"joiner{i}", roomId=room)
+        joiners.append((ws, time.monotonic()))
+        await asyncio.sleep(0.03)
     await wtask
     await rtask
     last = max(acks)
-    seqs = []
-    while not seqs or seqs[-1] < last:
-        msg = await recv_json(joiner, 15)
-        if msg["type"] == "chat":
-            seqs.append(msg["data"]["seq"])
-        else:
-            assert msg["type"] in PRESENCE, msg
-    assert seqs == list(range(seqs[0], last + 1)), (room, seqs)
-    after = sorted(s for s, t in acks.items() if t > welcomed)
-    assert len(after) > 20, "too few chats sent after the welcome: the test proves nothing"
-    missing = sorted(set(after) - set(seqs))
-    assert not missing, (room, "missed", missing, "got from", seqs[0])
-    await joiner.close()
+    for joiner, welcomed in joiners:
+        seqs = []
+        while not seqs or seqs[-1] < last:
+            msg = await recv_json(joiner, 15)
+            if msg["type"] == "chat":
+                seqs.append(msg["data"]["seq"])
+            else:
+                assert msg["type"] in PRESENCE, msg
+        assert seqs == list(range(seqs[0], last + 1)), (room, seqs)
+        after = sorted(s for s, t in acks.items() if t > welcomed)
+        assert len(after) > 20, "too few chats sent after the welcome: the test proves nothing"
+        missing = sorted(set(after) - set(seqs))
+        assert not missing, (room, "missed", missing, "got from", seqs[0])
+        await joiner.close()
     await writer.close()
 
 
