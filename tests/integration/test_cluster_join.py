@@ -14,11 +14,11 @@ import socket
 import threading
 import time
 
+import pytest
+
 from test_cluster import (  # noqa: F401  (fixtures)
     BEARER, PRESENCE, connect, recv_json, redis, send, wait_ready)
 
-ROUNDS = 10
-SUBSCRIBE_DELAY = 0.3
 
 
 class SlowSubscribeProxy:
@@ -26,8 +26,9 @@ class SlowSubscribeProxy:
     to a room channel is forwarded SUBSCRIBE_DELAY seconds late (in order:
     the connection's later bytes wait behind it)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, delay):
         self.target = target_port
+        self.delay = delay
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -59,7 +60,7 @@ class SlowSubscribeProxy:
                     break
                 if upstream and b"SUBSCRIBE" in data.upper() and b":room:" in data:
                     self.held += 1
-                    time.sleep(SUBSCRIBE_DELAY)
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
@@ -74,7 +75,7 @@ class SlowSubscribeProxy:
         self.sock.close()
 
 
-async def _one_round(nodes, room, per_round=150):
+async def _one_round(nodes, room, per_round, pace, delay, min_window):
     writer, _ = await connect(nodes[0], userId="writer", roomId=room)
     acks = {}  # seq -> when the writer sent it
     sent_at = []  # when each chat left the writer, in order
@@ -83,7 +84,7 @@ async def _one_round(nodes, room, per_round=150):
         for k in range(per_round):
             sent_at.append(time.monotonic())
             await send(writer, {"type": "chat", "message": f"{room}-{k}"})
-            await asyncio.sleep(0.004)
+            await asyncio.sleep(pace)
 
     async def read_acks():
         # chats are acknowledged in the order sent (one connection, one room)
@@ -119,17 +120,29 @@ async def _one_round(nodes, room, per_round=150):
                 assert msg["type"] in PRESENCE, msg
         assert seqs == list(range(seqs[0], last + 1)), (room, seqs)
         after = sorted(s for s, t in acks.items() if t > welcomed)
-        assert len(after) > 20, "too few chats sent after the welcome: the test proves nothing"
+        # chats sent while the subscription was surely held back
+        window = [s for s in after if acks[s] < welcomed + delay]
+        assert len(window) >= min_window, (len(window), "the window is too small")
         missing = sorted(set(after) - set(seqs))
         assert not missing, (room, "missed", missing, "got from", seqs[0])
         await joiner.close()
     await writer.close()
 
 
-def test_a_joiner_on_another_node_misses_no_chat_while_chats_flow(start_server, redis):
-    proxy = SlowSubscribeProxy(redis.port)
+# window: ten rounds, a window of about 75 chats (one Stream read each);
+# pages: a window of over a thousand chats, read in pages of 500 (the
+# subscription comes after 1.5 s, its marker with the next second's timer).
+@pytest.mark.parametrize("delay,rounds,per_round,pace,min_window", [
+    (0.3, 10, 150, 0.004, 20),
+    (1.5, 2, 2500, 0.0005, 600),
+], ids=["window", "pages"])
+def test_a_joiner_on_another_node_misses_no_chat_while_chats_flow(start_server, redis, delay,
+                                                                  rounds, per_round, pace,
+                                                                  min_window):
+    proxy = SlowSubscribeProxy(redis.port, delay)
     try:
-        common = {"engine": "redis", "worker_threads": 2, "management_bearer_key": BEARER}
+        common = {"engine": "redis", "worker_threads": 2, "management_bearer_key": BEARER,
+                  "throttling_enabled": "false"}
         a = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{redis.port}"},
                          name="node0-")
         b = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{proxy.port}",
@@ -139,9 +152,9 @@ def test_a_joiner_on_another_node_misses_no_chat_while_chats_flow(start_server, 
             wait_ready(node)
 
         async def main():
-            for i in range(ROUNDS):
-                await _one_round((a, b), f"flow{i}")
+            for i in range(rounds):
+                await _one_round((a, b), f"flow{i}", per_round, pace, delay, min_window)
         asyncio.run(asyncio.wait_for(main(), 240))
-        assert proxy.held >= ROUNDS
+        assert proxy.held >= rounds
     finally:
         proxy.close()
