@@ -1057,8 +1057,9 @@ static void deliver_chat(rworker *w, const char *room, const char *p, size_t n) 
  * it learns when its marker comes back (base >= 0), a round trip or more
  * after the first join: a chat another node published in between would
  * never reach a member who joined then (its welcome already went out). So
- * each join made while base < 0 reads the room's counter J on the room's
- * command connection (GET, sent with the welcome), and the room is
+ * each join made while base < 0 asks the room's server for the room's
+ * counter J as the joiner saw it (FILL_JOIN_LUA, on the room's command
+ * connection, sent in the welcome's loop turn), and the room is
  * *filling*: live chats arriving meanwhile are held (they form one
  * contiguous run, the subscription being active). When the marker and
  * every J are in, the chats (J, first held - 1] (or (J, base] when none is
