@@ -100,6 +100,7 @@ struct rworker {
      * re->stats_mu) by stats_snapshot. */
     uint64_t pub_chats, pub_events, pub_private;
     redis_engine_stats snap;
+    unsigned fill_gens; /* [rjoin] the last fill_gen given */
 };
 
 /* One of this worker's connections, as a surviving node needs it to tell
@@ -124,6 +125,17 @@ typedef struct wroom {
     /* Chats of this worker's members held until base >= 0 (hold_chat). */
     store_op **held;
     size_t nheld, capheld;
+    /* [rjoin] Joins made before this worker's subscription was known
+     * active, and the live chats held meanwhile (see "joins before the
+     * subscription" below). */
+    bool filling, reading;
+    unsigned fill_gen;      /* names this fill to its replies */
+    uint64_t fill_since_ns; /* when it began (a fill never lasts past FILL_MAX_MS) */
+    size_t jwait;           /* join counters still to come */
+    struct fill_join *pending;
+    size_t npending, cappending;
+    struct fill_live *live;
+    size_t nlive, caplive;
 } wroom;
 
 /* What other workers (of any node) have: one entry per "<node>.<w>". */
@@ -842,6 +854,7 @@ static void complete(rworker *w, store_op *op);
 #define RESUME_HOLD_MAX_MS 3000 /* an answer is never held longer than this */
 
 static bool covered(const wroom *r, int64_t c) {
+    if (r->filling) return false; /* held live chats have not passed yet */
     return r->seen >= c || (r->base >= 0 && r->base >= c);
 }
 
@@ -934,10 +947,15 @@ static void run_held(rworker *w, store_op **held, size_t n, const char *fail) {
     free(held);
 }
 
+/* [rjoin] joins before the subscription (below). */
+static void fill_step(rworker *w, const char *room, wroom *r);
+static bool fill_overdue(rworker *w, uint64_t now);
+
 /* Timer: answer what waited too long (a chat lost in an outage, a
  * subscription that came after the chats it waits for and no marker). */
 static void release_overdue(rworker *w) {
     uint64_t now = clock_mono_ns();
+    if (fill_overdue(w, now)) return; /* [rjoin] the map may have changed */
     size_t it = 0;
     void *v;
     const char *k;
@@ -984,16 +1002,25 @@ static void note_marker(rworker *w, const char *room, const char *p, size_t n) {
     r->base = strtoll(nl + 1, NULL, 10);
     size_t nheld;
     store_op **held = take_held(r, &nheld);
-    release_waiting(w, r, INT64_MIN);
+    fill_step(w, room, r); /* [rjoin] may end the fill: r is looked up again */
+    r = strmap_get(&w->rooms, room);
+    if (r) release_waiting(w, r, INT64_MIN);
     run_held(w, held, nheld, NULL);
 }
 
 /* ---- what arrives from Redis ---- */
 
+static void fill_hold_live(wroom *r, const char *p, size_t n);
+
 static void deliver_chat(rworker *w, const char *room, const char *p, size_t n) {
     /* "C<messageId>\n<seq>\n<value>" */
     const char *nl = memchr(p, '\n', n);
     if (!nl) return;
+    wroom *fr = strmap_get(&w->rooms, room);
+    if (fr && fr->filling) {
+        fill_hold_live(fr, p, n); /* after the gap of the joins made meanwhile */
+        return;
+    }
     const char *mid = p + 1;
     size_t midlen = (size_t)(nl - mid);
     const char *sp = nl + 1;
@@ -1022,6 +1049,295 @@ static void deliver_chat(rworker *w, const char *room, const char *p, size_t n) 
         r->seen = seq;
         if (r->nwaiting) release_waiting(w, r, INT64_MIN);
     }
+}
+
+/* ---- [rjoin] joins before the subscription ----
+ *
+ * A worker hears a room's chats only once its SUBSCRIBE is active, which
+ * it learns when its marker comes back (base >= 0), a round trip or more
+ * after the first join: a chat another node published in between would
+ * never reach a member who joined then (its welcome already went out). So
+ * each join made while base < 0 asks the room's server for the room's
+ * counter J as the joiner saw it (FILL_JOIN_LUA, on the room's command
+ * connection, sent in the welcome's loop turn), and the room is
+ * *filling*: live chats arriving meanwhile are held (they form one
+ * contiguous run, the subscription being active). When the marker and
+ * every J are in, the chats (J, first held - 1] (or (J, base] when none is
+ * held) are read from the Stream and sent to each such member alone, in
+ * order; then the held chats go to the room as if they arrived then. Each
+ * member so gets every chat sequenced after its J once, in seq order. A
+ * member that resumes (sinceSeq) gets its gap from its replay instead. A
+ * fill never lasts past FILL_MAX_MS (Redis down): its members then get
+ * the held chats only, as before. */
+
+#define FILL_MAX_MS    3000
+#define FILL_PAGE      500
+#define FILL_MAX_BYTES (1024 * 1024)
+/* A chat received (by its node's clock, in ms) at or after the join's
+ * own clock's ms counts as after the join. Nodes on several machines need
+ * their clocks in step (NTP): a skew of d ms can add (a clock behind) or
+ * lose (ahead) the chats of d ms around a join made before the worker's
+ * subscription is active. */
+#define FILL_CLOCK_SLACK_MS 0
+/* How many of the newest Stream entries the join's script looks at. */
+#define FILL_LOOKBACK "1000"
+
+/* The room's counter at a join, as the joiner saw it: its welcome left
+ * before any command could reach Redis, so the counter Redis has when
+ * this runs may already hold chats sent after the welcome. Those are
+ * told apart by their time (the Stream's ts: when their node received
+ * them, in ms): the answer is the seq before the oldest of the newest
+ * FILL_LOOKBACK entries received at or after ARGV[1]. KEYS: the room's
+ * counter, its Stream. */
+static const char FILL_JOIN_LUA[] =
+    "local j = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "local e = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])\n"
+    "for i = 1, #e do\n"
+    "  local f, ts = e[i][2], 0\n"
+    "  for k = 1, #f, 2 do if f[k] == 'ts' then ts = tonumber(f[k + 1]) end end\n"
+    "  if ts < tonumber(ARGV[1]) then break end\n"
+    "  j = tonumber(string.match(e[i][1], '^(%d+)')) - 1\n"
+    "end\n"
+    "return j\n";
+
+typedef struct fill_join {
+    char conn_id[CONN_ID_LEN + 1];
+    int64_t j; /* the room's counter at the join; -1: not read yet */
+} fill_join;
+
+typedef struct fill_live {
+    int64_t seq;
+    char *p; /* the channel message, malloc'd */
+    size_t n;
+} fill_live;
+
+/* What a reply of a fill needs to find its room again (which may be gone,
+ * or filling again under another generation). */
+typedef struct fill_ref {
+    rworker *w;
+    unsigned gen;
+    int64_t from, to; /* a gap read: the seqs it covers, (from, to] */
+    char conn_id[CONN_ID_LEN + 1];
+    char room[];
+} fill_ref;
+
+static fill_ref *fill_ref_new(rworker *w, const wroom *r, const char *room, const char *conn_id) {
+    size_t len = strlen(room);
+    fill_ref *f = xcalloc(1, sizeof(*f) + len + 1);
+    f->w = w;
+    f->gen = r->fill_gen;
+    memcpy(f->room, room, len + 1);
+    if (conn_id) snprintf(f->conn_id, sizeof(f->conn_id), "%s", conn_id);
+    return f;
+}
+
+/* The room of ref if it is still in the same fill, else NULL. */
+static wroom *fill_room(const fill_ref *f) {
+    wroom *r = strmap_get(&f->w->rooms, f->room);
+    return r && r->filling && r->fill_gen == f->gen ? r : NULL;
+}
+
+static void fill_hold_live(wroom *r, const char *p, size_t n) {
+    const char *nl = memchr(p, '\n', n);
+    if (r->nlive == r->caplive) {
+        r->caplive = r->caplive ? r->caplive * 2 : 8;
+        r->live = xrealloc(r->live, r->caplive * sizeof(*r->live));
+    }
+    fill_live *l = &r->live[r->nlive++];
+    l->seq = nl ? strtoll(nl + 1, NULL, 10) : 0;
+    l->p = xmalloc(n);
+    memcpy(l->p, p, n);
+    l->n = n;
+}
+
+/* Forget conn_id's pending join in room (it left, closed or resumes). */
+static void fill_forget(rworker *w, const char *room, const char *conn_id) {
+    wroom *r = room ? strmap_get(&w->rooms, room) : NULL;
+    for (size_t i = 0; r && i < r->npending; i++)
+        if (strcmp(r->pending[i].conn_id, conn_id) == 0) {
+            r->pending[i] = r->pending[--r->npending];
+            return;
+        }
+}
+
+/* Free what a room's fill holds (the room goes). */
+static void fill_free(wroom *r) {
+    for (size_t i = 0; i < r->nlive; i++) free(r->live[i].p);
+    free(r->live);
+    free(r->pending);
+}
+
+/* End the fill of room: the held chats go to the room, in order, then the
+ * resumes waiting for them are answered. Deliveries may change w->rooms:
+ * r is looked up again. */
+static void fill_finish(rworker *w, const char *room, wroom *r) {
+    fill_live *live = r->live;
+    size_t nlive = r->nlive;
+    r->live = NULL;
+    r->nlive = r->caplive = 0;
+    r->npending = 0;
+    r->filling = r->reading = false;
+    r->jwait = 0;
+    char *name = xstrdup(room); /* room may be the map's key, gone with r */
+    for (size_t i = 0; i < nlive; i++) {
+        deliver_chat(w, name, live[i].p, live[i].n);
+        free(live[i].p);
+    }
+    free(live);
+    r = strmap_get(&w->rooms, name);
+    if (r && r->nwaiting) release_waiting(w, r, INT64_MIN);
+    free(name);
+}
+
+static void fill_gap_replied(redis_client *c, const redis_history_result *res, const char *err,
+                             void *data) {
+    fill_ref *f = data;
+    rworker *w = f->w;
+    wroom *r = fill_room(f);
+    if (!r) {
+        free(f);
+        return;
+    }
+    r->reading = false;
+    if (err) {
+        log_msg(LOG_ERROR, "store_error", "cannot read room %s from Redis: %s", f->room, err);
+        r->npending = 0; /* they get the held chats, as before this fill existed */
+        fill_finish(w, f->room, r);
+        free(f);
+        return;
+    }
+    int64_t last = -1;
+    for (size_t i = 0; i < res->count && res->entries[i].seq <= f->to; i++) {
+        const redis_history_entry *h = &res->entries[i];
+        last = h->seq;
+        json_t *v =
+            value_open(w->re, f->room, h->message_id, h->message_id_len, h->value, h->value_len);
+        if (!v) continue;
+        store_op op = {.room_id = f->room,
+                       .user_id = (char *)json_string_value(json_object_get(v, "s")),
+                       .username = (char *)json_string_value(json_object_get(v, "n")),
+                       .message = (char *)json_string_value(json_object_get(v, "m")),
+                       .timestamp = json_integer_value(json_object_get(v, "t")),
+                       .seq = h->seq};
+        memcpy(op.message_id, h->message_id,
+               h->message_id_len < sizeof(op.message_id) ? h->message_id_len
+                                                         : sizeof(op.message_id) - 1);
+        ws_frame *fr = event_chat_frame(&op);
+        /* Sending to a connection never changes w->rooms here: a failed
+         * write closes it later, on the loop. */
+        for (size_t k = 0; k < r->npending; k++)
+            if (r->pending[k].j >= f->from && r->pending[k].j < h->seq)
+                w->re->d->conn(w->srv->app, r->pending[k].conn_id, fr, false);
+        ws_frame_unref(fr);
+        json_decref(v);
+    }
+    /* What the members read so far have: up to the page's end, or all of
+     * the range (entries trimmed from the Stream are not waited for). A
+     * join whose counter came meanwhile (j still -1, or lower) is read
+     * for by the next step. */
+    int64_t mark = res->has_more && last >= 0 && last < f->to ? last : f->to;
+    for (size_t k = 0; k < r->npending; k++)
+        if (r->pending[k].j >= f->from && r->pending[k].j < mark) r->pending[k].j = mark;
+    fill_step(w, f->room, r);
+    free(f);
+}
+
+/* Go on with the fill of room when what it waits for is in. */
+static void fill_step(rworker *w, const char *room, wroom *r) {
+    if (!r->filling || r->base < 0 || r->jwait || r->reading) return;
+    int64_t from = INT64_MAX;
+    for (size_t i = 0; i < r->npending; i++)
+        if (r->pending[i].j >= 0 && r->pending[i].j < from) from = r->pending[i].j;
+    int64_t to = r->nlive ? r->live[0].seq - 1 : r->base;
+    if (from >= to) {
+        fill_finish(w, room, r);
+        return;
+    }
+    redis_engine *re = w->re;
+    redis_history h = {
+        .room = room,
+        .after_seq = from,
+        .limit = to - from < FILL_PAGE ? (int)(to - from) : FILL_PAGE,
+        .max_bytes = FILL_MAX_BYTES,
+        .cutoff_ms =
+            re->cfg->message_ttl_days > 0 ? now_ms() - re->cfg->message_ttl_days * 86400000 : 0,
+    };
+    fill_ref *f = fill_ref_new(w, r, room, NULL);
+    f->from = from;
+    f->to = to;
+    r->reading = true;
+    redis_script_history(shard_for(w, room)->client, &h, fill_gap_replied, f);
+}
+
+static void fill_counter_replied(redis_client *c, const redisReply *rep, const char *err,
+                                 void *data) {
+    fill_ref *f = data;
+    wroom *r = fill_room(f);
+    if (r) {
+        r->jwait--;
+        int64_t j = -1;
+        if (!err && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0) j = rep->integer;
+        for (size_t i = 0; i < r->npending; i++)
+            if (strcmp(r->pending[i].conn_id, f->conn_id) == 0) {
+                if (j < 0) r->pending[i] = r->pending[--r->npending]; /* cannot fill it */
+                else r->pending[i].j = j;
+                break;
+            }
+        fill_step(f->w, f->room, r);
+    }
+    free(f);
+}
+
+/* conn_id joined room while this worker's subscription is not known
+ * active: read the room's counter now and fill its gap later. */
+static void fill_join_start(rworker *w, const char *room, wroom *r, const char *conn_id) {
+    wshard *s = shard_for(w, room);
+    if (!s->client || w->closing) return;
+    if (!r->filling) {
+        r->filling = true;
+        r->fill_gen = ++w->fill_gens;
+        r->fill_since_ns = clock_mono_ns();
+    }
+    if (r->npending == r->cappending) {
+        r->cappending = r->cappending ? r->cappending * 2 : 4;
+        r->pending = xrealloc(r->pending, r->cappending * sizeof(*r->pending));
+    }
+    fill_join *p = &r->pending[r->npending++];
+    snprintf(p->conn_id, sizeof(p->conn_id), "%s", conn_id);
+    p->j = -1;
+    r->jwait++;
+    char *seq = redis_script_seq_key(room), *log = redis_script_log_key(room);
+    char since[24];
+    snprintf(since, sizeof(since), "%lld", (long long)(now_ms() - FILL_CLOCK_SLACK_MS));
+    /* The room's affinity: the same connection as its marker and chats. */
+    redis_client_command_argv(
+        s->client, redis_client_affinity(room, strlen(room)), fill_counter_replied,
+        fill_ref_new(w, r, room, conn_id), 7,
+        (const char *[]){"EVAL", FILL_JOIN_LUA, "2", seq, log, since, FILL_LOOKBACK}, NULL);
+    free(seq);
+    free(log);
+}
+
+/* Timer: a fill that waited too long (no marker: Redis down) ends with
+ * the held chats only. Returns true when it ended one (w->rooms may have
+ * changed). */
+static bool fill_overdue(rworker *w, uint64_t now) {
+    size_t it = 0;
+    void *v;
+    const char *k;
+    while (strmap_next(&w->rooms, &it, &k, &v)) {
+        wroom *r = v;
+        if (r->filling && now - r->fill_since_ns > (uint64_t)FILL_MAX_MS * 1000000) {
+            log_msg(LOG_ERROR, "redis_fill_timeout",
+                    "room %s: %zu joins not filled in time (chats may be missing; resume with "
+                    "sinceSeq)",
+                    k, r->npending);
+            r->npending = 0;
+            fill_finish(w, k, r);
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Split "<a>\n<b>\n..." : returns the position after the n-th newline. */
@@ -1292,6 +1608,7 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     write_user_count(w, user_id, n);
     if (n == 0) watch_user(w, user_id, false);
     wmember *m = strmap_remove(&w->members, conn_id);
+    if (m) fill_forget(w, m->room_id, conn_id); /* [rjoin] */
     if (m && m->room_id) write_member(w, conn_id, NULL);
     if (m) free(m->room_id);
     free(m);
@@ -1316,6 +1633,8 @@ static engine_room *r_room_joined(engine *e, const char *conn_id, const char *ro
         }
         send_marker(w, room_id);
     }
+    /* [rjoin] not hearing the room yet: fill this member's gap later */
+    if (r->base < 0 || r->filling) fill_join_start(w, room_id, r, conn_id);
     write_room_count(w, room_id, ++r->count);
     wmember *m = strmap_get(&w->members, conn_id);
     if (m) {
@@ -1331,6 +1650,7 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
     redis_engine *re = R(e);
     size_t left = engine_room_left(re->local, conn_id, room_id, worker, last);
     rworker *w = &re->w[worker];
+    fill_forget(w, room_id, conn_id); /* [rjoin] */
     wroom *r = strmap_get(&w->rooms, room_id);
     uintptr_t still = r && r->count ? r->count - 1 : 0;
     size_t nheld = 0;
@@ -1346,6 +1666,7 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
         }
         release_waiting(w, r, INT64_MAX); /* their sessions left: nothing to hold for */
         free(r->waiting);
+        fill_free(r);
         free(r);
     }
     run_held(w, held, nheld, NULL); /* sent before their senders left */
@@ -1528,7 +1849,11 @@ static void submit_chat(rworker *w, store_op *op) {
         .client_message_id = op->client_message_id,
         .idempotency_window_s = op->client_message_id ? re->cfg->idempotency_window_s : 0,
         .message_id = op->message_id,
-        .ts_ms = op->timestamp * 1000,
+        /* [rjoin] in ms (a join's fill compares it), within the second the
+         * chat was received in, so that ts_ms / 1000 stays its timestamp */
+        .ts_ms = ms < op->timestamp * 1000         ? op->timestamp * 1000
+                 : ms > op->timestamp * 1000 + 999 ? op->timestamp * 1000 + 999
+                                                   : ms,
         .value = value,
         .value_len = vlen,
         .cutoff_ms = re->cfg->message_ttl_days > 0 ? ms - re->cfg->message_ttl_days * 86400000 : 0,
@@ -1631,6 +1956,8 @@ static void run_submit(rworker *w, void *arg, bool dropped) {
             run_held(w, dup_one(op), 1, "redis client not up"); /* see hold_chat */
         else if (!hold_chat(w, op)) submit_chat(w, op);
     } else {
+        /* [rjoin] a resume replays the joiner's gap itself */
+        if (op->after_seq >= 0) fill_forget(w, op->room_id, op->conn_id);
         submit_history(w, op);
     }
 }
@@ -1643,6 +1970,9 @@ static int r_submit(engine *e, store_op *op, bool bounded) {
     if (owner < 0 || (size_t)owner >= re->nworkers) owner = 0;
     rworker *w = &re->w[owner];
     if (bounded && w->srv == server_current() && w->inflight >= MAX_INFLIGHT) return -1;
+    /* [rjoin] forget the joiner's fill now, before its gap can be sent */
+    if (op->kind == STORE_OP_HISTORY && op->after_seq >= 0 && w->srv == server_current())
+        fill_forget(w, op->room_id, op->conn_id);
     on_worker(w, run_submit, op);
     return 0;
 }
@@ -1732,6 +2062,7 @@ static void r_free(engine *e) {
             for (size_t j = 0; j < r->nheld; j++) store_op_free(r->held[j]);
             free(r->waiting);
             free(r->held);
+            fill_free(r);
             free(r);
         }
         strmap_free(&re->w[i].rooms);
