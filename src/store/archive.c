@@ -54,6 +54,7 @@ struct archive {
         int64_t t_ms;
     } * pend;
     size_t npend, pend_cap;
+    bool flush_due; /* enough gathered: archive_after_batch flushes */
     uint8_t *cache_img;
     uint32_t cache_page_size;
 };
@@ -541,6 +542,11 @@ static void archive_wal(store *s) {
     }
     a->records++;
     a->dirty = true;
+    /* Start writing it out now: archive_guard's fdatasync, which every chat
+     * of a batch waits for, then finds the data on its way to the disk
+     * instead of the megabytes gathered since the last checkpoint (75-480
+     * ms on a busy disk). Asynchronous: waits for nothing. */
+    sync_file_range(a->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 /* Archive the commits gathered so far. */
@@ -549,6 +555,7 @@ static void archive_flush(store *s) {
     if (!a || a->npend == 0) return;
     archive_wal(s);
     a->npend = 0;
+    a->flush_due = false;
 }
 
 void archive_commit(store *s, int pages) {
@@ -563,7 +570,11 @@ void archive_commit(store *s, int pages) {
         (struct pending_commit){.frames = (uint64_t)(pages > 0 ? pages : 0), .t_ms = now};
     if ((int64_t)a->pend[a->npend - 1].frames - (int64_t)a->w.frames >= ARCHIVE_FLUSH_FRAMES ||
         !a->have_w || now - a->pend[0].t_ms >= ARCHIVE_FLUSH_MS)
-        archive_flush(s);
+        a->flush_due = true;
+}
+
+void archive_after_batch(store *s) {
+    if (s->arch && s->arch->flush_due) archive_flush(s);
 }
 
 void archive_idle(store *s) { archive_flush(s); }

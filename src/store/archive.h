@@ -78,10 +78,16 @@ int archive_start(store *s);
 
 /* After a commit on the store connection (its WAL hook; pages: the frames
  * the WAL now holds): note its time; the commits gathered are archived
- * together once ARCHIVE_FLUSH_FRAMES frames or ARCHIVE_FLUSH_MS have
- * gathered, when idle (archive_idle), and by archive_guard and
- * archive_sync before anything could overwrite their frames. */
+ * together by archive_after_batch once ARCHIVE_FLUSH_FRAMES frames or
+ * ARCHIVE_FLUSH_MS have gathered, when idle (archive_idle), and by
+ * archive_guard and archive_sync before anything could overwrite their
+ * frames. Never archives itself: the hook runs inside COMMIT, and every
+ * chat of the batch would wait for the archive's read, deflate and seal. */
 void archive_commit(store *s, int pages);
+
+/* Store thread, after a batch's completions were handed over: archive the
+ * commits gathered when archive_commit found enough of them. */
+void archive_after_batch(store *s);
 
 /* Store thread, when no op waits: archive the commits gathered. */
 void archive_idle(store *s);

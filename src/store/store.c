@@ -235,6 +235,7 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             uv_async_send(&s->async);
         }
+        archive_after_batch(s);
         if (s->ckpt_here) {
             /* After the batch's completions are on their way: only the
              * batches behind this one wait for it. */
@@ -255,8 +256,9 @@ static void *store_thread(void *arg) {
  * autocheckpoint, which would run on this thread. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     store *s = arg;
-    /* The point-in-time archive notes the commit (and archives its frames
-     * before any later write could restart the WAL over them). */
+    /* The point-in-time archive notes the commit; its frames are archived
+     * after the batch's hand-over (archive_after_batch), and always before
+     * a later write could restart the WAL over them (archive_guard). */
     archive_commit(s, pages);
     uint32_t n = (uint32_t)pages;
     pthread_mutex_lock(&s->lock);
