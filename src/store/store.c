@@ -294,10 +294,14 @@ static void *ckpt_thread(void *arg) {
         s->ckpt_wanted = false;
         s->ckpt_running = true;
         pthread_mutex_unlock(&s->lock);
-        int copied = 0;
+        int copied = 0, logged = 0;
         atomic_store(&s->ckpt_active, 1);
-        int rc =
-            sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied);
+        int rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &logged,
+                                           &copied);
+        /* Before ckpt_active drops: archive_guard reads ckpt_full after
+         * seeing the run over. */
+        if (rc == SQLITE_OK && copied >= logged)
+            atomic_store(&s->ckpt_full, atomic_load(&s->ckpt_epoch) + 1);
         atomic_fetch_add(&s->ckpt_epoch, 1);
         atomic_store(&s->ckpt_active, 0);
         pthread_mutex_lock(&s->lock);
