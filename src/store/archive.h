@@ -11,7 +11,9 @@
  *   [u32 length][u32 CRC-32 of the body][body]
  * whose body is crypto_seal(inner) with the AAD "wsgate.pitr:<file name>:
  * <record index>" (or inner itself when unsealed), inner being
- *   [u8 type][u32 raw length][raw, deflated]:
+ *   [u8 type | 0x80][u32 raw length][raw, zstd-compressed] (a type
+ *   without the 0x80 bit: raw is zlib-deflated, as the first archives
+ *   wrote it; still read):
  *   'C' commits:    u64 t_ms of the last, u32 salt-1, u32 salt-2, u64 first
  *                   frame, u32 frames, u32 page size, u32 db pages,
  *                   u32 checksum[2], u32 flags (big-endian checksums), then
