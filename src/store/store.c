@@ -299,8 +299,9 @@ static void *ckpt_thread(void *arg) {
         int rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &logged,
                                            &copied);
         /* Before ckpt_active drops: archive_guard reads ckpt_full after
-         * seeing the run over. */
-        if (rc == SQLITE_OK && copied >= logged)
+         * seeing the run over. A failed run counts as full: its counts
+         * are not to be trusted, and a sync too many costs only time. */
+        if (rc != SQLITE_OK || copied >= logged)
             atomic_store(&s->ckpt_full, atomic_load(&s->ckpt_epoch) + 1);
         atomic_fetch_add(&s->ckpt_epoch, 1);
         atomic_store(&s->ckpt_active, 0);
