@@ -5,7 +5,7 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
-PKGS    := libuv jansson sqlite3 openssl libcurl libjwt zlib hiredis
+PKGS    := libuv jansson sqlite3 openssl libcurl libjwt zlib hiredis libzstd
 PYTHON  := /usr/bin/python3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

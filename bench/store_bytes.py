@@ -61,7 +61,7 @@ def main():
         print(f"pitr/: {len(snaps)} base snapshots, {sum(os.path.getsize(f) for f in snaps)} bytes"
               " (one at start, then one per pitr_snapshot_interval_s)")
         print(f"pitr/: {len(segs)} WAL segments, {seg_bytes} bytes: {seg_bytes / max(chats, 1):.0f} bytes per"
-              " chat (every committed WAL frame, deflated and sealed)")
+              " chat (every committed WAL frame, compressed and sealed)")
         db_size = os.path.getsize(os.path.join(data, DB))
         print(f"database file + WAL archive: {(db_size + seg_bytes) / max(chats, 1):.0f} bytes per chat")
         out = os.path.join(data, "restored.db")

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential pkg-config clang clang-format libclang-rt-14-dev
-  libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev zlib1g-dev libcurl4-openssl-dev libjwt-dev
+  libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev zlib1g-dev libzstd-dev libcurl4-openssl-dev libjwt-dev zstd
   libcriterion-dev
   redis-server libhiredis-dev openssl
   python3 python3-pytest python3-websockets python3-boto3 python3-cryptography sqlite3 curl prometheus

@@ -11,7 +11,9 @@
  *   [u32 length][u32 CRC-32 of the body][body]
  * whose body is crypto_seal(inner) with the AAD "wsgate.pitr:<file name>:
  * <record index>" (or inner itself when unsealed), inner being
- *   [u8 type][u32 raw length][raw, deflated]:
+ *   [u8 type | 0x80][u32 raw length][raw, zstd-compressed] (a type
+ *   without the 0x80 bit: raw is zlib-deflated, as the first archives
+ *   wrote it; still read):
  *   'C' commits:    u64 t_ms of the last, u32 salt-1, u32 salt-2, u64 first
  *                   frame, u32 frames, u32 page size, u32 db pages,
  *                   u32 checksum[2], u32 flags (big-endian checksums), then
@@ -78,10 +80,16 @@ int archive_start(store *s);
 
 /* After a commit on the store connection (its WAL hook; pages: the frames
  * the WAL now holds): note its time; the commits gathered are archived
- * together once ARCHIVE_FLUSH_FRAMES frames or ARCHIVE_FLUSH_MS have
- * gathered, when idle (archive_idle), and by archive_guard and
- * archive_sync before anything could overwrite their frames. */
+ * together by archive_after_batch once ARCHIVE_FLUSH_FRAMES frames or
+ * ARCHIVE_FLUSH_MS have gathered, when idle (archive_idle), and by
+ * archive_guard and archive_sync before anything could overwrite their
+ * frames. Never archives itself: the hook runs inside COMMIT, and every
+ * chat of the batch would wait for the archive's read, deflate and seal. */
 void archive_commit(store *s, int pages);
+
+/* Store thread, after a batch's completions were handed over: archive the
+ * commits gathered when archive_commit found enough of them. */
+void archive_after_batch(store *s);
 
 /* Store thread, when no op waits: archive the commits gathered. */
 void archive_idle(store *s);

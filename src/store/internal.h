@@ -93,9 +93,12 @@ struct store {
     char *pitr_dir;
     struct archive *arch; /* the point-in-time archive (archive.c); NULL: PITR off */
     /* Checkpoints of the checkpointer thread: ckpt_active while one runs,
-     * ckpt_epoch bumped after each (archive_guard reads both). */
+     * ckpt_epoch bumped after each, ckpt_full set to the epoch it bumps to
+     * when the run copied every frame of the WAL (only then may the next
+     * write restart the WAL; archive_guard reads all three). */
     _Atomic int ckpt_active;
     _Atomic uint64_t ckpt_epoch;
+    _Atomic uint64_t ckpt_full;
 
     pthread_t thread;
     pthread_mutex_t lock;

@@ -235,6 +235,7 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             uv_async_send(&s->async);
         }
+        archive_after_batch(s);
         if (s->ckpt_here) {
             /* After the batch's completions are on their way: only the
              * batches behind this one wait for it. */
@@ -255,8 +256,9 @@ static void *store_thread(void *arg) {
  * autocheckpoint, which would run on this thread. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     store *s = arg;
-    /* The point-in-time archive notes the commit (and archives its frames
-     * before any later write could restart the WAL over them). */
+    /* The point-in-time archive notes the commit; its frames are archived
+     * after the batch's hand-over (archive_after_batch), and always before
+     * a later write could restart the WAL over them (archive_guard). */
     archive_commit(s, pages);
     uint32_t n = (uint32_t)pages;
     pthread_mutex_lock(&s->lock);
@@ -292,10 +294,15 @@ static void *ckpt_thread(void *arg) {
         s->ckpt_wanted = false;
         s->ckpt_running = true;
         pthread_mutex_unlock(&s->lock);
-        int copied = 0;
+        int copied = 0, logged = 0;
         atomic_store(&s->ckpt_active, 1);
-        int rc =
-            sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied);
+        int rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &logged,
+                                           &copied);
+        /* Before ckpt_active drops: archive_guard reads ckpt_full after
+         * seeing the run over. A failed run counts as full: its counts
+         * are not to be trusted, and a sync too many costs only time. */
+        if (rc != SQLITE_OK || copied >= logged)
+            atomic_store(&s->ckpt_full, atomic_load(&s->ckpt_epoch) + 1);
         atomic_fetch_add(&s->ckpt_epoch, 1);
         atomic_store(&s->ckpt_active, 0);
         pthread_mutex_lock(&s->lock);

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sqlite3
 import struct
+import subprocess
 import time
 import zlib
 
@@ -34,6 +35,15 @@ def load_keys(data):
     return ring["active"], {k["id"]: base64.b64decode(k["key"]) for k in ring["keys"]}
 
 
+def inflate(kind, data):
+    """A record's raw bytes: zstd when the type has its top bit set (what
+    wsgate writes), zlib otherwise (the first archives, still read)."""
+    if kind & 0x80:
+        return subprocess.run(["zstd", "-d", "-c", "-q"], input=data, capture_output=True,
+                              check=True).stdout
+    return zlib.decompress(data)
+
+
 def read_archive(path, keys):
     """[(type, raw)] of an archive file, checking CRCs and seals."""
     blob = path.read_bytes()
@@ -48,9 +58,9 @@ def read_archive(path, keys):
             assert body[0] == 1 and struct.unpack(">I", body[1:5])[0] == key_id
             aad = f"wsgate.pitr:{path.name}:{index}".encode()
             body = AESGCM(keys[key_id]).decrypt(body[5:17], body[17:], body[:5] + aad)
-        raw = zlib.decompress(body[5:])
+        raw = inflate(body[0], body[5:])
         assert len(raw) == struct.unpack(">I", body[1:5])[0]
-        out.append((chr(body[0]), raw))
+        out.append((chr(body[0] & 0x7F), raw))
         off += 8 + n
         index += 1
     assert off == len(blob), f"{path.name} has a torn tail"

@@ -3,12 +3,14 @@
  * so the log stays), cut, damaged and restarted. And the archive's record
  * splitter (archive.h). */
 #include <criterion/criterion.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "store/archive.h"
 #include "store/walframe.h"
@@ -250,4 +252,49 @@ Test(archive, page_delta_round_trip) {
     /* A run past the page is refused. */
     uint8_t bad[6] = {0, 1, 0x0f, 0xff, 0x00, 0x02};
     cr_assert_eq(archive_delta_apply(back, PS, bad, sizeof(bad)), -1);
+}
+
+/* A record's inner bytes (unsealed): type, raw length, then raw compressed
+ * with zlib (the first archives) or zstd (type | 0x80, since). */
+static size_t inner_record(uint8_t *out, size_t cap, int type, bool zstd, const uint8_t *raw,
+                           size_t n) {
+    out[0] = (uint8_t)(zstd ? type | 0x80 : type);
+    walf_put32(out + 1, (uint32_t)n);
+    if (zstd) {
+        size_t z = ZSTD_compress(out + 5, cap - 5, raw, n, 1);
+        cr_assert(!ZSTD_isError(z));
+        return 5 + z;
+    }
+    uLongf z = cap - 5;
+    cr_assert_eq(compress2(out + 5, &z, raw, n, 1), Z_OK);
+    return 5 + z;
+}
+
+Test(archive, reads_zlib_and_zstd_records) {
+    uint8_t raw[3000], rec[4096];
+    for (size_t i = 0; i < sizeof(raw); i++) raw[i] = (uint8_t)(i % 7 == 0 ? i * 31 : 0);
+    for (int zstd = 0; zstd <= 1; zstd++) {
+        size_t n = inner_record(rec, sizeof(rec), 'C', zstd, raw, sizeof(raw));
+        int type = 0;
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        char err[200];
+        cr_assert_eq(archive_record_open(NULL, 0, "wal-1-1-1.pitr", 3, rec, n, &type, &out,
+                                         &out_len, err, sizeof(err)),
+                     0, "%s", err);
+        cr_assert_eq(type, 'C');
+        cr_assert_eq(out_len, sizeof(raw));
+        cr_assert_eq(memcmp(out, raw, sizeof(raw)), 0);
+        free(out);
+        /* A frame cut short, or a length that does not match, is refused. */
+        cr_assert_eq(archive_record_open(NULL, 0, "f", 0, rec, n - 3, &type, &out, &out_len, err,
+                                         sizeof(err)),
+                     -1);
+        cr_assert_null(out);
+        walf_put32(rec + 1, (uint32_t)sizeof(raw) + 1);
+        cr_assert_eq(
+            archive_record_open(NULL, 0, "f", 0, rec, n, &type, &out, &out_len, err, sizeof(err)),
+            -1);
+        cr_assert_null(out);
+    }
 }
