@@ -71,6 +71,9 @@ Test(store_commit, ops_reach_on_commit_in_commit_order_on_the_store_thread) {
         cr_assert_eq(seqs[i], i / 2 + 1, "chat %d got seq %lld", i, (long long)seqs[i]);
     }
     cr_assert(!on_caller_thread, "on_commit ran on the submitting thread");
+    /* An op stops counting just after its on_commit returns: wait (bounded)
+     * for the last one rather than race it. */
+    for (int i = 0; i < 5000 && store_pending(s) != 0; i++) usleep(1000);
     cr_assert_eq(store_pending(s), 0);
     store_close(s);
     uv_run(&loop, UV_RUN_DEFAULT);
