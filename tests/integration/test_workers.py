@@ -786,9 +786,19 @@ def test_connections_per_address_exact_across_workers(start_workers):
             await ws.close()
             seen.add(workers_of(srv, [cid])[cid])
             n += 1
-        results = await asyncio.gather(*(one(i) for i in range(limit + 8)))
-        opened = [r for r in results if isinstance(r, tuple)]
-        refused = [r for r in results if not isinstance(r, tuple)]
+        # A warm-up socket closed by the client is released by its worker a
+        # loop turn later (slower still under TSan), so a burst can find one
+        # slot still taken: then the burst is retried after a pause. Never
+        # more than `limit` may open; fewer three times is a leak.
+        for attempt in range(3):
+            results = await asyncio.gather(*(one(i) for i in range(limit + 8)))
+            opened = [r for r in results if isinstance(r, tuple)]
+            refused = [r for r in results if not isinstance(r, tuple)]
+            assert len(opened) <= limit and set(refused) <= {429}, refused
+            if len(opened) == limit or attempt == 2:
+                break
+            await close_all(opened)
+            await asyncio.sleep(1)
         assert len(opened) == limit and refused == [429] * 8, refused
         assert_spread(srv, [cid for _, cid in opened])
         await close_all(opened)
