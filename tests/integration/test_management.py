@@ -144,8 +144,10 @@ def test_limit_exceeded_when_queue_full(start_server):
     srv = start_server(settings=dict(CREDS, max_queued_bytes=256 * 1024))
     api = client(srv)
     # a raw client that never reads: its queue fills once the kernel's
-    # buffers are full
-    conn = wsraw.connect(srv.port)
+    # buffers are full. A small SO_RCVBUF stops receive autotuning, which on
+    # hosts with a large tcp_rmem max could otherwise absorb every post.
+    s, rest = wsraw.handshake(srv.port, rcvbuf=4096)
+    conn = wsraw.Conn(s, rest)
     _, welcome = conn.recv_message()
     cid = json.loads(welcome)["data"]["connectionId"]
     body = b"z" * (100 * 1024)
