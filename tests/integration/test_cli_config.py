@@ -694,6 +694,24 @@ def test_docs_run_wscat_through_npx_and_it_works_offline():
     assert r.returncode == 0 and r.stdout.strip(), (r.stdout, r.stderr)
 
 
+def test_docs_name_only_outputs_that_exist(tmp_path):
+    """Every `outputs -raw NAME` in README.md and docs/*.md names a real
+    output (docs/integrations.md once said management_api_endpoint)."""
+    import glob
+    import re
+    r = wsgate("outputs", "--data-dir", str(tmp_path / "d"), "-json")
+    assert r.returncode == 0, r.stderr
+    names = set(json.loads(r.stdout))
+    wrong = []
+    for path in [os.path.join(REPO, "README.md")] + glob.glob(os.path.join(REPO, "docs", "*.md")):
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                for m in re.finditer(r"\boutputs -raw ([A-Za-z0-9_]+)", line):
+                    if m.group(1) not in names:
+                        wrong.append(f"{os.path.basename(path)}:{n}: {m.group(1)}")
+    assert len(names) > 10 and wrong == [], wrong
+
+
 def test_backup_or_restore_onto_the_store_itself_is_refused(start_server):
     srv = start_server()
     db = os.path.join(srv.data_dir, "websocket-api-dev.db")
