@@ -13,6 +13,7 @@
 
 #include "common/alloc.h"
 #include "config/config_table.h"
+#include "config/suggest.h"
 #include "config/tfvars.h"
 #include "engine/redis_url.h"
 #include "ws/utf8.h"
@@ -132,6 +133,18 @@ static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...) {
 static void where(char *buf, size_t size, const char *origin, int line) {
     if (line > 0) snprintf(buf, size, "%s:%d: ", origin, line);
     else snprintf(buf, size, "%s: ", origin);
+}
+
+/* No variable is named name[0..len): say so, with the name it most likely
+ * meant when one is close (config/suggest.c). */
+static int fail_unknown(wsg_error *err, const char *origin, int line, const char *name,
+                        size_t len) {
+    char at[300];
+    where(at, sizeof at, origin, line);
+    const char *meant = config_suggest_var(name, len);
+    return fail_code(err, WSG_E_CONFIG_UNKNOWN, line, "%sunknown variable \"%.*s\"%s%s%s", at,
+                     (int)(len > 100 ? 100 : len), name, meant ? " (did you mean \"" : "",
+                     meant ? meant : "", meant ? "\"?)" : "");
 }
 
 static int fail_var(wsg_error *err, const char *origin, int line, const config_var *v,
@@ -467,9 +480,7 @@ int config_load_text(config *cfg, const char *origin, const char *text, size_t l
     for (size_t i = 0; i < doc->count && rc == 0; i++) {
         const tfv_attr *a = &doc->attrs[i];
         const config_var *v = config_find_var(a->name, strlen(a->name));
-        if (!v)
-            rc = fail_code(err, WSG_E_CONFIG_UNKNOWN, a->line, "%s:%d: unknown variable \"%.100s\"",
-                           origin, a->line, a->name);
+        if (!v) rc = fail_unknown(err, origin, a->line, a->name, strlen(a->name));
         else rc = apply_value(cfg, v, a->value, origin, a->line, err);
     }
     tfv_doc_free(doc);
@@ -529,9 +540,7 @@ int config_load_env(config *cfg, char **envp, wsg_error *err) {
 int config_set_var(config *cfg, const char *origin, const char *name, const char *value,
                    wsg_error *err) {
     const config_var *v = config_find_var(name, strlen(name));
-    if (!v)
-        return fail_code(err, WSG_E_CONFIG_UNKNOWN, 0, "%s: unknown variable \"%.100s\"", origin,
-                         name);
+    if (!v) return fail_unknown(err, origin, 0, name, strlen(name));
     return apply_text(cfg, v, value, origin, err);
 }
 
@@ -544,9 +553,7 @@ int config_set(config *cfg, const char *assignment, wsg_error *err) {
     while (a < z && (*a == ' ' || *a == '\t')) a++;
     while (z > a && (z[-1] == ' ' || z[-1] == '\t')) z--;
     const config_var *v = config_find_var(a, (size_t)(z - a));
-    if (!v)
-        return fail_code(err, WSG_E_CONFIG_UNKNOWN, 0, "--set: unknown variable \"%.*s\"",
-                         (int)((z - a) > 100 ? 100 : z - a), a);
+    if (!v) return fail_unknown(err, "--set", 0, a, (size_t)(z - a));
     return apply_text(cfg, v, eq + 1, "--set", err);
 }
 

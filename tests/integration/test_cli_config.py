@@ -211,7 +211,10 @@ def test_unknown_variable_named_with_file_and_line(tmp_path):
     path = write(tmp_path, 'stage_name = "prod"\n\n# comment\nstage = "x"\n')
     r = wsgate("check", "-c", path)
     assert r.returncode == 2
-    assert r.stderr.strip() == f'wsgate: {path}:4: unknown variable "stage"'
+    assert r.stderr.strip() == f'wsgate: {path}:4: unknown variable "stage" (did you mean "stage_name"?)'
+    r = wsgate("check", "--set", "enviroment=dev")
+    assert r.returncode == 2
+    assert r.stderr.strip() == 'wsgate: --set: unknown variable "enviroment" (did you mean "environment"?)'
 
 
 # ---------------------------------------------------------------- precedence
