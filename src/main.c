@@ -17,6 +17,7 @@
 #include "cli/export.h"
 #include "common/version.h"
 #include "cli/outputs.h"
+#include "cli/preflight.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "config/config.h"
@@ -542,6 +543,12 @@ static int cmd_check(int argc, char **argv) {
     }
     char addr[64];
     if (resolve_listen(&cfg, false, addr, sizeof(addr)) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
+    wsg_error ferr;
+    if (preflight_files(&cfg, &ferr) < 0) {
+        fprintf(stderr, "wsgate: %s\n", ferr.message);
         config_free(&cfg);
         return 2;
     }

@@ -4,6 +4,7 @@ and the access log lines."""
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -549,6 +550,53 @@ def test_listen_bad_address_fails_check_as_serve(tmp_path):
             r = wsgate(cmd, "--listen", addr, "--port", str(free_port()), "--data-dir", d, timeout=30)
             assert r.returncode == 2, (cmd, addr, r.stdout, r.stderr)
             assert f'variable "listen": ' in r.stderr and addr in r.stderr and why in r.stderr, r.stderr
+
+
+def test_check_opens_the_files_serve_opens(tmp_path, start_server):
+    """`check` said "configuration is valid" for a TLS certificate, a JWT
+    public key or a key file that does not exist or does not load, and
+    `serve` then refused to start: check now opens them as serve does."""
+    d = tmp_path / "d"
+    keys = tmp_path / "k"
+    keys.mkdir()
+    def gen(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    cert, key, other = tmp_path / "c.crt", tmp_path / "c.key", tmp_path / "o.key"
+    gen("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=wsgate-check")
+    gen("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(other))
+    pub = tmp_path / "jwt.pub"
+    gen("pkey", "-in", str(key), "-pubout", "-out", str(pub))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key\n")
+    # a real key file, made by a server, and a copy others may read
+    made = os.path.join(start_server().data_dir, "keys.json")
+    loose = tmp_path / "loose.json"
+    loose.write_bytes(open(made, "rb").read())
+    os.chmod(loose, 0o644)
+    missing = str(tmp_path / "missing")
+    tls = lambda c, k: ["--set", f"tls_cert_file={c}", "--set", f"tls_key_file={k}"]
+    jwt = lambda f: ["--set", "auth_mode=jwt", "--set", "jwt_algorithm=ES256",
+                     "--set", f"jwt_public_key_file={f}"]
+    kms = lambda f: ["--set", f"kms_key_file={f}"]
+    bad = [(tls(missing + ".crt", key), "cannot load TLS certificate"),
+           (tls(garbage, key), "cannot load TLS certificate"),
+           (tls(cert, missing + ".key"), "cannot load TLS key"),
+           (tls(cert, other), "mismatch"),
+           (jwt(missing + ".pem"), "No such file"),
+           (jwt(garbage), "not a PEM public key"),
+           (kms(missing + ".json"), "does not exist"),
+           (kms(loose), "loose.json")]
+    for args, why in bad:
+        for cmd in ("check", "serve"):
+            r = wsgate(cmd, "--data-dir", str(d), "--port", "0", *args, timeout=30)
+            assert r.returncode != 0 and why in r.stderr, (cmd, args, r.stdout, r.stderr)
+            if cmd == "check":
+                assert r.returncode == 2, (args, r.stderr)
+    shutil.rmtree(d, ignore_errors=True)
+    good = wsgate("check", "--data-dir", str(d), *tls(cert, key), *jwt(pub), *kms(made), timeout=30)
+    assert good.returncode == 0 and "configuration is valid" in good.stdout, good.stderr
+    assert not d.exists()  # check writes nothing, not even the data directory
 
 
 # ---------------------------------------------------------------- outputs never write
