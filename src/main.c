@@ -301,6 +301,12 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 2;
     }
+    wsg_error derr;
+    if (preflight_data_dir(cfg.data_dir, &derr) < 0) { /* a file, or not writable */
+        fprintf(stderr, "wsgate: %s\n", derr.message);
+        config_free(&cfg);
+        return 1;
+    }
     if (fs_mkdir_p(cfg.data_dir) < 0) {
         fprintf(stderr, "wsgate: cannot create data directory %s: %s\n", cfg.data_dir,
                 strerror(errno));

@@ -1,7 +1,11 @@
 #include "cli/preflight.h"
 
+#include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "app/auth.h"
@@ -10,7 +14,56 @@
 
 static bool set(const char *s) { return s && *s; }
 
+int preflight_data_dir(const char *dir, wsg_error *err) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            return wsg_error_set(err, WSG_E_IO,
+                                 "data directory %s is not a directory; pass --data-dir DIR (a "
+                                 "directory, or a path to create)",
+                                 dir);
+        if (access(dir, W_OK | X_OK) != 0)
+            return wsg_error_set(err, WSG_E_IO,
+                                 "data directory %s is not writable (%s); fix its permissions or "
+                                 "pass another --data-dir",
+                                 dir, strerror(errno));
+        return 0;
+    }
+    if (errno != ENOENT && errno != ENOTDIR) /* ENOTDIR: a file on the way, said below */
+        return wsg_error_set(err, WSG_E_IO, "data directory %s: %s", dir, strerror(errno));
+    /* serve creates it: look at the nearest ancestor that exists. */
+    char up[4096];
+    snprintf(up, sizeof up, "%s", dir);
+    for (;;) {
+        char *slash = strrchr(up, '/');
+        while (slash && slash > up && slash[1] == '\0') { /* "a/b/" */
+            *slash = '\0';
+            slash = strrchr(up, '/');
+        }
+        if (!slash) snprintf(up, sizeof up, ".");
+        else if (slash == up) up[1] = '\0'; /* "/" */
+        else *slash = '\0';
+        if (stat(up, &st) == 0) break;
+        if ((errno != ENOENT && errno != ENOTDIR) || strcmp(up, ".") == 0 || strcmp(up, "/") == 0)
+            return wsg_error_set(err, WSG_E_IO, "cannot create data directory %s: %s: %s", dir, up,
+                                 strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_IO,
+                             "cannot create data directory %s: %s is not a directory; pass "
+                             "another --data-dir",
+                             dir, up);
+    if (access(up, W_OK | X_OK) != 0)
+        return wsg_error_set(err, WSG_E_IO,
+                             "cannot create data directory %s: %s is not writable (%s); create "
+                             "it yourself or pass another --data-dir",
+                             dir, up, strerror(errno));
+    return 0;
+}
+
 int preflight_files(const config *cfg, wsg_error *err) {
+    int drc = preflight_data_dir(cfg->data_dir, err);
+    if (drc < 0) return drc;
     /* The same openers serve uses, so check says what serve would say. */
     if (set(cfg->tls_cert_file)) {
         tls_ctx *t = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err);

@@ -5,7 +5,8 @@
 #include "common/error.h"
 #include "config/config.h"
 
-/* Open what `serve` would open at start from cfg (already validated) and
+/* Open what `serve` would open at start (the data directory first, by
+ * preflight_data_dir) from cfg (already validated) and
  * close it again: the TLS certificate and key (and that they match), the
  * JWT authorizer's public key, the data key file (a configured
  * kms_key_file, or DATA_DIR/keys.json when it exists; a missing default
@@ -13,5 +14,12 @@
  * and writes nothing. Returns 0, or the opener's negative code with *err
  * (the caller's) filled with its one-line message, which names the file. */
 int preflight_files(const config *cfg, wsg_error *err);
+
+/* Whether `serve` can use `dir` as its data directory: an existing one
+ * must be a directory it may write in; a missing one must have a nearest
+ * existing ancestor that is a directory it may write in. Creates nothing.
+ * Returns 0, or WSG_E_IO with *err (the caller's) filled with a one-line
+ * message naming the directory and what to do. */
+int preflight_data_dir(const char *dir, wsg_error *err);
 
 #endif

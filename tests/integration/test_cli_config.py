@@ -599,6 +599,39 @@ def test_check_opens_the_files_serve_opens(tmp_path, start_server):
     assert not d.exists()  # check writes nothing, not even the data directory
 
 
+def test_unusable_data_dir_fails_check_as_serve(tmp_path):
+    """A data directory that is a file, lies under a file, or may not be
+    written: check said "configuration is valid" and serve failed on the
+    lock file ("cannot open .../wsgate.lock: Not a directory")."""
+    f = tmp_path / "afile"
+    f.write_text("")
+    cases = [(str(f), f"data directory {f} is not a directory"),
+             (str(f / "sub"), f"cannot create data directory {f / 'sub'}: {f} is not a directory")]
+    for d, why in cases:
+        for cmd in ("check", "serve"):
+            r = wsgate(cmd, "--data-dir", d, "--port", "0", timeout=30)
+            assert r.returncode == (2 if cmd == "check" else 1), (cmd, d, r.stdout, r.stderr)
+            assert r.stderr.strip() == f"wsgate: {why}; pass " + (
+                "--data-dir DIR (a directory, or a path to create)" if d == str(f)
+                else "another --data-dir"), (cmd, r.stderr)
+    # not writable: as another user (root writes anywhere)
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return
+    import tempfile
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o755)
+        for d, why in ((top, f"data directory {top} is not writable (Permission denied)"),
+                       (os.path.join(top, "sub"),
+                        f"cannot create data directory {top}/sub: {top} is not writable")):
+            for cmd in ("check", "serve"):
+                r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                    WSGATE_BIN, cmd, "--data-dir", d, "--port", "0"],
+                                   capture_output=True, text=True, timeout=30, cwd="/tmp")
+                assert r.returncode == (2 if cmd == "check" else 1), (cmd, d, r.stderr)
+                assert r.stderr.startswith(f"wsgate: {why}"), (cmd, r.stderr)
+        assert os.listdir(top) == []
+
+
 # ---------------------------------------------------------------- outputs never write
 
 def test_outputs_from_elsewhere_writes_nothing_and_says_where(start_server, tmp_path):
