@@ -21,6 +21,7 @@
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "config/config.h"
+#include "config/suggest.h"
 #include "config/listen.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
@@ -99,7 +100,11 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
         } else if (strcmp(a, "--data-dir") == 0) {
             var = "data_dir";
         } else {
-            fprintf(stderr, "wsgate: unknown option %s (see wsgate --help)\n", a);
+            static const char *const flags[] = {"-c",     "--config",   "--set",  "--listen",
+                                                "--port", "--data-dir", "--help", NULL};
+            const char *meant = config_suggest_word(a, flags);
+            fprintf(stderr, "wsgate: unknown option %s%s%s%s (see wsgate --help)\n", a,
+                    meant ? "; did you mean " : "", meant ? meant : "", meant ? "?" : "");
             exit(2);
         }
         if (i + 1 >= argc) {
@@ -585,6 +590,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "restore") == 0) return cmd_backup_restore(argc, argv, true);
     if (strcmp(cmd, "rotate-key") == 0) return cmd_rotate_key(argc, argv);
     if (strcmp(cmd, "export") == 0) return cmd_export(argc, argv);
-    fprintf(stderr, "wsgate: unknown command '%s' (see wsgate --help)\n", cmd);
+    static const char *const commands[] = {"serve",      "check",  "outputs", "backup", "restore",
+                                           "rotate-key", "export", "version", NULL};
+    const char *meant = config_suggest_word(cmd, commands);
+    fprintf(stderr, "wsgate: unknown command '%s'%s%s%s (see wsgate --help)\n", cmd,
+            meant ? "; did you mean '" : "", meant ? meant : "", meant ? "'?" : "");
     return 2;
 }

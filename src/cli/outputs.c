@@ -8,6 +8,7 @@
 
 #include "cli/nodeid.h"
 #include "common/alloc.h"
+#include "config/suggest.h"
 #include "mgmt/credentials.h"
 
 void outputs_data_file(const config *cfg, char *buf, size_t len) {
@@ -141,7 +142,12 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
                 return 0;
             }
         }
-        fprintf(stderr, "wsgate: no output named \"%s\" (see wsgate outputs)\n", name);
+        const char *names[sizeof(rows) / sizeof(rows[0]) + 1];
+        for (size_t i = 0; i < n; i++) names[i] = rows[i].name;
+        names[n] = NULL;
+        const char *meant = config_suggest_word(name, names);
+        fprintf(stderr, "wsgate: no output named \"%s\"%s%s%s (see wsgate outputs)\n", name,
+                meant ? "; did you mean " : "", meant ? meant : "", meant ? "?" : "");
         return 2;
     }
     if (format == OUTPUTS_JSON) {

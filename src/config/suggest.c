@@ -48,14 +48,18 @@ static bool whole_words_of(const char *name, size_t len, const char *var) {
     return false;
 }
 
-const char *config_suggest_var(const char *name, size_t len) {
+/* The closest of n names (name_at(ctx, i)), by distance, else by whole
+ * words when only one name has them. */
+static const char *closest(const char *name, size_t len,
+                           const char *(*name_at)(const void *, size_t), const void *ctx,
+                           size_t n) {
     if (!name || len == 0 || len > SUGGEST_MAX_LEN) return NULL;
     /* One typo in four characters, at least one and at most three. */
     size_t limit = len / 4 < 1 ? 1 : len / 4 > 3 ? 3 : len / 4;
-    const char *best = NULL, *words = NULL;
+    const char *best = NULL, *by_words = NULL;
     size_t best_d = limit + 1, nwords = 0;
-    for (size_t i = 0; i < config_nvars; i++) {
-        const char *v = config_vars[i].name;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = name_at(ctx, i);
         size_t lv = strlen(v);
         if (lv <= SUGGEST_MAX_LEN) {
             size_t d = distance(name, len, v, lv);
@@ -64,8 +68,25 @@ const char *config_suggest_var(const char *name, size_t len) {
                 best = v;
             }
         }
-        if (whole_words_of(name, len, v) && nwords++ == 0) words = v;
+        if (whole_words_of(name, len, v) && nwords++ == 0) by_words = v;
     }
     /* Words shared by several names ("timeout", "limit") mean none of them. */
-    return best ? best : nwords == 1 ? words : NULL;
+    return best ? best : nwords == 1 ? by_words : NULL;
+}
+
+static const char *var_at(const void *ctx, size_t i) {
+    (void)ctx;
+    return config_vars[i].name;
+}
+
+static const char *list_at(const void *ctx, size_t i) { return ((const char *const *)ctx)[i]; }
+
+const char *config_suggest_var(const char *name, size_t len) {
+    return closest(name, len, var_at, NULL, config_nvars);
+}
+
+const char *config_suggest_word(const char *word, const char *const *names) {
+    size_t n = 0;
+    while (names && names[n]) n++;
+    return closest(word, word ? strlen(word) : 0, list_at, names, n);
 }

@@ -13,4 +13,9 @@
  * "aws_region"). */
 const char *config_suggest_var(const char *name, size_t len);
 
+/* Return the entry of the NULL-terminated `names` (a command, a flag, an
+ * output name) that `word` most likely meant, by the same typo measure
+ * or whole words of one entry, or NULL. The result is one of `names`. */
+const char *config_suggest_word(const char *word, const char *const *names);
+
 #endif

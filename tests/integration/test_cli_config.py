@@ -663,6 +663,22 @@ def test_outputs_from_elsewhere_writes_nothing_and_says_where(start_server, tmp_
 def test_outputs_raw_unknown_name_is_a_usage_error(tmp_path):
     r = wsgate("outputs", "--data-dir", str(tmp_path / "d"), "-raw", "nosuch")
     assert r.returncode == 2 and 'no output named "nosuch"' in r.stderr, r.stderr
+    r = wsgate("outputs", "--data-dir", str(tmp_path / "d"), "-raw", "test_connection")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == ('wsgate: no output named "test_connection"; did you mean '
+                                'test_connection_url? (see wsgate outputs)'), r.stderr
+
+
+def test_unknown_command_and_option_name_the_likely_one(tmp_path):
+    for args, line in ((["serv"], "unknown command 'serv'; did you mean 'serve'?"),
+                       (["rotatekey"], "unknown command 'rotatekey'; did you mean 'rotate-key'?"),
+                       (["frobnicate"], "unknown command 'frobnicate'"),
+                       (["check", "--data_dir", "x"], "unknown option --data_dir; did you mean --data-dir?"),
+                       (["check", "--prot", "1"], "unknown option --prot; did you mean --port?"),
+                       (["check", "--bogus"], "unknown option --bogus")):
+        r = wsgate(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.strip() == f"wsgate: {line} (see wsgate --help)", (args, r.stderr)
 
 
 def test_flag_errors_name_the_flag(tmp_path):

@@ -57,3 +57,18 @@ Test(suggest, every_source_names_the_suggestion) {
     cr_expect_str_eq(err.message, "--set: unknown variable \"nope\"");
     config_free(&c);
 }
+
+Test(suggest, words_of_a_list) {
+    static const char *const commands[] = {"serve", "check", "outputs", "rotate-key", NULL};
+    cr_expect_str_eq(config_suggest_word("serv", commands), "serve");
+    cr_expect_str_eq(config_suggest_word("rotatekey", commands), "rotate-key");
+    cr_expect_str_eq(config_suggest_word("Check", commands), "check");
+    cr_expect_null(config_suggest_word("frobnicate", commands));
+    cr_expect_null(config_suggest_word("", commands));
+    cr_expect_null(config_suggest_word(NULL, commands));
+    static const char *const outputs[] = {"test_connection_url", "websocket_api_endpoint", NULL};
+    cr_expect_str_eq(config_suggest_word("test_connection", outputs), "test_connection_url");
+    static const char *const flags[] = {"--port", "--data-dir", NULL};
+    cr_expect_str_eq(config_suggest_word("--data_dir", flags), "--data-dir");
+    cr_expect_str_eq(config_suggest_word("--prot", flags), "--port");
+}
