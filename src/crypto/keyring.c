@@ -434,7 +434,9 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg
         if (!create) {
             return seterr(err, WSG_E_CRYPTO_NO_KEY_FILE,
                           "key file %s does not exist (encryption is enabled; without the key "
-                          "file encrypted data cannot be read)",
+                          "file encrypted data cannot be read); check kms_key_file and "
+                          "--data-dir (with kms_key_file empty, serve creates DATA_DIR/keys.json "
+                          "on its first start)",
                           path);
         }
         set = generate_set(time(NULL));

@@ -585,7 +585,8 @@ def test_check_opens_the_files_serve_opens(tmp_path, start_server):
            (tls(cert, other), "mismatch"),
            (jwt(missing + ".pem"), "No such file"),
            (jwt(garbage), "not a PEM public key"),
-           (kms(missing + ".json"), "does not exist"),
+           (kms(missing + ".json"), "does not exist (encryption is enabled; without the key file "
+            "encrypted data cannot be read); check kms_key_file and --data-dir"),
            (kms(loose), "loose.json")]
     for args, why in bad:
         for cmd in ("check", "serve"):
