@@ -612,7 +612,8 @@ static tfv_value *parse_value(tfv_parser *p) {
         return NULL;
     }
     char d[16];
-    fail_at(p, line, col, "expected a value, found %s", describe(p, d, sizeof d));
+    fail_at(p, line, col, "expected a value, found %s%s", describe(p, d, sizeof d),
+            c == '\'' ? " (strings take double quotes)" : "");
     return NULL;
 }
 

@@ -229,6 +229,13 @@ Test(tfvars, bad_lists) {
     expect_error("a = [1,,]\n", 1, 8, "expected a value");
 }
 
+/* Python's and the shell's quotes are no tfvars string: say which are. */
+Test(tfvars, single_quotes_say_double) {
+    expect_error("stage_name = 'prod'\n", 1, 14,
+                 "expected a value, found ''' (strings take double quotes)");
+    expect_error("a = ['x']\n", 1, 6, "(strings take double quotes)");
+}
+
 Test(tfvars, maps) {
     wsg_error err;
     tfv_doc *doc = parse("a = {}\n"
