@@ -466,16 +466,48 @@ static int apply_text(config *cfg, const config_var *v, const char *text, const 
 
 /* ---------- sources ---------- */
 
+/* A syntax error of the file `origin`, at the parser's line and column. */
+static int fail_syntax(wsg_error *err, const char *origin, const wsg_error *perr) {
+    fail_code(err, WSG_E_CONFIG_SYNTAX, perr->line, "%s:%d:%d: %.400s", origin, perr->line,
+              perr->column, perr->message);
+    if (err) err->column = perr->column;
+    return WSG_E_CONFIG_SYNTAX;
+}
+
+/* Terraform's other variable file, terraform.tfvars.json: one JSON object
+ * of name: value. JSON's objects, arrays, strings, numbers and literals are
+ * tfvars values too, so the tfvars value parser reads it, with positions. */
+static int load_json_text(config *cfg, const char *origin, const char *text, size_t len,
+                          wsg_error *err) {
+    wsg_error perr;
+    tfv_value *doc = tfv_parse_value(text, len, &perr);
+    if (!doc) return fail_syntax(err, origin, &perr);
+    int rc = 0;
+    if (doc->type != TFV_MAP) {
+        rc = fail_code(err, WSG_E_CONFIG_SYNTAX, doc->line,
+                       "%s:%d:%d: a .json variable file holds one JSON object of variables "
+                       "({\"name\": value, ...})",
+                       origin, doc->line, doc->column);
+        if (err) err->column = doc->column;
+    }
+    for (size_t i = 0; i < doc->count && rc == 0 && doc->type == TFV_MAP; i++) {
+        const char *name = doc->keys[i];
+        const config_var *v = config_find_var(name, strlen(name));
+        if (!v) rc = fail_unknown(err, origin, doc->items[i]->line, name, strlen(name));
+        else rc = apply_value(cfg, v, doc->items[i], origin, doc->items[i]->line, err);
+    }
+    tfv_value_free(doc);
+    return rc;
+}
+
 int config_load_text(config *cfg, const char *origin, const char *text, size_t len,
                      wsg_error *err) {
+    size_t olen = strlen(origin);
+    if (olen >= 5 && strcmp(origin + olen - 5, ".json") == 0)
+        return load_json_text(cfg, origin, text, len, err);
     wsg_error perr;
     tfv_doc *doc = tfv_parse(text, len, &perr);
-    if (!doc) {
-        fail_code(err, WSG_E_CONFIG_SYNTAX, perr.line, "%s:%d:%d: %.400s", origin, perr.line,
-                  perr.column, perr.message);
-        if (err) err->column = perr.column;
-        return WSG_E_CONFIG_SYNTAX;
-    }
+    if (!doc) return fail_syntax(err, origin, &perr);
     int rc = 0;
     for (size_t i = 0; i < doc->count && rc == 0; i++) {
         const tfv_attr *a = &doc->attrs[i];

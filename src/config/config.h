@@ -196,7 +196,9 @@ void config_init_defaults(config *cfg);
 int config_load_file(config *cfg, const char *path, wsg_error *err);
 
 /* Apply the tfvars text `text` (len bytes) as if read from file `origin`
- * (used in messages). Returns 0 or a negative code with *err filled. */
+ * (used in messages); an origin ending in ".json" is read as Terraform's
+ * JSON variable file (terraform.tfvars.json: one object of name: value).
+ * Returns 0 or a negative code with *err filled. */
 int config_load_text(config *cfg, const char *origin, const char *text, size_t len, wsg_error *err);
 
 /* Apply every TF_VAR_<name> variable of `envp` (NULL-terminated, as environ)

@@ -1,6 +1,7 @@
 /* libFuzzer target for the tfvars parser and the config layer on top of it:
  * the input is parsed as a document and as a single value, then applied to a
- * fresh config; a successful load must also dump to text that loads again. */
+ * fresh config (as a tfvars file and as a .tfvars.json one); a successful
+ * tfvars load must also dump to text that loads again. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(dump);
         config_free(&again);
     }
+    config_free(&cfg);
+
+    /* The same bytes as a terraform.tfvars.json file: the same codes. */
+    config_init_defaults(&cfg);
+    lrc = config_load_text(&cfg, "fuzz.tfvars.json", text, size, &err);
+    if (lrc < 0 && (lrc != err.code || (lrc != WSG_E_CONFIG_SYNTAX && lrc != WSG_E_CONFIG_UNKNOWN &&
+                                        lrc != WSG_E_CONFIG_VALUE)))
+        abort();
     config_free(&cfg);
 
     /* The same bytes as a --set value, when they form a C string. */

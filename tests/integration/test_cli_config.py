@@ -137,6 +137,39 @@ def test_seed_tfvars_checks_clean(tmp_path):
     assert '"chat-app"' in r.stdout
 
 
+def test_seed_tfvars_as_json_loads_the_same(tmp_path):
+    """Terraform also reads terraform.tfvars.json; wsgate said
+    `expected a variable name, found '{'`."""
+    seed = {"aws_region": "us-west-2", "environment": "production", "project_name": "chat-app",
+            "api_name": "chat-websocket-api", "stage_name": "prod",
+            "dynamodb_billing_mode": "PAY_PER_REQUEST",
+            "enable_dynamodb_point_in_time_recovery": True, "lambda_runtime": "python3.11",
+            "lambda_memory_size": 512, "lambda_message_memory_size": 1024,
+            "enable_encryption": True, "enable_xray_tracing": True, "log_retention_days": 30,
+            "enable_detailed_metrics": True, "logging_level": "INFO",
+            "throttling_burst_limit": 1000, "throttling_rate_limit": 2000,
+            "custom_routes": ["chat", "join_room", "leave_room", "private_message", "room_list",
+                              "typing_indicator"],
+            "additional_tags": {"Owner": "platform-team", "CostCenter": "engineering",
+                                "Application": "chat-service"}}
+    hcl = wsgate("check", "-c", write(tmp_path, SEED_TFVARS), *ALLOW_DEMO)
+    js = wsgate("check", "-c", write(tmp_path, json.dumps(seed, indent=2), "terraform.tfvars.json"),
+                *ALLOW_DEMO)
+    assert hcl.returncode == 0 and js.returncode == 0, (hcl.stderr, js.stderr)
+    assert js.stdout == hcl.stdout
+    # errors name the file and the line, as in a tfvars file
+    bad = write(tmp_path, '{\n  "stage_name": "prod",\n  "stage": "x"\n}\n', "bad.tfvars.json")
+    r = wsgate("check", "-c", bad)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f'wsgate: {bad}:3: unknown variable "stage" (did you mean "stage_name"?)'
+    bad = write(tmp_path, '{\n  "port": 9000,\n', "cut.tfvars.json")
+    r = wsgate("check", "-c", bad)
+    assert r.returncode == 2 and r.stderr.strip() == f"wsgate: {bad}:1:1: unterminated map: missing '}}'"
+    bad = write(tmp_path, '["port"]\n', "list.tfvars.json")
+    r = wsgate("check", "-c", bad)
+    assert r.returncode == 2 and "holds one JSON object of variables" in r.stderr, r.stderr
+
+
 def test_seed_tfvars_serves_on_prod(start_server):
     srv = start_server(config_text=SEED_TFVARS, settings={"allow_demo_auth_in_production": "true"})
     url = f"ws://127.0.0.1:{srv.port}/prod"
