@@ -490,7 +490,14 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
         fprintf(stderr, "wsgate: %s\n", err);
         rc = 1;
     } else if (restore) {
-        printf("restored %s as of %lld into %s\n", db, (long long)to, values[0]);
+        /* A TIME still to come restores what is committed now, not then. */
+        int64_t now = (int64_t)time(NULL), at = to > now ? now : to;
+        time_t t = (time_t)at;
+        struct tm tm;
+        char iso[32] = "";
+        if (gmtime_r(&t, &tm)) strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("restored %s as of %lld (%s%s) into %s\n", db, (long long)at, iso,
+               to > now ? "; --to is in the future: the store as it is now" : "", values[0]);
     } else {
         printf("backed up %s into %s\n", db, values[0]);
     }

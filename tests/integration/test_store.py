@@ -201,7 +201,13 @@ def test_point_in_time_restore_and_backup(start_server, tmp_path):
         con.close()
     # ISO-8601 works too, and a time before the window is refused clearly
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cut))
-    cli("restore", "--data-dir", str(data), "--to", iso, "--out", str(tmp_path / "iso.db"))
+    res = cli("restore", "--data-dir", str(data), "--to", iso, "--out", str(tmp_path / "iso.db"))
+    assert f"as of {cut} ({iso}) into" in res.stdout, res.stdout
+    # a time still to come is no promise about it: the output says what it is
+    res = cli("restore", "--data-dir", str(data), "--to", "2099-01-01T00:00:00Z", "--out",
+              str(tmp_path / "future.db"))
+    at = int(res.stdout.split(" as of ")[1].split()[0])
+    assert at <= time.time() and "--to is in the future" in res.stdout, res.stdout
     res = cli("restore", "--data-dir", str(data), "--to", "1000", "--out", str(tmp_path / "x.db"), check=False)
     assert res.returncode == 1 and "before the recovery window" in res.stderr
     # wsgate serves the restored file (with the same keys)
