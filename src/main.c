@@ -423,7 +423,8 @@ static int load_command(int argc, char **argv, const char *const *wanted, const 
 }
 
 /* Parse Unix seconds or an ISO-8601 UTC time ("2026-11-25T21:05:00Z").
- * Returns 0 or -1. */
+ * Returns 0 or -1. A time without its zone is refused, not taken as UTC: a
+ * reader would take it for local time. */
 static int parse_time(const char *s, int64_t *out) {
     char *end;
     long long v = strtoll(s, &end, 10);
@@ -433,7 +434,7 @@ static int parse_time(const char *s, int64_t *out) {
     }
     struct tm tm = {0};
     const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest || (*rest && strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)) return -1;
+    if (!rest || (strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)) return -1;
     *out = (int64_t)timegm(&tm);
     return 0;
 }
@@ -483,7 +484,8 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
         fprintf(stderr, "wsgate: --out %s is the store itself; name a new file\n", values[0]);
         rc = 2;
     } else if (restore && parse_time(values[1], &to) != 0) {
-        fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
+        fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ (UTC)\n",
+                values[1]);
         rc = 2;
     } else if (restore ? restore_run(&cfg, db, pitr, to, values[0], err, sizeof(err))
                        : store_backup(db, values[0], err, sizeof(err))) {
@@ -543,7 +545,7 @@ static int cmd_export(int argc, char **argv) {
                         "jsonl|csv] [options]\n");
         rc = 2;
     } else if (values[1] && parse_time(values[1], &since) != 0) {
-        fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
+        fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ (UTC)\n",
                 values[1]);
         rc = 2;
     } else {

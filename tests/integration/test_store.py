@@ -203,6 +203,9 @@ def test_point_in_time_restore_and_backup(start_server, tmp_path):
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cut))
     res = cli("restore", "--data-dir", str(data), "--to", iso, "--out", str(tmp_path / "iso.db"))
     assert f"as of {cut} ({iso}) into" in res.stdout, res.stdout
+    res = cli("restore", "--data-dir", str(data), "--to", iso[:-1], "--out", str(tmp_path / "local.db"),
+              check=False)
+    assert res.returncode == 2 and "(UTC)" in res.stderr, res.stderr
     # a time still to come is no promise about it: the output says what it is
     res = cli("restore", "--data-dir", str(data), "--to", "2099-01-01T00:00:00Z", "--out",
               str(tmp_path / "future.db"))

@@ -342,7 +342,9 @@ def test_export_decrypts_a_room(start_server, tmp_path):
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sent[0]["timestamp"]))
     assert len(cli("export", "--data-dir", str(data), "--room", "x", "--since", iso).stdout.splitlines()) == 4
     assert cli("export", "--data-dir", str(data), "--room", "nosuch").stdout == ""
-    for bad in (["--room", "x", "--format", "xml"], [], ["--room", "x", "--since", "yesterday"]):
+    # a time without its zone (iso[:-1]) would be read as UTC by us and as local by the user
+    for bad in (["--room", "x", "--format", "xml"], [], ["--room", "x", "--since", "yesterday"],
+                ["--room", "x", "--since", iso[:-1]]):
         res = cli("export", "--data-dir", str(data), *bad, check=False)
         assert res.returncode == 2 and res.stdout == "", (bad, res.stderr)
     res = cli("export", "--data-dir", str(tmp_path / "none"), "--room", "x", check=False)
