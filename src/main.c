@@ -51,7 +51,7 @@ static void usage(FILE *out) {
             "  wsgate --help              this text; `wsgate serve --help` lists every variable\n"
             "\n"
             "Options:\n"
-            "  -c FILE             configuration file in terraform.tfvars syntax\n"
+            "  -c FILE             config file: terraform.tfvars syntax, or .tfvars.json\n"
             "  --set NAME=VALUE    set one variable (repeatable; highest precedence)\n"
             "  --listen ADDR       listen address (default 127.0.0.1)\n"
             "  --port N            listen port (default 8080)\n"
