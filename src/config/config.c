@@ -332,6 +332,26 @@ static int item_line(int item, int line) { return line == 0 ? 0 : item ? item : 
 
 /* Convert, validate and store val into variable v. *cfg is untouched on
  * failure. line 0 means the origin has no lines (environment, --set). */
+/* The type rule of a number variable: its unit is in its name, which "30s"
+ * or "64KiB" repeat in a way no number parser takes. */
+static const char *int_type_rule(const config_var *v) {
+    static const struct {
+        const char *suffix, *rule;
+    } units[] = {
+        {"_per_s", "must be a whole number (a count per second, no unit suffix)"},
+        {"_ms", "must be a whole number of milliseconds (no unit suffix)"},
+        {"_s", "must be a whole number of seconds (no unit suffix)"},
+        {"_days", "must be a whole number of days (no unit suffix)"},
+        {"_bytes", "must be a whole number of bytes (no unit suffix such as KiB)"},
+    };
+    size_t n = strlen(v->name);
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        size_t k = strlen(units[i].suffix);
+        if (n > k && strcmp(v->name + n - k, units[i].suffix) == 0) return units[i].rule;
+    }
+    return "must be a whole number";
+}
+
 static int apply_value(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
                        int line, wsg_error *err) {
     const char *bad;
@@ -348,7 +368,7 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val, c
         return 0;
     case CV_INT: {
         int64_t x;
-        if (!value_to_int(val, &x)) return fail_var(err, origin, line, v, "must be a whole number");
+        if (!value_to_int(val, &x)) return fail_var(err, origin, line, v, int_type_rule(v));
         if ((bad = check_int(v, x))) return fail_var(err, origin, line, v, bad);
         *int_field(cfg, v) = x;
         return 0;

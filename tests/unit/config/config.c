@@ -586,6 +586,17 @@ Test(config, env_and_set) {
     cr_expect_str_eq(err.message, "--set: variable \"custom_routes\": must be a list of strings");
     cr_expect_lt(config_set(&c, "nope=1", &err), 0);
     cr_expect_str_eq(err.message, "--set: unknown variable \"nope\"");
+    /* a duration or a size written with its unit: the unit is in the name */
+    cr_expect_lt(config_set(&c, "idle_timeout_s=10m", &err), 0);
+    cr_expect_str_eq(err.message, "--set: variable \"idle_timeout_s\": must be a whole number of "
+                                  "seconds (no unit suffix)");
+    cr_expect_lt(config_set(&c, "handshake_timeout_ms=5s", &err), 0);
+    cr_expect_str_eq(err.message,
+                     "--set: variable \"handshake_timeout_ms\": must be a whole number "
+                     "of milliseconds (no unit suffix)");
+    cr_expect_lt(config_set(&c, "max_queued_bytes=64KiB", &err), 0);
+    cr_expect(strstr(err.message, "of bytes (no unit suffix such as KiB)") != NULL, "%s",
+              err.message);
     cr_expect_lt(config_set(&c, "port", &err), 0);
     cr_expect(strstr(err.message, "expected name=value") != NULL, "%s", err.message);
     cr_expect_lt(config_set(&c, "enable_encryption=maybe", &err), 0);
