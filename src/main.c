@@ -567,7 +567,7 @@ static int cmd_check(int argc, char **argv) {
         return 2;
     }
     wsg_error ferr;
-    if (preflight_files(&cfg, &ferr) < 0) {
+    if (preflight_port(addr, (int)cfg.port, &ferr) < 0 || preflight_files(&cfg, &ferr) < 0) {
         fprintf(stderr, "wsgate: %s\n", ferr.message);
         config_free(&cfg);
         return 2;

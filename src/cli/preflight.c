@@ -1,10 +1,13 @@
 #include "cli/preflight.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,4 +91,35 @@ int preflight_files(const config *cfg, wsg_error *err) {
         if (rc < 0) return rc;
     }
     return 0;
+}
+
+int preflight_port(const char *addr, int port, wsg_error *err) {
+    if (port <= 0 || port > 65535) return 0;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        len = sizeof *a6;
+    } else {
+        return 0; /* not numeric: the listen check has said what is wrong */
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
+    close(fd);
+    if (rc != EACCES) return 0;
+    return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                         "cannot listen on %s:%d: permission denied (a port below 1024 needs root "
+                         "or CAP_NET_BIND_SERVICE; pass --port 8080 or another above 1023)",
+                         addr, port);
 }

@@ -22,4 +22,12 @@ int preflight_files(const config *cfg, wsg_error *err);
  * message naming the directory and what to do. */
 int preflight_data_dir(const char *dir, wsg_error *err);
 
+/* Whether this process may bind `port` on the numeric address `addr` (as
+ * the listen check resolved it): a port below the system's unprivileged
+ * start needs root or CAP_NET_BIND_SERVICE, which a test bind on another
+ * port cannot tell. A port in use is no error here (serve beside a live
+ * server is checked as it will be used, after that server stops). Returns
+ * 0, or WSG_E_CONFIG_LISTEN with *err filled (the message gives the fix). */
+int preflight_port(const char *addr, int port, wsg_error *err);
+
 #endif

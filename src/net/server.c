@@ -512,6 +512,11 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     } else if (r != 0) {
         log_msg(LOG_ERROR, "listen_error", "cannot listen on %s:%d: %s", cfg->listen, port,
                 uv_strerror(r));
+        /* For people too, whatever logging_level says (OFF printed nothing). */
+        fprintf(stderr, "wsgate: cannot listen on %s:%d: %s%s\n", cfg->listen, port, uv_strerror(r),
+                r == UV_EACCES ? " (a port below 1024 needs root or CAP_NET_BIND_SERVICE; "
+                                 "pass --port 8080 or another above 1023)"
+                               : "");
     }
     if (r != 0) {
         uv_close((uv_handle_t *)&srv->listener, NULL);

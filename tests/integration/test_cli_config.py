@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 import websockets
 
 import wsraw
@@ -664,6 +665,38 @@ def test_unusable_data_dir_fails_check_as_serve(tmp_path):
                 assert r.returncode == (2 if cmd == "check" else 1), (cmd, d, r.stderr)
                 assert r.stderr.startswith(f"wsgate: {why}"), (cmd, r.stderr)
         assert os.listdir(top) == []
+
+
+def test_privileged_port_says_why_in_check_and_serve():
+    """A port below 1024 without the right to bind it: serve printed only a
+    JSON log line (nothing at all with logging_level = "OFF") and check said
+    "configuration is valid"."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to run wsgate as another user")
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        start = int(f.read())
+    port = None
+    for p in range(min(start, 1024) - 1, 0, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                port = p
+                break
+            except OSError:
+                continue
+    if port is None:
+        pytest.skip("every privileged port is in use or none is privileged")
+    import tempfile
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        os.chmod(top, 0o777)
+        why = (f"wsgate: cannot listen on 127.0.0.1:{port}: permission denied (a port below 1024 "
+               "needs root or CAP_NET_BIND_SERVICE; pass --port 8080 or another above 1023)")
+        for cmd, rc in (("check", 2), ("serve", 1)):
+            r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                WSGATE_BIN, cmd, "--port", str(port), "--data-dir", os.path.join(top, cmd),
+                                "--set", "logging_level=OFF"],
+                               capture_output=True, text=True, timeout=30, cwd="/tmp")
+            assert r.returncode == rc and why in r.stderr.splitlines(), (cmd, r.stdout, r.stderr)
 
 
 # ---------------------------------------------------------------- outputs never write
