@@ -486,6 +486,7 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
         srv->tls = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, &err);
         if (!srv->tls) {
             log_msg(LOG_ERROR, "startup_error", "%s", err.message);
+            fprintf(stderr, "wsgate: %s\n", err.message); /* at any logging_level */
             return UV_EINVAL;
         }
     }

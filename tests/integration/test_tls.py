@@ -147,3 +147,11 @@ def test_bad_certificate_is_a_startup_error(tmp_path):
                          capture_output=True, text=True, timeout=10)
     assert res.returncode != 0
     assert "certificate" in res.stderr
+    # said to people at any logging_level (OFF printed nothing at all)
+    res = subprocess.run([WSGATE_BIN, "serve", "--port", "0", "--data-dir", str(tmp_path / "d2"),
+                          "--set", "logging_level=OFF",
+                          "--set", f"tls_cert_file={tmp_path / 'bad.crt'}",
+                          "--set", f"tls_key_file={tmp_path / 'bad.key'}"],
+                         capture_output=True, text=True, timeout=10)
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"wsgate: cannot load TLS certificate {tmp_path / 'bad.crt'}: "), res.stderr
