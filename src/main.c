@@ -434,20 +434,21 @@ static bool same_file(const char *a, const char *b) {
 }
 
 /* `wsgate restore` with the key ring, which opens the sealed point-in-time
- * archive (a store without encryption archives unsealed). Returns 0 or -1
- * with err. */
+ * archive (a store without encryption archives unsealed). Returns 0, or the
+ * key ring's or the store's code with err filled. */
 static int restore_run(const config *cfg, const char *db, const char *pitr, int64_t to,
-                       const char *out, char *err, size_t errlen) {
+                       const char *out, wsg_error *err) {
     crypto_keyring *keys = NULL;
     char *path = crypto_key_file_path(cfg->data_dir, cfg->kms_key_file);
-    wsg_error kerr = {0};
-    if (access(path, F_OK) == 0 && crypto_keyring_open(path, false, &keys, &kerr) < 0) {
-        snprintf(err, errlen, "%s", kerr.message);
-        free(path);
-        return -1;
+    if (access(path, F_OK) == 0) {
+        int krc = crypto_keyring_open(path, false, &keys, err);
+        if (krc < 0) {
+            free(path);
+            return krc;
+        }
     }
     free(path);
-    int rc = store_restore(db, pitr, keys, to, out, err, errlen);
+    int rc = store_restore(db, pitr, keys, to, out, err);
     crypto_keyring_free(keys);
     return rc;
 }
@@ -458,7 +459,8 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     config cfg;
     if (load_command(argc, argv, wanted, values, &cfg) == 1) return 0;
     int rc = 0;
-    char db[4096], err[1024], pitr[4096];
+    char db[4096], pitr[4096];
+    wsg_error err = {0};
     outputs_data_file(&cfg, db, sizeof(db));
     snprintf(pitr, sizeof(pitr), "%s/pitr", cfg.data_dir);
     int64_t to = 0;
@@ -473,9 +475,9 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     } else if (restore && parse_time(values[1], &to) != 0) {
         fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n", values[1]);
         rc = 2;
-    } else if (restore ? restore_run(&cfg, db, pitr, to, values[0], err, sizeof(err))
-                       : store_backup(db, values[0], err, sizeof(err))) {
-        fprintf(stderr, "wsgate: %s\n", err);
+    } else if (restore ? restore_run(&cfg, db, pitr, to, values[0], &err)
+                       : store_backup(db, values[0], &err)) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
     } else if (restore) {
         printf("restored %s as of %lld into %s\n", db, (long long)to, values[0]);

@@ -394,7 +394,7 @@ static void on_gc(uv_timer_t *t) {
 static bool key_in_use(uint32_t key_id, void *ctx) { return store_key_in_use(ctx, key_id) != 0; }
 
 /* The key ring (encryption at rest) and the store. Returns 0, or the key
- * ring's code or WSG_E_IO (the store) with *err filled. */
+ * ring's code or the store's (WSG_E_STORE_*) with *err filled. */
 static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
                       wsg_error *err) {
     if (cfg->enable_encryption) {
@@ -429,13 +429,11 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         .on_commit = handlers_store_committed,
         .on_commit_ctx = a,
     };
-    /* The store still reports with err, errlen (src/store is not converted). */
-    char serr[sizeof(err->message)];
-    a->store = store_open(store_path, loop, &so, serr, sizeof(serr));
+    a->store = store_open(store_path, loop, &so, err);
     if (!a->store) {
         crypto_keyring_free(a->keys);
         a->keys = NULL;
-        return wsg_error_set(err, WSG_E_IO, "%s", serr);
+        return err ? err->code : WSG_E_STORE_OPEN;
     }
     return 0;
 }
@@ -488,11 +486,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
     }
     a->routes.max_depth = (size_t)cfg->max_json_depth;
     if (cfg->engine_id == CONFIG_ENGINE_REDIS) {
-        /* The engine still reports with err, errlen (src/engine/redis.c is
-         * not converted). */
-        char eerr[sizeof(err->message)];
-        a->engine = engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, eerr,
-                                     sizeof(eerr));
+        a->engine = engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err);
         if (!a->engine) {
             store_close(a->store);
             a->store = NULL;
@@ -501,7 +495,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
             router_free(&a->routes);
             a->auth->destroy(a->auth);
             a->auth = NULL;
-            return wsg_error_set(err, WSG_E_IO, "%s", eerr);
+            return err ? err->code : WSG_E_ENGINE_CONFIG;
         }
     } else {
         a->engine = engine_local_new(nworkers, handlers_deliver(), a->store);
