@@ -438,6 +438,21 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
     return 0;
 }
 
+/* The $connect authorizer auth_mode names. Returns 0, or the JWT
+ * authorizer's code with *err filled. */
+static int open_auth(app *a, const config *cfg, wsg_error *err) {
+    if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
+        wsg_error jerr;
+        a->auth = auth_jwt_new(cfg, &jerr);
+        if (!a->auth) return wsg_error_set(err, jerr.code, "%s", jerr.message);
+    } else if (cfg->auth_mode_id == CONFIG_AUTH_HTTP) {
+        a->auth = integ_passthrough_authorizer(); /* [integrations] decided by integ */
+    } else {
+        a->auth = auth_demo();
+    }
+    return 0;
+}
+
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, size_t nworkers,
              wsg_error *err) {
     memset(a, 0, sizeof(*a));
@@ -455,17 +470,10 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         router_free(&a->routes);
         return rc;
     }
-    if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
-        wsg_error jerr;
-        a->auth = auth_jwt_new(cfg, &jerr);
-        if (!a->auth) {
-            router_free(&a->routes);
-            return wsg_error_set(err, jerr.code, "%s", jerr.message);
-        }
-    } else if (cfg->auth_mode_id == CONFIG_AUTH_HTTP) {
-        a->auth = integ_passthrough_authorizer(); /* [integrations] decided by integ */
-    } else {
-        a->auth = auth_demo();
+    rc = open_auth(a, cfg, err);
+    if (rc < 0) {
+        router_free(&a->routes);
+        return rc;
     }
     /* [integrations] */
     integ_app = a;
@@ -485,20 +493,18 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         return rc;
     }
     a->routes.max_depth = (size_t)cfg->max_json_depth;
-    if (cfg->engine_id == CONFIG_ENGINE_REDIS) {
-        a->engine = engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err);
-        if (!a->engine) {
-            store_close(a->store);
-            a->store = NULL;
-            crypto_keyring_free(a->keys);
-            a->keys = NULL;
-            router_free(&a->routes);
-            a->auth->destroy(a->auth);
-            a->auth = NULL;
-            return err ? err->code : WSG_E_ENGINE_CONFIG;
-        }
-    } else {
-        a->engine = engine_local_new(nworkers, handlers_deliver(), a->store);
+    a->engine = cfg->engine_id == CONFIG_ENGINE_REDIS
+                    ? engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err)
+                    : engine_local_new(nworkers, handlers_deliver(), a->store);
+    if (!a->engine) {
+        store_close(a->store);
+        a->store = NULL;
+        crypto_keyring_free(a->keys);
+        a->keys = NULL;
+        router_free(&a->routes);
+        a->auth->destroy(a->auth);
+        a->auth = NULL;
+        return err ? err->code : WSG_E_ENGINE_CONFIG;
     }
     a->nhubs = nworkers;
     a->hubs = xcalloc(nworkers, sizeof(*a->hubs));

@@ -317,6 +317,84 @@ static int item_line(int item, int line) { return line == 0 ? 0 : item ? item : 
 
 /* ---------- applying one value ---------- */
 
+/* apply_value for a list of strings. */
+static int apply_list(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                      int line, wsg_error *err) {
+    const char *bad;
+    if (val->type != TFV_LIST) return fail_var(err, origin, line, v, "must be a list of strings");
+    for (size_t i = 0; i < val->count; i++) {
+        const tfv_value *it = val->items[i];
+        int l = item_line(it->line, line);
+        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, "must be a list of strings");
+        if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
+    }
+    if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+    char **list = xcalloc(val->count + 1, sizeof *list);
+    for (size_t i = 0; i < val->count; i++) list[i] = xstrdup(val->items[i]->string);
+    free_field(cfg, v);
+    *list_field(cfg, v) = list;
+    *count_field(cfg, v) = val->count;
+    return 0;
+}
+
+/* apply_value for a map of strings. */
+static int apply_map(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                     int line, wsg_error *err) {
+    const char *bad;
+    if (val->type != TFV_MAP) return fail_var(err, origin, line, v, "must be a map of strings");
+    for (size_t i = 0; i < val->count; i++) {
+        const tfv_value *it = val->items[i];
+        int l = item_line(it->line, line);
+        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, "must be a map of strings");
+        if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
+            return fail_var(err, origin, l, v, bad);
+    }
+    if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+    config_kv *kv = val->count ? xcalloc(val->count, sizeof *kv) : NULL;
+    for (size_t i = 0; i < val->count; i++) {
+        kv[i].key = xstrdup(val->keys[i]);
+        kv[i].value = xstrdup(val->items[i]->string);
+    }
+    free_field(cfg, v);
+    *map_field(cfg, v) = kv;
+    *count_field(cfg, v) = val->count;
+    return 0;
+}
+
+/* apply_value for a map of objects (each entry parsed by the variable's
+ * member table). */
+static int apply_objmap(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                        int line, wsg_error *err) {
+    char list[200], msg[400];
+    if (val->type != TFV_MAP) {
+        member_list(v, list, sizeof list);
+        snprintf(msg, sizeof msg, "must be a map of objects with %s", list);
+        return fail_var(err, origin, line, v, msg);
+    }
+    char *arr = val->count ? xcalloc(val->count, v->elem_size) : NULL;
+    for (size_t i = 0; i < val->count; i++) {
+        const tfv_value *it = val->items[i];
+        int l = 0;
+        const char *bad = check_key(v, val->keys[i]);
+        if (!bad)
+            bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
+        if (bad) {
+            free(arr);
+            return fail_var(err, origin, item_line(l ? l : it->line, line), v, bad);
+        }
+    }
+    if (v->max_items && val->count > v->max_items) {
+        free(arr);
+        return fail_var(err, origin, line, v, v->rule);
+    }
+    for (size_t i = 0; i < val->count; i++)
+        entry_set_key(v, arr + i * v->elem_size, xstrdup(val->keys[i]));
+    free_field(cfg, v);
+    objmap_set(cfg, v, arr);
+    *count_field(cfg, v) = val->count;
+    return 0;
+}
+
 /* Convert, validate and store val into variable v. *cfg is untouched on
  * failure. line 0 means the origin has no lines (environment, --set). */
 static int apply_value(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
@@ -348,77 +426,9 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val, c
             *bool_field(cfg, v) = false;
         else return fail_var(err, origin, line, v, "must be true or false");
         return 0;
-    case CV_STRLIST: {
-        if (val->type != TFV_LIST)
-            return fail_var(err, origin, line, v, "must be a list of strings");
-        for (size_t i = 0; i < val->count; i++) {
-            const tfv_value *it = val->items[i];
-            int l = item_line(it->line, line);
-            if (it->type != TFV_STRING)
-                return fail_var(err, origin, l, v, "must be a list of strings");
-            if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
-        }
-        if (v->max_items && val->count > v->max_items)
-            return fail_var(err, origin, line, v, v->rule);
-        char **list = xcalloc(val->count + 1, sizeof *list);
-        for (size_t i = 0; i < val->count; i++) list[i] = xstrdup(val->items[i]->string);
-        free_field(cfg, v);
-        *list_field(cfg, v) = list;
-        *count_field(cfg, v) = val->count;
-        return 0;
-    }
-    case CV_STRMAP: {
-        if (val->type != TFV_MAP) return fail_var(err, origin, line, v, "must be a map of strings");
-        for (size_t i = 0; i < val->count; i++) {
-            const tfv_value *it = val->items[i];
-            int l = item_line(it->line, line);
-            if (it->type != TFV_STRING)
-                return fail_var(err, origin, l, v, "must be a map of strings");
-            if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
-                return fail_var(err, origin, l, v, bad);
-        }
-        if (v->max_items && val->count > v->max_items)
-            return fail_var(err, origin, line, v, v->rule);
-        config_kv *kv = val->count ? xcalloc(val->count, sizeof *kv) : NULL;
-        for (size_t i = 0; i < val->count; i++) {
-            kv[i].key = xstrdup(val->keys[i]);
-            kv[i].value = xstrdup(val->items[i]->string);
-        }
-        free_field(cfg, v);
-        *map_field(cfg, v) = kv;
-        *count_field(cfg, v) = val->count;
-        return 0;
-    }
-    case CV_OBJMAP: {
-        char list[200], msg[400];
-        if (val->type != TFV_MAP) {
-            member_list(v, list, sizeof list);
-            snprintf(msg, sizeof msg, "must be a map of objects with %s", list);
-            return fail_var(err, origin, line, v, msg);
-        }
-        char *arr = val->count ? xcalloc(val->count, v->elem_size) : NULL;
-        for (size_t i = 0; i < val->count; i++) {
-            const tfv_value *it = val->items[i];
-            int l = 0;
-            bad = check_key(v, val->keys[i]);
-            if (!bad)
-                bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
-            if (bad) {
-                free(arr);
-                return fail_var(err, origin, item_line(l ? l : it->line, line), v, bad);
-            }
-        }
-        if (v->max_items && val->count > v->max_items) {
-            free(arr);
-            return fail_var(err, origin, line, v, v->rule);
-        }
-        for (size_t i = 0; i < val->count; i++)
-            entry_set_key(v, arr + i * v->elem_size, xstrdup(val->keys[i]));
-        free_field(cfg, v);
-        objmap_set(cfg, v, arr);
-        *count_field(cfg, v) = val->count;
-        return 0;
-    }
+    case CV_STRLIST: return apply_list(cfg, v, val, origin, line, err);
+    case CV_STRMAP: return apply_map(cfg, v, val, origin, line, err);
+    case CV_OBJMAP: return apply_objmap(cfg, v, val, origin, line, err);
     }
     return 0;
 }

@@ -58,6 +58,60 @@ static int key_cmp(const void *a, const void *b) {
 
 /* ------------------------------------------------------------ key file text */
 
+/* Parse keys[i] of the key file at path into *rk. Returns 0, or
+ * WSG_E_CRYPTO_KEY_FILE with err filled. */
+static int parse_key(const char *path, json_t *k, size_t i, ring_key *rk, wsg_error *err) {
+    json_t *id = json_object_get(k, "id"); /* NULL when k is not an object */
+    if (!json_is_object(k) || !json_is_integer(id) || json_integer_value(id) < 1 ||
+        json_integer_value(id) > (json_int_t)UINT32_MAX) {
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: keys[%zu] needs an \"id\" in 1..%" PRIu32,
+               path, i, UINT32_MAX);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    rk->id = (uint32_t)json_integer_value(id);
+    json_t *kv = json_object_get(k, "key");
+    if (!json_is_string(kv)) {
+        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: key %" PRIu32 " has no \"key\" string",
+               path, rk->id);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    uint8_t tmp[CRYPTO_KEY_LEN + 3];
+    long got =
+        base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp), BASE64_STD);
+    if (got >= 0 && got == CRYPTO_KEY_LEN) memcpy(rk->key, tmp, CRYPTO_KEY_LEN);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    if (got != CRYPTO_KEY_LEN) {
+        if (got < 0)
+            seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                   "key file %s: key %" PRIu32 " is not base64 of %d bytes", path, rk->id,
+                   CRYPTO_KEY_LEN);
+        else
+            seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                   "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path, rk->id, got,
+                   CRYPTO_KEY_LEN);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    json_t *cr = json_object_get(k, "created");
+    if (!json_is_integer(cr)) {
+        seterr(err, WSG_E_CRYPTO_KEY_FILE,
+               "key file %s: key %" PRIu32 " needs an integer \"created\"", path, rk->id);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    rk->created = json_integer_value(cr);
+    json_t *rt = json_object_get(k, "retired");
+    if (rt && !json_is_null(rt)) {
+        if (!json_is_integer(rt)) {
+            seterr(err, WSG_E_CRYPTO_KEY_FILE,
+                   "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null", path,
+                   rk->id);
+            return WSG_E_CRYPTO_KEY_FILE;
+        }
+        rk->retired = true;
+        rk->retired_at = json_integer_value(rt);
+    }
+    return 0;
+}
+
 /* Parse and validate key file text. Returns 0 with *out and index_key set,
  * or -1 with err filled (naming `path`). */
 static int parse_ring(const char *path, const char *text, size_t n, keyset **out,
@@ -106,58 +160,8 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
     s->n = json_array_size(keys);
     s->keys = xcalloc(s->n, sizeof(*s->keys));
     s->active = (uint32_t)json_integer_value(act);
-    for (size_t i = 0; i < s->n; i++) {
-        json_t *k = json_array_get(keys, i);
-        ring_key *rk = &s->keys[i];
-        json_t *id = json_object_get(k, "id"); /* NULL when k is not an object */
-        if (!json_is_object(k) || !json_is_integer(id) || json_integer_value(id) < 1 ||
-            json_integer_value(id) > (json_int_t)UINT32_MAX) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                   "key file %s: keys[%zu] needs an \"id\" in 1..%" PRIu32, path, i, UINT32_MAX);
-            goto fail;
-        }
-        rk->id = (uint32_t)json_integer_value(id);
-        json_t *kv = json_object_get(k, "key");
-        if (!json_is_string(kv)) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: key %" PRIu32 " has no \"key\" string",
-                   path, rk->id);
-            goto fail;
-        }
-        uint8_t tmp[CRYPTO_KEY_LEN + 3];
-        long got = base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp),
-                                 BASE64_STD);
-        if (got >= 0 && got == CRYPTO_KEY_LEN) memcpy(rk->key, tmp, CRYPTO_KEY_LEN);
-        OPENSSL_cleanse(tmp, sizeof(tmp));
-        if (got != CRYPTO_KEY_LEN) {
-            if (got < 0)
-                seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                       "key file %s: key %" PRIu32 " is not base64 of %d bytes", path, rk->id,
-                       CRYPTO_KEY_LEN);
-            else
-                seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                       "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path, rk->id, got,
-                       CRYPTO_KEY_LEN);
-            goto fail;
-        }
-        json_t *cr = json_object_get(k, "created");
-        if (!json_is_integer(cr)) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                   "key file %s: key %" PRIu32 " needs an integer \"created\"", path, rk->id);
-            goto fail;
-        }
-        rk->created = json_integer_value(cr);
-        json_t *rt = json_object_get(k, "retired");
-        if (rt && !json_is_null(rt)) {
-            if (!json_is_integer(rt)) {
-                seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                       "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null", path,
-                       rk->id);
-                goto fail;
-            }
-            rk->retired = true;
-            rk->retired_at = json_integer_value(rt);
-        }
-    }
+    for (size_t i = 0; i < s->n; i++)
+        if (parse_key(path, json_array_get(keys, i), i, &s->keys[i], err) != 0) goto fail;
     qsort(s->keys, s->n, sizeof(*s->keys), key_cmp);
     for (size_t i = 1; i < s->n; i++) {
         if (s->keys[i].id == s->keys[i - 1].id) {
