@@ -14,6 +14,7 @@
 #ifndef WSGATE_COMMON_ERROR_H
 #define WSGATE_COMMON_ERROR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -191,8 +192,14 @@ typedef struct wsg_error {
 int wsg_error_set(wsg_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* As wsg_error_set, also recording line and column (1-based). */
+/* As wsg_error_set, also recording line and column (1-based). An argument
+ * may be err->message itself (the message is formatted aside first). */
 int wsg_error_set_at(wsg_error *err, int code, int line, int column, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* As wsg_error_set_at with a va_list, for a module's own failure helper
+ * (a parser that adds its position). */
+int wsg_error_vset_at(wsg_error *err, int code, int line, int column, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
 #endif

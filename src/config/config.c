@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,24 +108,8 @@ void config_free(config *cfg) {
 
 /* ---------- errors ---------- */
 
-/* Fill *err with code, line (0: none) and the message; return code. */
-static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...) {
-    if (err) {
-        char msg[sizeof err->message];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        wsg_error_set_at(err, code, line, 0, "%s", msg);
-    }
-    return code;
-}
-
 /* A rule across variables is broken: the message names them. */
-#define fail(err, ...) fail_code((err), WSG_E_CONFIG_RULE, 0, __VA_ARGS__)
+#define fail(err, ...) wsg_error_set_at((err), WSG_E_CONFIG_RULE, 0, 0, __VA_ARGS__)
 
 /* "origin:line: " for files, "origin: " where there are no lines. */
 static void where(char *buf, size_t size, const char *origin, int line) {
@@ -138,7 +121,8 @@ static int fail_var(wsg_error *err, const char *origin, int line, const config_v
                     const char *rule) {
     char w[300];
     where(w, sizeof w, origin, line);
-    return fail_code(err, WSG_E_CONFIG_VALUE, line, "%svariable \"%s\": %s", w, v->name, rule);
+    return wsg_error_set_at(err, WSG_E_CONFIG_VALUE, line, 0, "%svariable \"%s\": %s", w, v->name,
+                            rule);
 }
 
 /* ---------- validation ---------- */
@@ -468,8 +452,8 @@ int config_load_text(config *cfg, const char *origin, const char *text, size_t l
     wsg_error perr;
     tfv_doc *doc = tfv_parse(text, len, &perr);
     if (!doc) {
-        fail_code(err, WSG_E_CONFIG_SYNTAX, perr.line, "%s:%d:%d: %.400s", origin, perr.line,
-                  perr.column, perr.message);
+        wsg_error_set_at(err, WSG_E_CONFIG_SYNTAX, perr.line, 0, "%s:%d:%d: %.400s", origin,
+                         perr.line, perr.column, perr.message);
         if (err) err->column = perr.column;
         return WSG_E_CONFIG_SYNTAX;
     }
@@ -478,8 +462,8 @@ int config_load_text(config *cfg, const char *origin, const char *text, size_t l
         const tfv_attr *a = &doc->attrs[i];
         const config_var *v = config_find_var(a->name, strlen(a->name));
         if (!v)
-            rc = fail_code(err, WSG_E_CONFIG_UNKNOWN, a->line, "%s:%d: unknown variable \"%.100s\"",
-                           origin, a->line, a->name);
+            rc = wsg_error_set_at(err, WSG_E_CONFIG_UNKNOWN, a->line, 0,
+                                  "%s:%d: unknown variable \"%.100s\"", origin, a->line, a->name);
         else rc = apply_value(cfg, v, a->value, origin, a->line, err);
     }
     tfv_doc_free(doc);
@@ -488,7 +472,8 @@ int config_load_text(config *cfg, const char *origin, const char *text, size_t l
 
 int config_load_file(config *cfg, const char *path, wsg_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail_code(err, WSG_E_IO, 0, "cannot read %s: %s", path, strerror(errno));
+    if (!f)
+        return wsg_error_set_at(err, WSG_E_IO, 0, 0, "cannot read %s: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
     char *buf = xmalloc(cap);
     for (;;) {
@@ -496,8 +481,9 @@ int config_load_file(config *cfg, const char *path, wsg_error *err) {
             if (cap >= CONFIG_MAX_FILE_BYTES) {
                 fclose(f);
                 free(buf);
-                return fail_code(err, WSG_E_IO, 0, "cannot read %s: file is larger than %u bytes",
-                                 path, CONFIG_MAX_FILE_BYTES);
+                return wsg_error_set_at(err, WSG_E_IO, 0, 0,
+                                        "cannot read %s: file is larger than %u bytes", path,
+                                        CONFIG_MAX_FILE_BYTES);
             }
             cap *= 2;
             buf = xrealloc(buf, cap);
@@ -510,7 +496,8 @@ int config_load_file(config *cfg, const char *path, wsg_error *err) {
         int e = errno;
         fclose(f);
         free(buf);
-        return fail_code(err, WSG_E_IO, 0, "cannot read %s: %s", path, strerror(e ? e : EIO));
+        return wsg_error_set_at(err, WSG_E_IO, 0, 0, "cannot read %s: %s", path,
+                                strerror(e ? e : EIO));
     }
     fclose(f);
     int rc = config_load_text(cfg, path, buf, len, err);
@@ -540,23 +527,23 @@ int config_set_var(config *cfg, const char *origin, const char *name, const char
                    wsg_error *err) {
     const config_var *v = config_find_var(name, strlen(name));
     if (!v)
-        return fail_code(err, WSG_E_CONFIG_UNKNOWN, 0, "%s: unknown variable \"%.100s\"", origin,
-                         name);
+        return wsg_error_set_at(err, WSG_E_CONFIG_UNKNOWN, 0, 0, "%s: unknown variable \"%.100s\"",
+                                origin, name);
     return apply_text(cfg, v, value, origin, err);
 }
 
 int config_set(config *cfg, const char *assignment, wsg_error *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq)
-        return fail_code(err, WSG_E_CONFIG_SYNTAX, 0, "--set: expected name=value, got \"%.100s\"",
-                         assignment);
+        return wsg_error_set_at(err, WSG_E_CONFIG_SYNTAX, 0, 0,
+                                "--set: expected name=value, got \"%.100s\"", assignment);
     const char *a = assignment, *z = eq;
     while (a < z && (*a == ' ' || *a == '\t')) a++;
     while (z > a && (z[-1] == ' ' || z[-1] == '\t')) z--;
     const config_var *v = config_find_var(a, (size_t)(z - a));
     if (!v)
-        return fail_code(err, WSG_E_CONFIG_UNKNOWN, 0, "--set: unknown variable \"%.*s\"",
-                         (int)((z - a) > 100 ? 100 : z - a), a);
+        return wsg_error_set_at(err, WSG_E_CONFIG_UNKNOWN, 0, 0, "--set: unknown variable \"%.*s\"",
+                                (int)((z - a) > 100 ? 100 : z - a), a);
     return apply_text(cfg, v, eq + 1, "--set", err);
 }
 
@@ -736,7 +723,9 @@ int config_validate(const config *cfg, wsg_error *err) {
             break;
         }
         }
-        if (bad) return fail_code(err, WSG_E_CONFIG_VALUE, 0, "variable \"%s\": %s", v->name, bad);
+        if (bad)
+            return wsg_error_set_at(err, WSG_E_CONFIG_VALUE, 0, 0, "variable \"%s\": %s", v->name,
+                                    bad);
     }
     return check_cross_rules(cfg, err);
 }

@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/bytebuf.h"
 #include "common/error.h"
+#include "common/fields.h"
 #include "common/hex.h"
 
 #define ALGORITHM  "AWS4-HMAC-SHA256"
@@ -454,40 +455,31 @@ static size_t header_count(const http_request *r, const char *name) {
 }
 
 static bool signed_list_has(const auth_parts *a, const char *name) {
-    size_t nl = strlen(name);
-    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
-    while (sh < end) {
-        const char *semi = memchr(sh, ';', (size_t)(end - sh));
-        const char *e = semi ? semi : end;
-        if ((size_t)(e - sh) == nl && memcmp(sh, name, nl) == 0) return true;
-        if (!semi) break;
-        sh = semi + 1;
-    }
+    size_t nl = strlen(name), fl;
+    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len, *f;
+    while (fields_next(&sh, end, ';', &f, &fl))
+        if (fl == nl && memcmp(f, name, nl) == 0) return true;
     return false;
 }
 
 /* Append "name:v1,v2\n" for every signed header. Returns false when one is
  * absent from the request. */
 static bool put_canonical_headers(bytebuf *b, const http_request *r, const auth_parts *a) {
-    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
-    while (sh < end) {
-        const char *semi = memchr(sh, ';', (size_t)(end - sh));
-        const char *e = semi ? semi : end;
-        size_t nl = (size_t)(e - sh);
-        bytebuf_put(b, sh, nl);
+    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len, *name;
+    size_t nl;
+    while (fields_next(&sh, end, ';', &name, &nl)) {
+        bytebuf_put(b, name, nl);
         bytebuf_putc(b, ':');
         bool found = false;
         for (size_t i = 0; i < r->nheaders; i++) {
             const http_header *h = &r->headers[i];
-            if (h->name_len != nl || strncasecmp(r->raw + h->name_off, sh, nl) != 0) continue;
+            if (h->name_len != nl || strncasecmp(r->raw + h->name_off, name, nl) != 0) continue;
             if (found) bytebuf_putc(b, ',');
             found = true;
             if (h->value_len) put_trimall(b, r->raw + h->value_off, h->value_len);
         }
         if (!found) return false;
         bytebuf_putc(b, '\n');
-        if (!semi) break;
-        sh = semi + 1;
     }
     return true;
 }
