@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench bench-cluster profile cluster
+.PHONY: all deps run test lint unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench bench-cluster profile cluster
 
 all: $(BIN) $(LOADGEN)
 
@@ -85,6 +85,7 @@ integration: $(BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory format-check
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory unit
@@ -98,6 +99,13 @@ format:
 	clang-format -i $(FORMAT_FILES)
 format-check:
 	@clang-format --dry-run -Werror $(FORMAT_FILES) || { echo "format-check: run make format"; exit 1; }
+
+# Issue #17's rules, checked (part of make test): no include from a lower
+# layer to a higher one (docs/architecture.md, "Layers"), and no function
+# over 80 lines but a parser state machine or a table.
+lint:
+	@$(PYTHON) scripts/check_layers.py
+	@scripts/long_functions.sh --check
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 # (LeakSanitizer included), in its own build directory.

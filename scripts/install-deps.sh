@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential pkg-config clang clang-format libclang-rt-14-dev
+  build-essential pkg-config clang clang-format libclang-rt-14-dev universal-ctags
   libuv1-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libssl-dev zlib1g-dev libzstd-dev libcurl4-openssl-dev libjwt-dev zstd
   libcriterion-dev
   redis-server libhiredis-dev openssl

@@ -190,6 +190,70 @@ static void say_where(const config *cfg, int port, bool echo) {
     fflush(stdout);
 }
 
+/* API mode: the one application every worker runs, its store woken by
+ * loop 0. Returns it, or NULL when start-up failed (logged and said). */
+static app *start_app(const config *cfg, worker *w, unsigned n) {
+    char dbpath[4096];
+    wsg_error err;
+    outputs_data_file(cfg, dbpath, sizeof(dbpath));
+    app *a = xmalloc(sizeof(*a));
+    if (app_init(a, cfg, &w[0].loop, dbpath, n, &err) < 0) {
+        log_msg(LOG_ERROR, "startup_error", "%s", err.message);
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+/* Start worker i's server on its loop; port 0 for the first lets the
+ * kernel choose, and the others share what it chose. Returns 0 or -1 (the
+ * workers started before stay started). */
+static int start_workers(const config *cfg, worker *w, unsigned n, app *a, bool echo) {
+    const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
+    int port = (int)cfg->port;
+    for (unsigned i = 0; i < n; i++) {
+        /* zeroed: server_free runs even when start-up failed */
+        w[i].srv = xcalloc(1, sizeof(*w[i].srv));
+        w[i].app = a;
+        w[i].first = i == 0;
+        if (a) app_attach(a, i, w[i].srv);
+        /* API mode: each worker's server carries its own hub */
+        void *ctx = a ? (void *)app_hub(a, i) : NULL;
+        if (server_start_worker(w[i].srv, &w[i].loop, cfg, handlers, ctx, port, n > 1) != 0)
+            return -1;
+        w[i].started = true;
+        w[i].srv->worker_index = (int)i;
+        port = w[i].srv->bound_port;
+    }
+    return 0;
+}
+
+/* Every loop has stopped: run each loop's last callbacks as that loop's
+ * own (they may still touch its connections), the other loops before the
+ * application closes (their last close callbacks may still reach it);
+ * closing the store runs its last completions on loop 0. Then free all. */
+static void close_workers(worker *w, unsigned n, app *a) {
+    for (unsigned i = 1; i < n; i++) {
+        if (w[i].srv) server_enter(w[i].srv);
+        close_loop(&w[i].loop);
+    }
+    if (w[0].srv) server_enter(w[0].srv);
+    if (a) {
+        app_close(a);
+        uv_run(&w[0].loop, UV_RUN_DEFAULT);
+        free(a);
+    }
+    close_loop(&w[0].loop);
+    for (unsigned i = 0; i < n; i++) {
+        if (w[i].srv) {
+            server_free(w[i].srv);
+            free(w[i].srv);
+        }
+    }
+    free(w);
+}
+
 /* Start n servers on n loops (sharing the port with SO_REUSEPORT when n >
  * 1), run loop 0 on this thread and the others on their own, and wait for
  * all to stop (each stops on SIGTERM/SIGINT). In API mode one application
@@ -212,19 +276,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
     for (unsigned i = 0; i < n; i++) uv_loop_init(&w[i].loop);
     int rc = 0;
     app *a = NULL;
-    if (!echo) {
-        char dbpath[4096];
-        wsg_error err;
-        outputs_data_file(cfg, dbpath, sizeof(dbpath));
-        a = xmalloc(sizeof(*a));
-        if (app_init(a, cfg, &w[0].loop, dbpath, n, &err) < 0) {
-            log_msg(LOG_ERROR, "startup_error", "%s", err.message);
-            fprintf(stderr, "wsgate: %s\n", err.message);
-            free(a);
-            a = NULL;
-            rc = 1;
-        }
-    }
+    if (!echo && !(a = start_app(cfg, w, n))) rc = 1;
     /* For `wsgate outputs` (cli/nodeid.h), in every mode, so that no past
      * process's id is shown; serving goes on without it. */
     if (rc == 0 && nodeid_write(cfg->data_dir, a && cfg->engine_id == CONFIG_ENGINE_REDIS
@@ -232,24 +284,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
                                                    : "local") != 0)
         log_msg(LOG_ERROR, "node_id_error", "cannot write %s/node-id: %s", cfg->data_dir,
                 strerror(errno));
-    const server_handlers *handlers = echo ? echo_handlers() : app_handlers();
-    int port = (int)cfg->port;
-    for (unsigned i = 0; i < n && rc == 0; i++) {
-        /* zeroed: server_free runs even when start-up failed */
-        w[i].srv = xcalloc(1, sizeof(*w[i].srv));
-        w[i].app = a;
-        w[i].first = i == 0;
-        if (a) app_attach(a, i, w[i].srv);
-        /* API mode: each worker's server carries its own hub */
-        void *ctx = a ? (void *)app_hub(a, i) : NULL;
-        if (server_start_worker(w[i].srv, &w[i].loop, cfg, handlers, ctx, port, n > 1) != 0) {
-            rc = 1;
-            break;
-        }
-        w[i].started = true;
-        w[i].srv->worker_index = (int)i;
-        port = w[i].srv->bound_port; /* port 0: the others share the first one's */
-    }
+    if (rc == 0 && start_workers(cfg, w, n, a, echo) != 0) rc = 1;
     if (rc == 0) say_where(cfg, w[0].srv->bound_port, echo);
     if (rc != 0) {
         /* Stop the ones that did start, as SIGTERM would. */
@@ -266,29 +301,7 @@ static int serve(const config *cfg, unsigned n, bool echo) {
         if (n > 1) log_msg(LOG_INFO, "stopped", "wsgate stopped (%u workers)", n);
         else log_msg(LOG_INFO, "stopped", "wsgate stopped");
     }
-    /* Every loop has stopped. The other loops' last close callbacks may
-     * still reach the application, so they go before it closes; closing
-     * the store runs its last completions on loop 0. */
-    /* Each loop's last callbacks run here as that loop's own (they may
-     * still touch its connections). */
-    for (unsigned i = 1; i < n; i++) {
-        if (w[i].srv) server_enter(w[i].srv);
-        close_loop(&w[i].loop);
-    }
-    if (w[0].srv) server_enter(w[0].srv);
-    if (a) {
-        app_close(a);
-        uv_run(&w[0].loop, UV_RUN_DEFAULT);
-        free(a);
-    }
-    close_loop(&w[0].loop);
-    for (unsigned i = 0; i < n; i++) {
-        if (w[i].srv) {
-            server_free(w[i].srv);
-            free(w[i].srv);
-        }
-    }
-    free(w);
+    close_workers(w, n, a);
     return rc;
 }
 
@@ -447,20 +460,21 @@ static bool same_file(const char *a, const char *b) {
 }
 
 /* `wsgate restore` with the key ring, which opens the sealed point-in-time
- * archive (a store without encryption archives unsealed). Returns 0 or -1
- * with err. */
+ * archive (a store without encryption archives unsealed). Returns 0, or the
+ * key ring's or the store's code with err filled. */
 static int restore_run(const config *cfg, const char *db, const char *pitr, int64_t to,
-                       const char *out, char *err, size_t errlen) {
+                       const char *out, wsg_error *err) {
     crypto_keyring *keys = NULL;
     char *path = crypto_key_file_path(cfg->data_dir, cfg->kms_key_file);
-    wsg_error kerr = {0};
-    if (access(path, F_OK) == 0 && crypto_keyring_open(path, false, &keys, &kerr) < 0) {
-        snprintf(err, errlen, "%s", kerr.message);
-        free(path);
-        return -1;
+    if (access(path, F_OK) == 0) {
+        int krc = crypto_keyring_open(path, false, &keys, err);
+        if (krc < 0) {
+            free(path);
+            return krc;
+        }
     }
     free(path);
-    int rc = store_restore(db, pitr, keys, to, out, err, errlen);
+    int rc = store_restore(db, pitr, keys, to, out, err);
     crypto_keyring_free(keys);
     return rc;
 }
@@ -471,7 +485,8 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     config cfg;
     if (load_command(argc, argv, wanted, values, &cfg) == 1) return 0;
     int rc = 0;
-    char db[4096], err[1024], pitr[4096];
+    char db[4096], pitr[4096];
+    wsg_error err = {0};
     outputs_data_file(&cfg, db, sizeof(db));
     snprintf(pitr, sizeof(pitr), "%s/pitr", cfg.data_dir);
     int64_t to = 0;
@@ -487,9 +502,9 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
         fprintf(stderr, "wsgate: --to %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ (UTC)\n",
                 values[1]);
         rc = 2;
-    } else if (restore ? restore_run(&cfg, db, pitr, to, values[0], err, sizeof(err))
-                       : store_backup(db, values[0], err, sizeof(err))) {
-        fprintf(stderr, "wsgate: %s\n", err);
+    } else if (restore ? restore_run(&cfg, db, pitr, to, values[0], &err)
+                       : store_backup(db, values[0], &err)) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
     } else if (restore) {
         /* A TIME still to come restores what is committed now, not then. */

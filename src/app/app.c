@@ -394,7 +394,7 @@ static void on_gc(uv_timer_t *t) {
 static bool key_in_use(uint32_t key_id, void *ctx) { return store_key_in_use(ctx, key_id) != 0; }
 
 /* The key ring (encryption at rest) and the store. Returns 0, or the key
- * ring's code or WSG_E_IO (the store) with *err filled. */
+ * ring's code or the store's (WSG_E_STORE_*) with *err filled. */
 static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
                       wsg_error *err) {
     if (cfg->enable_encryption) {
@@ -429,13 +429,26 @@ static int open_store(app *a, const config *cfg, uv_loop_t *loop, const char *st
         .on_commit = handlers_store_committed,
         .on_commit_ctx = a,
     };
-    /* The store still reports with err, errlen (src/store is not converted). */
-    char serr[sizeof(err->message)];
-    a->store = store_open(store_path, loop, &so, serr, sizeof(serr));
+    a->store = store_open(store_path, loop, &so, err);
     if (!a->store) {
         crypto_keyring_free(a->keys);
         a->keys = NULL;
-        return wsg_error_set(err, WSG_E_IO, "%s", serr);
+        return err ? err->code : WSG_E_STORE_OPEN;
+    }
+    return 0;
+}
+
+/* The $connect authorizer auth_mode names. Returns 0, or the JWT
+ * authorizer's code with *err filled. */
+static int open_auth(app *a, const config *cfg, wsg_error *err) {
+    if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
+        wsg_error jerr;
+        a->auth = auth_jwt_new(cfg, &jerr);
+        if (!a->auth) return wsg_error_set(err, jerr.code, "%s", jerr.message);
+    } else if (cfg->auth_mode_id == CONFIG_AUTH_HTTP) {
+        a->auth = integ_passthrough_authorizer(); /* [integrations] decided by integ */
+    } else {
+        a->auth = auth_demo();
     }
     return 0;
 }
@@ -457,17 +470,10 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         router_free(&a->routes);
         return rc;
     }
-    if (cfg->auth_mode_id == CONFIG_AUTH_JWT) {
-        wsg_error jerr;
-        a->auth = auth_jwt_new(cfg, &jerr);
-        if (!a->auth) {
-            router_free(&a->routes);
-            return wsg_error_set(err, jerr.code, "%s", jerr.message);
-        }
-    } else if (cfg->auth_mode_id == CONFIG_AUTH_HTTP) {
-        a->auth = integ_passthrough_authorizer(); /* [integrations] decided by integ */
-    } else {
-        a->auth = auth_demo();
+    rc = open_auth(a, cfg, err);
+    if (rc < 0) {
+        router_free(&a->routes);
+        return rc;
     }
     /* [integrations] */
     integ_app = a;
@@ -487,24 +493,18 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         return rc;
     }
     a->routes.max_depth = (size_t)cfg->max_json_depth;
-    if (cfg->engine_id == CONFIG_ENGINE_REDIS) {
-        /* The engine still reports with err, errlen (src/engine/redis.c is
-         * not converted). */
-        char eerr[sizeof(err->message)];
-        a->engine = engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, eerr,
-                                     sizeof(eerr));
-        if (!a->engine) {
-            store_close(a->store);
-            a->store = NULL;
-            crypto_keyring_free(a->keys);
-            a->keys = NULL;
-            router_free(&a->routes);
-            a->auth->destroy(a->auth);
-            a->auth = NULL;
-            return wsg_error_set(err, WSG_E_IO, "%s", eerr);
-        }
-    } else {
-        a->engine = engine_local_new(nworkers, handlers_deliver(), a->store);
+    a->engine = cfg->engine_id == CONFIG_ENGINE_REDIS
+                    ? engine_redis_new(nworkers, handlers_deliver(), a->store, cfg, a->keys, err)
+                    : engine_local_new(nworkers, handlers_deliver(), a->store);
+    if (!a->engine) {
+        store_close(a->store);
+        a->store = NULL;
+        crypto_keyring_free(a->keys);
+        a->keys = NULL;
+        router_free(&a->routes);
+        a->auth->destroy(a->auth);
+        a->auth = NULL;
+        return err ? err->code : WSG_E_ENGINE_CONFIG;
     }
     a->nhubs = nworkers;
     a->hubs = xcalloc(nworkers, sizeof(*a->hubs));

@@ -83,7 +83,8 @@ uint64_t app_message_received_ns(void);
  * Returns 0, or the failing step's negative code with *err (caller's)
  * filled: WSG_E_CONFIG_RULE (worker_threads), WSG_E_ROUTER_*, the
  * credentials' and the JWT authorizer's codes, WSG_E_CRYPTO_* (the key
- * file), WSG_E_IO (the store or the Redis engine cannot start),
+ * file), WSG_E_STORE_* (the store cannot open), WSG_E_ENGINE_CONFIG (the
+ * Redis engine's URLs),
  * WSG_E_INTERNAL (libcurl, the trace exporter). */
 int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path, size_t nworkers,
              wsg_error *err);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/fields.h"
 #include "ws/utf8.h"
 
 #define AUTH_MAX_ID 128
@@ -29,15 +30,12 @@ void auth_identity_clear(auth_identity *id) {
 /* True when parameter `name` is in the query at all: http_query_param()
  * answers false both for an absent name and for a badly encoded value. */
 static bool query_has(const char *q, size_t qlen, const char *name) {
-    size_t nl = strlen(name);
-    for (const char *p = q, *end = q + qlen; p < end;) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(pe - p));
-        const char *ke = eq ? eq : pe;
-        if ((size_t)(ke - p) == nl && memcmp(p, name, nl) == 0) return true;
-        if (!amp) break;
-        p = amp + 1;
+    size_t nl = strlen(name), fl;
+    const char *p = q, *f;
+    while (fields_next(&p, q + qlen, '&', &f, &fl)) {
+        const char *eq = memchr(f, '=', fl);
+        size_t kl = eq ? (size_t)(eq - f) : fl;
+        if (kl == nl && memcmp(f, name, nl) == 0) return true;
     }
     return false;
 }

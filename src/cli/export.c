@@ -16,7 +16,8 @@ int export_run(const config *cfg, const char *room, long long since, const char 
         fprintf(stderr, "wsgate: --format %s: use jsonl or csv\n", format);
         return 2;
     }
-    char db[4096], err[1024];
+    char db[4096];
+    wsg_error err = {0};
     outputs_data_file(cfg, db, sizeof(db));
     crypto_keyring *keys = NULL;
     if (cfg->enable_encryption) {
@@ -30,10 +31,10 @@ int export_run(const config *cfg, const char *room, long long since, const char 
             return 1;
         }
     }
-    long n = store_export(db, keys, room, since, cfg->message_ttl_days, fmt, out, err, sizeof(err));
+    long n = store_export(db, keys, room, since, cfg->message_ttl_days, fmt, out, &err);
     crypto_keyring_free(keys);
     if (n < 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
+        fprintf(stderr, "wsgate: %s\n", err.message);
         return 1;
     }
     if (n == 0) fprintf(stderr, "wsgate: no stored messages in room %s\n", room);

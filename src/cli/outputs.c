@@ -50,40 +50,47 @@ static void api_id(const config *cfg, char out[11]) {
 
 void outputs_api_id(const config *cfg, char out[11]) { api_id(cfg, out); }
 
-int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out) {
-    char hostbuf[128], endpoint[512], test_url[1024], id[11], data_file[4096], mgmt[600];
+/* The values `wsgate outputs` derives from the configuration alone. */
+typedef struct derived {
+    char endpoint[512], test_url[1024], id[11], data_file[4096], mgmt[600];
     char conn_tbl[300], rooms_tbl[300], msgs_tbl[300], fn_connect[300], fn_message[300],
         fn_disconnect[300];
+} derived;
+
+static void derive(const config *cfg, derived *d) {
+    char hostbuf[128];
     const char *host = dial_host(cfg, hostbuf, sizeof(hostbuf));
     bool tls = cfg->tls_cert_file && cfg->tls_cert_file[0];
-    snprintf(endpoint, sizeof(endpoint), "%s://%s:%lld/%s", tls ? "wss" : "ws", host,
+    snprintf(d->endpoint, sizeof(d->endpoint), "%s://%s:%lld/%s", tls ? "wss" : "ws", host,
              (long long)cfg->port, cfg->stage_name);
-    snprintf(test_url, sizeof(test_url),
+    snprintf(d->test_url, sizeof(d->test_url),
              "%s?userId=testuser&username=TestUser&roomId=general&token=valid_test_token",
-             endpoint);
-    api_id(cfg, id);
-    outputs_data_file(cfg, data_file, sizeof(data_file));
-    snprintf(mgmt, sizeof(mgmt), "%s://%s:%lld/%s", tls ? "https" : "http", host,
+             d->endpoint);
+    api_id(cfg, d->id);
+    outputs_data_file(cfg, d->data_file, sizeof(d->data_file));
+    snprintf(d->mgmt, sizeof(d->mgmt), "%s://%s:%lld/%s", tls ? "https" : "http", host,
              (long long)cfg->port, cfg->stage_name);
     const char *pe[] = {cfg->project_name, cfg->environment};
-    snprintf(conn_tbl, sizeof(conn_tbl), "%s-%s-connections", pe[0], pe[1]);
-    snprintf(rooms_tbl, sizeof(rooms_tbl), "%s-%s-rooms", pe[0], pe[1]);
-    snprintf(msgs_tbl, sizeof(msgs_tbl), "%s-%s-messages", pe[0], pe[1]);
-    snprintf(fn_connect, sizeof(fn_connect), "%s-%s-connect", pe[0], pe[1]);
-    snprintf(fn_message, sizeof(fn_message), "%s-%s-message", pe[0], pe[1]);
-    snprintf(fn_disconnect, sizeof(fn_disconnect), "%s-%s-disconnect", pe[0], pe[1]);
+    snprintf(d->conn_tbl, sizeof(d->conn_tbl), "%s-%s-connections", pe[0], pe[1]);
+    snprintf(d->rooms_tbl, sizeof(d->rooms_tbl), "%s-%s-rooms", pe[0], pe[1]);
+    snprintf(d->msgs_tbl, sizeof(d->msgs_tbl), "%s-%s-messages", pe[0], pe[1]);
+    snprintf(d->fn_connect, sizeof(d->fn_connect), "%s-%s-connect", pe[0], pe[1]);
+    snprintf(d->fn_message, sizeof(d->fn_message), "%s-%s-message", pe[0], pe[1]);
+    snprintf(d->fn_disconnect, sizeof(d->fn_disconnect), "%s-%s-disconnect", pe[0], pe[1]);
+}
 
-    /* The management API's keys: configured, or read from the data
-     * directory where the server generated them on its first start. Never
-     * generated here: keys this command made would not be the ones a
-     * server running elsewhere checks. */
-    mgmt_credentials creds;
+/* The management API's keys: configured, or read from the data directory
+ * where the server generated them on its first start. Never generated
+ * here: keys this command made would not be the ones a server running
+ * elsewhere checks. -raw of another output stays silent about keys it does
+ * not print. */
+static void read_credentials(const config *cfg, outputs_format format, const char *name,
+                             mgmt_credentials *creds) {
     wsg_error cerr;
-    memset(&creds, 0, sizeof(creds));
-    /* -raw of another output stays silent about keys it does not print. */
+    memset(creds, 0, sizeof(*creds));
     bool wants_creds = format != OUTPUTS_RAW || (strncmp(name, "management_", 11) == 0 &&
                                                  strcmp(name, "management_api_url") != 0);
-    if (wants_creds && mgmt_credentials_read(cfg, &creds, &cerr) < 0) {
+    if (wants_creds && mgmt_credentials_read(cfg, creds, &cerr) < 0) {
         fprintf(stderr, "wsgate: %s\n", cerr.message);
     } else if (wants_creds &&
                (!*cfg->management_access_key_id || !*cfg->management_secret_access_key ||
@@ -94,74 +101,62 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
                 abs ? abs : cfg->data_dir);
         free(abs);
     }
+}
 
-    /* The running server's node id: only a server knows it (random per
-     * process with engine = "redis"). */
-    char node_id[64] = "";
-    if (format != OUTPUTS_RAW || strcmp(name, "node_id") == 0) {
-        int nrc = nodeid_read(cfg->data_dir, node_id, sizeof(node_id));
-        if (nrc == 1)
-            fprintf(stderr,
-                    "wsgate: no server running on %s: node_id is chosen when wsgate serve "
-                    "starts\n",
-                    cfg->data_dir);
-        else if (nrc != 0)
-            fprintf(stderr, "wsgate: cannot read the running server's node id from %s/node-id\n",
-                    cfg->data_dir);
-    }
+/* The running server's node id: only a server knows it (random per process
+ * with engine = "redis"); node_id stays "" when there is none. */
+static void read_node_id(const config *cfg, outputs_format format, const char *name, char *node_id,
+                         size_t len) {
+    if (format == OUTPUTS_RAW && strcmp(name, "node_id") != 0) return;
+    int nrc = nodeid_read(cfg->data_dir, node_id, len);
+    if (nrc == 1)
+        fprintf(stderr,
+                "wsgate: no server running on %s: node_id is chosen when wsgate serve "
+                "starts\n",
+                cfg->data_dir);
+    else if (nrc != 0)
+        fprintf(stderr, "wsgate: cannot read the running server's node id from %s/node-id\n",
+                cfg->data_dir);
+}
 
-    const struct {
-        const char *name;
-        const char *value;
-        bool sensitive;
-    } rows[] = {
-        {"connect_function_name", fn_connect, false},
-        {"connections_table_name", conn_tbl, false},
-        {"data_file", data_file, false},
-        {"disconnect_function_name", fn_disconnect, false},
-        {"management_access_key_id", creds.access_key_id, false},
-        {"management_api_url", mgmt, false},
-        {"management_bearer_key", creds.bearer_key, true},
-        {"management_secret_access_key", creds.secret_access_key, true},
-        {"message_function_name", fn_message, false},
-        {"messages_table_name", msgs_tbl, false},
-        {"node_id", node_id, false},
-        {"rooms_table_name", rooms_tbl, false},
-        {"stage_name", cfg->stage_name, false},
-        {"test_connection_url", test_url, false},
-        {"websocket_api_endpoint", endpoint, false},
-        {"websocket_api_id", id, false},
-    };
-    size_t n = sizeof(rows) / sizeof(rows[0]);
-    if (format == OUTPUTS_RAW) {
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(rows[i].name, name) == 0) {
-                /* An empty key would pass for a value in `$(...)`. */
-                if (!*rows[i].value) return 1;
-                fputs(rows[i].value, out);
-                return 0;
-            }
+typedef struct output_row {
+    const char *name;
+    const char *value;
+    bool sensitive;
+} output_row;
+
+/* -raw NAME: the value alone. */
+static int print_raw(const output_row *rows, size_t n, const char *name, FILE *out) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].name, name) == 0) {
+            /* An empty key would pass for a value in `$(...)`. */
+            if (!*rows[i].value) return 1;
+            fputs(rows[i].value, out);
+            return 0;
         }
-        const char *names[sizeof(rows) / sizeof(rows[0]) + 1];
-        for (size_t i = 0; i < n; i++) names[i] = rows[i].name;
-        names[n] = NULL;
-        const char *meant = config_suggest_word(name, names);
-        fprintf(stderr, "wsgate: no output named \"%s\"%s%s%s (see wsgate outputs)\n", name,
-                meant ? "; did you mean " : "", meant ? meant : "", meant ? "?" : "");
-        return 2;
     }
-    if (format == OUTPUTS_JSON) {
-        json_t *o = json_object();
-        for (size_t i = 0; i < n; i++)
-            json_object_set_new(o, rows[i].name,
-                                json_pack("{s:b,s:s,s:s}", "sensitive", rows[i].sensitive, "type",
-                                          "string", "value", rows[i].value));
-        char *txt = json_dumps(o, JSON_INDENT(2));
-        fprintf(out, "%s\n", txt);
-        free(txt);
-        json_decref(o);
-        return 0;
-    }
+    const char **names = xcalloc(n + 1, sizeof *names);
+    for (size_t i = 0; i < n; i++) names[i] = rows[i].name;
+    const char *meant = config_suggest_word(name, names);
+    fprintf(stderr, "wsgate: no output named \"%s\"%s%s%s (see wsgate outputs)\n", name,
+            meant ? "; did you mean " : "", meant ? meant : "", meant ? "?" : "");
+    free(names);
+    return 2;
+}
+
+static void print_json(const output_row *rows, size_t n, FILE *out) {
+    json_t *o = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(o, rows[i].name,
+                            json_pack("{s:b,s:s,s:s}", "sensitive", rows[i].sensitive, "type",
+                                      "string", "value", rows[i].value));
+    char *txt = json_dumps(o, JSON_INDENT(2));
+    fprintf(out, "%s\n", txt);
+    free(txt);
+    json_decref(o);
+}
+
+static void print_text(const output_row *rows, size_t n, FILE *out) {
     for (size_t i = 0; i < n; i++) {
         if (rows[i].sensitive) {
             /* As terraform output does: shown only with -raw or -json. */
@@ -174,5 +169,36 @@ int outputs_print(const config *cfg, outputs_format format, const char *name, FI
         free(q);
         json_decref(s);
     }
+}
+
+int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out) {
+    derived d;
+    derive(cfg, &d);
+    mgmt_credentials creds;
+    read_credentials(cfg, format, name, &creds);
+    char node_id[64] = "";
+    read_node_id(cfg, format, name, node_id, sizeof(node_id));
+    const output_row rows[] = {
+        {"connect_function_name", d.fn_connect, false},
+        {"connections_table_name", d.conn_tbl, false},
+        {"data_file", d.data_file, false},
+        {"disconnect_function_name", d.fn_disconnect, false},
+        {"management_access_key_id", creds.access_key_id, false},
+        {"management_api_url", d.mgmt, false},
+        {"management_bearer_key", creds.bearer_key, true},
+        {"management_secret_access_key", creds.secret_access_key, true},
+        {"message_function_name", d.fn_message, false},
+        {"messages_table_name", d.msgs_tbl, false},
+        {"node_id", node_id, false},
+        {"rooms_table_name", d.rooms_tbl, false},
+        {"stage_name", cfg->stage_name, false},
+        {"test_connection_url", d.test_url, false},
+        {"websocket_api_endpoint", d.endpoint, false},
+        {"websocket_api_id", d.id, false},
+    };
+    size_t n = sizeof(rows) / sizeof(rows[0]);
+    if (format == OUTPUTS_RAW) return print_raw(rows, n, name, out);
+    if (format == OUTPUTS_JSON) print_json(rows, n, out);
+    else print_text(rows, n, out);
     return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *wsg_strerror(int code) {
     if (code == 0) return "success";
@@ -45,19 +46,23 @@ int wsg_err_http_status(int code) {
     return 0;
 }
 
-static int set_v(wsg_error *err, int code, int line, int column, const char *fmt, va_list ap) {
+int wsg_error_vset_at(wsg_error *err, int code, int line, int column, const char *fmt, va_list ap) {
     if (!err) return code;
+    /* Formatted aside first: an argument may be err->message itself (a
+     * message wrapped with more context). */
+    char msg[sizeof(err->message)];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     err->code = code;
     err->line = line;
     err->column = column;
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    memcpy(err->message, msg, sizeof(msg));
     return code;
 }
 
 int wsg_error_set(wsg_error *err, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    set_v(err, code, 0, 0, fmt, ap);
+    wsg_error_vset_at(err, code, 0, 0, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -65,7 +70,7 @@ int wsg_error_set(wsg_error *err, int code, const char *fmt, ...) {
 int wsg_error_set_at(wsg_error *err, int code, int line, int column, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    set_v(err, code, line, column, fmt, ap);
+    wsg_error_vset_at(err, code, line, column, fmt, ap);
     va_end(ap);
     return code;
 }

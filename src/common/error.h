@@ -14,6 +14,7 @@
 #ifndef WSGATE_COMMON_ERROR_H
 #define WSGATE_COMMON_ERROR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -133,7 +134,23 @@
     X(INTEG_AUTH_RESULT, -1002, 0, 500, "authorizer answered with an invalid result")                \
     X(INTEG_HTTP, -1003, 0, 500, "the HTTP client refused the request")                              \
     /* src/cli */                                                                                    \
-    X(CLI_DATA_LOCKED, -1101, 0, 0, "data directory is in use by another wsgate")
+    X(CLI_DATA_LOCKED, -1101, 0, 0, "data directory is in use by another wsgate")                    \
+    /* src/engine: a connection another node holds (the management API                            \
+     * answers with the status), a Redis engine that cannot be set up */  \
+    X(ENGINE_ELSEWHERE, -1201, 0, 503, "connection is held by another node")                         \
+    X(ENGINE_TIMEOUT, -1202, 0, 504, "the node holding the connection did not answer in time")       \
+    X(ENGINE_UNAVAILABLE, -1203, 0, 503, "the node holding the connection cannot be asked now")      \
+    X(ENGINE_CONFIG, -1204, 0, 0, "Redis engine cannot be set up")                                   \
+    /* src/store: the database and its point-in-time archive (the                                  \
+     * wsg_error message names the file and SQLite's reason) */ \
+    X(STORE_OPEN, -1301, 0, 0, "store cannot be opened")                                             \
+    X(STORE_DAMAGED, -1302, 0, 0, "store failed its integrity check")                                \
+    X(STORE_KEYS, -1303, 0, 0, "stored values cannot be opened with the configured keys")            \
+    X(STORE_MISSING, -1304, 0, 0, "no store at the path")                                            \
+    X(STORE_READ, -1305, 0, 0, "store cannot be read")                                               \
+    X(STORE_WRITE, -1306, 0, 0, "copy of the store cannot be written")                               \
+    X(STORE_WINDOW, -1307, 0, 0, "time is outside the recovery window")                              \
+    X(STORE_ARCHIVE, -1308, 0, 0, "point-in-time archive cannot be read")
 
 typedef enum wsg_errno {
 #define WSG_ERRNO_ENUM(name, value, close, http, text) WSG_E_##name = (value),
@@ -175,8 +192,14 @@ typedef struct wsg_error {
 int wsg_error_set(wsg_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* As wsg_error_set, also recording line and column (1-based). */
+/* As wsg_error_set, also recording line and column (1-based). An argument
+ * may be err->message itself (the message is formatted aside first). */
 int wsg_error_set_at(wsg_error *err, int code, int line, int column, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* As wsg_error_set_at with a va_list, for a module's own failure helper
+ * (a parser that adds its position). */
+int wsg_error_vset_at(wsg_error *err, int code, int line, int column, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
 #endif

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,24 +109,8 @@ void config_free(config *cfg) {
 
 /* ---------- errors ---------- */
 
-/* Fill *err with code, line (0: none) and the message; return code. */
-static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail_code(wsg_error *err, int code, int line, const char *fmt, ...) {
-    if (err) {
-        char msg[sizeof err->message];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        wsg_error_set_at(err, code, line, 0, "%s", msg);
-    }
-    return code;
-}
-
 /* A rule across variables is broken: the message names them. */
-#define fail(err, ...) fail_code((err), WSG_E_CONFIG_RULE, 0, __VA_ARGS__)
+#define fail(err, ...) wsg_error_set_at((err), WSG_E_CONFIG_RULE, 0, 0, __VA_ARGS__)
 
 /* "origin:line: " for files, "origin: " where there are no lines. */
 static void where(char *buf, size_t size, const char *origin, int line) {
@@ -142,16 +125,18 @@ static int fail_unknown(wsg_error *err, const char *origin, int line, const char
     char at[300];
     where(at, sizeof at, origin, line);
     const char *meant = config_suggest_var(name, len);
-    return fail_code(err, WSG_E_CONFIG_UNKNOWN, line, "%sunknown variable \"%.*s\"%s%s%s", at,
-                     (int)(len > 100 ? 100 : len), name, meant ? " (did you mean \"" : "",
-                     meant ? meant : "", meant ? "\"?)" : "");
+    return wsg_error_set_at(err, WSG_E_CONFIG_UNKNOWN, line, 0, "%sunknown variable \"%.*s\"%s%s%s",
+                            at, (int)(len > 100 ? 100 : len), name,
+                            meant ? " (did you mean \"" : "", meant ? meant : "",
+                            meant ? "\"?)" : "");
 }
 
 static int fail_var(wsg_error *err, const char *origin, int line, const config_var *v,
                     const char *rule) {
     char w[300];
     where(w, sizeof w, origin, line);
-    return fail_code(err, WSG_E_CONFIG_VALUE, line, "%svariable \"%s\": %s", w, v->name, rule);
+    return wsg_error_set_at(err, WSG_E_CONFIG_VALUE, line, 0, "%svariable \"%s\": %s", w, v->name,
+                            rule);
 }
 
 /* ---------- validation ---------- */
@@ -330,6 +315,84 @@ static int item_line(int item, int line) { return line == 0 ? 0 : item ? item : 
 
 /* ---------- applying one value ---------- */
 
+/* apply_value for a list of strings. */
+static int apply_list(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                      int line, wsg_error *err) {
+    const char *bad;
+    if (val->type != TFV_LIST) return fail_var(err, origin, line, v, "must be a list of strings");
+    for (size_t i = 0; i < val->count; i++) {
+        const tfv_value *it = val->items[i];
+        int l = item_line(it->line, line);
+        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, "must be a list of strings");
+        if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
+    }
+    if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+    char **list = xcalloc(val->count + 1, sizeof *list);
+    for (size_t i = 0; i < val->count; i++) list[i] = xstrdup(val->items[i]->string);
+    free_field(cfg, v);
+    *list_field(cfg, v) = list;
+    *count_field(cfg, v) = val->count;
+    return 0;
+}
+
+/* apply_value for a map of strings. */
+static int apply_map(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                     int line, wsg_error *err) {
+    const char *bad;
+    if (val->type != TFV_MAP) return fail_var(err, origin, line, v, "must be a map of strings");
+    for (size_t i = 0; i < val->count; i++) {
+        const tfv_value *it = val->items[i];
+        int l = item_line(it->line, line);
+        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, "must be a map of strings");
+        if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
+            return fail_var(err, origin, l, v, bad);
+    }
+    if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+    config_kv *kv = val->count ? xcalloc(val->count, sizeof *kv) : NULL;
+    for (size_t i = 0; i < val->count; i++) {
+        kv[i].key = xstrdup(val->keys[i]);
+        kv[i].value = xstrdup(val->items[i]->string);
+    }
+    free_field(cfg, v);
+    *map_field(cfg, v) = kv;
+    *count_field(cfg, v) = val->count;
+    return 0;
+}
+
+/* apply_value for a map of objects (each entry parsed by the variable's
+ * member table). */
+static int apply_objmap(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                        int line, wsg_error *err) {
+    char list[200], msg[400];
+    if (val->type != TFV_MAP) {
+        member_list(v, list, sizeof list);
+        snprintf(msg, sizeof msg, "must be a map of objects with %s", list);
+        return fail_var(err, origin, line, v, msg);
+    }
+    char *arr = val->count ? xcalloc(val->count, v->elem_size) : NULL;
+    for (size_t i = 0; i < val->count; i++) {
+        const tfv_value *it = val->items[i];
+        int l = 0;
+        const char *bad = check_key(v, val->keys[i]);
+        if (!bad)
+            bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
+        if (bad) {
+            free(arr);
+            return fail_var(err, origin, item_line(l ? l : it->line, line), v, bad);
+        }
+    }
+    if (v->max_items && val->count > v->max_items) {
+        free(arr);
+        return fail_var(err, origin, line, v, v->rule);
+    }
+    for (size_t i = 0; i < val->count; i++)
+        entry_set_key(v, arr + i * v->elem_size, xstrdup(val->keys[i]));
+    free_field(cfg, v);
+    objmap_set(cfg, v, arr);
+    *count_field(cfg, v) = val->count;
+    return 0;
+}
+
 /* Convert, validate and store val into variable v. *cfg is untouched on
  * failure. line 0 means the origin has no lines (environment, --set). */
 /* The type rule of a number variable: its unit is in its name, which "30s"
@@ -381,77 +444,9 @@ static int apply_value(config *cfg, const config_var *v, const tfv_value *val, c
             *bool_field(cfg, v) = false;
         else return fail_var(err, origin, line, v, "must be true or false");
         return 0;
-    case CV_STRLIST: {
-        if (val->type != TFV_LIST)
-            return fail_var(err, origin, line, v, "must be a list of strings");
-        for (size_t i = 0; i < val->count; i++) {
-            const tfv_value *it = val->items[i];
-            int l = item_line(it->line, line);
-            if (it->type != TFV_STRING)
-                return fail_var(err, origin, l, v, "must be a list of strings");
-            if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
-        }
-        if (v->max_items && val->count > v->max_items)
-            return fail_var(err, origin, line, v, v->rule);
-        char **list = xcalloc(val->count + 1, sizeof *list);
-        for (size_t i = 0; i < val->count; i++) list[i] = xstrdup(val->items[i]->string);
-        free_field(cfg, v);
-        *list_field(cfg, v) = list;
-        *count_field(cfg, v) = val->count;
-        return 0;
-    }
-    case CV_STRMAP: {
-        if (val->type != TFV_MAP) return fail_var(err, origin, line, v, "must be a map of strings");
-        for (size_t i = 0; i < val->count; i++) {
-            const tfv_value *it = val->items[i];
-            int l = item_line(it->line, line);
-            if (it->type != TFV_STRING)
-                return fail_var(err, origin, l, v, "must be a map of strings");
-            if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
-                return fail_var(err, origin, l, v, bad);
-        }
-        if (v->max_items && val->count > v->max_items)
-            return fail_var(err, origin, line, v, v->rule);
-        config_kv *kv = val->count ? xcalloc(val->count, sizeof *kv) : NULL;
-        for (size_t i = 0; i < val->count; i++) {
-            kv[i].key = xstrdup(val->keys[i]);
-            kv[i].value = xstrdup(val->items[i]->string);
-        }
-        free_field(cfg, v);
-        *map_field(cfg, v) = kv;
-        *count_field(cfg, v) = val->count;
-        return 0;
-    }
-    case CV_OBJMAP: {
-        char list[200], msg[400];
-        if (val->type != TFV_MAP) {
-            member_list(v, list, sizeof list);
-            snprintf(msg, sizeof msg, "must be a map of objects with %s", list);
-            return fail_var(err, origin, line, v, msg);
-        }
-        char *arr = val->count ? xcalloc(val->count, v->elem_size) : NULL;
-        for (size_t i = 0; i < val->count; i++) {
-            const tfv_value *it = val->items[i];
-            int l = 0;
-            bad = check_key(v, val->keys[i]);
-            if (!bad)
-                bad = parse_entry(v, val->keys[i], it, arr + i * v->elem_size, msg, sizeof msg, &l);
-            if (bad) {
-                free(arr);
-                return fail_var(err, origin, item_line(l ? l : it->line, line), v, bad);
-            }
-        }
-        if (v->max_items && val->count > v->max_items) {
-            free(arr);
-            return fail_var(err, origin, line, v, v->rule);
-        }
-        for (size_t i = 0; i < val->count; i++)
-            entry_set_key(v, arr + i * v->elem_size, xstrdup(val->keys[i]));
-        free_field(cfg, v);
-        objmap_set(cfg, v, arr);
-        *count_field(cfg, v) = val->count;
-        return 0;
-    }
+    case CV_STRLIST: return apply_list(cfg, v, val, origin, line, err);
+    case CV_STRMAP: return apply_map(cfg, v, val, origin, line, err);
+    case CV_OBJMAP: return apply_objmap(cfg, v, val, origin, line, err);
     }
     return 0;
 }
@@ -488,8 +483,8 @@ static int apply_text(config *cfg, const config_var *v, const char *text, const 
 
 /* A syntax error of the file `origin`, at the parser's line and column. */
 static int fail_syntax(wsg_error *err, const char *origin, const wsg_error *perr) {
-    fail_code(err, WSG_E_CONFIG_SYNTAX, perr->line, "%s:%d:%d: %.400s", origin, perr->line,
-              perr->column, perr->message);
+    wsg_error_set_at(err, WSG_E_CONFIG_SYNTAX, perr->line, 0, "%s:%d:%d: %.400s", origin,
+                     perr->line, perr->column, perr->message);
     if (err) err->column = perr->column;
     return WSG_E_CONFIG_SYNTAX;
 }
@@ -504,10 +499,10 @@ static int load_json_text(config *cfg, const char *origin, const char *text, siz
     if (!doc) return fail_syntax(err, origin, &perr);
     int rc = 0;
     if (doc->type != TFV_MAP) {
-        rc = fail_code(err, WSG_E_CONFIG_SYNTAX, doc->line,
-                       "%s:%d:%d: a .json variable file holds one JSON object of variables "
-                       "({\"name\": value, ...})",
-                       origin, doc->line, doc->column);
+        rc = wsg_error_set_at(err, WSG_E_CONFIG_SYNTAX, doc->line, 0,
+                              "%s:%d:%d: a .json variable file holds one JSON object of variables "
+                              "({\"name\": value, ...})",
+                              origin, doc->line, doc->column);
         if (err) err->column = doc->column;
     }
     for (size_t i = 0; i < doc->count && rc == 0 && doc->type == TFV_MAP; i++) {
@@ -541,7 +536,8 @@ int config_load_text(config *cfg, const char *origin, const char *text, size_t l
 
 int config_load_file(config *cfg, const char *path, wsg_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail_code(err, WSG_E_IO, 0, "cannot read %s: %s", path, strerror(errno));
+    if (!f)
+        return wsg_error_set_at(err, WSG_E_IO, 0, 0, "cannot read %s: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
     char *buf = xmalloc(cap);
     for (;;) {
@@ -549,8 +545,9 @@ int config_load_file(config *cfg, const char *path, wsg_error *err) {
             if (cap >= CONFIG_MAX_FILE_BYTES) {
                 fclose(f);
                 free(buf);
-                return fail_code(err, WSG_E_IO, 0, "cannot read %s: file is larger than %u bytes",
-                                 path, CONFIG_MAX_FILE_BYTES);
+                return wsg_error_set_at(err, WSG_E_IO, 0, 0,
+                                        "cannot read %s: file is larger than %u bytes", path,
+                                        CONFIG_MAX_FILE_BYTES);
             }
             cap *= 2;
             buf = xrealloc(buf, cap);
@@ -563,7 +560,8 @@ int config_load_file(config *cfg, const char *path, wsg_error *err) {
         int e = errno;
         fclose(f);
         free(buf);
-        return fail_code(err, WSG_E_IO, 0, "cannot read %s: %s", path, strerror(e ? e : EIO));
+        return wsg_error_set_at(err, WSG_E_IO, 0, 0, "cannot read %s: %s", path,
+                                strerror(e ? e : EIO));
     }
     fclose(f);
     int rc = config_load_text(cfg, path, buf, len, err);
@@ -599,8 +597,8 @@ int config_set_var(config *cfg, const char *origin, const char *name, const char
 int config_set(config *cfg, const char *assignment, wsg_error *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq)
-        return fail_code(err, WSG_E_CONFIG_SYNTAX, 0, "--set: expected name=value, got \"%.100s\"",
-                         assignment);
+        return wsg_error_set_at(err, WSG_E_CONFIG_SYNTAX, 0, 0,
+                                "--set: expected name=value, got \"%.100s\"", assignment);
     const char *a = assignment, *z = eq;
     while (a < z && (*a == ' ' || *a == '\t')) a++;
     while (z > a && (z[-1] == ' ' || z[-1] == '\t')) z--;
@@ -785,7 +783,9 @@ int config_validate(const config *cfg, wsg_error *err) {
             break;
         }
         }
-        if (bad) return fail_code(err, WSG_E_CONFIG_VALUE, 0, "variable \"%s\": %s", v->name, bad);
+        if (bad)
+            return wsg_error_set_at(err, WSG_E_CONFIG_VALUE, 0, 0, "variable \"%s\": %s", v->name,
+                                    bad);
     }
     return check_cross_rules(cfg, err);
 }

@@ -47,14 +47,10 @@ static int fail_at(tfv_parser *p, int line, int column, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static int fail_at(tfv_parser *p, int line, int column, const char *fmt, ...) {
-    if (p->err) {
-        char msg[sizeof p->err->message];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        wsg_error_set_at(p->err, WSG_E_CONFIG_SYNTAX, line, column, "%s", msg);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    wsg_error_vset_at(p->err, WSG_E_CONFIG_SYNTAX, line, column, fmt, ap);
+    va_end(ap);
     return WSG_E_CONFIG_SYNTAX;
 }
 

@@ -11,7 +11,6 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,22 +24,6 @@
 #include "crypto/internal.h"
 
 /* ------------------------------------------------------------ helpers */
-
-/* Fill *err (when not NULL) with code and the message; return code. */
-static int seterr(wsg_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int seterr(wsg_error *err, int code, const char *fmt, ...) {
-    if (err) {
-        char msg[sizeof err->message];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        wsg_error_set(err, code, "%s", msg);
-    }
-    return code;
-}
 
 static void keyset_free(keyset *s) {
     if (!s) return;
@@ -58,6 +41,60 @@ static int key_cmp(const void *a, const void *b) {
 
 /* ------------------------------------------------------------ key file text */
 
+/* Parse keys[i] of the key file at path into *rk. Returns 0, or
+ * WSG_E_CRYPTO_KEY_FILE with err filled. */
+static int parse_key(const char *path, json_t *k, size_t i, ring_key *rk, wsg_error *err) {
+    json_t *id = json_object_get(k, "id"); /* NULL when k is not an object */
+    if (!json_is_object(k) || !json_is_integer(id) || json_integer_value(id) < 1 ||
+        json_integer_value(id) > (json_int_t)UINT32_MAX) {
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: keys[%zu] needs an \"id\" in 1..%" PRIu32, path, i, UINT32_MAX);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    rk->id = (uint32_t)json_integer_value(id);
+    json_t *kv = json_object_get(k, "key");
+    if (!json_is_string(kv)) {
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: key %" PRIu32 " has no \"key\" string", path, rk->id);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    uint8_t tmp[CRYPTO_KEY_LEN + 3];
+    long got =
+        base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp), BASE64_STD);
+    if (got >= 0 && got == CRYPTO_KEY_LEN) memcpy(rk->key, tmp, CRYPTO_KEY_LEN);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    if (got != CRYPTO_KEY_LEN) {
+        if (got < 0)
+            wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                          "key file %s: key %" PRIu32 " is not base64 of %d bytes", path, rk->id,
+                          CRYPTO_KEY_LEN);
+        else
+            wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                          "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path, rk->id,
+                          got, CRYPTO_KEY_LEN);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    json_t *cr = json_object_get(k, "created");
+    if (!json_is_integer(cr)) {
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: key %" PRIu32 " needs an integer \"created\"", path, rk->id);
+        return WSG_E_CRYPTO_KEY_FILE;
+    }
+    rk->created = json_integer_value(cr);
+    json_t *rt = json_object_get(k, "retired");
+    if (rt && !json_is_null(rt)) {
+        if (!json_is_integer(rt)) {
+            wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                          "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null",
+                          path, rk->id);
+            return WSG_E_CRYPTO_KEY_FILE;
+        }
+        rk->retired = true;
+        rk->retired_at = json_integer_value(rt);
+    }
+    return 0;
+}
+
 /* Parse and validate key file text. Returns 0 with *out and index_key set,
  * or -1 with err filled (naming `path`). */
 static int parse_ring(const char *path, const char *text, size_t n, keyset **out,
@@ -67,114 +104,66 @@ static int parse_ring(const char *path, const char *text, size_t n, keyset **out
     json_t *root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
     keyset *s = NULL;
     if (!root) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: malformed JSON at line %d: %s", path,
-               jerr.line, jerr.text);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: malformed JSON at line %d: %s",
+                      path, jerr.line, jerr.text);
         return WSG_E_CRYPTO_KEY_FILE;
     }
     if (!json_is_object(root)) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: expected a JSON object", path);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: expected a JSON object", path);
         goto fail;
     }
     json_t *ver = json_object_get(root, "version");
     if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"version\" must be 1", path);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"version\" must be 1", path);
         goto fail;
     }
     json_t *act = json_object_get(root, "active");
     if (!json_is_integer(act) || json_integer_value(act) < 1 ||
         json_integer_value(act) > (json_int_t)UINT32_MAX) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE,
-               "key file %s: \"active\" must be a key id (1..%" PRIu32 ")", path, UINT32_MAX);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: \"active\" must be a key id (1..%" PRIu32 ")", path,
+                      UINT32_MAX);
         goto fail;
     }
     json_t *ik = json_object_get(root, "index_key");
     if (!json_is_string(ik) ||
         base64_decode(json_string_value(ik), json_string_length(ik), index_key, CRYPTO_KEY_LEN,
                       BASE64_STD) != CRYPTO_KEY_LEN) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"index_key\" must be base64 of %d bytes",
-               path, CRYPTO_KEY_LEN);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: \"index_key\" must be base64 of %d bytes", path,
+                      CRYPTO_KEY_LEN);
         goto fail;
     }
     json_t *keys = json_object_get(root, "keys");
     if (!json_is_array(keys) || json_array_size(keys) == 0 ||
         json_array_size(keys) > RING_MAX_KEYS) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: \"keys\" must be an array of 1..%d keys",
-               path, RING_MAX_KEYS);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: \"keys\" must be an array of 1..%d keys", path, RING_MAX_KEYS);
         goto fail;
     }
     s = xcalloc(1, sizeof(*s));
     s->n = json_array_size(keys);
     s->keys = xcalloc(s->n, sizeof(*s->keys));
     s->active = (uint32_t)json_integer_value(act);
-    for (size_t i = 0; i < s->n; i++) {
-        json_t *k = json_array_get(keys, i);
-        ring_key *rk = &s->keys[i];
-        json_t *id = json_object_get(k, "id"); /* NULL when k is not an object */
-        if (!json_is_object(k) || !json_is_integer(id) || json_integer_value(id) < 1 ||
-            json_integer_value(id) > (json_int_t)UINT32_MAX) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                   "key file %s: keys[%zu] needs an \"id\" in 1..%" PRIu32, path, i, UINT32_MAX);
-            goto fail;
-        }
-        rk->id = (uint32_t)json_integer_value(id);
-        json_t *kv = json_object_get(k, "key");
-        if (!json_is_string(kv)) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: key %" PRIu32 " has no \"key\" string",
-                   path, rk->id);
-            goto fail;
-        }
-        uint8_t tmp[CRYPTO_KEY_LEN + 3];
-        long got = base64_decode(json_string_value(kv), json_string_length(kv), tmp, sizeof(tmp),
-                                 BASE64_STD);
-        if (got >= 0 && got == CRYPTO_KEY_LEN) memcpy(rk->key, tmp, CRYPTO_KEY_LEN);
-        OPENSSL_cleanse(tmp, sizeof(tmp));
-        if (got != CRYPTO_KEY_LEN) {
-            if (got < 0)
-                seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                       "key file %s: key %" PRIu32 " is not base64 of %d bytes", path, rk->id,
-                       CRYPTO_KEY_LEN);
-            else
-                seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                       "key file %s: key %" PRIu32 " is %ld bytes, expected %d", path, rk->id, got,
-                       CRYPTO_KEY_LEN);
-            goto fail;
-        }
-        json_t *cr = json_object_get(k, "created");
-        if (!json_is_integer(cr)) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                   "key file %s: key %" PRIu32 " needs an integer \"created\"", path, rk->id);
-            goto fail;
-        }
-        rk->created = json_integer_value(cr);
-        json_t *rt = json_object_get(k, "retired");
-        if (rt && !json_is_null(rt)) {
-            if (!json_is_integer(rt)) {
-                seterr(err, WSG_E_CRYPTO_KEY_FILE,
-                       "key file %s: key %" PRIu32 " \"retired\" must be a Unix time or null", path,
-                       rk->id);
-                goto fail;
-            }
-            rk->retired = true;
-            rk->retired_at = json_integer_value(rt);
-        }
-    }
+    for (size_t i = 0; i < s->n; i++)
+        if (parse_key(path, json_array_get(keys, i), i, &s->keys[i], err) != 0) goto fail;
     qsort(s->keys, s->n, sizeof(*s->keys), key_cmp);
     for (size_t i = 1; i < s->n; i++) {
         if (s->keys[i].id == s->keys[i - 1].id) {
-            seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: duplicate key id %" PRIu32, path,
-                   s->keys[i].id);
+            wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: duplicate key id %" PRIu32,
+                          path, s->keys[i].id);
             goto fail;
         }
     }
     const ring_key *a = keyset_find(s, s->active);
     if (!a) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: active key %" PRIu32 " is not in \"keys\"",
-               path, s->active);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: active key %" PRIu32 " is not in \"keys\"", path, s->active);
         goto fail;
     }
     if (a->retired) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s: active key %" PRIu32 " is marked retired",
-               path, s->active);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s: active key %" PRIu32 " is marked retired", path, s->active);
         goto fail;
     }
     json_decref(root);
@@ -236,8 +225,8 @@ static int fsync_dir(const char *path, wsg_error *err) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int rc = 0;
     if (fd < 0 || fsync(fd) != 0) {
-        rc = seterr(err, WSG_E_IO, "key file %s: cannot sync directory %s: %s", path, dir,
-                    strerror(errno));
+        rc = wsg_error_set(err, WSG_E_IO, "key file %s: cannot sync directory %s: %s", path, dir,
+                           strerror(errno));
     }
     if (fd >= 0) close(fd);
     free(dir);
@@ -262,8 +251,8 @@ static int write_key_file(const char *path, const char *text, size_t n, bool exc
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
-        int rc = seterr(err, WSG_E_IO, "cannot create key file %s (temporary %s): %s", path, tmp,
-                        strerror(errno));
+        int rc = wsg_error_set(err, WSG_E_IO, "cannot create key file %s (temporary %s): %s", path,
+                               tmp, strerror(errno));
         free(tmp);
         return rc;
     }
@@ -309,8 +298,8 @@ static int write_key_file(const char *path, const char *text, size_t n, bool exc
     ident_from_stat(ident, &st);
     return fsync_dir(path, err);
 fail:
-    seterr(err, WSG_E_IO, "cannot write key file %s (%s of %s): %s", path, what, tmp,
-           strerror(errno));
+    wsg_error_set(err, WSG_E_IO, "cannot write key file %s (%s of %s): %s", path, what, tmp,
+                  strerror(errno));
     if (fd >= 0) close(fd);
     unlink(tmp);
     free(tmp);
@@ -324,28 +313,29 @@ static int load_key_file(const char *path, keyset **out, uint8_t index_key[CRYPT
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) return 1;
-        return seterr(err, WSG_E_IO, "cannot open key file %s: %s", path, strerror(errno));
+        return wsg_error_set(err, WSG_E_IO, "cannot open key file %s: %s", path, strerror(errno));
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        seterr(err, WSG_E_IO, "cannot stat key file %s: %s", path, strerror(errno));
+        wsg_error_set(err, WSG_E_IO, "cannot stat key file %s: %s", path, strerror(errno));
         close(fd);
         return WSG_E_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s is not a regular file", path);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE, "key file %s is not a regular file", path);
         close(fd);
         return WSG_E_CRYPTO_KEY_FILE;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE,
-               "key file %s must not be readable by group or others (chmod 600)", path);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s must not be readable by group or others (chmod 600)", path);
         close(fd);
         return WSG_E_CRYPTO_KEY_FILE;
     }
     if (st.st_size > KEY_FILE_MAX) {
-        seterr(err, WSG_E_CRYPTO_KEY_FILE, "key file %s is too large (%lld bytes, at most %d)",
-               path, (long long)st.st_size, KEY_FILE_MAX);
+        wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE,
+                      "key file %s is too large (%lld bytes, at most %d)", path,
+                      (long long)st.st_size, KEY_FILE_MAX);
         close(fd);
         return WSG_E_CRYPTO_KEY_FILE;
     }
@@ -355,7 +345,7 @@ static int load_key_file(const char *path, keyset **out, uint8_t index_key[CRYPT
         ssize_t got = read(fd, buf + n, cap - n);
         if (got < 0 && errno == EINTR) continue;
         if (got < 0) {
-            seterr(err, WSG_E_IO, "cannot read key file %s: %s", path, strerror(errno));
+            wsg_error_set(err, WSG_E_IO, "cannot read key file %s: %s", path, strerror(errno));
             OPENSSL_cleanse(buf, n);
             free(buf);
             close(fd);
@@ -376,16 +366,17 @@ static int load_key_file(const char *path, keyset **out, uint8_t index_key[CRYPT
 static int check_ident(const crypto_keyring *r, wsg_error *err) {
     struct stat st;
     if (stat(r->path, &st) != 0) {
-        return seterr(err, WSG_E_IO, "cannot stat key file %s: %s", r->path, strerror(errno));
+        return wsg_error_set(err, WSG_E_IO, "cannot stat key file %s: %s", r->path,
+                             strerror(errno));
     }
     file_ident now;
     ident_from_stat(&now, &st);
     if (now.dev != r->ident.dev || now.ino != r->ident.ino || now.size != r->ident.size ||
         now.mtime.tv_sec != r->ident.mtime.tv_sec || now.mtime.tv_nsec != r->ident.mtime.tv_nsec) {
-        return seterr(err, WSG_E_CRYPTO_KEY_FILE_CHANGED,
-                      "key file %s changed on disk since it was loaded (another process?); "
-                      "reload it and retry",
-                      r->path);
+        return wsg_error_set(err, WSG_E_CRYPTO_KEY_FILE_CHANGED,
+                             "key file %s changed on disk since it was loaded (another process?); "
+                             "reload it and retry",
+                             r->path);
     }
     return 0;
 }
@@ -421,7 +412,7 @@ static keyset *generate_set(time_t now) {
 int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg_error *err) {
     *out = NULL;
     if (!path || !*path) {
-        return seterr(err, WSG_E_INVAL, "no key file path given");
+        return wsg_error_set(err, WSG_E_INVAL, "no key file path given");
     }
     keyset *set = NULL;
     uint8_t index_key[CRYPTO_KEY_LEN];
@@ -432,19 +423,19 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg
         rc = load_key_file(path, &set, index_key, &ident, err);
         if (rc != 1) break;
         if (!create) {
-            return seterr(err, WSG_E_CRYPTO_NO_KEY_FILE,
-                          "key file %s does not exist (encryption is enabled; without the key "
-                          "file encrypted data cannot be read); check kms_key_file and "
-                          "--data-dir (with kms_key_file empty, serve creates DATA_DIR/keys.json "
-                          "on its first start)",
-                          path);
+            return wsg_error_set(err, WSG_E_CRYPTO_NO_KEY_FILE,
+                                 "key file %s does not exist (encryption is enabled; without the "
+                                 "key file encrypted data cannot be read); check kms_key_file and "
+                                 "--data-dir (with kms_key_file empty, serve creates "
+                                 "DATA_DIR/keys.json on its first start)",
+                                 path);
         }
         set = generate_set(time(NULL));
         if (!set || RAND_bytes(index_key, CRYPTO_KEY_LEN) != 1) {
             keyset_free(set);
             OPENSSL_cleanse(index_key, sizeof(index_key));
-            return seterr(err, WSG_E_CRYPTO_INTERNAL,
-                          "cannot create key file %s: random generator failed", path);
+            return wsg_error_set(err, WSG_E_CRYPTO_INTERNAL,
+                                 "cannot create key file %s: random generator failed", path);
         }
         size_t n;
         char *text = render_ring(set, index_key, &n);
@@ -457,7 +448,8 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg
             OPENSSL_cleanse(index_key, sizeof(index_key));
         }
     }
-    if (rc == 1) return seterr(err, WSG_E_IO, "key file %s keeps appearing and vanishing", path);
+    if (rc == 1)
+        return wsg_error_set(err, WSG_E_IO, "key file %s keeps appearing and vanishing", path);
     if (rc < 0) return rc;
 
     crypto_keyring *r = xcalloc(1, sizeof(*r));
@@ -469,8 +461,8 @@ int crypto_keyring_open(const char *path, bool create, crypto_keyring **out, wsg
         free(r);
         keyset_free(set);
         OPENSSL_cleanse(index_key, sizeof(index_key));
-        return seterr(err, WSG_E_CRYPTO_INTERNAL,
-                      "key file %s: OpenSSL offers no AES-256-GCM or HMAC", path);
+        return wsg_error_set(err, WSG_E_CRYPTO_INTERNAL,
+                             "key file %s: OpenSSL offers no AES-256-GCM or HMAC", path);
     }
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -528,7 +520,8 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, wsg_error *err) {
     uint32_t top = cur->keys[cur->n - 1].id;
     if (top == UINT32_MAX || cur->n >= RING_MAX_KEYS) {
         pthread_mutex_unlock(&r->write_mu);
-        return seterr(err, WSG_E_CRYPTO_RING_FULL, "key file %s: no room for another key", r->path);
+        return wsg_error_set(err, WSG_E_CRYPTO_RING_FULL, "key file %s: no room for another key",
+                             r->path);
     }
     keyset *next = xcalloc(1, sizeof(*next));
     next->n = cur->n + 1;
@@ -547,7 +540,8 @@ int crypto_keyring_rotate(crypto_keyring *r, time_t now, wsg_error *err) {
     if (RAND_bytes(k->key, CRYPTO_KEY_LEN) != 1) {
         keyset_free(next);
         pthread_mutex_unlock(&r->write_mu);
-        return seterr(err, WSG_E_CRYPTO_INTERNAL, "key file %s: random generator failed", r->path);
+        return wsg_error_set(err, WSG_E_CRYPTO_INTERNAL, "key file %s: random generator failed",
+                             r->path);
     }
     int rc = publish(r, next, err);
     pthread_mutex_unlock(&r->write_mu);
@@ -558,13 +552,13 @@ int crypto_keyring_destroy_expired(crypto_keyring *r, time_t now, int64_t window
                                    bool (*in_use)(uint32_t key_id, void *ctx), void *ctx,
                                    wsg_error *err) {
     if (!in_use) {
-        return seterr(err, WSG_E_INVAL, "key file %s: destroying keys needs an in-use check",
-                      r->path);
+        return wsg_error_set(err, WSG_E_INVAL, "key file %s: destroying keys needs an in-use check",
+                             r->path);
     }
     if (window_days < 0 || window_days > MAX_WINDOW_DAYS) {
-        return seterr(err, WSG_E_INVAL,
-                      "key file %s: deletion window %" PRId64 " days is out of range", r->path,
-                      window_days);
+        return wsg_error_set(err, WSG_E_INVAL,
+                             "key file %s: deletion window %" PRId64 " days is out of range",
+                             r->path, window_days);
     }
     pthread_mutex_lock(&r->write_mu);
     const keyset *cur = r->set;

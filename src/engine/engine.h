@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
 #include "engine/directory.h"
 #include "net/conn.h"
 #include "net/server.h"
@@ -33,12 +34,14 @@ typedef struct engine_room engine_room;
 /* What send_conn, close_conn and conn_info answer for a connection this
  * node does not hold when it may live on another node (a multi-node
  * engine): not "gone", but "not here; ask its node" (engine_remote). */
-#define ENGINE_E_ELSEWHERE (-3)
+#define ENGINE_E_ELSEWHERE WSG_E_ENGINE_ELSEWHERE
 /* What engine_remote answers when the node owning the connection did not
  * answer within the engine's bound (or cannot be reached at all), and
- * when the engine could not ask (its Redis unreachable). */
-#define ENGINE_E_TIMEOUT     (-4)
-#define ENGINE_E_UNAVAILABLE (-5)
+ * when the engine could not ask (its Redis unreachable). The three are
+ * rows of WSG_ERRNO_MAP (src/common/error.h); these are the engine's
+ * names for them. */
+#define ENGINE_E_TIMEOUT     WSG_E_ENGINE_TIMEOUT
+#define ENGINE_E_UNAVAILABLE WSG_E_ENGINE_UNAVAILABLE
 
 /* Room delivery flags. */
 #define ENGINE_SKIP_RESUMING 1u /* members replaying stored messages get it from the replay */

@@ -2134,22 +2134,27 @@ static size_t parse_urls(const config *cfg, redis_url **urls, char *err, size_t 
 }
 
 engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, const config *cfg,
-                         crypto_keyring *keys, char *err, size_t errlen) {
+                         crypto_keyring *keys, wsg_error *err) {
     assert(nworkers >= 1 && nworkers <= DIRECTORY_MAX_WORKERS);
     redis_url *urls;
-    size_t nshards = parse_urls(cfg, &urls, err, errlen);
-    if (!nshards) return NULL;
+    char why[sizeof(err->message)] = ""; /* the URL parser and ring report with err, errlen */
+    size_t nshards = parse_urls(cfg, &urls, why, sizeof(why));
+    if (!nshards) {
+        wsg_error_set(err, WSG_E_ENGINE_CONFIG, "%s", why);
+        return NULL;
+    }
     redis_ring *ring = NULL;
     if (nshards > 1) {
         char(*names)[REDIS_URL_MAX_HOST + 32] = xcalloc(nshards, sizeof(*names));
         const char **np = xcalloc(nshards, sizeof(*np));
         for (size_t i = 0; i < nshards; i++)
             np[i] = redis_url_name(&urls[i], names[i], sizeof(names[i]));
-        ring = redis_ring_new(np, nshards, err, errlen);
+        ring = redis_ring_new(np, nshards, why, sizeof(why));
         free(np);
         free(names);
         if (!ring) {
             free(urls);
+            wsg_error_set(err, WSG_E_ENGINE_CONFIG, "%s", why);
             return NULL;
         }
     }

@@ -10,6 +10,7 @@
 
 #include "common/alloc.h"
 #include "common/error.h"
+#include "common/fields.h"
 
 /* What the last data callback was, so a change of kind closes the previous
  * string with a NUL (http-parser may split one string over many calls). */
@@ -241,15 +242,10 @@ bool http_request_header_has_token(const http_request *r, const char *name, cons
     for (size_t i = 0; i < r->nheaders; i++) {
         const http_header *h = &r->headers[i];
         if (h->name_len != nl || strncasecmp(r->raw + h->name_off, name, nl) != 0) continue;
-        const char *v = r->raw + h->value_off, *end = v + h->value_len;
-        while (v < end) {
-            while (v < end && (*v == ' ' || *v == '\t' || *v == ',')) v++;
-            const char *s = v;
-            while (v < end && *v != ',') v++;
-            const char *e = v;
-            while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
-            if ((size_t)(e - s) == tl && strncasecmp(s, token, tl) == 0) return true;
-        }
+        const char *v = r->raw + h->value_off, *end = v + h->value_len, *s;
+        size_t n;
+        while (fields_next_list(&v, end, &s, &n))
+            if (n == tl && strncasecmp(s, token, tl) == 0) return true;
     }
     return false;
 }

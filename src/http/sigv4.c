@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/bytebuf.h"
 #include "common/error.h"
+#include "common/fields.h"
 #include "common/hex.h"
 
 #define ALGORITHM  "AWS4-HMAC-SHA256"
@@ -454,42 +455,123 @@ static size_t header_count(const http_request *r, const char *name) {
 }
 
 static bool signed_list_has(const auth_parts *a, const char *name) {
-    size_t nl = strlen(name);
-    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
-    while (sh < end) {
-        const char *semi = memchr(sh, ';', (size_t)(end - sh));
-        const char *e = semi ? semi : end;
-        if ((size_t)(e - sh) == nl && memcmp(sh, name, nl) == 0) return true;
-        if (!semi) break;
-        sh = semi + 1;
-    }
+    size_t nl = strlen(name), fl;
+    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len, *f;
+    while (fields_next(&sh, end, ';', &f, &fl))
+        if (fl == nl && memcmp(f, name, nl) == 0) return true;
     return false;
 }
 
 /* Append "name:v1,v2\n" for every signed header. Returns false when one is
  * absent from the request. */
 static bool put_canonical_headers(bytebuf *b, const http_request *r, const auth_parts *a) {
-    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len;
-    while (sh < end) {
-        const char *semi = memchr(sh, ';', (size_t)(end - sh));
-        const char *e = semi ? semi : end;
-        size_t nl = (size_t)(e - sh);
-        bytebuf_put(b, sh, nl);
+    const char *sh = a->signed_headers, *end = sh + a->signed_headers_len, *name;
+    size_t nl;
+    while (fields_next(&sh, end, ';', &name, &nl)) {
+        bytebuf_put(b, name, nl);
         bytebuf_putc(b, ':');
         bool found = false;
         for (size_t i = 0; i < r->nheaders; i++) {
             const http_header *h = &r->headers[i];
-            if (h->name_len != nl || strncasecmp(r->raw + h->name_off, sh, nl) != 0) continue;
+            if (h->name_len != nl || strncasecmp(r->raw + h->name_off, name, nl) != 0) continue;
             if (found) bytebuf_putc(b, ',');
             found = true;
             if (h->value_len) put_trimall(b, r->raw + h->value_off, h->value_len);
         }
         if (!found) return false;
         bytebuf_putc(b, '\n');
-        if (!semi) break;
-        sh = semi + 1;
     }
     return true;
+}
+
+/* The request time: X-Amz-Date, else Date. Returns 0 with *t and
+ * *date_header (the header's lowercase name) set, or a WSG_E_SIGV4_* code. */
+static int request_time(const http_request *req, time_t *t, const char **date_header) {
+    size_t dl = 0;
+    const char *dv = http_request_header(req, "x-amz-date", &dl);
+    if (dv) {
+        *date_header = "x-amz-date";
+        return parse_amz_date(dv, dl, t) ? 0 : WSG_E_SIGV4_BAD_DATE;
+    }
+    if ((dv = http_request_header(req, "date", &dl)) != NULL) {
+        *date_header = "date";
+        return parse_http_date(dv, dl, t) ? 0 : WSG_E_SIGV4_BAD_DATE;
+    }
+    return WSG_E_SIGV4_NO_DATE;
+}
+
+/* The payload hash the signature covers: x-amz-content-sha256 as sent
+ * (it must match the body), else the body's own, written to body_hash.
+ * Returns 0 with *ph and *phl set, or a WSG_E_SIGV4_* code. */
+static int payload_hash(const http_request *req, char body_hash[65], const char **ph, size_t *phl) {
+    if (!sha256_hex(req->body, req->body_len, body_hash)) return WSG_E_SIGV4_CRYPTO;
+    *ph = http_request_header(req, "x-amz-content-sha256", phl);
+    if (!*ph) {
+        *ph = body_hash;
+        *phl = 64;
+        return 0;
+    }
+    if ((*phl == 16 && memcmp(*ph, "UNSIGNED-PAYLOAD", 16) == 0) ||
+        (*phl >= 10 && memcmp(*ph, "STREAMING-", 10) == 0))
+        return WSG_E_SIGV4_UNSIGNED_PAYLOAD;
+    if (*phl != 64 || strncasecmp(*ph, body_hash, 64) != 0) return WSG_E_SIGV4_PAYLOAD_HASH;
+    return 0;
+}
+
+static bool is_akid(const sigv4_credentials *cred, const auth_parts *a) {
+    return strlen(cred->access_key_id) == a->akid_len &&
+           memcmp(cred->access_key_id, a->akid, a->akid_len) == 0;
+}
+
+/* Compare the signature given with the one each secret of the access key
+ * makes over the canonical request, with the query in its canonical form
+ * and, should the client have sent a non-canonical encoding, as it was
+ * sent (what botocore signs for a query already in the URL). Returns 0 on
+ * a match, else a WSG_E_SIGV4_* code. */
+static int match_signature(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
+                           const char *service, const auth_parts *a, const char *amz_date,
+                           const char *ph, size_t phl, const unsigned char given[32]) {
+    size_t pl, ql;
+    const char *path = http_request_path(req, &pl);
+    const char *query = http_request_query(req, &ql);
+    char *uri = sigv4_canonical_uri(path, pl);
+    char *queries[2] = {canon_query(query, ql, true), canon_query(query, ql, false)};
+    int nq = strcmp(queries[0], queries[1]) == 0 ? 1 : 2;
+    bytebuf tail = {0}; /* everything after the query */
+    bytebuf_putc(&tail, '\n');
+    bool present = put_canonical_headers(&tail, req, a);
+    bytebuf_putc(&tail, '\n');
+    bytebuf_put(&tail, a->signed_headers, a->signed_headers_len);
+    bytebuf_putc(&tail, '\n');
+    bytebuf_put(&tail, ph, phl);
+
+    int result = WSG_E_SIGV4_SIGNATURE;
+    if (!present) result = WSG_E_SIGV4_MISSING_HEADER;
+    for (int qi = 0; qi < nq && result == WSG_E_SIGV4_SIGNATURE; qi++) {
+        bytebuf cr = {0};
+        bytebuf_puts(&cr, http_request_method(req));
+        bytebuf_putc(&cr, '\n');
+        bytebuf_puts(&cr, uri);
+        bytebuf_putc(&cr, '\n');
+        bytebuf_puts(&cr, queries[qi]);
+        bytebuf_put(&cr, tail.d, tail.n);
+        for (size_t i = 0; i < ncreds && result == WSG_E_SIGV4_SIGNATURE; i++) {
+            if (!is_akid(&creds[i], a)) continue;
+            unsigned char want[32];
+            if (!compute_signature(cr.d, cr.n, amz_date, creds[i].secret_access_key, a->date,
+                                   a->region, a->region_len, service, want)) {
+                result = WSG_E_SIGV4_CRYPTO;
+                break;
+            }
+            if (CRYPTO_memcmp(want, given, 32) == 0) result = 0;
+        }
+        free(cr.d);
+    }
+    free(uri);
+    free(queries[0]);
+    free(queries[1]);
+    free(tail.d);
+    return result;
 }
 
 int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t ncreds,
@@ -509,26 +591,14 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     if (a.service_len != strlen(service) || memcmp(a.service, service, a.service_len) != 0)
         return WSG_E_SIGV4_SERVICE;
     bool known = false;
-    for (size_t i = 0; i < ncreds && !known; i++)
-        known = strlen(creds[i].access_key_id) == a.akid_len &&
-                memcmp(creds[i].access_key_id, a.akid, a.akid_len) == 0;
+    for (size_t i = 0; i < ncreds && !known; i++) known = is_akid(&creds[i], &a);
     if (!known) return WSG_E_SIGV4_UNKNOWN_KEY;
 
-    /* The request time: X-Amz-Date, else Date. */
     char amz_date[SIGV4_AMZ_DATE_LEN + 1];
     const char *date_header;
     time_t t;
-    size_t dl = 0;
-    const char *dv = http_request_header(req, "x-amz-date", &dl);
-    if (dv) {
-        date_header = "x-amz-date";
-        if (!parse_amz_date(dv, dl, &t)) return WSG_E_SIGV4_BAD_DATE;
-    } else if ((dv = http_request_header(req, "date", &dl)) != NULL) {
-        date_header = "date";
-        if (!parse_http_date(dv, dl, &t)) return WSG_E_SIGV4_BAD_DATE;
-    } else {
-        return WSG_E_SIGV4_NO_DATE;
-    }
+    rc = request_time(req, &t, &date_header);
+    if (rc < 0) return rc;
     if (sigv4_amz_date(t, amz_date) != 0) return WSG_E_SIGV4_BAD_DATE;
     if (memcmp(a.date, amz_date, 8) != 0) return WSG_E_SIGV4_SCOPE_DATE;
     int64_t diff;
@@ -539,67 +609,12 @@ int sigv4_verify(const http_request *req, const sigv4_credentials *creds, size_t
     if (!signed_list_has(&a, "host")) return WSG_E_SIGV4_HOST_UNSIGNED;
     if (!signed_list_has(&a, date_header)) return WSG_E_SIGV4_DATE_UNSIGNED;
 
-    /* The payload hash. */
     char body_hash[65];
-    if (!sha256_hex(req->body, req->body_len, body_hash)) return WSG_E_SIGV4_CRYPTO;
+    const char *ph;
     size_t phl = 0;
-    const char *ph = http_request_header(req, "x-amz-content-sha256", &phl);
-    if (ph) {
-        if ((phl == 16 && memcmp(ph, "UNSIGNED-PAYLOAD", 16) == 0) ||
-            (phl >= 10 && memcmp(ph, "STREAMING-", 10) == 0))
-            return WSG_E_SIGV4_UNSIGNED_PAYLOAD;
-        if (phl != 64 || strncasecmp(ph, body_hash, 64) != 0) return WSG_E_SIGV4_PAYLOAD_HASH;
-    } else {
-        ph = body_hash;
-        phl = 64;
-    }
-
-    /* The canonical request, with the query in its canonical form and,
-     * should the client have sent a non-canonical encoding, as it was sent
-     * (what botocore signs for a query already in the URL). */
-    size_t pl, ql;
-    const char *path = http_request_path(req, &pl);
-    const char *query = http_request_query(req, &ql);
-    char *uri = sigv4_canonical_uri(path, pl);
-    char *queries[2] = {canon_query(query, ql, true), canon_query(query, ql, false)};
-    int nq = strcmp(queries[0], queries[1]) == 0 ? 1 : 2;
-    bytebuf tail = {0}; /* everything after the query */
-    bytebuf_putc(&tail, '\n');
-    bool present = put_canonical_headers(&tail, req, &a);
-    bytebuf_putc(&tail, '\n');
-    bytebuf_put(&tail, a.signed_headers, a.signed_headers_len);
-    bytebuf_putc(&tail, '\n');
-    bytebuf_put(&tail, ph, phl);
-
-    int result = WSG_E_SIGV4_SIGNATURE;
-    if (!present) result = WSG_E_SIGV4_MISSING_HEADER;
-    for (int qi = 0; qi < nq && result == WSG_E_SIGV4_SIGNATURE; qi++) {
-        bytebuf cr = {0};
-        bytebuf_puts(&cr, http_request_method(req));
-        bytebuf_putc(&cr, '\n');
-        bytebuf_puts(&cr, uri);
-        bytebuf_putc(&cr, '\n');
-        bytebuf_puts(&cr, queries[qi]);
-        bytebuf_put(&cr, tail.d, tail.n);
-        for (size_t i = 0; i < ncreds && result == WSG_E_SIGV4_SIGNATURE; i++) {
-            if (strlen(creds[i].access_key_id) != a.akid_len ||
-                memcmp(creds[i].access_key_id, a.akid, a.akid_len) != 0)
-                continue;
-            unsigned char want[32];
-            if (!compute_signature(cr.d, cr.n, amz_date, creds[i].secret_access_key, a.date,
-                                   a.region, a.region_len, service, want)) {
-                result = WSG_E_SIGV4_CRYPTO;
-                break;
-            }
-            if (CRYPTO_memcmp(want, given, sizeof want) == 0) result = 0;
-        }
-        free(cr.d);
-    }
-    free(uri);
-    free(queries[0]);
-    free(queries[1]);
-    free(tail.d);
-    return result < 0 ? result : 0;
+    rc = payload_hash(req, body_hash, &ph, &phl);
+    if (rc < 0) return rc;
+    return match_signature(req, creds, ncreds, service, &a, amz_date, ph, phl, given);
 }
 
 /* ---- signing ---- */
@@ -617,13 +632,17 @@ static int sign_header_cmp(const void *x, const void *y) {
     return a->order < b->order ? -1 : a->order > b->order;
 }
 
-char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const char *region,
-                 const char *service, time_t when, char amz_date[SIGV4_AMZ_DATE_LEN + 1]) {
-    if (sigv4_amz_date(when, amz_date) != 0) return NULL;
-    size_t n = req->nheaders + 1;
-    sign_header *h = xcalloc(n, sizeof(*h));
+/* The request's headers, names lowercased, and x-amz-date last (n: the
+ * count, req->nheaders + 1). Returns the array (the caller frees it and
+ * each name), *payload set to the first x-amz-content-sha256 value sent
+ * (NULL: none), or NULL (*n still set) when a name cannot be signed or
+ * Host is missing. */
+static sign_header *sign_headers(const sigv4_request *req, const char *amz_date, size_t *n,
+                                 const char **payload) {
+    *n = req->nheaders + 1;
+    sign_header *h = xcalloc(*n, sizeof(*h));
     bool ok = true, has_host = false;
-    const char *payload = NULL;
+    *payload = NULL;
     for (size_t i = 0; i < req->nheaders; i++) {
         const char *nm = req->headers[i].name;
         size_t nl = strlen(nm);
@@ -638,74 +657,89 @@ char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const 
         if (nl == 0 || strcmp(h[i].name, "x-amz-date") == 0 || strcmp(h[i].name, "date") == 0)
             ok = false;
         if (strcmp(h[i].name, "host") == 0) has_host = true;
-        if (strcmp(h[i].name, "x-amz-content-sha256") == 0 && !payload) payload = h[i].value;
+        if (strcmp(h[i].name, "x-amz-content-sha256") == 0 && !*payload) *payload = h[i].value;
     }
-    h[n - 1].name = xstrdup("x-amz-date");
-    h[n - 1].value = amz_date;
-    h[n - 1].order = n - 1;
+    h[*n - 1].name = xstrdup("x-amz-date");
+    h[*n - 1].value = amz_date;
+    h[*n - 1].order = *n - 1;
+    if (ok && has_host) return h;
+    for (size_t i = 0; i < *n; i++) free(h[i].name);
+    free(h);
+    return NULL;
+}
+
+/* The Authorization header's value for signature sig; malloc'd. */
+static char *authorization_value(const sigv4_credentials *cred, const char *amz_date,
+                                 const char *region, const char *service, const bytebuf *sh,
+                                 const unsigned char sig[32]) {
+    char hex[65];
+    hex_encode_lower(sig, 32, hex);
+    bytebuf o = {0};
+    bytebuf_puts(&o, ALGORITHM " Credential=");
+    bytebuf_puts(&o, cred->access_key_id);
+    bytebuf_putc(&o, '/');
+    bytebuf_put(&o, amz_date, 8);
+    bytebuf_putc(&o, '/');
+    bytebuf_puts(&o, region);
+    bytebuf_putc(&o, '/');
+    bytebuf_puts(&o, service);
+    bytebuf_puts(&o, "/" TERMINATOR ", SignedHeaders=");
+    bytebuf_put(&o, sh->d, sh->n);
+    bytebuf_puts(&o, ", Signature=");
+    bytebuf_puts(&o, hex);
+    return bytebuf_take(&o);
+}
+
+char *sigv4_sign(const sigv4_request *req, const sigv4_credentials *cred, const char *region,
+                 const char *service, time_t when, char amz_date[SIGV4_AMZ_DATE_LEN + 1]) {
+    if (sigv4_amz_date(when, amz_date) != 0) return NULL;
+    size_t n;
+    const char *payload;
+    sign_header *h = sign_headers(req, amz_date, &n, &payload);
+    if (!h) return NULL;
+    qsort(h, n, sizeof(*h), sign_header_cmp);
+    bytebuf cr = {0}, sh = {0};
+    bytebuf_puts(&cr, req->method);
+    bytebuf_putc(&cr, '\n');
+    char *uri = sigv4_canonical_uri(req->path, strlen(req->path));
+    bytebuf_puts(&cr, uri);
+    free(uri);
+    bytebuf_putc(&cr, '\n');
+    char *q =
+        sigv4_canonical_query(req->query ? req->query : "", req->query ? strlen(req->query) : 0);
+    bytebuf_puts(&cr, q);
+    free(q);
+    bytebuf_putc(&cr, '\n');
+    for (size_t i = 0; i < n; i++) {
+        bool same = i > 0 && strcmp(h[i].name, h[i - 1].name) == 0;
+        if (same) {
+            bytebuf_putc(&cr, ',');
+        } else {
+            if (i) {
+                bytebuf_putc(&cr, '\n');
+                bytebuf_putc(&sh, ';');
+            }
+            bytebuf_puts(&cr, h[i].name);
+            bytebuf_putc(&cr, ':');
+            bytebuf_puts(&sh, h[i].name);
+        }
+        put_trimall(&cr, h[i].value, strlen(h[i].value));
+    }
+    bytebuf_puts(&cr, "\n\n");
+    bytebuf_put(&cr, sh.d, sh.n);
+    bytebuf_putc(&cr, '\n');
+    char body_hash[65];
+    if (!payload && sha256_hex(req->body, req->body_len, body_hash)) payload = body_hash;
     char *out = NULL;
-    if (ok && has_host) {
-        qsort(h, n, sizeof(*h), sign_header_cmp);
-        bytebuf cr = {0}, sh = {0};
-        bytebuf_puts(&cr, req->method);
-        bytebuf_putc(&cr, '\n');
-        char *uri = sigv4_canonical_uri(req->path, strlen(req->path));
-        bytebuf_puts(&cr, uri);
-        free(uri);
-        bytebuf_putc(&cr, '\n');
-        char *q = sigv4_canonical_query(req->query ? req->query : "",
-                                        req->query ? strlen(req->query) : 0);
-        bytebuf_puts(&cr, q);
-        free(q);
-        bytebuf_putc(&cr, '\n');
-        for (size_t i = 0; i < n; i++) {
-            bool same = i > 0 && strcmp(h[i].name, h[i - 1].name) == 0;
-            if (same) {
-                bytebuf_putc(&cr, ',');
-            } else {
-                if (i) {
-                    bytebuf_putc(&cr, '\n');
-                    bytebuf_putc(&sh, ';');
-                }
-                bytebuf_puts(&cr, h[i].name);
-                bytebuf_putc(&cr, ':');
-                bytebuf_puts(&sh, h[i].name);
-            }
-            put_trimall(&cr, h[i].value, strlen(h[i].value));
-        }
-        bytebuf_puts(&cr, "\n\n");
-        bytebuf_put(&cr, sh.d, sh.n);
-        bytebuf_putc(&cr, '\n');
-        char body_hash[65];
-        if (!payload) {
-            if (sha256_hex(req->body, req->body_len, body_hash)) payload = body_hash;
-        }
-        unsigned char sig[32];
-        if (payload) {
-            bytebuf_puts(&cr, payload);
-            if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date, region,
-                                  strlen(region), service, sig)) {
-                char hex[65];
-                hex_encode_lower(sig, 32, hex);
-                bytebuf o = {0};
-                bytebuf_puts(&o, ALGORITHM " Credential=");
-                bytebuf_puts(&o, cred->access_key_id);
-                bytebuf_putc(&o, '/');
-                bytebuf_put(&o, amz_date, 8);
-                bytebuf_putc(&o, '/');
-                bytebuf_puts(&o, region);
-                bytebuf_putc(&o, '/');
-                bytebuf_puts(&o, service);
-                bytebuf_puts(&o, "/" TERMINATOR ", SignedHeaders=");
-                bytebuf_put(&o, sh.d, sh.n);
-                bytebuf_puts(&o, ", Signature=");
-                bytebuf_puts(&o, hex);
-                out = bytebuf_take(&o);
-            }
-        }
-        free(cr.d);
-        free(sh.d);
+    unsigned char sig[32];
+    if (payload) {
+        bytebuf_puts(&cr, payload);
+        if (compute_signature(cr.d, cr.n, amz_date, cred->secret_access_key, amz_date, region,
+                              strlen(region), service, sig))
+            out = authorization_value(cred, amz_date, region, service, &sh, sig);
     }
+    free(cr.d);
+    free(sh.d);
     for (size_t i = 0; i < n; i++) free(h[i].name);
     free(h);
     return out;

@@ -528,37 +528,45 @@ static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {
     for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) a->latency_bucket[k] += r->latency_bucket[k];
 }
 
-static void render_snapshot(bytebuf *b, snapshot *s) {
-    bytebuf l = {0};
-    int slots[METRICS_ROUTE_SLOTS];
-    int nslots = slot_list(s, slots);
-
-    /* Not detailed: sum every slot into slot 0. Detailed: slots never
-     * assigned a route (a caller's stray slot number) count as $other. */
+/* Not detailed: sum every slot into slot 0. Detailed: slots never
+ * assigned a route (a caller's stray slot number) count as $other. */
+static void fold_slots(snapshot *s) {
     for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) {
         int to = !s->detailed                                   ? 0
                  : (i >= s->nroutes && i != METRICS_SLOT_OTHER) ? METRICS_SLOT_OTHER
                                                                 : i;
         if (to != i) add_stats(&s->sum.route[to], &s->sum.route[i]);
     }
+}
 
+/* A duration in nanoseconds as exact decimal seconds. */
+static void put_seconds(bytebuf *b, uint64_t ns) {
+    bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(ns / 1000000000ull),
+                   (unsigned long long)(ns % 1000000000ull));
+}
+
+/* wsgate_up and wsgate_build_info; l is scratch for the labels. */
+static void render_up(bytebuf *b, const snapshot *s, bytebuf *l) {
     family(b, "wsgate_up", "gauge", "1 while the server is serving.");
     series(b, s, "wsgate_up", NULL, NULL);
     bytebuf_puts(b, "1\n");
 
     family(b, "wsgate_build_info", "gauge", "Build information; the value is always 1.");
-    l.n = 0;
-    bytebuf_puts(&l, "version=\"");
-    bytebuf_puts(&l, s->version ? s->version : WSGATE_VERSION);
-    bytebuf_putc(&l, '"');
-    series(b, s, "wsgate_build_info", NULL, &l);
+    l->n = 0;
+    bytebuf_puts(l, "version=\"");
+    bytebuf_puts(l, s->version ? s->version : WSGATE_VERSION);
+    bytebuf_putc(l, '"');
+    series(b, s, "wsgate_build_info", NULL, l);
     bytebuf_puts(b, "1\n");
+}
 
+/* The per-route counters and the integration latency histogram. */
+static void render_routes(bytebuf *b, const snapshot *s, bytebuf *l, const int *slots, int nslots) {
     for (size_t f = 0; f < sizeof route_counters / sizeof *route_counters; f++) {
         family(b, route_counters[f].name, "counter", route_counters[f].help);
         for (int i = 0; i < nslots; i++) {
-            route_label(&l, s, slots[i]);
-            series(b, s, route_counters[f].name, NULL, &l);
+            route_label(l, s, slots[i]);
+            series(b, s, route_counters[f].name, NULL, l);
             bytebuf_printf(
                 b, "%llu\n",
                 (unsigned long long)counter_of(&s->sum.route[slots[i]], route_counters[f].kind));
@@ -574,20 +582,22 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         uint64_t cum = 0;
         for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
             cum += r->latency_bucket[k];
-            route_label(&l, s, slots[i]);
-            add_label(&l, "le", latency_le[k]);
-            series(b, s, h, "_bucket", &l);
+            route_label(l, s, slots[i]);
+            add_label(l, "le", latency_le[k]);
+            series(b, s, h, "_bucket", l);
             bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
         }
-        route_label(&l, s, slots[i]);
-        series(b, s, h, "_sum", &l);
-        bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(r->latency_sum_ns / 1000000000ull),
-                       (unsigned long long)(r->latency_sum_ns % 1000000000ull));
-        series(b, s, h, "_count", &l);
+        route_label(l, s, slots[i]);
+        series(b, s, h, "_sum", l);
+        put_seconds(b, r->latency_sum_ns);
+        series(b, s, h, "_count", l);
         bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
     }
+}
 
-    h = "wsgate_chat_phase_seconds";
+/* wsgate_chat_phase_seconds, one histogram per phase. */
+static void render_phases(bytebuf *b, const snapshot *s, bytebuf *l) {
+    const char *h = "wsgate_chat_phase_seconds";
     family(
         b, h, "histogram",
         "Where a durable chat's time goes, by phase: handle, queue (waiting for the store thread),"
@@ -598,28 +608,29 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         uint64_t cum = 0;
         for (int k = 0; k < METRICS_STAGE_BUCKETS; k++) {
             cum += s->sum.stage_bucket[st][k];
-            l.n = 0;
-            add_label(&l, "phase", stage_name[st]);
-            add_label(&l, "le", stage_le[k]);
-            series(b, s, h, "_bucket", &l);
+            l->n = 0;
+            add_label(l, "phase", stage_name[st]);
+            add_label(l, "le", stage_le[k]);
+            series(b, s, h, "_bucket", l);
             bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
         }
-        l.n = 0;
-        add_label(&l, "phase", stage_name[st]);
-        series(b, s, h, "_sum", &l);
-        uint64_t ns = s->sum.stage_sum_ns[st];
-        bytebuf_printf(b, "%llu.%09llu\n", (unsigned long long)(ns / 1000000000ull),
-                       (unsigned long long)(ns % 1000000000ull));
-        series(b, s, h, "_count", &l);
+        l->n = 0;
+        add_label(l, "phase", stage_name[st]);
+        series(b, s, h, "_sum", l);
+        put_seconds(b, s->sum.stage_sum_ns[st]);
+        series(b, s, h, "_count", l);
         bytebuf_printf(b, "%llu\n", (unsigned long long)cum);
     }
+}
 
+/* wsgate_throttled_total by scope, and the gauges read at render time. */
+static void render_gauges(bytebuf *b, const snapshot *s, bytebuf *l) {
     family(b, "wsgate_throttled_total", "counter",
            "Requests refused by a throttling token bucket, by scope.");
     for (int i = 0; i < METRICS_THROTTLE_COUNT; i++) {
-        l.n = 0;
-        add_label(&l, "scope", throttle_scope_name[i]);
-        series(b, s, "wsgate_throttled_total", NULL, &l);
+        l->n = 0;
+        add_label(l, "scope", throttle_scope_name[i]);
+        series(b, s, "wsgate_throttled_total", NULL, l);
         bytebuf_printf(b, "%llu\n", (unsigned long long)s->sum.throttled[i]);
     }
 
@@ -630,6 +641,17 @@ static void render_snapshot(bytebuf *b, snapshot *s) {
         sb_put_double(b, s->gauges.value[gauge_families[g].id]);
         bytebuf_putc(b, '\n');
     }
+}
+
+static void render_snapshot(bytebuf *b, snapshot *s) {
+    bytebuf l = {0}; /* one label buffer, reused by every series */
+    int slots[METRICS_ROUTE_SLOTS];
+    int nslots = slot_list(s, slots);
+    fold_slots(s);
+    render_up(b, s, &l);
+    render_routes(b, s, &l, slots, nslots);
+    render_phases(b, s, &l);
+    render_gauges(b, s, &l);
     free(l.d);
 }
 

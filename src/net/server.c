@@ -462,34 +462,10 @@ static int bind_shared(server *srv, const struct sockaddr *addr) {
     return r;
 }
 
-int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
-                        const server_handlers *handlers, void *app, int port, bool shared) {
-    memset(srv, 0, offsetof(server, read_buf));
-    slab_init(&srv->conn_slab, sizeof(conn));
-    srv->loop = loop;
-    server_inbox_init(srv, loop);
-    srv->cfg = cfg;
-    srv->deflate = (ws_deflate_config){
-        .enabled = cfg->permessage_deflate,
-        .server_max_window_bits = (uint8_t)cfg->deflate_server_max_window_bits,
-        .client_max_window_bits = (uint8_t)cfg->deflate_client_max_window_bits,
-        .level = (uint8_t)cfg->deflate_level,
-        .min_size = (uint32_t)cfg->deflate_min_size,
-        .client_no_context_takeover = cfg->deflate_client_no_context_takeover,
-    };
-    srv->handlers = handlers;
-    srv->app = app;
-    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg->stage_name);
-
-    if (cfg->tls_cert_file && cfg->tls_cert_file[0]) {
-        wsg_error err;
-        srv->tls = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, &err);
-        if (!srv->tls) {
-            log_msg(LOG_ERROR, "startup_error", "%s", err.message);
-            fprintf(stderr, "wsgate: %s\n", err.message); /* at any logging_level */
-            return UV_EINVAL;
-        }
-    }
+/* Bind srv's listening socket to cfg->listen:port (port 0: the kernel
+ * chooses; shared: SO_REUSEPORT after the first bind) and listen; sets
+ * srv->bound_port. Returns 0 or libuv's code (logged). */
+static int start_listener(server *srv, uv_loop_t *loop, const config *cfg, int port, bool shared) {
     struct sockaddr_storage addr;
     int r;
     if (strchr(cfg->listen, ':')) r = uv_ip6_addr(cfg->listen, port, (struct sockaddr_in6 *)&addr);
@@ -527,7 +503,12 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     int blen = sizeof(bound);
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
     srv->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    return 0;
+}
 
+/* The loop's handles: the flush around each turn, the idle sweep, and the
+ * signals that stop (SIGTERM, SIGINT) or reopen logs (SIGHUP). */
+static void start_loop_handles(server *srv, uv_loop_t *loop, const config *cfg) {
     uv_prepare_init(loop, &srv->flush_prepare);
     srv->flush_prepare.data = srv;
     uv_prepare_start(&srv->flush_prepare, on_prepare);
@@ -549,7 +530,39 @@ int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
     uv_signal_init(loop, &srv->sig_hup);
     srv->sig_hup.data = srv;
     uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
+}
 
+int server_start_worker(server *srv, uv_loop_t *loop, const config *cfg,
+                        const server_handlers *handlers, void *app, int port, bool shared) {
+    memset(srv, 0, offsetof(server, read_buf));
+    slab_init(&srv->conn_slab, sizeof(conn));
+    srv->loop = loop;
+    server_inbox_init(srv, loop);
+    srv->cfg = cfg;
+    srv->deflate = (ws_deflate_config){
+        .enabled = cfg->permessage_deflate,
+        .server_max_window_bits = (uint8_t)cfg->deflate_server_max_window_bits,
+        .client_max_window_bits = (uint8_t)cfg->deflate_client_max_window_bits,
+        .level = (uint8_t)cfg->deflate_level,
+        .min_size = (uint32_t)cfg->deflate_min_size,
+        .client_no_context_takeover = cfg->deflate_client_no_context_takeover,
+    };
+    srv->handlers = handlers;
+    srv->app = app;
+    snprintf(srv->stage_path, sizeof(srv->stage_path), "/%s", cfg->stage_name);
+
+    if (cfg->tls_cert_file && cfg->tls_cert_file[0]) {
+        wsg_error err;
+        srv->tls = tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, &err);
+        if (!srv->tls) {
+            log_msg(LOG_ERROR, "startup_error", "%s", err.message);
+            fprintf(stderr, "wsgate: %s\n", err.message); /* at any logging_level */
+            return UV_EINVAL;
+        }
+    }
+    int r = start_listener(srv, loop, cfg, port, shared);
+    if (r != 0) return r;
+    start_loop_handles(srv, loop, cfg);
     log_line l;
     log_begin(&l, LOG_INFO, "listening");
     log_str(&l, "address", cfg->listen);

@@ -192,6 +192,23 @@ void server_http_defer(conn *c) {
     if (c->state == CONN_HTTP && c->req && c->req->complete) c->http_deferred = true;
 }
 
+/* Keep bytes that came after a request for when its answer is sent (or
+ * the 101): the next request, or the first frames. */
+static void keep_early(conn *c, const char *data, size_t len) {
+    conn_http *h = conn_http_of(c);
+    h->early_bytes = xrealloc(h->early_bytes, h->early_len + len);
+    memcpy(h->early_bytes + h->early_len, data, len);
+    h->early_len += len;
+}
+
+/* Ready for the next request on a keep-alive connection; the handshake
+ * deadline now bounds how long it is kept idle. */
+static void next_request(conn *c) {
+    http_request_free(c->req);
+    conn_request_init(c);
+    c->created_ms = uv_now(c->srv->loop);
+}
+
 void server_http_answer(conn *c, const char *data, size_t len, bool keep_alive) {
     assert(server_owns(c));
     if (!c->http_deferred) return;
@@ -210,9 +227,7 @@ void server_http_answer(conn *c, const char *data, size_t len, bool keep_alive) 
     if (c->http_keep_alive && c->state == CONN_HTTP) {
         /* As after an answer given at once: the next request, the deadline
          * bounding an idle keep-alive connection again. */
-        http_request_free(c->req);
-        conn_request_init(c);
-        c->created_ms = uv_now(c->srv->loop);
+        next_request(c);
         if (early_len) conn_handle_http_bytes(c, (char *)early, early_len);
     } else {
         conn_pending_update(c);
@@ -253,17 +268,49 @@ static void upgrade_accept(conn *c, const char *accept, const char *rest, size_t
     if (rest_len > 0 && c->state == CONN_OPEN) conn_handle_ws_bytes(c, (uint8_t *)rest, rest_len);
 }
 
+/* Answer a request the parser refused with its status. */
+static void refuse_request(conn *c) {
+    if (c->http_answered || c->state != CONN_HTTP) {
+        /* on_http_head answered: the body stays unread, so the connection
+         * cannot carry another request. */
+        http_end(c);
+        return;
+    }
+    int st = c->req->error_status ? c->req->error_status : 400;
+    if (st == 429 && c->srv->handlers->on_refused) c->srv->handlers->on_refused(c, st);
+    http_error(c, st, st == 413 ? "x-amzn-ErrorType: PayloadTooLargeException\r\n" : NULL,
+               st == 431   ? "Request header fields too large"
+               : st == 413 ? "Payload too large"
+               : st == 400 ? "Bad request"
+               : st == 429 ? "Too Many Requests"
+                           : http_status_text(st));
+}
+
+/* The bytes held by requests that have not upgraded are bounded for the
+ * whole process: the request that grows them past the budget is refused
+ * (and its memory released at once). Returns true when it was. */
+static bool refused_over_budget(conn *c) {
+    if (conn_pending_update(c) <= 0 ||
+        server_pending_http_bytes() <= (size_t)c->srv->cfg->max_pending_http_bytes)
+        return false;
+    log_line l;
+    log_begin(&l, LOG_INFO, "pending_http_limit");
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_int(&l, "pendingBytes", (int64_t)server_pending_http_bytes());
+    log_end(&l);
+    http_error(c, 503, "Retry-After: 1\r\n", "Server busy");
+    conn_request_drop(c);
+    return true;
+}
+
 void conn_handle_http_bytes(conn *c, char *data, size_t len) {
     if (c->auth_pending || c->http_deferred) {
         /* Frames sent before the 101: kept for after it, within a bound. */
-        conn_http *h = conn_http_of(c);
-        if (h->early_len + len > CONN_EARLY_MAX) {
+        if (conn_http_of(c)->early_len + len > CONN_EARLY_MAX) {
             conn_abort(c);
             return;
         }
-        h->early_bytes = xrealloc(h->early_bytes, h->early_len + len);
-        memcpy(h->early_bytes + h->early_len, data, len);
-        h->early_len += len;
+        keep_early(c, data, len);
         /* They count against max_pending_http_bytes like the request. */
         if (conn_pending_update(c) > 0 &&
             server_pending_http_bytes() > (size_t)c->srv->cfg->max_pending_http_bytes)
@@ -275,36 +322,10 @@ void conn_handle_http_bytes(conn *c, char *data, size_t len) {
     for (;;) {
         ssize_t n = http_request_feed(c->req, data, len);
         if (n < 0) {
-            if (c->http_answered || c->state != CONN_HTTP) {
-                /* on_http_head answered: the body stays unread, so the
-                 * connection cannot carry another request. */
-                http_end(c);
-                return;
-            }
-            int st = c->req->error_status ? c->req->error_status : 400;
-            if (st == 429 && c->srv->handlers->on_refused) c->srv->handlers->on_refused(c, st);
-            http_error(c, st, st == 413 ? "x-amzn-ErrorType: PayloadTooLargeException\r\n" : NULL,
-                       st == 431   ? "Request header fields too large"
-                       : st == 413 ? "Payload too large"
-                       : st == 400 ? "Bad request"
-                       : st == 429 ? "Too Many Requests"
-                                   : http_status_text(st));
+            refuse_request(c);
             return;
         }
-        /* The bytes held by requests that have not upgraded are bounded
-         * for the whole process: the request that grows them past the
-         * budget is refused (and its memory released at once). */
-        if (conn_pending_update(c) > 0 &&
-            server_pending_http_bytes() > (size_t)c->srv->cfg->max_pending_http_bytes) {
-            log_line l;
-            log_begin(&l, LOG_INFO, "pending_http_limit");
-            log_str(&l, "identity.sourceIp", c->source_ip);
-            log_int(&l, "pendingBytes", (int64_t)server_pending_http_bytes());
-            log_end(&l);
-            http_error(c, 503, "Retry-After: 1\r\n", "Server busy");
-            conn_request_drop(c);
-            return;
-        }
+        if (refused_over_budget(c)) return;
         if (!c->req->complete) return;
         size_t plen;
         const char *path = http_request_path(c->req, &plen);
@@ -324,20 +345,13 @@ void conn_handle_http_bytes(conn *c, char *data, size_t len) {
              * request in this read. */
             size_t rest = len - (size_t)n;
             if (rest) {
-                conn_http *h = conn_http_of(c);
-                h->early_bytes = xrealloc(h->early_bytes, h->early_len + rest);
-                memcpy(h->early_bytes + h->early_len, data + n, rest);
-                h->early_len += rest;
+                keep_early(c, data + n, rest);
                 conn_pending_update(c);
             }
             return;
         }
         if (!c->http_keep_alive || c->state != CONN_HTTP) return;
-        /* Ready for the next request; the handshake deadline now bounds how
-         * long an idle keep-alive connection is kept. */
-        http_request_free(c->req);
-        conn_request_init(c);
-        c->created_ms = uv_now(c->srv->loop);
+        next_request(c);
         data += n;
         len -= (size_t)n;
         if (len == 0) return;

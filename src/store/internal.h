@@ -143,16 +143,17 @@ struct store {
  * Returns an SQLite code. */
 int store_schema(sqlite3 *db);
 
-/* PRAGMA quick_check: returns 0 when the file is sound, else -1 with err. */
-int store_check_integrity(sqlite3 *db, char *err, size_t errlen, const char *path);
+/* PRAGMA quick_check: returns 0 when the file is sound, else
+ * WSG_E_STORE_DAMAGED with err filled (err may be NULL). */
+int store_check_integrity(sqlite3 *db, wsg_error *err, const char *path);
 
 /* Prepare (store_prepare) or finalize (store_finalize) s->st. */
 int store_prepare(store *s);
 void store_finalize(store *s);
 
 /* With encryption on, the newest sealed message must open. Returns 0, or
- * -1 with err. */
-int store_check_keys(store *s, char *err, size_t errlen);
+ * WSG_E_STORE_KEYS with err filled (err may be NULL). */
+int store_check_keys(store *s, wsg_error *err);
 
 /* ---- ops.c ---- */
 

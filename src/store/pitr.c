@@ -69,14 +69,14 @@ static int copy_db(sqlite3 *from, const char *to_path) {
 
 /* ---- backup and restore (the CLI) ---- */
 
-static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errlen) {
+static int open_readonly(const char *path, sqlite3 **db, wsg_error *err) {
     int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %s: %s", path,
-                 *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        wsg_error_set(err, WSG_E_STORE_READ, "cannot open %s: %s", path,
+                      *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
         sqlite3_close(*db);
         *db = NULL;
-        return -1;
+        return WSG_E_STORE_READ;
     }
     sqlite3_busy_timeout(*db, 5000);
     return 0;
@@ -84,39 +84,39 @@ static int open_readonly(const char *path, sqlite3 **db, char *err, size_t errle
 
 /* The copy at out keeps the tables, not an old change log (it starts a
  * new history when served), in one file (no WAL), checked. */
-static int finish_copy(const char *out, char *err, size_t errlen) {
+static int finish_copy(const char *out, wsg_error *err) {
     sqlite3 *db = NULL;
     if (sqlite3_open(out, &db) != SQLITE_OK ||
         sqlite3_exec(db, "DROP TABLE IF EXISTS pitr_log; PRAGMA journal_mode=DELETE; VACUUM;", NULL,
                      NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot finish %s: %s", out,
-                 db ? sqlite3_errmsg(db) : "out of memory");
+        wsg_error_set(err, WSG_E_STORE_WRITE, "cannot finish %s: %s", out,
+                      db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
-        return -1;
+        return WSG_E_STORE_WRITE;
     }
-    int rc = store_check_integrity(db, err, errlen, out);
+    int rc = store_check_integrity(db, err, out);
     sqlite3_close(db);
     return rc;
 }
 
 /* Copy the database at path (read-only, consistent) to a new file out.
- * Returns 0 or -1 with err. */
-static int copy_file(const char *path, const char *out, char *err, size_t errlen) {
+ * Returns 0 or a WSG_E_STORE_* code with err filled. */
+static int copy_file(const char *path, const char *out, wsg_error *err) {
     sqlite3 *src;
-    if (open_readonly(path, &src, err, errlen) != 0) return -1;
+    int rc = open_readonly(path, &src, err);
+    if (rc != 0) return rc;
     unlink(out);
-    int rc = copy_db(src, out);
+    rc = copy_db(src, out);
     sqlite3_close(src);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot write %s: %s", out, sqlite3_errstr(rc));
-        return -1;
-    }
+    if (rc != SQLITE_OK)
+        return wsg_error_set(err, WSG_E_STORE_WRITE, "cannot write %s: %s", out,
+                             sqlite3_errstr(rc));
     return 0;
 }
 
-int store_backup(const char *path, const char *out, char *err, size_t errlen) {
-    if (copy_file(path, out, err, errlen) != 0) return -1;
-    return finish_copy(out, err, errlen);
+int store_backup(const char *path, const char *out, wsg_error *err) {
+    int rc = copy_file(path, out, err);
+    return rc != 0 ? rc : finish_copy(out, err);
 }
 
 /* Change-log rows as restore reads them (with the columns a live store of
@@ -341,7 +341,7 @@ static bool has_pitr_log(sqlite3 *db) {
  * arch_earliest: the archive's first snapshot (-1: none). */
 static int restore_legacy(const char *path, const char *pitr_dir, const crypto_keyring *keys,
                           int64_t to, int64_t to_ms, int64_t arch_earliest, const char *out,
-                          char *err, size_t errlen) {
+                          wsg_error *err) {
     base_file *bases;
     size_t n = list_bases(pitr_dir, &bases);
     base_file *base = NULL;
@@ -352,15 +352,15 @@ static int restore_legacy(const char *path, const char *pitr_dir, const crypto_k
     }
     if (!base) {
         if (earliest >= 0)
-            snprintf(err, errlen,
-                     "%lld is before the recovery window, which starts at %lld (Unix seconds)",
-                     (long long)to, (long long)(earliest / 1000));
+            wsg_error_set(err, WSG_E_STORE_WINDOW,
+                          "%lld is before the recovery window, which starts at %lld (Unix seconds)",
+                          (long long)to, (long long)(earliest / 1000));
         else
-            snprintf(err, errlen,
-                     "no base snapshot in %s: is enable_dynamodb_point_in_time_recovery on?",
-                     pitr_dir);
+            wsg_error_set(err, WSG_E_STORE_WINDOW,
+                          "no base snapshot in %s: is enable_dynamodb_point_in_time_recovery on?",
+                          pitr_dir);
         free(bases);
-        return -1;
+        return WSG_E_STORE_WINDOW;
     }
     char base_path[4096], log_path[4200];
     snprintf(base_path, sizeof(base_path), "%s/%s", pitr_dir, base->name);
@@ -370,21 +370,23 @@ static int restore_legacy(const char *path, const char *pitr_dir, const crypto_k
     snprintf(log_path, sizeof(log_path), "%s.pitr_log", out);
     if (arch_earliest >= 0) {
         int64_t t;
-        if (archive_oldest_snapshot(pitr_dir, keys, log_path, &t, err, errlen) != 0) {
+        char why[sizeof(err->message)]; /* archive.c reports with err, errlen */
+        if (archive_oldest_snapshot(pitr_dir, keys, log_path, &t, why, sizeof(why)) != 0) {
             unlink(log_path);
-            return -1;
+            return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s", why);
         }
         live_path = log_path;
     }
     sqlite3 *live = NULL, *dst = NULL;
-    int rc = -1;
-    if (copy_file(base_path, out, err, errlen) == 0 &&
-        open_readonly(live_path, &live, err, errlen) == 0) {
+    int rc = copy_file(base_path, out, err);
+    if (rc == 0) rc = open_readonly(live_path, &live, err);
+    if (rc == 0) {
         if (!has_pitr_log(live)) {
-            snprintf(err, errlen,
-                     "%lld is before the point-in-time archive's first snapshot and the old change"
-                     " log is no longer kept",
-                     (long long)to);
+            rc = wsg_error_set(
+                err, WSG_E_STORE_WINDOW,
+                "%lld is before the point-in-time archive's first snapshot and the old change"
+                " log is no longer kept",
+                (long long)to);
         } else {
             int src = sqlite3_open(out, &dst);
             /* A base of an older layout (a snapshot taken before an upgrade)
@@ -392,29 +394,29 @@ static int restore_legacy(const char *path, const char *pitr_dir, const crypto_k
             if (src == SQLITE_OK) src = store_schema(dst);
             if (src == SQLITE_OK) src = replay_log(live, dst, from_id, to_ms);
             if (src != SQLITE_OK)
-                snprintf(err, errlen, "cannot replay the change log into %s: %s (%s)", out,
-                         sqlite3_errstr(src), dst ? sqlite3_errmsg(dst) : "out of memory");
-            else rc = 0;
+                rc = wsg_error_set(
+                    err, WSG_E_STORE_WRITE, "cannot replay the change log into %s: %s (%s)", out,
+                    sqlite3_errstr(src), dst ? sqlite3_errmsg(dst) : "out of memory");
         }
     }
     sqlite3_close(live);
     sqlite3_close(dst);
     if (live_path == log_path) unlink(log_path);
-    if (rc != 0) return -1;
-    return finish_copy(out, err, errlen);
+    return rc != 0 ? rc : finish_copy(out, err);
 }
 
 int store_restore(const char *path, const char *pitr_dir, const crypto_keyring *keys, int64_t to,
-                  const char *out, char *err, size_t errlen) {
+                  const char *out, wsg_error *err) {
     int64_t to_ms = to * 1000 + 999; /* the whole second `to` */
     int64_t earliest;
-    int rc = archive_restore(pitr_dir, keys, to_ms, out, &earliest, err, errlen);
-    if (rc == 0) return finish_copy(out, err, errlen);
+    char why[sizeof(err->message)] = ""; /* archive.c reports with err, errlen */
+    int rc = archive_restore(pitr_dir, keys, to_ms, out, &earliest, why, sizeof(why));
+    if (rc == 0) return finish_copy(out, err);
     if (rc < 0) {
         unlink(out);
-        return -1;
+        return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s", why);
     }
-    return restore_legacy(path, pitr_dir, keys, to, to_ms, earliest, out, err, errlen);
+    return restore_legacy(path, pitr_dir, keys, to, to_ms, earliest, out, err);
 }
 
 int store_key_in_use(const char *path, uint32_t key_id) {
@@ -480,14 +482,13 @@ static void csv_field(FILE *out, const char *text) {
 }
 
 long store_export(const char *path, const crypto_keyring *keys, const char *room, int64_t since,
-                  int64_t ttl_days, store_export_format format, FILE *out, char *err,
-                  size_t errlen) {
-    if (access(path, F_OK) != 0) {
-        snprintf(err, errlen, "no store at %s (is --data-dir right?)", path);
-        return -1;
-    }
+                  int64_t ttl_days, store_export_format format, FILE *out, wsg_error *err) {
+    if (access(path, F_OK) != 0)
+        return wsg_error_set(err, WSG_E_STORE_MISSING, "no store at %s (is --data-dir right?)",
+                             path);
     sqlite3 *db;
-    if (open_readonly(path, &db, err, errlen) != 0) return -1;
+    int orc = open_readonly(path, &db, err);
+    if (orc != 0) return orc;
     int64_t cutoff = ttl_days > 0 ? (int64_t)time(NULL) - ttl_days * 86400 : INT64_MIN;
     if (since > cutoff) cutoff = since;
     sqlite3_stmt *st;
@@ -496,9 +497,9 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
             "SELECT seq, messageId, senderId, senderName, message, timestamp FROM messages"
             " WHERE roomId = ?1 AND timestamp >= ?2 ORDER BY seq",
             -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot read %s: %s", path, sqlite3_errmsg(db));
+        wsg_error_set(err, WSG_E_STORE_READ, "cannot read %s: %s", path, sqlite3_errmsg(db));
         sqlite3_close(db);
-        return -1;
+        return WSG_E_STORE_READ;
     }
     sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, cutoff);
@@ -542,15 +543,11 @@ long store_export(const char *path, const crypto_keyring *keys, const char *room
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
-    if (e) {
-        snprintf(err, errlen, "cannot decrypt message of room %s: %s%s", room, wsg_strerror(e),
-                 keys ? ""
-                      : " (the store is encrypted: set enable_encryption = true and the key file)");
-        return -1;
-    }
-    if (rc != SQLITE_DONE) {
-        snprintf(err, errlen, "cannot read %s: %s", path, sqlite3_errstr(rc));
-        return -1;
-    }
+    if (e)
+        return wsg_error_set(
+            err, WSG_E_STORE_KEYS, "cannot decrypt message of room %s: %s%s", room, wsg_strerror(e),
+            keys ? "" : " (the store is encrypted: set enable_encryption = true and the key file)");
+    if (rc != SQLITE_DONE)
+        return wsg_error_set(err, WSG_E_STORE_READ, "cannot read %s: %s", path, sqlite3_errstr(rc));
     return n;
 }

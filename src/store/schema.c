@@ -249,23 +249,23 @@ int store_schema(sqlite3 *db) {
 }
 
 /* PRAGMA quick_check: returns 0 when the file is sound. */
-int store_check_integrity(sqlite3 *db, char *err, size_t errlen, const char *path) {
+int store_check_integrity(sqlite3 *db, wsg_error *err, const char *path) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen,
-                 "store %s is not a usable database: %s (restore it from a backup: wsgate restore)",
-                 path, sqlite3_errmsg(db));
-        return -1;
+        return wsg_error_set(
+            err, WSG_E_STORE_DAMAGED,
+            "store %s is not a usable database: %s (restore it from a backup: wsgate restore)",
+            path, sqlite3_errmsg(db));
     }
     int rc = sqlite3_step(st);
     const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
     if (!res || strcmp(res, "ok") != 0) {
-        snprintf(
-            err, errlen,
+        wsg_error_set(
+            err, WSG_E_STORE_DAMAGED,
             "store %s failed its integrity check: %s (restore it from a backup: wsgate restore)",
             path, res ? res : sqlite3_errmsg(db));
         sqlite3_finalize(st);
-        return -1;
+        return WSG_E_STORE_DAMAGED;
     }
     sqlite3_finalize(st);
     return 0;
@@ -273,7 +273,7 @@ int store_check_integrity(sqlite3 *db, char *err, size_t errlen, const char *pat
 
 /* With encryption on, the newest sealed message must open: a wrong or
  * missing key is a start-up error, never garbage later. */
-int store_check_keys(store *s, char *err, size_t errlen) {
+int store_check_keys(store *s, wsg_error *err) {
     /* The newest sealed message: the last of the room posted to last, else
      * the last row of the table (no timestamp index to ask; both are one
      * descent of a b-tree). */
@@ -299,12 +299,13 @@ int store_check_keys(store *s, char *err, size_t errlen) {
             free(text);
             result = 0;
             if (e) {
-                snprintf(err, errlen,
-                         "stored messages cannot be decrypted with the configured keys: %s",
-                         s->opt.keys ? wsg_strerror(e)
-                                     : "encryption is off but the store holds encrypted rows (set "
-                                       "enable_encryption = true and the key file)");
-                result = -1;
+                wsg_error_set(err, WSG_E_STORE_KEYS,
+                              "stored messages cannot be decrypted with the configured keys: %s",
+                              s->opt.keys
+                                  ? wsg_strerror(e)
+                                  : "encryption is off but the store holds encrypted rows (set "
+                                    "enable_encryption = true and the key file)");
+                result = WSG_E_STORE_KEYS;
             }
         }
         sqlite3_finalize(st);

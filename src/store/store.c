@@ -356,8 +356,7 @@ static void on_async(uv_async_t *h) {
     if (run_completions(s, STORE_COMPLETIONS_PER_TURN, STORE_COMPLETION_BYTES_PER_TURN))
         uv_async_send(&s->async);
 }
-store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, char *err,
-                  size_t errlen) {
+store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, wsg_error *err) {
     store *s = xcalloc(1, sizeof(*s));
     s->opt = *opt;
     if (opt->pitr) {
@@ -371,7 +370,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
-    if (store_check_integrity(s->db, err, errlen, path) != 0) goto fail_msg;
+    if (store_check_integrity(s->db, err, path) != 0) goto fail_msg;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(s->db,
@@ -392,7 +391,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     }
     if (rc == SQLITE_OK) rc = store_prepare(s);
     if (rc != SQLITE_OK) goto fail;
-    if (store_check_keys(s, err, errlen) != 0) goto fail_msg;
+    if (store_check_keys(s, err) != 0) goto fail_msg;
     rc = sqlite3_open_v2(path, &s->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     /* The checkpoint syncs as the store does (both levels sync the WAL and
      * the database file at a checkpoint). */
@@ -401,8 +400,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
                           opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open store %s for checkpoints: %s", path,
-                 s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
+        wsg_error_set(err, WSG_E_STORE_OPEN, "cannot open store %s for checkpoints: %s", path,
+                      s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
         sqlite3_close(s->ckpt_db);
         goto fail_msg;
     }
@@ -422,7 +421,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     uv_unref((uv_handle_t *)&s->async);
     if (pthread_create(&s->thread, NULL, store_thread, s) != 0 ||
         pthread_create(&s->ckpt_thread, NULL, ckpt_thread, s) != 0) {
-        snprintf(err, errlen, "cannot start the store threads");
+        wsg_error_set(err, WSG_E_INTERNAL, "cannot start the store threads");
         abort();
     }
     /* Named for top -H and profiles (bench/store_bytes.py reads their CPU). */
@@ -430,8 +429,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
     pthread_setname_np(s->ckpt_thread, "wsgate-ckpt");
     return s;
 fail:
-    snprintf(err, errlen, "cannot open store %s: %s", path,
-             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    wsg_error_set(err, WSG_E_STORE_OPEN, "cannot open store %s: %s", path,
+                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 fail_msg:
     store_finalize(s);
     sqlite3_close(s->db);

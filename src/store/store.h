@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <uv.h>
 
+#include "common/error.h"
 #include "crypto/crypto.h"
 
 typedef enum store_op_kind {
@@ -95,10 +96,10 @@ typedef struct store store;
 
 /* Open (creating if needed) the database at path, check its integrity,
  * start the store thread and attach its completion handle to loop. Returns
- * the store, or NULL with a message in err (a corrupt file, a key that does
- * not open its rows, an unwritable path). */
-store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, char *err,
-                  size_t errlen);
+ * the store, or NULL with err filled (err may be NULL): WSG_E_STORE_DAMAGED
+ * (a corrupt file), WSG_E_STORE_KEYS (a key that does not open its rows),
+ * WSG_E_STORE_OPEN (an unwritable path, any other SQLite failure). */
+store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, wsg_error *err);
 
 /* Return a new zeroed op of `kind` (caller fills it and submits it). */
 store_op *store_op_new(store_op_kind kind);
@@ -155,8 +156,9 @@ void store_close(store *s);
 void store_message_aad(char *out, size_t len, char col, const char *room, int64_t seq);
 
 /* `wsgate backup`: copy the live database at path (a consistent snapshot,
- * safe while the server runs) to out. Returns 0 or -1 with err. */
-int store_backup(const char *path, const char *out, char *err, size_t errlen);
+ * safe while the server runs) to out. Returns 0 or a negative WSG_E_STORE_*
+ * code with err filled. */
+int store_backup(const char *path, const char *out, wsg_error *err);
 
 /* `wsgate restore`: build at `out` the database exactly as it was at Unix
  * time `to` (to the end of that second) from the newest base snapshot in
@@ -164,10 +166,11 @@ int store_backup(const char *path, const char *out, char *err, size_t errlen);
  * commits up to then, opened with keys (NULL: the archive must be
  * unsealed); for a time before the data directory switched to the WAL
  * archive, from the first design's base files and change log (pitr_log)
- * of the live database at path. Returns 0 or -1 with err (e.g. `to`
- * before the recovery window, a damaged archive file). */
+ * of the live database at path. Returns 0 or a negative WSG_E_STORE_* code
+ * with err filled (WSG_E_STORE_WINDOW: `to` before the recovery window;
+ * WSG_E_STORE_ARCHIVE: a damaged archive file). */
 int store_restore(const char *path, const char *pitr_dir, const crypto_keyring *keys, int64_t to,
-                  const char *out, char *err, size_t errlen);
+                  const char *out, wsg_error *err);
 
 /* Return 1 when any stored value (messages, rooms, an old change log) in
  * the database at path, or a file of the point-in-time archive beside it
@@ -182,10 +185,10 @@ typedef enum store_export_format { STORE_EXPORT_JSONL, STORE_EXPORT_CSV } store_
  * (NULL: the store must hold no sealed values), as JSON lines (the chat
  * data objects) or CSV with a header. Reads the database at path read-only
  * (safe while the server runs). Returns the number of messages written, or
- * -1 with err. */
+ * a negative WSG_E_STORE_* code with err filled (WSG_E_STORE_MISSING: no
+ * file at path; WSG_E_STORE_KEYS: a value does not open). */
 long store_export(const char *path, const crypto_keyring *keys, const char *room, int64_t since,
-                  int64_t ttl_days, store_export_format format, FILE *out, char *err,
-                  size_t errlen);
+                  int64_t ttl_days, store_export_format format, FILE *out, wsg_error *err);
 
 /* Decrypt a stored column value for the CLI and tests: blob/len as stored,
  * aad as the store builds it. Returns a malloc'd string or NULL. */

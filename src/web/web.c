@@ -6,6 +6,8 @@
 
 #include <jansson.h>
 
+#include "common/fields.h"
+
 /* Every page and asset gets these. No inline script or style is allowed:
  * all JS and CSS are files from this origin. The chat page's WebSocket
  * goes to this host (ws: or wss:, which 'self' alone does not cover in
@@ -36,20 +38,14 @@ static bool etag_matches(const http_request *req, const char *etag) {
     const char *inm = http_request_header(req, "If-None-Match", &len);
     if (!inm) return false;
     size_t el = strlen(etag);
-    const char *p = inm, *end = inm + len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
-        const char *q = p;
-        while (q < end && *q != ',') q++;
-        const char *z = q;
-        while (z > p && (z[-1] == ' ' || z[-1] == '\t')) z--;
-        size_t n = (size_t)(z - p);
-        if (n >= 2 && p[0] == 'W' && p[1] == '/') { /* weak comparison */
-            p += 2;
+    const char *p = inm, *end = inm + len, *s;
+    size_t n;
+    while (fields_next_list(&p, end, &s, &n)) {
+        if (n >= 2 && s[0] == 'W' && s[1] == '/') { /* weak comparison */
+            s += 2;
             n -= 2;
         }
-        if ((n == 1 && *p == '*') || (n == el && memcmp(p, etag, el) == 0)) return true;
-        p = q;
+        if ((n == 1 && *s == '*') || (n == el && memcmp(s, etag, el) == 0)) return true;
     }
     return false;
 }

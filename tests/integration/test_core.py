@@ -886,3 +886,25 @@ def test_sigterm_right_after_start_stops_every_worker(tmp_path):
             proc.wait()
         proc.stderr.close()
     assert hangs == [], f"hung after SIGTERM in runs {hangs}"
+
+
+def test_web_page_revalidates_with_its_etag(start_server):
+    """If-None-Match is an HTTP list: the page's ETag anywhere in it (weak
+    or strong, among spaces and empty elements) or "*" answers 304 with no
+    body; a list without it answers 200 with the page."""
+    srv = start_server()
+
+    def get(inm=None):
+        extra = f"If-None-Match: {inm}\r\n" if inm is not None else ""
+        req = f"GET / HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode()
+        return wsraw.raw_http(srv.port, req, timeout=30.0)
+
+    status, headers, body = get()
+    assert status == 200 and body
+    etag = headers["etag"]
+    for inm in [etag, f'"other", {etag}', f" ,, W/{etag} ,", "*", f"\t{etag}\t"]:
+        status, _, body = get(inm)
+        assert status == 304 and body == b"", inm
+    for inm in ['"other"', "", " , ", f"{etag[:-1]}x\""]:
+        status, _, body = get(inm)
+        assert status == 200 and body, inm

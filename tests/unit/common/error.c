@@ -83,3 +83,16 @@ Test(error, set_fills_code_message_and_position) {
     wsg_error_set(&e, WSG_E_INVAL, "%s", big);
     cr_assert_eq(strlen(e.message), sizeof e.message - 1); /* truncated, terminated */
 }
+
+/* A caller may wrap a message with more context by passing err->message
+ * back in: the text is formatted aside, never over its own argument. */
+Test(error, a_message_may_wrap_itself) {
+    wsg_error e = {0};
+    wsg_error_set(&e, WSG_E_STORE_READ, "cannot open %s", "store.db");
+    cr_assert_eq(wsg_error_set_at(&e, WSG_E_STORE_ARCHIVE, 3, 4, "restore: %s", e.message),
+                 WSG_E_STORE_ARCHIVE);
+    cr_assert_str_eq(e.message, "restore: cannot open store.db");
+    cr_assert_eq(e.line, 3);
+    cr_assert_eq(e.column, 4);
+    cr_assert_eq(wsg_error_set(NULL, WSG_E_IO, "x"), WSG_E_IO);
+}

@@ -47,9 +47,9 @@ Test(store_commit, ops_reach_on_commit_in_commit_order_on_the_store_thread) {
     uv_loop_init(&loop);
     caller = pthread_self();
     store_options so = {.sync_full = false, .on_commit = collect};
-    char err[256];
-    store *s = store_open(path, &loop, &so, err, sizeof err);
-    cr_assert_not_null(s, "%s", err);
+    wsg_error err = {0};
+    store *s = store_open(path, &loop, &so, &err);
+    cr_assert_not_null(s, "%s", err.message);
     for (int i = 0; i < NCHATS; i++) {
         store_op *op = store_op_new(STORE_OP_CHAT);
         op->room_id = xstrdup(i % 2 ? "odd" : "even");
