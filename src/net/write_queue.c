@@ -28,7 +28,13 @@ static inline void wq_bytes_set(conn *c, size_t v) {
     /* The slow-consumer clock runs while the queue is above the limit and
      * restarts whenever it has drained to the limit. */
     if (v <= (size_t)c->srv->cfg->max_queued_bytes) c->wq->backlog_since_ms = 0;
-    else if (!c->wq->backlog_since_ms) c->wq->backlog_since_ms = uv_now(c->srv->loop) | 1;
+    else if (!c->wq->backlog_since_ms) {
+        /* 0 means "not running", so the loop's first millisecond counts
+         * as 1: never a moment after now (uv_now | 1 was, on every even
+         * millisecond, and the clock then read as expired at once). */
+        uint64_t now = uv_now(c->srv->loop);
+        c->wq->backlog_since_ms = now ? now : 1;
+    }
 }
 
 static void wq_push(conn *c, ws_frame *f) {
@@ -151,7 +157,7 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len) {
     log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
     uint64_t since = c->wq ? c->wq->backlog_since_ms : 0;
     log_int(&l, "frames", (int64_t)wq_len(c));
-    log_int(&l, "stuckMs", since ? (int64_t)(now - since) : 0);
+    log_int(&l, "stuckMs", since && now > since ? (int64_t)(now - since) : 0);
     if (frame_len) log_int(&l, "frameBytes", (int64_t)frame_len);
     log_end(&l);
     wq_drop_unsent(c);
@@ -160,7 +166,7 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len) {
 
 /* True when a backlogged queue has outlived slow_consumer_timeout_ms. */
 bool conn_backlog_expired(const conn *c, uint64_t now) {
-    return c->wq && c->wq->backlog_since_ms &&
+    return c->wq && c->wq->backlog_since_ms && now >= c->wq->backlog_since_ms &&
            now - c->wq->backlog_since_ms >= (uint64_t)c->srv->cfg->slow_consumer_timeout_ms;
 }
 

@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "net/conn.h"
+#include "net/conn_internal.h"
 #include "net/server.h"
 
 static config cfg;
@@ -220,5 +221,28 @@ Test(write_queue, a_queue_past_the_ceiling_cuts_its_consumer) {
     cr_assert_eq(rc, WSG_E_NET_SLOW_CONSUMER, "%s after %zu bytes", wsg_err_name(rc), sent);
     cr_assert_lt(c->wq_bytes, 65536u * CONN_QUEUE_CEILING + sizeof payload);
     cr_assert_eq(conn_send_data(c, WS_OP_TEXT, "x", 1), WSG_E_NET_NOT_OPEN);
+    stop();
+}
+
+Test(write_queue, a_backlog_is_not_expired_the_moment_it_starts) {
+    start("max_queued_bytes=65536", 4096);
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &(int){4096});
+    uint8_t payload[8192];
+    memset(payload, 'q', sizeof payload);
+    /* The clock started at uv_now | 1 once: on an even millisecond that is
+     * a moment in the future, so now - since wrapped and a consumer was cut
+     * as "not drained" (stuckMs -1) at once instead of after
+     * slow_consumer_timeout_ms. Start the backlog on an even millisecond. */
+    do uv_update_time(&loop);
+    while (uv_now(&loop) % 2 != 0);
+    size_t sent = 0;
+    while (c->wq_bytes <= 65536 && sent < 4u * 65536) {
+        cr_assert_eq(conn_send_data(c, WS_OP_TEXT, payload, sizeof payload), 0);
+        sent += sizeof payload;
+    }
+    cr_assert_gt(c->wq_bytes, 65536u, "the queue never passed the limit");
+    cr_assert_not(conn_backlog_expired(c, uv_now(&loop)));
+    cr_assert_not(conn_backlog_expired(c, uv_now(&loop) + 599999));
+    cr_assert(conn_backlog_expired(c, uv_now(&loop) + 600000));
     stop();
 }
