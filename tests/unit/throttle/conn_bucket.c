@@ -36,8 +36,9 @@ static void same_answers(double rate, double burst, unsigned seed) {
              * on a boundary (one token, to rounding) may the two differ,
              * and then the reference is set to the exact count. */
             double tokens = want ? ref.tokens + 1.0 : ref.tokens;
-            cr_assert(fabs(tokens - 1.0) < 1e-6, "rate %g burst %g: message %d at %llu: %d, want %d",
-                      rate, burst, i, (unsigned long long)now, got, want);
+            cr_assert(fabs(tokens - 1.0) < 1e-6,
+                      "rate %g burst %g: message %d at %llu: %d, want %d", rate, burst, i,
+                      (unsigned long long)now, got, want);
             double left = b.full_ms - (double)now;
             double cap = burst < 1 && rate > 0 ? 1.0 : burst;
             ref.tokens = cap - (left > 0 ? left : 0) * rate / 1000.0;
@@ -46,7 +47,8 @@ static void same_answers(double rate, double burst, unsigned seed) {
         if (want) allowed++;
         else refused++;
     }
-    if (rate > 0) cr_assert(refused > 0 && allowed > 0, "rate %g burst %g tested nothing", rate, burst);
+    if (rate > 0)
+        cr_assert(refused > 0 && allowed > 0, "rate %g burst %g tested nothing", rate, burst);
     cr_assert_leq(boundary, allowed / 10, "rate %g burst %g: %d boundary differences", rate, burst,
                   boundary);
     throttle_free(&t);
@@ -56,7 +58,7 @@ static void same_answers(double rate, double burst, unsigned seed) {
 Test(throttle_conn, answers_as_the_token_bucket) {
     /* The configuration holds whole numbers; a burst of 0 still lets one
      * message through every 1/rate seconds. */
-    static const double cases[][2] = {{0, 0}, {1, 2},    {10, 20},  {100, 5}, {3, 7},  {2, 0},
+    static const double cases[][2] = {{0, 0}, {1, 2},    {10, 20},  {100, 5}, {3, 7}, {2, 0},
                                       {7, 1}, {1000, 1}, {33, 100}, {250, 3}, {1, 1}, {100, 200}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         for (unsigned seed = 1; seed <= 4; seed++) same_answers(cases[i][0], cases[i][1], seed);
