@@ -512,6 +512,7 @@ int app_init(app *a, const config *cfg, uv_loop_t *loop, const char *store_path,
         a->hubs[i].app = a;
         a->hubs[i].index = (int)i;
         registry_init(&a->hubs[i].reg);
+        room_joins_init(&a->hubs[i].joins);
     }
     throttle_init(&a->throttle, cfg, throttle_now_ms());
     uv_timer_init(loop, &a->gc_timer);
@@ -550,7 +551,10 @@ void app_close(app *a) {
     a->store = NULL;
     crypto_keyring_free(a->keys);
     a->keys = NULL;
-    for (size_t i = 0; i < a->nhubs; i++) registry_free(&a->hubs[i].reg);
+    for (size_t i = 0; i < a->nhubs; i++) {
+        registry_free(&a->hubs[i].reg);
+        room_joins_free(&a->hubs[i].joins);
+    }
     free(a->hubs);
     a->hubs = NULL;
     a->nhubs = 0;

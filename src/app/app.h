@@ -19,6 +19,7 @@
 #include "mgmt/credentials.h"
 #include "net/server.h"
 #include "store/store.h"
+#include "app/room_joins.h"
 #include "throttle/throttle.h"
 #include "trace/trace.h"
 
@@ -55,6 +56,7 @@ struct hub {
     server *srv;
     int index;
     registry reg;
+    room_joins joins; /* rooms whose join went to the store recently */
 };
 
 /* Return worker i's hub (i < the nworkers given to app_init), to pass as

@@ -154,6 +154,10 @@ void handlers_welcome(session *s) {
 }
 
 void handlers_room_join(app *a, session *s, const char *room_id) {
+    /* The store writes a join only for a new or hour-idle room: a room this
+     * worker joined a moment ago costs it nothing, so the op is not sent. */
+    hub *h = s->c->srv->app; /* the worker's hub (the server's app pointer) */
+    if (!room_joins_due(&h->joins, room_id, store_rooms_gen(a->store), time(NULL))) return;
     store_op *op = store_op_new(STORE_OP_ROOM_JOIN);
     op->room_id = xstrdup(room_id);
     op->user_id = xstrdup(s->user_id);

@@ -44,12 +44,12 @@ struct session {
     session *room_prev, *room_next;
     user_conns *user;
     session *user_prev, *user_next;
-    uint64_t messages;      /* messages received, for logs */
-    throttle_bucket bucket; /* the connection's message rate */
-    bool resuming;          /* stored messages are being replayed: live chat
+    uint64_t messages;           /* messages received, for logs */
+    throttle_conn_bucket bucket; /* the connection's message rate */
+    bool resuming;               /* stored messages are being replayed: live chat
                               * for its room waits in the store's order */
-    uint64_t resume_gen;    /* which replay is current */
-    directory_conn record;  /* the engine's record of this connection (engine_conn_opened) */
+    uint64_t resume_gen;         /* which replay is current */
+    directory_conn record;       /* the engine's record of this connection (engine_conn_opened) */
 };
 
 typedef struct registry {

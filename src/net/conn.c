@@ -194,8 +194,8 @@ static void conn_fail(conn *c, uint16_t code, const char *reason) {
 static bool control_flood(conn *c) {
     int64_t limit = c->srv->cfg->max_control_frames_per_s;
     if (limit <= 0) return false;
-    uint64_t now = uv_now(c->srv->loop);
-    if (now - c->control_window_ms >= 1000) {
+    uint32_t now = (uint32_t)uv_now(c->srv->loop);
+    if ((uint32_t)(now - c->control_window_ms) >= 1000) {
         c->control_window_ms = now;
         c->control_frames = 0;
     }

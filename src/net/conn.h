@@ -81,15 +81,15 @@ typedef struct conn {
     tls_conn *tls; /* wss://: the queue holds plaintext (and tls_conn_inflight
                     * the ciphertext being written) */
 
-    /* A connection is timed by its handshake deadline (reading its request)
-     * or by its closing deadline, never both. */
+    /* A connection is timed by one of these, the one of its state: its
+     * handshake deadline (reading its request), its age (open) or its
+     * closing deadline. */
     union {
         uint64_t created_ms;        /* CONN_HTTP: uv_now at accept (or at its
                                      * keep-alive request's start) */
+        uint64_t opened_ms;         /* CONN_OPEN: uv_now at 101 */
         uint64_t close_deadline_ms; /* CONN_CLOSING: when TCP is ended anyway */
     };
-    uint64_t opened_ms;         /* uv_now at 101 */
-    uint64_t control_window_ms; /* start of the current control-frame second */
     /* The low 32 bits of uv_now: only ever compared by difference with
      * limits the configuration caps at a day (idle_timeout_s) and an hour
      * (ping_interval_s, pong_timeout_s), and refreshed or acted on within
@@ -106,8 +106,11 @@ typedef struct conn {
     char *subprotocol;     /* owned; set by the authorizer to answer
                                       * Sec-WebSocket-Protocol, or NULL */
 
-    void *app;                /* the application's per-connection state */
-    char id[CONN_ID_LEN + 1]; /* opaque, URL-safe connection id */
+    void *app; /* the application's per-connection state */
+    /* Low 32 bits of uv_now, as last_active_ms: compared by difference
+     * with one second only (next to id, it takes the id's padding). */
+    uint32_t control_window_ms; /* start of the current control-frame second */
+    char id[CONN_ID_LEN + 1];   /* opaque, URL-safe connection id */
 } conn;
 
 /* Queue frame f (taking a new reference) to be written on the next flush.

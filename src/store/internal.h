@@ -119,6 +119,7 @@ struct store {
     _Atomic size_t pending;       /* unfinished ops (submitted by any worker) */
     _Atomic uint64_t rejected;    /* refused by store_submit_bounded */
     _Atomic size_t pending_bytes; /* chat text of the unfinished bounded ops */
+    _Atomic uint32_t rooms_gen;   /* store_rooms_gen: bumped when a room's row may be gone */
     /* Health, for /readyz: when the write in progress started (monotonic
      * ms, 0 when none) and the result of the last one (an SQLite code). */
     _Atomic int64_t write_since_ms;

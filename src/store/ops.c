@@ -554,8 +554,10 @@ static int delete_idle_room(store *s, sqlite3_stmt *expired_rooms) {
     sqlite3_stmt *del = s->st.delete_room;
     sqlite3_bind_text(del, 1, room, -1, SQLITE_STATIC);
     int rc = store_step_done(del);
-    /* The cache must not believe in the row any more. */
+    /* The cache must not believe in the row any more, nor the workers
+     * that skip joins (store_rooms_gen). */
     free(strmap_remove(&s->last_seq, room));
+    atomic_fetch_add_explicit(&s->rooms_gen, 1, memory_order_release);
     free(room);
     return rc;
 }

@@ -129,6 +129,7 @@ static void commit_batch(store *s, store_op *batch, uint32_t n) {
     if (rc != SQLITE_OK) {
         store_tx(s->st.rollback);
         store_map_clear(&s->last_seq);
+        atomic_fetch_add_explicit(&s->rooms_gen, 1, memory_order_release);
         for (store_op *op = batch; op; op = op->next)
             if (op->status == SQLITE_OK && op->kind != STORE_OP_HISTORY) op->status = rc;
         log_msg(LOG_ERROR, "store_error", "batch of %u failed: %s", n, sqlite3_errstr(rc));
@@ -467,6 +468,10 @@ int store_submit_bounded(store *s, store_op *op) {
     atomic_fetch_add_explicit(&s->pending_bytes, size, memory_order_relaxed);
     store_submit(s, op);
     return 0;
+}
+
+uint32_t store_rooms_gen(const store *s) {
+    return atomic_load_explicit(&s->rooms_gen, memory_order_acquire);
 }
 
 size_t store_pending(const store *s) {

@@ -123,6 +123,12 @@ int store_submit_bounded(store *s, store_op *op);
 /* Return operations submitted and not yet completed. */
 size_t store_pending(const store *s);
 
+/* Return the store's room generation (any thread): it changes whenever a
+ * room's row may have gone (the TTL sweep deleted one, a failed batch
+ * rolled joins back), so a worker that skips joins of rooms it joined
+ * recently (src/app/room_joins.h) sends them again. */
+uint32_t store_rooms_gen(const store *s);
+
 /* Return 0 while the store can commit; else -1 with the reason in why (the
  * last commit failed and no later one has succeeded, or the commit in
  * progress has been running for more than stall_ms). Any thread. */

@@ -178,16 +178,38 @@ void throttle_closed(throttle *t, const char *addr, uint64_t now_ms) {
     pthread_mutex_unlock(&t->addrs_lock);
 }
 
-void throttle_connection_init(const throttle *t, throttle_bucket *b, uint64_t now_ms) {
-    const config *cfg = t->cfg;
-    throttle_bucket_init(b, (double)cfg->connection_rate_limit, (double)cfg->connection_burst_limit,
-                         cfg->connection_rate_limit == 0, now_ms);
+/* The largest number of tokens a bucket of rate and burst holds (as
+ * throttle_bucket_take: a positive rate with a burst below one still lets
+ * a request through every 1/rate seconds). */
+static double bucket_cap(double rate, double burst) {
+    return burst < 1.0 && rate > 0 ? 1.0 : burst;
 }
 
-throttle_verdict throttle_message(throttle *t, throttle_bucket *conn_bucket, const char *route_key,
-                                  uint64_t now_ms) {
+/* A bucket with `tokens` at time t is full again at t + (cap - tokens) /
+ * rate: that one time stands for the token count at any later time. */
+void throttle_connection_init(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms) {
+    double rate = (double)t->cfg->connection_rate_limit;
+    double burst = (double)t->cfg->connection_burst_limit;
+    b->full_ms = (double)now_ms;
+    if (rate > 0) b->full_ms += (bucket_cap(rate, burst) - burst) * 1000.0 / rate;
+}
+
+bool throttle_conn_take(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms) {
+    double rate = (double)t->cfg->connection_rate_limit;
+    if (t->cfg->connection_rate_limit == 0) return true; /* unlimited */
+    double per_token = 1000.0 / rate, now = (double)now_ms;
+    double from = b->full_ms > now ? b->full_ms : now;
+    /* Tokens now: cap - (from - now) / per_token; one is needed. */
+    double cap = bucket_cap(rate, (double)t->cfg->connection_burst_limit);
+    if ((from - now) / per_token > cap - 1.0) return false;
+    b->full_ms = from + per_token;
+    return true;
+}
+
+throttle_verdict throttle_message(throttle *t, throttle_conn_bucket *conn_bucket,
+                                  const char *route_key, uint64_t now_ms) {
     if (!route_key) {
-        if (conn_bucket && !throttle_bucket_take(conn_bucket, now_ms)) return THROTTLE_CONNECTION;
+        if (conn_bucket && !throttle_conn_take(t, conn_bucket, now_ms)) return THROTTLE_CONNECTION;
         if (!throttle_shared_take(&t->stage, now_ms)) return THROTTLE_STAGE;
         return THROTTLE_OK;
     }

@@ -104,13 +104,26 @@ void throttle_auth_failed(throttle *t, const char *addr, uint64_t now_ms);
 void throttle_opened(throttle *t, const char *addr, uint64_t now_ms);
 void throttle_closed(throttle *t, const char *addr, uint64_t now_ms);
 
-/* Initialise a connection's message bucket. */
-void throttle_connection_init(const throttle *t, throttle_bucket *b, uint64_t now_ms);
+/* A connection's message bucket, as a throttle_bucket of rate
+ * connection_rate_limit and burst connection_burst_limit but holding no
+ * copy of them (they are read from the configuration at each take): only
+ * the time at which it is full again, 8 bytes in every session. The clock
+ * must not go back (a worker's monotonic clock). */
+typedef struct throttle_conn_bucket {
+    double full_ms;
+} throttle_conn_bucket;
+
+/* Initialise a connection's message bucket, as full as a throttle_bucket
+ * starts (burst tokens). */
+void throttle_connection_init(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms);
+/* Take one token from a connection's bucket; returns false (taking
+ * nothing) when none is left. The same answers as throttle_bucket_take. */
+bool throttle_conn_take(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms);
 /* A message on a connection (its bucket conn_bucket) for route_key (NULL
  * before routing is known): connection bucket, stage bucket, then the
  * route's own bucket when route_throttling has one. */
-throttle_verdict throttle_message(throttle *t, throttle_bucket *conn_bucket, const char *route_key,
-                                  uint64_t now_ms);
+throttle_verdict throttle_message(throttle *t, throttle_conn_bucket *conn_bucket,
+                                  const char *route_key, uint64_t now_ms);
 
 /* Forget addresses with no connections that have been quiet for idle_ms.
  * Returns how many were dropped. */
