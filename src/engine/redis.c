@@ -46,6 +46,7 @@
 #include "common/strmap.h"
 #include "engine/engine.h"
 #include "engine/redis_client.h"
+#include "engine/redis_counts.h"
 #include "engine/redis_forward.h"
 #include "engine/redis_ring.h"
 #include "engine/redis_script.h"
@@ -1743,11 +1744,8 @@ static size_t r_publish_room(engine *e, const char *room_id, engine_room *pinned
  * user subscribe, whenever the user is known anywhere: also when this node
  * has the user, since another node may have connected it since the last
  * read of the counts. */
-static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
-    redis_engine *re = R(e);
-    int local = engine_publish_user(re->local, user_id, f);
-    bool remote = remote_has_user(re, user_id);
-    if (local != 0 && !remote) return -1;
+/* PUBLISH f on the user's channel, fire and forget. */
+static void publish_user_channel(redis_engine *re, const char *user_id, ws_frame *f) {
     size_t shard = shard_of(re, user_id);
     char *channel = user_channel_name(re->urls[shard].db, user_id);
     char header[40];
@@ -1755,6 +1753,14 @@ static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
     /* The user's connection: one worker's messages to a user stay in order. */
     publish_frame(re, shard, channel, redis_client_affinity(user_id, strlen(user_id)), header, f);
     free(channel);
+}
+
+static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
+    redis_engine *re = R(e);
+    int local = engine_publish_user(re->local, user_id, f);
+    bool remote = remote_has_user(re, user_id);
+    if (local != 0 && !remote) return -1;
+    publish_user_channel(re, user_id, f);
     return 0;
 }
 
@@ -2094,6 +2100,122 @@ static void r_free(engine *e) {
     free(re);
 }
 
+/* ---- [async] answers that wait for Redis ----
+ *
+ * room_list and @rooms for rooms with no member here, and whether a
+ * private message's target is online anywhere, are asked of Redis when
+ * they are asked of the engine (engine_rooms_ask, engine_publish_user_ask)
+ * and answered on the asking worker's thread when Redis replies (within
+ * the client's command timeout): a room joined or a user connected on
+ * another node a moment ago is there, as on one node. */
+
+typedef struct rooms_ask {
+    rworker *w;
+    engine_rooms_fn done;
+    void *arg;
+} rooms_ask;
+
+/* This node's exact counts (the local engine) plus the others' sums. */
+static void rooms_read(void *data, int rc, const char *err, const strmap *sums) {
+    rooms_ask *a = data;
+    rworker *w = a->w;
+    void *hub = w->closing ? NULL : w->srv->app;
+    if (rc != 0 || !hub) {
+        a->done(hub, a->arg,
+                err == REDIS_CLIENT_E_TIMEOUT ? ENGINE_E_TIMEOUT : ENGINE_E_UNAVAILABLE, NULL, 0);
+        free(a);
+        return;
+    }
+    directory_room_entry *local;
+    size_t n = engine_rooms(w->re->local, &local);
+    directory_room_entry *all = xmalloc((n + sums->count + 1) * sizeof(*all));
+    if (n) memcpy(all, local, n * sizeof(*all));
+    free(local);
+    size_t m = n, it = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(sums, &it, &k, &v)) {
+        directory_room_entry key = {.id = (char *)k};
+        directory_room_entry *hit = n ? bsearch(&key, all, n, sizeof(*all), cmp_entry) : NULL;
+        if (hit) hit->count += (uintptr_t)v;
+        else all[m++] = (directory_room_entry){xstrdup(k), (uintptr_t)v};
+    }
+    qsort(all, m, sizeof(*all), cmp_entry);
+    a->done(hub, a->arg, 0, all, m);
+    directory_rooms_free(all, m);
+    free(a);
+}
+
+static int r_rooms_ask(engine *e, engine_rooms_fn done, void *arg) {
+    redis_engine *re = R(e);
+    int self = current_worker(re);
+    if (self < 0 || !home_client(&re->w[self])) return 0; /* not a worker: the last read's */
+    rworker *w = &re->w[self];
+    redis_client **shards = xmalloc(re->nshards * sizeof(*shards));
+    for (size_t i = 0; i < re->nshards; i++) shards[i] = w->shards[i].client;
+    rooms_ask *a = xmalloc(sizeof(*a));
+    *a = (rooms_ask){w, done, arg};
+    redis_counts_rooms(home(w), shards, re->nshards, re->node,
+                       now_ms() - (int64_t)re->cfg->redis_node_timeout_s * 1000, rooms_read, a);
+    free(shards);
+    return ENGINE_PENDING;
+}
+
+typedef struct user_ask {
+    rworker *w;
+    engine_sent_fn done;
+    void *arg;
+} user_ask;
+
+/* PUBLISH's answer: how many subscriptions got it. Only workers holding
+ * the user subscribe its channel (and this node holds none of its
+ * connections, or it would not have asked), so 0 is "offline". */
+static void user_published(redis_client *c, const redisReply *r, const char *err, void *data) {
+    user_ask *a = data;
+    int rc = err == REDIS_CLIENT_E_TIMEOUT                 ? ENGINE_E_TIMEOUT
+             : err || !r || r->type != REDIS_REPLY_INTEGER ? ENGINE_E_UNAVAILABLE
+             : r->integer > 0                              ? 0
+                                                           : -1;
+    a->done(a->w->closing ? NULL : a->w->srv->app, a->arg, rc);
+    free(a);
+}
+
+static int r_publish_user_ask(engine *e, const char *user_id, ws_frame *f, engine_sent_fn done,
+                              void *arg) {
+    redis_engine *re = R(e);
+    int self = current_worker(re);
+    wshard *sh = self >= 0 ? shard_for(&re->w[self], user_id) : NULL;
+    if (!sh || !sh->client || re->w[self].closing) return r_publish_user(e, user_id, f);
+    if (engine_publish_user(re->local, user_id, f) == 0) {
+        /* Held here: delivered at once, and published for the other nodes
+         * that may hold the user too; the answer is known. */
+        publish_user_channel(re, user_id, f);
+        return 0;
+    }
+    rworker *w = &re->w[self];
+    char *channel = user_channel(sh, user_id);
+    char header[40];
+    int hlen = snprintf(header, sizeof(header), "P%s\n", re->node);
+    uint8_t *payload = ws_frame_payload(f);
+    size_t plen = f->len - (size_t)(payload - f->data);
+    size_t len = (size_t)hlen + 1 + plen;
+    char *msg = xmalloc(len);
+    memcpy(msg, header, (size_t)hlen);
+    msg[hlen] = (char)(f->data[0] & 0x0f);
+    memcpy(msg + hlen + 1, payload, plen);
+    user_ask *a = xmalloc(sizeof(*a));
+    *a = (user_ask){w, done, arg};
+    /* The user's connection, as r_publish_user: one worker's messages to
+     * a user stay in order. */
+    redis_client_command_argv(sh->client, redis_client_affinity(user_id, strlen(user_id)),
+                              user_published, a, 3, (const char *[]){"PUBLISH", channel, msg},
+                              (const size_t[]){7, strlen(channel), len});
+    w->pub_private++;
+    free(channel);
+    free(msg);
+    return ENGINE_PENDING;
+}
+
 static const engine_ops redis_ops = {
     .name = "redis",
     .free = r_free,
@@ -2115,6 +2237,8 @@ static const engine_ops redis_ops = {
     .room_total = r_room_total,
     .health = r_health,
     .remote = r_remote,
+    .rooms_ask = r_rooms_ask,
+    .publish_user_ask = r_publish_user_ask,
 };
 
 /* The servers of cfg (redis_urls, else redis_url) into *urls (malloc'd).
