@@ -109,6 +109,7 @@ struct rworker {
 typedef struct wmember {
     const char *user_id, *username; /* borrowed: see engine_conn_opened */
     char *room_id;                  /* malloc'd, NULL: in no room */
+    int64_t joined_us;              /* [presence] when it joined room_id (wall clock) */
 } wmember;
 
 /* A room this worker has members in (its thread only). */
@@ -118,7 +119,8 @@ typedef struct wroom {
      * active (its own marker came back on the channel; -1: not yet): every
      * chat past it reaches this worker, in seq order. */
     int64_t base;
-    int64_t seen; /* the highest chat seq delivered here from the channel */
+    int64_t seen;         /* the highest chat seq delivered here from the channel */
+    int64_t last_join_us; /* [presence] the newest join here (wall clock, µs) */
     /* Resumes whose last page is read but not yet answered: held until
      * every chat the page covers has passed here (see hold_resume). */
     store_op **waiting;
@@ -182,6 +184,15 @@ struct redis_engine {
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
 
 static int64_t now_ms(void) { return clock_wall_ms(); }
+
+/* Wall clock in µs: presence ordering across nodes (NTP, as the join-gap
+ * fill) needs finer than ms on one machine, where a join can follow an
+ * event within the same millisecond. */
+static int64_t clock_wall_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ---- shards ----
  *
@@ -1350,22 +1361,51 @@ static const char *skip_lines(const char *p, const char *end, int lines) {
     return p;
 }
 
+/* [presence] An event made at `made_us` on another node reaches only the
+ * members that were here then, as on one node, where a member hears only
+ * what happens after its join: a PUBLISH sent right after the event's
+ * node answered its client can reach Redis after a later join here (that
+ * node's thread was slow, or its command connection busy), and that
+ * joiner got, say, the user_joined of someone who joined before it. A
+ * room with no join since the event takes the usual path; otherwise the
+ * event goes to each member that joined at or before it (this worker's
+ * connections are walked: only events in flight across a join here). */
+static void deliver_event_before(rworker *w, const char *room, ws_frame *f, const char *except,
+                                 int64_t made_us) {
+    size_t it = 0;
+    const char *id;
+    void *v;
+    while (strmap_next(&w->members, &it, &id, &v)) {
+        const wmember *m = v;
+        if (!m->room_id || m->joined_us > made_us || strcmp(m->room_id, room) != 0) continue;
+        if (except && strcmp(id, except) == 0) continue;
+        w->re->d->conn(w->srv->app, id, f, false);
+    }
+}
+
 static void deliver_event(rworker *w, const char *room, const char *p, size_t n) {
-    /* "E<node>\n<flags>\n<except>\n<opcode><payload>" */
+    /* "E<node>[ <made_us>]\n<flags>\n<except>\n<opcode><payload>" (nodes
+     * of the previous release send no time) */
     const char *end = p + n, *node = p + 1;
     const char *body = skip_lines(p, end, 3);
     if (!body || body >= end) return;
     size_t nodelen = strlen(w->re->node);
     if ((size_t)(end - node) > nodelen && memcmp(node, w->re->node, nodelen) == 0 &&
-        node[nodelen] == '\n')
+        (node[nodelen] == '\n' || node[nodelen] == ' '))
         return; /* ours: the local engine delivered it already */
     const char *fl = skip_lines(p, end, 1), *ex = skip_lines(p, end, 2);
+    const char *sp = memchr(node, ' ', (size_t)(fl - node));
+    int64_t made_us = sp ? strtoll(sp + 1, NULL, 10) : 0;
     unsigned flags = (unsigned)strtoul(fl, NULL, 10);
     char except[CONN_ID_LEN + 1] = "";
     size_t exlen = (size_t)(body - 1 - ex);
     if (exlen > 0 && exlen <= CONN_ID_LEN) memcpy(except, ex, exlen);
     ws_frame *f = ws_frame_new((uint8_t)body[0], body + 1, (size_t)(end - body - 1));
-    w->re->d->room(w->srv->app, room, f, except[0] ? except : NULL, flags);
+    const wroom *r = strmap_get(&w->rooms, room);
+    /* ENGINE_SKIP_RESUMING needs the room's walk (who resumes is the hub's). */
+    if (made_us > 0 && r && r->last_join_us > made_us && !(flags & ENGINE_SKIP_RESUMING))
+        deliver_event_before(w, room, f, except[0] ? except : NULL, made_us);
+    else w->re->d->room(w->srv->app, room, f, except[0] ? except : NULL, flags);
     ws_frame_unref(f);
 }
 
@@ -1559,6 +1599,17 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- membership ---- */
 
+/* [async] Send the membership writes of this turn (counts, subscriptions,
+ * records) on the key's server and the home Redis at once: the worker
+ * writes its client's welcome or answer before its loop next polls the
+ * Redis sockets, and a client told "joined" could otherwise ask another
+ * node, which asks Redis, before Redis has heard of the join. */
+static void flush_now(rworker *w, const char *key) {
+    if (w->closing) return;
+    redis_client_flush(shard_for(w, key)->client);
+    redis_client_flush(home(w));
+}
+
 static uintptr_t count_add(strmap *m, const char *key, int delta) {
     uintptr_t n = (uintptr_t)strmap_get(m, key);
     n = delta > 0 ? n + 1 : (n ? n - 1 : 0);
@@ -1595,6 +1646,7 @@ static void r_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, c
     m->username = username;
     strmap_put(&w->members, c->id, m, NULL);
     redis_fwd_conn_opened(w->fwd, home_client(w), c->id, user_id, c->connected_at);
+    flush_now(w, user_id);
 }
 
 static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, int worker,
@@ -1614,6 +1666,7 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     if (m) free(m->room_id);
     free(m);
     redis_fwd_conn_closed(w->fwd, home_client(w), conn_id);
+    flush_now(w, user_id);
 }
 
 static engine_room *r_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
@@ -1638,11 +1691,15 @@ static engine_room *r_room_joined(engine *e, const char *conn_id, const char *ro
     if (r->base < 0 || r->filling) fill_join_start(w, room_id, r, conn_id);
     write_room_count(w, room_id, ++r->count);
     wmember *m = strmap_get(&w->members, conn_id);
+    int64_t joined_us = clock_wall_us(); /* [presence] */
+    if (joined_us > r->last_join_us) r->last_join_us = joined_us;
     if (m) {
         free(m->room_id);
         m->room_id = xstrdup(room_id);
+        m->joined_us = joined_us;
         write_member(w, conn_id, m);
     }
+    flush_now(w, room_id);
     return er;
 }
 
@@ -1678,6 +1735,7 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
         m->room_id = NULL;
         write_member(w, conn_id, NULL);
     }
+    flush_now(w, room_id);
     return left + others_at_least(re, room_id);
 }
 
@@ -1732,7 +1790,9 @@ static size_t r_publish_room(engine *e, const char *room_id, engine_room *pinned
     redis_engine *re = R(e);
     size_t local = engine_publish_room(re->local, room_id, pinned, f, except, flags);
     char header[160];
-    snprintf(header, sizeof(header), "E%s\n%u\n%s\n", re->node, flags, except ? except : "");
+    /* [presence] when the event was made: see deliver_event_before */
+    snprintf(header, sizeof(header), "E%s %" PRId64 "\n%u\n%s\n", re->node, clock_wall_us(), flags,
+             except ? except : "");
     size_t shard = shard_of(re, room_id);
     char *channel = redis_script_channel(re->urls[shard].db, room_id);
     publish_frame(re, shard, channel, redis_client_affinity(room_id, strlen(room_id)), header, f);

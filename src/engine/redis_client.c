@@ -859,6 +859,17 @@ void redis_client_close(redis_client *c) {
 
 bool redis_client_up(const redis_client *c) { return c->up; }
 
+void redis_client_flush(redis_client *c) {
+    if (!c || c->closing) return;
+    for (unsigned i = 0; i <= c->pool; i++) {
+        rc_slot *s = &c->slots[i];
+        /* Ready slots only: a context still connecting would run its
+         * connect step from here. hiredis writes nothing when its output
+         * buffer is empty, so a second flush in a turn costs no syscall. */
+        if (s->state == SLOT_READY && s->ac && !s->drop) redisAsyncHandleWrite(s->ac);
+    }
+}
+
 void redis_client_get_stats(const redis_client *c, redis_client_stats *out) { *out = c->st; }
 
 const char *redis_client_name(const redis_client *c) { return c->name; }

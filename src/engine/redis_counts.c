@@ -12,17 +12,18 @@
 /* Sum the hashes named by KEYS (room -> members) into one flat reply
  * room, sum, room, sum ...: one round trip per server whatever the number
  * of workers. */
-static const char SUM_LUA[] = "local sums = {}\n"
-                              "for _, k in ipairs(KEYS) do\n"
-                              "  local h = redis.call('HGETALL', k)\n"
-                              "  for j = 1, #h, 2 do\n"
-                              "    local n = tonumber(h[j + 1]) or 0\n"
-                              "    if n > 0 then sums[h[j]] = (sums[h[j]] or 0) + n end\n"
-                              "  end\n"
-                              "end\n"
-                              "local out = {}\n"
-                              "for r, n in pairs(sums) do out[#out + 1] = r; out[#out + 1] = n end\n"
-                              "return out\n";
+static const char SUM_LUA[] =
+    "local sums = {}\n"
+    "for _, k in ipairs(KEYS) do\n"
+    "  local h = redis.call('HGETALL', k)\n"
+    "  for j = 1, #h, 2 do\n"
+    "    local n = tonumber(h[j + 1]) or 0\n"
+    "    if n > 0 then sums[h[j]] = (sums[h[j]] or 0) + n end\n"
+    "  end\n"
+    "end\n"
+    "local out = {}\n"
+    "for r, n in pairs(sums) do out[#out + 1] = r; out[#out + 1] = n end\n"
+    "return out\n";
 
 typedef struct counts_read {
     redis_client **shards; /* copied: the caller's array is borrowed for the call only */
@@ -116,6 +117,5 @@ void redis_counts_rooms(redis_client *home, redis_client *const *shards, size_t 
     char min[24];
     snprintf(min, sizeof(min), "%" PRId64, min_heartbeat_ms);
     redis_client_command_argv(home, REDIS_CLIENT_ANY, on_workers, cr, 4,
-                                  (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf"},
-                                  NULL);
+                              (const char *[]){"ZRANGEBYSCORE", WORKERS_KEY, min, "+inf"}, NULL);
 }
