@@ -861,8 +861,12 @@ bool redis_client_up(const redis_client *c) { return c->up; }
 
 void redis_client_flush(redis_client *c) {
     if (!c || c->closing) return;
-    for (unsigned i = 0; i <= c->pool; i++) {
-        rc_slot *s = &c->slots[i];
+    /* The pub/sub slot first: a SUBSCRIBE must reach Redis before a
+     * command sent after it that publishes on its channel (the engine's
+     * marker says "subscribed" by coming back), as Redis runs what
+     * arrives in order of arrival. */
+    for (unsigned k = 0; k <= c->pool; k++) {
+        rc_slot *s = &c->slots[(k + c->pool) % (c->pool + 1)];
         /* Ready slots only: a context still connecting would run its
          * connect step from here. hiredis writes nothing when its output
          * buffer is empty, so a second flush in a turn costs no syscall. */
