@@ -870,7 +870,12 @@ void redis_client_flush(redis_client *c) {
         /* Ready slots only: a context still connecting would run its
          * connect step from here. hiredis writes nothing when its output
          * buffer is empty, so a second flush in a turn costs no syscall. */
-        if (s->state == SLOT_READY && s->ac && !s->drop) redisAsyncHandleWrite(s->ac);
+        if (s->state != SLOT_READY || !s->ac || s->drop) continue;
+        rc_poll *p = s->ac->ev.data;
+        redisAsyncHandleWrite(s->ac);
+        /* rediss://: hiredis wrote to the bridge; on to the server too.
+         * A failed write lost the context (s->ac NULL): nothing to pump. */
+        if (s->ac && p->tls) redis_tls_flush(p->tls);
     }
 }
 
