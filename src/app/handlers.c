@@ -384,6 +384,19 @@ static void route_leave_room(hub *h, session *s, json_t *body, handler_result *r
 
 /* ---- private messages ---- */
 
+/* A private message whose target the engine looked up later (another
+ * node may hold the user): the sender, if still here, gets the one-node
+ * answer, or an error when the engine could not tell. */
+static void private_sent(void *hp, void *arg, int rc) {
+    hub *h = hp;
+    char *conn_id = arg;
+    session *s = h && rc != 0 ? registry_by_id(&h->reg, conn_id) : NULL;
+    free(conn_id);
+    if (!s) return;
+    if (rc == -1) handlers_send_error(s->c, "Target user not found or offline", "NOT_FOUND");
+    else handlers_send_error(s->c, "Failed to send private message", "INTERNAL_ERROR");
+}
+
 static void route_private_message(hub *h, session *s, json_t *body, handler_result *res) {
     bool wrong = false;
     const char *target = get_string(body, "targetUserId", &wrong);
@@ -402,8 +415,11 @@ static void route_private_message(hub *h, session *s, json_t *body, handler_resu
                                 EVENT_FIELD_STR("message", msg),
                                 EVENT_FIELD_INT("timestamp", time(NULL))};
     ws_frame *f = event_frame("private_message", data, NFIELDS(data));
-    int rc = engine_publish_user(h->app->engine, target, f);
+    char *conn_id = xstrdup(s->c->id);
+    int rc = engine_publish_user_ask(h->app->engine, target, f, private_sent, conn_id);
     ws_frame_unref(f);
+    if (rc == ENGINE_PENDING) return; /* private_sent has conn_id */
+    free(conn_id);
     if (rc != 0) fail(s->c, res, 404, "NOT_FOUND", "Target user not found or offline");
 }
 
@@ -445,12 +461,17 @@ json_t *handlers_rooms_page(const directory_room_entry *rooms, size_t n, const c
     return arr;
 }
 
-json_t *handlers_rooms_json(engine *e) {
-    directory_room_entry *rooms;
-    size_t n = engine_rooms(e, &rooms);
+json_t *handlers_rooms_array(const directory_room_entry *rooms, size_t n) {
     char *next;
     json_t *arr = handlers_rooms_page(rooms, n, NULL, SIZE_MAX, SIZE_MAX, &next);
     free(next);
+    return arr;
+}
+
+json_t *handlers_rooms_json(engine *e) {
+    directory_room_entry *rooms;
+    size_t n = engine_rooms(e, &rooms);
+    json_t *arr = handlers_rooms_array(rooms, n);
     directory_rooms_free(rooms, n);
     return arr;
 }
@@ -460,6 +481,45 @@ json_t *handlers_rooms_json(engine *e) {
 /* Bytes kept for what surrounds the entries: type, timestamp, hasMore and
  * nextAfter (an id of at most 128 characters, escaped). */
 #define ROOM_LIST_ENVELOPE 1024
+
+/* A room_list request, kept while the engine reads the counts. */
+typedef struct room_list_req {
+    char conn_id[CONN_ID_LEN + 1];
+    char *after;
+    size_t limit, budget;
+} room_list_req;
+
+static void room_list_send(conn *c, const room_list_req *q, const directory_room_entry *all,
+                           size_t n) {
+    char *next;
+    json_t *rooms = handlers_rooms_page(all, n, q->after, q->limit, q->budget, &next);
+    json_t *data = json_pack("{s:o,s:I,s:b}", "rooms", rooms, "timestamp", (json_int_t)time(NULL),
+                             "hasMore", next != NULL);
+    if (next) json_object_set_new(data, "nextAfter", json_string(next));
+    free(next);
+    send_json(c, json_pack("{s:s,s:o}", "type", "room_list", "data", data));
+}
+
+static void room_list_req_free(room_list_req *q) {
+    free(q->after);
+    free(q);
+}
+
+/* The engine's later answer (another node's rooms are counted in Redis):
+ * to the asker if still here. */
+static void room_list_counted(void *hp, void *arg, int rc, const directory_room_entry *all,
+                              size_t n) {
+    hub *h = hp;
+    room_list_req *q = arg;
+    session *s = h ? registry_by_id(&h->reg, q->conn_id) : NULL;
+    if (s && rc != 0) {
+        metrics_count_integration_error(app_metrics(h->app), METRICS_SLOT_DEFAULT);
+        handlers_send_error(s->c, "Failed to list rooms", "INTERNAL_ERROR");
+    } else if (s) {
+        room_list_send(s->c, q, all, n);
+    }
+    room_list_req_free(q);
+}
 
 /* One page of the listing, within room_list_max_bytes and half the send
  * queue's cap: a listing of thousands of rooms used to be one frame above
@@ -486,16 +546,17 @@ static void route_room_list(hub *h, session *s, json_t *body, handler_result *re
     size_t half_queue = (size_t)a->cfg->max_queued_bytes / 2;
     if (half_queue < budget) budget = half_queue;
     budget = budget > ROOM_LIST_ENVELOPE ? budget - ROOM_LIST_ENVELOPE : 0;
-    char *next;
+    room_list_req *q = xcalloc(1, sizeof(*q));
+    snprintf(q->conn_id, sizeof(q->conn_id), "%s", s->c->id);
+    q->after = after ? xstrdup(after) : NULL;
+    q->limit = (size_t)limit;
+    q->budget = budget;
+    if (engine_rooms_ask(a->engine, room_list_counted, q) == ENGINE_PENDING) return;
     directory_room_entry *all;
     size_t n = engine_rooms(a->engine, &all);
-    json_t *rooms = handlers_rooms_page(all, n, after, (size_t)limit, budget, &next);
+    room_list_send(s->c, q, all, n);
     directory_rooms_free(all, n);
-    json_t *data = json_pack("{s:o,s:I,s:b}", "rooms", rooms, "timestamp", (json_int_t)time(NULL),
-                             "hasMore", next != NULL);
-    if (next) json_object_set_new(data, "nextAfter", json_string(next));
-    free(next);
-    send_json(s->c, json_pack("{s:s,s:o}", "type", "room_list", "data", data));
+    room_list_req_free(q);
 }
 
 static void route_typing_indicator(hub *h, session *s, json_t *body, handler_result *res) {

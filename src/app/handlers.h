@@ -30,6 +30,10 @@ void handlers_send_errorf(conn *c, const char *code, const char *fmt, const char
  * Caller owns the array. */
 json_t *handlers_rooms_json(engine *e);
 
+/* The same array for the listing rooms[0..n) (sorted by id, borrowed).
+ * Caller owns the array. */
+json_t *handlers_rooms_array(const directory_room_entry *rooms, size_t n);
+
 /* Return a new JSON array (caller owns) of one page of the listing
  * rooms[0..n) (sorted by id): the
  * rooms whose id sorts after `after` (NULL or "": from the first), at most

@@ -43,6 +43,10 @@ typedef struct engine_room engine_room;
 #define ENGINE_E_TIMEOUT     WSG_E_ENGINE_TIMEOUT
 #define ENGINE_E_UNAVAILABLE WSG_E_ENGINE_UNAVAILABLE
 
+/* What an engine_*_ask call answers when its answer comes later: the
+ * callback runs on the calling worker's thread, exactly once. */
+#define ENGINE_PENDING 1
+
 /* Room delivery flags. */
 #define ENGINE_SKIP_RESUMING 1u /* members replaying stored messages get it from the replay */
 
@@ -91,6 +95,16 @@ typedef void (*engine_remote_fn)(void *hub, const char *tag, int rc, const engin
 
 #define ENGINE_REMOTE_TAG_MAX 48
 
+/* The later answers of engine_rooms_ask and engine_publish_user_ask, on
+ * the asking worker's thread: hub is that worker's, or NULL when the
+ * worker shut down first (release arg only); arg is the caller's, given
+ * back. rc: 0; -1 (publish_user: no connection of the user anywhere);
+ * ENGINE_E_TIMEOUT or ENGINE_E_UNAVAILABLE (the engine could not tell).
+ * rooms[0..n) (rc 0) is the engine's, valid during the call only. */
+typedef void (*engine_rooms_fn)(void *hub, void *arg, int rc, const directory_room_entry *rooms,
+                                size_t n);
+typedef void (*engine_sent_fn)(void *hub, void *arg, int rc);
+
 typedef struct engine_remote_req {
     engine_remote_kind kind;
     const char *conn_id;
@@ -137,6 +151,11 @@ typedef struct engine_ops {
     int (*health)(engine *e, char *why, size_t len);
     /* Ask the node that holds a connection (NULL: one node only). */
     int (*remote)(engine *e, const engine_remote_req *r);
+    /* Answers that a multi-node engine gives later (NULL: answer at once
+     * with rooms / publish_user). */
+    int (*rooms_ask)(engine *e, engine_rooms_fn done, void *arg);
+    int (*publish_user_ask)(engine *e, const char *user_id, ws_frame *f, engine_sent_fn done,
+                            void *arg);
 } engine_ops;
 
 struct engine {
@@ -256,6 +275,26 @@ static inline int engine_health(engine *e, char *why, size_t len) {
  * such an id (gone); ENGINE_E_UNAVAILABLE: cannot ask now. */
 static inline int engine_remote(engine *e, const engine_remote_req *r) {
     return e->ops->remote ? e->ops->remote(e, r) : -1;
+}
+
+/* Every room with members everywhere, as the engine's store of counts
+ * says now (a multi-node engine asks it; engine_rooms may be behind).
+ * From a worker's thread. Returns ENGINE_PENDING: done(hub, arg, ...)
+ * runs later on this thread, exactly once, never from inside this call;
+ * 0: not asked (one node: engine_rooms is exact), done is not called. */
+static inline int engine_rooms_ask(engine *e, engine_rooms_fn done, void *arg) {
+    return e->ops->rooms_ask ? e->ops->rooms_ask(e, done, arg) : 0;
+}
+
+/* engine_publish_user, deciding "no such user" from where the user's
+ * connections are now (a multi-node engine asks it). From a worker's
+ * thread. Returns 0 (sent) or -1 (no connection of the user) as
+ * engine_publish_user, or ENGINE_PENDING: f was handed on and done(hub,
+ * arg, rc) runs later on this thread, exactly once. f is borrowed. */
+static inline int engine_publish_user_ask(engine *e, const char *user_id, ws_frame *f,
+                                          engine_sent_fn done, void *arg) {
+    return e->ops->publish_user_ask ? e->ops->publish_user_ask(e, user_id, f, done, arg)
+                                    : engine_publish_user(e, user_id, f);
 }
 
 #endif

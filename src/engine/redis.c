@@ -46,6 +46,7 @@
 #include "common/strmap.h"
 #include "engine/engine.h"
 #include "engine/redis_client.h"
+#include "engine/redis_counts.h"
 #include "engine/redis_forward.h"
 #include "engine/redis_ring.h"
 #include "engine/redis_script.h"
@@ -108,6 +109,7 @@ struct rworker {
 typedef struct wmember {
     const char *user_id, *username; /* borrowed: see engine_conn_opened */
     char *room_id;                  /* malloc'd, NULL: in no room */
+    int64_t joined_us;              /* [presence] when it joined room_id (wall clock) */
 } wmember;
 
 /* A room this worker has members in (its thread only). */
@@ -117,7 +119,8 @@ typedef struct wroom {
      * active (its own marker came back on the channel; -1: not yet): every
      * chat past it reaches this worker, in seq order. */
     int64_t base;
-    int64_t seen; /* the highest chat seq delivered here from the channel */
+    int64_t seen;         /* the highest chat seq delivered here from the channel */
+    int64_t last_join_us; /* [presence] the newest join here (wall clock, µs) */
     /* Resumes whose last page is read but not yet answered: held until
      * every chat the page covers has passed here (see hold_resume). */
     store_op **waiting;
@@ -181,6 +184,15 @@ struct redis_engine {
 static redis_engine *R(engine *e) { return (redis_engine *)e; }
 
 static int64_t now_ms(void) { return clock_wall_ms(); }
+
+/* Wall clock in µs: presence ordering across nodes (NTP, as the join-gap
+ * fill) needs finer than ms on one machine, where a join can follow an
+ * event within the same millisecond. */
+static int64_t clock_wall_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ---- shards ----
  *
@@ -1349,22 +1361,51 @@ static const char *skip_lines(const char *p, const char *end, int lines) {
     return p;
 }
 
+/* [presence] An event made at `made_us` on another node reaches only the
+ * members that were here then, as on one node, where a member hears only
+ * what happens after its join: a PUBLISH sent right after the event's
+ * node answered its client can reach Redis after a later join here (that
+ * node's thread was slow, or its command connection busy), and that
+ * joiner got, say, the user_joined of someone who joined before it. A
+ * room with no join since the event takes the usual path; otherwise the
+ * event goes to each member that joined at or before it (this worker's
+ * connections are walked: only events in flight across a join here). */
+static void deliver_event_before(rworker *w, const char *room, ws_frame *f, const char *except,
+                                 int64_t made_us) {
+    size_t it = 0;
+    const char *id;
+    void *v;
+    while (strmap_next(&w->members, &it, &id, &v)) {
+        const wmember *m = v;
+        if (!m->room_id || m->joined_us > made_us || strcmp(m->room_id, room) != 0) continue;
+        if (except && strcmp(id, except) == 0) continue;
+        w->re->d->conn(w->srv->app, id, f, false);
+    }
+}
+
 static void deliver_event(rworker *w, const char *room, const char *p, size_t n) {
-    /* "E<node>\n<flags>\n<except>\n<opcode><payload>" */
+    /* "E<node>[ <made_us>]\n<flags>\n<except>\n<opcode><payload>" (nodes
+     * of the previous release send no time) */
     const char *end = p + n, *node = p + 1;
     const char *body = skip_lines(p, end, 3);
     if (!body || body >= end) return;
     size_t nodelen = strlen(w->re->node);
     if ((size_t)(end - node) > nodelen && memcmp(node, w->re->node, nodelen) == 0 &&
-        node[nodelen] == '\n')
+        (node[nodelen] == '\n' || node[nodelen] == ' '))
         return; /* ours: the local engine delivered it already */
     const char *fl = skip_lines(p, end, 1), *ex = skip_lines(p, end, 2);
+    const char *sp = memchr(node, ' ', (size_t)(fl - node));
+    int64_t made_us = sp ? strtoll(sp + 1, NULL, 10) : 0;
     unsigned flags = (unsigned)strtoul(fl, NULL, 10);
     char except[CONN_ID_LEN + 1] = "";
     size_t exlen = (size_t)(body - 1 - ex);
     if (exlen > 0 && exlen <= CONN_ID_LEN) memcpy(except, ex, exlen);
     ws_frame *f = ws_frame_new((uint8_t)body[0], body + 1, (size_t)(end - body - 1));
-    w->re->d->room(w->srv->app, room, f, except[0] ? except : NULL, flags);
+    const wroom *r = strmap_get(&w->rooms, room);
+    /* ENGINE_SKIP_RESUMING needs the room's walk (who resumes is the hub's). */
+    if (made_us > 0 && r && r->last_join_us > made_us && !(flags & ENGINE_SKIP_RESUMING))
+        deliver_event_before(w, room, f, except[0] ? except : NULL, made_us);
+    else w->re->d->room(w->srv->app, room, f, except[0] ? except : NULL, flags);
     ws_frame_unref(f);
 }
 
@@ -1558,6 +1599,17 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- membership ---- */
 
+/* [async] Send the membership writes of this turn (counts, subscriptions,
+ * records) on the key's server and the home Redis at once: the worker
+ * writes its client's welcome or answer before its loop next polls the
+ * Redis sockets, and a client told "joined" could otherwise ask another
+ * node, which asks Redis, before Redis has heard of the join. */
+static void flush_now(rworker *w, const char *key) {
+    if (w->closing) return;
+    redis_client_flush(shard_for(w, key)->client);
+    redis_client_flush(home(w));
+}
+
 static uintptr_t count_add(strmap *m, const char *key, int delta) {
     uintptr_t n = (uintptr_t)strmap_get(m, key);
     n = delta > 0 ? n + 1 : (n ? n - 1 : 0);
@@ -1594,6 +1646,7 @@ static void r_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, c
     m->username = username;
     strmap_put(&w->members, c->id, m, NULL);
     redis_fwd_conn_opened(w->fwd, home_client(w), c->id, user_id, c->connected_at);
+    flush_now(w, user_id);
 }
 
 static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, int worker,
@@ -1613,6 +1666,7 @@ static void r_conn_closed(engine *e, const char *conn_id, const char *user_id, i
     if (m) free(m->room_id);
     free(m);
     redis_fwd_conn_closed(w->fwd, home_client(w), conn_id);
+    flush_now(w, user_id);
 }
 
 static engine_room *r_room_joined(engine *e, const char *conn_id, const char *room_id, int worker,
@@ -1637,11 +1691,15 @@ static engine_room *r_room_joined(engine *e, const char *conn_id, const char *ro
     if (r->base < 0 || r->filling) fill_join_start(w, room_id, r, conn_id);
     write_room_count(w, room_id, ++r->count);
     wmember *m = strmap_get(&w->members, conn_id);
+    int64_t joined_us = clock_wall_us(); /* [presence] */
+    if (joined_us > r->last_join_us) r->last_join_us = joined_us;
     if (m) {
         free(m->room_id);
         m->room_id = xstrdup(room_id);
+        m->joined_us = joined_us;
         write_member(w, conn_id, m);
     }
+    flush_now(w, room_id);
     return er;
 }
 
@@ -1677,6 +1735,7 @@ static size_t r_room_left(engine *e, const char *conn_id, const char *room_id, i
         m->room_id = NULL;
         write_member(w, conn_id, NULL);
     }
+    flush_now(w, room_id);
     return left + others_at_least(re, room_id);
 }
 
@@ -1731,7 +1790,9 @@ static size_t r_publish_room(engine *e, const char *room_id, engine_room *pinned
     redis_engine *re = R(e);
     size_t local = engine_publish_room(re->local, room_id, pinned, f, except, flags);
     char header[160];
-    snprintf(header, sizeof(header), "E%s\n%u\n%s\n", re->node, flags, except ? except : "");
+    /* [presence] when the event was made: see deliver_event_before */
+    snprintf(header, sizeof(header), "E%s %" PRId64 "\n%u\n%s\n", re->node, clock_wall_us(), flags,
+             except ? except : "");
     size_t shard = shard_of(re, room_id);
     char *channel = redis_script_channel(re->urls[shard].db, room_id);
     publish_frame(re, shard, channel, redis_client_affinity(room_id, strlen(room_id)), header, f);
@@ -1743,11 +1804,8 @@ static size_t r_publish_room(engine *e, const char *room_id, engine_room *pinned
  * user subscribe, whenever the user is known anywhere: also when this node
  * has the user, since another node may have connected it since the last
  * read of the counts. */
-static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
-    redis_engine *re = R(e);
-    int local = engine_publish_user(re->local, user_id, f);
-    bool remote = remote_has_user(re, user_id);
-    if (local != 0 && !remote) return -1;
+/* PUBLISH f on the user's channel, fire and forget. */
+static void publish_user_channel(redis_engine *re, const char *user_id, ws_frame *f) {
     size_t shard = shard_of(re, user_id);
     char *channel = user_channel_name(re->urls[shard].db, user_id);
     char header[40];
@@ -1755,6 +1813,14 @@ static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
     /* The user's connection: one worker's messages to a user stay in order. */
     publish_frame(re, shard, channel, redis_client_affinity(user_id, strlen(user_id)), header, f);
     free(channel);
+}
+
+static int r_publish_user(engine *e, const char *user_id, ws_frame *f) {
+    redis_engine *re = R(e);
+    int local = engine_publish_user(re->local, user_id, f);
+    bool remote = remote_has_user(re, user_id);
+    if (local != 0 && !remote) return -1;
+    publish_user_channel(re, user_id, f);
     return 0;
 }
 
@@ -2094,6 +2160,122 @@ static void r_free(engine *e) {
     free(re);
 }
 
+/* ---- [async] answers that wait for Redis ----
+ *
+ * room_list and @rooms for rooms with no member here, and whether a
+ * private message's target is online anywhere, are asked of Redis when
+ * they are asked of the engine (engine_rooms_ask, engine_publish_user_ask)
+ * and answered on the asking worker's thread when Redis replies (within
+ * the client's command timeout): a room joined or a user connected on
+ * another node a moment ago is there, as on one node. */
+
+typedef struct rooms_ask {
+    rworker *w;
+    engine_rooms_fn done;
+    void *arg;
+} rooms_ask;
+
+/* This node's exact counts (the local engine) plus the others' sums. */
+static void rooms_read(void *data, int rc, const char *err, const strmap *sums) {
+    rooms_ask *a = data;
+    rworker *w = a->w;
+    void *hub = w->closing ? NULL : w->srv->app;
+    if (rc != 0 || !hub) {
+        a->done(hub, a->arg,
+                err == REDIS_CLIENT_E_TIMEOUT ? ENGINE_E_TIMEOUT : ENGINE_E_UNAVAILABLE, NULL, 0);
+        free(a);
+        return;
+    }
+    directory_room_entry *local;
+    size_t n = engine_rooms(w->re->local, &local);
+    directory_room_entry *all = xmalloc((n + sums->count + 1) * sizeof(*all));
+    if (n) memcpy(all, local, n * sizeof(*all));
+    free(local);
+    size_t m = n, it = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(sums, &it, &k, &v)) {
+        directory_room_entry key = {.id = (char *)k};
+        directory_room_entry *hit = n ? bsearch(&key, all, n, sizeof(*all), cmp_entry) : NULL;
+        if (hit) hit->count += (uintptr_t)v;
+        else all[m++] = (directory_room_entry){xstrdup(k), (uintptr_t)v};
+    }
+    qsort(all, m, sizeof(*all), cmp_entry);
+    a->done(hub, a->arg, 0, all, m);
+    directory_rooms_free(all, m);
+    free(a);
+}
+
+static int r_rooms_ask(engine *e, engine_rooms_fn done, void *arg) {
+    redis_engine *re = R(e);
+    int self = current_worker(re);
+    if (self < 0 || !home_client(&re->w[self])) return 0; /* not a worker: the last read's */
+    rworker *w = &re->w[self];
+    redis_client **shards = xmalloc(re->nshards * sizeof(*shards));
+    for (size_t i = 0; i < re->nshards; i++) shards[i] = w->shards[i].client;
+    rooms_ask *a = xmalloc(sizeof(*a));
+    *a = (rooms_ask){w, done, arg};
+    redis_counts_rooms(home(w), shards, re->nshards, re->node,
+                       now_ms() - (int64_t)re->cfg->redis_node_timeout_s * 1000, rooms_read, a);
+    free(shards);
+    return ENGINE_PENDING;
+}
+
+typedef struct user_ask {
+    rworker *w;
+    engine_sent_fn done;
+    void *arg;
+} user_ask;
+
+/* PUBLISH's answer: how many subscriptions got it. Only workers holding
+ * the user subscribe its channel (and this node holds none of its
+ * connections, or it would not have asked), so 0 is "offline". */
+static void user_published(redis_client *c, const redisReply *r, const char *err, void *data) {
+    user_ask *a = data;
+    int rc = err == REDIS_CLIENT_E_TIMEOUT                 ? ENGINE_E_TIMEOUT
+             : err || !r || r->type != REDIS_REPLY_INTEGER ? ENGINE_E_UNAVAILABLE
+             : r->integer > 0                              ? 0
+                                                           : -1;
+    a->done(a->w->closing ? NULL : a->w->srv->app, a->arg, rc);
+    free(a);
+}
+
+static int r_publish_user_ask(engine *e, const char *user_id, ws_frame *f, engine_sent_fn done,
+                              void *arg) {
+    redis_engine *re = R(e);
+    int self = current_worker(re);
+    wshard *sh = self >= 0 ? shard_for(&re->w[self], user_id) : NULL;
+    if (!sh || !sh->client || re->w[self].closing) return r_publish_user(e, user_id, f);
+    if (engine_publish_user(re->local, user_id, f) == 0) {
+        /* Held here: delivered at once, and published for the other nodes
+         * that may hold the user too; the answer is known. */
+        publish_user_channel(re, user_id, f);
+        return 0;
+    }
+    rworker *w = &re->w[self];
+    char *channel = user_channel(sh, user_id);
+    char header[40];
+    int hlen = snprintf(header, sizeof(header), "P%s\n", re->node);
+    uint8_t *payload = ws_frame_payload(f);
+    size_t plen = f->len - (size_t)(payload - f->data);
+    size_t len = (size_t)hlen + 1 + plen;
+    char *msg = xmalloc(len);
+    memcpy(msg, header, (size_t)hlen);
+    msg[hlen] = (char)(f->data[0] & 0x0f);
+    memcpy(msg + hlen + 1, payload, plen);
+    user_ask *a = xmalloc(sizeof(*a));
+    *a = (user_ask){w, done, arg};
+    /* The user's connection, as r_publish_user: one worker's messages to
+     * a user stay in order. */
+    redis_client_command_argv(sh->client, redis_client_affinity(user_id, strlen(user_id)),
+                              user_published, a, 3, (const char *[]){"PUBLISH", channel, msg},
+                              (const size_t[]){7, strlen(channel), len});
+    w->pub_private++;
+    free(channel);
+    free(msg);
+    return ENGINE_PENDING;
+}
+
 static const engine_ops redis_ops = {
     .name = "redis",
     .free = r_free,
@@ -2115,6 +2297,8 @@ static const engine_ops redis_ops = {
     .room_total = r_room_total,
     .health = r_health,
     .remote = r_remote,
+    .rooms_ask = r_rooms_ask,
+    .publish_user_ask = r_publish_user_ask,
 };
 
 /* The servers of cfg (redis_urls, else redis_url) into *urls (malloc'd).

@@ -859,6 +859,26 @@ void redis_client_close(redis_client *c) {
 
 bool redis_client_up(const redis_client *c) { return c->up; }
 
+void redis_client_flush(redis_client *c) {
+    if (!c || c->closing) return;
+    /* The pub/sub slot first: a SUBSCRIBE must reach Redis before a
+     * command sent after it that publishes on its channel (the engine's
+     * marker says "subscribed" by coming back), as Redis runs what
+     * arrives in order of arrival. */
+    for (unsigned k = 0; k <= c->pool; k++) {
+        rc_slot *s = &c->slots[(k + c->pool) % (c->pool + 1)];
+        /* Ready slots only: a context still connecting would run its
+         * connect step from here. hiredis writes nothing when its output
+         * buffer is empty, so a second flush in a turn costs no syscall. */
+        if (s->state != SLOT_READY || !s->ac || s->drop) continue;
+        rc_poll *p = s->ac->ev.data;
+        redisAsyncHandleWrite(s->ac);
+        /* rediss://: hiredis wrote to the bridge; on to the server too.
+         * A failed write lost the context (s->ac NULL): nothing to pump. */
+        if (s->ac && p->tls) redis_tls_flush(p->tls);
+    }
+}
+
 void redis_client_get_stats(const redis_client *c, redis_client_stats *out) { *out = c->st; }
 
 const char *redis_client_name(const redis_client *c) { return c->name; }

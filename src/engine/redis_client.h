@@ -136,6 +136,12 @@ void redis_client_unsubscribe(redis_client *c, const char *channel);
  * current pub/sub connection (false while it is being made again). */
 bool redis_client_subscribed(const redis_client *c, const char *channel);
 
+/* Write what the commands and subscriptions issued so far wait to send,
+ * now rather than when the loop next polls the sockets: for writes that
+ * must reach Redis before what the caller is about to tell its own
+ * client (a join's count before its welcome). c may be NULL. */
+void redis_client_flush(redis_client *c);
+
 /* Return true while the client is up (see redis_client_state_cb). */
 bool redis_client_up(const redis_client *c);
 

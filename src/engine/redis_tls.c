@@ -314,6 +314,10 @@ static void pump(redis_tls *b) {
     }
 }
 
+void redis_tls_flush(redis_tls *b) {
+    if (b && b->state == B_OPEN) pump(b);
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events) {
     (void)events;
     redis_tls *b = h->data;

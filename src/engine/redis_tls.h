@@ -66,6 +66,11 @@ int redis_tls_open(uv_loop_t *loop, redis_tls_ctx *ctx, const char *ip, int port
                    redis_tls_closed_cb on_closed, void *data, redisAsyncContext **ac,
                    redis_tls **out, char *err, size_t errlen);
 
+/* Move what hiredis has written to the bridge on to the server now,
+ * rather than on the loop's next poll (redis_client_flush). Nothing while
+ * the bridge is not open (connecting, handshake, failed). b may be NULL. */
+void redis_tls_flush(redis_tls *b);
+
 /* Close the bridge (hiredis's side is gone or going): no callback but
  * on_closed runs after this, on a later loop turn. */
 void redis_tls_close(redis_tls *b);

@@ -188,20 +188,41 @@ static void answer(conn *c, const http_request *req, engine_remote_kind kind, in
     else gone(c, req);
 }
 
-/* engine_remote's answer, on this worker's thread. */
-static void forwarded(void *owner_hub, const char *tag, int rc, const engine_conn_info *info) {
+/* The request waiting under tag "<id>.<serial>", taken out of the map;
+ * NULL when it went (or a later request of that connection waits). */
+static conn *waiting_take_kind(const char *tag, engine_remote_kind *kind) {
     char id[CONN_ID_LEN + 1];
-    if (strlen(tag) <= CONN_ID_LEN || tag[CONN_ID_LEN] != '.') return;
+    if (strlen(tag) <= CONN_ID_LEN || tag[CONN_ID_LEN] != '.') return NULL;
     memcpy(id, tag, CONN_ID_LEN);
     id[CONN_ID_LEN] = '\0';
     waiting *wt = strmap_get(&waiting_map, id);
-    if (!wt || wt->serial != strtoull(tag + CONN_ID_LEN + 1, NULL, 10)) return; /* it left */
+    if (!wt || wt->serial != strtoull(tag + CONN_ID_LEN + 1, NULL, 10)) return NULL; /* it left */
     strmap_remove(&waiting_map, id);
     conn *c = wt->c;
-    engine_remote_kind kind = wt->kind;
+    if (kind) *kind = wt->kind;
     free(wt);
     if (waiting_map.count == 0) strmap_free(&waiting_map);
-    if (c->http_deferred && c->req) answer(c, c->req, kind, rc, info);
+    return c;
+}
+
+static conn *waiting_take(const char *tag) { return waiting_take_kind(tag, NULL); }
+
+/* Defer c's request (complete, in on_http) until waiting_take. */
+static void waiting_add(conn *c, uint64_t serial, engine_remote_kind kind) {
+    server_http_defer(c); /* on_http, with its request complete: it takes */
+    assert(c->http_deferred);
+    waiting *wt = xmalloc(sizeof(*wt));
+    *wt = (waiting){c, serial, kind};
+    void *old = NULL;
+    strmap_put(&waiting_map, c->id, wt, &old);
+    free(old); /* one request waits per connection: the net layer reads no other meanwhile */
+}
+
+/* engine_remote's answer, on this worker's thread. */
+static void forwarded(void *owner_hub, const char *tag, int rc, const engine_conn_info *info) {
+    engine_remote_kind kind;
+    conn *c = waiting_take_kind(tag, &kind);
+    if (c && c->http_deferred && c->req) answer(c, c->req, kind, rc, info);
 }
 
 void mgmt_http_abandoned(conn *c) {
@@ -221,13 +242,7 @@ static void forward(app *a, conn *c, const http_request *req, engine_remote_req 
         answer(c, req, r->kind, rc, NULL);
         return;
     }
-    server_http_defer(c); /* on_http, with its request complete: it takes */
-    assert(c->http_deferred);
-    waiting *wt = xmalloc(sizeof(*wt));
-    *wt = (waiting){c, serial, r->kind};
-    void *old = NULL;
-    strmap_put(&waiting_map, c->id, wt, &old);
-    free(old); /* one request waits per connection: the net layer reads no other meanwhile */
+    waiting_add(c, serial, r->kind);
 }
 
 /* The connection may be on any worker: the engine posts to its owner. */
@@ -314,8 +329,35 @@ static void list_connections(app *a, conn *c, const http_request *req) {
 
 /* ---- @rooms ---- */
 
+/* The engine's later answer to a listing (rooms of other nodes are
+ * counted in Redis): arg is "<id>.<serial>" (malloc'd), the waiting
+ * request's, which may have gone meanwhile. */
+static void rooms_counted(void *worker_hub, void *arg, int rc, const directory_room_entry *rooms,
+                          size_t n) {
+    char *tag = arg;
+    conn *c = worker_hub ? waiting_take(tag) : NULL;
+    free(tag);
+    if (!c || !c->http_deferred || !c->req) return;
+    if (rc == ENGINE_E_TIMEOUT)
+        respond_error(c, c->req, 504, "GatewayTimeoutException",
+                      "The room counts could not be read in time");
+    else if (rc != 0)
+        respond_error(c, c->req, 503, "ServiceUnavailableException",
+                      "The room counts cannot be read now");
+    else respond_json(c, c->req, 200, json_pack("{s:o}", "rooms", handlers_rooms_array(rooms, n)));
+}
+
 static void list_rooms(app *a, conn *c, const http_request *req) {
-    respond_json(c, req, 200, json_pack("{s:o}", "rooms", handlers_rooms_json(a->engine)));
+    uint64_t serial = ++waiting_serial;
+    char tag[ENGINE_REMOTE_TAG_MAX];
+    snprintf(tag, sizeof(tag), "%s.%" PRIu64, c->id, serial);
+    char *arg = xstrdup(tag);
+    if (engine_rooms_ask(a->engine, rooms_counted, arg) != ENGINE_PENDING) {
+        free(arg);
+        respond_json(c, req, 200, json_pack("{s:o}", "rooms", handlers_rooms_json(a->engine)));
+        return;
+    }
+    waiting_add(c, serial, ENGINE_REMOTE_INFO);
 }
 
 static void post_to_room(app *a, conn *c, const http_request *req, const char *room_id) {

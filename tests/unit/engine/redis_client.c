@@ -3,14 +3,18 @@
  * idempotent retry, trimming by length and age), history pages, pub/sub
  * between two clients, pipelining, AUTH and SELECT, the NOSCRIPT
  * fallback, and the failure behaviour: fail fast while Redis is down,
- * reconnect and resubscribe when it is back, drop an unresponsive server. */
+ * reconnect and resubscribe when it is back, drop an unresponsive server;
+ * redis_client_flush, and the on-demand counts read (redis_counts.c). */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "common/clock.h"
+#include "common/strmap.h"
 #include "engine/redis_client.h"
+#include "engine/redis_counts.h"
 #include "engine/redis_script.h"
 #include "redis_server.h"
 
@@ -763,4 +767,104 @@ Test(redis_client, chat_waits_for_replicas) {
     cr_assert_null(r.err, "%s", r.errtext);
     cr_assert_eq(r.chat.seq, 4, "m2 and m3 were stored on the primary");
     close_client(c);
+}
+
+/* A command written with redis_client_flush is in Redis before the loop
+ * polls again: another connection (blocking, outside the loop) sees it.
+ * Without the flush hiredis writes it on the loop's next poll. */
+Test(redis_client, flush_writes_before_the_loop_polls) {
+    test_redis_start(&srv, NULL);
+    redis_client *c = client("redis://127.0.0.1:%d", NULL);
+    result r = {0};
+    redis_client_command_argv(c, REDIS_CLIENT_ANY, on_reply, &r, 3,
+                              (const char *[]){"SET", "flushed", "yes"}, NULL);
+    redis_client_subscribe(c, "flush-channel");
+    redis_client_flush(c);
+    redis_client_flush(c); /* nothing left: no harm */
+    redisContext *raw = test_redis_connect(&srv);
+    redisReply *got = NULL;
+    /* Redis runs what reached its socket in order of arrival: poll it a
+     * little (it is another process), without running our loop. */
+    for (int i = 0; i < 200; i++) {
+        got = redisCommand(raw, "GET flushed");
+        if (got && got->type == REDIS_REPLY_STRING) break;
+        freeReplyObject(got);
+        got = NULL;
+        usleep(10000);
+    }
+    cr_assert_not_null(got, "the SET never reached Redis while the loop did not run");
+    cr_assert_str_eq(got->str, "yes");
+    freeReplyObject(got);
+    redisReply *n = redisCommand(raw, "PUBSUB NUMSUB flush-channel");
+    cr_assert(n && n->type == REDIS_REPLY_ARRAY && n->elements == 2);
+    cr_assert_eq(n->element[1]->integer, 1, "the SUBSCRIBE was written too");
+    freeReplyObject(n);
+    redisFree(raw);
+    wait_done(&r);
+    redis_client_flush(NULL);
+}
+
+typedef struct counted {
+    bool done;
+    int rc;
+    char sums[256];
+} counted;
+
+static void on_counts(void *data, int rc, const char *err, const strmap *sums) {
+    counted *k = data;
+    k->done = true;
+    k->rc = rc;
+    /* room=count in a fixed order of the test's rooms */
+    const char *rooms[] = {"a", "b", "c"};
+    for (size_t i = 0; rc == 0 && i < 3; i++) {
+        size_t len = strlen(k->sums);
+        snprintf(k->sums + len, sizeof(k->sums) - len, "%s=%zu ", rooms[i],
+                 (size_t)(uintptr_t)strmap_get(sums, rooms[i]));
+    }
+}
+
+static bool counted_done(void *p) { return ((counted *)p)->done; }
+
+/* The on-demand read: live workers of other nodes only (a stale
+ * heartbeat, or this node's own, does not count), summed over servers. */
+Test(redis_client, counts_read_sums_live_workers_of_other_nodes) {
+    test_redis_start(&srv, NULL);
+    redis_client *c = client("redis://127.0.0.1:%d", NULL);
+    char now[24], old[24];
+    snprintf(now, sizeof now, "%lld", (long long)clock_wall_ms());
+    snprintf(old, sizeof old, "%lld", (long long)clock_wall_ms() - 60000);
+    cmd(c, "DEL", "wsgate:workers", NULL);
+    result r = {0};
+    const char *zadd[] = {"ZADD", "wsgate:workers", now, "n1.0",  now, "n1.1",
+                          now,    "me.0",           old, "dead.0"};
+    redis_client_command_argv(c, REDIS_CLIENT_ANY, on_reply, &r, 10, zadd, NULL);
+    wait_done(&r);
+    const char *hsets[][4] = {{"HSET", "wsgate:w:n1.0:rooms", "a", "2"},
+                              {"HSET", "wsgate:w:n1.1:rooms", "a", "3"},
+                              {"HSET", "wsgate:w:n1.1:rooms", "b", "1"},
+                              {"HSET", "wsgate:w:me.0:rooms", "c", "7"},
+                              {"HSET", "wsgate:w:dead.0:rooms", "b", "9"}};
+    for (size_t i = 0; i < 5; i++) {
+        r = (result){0};
+        redis_client_command_argv(c, REDIS_CLIENT_ANY, on_reply, &r, 4, hsets[i], NULL);
+        wait_done(&r);
+    }
+    /* the same server twice, as two shards: each sum counted per server */
+    redis_client *shards[] = {c, c};
+    counted k = {0};
+    redis_counts_rooms(c, shards, 1, "me", clock_wall_ms() - 30000, on_counts, &k);
+    cr_assert_not(k.done, "never from inside the call");
+    cr_assert(run_until(counted_done, &k, 10000));
+    cr_assert_eq(k.rc, 0);
+    cr_assert_str_eq(k.sums, "a=5 b=1 c=0 ");
+    k = (counted){0};
+    redis_counts_rooms(c, shards, 2, "me", clock_wall_ms() - 30000, on_counts, &k);
+    cr_assert(run_until(counted_done, &k, 10000));
+    cr_assert_str_eq(k.sums, "a=10 b=2 c=0 ");
+    /* a server that cannot be asked fails the read */
+    redis_client *broken[] = {c, NULL};
+    k = (counted){0};
+    redis_counts_rooms(c, broken, 2, "me", clock_wall_ms() - 30000, on_counts, &k);
+    cr_assert(run_until(counted_done, &k, 10000));
+    cr_assert_eq(k.rc, -1);
 }

@@ -305,3 +305,36 @@ Test(redis_tls, a_stopped_server_times_out_and_the_client_comes_back) {
     cr_assert_geq(st.reconnects, 1);
     redis_client_close(c);
 }
+
+static void on_done(redis_client *c, const redisReply *r, const char *err, void *data) {
+    *(bool *)data = true;
+}
+
+/* redis_client_flush over rediss://: the command crosses the bridge and
+ * reaches Redis before the loop polls again (seen on the plain port by a
+ * blocking connection, with our loop not running). */
+Test(redis_tls, flush_crosses_the_bridge_before_the_loop_polls) {
+    start_tls_redis();
+    redis_client *c = tls_client(tls_port, ca, true);
+    cr_assert(run_until(is_up, c, 15000), "the client never came up over TLS");
+    bool done = false;
+    redis_client_command_argv(c, REDIS_CLIENT_ANY, on_done, &done, 3,
+                              (const char *[]){"SET", "flushed", "tls"}, NULL);
+    redis_client_flush(c);
+    redisContext *raw = test_redis_connect(&srv);
+    redisReply *got = NULL;
+    for (int i = 0; i < 200; i++) {
+        got = redisCommand(raw, "GET flushed");
+        if (got && got->type == REDIS_REPLY_STRING) break;
+        freeReplyObject(got);
+        got = NULL;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_not_null(got, "the SET never reached Redis while the loop did not run");
+    cr_assert_str_eq(got->str, "tls");
+    freeReplyObject(got);
+    redisFree(raw);
+    cr_assert(run_until(is_true, &done, 10000));
+    redis_client_close(c);
+}
