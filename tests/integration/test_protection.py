@@ -778,3 +778,57 @@ def test_pending_http_memory_bounded(start_server):
     assert "pending_http_limit" in srv.log()
     # Once they are gone the budget is free again.
     assert poll(lambda: http_get(srv.port, "/healthz")[0] == 200)
+
+
+# ------------------------------------------------- store reads per connection (hardening, round 6)
+
+def read_replies(conn, n, counted):
+    """Read messages until n of them satisfy `counted` or are THROTTLED;
+    returns (counted ones, THROTTLED count, every message read)."""
+    hits, throttled, seen = [], 0, []
+    while len(hits) + throttled < n:
+        msg = recv_json(conn, 30)
+        seen.append(msg)
+        if is_throttled(msg):
+            throttled += 1
+        elif counted(msg):
+            hits.append(msg)
+    return hits, throttled, seen
+
+
+def test_store_reads_in_flight_bounded_per_connection(start_server):
+    """Each history request (and each join_room with sinceSeq) is a store
+    read whose reply, up to 256 KiB of messages, was held until the worker
+    sent it; the send queue's limit applied only then. 3,000 history
+    requests sent at once by a client that did not read took the server's
+    RSS to 1.3 GB (3,000 join_room replays: over 500 MB). Now a connection
+    has at most 4 store reads in flight; a request beyond that gets Too Many
+    Requests at once and costs nothing."""
+    srv = start_server()
+    c = ws_connect(srv.port, "userId=reader&roomId=lib")
+    send_json(c, {"type": "chat", "message": "stored"})
+    recv_type(c, "chat")
+    n = 60
+    # One write: the worker reads every request before any reply can come.
+    c.send(b"".join(frame(0x1, b'{"type":"history","limit":500}') for _ in range(n)))
+    history, throttled, _ = read_replies(c, n, lambda m: m["type"] == "history")
+    assert throttled > 0, "every one of 60 history requests sent at once was read"
+    assert 1 <= len(history) <= n - throttled
+    assert all(h["data"]["messages"][-1]["message"] == "stored" for h in history)
+    # Answered reads free their slots: the next request is served.
+    send_json(c, {"type": "history"})
+    assert recv_type(c, "history")["messages"][-1]["message"] == "stored"
+
+    # A replay (join_room with sinceSeq, here the room it is in) too.
+    c.send(b"".join(frame(0x1, b'{"type":"join_room","roomId":"lib","sinceSeq":0}')
+                    for _ in range(n)))
+    joined, throttled, seen = read_replies(c, n, lambda m: m["type"] == "user_joined")
+    assert throttled > 0, "every one of 60 replays sent at once was started"
+    # A replay that started supersedes the one before it: the last one
+    # sends the stored chat.
+    if not any(m["type"] == "chat" for m in seen):
+        assert recv_type(c, "chat")["message"] == "stored"
+    send_json(c, {"type": "join_room", "roomId": "lib", "sinceSeq": 0})
+    recv_type(c, "user_joined", skip=("chat",))
+    assert recv_type(c, "chat")["message"] == "stored"
+    c.close()
