@@ -832,3 +832,36 @@ def test_store_reads_in_flight_bounded_per_connection(start_server):
     recv_type(c, "user_joined", skip=("chat",))
     assert recv_type(c, "chat")["message"] == "stored"
     c.close()
+
+
+def test_pipelined_http_answers_bounded(start_server):
+    """A client that pipelined plain HTTP requests and read none of the
+    answers had every answer queued: 5,000 GET /metrics (each ~47 KB
+    answered) in one connection took RSS to 180 MB, and more requests more.
+    Past max_queued_bytes of unsent answers the server parses no more of
+    them and ends the connection once the queued ones are written."""
+    srv = start_server(settings={"max_queued_bytes": 8192})
+    n = 2000
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(TIMEOUT)
+    s.connect(("127.0.0.1", srv.port))
+    try:
+        # One write: the server parses it before any answer can be written.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+        got = read_answer(s, timeout=15)
+    finally:
+        s.close()
+    answered = got.count(b"HTTP/1.1 200 OK\r\n")
+    assert 0 < answered < n, f"{answered} of {n} pipelined requests answered"
+    assert got.endswith(b'{"status":"ok"}'), got[-200:]
+    # One at a time, a keep-alive connection serves any number of requests.
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as k:
+        for _ in range(50):
+            k.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            while not buf.endswith(b'{"status":"ok"}'):
+                chunk = k.recv(65536)
+                assert chunk, buf
+                buf += chunk
+            assert buf.startswith(b"HTTP/1.1 200 OK\r\n"), buf
