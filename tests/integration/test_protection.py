@@ -865,3 +865,23 @@ def test_pipelined_http_answers_bounded(start_server):
                 assert chunk, buf
                 buf += chunk
             assert buf.startswith(b"HTTP/1.1 200 OK\r\n"), buf
+
+
+def test_since_seq_query_is_a_plain_number(start_server):
+    """?sinceSeq= took what strtoll takes: "+5" and " 5" replayed, and
+    99999999999999999999 was saturated to 2^63-1 and answered with a
+    history_gap for a number the client never sent. Only digits within
+    range replay; anything else is the error join_room gives."""
+    srv = start_server()
+    c = ws_connect(srv.port, "userId=w&roomId=nums")
+    send_json(c, {"type": "chat", "message": "one"})
+    recv_type(c, "chat")
+    for bad in ("99999999999999999999", "%2B0", "%200", "0x1", "-1", "1.0"):
+        r = ws_connect(srv.port, f"userId=r&roomId=nums&sinceSeq={bad}")
+        err = recv_type(r, "error")
+        assert err["message"] == "sinceSeq must be a non-negative integer", (bad, err)
+        r.close()
+    r = ws_connect(srv.port, "userId=r&roomId=nums&sinceSeq=0")
+    assert recv_type(r, "chat")["message"] == "one"
+    r.close()
+    c.close()
