@@ -151,7 +151,7 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len) {
     log_int(&l, "queuedBytes", (int64_t)c->wq_bytes);
     uint64_t since = c->wq ? c->wq->backlog_since_ms : 0;
     log_int(&l, "frames", (int64_t)wq_len(c));
-    log_int(&l, "stuckMs", since ? (int64_t)(now - since) : 0);
+    log_int(&l, "stuckMs", since && now >= since ? (int64_t)(now - since) : 0);
     if (frame_len) log_int(&l, "frameBytes", (int64_t)frame_len);
     log_end(&l);
     wq_drop_unsent(c);
@@ -160,7 +160,10 @@ void conn_slow_consumer(conn *c, const char *why, size_t frame_len) {
 
 /* True when a backlogged queue has outlived slow_consumer_timeout_ms. */
 bool conn_backlog_expired(const conn *c, uint64_t now) {
-    return c->wq && c->wq->backlog_since_ms &&
+    /* since is uv_now | 1, a millisecond past now when the clock read even:
+     * unchecked, the subtraction wrapped and a backlog begun in this loop
+     * turn was already 2^64 - 1 ms old (cut at once, not after the grace). */
+    return c->wq && c->wq->backlog_since_ms && now >= c->wq->backlog_since_ms &&
            now - c->wq->backlog_since_ms >= (uint64_t)c->srv->cfg->slow_consumer_timeout_ms;
 }
 

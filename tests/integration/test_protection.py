@@ -885,3 +885,61 @@ def test_since_seq_query_is_a_plain_number(start_server):
     assert recv_type(r, "chat")["message"] == "one"
     r.close()
     c.close()
+
+
+def test_pongs_keep_to_the_send_queue_rule(start_server):
+    """Pongs were queued outside the send rule: with the control-frame
+    limit off (max_control_frames_per_s = 0) a client that pinged without
+    reading had every pong queued past the 4 x max_queued_bytes ceiling
+    until the slow-consumer timeout (1.5 GB of pings in 12 s: 875 MB of RSS
+    for one connection). A pong now goes through the rule of every other
+    frame: past the ceiling the connection is closed (1008, slow consumer;
+    the close frame itself is lost to the reset of a socket left with
+    unread pings, so the log tells)."""
+    srv = start_server(settings={"max_control_frames_per_s": 0,
+                                 "max_queued_bytes": 65536,
+                                 "slow_consumer_timeout_ms": 3600000})
+    s, rest = wsraw.handshake(srv.port, "/staging?userId=pinger", rcvbuf=4096)
+    c = Conn(s, rest)
+    burst = frame(0x9, b"p" * 125) * 8192  # 1.1 MB of pings, 1 MB of pongs
+    sent = 0
+    try:
+        for _ in range(64):  # at most 64 MB: far past the 256 KiB ceiling
+            c.send(burst)
+            sent += 1
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # cut while sending: what is expected
+    c.expect_eof(timeout=20)
+    c.close()
+    events = [json.loads(line) for line in srv.log().splitlines()
+              if '"event":"slow_consumer"' in line]
+    assert [e["reason"] for e in events] == ["queue ceiling"], (sent, events)
+
+
+def test_slow_consumer_grace_is_not_skipped(start_server):
+    """The slow-consumer clock started at uv_now | 1: when the loop's clock
+    read an even millisecond, a second frame queued in the same loop turn
+    found the backlog 2^64 - 1 ms old, and the connection was cut at once
+    as "not drained" (stuckMs -1) instead of having slow_consumer_timeout_ms
+    to drain (it happened to about half of the connections crossing
+    max_queued_bytes). With an hour's grace, only the ceiling may cut
+    these flooders."""
+    srv = start_server(settings={"max_control_frames_per_s": 0,
+                                 "max_queued_bytes": 65536,
+                                 "slow_consumer_timeout_ms": 3600000})
+    burst = frame(0x9, b"p" * 125) * 8192
+    for i in range(8):
+        s, rest = wsraw.handshake(srv.port, f"/staging?userId=f{i}", rcvbuf=4096)
+        c = Conn(s, rest)
+        try:
+            for _ in range(32):
+                c.send(burst)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        c.close()
+    events = [json.loads(line) for line in srv.log().splitlines()
+              if '"event":"slow_consumer"' in line]
+    assert len(events) == 8, events
+    reasons = [e["reason"] for e in events]
+    assert reasons == ["queue ceiling"] * 8, events
+    assert all(e["stuckMs"] >= 0 for e in events), events
