@@ -1,6 +1,7 @@
 #include "app/app.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +145,12 @@ static void app_open(conn *c, const http_request *req) {
         char *since = NULL;
         if (http_query_param(q, qlen, "sinceSeq", &since) && *since) {
             char *end;
+            errno = 0;
             long long v = strtoll(since, &end, 10);
-            if (*end == '\0' && v >= 0) handlers_resume(h, s, v);
+            /* Digits only, within range: strtoll alone took "+5", " 5" and
+             * saturated 99999999999999999999 to another number. */
+            bool digits = *since >= '0' && *since <= '9';
+            if (digits && *end == '\0' && errno == 0) handlers_resume(h, s, v);
             else handlers_send_error(c, "sinceSeq must be a non-negative integer", "BAD_REQUEST");
         }
         free(since);

@@ -325,6 +325,26 @@ static void route_chat(hub *h, session *s, json_t *body, handler_result *res) {
     }
 }
 
+/* Store reads one connection may have in flight. Each completed read holds
+ * up to HISTORY_MAX_BYTES (below) of messages until its worker sends it, and the
+ * send queue's limit only applies then: without this bound a client that
+ * sent thousands of history requests (or join_room with sinceSeq) without
+ * reading made the server hold them all at once (over 1 GB). A client
+ * paging back has one read out at a time. */
+#define HANDLERS_MAX_STORE_READS 4
+
+/* Count a read submitted for s; false when s already has the most allowed
+ * (the caller answers Too Many Requests and submits nothing). */
+static bool store_read_begin(session *s) {
+    if (s->store_reads >= HANDLERS_MAX_STORE_READS) return false;
+    s->store_reads++;
+    return true;
+}
+
+static void store_read_end(session *s) {
+    if (s->store_reads > 0) s->store_reads--;
+}
+
 /* ---- rooms ---- */
 
 static void route_join_room(hub *h, session *s, json_t *body, handler_result *res) {
@@ -339,6 +359,11 @@ static void route_join_room(hub *h, session *s, json_t *body, handler_result *re
             return;
         }
         since = json_integer_value(sv);
+        /* A replay is a store read: bounded as history's are. */
+        if (s->store_reads >= HANDLERS_MAX_STORE_READS) {
+            fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
+            return;
+        }
     }
     if (!room_id || !*room_id) {
         fail(s->c, res, 400, "BAD_REQUEST", "Room ID required");
@@ -591,6 +616,7 @@ static void history_read(store_op *op) {
     app *a = h->app;
     session *s = registry_by_id(&h->reg, op->conn_id);
     if (!s) return;
+    store_read_end(s);
     if (op->status != 0) {
         metrics_count_integration_error(app_metrics(a), METRICS_SLOT_DEFAULT);
         handlers_send_error(s->c, "Failed to read history", "INTERNAL_ERROR");
@@ -628,6 +654,7 @@ static void resume_read(store_op *op) {
     hub *h = op->ctx;
     app *a = h->app;
     session *s = registry_by_id(&h->reg, op->conn_id);
+    if (s) store_read_end(s);
     if (!s || s->resume_gen != op->gen || !s->room || strcmp(s->room->id, op->room_id) != 0) return;
     if (op->status != 0) {
         s->resuming = false;
@@ -658,6 +685,7 @@ static void submit_resume_page(hub *h, session *s, const char *room_id, int64_t 
     op->gen = s->resume_gen;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = resume_read;
+    s->store_reads++; /* the caller checked the bound (a next page replaces its own read) */
     engine_submit(h->app->engine, op, false);
 }
 
@@ -713,7 +741,13 @@ static void route_history(hub *h, session *s, json_t *body, handler_result *res)
     op->max_bytes = HISTORY_MAX_BYTES;
     snprintf(op->conn_id, sizeof(op->conn_id), "%s", s->c->id);
     op->done = history_read;
+    if (!store_read_begin(s)) {
+        store_op_free(op);
+        fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
+        return;
+    }
     if (engine_submit(a->engine, op, true) != 0) {
+        store_read_end(s);
         store_op_free(op);
         fail(s->c, res, 429, "THROTTLED", "Too Many Requests");
     }

@@ -39,6 +39,16 @@ static bool key_is_16_bytes_base64(const char *key, size_t len) {
     return base64_decode(key, len, raw, sizeof(raw), BASE64_STD) == (long)sizeof(raw);
 }
 
+/* How many times the header name appears in r. */
+static size_t header_count(const http_request *r, const char *name) {
+    size_t nl = strlen(name), n = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (r->headers[i].name_len == nl &&
+            strncasecmp(r->raw + r->headers[i].name_off, name, nl) == 0)
+            n++;
+    return n;
+}
+
 static int fail(ws_handshake_result *out, int code, const char *hdrs) {
     out->error = code;
     out->status = wsg_err_http_status(code);
@@ -63,11 +73,15 @@ int ws_handshake_check(const http_request *r, const char *path, ws_handshake_res
         return fail(out, WSG_E_HS_CONNECTION, NULL);
     size_t vlen;
     const char *ver = http_request_header(r, "Sec-WebSocket-Version", &vlen);
-    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0)
+    /* RFC 6455 11.3.1, 11.3.5: each at most once, so that no proxy can
+     * read another key or version than the one answered. */
+    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0 ||
+        header_count(r, "Sec-WebSocket-Version") != 1)
         return fail(out, WSG_E_HS_WS_VERSION, "Sec-WebSocket-Version: 13\r\n");
     size_t klen;
     const char *key = http_request_header(r, "Sec-WebSocket-Key", &klen);
-    if (!key || !key_is_16_bytes_base64(key, klen)) return fail(out, WSG_E_HS_KEY, NULL);
+    if (!key || !key_is_16_bytes_base64(key, klen) || header_count(r, "Sec-WebSocket-Key") != 1)
+        return fail(out, WSG_E_HS_KEY, NULL);
     ws_handshake_accept(key, klen, out->accept);
     out->status = 101;
     return 101;

@@ -253,7 +253,15 @@ void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
         case WS_EV_PING:
             c->last_active_ms = (uint32_t)uv_now(c->srv->loop);
             if (control_flood(c)) return;
-            if (!c->close_sent) conn_enqueue(c, ws_frame_new(WS_OP_PONG, ev.data, ev.len));
+            if (!c->close_sent) {
+                /* Under the send rule like any frame: with the control
+                 * limit off, a client pinging without reading had its
+                 * pongs queued past the ceiling (875 MB for one). */
+                ws_frame *pong = ws_frame_new(WS_OP_PONG, ev.data, ev.len);
+                int rc = conn_send(c, pong);
+                ws_frame_unref(pong);
+                if (rc == WSG_E_NET_SLOW_CONSUMER) return;
+            }
             break;
         case WS_EV_PONG:
             if (control_flood(c)) return;

@@ -778,3 +778,168 @@ def test_pending_http_memory_bounded(start_server):
     assert "pending_http_limit" in srv.log()
     # Once they are gone the budget is free again.
     assert poll(lambda: http_get(srv.port, "/healthz")[0] == 200)
+
+
+# ------------------------------------------------- store reads per connection (hardening, round 6)
+
+def read_replies(conn, n, counted):
+    """Read messages until n of them satisfy `counted` or are THROTTLED;
+    returns (counted ones, THROTTLED count, every message read)."""
+    hits, throttled, seen = [], 0, []
+    while len(hits) + throttled < n:
+        msg = recv_json(conn, 30)
+        seen.append(msg)
+        if is_throttled(msg):
+            throttled += 1
+        elif counted(msg):
+            hits.append(msg)
+    return hits, throttled, seen
+
+
+def test_store_reads_in_flight_bounded_per_connection(start_server):
+    """Each history request (and each join_room with sinceSeq) is a store
+    read whose reply, up to 256 KiB of messages, was held until the worker
+    sent it; the send queue's limit applied only then. 3,000 history
+    requests sent at once by a client that did not read took the server's
+    RSS to 1.3 GB (3,000 join_room replays: over 500 MB). Now a connection
+    has at most 4 store reads in flight; a request beyond that gets Too Many
+    Requests at once and costs nothing."""
+    srv = start_server()
+    c = ws_connect(srv.port, "userId=reader&roomId=lib")
+    send_json(c, {"type": "chat", "message": "stored"})
+    recv_type(c, "chat")
+    n = 60
+    # One write: the worker reads every request before any reply can come.
+    c.send(b"".join(frame(0x1, b'{"type":"history","limit":500}') for _ in range(n)))
+    history, throttled, _ = read_replies(c, n, lambda m: m["type"] == "history")
+    assert throttled > 0, "every one of 60 history requests sent at once was read"
+    assert 1 <= len(history) <= n - throttled
+    assert all(h["data"]["messages"][-1]["message"] == "stored" for h in history)
+    # Answered reads free their slots: the next request is served.
+    send_json(c, {"type": "history"})
+    assert recv_type(c, "history")["messages"][-1]["message"] == "stored"
+
+    # A replay (join_room with sinceSeq, here the room it is in) too.
+    c.send(b"".join(frame(0x1, b'{"type":"join_room","roomId":"lib","sinceSeq":0}')
+                    for _ in range(n)))
+    joined, throttled, seen = read_replies(c, n, lambda m: m["type"] == "user_joined")
+    assert throttled > 0, "every one of 60 replays sent at once was started"
+    # A replay that started supersedes the one before it: the last one
+    # sends the stored chat.
+    if not any(m["type"] == "chat" for m in seen):
+        assert recv_type(c, "chat")["message"] == "stored"
+    send_json(c, {"type": "join_room", "roomId": "lib", "sinceSeq": 0})
+    recv_type(c, "user_joined", skip=("chat",))
+    assert recv_type(c, "chat")["message"] == "stored"
+    c.close()
+
+
+def test_pipelined_http_answers_bounded(start_server):
+    """A client that pipelined plain HTTP requests and read none of the
+    answers had every answer queued: 5,000 GET /metrics (each ~47 KB
+    answered) in one connection took RSS to 180 MB, and more requests more.
+    Past max_queued_bytes of unsent answers the server parses no more of
+    them and ends the connection once the queued ones are written."""
+    srv = start_server(settings={"max_queued_bytes": 8192})
+    n = 2000
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(TIMEOUT)
+    s.connect(("127.0.0.1", srv.port))
+    try:
+        # One write: the server parses it before any answer can be written.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+        got = read_answer(s, timeout=15)
+    finally:
+        s.close()
+    answered = got.count(b"HTTP/1.1 200 OK\r\n")
+    assert 0 < answered < n, f"{answered} of {n} pipelined requests answered"
+    assert got.endswith(b'{"status":"ok"}'), got[-200:]
+    # One at a time, a keep-alive connection serves any number of requests.
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as k:
+        for _ in range(50):
+            k.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            while not buf.endswith(b'{"status":"ok"}'):
+                chunk = k.recv(65536)
+                assert chunk, buf
+                buf += chunk
+            assert buf.startswith(b"HTTP/1.1 200 OK\r\n"), buf
+
+
+def test_since_seq_query_is_a_plain_number(start_server):
+    """?sinceSeq= took what strtoll takes: "+5" and " 5" replayed, and
+    99999999999999999999 was saturated to 2^63-1 and answered with a
+    history_gap for a number the client never sent. Only digits within
+    range replay; anything else is the error join_room gives."""
+    srv = start_server()
+    c = ws_connect(srv.port, "userId=w&roomId=nums")
+    send_json(c, {"type": "chat", "message": "one"})
+    recv_type(c, "chat")
+    for bad in ("99999999999999999999", "%2B0", "%200", "0x1", "-1", "1.0"):
+        r = ws_connect(srv.port, f"userId=r&roomId=nums&sinceSeq={bad}")
+        err = recv_type(r, "error")
+        assert err["message"] == "sinceSeq must be a non-negative integer", (bad, err)
+        r.close()
+    r = ws_connect(srv.port, "userId=r&roomId=nums&sinceSeq=0")
+    assert recv_type(r, "chat")["message"] == "one"
+    r.close()
+    c.close()
+
+
+def test_pongs_keep_to_the_send_queue_rule(start_server):
+    """Pongs were queued outside the send rule: with the control-frame
+    limit off (max_control_frames_per_s = 0) a client that pinged without
+    reading had every pong queued past the 4 x max_queued_bytes ceiling
+    until the slow-consumer timeout (1.5 GB of pings in 12 s: 875 MB of RSS
+    for one connection). A pong now goes through the rule of every other
+    frame: past the ceiling the connection is closed (1008, slow consumer;
+    the close frame itself is lost to the reset of a socket left with
+    unread pings, so the log tells)."""
+    srv = start_server(settings={"max_control_frames_per_s": 0,
+                                 "max_queued_bytes": 65536,
+                                 "slow_consumer_timeout_ms": 3600000})
+    s, rest = wsraw.handshake(srv.port, "/staging?userId=pinger", rcvbuf=4096)
+    c = Conn(s, rest)
+    burst = frame(0x9, b"p" * 125) * 8192  # 1.1 MB of pings, 1 MB of pongs
+    sent = 0
+    try:
+        for _ in range(64):  # at most 64 MB: far past the 256 KiB ceiling
+            c.send(burst)
+            sent += 1
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # cut while sending: what is expected
+    c.expect_eof(timeout=20)
+    c.close()
+    events = [json.loads(line) for line in srv.log().splitlines()
+              if '"event":"slow_consumer"' in line]
+    assert [e["reason"] for e in events] == ["queue ceiling"], (sent, events)
+
+
+def test_slow_consumer_grace_is_not_skipped(start_server):
+    """The slow-consumer clock started at uv_now | 1: when the loop's clock
+    read an even millisecond, a second frame queued in the same loop turn
+    found the backlog 2^64 - 1 ms old, and the connection was cut at once
+    as "not drained" (stuckMs -1) instead of having slow_consumer_timeout_ms
+    to drain (it happened to about half of the connections crossing
+    max_queued_bytes). With an hour's grace, only the ceiling may cut
+    these flooders."""
+    srv = start_server(settings={"max_control_frames_per_s": 0,
+                                 "max_queued_bytes": 65536,
+                                 "slow_consumer_timeout_ms": 3600000})
+    burst = frame(0x9, b"p" * 125) * 8192
+    for i in range(8):
+        s, rest = wsraw.handshake(srv.port, f"/staging?userId=f{i}", rcvbuf=4096)
+        c = Conn(s, rest)
+        try:
+            for _ in range(32):
+                c.send(burst)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        c.close()
+    events = [json.loads(line) for line in srv.log().splitlines()
+              if '"event":"slow_consumer"' in line]
+    assert len(events) == 8, events
+    reasons = [e["reason"] for e in events]
+    assert reasons == ["queue ceiling"] * 8, events
+    assert all(e["stuckMs"] >= 0 for e in events), events

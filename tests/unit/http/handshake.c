@@ -127,6 +127,23 @@ Test(handshake, valid_variants_101) {
         101);
 }
 
+/* RFC 6455 11.3.1 and 11.3.5: Sec-WebSocket-Key and Sec-WebSocket-Version
+ * must not appear more than once in a request. Both used to be accepted,
+ * the first one answered: a proxy keeping the last one would check another
+ * Sec-WebSocket-Accept. */
+Test(handshake, repeated_key_or_version_refused) {
+    ws_handshake_result res;
+    cr_assert_eq(
+        check((req_spec){.extra = "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"}, &res), 400);
+    cr_assert_eq(res.error, WSG_E_HS_KEY);
+    cr_assert_eq(check((req_spec){.extra = "sec-websocket-key: " KEY "\r\n"}, &res), 400);
+    cr_assert_eq(res.error, WSG_E_HS_KEY);
+    cr_assert_eq(check((req_spec){.extra = "Sec-WebSocket-Version: 8\r\n"}, &res), 426);
+    cr_assert_eq(res.error, WSG_E_HS_WS_VERSION);
+    cr_assert_eq(check((req_spec){.extra = "Sec-WebSocket-Version: 13\r\n"}, &res), 426);
+    cr_assert_eq(res.error, WSG_E_HS_WS_VERSION);
+}
+
 Test(handshake, every_canonical_last_key_char_accepted) {
     const char tails[] = "AQgw";
     for (int i = 0; i < 4; i++) {
