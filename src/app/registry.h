@@ -48,8 +48,9 @@ struct session {
     throttle_conn_bucket bucket; /* the connection's message rate */
     bool resuming;               /* stored messages are being replayed: live chat
                               * for its room waits in the store's order */
+    uint16_t store_reads;        /* history and replay reads in flight (handlers.c);
+                                  * beside resuming, in its padding */
     uint64_t resume_gen;         /* which replay is current */
-    uint16_t store_reads;        /* history and replay reads in flight (handlers.c) */
     directory_conn record;       /* the engine's record of this connection (engine_conn_opened) */
 };
 
