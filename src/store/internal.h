@@ -99,6 +99,12 @@ struct store {
     _Atomic int ckpt_active;
     _Atomic uint64_t ckpt_epoch;
     _Atomic uint64_t ckpt_full;
+    /* The WAL-index ("-shm") opened read-only, for archive_guard to see
+     * whether a write may restart the WAL (walshm.h); -1 when not open.
+     * Closed only after the connections are: closing a descriptor of a
+     * file drops every POSIX lock the process holds on it, SQLite's too. */
+    int shm_fd;
+    _Atomic uint64_t archive_syncs; /* store_stats.archive_syncs */
 
     pthread_t thread;
     pthread_mutex_t lock;

@@ -4,6 +4,7 @@
 #include "store/store.h"
 
 #include <pthread.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -360,6 +361,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
                   size_t errlen) {
     store *s = xcalloc(1, sizeof(*s));
     s->opt = *opt;
+    s->shm_fd = -1;
     if (opt->pitr) {
         s->pitr_dir = xstrdup(opt->pitr_dir);
         mkdir(s->pitr_dir, 0700);
@@ -407,6 +409,11 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, c
         goto fail_msg;
     }
     sqlite3_wal_hook(s->db, on_wal_commit, s);
+    /* For archive_guard (walshm.h); without it the guard syncs whenever a
+     * checkpoint ran, as it did before it could tell. */
+    char shm[4200];
+    snprintf(shm, sizeof(shm), "%s-shm", path);
+    s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
 
     strmap_init(&s->last_seq);
     strmap_init(&s->sender_keys);
@@ -479,6 +486,7 @@ void store_get_stats(store *s, store_stats *out) {
     *out = s->stats;
     pthread_mutex_unlock(&s->lock);
     out->rejected = atomic_load_explicit(&s->rejected, memory_order_relaxed);
+    out->archive_syncs = atomic_load_explicit(&s->archive_syncs, memory_order_relaxed);
 }
 
 static void on_store_closed(uv_handle_t *h) { free(h->data); }
@@ -505,6 +513,7 @@ void store_close(store *s) {
     store_finalize(s);
     archive_sync(s);
     sqlite3_close(s->db);
+    if (s->shm_fd >= 0) close(s->shm_fd);
     archive_close(s);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->wake);

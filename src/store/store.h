@@ -138,6 +138,7 @@ typedef struct store_stats {
     uint64_t rejected;      /* refused by store_submit_bounded */
     uint64_t checkpoints;   /* WAL checkpoints run by the checkpointer thread */
     uint32_t wal_pages;     /* pages in the WAL after the last commit */
+    uint64_t archive_syncs; /* fdatasyncs of the point-in-time archive */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 
