@@ -5,12 +5,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -50,16 +53,26 @@ struct archive {
      * 4 KiB leaf). Emptied at every snapshot. */
     uint32_t *cache_pgno; /* 0: empty slot */
     /* Commits not archived yet (frames in the WAL after each, and its
-     * time), from the WAL hook; archived together by archive_flush. */
+     * time), taken from a->in by archive_flush and archived together. */
     struct pending_commit {
         uint64_t frames;
         int64_t t_ms;
     } * pend;
     size_t npend, pend_cap;
-    bool flush_due; /* enough gathered: archive_after_batch flushes */
     uint8_t *cache_img;
     uint32_t cache_page_size;
     ZSTD_CCtx *zc; /* write_record's compressor, kept between records */
+    /* The archiver thread (archive_run). mu is held by whoever archives or
+     * syncs (that thread, or the store thread in archive_sync and
+     * archive_snapshot): everything above is theirs under it. in_mu guards
+     * only what follows, so the WAL hook (inside COMMIT) never waits for a
+     * flush: the commits noted since the last flush, and the stop flag. */
+    pthread_mutex_t mu, in_mu;
+    pthread_cond_t in_wake;
+    struct pending_commit *in;
+    size_t nin, in_cap;
+    bool stop, started;
+    pthread_t thread;
 };
 
 /* Commits are archived together, one record for all, once this many WAL
@@ -590,46 +603,115 @@ static void archive_wal(store *s) {
     sync_file_range(a->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
-/* Archive the commits gathered so far. */
+/* Archive the commits gathered so far (the archiver thread's and the
+ * store thread's archive_sync; the caller holds a->mu). Commits the WAL
+ * hook notes meanwhile wait in a->in for the next flush. */
 static void archive_flush(store *s) {
     struct archive *a = s->arch;
-    if (!a || a->npend == 0) return;
+    if (!a) return;
+    pthread_mutex_lock(&a->in_mu);
+    if (a->npend + a->nin > a->pend_cap) {
+        a->pend_cap = a->npend + a->nin + 64;
+        a->pend = xrealloc(a->pend, a->pend_cap * sizeof(*a->pend));
+    }
+    if (a->nin) memcpy(a->pend + a->npend, a->in, a->nin * sizeof(*a->in));
+    a->npend += a->nin;
+    a->nin = 0;
+    pthread_mutex_unlock(&a->in_mu);
+    if (a->npend == 0) return;
     archive_wal(s);
     a->npend = 0;
-    a->flush_due = false;
 }
 
 void archive_commit(store *s, int pages) {
     struct archive *a = s->arch;
     if (!a) return;
-    if (a->npend == a->pend_cap) {
-        a->pend_cap = a->pend_cap ? a->pend_cap * 2 : 64;
-        a->pend = xrealloc(a->pend, a->pend_cap * sizeof(*a->pend));
-    }
     int64_t now = clock_wall_ms();
-    a->pend[a->npend++] =
+    pthread_mutex_lock(&a->in_mu);
+    if (a->nin == a->in_cap) {
+        a->in_cap = a->in_cap ? a->in_cap * 2 : 64;
+        a->in = xrealloc(a->in, a->in_cap * sizeof(*a->in));
+    }
+    a->in[a->nin++] =
         (struct pending_commit){.frames = (uint64_t)(pages > 0 ? pages : 0), .t_ms = now};
-    if ((int64_t)a->pend[a->npend - 1].frames - (int64_t)a->w.frames >= ARCHIVE_FLUSH_FRAMES ||
-        !a->have_w || now - a->pend[0].t_ms >= ARCHIVE_FLUSH_MS)
-        a->flush_due = true;
+    /* The first commit arms the thread's timers; a full record's worth
+     * wakes it at once. */
+    if (a->nin == 1 || a->in[a->nin - 1].frames - a->in[0].frames + 1 >= ARCHIVE_FLUSH_FRAMES ||
+        a->in[a->nin - 1].frames < a->in[0].frames)
+        pthread_cond_signal(&a->in_wake);
+    pthread_mutex_unlock(&a->in_mu);
 }
-
-void archive_after_batch(store *s) {
-    if (s->arch && s->arch->flush_due) archive_flush(s);
-}
-
-void archive_idle(store *s) { archive_flush(s); }
-
-bool archive_pending(const store *s) { return s->arch && s->arch->npend > 0; }
 
 void archive_sync(store *s) {
     struct archive *a = s->arch;
     if (!a) return;
+    pthread_mutex_lock(&a->mu);
     archive_flush(s);
-    if (a->fd < 0 || !a->dirty) return;
-    fdatasync(a->fd);
-    atomic_fetch_add_explicit(&s->archive_syncs, 1, memory_order_relaxed);
-    a->dirty = false;
+    if (a->fd >= 0 && a->dirty) {
+        fdatasync(a->fd);
+        atomic_fetch_add_explicit(&s->archive_syncs, 1, memory_order_relaxed);
+        a->dirty = false;
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- the archiver thread ---- */
+
+/* Commits gathered for this long with no new one are archived (when
+ * writes pause, a restore soon sees them). */
+#define ARCHIVE_IDLE_MS 50
+
+/* When the commits in a->in are due (caller holds a->in_mu): a record's
+ * worth of frames, the WAL restarted, the oldest ARCHIVE_FLUSH_MS old, or
+ * ARCHIVE_IDLE_MS without a commit. Else 0 and *wait_ms until the first
+ * of the times. */
+static bool in_due(const struct archive *a, int64_t now, int64_t *wait_ms) {
+    const struct pending_commit *first = &a->in[0], *last = &a->in[a->nin - 1];
+    if (last->frames < first->frames || last->frames - first->frames + 1 >= ARCHIVE_FLUSH_FRAMES)
+        return true;
+    int64_t w1 = first->t_ms + ARCHIVE_FLUSH_MS - now, w2 = last->t_ms + ARCHIVE_IDLE_MS - now;
+    *wait_ms = w1 < w2 ? w1 : w2;
+    return *wait_ms <= 0;
+}
+
+/* Reads, compresses, seals and writes the WAL's committed frames, off the
+ * store thread: in a batch's path this was a few ms per 256 frames, and up
+ * to 300 ms when write(2) or the writeback it starts waited for a busy
+ * disk. At nice +10, as the checkpointer: on a shared core the loop and
+ * the store thread run first. A frame is still never overwritten unarchived:
+ * archive_guard flushes (under a->mu, after this thread's flush in
+ * progress) before any write that may restart the WAL. */
+static void *archive_run(void *arg) {
+    store *s = arg;
+    struct archive *a = s->arch;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+    pthread_mutex_lock(&a->in_mu);
+    while (!a->stop) {
+        int64_t wait_ms = 0;
+        if (a->nin == 0) {
+            pthread_cond_wait(&a->in_wake, &a->in_mu);
+            continue;
+        }
+        if (!in_due(a, clock_wall_ms(), &wait_ms)) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += wait_ms / 1000;
+            until.tv_nsec += (wait_ms % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&a->in_wake, &a->in_mu, &until);
+            continue;
+        }
+        pthread_mutex_unlock(&a->in_mu);
+        pthread_mutex_lock(&a->mu);
+        archive_flush(s);
+        pthread_mutex_unlock(&a->mu);
+        pthread_mutex_lock(&a->in_mu);
+    }
+    pthread_mutex_unlock(&a->in_mu);
+    return NULL;
 }
 
 void archive_guard(store *s) {
@@ -766,6 +848,7 @@ static void prune(store *s, int64_t now_ms) {
 int archive_snapshot(store *s) {
     struct archive *a = s->arch;
     if (!a) return -1;
+    pthread_mutex_lock(&a->mu);
     int64_t now = clock_wall_ms();
     int64_t gen = a->gen + 1;
     char plain[4200], name[96];
@@ -790,6 +873,7 @@ int archive_snapshot(store *s) {
         rc = -1;
     }
     s->last_snapshot = time(NULL);
+    pthread_mutex_unlock(&a->mu);
     return rc;
 }
 
@@ -899,6 +983,9 @@ void archive_prepare(store *s, const char *db_path) {
     a->wal_path = xmalloc(plen);
     snprintf(a->wal_path, plen, "%s-wal", db_path);
     a->fd = a->wal_fd = -1;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->in_mu, NULL);
+    pthread_cond_init(&a->in_wake, NULL);
     a->db_stat_ok = stat(db_path, &a->db_at_open) == 0;
     struct stat w;
     a->wal_at_open = stat(a->wal_path, &w) == 0 && w.st_size > 0;
@@ -940,12 +1027,25 @@ int archive_start(store *s) {
                 "change log pitr_log moved into base snapshot %lld of %s: %s", (long long)a->gen,
                 a->dir, rc == SQLITE_OK ? "done" : sqlite3_errstr(rc));
     }
+    if (pthread_create(&a->thread, NULL, archive_run, s) != 0) {
+        log_msg(LOG_ERROR, "pitr_error", "cannot start the archiver thread");
+        abort();
+    }
+    pthread_setname_np(a->thread, "wsgate-archive");
+    a->started = true;
     return 0;
 }
 
 void archive_close(store *s) {
     struct archive *a = s->arch;
     if (!a) return;
+    if (a->started) {
+        pthread_mutex_lock(&a->in_mu);
+        a->stop = true;
+        pthread_cond_signal(&a->in_wake);
+        pthread_mutex_unlock(&a->in_mu);
+        pthread_join(a->thread, NULL);
+    }
     if (a->fd >= 0) {
         /* After the store connection closed (its last checkpoint copied
          * the WAL, all archived, into the file and removed the WAL): the
@@ -967,7 +1067,11 @@ void archive_close(store *s) {
     free(a->cache_pgno);
     free(a->cache_img);
     free(a->pend);
+    free(a->in);
     ZSTD_freeCCtx(a->zc);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->in_mu);
+    pthread_cond_destroy(&a->in_wake);
     free(a);
     s->arch = NULL;
 }

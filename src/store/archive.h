@@ -75,27 +75,18 @@ void archive_prepare(store *s, const char *db_path);
  * logged as pitr_damaged), open a new segment, archive what the WAL holds
  * that the archive lacks, take a first snapshot when there is none, and
  * convert a pitr_log data directory (its table dropped once a snapshot
- * holds it). Returns 0, or -1 (logged; the store then runs without PITR). */
+ * holds it), then start the archiver thread. Returns 0, or -1 (logged; the
+ * store then runs without PITR). */
 int archive_start(store *s);
 
 /* After a commit on the store connection (its WAL hook; pages: the frames
- * the WAL now holds): note its time; the commits gathered are archived
- * together by archive_after_batch once ARCHIVE_FLUSH_FRAMES frames or
- * ARCHIVE_FLUSH_MS have gathered, when idle (archive_idle), and by
- * archive_guard and archive_sync before anything could overwrite their
- * frames. Never archives itself: the hook runs inside COMMIT, and every
- * chat of the batch would wait for the archive's read, deflate and seal. */
+ * the WAL now holds): note its time. The archiver thread (started by
+ * archive_start) archives the commits noted together once
+ * ARCHIVE_FLUSH_FRAMES frames or ARCHIVE_FLUSH_MS have gathered, or 50 ms
+ * after the last; archive_guard and archive_sync do before anything could
+ * overwrite their frames. Never archives itself: the hook runs inside
+ * COMMIT. */
 void archive_commit(store *s, int pages);
-
-/* Store thread, after a batch's completions were handed over: archive the
- * commits gathered when archive_commit found enough of them. */
-void archive_after_batch(store *s);
-
-/* Store thread, when no op waits: archive the commits gathered. */
-void archive_idle(store *s);
-
-/* Store thread: true while commits wait to be archived. */
-bool archive_pending(const store *s);
 
 /* After BEGIN of a write on the store connection: make the archive durable
  * when a checkpoint may have let SQLite restart the WAL over frames whose
@@ -103,7 +94,8 @@ bool archive_pending(const store *s);
 void archive_guard(store *s);
 
 /* Archive the commits gathered and make the archive durable (before the
- * store thread checkpoints itself, and at close). */
+ * store thread checkpoints itself, and at close). Waits for a flush of
+ * the archiver thread in progress. */
 void archive_sync(store *s);
 
 /* Write a base snapshot, start a new generation of segments and drop what
@@ -111,8 +103,8 @@ void archive_sync(store *s);
  * the window). Store thread, between batches. Returns 0 or -1 (logged). */
 int archive_snapshot(store *s);
 
-/* After the store connection closed: record the clean stop, sync and free
- * the archive state (store_close). */
+/* After the store connection closed: stop the archiver thread, record the
+ * clean stop, sync and free the archive state (store_close). */
 void archive_close(store *s);
 
 /* `wsgate restore`, new archive: build out as of to_ms. Returns 0, 1 when

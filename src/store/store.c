@@ -181,19 +181,10 @@ static void *store_thread(void *arg) {
     for (;;) {
         pthread_mutex_lock(&s->lock);
         if (!s->in_head && !s->stopping) {
-            /* Wake at least once a second for the TTL sweep and snapshots;
-             * after 50 ms without writes for the archive's gathered commits. */
+            /* Wake at least once a second for the TTL sweep and snapshots. */
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            if (archive_pending(s)) {
-                until.tv_nsec += 50000000;
-                if (until.tv_nsec >= 1000000000) {
-                    until.tv_sec++;
-                    until.tv_nsec -= 1000000000;
-                }
-            } else {
-                until.tv_sec += 1;
-            }
+            until.tv_sec += 1;
             pthread_cond_timedwait(&s->wake, &s->lock, &until);
         }
         if (!s->in_head) {
@@ -201,7 +192,6 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             if (stop) break;
             time_t now = time(NULL);
-            archive_idle(s);
             if (atomic_load(&s->last_write_rc) != SQLITE_OK) probe_write(s);
             if (s->opt.ttl_days > 0 && now != s->last_sweep) {
                 s->last_sweep = now;
@@ -236,7 +226,6 @@ static void *store_thread(void *arg) {
             pthread_mutex_unlock(&s->lock);
             uv_async_send(&s->async);
         }
-        archive_after_batch(s);
         if (s->ckpt_here) {
             /* After the batch's completions are on their way: only the
              * batches behind this one wait for it. */
@@ -258,8 +247,8 @@ static void *store_thread(void *arg) {
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     store *s = arg;
     /* The point-in-time archive notes the commit; its frames are archived
-     * after the batch's hand-over (archive_after_batch), and always before
-     * a later write could restart the WAL over them (archive_guard). */
+     * by the archiver thread, and always before a later write could
+     * restart the WAL over them (archive_guard). */
     archive_commit(s, pages);
     uint32_t n = (uint32_t)pages;
     pthread_mutex_lock(&s->lock);
