@@ -235,6 +235,7 @@ static void *store_thread(void *arg) {
             pthread_mutex_lock(&s->lock);
             s->ckpt_copied = 0;
             if (rc == SQLITE_OK) s->stats.checkpoints++;
+            s->stats.inline_checkpoints++;
             pthread_mutex_unlock(&s->lock);
         }
     }

@@ -96,4 +96,9 @@ def test_checkpoints_run_off_the_commit_path_and_keep_the_wal_small(start_server
     # At least 5 pages a commit: 1500 commits put 30 MB through the WAL
     # (the old code's file: 32 MB).
     assert size <= 24 * 1024 * 1024, f"WAL is {size} bytes"
-    assert value(scrape(srv), "wsgate_store_checkpoints_total") >= 1
+    metrics = scrape(srv)
+    assert value(metrics, "wsgate_store_checkpoints_total") >= 1
+    # One commit a chat (and the joins'): every batch counted.
+    assert value(metrics, "wsgate_store_batches_total") >= n
+    assert 0 <= value(metrics, "wsgate_store_inline_checkpoints_total") <= value(
+        metrics, "wsgate_store_checkpoints_total")
