@@ -89,14 +89,21 @@ int archive_start(store *s);
 void archive_commit(store *s, int pages);
 
 /* After BEGIN of a write on the store connection: make the archive durable
- * when a checkpoint may have let SQLite restart the WAL over frames whose
- * archive copy is not yet on disk. */
+ * when this write may restart the WAL over frames whose archive copy is
+ * not yet on disk (every frame copied into the database file, read from
+ * the WAL-index; or the WAL-index cannot be read). */
 void archive_guard(store *s);
 
 /* Archive the commits gathered and make the archive durable (before the
  * store thread checkpoints itself, and at close). Waits for a flush of
  * the archiver thread in progress. */
 void archive_sync(store *s);
+
+/* Ask the archiver thread to archive what is gathered and make the
+ * archive durable now, without waiting for it (the store thread, before
+ * it checkpoints itself: archive_guard then finds the sync done or
+ * waits for the rest of it). */
+void archive_sync_start(store *s);
 
 /* Write a base snapshot, start a new generation of segments and drop what
  * fell out of pitr_retention_days (keeping the newest snapshot older than

@@ -92,13 +92,6 @@ struct store {
     store_options opt;
     char *pitr_dir;
     struct archive *arch; /* the point-in-time archive (archive.c); NULL: PITR off */
-    /* Checkpoints of the checkpointer thread: ckpt_active while one runs,
-     * ckpt_epoch bumped after each, ckpt_full set to the epoch it bumps to
-     * when the run copied every frame of the WAL (only then may the next
-     * write restart the WAL; archive_guard reads all three). */
-    _Atomic int ckpt_active;
-    _Atomic uint64_t ckpt_epoch;
-    _Atomic uint64_t ckpt_full;
     /* The WAL-index ("-shm") opened read-only, for archive_guard to see
      * whether a write may restart the WAL (walshm.h); -1 when not open.
      * Closed only after the connections are: closing a descriptor of a
