@@ -11,9 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -686,14 +684,16 @@ static bool in_due(const struct archive *a, int64_t now, int64_t *wait_ms) {
 /* Reads, compresses, seals and writes the WAL's committed frames, off the
  * store thread: in a batch's path this was a few ms per 256 frames, and up
  * to 300 ms when write(2) or the writeback it starts waited for a busy
- * disk. At nice +10, as the checkpointer: on a shared core the loop and
- * the store thread run first. A frame is still never overwritten unarchived:
- * archive_guard flushes (under a->mu, after this thread's flush in
- * progress) before any write that may restart the WAL. */
+ * disk. A frame is still never overwritten unarchived: archive_guard
+ * flushes (under a->mu, after this thread's flush in progress) before any
+ * write that may restart the WAL. So this thread keeps the normal
+ * priority: the store thread may wait for a flush it holds a->mu for,
+ * and at nice +10 (as the checkpointer) on a machine busy with other
+ * work it was preempted for up to 2 s holding it, a WAL restart and
+ * every chat behind it waiting that long. */
 static void *archive_run(void *arg) {
     store *s = arg;
     struct archive *a = s->arch;
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     pthread_mutex_lock(&a->in_mu);
     while (!a->stop) {
         int64_t wait_ms = 0;
