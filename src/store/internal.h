@@ -125,11 +125,13 @@ struct store {
     _Atomic int last_write_rc;
     store_stats stats;
 
-    strmap last_seq;     /* store thread only: room -> room_cache */
-    strmap sender_keys;  /* store thread only: user id -> STORE_SENDER_KEY_LEN bytes */
-    strmap batch_ranges; /* store thread only: room -> seq_range of this batch */
-    char *sweep_room;    /* store thread only: the TTL walk's last room (NULL: start) */
-    int64_t batch_ms;    /* commit time of the batch being written */
+    strmap last_seq;      /* store thread only: room -> room_cache */
+    strmap sender_keys;   /* store thread only: user id -> STORE_SENDER_KEY_LEN bytes */
+    strmap batch_ranges;  /* store thread only: room -> seq_range of this batch */
+    char *sweep_room;     /* store thread only: the TTL walk's last room (NULL: start) */
+    bool sweep_more;      /* store thread only: expired messages may be left this second */
+    double sweep_step_ms; /* store thread only: when store_sweep_busy last stepped */
+    int64_t batch_ms;     /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
@@ -166,6 +168,11 @@ int store_apply(store *s, store_op *op);
 
 /* Delete expired messages, then idle rooms, while no writes wait. */
 void store_sweep(store *s);
+
+/* Between two batches (store thread): while messages may have expired,
+ * delete a bounded step of them, at most every few tens of ms, so the TTL
+ * keeps up under a load that never leaves store_sweep a turn. */
+void store_sweep_busy(store *s);
 
 /* Read the message at columns col (senderId), col + 1 (senderName) and
  * col + 2 (message) of st's row, message seq of room: a compact row (one

@@ -247,6 +247,7 @@ static void *store_thread(void *arg) {
             if (rc == SQLITE_OK) s->stats.checkpoints++;
             pthread_mutex_unlock(&s->lock);
         }
+        store_sweep_busy(s); /* the TTL under load (ops.c) */
     }
     return NULL;
 }
