@@ -59,6 +59,7 @@ TTL_STEP_S = env("TTL_STEP_S", 10)
 
 
 LIVE = []  # servers started, killed at exit whatever happens
+LOADGENS = []
 
 
 class Server:
@@ -106,14 +107,22 @@ class Server:
 
 def durable(loadgen, srv, rate, seconds):
     """One loadgen durable step; returns its JSON line."""
-    out = subprocess.run(["taskset", "-c", "1", loadgen, "--workload", "durable", "--port", str(srv.port),
+    p = subprocess.Popen(["taskset", "-c", "1", loadgen, "--workload", "durable", "--port", str(srv.port),
                           "--rooms", str(ROOMS), "--members", str(MEMBERS), "--rates", str(rate),
                           "--duration", str(seconds), "--size", "32", "--server-pid", str(srv.proc.pid)],
-                         stdout=subprocess.PIPE, text=True, timeout=seconds + 300, check=True).stdout
-    for line in out.splitlines():
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    LOADGENS.append(p)
+    stdout, stderr = p.communicate(timeout=seconds + 300)
+    LOADGENS.remove(p)
+    out = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    # exit status 1: the step was not sustained, which is a result here too
+    for line in out.stdout.splitlines():
+        if not line.startswith("{") and " step " in line:
+            print("  " + line.strip(), flush=True)
+    for line in out.stdout.splitlines():
         if line.startswith("{") and '"step"' in line:
             return json.loads(line)
-    raise RuntimeError("no step line from the loadgen:\n" + out)
+    raise RuntimeError(f"no step line from the loadgen (status {out.returncode}):\n{out.stdout}\n{out.stderr}")
 
 
 def query(data, sql, args=()):
@@ -173,6 +182,16 @@ def disk(data):
             "snapshots": sum(size(os.path.join(pitr, n)) for n in names if n.startswith("snap-"))}
 
 
+def pressure():
+    """The machine's CPU pressure ("some", avg60 %): how much the runs here
+    waited for a core that other work held."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return float(f.readline().split()[2].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def show(kind, d):
     print(json.dumps({"kind": kind, **d}), flush=True)
 
@@ -193,7 +212,7 @@ def grow(binary, loadgen, data):
                 "p999_ms": step["p999_us"] / 1000, "missing": step["missing"], "seq_gaps": step["seq_gaps"],
                 "history_newest_ms": hist["newest"], "history_deep_ms": hist["deep"], "rss_mb": srv.rss_mb(),
                 **d, "db_b_per_msg": d["db"] / max(total, 1), "archive_b_per_msg": d["segments"] / max(total, 1),
-                "wall_s": round(time.monotonic() - t_start)}
+                "cpu_pressure": pressure(), "wall_s": round(time.monotonic() - t_start)}
         show("grow", last)
     print(f"growth: {total} messages in {time.monotonic() - t_start:.0f} s"
           f"{'' if total >= TARGET else f' (budget reached before {TARGET})'}", flush=True)
@@ -229,7 +248,7 @@ def ttl(binary, loadgen, data, total):
                      "sustained": step["sustained"], "per_cpu_s": step["per_cpu_s"],
                      "p50_ms": step["p50_us"] / 1000, "p99_ms": step["p99_us"] / 1000,
                      "p999_ms": step["p999_us"] / 1000, "missing": step["missing"], "rss_mb": srv.rss_mb(),
-                     "wall_s": round(time.monotonic() - t_start)})
+                     "cpu_pressure": pressure(), "wall_s": round(time.monotonic() - t_start)})
         before = now_left
         if now_left == 0:
             after_steps += 1  # steps after the sweep ended: the baseline
@@ -254,6 +273,8 @@ def restore(binary, data):
 
 def main():
     binary, loadgen = sys.argv[1], sys.argv[2]
+    # a SIGTERM still stops what this started and removes the data
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     data = tempfile.mkdtemp(prefix="wsgate-scale-", dir=os.environ.get("SCALE_DIR"))
     try:
         total, _ = grow(binary, loadgen, data)
@@ -261,7 +282,7 @@ def main():
             ttl(binary, loadgen, data, total)
         restore(binary, data)
     finally:
-        for p in LIVE:
+        for p in LIVE + LOADGENS:
             if p.poll() is None:
                 p.kill()
                 p.wait()
