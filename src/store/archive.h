@@ -23,6 +23,12 @@
  *                   top bit set a delta from the page's previous content
  *                   (which a restore has in its file there): u16 runs,
  *                   each u16 offset, u16 length and the new bytes
+ *   'K' a second:   what a 'C' record holds (its u32 frames: the WAL frames
+ *                   covered), then u32 entries, then that many entries as
+ *                   a 'C' record's frames: each page written in one second
+ *                   of commit time once, as the second's last commit left
+ *                   it; only the last entry is a commit (the second's last:
+ *                   size and time). What archive_wal writes; 'C' is read.
  *   'S' snapshot:   u64 offset, then the database file's bytes there
  *   'E' its end:    u64 file size, u64 t_ms
  *   snap-<gen>-<t_ms>.pitr          a base snapshot ('S'... 'E')

@@ -130,7 +130,7 @@ struct store {
     strmap batch_ranges;  /* store thread only: room -> seq_range of this batch */
     char *sweep_room;     /* store thread only: the TTL walk's last room (NULL: start) */
     bool sweep_more;      /* store thread only: expired messages may be left this second */
-    double sweep_step_ms; /* store thread only: when store_sweep_busy last stepped */
+    double sweep_next_ms; /* store thread only: when store_sweep_busy may step again */
     int64_t batch_ms;     /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
