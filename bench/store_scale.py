@@ -23,7 +23,7 @@ the sweep phase after TTL_BUDGET_S. A JSON line per step, for the docs.
 
     /usr/bin/python3 bench/store_scale.py build/wsgate build/wsgate-loadgen
     (env: TARGET=10000000 STEP=1000000 RATE=15000 TTL_ROWS=1000000
-          GROW_BUDGET_S=1200 TTL_BUDGET_S=240 TTL_STEP_S=10 KEEP=0)
+          GROW_BUDGET_S=1200 TTL_BUDGET_S=240 TTL_STEP_S=10 KEEP=0 SCALE_DIR=TMPDIR)
 """
 import asyncio
 import json
