@@ -125,16 +125,19 @@ struct store {
     _Atomic int last_write_rc;
     store_stats stats;
 
-    strmap last_seq;      /* store thread only: room -> room_cache */
-    strmap sender_keys;   /* store thread only: user id -> STORE_SENDER_KEY_LEN bytes */
-    strmap batch_ranges;  /* store thread only: room -> seq_range of this batch */
-    char *sweep_room;     /* store thread only: the TTL walk's last room (NULL: start) */
-    bool sweep_more;      /* store thread only: expired messages may be left this second */
-    double sweep_next_ms; /* store thread only: when store_sweep_busy may step again */
-    int64_t batch_ms;     /* commit time of the batch being written */
+    strmap last_seq;     /* store thread only: room -> room_cache */
+    strmap sender_keys;  /* store thread only: user id -> STORE_SENDER_KEY_LEN bytes */
+    strmap batch_ranges; /* store thread only: room -> seq_range of this batch */
+    char *sweep_room;    /* store thread only: the TTL walk's last room (NULL: start) */
+    int64_t batch_ms;    /* commit time of the batch being written */
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
+
+    /* Store thread only, the TTL under load (store_sweep_busy): expired
+     * messages may be left this second; when it may step again. */
+    bool sweep_more;
+    double sweep_next_ms;
 };
 
 /* ---- schema.c ---- */
