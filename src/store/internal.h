@@ -132,6 +132,11 @@ struct store {
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
+
+    /* Store thread only, the TTL under load (store_sweep_busy): expired
+     * messages may be left this second; when it may step again. */
+    bool sweep_more;
+    double sweep_next_ms;
 };
 
 /* ---- schema.c ---- */
@@ -165,6 +170,11 @@ int store_apply(store *s, store_op *op);
 
 /* Delete expired messages, then idle rooms, while no writes wait. */
 void store_sweep(store *s);
+
+/* Between two batches (store thread): while messages may have expired,
+ * delete a bounded step of them, at most every few tens of ms, so the TTL
+ * keeps up under a load that never leaves store_sweep a turn. */
+void store_sweep_busy(store *s);
 
 /* Read the message at columns col (senderId), col + 1 (senderName) and
  * col + 2 (message) of st's row, message seq of room: a compact row (one

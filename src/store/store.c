@@ -244,6 +244,7 @@ static void *store_thread(void *arg) {
             s->stats.inline_checkpoints++;
             pthread_mutex_unlock(&s->lock);
         }
+        store_sweep_busy(s); /* the TTL under load (ops.c) */
     }
     return NULL;
 }
