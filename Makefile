@@ -32,7 +32,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .SECONDARY:
 
-.PHONY: all deps run test lint unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench bench-cluster profile cluster
+.PHONY: all deps run test lint unit integration asan tsan tsan-integration format format-check fuzz fuzz-smoke clean bench bench-cluster bench-store-scale profile cluster
 
 all: $(BIN) $(LOADGEN)
 
@@ -180,6 +180,14 @@ bench: deps $(BIN) $(LOADGEN)
 # `make test`.
 bench-cluster: deps $(BIN) $(LOADGEN)
 	@BUILD=$(BUILD) /usr/bin/python3 ./bench/cluster_fanout.py
+
+# The store grown to 10 million messages with the seed's defaults, a TTL
+# sweep of a million expired rows while chats flow, and a restore of the
+# whole store (docs/BENCHMARKS.md); about 20 minutes and 5 GB of disk in
+# TMPDIR (SCALE_DIR), not part of `make bench`. TARGET, STEP, RATE,
+# TTL_ROWS: see the script.
+bench-store-scale: $(BIN) $(LOADGEN)
+	@/usr/bin/python3 ./bench/store_scale.py $(BIN) $(LOADGEN)
 
 # Instructions per chat and per handshake (valgrind's callgrind), by thread.
 profile: deps $(BIN) $(LOADGEN)

@@ -372,6 +372,9 @@ static void app_gauges(metrics_gauges *g, void *ctx) {
         g->value[METRICS_GAUGE_STORE_REJECTED] = (double)st.rejected;
         g->value[METRICS_GAUGE_STORE_WAL_PAGES] = st.wal_pages;
         g->value[METRICS_GAUGE_STORE_CHECKPOINTS] = (double)st.checkpoints;
+        g->value[METRICS_GAUGE_STORE_BATCHES] = (double)st.batches;
+        g->value[METRICS_GAUGE_STORE_INLINE_CKPTS] = (double)st.inline_checkpoints;
+        g->value[METRICS_GAUGE_STORE_ARCHIVE_SYNCS] = (double)st.archive_syncs;
     }
     size_t queued = 0, parsers = 0;
     for (size_t i = 0; i < a->nhubs; i++) {

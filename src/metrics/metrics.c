@@ -515,6 +515,14 @@ static const struct {
      "Pages in the store's write-ahead log after its last commit.", NULL},
     {METRICS_GAUGE_STORE_CHECKPOINTS, "wsgate_store_checkpoints_total",
      "WAL checkpoints run by the store's checkpointer thread, off the commit path.", "counter"},
+    {METRICS_GAUGE_STORE_BATCHES, "wsgate_store_batches_total",
+     "Group-commit batches (transactions) the store has committed.", "counter"},
+    {METRICS_GAUGE_STORE_INLINE_CKPTS, "wsgate_store_inline_checkpoints_total",
+     "WAL checkpoints the store thread ran itself between two batches, so the WAL could restart.",
+     "counter"},
+    {METRICS_GAUGE_STORE_ARCHIVE_SYNCS, "wsgate_store_archive_syncs_total",
+     "fdatasyncs of the point-in-time archive, each before a write that may restart the WAL.",
+     "counter"},
 };
 
 static void add_stats(metrics_route_stats *a, const metrics_route_stats *r) {

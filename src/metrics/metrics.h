@@ -98,6 +98,9 @@ typedef enum metrics_gauge_id {
     METRICS_GAUGE_PARSER_BYTES,        /* wsgate_parser_bytes */
     METRICS_GAUGE_STORE_WAL_PAGES,     /* wsgate_store_wal_pages (after the last commit) */
     METRICS_GAUGE_STORE_CHECKPOINTS,   /* wsgate_store_checkpoints_total (a counter) */
+    METRICS_GAUGE_STORE_BATCHES,       /* wsgate_store_batches_total (a counter) */
+    METRICS_GAUGE_STORE_INLINE_CKPTS,  /* wsgate_store_inline_checkpoints_total (a counter) */
+    METRICS_GAUGE_STORE_ARCHIVE_SYNCS, /* wsgate_store_archive_syncs_total (a counter) */
     METRICS_GAUGE_COUNT
 } metrics_gauge_id;
 

@@ -1,8 +1,9 @@
-/* The point-in-time archive (PITR from the WAL, as Litestream does): every
- * committed WAL frame is appended, with its commit time, to a sealed
- * segment file in the PITR directory before SQLite can overwrite it, and a
- * sealed base snapshot (a page-for-page copy of the database) is written
- * every pitr_snapshot_interval_s. A restore decodes the newest snapshot at
+/* The point-in-time archive (PITR from the WAL, as Litestream does): the
+ * pages of committed WAL frames are appended (each page once per second of
+ * commit time, as the second's last commit left it), with the commit
+ * times, to a sealed segment file in the PITR directory before SQLite can
+ * overwrite them, and a sealed base snapshot (a page-for-page copy of the
+ * database) is written every pitr_snapshot_interval_s. A restore decodes the newest snapshot at
  * or before T and writes the archived pages of every commit up to T over
  * it, as a checkpoint would. Not for use outside src/store/.
  *
@@ -23,10 +24,18 @@
  *                   top bit set a delta from the page's previous content
  *                   (which a restore has in its file there): u16 runs,
  *                   each u16 offset, u16 length and the new bytes
+ *   'K' a second:   what a 'C' record holds (its u32 frames: the WAL frames
+ *                   covered), then u32 entries, then that many entries as
+ *                   a 'C' record's frames: each page written in one second
+ *                   of commit time once, as the second's last commit left
+ *                   it; only the last entry is a commit (the second's last:
+ *                   size and time); archive_sync may end a second's
+ *                   record early (the next one covers the rest of it).
+ *                   What archive_wal writes; 'C' is still read.
  *   'S' snapshot:   u64 offset, then the database file's bytes there
  *   'E' its end:    u64 file size, u64 t_ms
  *   snap-<gen>-<t_ms>.pitr          a base snapshot ('S'... 'E')
- *   wal-<gen>-<seq>-<t_ms>.pitr     commits after snapshot <gen> ('C'...) */
+ *   wal-<gen>-<seq>-<t_ms>.pitr     commits after snapshot <gen> ('K' or 'C'...) */
 #ifndef WSGATE_STORE_ARCHIVE_H
 #define WSGATE_STORE_ARCHIVE_H
 
@@ -75,44 +84,46 @@ void archive_prepare(store *s, const char *db_path);
  * logged as pitr_damaged), open a new segment, archive what the WAL holds
  * that the archive lacks, take a first snapshot when there is none, and
  * convert a pitr_log data directory (its table dropped once a snapshot
- * holds it). Returns 0, or -1 (logged; the store then runs without PITR). */
+ * holds it), then start the archiver thread. Returns 0, or -1 (logged; the
+ * store then runs without PITR). */
 int archive_start(store *s);
 
 /* After a commit on the store connection (its WAL hook; pages: the frames
- * the WAL now holds): note its time; the commits gathered are archived
- * together by archive_after_batch once ARCHIVE_FLUSH_FRAMES frames or
- * ARCHIVE_FLUSH_MS have gathered, when idle (archive_idle), and by
- * archive_guard and archive_sync before anything could overwrite their
- * frames. Never archives itself: the hook runs inside COMMIT, and every
- * chat of the batch would wait for the archive's read, deflate and seal. */
+ * the WAL now holds): note its time. The archiver thread (started by
+ * archive_start) reads the commits noted into the bucket of their second
+ * of commit time once ARCHIVE_FLUSH_FRAMES frames or ARCHIVE_FLUSH_MS have
+ * gathered, 50 ms after the last, or when their second is over, and
+ * writes a bucket as one 'K' record when its second ends; archive_guard
+ * and archive_sync write what is gathered, the bucket of the current
+ * second too, before anything could overwrite their frames. Never
+ * archives itself: the hook runs inside COMMIT. */
 void archive_commit(store *s, int pages);
 
-/* Store thread, after a batch's completions were handed over: archive the
- * commits gathered when archive_commit found enough of them. */
-void archive_after_batch(store *s);
-
-/* Store thread, when no op waits: archive the commits gathered. */
-void archive_idle(store *s);
-
-/* Store thread: true while commits wait to be archived. */
-bool archive_pending(const store *s);
-
 /* After BEGIN of a write on the store connection: make the archive durable
- * when a checkpoint may have let SQLite restart the WAL over frames whose
- * archive copy is not yet on disk. */
+ * when this write may restart the WAL over frames whose archive copy is
+ * not yet on disk (every frame copied into the database file, read from
+ * the WAL-index; or the WAL-index cannot be read). */
 void archive_guard(store *s);
 
-/* Archive the commits gathered and make the archive durable (before the
- * store thread checkpoints itself, and at close). */
+/* Archive the commits gathered, write the current second's bucket as far
+ * as it got (a 'K' record of part of a second) and make the archive
+ * durable (archive_guard, and at close). Waits for a flush of the
+ * archiver thread in progress (under the archive's lock). */
 void archive_sync(store *s);
+
+/* Ask the archiver thread to archive what is gathered and make the
+ * archive durable now, without waiting for it (the store thread, before
+ * it checkpoints itself: archive_guard then finds the sync done or
+ * waits for the rest of it). */
+void archive_sync_start(store *s);
 
 /* Write a base snapshot, start a new generation of segments and drop what
  * fell out of pitr_retention_days (keeping the newest snapshot older than
  * the window). Store thread, between batches. Returns 0 or -1 (logged). */
 int archive_snapshot(store *s);
 
-/* After the store connection closed: record the clean stop, sync and free
- * the archive state (store_close). */
+/* After the store connection closed: stop the archiver thread, record the
+ * clean stop, sync and free the archive state (store_close). */
 void archive_close(store *s);
 
 /* `wsgate restore`, new archive: build out as of to_ms. Returns 0, 1 when

@@ -92,13 +92,12 @@ struct store {
     store_options opt;
     char *pitr_dir;
     struct archive *arch; /* the point-in-time archive (archive.c); NULL: PITR off */
-    /* Checkpoints of the checkpointer thread: ckpt_active while one runs,
-     * ckpt_epoch bumped after each, ckpt_full set to the epoch it bumps to
-     * when the run copied every frame of the WAL (only then may the next
-     * write restart the WAL; archive_guard reads all three). */
-    _Atomic int ckpt_active;
-    _Atomic uint64_t ckpt_epoch;
-    _Atomic uint64_t ckpt_full;
+    /* The WAL-index ("-shm") opened read-only, for archive_guard to see
+     * whether a write may restart the WAL (walshm.h); -1 when not open.
+     * Closed only after the connections are: closing a descriptor of a
+     * file drops every POSIX lock the process holds on it, SQLite's too. */
+    int shm_fd;
+    _Atomic uint64_t archive_syncs; /* store_stats.archive_syncs */
 
     pthread_t thread;
     pthread_mutex_t lock;
@@ -134,6 +133,11 @@ struct store {
     time_t last_sweep;
     time_t last_snapshot;
     uv_async_t async;
+
+    /* Store thread only, the TTL under load (store_sweep_busy): expired
+     * messages may be left this second; when it may step again. */
+    bool sweep_more;
+    double sweep_next_ms;
 };
 
 /* ---- schema.c ---- */
@@ -168,6 +172,11 @@ int store_apply(store *s, store_op *op);
 
 /* Delete expired messages, then idle rooms, while no writes wait. */
 void store_sweep(store *s);
+
+/* Between two batches (store thread): while messages may have expired,
+ * delete a bounded step of them, at most every few tens of ms, so the TTL
+ * keeps up under a load that never leaves store_sweep a turn. */
+void store_sweep_busy(store *s);
 
 /* Read the message at columns col (senderId), col + 1 (senderName) and
  * col + 2 (message) of st's row, message seq of room: a compact row (one

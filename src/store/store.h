@@ -140,11 +140,13 @@ typedef struct store_stats {
     uint64_t ops;
     double last_batch_ms;
     uint32_t last_batch_size;
-    uint64_t expired;       /* messages deleted by the TTL sweeper */
-    uint64_t rooms_expired; /* rooms rows deleted by the TTL sweeper */
-    uint64_t rejected;      /* refused by store_submit_bounded */
-    uint64_t checkpoints;   /* WAL checkpoints run by the checkpointer thread */
-    uint32_t wal_pages;     /* pages in the WAL after the last commit */
+    uint64_t expired;            /* messages deleted by the TTL sweeper */
+    uint64_t rooms_expired;      /* rooms rows deleted by the TTL sweeper */
+    uint64_t rejected;           /* refused by store_submit_bounded */
+    uint64_t checkpoints;        /* WAL checkpoints run by the checkpointer thread */
+    uint32_t wal_pages;          /* pages in the WAL after the last commit */
+    uint64_t archive_syncs;      /* fdatasyncs of the point-in-time archive */
+    uint64_t inline_checkpoints; /* of checkpoints, those the store thread ran itself */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 

@@ -76,11 +76,11 @@ def test_checkpoints_run_off_the_commit_path_and_keep_the_wal_small(start_server
     # WAL past 8192 pages, on the store thread: every chat behind it waited
     # while 32 MB were copied (and, with store_sync=normal, first fsynced);
     # the WAL file grew to 32 MB. Now a checkpointer thread copies it from
-    # 2048 pages (8 MiB) on, the store thread copies the last frames between
-    # two batches (at 4096 pages, 16 MiB, at the latest) so the WAL restarts.
+    # 4096 pages (16 MiB) on, the store thread copies the last frames between
+    # two batches (at 8192 pages, 32 MiB, at the latest) so the WAL restarts.
     srv = start_server(settings={"store_sync": "normal"})
     wal = os.path.join(srv.data_dir, DB + "-wal")
-    n = 1500
+    n = 3000
 
     async def main():
         ws = await connect(srv, userId="w", roomId="wal")
@@ -93,7 +93,13 @@ def test_checkpoints_run_off_the_commit_path_and_keep_the_wal_small(start_server
     asyncio.run(main())
 
     size = os.path.getsize(wal)
-    # At least 5 pages a commit: 1500 commits put 30 MB through the WAL
+    # A few pages a commit: 3000 commits put well over the checkpointer's
+    # 16 MiB through the WAL
     # (the old code's file: 32 MB).
     assert size <= 24 * 1024 * 1024, f"WAL is {size} bytes"
-    assert value(scrape(srv), "wsgate_store_checkpoints_total") >= 1
+    metrics = scrape(srv)
+    assert value(metrics, "wsgate_store_checkpoints_total") >= 1
+    # One commit a chat (and the joins'): every batch counted.
+    assert value(metrics, "wsgate_store_batches_total") >= n
+    assert 0 <= value(metrics, "wsgate_store_inline_checkpoints_total") <= value(
+        metrics, "wsgate_store_checkpoints_total")
