@@ -877,24 +877,6 @@ void archive_guard(store *s) {
 
 /* ---- snapshots ---- */
 
-/* Copy the live database page for page (sqlite3_backup: the same page
- * numbers, so archived frames apply to it; VACUUM INTO would renumber). */
-static int backup_to(sqlite3 *from, const char *path) {
-    sqlite3 *to = NULL;
-    int rc = sqlite3_open(path, &to);
-    if (rc == SQLITE_OK) {
-        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
-        if (!b) {
-            rc = sqlite3_errcode(to);
-        } else {
-            sqlite3_backup_step(b, -1);
-            rc = sqlite3_backup_finish(b);
-        }
-    }
-    sqlite3_close(to);
-    return rc;
-}
-
 /* Seal the file at plain into dir/name. Returns 0 or -1. */
 static int seal_snapshot(store *s, const char *plain, const char *name, int64_t t_ms) {
     struct archive *a = s->arch;
@@ -994,7 +976,7 @@ int archive_snapshot(store *s) {
     archive_flush(s, true);
     /* Between batches: the copy is the database as of the last archived
      * commit, so the new generation's segments start exactly after it. */
-    int rc = backup_to(s->db, plain);
+    int rc = store_copy_db(s->db, plain);
     if (rc == SQLITE_OK && seal_snapshot(s, plain, name, now) == 0) {
         unlink(plain);
         open_segment(s, gen, 0);

@@ -152,6 +152,11 @@ int store_schema(sqlite3 *db);
  * WSG_E_STORE_DAMAGED with err filled (err may be NULL). */
 int store_check_integrity(sqlite3 *db, wsg_error *err, const char *path);
 
+/* Copy the database open in from (main) page for page into a new file at
+ * path (the caller unlinks any old one first). The caller keeps from; the
+ * copy is closed on return. Returns an SQLite code. */
+int store_copy_db(sqlite3 *from, const char *path);
+
 /* Prepare (store_prepare) or finalize (store_finalize) s->st. */
 int store_prepare(store *s);
 void store_finalize(store *s);

@@ -51,22 +51,6 @@ static size_t list_bases(const char *dir, base_file **out) {
     return n;
 }
 
-static int copy_db(sqlite3 *from, const char *to_path) {
-    sqlite3 *to = NULL;
-    int rc = sqlite3_open(to_path, &to);
-    if (rc == SQLITE_OK) {
-        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
-        if (!b) {
-            rc = sqlite3_errcode(to);
-        } else {
-            sqlite3_backup_step(b, -1);
-            rc = sqlite3_backup_finish(b);
-        }
-    }
-    sqlite3_close(to);
-    return rc;
-}
-
 /* ---- backup and restore (the CLI) ---- */
 
 static int open_readonly(const char *path, sqlite3 **db, wsg_error *err) {
@@ -106,7 +90,7 @@ static int copy_file(const char *path, const char *out, wsg_error *err) {
     int rc = open_readonly(path, &src, err);
     if (rc != 0) return rc;
     unlink(out);
-    rc = copy_db(src, out);
+    rc = store_copy_db(src, out);
     sqlite3_close(src);
     if (rc != SQLITE_OK)
         return wsg_error_set(err, WSG_E_STORE_WRITE, "cannot write %s: %s", out,

@@ -271,6 +271,24 @@ int store_check_integrity(sqlite3 *db, wsg_error *err, const char *path) {
     return 0;
 }
 
+/* sqlite3_backup rather than VACUUM INTO: the copy keeps the page
+ * numbers, which the WAL archive's frames (archive.c) are applied to. */
+int store_copy_db(sqlite3 *from, const char *path) {
+    sqlite3 *to = NULL;
+    int rc = sqlite3_open(path, &to);
+    if (rc == SQLITE_OK) {
+        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+        if (!b) {
+            rc = sqlite3_errcode(to);
+        } else {
+            sqlite3_backup_step(b, -1);
+            rc = sqlite3_backup_finish(b);
+        }
+    }
+    sqlite3_close(to);
+    return rc;
+}
+
 /* With encryption on, the newest sealed message must open: a wrong or
  * missing key is a start-up error, never garbage later. */
 int store_check_keys(store *s, wsg_error *err) {
