@@ -1331,10 +1331,23 @@ static int apply_commits(int out, int type, const uint8_t *raw, size_t len, int6
     return rc;
 }
 
-int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, const char *out,
-                    int64_t *earliest_ms, char *err, size_t errlen) {
-    arch_file *files;
-    size_t n = list_files(dir, &files);
+/* Where a restore's replay stands: the file it writes, the page size and
+ * length its last applied commit left, and the end of the last record in
+ * the WAL (salts and frame count), where the next one of that generation
+ * must start. */
+typedef struct restore_state {
+    int fd;
+    int64_t to_ms;
+    uint32_t page_size, db_pages;
+    bool applied, done, have_at;
+    walf at;
+} restore_state;
+
+/* The snapshot a restore to to_ms starts from: the newest taken at or
+ * before it. Sets *earliest_ms to the oldest snapshot's time (-1 with
+ * none). Returns a pointer into files, or NULL when none is that old. */
+static const arch_file *restore_base(const arch_file *files, size_t n, int64_t to_ms,
+                                     int64_t *earliest_ms) {
     const arch_file *snap = NULL;
     *earliest_ms = -1;
     for (size_t i = 0; i < n; i++) {
@@ -1342,79 +1355,102 @@ int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, 
         if (*earliest_ms < 0 || files[i].t_ms < *earliest_ms) *earliest_ms = files[i].t_ms;
         if (files[i].t_ms <= to_ms && (!snap || files[i].gen > snap->gen)) snap = &files[i];
     }
+    return snap;
+}
+
+/* Apply one commit or bucket record (index of segment name) onto st->fd,
+ * refusing a gap in the WAL's frames; marks st->done after the last commit
+ * at or before st->to_ms, or on an error. Returns 0, or -1 with err
+ * filled. raw stays the caller's. */
+static int restore_record(restore_state *st, const char *name, uint32_t index, int type,
+                          const uint8_t *raw, size_t len, char *err, size_t errlen) {
+    uint32_t s0 = walf_get32(raw + 8), s1 = walf_get32(raw + 12);
+    uint64_t first = get64(raw + 16);
+    bool later = false;
+    int rc = 0;
+    /* Within one generation of the WAL, frames follow on: a gap means a
+     * lost record, and replaying past it would mix states. */
+    if (st->have_at && s0 == st->at.salt[0] && s1 == st->at.salt[1] && first != st->at.frames) {
+        snprintf(err, errlen,
+                 "%s record %u: frames %llu..%llu of the WAL are missing from the archive", name,
+                 index, (unsigned long long)st->at.frames, (unsigned long long)first);
+        rc = -1;
+    } else if ((errno = 0, apply_commits(st->fd, type, raw, len, st->to_ms, &st->page_size,
+                                         &st->db_pages, &st->applied, &later)) != 0) {
+        snprintf(err, errlen, "%s record %u: cannot apply (%s)", name, index,
+                 errno ? strerror(errno) : "malformed");
+        rc = -1;
+    }
+    /* Commits are archived in order: after a later one, all are. */
+    if (later || rc != 0) st->done = true;
+    st->at.salt[0] = s0;
+    st->at.salt[1] = s1;
+    st->at.frames = first + walf_get32(raw + 24);
+    st->have_at = true;
+    return rc;
+}
+
+/* Replay the commit and bucket records of segment dir/name onto st->fd
+ * (other records are skipped). Returns 0, or -1 with err filled. */
+static int restore_segment(restore_state *st, const char *dir, const char *name,
+                           const crypto_keyring *keys, char *err, size_t errlen) {
+    file_reader r;
+    if (reader_open(&r, dir, name, err, errlen) != 0) return -1;
+    int got = 0, type, rc = 0;
+    uint8_t *raw;
+    size_t len;
+    bool torn;
+    while (!st->done && (got = reader_next(&r, keys, &type, &raw, &len, &torn, err, errlen)) == 1) {
+        if ((type == 'C' && len >= ARCHIVE_COMMIT_HEAD) ||
+            (type == 'K' && len >= ARCHIVE_BUCKET_HEAD))
+            rc = restore_record(st, name, r.index - 1, type, raw, len, err, errlen);
+        free(raw);
+    }
+    if (got < 0) rc = -1;
+    reader_close(&r);
+    return rc;
+}
+
+/* Leave the file at out as a checkpoint of the applied commits leaves it
+ * (cut to their length), synced, and close st->fd. Returns rc, or -1 with
+ * err filled when rc was 0 and this fails. */
+static int restore_finish(const restore_state *st, const char *out, int rc, char *err,
+                          size_t errlen) {
+    if (rc == 0 && st->applied && ftruncate(st->fd, (off_t)st->db_pages * st->page_size) != 0) {
+        snprintf(err, errlen, "cannot truncate %s: %s", out, strerror(errno));
+        rc = -1;
+    }
+    if (fsync(st->fd) != 0 && rc == 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", out, strerror(errno));
+        rc = -1;
+    }
+    close(st->fd);
+    return rc;
+}
+
+int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, const char *out,
+                    int64_t *earliest_ms, char *err, size_t errlen) {
+    arch_file *files;
+    size_t n = list_files(dir, &files);
+    const arch_file *snap = restore_base(files, n, to_ms, earliest_ms);
     if (!snap) {
         free(files);
         return 1;
     }
     unlink(out);
-    int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    restore_state st = {.fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600),
+                        .to_ms = to_ms};
+    if (st.fd < 0) {
         snprintf(err, errlen, "cannot create %s: %s", out, strerror(errno));
         free(files);
         return -1;
     }
-    int rc = decode_snapshot(dir, snap->name, keys, fd, err, errlen);
-    uint32_t page_size = 0, db_pages = 0;
-    bool applied = false, done = false;
-    walf at = {0};
-    bool have_at = false;
-    for (size_t i = 0; rc == 0 && !done && i < n; i++) {
+    int rc = decode_snapshot(dir, snap->name, keys, st.fd, err, errlen);
+    for (size_t i = 0; rc == 0 && !st.done && i < n; i++) {
         if (files[i].snap || files[i].gen < snap->gen) continue;
-        file_reader r;
-        if (reader_open(&r, dir, files[i].name, err, errlen) != 0) {
-            rc = -1;
-            break;
-        }
-        int got, type;
-        uint8_t *raw;
-        size_t len;
-        bool torn;
-        while (!done && (got = reader_next(&r, keys, &type, &raw, &len, &torn, err, errlen)) == 1) {
-            if ((type != 'C' || len < ARCHIVE_COMMIT_HEAD) &&
-                (type != 'K' || len < ARCHIVE_BUCKET_HEAD)) {
-                free(raw);
-                continue;
-            }
-            uint32_t s0 = walf_get32(raw + 8), s1 = walf_get32(raw + 12);
-            uint64_t first = get64(raw + 16);
-            bool later = false;
-            /* Within one generation of the WAL, frames follow on: a gap
-             * means a lost record, and replaying past it would mix states. */
-            if (have_at && s0 == at.salt[0] && s1 == at.salt[1] && first != at.frames) {
-                snprintf(err, errlen,
-                         "%s record %u: frames %llu..%llu of the WAL are missing from the"
-                         " archive",
-                         files[i].name, r.index - 1, (unsigned long long)at.frames,
-                         (unsigned long long)first);
-                rc = -1;
-            } else if ((errno = 0, apply_commits(fd, type, raw, len, to_ms, &page_size, &db_pages,
-                                                 &applied, &later)) != 0) {
-                snprintf(err, errlen, "%s record %u: cannot apply (%s)", files[i].name, r.index - 1,
-                         errno ? strerror(errno) : "malformed");
-                rc = -1;
-            }
-            /* Commits are archived in order: after a later one, all are. */
-            if (later) done = true;
-            at.salt[0] = s0;
-            at.salt[1] = s1;
-            at.frames = first + walf_get32(raw + 24);
-            have_at = true;
-            free(raw);
-            if (rc != 0) done = true;
-        }
-        if (got < 0) rc = -1;
-        reader_close(&r);
+        rc = restore_segment(&st, dir, files[i].name, keys, err, errlen);
     }
-    /* The file as a checkpoint of those commits leaves it. */
-    if (rc == 0 && applied && ftruncate(fd, (off_t)db_pages * page_size) != 0) {
-        snprintf(err, errlen, "cannot truncate %s: %s", out, strerror(errno));
-        rc = -1;
-    }
-    if (fsync(fd) != 0 && rc == 0) {
-        snprintf(err, errlen, "cannot sync %s: %s", out, strerror(errno));
-        rc = -1;
-    }
-    close(fd);
+    rc = restore_finish(&st, out, rc, err, errlen);
     free(files);
     return rc;
 }

@@ -347,27 +347,21 @@ static void on_async(uv_async_t *h) {
     if (run_completions(s, STORE_COMPLETIONS_PER_TURN, STORE_COMPLETION_BYTES_PER_TURN))
         uv_async_send(&s->async);
 }
-store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, wsg_error *err) {
-    store *s = xcalloc(1, sizeof(*s));
-    s->opt = *opt;
-    s->shm_fd = -1;
-    if (opt->pitr) {
-        s->pitr_dir = xstrdup(opt->pitr_dir);
-        mkdir(s->pitr_dir, 0700);
-        if (s->opt.pitr_snapshot_interval_s <= 0) s->opt.pitr_snapshot_interval_s = 3600;
-        archive_prepare(s, path);
-    }
+/* Open the store's own connection to path: checked, tuned, migrated, its
+ * statements prepared and its keys checked. Returns 0, or -1 with err
+ * filled (s->db, when open, is left for the caller to close). */
+static int open_main_db(store *s, const char *path, wsg_error *err) {
     int rc = sqlite3_open_v2(
         path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
-    if (store_check_integrity(s->db, err, path) != 0) goto fail_msg;
+    if (store_check_integrity(s->db, err, path) != 0) return -1;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db,
-                          opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                          NULL, NULL, NULL);
+        rc = sqlite3_exec(
+            s->db, s->opt.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
+            NULL, NULL);
     /* SQLite's default 2 MB page cache made every busy batch re-read index
      * pages from the file (one pread per message): 64 MB holds the hot
      * parts of the indexes of a busy server. Temporary b-trees in memory. */
@@ -383,27 +377,34 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     }
     if (rc == SQLITE_OK) rc = store_prepare(s);
     if (rc != SQLITE_OK) goto fail;
-    if (store_check_keys(s, err) != 0) goto fail_msg;
-    rc = sqlite3_open_v2(path, &s->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    return store_check_keys(s, err) != 0 ? -1 : 0;
+fail:
+    wsg_error_set(err, WSG_E_STORE_OPEN, "cannot open store %s: %s", path,
+                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    return -1;
+}
+
+/* Open the checkpointer's connection to path (s->ckpt_db). Returns 0, or
+ * -1 with err filled and nothing left open. */
+static int open_ckpt_db(store *s, const char *path, wsg_error *err) {
+    int rc = sqlite3_open_v2(path, &s->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     /* The checkpoint syncs as the store does (both levels sync the WAL and
      * the database file at a checkpoint). */
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->ckpt_db,
-                          opt->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                          NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        wsg_error_set(err, WSG_E_STORE_OPEN, "cannot open store %s for checkpoints: %s", path,
-                      s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
-        sqlite3_close(s->ckpt_db);
-        goto fail_msg;
-    }
-    sqlite3_wal_hook(s->db, on_wal_commit, s);
-    /* For archive_guard (walshm.h); without it the guard syncs whenever a
-     * checkpoint ran, as it did before it could tell. */
-    char shm[4200];
-    snprintf(shm, sizeof(shm), "%s-shm", path);
-    s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
+        rc = sqlite3_exec(
+            s->ckpt_db, s->opt.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+            NULL, NULL, NULL);
+    if (rc == SQLITE_OK) return 0;
+    wsg_error_set(err, WSG_E_STORE_OPEN, "cannot open store %s for checkpoints: %s", path,
+                  s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
+    sqlite3_close(s->ckpt_db);
+    s->ckpt_db = NULL;
+    return -1;
+}
 
+/* Set up what the loop and the two threads share, and start the store
+ * and checkpoint threads (a failure to start them aborts). */
+static void start_threads(store *s, uv_loop_t *loop, wsg_error *err) {
     strmap_init(&s->last_seq);
     strmap_init(&s->sender_keys);
     strmap_init(&s->batch_ranges);
@@ -424,17 +425,34 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     /* Named for top -H and profiles (bench/store_bytes.py reads their CPU). */
     pthread_setname_np(s->thread, "wsgate-store");
     pthread_setname_np(s->ckpt_thread, "wsgate-ckpt");
+}
+
+store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, wsg_error *err) {
+    store *s = xcalloc(1, sizeof(*s));
+    s->opt = *opt;
+    s->shm_fd = -1;
+    if (opt->pitr) {
+        s->pitr_dir = xstrdup(opt->pitr_dir);
+        mkdir(s->pitr_dir, 0700);
+        if (s->opt.pitr_snapshot_interval_s <= 0) s->opt.pitr_snapshot_interval_s = 3600;
+        archive_prepare(s, path);
+    }
+    if (open_main_db(s, path, err) != 0 || open_ckpt_db(s, path, err) != 0) {
+        store_finalize(s);
+        sqlite3_close(s->db);
+        archive_close(s);
+        free(s->pitr_dir);
+        free(s);
+        return NULL;
+    }
+    sqlite3_wal_hook(s->db, on_wal_commit, s);
+    /* For archive_guard (walshm.h); without it the guard syncs whenever a
+     * checkpoint ran, as it did before it could tell. */
+    char shm[4200];
+    snprintf(shm, sizeof(shm), "%s-shm", path);
+    s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
+    start_threads(s, loop, err);
     return s;
-fail:
-    wsg_error_set(err, WSG_E_STORE_OPEN, "cannot open store %s: %s", path,
-                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-fail_msg:
-    store_finalize(s);
-    sqlite3_close(s->db);
-    archive_close(s);
-    free(s->pitr_dir);
-    free(s);
-    return NULL;
 }
 
 void store_submit(store *s, store_op *op) {
