@@ -69,9 +69,9 @@ Test(store_guard, syncs_only_when_a_write_may_restart_the_wal) {
                         .pitr = true,
                         .pitr_dir = pitr,
                         .pitr_snapshot_interval_s = 3600};
-    char err[256];
-    store *s = store_open(path, &loop, &so, err, sizeof err);
-    cr_assert_not_null(s, "%s", err);
+    wsg_error err = {0};
+    store *s = store_open(path, &loop, &so, &err);
+    cr_assert_not_null(s, "%s", err.message);
     chat(s, 0);
     /* Nothing has been copied into the database file, so none of the next
      * 40 batches can restart the WAL: the archive has no reason to
@@ -111,8 +111,8 @@ Test(store_guard, syncs_only_when_a_write_may_restart_the_wal) {
      * the chats of the last second.) */
     char out[300];
     snprintf(out, sizeof out, "%s/restored.db", dir);
-    cr_assert_eq(store_restore(path, pitr, NULL, (int64_t)time(NULL) + 1, out, err, sizeof err), 0,
-                 "%s", err);
+    cr_assert_eq(store_restore(path, pitr, NULL, (int64_t)time(NULL) + 1, out, &err), 0, "%s",
+                 err.message);
     cr_assert_eq(sqlite3_open(out, &c), SQLITE_OK);
     sqlite3_stmt *q;
     cr_assert_eq(sqlite3_prepare_v2(c, "SELECT COUNT(*) FROM messages", -1, &q, NULL), SQLITE_OK);

@@ -39,9 +39,9 @@ Test(store_rooms_gen, moves_when_the_sweep_deletes_a_room_and_only_then) {
     uv_loop_t loop;
     uv_loop_init(&loop);
     store_options so = {.sync_full = false, .ttl_days = 1, .on_commit = done};
-    char err[256];
-    store *s = store_open(path, &loop, &so, err, sizeof err);
-    cr_assert_not_null(s, "%s", err);
+    wsg_error err = {0};
+    store *s = store_open(path, &loop, &so, &err);
+    cr_assert_not_null(s, "%s", err.message);
     uint32_t g0 = store_rooms_gen(s);
     /* A room joined now stays: the sweep (about once a second) leaves it
      * and the generation with it. */
