@@ -303,6 +303,9 @@ static const char *const FAMILIES[] = {
     "wsgate_chat_phase_seconds",
     "wsgate_store_wal_pages",
     "wsgate_store_checkpoints_total",
+    "wsgate_store_batches_total",
+    "wsgate_store_inline_checkpoints_total",
+    "wsgate_store_archive_syncs_total",
 };
 
 /* ---- tests ---- */
