@@ -9,8 +9,7 @@ void access_line_context(log_line *l, const config *cfg, const access_line *a) {
     log_int(l, "requestTimeEpoch", a->request_time_epoch);
     log_num(l, "integrationLatency", a->latency_ms);
     log_str(l, "identity.sourceIp", a->source_ip);
-    if (a->user_agent || !a->user_agent_optional)
-        log_str(l, "identity.userAgent", a->user_agent);
+    if (a->user_agent || !a->user_agent_optional) log_str(l, "identity.userAgent", a->user_agent);
     log_str(l, "stage", cfg->stage_name);
     log_int(l, "worker", a->worker);
 }
