@@ -786,6 +786,16 @@ Test(metrics, promtool_check) {
 
 static void redis_source(metrics_out *o, void *ctx) { redis_metrics_write(o, ctx); }
 
+/* Remove the last family source of s: no Redis family is rendered after. */
+static void remove_last_redis_source(redis_engine_stats *s) {
+    metrics_remove_family_source(redis_source, s);
+    char *t;
+    parsed P = render(&t);
+    cr_assert_null(strstr(t, "wsgate_redis_"));
+    parsed_free(&P);
+    free(t);
+}
+
 Test(metrics, family_sources_render_the_redis_engine, .init = init_detailed, .fini = fini) {
     redis_engine_stats s = {.published_chats = 5, .workers = 2, .workers_up = 2, .rooms = 3};
     redis_client_stats
@@ -826,11 +836,7 @@ Test(metrics, family_sources_render_the_redis_engine, .init = init_detailed, .fi
     parsed_free(&P);
     free(t);
 
-    metrics_remove_family_source(redis_source, &s);
-    P = render(&t);
-    cr_assert_null(strstr(t, "wsgate_redis_"));
-    parsed_free(&P);
-    free(t);
+    remove_last_redis_source(&s);
 }
 
 /* Gauge and family sources are added and removed by one piece of code
@@ -851,9 +857,5 @@ Test(metrics, family_sources_bounded_and_apart_from_gauges, .init = init_detaile
     cr_assert_eq(get(&P, "wsgate_store_pending_ops", NULL), 0, "gauge source removed");
     parsed_free(&P);
     free(t);
-    metrics_remove_family_source(redis_source, &s);
-    P = render(&t);
-    cr_assert_null(strstr(t, "wsgate_redis_"));
-    parsed_free(&P);
-    free(t);
+    remove_last_redis_source(&s);
 }
