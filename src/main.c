@@ -145,6 +145,22 @@ static int resolve_listen(config *cfg, bool replace, char *numeric, size_t numle
     return 0;
 }
 
+/* The start serve and check share: load_config, then resolve_listen into
+ * numeric. Returns -1 to go on with cfg loaded, else the exit status (0
+ * after --help, 2 after a printed error) with cfg already freed. */
+static int load_and_resolve(config *cfg, int argc, char **argv, bool replace, char *numeric,
+                            size_t numlen) {
+    if (load_config(cfg, argc, argv, 2) == 1) {
+        config_free(cfg);
+        return 0;
+    }
+    if (resolve_listen(cfg, replace, numeric, numlen) != 0) {
+        config_free(cfg);
+        return 2;
+    }
+    return -1;
+}
+
 /* ---- the workers: one event loop per thread, one port ---- */
 
 typedef struct worker {
@@ -310,15 +326,9 @@ static int cmd_serve(int argc, char **argv) {
      * server, not a signal; other commands keep the default (`| head`). */
     signal(SIGPIPE, SIG_IGN);
     config cfg;
-    if (load_config(&cfg, argc, argv, 2) == 1) {
-        config_free(&cfg);
-        return 0;
-    }
     char addr[64];
-    if (resolve_listen(&cfg, true, addr, sizeof(addr)) != 0) {
-        config_free(&cfg);
-        return 2;
-    }
+    int done = load_and_resolve(&cfg, argc, argv, true, addr, sizeof(addr));
+    if (done >= 0) return done;
     wsg_error derr;
     if (preflight_data_dir(cfg.data_dir, &derr) < 0) { /* a file, or not writable */
         fprintf(stderr, "wsgate: %s\n", derr.message);
@@ -572,15 +582,9 @@ static int cmd_export(int argc, char **argv) {
 
 static int cmd_check(int argc, char **argv) {
     config cfg;
-    if (load_config(&cfg, argc, argv, 2) == 1) {
-        config_free(&cfg);
-        return 0;
-    }
     char addr[64];
-    if (resolve_listen(&cfg, false, addr, sizeof(addr)) != 0) {
-        config_free(&cfg);
-        return 2;
-    }
+    int done = load_and_resolve(&cfg, argc, argv, false, addr, sizeof(addr));
+    if (done >= 0) return done;
     wsg_error ferr;
     if (preflight_port(addr, (int)cfg.port, &ferr) < 0 || preflight_files(&cfg, &ferr) < 0) {
         fprintf(stderr, "wsgate: %s\n", ferr.message);

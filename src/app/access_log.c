@@ -11,10 +11,8 @@
 #include "common/random.h"
 #include "integrations/integ.h"
 #include "net/server.h"
+#include "log/access_line.h"
 #include "log/log.h"
-
-/* Bytes of a message body written to the log when enable_data_trace. */
-#define DATA_TRACE_MAX 1024
 
 void access_start(const config *cfg, access_record *r, const char *event_type,
                   const char *traceparent, size_t tp_len) {
@@ -50,17 +48,17 @@ double access_finish(const config *cfg, trace_exporter *tracer, conn *c, access_
     random_uuid(request_id);
     log_line l;
     log_begin(&l, LOG_INFO, "access");
-    log_str(&l, "requestId", request_id);
-    log_str(&l, "connectionId", c->id);
-    log_str(&l, "eventType", r->event_type);
-    log_str(&l, "routeKey", r->route_key);
-    log_int(&l, "status", r->status);
-    log_int(&l, "requestTimeEpoch", r->start_epoch_ms);
-    log_num(&l, "integrationLatency", latency_ms);
-    log_str(&l, "identity.sourceIp", c->source_ip);
-    log_str(&l, "identity.userAgent", c->user_agent);
-    log_str(&l, "stage", cfg->stage_name);
-    log_int(&l, "worker", c->srv->worker_index);
+    access_line_context(&l, cfg,
+                        &(access_line){.request_id = request_id,
+                                       .connection_id = c->id,
+                                       .event_type = r->event_type,
+                                       .route_key = r->route_key,
+                                       .status = r->status,
+                                       .request_time_epoch = r->start_epoch_ms,
+                                       .latency_ms = latency_ms,
+                                       .source_ip = c->source_ip,
+                                       .user_agent = c->user_agent,
+                                       .worker = c->srv->worker_index});
     /* Which clients compress: said once per connection, on its connect. */
     if (c->deflate && strcmp(r->event_type, "CONNECT") == 0)
         log_str(&l, "extensions", "permessage-deflate");
@@ -69,11 +67,10 @@ double access_finish(const config *cfg, trace_exporter *tracer, conn *c, access_
         log_str(&l, "spanId", r->trace.span_id);
         if (r->trace.parent_span_id[0]) log_str(&l, "parentSpanId", r->trace.parent_span_id);
     }
-    for (size_t i = 0; i < cfg->additional_tags_count; i++)
-        log_str(&l, cfg->additional_tags[i].key, cfg->additional_tags[i].value);
+    access_line_tags(&l, cfg);
     if (r->error) log_str(&l, "error.message", r->error);
     if (r->body && cfg->enable_data_trace)
-        log_strn(&l, "body", r->body, r->body_len, DATA_TRACE_MAX);
+        log_strn(&l, "body", r->body, r->body_len, ACCESS_LINE_TRACE_MAX);
     integ_log_fields(&l, c); /* [integrations] the HTTP authorizer's principalId */
     log_end(&l);
     return latency_ms;

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,16 @@ static const char *get_string(json_t *body, const char *key, bool *wrong_type) {
         return NULL;
     }
     return json_string_value(v);
+}
+
+/* Return the integer member `key` of body when it is from 1 to max, def
+ * when it is absent or null, and -1 when it is anything else (the caller
+ * answers BAD_REQUEST with its own text). */
+static json_int_t get_positive(json_t *body, const char *key, json_int_t def, json_int_t max) {
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return def;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max) return -1;
+    return json_integer_value(v);
 }
 
 /* ---- chat ---- */
@@ -557,15 +568,10 @@ static void route_room_list(hub *h, session *s, json_t *body, handler_result *re
         fail(s->c, res, 400, "BAD_REQUEST", "after must be a string");
         return;
     }
-    json_t *lv = json_object_get(body, "limit");
-    json_int_t limit = ROOM_LIST_DEFAULT_LIMIT;
-    if (lv && !json_is_null(lv)) {
-        if (!json_is_integer(lv) || json_integer_value(lv) < 1 ||
-            json_integer_value(lv) > ROOM_LIST_MAX_LIMIT) {
-            fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 1000");
-            return;
-        }
-        limit = json_integer_value(lv);
+    json_int_t limit = get_positive(body, "limit", ROOM_LIST_DEFAULT_LIMIT, ROOM_LIST_MAX_LIMIT);
+    if (limit < 0) {
+        fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 1000");
+        return;
     }
     size_t budget = (size_t)a->cfg->room_list_max_bytes;
     size_t half_queue = (size_t)a->cfg->max_queued_bytes / 2;
@@ -715,24 +721,15 @@ static void route_history(hub *h, session *s, json_t *body, handler_result *res)
               room_id);
         return;
     }
-    json_t *lv = json_object_get(body, "limit");
-    json_t *bv = json_object_get(body, "beforeSeq");
-    json_int_t limit = HISTORY_DEFAULT_LIMIT;
-    if (lv && !json_is_null(lv)) {
-        if (!json_is_integer(lv) || json_integer_value(lv) < 1 ||
-            json_integer_value(lv) > HISTORY_MAX_LIMIT) {
-            fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 500");
-            return;
-        }
-        limit = json_integer_value(lv);
+    json_int_t limit = get_positive(body, "limit", HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT);
+    if (limit < 0) {
+        fail(s->c, res, 400, "BAD_REQUEST", "limit must be an integer from 1 to 500");
+        return;
     }
-    json_int_t before = 0;
-    if (bv && !json_is_null(bv)) {
-        if (!json_is_integer(bv) || json_integer_value(bv) < 1) {
-            fail(s->c, res, 400, "BAD_REQUEST", "beforeSeq must be a positive integer");
-            return;
-        }
-        before = json_integer_value(bv);
+    json_int_t before = get_positive(body, "beforeSeq", 0, LLONG_MAX);
+    if (before < 0) {
+        fail(s->c, res, 400, "BAD_REQUEST", "beforeSeq must be a positive integer");
+        return;
     }
     store_op *op = store_op_new(STORE_OP_HISTORY);
     op->room_id = xstrdup(room_id);

@@ -6,12 +6,16 @@
 
 #include "common/alloc.h"
 
+void *bytebuf_grow(void *p, size_t *cap, size_t need, size_t first) {
+    if (need <= *cap) return p;
+    size_t c = *cap ? *cap : first;
+    while (c < need) c *= 2;
+    *cap = c;
+    return xrealloc(p, c);
+}
+
 void bytebuf_reserve(bytebuf *b, size_t extra) {
-    if (b->n + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + extra + 1) cap *= 2;
-    b->d = xrealloc(b->d, cap);
-    b->cap = cap;
+    b->d = bytebuf_grow(b->d, &b->cap, b->n + extra + 1, 64);
 }
 
 void bytebuf_put(bytebuf *b, const void *s, size_t n) {

@@ -12,6 +12,14 @@ typedef struct bytebuf {
     size_t cap;
 } bytebuf;
 
+/* The growth rule every growable array of bytes shares: return p
+ * reallocated (failure aborts) so that it holds at least need bytes, *cap
+ * doubled from its value (or from first when it is 0) until it does, and
+ * *cap updated; p itself when *cap already suffices. The caller owns the
+ * result, as it owned p. For buffers that cannot be a bytebuf (their fields
+ * are read elsewhere under other names). */
+void *bytebuf_grow(void *p, size_t *cap, size_t need, size_t first);
+
 /* Make room for `extra` more bytes (and the NUL) without appending. */
 void bytebuf_reserve(bytebuf *b, size_t extra);
 

@@ -315,18 +315,30 @@ static int item_line(int item, int line) { return line == 0 ? 0 : item ? item : 
 
 /* ---------- applying one value ---------- */
 
-/* apply_value for a list of strings. */
-static int apply_list(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
-                      int line, wsg_error *err) {
+/* Check that val is a `type` (a list or a map) of strings that v's rules
+ * accept, keys included for a map. Returns 0, or fail_var's code with err
+ * set (`what` is the rule a wrong type breaks). */
+static int check_strings(const config_var *v, const tfv_value *val, tfv_type type, const char *what,
+                         const char *origin, int line, wsg_error *err) {
     const char *bad;
-    if (val->type != TFV_LIST) return fail_var(err, origin, line, v, "must be a list of strings");
+    if (val->type != type) return fail_var(err, origin, line, v, what);
     for (size_t i = 0; i < val->count; i++) {
         const tfv_value *it = val->items[i];
         int l = item_line(it->line, line);
-        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, "must be a list of strings");
-        if ((bad = check_item(v, it->string))) return fail_var(err, origin, l, v, bad);
+        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, what);
+        if ((type == TFV_MAP && (bad = check_key(v, val->keys[i]))) ||
+            (bad = check_item(v, it->string)))
+            return fail_var(err, origin, l, v, bad);
     }
     if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+    return 0;
+}
+
+/* apply_value for a list of strings. */
+static int apply_list(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
+                      int line, wsg_error *err) {
+    int rc = check_strings(v, val, TFV_LIST, "must be a list of strings", origin, line, err);
+    if (rc != 0) return rc;
     char **list = xcalloc(val->count + 1, sizeof *list);
     for (size_t i = 0; i < val->count; i++) list[i] = xstrdup(val->items[i]->string);
     free_field(cfg, v);
@@ -338,16 +350,8 @@ static int apply_list(config *cfg, const config_var *v, const tfv_value *val, co
 /* apply_value for a map of strings. */
 static int apply_map(config *cfg, const config_var *v, const tfv_value *val, const char *origin,
                      int line, wsg_error *err) {
-    const char *bad;
-    if (val->type != TFV_MAP) return fail_var(err, origin, line, v, "must be a map of strings");
-    for (size_t i = 0; i < val->count; i++) {
-        const tfv_value *it = val->items[i];
-        int l = item_line(it->line, line);
-        if (it->type != TFV_STRING) return fail_var(err, origin, l, v, "must be a map of strings");
-        if ((bad = check_key(v, val->keys[i])) || (bad = check_item(v, it->string)))
-            return fail_var(err, origin, l, v, bad);
-    }
-    if (v->max_items && val->count > v->max_items) return fail_var(err, origin, line, v, v->rule);
+    int rc = check_strings(v, val, TFV_MAP, "must be a map of strings", origin, line, err);
+    if (rc != 0) return rc;
     config_kv *kv = val->count ? xcalloc(val->count, sizeof *kv) : NULL;
     for (size_t i = 0; i < val->count; i++) {
         kv[i].key = xstrdup(val->keys[i]);

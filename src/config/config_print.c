@@ -75,6 +75,24 @@ static json_t *text_json(const config_var *v, const char *s) {
     return j ? j : json_string("(not UTF-8)");
 }
 
+/* Write entry i of v's map, of strings or of objects, as `key = value`. */
+static void put_map_entry(FILE *out, config *cfg, const config_var *v, size_t i) {
+    if (v->type == CV_STRMAP) {
+        const config_kv *kv = &(*map_field(cfg, v))[i];
+        put_quoted(out, kv->key);
+        fputs(" = ", out);
+        put_quoted(out, kv->value);
+        return;
+    }
+    char *e = objmap_get(cfg, v) + i * v->elem_size;
+    put_quoted(out, entry_key(v, e));
+    fputs(" = {", out);
+    for (const cv_member *m = v->members; m->name; m++)
+        fprintf(out, "%s %s = %lld", m == v->members ? "" : ",", m->name,
+                (long long)*entry_member(e, m));
+    fputs(" }", out);
+}
+
 static void put_value(FILE *out, config *cfg, const config_var *v) {
     if (v->flags & CV_SECRET) {
         /* Stars for an empty value would claim a secret that is not there;
@@ -97,25 +115,8 @@ static void put_value(FILE *out, config *cfg, const config_var *v) {
         fputc(']', out);
         break;
     }
-    case CV_STRMAP: {
-        config_kv *kv = *map_field(cfg, v);
-        size_t n = *count_field(cfg, v);
-        if (!n) {
-            fputs("{}", out);
-            break;
-        }
-        fputs("{ ", out);
-        for (size_t i = 0; i < n; i++) {
-            if (i) fputs(", ", out);
-            put_quoted(out, kv[i].key);
-            fputs(" = ", out);
-            put_quoted(out, kv[i].value);
-        }
-        fputs(" }", out);
-        break;
-    }
+    case CV_STRMAP:
     case CV_OBJMAP: {
-        char *arr = objmap_get(cfg, v);
         size_t n = *count_field(cfg, v);
         if (!n) {
             fputs("{}", out);
@@ -123,14 +124,8 @@ static void put_value(FILE *out, config *cfg, const config_var *v) {
         }
         fputs("{ ", out);
         for (size_t i = 0; i < n; i++) {
-            char *e = arr + i * v->elem_size;
             if (i) fputs(", ", out);
-            put_quoted(out, entry_key(v, e));
-            fputs(" = {", out);
-            for (const cv_member *m = v->members; m->name; m++)
-                fprintf(out, "%s %s = %lld", m == v->members ? "" : ",", m->name,
-                        (long long)*entry_member(e, m));
-            fputs(" }", out);
+            put_map_entry(out, cfg, v, i);
         }
         fputs(" }", out);
         break;

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/bytebuf.h"
 #include "common/error.h"
 #include "common/fields.h"
 
@@ -17,12 +18,7 @@
 enum { PIECE_NONE, PIECE_URL, PIECE_FIELD, PIECE_VALUE };
 
 static void raw_append(http_request *r, const char *at, size_t n) {
-    if (r->raw_len + n + 1 > r->raw_cap) {
-        size_t cap = r->raw_cap ? r->raw_cap : 512;
-        while (cap < r->raw_len + n + 1) cap *= 2;
-        r->raw = xrealloc(r->raw, cap);
-        r->raw_cap = cap;
-    }
+    r->raw = bytebuf_grow(r->raw, &r->raw_cap, r->raw_len + n + 1, 512);
     memcpy(r->raw + r->raw_len, at, n);
     r->raw_len += n;
     r->raw[r->raw_len] = '\0';

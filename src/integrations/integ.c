@@ -12,6 +12,7 @@
 #include "cli/outputs.h"
 #include "integrations/integ_event.h"
 #include "integrations/integ_http.h"
+#include "log/access_line.h"
 #include "net/server.h"
 
 /* One route's integration. */
@@ -84,10 +85,6 @@ typedef struct call {
     char *trace_body; /* a message's body for the data trace (enable_data_trace), or NULL */
     size_t trace_len;
 } call;
-
-/* Bytes of a message body written to the log when enable_data_trace (as
- * the built-in routes' access lines). */
-#define DATA_TRACE_MAX 1024
 
 /* ---- settings ---- */
 
@@ -288,6 +285,12 @@ static int post(call *k, const char *url, char *json, size_t len, int64_t timeou
 
 /* ---- logs ---- */
 
+/* The HTTP authorizer's principalId of r (NULL: none), when it gave one. */
+static void log_principal(log_line *l, const conn_rec *r) {
+    json_t *p = r && r->authorizer ? json_object_get(r->authorizer, "principalId") : NULL;
+    if (json_is_string(p)) log_str(l, "authorizer.principalId", json_string_value(p));
+}
+
 static void log_call(const call *k, int status, const char *error, double seconds) {
     if (!log_enabled(LOG_INFO)) return;
     log_line l;
@@ -295,32 +298,27 @@ static void log_call(const call *k, int status, const char *error, double second
      * route's would be); the calls around a connection's life are their own
      * event, besides the CONNECT and DISCONNECT access lines. */
     log_begin(&l, LOG_INFO, k->kind == CALL_MESSAGE ? "access" : "integration");
-    log_str(&l, "requestId", k->request_id);
-    log_str(&l, "connectionId", k->conn_id);
-    log_str(&l, "eventType", k->event_type);
-    log_str(&l, "routeKey", k->route_key);
-    log_int(&l, "status", status);
-    log_int(&l, "requestTimeEpoch", k->start_epoch_ms);
-    log_num(&l, "integrationLatency", seconds * 1000.0);
-    log_str(&l, "identity.sourceIp", k->source_ip);
     conn_rec *r = rec_get(k->conn_id);
-    if (r && r->c->user_agent) log_str(&l, "identity.userAgent", r->c->user_agent);
-    log_str(&l, "stage", G.cfg->stage_name);
-    log_int(&l, "worker", k->worker);
-    for (size_t i = 0; i < G.cfg->additional_tags_count; i++)
-        log_str(&l, G.cfg->additional_tags[i].key, G.cfg->additional_tags[i].value);
-    if (k->trace_body) log_strn(&l, "body", k->trace_body, k->trace_len, DATA_TRACE_MAX);
-    json_t *p = r && r->authorizer ? json_object_get(r->authorizer, "principalId") : NULL;
-    if (json_is_string(p)) log_str(&l, "authorizer.principalId", json_string_value(p));
+    access_line_context(&l, G.cfg,
+                        &(access_line){.request_id = k->request_id,
+                                       .connection_id = k->conn_id,
+                                       .event_type = k->event_type,
+                                       .route_key = k->route_key,
+                                       .status = status,
+                                       .request_time_epoch = k->start_epoch_ms,
+                                       .latency_ms = seconds * 1000.0,
+                                       .source_ip = k->source_ip,
+                                       .user_agent = r ? r->c->user_agent : NULL,
+                                       .user_agent_optional = true,
+                                       .worker = k->worker});
+    access_line_tags(&l, G.cfg);
+    if (k->trace_body) log_strn(&l, "body", k->trace_body, k->trace_len, ACCESS_LINE_TRACE_MAX);
+    log_principal(&l, r);
     if (error) log_str(&l, "error.message", error);
     log_end(&l);
 }
 
-void integ_log_fields(log_line *l, const conn *c) {
-    conn_rec *r = rec_get(c->id);
-    json_t *p = r && r->authorizer ? json_object_get(r->authorizer, "principalId") : NULL;
-    if (json_is_string(p)) log_str(l, "authorizer.principalId", json_string_value(p));
-}
+void integ_log_fields(log_line *l, const conn *c) { log_principal(l, rec_get(c->id)); }
 
 /* ---- the client-facing error of a message route ---- */
 
@@ -535,7 +533,7 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
     conn_rec *r = rec_get(c->id);
     call *k = call_new(CALL_MESSAGE, (size_t)idx, c, ri->key, "MESSAGE");
     if (G.cfg->enable_data_trace && !binary && log_enabled(LOG_INFO)) {
-        k->trace_len = len < DATA_TRACE_MAX ? len : DATA_TRACE_MAX;
+        k->trace_len = len < ACCESS_LINE_TRACE_MAX ? len : ACCESS_LINE_TRACE_MAX;
         k->trace_body = xmalloc(k->trace_len + 1);
         memcpy(k->trace_body, data, k->trace_len);
         k->trace_body[k->trace_len] = '\0';

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/bytebuf.h"
 #include "common/clock.h"
 
 /* Idle connections libcurl keeps for reuse on one loop. */
@@ -17,8 +18,7 @@ typedef struct http_req {
     integ_http *h;
     CURL *easy;
     char *body;
-    char *resp;
-    size_t resp_len, resp_cap;
+    bytebuf resp;
     bool too_large;
     uint64_t start_ns;
     integ_http_done done;
@@ -80,7 +80,7 @@ static void req_free(http_req *r) {
         curl_easy_cleanup(r->easy);
     }
     free(r->body);
-    free(r->resp);
+    free(r->resp.d);
     free(r);
 }
 
@@ -115,8 +115,8 @@ static void check_done(integ_http *h) {
             resp.error_text = curl_easy_strerror(rc);
         } else {
             curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
-            resp.body = r->resp ? r->resp : "";
-            resp.len = r->resp_len;
+            resp.body = r->resp.d ? r->resp.d : "";
+            resp.len = r->resp.n;
         }
         r->done(r->ctx, &resp);
         req_free(r);
@@ -185,19 +185,11 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
 static size_t write_cb(char *data, size_t size, size_t n, void *userp) {
     http_req *r = userp;
     size_t len = size * n;
-    if (r->resp_len + len > r->h->max_response) {
+    if (r->resp.n + len > r->h->max_response) {
         r->too_large = true;
         return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
     }
-    if (r->resp_len + len + 1 > r->resp_cap) {
-        size_t cap = r->resp_cap ? r->resp_cap * 2 : 4096;
-        while (cap < r->resp_len + len + 1) cap *= 2;
-        r->resp = xrealloc(r->resp, cap);
-        r->resp_cap = cap;
-    }
-    memcpy(r->resp + r->resp_len, data, len);
-    r->resp_len += len;
-    r->resp[r->resp_len] = '\0';
+    bytebuf_put(&r->resp, data, len);
     return len;
 }
 

@@ -52,15 +52,19 @@ static const char *const throttle_scope_name[METRICS_THROTTLE_COUNT] = {
 
 /* ---- the global registry ---- */
 
-typedef struct gauge_source {
-    metrics_gauge_fn fn;
+/* A render-time source: one of gauge and family is set. Gauge and family
+ * sources sit in lists of their own (gauges run before the families render)
+ * but are added and removed by the same code. */
+typedef struct source {
+    metrics_gauge_fn gauge;
+    metrics_family_fn family;
     void *ctx;
-} gauge_source;
+} source;
 
-typedef struct family_source {
-    metrics_family_fn fn;
-    void *ctx;
-} family_source;
+typedef struct source_list {
+    source at[METRICS_MAX_SOURCES];
+    size_t n;
+} source_list;
 
 static struct {
     pthread_mutex_t mu; /* guards everything below except gauge_bits */
@@ -72,10 +76,8 @@ static struct {
     metrics **threads;
     size_t nthreads, cap;
     metrics retired; /* counters of freed blocks (gauge unused) */
-    gauge_source sources[METRICS_MAX_SOURCES];
-    size_t nsources;
-    family_source families[METRICS_MAX_SOURCES];
-    size_t nfamilies;
+    source_list gauge_sources;
+    source_list family_sources;
     uint64_t gauge_bits[METRICS_GAUGE_COUNT]; /* doubles, atomic bit patterns */
 } G = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -227,10 +229,8 @@ void metrics_global_free(void) {
     G.threads = NULL;
     G.nthreads = G.cap = 0;
     memset(&G.retired, 0, sizeof G.retired);
-    memset(G.sources, 0, sizeof G.sources);
-    G.nsources = 0;
-    memset(G.families, 0, sizeof G.families);
-    G.nfamilies = 0;
+    memset(&G.gauge_sources, 0, sizeof G.gauge_sources);
+    memset(&G.family_sources, 0, sizeof G.family_sources);
     for (int i = 0; i < METRICS_GAUGE_COUNT; i++)
         __atomic_store_n(&G.gauge_bits[i], 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&G.mu);
@@ -329,50 +329,47 @@ static double gauge_global(int id) {
     return v;
 }
 
-int metrics_add_gauge_source(metrics_gauge_fn fn, void *ctx) {
-    int rc = fn ? WSG_E_FULL : WSG_E_INVAL;
+/* Append x to l under the lock: 0, WSG_E_INVAL when x has no function,
+ * WSG_E_FULL when l is full. */
+static int sources_add(source_list *l, source x) {
+    int rc = x.gauge || x.family ? WSG_E_FULL : WSG_E_INVAL;
     pthread_mutex_lock(&G.mu);
-    if (fn && G.nsources < METRICS_MAX_SOURCES) {
-        G.sources[G.nsources++] = (gauge_source){fn, ctx};
+    if (rc == WSG_E_FULL && l->n < METRICS_MAX_SOURCES) {
+        l->at[l->n++] = x;
         rc = 0;
     }
     pthread_mutex_unlock(&G.mu);
     return rc;
+}
+
+/* Remove the first entry of l equal to x, under the lock (no-op if absent). */
+static void sources_remove(source_list *l, source x) {
+    pthread_mutex_lock(&G.mu);
+    for (size_t i = 0; i < l->n; i++) {
+        source *e = &l->at[i];
+        if (e->gauge == x.gauge && e->family == x.family && e->ctx == x.ctx) {
+            memmove(e, e + 1, (l->n - i - 1) * sizeof *e);
+            l->n--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+}
+
+int metrics_add_gauge_source(metrics_gauge_fn fn, void *ctx) {
+    return sources_add(&G.gauge_sources, (source){.gauge = fn, .ctx = ctx});
 }
 
 void metrics_remove_gauge_source(metrics_gauge_fn fn, void *ctx) {
-    pthread_mutex_lock(&G.mu);
-    for (size_t i = 0; i < G.nsources; i++) {
-        if (G.sources[i].fn == fn && G.sources[i].ctx == ctx) {
-            memmove(&G.sources[i], &G.sources[i + 1], (G.nsources - i - 1) * sizeof *G.sources);
-            G.nsources--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&G.mu);
+    sources_remove(&G.gauge_sources, (source){.gauge = fn, .ctx = ctx});
 }
 
 int metrics_add_family_source(metrics_family_fn fn, void *ctx) {
-    int rc = fn ? WSG_E_FULL : WSG_E_INVAL;
-    pthread_mutex_lock(&G.mu);
-    if (fn && G.nfamilies < METRICS_MAX_SOURCES) {
-        G.families[G.nfamilies++] = (family_source){fn, ctx};
-        rc = 0;
-    }
-    pthread_mutex_unlock(&G.mu);
-    return rc;
+    return sources_add(&G.family_sources, (source){.family = fn, .ctx = ctx});
 }
 
 void metrics_remove_family_source(metrics_family_fn fn, void *ctx) {
-    pthread_mutex_lock(&G.mu);
-    for (size_t i = 0; i < G.nfamilies; i++) {
-        if (G.families[i].fn == fn && G.families[i].ctx == ctx) {
-            memmove(&G.families[i], &G.families[i + 1], (G.nfamilies - i - 1) * sizeof *G.families);
-            G.nfamilies--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&G.mu);
+    sources_remove(&G.family_sources, (source){.family = fn, .ctx = ctx});
 }
 
 /* ---- rendering ---- */
@@ -385,10 +382,8 @@ typedef struct snapshot {
     char *route_names[METRICS_ROUTE_SLOTS]; /* copies; [METRICS_SLOT_OTHER] = "$other" */
     char *const_labels;
     char *version;
-    gauge_source sources[METRICS_MAX_SOURCES];
-    size_t nsources;
-    family_source families[METRICS_MAX_SOURCES];
-    size_t nfamilies;
+    source_list gauge_sources;
+    source_list family_sources;
     metrics_gauges gauges;
 } snapshot;
 
@@ -680,21 +675,21 @@ char *metrics_render(size_t *len) {
     s->route_names[METRICS_SLOT_OTHER] = xstrdup("$other");
     s->const_labels = G.const_labels ? xstrdup(G.const_labels) : NULL;
     s->version = G.version ? xstrdup(G.version) : NULL;
-    memcpy(s->sources, G.sources, sizeof s->sources);
-    s->nsources = G.nsources;
-    memcpy(s->families, G.families, sizeof s->families);
-    s->nfamilies = G.nfamilies;
+    s->gauge_sources = G.gauge_sources;
+    s->family_sources = G.family_sources;
     pthread_mutex_unlock(&G.mu);
 
     for (int g = 0; g < METRICS_GAUGE_COUNT; g++)
         s->gauges.value[g] = gauge_global(g) + (double)gsum[g];
-    for (size_t i = 0; i < s->nsources; i++) s->sources[i].fn(&s->gauges, s->sources[i].ctx);
+    for (size_t i = 0; i < s->gauge_sources.n; i++)
+        s->gauge_sources.at[i].gauge(&s->gauges, s->gauge_sources.at[i].ctx);
 
     bytebuf b = {0};
     bytebuf_reserve(&b, 8192);
     render_snapshot(&b, s);
     metrics_out o = {&b, s};
-    for (size_t i = 0; i < s->nfamilies; i++) s->families[i].fn(&o, s->families[i].ctx);
+    for (size_t i = 0; i < s->family_sources.n; i++)
+        s->family_sources.at[i].family(&o, s->family_sources.at[i].ctx);
 
     for (int i = 0; i < METRICS_ROUTE_SLOTS; i++) free(s->route_names[i]);
     free(s->const_labels);

@@ -789,6 +789,16 @@ Test(metrics, promtool_check) {
 
 static void redis_source(metrics_out *o, void *ctx) { redis_metrics_write(o, ctx); }
 
+/* Remove the last family source of s: no Redis family is rendered after. */
+static void remove_last_redis_source(redis_engine_stats *s) {
+    metrics_remove_family_source(redis_source, s);
+    char *t;
+    parsed P = render(&t);
+    cr_assert_null(strstr(t, "wsgate_redis_"));
+    parsed_free(&P);
+    free(t);
+}
+
 Test(metrics, family_sources_render_the_redis_engine, .init = init_detailed, .fini = fini) {
     redis_engine_stats s = {.published_chats = 5, .workers = 2, .workers_up = 2, .rooms = 3};
     redis_client_stats
@@ -829,9 +839,26 @@ Test(metrics, family_sources_render_the_redis_engine, .init = init_detailed, .fi
     parsed_free(&P);
     free(t);
 
-    metrics_remove_family_source(redis_source, &s);
-    P = render(&t);
-    cr_assert_null(strstr(t, "wsgate_redis_"));
+    remove_last_redis_source(&s);
+}
+
+/* Gauge and family sources are added and removed by one piece of code
+ * (issue #17): each list keeps its own bound, and removing from one leaves
+ * the other alone. */
+Test(metrics, family_sources_bounded_and_apart_from_gauges, .init = init_detailed, .fini = fini) {
+    redis_engine_stats s = {.workers = 1, .workers_up = 1};
+    for (int i = 0; i < 8; i++) cr_assert_eq(metrics_add_family_source(redis_source, &s), 0);
+    cr_assert_eq(metrics_add_family_source(redis_source, &s), WSG_E_FULL, "at most 8 sources");
+    cr_assert_eq(metrics_add_family_source(NULL, &s), WSG_E_INVAL);
+    cr_assert_eq(metrics_add_gauge_source(source_b, NULL), 0, "the gauge list is its own");
+    metrics_remove_gauge_source(source_b, NULL);
+    metrics_remove_gauge_source(NULL, &s); /* matches no family entry */
+    for (int i = 0; i < 7; i++) metrics_remove_family_source(redis_source, &s);
+    char *t;
+    parsed P = render(&t);
+    cr_assert_not_null(strstr(t, "wsgate_redis_up"), "one family source left");
+    cr_assert_eq(get(&P, "wsgate_store_pending_ops", NULL), 0, "gauge source removed");
     parsed_free(&P);
     free(t);
+    remove_last_redis_source(&s);
 }
