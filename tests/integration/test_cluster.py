@@ -713,6 +713,8 @@ def test_a_node_that_stops_cleanly_is_not_reaped(cluster):
         a, _ = await connect(nodes[0], userId="alice", roomId="calm")
         b, _ = await connect(nodes[1], userId="bob", roomId="calm")
         assert (await recv_type(a, "user_joined"))["userId"] == "bob"
+        # stop() blocks this loop: b never answers the close, and node 1
+        # drains for its close wait (a whole redis_node_timeout_s)
         assert nodes[1].stop() == 0
         assert (await recv_type(a, "user_left"))["userId"] == "bob"
         await expect_quiet(a, 3.5)  # past the timeout: no second user_left
