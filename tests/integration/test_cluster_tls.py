@@ -269,6 +269,13 @@ class RefusingPeer:
         alert = out.read()
         if not alert or not self.pid_known.wait(10):
             return
+        # The client took its handshake for done and sent its first
+        # commands: take them, so that it is only waiting to read.
+        raw.settimeout(0.3)
+        try:
+            raw.recv(65536)
+        except socket.timeout:
+            pass
         os.kill(self.pid, signal.SIGSTOP)
         try:
             raw.sendall(alert)
