@@ -379,7 +379,9 @@ static void resync(rworker *w, size_t shard);
  * the home Redis restarted: write them again, on every shard. */
 static void on_zadd(redis_client *c, const redisReply *r, const char *err, void *data) {
     rworker *w = data;
-    if (!err && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && !w->closing)
+    /* A stopping worker writes nothing back: its goodbye deletes it all. */
+    if (!err && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && !w->closing &&
+        !w->srv->shutting_down)
         resync(w, ALL_SHARDS);
 }
 
@@ -1554,6 +1556,11 @@ static void on_timer(uv_timer_t *t) {
     if (w->client) stats_snapshot(w);
     if (w->srv->shutting_down && w->srv->nconns > 0 && w->client) {
         release_overdue(w); /* its connections are closing: their user_left goes out */
+        /* Still alive until the goodbye below: a client that does not answer
+         * the close holds the drain for its close wait, longer than a
+         * redis_node_timeout_s, and a silent worker would be reaped (its
+         * clean stop taken for a death). */
+        if (redis_client_up(home(w)) && ++w->ticks % 4 == 0) heartbeat(w);
         return;
     }
     if (w->srv->shutting_down && w->client && !w->said_goodbye) {

@@ -323,8 +323,19 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
     redis_tls *b = h->data;
     if (b->state >= B_FAILED) return;
     if (status < 0) {
+        /* libuv reports a socket error (POLLERR: a reset, a refused
+         * connect) as EBADF and stops the handle. What came before the
+         * error is still readable and says why (the TLS alert of a server
+         * that refused us, sent just before its reset): read it first,
+         * then name the socket's own error. */
+        pump(b);
+        if (b->state >= B_FAILED) return;
+        int fd = h == &b->outer_h ? b->outer : b->inner, soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) soerr = errno;
         char why[160];
-        snprintf(why, sizeof why, "socket error: %s", uv_strerror(status));
+        snprintf(why, sizeof why, "socket error: %s",
+                 soerr ? strerror(soerr) : uv_strerror(status));
         bridge_fail(b, why);
         return;
     }

@@ -713,6 +713,8 @@ def test_a_node_that_stops_cleanly_is_not_reaped(cluster):
         a, _ = await connect(nodes[0], userId="alice", roomId="calm")
         b, _ = await connect(nodes[1], userId="bob", roomId="calm")
         assert (await recv_type(a, "user_joined"))["userId"] == "bob"
+        # stop() blocks this loop: b never answers the close, and node 1
+        # drains for its close wait (a whole redis_node_timeout_s)
         assert nodes[1].stop() == 0
         assert (await recv_type(a, "user_left"))["userId"] == "bob"
         await expect_quiet(a, 3.5)  # past the timeout: no second user_left
@@ -720,6 +722,79 @@ def test_a_node_that_stops_cleanly_is_not_reaped(cluster):
         await a.close()
     run(main())
     assert "redis_worker_gone" not in nodes[0].log()
+
+
+def _live_workers(redis):
+    """The fields of the live-worker set (wsgate:workers)."""
+    lines = redis.command("ZRANGE", "wsgate:workers", "0", "-1").split(b"\r\n")
+    return {x.decode() for x in lines if x and x[:1] not in (b"*", b"$")}
+
+
+def _monitor(redis):
+    """A MONITOR connection on the test's Redis: every command any client
+    sends from now on is buffered on it for _monitored()."""
+    s = socket.create_connection(("127.0.0.1", redis.port), timeout=5)
+    s.sendall(b"MONITOR\r\n")
+    got = b""
+    while b"+OK\r\n" not in got:
+        got += s.recv(64)
+    return s
+
+
+def _monitored(s, until, timeout=10.0):
+    """What s heard, read until every bytes of `until` is in it or timeout."""
+    got, deadline = b"", time.time() + timeout
+    while not all(u in got for u in until) and time.time() < deadline:
+        s.settimeout(max(0.01, deadline - time.time()))
+        try:
+            data = s.recv(1 << 16)
+        except socket.timeout:
+            break
+        if not data:
+            break
+        got += data
+    return got
+
+
+def test_a_stopping_worker_heartbeats_while_a_client_holds_the_close(cluster, redis, tmp_path):
+    """A client that never answers the close holds its worker in the
+    shutdown drain for the close wait (2 s, a whole redis_node_timeout_s):
+    the worker keeps its heartbeat (ZADD wsgate:workers) going until it
+    takes itself out of the live set, so no node reaps a clean stop."""
+    a_node, = cluster(1, redis_node_timeout_s=2)
+    mine = _live_workers(redis)
+    node = _doomed(redis, a_node, tmp_path, redis_node_timeout_s=2)
+    deadline = time.time() + 10
+    while len(_live_workers(redis) - mine) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    theirs = _live_workers(redis) - mine
+    assert len(theirs) == 2, theirs
+    mute, _ = _raw_client(node, "mute")  # never reads: never answers the close
+    mon = _monitor(redis)
+    node.proc.send_signal(signal.SIGTERM)
+    # both workers began their drain: a heartbeat scored later is one sent
+    # during it (scores are the worker's wall clock, ms)
+    deadline = time.time() + 10
+    while node.log().count("shutdown") < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert node.log().count("shutdown") >= 2, node.log()
+    t0 = time.time() * 1000
+    node.proc.wait(timeout=30)  # not stop(): a second SIGTERM ends the drain at once
+    assert node.stop() == 0
+    mute.close()
+    left = _live_workers(redis)
+    assert theirs.isdisjoint(left), left  # it deregistered itself
+    heard = _monitored(mon, [b'"ZREM" "wsgate:workers" "%s"' % f.encode() for f in theirs])
+    mon.close()
+    scores = []
+    for line in heard.split(b"\n"):
+        for f in theirs:
+            needle = b'"ZADD" "wsgate:workers" "'
+            tail = b'" "%s"' % f.encode()
+            if needle in line and line.rstrip().endswith(tail):
+                scores.append(int(line.split(needle)[1].split(b'"')[0]))
+    assert any(s > t0 for s in scores), (t0, scores)
+    assert "redis_worker_gone" not in a_node.log()
 
 
 # ---------------------------------------------------------------- Redis down

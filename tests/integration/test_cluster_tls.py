@@ -6,8 +6,11 @@ is built with TLS), killed by PID."""
 import asyncio
 import os
 import signal
+import socket
 import ssl
+import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -206,6 +209,106 @@ def test_client_certificate(start_server, tls_redis, pki):
         assert (await recv_type(ws, "chat", skip=PRESENCE))["message"] == "hello"
         await ws.close()
     run(main())
+
+
+class RefusingPeer:
+    """A TLS server (Python's ssl, as a TLS Redis would) that requires a
+    client certificate. Refusing a client without one, it sends its alert
+    and resets the connection while the client's process is stopped
+    (SIGSTOP, the node the test started): the node finds the alert and the
+    reset waiting together, as a loaded machine makes it find them, on
+    every connection instead of by chance. Serves for at most 20 s."""
+
+    def __init__(self, pki):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(pki["server.pem"], pki["server.key"])
+        self.ctx.load_verify_locations(pki["ca.pem"])
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.pid = None
+        self.pid_known = threading.Event()
+        self.refused = 0
+        self.done = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        deadline = time.time() + 20
+        while not self.done and time.time() < deadline:
+            try:
+                raw, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            try:
+                self._refuse(raw)
+            except OSError:
+                pass
+            finally:
+                raw.close()
+        self.listener.close()
+
+    def _refuse(self, raw):
+        raw.settimeout(5)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(inc, out, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                return  # it had a certificate: not what this peer is for
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    raw.sendall(out.read())
+                data = raw.recv(65536)
+                if not data:
+                    return
+                inc.write(data)
+            except ssl.SSLError:
+                break
+        alert = out.read()
+        if not alert or not self.pid_known.wait(10):
+            return
+        # The client took its handshake for done and sent its first
+        # commands: take them, so that it is only waiting to read.
+        raw.settimeout(0.3)
+        try:
+            raw.recv(65536)
+        except socket.timeout:
+            pass
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            raw.sendall(alert)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # with unread data and no linger: a reset
+            time.sleep(0.2)
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+        self.refused += 1
+
+    def stop(self):
+        self.done = True
+        self.thread.join(timeout=30)
+
+
+def test_a_refusal_followed_by_a_reset_logs_the_servers_reason(start_server, pki):
+    """The server's alert and its reset reach the bridge together (libuv
+    then reports the socket as EBADF): the bridge still reads the alert and
+    logs why (certificate required), never "bad file descriptor"."""
+    peer = RefusingPeer(pki)
+    try:
+        node = tls_node(start_server, peer, name="reset", redis_tls_ca_file=pki["ca.pem"])
+        peer.pid = node.proc.pid
+        peer.pid_known.set()
+        wait_log(node, "certificate required")
+        deadline = time.time() + 15
+        while peer.refused < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert peer.refused >= 2
+        assert readyz(node)[0] == 503
+    finally:
+        peer.stop()
+    assert "bad file descriptor" not in node.log(), node.log()[-3000:]
 
 
 def test_redis_restart_over_tls_reconnects(start_server, tls_redis, pki):
