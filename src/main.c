@@ -15,6 +15,7 @@
 #include "cli/nodeid.h"
 #include "engine/redis.h"
 #include "cli/export.h"
+#include "cli/help.h"
 #include "common/version.h"
 #include "cli/outputs.h"
 #include "cli/preflight.h"
@@ -87,9 +88,12 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
             i++;
             continue;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            printf("\nVariables:\n");
-            config_print_help(stdout);
+            bool variables = true; /* a command without an entry: the general text */
+            if (help_print_command(stdout, argv[1], &variables) != 0) usage(stdout);
+            if (variables) {
+                printf("\nVariables:\n");
+                config_print_help(stdout);
+            }
             return 1;
         } else if (strcmp(a, "--set") == 0) {
             var = "";

@@ -748,6 +748,43 @@ def test_unknown_command_and_option_name_the_likely_one(tmp_path):
         assert r.stderr.strip() == f"wsgate: {line} (see wsgate --help)", (args, r.stderr)
 
 
+# Each command's own flags; a command's --help names these and no other
+# command's (the general text names them all).
+COMMAND_FLAGS = {
+    "serve": [], "check": [], "outputs": ["-json", "-raw NAME"],
+    "backup": ["--out FILE"], "restore": ["--to TIME", "--out FILE"],
+    "rotate-key": [],
+    "export": ["--room ROOM", "--since TIME", "--format jsonl|csv"],
+}
+
+
+def test_each_command_help_is_its_own(tmp_path):
+    every = {f for flags in COMMAND_FLAGS.values() for f in flags}
+    for cmd, flags in COMMAND_FLAGS.items():
+        for opt in ("--help", "-h"):
+            r = wsgate(cmd, opt, "--data-dir", str(tmp_path / "d"))
+            assert r.returncode == 0, (cmd, opt, r.stderr)
+            out = r.stdout
+            assert out.startswith(f"Usage: wsgate {cmd} "), (cmd, out[:200])
+            for f in flags:
+                assert f"  {f} " in out, (cmd, f, out)
+            for f in every - set(flags):
+                assert f not in out, (cmd, f, out)
+            for common in ("-c FILE", "--set NAME=VALUE", "--listen ADDR", "--port N",
+                           "--data-dir DIR"):
+                assert common in out, (cmd, common)
+            example = out.split("Example:\n", 1)[1].splitlines()[0].strip()
+            assert example.startswith(f"wsgate {cmd} "), (cmd, example)
+            # serve's and check's help list every variable, as `wsgate --help` says.
+            assert ("Variables:" in out) == (cmd in ("serve", "check")), cmd
+        assert not (tmp_path / "d").exists(), cmd
+    r = wsgate("output", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: wsgate outputs "), r.stdout[:200]
+    r = wsgate("--help")
+    assert r.returncode == 0 and "wsgate backup  --out FILE" in r.stdout
+    assert "wsgate export --room ROOM" in r.stdout and "Variables:" not in r.stdout
+
+
 def test_flag_errors_name_the_flag(tmp_path):
     d = str(tmp_path / "d")
     for flag, value, var in (("--port", "x", "port"), ("--listen", "a b", "listen"),
