@@ -1,4 +1,5 @@
-/* wsgate: the command line. serve, check, outputs, version. */
+/* wsgate: the command line. serve, check, outputs, backup, restore, export,
+ * rotate-key, version; each command's --help comes from cli/help.c. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
