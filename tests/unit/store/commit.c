@@ -10,7 +10,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/alloc.h"
 #include "store/store.h"
 #include "fixture.h"
 
@@ -46,16 +45,7 @@ Test(store_commit, ops_reach_on_commit_in_commit_order_on_the_store_thread) {
     store_options so = {.sync_full = false, .on_commit = collect};
     store *s = fx_store_open(&f, &so);
     for (int i = 0; i < NCHATS; i++) {
-        store_op *op = store_op_new(STORE_OP_CHAT);
-        op->room_id = xstrdup(i % 2 ? "odd" : "even");
-        op->user_id = xstrdup("u");
-        op->username = xstrdup("U");
-        char txt[16];
-        snprintf(txt, sizeof txt, "%d", i);
-        op->message = xstrdup(txt);
-        snprintf(op->message_id, sizeof op->message_id, "00000000-0000-7000-8000-%012d", i);
-        op->timestamp = 1;
-        store_submit(s, op);
+        store_submit(s, fx_chat_op(i % 2 ? "odd" : "even", i));
     }
     pthread_mutex_lock(&mu);
     while (got < NCHATS) pthread_cond_wait(&cv, &mu);

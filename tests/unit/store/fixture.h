@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "common/alloc.h"
 #include "store/store.h"
 
 /* Makes /tmp/wsgate-<tag>-XXXXXX into dir (len bytes); fails the test if
@@ -62,6 +63,22 @@ static inline void fx_store_close(fx_store *f) {
     uv_run(&f->loop, UV_RUN_DEFAULT);
     uv_loop_close(&f->loop);
     fx_rmdir(f->dir);
+}
+
+/* A new chat op from user u in `room`: its message is i in decimal and its
+ * message id ends in i, so a test can tell which chat a commit was. The
+ * caller submits it (the store then owns it). */
+static inline store_op *fx_chat_op(const char *room, int i) {
+    store_op *op = store_op_new(STORE_OP_CHAT);
+    op->room_id = xstrdup(room);
+    op->user_id = xstrdup("u");
+    op->username = xstrdup("U");
+    char txt[16];
+    snprintf(txt, sizeof txt, "%d", i);
+    op->message = xstrdup(txt);
+    snprintf(op->message_id, sizeof op->message_id, "00000000-0000-7000-8000-%012d", i);
+    op->timestamp = 1;
+    return op;
 }
 
 /* Opens `path` as a fresh SQLite file in WAL mode with automatic

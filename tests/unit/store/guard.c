@@ -13,7 +13,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/alloc.h"
 #include "store/store.h"
 #include "fixture.h"
 
@@ -33,15 +32,7 @@ static void count(store_op *op, void *ctx) {
 
 /* Submit one chat and wait for its commit. */
 static void chat(store *s, int i) {
-    store_op *op = store_op_new(STORE_OP_CHAT);
-    op->room_id = xstrdup("r");
-    op->user_id = xstrdup("u");
-    op->username = xstrdup("U");
-    char txt[32];
-    snprintf(txt, sizeof txt, "message %d", i);
-    op->message = xstrdup(txt);
-    snprintf(op->message_id, sizeof op->message_id, "00000000-0000-7000-8000-%012d", i);
-    op->timestamp = 1;
+    store_op *op = fx_chat_op("r", i);
     pthread_mutex_lock(&mu);
     int want = committed + 1;
     pthread_mutex_unlock(&mu);
