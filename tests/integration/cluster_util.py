@@ -91,10 +91,11 @@ def persistent_redis(tmp_path):
     r.kill()
 
 
-def node_settings(redis, first=None, **settings):
-    """Settings for a node on `redis`; every node but the first reads the
-    first node's key file (values in Redis are sealed with it)."""
-    s = {"engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+def node_settings(redis, first=None, via=None, **settings):
+    """Settings for a node on `redis` (reached through port `via` when
+    given: a DelayProxy's); every node but the first reads the first
+    node's key file (values in Redis are sealed with it)."""
+    s = {"engine": "redis", "redis_url": f"redis://127.0.0.1:{via or redis.port}",
          "worker_threads": 2, "management_bearer_key": BEARER, **settings}
     if first is not None and str(s.get("enable_encryption", "true")).lower() != "false":
         s["kms_key_file"] = os.path.join(first.data_dir, "keys.json")

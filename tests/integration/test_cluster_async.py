@@ -15,12 +15,11 @@ old once-a-second read needed, so the tests fail on a build without the
 fix every time, not now and then."""
 import asyncio
 import json
-import os
 import time
 import urllib.error
 import urllib.request
 
-from cluster_util import DelayProxy
+from cluster_util import DelayProxy, node_settings
 from test_cluster import (  # noqa: F401  (fixtures)
     BEARER, PRESENCE, cluster, connect, recv_json, recv_type, redis, run, send, wait_ready)
 
@@ -176,12 +175,9 @@ def _holds_a_user_joined_publish(chunk):
 def test_a_later_joiner_never_gets_the_user_joined_of_an_earlier_join(start_server, redis):
     proxy = DelayProxy(redis.port, 0.6, _holds_a_user_joined_publish)
     try:
-        common = {"engine": "redis", "worker_threads": 1, "management_bearer_key": BEARER}
-        a = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{proxy.port}"},
+        a = start_server(settings=node_settings(redis, via=proxy.port, worker_threads=1),
                          name="node0-")
-        b = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{redis.port}",
-                                   "kms_key_file": os.path.join(a.data_dir, "keys.json")},
-                         name="node1-")
+        b = start_server(settings=node_settings(redis, a, worker_threads=1), name="node1-")
         for node in (a, b):
             wait_ready(node)
 

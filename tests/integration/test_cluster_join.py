@@ -9,14 +9,13 @@ a room channel back for a while, as a loaded machine does now and then:
 the window between the welcome and the subscription becomes wide and
 certain instead of rare."""
 import asyncio
-import os
 import time
 
 import pytest
 
-from cluster_util import DelayProxy
+from cluster_util import DelayProxy, node_settings
 from test_cluster import (  # noqa: F401  (fixtures)
-    BEARER, PRESENCE, connect, recv_json, redis, send, wait_ready)
+    PRESENCE, connect, recv_json, redis, send, wait_ready)
 
 
 def _holds_a_room_subscribe(chunk):
@@ -89,12 +88,8 @@ def test_a_joiner_on_another_node_misses_no_chat_while_chats_flow(start_server, 
                                                                   min_window):
     proxy = DelayProxy(redis.port, delay, _holds_a_room_subscribe)
     try:
-        common = {"engine": "redis", "worker_threads": 2, "management_bearer_key": BEARER,
-                  "throttling_enabled": "false"}
-        a = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{redis.port}"},
-                         name="node0-")
-        b = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{proxy.port}",
-                                   "kms_key_file": os.path.join(a.data_dir, "keys.json")},
+        a = start_server(settings=node_settings(redis, throttling_enabled="false"), name="node0-")
+        b = start_server(settings=node_settings(redis, a, via=proxy.port, throttling_enabled="false"),
                          name="node1-")
         for node in (a, b):
             wait_ready(node)
