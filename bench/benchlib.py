@@ -42,3 +42,12 @@ def stop_redis(proc):
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+
+
+def timed_restore(binary, data, out, timeout):
+    """Runs `binary restore` of the store in `data` to the present into
+    `out`; returns (seconds it took, bytes restored)."""
+    t0 = time.monotonic()
+    subprocess.run([binary, "restore", "--data-dir", data, "--to", str(int(time.time()) + 1),
+                    "--out", out], stdout=subprocess.DEVNULL, check=True, timeout=timeout)
+    return time.monotonic() - t0, os.path.getsize(out)
