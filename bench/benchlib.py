@@ -44,6 +44,13 @@ def stop_redis(proc):
     proc.wait()
 
 
+def stop_all(servers, redis):
+    """Stops each conftest.Server in `servers`, then the redis-server."""
+    for srv in servers:
+        srv.stop()
+    stop_redis(redis)
+
+
 def timed_restore(binary, data, out, timeout):
     """Runs `binary restore` of the store in `data` to the present into
     `out`; returns (seconds it took, bytes restored)."""

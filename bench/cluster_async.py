@@ -117,9 +117,7 @@ def main():
         time.sleep(1.0)
         run([a, b], "redis engine, two nodes")
     finally:
-        for srv in servers:
-            srv.stop()
-        benchlib.stop_redis(redis)
+        benchlib.stop_all(servers, redis)
 
 
 if __name__ == "__main__":

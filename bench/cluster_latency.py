@@ -58,9 +58,7 @@ def main():
             p50, p99 = asyncio.run(measure(ua, ub))
             print(f"{name}: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
     finally:
-        for s in servers:
-            s.stop()
-        benchlib.stop_redis(redis)
+        benchlib.stop_all(servers, redis)
 
 
 main()

@@ -62,9 +62,7 @@ def main():
             conn.close()
             c.close()
     finally:
-        for srv in servers:
-            srv.stop()
-        benchlib.stop_redis(redis)
+        benchlib.stop_all(servers, redis)
 
 
 if __name__ == "__main__":
