@@ -12,26 +12,16 @@ stops them by PID.
 import http.client
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-os.environ.setdefault("WSGATE_BIN", os.path.join(HERE, "..", "build", "wsgate"))
-from conftest import Server, free_port  # noqa: E402
-import wsraw  # noqa: E402
+import benchlib  # first: it puts tests/integration on sys.path
+from conftest import Server, free_port
+import wsraw
 
 N = 500
 ROOMS = 200
 KEY = "bench-bearer-key-0123456789"
-
-
-def stats(lat):
-    lat.sort()
-    return statistics.median(lat), lat[int(len(lat) * 0.99)]
 
 
 def next_of(c, typ):
@@ -53,7 +43,7 @@ def ws_calls(asker, target, want_rooms):
         msg = next_of(asker, "room_list")
         lat.append((time.perf_counter() - t) * 1000)
         assert len(msg["data"]["rooms"]) == want_rooms, len(msg["data"]["rooms"])
-    out["room_list"] = stats(lat)
+    out["room_list"] = benchlib.p50_p99(lat)
     lat = []
     body = json.dumps({"type": "private_message", "targetUserId": "target",
                        "message": "hi"}).encode()
@@ -62,7 +52,7 @@ def ws_calls(asker, target, want_rooms):
         asker.send(wsraw.frame(0x1, body))
         next_of(target, "private_message")
         lat.append((time.perf_counter() - t) * 1000)
-    out["private_message"] = stats(lat)
+    out["private_message"] = benchlib.p50_p99(lat)
     return out
 
 
@@ -77,7 +67,7 @@ def rooms_calls(node, want_rooms):
         assert r.status == 200 and len(body["rooms"]) == want_rooms, (r.status, len(body["rooms"]))
         lat.append((time.perf_counter() - t) * 1000)
     conn.close()
-    return stats(lat)
+    return benchlib.p50_p99(lat)
 
 
 def run(nodes, label):
@@ -106,9 +96,7 @@ def run(nodes, label):
 
 def main():
     port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
+    redis = benchlib.start_redis(port)
     tmp = tempfile.mkdtemp(prefix="wsgate-async-bench-")
     base = {"worker_threads": 2, "management_bearer_key": KEY, "enable_encryption": "false",
             "throttling_enabled": "false"}
@@ -129,10 +117,7 @@ def main():
         time.sleep(1.0)
         run([a, b], "redis engine, two nodes")
     finally:
-        for srv in servers:
-            srv.stop()
-        redis.kill()
-        redis.wait()
+        benchlib.stop_all(servers, redis)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,12 @@ wsgate processes on free loopback ports, stops them by PID.
 import asyncio
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-os.environ.setdefault("WSGATE_BIN", os.path.join(HERE, "..", "build", "wsgate"))
-from conftest import Server, free_port  # noqa: E402
-import websockets  # noqa: E402
+import benchlib  # first: it puts tests/integration on sys.path
+from conftest import Server, free_port
+import websockets
 
 N = 500
 
@@ -39,15 +34,12 @@ async def measure(url_a, url_b):
         lat.append((time.perf_counter() - t) * 1000)
     await a.close()
     await b.close()
-    lat.sort()
-    return statistics.median(lat), lat[int(len(lat) * 0.99)]
+    return benchlib.p50_p99(lat)
 
 
 def main():
     port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
+    redis = benchlib.start_redis(port)
     tmp = tempfile.mkdtemp(prefix="wsgate-cluster-bench-")
     base = {"worker_threads": 2, "throttling_burst_limit": 5000,
             "throttling_rate_limit": 10000, "enable_encryption": "false"}
@@ -66,10 +58,7 @@ def main():
             p50, p99 = asyncio.run(measure(ua, ub))
             print(f"{name}: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
     finally:
-        for s in servers:
-            s.stop()
-        redis.kill()
-        redis.wait()
+        benchlib.stop_all(servers, redis)
 
 
 main()

@@ -11,17 +11,12 @@ stops them by PID.
 import http.client
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-os.environ.setdefault("WSGATE_BIN", os.path.join(HERE, "..", "build", "wsgate"))
-from conftest import Server, free_port  # noqa: E402
-import wsraw  # noqa: E402
+import benchlib  # first: it puts tests/integration on sys.path
+from conftest import Server, free_port
+import wsraw
 
 N = 500
 KEY = "bench-bearer-key-0123456789"
@@ -38,15 +33,12 @@ def timed(conn, method, path, body=None, after=None):
         if after:
             after()
         lat.append((time.perf_counter() - t) * 1000)
-    lat.sort()
-    return statistics.median(lat), lat[int(len(lat) * 0.99)]
+    return benchlib.p50_p99(lat)
 
 
 def main():
     port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
+    redis = benchlib.start_redis(port)
     tmp = tempfile.mkdtemp(prefix="wsgate-mgmt-bench-")
     s = {"worker_threads": 2, "engine": "redis", "redis_url": f"redis://127.0.0.1:{port}",
          "management_bearer_key": KEY, "enable_encryption": "false"}
@@ -70,10 +62,7 @@ def main():
             conn.close()
             c.close()
     finally:
-        for srv in servers:
-            srv.stop()
-        redis.kill()
-        redis.wait()
+        benchlib.stop_all(servers, redis)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import time
 
 import websockets
 
+import benchlib
+
 DB = "websocket-api-dev.db"
 ROOMS, MEMBERS = 20, 5
 OLD = 2 * 86400
@@ -266,11 +268,7 @@ def ttl(binary, loadgen, data, total):
 def restore(binary, data):
     d = disk(data)
     out = os.path.join(data, "restored.db")
-    t0 = time.monotonic()
-    subprocess.run([binary, "restore", "--data-dir", data, "--to", str(int(time.time()) + 1), "--out", out],
-                   stdout=subprocess.DEVNULL, check=True, timeout=3600)
-    dt = time.monotonic() - t0
-    size = os.path.getsize(out)
+    dt, size = benchlib.timed_restore(binary, data, out, timeout=3600)
     read = d["segments"] + d["snapshots"]
     show("restore", {"seconds": round(dt, 2), "restored_bytes": size, "archive_bytes": read,
                      "s_per_gib_restored": dt * 2**30 / max(size, 1), "s_per_gib_read": dt * 2**30 / max(read, 1)})

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/auth.h"
+#include "common/netaddr.h"
 #include "crypto/crypto.h"
 #include "net/tls.h"
 
@@ -96,21 +97,8 @@ int preflight_files(const config *cfg, wsg_error *err) {
 int preflight_port(const char *addr, int port, wsg_error *err) {
     if (port <= 0 || port > 65535) return 0;
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        len = sizeof *a6;
-    } else {
-        return 0; /* not numeric: the listen check has said what is wrong */
-    }
+    socklen_t len = netaddr_numeric(addr, port, &ss);
+    if (len == 0) return 0; /* not numeric: the listen check has said what is wrong */
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0;
     int one = 1;

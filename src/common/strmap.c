@@ -51,6 +51,14 @@ void strmap_free(strmap *m) {
     m->borrowed = borrowed;
 }
 
+void strmap_free_values(strmap *m, void (*free_value)(void *)) {
+    for (size_t i = 0; i < m->cap; i++) {
+        char *k = m->slots[i].key;
+        if (k && k != STRMAP_TOMBSTONE) free_value(m->slots[i].value);
+    }
+    strmap_free(m);
+}
+
 static strmap_slot *find(const strmap *m, const char *key, uint64_t h) {
     if (m->cap == 0) return NULL;
     size_t mask = m->cap - 1;

@@ -31,6 +31,9 @@ void strmap_init(strmap *m);
 void strmap_init_borrowed(strmap *m);
 /* Release the map's slots and keys (not the values). */
 void strmap_free(strmap *m);
+/* Pass each value to free_value (which must not use the map), then
+ * release the map as strmap_free does: for maps that own their values. */
+void strmap_free_values(strmap *m, void (*free_value)(void *));
 /* Return the value stored under key, or NULL. */
 void *strmap_get(const strmap *m, const char *key);
 /* Store value under key (replacing any old value, which is returned through

@@ -442,7 +442,8 @@ static void resync(rworker *w, size_t shard) {
 
 /* ---- other workers' counts ---- */
 
-static void remote_room_free(remote_room *r) {
+static void remote_room_free(void *p) {
+    remote_room *r = p;
     if (!r) return;
     free(r->v);
     free(r);
@@ -593,10 +594,7 @@ static void refresh_finish(refresh *rf) {
     }
     re->refreshing = false;
     pthread_mutex_unlock(&re->mu);
-    size_t it = 0;
-    void *v;
-    while (strmap_next(&rf->rooms, &it, NULL, &v)) remote_room_free(v);
-    strmap_free(&rf->rooms);
+    strmap_free_values(&rf->rooms, remote_room_free);
     strmap_free(&rf->users);
     free(rf->shard_failed);
     redis_nodes_free(&rf->nodes);
@@ -2150,10 +2148,7 @@ static void r_free(engine *e) {
         free(re->w[i].shards);
         redis_fwd_free(re->w[i].fwd);
     }
-    size_t it = 0;
-    void *v;
-    while (strmap_next(&re->rooms, &it, NULL, &v)) remote_room_free(v);
-    strmap_free(&re->rooms);
+    strmap_free_values(&re->rooms, remote_room_free);
     strmap_free(&re->users);
     redis_ring_free(re->ring);
     free(re->urls);

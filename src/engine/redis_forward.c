@@ -77,13 +77,8 @@ redis_fwd *redis_fwd_new(engine *local, server *srv, int db, const char *field,
 
 void redis_fwd_free(redis_fwd *f) {
     if (!f) return;
-    size_t it = 0;
-    void *v;
-    while (strmap_next(&f->pending, &it, NULL, &v)) free(v);
-    strmap_free(&f->pending);
-    it = 0;
-    while (strmap_next(&f->conns, &it, NULL, &v)) free(v);
-    strmap_free(&f->conns);
+    strmap_free_values(&f->pending, free);
+    strmap_free_values(&f->conns, free);
     free(f);
 }
 

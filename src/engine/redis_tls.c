@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/netaddr.h"
 
 #define BRIDGE_BUF 16384
 
@@ -355,21 +356,9 @@ static void set_tcp_options(int fd) {
 
 /* Start the TCP connect to ip:port. Returns the socket or -1 (err set). */
 static int outer_connect(const char *ip, int port, char *err, size_t errlen) {
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        len = sizeof *a6;
-    } else {
-        return fail_msg(err, errlen, "redis TLS: \"%s\" is not an IP address%s", ip, "");
-    }
+    struct sockaddr_storage ss;
+    socklen_t len = netaddr_numeric(ip, port, &ss);
+    if (len == 0) return fail_msg(err, errlen, "redis TLS: \"%s\" is not an IP address%s", ip, "");
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return fail_msg(err, errlen, "redis TLS: socket: %s%s", strerror(errno), "");
     set_tcp_options(fd);

@@ -103,10 +103,7 @@ void throttle_init(throttle *t, const config *cfg, uint64_t now_ms) {
 }
 
 void throttle_free(throttle *t) {
-    size_t it = 0;
-    void *v;
-    while (strmap_next(&t->addrs, &it, NULL, &v)) free(v);
-    strmap_free(&t->addrs);
+    strmap_free_values(&t->addrs, free);
     pthread_mutex_destroy(&t->addrs_lock);
     free(t->routes);
     free(t->route_names);

@@ -6,12 +6,14 @@ client the next node in turn.
 
 Everything is stopped by PID: the Redis by the test's fixture, the nodes by
 conftest's start_server (which also fails a test whose node did not exit
-with status 0)."""
+with status 0). `DelayProxy` sits between a node and the Redis and holds
+back the chunks a test picks, as a loaded machine does now and then."""
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -89,10 +91,11 @@ def persistent_redis(tmp_path):
     r.kill()
 
 
-def node_settings(redis, first=None, **settings):
-    """Settings for a node on `redis`; every node but the first reads the
-    first node's key file (values in Redis are sealed with it)."""
-    s = {"engine": "redis", "redis_url": f"redis://127.0.0.1:{redis.port}",
+def node_settings(redis, first=None, via=None, **settings):
+    """Settings for a node on `redis` (reached through port `via` when
+    given: a DelayProxy's); every node but the first reads the first
+    node's key file (values in Redis are sealed with it)."""
+    s = {"engine": "redis", "redis_url": f"redis://127.0.0.1:{via or redis.port}",
          "worker_threads": 2, "management_bearer_key": BEARER, **settings}
     if first is not None and str(s.get("enable_encryption", "true")).lower() != "false":
         s["kms_key_file"] = os.path.join(first.data_dir, "keys.json")
@@ -185,3 +188,59 @@ class Spread:
     def stop(self, timeout=10.0):
         codes = [n.stop(timeout) for n in self.nodes]
         return next((c for c in codes if c != 0), 0)
+
+
+class DelayProxy:
+    """127.0.0.1:port -> Redis at `target_port`; a chunk from a client for
+    which `hold(chunk)` is true is forwarded `delay` seconds late (in order:
+    the connection's later bytes wait behind it). `held` counts them, so a
+    test can check that the window it wanted was really opened."""
+
+    def __init__(self, target_port, delay, hold):
+        self.target = target_port
+        self.delay = delay
+        self.hold = hold
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held = 0
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # Redis already stopped (teardown)
+                c.close()
+                continue
+            threading.Thread(target=self._pump, args=(c, s, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, False), daemon=True).start()
+
+    def _pump(self, src, dst, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream and self.hold(data):
+                    self.held += 1
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closing = True
+        self.sock.close()

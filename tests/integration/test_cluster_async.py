@@ -15,13 +15,11 @@ old once-a-second read needed, so the tests fail on a build without the
 fix every time, not now and then."""
 import asyncio
 import json
-import os
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 
+from cluster_util import DelayProxy, node_settings
 from test_cluster import (  # noqa: F401  (fixtures)
     BEARER, PRESENCE, cluster, connect, recv_json, recv_type, redis, run, send, wait_ready)
 
@@ -170,69 +168,16 @@ def test_room_list_and_private_messages_fail_clearly_while_redis_is_down(cluster
     run(main())
 
 
-class SlowPresenceProxy:
-    """127.0.0.1:port -> Redis; a chunk from the node carrying a
-    user_joined PUBLISH is forwarded `delay` seconds late (the connection's
-    later bytes wait behind it), as a loaded node's slow thread does."""
-
-    def __init__(self, target_port, delay):
-        self.target = target_port
-        self.delay = delay
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held = 0
-        self.closing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closing:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                s = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                c.close()
-                continue
-            threading.Thread(target=self._pump, args=(c, s, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(s, c, False), daemon=True).start()
-
-    def _pump(self, src, dst, upstream):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if upstream and b"PUBLISH" in data and b"user_joined" in data:
-                    self.held += 1
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.closing = True
-        self.sock.close()
+def _holds_a_user_joined_publish(chunk):
+    return b"PUBLISH" in chunk and b"user_joined" in chunk
 
 
 def test_a_later_joiner_never_gets_the_user_joined_of_an_earlier_join(start_server, redis):
-    proxy = SlowPresenceProxy(redis.port, 0.6)
+    proxy = DelayProxy(redis.port, 0.6, _holds_a_user_joined_publish)
     try:
-        common = {"engine": "redis", "worker_threads": 1, "management_bearer_key": BEARER}
-        a = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{proxy.port}"},
+        a = start_server(settings=node_settings(redis, via=proxy.port, worker_threads=1),
                          name="node0-")
-        b = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{redis.port}",
-                                   "kms_key_file": os.path.join(a.data_dir, "keys.json")},
-                         name="node1-")
+        b = start_server(settings=node_settings(redis, a, worker_threads=1), name="node1-")
         for node in (a, b):
             wait_ready(node)
 

@@ -9,70 +9,17 @@ a room channel back for a while, as a loaded machine does now and then:
 the window between the welcome and the subscription becomes wide and
 certain instead of rare."""
 import asyncio
-import os
-import socket
-import threading
 import time
 
 import pytest
 
+from cluster_util import DelayProxy, node_settings
 from test_cluster import (  # noqa: F401  (fixtures)
-    BEARER, PRESENCE, connect, recv_json, redis, send, wait_ready)
+    PRESENCE, connect, recv_json, redis, send, wait_ready)
 
 
-
-class SlowSubscribeProxy:
-    """127.0.0.1:port -> Redis; a chunk from a client holding a SUBSCRIBE
-    to a room channel is forwarded SUBSCRIBE_DELAY seconds late (in order:
-    the connection's later bytes wait behind it)."""
-
-    def __init__(self, target_port, delay):
-        self.target = target_port
-        self.delay = delay
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held = 0
-        self.closing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closing:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                s = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:  # Redis already stopped (teardown)
-                c.close()
-                continue
-            threading.Thread(target=self._pump, args=(c, s, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(s, c, False), daemon=True).start()
-
-    def _pump(self, src, dst, upstream):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if upstream and b"SUBSCRIBE" in data.upper() and b":room:" in data:
-                    self.held += 1
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.closing = True
-        self.sock.close()
+def _holds_a_room_subscribe(chunk):
+    return b"SUBSCRIBE" in chunk.upper() and b":room:" in chunk
 
 
 async def _one_round(nodes, room, per_round, pace, delay, min_window):
@@ -139,14 +86,10 @@ async def _one_round(nodes, room, per_round, pace, delay, min_window):
 def test_a_joiner_on_another_node_misses_no_chat_while_chats_flow(start_server, redis, delay,
                                                                   rounds, per_round, pace,
                                                                   min_window):
-    proxy = SlowSubscribeProxy(redis.port, delay)
+    proxy = DelayProxy(redis.port, delay, _holds_a_room_subscribe)
     try:
-        common = {"engine": "redis", "worker_threads": 2, "management_bearer_key": BEARER,
-                  "throttling_enabled": "false"}
-        a = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{redis.port}"},
-                         name="node0-")
-        b = start_server(settings={**common, "redis_url": f"redis://127.0.0.1:{proxy.port}",
-                                   "kms_key_file": os.path.join(a.data_dir, "keys.json")},
+        a = start_server(settings=node_settings(redis, throttling_enabled="false"), name="node0-")
+        b = start_server(settings=node_settings(redis, a, via=proxy.port, throttling_enabled="false"),
                          name="node1-")
         for node in (a, b):
             wait_ready(node)

@@ -70,3 +70,32 @@ Test(strmap, borrowed_keys_are_the_callers) {
     cr_assert_eq(strmap_put(&m, keys[9], (void *)9, NULL), keys[9]);
     strmap_free(&m);
 }
+
+/* strmap_free_values hands each live value over exactly once (none of a
+ * removed key), and a value may own its borrowed key. */
+static size_t freed;
+static void count_free(void *v) {
+    freed++;
+    free(v);
+}
+
+Test(strmap, free_values_frees_each_live_value_once) {
+    strmap m;
+    strmap_init_borrowed(&m);
+    for (int i = 0; i < 100; i++) {
+        char *id = malloc(16);
+        snprintf(id, 16, "id-%d", i);
+        strmap_put(&m, id, id, NULL);
+    }
+    for (int i = 0; i < 100; i += 4) {
+        char k[16];
+        snprintf(k, sizeof k, "id-%d", i);
+        free(strmap_remove(&m, k));
+    }
+    freed = 0;
+    strmap_free_values(&m, count_free);
+    cr_assert_eq(freed, 75);
+    cr_assert_eq(m.count, 0);
+    strmap_free_values(&m, count_free); /* empty: nothing */
+    cr_assert_eq(freed, 75);
+}

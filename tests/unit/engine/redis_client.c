@@ -782,16 +782,9 @@ Test(redis_client, flush_writes_before_the_loop_polls) {
     redis_client_flush(c);
     redis_client_flush(c); /* nothing left: no harm */
     redisContext *raw = test_redis_connect(&srv);
-    redisReply *got = NULL;
     /* Redis runs what reached its socket in order of arrival: poll it a
      * little (it is another process), without running our loop. */
-    for (int i = 0; i < 200; i++) {
-        got = redisCommand(raw, "GET flushed");
-        if (got && got->type == REDIS_REPLY_STRING) break;
-        freeReplyObject(got);
-        got = NULL;
-        usleep(10000);
-    }
+    redisReply *got = test_redis_await_string(raw, "flushed");
     cr_assert_not_null(got, "the SET never reached Redis while the loop did not run");
     cr_assert_str_eq(got->str, "yes");
     freeReplyObject(got);

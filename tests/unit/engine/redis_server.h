@@ -40,6 +40,21 @@ static inline redisContext *test_redis_connect(const test_redis *r) {
     return redisConnectWithTimeout("127.0.0.1", r->port, tv);
 }
 
+/* GET `key` on the blocking connection `raw` until it is a string, for
+ * about 2 s (Redis is another process: what a client wrote reaches it
+ * later); returns the reply, which the caller frees, or NULL if it never
+ * was one. */
+static inline redisReply *test_redis_await_string(redisContext *raw, const char *key) {
+    for (int i = 0; i < 200; i++) {
+        redisReply *got = redisCommand(raw, "GET %s", key);
+        if (got && got->type == REDIS_REPLY_STRING) return got;
+        if (got) freeReplyObject(got);
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 /* Start redis-server on r->port (0: a free port) with the extra
  * arguments (NULL-terminated, at most 8); wait until it answers PING
  * (requirepass: NOAUTH counts as an answer). */

@@ -322,15 +322,7 @@ Test(redis_tls, flush_crosses_the_bridge_before_the_loop_polls) {
                               (const char *[]){"SET", "flushed", "tls"}, NULL);
     redis_client_flush(c);
     redisContext *raw = test_redis_connect(&srv);
-    redisReply *got = NULL;
-    for (int i = 0; i < 200; i++) {
-        got = redisCommand(raw, "GET flushed");
-        if (got && got->type == REDIS_REPLY_STRING) break;
-        freeReplyObject(got);
-        got = NULL;
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
+    redisReply *got = test_redis_await_string(raw, "flushed");
     cr_assert_not_null(got, "the SET never reached Redis while the loop did not run");
     cr_assert_str_eq(got->str, "tls");
     freeReplyObject(got);

@@ -10,8 +10,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/alloc.h"
 #include "store/store.h"
+#include "fixture.h"
 
 #define NCHATS 300
 
@@ -39,28 +39,13 @@ static void collect(store_op *op, void *ctx) {
 }
 
 Test(store_commit, ops_reach_on_commit_in_commit_order_on_the_store_thread) {
-    char dir[] = "/tmp/wsgate_store_commit_XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/store.db", dir);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    fx_store f;
+    fx_store_init(&f, "store-commit");
     caller = pthread_self();
     store_options so = {.sync_full = false, .on_commit = collect};
-    wsg_error err = {0};
-    store *s = store_open(path, &loop, &so, &err);
-    cr_assert_not_null(s, "%s", err.message);
+    store *s = fx_store_open(&f, &so);
     for (int i = 0; i < NCHATS; i++) {
-        store_op *op = store_op_new(STORE_OP_CHAT);
-        op->room_id = xstrdup(i % 2 ? "odd" : "even");
-        op->user_id = xstrdup("u");
-        op->username = xstrdup("U");
-        char txt[16];
-        snprintf(txt, sizeof txt, "%d", i);
-        op->message = xstrdup(txt);
-        snprintf(op->message_id, sizeof op->message_id, "00000000-0000-7000-8000-%012d", i);
-        op->timestamp = 1;
-        store_submit(s, op);
+        store_submit(s, fx_chat_op(i % 2 ? "odd" : "even", i));
     }
     pthread_mutex_lock(&mu);
     while (got < NCHATS) pthread_cond_wait(&cv, &mu);
@@ -75,10 +60,5 @@ Test(store_commit, ops_reach_on_commit_in_commit_order_on_the_store_thread) {
      * for the last one rather than race it. */
     for (int i = 0; i < 5000 && store_pending(s) != 0; i++) usleep(1000);
     cr_assert_eq(store_pending(s), 0);
-    store_close(s);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_store_close(&f);
 }

@@ -13,8 +13,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/alloc.h"
 #include "store/store.h"
+#include "fixture.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -32,15 +32,7 @@ static void count(store_op *op, void *ctx) {
 
 /* Submit one chat and wait for its commit. */
 static void chat(store *s, int i) {
-    store_op *op = store_op_new(STORE_OP_CHAT);
-    op->room_id = xstrdup("r");
-    op->user_id = xstrdup("u");
-    op->username = xstrdup("U");
-    char txt[32];
-    snprintf(txt, sizeof txt, "message %d", i);
-    op->message = xstrdup(txt);
-    snprintf(op->message_id, sizeof op->message_id, "00000000-0000-7000-8000-%012d", i);
-    op->timestamp = 1;
+    store_op *op = fx_chat_op("r", i);
     pthread_mutex_lock(&mu);
     int want = committed + 1;
     pthread_mutex_unlock(&mu);
@@ -57,21 +49,16 @@ static uint64_t syncs(store *s) {
 }
 
 Test(store_guard, syncs_only_when_a_write_may_restart_the_wal) {
-    char dir[] = "/tmp/wsgate_store_guard_XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    char path[256], pitr[256];
-    snprintf(path, sizeof path, "%s/store.db", dir);
-    snprintf(pitr, sizeof pitr, "%s/pitr", dir);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    fx_store f;
+    fx_store_init(&f, "store-guard");
+    char pitr[256];
+    snprintf(pitr, sizeof pitr, "%s/pitr", f.dir);
     store_options so = {.sync_full = false,
                         .on_commit = count,
                         .pitr = true,
                         .pitr_dir = pitr,
                         .pitr_snapshot_interval_s = 3600};
-    wsg_error err = {0};
-    store *s = store_open(path, &loop, &so, &err);
-    cr_assert_not_null(s, "%s", err.message);
+    store *s = fx_store_open(&f, &so);
     chat(s, 0);
     /* Nothing has been copied into the database file, so none of the next
      * 40 batches can restart the WAL: the archive has no reason to
@@ -88,7 +75,7 @@ Test(store_guard, syncs_only_when_a_write_may_restart_the_wal) {
      * and on disk first. (The guard before knew only the checkpointer's
      * runs: after this one it let the WAL restart unsynced.) */
     sqlite3 *c;
-    cr_assert_eq(sqlite3_open(path, &c), SQLITE_OK);
+    cr_assert_eq(sqlite3_open(f.path, &c), SQLITE_OK);
     cr_assert_eq(sqlite3_exec(c, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL), SQLITE_OK);
     int logged = -1, copied = -1;
     cr_assert_eq(sqlite3_wal_checkpoint_v2(c, NULL, SQLITE_CHECKPOINT_PASSIVE, &logged, &copied),
@@ -110,8 +97,9 @@ Test(store_guard, syncs_only_when_a_write_may_restart_the_wal) {
      * all 41. (Without the early write of the second's bucket it missed
      * the chats of the last second.) */
     char out[300];
-    snprintf(out, sizeof out, "%s/restored.db", dir);
-    cr_assert_eq(store_restore(path, pitr, NULL, (int64_t)time(NULL) + 1, out, &err), 0, "%s",
+    snprintf(out, sizeof out, "%s/restored.db", f.dir);
+    wsg_error err = {0};
+    cr_assert_eq(store_restore(f.path, pitr, NULL, (int64_t)time(NULL) + 1, out, &err), 0, "%s",
                  err.message);
     cr_assert_eq(sqlite3_open(out, &c), SQLITE_OK);
     sqlite3_stmt *q;
@@ -121,10 +109,5 @@ Test(store_guard, syncs_only_when_a_write_may_restart_the_wal) {
     sqlite3_finalize(q);
     sqlite3_close(c);
     cr_assert_geq(restored, 41, "%d of the 41 chats before the WAL restart archived", restored);
-    store_close(s);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_store_close(&f);
 }

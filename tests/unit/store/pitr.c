@@ -10,19 +10,13 @@
 #include <uv.h>
 
 #include "store/store.h"
+#include "fixture.h"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/wsgate_store_pitr_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
+static void setup(void) { fx_tmpdir(dir, sizeof dir, "store-pitr"); }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { fx_rmdir(dir); }
 
 static void path_in(char *out, size_t len, const char *name) {
     snprintf(out, len, "%s/%s", dir, name);

@@ -11,6 +11,7 @@
 
 #include "common/alloc.h"
 #include "store/store.h"
+#include "fixture.h"
 
 static void join(store *s, const char *room, int64_t ts) {
     store_op *op = store_op_new(STORE_OP_ROOM_JOIN);
@@ -32,16 +33,10 @@ static void wait_idle(store *s) {
 }
 
 Test(store_rooms_gen, moves_when_the_sweep_deletes_a_room_and_only_then) {
-    char dir[] = "/tmp/wsgate_rooms_gen_XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/store.db", dir);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    fx_store f;
+    fx_store_init(&f, "rooms-gen");
     store_options so = {.sync_full = false, .ttl_days = 1, .on_commit = done};
-    wsg_error err = {0};
-    store *s = store_open(path, &loop, &so, &err);
-    cr_assert_not_null(s, "%s", err.message);
+    store *s = fx_store_open(&f, &so);
     uint32_t g0 = store_rooms_gen(s);
     /* A room joined now stays: the sweep (about once a second) leaves it
      * and the generation with it. */
@@ -55,10 +50,5 @@ Test(store_rooms_gen, moves_when_the_sweep_deletes_a_room_and_only_then) {
     wait_idle(s);
     for (int i = 0; i < 300 && store_rooms_gen(s) == g0; i++) usleep(100 * 1000);
     cr_assert_neq(store_rooms_gen(s), g0, "the sweep deleted no room within 30 s");
-    store_close(s);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_store_close(&f);
 }

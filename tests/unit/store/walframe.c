@@ -14,6 +14,7 @@
 
 #include "store/archive.h"
 #include "store/walframe.h"
+#include "fixture.h"
 
 typedef struct wal_file {
     char dir[64];
@@ -22,26 +23,13 @@ typedef struct wal_file {
 } wal_file;
 
 static void wal_open(wal_file *w) {
-    snprintf(w->dir, sizeof(w->dir), "/tmp/wsgate-walf-XXXXXX");
-    cr_assert_not_null(mkdtemp(w->dir));
+    fx_tmpdir(w->dir, sizeof(w->dir), "walf");
     snprintf(w->path, sizeof(w->path), "%s/t.db", w->dir);
-    cr_assert_eq(sqlite3_open(w->path, &w->db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(w->db,
-                              "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;"
-                              " CREATE TABLE t (x)",
-                              NULL, NULL, NULL),
-                 SQLITE_OK);
+    w->db = fx_wal_db(w->path);
 }
 
 /* One transaction inserting n rows of `size` bytes. */
-static void wal_commit(wal_file *w, int n, int size) {
-    char sql[160];
-    snprintf(sql, sizeof(sql),
-             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < %d)"
-             " INSERT INTO t SELECT randomblob(%d) FROM c",
-             n, size);
-    cr_assert_eq(sqlite3_exec(w->db, sql, NULL, NULL, NULL), SQLITE_OK);
-}
+static void wal_commit(wal_file *w, int n, int size) { fx_wal_insert(w->db, n, size); }
 
 static uint8_t *wal_read(wal_file *w, size_t *len) {
     char p[160];
@@ -59,9 +47,7 @@ static uint8_t *wal_read(wal_file *w, size_t *len) {
 
 static void wal_close(wal_file *w) {
     sqlite3_close(w->db);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", w->dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_rmdir(w->dir);
 }
 
 /* The commit frames among the first n bytes of frames, as walf_scan counts. */

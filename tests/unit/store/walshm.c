@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "store/walshm.h"
+#include "fixture.h"
 
 typedef struct db_dir {
     char dir[64];
@@ -31,15 +32,9 @@ static int on_commit(void *arg, sqlite3 *db, const char *name, int pages) {
 
 static void db_open(db_dir *d) {
     memset(d, 0, sizeof(*d));
-    snprintf(d->dir, sizeof(d->dir), "/tmp/wsgate-walshm-XXXXXX");
-    cr_assert_not_null(mkdtemp(d->dir));
+    fx_tmpdir(d->dir, sizeof(d->dir), "walshm");
     snprintf(d->path, sizeof(d->path), "%s/t.db", d->dir);
-    cr_assert_eq(sqlite3_open(d->path, &d->db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(d->db,
-                              "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;"
-                              " CREATE TABLE t (x)",
-                              NULL, NULL, NULL),
-                 SQLITE_OK);
+    d->db = fx_wal_db(d->path);
     sqlite3_wal_hook(d->db, on_commit, d);
     cr_assert_eq(sqlite3_open(d->path, &d->ckpt), SQLITE_OK);
     /* As the store sets up its checkpointer's connection. A connection that
@@ -51,22 +46,13 @@ static void db_open(db_dir *d) {
     cr_assert_geq(d->shm, 0);
 }
 
-static void db_commit(db_dir *d, int rows) {
-    char sql[160];
-    snprintf(sql, sizeof(sql),
-             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < %d)"
-             " INSERT INTO t SELECT randomblob(1000) FROM c",
-             rows);
-    cr_assert_eq(sqlite3_exec(d->db, sql, NULL, NULL, NULL), SQLITE_OK);
-}
+static void db_commit(db_dir *d, int rows) { fx_wal_insert(d->db, rows, 1000); }
 
 static void db_close(db_dir *d) {
     sqlite3_close(d->ckpt);
     sqlite3_close(d->db);
     close(d->shm); /* after the connections: it would drop their locks */
-    char cmd[160];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_rmdir(d->dir);
 }
 
 Test(walshm, counts_match_what_sqlite_reports) {
