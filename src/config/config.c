@@ -700,8 +700,8 @@ static int check_redis_rules(const config *c, wsg_error *err) {
         for (size_t j = i + 1; j < c->redis_urls_count; j++) {
             redis_url a, b;
             char na[REDIS_URL_MAX_HOST + 32], nb[REDIS_URL_MAX_HOST + 32];
-            if (redis_url_parse(c->redis_urls[i], strlen(c->redis_urls[i]), &a, NULL, 0) < 0 ||
-                redis_url_parse(c->redis_urls[j], strlen(c->redis_urls[j]), &b, NULL, 0) < 0)
+            if (redis_url_parse(c->redis_urls[i], strlen(c->redis_urls[i]), &a, NULL) < 0 ||
+                redis_url_parse(c->redis_urls[j], strlen(c->redis_urls[j]), &b, NULL) < 0)
                 continue;
             if (strcmp(redis_url_name(&a, na, sizeof na), redis_url_name(&b, nb, sizeof nb)) == 0)
                 return fail(err, "redis_urls lists the Redis server %s twice", na);

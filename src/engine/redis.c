@@ -2304,13 +2304,13 @@ static const engine_ops redis_ops = {
 };
 
 /* The servers of cfg (redis_urls, else redis_url) into *urls (malloc'd).
- * Returns how many, or 0 with a message in err. */
-static size_t parse_urls(const config *cfg, redis_url **urls, char *err, size_t errlen) {
+ * Returns how many, or 0 with *err set. */
+static size_t parse_urls(const config *cfg, redis_url **urls, wsg_error *err) {
     size_t n = cfg->redis_urls_count ? cfg->redis_urls_count : 1;
     *urls = xcalloc(n, sizeof(**urls));
     for (size_t i = 0; i < n; i++) {
         const char *u = cfg->redis_urls_count ? cfg->redis_urls[i] : cfg->redis_url;
-        if (redis_url_parse(u, strlen(u), &(*urls)[i], err, errlen) != 0) {
+        if (redis_url_parse(u, strlen(u), &(*urls)[i], err) != 0) {
             free(*urls);
             *urls = NULL;
             return 0;
@@ -2323,24 +2323,19 @@ engine *engine_redis_new(size_t nworkers, const engine_deliver *d, store *st, co
                          crypto_keyring *keys, wsg_error *err) {
     assert(nworkers >= 1 && nworkers <= DIRECTORY_MAX_WORKERS);
     redis_url *urls;
-    char why[sizeof(err->message)] = ""; /* the URL parser and ring report with err, errlen */
-    size_t nshards = parse_urls(cfg, &urls, why, sizeof(why));
-    if (!nshards) {
-        wsg_error_set(err, WSG_E_ENGINE_CONFIG, "%s", why);
-        return NULL;
-    }
+    size_t nshards = parse_urls(cfg, &urls, err);
+    if (!nshards) return NULL;
     redis_ring *ring = NULL;
     if (nshards > 1) {
         char(*names)[REDIS_URL_MAX_HOST + 32] = xcalloc(nshards, sizeof(*names));
         const char **np = xcalloc(nshards, sizeof(*np));
         for (size_t i = 0; i < nshards; i++)
             np[i] = redis_url_name(&urls[i], names[i], sizeof(names[i]));
-        ring = redis_ring_new(np, nshards, why, sizeof(why));
+        ring = redis_ring_new(np, nshards, err);
         free(np);
         free(names);
         if (!ring) {
             free(urls);
-            wsg_error_set(err, WSG_E_ENGINE_CONFIG, "%s", why);
             return NULL;
         }
     }

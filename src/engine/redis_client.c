@@ -20,6 +20,7 @@
 #include "common/hash.h"
 #include "common/clock.h"
 #include "common/random.h"
+#include "common/strbuf.h"
 #include "common/strmap.h"
 #include "log/log.h"
 
@@ -120,7 +121,7 @@ struct redis_client {
     const char *kill_reason;
     bool up, closing;
     redis_tls_ctx *tls; /* rediss://: the shared TLS settings, or NULL */
-    char tls_err[256];  /* ... or why they could not be built */
+    wsg_error tls_err;  /* ... or why they could not be built */
     unsigned handles;   /* open libuv handles; the client is freed at 0 once closing */
     redis_client_stats st;
 };
@@ -470,6 +471,14 @@ static void tls_closed(void *data) {
     if (--c->handles == 0) client_free(c);
 }
 
+/* Copy a wsg_error's message into a slot's reason, cut to fit as the
+ * reason has always been. */
+static void copy_why(char *why, size_t whylen, const char *msg) {
+    strbuf b;
+    strbuf_init(&b, why, whylen);
+    strbuf_puts(&b, msg);
+}
+
 /* A hiredis context for ip: plain TCP, or through a new TLS bridge (then
  * *tls is set and owned by the context's adapter). NULL with why. */
 static redisAsyncContext *open_context(rc_slot *s, const char *ip, redis_tls **tls, char *why,
@@ -487,16 +496,19 @@ static redisAsyncContext *open_context(rc_slot *s, const char *ip, redis_tls **t
         return NULL;
     }
     if (!c->tls) {
-        snprintf(why, whylen, "%s", c->tls_err);
+        copy_why(why, whylen, c->tls_err.message);
         return NULL;
     }
     const char *name = c->opt.tls.server_name && c->opt.tls.server_name[0] ? c->opt.tls.server_name
                                                                            : c->opt.url.host;
     redisAsyncContext *ac;
     s->tls_why[0] = '\0';
+    wsg_error e = {0};
     if (redis_tls_open(c->loop, c->tls, ip, c->opt.url.port, name, tls_failed, tls_closed, s, &ac,
-                       tls, why, whylen) != 0)
+                       tls, &e) != 0) {
+        copy_why(why, whylen, e.message);
         return NULL;
+    }
     c->handles++; /* the bridge, until tls_closed */
     return ac;
 }
@@ -784,7 +796,7 @@ redis_client *redis_client_new(uv_loop_t *loop, const redis_client_options *opt)
         c->opt.backoff_max_ms = c->opt.backoff_min_ms;
     redis_url_name(&c->opt.url, c->name, sizeof c->name);
     if (c->opt.url.tls) {
-        c->tls = redis_tls_ctx_new(&c->opt.tls, c->tls_err, sizeof c->tls_err);
+        c->tls = redis_tls_ctx_new(&c->opt.tls, &c->tls_err);
         /* Once per process: every worker has a client per server. The log
          * has no WARN level; ERROR keeps it visible at the default level. */
         static atomic_bool warned;

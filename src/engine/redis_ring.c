@@ -31,15 +31,16 @@ static int by_hash(const void *a, const void *b) {
     return x->shard < y->shard ? -1 : x->shard > y->shard;
 }
 
-redis_ring *redis_ring_new(const char *const *names, size_t n, char *err, size_t errlen) {
+redis_ring *redis_ring_new(const char *const *names, size_t n, wsg_error *err) {
     if (n == 0) {
-        snprintf(err, errlen, "no Redis server to shard over");
+        wsg_error_set(err, WSG_E_ENGINE_CONFIG, "no Redis server to shard over");
         return NULL;
     }
     for (size_t i = 0; i < n; i++)
         for (size_t j = i + 1; j < n; j++)
             if (strcmp(names[i], names[j]) == 0) {
-                snprintf(err, errlen, "Redis server %s is listed twice", names[i]);
+                wsg_error_set(err, WSG_E_ENGINE_CONFIG, "Redis server %s is listed twice",
+                              names[i]);
                 return NULL;
             }
     redis_ring *r = xcalloc(1, sizeof *r);

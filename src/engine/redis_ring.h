@@ -14,13 +14,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 #define REDIS_RING_POINTS 160 /* per server */
 
 typedef struct redis_ring redis_ring;
 
 /* Build a ring over the n servers named names[i] (copied). Returns the
- * ring, or NULL with a message in err when n is 0 or a name repeats. */
-redis_ring *redis_ring_new(const char *const *names, size_t n, char *err, size_t errlen);
+ * ring (the caller's, for redis_ring_free), or NULL with *err (the
+ * caller's; may be NULL) set to WSG_E_ENGINE_CONFIG when n is 0 or a name
+ * repeats. */
+redis_ring *redis_ring_new(const char *const *names, size_t n, wsg_error *err);
 
 /* Return the index (into the names given to redis_ring_new) of the server
  * that owns key (len bytes). */

@@ -13,6 +13,7 @@
 #include "common/alloc.h"
 #include "common/bytebuf.h"
 #include "common/hex.h"
+#include "common/strbuf.h"
 
 /* Shared by both scripts: a Stream entry's field, an id's seq, and the
  * bounded trim of expired entries from the head. trim_old returns the seq
@@ -291,7 +292,11 @@ static void chat_reply(redis_client *c, const redisReply *r, const char *err, vo
         chat_done(c, k, err);
         return;
     }
-    if (redis_chat_parse(r, &k->res, k->err, sizeof k->err) < 0) {
+    wsg_error e = {0};
+    if (redis_chat_parse(r, &k->res, &e) < 0) {
+        strbuf b; /* cut to k->err, as the reason always was */
+        strbuf_init(&b, k->err, sizeof k->err);
+        strbuf_puts(&b, e.message);
         chat_done(c, k, k->err);
         return;
     }
@@ -355,8 +360,8 @@ typedef struct history_call {
 static void history_reply(redis_client *c, const redisReply *r, const char *err, void *data) {
     history_call *k = data;
     redis_history_result res;
-    char buf[200];
-    if (!err && redis_history_parse(r, &res, buf, sizeof buf) < 0) err = buf;
+    wsg_error e = {0};
+    if (!err && redis_history_parse(r, &res, &e) < 0) err = e.message;
     k->cb(c, err ? NULL : &res, err, k->data);
     if (!err) free(res.entries);
     free(k);
@@ -385,30 +390,29 @@ int redis_script_history(redis_client *c, const redis_history *h, redis_history_
 
 /* ---- replies ---- */
 
-static int bad(char *err, size_t errlen, const char *what) {
-    snprintf(err, errlen, "redis: malformed script reply (%s)", what);
-    return -1;
+static int bad(wsg_error *err, const char *what) {
+    return wsg_error_set(err, WSG_E_PARSE, "redis: malformed script reply (%s)", what);
 }
 
-static int reply_error(const redisReply *r, char *err, size_t errlen) {
-    if (!r) return bad(err, errlen, "none");
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "redis: %.*s", (int)(r->len > 300 ? 300 : r->len), r->str);
-        return -1;
-    }
+static int reply_error(const redisReply *r, wsg_error *err) {
+    if (!r) return bad(err, "none");
+    if (r->type == REDIS_REPLY_ERROR)
+        return wsg_error_set(err, WSG_E_IO, "redis: %.*s", (int)(r->len > 300 ? 300 : r->len),
+                             r->str);
     return 0;
 }
 
-int redis_chat_parse(const redisReply *r, redis_chat_result *out, char *err, size_t errlen) {
+int redis_chat_parse(const redisReply *r, redis_chat_result *out, wsg_error *err) {
     memset(out, 0, sizeof *out);
-    if (reply_error(r, err, errlen) < 0) return -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) return bad(err, errlen, "not 5 items");
+    int rc = reply_error(r, err);
+    if (rc < 0) return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) return bad(err, "not 5 items");
     redisReply **e = r->element;
     if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER ||
         e[2]->type != REDIS_REPLY_STRING || e[3]->type != REDIS_REPLY_INTEGER ||
         e[4]->type != REDIS_REPLY_STRING)
-        return bad(err, errlen, "item types");
-    if (e[2]->len >= sizeof out->message_id) return bad(err, errlen, "messageId length");
+        return bad(err, "item types");
+    if (e[2]->len >= sizeof out->message_id) return bad(err, "messageId length");
     out->seq = e[0]->integer;
     out->duplicate = e[1]->integer != 0;
     memcpy(out->message_id, e[2]->str, e[2]->len);
@@ -419,21 +423,21 @@ int redis_chat_parse(const redisReply *r, redis_chat_result *out, char *err, siz
     return 0;
 }
 
-int redis_history_parse(const redisReply *r, redis_history_result *out, char *err, size_t errlen) {
+int redis_history_parse(const redisReply *r, redis_history_result *out, wsg_error *err) {
     memset(out, 0, sizeof *out);
-    if (reply_error(r, err, errlen) < 0) return -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) return bad(err, errlen, "not 4 items");
+    int rc = reply_error(r, err);
+    if (rc < 0) return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) return bad(err, "not 4 items");
     redisReply **e = r->element;
     if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER ||
         e[2]->type != REDIS_REPLY_INTEGER)
-        return bad(err, errlen, "item types");
+        return bad(err, "item types");
     out->last_seq = e[0]->integer;
     out->oldest_seq = e[1]->integer;
     out->has_more = e[2]->integer != 0;
     /* An empty Lua table comes back as an empty array. */
     const redisReply *list = e[3];
-    if (list->type != REDIS_REPLY_ARRAY || list->elements % 4 != 0)
-        return bad(err, errlen, "entries");
+    if (list->type != REDIS_REPLY_ARRAY || list->elements % 4 != 0) return bad(err, "entries");
     out->count = list->elements / 4;
     out->entries = out->count ? xcalloc(out->count, sizeof *out->entries) : NULL;
     for (size_t i = 0; i < out->count; i++) {
@@ -443,7 +447,7 @@ int redis_history_parse(const redisReply *r, redis_history_result *out, char *er
             free(out->entries);
             out->entries = NULL;
             out->count = 0;
-            return bad(err, errlen, "entry types");
+            return bad(err, "entry types");
         }
         out->entries[i] = (redis_history_entry){.seq = f[0]->integer,
                                                 .message_id = f[1]->str,

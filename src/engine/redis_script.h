@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
 #include "engine/redis_client.h"
 
 typedef enum redis_script_id {
@@ -122,8 +123,10 @@ typedef void (*redis_chat_cb)(redis_client *c, const redis_chat_result *res, con
 int redis_script_chat(redis_client *c, const redis_chat *chat, redis_chat_cb cb, void *data);
 
 /* Read the chat script's reply into out (value points into r). Returns 0,
- * or -1 with err (a Redis error reply's text, or what is malformed). */
-int redis_chat_parse(const redisReply *r, redis_chat_result *out, char *err, size_t errlen);
+ * or a negative code with *err (the caller's; may be NULL) saying why:
+ * WSG_E_IO with a Redis error reply's text, WSG_E_PARSE naming what is
+ * malformed. */
+int redis_chat_parse(const redisReply *r, redis_chat_result *out, wsg_error *err);
 
 /* One history page to read. */
 typedef struct redis_history {
@@ -164,7 +167,8 @@ typedef void (*redis_history_cb)(redis_client *c, const redis_history_result *re
 int redis_script_history(redis_client *c, const redis_history *h, redis_history_cb cb, void *data);
 
 /* Read the history script's reply into out (entries point into r: use
- * them before the callback returns). Returns 0 or -1 with err. */
-int redis_history_parse(const redisReply *r, redis_history_result *out, char *err, size_t errlen);
+ * them before the callback returns; the caller frees out->entries).
+ * Returns 0 or a negative code with *err, as redis_chat_parse. */
+int redis_history_parse(const redisReply *r, redis_history_result *out, wsg_error *err);
 
 #endif

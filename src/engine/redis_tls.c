@@ -49,11 +49,6 @@ struct redis_tls {
     char down[BRIDGE_BUF];
 };
 
-static int fail_msg(char *err, size_t errlen, const char *fmt, const char *a, const char *b) {
-    if (err && errlen) snprintf(err, errlen, fmt, a, b);
-    return -1;
-}
-
 /* OpenSSL's first queued error as text ("" when none), clearing the queue. */
 static void ssl_queue_text(char *out, size_t n) {
     unsigned long e = ERR_get_error();
@@ -68,13 +63,13 @@ static void ssl_queue_text(char *out, size_t n) {
 
 /* ---- the shared context ---- */
 
-redis_tls_ctx *redis_tls_ctx_new(const redis_tls_options *opt, char *err, size_t errlen) {
+redis_tls_ctx *redis_tls_ctx_new(const redis_tls_options *opt, wsg_error *err) {
     char why[256];
     ERR_clear_error();
     SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
     if (!ssl) {
         ssl_queue_text(why, sizeof why);
-        fail_msg(err, errlen, "redis TLS: %s%s", why, "");
+        wsg_error_set(err, WSG_E_ENGINE_CONFIG, "redis TLS: %s", why);
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
@@ -98,7 +93,7 @@ redis_tls_ctx *redis_tls_ctx_new(const redis_tls_options *opt, char *err, size_t
     }
     if (what) {
         ssl_queue_text(why, sizeof why);
-        if (err && errlen) snprintf(err, errlen, "redis TLS: %s %s: %s", what, file, why);
+        wsg_error_set(err, WSG_E_ENGINE_CONFIG, "redis TLS: %s %s: %s", what, file, why);
         SSL_CTX_free(ssl);
         return NULL;
     }
@@ -119,14 +114,15 @@ void redis_tls_ctx_free(redis_tls_ctx *ctx) {
 
 /* Give hiredis a context connected to a Unix socket whose other end is
  * *mine. The listener exists only inside this call. */
-static int inner_connect(int *mine, redisAsyncContext **ac, char *err, size_t errlen) {
+static int inner_connect(int *mine, redisAsyncContext **ac, wsg_error *err) {
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !tmp[0] || strlen(tmp) > 64) tmp = "/tmp";
     char dir[96], path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     snprintf(dir, sizeof dir, "%s/wsgate-rtls-XXXXXX", tmp);
     if (!mkdtemp(dir))
-        return fail_msg(err, errlen, "redis TLS: cannot create a private directory in %s: %s", tmp,
-                        strerror(errno));
+        return wsg_error_set(err, WSG_E_IO,
+                             "redis TLS: cannot create a private directory in %s: %s", tmp,
+                             strerror(errno));
     snprintf(path, sizeof path, "%s/s", dir);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     memcpy(sa.sun_path, path, strlen(path) + 1);
@@ -136,7 +132,8 @@ static int inner_connect(int *mine, redisAsyncContext **ac, char *err, size_t er
         if (lfd >= 0) close(lfd);
         unlink(path);
         rmdir(dir);
-        return fail_msg(err, errlen, "redis TLS: cannot listen on %s: %s", path, strerror(e));
+        return wsg_error_set(err, WSG_E_IO, "redis TLS: cannot listen on %s: %s", path,
+                             strerror(e));
     }
     /* A Unix connect completes into the backlog at once. */
     redisAsyncContext *c = redisAsyncConnectUnix(path);
@@ -159,7 +156,8 @@ static int inner_connect(int *mine, redisAsyncContext **ac, char *err, size_t er
         snprintf(copy, sizeof copy, "%s", why);
         if (fd >= 0) close(fd);
         if (c) redisAsyncFree(c);
-        return fail_msg(err, errlen, "redis TLS: cannot open the inner connection: %s%s", copy, "");
+        return wsg_error_set(err, WSG_E_IO, "redis TLS: cannot open the inner connection: %s",
+                             copy);
     }
     *mine = fd;
     *ac = c;
@@ -355,22 +353,22 @@ static void set_tcp_options(int fd) {
 }
 
 /* Start the TCP connect to ip:port. Returns the socket or -1 (err set). */
-static int outer_connect(const char *ip, int port, char *err, size_t errlen) {
+static int outer_connect(const char *ip, int port, wsg_error *err) {
     struct sockaddr_storage ss;
     socklen_t len = netaddr_numeric(ip, port, &ss);
-    if (len == 0) return fail_msg(err, errlen, "redis TLS: \"%s\" is not an IP address%s", ip, "");
+    if (len == 0) return wsg_error_set(err, WSG_E_IO, "redis TLS: \"%s\" is not an IP address", ip);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return fail_msg(err, errlen, "redis TLS: socket: %s%s", strerror(errno), "");
+    if (fd < 0) return wsg_error_set(err, WSG_E_IO, "redis TLS: socket: %s", strerror(errno));
     set_tcp_options(fd);
     if (connect(fd, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
-        return fail_msg(err, errlen, "connect failed: %s%s", strerror(e), "");
+        return wsg_error_set(err, WSG_E_IO, "connect failed: %s", strerror(e));
     }
     return fd;
 }
 
-static SSL *ssl_for(redis_tls_ctx *ctx, int fd, const char *name, char *err, size_t errlen) {
+static SSL *ssl_for(redis_tls_ctx *ctx, int fd, const char *name, wsg_error *err) {
     ERR_clear_error();
     SSL *ssl = SSL_new(ctx->ssl);
     if (!ssl || SSL_set_fd(ssl, fd) != 1) goto fail;
@@ -390,23 +388,23 @@ fail:;
     char why[200];
     ssl_queue_text(why, sizeof why);
     if (ssl) SSL_free(ssl);
-    fail_msg(err, errlen, "redis TLS: cannot set up a session for %s: %s", name, why);
+    wsg_error_set(err, WSG_E_IO, "redis TLS: cannot set up a session for %s: %s", name, why);
     return NULL;
 }
 
 int redis_tls_open(uv_loop_t *loop, redis_tls_ctx *ctx, const char *ip, int port,
                    const char *server_name, redis_tls_error_cb on_error,
                    redis_tls_closed_cb on_closed, void *data, redisAsyncContext **ac,
-                   redis_tls **out, char *err, size_t errlen) {
-    int outer = outer_connect(ip, port, err, errlen);
-    if (outer < 0) return -1;
-    SSL *ssl = ssl_for(ctx, outer, server_name, err, errlen);
+                   redis_tls **out, wsg_error *err) {
+    int outer = outer_connect(ip, port, err);
+    if (outer < 0) return outer;
+    SSL *ssl = ssl_for(ctx, outer, server_name, err);
     int inner = -1;
     redisAsyncContext *c = NULL;
-    if (!ssl || inner_connect(&inner, &c, err, errlen) != 0) {
+    if (!ssl || inner_connect(&inner, &c, err) != 0) {
         if (ssl) SSL_free(ssl);
         close(outer);
-        return -1;
+        return WSG_E_IO;
     }
     redis_tls *b = xcalloc(1, sizeof *b);
     b->inner = inner;
@@ -427,8 +425,8 @@ int redis_tls_open(uv_loop_t *loop, redis_tls_ctx *ctx, const char *ip, int port
         b = NULL;
     }
     if (rc != 0) {
-        fail_msg(err, errlen, "redis TLS: cannot poll the bridge's sockets: %s%s", uv_strerror(rc),
-                 "");
+        wsg_error_set(err, WSG_E_IO, "redis TLS: cannot poll the bridge's sockets: %s",
+                      uv_strerror(rc));
         redisAsyncFree(c);
         if (b) {
             SSL_free(ssl);
@@ -436,7 +434,7 @@ int redis_tls_open(uv_loop_t *loop, redis_tls_ctx *ctx, const char *ip, int port
             close(outer);
             free(b);
         }
-        return -1;
+        return WSG_E_IO;
     }
     b->outer_h.data = b;
     b->open_handles = 2;

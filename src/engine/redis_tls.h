@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "common/error.h"
+
 typedef struct redis_tls_ctx redis_tls_ctx;
 typedef struct redis_tls redis_tls;
 
@@ -48,8 +50,9 @@ typedef void (*redis_tls_closed_cb)(void *data);
 /* Build the TLS settings shared by a client's connections: the trust store
  * (ca_file or the system's), the client certificate, TLS 1.2 at least.
  * Returns the context (the caller's, free with redis_tls_ctx_free), or NULL
- * with a one-line reason in err (errlen bytes, the caller's). */
-redis_tls_ctx *redis_tls_ctx_new(const redis_tls_options *opt, char *err, size_t errlen);
+ * with *err (the caller's; may be NULL) set to WSG_E_ENGINE_CONFIG and a
+ * one-line reason naming the file. */
+redis_tls_ctx *redis_tls_ctx_new(const redis_tls_options *opt, wsg_error *err);
 
 /* Release the caller's reference; bridges still open keep theirs. */
 void redis_tls_ctx_free(redis_tls_ctx *ctx);
@@ -58,13 +61,13 @@ void redis_tls_ctx_free(redis_tls_ctx *ctx);
  * certificate must name server_name (a host name or an IP address; also
  * sent as SNI when it is a name), and a hiredis context connected to it.
  * Returns 0 with *ac (hiredis's, to attach to the loop; hiredis frees it)
- * and *out (call redis_tls_close when hiredis frees *ac), or -1 with a
- * reason in err and nothing to free. on_error, on_closed and data are kept
+ * and *out (call redis_tls_close when hiredis frees *ac), or WSG_E_IO with
+ * the reason in *err (the caller's; may be NULL) and nothing to free. on_error, on_closed and data are kept
  * for the bridge's life. */
 int redis_tls_open(uv_loop_t *loop, redis_tls_ctx *ctx, const char *ip, int port,
                    const char *server_name, redis_tls_error_cb on_error,
                    redis_tls_closed_cb on_closed, void *data, redisAsyncContext **ac,
-                   redis_tls **out, char *err, size_t errlen);
+                   redis_tls **out, wsg_error *err);
 
 /* Move what hiredis has written to the bridge on to the server now,
  * rather than on the loop's next poll (redis_client_flush). Nothing while

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/error.h"
+
 #define REDIS_URL_MAX_HOST     256 /* with the NUL; an IPv6 address without brackets */
 #define REDIS_URL_MAX_CRED     256 /* user or password, decoded, with the NUL */
 #define REDIS_URL_MAX_LEN      1024
@@ -29,10 +31,10 @@ typedef struct redis_url {
     bool tls;                          /* rediss:// */
 } redis_url;
 
-/* Parse the len bytes of s into *out. Returns 0, or -1 with a one-line
- * message in err (errlen bytes, the caller's) naming what is wrong; *out is
- * then undefined. */
-int redis_url_parse(const char *s, size_t len, redis_url *out, char *err, size_t errlen);
+/* Parse the len bytes of s into *out. Returns 0, or WSG_E_ENGINE_CONFIG
+ * with a one-line message in *err (the caller's; may be NULL) naming what
+ * is wrong; *out is then undefined. */
+int redis_url_parse(const char *s, size_t len, redis_url *out, wsg_error *err);
 
 /* Write the server's identity "host:port/db" (IPv6 in brackets) into out
  * (len bytes, cut to fit, NUL-terminated): what logs name and what the

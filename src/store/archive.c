@@ -147,34 +147,33 @@ static void record_aad(char *out, size_t len, const char *name, uint32_t index) 
 
 int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char *name,
                         uint32_t index, const uint8_t *body, size_t len, int *type, uint8_t **raw,
-                        size_t *raw_len, char *err, size_t errlen) {
+                        size_t *raw_len, wsg_error *err) {
     *raw = NULL;
     char *plain = NULL;
     size_t plen = len;
     const uint8_t *inner = body;
     if (key_id) {
         if (!keys) {
-            snprintf(err, errlen, "%s is sealed (key %u): the key file is needed", name, key_id);
-            return -1;
+            return wsg_error_set(err, WSG_E_STORE_ARCHIVE,
+                                 "%s is sealed (key %u): the key file is needed", name, key_id);
         }
         char aad[160];
         record_aad(aad, sizeof(aad), name, index);
         int e = crypto_open(keys, body, len, aad, strlen(aad), &plain, &plen);
         if (e) {
             char msg[160];
-            snprintf(err, errlen, "%s record %u: %s", name, index,
-                     crypto_open_errmsg(e, body, len, msg, sizeof(msg)));
-            return -1;
+            return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s record %u: %s", name, index,
+                                 crypto_open_errmsg(e, body, len, msg, sizeof(msg)));
         }
         inner = (const uint8_t *)plain;
     }
-    int rc = -1;
+    int rc = WSG_E_STORE_ARCHIVE; /* until the record is read; err says why */
     if (plen < 5) {
-        snprintf(err, errlen, "%s record %u: too short", name, index);
+        wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s record %u: too short", name, index);
     } else {
         uLongf n = walf_get32(inner + 1);
         if (n > ARCHIVE_RECORD_MAX) {
-            snprintf(err, errlen, "%s record %u: too long", name, index);
+            wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s record %u: too long", name, index);
         } else {
             *raw = xmalloc(n ? n : 1);
             bool ok;
@@ -186,7 +185,8 @@ int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char 
                     uncompress(*raw, &n, inner + 5, plen - 5) == Z_OK && n == walf_get32(inner + 1);
             }
             if (!ok) {
-                snprintf(err, errlen, "%s record %u: cannot inflate", name, index);
+                wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s record %u: cannot inflate", name,
+                              index);
                 free(*raw);
                 *raw = NULL;
             } else {
@@ -319,33 +319,32 @@ typedef struct file_reader {
     size_t cap;
 } file_reader;
 
-/* Open dir/name and read its header. Returns 0, or -1 with err. */
-static int reader_open(file_reader *r, const char *dir, const char *name, char *err,
-                       size_t errlen) {
+/* Open dir/name and read its header. Returns 0, or WSG_E_STORE_ARCHIVE
+ * with *err. */
+static int reader_open(file_reader *r, const char *dir, const char *name, wsg_error *err) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     memset(r, 0, sizeof(*r));
     r->name = name;
     r->f = fopen(path, "rb");
     if (!r->f) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
+        return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "cannot open %s: %s", path, strerror(errno));
     }
     uint8_t h[ARCHIVE_FILE_HEADER_LEN];
     if (fread(h, 1, sizeof(h), r->f) != sizeof(h) || memcmp(h, ARCHIVE_MAGIC, 8) != 0) {
-        snprintf(err, errlen, "%s is damaged: not an archive file header", name);
         fclose(r->f);
         r->f = NULL;
-        return -1;
+        return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s is damaged: not an archive file header",
+                             name);
     }
     r->key_id = walf_get32(h + 8);
     return 0;
 }
 
 /* The next record of r: 1 with *type and *raw (malloc'd), 0 at the end
- * (or a torn tail: *torn set), -1 with err when damaged. */
+ * (or a torn tail: *torn set), WSG_E_STORE_ARCHIVE with *err when damaged. */
 static int reader_next(file_reader *r, const crypto_keyring *keys, int *type, uint8_t **raw,
-                       size_t *raw_len, bool *torn, char *err, size_t errlen) {
+                       size_t *raw_len, bool *torn, wsg_error *err) {
     uint8_t head[8];
     size_t got = fread(head, 1, 8, r->f);
     *torn = false;
@@ -356,8 +355,8 @@ static int reader_next(file_reader *r, const crypto_keyring *keys, int *type, ui
     }
     uint32_t n = walf_get32(head);
     if (n > ARCHIVE_RECORD_MAX) {
-        snprintf(err, errlen, "%s is damaged at record %u: bad length", r->name, r->index);
-        return -1;
+        return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s is damaged at record %u: bad length",
+                             r->name, r->index);
     }
     if (r->cap < 8 + (size_t)n) {
         r->cap = 8 + (size_t)n;
@@ -373,12 +372,12 @@ static int reader_next(file_reader *r, const crypto_keyring *keys, int *type, ui
         return 0;
     }
     if (sp < 0) {
-        snprintf(err, errlen, "%s is damaged at record %u: checksum mismatch", r->name, r->index);
-        return -1;
+        return wsg_error_set(err, WSG_E_STORE_ARCHIVE,
+                             "%s is damaged at record %u: checksum mismatch", r->name, r->index);
     }
-    if (archive_record_open(keys, r->key_id, r->name, r->index, body, blen, type, raw, raw_len, err,
-                            errlen) != 0)
-        return -1;
+    int rc = archive_record_open(keys, r->key_id, r->name, r->index, body, blen, type, raw, raw_len,
+                                 err);
+    if (rc != 0) return rc;
     r->index++;
     return 1;
 }
@@ -1022,14 +1021,13 @@ static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *co
     a->seq = -1;
     for (size_t i = 0; i < n; i++) {
         file_reader r;
-        char err[512];
+        wsg_error err = {0};
         int type = 0, got = -1, last = 0;
         bool torn = false, ended = false, closed = false;
-        if (reader_open(&r, a->dir, files[i].name, err, sizeof(err)) == 0) {
+        if (reader_open(&r, a->dir, files[i].name, &err) == 0) {
             uint8_t *raw;
             size_t len;
-            while ((got = reader_next(&r, s->opt.keys, &type, &raw, &len, &torn, err,
-                                      sizeof(err))) == 1) {
+            while ((got = reader_next(&r, s->opt.keys, &type, &raw, &len, &torn, &err)) == 1) {
                 last = type;
                 if (type == 'E') ended = true;
                 if (type == 'Z' && len == ARCHIVE_CLOSE_LEN) {
@@ -1053,14 +1051,15 @@ static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *co
             }
         }
         if (got == 0 && files[i].snap && !ended) {
-            snprintf(err, sizeof(err), "%s is damaged: the snapshot is cut short", files[i].name);
+            wsg_error_set(&err, WSG_E_STORE_ARCHIVE, "%s is damaged: the snapshot is cut short",
+                          files[i].name);
             got = -1;
         }
         if (got < 0) {
             damaged++;
             log_msg(LOG_ERROR, "pitr_damaged",
                     "point-in-time archive %s/%s: %s (restores that need it will fail)", a->dir,
-                    files[i].name, err);
+                    files[i].name, err.message);
         } else if (torn) {
             log_msg(LOG_INFO, "pitr_torn",
                     "point-in-time archive %s/%s ends in a torn record (cut by a crash); the WAL"
@@ -1204,33 +1203,37 @@ void archive_close(store *s) {
 
 /* ---- restore ---- */
 
-/* Decode snapshot name of dir into the open file out. Returns 0 or -1. */
+/* Decode snapshot name of dir into the open file out. Returns 0 or
+ * WSG_E_STORE_ARCHIVE with *err. */
 static int decode_snapshot(const char *dir, const char *name, const crypto_keyring *keys, int out,
-                           char *err, size_t errlen) {
+                           wsg_error *err) {
     file_reader r;
-    if (reader_open(&r, dir, name, err, errlen) != 0) return -1;
-    int rc = -1, got, type;
+    int rc = reader_open(&r, dir, name, err);
+    if (rc != 0) return rc;
+    rc = WSG_E_STORE_ARCHIVE; /* until its end record is written */
+    int got, type;
     uint8_t *raw;
     size_t len;
     bool torn;
-    while ((got = reader_next(&r, keys, &type, &raw, &len, &torn, err, errlen)) == 1) {
+    while ((got = reader_next(&r, keys, &type, &raw, &len, &torn, err)) == 1) {
         bool ok = len >= 16;
         if (ok && type == 'S') {
             ok = pwrite(out, raw + 8, len - 8, (off_t)get64(raw)) == (ssize_t)(len - 8);
         } else if (ok && type == 'E') {
             ok = ftruncate(out, (off_t)get64(raw)) == 0;
-            rc = ok ? 0 : -1;
+            rc = ok ? 0 : WSG_E_STORE_ARCHIVE;
         }
         free(raw);
         if (!ok) {
-            snprintf(err, errlen, "cannot write the snapshot %s: %s", name, strerror(errno));
-            rc = -1;
+            rc = wsg_error_set(err, WSG_E_STORE_ARCHIVE, "cannot write the snapshot %s: %s", name,
+                               strerror(errno));
             break;
         }
     }
     if (got == 0 && rc != 0)
-        snprintf(err, errlen, "%s is damaged: the snapshot is cut short", name);
-    if (got < 0) rc = -1;
+        rc = wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s is damaged: the snapshot is cut short",
+                           name);
+    if (got < 0) rc = got;
     reader_close(&r);
     return rc;
 }
@@ -1360,10 +1363,10 @@ static const arch_file *restore_base(const arch_file *files, size_t n, int64_t t
 
 /* Apply one commit or bucket record (index of segment name) onto st->fd,
  * refusing a gap in the WAL's frames; marks st->done after the last commit
- * at or before st->to_ms, or on an error. Returns 0, or -1 with err
+ * at or before st->to_ms, or on an error. Returns 0, or WSG_E_STORE_ARCHIVE with *err
  * filled. raw stays the caller's. */
 static int restore_record(restore_state *st, const char *name, uint32_t index, int type,
-                          const uint8_t *raw, size_t len, char *err, size_t errlen) {
+                          const uint8_t *raw, size_t len, wsg_error *err) {
     uint32_t s0 = walf_get32(raw + 8), s1 = walf_get32(raw + 12);
     uint64_t first = get64(raw + 16);
     bool later = false;
@@ -1371,15 +1374,14 @@ static int restore_record(restore_state *st, const char *name, uint32_t index, i
     /* Within one generation of the WAL, frames follow on: a gap means a
      * lost record, and replaying past it would mix states. */
     if (st->have_at && s0 == st->at.salt[0] && s1 == st->at.salt[1] && first != st->at.frames) {
-        snprintf(err, errlen,
-                 "%s record %u: frames %llu..%llu of the WAL are missing from the archive", name,
-                 index, (unsigned long long)st->at.frames, (unsigned long long)first);
-        rc = -1;
+        rc = wsg_error_set(
+            err, WSG_E_STORE_ARCHIVE,
+            "%s record %u: frames %llu..%llu of the WAL are missing from the archive", name, index,
+            (unsigned long long)st->at.frames, (unsigned long long)first);
     } else if ((errno = 0, apply_commits(st->fd, type, raw, len, st->to_ms, &st->page_size,
                                          &st->db_pages, &st->applied, &later)) != 0) {
-        snprintf(err, errlen, "%s record %u: cannot apply (%s)", name, index,
-                 errno ? strerror(errno) : "malformed");
-        rc = -1;
+        rc = wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s record %u: cannot apply (%s)", name, index,
+                           errno ? strerror(errno) : "malformed");
     }
     /* Commits are archived in order: after a later one, all are. */
     if (later || rc != 0) st->done = true;
@@ -1391,45 +1393,44 @@ static int restore_record(restore_state *st, const char *name, uint32_t index, i
 }
 
 /* Replay the commit and bucket records of segment dir/name onto st->fd
- * (other records are skipped). Returns 0, or -1 with err filled. */
+ * (other records are skipped). Returns 0, or WSG_E_STORE_ARCHIVE with *err. */
 static int restore_segment(restore_state *st, const char *dir, const char *name,
-                           const crypto_keyring *keys, char *err, size_t errlen) {
+                           const crypto_keyring *keys, wsg_error *err) {
     file_reader r;
-    if (reader_open(&r, dir, name, err, errlen) != 0) return -1;
-    int got = 0, type, rc = 0;
+    int rc = reader_open(&r, dir, name, err);
+    if (rc != 0) return rc;
+    int got = 0, type;
     uint8_t *raw;
     size_t len;
     bool torn;
-    while (!st->done && (got = reader_next(&r, keys, &type, &raw, &len, &torn, err, errlen)) == 1) {
+    while (!st->done && (got = reader_next(&r, keys, &type, &raw, &len, &torn, err)) == 1) {
         if ((type == 'C' && len >= ARCHIVE_COMMIT_HEAD) ||
             (type == 'K' && len >= ARCHIVE_BUCKET_HEAD))
-            rc = restore_record(st, name, r.index - 1, type, raw, len, err, errlen);
+            rc = restore_record(st, name, r.index - 1, type, raw, len, err);
         free(raw);
     }
-    if (got < 0) rc = -1;
+    if (got < 0) rc = got;
     reader_close(&r);
     return rc;
 }
 
 /* Leave the file at out as a checkpoint of the applied commits leaves it
- * (cut to their length), synced, and close st->fd. Returns rc, or -1 with
- * err filled when rc was 0 and this fails. */
-static int restore_finish(const restore_state *st, const char *out, int rc, char *err,
-                          size_t errlen) {
+ * (cut to their length), synced, and close st->fd. Returns rc, or
+ * WSG_E_STORE_ARCHIVE with *err when rc was 0 and this fails. */
+static int restore_finish(const restore_state *st, const char *out, int rc, wsg_error *err) {
     if (rc == 0 && st->applied && ftruncate(st->fd, (off_t)st->db_pages * st->page_size) != 0) {
-        snprintf(err, errlen, "cannot truncate %s: %s", out, strerror(errno));
-        rc = -1;
+        rc =
+            wsg_error_set(err, WSG_E_STORE_ARCHIVE, "cannot truncate %s: %s", out, strerror(errno));
     }
     if (fsync(st->fd) != 0 && rc == 0) {
-        snprintf(err, errlen, "cannot sync %s: %s", out, strerror(errno));
-        rc = -1;
+        rc = wsg_error_set(err, WSG_E_STORE_ARCHIVE, "cannot sync %s: %s", out, strerror(errno));
     }
     close(st->fd);
     return rc;
 }
 
 int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, const char *out,
-                    int64_t *earliest_ms, char *err, size_t errlen) {
+                    int64_t *earliest_ms, wsg_error *err) {
     arch_file *files;
     size_t n = list_files(dir, &files);
     const arch_file *snap = restore_base(files, n, to_ms, earliest_ms);
@@ -1441,22 +1442,23 @@ int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, 
     restore_state st = {.fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600),
                         .to_ms = to_ms};
     if (st.fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", out, strerror(errno));
+        int e =
+            wsg_error_set(err, WSG_E_STORE_ARCHIVE, "cannot create %s: %s", out, strerror(errno));
         free(files);
-        return -1;
+        return e;
     }
-    int rc = decode_snapshot(dir, snap->name, keys, st.fd, err, errlen);
+    int rc = decode_snapshot(dir, snap->name, keys, st.fd, err);
     for (size_t i = 0; rc == 0 && !st.done && i < n; i++) {
         if (files[i].snap || files[i].gen < snap->gen) continue;
-        rc = restore_segment(&st, dir, files[i].name, keys, err, errlen);
+        rc = restore_segment(&st, dir, files[i].name, keys, err);
     }
-    rc = restore_finish(&st, out, rc, err, errlen);
+    rc = restore_finish(&st, out, rc, err);
     free(files);
     return rc;
 }
 
 int archive_oldest_snapshot(const char *dir, const crypto_keyring *keys, const char *out,
-                            int64_t *t_ms, char *err, size_t errlen) {
+                            int64_t *t_ms, wsg_error *err) {
     arch_file *files;
     size_t n = list_files(dir, &files);
     const arch_file *snap = NULL;
@@ -1467,10 +1469,10 @@ int archive_oldest_snapshot(const char *dir, const crypto_keyring *keys, const c
         *t_ms = snap->t_ms;
         int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0) {
-            snprintf(err, errlen, "cannot create %s: %s", out, strerror(errno));
-            rc = -1;
+            rc = wsg_error_set(err, WSG_E_STORE_ARCHIVE, "cannot create %s: %s", out,
+                               strerror(errno));
         } else {
-            rc = decode_snapshot(dir, snap->name, keys, fd, err, errlen);
+            rc = decode_snapshot(dir, snap->name, keys, fd, err);
             close(fd);
         }
     }

@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
 #include "crypto/crypto.h"
 
 typedef struct store store;
@@ -71,10 +72,11 @@ int archive_delta_apply(uint8_t *page, size_t ps, const uint8_t *in, size_t len)
 
 /* Decode a record's body (sealed with keys, or plain when keys is NULL and
  * the file is unsealed) of record index of file name into *raw (malloc'd,
- * the caller frees) and its type. Returns 0, or -1 with err. */
+ * the caller frees) and its type. Returns 0, or WSG_E_STORE_ARCHIVE with
+ * *err (the caller's) naming the file and record. */
 int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char *name,
                         uint32_t index, const uint8_t *body, size_t len, int *type, uint8_t **raw,
-                        size_t *raw_len, char *err, size_t errlen);
+                        size_t *raw_len, wsg_error *err);
 
 /* store_open, before the database is opened: allocate s->arch and note
  * the database file as the last run left it. */
@@ -128,16 +130,16 @@ void archive_close(store *s);
 
 /* `wsgate restore`, new archive: build out as of to_ms. Returns 0, 1 when
  * no snapshot of this archive is at or before to_ms (*earliest_ms: its
- * earliest snapshot, or -1), or -1 with err (a damaged archive, a missing
- * key, I/O). */
+ * earliest snapshot, or -1), or WSG_E_STORE_ARCHIVE with *err (the
+ * caller's: a damaged archive, a missing key, I/O). */
 int archive_restore(const char *dir, const crypto_keyring *keys, int64_t to_ms, const char *out,
-                    int64_t *earliest_ms, char *err, size_t errlen);
+                    int64_t *earliest_ms, wsg_error *err);
 
 /* Decode the oldest snapshot of dir into out (for a restore before the
  * switch from pitr_log: that snapshot holds the old change log). Returns
- * 0, 1 when there is none, or -1 with err. */
+ * 0, 1 when there is none, or WSG_E_STORE_ARCHIVE with *err. */
 int archive_oldest_snapshot(const char *dir, const crypto_keyring *keys, const char *out,
-                            int64_t *t_ms, char *err, size_t errlen);
+                            int64_t *t_ms, wsg_error *err);
 
 /* Return 1 when a file of dir was sealed with key_id, else 0. */
 int archive_key_in_use(const char *dir, uint32_t key_id);

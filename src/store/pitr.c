@@ -354,10 +354,10 @@ static int restore_legacy(const char *path, const char *pitr_dir, const crypto_k
     snprintf(log_path, sizeof(log_path), "%s.pitr_log", out);
     if (arch_earliest >= 0) {
         int64_t t;
-        char why[sizeof(err->message)]; /* archive.c reports with err, errlen */
-        if (archive_oldest_snapshot(pitr_dir, keys, log_path, &t, why, sizeof(why)) != 0) {
+        int rc = archive_oldest_snapshot(pitr_dir, keys, log_path, &t, err);
+        if (rc != 0) {
             unlink(log_path);
-            return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s", why);
+            return rc;
         }
         live_path = log_path;
     }
@@ -393,12 +393,11 @@ int store_restore(const char *path, const char *pitr_dir, const crypto_keyring *
                   const char *out, wsg_error *err) {
     int64_t to_ms = to * 1000 + 999; /* the whole second `to` */
     int64_t earliest;
-    char why[sizeof(err->message)] = ""; /* archive.c reports with err, errlen */
-    int rc = archive_restore(pitr_dir, keys, to_ms, out, &earliest, why, sizeof(why));
+    int rc = archive_restore(pitr_dir, keys, to_ms, out, &earliest, err);
     if (rc == 0) return finish_copy(out, err);
     if (rc < 0) {
         unlink(out);
-        return wsg_error_set(err, WSG_E_STORE_ARCHIVE, "%s", why);
+        return rc;
     }
     return restore_legacy(path, pitr_dir, keys, to, to_ms, earliest, out, err);
 }

@@ -29,9 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!text) return 0;
     if (size) memcpy(text, data, size);
     redis_url u;
-    char err[256] = "";
-    if (redis_url_parse(text, size, &u, err, sizeof err) != 0) {
-        require(err[0] != '\0');
+    wsg_error err = {0};
+    if (redis_url_parse(text, size, &u, &err) != 0) {
+        require(err.code == WSG_E_ENGINE_CONFIG && err.message[0] != '\0');
         free(text);
         return 0;
     }
@@ -58,8 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     redis_url again;
-    if (redis_url_parse(b.d, b.n, &again, err, sizeof err) != 0) {
-        fprintf(stderr, "%s does not parse again: %s\n", b.d, err);
+    if (redis_url_parse(b.d, b.n, &again, &err) != 0) {
+        fprintf(stderr, "%s does not parse again: %s\n", b.d, err.message);
         abort();
     }
     require(strcmp(u.host, again.host) == 0 && u.port == again.port && u.db == again.db);

@@ -57,10 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int type = 0;
         uint8_t *raw = NULL;
         size_t raw_len = 0;
-        char err[200];
-        int o = archive_record_open(NULL, 0, "f", 0, data, size, &type, &raw, &raw_len, err,
-                                    sizeof(err));
-        require(o == 0 || o == -1);
+        wsg_error err = {0};
+        int o = archive_record_open(NULL, 0, "f", 0, data, size, &type, &raw, &raw_len, &err);
+        require(o == 0 || (o == WSG_E_STORE_ARCHIVE && err.code == o && err.message[0]));
         if (o == 0) require(raw && raw_len == walf_get32(data + 1) && type == (data[0] & 0x7f));
         else require(raw == NULL);
         free(raw);

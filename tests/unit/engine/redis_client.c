@@ -80,8 +80,8 @@ static redis_url url_of(const char *fmt, int port) {
     char s[256];
     snprintf(s, sizeof s, fmt, port);
     redis_url u;
-    char err[200];
-    cr_assert_eq(redis_url_parse(s, strlen(s), &u, err, sizeof err), 0, "%s", err);
+    wsg_error err = {0};
+    cr_assert_eq(redis_url_parse(s, strlen(s), &u, &err), 0, "%s", err.message);
     return u;
 }
 

@@ -19,8 +19,8 @@ static size_t shard_of(const redis_ring *r, int i) {
 Test(redis_ring, balance) {
     const char *names[] = {"10.0.0.1:6379/0", "10.0.0.2:6379/0", "10.0.0.3:6379/0",
                            "10.0.0.4:6379/0"};
-    char err[128];
-    redis_ring *r = redis_ring_new(names, 4, err, sizeof err);
+    wsg_error err = {0};
+    redis_ring *r = redis_ring_new(names, 4, &err);
     cr_assert_not_null(r);
     size_t count[4] = {0};
     for (int i = 0; i < KEYS; i++) count[shard_of(r, i)]++;
@@ -34,9 +34,9 @@ Test(redis_ring, balance) {
 
 Test(redis_ring, adding_a_server_moves_only_what_it_takes) {
     const char *names[] = {"a:6379/0", "b:6379/0", "c:6379/0", "d:6379/0"};
-    char err[128];
-    redis_ring *three = redis_ring_new(names, 3, err, sizeof err);
-    redis_ring *four = redis_ring_new(names, 4, err, sizeof err);
+    wsg_error err = {0};
+    redis_ring *three = redis_ring_new(names, 3, &err);
+    redis_ring *four = redis_ring_new(names, 4, &err);
     int moved = 0;
     for (int i = 0; i < KEYS; i++) {
         size_t before = shard_of(three, i), after = shard_of(four, i);
@@ -56,9 +56,8 @@ Test(redis_ring, adding_a_server_moves_only_what_it_takes) {
 Test(redis_ring, order_of_servers_does_not_matter) {
     const char *ab[] = {"a:1/0", "b:1/0", "c:1/0"};
     const char *ba[] = {"c:1/0", "a:1/0", "b:1/0"};
-    char err[128];
-    redis_ring *x = redis_ring_new(ab, 3, err, sizeof err),
-               *y = redis_ring_new(ba, 3, err, sizeof err);
+    wsg_error err = {0};
+    redis_ring *x = redis_ring_new(ab, 3, &err), *y = redis_ring_new(ba, 3, &err);
     for (int i = 0; i < 2000; i++) cr_assert_str_eq(ab[shard_of(x, i)], ba[shard_of(y, i)]);
     redis_ring_free(x);
     redis_ring_free(y);
@@ -66,14 +65,14 @@ Test(redis_ring, order_of_servers_does_not_matter) {
 
 Test(redis_ring, one_server_and_refusals) {
     const char *one[] = {"only:6379/0"};
-    char err[128];
-    redis_ring *r = redis_ring_new(one, 1, err, sizeof err);
+    wsg_error err = {0};
+    redis_ring *r = redis_ring_new(one, 1, &err);
     for (int i = 0; i < 100; i++) cr_assert_eq(shard_of(r, i), 0);
     redis_ring_free(r);
-    cr_assert_null(redis_ring_new(one, 0, err, sizeof err));
+    cr_assert_null(redis_ring_new(one, 0, &err));
     const char *dup[] = {"a:1/0", "b:1/0", "a:1/0"};
-    cr_assert_null(redis_ring_new(dup, 3, err, sizeof err));
-    cr_assert(strstr(err, "listed twice"));
+    cr_assert_null(redis_ring_new(dup, 3, &err));
+    cr_assert(strstr(err.message, "listed twice") && err.code == WSG_E_ENGINE_CONFIG);
     redis_ring_free(NULL);
 }
 

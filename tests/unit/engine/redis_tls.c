@@ -102,8 +102,8 @@ static redis_client *tls_client(int port, const char *ca_file, bool with_cert) {
     char s[64];
     snprintf(s, sizeof s, "rediss://127.0.0.1:%d", port);
     redis_client_options o = {.pool_size = 2, .backoff_min_ms = 20, .backoff_max_ms = 100};
-    char err[200];
-    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, err, sizeof err), 0, "%s", err);
+    wsg_error err = {0};
+    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, &err), 0, "%s", err.message);
     o.tls.ca_file = ca_file;
     if (with_cert) {
         o.tls.cert_file = client_pem;
@@ -115,17 +115,20 @@ static redis_client *tls_client(int port, const char *ca_file, bool with_cert) {
 TestSuite(redis_tls, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(redis_tls, settings_errors_name_the_file) {
-    char err[300];
+    wsg_error err = {0};
     redis_tls_options o = {.ca_file = "/nonexistent/ca.pem"};
-    cr_assert_null(redis_tls_ctx_new(&o, err, sizeof err));
-    cr_assert(strstr(err, "cannot load the CA file /nonexistent/ca.pem"), "%s", err);
+    cr_assert_null(redis_tls_ctx_new(&o, &err));
+    cr_assert_eq(err.code, WSG_E_ENGINE_CONFIG);
+    cr_assert(strstr(err.message, "cannot load the CA file /nonexistent/ca.pem"), "%s",
+              err.message);
     o = (redis_tls_options){.ca_file = ca, .cert_file = client_pem, .key_file = server_key};
-    cr_assert_null(redis_tls_ctx_new(&o, err, sizeof err));
+    cr_assert_null(redis_tls_ctx_new(&o, &err));
     /* A key of another certificate: refused, naming the file. */
-    cr_assert(strstr(err, "client key") && strstr(err, server_key), "%s", err);
+    cr_assert(strstr(err.message, "client key") && strstr(err.message, server_key), "%s",
+              err.message);
     o = (redis_tls_options){.ca_file = ca, .cert_file = client_pem, .key_file = client_key};
-    redis_tls_ctx *ctx = redis_tls_ctx_new(&o, err, sizeof err);
-    cr_assert_not_null(ctx, "%s", err);
+    redis_tls_ctx *ctx = redis_tls_ctx_new(&o, &err);
+    cr_assert_not_null(ctx, "%s", err.message);
     redis_tls_ctx_free(ctx);
 }
 
@@ -213,7 +216,7 @@ Test(redis_tls, pubsub_over_tls) {
     char s[64];
     snprintf(s, sizeof s, "rediss://127.0.0.1:%d", tls_port);
     redis_client_options o = {.on_message = on_message, .data = &in};
-    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, NULL, 0), 0);
+    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, NULL), 0);
     o.tls = (redis_tls_options){.ca_file = ca, .cert_file = client_pem, .key_file = client_key};
     redis_client *sub = redis_client_new(&loop, &o);
     redis_client *pub = tls_client(tls_port, ca, true);
@@ -280,7 +283,7 @@ Test(redis_tls, a_stopped_server_times_out_and_the_client_comes_back) {
                               .connect_timeout_ms = 500,
                               .backoff_min_ms = 20,
                               .backoff_max_ms = 100};
-    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, NULL, 0), 0);
+    cr_assert_eq(redis_url_parse(s, strlen(s), &o.url, NULL), 0);
     o.tls = (redis_tls_options){.ca_file = ca, .cert_file = client_pem, .key_file = client_key};
     redis_client *c = redis_client_new(&loop, &o);
     cr_assert(run_until(is_up, c, 15000));

@@ -8,17 +8,19 @@
 
 static redis_url ok(const char *s) {
     redis_url u;
-    char err[256] = "";
-    int rc = redis_url_parse(s, strlen(s), &u, err, sizeof err);
-    cr_assert_eq(rc, 0, "%s: %s", s, err);
+    wsg_error err = {0};
+    int rc = redis_url_parse(s, strlen(s), &u, &err);
+    cr_assert_eq(rc, 0, "%s: %s", s, err.message);
     return u;
 }
 
 static void refused(const char *s, const char *why) {
     redis_url u;
-    char err[256] = "";
-    cr_assert_eq(redis_url_parse(s, strlen(s), &u, err, sizeof err), -1, "%s was accepted", s);
-    cr_assert(strstr(err, why), "%s: \"%s\" lacks \"%s\"", s, err, why);
+    wsg_error err = {0};
+    cr_assert_eq(redis_url_parse(s, strlen(s), &u, &err), WSG_E_ENGINE_CONFIG, "%s was accepted",
+                 s);
+    cr_assert_eq(err.code, WSG_E_ENGINE_CONFIG);
+    cr_assert(strstr(err.message, why), "%s: \"%s\" lacks \"%s\"", s, err.message, why);
     cr_assert_not(redis_url_check(s));
 }
 
@@ -131,8 +133,8 @@ Test(redis_url, refused) {
     big[sizeof big - 1] = '\0';
     refused(big, "longer than");
     redis_url u;
-    char err[64];
-    cr_assert_eq(redis_url_parse("redis://h\0x", 11, &u, err, sizeof err), -1);
+    wsg_error err = {0};
+    cr_assert_eq(redis_url_parse("redis://h\0x", 11, &u, &err), WSG_E_ENGINE_CONFIG);
 }
 
 Test(redis_url, long_credentials) {

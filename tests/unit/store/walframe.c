@@ -264,23 +264,21 @@ Test(archive, reads_zlib_and_zstd_records) {
         int type = 0;
         uint8_t *out = NULL;
         size_t out_len = 0;
-        char err[200];
-        cr_assert_eq(archive_record_open(NULL, 0, "wal-1-1-1.pitr", 3, rec, n, &type, &out,
-                                         &out_len, err, sizeof(err)),
-                     0, "%s", err);
+        wsg_error err = {0};
+        cr_assert_eq(
+            archive_record_open(NULL, 0, "wal-1-1-1.pitr", 3, rec, n, &type, &out, &out_len, &err),
+            0, "%s", err.message);
         cr_assert_eq(type, 'C');
         cr_assert_eq(out_len, sizeof(raw));
         cr_assert_eq(memcmp(out, raw, sizeof(raw)), 0);
         free(out);
         /* A frame cut short, or a length that does not match, is refused. */
-        cr_assert_eq(archive_record_open(NULL, 0, "f", 0, rec, n - 3, &type, &out, &out_len, err,
-                                         sizeof(err)),
-                     -1);
+        cr_assert_eq(archive_record_open(NULL, 0, "f", 0, rec, n - 3, &type, &out, &out_len, &err),
+                     WSG_E_STORE_ARCHIVE);
         cr_assert_null(out);
         walf_put32(rec + 1, (uint32_t)sizeof(raw) + 1);
-        cr_assert_eq(
-            archive_record_open(NULL, 0, "f", 0, rec, n, &type, &out, &out_len, err, sizeof(err)),
-            -1);
+        cr_assert_eq(archive_record_open(NULL, 0, "f", 0, rec, n, &type, &out, &out_len, &err),
+                     WSG_E_STORE_ARCHIVE);
         cr_assert_null(out);
     }
 }
