@@ -98,7 +98,7 @@ int redis_url_parse(const char *s, size_t len, redis_url *out, wsg_error *err) {
         if (decode(p, (size_t)(colon - p), out->user, sizeof out->user, "user", err) < 0 ||
             decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password,
                    "password", err) < 0)
-            return -1;
+            return WSG_E_ENGINE_CONFIG; /* decode said why */
         out->has_password = true;
         p = at + 1;
     }
