@@ -152,10 +152,10 @@ def test_restore_between_chats_across_checkpoints_and_restarts(start_server, tmp
     srv = start_server(args=["--data-dir", str(data)])
     send(srv, "p", ["a1", "a2"])
     cut1 = pause_to_next_second()
-    # 12 MB of chats: the WAL passes its checkpoint size, is checkpointed
-    # and restarted from its first frame while chats go on
+    # 18 MB of chats: the WAL passes its checkpoint size (4,096 pages),
+    # is checkpointed and restarted from its first frame while chats go on
     big = "x" * 30000
-    send(srv, "bulk", [f"{i}-{big}" for i in range(400)], user="bulk")
+    send(srv, "bulk", [f"{i}-{big}" for i in range(600)], user="bulk")
     send(srv, "p", ["b1"])
     cut2 = pause_to_next_second()
     send(srv, "p", ["b2"])
@@ -164,9 +164,13 @@ def test_restore_between_chats_across_checkpoints_and_restarts(start_server, tmp
     # with the same snapshot (nothing wrote the file in between)
     srv = start_server(args=["--data-dir", str(data)], name="again")
     send(srv, "p", ["c1"])
-    time.sleep(0.3)
 
     _, keys = load_keys(data)
+    # c1's second is archived once that second has ended (per-second
+    # records), a moment later on a loaded machine: wait for it, bounded
+    deadline = time.time() + 20
+    while len(commit_salts(data, keys)) < 3 and time.time() < deadline:
+        time.sleep(0.2)
     assert len(commit_salts(data, keys)) >= 3, "the WAL was restarted under the archive"
     assert len(files(data, "snap-")) == 1
     con = sqlite3.connect(str(data / DB))
@@ -176,8 +180,8 @@ def test_restore_between_chats_across_checkpoints_and_restarts(start_server, tmp
     got = restored_texts(tmp_path, data, cut1, ["p", "bulk"], "r1")
     assert got == {"p": ["a1", "a2"], "bulk": []}
     got = restored_texts(tmp_path, data, cut2, ["p", "bulk"], "r2")
-    assert got["p"] == ["a1", "a2", "b1"] and len(got["bulk"]) == 400
-    assert got["bulk"][399] == f"399-{big}"
+    assert got["p"] == ["a1", "a2", "b1"] and len(got["bulk"]) == 600
+    assert got["bulk"][599] == f"599-{big}"
     # while the server runs: up to its last commit
     want = ["a1", "a2", "b1", "b2", "c1"]
     got = restored_latest(tmp_path, data, ["p"], "r3", lambda g: g["p"] == want)
