@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import boto3
+import botocore.config
 import botocore.exceptions
 import pytest
 import websockets
@@ -142,7 +143,14 @@ def test_payload_too_large(start_server):
 
 def test_limit_exceeded_when_queue_full(start_server):
     srv = start_server(settings=dict(CREDS, max_queued_bytes=256 * 1024))
-    api = client(srv)
+    # No retries: botocore retries LimitExceededException with backoff, and
+    # on a loaded machine those retries outlast slow_consumer_timeout_ms
+    # (10 s), so the server rightly cut the never-reading client first.
+    api = boto3.client("apigatewaymanagementapi",
+                       endpoint_url=f"http://127.0.0.1:{srv.port}/{srv.stage}",
+                       region_name="us-east-1", aws_access_key_id=AKID,
+                       aws_secret_access_key=SECRET,
+                       config=botocore.config.Config(retries={"total_max_attempts": 1}))
     # a raw client that never reads: its queue fills once the kernel's
     # buffers are full. A small SO_RCVBUF stops receive autotuning, which on
     # hosts with a large tcp_rmem max could otherwise absorb every post.
