@@ -10,22 +10,10 @@
 #include <unistd.h>
 
 #include "cli/datalock.h"
-
-static char *temp_dir(void) {
-    char *d = strdup("/tmp/wsgate-datalock-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void remove_dir(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
+#include "../testdir.h"
 
 Test(datalock, second_holder_is_refused_with_the_pid) {
-    char *d = temp_dir();
+    char *d = testdir_make("datalock");
     wsg_error err = {0};
     int fd = datalock_acquire(d, &err);
     cr_assert_geq(fd, 0, "%s", err.message);
@@ -42,7 +30,7 @@ Test(datalock, second_holder_is_refused_with_the_pid) {
     fd = datalock_acquire(d, &err);
     cr_assert_geq(fd, 0, "%s", err.message);
     datalock_release(fd);
-    remove_dir(d);
+    testdir_free(d);
 }
 
 Test(datalock, missing_directory_is_an_io_error) {

@@ -10,22 +10,10 @@
 
 #include "cli/datalock.h"
 #include "cli/nodeid.h"
-
-static char *temp_dir(void) {
-    char *d = strdup("/tmp/wsgate-nodeid-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void remove_dir(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
+#include "../testdir.h"
 
 Test(nodeid, codes) {
-    char *d = temp_dir();
+    char *d = testdir_make("nodeid");
     char id[64];
     /* No server holds the lock: not an error, 1. */
     cr_assert_eq(nodeid_read(d, id, sizeof id), 1);
@@ -40,5 +28,5 @@ Test(nodeid, codes) {
     errno = 0;
     cr_assert_eq(nodeid_write("/nonexistent/wsgate-nodeid", "x"), WSG_E_IO);
     cr_assert_eq(errno, ENOENT);
-    remove_dir(d);
+    testdir_free(d);
 }

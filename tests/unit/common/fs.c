@@ -7,22 +7,10 @@
 #include <unistd.h>
 
 #include "common/fs.h"
-
-static char *temp_dir(void) {
-    char *d = strdup("/tmp/wsgate-fs-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void remove_dir(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
+#include "../testdir.h"
 
 Test(fs, mkdir_p_codes) {
-    char *d = temp_dir();
+    char *d = testdir_make("fs");
     char path[256];
     snprintf(path, sizeof path, "%s/a/b/c", d);
     cr_assert_eq(fs_mkdir_p(path), 0);
@@ -36,5 +24,5 @@ Test(fs, mkdir_p_codes) {
     errno = 0;
     cr_assert_eq(fs_mkdir_p(path), WSG_E_IO);
     cr_assert_eq(errno, ENOTDIR);
-    remove_dir(d);
+    testdir_free(d);
 }

@@ -10,12 +10,7 @@
 
 #include "common/json_escape.h"
 #include "log/log.h"
-
-static char *make_dir(void) {
-    char *tmpl = strdup("/tmp/wsgate-logtest-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpl));
-    return tmpl;
-}
+#include "../testdir.h"
 
 static bool exists(const char *dir, const char *name) {
     char p[512];
@@ -78,7 +73,7 @@ Test(log, overlong_line_is_truncated_not_split) {
 }
 
 Test(log, rotates_daily_and_prunes_past_retention) {
-    char *dir = make_dir();
+    char *dir = testdir_make("logtest");
     time_t now = time(NULL);
     cr_assert_eq(log_open_dir(LOG_INFO, dir, 3), 0);
     log_msg(LOG_INFO, "first_day", "hello");
@@ -100,13 +95,13 @@ Test(log, rotates_daily_and_prunes_past_retention) {
     log_rotate_check(now + 5 * 86400);
     cr_assert_not(exists(dir, first), "%s kept past retention", first);
     log_close();
-    free(dir);
+    testdir_free(dir);
 }
 
 /* An event loop thread's lines wait in its buffer until the loop's flush,
  * in order; an ERROR line goes out at once, after the lines before it. */
 Test(log, thread_buffer_holds_lines_until_flushed) {
-    char *dir = make_dir();
+    char *dir = testdir_make("logtest");
     cr_assert_eq(log_open_dir(LOG_INFO, dir, 3), 0);
     log_buffer_thread(true);
     log_msg(LOG_INFO, "buffered_one", "a");
@@ -130,7 +125,7 @@ Test(log, thread_buffer_holds_lines_until_flushed) {
     log_msg(LOG_INFO, "direct_again", "f");
     cr_assert(strstr(slurp(dir, "wsgate.log"), "direct_again"));
     log_close();
-    free(dir);
+    testdir_free(dir);
 }
 
 /* Bug fix: a byte F5..FF followed by two continuation bytes was copied into

@@ -7,12 +7,7 @@
 
 #include "config/config.h"
 #include "mgmt/credentials.h"
-
-static char *temp_dir(void) {
-    char *d = strdup("/tmp/wsgate-creds-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
+#include "../testdir.h"
 
 static void write_file(const char *dir, const char *text) {
     char path[256];
@@ -24,7 +19,7 @@ static void write_file(const char *dir, const char *text) {
 }
 
 Test(mgmt_credentials, codes) {
-    char *d = temp_dir();
+    char *d = testdir_make("creds");
     config cfg;
     config_init_defaults(&cfg);
     free(cfg.data_dir);
@@ -54,8 +49,5 @@ Test(mgmt_credentials, codes) {
     cr_assert(strncmp(err.message, "cannot read ", 12) == 0, "%s", err.message);
 
     config_free(&cfg);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
+    testdir_free(d);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "../testdir.h"
 #include "common/alloc.h"
 #include "store/store.h"
 
@@ -23,11 +24,7 @@ static inline void fx_tmpdir(char *dir, size_t len, const char *tag) {
 }
 
 /* Removes dir and all below it; fails the test if it cannot. */
-static inline void fx_rmdir(const char *dir) {
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static inline void fx_rmdir(const char *dir) { testdir_remove(dir); }
 
 /* A store at <dir>/store.db on a loop of the fixture's own. */
 typedef struct fx_store {
