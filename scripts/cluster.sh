@@ -92,6 +92,28 @@ fail() {
     exit 1
 }
 
+# wait_until TRIES MESSAGE COMMAND...: runs COMMAND every 50 ms until it
+# succeeds; after TRIES tries, fails with MESSAGE.
+wait_until() {
+    tries=$1 msg=$2
+    shift 2
+    i=0
+    until "$@"; do
+        i=$((i + 1))
+        [ $i -lt "$tries" ] || fail "$msg"
+        sleep 0.05
+    done
+}
+
+redis_up() { redis-cli -p "$1" ping >/dev/null 2>&1; }
+
+# node_serving N PID: node N printed its URLs (`serve` does once it listens,
+# its key file written by then); fails the run if the node has exited.
+node_serving() {
+    kill -0 "$2" 2>/dev/null || fail "node $1 exited: $DIR/node$1.log"
+    grep -q '^wsgate serving' "$DIR/node$1.out" 2>/dev/null
+}
+
 URLS=""
 k=0
 while [ $k -lt "$SHARDS" ]; do
@@ -104,12 +126,7 @@ while [ $k -lt "$SHARDS" ]; do
 done
 k=0
 while [ $k -lt "$SHARDS" ]; do
-    i=0
-    until redis-cli -p $((REDIS_PORT + k)) ping >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 400 ] || fail "redis-server did not start: $DIR/redis$k.log"
-        sleep 0.05
-    done
+    wait_until 400 "redis-server did not start: $DIR/redis$k.log" redis_up $((REDIS_PORT + k))
     k=$((k + 1))
 done
 if [ "$SHARDS" -eq 1 ]; then
@@ -133,14 +150,7 @@ while [ $n -le "$NODES" ]; do
     fi
     pid=$!
     echo $pid >"$DIR/node$n.pid"
-    # `serve` prints its URLs once it listens (its key file is written by then)
-    i=0
-    until grep -q '^wsgate serving' "$DIR/node$n.out" 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || fail "node $n exited: $DIR/node$n.log"
-        i=$((i + 1))
-        [ $i -lt 1200 ] || fail "node $n did not start: $DIR/node$n.log"
-        sleep 0.05
-    done
+    wait_until 1200 "node $n did not start: $DIR/node$n.log" node_serving $n "$pid"
     n=$((n + 1))
 done
 

@@ -10,6 +10,7 @@ node that dies ends the run and the script stops the rest.
 Bounded: every wait has a timeout, and whatever the script's pid files
 name is killed by PID at the end if it is still there."""
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -138,6 +139,32 @@ def node_logs_clean(cluster_dir, nodes=3):
             assert bad not in log, (n, log[-3000:])
 
 
+def assert_all_stopped(env, pids, logs=True):
+    """Every process the script started is gone, its pid files with them,
+    and (logs) every node left cleanly."""
+    assert wait_gone(pids) == []
+    assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
+    if logs:
+        node_logs_clean(env["CLUSTER_DIR"])
+
+
+@contextlib.contextmanager
+def script_run(env, *args):
+    """Runs scripts/cluster.sh with args; yields (proc, pids), where the
+    test fills pids (pid file name -> pid) once the script has started.
+    Whatever is still running at the end is killed by PID."""
+    proc = subprocess.Popen(["sh", SCRIPT, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    pids = {}
+    try:
+        yield proc, pids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(pids or pids_of(env["CLUSTER_DIR"]))
+
+
 def query(port, *args):
     out = b"*%d\r\n" % len(args)
     for a in args:
@@ -170,16 +197,13 @@ async def chat_crosses_nodes(urls, room):
 
 def test_three_nodes_one_redis_and_ctrl_c_stops_everything(tmp_path):
     env = env_for(tmp_path, 1)
-    proc = subprocess.Popen(["sh", SCRIPT], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    pids = {}
-    try:
+    with script_run(env) as (proc, pids):
         nodes, redises = read_banner(proc)
         assert sorted(nodes) == [1, 2, 3]
         assert [f"ws://127.0.0.1:{int(env['CLUSTER_PORT']) + k}/staging" for k in range(3)] == \
             [nodes[n] for n in (1, 2, 3)]
         assert redises == [f"redis://127.0.0.1:{env['REDIS_PORT']}"]
-        pids = pids_of(env["CLUSTER_DIR"])
+        pids.update(pids_of(env["CLUSTER_DIR"]))
         assert sorted(pids) == ["node1.pid", "node2.pid", "node3.pid", "redis0.pid"]
         # the pid files name the servers themselves (what `stop` kills)
         for name, pid in pids.items():
@@ -195,29 +219,19 @@ def test_three_nodes_one_redis_and_ctrl_c_stops_everything(tmp_path):
         assert proc.wait(timeout=60) == 130
         rest = proc.stdout.read().decode()
         assert "stopped" in rest, rest
-        assert wait_gone(pids) == []
-        assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
-        node_logs_clean(env["CLUSTER_DIR"])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(pids or pids_of(env["CLUSTER_DIR"]))
+        assert_all_stopped(env, pids)
 
 
 def test_two_shards_start_and_stop(tmp_path):
     env = env_for(tmp_path, 2)
-    proc = subprocess.Popen(["sh", SCRIPT, "start"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    pids = {}
-    try:
+    with script_run(env, "start") as (proc, pids):
         nodes, redises = read_banner(proc)
         # `start` returns once everything serves
         assert proc.wait(timeout=30) == 0
         assert sorted(nodes) == [1, 2, 3]
         rport = int(env["REDIS_PORT"])
         assert redises == [f"redis://127.0.0.1:{rport}", f"redis://127.0.0.1:{rport + 1}"]
-        pids = pids_of(env["CLUSTER_DIR"])
+        pids.update(pids_of(env["CLUSTER_DIR"]))
         assert sorted(pids) == ["node1.pid", "node2.pid", "node3.pid", "redis0.pid",
                                 "redis1.pid"]
 
@@ -233,33 +247,17 @@ def test_two_shards_start_and_stop(tmp_path):
         out = subprocess.run(["sh", SCRIPT, "stop"], env=env, cwd=ROOT, capture_output=True,
                              timeout=120)
         assert out.returncode == 0 and b"stopped" in out.stdout, out
-        assert wait_gone(pids) == []
-        assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
-        node_logs_clean(env["CLUSTER_DIR"])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(pids or pids_of(env["CLUSTER_DIR"]))
+        assert_all_stopped(env, pids)
 
 
 def test_a_node_that_dies_ends_the_run(tmp_path):
     env = env_for(tmp_path, 1)
-    proc = subprocess.Popen(["sh", SCRIPT], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    pids = {}
-    try:
+    with script_run(env) as (proc, pids):
         read_banner(proc)
-        pids = pids_of(env["CLUSTER_DIR"])
+        pids.update(pids_of(env["CLUSTER_DIR"]))
         os.kill(pids["node2.pid"], signal.SIGKILL)
         # the script notices within its one-second watch and stops the rest
         assert proc.wait(timeout=60) == 1
         rest = proc.stdout.read().decode()
         assert "node 2 exited" in rest, rest
-        assert wait_gone(pids) == []
-        assert not [f for f in os.listdir(env["CLUSTER_DIR"]) if f.endswith(".pid")]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(pids or pids_of(env["CLUSTER_DIR"]))
+        assert_all_stopped(env, pids, logs=False)
