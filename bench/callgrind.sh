@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Deterministic cost of wsgate's hot paths: instructions (valgrind's
 # callgrind) per stored-and-broadcast chat and per handshake, split by
-# thread (the event loop, the store thread), with the functions that cost
-# the most. Unlike timings these numbers do not move with the machine's
+# thread (the event loop, the store thread, the archive thread), with the
+# functions that cost the most. Unlike timings these numbers do not move with the machine's
 # load, so they show what a change to the code did.
 #   make profile                       # both workloads
 #   WORKLOADS=chat BUILD=/tmp/b ./bench/callgrind.sh
@@ -48,6 +48,8 @@ profile_one() { # NAME LOADGEN-ARGS...
   # Count from here: start-up (keys, database checks) is not the hot path.
   callgrind_control -i on "$pid" >/dev/null
   timeout 120 "$BUILD/wsgate-loadgen" --port "$port" --label "$name" "$@" >"$work/$name.out" || true
+  # ... to here: shutdown (the store's last commit, archive sync) is not either.
+  callgrind_control -i off "$pid" >/dev/null || true
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
@@ -81,7 +83,16 @@ for f in sorted(glob.glob(f"{out}/{name}.*")):
             fn = m.group(2)
             if "/src/" in fn:
                 rows.append((ir, fn.split("/src/", 1)[1]))
-    thread = "store thread" if any("store_thread" in f for _, f in rows) else "event loop (main thread)"
+    # Named by what runs on it: callgrind numbers threads by start order.
+    fns = " ".join(fn for _, fn in rows)
+    if "run_worker" in fns or "cmd_serve" in fns or "conn.c:on_read" in fns:
+        thread = "event loop (main thread)"
+    elif "store_tx" in fns or "store_thread" in fns:
+        thread = "store thread"
+    elif "archive_run" in fns or "walf_scan" in fns:
+        thread = "archive thread"
+    else:
+        thread = "helper thread"
     print(f"  {thread}: {total / units:,.0f} in all")
     for ir, fn in rows[:top]:
         print(f"    {ir / units:>10,.0f}  {fn}")
