@@ -210,7 +210,10 @@ static _Thread_local struct {
 static void chat_flushed(void *ctx, uint64_t first_ns, uint64_t last_ns) {
     metrics *m = ctx;
     for (unsigned i = 0; i < fanout.n; i++) {
-        metrics_observe_chat_stage(m, METRICS_CHAT_FIRST_WRITE, first_ns - fanout.ran[i]);
+        /* A chat whose completion ran inside the flush (server.c runs posts
+         * mid-flush) had its first write right after: 0, not a negative. */
+        uint64_t fw = first_ns > fanout.ran[i] ? first_ns - fanout.ran[i] : 0;
+        metrics_observe_chat_stage(m, METRICS_CHAT_FIRST_WRITE, fw);
         metrics_observe_chat_stage(m, METRICS_CHAT_FANOUT, last_ns - fanout.ran[i]);
         if (fanout.received[i])
             metrics_observe_chat_stage(m, METRICS_CHAT_TOTAL, last_ns - fanout.received[i]);

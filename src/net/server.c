@@ -206,17 +206,34 @@ void server_mark_dirty(server *srv, conn *c) {
     srv->dirty = c;
 }
 
+/* [perf16b] How many times one flush may stop to run posts that arrived
+ * while it writes. A post that lands mid-flush (a chat committed while the
+ * loop writes the previous one to 1,000 sockets) used to wait for the whole
+ * flush and then cost a second send per member; run at once, its frames
+ * join the queues not yet written (one send carries both chats) and only
+ * the members already written are visited again. Bounded so that a flood
+ * of posts cannot keep the loop from polling its sockets. */
+#define FLUSH_INBOX_RUNS 16
+
 /* Flush every queue written to since the last flush: one writev per socket
  * per loop turn, however many frames were queued in between. */
 static void flush_dirty(server *srv) {
     /* This turn's log lines first: they describe what is about to be sent. */
     log_flush_thread();
-    server_flush_cb cb = srv->flush_cb;
-    uint64_t first = cb ? clock_mono_ns() : 0;
+    uint64_t first = srv->flush_cb ? clock_mono_ns() : 0;
+    unsigned runs = 0;
     while (srv->dirty) {
         conn *list = srv->dirty;
         srv->dirty = NULL;
         while (list) {
+            if (runs < FLUSH_INBOX_RUNS &&
+                atomic_load_explicit(&srv->inbox_waiting, memory_order_relaxed) != 0) {
+                /* Connections still on list keep their dirty mark: what the
+                 * posts queue for them goes out in their send below. */
+                runs++;
+                server_run_inbox(srv);
+                if (!first && srv->flush_cb) first = clock_mono_ns();
+            }
             conn *c = list;
             list = c->dirty_next;
             c->dirty = false;
@@ -224,6 +241,7 @@ static void flush_dirty(server *srv) {
             conn_flush(c);
         }
     }
+    server_flush_cb cb = srv->flush_cb;
     if (cb) {
         srv->flush_cb = NULL;
         cb(srv->flush_ctx, first, clock_mono_ns());

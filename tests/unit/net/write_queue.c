@@ -246,3 +246,45 @@ Test(write_queue, a_backlog_is_not_expired_the_moment_it_starts) {
     cr_assert(conn_backlog_expired(c, uv_now(&loop) + 600000));
     stop();
 }
+
+/* [perf16b] A post that arrives while frames wait for the loop's flush
+ * (a chat committed while the loop writes the previous one to a room) runs
+ * before the flush writes them: what it queues goes out in the same send,
+ * after what was queued first. It used to wait until the flush had
+ * written everything and then cost every member a second send. */
+static size_t queued_when_post_ran;
+static bool post_ran;
+
+static void post_second(server *s, server_inbox_item *it, bool dropped) {
+    if (dropped) return;
+    post_ran = true;
+    queued_when_post_ran = c->wq_bytes;
+    cr_assert_eq(conn_send(c, it->f), 0);
+}
+
+static bool post_written(void) { return post_ran && c->wq_bytes == 0; }
+
+Test(write_queue, a_post_waiting_at_the_flush_joins_its_send) {
+    start("max_queued_bytes=1048576", 0);
+    cr_assert_eq(conn_send_data(c, WS_OP_TEXT, "first", 5), 0);
+    /* The server releases the item's frame reference after the run. */
+    server_inbox_item it = {.run = post_second, .f = ws_frame_new(WS_OP_TEXT, "second", 6)};
+    server_post(&srv, &it);
+    cr_assert(run_until(post_written));
+    cr_assert_eq(queued_when_post_ran, 7u, "the first frame was written before the post ran");
+    uint8_t want[64], got[64];
+    size_t n = 0;
+    memcpy(want + n,
+           "\x81\x05"
+           "first",
+           7);
+    n += 7;
+    memcpy(want + n,
+           "\x81\x06"
+           "second",
+           8);
+    n += 8;
+    read_exactly(got, n);
+    cr_assert_arr_eq(got, want, n);
+    stop();
+}
