@@ -3,6 +3,7 @@
  *
  *   store.c  the thread and the queue: submission (bounded), the group
  *            commit loop, the checkpointer, completions or on_commit;
+ *            syncer.c, the pipelined commit's sync thread (syncer.h);
  *   ops.c    the operations inside a batch: the sequence cache, sealing,
  *            apply, history, the change log's rows, the TTL sweep; with
  *   schema.c the tables and their migrations, the statements, the checks
