@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "log/log.h"
 #include "store/internal.h"
+#include "store/syncer.h"
 #include "store/walframe.h"
 #include "store/walshm.h"
 
@@ -718,10 +719,11 @@ static void archive_flush(store *s, bool all) {
     if (a->bk.n && (all || bucket_sec(clock_wall_ms()) != a->bk.sec)) bucket_emit(s);
 }
 
-void archive_commit(store *s, int pages) {
+void archive_commit(store *s, int pages) { archive_commit_at(s, pages, clock_wall_ms()); }
+
+void archive_commit_at(store *s, int pages, int64_t now) {
     struct archive *a = s->arch;
     if (!a) return;
-    int64_t now = clock_wall_ms();
     pthread_mutex_lock(&a->in_mu);
     if (a->nin == a->in_cap) {
         a->in_cap = a->in_cap ? a->in_cap * 2 : 64;
@@ -871,6 +873,9 @@ void archive_guard(store *s) {
      * 25,000 chats/s, up to 480 ms before one batch, on this busy disk. */
     walshm w;
     if (walshm_read(s->shm_fd, &w) == 0 && !walshm_may_restart(&w)) return;
+    /* The pipelined commit tells the archive of a commit only once it is
+     * synced (syncer.h): every commit must be told before the sync. */
+    if (s->sync) syncer_drain(s->sync);
     archive_sync(s);
 }
 

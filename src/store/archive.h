@@ -101,6 +101,10 @@ int archive_start(store *s);
  * archives itself: the hook runs inside COMMIT. */
 void archive_commit(store *s, int pages);
 
+/* archive_commit of a commit made at t_ms (wall clock), told later: the
+ * pipelined commit tells the archive once the commit is synced (syncer.h). */
+void archive_commit_at(store *s, int pages, int64_t t_ms);
+
 /* After BEGIN of a write on the store connection: make the archive durable
  * when this write may restart the WAL over frames whose archive copy is
  * not yet on disk (every frame copied into the database file, read from

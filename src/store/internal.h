@@ -3,6 +3,7 @@
  *
  *   store.c  the thread and the queue: submission (bounded), the group
  *            commit loop, the checkpointer, completions or on_commit;
+ *            syncer.c, the pipelined commit's sync thread (syncer.h);
  *   ops.c    the operations inside a batch: the sequence cache, sealing,
  *            apply, history, the change log's rows, the TTL sweep; with
  *   schema.c the tables and their migrations, the statements, the checks
@@ -98,6 +99,13 @@ struct store {
      * file drops every POSIX lock the process holds on it, SQLite's too. */
     int shm_fd;
     _Atomic uint64_t archive_syncs; /* store_stats.archive_syncs */
+    /* The pipelined commit (syncer.h), store thread's while it runs; NULL
+     * with store_sync=normal or when it could not start. For store_health:
+     * when the sync in progress began (monotonic ms, 0: none) and how the
+     * last one ended (an SQLite code). */
+    struct syncer *sync;
+    _Atomic int64_t sync_since_ms;
+    _Atomic int sync_rc;
 
     pthread_t thread;
     pthread_mutex_t lock;

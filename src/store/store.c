@@ -21,6 +21,7 @@
 #include "log/log.h"
 #include "store/archive.h"
 #include "store/internal.h"
+#include "store/syncer.h"
 
 /* Operations committed in one transaction at most. */
 #define STORE_MAX_BATCH 8192
@@ -99,6 +100,10 @@ static void probe_write(store *s) {
 int store_health(store *s, int64_t stall_ms, char *why, size_t len) {
     int64_t since = atomic_load(&s->write_since_ms);
     int rc = atomic_load(&s->last_write_rc);
+    /* The pipelined commit's sync (syncer.h) is part of the write. */
+    int64_t sync_since = atomic_load(&s->sync_since_ms);
+    if (sync_since && (!since || sync_since < since)) since = sync_since;
+    if (rc == SQLITE_OK) rc = atomic_load(&s->sync_rc);
     int64_t running = since ? (int64_t)clock_mono_ms() - since : 0;
     if (since && stall_ms > 0 && running > stall_ms) {
         snprintf(why, len, "store commit running for %lld ms", (long long)running);
@@ -179,9 +184,59 @@ static void hand_over(store *s, store_op *op) {
     }
 }
 
+/* Hand a durable batch's ops (first..last) to on_commit or to the loop's
+ * completions, in commit order: the store thread, or the syncer's thread
+ * (syncer.h) when the commit is pipelined. */
+static void deliver_batch(store *s, store_op *first, store_op *last) {
+    if (s->opt.on_commit) {
+        hand_over(s, first);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->out_tail) s->out_tail->next = first;
+    else s->out_head = first;
+    s->out_tail = last;
+    pthread_mutex_unlock(&s->lock);
+    uv_async_send(&s->async);
+}
+
+/* With store_sync=full, pipeline the commit (syncer.h): COMMIT writes the
+ * WAL (synchronous=NORMAL) and the syncer's fdatasync, which a batch's
+ * hand-over waits for, overlaps the next batch. Before, each batch's
+ * COMMIT waited for its fsync on the store thread (commit p50 1.7 ms at
+ * 30,000 chats/s), and every chat arriving meanwhile waited for it and
+ * then for its own. Store thread, after the archive started: commits
+ * before this (migrations, the archive's catch-up) were synced by SQLite. */
+static void pipeline_start(store *s) {
+    if (!s->opt.sync_full) return;
+    const char *db = sqlite3_db_filename(s->db, "main");
+    if (!db || !*db) return;
+    char wal[4200];
+    snprintf(wal, sizeof(wal), "%s-wal", db);
+    s->sync = syncer_start(s, wal, deliver_batch);
+    if (s->sync &&
+        sqlite3_exec(s->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK) {
+        syncer_stop(s->sync);
+        s->sync = NULL;
+    }
+}
+
+/* Every commit synced and handed over, then the thread stopped; the
+ * connection syncs every commit itself again (what is left runs at
+ * close). */
+static void pipeline_stop(store *s) {
+    if (!s->sync) return;
+    syncer *y = s->sync;
+    syncer_drain(y);
+    s->sync = NULL;
+    syncer_stop(y);
+    sqlite3_exec(s->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+}
+
 static void *store_thread(void *arg) {
     store *s = arg;
     if (s->arch && archive_start(s) != 0) archive_close(s);
+    pipeline_start(s);
     for (;;) {
         pthread_mutex_lock(&s->lock);
         if (!s->in_head && !s->stopping) {
@@ -201,8 +256,11 @@ static void *store_thread(void *arg) {
                 s->last_sweep = now;
                 store_sweep(s);
             }
-            if (s->arch && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s)
+            if (s->arch && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s) {
+                /* The copy must hold only commits the archive was told. */
+                if (s->sync) syncer_drain(s->sync);
                 archive_snapshot(s);
+            }
             continue;
         }
         /* Take up to STORE_MAX_BATCH ops: all that arrived while the last
@@ -220,16 +278,8 @@ static void *store_thread(void *arg) {
 
         commit_batch(s, batch, n);
 
-        if (s->opt.on_commit) {
-            hand_over(s, batch);
-        } else {
-            pthread_mutex_lock(&s->lock);
-            if (s->out_tail) s->out_tail->next = batch;
-            else s->out_head = batch;
-            s->out_tail = last;
-            pthread_mutex_unlock(&s->lock);
-            uv_async_send(&s->async);
-        }
+        if (s->sync) syncer_push(s->sync, batch, last); /* handed over once synced */
+        else deliver_batch(s, batch, last);
         if (s->ckpt_here) {
             /* After the batch's completions are on their way: only the
              * batches behind this one wait for it. The archive's sync,
@@ -247,6 +297,7 @@ static void *store_thread(void *arg) {
         }
         store_sweep_busy(s); /* the TTL under load (ops.c) */
     }
+    pipeline_stop(s);
     return NULL;
 }
 
@@ -258,7 +309,8 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     /* The point-in-time archive notes the commit; its frames are archived
      * by the archiver thread, and always before a later write could
      * restart the WAL over them (archive_guard). */
-    archive_commit(s, pages);
+    if (s->sync) syncer_note_commit(s->sync, pages); /* told once synced */
+    else archive_commit(s, pages);
     uint32_t n = (uint32_t)pages;
     pthread_mutex_lock(&s->lock);
     s->stats.wal_pages = n;

@@ -83,8 +83,9 @@ typedef struct store_options {
     crypto_keyring *keys;             /* borrowed; NULL: no encryption at rest */
     size_t max_pending;       /* store_submit_bounded refuses past this many ops (0: no bound) */
     size_t max_pending_bytes; /* ... or past this many bytes of chat text (0: no bound) */
-    /* When set, the store thread itself hands every op of a committed (or
-     * failed) batch to on_commit, one by one in commit order, instead of
+    /* When set, the store thread itself (with sync_full, its sync thread,
+     * once the batch is synced: src/store/syncer.h) hands every op of a
+     * committed (or failed) batch to on_commit, one by one in commit order, instead of
      * waking the loop to run op->done: ownership of the op passes to
      * on_commit (free it with store_op_free). This is how committed chats
      * reach the workers with no hub loop in between. */
