@@ -142,10 +142,11 @@ typedef struct config {
     char *jwt_user_id_claim;      /* default "sub" */
     char *jwt_username_claim;     /* default "name" */
     int64_t max_fragmented_bytes; /* held for one unfinished fragmented message, default 1048576 */
-    int64_t max_control_frames_per_s; /* pings/pongs/closes per second, default 50 (0 = off) */
-    int64_t max_json_depth;           /* default 32 */
-    int64_t room_list_max_bytes;      /* one room_list page, default 262144 */
-    char *tls_cert_file;              /* "" = plain ws:// */
+    int64_t max_partial_message_bytes; /* every unfinished message, all workers; 64 MiB */
+    int64_t max_control_frames_per_s;  /* pings/pongs/closes per second, default 50 (0 = off) */
+    int64_t max_json_depth;            /* default 32 */
+    int64_t room_list_max_bytes;       /* one room_list page, default 262144 */
+    char *tls_cert_file;               /* "" = plain ws:// */
     char *tls_key_file;
     bool allow_demo_auth_in_production; /* default false */
     bool allow_plaintext_in_production; /* default false */
