@@ -143,6 +143,8 @@ typedef struct config {
     char *jwt_username_claim;     /* default "name" */
     int64_t max_fragmented_bytes; /* held for one unfinished fragmented message, default 1048576 */
     int64_t max_partial_message_bytes; /* every unfinished message, all workers; 64 MiB */
+    int64_t presence_rate_limit;       /* typing/join/leave per connection per s, default 5 */
+    int64_t presence_burst_limit;      /* that bucket's size, default 20 */
     int64_t max_control_frames_per_s;  /* pings/pongs/closes per second, default 50 (0 = off) */
     int64_t max_json_depth;            /* default 32 */
     int64_t room_list_max_bytes;       /* one room_list page, default 262144 */

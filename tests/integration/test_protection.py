@@ -998,3 +998,60 @@ def test_partial_messages_bounded_for_the_process(start_server):
     c.send(fragments(big, 4000))
     assert recv_type(c, "chat")["message"] == "y" * (60000 - len(head) - len(tail))
     c.close()
+
+
+# ------------------------------------------------- presence fan-out (hardening, round 7)
+
+def test_presence_fan_out_has_its_own_bucket(start_server):
+    """A typing_indicator, join_room or leave_room is one small message in
+    and one frame to every member of the room out: under the message bucket
+    alone one client in a room of M made the server write 100 x M frames a
+    second. Those routes take from presence_rate_limit/presence_burst_limit
+    too: a burst of 30 typing indicators passes 5 (plus the refill) to the
+    room and the rest get THROTTLED; chat is not limited by it; join_room
+    churn is limited alike."""
+    srv = start_server(settings={"presence_rate_limit": 2, "presence_burst_limit": 5,
+                                 "worker_threads": 1})
+    listener = ws_connect(srv.port, "userId=listener&roomId=busy")
+    noisy = ws_connect(srv.port, "userId=noisy&roomId=busy")
+    t0 = time.time()
+    noisy.send(b"".join(frame(0x1, b'{"type":"typing_indicator","isTyping":true}')
+                        for _ in range(30)))
+    send_json(noisy, {"type": "room_list"})  # answered after the 30's errors
+    throttled = 0
+    while True:
+        msg = recv_json(noisy)
+        if msg["type"] == "room_list":
+            break
+        assert is_throttled(msg), msg
+        throttled += 1
+    elapsed = time.time() - t0
+    # The listener sees the passed ones, then the marker.
+    send_json(noisy, {"type": "chat", "message": "marker"})
+    typing = 0
+    while True:
+        msg = recv_json(listener)
+        if msg["type"] == "typing_indicator":
+            typing += 1
+        elif msg["type"] == "chat":
+            assert msg["data"]["message"] == "marker"
+            break
+    assert 5 <= typing <= 5 + 2 * elapsed + 1, (typing, elapsed)
+    assert throttled == 30 - typing, (throttled, typing)
+    assert throttled_metrics(srv)["connection"] == throttled
+    # join_room churn between two rooms: the same bucket.
+    t0 = time.time()
+    noisy.send(b"".join(frame(0x1, json.dumps({"type": "join_room",
+                                               "roomId": f"churn{i % 2}"}).encode())
+                        for i in range(20)))
+    joined = refused = 0
+    while joined + refused < 20:
+        msg = recv_json(noisy)
+        if is_throttled(msg):
+            refused += 1
+        elif msg["type"] == "user_joined" and msg["data"]["userId"] == "noisy":
+            joined += 1
+    elapsed = time.time() - t0
+    assert joined <= 5 + 2 * elapsed + 2 and refused >= 20 - joined and refused >= 10, \
+        (joined, refused, elapsed)
+    close_all([listener, noisy])
