@@ -4,8 +4,7 @@
 #include "app/presence_limit.h"
 
 bool presence_limit_applies(route_id route) {
-    return route == ROUTE_TYPING_INDICATOR || route == ROUTE_JOIN_ROOM ||
-           route == ROUTE_LEAVE_ROOM;
+    return route == ROUTE_TYPING_INDICATOR || route == ROUTE_JOIN_ROOM || route == ROUTE_LEAVE_ROOM;
 }
 
 bool presence_limit_take(const config *cfg, double *full_ms, uint64_t now_ms) {

@@ -160,11 +160,11 @@ typedef struct config {
     char *authorizer_url;               /* auth_mode = "http" */
     char **authorizer_identity_sources; /* route.request.header.X / route.request.querystring.Y */
     size_t authorizer_identity_sources_count;
-    int64_t authorizer_cache_ttl_s;      /* default 300 (0 = no cache) */
-    int64_t integration_max_concurrency; /* requests in flight per integration and worker */
-    int64_t integration_max_concurrency_per_connection; /* message calls in flight, default 16 */
-    int64_t integration_max_response_bytes;             /* default 131072 */
-    char *integration_domain_name; /* events' domainName; "": the Host header */
+    int64_t authorizer_cache_ttl_s;             /* default 300 (0 = no cache) */
+    int64_t integration_max_concurrency;        /* requests in flight per integration and worker */
+    int64_t integration_connection_concurrency; /* message calls in flight, default 16 */
+    int64_t integration_max_response_bytes;     /* default 131072 */
+    char *integration_domain_name;              /* events' domainName; "": the Host header */
     /* The engine (docs/redis.md): "local" (default) or "redis". */
     char *engine;
     config_engine engine_id;

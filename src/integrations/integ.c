@@ -550,7 +550,7 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
     ev.binary = binary;
     /* One connection may not take the whole worker's concurrency: the
      * others would all get 429 while its calls wait on a slow backend. */
-    if (r && r->messages_in_flight >= (uint64_t)G.cfg->integration_max_concurrency_per_connection) {
+    if (r && r->messages_in_flight >= (uint64_t)G.cfg->integration_connection_concurrency) {
         metrics_count_integration_call_error(G.hooks.metrics(), ri->slot);
         log_call(k, 429, "integration concurrency limit per connection reached", 0);
         send_error(c, "Too Many Requests", k);

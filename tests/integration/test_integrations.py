@@ -324,7 +324,7 @@ def test_one_connection_cannot_take_the_whole_concurrency(start_server, backend_
     """integration_max_concurrency is the worker's, per integration: one
     client sending faster than a slow backend answers used to hold all of it
     and every other client got 429. Its own calls are bounded by
-    integration_max_concurrency_per_connection: beyond, it gets Too Many
+    integration_connection_concurrency: beyond, it gets Too Many
     Requests while another client's call still goes through."""
     release = threading.Event()
 
@@ -338,7 +338,7 @@ def test_one_connection_cannot_take_the_whole_concurrency(start_server, backend_
         "route_integrations": tfmap({"work": be.url("/w")}),
         "route_responses": tflist(["work"]),
         "integration_max_concurrency": 4,
-        "integration_max_concurrency_per_connection": 2,
+        "integration_connection_concurrency": 2,
         "worker_threads": 1,
     })
 
