@@ -9,6 +9,7 @@
 
 #include "app/access_log.h"
 #include "app/handlers.h"
+#include "app/presence_limit.h"
 #include "common/alloc.h"
 #include "common/random.h"
 #include "common/clock.h"
@@ -184,6 +185,9 @@ static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *da
     if (tv == THROTTLE_OK && m.outcome == ROUTED)
         tv = throttle_message(&a->throttle, NULL,
                               m.selected ? m.selected : router_route_name(m.route), now);
+    if (tv == THROTTLE_OK && m.outcome == ROUTED && presence_limit_applies(m.route) &&
+        !presence_limit_take(a->cfg, &s->presence_full_ms, now))
+        tv = THROTTLE_CONNECTION;
     if (tv != THROTTLE_OK) {
         static const metrics_throttle_scope scope[] = {
             [THROTTLE_STAGE] = METRICS_THROTTLE_STAGE,

@@ -46,6 +46,7 @@ struct session {
     session *user_prev, *user_next;
     uint64_t messages;           /* messages received, for logs */
     throttle_conn_bucket bucket; /* the connection's message rate */
+    double presence_full_ms;     /* its presence bucket (app/presence_limit.h) */
     bool resuming;               /* stored messages are being replayed: live chat
                               * for its room waits in the store's order */
     uint16_t store_reads;        /* history and replay reads in flight (handlers.c);

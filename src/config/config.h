@@ -142,10 +142,13 @@ typedef struct config {
     char *jwt_user_id_claim;      /* default "sub" */
     char *jwt_username_claim;     /* default "name" */
     int64_t max_fragmented_bytes; /* held for one unfinished fragmented message, default 1048576 */
-    int64_t max_control_frames_per_s; /* pings/pongs/closes per second, default 50 (0 = off) */
-    int64_t max_json_depth;           /* default 32 */
-    int64_t room_list_max_bytes;      /* one room_list page, default 262144 */
-    char *tls_cert_file;              /* "" = plain ws:// */
+    int64_t max_partial_message_bytes; /* every unfinished message, all workers; 64 MiB */
+    int64_t presence_rate_limit;       /* typing/join/leave per connection per s, default 5 */
+    int64_t presence_burst_limit;      /* that bucket's size, default 20 */
+    int64_t max_control_frames_per_s;  /* pings/pongs/closes per second, default 50 (0 = off) */
+    int64_t max_json_depth;            /* default 32 */
+    int64_t room_list_max_bytes;       /* one room_list page, default 262144 */
+    char *tls_cert_file;               /* "" = plain ws:// */
     char *tls_key_file;
     bool allow_demo_auth_in_production; /* default false */
     bool allow_plaintext_in_production; /* default false */
@@ -157,10 +160,11 @@ typedef struct config {
     char *authorizer_url;               /* auth_mode = "http" */
     char **authorizer_identity_sources; /* route.request.header.X / route.request.querystring.Y */
     size_t authorizer_identity_sources_count;
-    int64_t authorizer_cache_ttl_s;         /* default 300 (0 = no cache) */
-    int64_t integration_max_concurrency;    /* requests in flight per integration and worker */
-    int64_t integration_max_response_bytes; /* default 131072 */
-    char *integration_domain_name;          /* events' domainName; "": the Host header */
+    int64_t authorizer_cache_ttl_s;             /* default 300 (0 = no cache) */
+    int64_t integration_max_concurrency;        /* requests in flight per integration and worker */
+    int64_t integration_connection_concurrency; /* message calls in flight, default 16 */
+    int64_t integration_max_response_bytes;     /* default 131072 */
+    char *integration_domain_name;              /* events' domainName; "": the Host header */
     /* The engine (docs/redis.md): "local" (default) or "redis". */
     char *engine;
     config_engine engine_id;

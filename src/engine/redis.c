@@ -102,6 +102,10 @@ struct rworker {
     uint64_t pub_chats, pub_events, pub_private;
     redis_engine_stats snap;
     unsigned fill_gens; /* [rjoin] the last fill_gen given */
+    /* [roomsq] room_list asks: one count read in flight per worker; the
+     * asks made meanwhile wait for the next (see r_rooms_ask). */
+    bool rooms_reading;
+    struct rooms_ask *rooms_next, *rooms_next_tail;
 };
 
 /* One of this worker's connections, as a surviving node needs it to tell
@@ -2175,17 +2179,50 @@ typedef struct rooms_ask {
     rworker *w;
     engine_rooms_fn done;
     void *arg;
+    struct rooms_ask *next; /* [roomsq] the asks one read answers, in order */
 } rooms_ask;
+
+/* [roomsq] Answer every ask of the list `a` with the same result, freeing
+ * them (done borrows `all`). */
+static void rooms_answer(rooms_ask *a, void *hub, int rc, const directory_room_entry *all,
+                         size_t n) {
+    while (a) {
+        rooms_ask *next = a->next;
+        a->done(hub, a->arg, rc, all, n);
+        free(a);
+        a = next;
+    }
+}
+
+static void rooms_read(void *data, int rc, const char *err, const strmap *sums);
+
+/* [roomsq] Start the count read that answers the asks of list `a`. */
+static void rooms_start(rworker *w, rooms_ask *a) {
+    redis_engine *re = w->re;
+    redis_client **shards = xmalloc(re->nshards * sizeof(*shards));
+    for (size_t i = 0; i < re->nshards; i++) shards[i] = w->shards[i].client;
+    w->rooms_reading = true;
+    redis_counts_rooms(home(w), shards, re->nshards, re->node,
+                       now_ms() - (int64_t)re->cfg->redis_node_timeout_s * 1000, rooms_read, a);
+    free(shards);
+}
 
 /* This node's exact counts (the local engine) plus the others' sums. */
 static void rooms_read(void *data, int rc, const char *err, const strmap *sums) {
     rooms_ask *a = data;
     rworker *w = a->w;
     void *hub = w->closing ? NULL : w->srv->app;
+    /* [roomsq] The asks made while this read was out get a read of their
+     * own, begun after their ask (a room joined just before it counts). */
+    rooms_ask *waiting = w->rooms_next;
+    w->rooms_next = w->rooms_next_tail = NULL;
+    w->rooms_reading = false;
+    if (waiting && hub && home_client(w)) rooms_start(w, waiting);
+    else if (waiting) rooms_answer(waiting, hub, ENGINE_E_UNAVAILABLE, NULL, 0);
     if (rc != 0 || !hub) {
-        a->done(hub, a->arg,
-                err == REDIS_CLIENT_E_TIMEOUT ? ENGINE_E_TIMEOUT : ENGINE_E_UNAVAILABLE, NULL, 0);
-        free(a);
+        rooms_answer(a, hub,
+                     err == REDIS_CLIENT_E_TIMEOUT ? ENGINE_E_TIMEOUT : ENGINE_E_UNAVAILABLE, NULL,
+                     0);
         return;
     }
     directory_room_entry *local;
@@ -2203,9 +2240,8 @@ static void rooms_read(void *data, int rc, const char *err, const strmap *sums) 
         else all[m++] = (directory_room_entry){xstrdup(k), (uintptr_t)v};
     }
     qsort(all, m, sizeof(*all), cmp_entry);
-    a->done(hub, a->arg, 0, all, m);
+    rooms_answer(a, hub, 0, all, m);
     directory_rooms_free(all, m);
-    free(a);
 }
 
 static int r_rooms_ask(engine *e, engine_rooms_fn done, void *arg) {
@@ -2213,13 +2249,20 @@ static int r_rooms_ask(engine *e, engine_rooms_fn done, void *arg) {
     int self = current_worker(re);
     if (self < 0 || !home_client(&re->w[self])) return 0; /* not a worker: the last read's */
     rworker *w = &re->w[self];
-    redis_client **shards = xmalloc(re->nshards * sizeof(*shards));
-    for (size_t i = 0; i < re->nshards; i++) shards[i] = w->shards[i].client;
     rooms_ask *a = xmalloc(sizeof(*a));
-    *a = (rooms_ask){w, done, arg};
-    redis_counts_rooms(home(w), shards, re->nshards, re->node,
-                       now_ms() - (int64_t)re->cfg->redis_node_timeout_s * 1000, rooms_read, a);
-    free(shards);
+    *a = (rooms_ask){w, done, arg, NULL};
+    /* [roomsq] Each read runs a script over every live worker's rooms on
+     * every server: a client's room_list (100 a second under its bucket)
+     * was one read each. While one is out the asks queue for the next, so
+     * a worker has at most one read out and one waiting whatever its
+     * clients send. */
+    if (w->rooms_reading) {
+        if (w->rooms_next_tail) w->rooms_next_tail->next = a;
+        else w->rooms_next = a;
+        w->rooms_next_tail = a;
+        return ENGINE_PENDING;
+    }
+    rooms_start(w, a);
     return ENGINE_PENDING;
 }
 

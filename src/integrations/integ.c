@@ -45,8 +45,9 @@ typedef struct conn_rec {
     char id[CONN_ID_LEN + 1];
     char *domain; /* the Host of its upgrade request */
     int64_t connected_at_ms;
-    json_t *authorizer; /* {"principalId", context...} or NULL */
-    bool open;          /* past the 101 */
+    json_t *authorizer;          /* {"principalId", context...} or NULL */
+    bool open;                   /* past the 101 */
+    uint32_t messages_in_flight; /* its message calls not answered yet */
 } conn_rec;
 
 typedef struct auth_entry {
@@ -84,6 +85,7 @@ typedef struct call {
     int worker;       /* the worker's index, for the log */
     char *trace_body; /* a message's body for the data trace (enable_data_trace), or NULL */
     size_t trace_len;
+    bool counted; /* CALL_MESSAGE: in its connection's messages_in_flight */
 } call;
 
 /* ---- settings ---- */
@@ -546,6 +548,15 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
     ev.body = data;
     ev.body_len = len;
     ev.binary = binary;
+    /* One connection may not take the whole worker's concurrency: the
+     * others would all get 429 while its calls wait on a slow backend. */
+    if (r && r->messages_in_flight >= (uint64_t)G.cfg->integration_connection_concurrency) {
+        metrics_count_integration_call_error(G.hooks.metrics(), ri->slot);
+        log_call(k, 429, "integration concurrency limit per connection reached", 0);
+        send_error(c, "Too Many Requests", k);
+        call_free(k);
+        return true;
+    }
     size_t jlen;
     char *json = integ_event_json(&ev, &jlen);
     if (post(k, ri->url, json, jlen, G.cfg->lambda_message_timeout) != 0) {
@@ -553,6 +564,9 @@ bool integ_message(conn *c, const char *custom_route, const uint8_t *data, size_
         log_call(k, 429, "integration concurrency limit reached", 0);
         send_error(c, "Too Many Requests", k);
         call_free(k);
+    } else if (r) {
+        r->messages_in_flight++;
+        k->counted = true;
     }
     return true;
 }
@@ -700,6 +714,8 @@ static void on_done(void *ctx, const integ_http_response *resp) {
     call *k = ctx;
     if (resp) {
         W->in_flight[k->slot]--;
+        conn_rec *r = k->counted ? rec_get(k->conn_id) : NULL;
+        if (r) r->messages_in_flight--;
         switch (k->kind) {
         case CALL_AUTH: auth_done(k, resp); break;
         case CALL_CONNECT: connect_done(k, resp); break;

@@ -12,6 +12,7 @@
 #include "http/handshake.h"
 #include "log/log.h"
 #include "net/conn_internal.h"
+#include "net/msg_budget.h"
 #include "net/server.h"
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -152,6 +153,7 @@ static void on_closed(uv_handle_t *h) {
     conn_request_drop(c);
     if (c->addr_counted) server_addr_release(c->source_ip);
     if (c->parser) ws_parser_free(c->parser);
+    msgbudget_set(&c->partial_held, 0, 0);
     free(c->user_agent);
     free(c->subprotocol);
     if (c->tls && *tls_conn_inflight(c->tls)) ws_frame_unref(*tls_conn_inflight(c->tls));
@@ -223,6 +225,23 @@ ws_parser *conn_parser_new(const conn *c) {
     return p;
 }
 
+/* Every connection's unfinished messages together hold
+ * max_partial_message_bytes and c's grew: refuse it with 1013 (the message
+ * is within the limits and may be sent again later; 1009 would tell the
+ * client it is too big) and release its buffer now, not at close. */
+static void conn_partial_refused(conn *c) {
+    log_line l;
+    log_begin(&l, LOG_INFO, "partial_message_limit");
+    log_str(&l, "connectionId", c->id);
+    log_str(&l, "identity.sourceIp", c->source_ip);
+    log_int(&l, "partialBytes", (int64_t)msgbudget_total());
+    log_end(&l);
+    ws_parser_free(c->parser);
+    c->parser = NULL;
+    msgbudget_set(&c->partial_held, 0, 0);
+    conn_fail(c, WS_CLOSE_TRY_AGAIN_LATER, "server busy");
+}
+
 void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
     /* The sweep drops the parser of an idle connection between frames. */
     if (!c->parser) c->parser = conn_parser_new(c);
@@ -241,6 +260,11 @@ void conn_handle_ws_bytes(conn *c, uint8_t *data, size_t len) {
             return;
         }
         off += (size_t)n;
+        if (msgbudget_set(&c->partial_held, ws_parser_partial_bytes(c->parser),
+                          c->srv->cfg->max_partial_message_bytes)) {
+            conn_partial_refused(c);
+            return;
+        }
         switch (ev.type) {
         case WS_EV_NONE: break;
         case WS_EV_MESSAGE:

@@ -67,7 +67,8 @@ typedef struct conn {
     /* During the handshake / plain HTTP; with what only then matters
      * around it (conn_http in conn_internal.h). */
     http_request *req;
-    ws_parser *parser; /* once open; NULL while idle between frames */
+    ws_parser *parser;   /* once open; NULL while idle between frames */
+    size_t partial_held; /* its share of msgbudget_total (net/msg_budget.h) */
 
     /* Write queue: a ring of shared frames, NULL while nothing is queued
      * (the sweep frees an empty ring), so idle connections hold none. */

@@ -141,6 +141,8 @@ static const uint8_t no_bytes[1];
 
 size_t ws_parser_buffered(const ws_parser *p) { return p->msg_len + p->ctl_len + p->hdr_have; }
 
+size_t ws_parser_partial_bytes(const ws_parser *p) { return p->msg_op ? p->msg_cap : 0; }
+
 /* Check the first `have` bytes of a header. Returns 1 with *out filled when
  * the header is complete, 0 when more bytes are needed (*need = the header
  * length as far as it is known), or a negative WSG_E_WS_* code. Checks run in byte

@@ -40,6 +40,7 @@ enum {
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
     WS_CLOSE_INTERNAL_ERROR = 1011,
+    WS_CLOSE_TRY_AGAIN_LATER = 1013, /* IANA registry: a temporary server condition */
 };
 
 /* Parser errors are the WSG_E_WS_* codes of WSG_ERRNO_MAP
@@ -84,6 +85,12 @@ ssize_t ws_parser_feed(ws_parser *p, uint8_t *in, size_t len, ws_event *ev);
 
 /* Bytes currently held for an unfinished message (for abuse limits). */
 size_t ws_parser_buffered(const ws_parser *p);
+
+/* Heap bytes p holds for a data message still being assembled: its
+ * reassembly buffer's capacity while a message is in progress, 0 between
+ * messages (what a bound on every connection's unfinished messages counts;
+ * the buffer grows geometrically, so this is up to twice the bytes). */
+size_t ws_parser_partial_bytes(const ws_parser *p);
 
 /* Release the buffers p holds between messages (the reassembly buffer when
  * no message is in progress, the control-frame buffer when no control frame

@@ -19,6 +19,7 @@ TEST_DEFAULTS = {
     "throttling_rate_limit": 10000,
     "connection_rate_limit": 0,
     "connect_rate_per_ip": 0,
+    "presence_rate_limit": 0,
 }
 
 

@@ -252,6 +252,28 @@ def test_unknown_variable_named_with_file_and_line(tmp_path):
     assert r.stderr.strip() == 'wsgate: --set: unknown variable "enviroment" (did you mean "environment"?)'
 
 
+def test_duplicates_found_in_a_huge_file_without_quadratic_time(tmp_path):
+    """A config file of a million names (12 MB, under the 16 MiB file cap)
+    used to take hours to check: every name was compared with every earlier
+    one for duplicates (a million squared over two comparisons), in the
+    file's variables and in each map alike. Each duplicate is found at the
+    end of such a file, well within the (generous) timeout."""
+    n = 1_000_000
+    top = "".join(f"v{i} = 1\n" for i in range(n)) + "v0 = 2\n"
+    r = wsgate("check", "-c", write(tmp_path, top, "top.tfvars"), timeout=120)
+    assert r.returncode == 2
+    assert f'{n + 1}:1: duplicate variable "v0" (first set on line 1)' in r.stderr, r.stderr
+    in_map = ("route_throttling = {\n" + "".join(f"k{i} = 1\n" for i in range(n)) +
+              "k0 = 2\n}\n")
+    r = wsgate("check", "-c", write(tmp_path, in_map, "map.tfvars"), timeout=120)
+    assert r.returncode == 2
+    assert f'{n + 2}:1: duplicate map key "k0"' in r.stderr, r.stderr
+    as_json = '{"route_throttling": {' + "".join(f'"k{i}": 1, ' for i in range(n)) + '"k0": 2}}'
+    r = wsgate("check", "-c", write(tmp_path, as_json, "map.tfvars.json"), timeout=120)
+    assert r.returncode == 2
+    assert 'duplicate map key "k0"' in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------- precedence
 
 def test_precedence_file_env_set(tmp_path, start_server):

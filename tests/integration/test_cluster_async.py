@@ -15,6 +15,7 @@ old once-a-second read needed, so the tests fail on a build without the
 fix every time, not now and then."""
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -210,5 +211,48 @@ def test_a_later_joiner_never_gets_the_user_joined_of_an_earlier_join(start_serv
                     await ws.close()
         asyncio.run(asyncio.wait_for(main(), 60))
         assert proxy.held >= 3
+    finally:
+        proxy.close()
+
+
+COUNTS_READ = re.compile(rb"\*4\r\n\$13\r\nZRANGEBYSCORE\r\n\$14\r\nwsgate:workers\r\n"
+                         rb"\$\d+\r\n\d+\r\n\$4\r\n\+inf\r\n")
+
+
+def test_room_list_asks_share_a_worker_s_count_read(start_server, redis):
+    """Each room_list on the Redis engine was its own count read (a script
+    over every live worker's rooms hash on every server): one client's
+    room_list burst, 100 a second under its message bucket, was as many
+    reads. While a worker's read is out (held here by a proxy) the asks
+    made meanwhile wait and share the next one: 30 room_lists cost 2 reads,
+    and every ask is answered, with the counts."""
+    seen = []
+
+    def hold(chunk):
+        seen.append(chunk)
+        return bool(COUNTS_READ.search(chunk))
+
+    proxy = DelayProxy(redis.port, 0.5, hold)
+    try:
+        node = start_server(settings=node_settings(redis, via=proxy.port, worker_threads=1),
+                            name="node0-")
+        wait_ready(node)
+
+        async def main():
+            ws, _ = await connect(node, userId="asker", roomId="counted")
+            assert await room_list(ws) == {"counted": 1}
+            before = len(COUNTS_READ.findall(b"".join(seen)))
+            for _ in range(30):
+                await ws.send(json.dumps({"type": "room_list"}))
+            answers = []
+            while len(answers) < 30:
+                msg = await next_non_presence(ws, timeout=30)
+                assert msg["type"] == "room_list", msg
+                answers.append({r["roomId"]: r["activeUsers"] for r in msg["data"]["rooms"]})
+            assert answers == [{"counted": 1}] * 30
+            reads = len(COUNTS_READ.findall(b"".join(seen))) - before
+            assert 1 <= reads <= 4, reads
+            await ws.close()
+        asyncio.run(asyncio.wait_for(main(), 90))
     finally:
         proxy.close()

@@ -320,6 +320,57 @@ def test_concurrency_bound_gives_a_clear_error(start_server, backend_factory):
     assert "integration concurrency limit reached" in srv.log()
 
 
+def test_one_connection_cannot_take_the_whole_concurrency(start_server, backend_factory):
+    """integration_max_concurrency is the worker's, per integration: one
+    client sending faster than a slow backend answers used to hold all of it
+    and every other client got 429. Its own calls are bounded by
+    integration_connection_concurrency: beyond, it gets Too Many
+    Requests while another client's call still goes through."""
+    release = threading.Event()
+
+    def handle(path, ev):
+        release.wait(10)
+        return proxy(200, "done")
+
+    be = backend_factory(handle)
+    srv = start_server(settings={
+        "custom_routes": tflist(["work"]),
+        "route_integrations": tfmap({"work": be.url("/w")}),
+        "route_responses": tflist(["work"]),
+        "integration_max_concurrency": 4,
+        "integration_connection_concurrency": 2,
+        "worker_threads": 1,
+    })
+
+    async def main():
+        greedy = await connect(srv)
+        gid = (await recv_json(greedy))["data"]["connectionId"]
+        other = await connect(srv)
+        oid = (await recv_json(other))["data"]["connectionId"]
+        for _ in range(6):
+            await greedy.send(json.dumps({"type": "work"}))
+        busy = []
+        while len(busy) < 4:
+            m = await recv_json(greedy)
+            if m.get("type") not in ("user_joined", "user_left"):
+                busy.append(m)
+        assert all(b["message"] == "Too Many Requests" and b["connectionId"] == gid
+                   for b in busy), busy
+        await other.send(json.dumps({"type": "work"}))
+        be.wait_event(lambda p, ev: ev["requestContext"]["connectionId"] == oid)
+        release.set()
+        assert await asyncio.wait_for(other.recv(), 10) == "done"
+        assert [await asyncio.wait_for(greedy.recv(), 10) for _ in range(2)] == ["done", "done"]
+        # Answered: its share is free again.
+        await greedy.send(json.dumps({"type": "work"}))
+        assert await asyncio.wait_for(greedy.recv(), 10) == "done"
+        await greedy.close()
+        await other.close()
+
+    asyncio.run(main())
+    assert "integration concurrency limit per connection reached" in srv.log()
+
+
 def test_connect_and_disconnect_integrations(start_server, backend_factory):
     srv_box = {}
 

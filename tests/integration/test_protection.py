@@ -943,3 +943,115 @@ def test_slow_consumer_grace_is_not_skipped(start_server):
     reasons = [e["reason"] for e in events]
     assert reasons == ["queue ceiling"] * 8, events
     assert all(e["stuckMs"] >= 0 for e in events), events
+
+
+# ------------------------------------------------- unfinished messages, every connection's (hardening, round 7)
+
+def next_chat_or_close(conn, timeout=TIMEOUT):
+    """("chat", msg) for the next chat message, or ("close", code) when the
+    server closes instead."""
+    deadline = time.time() + timeout
+    while True:
+        fin, op, data = conn.recv_frame(max(0.01, deadline - time.time()))
+        if op == 0x8:
+            return "close", struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+        if op == 0x1:
+            msg = json.loads(data)
+            if msg.get("type") == "chat":
+                return "chat", msg
+
+
+def test_partial_messages_bounded_for_the_process(start_server):
+    """Each connection may hold max_fragmented_bytes of a message it has
+    not finished; max_partial_message_bytes bounds all of them together (N
+    connections each holding 128 KiB was N x 128 KiB with no bound). Twelve
+    connections each hold 8,000 bytes of an unfinished text message under a
+    64 KiB budget: the ones whose buffer would take the total over it are
+    closed with 1013 (try again later), the others' messages are delivered
+    whole when they finish, and once they are gone the budget is free."""
+    srv = start_server(settings={"max_partial_message_bytes": 65536,
+                                 "max_message_size": 131072, "worker_threads": 2})
+    head, tail = b'{"type":"chat","message":"', b'"}'
+    conns = [ws_connect(srv.port, f"userId=p{i}&roomId=partial{i}") for i in range(12)]
+    try:
+        for c in conns:
+            c.send(frame(0x1, head + b"x" * (8000 - len(head)), fin=False))
+        time.sleep(QUIET)  # every first fragment is read before any finishes
+        outcomes = []
+        for c in conns:
+            try:
+                c.send(frame(0x0, tail, fin=True))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            outcomes.append(next_chat_or_close(c))
+    finally:
+        close_all(conns)
+    refused = [o for o in outcomes if o[0] == "close"]
+    served = [o for o in outcomes if o[0] == "chat"]
+    assert all(o == ("close", 1013) for o in refused), outcomes
+    assert all(len(m["data"]["message"]) == 8000 - len(head) for _, m in served), outcomes
+    assert len(refused) >= 4 and len(served) >= 4, outcomes
+    assert "partial_message_limit" in srv.log()
+    # Gone: the whole budget is there again for one that needs it.
+    c = ws_connect(srv.port, "userId=after&roomId=partial")
+    big = head + b"y" * (60000 - len(head) - len(tail)) + tail
+    c.send(fragments(big, 4000))
+    assert recv_type(c, "chat")["message"] == "y" * (60000 - len(head) - len(tail))
+    c.close()
+
+
+# ------------------------------------------------- presence fan-out (hardening, round 7)
+
+def test_presence_fan_out_has_its_own_bucket(start_server):
+    """A typing_indicator, join_room or leave_room is one small message in
+    and one frame to every member of the room out: under the message bucket
+    alone one client in a room of M made the server write 100 x M frames a
+    second. Those routes take from presence_rate_limit/presence_burst_limit
+    too: a burst of 30 typing indicators passes 5 (plus the refill) to the
+    room and the rest get THROTTLED; chat is not limited by it; join_room
+    churn is limited alike."""
+    srv = start_server(settings={"presence_rate_limit": 2, "presence_burst_limit": 5,
+                                 "worker_threads": 1})
+    listener = ws_connect(srv.port, "userId=listener&roomId=busy")
+    noisy = ws_connect(srv.port, "userId=noisy&roomId=busy")
+    t0 = time.time()
+    noisy.send(b"".join(frame(0x1, b'{"type":"typing_indicator","isTyping":true}')
+                        for _ in range(30)))
+    send_json(noisy, {"type": "room_list"})  # answered after the 30's errors
+    throttled = 0
+    while True:
+        msg = recv_json(noisy)
+        if msg["type"] == "room_list":
+            break
+        assert is_throttled(msg), msg
+        throttled += 1
+    elapsed = time.time() - t0
+    # The listener sees the passed ones, then the marker.
+    send_json(noisy, {"type": "chat", "message": "marker"})
+    typing = 0
+    while True:
+        msg = recv_json(listener)
+        if msg["type"] == "typing_indicator":
+            typing += 1
+        elif msg["type"] == "chat":
+            assert msg["data"]["message"] == "marker"
+            break
+    assert 5 <= typing <= 5 + 2 * elapsed + 1, (typing, elapsed)
+    assert throttled == 30 - typing, (throttled, typing)
+    assert throttled_metrics(srv)["connection"] == throttled
+    # join_room churn between two rooms: the same bucket.
+    t0 = time.time()
+    noisy.send(b"".join(frame(0x1, json.dumps({"type": "join_room",
+                                               "roomId": f"churn{i % 2}"}).encode())
+                        for i in range(20)))
+    joined = refused = 0
+    while joined + refused < 20:
+        msg = recv_json(noisy)
+        if is_throttled(msg):
+            refused += 1
+        elif msg["type"] == "user_joined" and msg["data"]["userId"] == "noisy":
+            joined += 1
+    elapsed = time.time() - t0
+    assert joined <= 5 + 2 * elapsed + 2 and refused >= 20 - joined and refused >= 10, \
+        (joined, refused, elapsed)
+    close_all([listener, noisy])
