@@ -130,7 +130,7 @@ static void app_open(conn *c, const http_request *req) {
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
     engine_conn_opened(a->engine, &s->record, c, h->index, s->user_id, s->username,
-                       s->user->count == 1);
+                       registry_user_alone(s));
     /* [integrations] A $connect integration replaces the built-in one
      * (room, welcome, user_joined, resume). */
     integ_conn_open(c, req);
@@ -272,7 +272,7 @@ static void app_closed(conn *c) {
         if (handlers_leave(h, s) > 0) handlers_presence(h, room_id, s, "user_left", NULL);
         free(room_id);
     }
-    engine_conn_closed(a->engine, c->id, s->user_id, h->index, s->user->count == 1);
+    engine_conn_closed(a->engine, c->id, s->user_id, h->index, registry_user_alone(s));
     registry_remove(&h->reg, s);
     c->app = NULL;
     throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());
