@@ -553,15 +553,22 @@ def test_private_messages_as_a_users_connections_come_and_go(start_server):
 
     async def pm_until_offline(ws, target):
         # the server may learn of a close a moment after the client's
-        # close handshake: ask until it answers offline (bounded)
-        deadline = time.time() + 10
+        # close handshake (a message sent before is delivered, with no
+        # answer): ask, with a room_list behind as a probe, until it
+        # answers offline (bounded)
+        deadline = time.time() + 20
         while True:
             await send(ws, {"type": "private_message", "targetUserId": target, "message": "x"})
-            msg = await recv_json(ws)
-            if msg["type"] == "error":
-                assert msg["data"]["message"] == "Target user not found or offline", msg
+            await send(ws, {"type": "room_list"})
+            errors = []
+            while (msg := await recv_json(ws))["type"] != "room_list":
+                assert msg["type"] in ("error", "user_left"), msg
+                if msg["type"] == "error":
+                    errors.append(msg["data"]["message"])
+            if errors:
+                assert errors == ["Target user not found or offline"], errors
                 return
-            assert time.time() < deadline, msg
+            assert time.time() < deadline, f"{target} still online"
             await asyncio.sleep(0.05)
 
     async def main():
