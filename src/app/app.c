@@ -166,7 +166,6 @@ static void app_open(conn *c, const http_request *req) {
 static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *data, size_t len) {
     app *a = h->app;
     route_match m = *mp;
-    s->messages++;
     /* A message may carry its own W3C trace context. */
     json_t *tp = m.body ? json_object_get(m.body, "traceparent") : NULL;
     access_record rec;

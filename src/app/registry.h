@@ -49,14 +49,15 @@ struct session {
     room *room; /* NULL: in no room */
     session *room_prev, *room_next;
     session *user_prev, *user_next; /* the user's connections, newest first */
-    uint64_t messages;              /* messages received, for logs */
     throttle_conn_bucket bucket;    /* the connection's message rate */
     bool resuming;                  /* stored messages are being replayed: live chat
                                      * for its room waits in the store's order */
     uint16_t store_reads;           /* history and replay reads in flight (handlers.c);
                                      * beside resuming, in its padding */
-    uint64_t resume_gen;            /* which replay is current */
-    char uid[REGISTRY_SHORT_ID];    /* the user id when shorter than this */
+    /* Which replay is current (compared for equality with a read's tag; 32
+     * bits, in the padding beside resuming: 112 bytes, not 128). */
+    uint32_t resume_gen;
+    char uid[REGISTRY_SHORT_ID]; /* the user id when shorter than this */
 };
 
 typedef struct registry {
