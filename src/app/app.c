@@ -131,7 +131,7 @@ static void app_open(conn *c, const http_request *req) {
     throttle_connection_init(&a->throttle, &s->bucket, now);
     throttle_opened(&a->throttle, c->source_ip, now);
     engine_conn_opened(a->engine, &s->record, c, h->index, s->user_id, s->username,
-                       s->user->count == 1);
+                       registry_user_alone(s));
     /* [integrations] A $connect integration replaces the built-in one
      * (room, welcome, user_joined, resume). */
     integ_conn_open(c, req);
@@ -167,7 +167,6 @@ static void app_open(conn *c, const http_request *req) {
 static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *data, size_t len) {
     app *a = h->app;
     route_match m = *mp;
-    s->messages++;
     /* A message may carry its own W3C trace context. */
     json_t *tp = m.body ? json_object_get(m.body, "traceparent") : NULL;
     access_record rec;
@@ -186,7 +185,7 @@ static void handle_routed(hub *h, session *s, route_match *mp, const uint8_t *da
         tv = throttle_message(&a->throttle, NULL,
                               m.selected ? m.selected : router_route_name(m.route), now);
     if (tv == THROTTLE_OK && m.outcome == ROUTED && presence_limit_applies(m.route) &&
-        !presence_limit_take(a->cfg, &s->presence_full_ms, now))
+        !presence_limit_take(a->cfg, &s->presence, now))
         tv = THROTTLE_CONNECTION;
     if (tv != THROTTLE_OK) {
         static const metrics_throttle_scope scope[] = {
@@ -276,7 +275,7 @@ static void app_closed(conn *c) {
         if (handlers_leave(h, s) > 0) handlers_presence(h, room_id, s, "user_left", NULL);
         free(room_id);
     }
-    engine_conn_closed(a->engine, c->id, s->user_id, h->index, s->user->count == 1);
+    engine_conn_closed(a->engine, c->id, s->user_id, h->index, registry_user_alone(s));
     registry_remove(&h->reg, s);
     c->app = NULL;
     throttle_closed(&a->throttle, c->source_ip, throttle_now_ms());

@@ -117,8 +117,7 @@ static void deliver_room(void *hp, const char *room_id, ws_frame *f, const char 
 
 static void deliver_user(void *hp, const char *user_id, ws_frame *f) {
     hub *h = hp;
-    user_conns *u = registry_user(&h->reg, user_id);
-    for (session *m = u ? u->conns : NULL; m; m = m->user_next) conn_send(m->c, f);
+    for (session *m = registry_user(&h->reg, user_id); m; m = m->user_next) conn_send(m->c, f);
 }
 
 static void deliver_conn(void *hp, const char *conn_id, ws_frame *f, bool counted) {

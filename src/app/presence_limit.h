@@ -14,15 +14,15 @@
 
 #include "app/router.h"
 #include "config/config.h"
+#include "throttle/throttle.h"
 
 /* Return true when route is one of the fan-out events this bound covers. */
 bool presence_limit_applies(route_id route);
 
-/* Take one token from a connection's presence bucket, kept as the time
- * (ms of the worker's monotonic clock, never going back) at which it is
- * full again, in *full_ms (the caller's; 0 starts it full). Returns false,
- * taking nothing, when the bucket is empty; always true when
+/* Take one token from a connection's presence bucket *b (the caller's;
+ * zeroed it starts full; times in ms of the worker's monotonic clock).
+ * Returns false, taking nothing, when the bucket is empty; always true when
  * presence_rate_limit is 0 (off). */
-bool presence_limit_take(const config *cfg, double *full_ms, uint64_t now_ms);
+bool presence_limit_take(const config *cfg, throttle_conn_bucket *b, uint64_t now_ms);
 
 #endif

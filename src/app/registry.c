@@ -1,39 +1,30 @@
 #include "app/registry.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
 
 static const char *session_key(const void *v) { return ((const session *)v)->c->id; }
-static const char *user_key(const void *v) { return ((const user_conns *)v)->id; }
+static const char *user_key(const void *v) { return ((const session *)v)->user_id; }
 static const char *room_key(const void *v) { return ((const room *)v)->id; }
+
+_Static_assert(offsetof(session, c) == offsetof(session, record.c) &&
+                   offsetof(session, user_id) == offsetof(session, record.user_id) &&
+                   offsetof(session, username) == offsetof(session, record.username),
+               "the session's connection and ids are its record's");
 
 void registry_init(registry *r) {
     keytab_init(&r->by_id, session_key);
     keytab_init(&r->users, user_key);
     keytab_init(&r->rooms, room_key);
     slab_init(&r->sessions, sizeof(session));
-    slab_init(&r->users_slab, sizeof(user_conns) + REGISTRY_SHORT_ID);
-}
-
-/* A user entry for an id of n bytes (NUL included): a slab slot when short
- * (the common case: no heap block per idle user), else a block. */
-static user_conns *user_new(registry *r, const char *id) {
-    size_t n = strlen(id) + 1;
-    user_conns *u =
-        n <= REGISTRY_SHORT_ID ? slab_alloc(&r->users_slab) : xcalloc(1, sizeof(*u) + n);
-    memcpy(u->id, id, n);
-    return u;
-}
-
-static void user_free(registry *r, user_conns *u) {
-    if (strlen(u->id) + 1 <= REGISTRY_SHORT_ID) slab_free(&r->users_slab, u);
-    else free(u);
 }
 
 static void session_free(registry *r, session *s) {
     if (s->username != s->user_id) free((char *)s->username);
+    if (s->user_id != s->uid) free((char *)s->user_id);
     slab_free(&r->sessions, s);
 }
 
@@ -42,32 +33,30 @@ void registry_free(registry *r) {
     void *v;
     while (keytab_next(&r->by_id, &it, &v)) session_free(r, v);
     it = 0;
-    while (keytab_next(&r->users, &it, &v)) user_free(r, v);
-    it = 0;
     while (keytab_next(&r->rooms, &it, &v)) free(v);
     keytab_free(&r->by_id);
     keytab_free(&r->users);
     keytab_free(&r->rooms);
     slab_destroy(&r->sessions);
-    slab_destroy(&r->users_slab);
 }
 
 session *registry_add(registry *r, conn *c, const char *user_id, const char *username) {
     session *s = slab_alloc(&r->sessions);
     s->c = c;
     keytab_put(&r->by_id, s);
-    user_conns *u = keytab_get(&r->users, user_id);
-    if (!u) {
-        u = user_new(r, user_id);
-        keytab_put(&r->users, u);
+    size_t n = strlen(user_id) + 1;
+    if (n <= sizeof(s->uid)) {
+        memcpy(s->uid, user_id, n);
+        s->user_id = s->uid;
+    } else {
+        s->user_id = xstrdup(user_id);
     }
-    s->user = u;
-    s->user_id = u->id;
     s->username = strcmp(username, user_id) == 0 ? s->user_id : xstrdup(username);
-    s->user_next = u->conns;
-    if (u->conns) u->conns->user_prev = s;
-    u->conns = s;
-    u->count++;
+    /* The newest connection heads the list and stands for the user in the
+     * table (a replacement: same key). */
+    session *head = keytab_put(&r->users, s);
+    s->user_next = head;
+    if (head) head->user_prev = s;
     return s;
 }
 
@@ -108,14 +97,10 @@ void registry_leave(registry *r, session *s) {
 
 void registry_remove(registry *r, session *s) {
     registry_leave(r, s);
-    user_conns *u = s->user;
-    if (s->user_prev) s->user_prev->user_next = s->user_next;
-    else u->conns = s->user_next;
     if (s->user_next) s->user_next->user_prev = s->user_prev;
-    if (--u->count == 0) {
-        keytab_remove(&r->users, u->id);
-        user_free(r, u);
-    }
+    if (s->user_prev) s->user_prev->user_next = s->user_next;
+    else if (s->user_next) keytab_put(&r->users, s->user_next); /* it stands for the user now */
+    else keytab_remove(&r->users, s->user_id);
     keytab_remove(&r->by_id, s->c->id);
     session_free(r, s);
 }
@@ -123,7 +108,7 @@ void registry_remove(registry *r, session *s) {
 session *registry_by_id(const registry *r, const char *conn_id) {
     return keytab_get(&r->by_id, conn_id);
 }
-user_conns *registry_user(const registry *r, const char *user_id) {
+session *registry_user(const registry *r, const char *user_id) {
     return keytab_get(&r->users, user_id);
 }
 room *registry_room(const registry *r, const char *room_id) {

@@ -18,8 +18,8 @@
 
 typedef struct session session;
 
-/* User ids shorter than this are kept in 32-byte slab slots (the size of
- * the malloc block they replace), longer ones in blocks of their own. */
+/* User ids shorter than this live inside the session (no block of their
+ * own); longer ones in a block the session owns. */
 #define REGISTRY_SHORT_ID 16
 
 typedef struct room {
@@ -29,40 +29,45 @@ typedef struct room {
     char id[];         /* also the rooms map's key */
 } room;
 
-typedef struct user_conns {
-    session *conns; /* list through session.user_next */
-    size_t count;
-    char id[]; /* also the users map's key */
-} user_conns;
-
+/* A user has no entry of its own: the users table points at the session
+ * of its newest connection, the head of the list of its connections
+ * (through user_next), and every session carries the user id. A user with
+ * one connection costs nothing beyond its table slot (issue 16, item 4). */
 struct session {
-    conn *c;
-    const char *user_id;  /* user->id: one copy per user, not per connection */
-    const char *username; /* owned, or user_id itself when the same text (the
-                           * default: no copy) */
-    room *room;           /* NULL: in no room */
+    /* The engine's record of this connection (engine_conn_opened). Its
+     * connection, user id and username are the session's too: c, user_id
+     * and username below name the same memory, not copies. */
+    union {
+        directory_conn record;
+        struct {
+            conn *c;
+            const char *user_id;  /* uid, or an owned block when too long */
+            const char *username; /* owned, or user_id itself when the same
+                                   * text (the default: no copy) */
+        };
+    };
+    room *room; /* NULL: in no room */
     session *room_prev, *room_next;
-    user_conns *user;
-    session *user_prev, *user_next;
-    uint64_t messages;           /* messages received, for logs */
-    throttle_conn_bucket bucket; /* the connection's message rate */
-    double presence_full_ms;     /* its presence bucket (app/presence_limit.h) */
-    bool resuming;               /* stored messages are being replayed: live chat
-                              * for its room waits in the store's order */
-    uint16_t store_reads;        /* history and replay reads in flight (handlers.c);
-                                  * beside resuming, in its padding */
-    uint64_t resume_gen;         /* which replay is current */
-    directory_conn record;       /* the engine's record of this connection (engine_conn_opened) */
+    session *user_prev, *user_next; /* the user's connections, newest first */
+    throttle_conn_bucket bucket;    /* the connection's message rate */
+    throttle_conn_bucket presence;  /* its presence bucket (app/presence_limit.h) */
+    bool resuming;                  /* stored messages are being replayed: live chat
+                                     * for its room waits in the store's order */
+    uint16_t store_reads;           /* history and replay reads in flight (handlers.c);
+                                     * beside resuming, in its padding */
+    /* Which replay is current (compared for equality with a read's tag; 32
+     * bits, in the padding beside resuming: 112 bytes, not 128). */
+    uint32_t resume_gen;
+    char uid[REGISTRY_SHORT_ID]; /* the user id when shorter than this */
 };
 
 typedef struct registry {
     /* Tables of values keyed by the id inside them (8 bytes a slot, no
      * key copies): by_id the connection's id, users and rooms their own. */
-    keytab by_id;    /* connection id -> session */
-    keytab users;    /* user id -> user_conns */
-    keytab rooms;    /* room id -> room (only rooms with members) */
-    slab sessions;   /* where the sessions live (no malloc block each) */
-    slab users_slab; /* user entries with ids shorter than REGISTRY_SHORT_ID */
+    keytab by_id;  /* connection id -> session */
+    keytab users;  /* user id -> the session of its newest connection */
+    keytab rooms;  /* room id -> room (only rooms with members) */
+    slab sessions; /* where the sessions live (no malloc block each) */
 } registry;
 
 /* Initialise an empty registry. */
@@ -70,8 +75,9 @@ void registry_init(registry *r);
 /* Free the registry's indexes and every session still in it. */
 void registry_free(registry *r);
 
-/* Create a session for c with copies of user_id and username, index it by
- * connection id and user (in no room yet). Returns it, owned by r. */
+/* Create a session for c with copies of user_id and username (none for a
+ * username equal to the id), index it by connection id and user (in no
+ * room yet). Returns it, owned by r. */
 session *registry_add(registry *r, conn *c, const char *user_id, const char *username);
 
 /* Move s into room room_id (creating the room entry on first member),
@@ -85,11 +91,15 @@ void registry_leave(registry *r, session *s);
 /* Remove s from every index and free it. */
 void registry_remove(registry *r, session *s);
 
-/* Return the session of connection id, the live connections of a user, or
- * a room with members; NULL when absent. */
+/* Return the session of connection id, the newest connection of a user
+ * (the others follow through user_next), or a room with members; NULL when
+ * absent. */
 session *registry_by_id(const registry *r, const char *conn_id);
-user_conns *registry_user(const registry *r, const char *user_id);
+session *registry_user(const registry *r, const char *user_id);
 room *registry_room(const registry *r, const char *room_id);
+
+/* Return whether s is its user's only connection on this registry. */
+static inline bool registry_user_alone(const session *s) { return !s->user_prev && !s->user_next; }
 
 /* Fill *out with a malloc'd array of the rooms that have members, sorted by
  * id (caller frees the array, not the rooms). Returns the count. */

@@ -14,6 +14,15 @@ static directory_shard *shard_of(directory *d, const char *key) {
 }
 
 static const char *set_key(const void *v) { return ((const directory_set *)v)->id; }
+/* A user's slot holds its entry, or its one connection's record with the
+ * low bit set (records are at least pointer-aligned). */
+static inline bool user_is_rec(const void *v) { return (uintptr_t)v & 1; }
+static inline directory_conn *user_rec(const void *v) {
+    return (directory_conn *)((uintptr_t)v & ~(uintptr_t)1);
+}
+static const char *user_key(const void *v) {
+    return user_is_rec(v) ? user_rec(v)->user_id : ((const directory_set *)v)->id;
+}
 static const char *conn_key(const void *v) { return ((const directory_conn *)v)->c->id; }
 
 void directory_init(directory *d) {
@@ -21,7 +30,7 @@ void directory_init(directory *d) {
     for (size_t i = 0; i < DIRECTORY_SHARDS; i++) {
         pthread_mutex_init(&d->shards[i].lock, NULL);
         keytab_init(&d->shards[i].rooms, set_key);
-        keytab_init(&d->shards[i].users, set_key);
+        keytab_init(&d->shards[i].users, user_key);
         keytab_init(&d->shards[i].conns, conn_key);
     }
     pthread_mutex_init(&d->sets_mu, NULL);
@@ -55,7 +64,8 @@ static void set_free(directory *d, directory_set *e) {
 static void free_sets(directory *d, keytab *m) {
     size_t it = 0;
     void *v;
-    while (keytab_next(m, &it, &v)) set_free(d, v);
+    while (keytab_next(m, &it, &v))
+        if (!user_is_rec(v)) set_free(d, v); /* a record is its owner's */
     keytab_free(m);
 }
 
@@ -142,24 +152,62 @@ uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count
     return w;
 }
 
+/* A user's slot that is still a record becomes an entry (its second
+ * connection, or a caller with no record): rec's worker and count 1.
+ * Under the shard's lock. */
+static void user_promote(directory *d, keytab *m, const char *user_id) {
+    void *v = keytab_get(m, user_id);
+    if (!v || !user_is_rec(v)) return;
+    const directory_conn *rec = user_rec(v);
+    directory_set *e = set_new(d, user_id);
+    atomic_store_explicit(&e->workers, UINT64_C(1) << rec->worker, memory_order_relaxed);
+    atomic_store_explicit(&e->count, 1, memory_order_relaxed);
+    keytab_put(m, e); /* replaces the record: the same key */
+}
+
 void directory_user_add(directory *d, const char *user_id, int worker, bool first) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
+    user_promote(d, &sh->users, user_id);
     set_add(d, &sh->users, user_id, worker, first, NULL);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void directory_user_add_conn(directory *d, directory_conn *rec, bool first) {
+    assert(rec->worker >= 0 && rec->worker < DIRECTORY_MAX_WORKERS);
+    assert(((uintptr_t)rec & 1) == 0);
+    directory_shard *sh = shard_of(d, rec->user_id);
+    pthread_mutex_lock(&sh->lock);
+    if (!keytab_get(&sh->users, rec->user_id)) {
+        keytab_put(&sh->users, (void *)((uintptr_t)rec | 1));
+    } else {
+        user_promote(d, &sh->users, rec->user_id);
+        set_add(d, &sh->users, rec->user_id, rec->worker, first, NULL);
+    }
     pthread_mutex_unlock(&sh->lock);
 }
 
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    set_remove(d, &sh->users, user_id, worker, last, NULL);
+    void *v = keytab_get(&sh->users, user_id);
+    if (v && user_is_rec(v)) {
+        /* the user's one connection: it is on this worker, and it goes */
+        assert(user_rec(v)->worker == worker && last);
+        keytab_remove(&sh->users, user_id);
+    } else {
+        set_remove(d, &sh->users, user_id, worker, last, NULL);
+    }
     pthread_mutex_unlock(&sh->lock);
 }
 
 uint64_t directory_user_workers(directory *d, const char *user_id) {
     directory_shard *sh = shard_of(d, user_id);
     pthread_mutex_lock(&sh->lock);
-    uint64_t w = set_workers(&sh->users, user_id, NULL);
+    void *v = keytab_get(&sh->users, user_id);
+    uint64_t w = !v               ? 0
+                 : user_is_rec(v) ? UINT64_C(1) << user_rec(v)->worker
+                                  : directory_set_workers(v, NULL);
     pthread_mutex_unlock(&sh->lock);
     return w;
 }

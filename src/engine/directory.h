@@ -43,7 +43,10 @@ typedef struct directory_conn {
 typedef struct directory_shard {
     pthread_mutex_t lock;
     keytab rooms; /* room id -> directory_set (rooms with members) */
-    keytab users; /* user id -> directory_set (users with connections) */
+    /* user id -> directory_set (users with connections), or, for a user
+     * with one connection, that connection's record itself, tagged
+     * (directory_user_add_conn): no entry of its own. */
+    keytab users;
     keytab conns; /* connection id -> directory_conn (keyed by rec->c->id) */
     char pad[64]; /* shards on their own cache lines */
 } directory_shard;
@@ -99,6 +102,12 @@ uint64_t directory_room_workers(directory *d, const char *room_id, size_t *count
 
 /* The same for a user's connections. */
 void directory_user_add(directory *d, const char *user_id, int worker, bool first);
+/* The same for rec's user and worker, rec being in the directory
+ * (directory_conn_add): while rec is its user's only connection, the
+ * users table points at rec itself; an entry is made at the user's
+ * second connection and freed with its last. rec must stay until
+ * directory_user_remove of its user on its worker. */
+void directory_user_add_conn(directory *d, directory_conn *rec, bool first);
 void directory_user_remove(directory *d, const char *user_id, int worker, bool last);
 uint64_t directory_user_workers(directory *d, const char *user_id);
 

@@ -78,7 +78,7 @@ static void post(server *srv, server_inbox_fn run, const engine_deliver *d, ws_f
 static void l_conn_opened(engine *e, directory_conn *rec, conn *c, int worker, const char *user_id,
                           const char *username, bool first) {
     directory_conn_add(&L(e)->dir, rec, c, worker, user_id, username);
-    directory_user_add(&L(e)->dir, user_id, worker, first);
+    directory_user_add_conn(&L(e)->dir, rec, first);
 }
 
 static void l_conn_closed(engine *e, const char *conn_id, const char *user_id, int worker,

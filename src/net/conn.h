@@ -67,13 +67,13 @@ typedef struct conn {
     /* During the handshake / plain HTTP; with what only then matters
      * around it (conn_http in conn_internal.h). */
     http_request *req;
-    ws_parser *parser;   /* once open; NULL while idle between frames */
-    size_t partial_held; /* its share of msgbudget_total (net/msg_budget.h) */
+    ws_parser *parser; /* once open; NULL while idle between frames */
 
     /* Write queue: a ring of shared frames, NULL while nothing is queued
      * (the sweep frees an empty ring), so idle connections hold none. */
     struct conn_wq *wq;
-    uint32_t writing;        /* frames covered by the uv_write in flight */
+    uint32_t partial_held;   /* its share of msgbudget_total (net/msg_budget.h):
+                              * at most max_fragmented_bytes (64 MiB) */
     uint32_t control_frames; /* pings and pongs received in the current second */
     size_t wq_bytes;         /* unwritten bytes queued */
     size_t posted_bytes;     /* frames other workers posted for c, not yet queued
@@ -111,6 +111,8 @@ typedef struct conn {
     /* Low 32 bits of uv_now, as last_active_ms: compared by difference
      * with one second only (next to id, it takes the id's padding). */
     uint32_t control_window_ms; /* start of the current control-frame second */
+    uint16_t writing;           /* frames covered by the uv_write in flight (at
+                                 * most CONN_IOV_MAX); in the id's padding too */
     char id[CONN_ID_LEN + 1];   /* opaque, URL-safe connection id */
 } conn;
 

@@ -4,12 +4,14 @@
 #include "net/msg_budget.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 
 static _Atomic size_t held_total;
 
 size_t msgbudget_total(void) { return atomic_load_explicit(&held_total, memory_order_relaxed); }
 
-bool msgbudget_set(size_t *share, size_t held, int64_t limit) {
+bool msgbudget_set(uint32_t *share, size_t held, int64_t limit) {
+    if (held > UINT32_MAX) held = UINT32_MAX; /* beyond any message limit */
     if (held == *share) return false;
     bool grew = held > *share;
     size_t total;

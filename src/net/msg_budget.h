@@ -20,6 +20,6 @@ size_t msgbudget_total(void);
  * total is then over limit (limit <= 0: no bound): the caller refuses the
  * connection and releases what it holds (msgbudget_set(share, 0, 0)).
  * Thread-safe; costs nothing when the share does not change. */
-bool msgbudget_set(size_t *share, size_t held, int64_t limit);
+bool msgbudget_set(uint32_t *share, size_t held, int64_t limit);
 
 #endif

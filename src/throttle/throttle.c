@@ -191,16 +191,20 @@ void throttle_connection_init(const throttle *t, throttle_conn_bucket *b, uint64
     if (rate > 0) b->full_ms += (bucket_cap(rate, burst) - burst) * 1000.0 / rate;
 }
 
-bool throttle_conn_take(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms) {
-    double rate = (double)t->cfg->connection_rate_limit;
-    if (t->cfg->connection_rate_limit == 0) return true; /* unlimited */
-    double per_token = 1000.0 / rate, now = (double)now_ms;
+bool throttle_full_at_take(throttle_conn_bucket *b, int64_t rate, int64_t burst, uint64_t now_ms) {
+    if (rate <= 0) return true; /* unlimited */
+    double per_token = 1000.0 / (double)rate, now = (double)now_ms;
     double from = b->full_ms > now ? b->full_ms : now;
     /* Tokens now: cap - (from - now) / per_token; one is needed. */
-    double cap = bucket_cap(rate, (double)t->cfg->connection_burst_limit);
+    double cap = bucket_cap((double)rate, (double)burst);
     if ((from - now) / per_token > cap - 1.0) return false;
     b->full_ms = from + per_token;
     return true;
+}
+
+bool throttle_conn_take(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms) {
+    return throttle_full_at_take(b, t->cfg->connection_rate_limit, t->cfg->connection_burst_limit,
+                                 now_ms);
 }
 
 throttle_verdict throttle_message(throttle *t, throttle_conn_bucket *conn_bucket,

@@ -116,8 +116,14 @@ typedef struct throttle_conn_bucket {
 /* Initialise a connection's message bucket, as full as a throttle_bucket
  * starts (burst tokens). */
 void throttle_connection_init(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms);
-/* Take one token from a connection's bucket; returns false (taking
- * nothing) when none is left. The same answers as throttle_bucket_take. */
+/* Take one token from a bucket of rate tokens a second, holding at most
+ * burst, kept in *b as the time it is full again (zero: full). Returns
+ * false, taking nothing, when none is left; true when rate is 0 or less
+ * (no limit). The same answers as throttle_bucket_take. */
+bool throttle_full_at_take(throttle_conn_bucket *b, int64_t rate, int64_t burst, uint64_t now_ms);
+/* Take one token from a connection's message bucket (the configured
+ * connection_rate_limit and connection_burst_limit); returns false (taking
+ * nothing) when none is left. */
 bool throttle_conn_take(const throttle *t, throttle_conn_bucket *b, uint64_t now_ms);
 /* A message on a connection (its bucket conn_bucket) for route_key (NULL
  * before routing is known): connection bucket, stage bucket, then the

@@ -122,7 +122,8 @@ static session *harness_open(app *a, conn *c, const char *user_id, const char *u
     session *s = registry_add(&h->reg, c, user_id, username);
     throttle_connection_init(&a->throttle, &s->bucket, throttle_now_ms());
     throttle_opened(&a->throttle, c->source_ip, throttle_now_ms());
-    engine_conn_opened(a->engine, &s->record, c, 0, s->user_id, s->username, s->user->count == 1);
+    engine_conn_opened(a->engine, &s->record, c, 0, s->user_id, s->username,
+                       registry_user_alone(s));
     handlers_join(h, s, room_id);
     c->app = s;
     return s;

@@ -543,6 +543,70 @@ def test_private_message_to_every_connection_of_target(start_server):
     run(main())
 
 
+def test_private_messages_as_a_users_connections_come_and_go(start_server):
+    """A user with one connection has no entry of its own (its connection
+    stands for it) until a second connects (issue 16, item 4): private
+    messages reach the right connections through every step, whichever
+    connection goes first, and ids too long to be kept inline work too."""
+    srv = start_server()
+    long_id = "a-user-id-longer-than-sixteen-bytes"
+
+    async def pm_until_offline(ws, target):
+        # the server may learn of a close a moment after the client's
+        # close handshake (a message sent before is delivered, with no
+        # answer): ask, with a room_list behind as a probe, until it
+        # answers offline (bounded)
+        deadline = time.time() + 20
+        while True:
+            await send(ws, {"type": "private_message", "targetUserId": target, "message": "x"})
+            await send(ws, {"type": "room_list"})
+            errors = []
+            while (msg := await recv_json(ws))["type"] != "room_list":
+                assert msg["type"] in ("error", "user_left"), msg
+                if msg["type"] == "error":
+                    errors.append(msg["data"]["message"])
+            if errors:
+                assert errors == ["Target user not found or offline"], errors
+                return
+            assert time.time() < deadline, f"{target} still online"
+            await asyncio.sleep(0.05)
+
+    async def main():
+        sam, _ = await connect(srv, userId="sam", username="Sam", roomId="s")
+        lng, w = await connect(srv, userId=long_id, roomId="s")
+        assert w["userId"] == long_id
+        await recv_type(sam, "user_joined")
+        d1, w1 = await connect(srv, userId="dana", roomId="d")
+        assert w1["userId"] == "dana"
+        await send(sam, {"type": "private_message", "targetUserId": "dana", "message": "one"})
+        assert (await recv_type(d1, "private_message"))["message"] == "one"
+        d2, _ = await connect(srv, userId="dana", username="Dana", roomId="d")
+        j = await recv_type(d1, "user_joined")
+        assert j["userId"] == "dana" and j["username"] == "Dana"
+        await send(lng, {"type": "private_message", "targetUserId": "dana", "message": "two"})
+        for ws in (d1, d2):
+            d = await recv_type(ws, "private_message")
+            assert d["message"] == "two" and d["senderId"] == long_id and d["senderName"] == long_id
+        # the first connection (the one that stood for the user) goes
+        await d1.close()
+        await recv_type(d2, "user_left")
+        await send(sam, {"type": "private_message", "targetUserId": "dana", "message": "three"})
+        d = await recv_type(d2, "private_message")
+        assert d["message"] == "three" and d["senderName"] == "Sam"
+        await d2.close()
+        await pm_until_offline(sam, "dana")
+        # back with one connection, then to a long id
+        d3, _ = await connect(srv, userId="dana", roomId="d")
+        await send(sam, {"type": "private_message", "targetUserId": "dana", "message": "four"})
+        assert (await recv_type(d3, "private_message"))["message"] == "four"
+        await send(sam, {"type": "private_message", "targetUserId": long_id, "message": "five"})
+        assert (await recv_type(lng, "private_message"))["message"] == "five"
+        await lng.close()
+        await pm_until_offline(sam, long_id)
+        await close_all(sam, d3)
+    run(main())
+
+
 def test_private_message_errors(start_server):
     srv = start_server()
 

@@ -21,7 +21,7 @@ Test(presence_limit, covers_the_routes_that_fan_out_for_free) {
 
 Test(presence_limit, burst_then_refill) {
     config c = cfg_with(5, 20); /* a token every 200 ms */
-    double full = 0;
+    throttle_conn_bucket full = {0};
     uint64_t now = 1000000;
     for (int i = 0; i < 20; i++) cr_assert(presence_limit_take(&c, &full, now), "take %d", i);
     cr_assert_not(presence_limit_take(&c, &full, now));
@@ -36,6 +36,6 @@ Test(presence_limit, burst_then_refill) {
 
 Test(presence_limit, rate_zero_is_off) {
     config c = cfg_with(0, 1);
-    double full = 0;
+    throttle_conn_bucket full = {0};
     for (int i = 0; i < 1000; i++) cr_assert(presence_limit_take(&c, &full, 5));
 }

@@ -13,6 +13,8 @@
 
 /* ---- helpers ---- */
 
+#define NSESS_MAX 100000
+
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 static uint32_t rnd(void) {
     rng_state ^= rng_state << 13;
@@ -45,20 +47,26 @@ static size_t check_room(const room *rm) {
     return n;
 }
 
-static size_t check_user(const user_conns *u) {
+/* Walk a user's connections from the session the users table points at
+ * (the newest): back links and ids agree. Returns how many. */
+static size_t check_user(const session *head) {
     size_t n = 0;
     const session *prev = NULL;
-    for (const session *s = u->conns; s; s = s->user_next) {
-        cr_assert_eq(s->user, u);
-        cr_assert_str_eq(s->user_id, u->id);
+    cr_assert_not_null(head);
+    for (const session *s = head; s; s = s->user_next) {
+        cr_assert_str_eq(s->user_id, head->user_id);
         cr_assert_eq(s->user_prev, prev);
+        cr_assert_eq(registry_user_alone(s), n == 0 && !s->user_next);
         prev = s;
         n++;
-        cr_assert_leq(n, u->count);
+        cr_assert_leq(n, NSESS_MAX);
     }
-    cr_assert_eq(n, u->count);
-    cr_assert_gt(n, 0, "user %s kept with no connection", u->id);
     return n;
+}
+
+static size_t conns_of_user(const registry *r, const char *user_id) {
+    const session *head = registry_user(r, user_id);
+    return head ? check_user(head) : 0;
 }
 
 /* Every index agrees with the others. Returns the number of sessions. */
@@ -72,9 +80,9 @@ static size_t check_indexes(const registry *r) {
     }
     it = 0;
     while (keytab_next(&r->users, &it, &v)) {
-        user_conns *u = v;
-        cr_assert_eq(registry_user(r, u->id), u);
-        in_users += check_user(u);
+        session *head = v;
+        cr_assert_eq(registry_user(r, head->user_id), head);
+        in_users += check_user(head);
     }
     size_t with_room = 0;
     it = 0;
@@ -82,7 +90,9 @@ static size_t check_indexes(const registry *r) {
         session *s = v;
         const char *k = s->c->id;
         cr_assert_eq(registry_by_id(r, k), s);
-        cr_assert_eq(registry_user(r, s->user_id), s->user);
+        const session *u = registry_user(r, s->user_id);
+        while (u && u != s) u = u->user_next;
+        cr_assert_eq(u, s, "%s not among its user's connections", k);
         if (s->room) {
             with_room++;
             cr_assert_eq(registry_room(r, s->room->id), s->room);
@@ -113,9 +123,11 @@ Test(registry, add_join_move_leave_remove) {
     cr_assert_eq(s1->c, c1);
     cr_assert_str_eq(s2->username, "Alice (phone)");
     cr_assert_null(s1->room);
-    cr_assert_eq(registry_user(&r, "alice")->count, 2);
-    cr_assert_eq(registry_user(&r, "bob")->count, 1);
-    cr_assert_eq(s1->user, s2->user);
+    cr_assert_eq(conns_of_user(&r, "alice"), 2);
+    cr_assert_eq(conns_of_user(&r, "bob"), 1);
+    cr_assert(registry_user_alone(s3));
+    cr_assert(!registry_user_alone(s1) && !registry_user_alone(s2));
+    cr_assert_eq(registry_user(&r, "alice"), s2, "the newest connection stands for the user");
     cr_assert_eq(r.rooms.count, 0);
 
     room *g = registry_join(&r, s1, "general");
@@ -154,8 +166,9 @@ Test(registry, add_join_move_leave_remove) {
     /* Removing a connection of a user with two keeps the user. */
     registry_remove(&r, s2);
     cr_assert_null(registry_by_id(&r, "c2"));
-    cr_assert_eq(registry_user(&r, "alice")->count, 1);
-    cr_assert_eq(registry_user(&r, "alice")->conns, s1);
+    cr_assert_eq(conns_of_user(&r, "alice"), 1);
+    cr_assert_eq(registry_user(&r, "alice"), s1);
+    cr_assert(registry_user_alone(s1));
     cr_assert_eq(g->count, 1);
     check_indexes(&r);
 
@@ -196,7 +209,7 @@ Test(registry, remove_from_middle_of_lists) {
     registry_remove(&r, s[0]); /* tail */
     check_indexes(&r);
     cr_assert_eq(registry_room(&r, "room")->count, 2);
-    cr_assert_eq(registry_user(&r, "u")->count, 2);
+    cr_assert_eq(conns_of_user(&r, "u"), 2);
     registry_free(&r); /* frees the sessions still in it */
     for (int i = 0; i < 5; i++) free(c[i]);
 }
@@ -316,12 +329,12 @@ static void check_model(const registry *r, const model_sess *m) {
     for (int i = 0; i < NUSERS; i++) {
         char uid[32];
         snprintf(uid, sizeof uid, "user-%d", i);
-        user_conns *u = registry_user(r, uid);
+        const session *u = registry_user(r, uid);
         if (user_count[i] == 0) {
             cr_assert_null(u);
         } else {
             cr_assert_not_null(u);
-            cr_assert_eq(u->count, user_count[i]);
+            cr_assert_eq(check_user(u), user_count[i]);
             nusers++;
         }
     }

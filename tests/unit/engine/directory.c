@@ -123,6 +123,56 @@ Test(directory, user_workers) {
     cr_assert_eq(directory_user_workers(&dir, "bob"), 0);
 }
 
+/* A user with one connection has no entry: the users table points at the
+ * connection's record. Its second connection makes an entry (on any
+ * worker), and its last close frees it (issue 16, item 4). */
+Test(directory, one_connection_user_is_its_record) {
+    conn *a = fake_conn("Aaaaaaaaaaaaaaa1"), *b = fake_conn("Aaaaaaaaaaaaaaa2");
+    conn *c = fake_conn("Aaaaaaaaaaaaaaa3");
+    char carol[] = "carol", dave[] = "dave";
+    directory_conn_add(&dir, rec_of(a), a, 1, carol, carol);
+    directory_user_add_conn(&dir, rec_of(a), true);
+    directory_conn_add(&dir, rec_of(c), c, 0, dave, "Dave");
+    directory_user_add_conn(&dir, rec_of(c), true);
+    cr_assert_eq(dir.sets.used, 0, "no entry for users with one connection");
+    cr_assert_eq(directory_user_workers(&dir, "carol"), bit(1));
+    cr_assert_eq(directory_user_workers(&dir, "dave"), bit(0));
+    cr_assert_eq(directory_user_workers(&dir, "erin"), 0);
+
+    directory_conn_add(&dir, rec_of(b), b, 2, carol, carol);
+    directory_user_add_conn(&dir, rec_of(b), true);
+    cr_assert_eq(dir.sets.used, 1, "an entry at the second connection");
+    cr_assert_eq(directory_user_workers(&dir, "carol"), bit(1) | bit(2));
+
+    /* The first connection goes: the entry stays with the second. */
+    directory_user_remove(&dir, "carol", 1, true);
+    directory_conn_remove(&dir, a->id);
+    cr_assert_eq(directory_user_workers(&dir, "carol"), bit(2));
+    directory_user_remove(&dir, "carol", 2, true);
+    directory_conn_remove(&dir, b->id);
+    cr_assert_eq(directory_user_workers(&dir, "carol"), 0);
+    cr_assert_eq(dir.sets.used, 0);
+
+    /* A caller with no record joining a one-connection user promotes it. */
+    directory_user_add(&dir, "dave", 3, true);
+    cr_assert_eq(directory_user_workers(&dir, "dave"), bit(0) | bit(3));
+    directory_user_remove(&dir, "dave", 0, true);
+    directory_conn_remove(&dir, c->id);
+    cr_assert_eq(directory_user_workers(&dir, "dave"), bit(3));
+    directory_user_remove(&dir, "dave", 3, true);
+    cr_assert_eq(directory_user_workers(&dir, "dave"), 0);
+
+    /* teardown frees a table still holding a record (not the record) */
+    directory_conn_add(&dir, rec_of(a), a, 4, carol, carol);
+    directory_user_add_conn(&dir, rec_of(a), true);
+    directory_conn_remove(&dir, a->id);
+    teardown();
+    setup();
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* ---- connection records ---- */
 
 typedef struct seen {

@@ -16,7 +16,7 @@
 
 Test(idle_memory, structure_sizes) {
     cr_assert_leq(sizeof(conn), 432, "conn grew to %zu bytes", sizeof(conn));
-    cr_assert_leq(sizeof(session), 144, "session grew to %zu bytes", sizeof(session));
+    cr_assert_leq(sizeof(session), 120, "session grew to %zu bytes", sizeof(session));
     cr_assert_leq(sizeof(directory_conn), 40, "directory_conn grew to %zu", sizeof(directory_conn));
     /* A table slot is a pointer: no key copy, no stored hash. */
     keytab t;
@@ -66,6 +66,14 @@ Test(idle_memory, registry_shares_default_username_and_keeps_long_ids) {
     /* The default username is the user id: not copied. */
     session *s1 = registry_add(&r, c1, "lg1", "lg1");
     cr_assert_eq(s1->username, s1->user_id);
+    /* A short user id is the session's own: no block, no user entry (the
+     * users table points at the session itself). */
+    cr_assert_eq(s1->user_id, s1->uid);
+    cr_assert_eq(registry_user(&r, "lg1"), s1);
+    /* The connection and ids are the directory record's, not copies. */
+    cr_assert_eq((void *)&s1->c, (void *)&s1->record.c);
+    cr_assert_eq((void *)&s1->user_id, (void *)&s1->record.user_id);
+    cr_assert_eq((void *)&s1->username, (void *)&s1->record.username);
     /* A different one is the session's own. */
     session *s2 = registry_add(&r, c2, "lg2", "Bob");
     cr_assert_neq(s2->username, s2->user_id);
@@ -76,7 +84,7 @@ Test(idle_memory, registry_shares_default_username_and_keeps_long_ids) {
     long_id[sizeof(long_id) - 1] = '\0';
     session *s3 = registry_add(&r, c3, long_id, long_id);
     cr_assert_str_eq(s3->user_id, long_id);
-    cr_assert_eq(registry_user(&r, long_id), s3->user);
+    cr_assert_eq(registry_user(&r, long_id), s3);
     registry_join(&r, s3, long_id);
     cr_assert_not_null(registry_room(&r, long_id));
     registry_remove(&r, s1);

@@ -6,7 +6,7 @@
 #include "net/msg_budget.h"
 
 Test(msg_budget, shares_add_up_and_release) {
-    size_t a = 0, b = 0;
+    uint32_t a = 0, b = 0;
     cr_assert_eq(msgbudget_total(), 0);
     cr_assert_not(msgbudget_set(&a, 4096, 65536));
     cr_assert_not(msgbudget_set(&b, 8192, 65536));
@@ -22,7 +22,7 @@ Test(msg_budget, shares_add_up_and_release) {
 }
 
 Test(msg_budget, growth_past_the_limit_is_refused_and_counted_until_released) {
-    size_t a = 0, b = 0;
+    uint32_t a = 0, b = 0;
     cr_assert_not(msgbudget_set(&a, 60000, 65536));
     /* Exactly at the limit is allowed; one byte past it is not. */
     cr_assert_not(msgbudget_set(&b, 5536, 65536));
