@@ -335,7 +335,9 @@ static int cmd_serve(int argc, char **argv) {
     int done = load_and_resolve(&cfg, argc, argv, true, addr, sizeof(addr));
     if (done >= 0) return done;
     wsg_error derr;
-    if (preflight_data_dir(cfg.data_dir, &derr) < 0) { /* a file, or not writable */
+    /* Before anything is created: a start on a busy port leaves no store. */
+    if (preflight_port_free(addr, (int)cfg.port, &derr) < 0 ||
+        preflight_data_dir(cfg.data_dir, &derr) < 0) { /* a file, or not writable */
         fprintf(stderr, "wsgate: %s\n", derr.message);
         config_free(&cfg);
         return 1;

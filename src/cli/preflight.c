@@ -111,3 +111,19 @@ int preflight_port(const char *addr, int port, wsg_error *err) {
                          "or CAP_NET_BIND_SERVICE; pass --port 8080 or another above 1023)",
                          addr, port);
 }
+
+int preflight_port_free(const char *addr, int port, wsg_error *err) {
+    if (port <= 0 || port > 65535) return 0;
+    struct sockaddr_storage ss;
+    socklen_t len = netaddr_numeric(addr, port, &ss);
+    if (len == 0) return 0;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
+    close(fd);
+    if (rc != EADDRINUSE) return 0;
+    return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                         "port %d is already in use by another process (%s)", port, addr);
+}

@@ -30,4 +30,13 @@ int preflight_data_dir(const char *dir, wsg_error *err);
  * 0, or WSG_E_CONFIG_LISTEN with *err filled (the message gives the fix). */
 int preflight_port(const char *addr, int port, wsg_error *err);
 
+/* Whether `port` on the numeric `addr` is free now, by a bind made as the
+ * first worker's (SO_REUSEADDR, no SO_REUSEPORT) and closed at once. serve
+ * asks before it creates the data directory, the keys and the store, so a
+ * start on a busy port leaves nothing behind; the real bind still decides.
+ * Port 0 and non-numeric addresses are no error. Returns 0, or
+ * WSG_E_CONFIG_LISTEN with *err (the caller's) filled with the one-line
+ * message the listener itself would print. */
+int preflight_port_free(const char *addr, int port, wsg_error *err);
+
 #endif
