@@ -82,6 +82,7 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
     }
     if (file && config_load_file(cfg, file, &err) != 0) goto fail;
     if (config_load_env(cfg, environ, &err) != 0) goto fail;
+    config_print_env_typos(environ, stderr);
     for (int i = from; i < argc; i++) {
         const char *a = argv[i];
         const char *var = NULL;
