@@ -380,6 +380,7 @@ static int cmd_serve(int argc, char **argv) {
 static int cmd_outputs(int argc, char **argv) {
     outputs_format fmt = OUTPUTS_TEXT;
     const char *name = NULL;
+    bool json_too = false; /* -json and -raw both given */
     /* Pull out -json / -raw NAME, hand the rest to the config loader. */
     char **rest = xcalloc((size_t)argc + 1, sizeof(*rest));
     int n = 0;
@@ -387,21 +388,30 @@ static int cmd_outputs(int argc, char **argv) {
     rest[n++] = argv[1];
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "-json") == 0 || strcmp(argv[i], "--json") == 0) {
-            fmt = OUTPUTS_JSON;
+            json_too = fmt == OUTPUTS_RAW;
+            if (!json_too) fmt = OUTPUTS_JSON;
         } else if (strcmp(argv[i], "-raw") == 0 || strcmp(argv[i], "--raw") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "wsgate: -raw needs an output name\n");
                 free(rest);
                 return 2;
             }
+            json_too = json_too || fmt == OUTPUTS_JSON;
             fmt = OUTPUTS_RAW;
             name = argv[++i];
         } else if (strncmp(argv[i], "-raw=", 5) == 0) {
+            json_too = json_too || fmt == OUTPUTS_JSON;
             fmt = OUTPUTS_RAW;
             name = argv[i] + 5;
         } else {
             rest[n++] = argv[i];
         }
+    }
+    if (fmt != OUTPUTS_TEXT && json_too) {
+        /* As terraform output: which of the two was meant is a guess. */
+        fprintf(stderr, "wsgate: -json and -raw cannot be used together\n");
+        free(rest);
+        return 2;
     }
     config cfg;
     if (load_config(&cfg, n, rest, 2) == 1) {
@@ -512,6 +522,9 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
         fprintf(stderr, "wsgate: usage: wsgate %s\n",
                 restore ? "restore --to TIME --out FILE [options]" : "backup --out FILE [options]");
         rc = 2;
+    } else if (preflight_existing(&cfg, !restore, &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        rc = 1;
     } else if (same_file(values[0], db)) {
         /* The copy starts by unlinking its target: that would be the store. */
         fprintf(stderr, "wsgate: --out %s is the store itself; name a new file\n", values[0]);
@@ -550,7 +563,8 @@ static int cmd_rotate_key(int argc, char **argv) {
     crypto_keyring *keys = NULL;
     wsg_error err;
     int rc = 0;
-    if (crypto_keyring_open(path, false, &keys, &err) < 0 ||
+    if (preflight_existing(&cfg, false, &err) < 0 ||
+        crypto_keyring_open(path, false, &keys, &err) < 0 ||
         crypto_keyring_rotate(keys, time(NULL), &err) < 0) {
         fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
@@ -573,6 +587,7 @@ static int cmd_export(int argc, char **argv) {
     if (load_command(argc, argv, wanted, values, &cfg) == 1) return 0;
     int64_t since = 0;
     int rc;
+    wsg_error err;
     if (!values[0] || !*values[0]) {
         fprintf(stderr, "wsgate: usage: wsgate export --room ROOM [--since TIME] [--format "
                         "jsonl|csv] [options]\n");
@@ -581,6 +596,9 @@ static int cmd_export(int argc, char **argv) {
         fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ (UTC)\n",
                 values[1]);
         rc = 2;
+    } else if (preflight_existing(&cfg, true, &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        rc = 1;
     } else {
         rc = export_run(&cfg, values[0], (long long)since, values[2], stdout);
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/auth.h"
+#include "cli/outputs.h"
 #include "common/netaddr.h"
 #include "crypto/crypto.h"
 #include "net/tls.h"
@@ -126,4 +127,26 @@ int preflight_port_free(const char *addr, int port, wsg_error *err) {
     if (rc != EADDRINUSE) return 0;
     return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
                          "port %d is already in use by another process (%s)", port, addr);
+}
+
+int preflight_existing(const config *cfg, bool store, wsg_error *err) {
+    struct stat st;
+    if (stat(cfg->data_dir, &st) != 0)
+        return wsg_error_set(err, WSG_E_STORE_MISSING,
+                             "no data directory %s: is --data-dir right? (wsgate serve creates it "
+                             "on its first start)",
+                             cfg->data_dir);
+    if (!S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_STORE_MISSING,
+                             "data directory %s is not a directory: is --data-dir right?",
+                             cfg->data_dir);
+    char db[4096];
+    outputs_data_file(cfg, db, sizeof db);
+    if (store && access(db, F_OK) != 0)
+        return wsg_error_set(err, WSG_E_STORE_MISSING,
+                             "no store at %s: is --data-dir right, and project_name and "
+                             "environment as serve had them? (wsgate serve creates it on its "
+                             "first start)",
+                             db);
+    return 0;
 }

@@ -39,4 +39,12 @@ int preflight_port(const char *addr, int port, wsg_error *err);
  * message the listener itself would print. */
 int preflight_port_free(const char *addr, int port, wsg_error *err);
 
+/* Whether the offline commands (backup, restore, export, rotate-key) find
+ * what `serve` left in cfg->data_dir: the directory, and when `store` the
+ * store file in it. Asked first, so a wrong or missing --data-dir is said
+ * as such rather than as a missing key file or an unopenable database.
+ * Creates nothing. Returns 0, or WSG_E_STORE_MISSING with *err (the
+ * caller's) filled with a one-line message naming the path. */
+int preflight_existing(const config *cfg, bool store, wsg_error *err);
+
 #endif

@@ -46,3 +46,43 @@ def test_tf_var_typo_is_said_and_other_tf_vars_stay_silent():
     r = wsgate("outputs", "-raw", "stage_name", env={"TF_VAR_STAGE_NAME": "prod"})
     assert r.returncode == 0 and r.stdout.strip() == "staging"
     assert "did you mean TF_VAR_stage_name?" in r.stderr
+
+
+def test_offline_commands_say_a_wrong_data_dir(tmp_path):
+    """backup, restore, export and rotate-key run from another directory
+    (or with a typo in --data-dir) said "key file .../keys.json does not
+    exist (encryption is enabled ...)", "cannot open ...: unable to open
+    database file" or "no base snapshot ...: is
+    enable_dynamodb_point_in_time_recovery on?". They now say the data
+    directory or the store is not there, and write nothing."""
+    missing = tmp_path / "nosuch"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out.db"
+    runs = {
+        "backup": ["backup", "--out", str(out)],
+        "restore": ["restore", "--to", "1796298000", "--out", str(out)],
+        "export": ["export", "--room", "general"],
+        "rotate-key": ["rotate-key"],
+    }
+    for name, args in runs.items():
+        r = wsgate(*args, "--data-dir", str(missing))
+        assert r.returncode == 1, (name, r.stderr)
+        assert (f"wsgate: no data directory {missing}: is --data-dir right? "
+                "(wsgate serve creates it on its first start)") in r.stderr, (name, r.stderr)
+    for name in ("backup", "export"):
+        r = wsgate(*runs[name], "--data-dir", str(empty))
+        assert r.returncode == 1, (name, r.stderr)
+        assert f"wsgate: no store at {empty}/websocket-api-dev.db: is --data-dir right" in r.stderr, \
+            (name, r.stderr)
+    assert not missing.exists() and not out.exists() and os.listdir(empty) == []
+
+
+def test_outputs_json_and_raw_together_refused():
+    """`outputs -json -raw NAME` printed the raw value and dropped -json in
+    silence; terraform output refuses the pair, and so does wsgate now."""
+    for args in (["-json", "-raw", "stage_name"], ["-raw", "stage_name", "-json"],
+                 ["-raw=stage_name", "-json"]):
+        r = wsgate("outputs", *args)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stdout)
+        assert "wsgate: -json and -raw cannot be used together" in r.stderr
