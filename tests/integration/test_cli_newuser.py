@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 
+from cluster_util import redis  # noqa: F401  (fixture)
 from conftest import WSGATE_BIN, free_port
 
 
@@ -86,3 +87,38 @@ def test_outputs_json_and_raw_together_refused():
         r = wsgate("outputs", *args)
         assert r.returncode == 2 and r.stdout == "", (args, r.stdout)
         assert "wsgate: -json and -raw cannot be used together" in r.stderr
+
+
+def test_cluster_node_with_its_own_key_file_says_which_setting(start_server, redis):
+    """docs/redis.md's nodes by hand share the first node's key file. A node
+    started without it (its own new keys.json) joins, and the other nodes'
+    chats never reach its clients; its log said only "authentication
+    failed: wrong key or tampered data". It now names the setting."""
+    import asyncio
+    import json
+    import time
+
+    import websockets
+
+    from cluster_util import node_settings, wait_ready
+
+    first = start_server(settings=node_settings(redis), name="keyA-")
+    lone = start_server(settings=node_settings(redis), name="keyB-")  # no kms_key_file
+    for n in (first, lone):
+        wait_ready(n)
+
+    async def main():
+        a = await websockets.connect(first.url + "?userId=ann&roomId=keys")
+        b = await websockets.connect(lone.url + "?userId=bob&roomId=keys")
+        for ws in (a, b):
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "welcome"
+        await a.send(json.dumps({"type": "chat", "message": "sealed with A's key"}))
+        deadline = time.time() + 15
+        while time.time() < deadline and "every node must use the same key file" not in lone.log():
+            await asyncio.sleep(0.1)
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+    assert ("authentication failed: wrong key or tampered data (every node must use the same "
+            "key file: set kms_key_file to the first node's keys.json)") in lone.log()
