@@ -122,3 +122,30 @@ def test_cluster_node_with_its_own_key_file_says_which_setting(start_server, red
     asyncio.run(main())
     assert ("authentication failed: wrong key or tampered data (every node must use the same "
             "key file: set kms_key_file to the first node's keys.json)") in lone.log()
+
+
+SEED_PRODUCTION = '''aws_region   = "us-west-2"
+environment  = "production"
+project_name = "chat-app"
+api_name    = "chat-websocket-api"
+stage_name  = "prod"
+'''
+
+
+def test_outputs_of_a_production_tfvars_as_it_stands(tmp_path):
+    """The README's `wsgate outputs -c terraform.tfvars` with the seed's
+    (production) file failed with the demo-authorizer refusal that guards
+    serve; the commands that serve nothing now read it as it stands, and
+    check and serve still refuse it."""
+    path = tmp_path / "terraform.tfvars"
+    path.write_text(SEED_PRODUCTION)
+    r = wsgate("outputs", "-c", str(path), "-raw", "test_connection_url")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("ws://127.0.0.1:8080/prod?userId=testuser&username=TestUser&roomId=general"
+                        "&token=valid_test_token")
+    r = wsgate("export", "-c", str(path), "--room", "general", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1 and "no data directory" in r.stderr, r.stderr
+    for cmd in ("check", "serve"):
+        r = wsgate(cmd, "-c", str(path), "--port", "0", "--data-dir", str(tmp_path / "d"))
+        assert r.returncode == 2 and "refuses the demo authorizer" in r.stderr, (cmd, r.stderr)
+    assert not (tmp_path / "d").exists()
