@@ -530,6 +530,9 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
     } else if (preflight_existing(&cfg, !restore, &err) < 0) {
         fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
+    } else if (preflight_out_file(values[0], &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        rc = 2;
     } else if (same_file(values[0], db)) {
         /* The copy starts by unlinking its target: that would be the store. */
         fprintf(stderr, "wsgate: --out %s is the store itself; name a new file\n", values[0]);

@@ -150,3 +150,19 @@ int preflight_existing(const config *cfg, bool store, wsg_error *err) {
                              db);
     return 0;
 }
+
+int preflight_out_file(const char *path, wsg_error *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_IO, "--out %s is a directory; name a file (%s/backup.db)",
+                             path, path);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return 0; /* the current directory */
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_IO, "--out %s: directory %s does not exist", path, dir);
+    return 0;
+}

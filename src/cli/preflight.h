@@ -47,4 +47,10 @@ int preflight_port_free(const char *addr, int port, wsg_error *err);
  * caller's) filled with a one-line message naming the path. */
 int preflight_existing(const config *cfg, bool store, wsg_error *err);
 
+/* Whether `path` can be the new file of backup's or restore's --out: not a
+ * directory, and in a directory that exists. SQLite says only "unable to
+ * open database file" of either. Creates nothing. Returns 0, or WSG_E_IO
+ * with *err (the caller's) filled with a one-line message. */
+int preflight_out_file(const char *path, wsg_error *err);
+
 #endif

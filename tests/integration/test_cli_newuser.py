@@ -149,3 +149,25 @@ def test_outputs_of_a_production_tfvars_as_it_stands(tmp_path):
         r = wsgate(cmd, "-c", str(path), "--port", "0", "--data-dir", str(tmp_path / "d"))
         assert r.returncode == 2 and "refuses the demo authorizer" in r.stderr, (cmd, r.stderr)
     assert not (tmp_path / "d").exists()
+
+
+def test_backup_and_restore_out_that_cannot_be_a_file(start_server, tmp_path):
+    """backup --out DIR and --out in a directory that does not exist said
+    SQLite's "cannot write DIR: unable to open database file"; they now
+    say which it is (exit 2, as --out naming the store), and a good --out
+    still works."""
+    srv = start_server()
+    there = tmp_path / "there"
+    there.mkdir()
+    cases = [(["backup", "--out", str(there)],
+              f"wsgate: --out {there} is a directory; name a file ({there}/backup.db)"),
+             (["restore", "--to", "2026-01-01T00:00:00Z", "--out", str(there)],
+              f"wsgate: --out {there} is a directory"),
+             (["backup", "--out", str(tmp_path / "nosuch" / "b.db")],
+              f"wsgate: --out {tmp_path}/nosuch/b.db: directory {tmp_path}/nosuch does not exist")]
+    for args, said in cases:
+        r = wsgate(*args, "--data-dir", srv.data_dir)
+        assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
+    assert os.listdir(there) == []
+    r = wsgate("backup", "--out", str(there / "b.db"), "--data-dir", srv.data_dir)
+    assert r.returncode == 0 and (there / "b.db").exists(), r.stderr
