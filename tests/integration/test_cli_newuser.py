@@ -171,3 +171,16 @@ def test_backup_and_restore_out_that_cannot_be_a_file(start_server, tmp_path):
     assert os.listdir(there) == []
     r = wsgate("backup", "--out", str(there / "b.db"), "--data-dir", srv.data_dir)
     assert r.returncode == 0 and (there / "b.db").exists(), r.stderr
+
+
+def test_log_retention_days_error_lists_the_periods(tmp_path):
+    """The seed's "must be one of the valid CloudWatch retention periods."
+    named none of them; the sentence is kept and the list follows."""
+    r = wsgate("check", "--set", "log_retention_days=10")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        'wsgate: --set: variable "log_retention_days": Log retention days must be one of the valid '
+        "CloudWatch retention periods. They are 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, "
+        "400, 545, 731, 1827 and 3653."), r.stderr
+    for days in (1, 30, 3653):
+        assert wsgate("check", "--set", f"log_retention_days={days}").returncode == 0
