@@ -635,6 +635,17 @@ static int cmd_check(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* `wsgate help serve`, as `git help` and `go help` take it. */
+    if (argc == 3 && strcmp(argv[1], "help") == 0) {
+        bool variables = false;
+        if (help_print_command(stdout, argv[2], &variables) == 0) {
+            if (variables) {
+                printf("\nVariables:\n");
+                config_print_help(stdout);
+            }
+            return 0;
+        }
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);

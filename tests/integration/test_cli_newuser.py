@@ -184,3 +184,12 @@ def test_log_retention_days_error_lists_the_periods(tmp_path):
         "400, 545, 731, 1827 and 3653."), r.stderr
     for days in (1, 30, 3653):
         assert wsgate("check", "--set", f"log_retention_days={days}").returncode == 0
+
+
+def test_help_command_prints_that_commands_help():
+    """`wsgate help serve` printed the general usage, not serve's."""
+    for cmd in ("serve", "export", "restore"):
+        r = wsgate("help", cmd)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == wsgate(cmd, "--help").stdout
+        assert r.stdout.startswith(f"Usage: wsgate {cmd} ")
