@@ -215,6 +215,13 @@ static void say_where(const config *cfg, int port, bool echo) {
         printf("wsgate serving %s/%s  chat page %s/  dashboard %s/dashboard\n", ws, cfg->stage_name,
                web, web);
     fflush(stdout);
+    /* For `wsgate outputs` run without serve's flags (make run ARGS=...). */
+    char ws_url[700], mgmt_url[700];
+    snprintf(ws_url, sizeof ws_url, "%s/%s", ws, cfg->stage_name);
+    snprintf(mgmt_url, sizeof mgmt_url, "%s/%s", web, cfg->stage_name);
+    if (nodeid_write_endpoint(cfg->data_dir, ws_url, mgmt_url) != 0)
+        log_msg(LOG_ERROR, "node_id_error", "cannot write %s/endpoint: %s", cfg->data_dir,
+                strerror(errno));
 }
 
 /* API mode: the one application every worker runs, its store woken by

@@ -193,3 +193,38 @@ def test_help_command_prints_that_commands_help():
         assert r.returncode == 0, r.stderr
         assert r.stdout == wsgate(cmd, "--help").stdout
         assert r.stdout.startswith(f"Usage: wsgate {cmd} ")
+
+
+def test_outputs_dial_the_running_server_started_with_other_flags(start_server):
+    """README: `make run ARGS="--port 9000"`, then the quick tour's
+    `wscat -c "$(wsgate outputs -raw test_connection_url)"`: outputs said
+    port 8080 (the configuration without serve's flags) and wscat got
+    ECONNREFUSED. While a server holds the data directory, its URLs are
+    the outputs, with a note on stderr; once it stops, the configuration's
+    again."""
+    import asyncio
+    import json
+
+    import websockets
+
+    srv = start_server()  # a free port, never 8080
+    r = wsgate("outputs", "--data-dir", srv.data_dir, "-raw", "test_connection_url")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (f"ws://127.0.0.1:{srv.port}/staging?userId=testuser&username=TestUser"
+                        "&roomId=general&token=valid_test_token")
+    assert (f"wsgate: the server running on {srv.data_dir} serves ws://127.0.0.1:{srv.port}/staging, "
+            "not ws://127.0.0.1:8080/staging as this configuration says") in r.stderr
+
+    async def dial():
+        async with websockets.connect(r.stdout) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))["type"]
+    assert asyncio.run(dial()) == "welcome"
+    j = json.loads(wsgate("outputs", "--data-dir", srv.data_dir, "-json").stdout)
+    assert j["management_api_url"]["value"] == f"http://127.0.0.1:{srv.port}/staging"
+    # the same flags as serve: nothing to say
+    r = wsgate("outputs", "--data-dir", srv.data_dir, "--port", str(srv.port), "-raw",
+               "websocket_api_endpoint")
+    assert r.stdout == f"ws://127.0.0.1:{srv.port}/staging" and "running" not in r.stderr
+    assert srv.stop() == 0
+    r = wsgate("outputs", "--data-dir", srv.data_dir, "-raw", "websocket_api_endpoint")
+    assert r.stdout == "ws://127.0.0.1:8080/staging" and r.stderr == ""
