@@ -69,18 +69,18 @@ static void usage(FILE *out) {
  * status 2 on a configuration error. */
 static int load_config(config *cfg, int argc, char **argv, int from) {
     wsg_error err;
-    const char *file = NULL;
     config_init_defaults(cfg);
+    /* Every -c in order, later files over earlier ones, as Terraform takes
+     * several -var-file (only the last was read, the others in silence). */
     for (int i = from; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "wsgate: %s needs a file\n", argv[i]);
                 exit(2);
             }
-            file = argv[++i];
+            if (config_load_file(cfg, argv[++i], &err) != 0) goto fail;
         }
     }
-    if (file && config_load_file(cfg, file, &err) != 0) goto fail;
     if (config_load_env(cfg, environ, &err) != 0) goto fail;
     config_print_env_typos(environ, stderr);
     for (int i = from; i < argc; i++) {

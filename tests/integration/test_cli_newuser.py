@@ -228,3 +228,20 @@ def test_outputs_dial_the_running_server_started_with_other_flags(start_server):
     assert srv.stop() == 0
     r = wsgate("outputs", "--data-dir", srv.data_dir, "-raw", "websocket_api_endpoint")
     assert r.stdout == "ws://127.0.0.1:8080/staging" and r.stderr == ""
+
+
+def test_several_config_files_apply_in_order(tmp_path):
+    """`-c base.tfvars -c prod.tfvars` (as terraform -var-file twice) read
+    only the last file and dropped the first in silence; every file is now
+    applied in order, a later one over an earlier one."""
+    base = tmp_path / "base.tfvars"
+    base.write_text('stage_name = "prod"\nport = 9001\ncustom_routes = ["chat"]\n')
+    over = tmp_path / "over.tfvars"
+    over.write_text('port = 9002\ncustom_routes = ["chat", "order_placed"]\n')
+    r = wsgate("check", "-c", str(base), "-c", str(over))
+    assert r.returncode == 0, r.stderr
+    assert 'stage_name                             = "prod"' in r.stdout
+    assert "port                                   = 9002" in r.stdout
+    assert 'custom_routes                          = ["chat", "order_placed"]' in r.stdout
+    r = wsgate("outputs", "-c", str(base), "-c", str(over), "-raw", "websocket_api_endpoint")
+    assert r.stdout == "ws://127.0.0.1:9002/prod", r.stderr
