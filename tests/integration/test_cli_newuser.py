@@ -245,3 +245,17 @@ def test_several_config_files_apply_in_order(tmp_path):
     assert 'custom_routes                          = ["chat", "order_placed"]' in r.stdout
     r = wsgate("outputs", "-c", str(base), "-c", str(over), "-raw", "websocket_api_endpoint")
     assert r.stdout == "ws://127.0.0.1:9002/prod", r.stderr
+
+
+def test_route_integration_key_names_the_route_meant():
+    """In HCL `$connect` must be quoted, so `connect = "http://..."` is the
+    natural slip; it was refused without a hint (and a route missing from
+    custom_routes without saying to add it)."""
+    cases = [('{ connect = "http://127.0.0.1:9/c" }', 'did you mean "$connect"?'),
+             ('{ chats = "http://127.0.0.1:9/c" }', 'did you mean "chat"?'),
+             ('{ order_placed = "http://127.0.0.1:9/c" }', "or add it to custom_routes")]
+    for value, said in cases:
+        r = wsgate("check", "--set", f"route_integrations={value}")
+        assert r.returncode == 2 and said in r.stderr, (value, r.stderr)
+    r = wsgate("check", "--set", 'route_integrations={ "$connect" = "http://127.0.0.1:9/c" }')
+    assert r.returncode == 0, r.stderr
