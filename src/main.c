@@ -634,6 +634,10 @@ static int cmd_check(int argc, char **argv) {
     }
     printf("configuration is valid\n");
     if (strcmp(addr, cfg.listen) != 0) printf("note: listen = \"%s\" binds %s\n", cfg.listen, addr);
+    /* Not an error (a live server here may be stopped before serve runs),
+     * but check passing and serve failing at once on it surprised users. */
+    if (preflight_port_free(addr, (int)cfg.port, &ferr) < 0)
+        printf("note: %s now; serve will fail unless it is free by then\n", ferr.message);
     config_print_no_effect(&cfg, stdout);
     config_print_warnings(&cfg, stderr);
     config_dump(&cfg, stdout);

@@ -33,6 +33,25 @@ def test_serve_on_a_busy_port_creates_nothing(tmp_path):
     assert not data.exists(), sorted(os.listdir(data))
 
 
+def test_check_notes_a_port_in_use_and_still_passes(tmp_path):
+    """check said "configuration is valid" of a port another program held,
+    and serve failed at once on it. A port in use is no error for check (a
+    server there may stop first), but it now says so."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        r = wsgate("check", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    finally:
+        holder.close()
+    assert r.returncode == 0, r.stderr
+    assert (f"note: port {port} is already in use by another process (127.0.0.1) now; serve will "
+            "fail unless it is free by then") in r.stdout
+    r = wsgate("check", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 0 and "already in use" not in r.stdout
+
+
 def test_tf_var_typo_is_said_and_other_tf_vars_stay_silent():
     """TF_VAR_ of an unknown name is ignored as Terraform does; a typo of a
     variable (TF_VAR_stage_nam) was ignored in silence and the server came
