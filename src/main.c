@@ -101,7 +101,7 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
             var = "";
         } else if (strcmp(a, "--listen") == 0) {
             var = "listen";
-        } else if (strcmp(a, "--port") == 0) {
+        } else if (strcmp(a, "--port") == 0 || strcmp(a, "-p") == 0) {
             var = "port";
         } else if (strcmp(a, "--data-dir") == 0) {
             var = "data_dir";
@@ -645,7 +645,52 @@ static int cmd_check(int argc, char **argv) {
     return 0;
 }
 
+/* argv with each `--name=value` of an option that takes a value split in
+ * two, as GNU tools take it (`--port=9000` was an unknown option). The
+ * array and the split copies stay reachable from here until exit. */
+static char **split_args;
+static char **split_owned;
+
+static char **split_long_options(int argc, char **argv, int *out_argc) {
+    static const char *const valued[] = {"--set",    "--port",   "--listen", "--data-dir",
+                                         "--config", "--out",    "--to",     "--room",
+                                         "--since",  "--format", "--raw",    NULL};
+    split_args = xcalloc(2 * (size_t)argc + 1, sizeof *split_args);
+    split_owned = xcalloc((size_t)argc + 1, sizeof *split_owned);
+    int n = 0, owned = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = i > 1 ? strchr(argv[i], '=') : NULL;
+        bool known = false;
+        for (int k = 0; eq && valued[k]; k++)
+            known |= strlen(valued[k]) == (size_t)(eq - argv[i]) &&
+                     strncmp(argv[i], valued[k], (size_t)(eq - argv[i])) == 0;
+        if (!known) {
+            split_args[n++] = argv[i];
+            continue;
+        }
+        char *copy = xstrdup(argv[i]);
+        copy[eq - argv[i]] = '\0';
+        split_owned[owned++] = copy;
+        split_args[n++] = copy;
+        split_args[n++] = copy + (eq - argv[i]) + 1;
+    }
+    *out_argc = n;
+    return split_args;
+}
+
+static int run_command(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    int n;
+    char **args = split_long_options(argc, argv, &n);
+    int rc = run_command(n, args);
+    for (int i = 0; split_owned[i]; i++) free(split_owned[i]);
+    free(split_owned);
+    free(split_args);
+    return rc;
+}
+
+static int run_command(int argc, char **argv) {
     /* `wsgate help serve`, as `git help` and `go help` take it. */
     if (argc == 3 && strcmp(argv[1], "help") == 0) {
         bool variables = false;

@@ -278,3 +278,23 @@ def test_route_integration_key_names_the_route_meant():
         assert r.returncode == 2 and said in r.stderr, (value, r.stderr)
     r = wsgate("check", "--set", 'route_integrations={ "$connect" = "http://127.0.0.1:9/c" }')
     assert r.returncode == 0, r.stderr
+
+
+def test_long_options_with_equals_and_p_for_port(start_server, tmp_path):
+    """`--port=9000`, `--data-dir=DIR`, `--set=name=value` (GNU style, and
+    what `make run ARGS=...` users type) were unknown options, and `-p 9000`
+    got "did you mean -c?". Both now mean what they say."""
+    r = wsgate("check", "--port=9001", "--set=stage_name=prod", "--data-dir=" + str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert "port                                   = 9001" in r.stdout
+    assert 'stage_name                             = "prod"' in r.stdout
+    assert f'data_dir                               = "{tmp_path / "d"}"' in r.stdout
+    r = wsgate("check", "-p", "9002")
+    assert r.returncode == 0 and "port                                   = 9002" in r.stdout, r.stderr
+    r = wsgate("check", "--port=x")
+    assert r.returncode == 2 and 'wsgate: --port: variable "port": must be a whole number' in r.stderr
+    r = wsgate("check", "--bogus=1")
+    assert r.returncode == 2 and "unknown option --bogus=1" in r.stderr
+    srv = start_server()
+    r = wsgate("backup", "--out=" + str(tmp_path / "b.db"), "--data-dir=" + srv.data_dir)
+    assert r.returncode == 0 and (tmp_path / "b.db").exists(), r.stderr
