@@ -69,19 +69,20 @@ static void usage(FILE *out) {
  * status 2 on a configuration error. */
 static int load_config(config *cfg, int argc, char **argv, int from) {
     wsg_error err;
-    const char *file = NULL;
     config_init_defaults(cfg);
+    /* Every -c in order, later files over earlier ones, as Terraform takes
+     * several -var-file (only the last was read, the others in silence). */
     for (int i = from; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "wsgate: %s needs a file\n", argv[i]);
                 exit(2);
             }
-            file = argv[++i];
+            if (config_load_file(cfg, argv[++i], &err) != 0) goto fail;
         }
     }
-    if (file && config_load_file(cfg, file, &err) != 0) goto fail;
     if (config_load_env(cfg, environ, &err) != 0) goto fail;
+    config_print_env_typos(environ, stderr);
     for (int i = from; i < argc; i++) {
         const char *a = argv[i];
         const char *var = NULL;
@@ -100,7 +101,7 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
             var = "";
         } else if (strcmp(a, "--listen") == 0) {
             var = "listen";
-        } else if (strcmp(a, "--port") == 0) {
+        } else if (strcmp(a, "--port") == 0 || strcmp(a, "-p") == 0) {
             var = "port";
         } else if (strcmp(a, "--data-dir") == 0) {
             var = "data_dir";
@@ -125,6 +126,11 @@ static int load_config(config *cfg, int argc, char **argv, int from) {
         }
         if (r != 0) goto fail;
     }
+    /* The production rules guard what serve exposes to clients; outputs,
+     * export, backup, restore and rotate-key serve nothing and must read a
+     * production file as it stands (the seed's terraform.tfvars). */
+    if (strcmp(argv[1], "serve") != 0 && strcmp(argv[1], "check") != 0)
+        cfg->allow_demo_auth_in_production = cfg->allow_plaintext_in_production = true;
     if (config_validate(cfg, &err) != 0) goto fail;
     return 0;
 fail:
@@ -209,6 +215,13 @@ static void say_where(const config *cfg, int port, bool echo) {
         printf("wsgate serving %s/%s  chat page %s/  dashboard %s/dashboard\n", ws, cfg->stage_name,
                web, web);
     fflush(stdout);
+    /* For `wsgate outputs` run without serve's flags (make run ARGS=...). */
+    char ws_url[700], mgmt_url[700];
+    snprintf(ws_url, sizeof ws_url, "%s/%s", ws, cfg->stage_name);
+    snprintf(mgmt_url, sizeof mgmt_url, "%s/%s", web, cfg->stage_name);
+    if (nodeid_write_endpoint(cfg->data_dir, ws_url, mgmt_url) != 0)
+        log_msg(LOG_ERROR, "node_id_error", "cannot write %s/endpoint: %s", cfg->data_dir,
+                strerror(errno));
 }
 
 /* API mode: the one application every worker runs, its store woken by
@@ -335,7 +348,9 @@ static int cmd_serve(int argc, char **argv) {
     int done = load_and_resolve(&cfg, argc, argv, true, addr, sizeof(addr));
     if (done >= 0) return done;
     wsg_error derr;
-    if (preflight_data_dir(cfg.data_dir, &derr) < 0) { /* a file, or not writable */
+    /* Before anything is created: a start on a busy port leaves no store. */
+    if (preflight_port_free(addr, (int)cfg.port, &derr) < 0 ||
+        preflight_data_dir(cfg.data_dir, &derr) < 0) { /* a file, or not writable */
         fprintf(stderr, "wsgate: %s\n", derr.message);
         config_free(&cfg);
         return 1;
@@ -377,6 +392,7 @@ static int cmd_serve(int argc, char **argv) {
 static int cmd_outputs(int argc, char **argv) {
     outputs_format fmt = OUTPUTS_TEXT;
     const char *name = NULL;
+    bool json_too = false; /* -json and -raw both given */
     /* Pull out -json / -raw NAME, hand the rest to the config loader. */
     char **rest = xcalloc((size_t)argc + 1, sizeof(*rest));
     int n = 0;
@@ -384,21 +400,30 @@ static int cmd_outputs(int argc, char **argv) {
     rest[n++] = argv[1];
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "-json") == 0 || strcmp(argv[i], "--json") == 0) {
-            fmt = OUTPUTS_JSON;
+            json_too = fmt == OUTPUTS_RAW;
+            if (!json_too) fmt = OUTPUTS_JSON;
         } else if (strcmp(argv[i], "-raw") == 0 || strcmp(argv[i], "--raw") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "wsgate: -raw needs an output name\n");
                 free(rest);
                 return 2;
             }
+            json_too = json_too || fmt == OUTPUTS_JSON;
             fmt = OUTPUTS_RAW;
             name = argv[++i];
         } else if (strncmp(argv[i], "-raw=", 5) == 0) {
+            json_too = json_too || fmt == OUTPUTS_JSON;
             fmt = OUTPUTS_RAW;
             name = argv[i] + 5;
         } else {
             rest[n++] = argv[i];
         }
+    }
+    if (fmt != OUTPUTS_TEXT && json_too) {
+        /* As terraform output: which of the two was meant is a guess. */
+        fprintf(stderr, "wsgate: -json and -raw cannot be used together\n");
+        free(rest);
+        return 2;
     }
     config cfg;
     if (load_config(&cfg, n, rest, 2) == 1) {
@@ -509,6 +534,12 @@ static int cmd_backup_restore(int argc, char **argv, bool restore) {
         fprintf(stderr, "wsgate: usage: wsgate %s\n",
                 restore ? "restore --to TIME --out FILE [options]" : "backup --out FILE [options]");
         rc = 2;
+    } else if (preflight_existing(&cfg, !restore, &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        rc = 1;
+    } else if (preflight_out_file(values[0], &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        rc = 2;
     } else if (same_file(values[0], db)) {
         /* The copy starts by unlinking its target: that would be the store. */
         fprintf(stderr, "wsgate: --out %s is the store itself; name a new file\n", values[0]);
@@ -547,7 +578,8 @@ static int cmd_rotate_key(int argc, char **argv) {
     crypto_keyring *keys = NULL;
     wsg_error err;
     int rc = 0;
-    if (crypto_keyring_open(path, false, &keys, &err) < 0 ||
+    if (preflight_existing(&cfg, false, &err) < 0 ||
+        crypto_keyring_open(path, false, &keys, &err) < 0 ||
         crypto_keyring_rotate(keys, time(NULL), &err) < 0) {
         fprintf(stderr, "wsgate: %s\n", err.message);
         rc = 1;
@@ -570,6 +602,7 @@ static int cmd_export(int argc, char **argv) {
     if (load_command(argc, argv, wanted, values, &cfg) == 1) return 0;
     int64_t since = 0;
     int rc;
+    wsg_error err;
     if (!values[0] || !*values[0]) {
         fprintf(stderr, "wsgate: usage: wsgate export --room ROOM [--since TIME] [--format "
                         "jsonl|csv] [options]\n");
@@ -578,6 +611,9 @@ static int cmd_export(int argc, char **argv) {
         fprintf(stderr, "wsgate: --since %s: not Unix seconds nor YYYY-MM-DDTHH:MM:SSZ (UTC)\n",
                 values[1]);
         rc = 2;
+    } else if (preflight_existing(&cfg, true, &err) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err.message);
+        rc = 1;
     } else {
         rc = export_run(&cfg, values[0], (long long)since, values[2], stdout);
     }
@@ -598,6 +634,10 @@ static int cmd_check(int argc, char **argv) {
     }
     printf("configuration is valid\n");
     if (strcmp(addr, cfg.listen) != 0) printf("note: listen = \"%s\" binds %s\n", cfg.listen, addr);
+    /* Not an error (a live server here may be stopped before serve runs),
+     * but check passing and serve failing at once on it surprised users. */
+    if (preflight_port_free(addr, (int)cfg.port, &ferr) < 0)
+        printf("note: %s now; serve will fail unless it is free by then\n", ferr.message);
     config_print_no_effect(&cfg, stdout);
     config_print_warnings(&cfg, stderr);
     config_dump(&cfg, stdout);
@@ -605,7 +645,63 @@ static int cmd_check(int argc, char **argv) {
     return 0;
 }
 
+/* argv with each `--name=value` of an option that takes a value split in
+ * two, as GNU tools take it (`--port=9000` was an unknown option). The
+ * array and the split copies stay reachable from here until exit. */
+static char **split_args;
+static char **split_owned;
+
+static char **split_long_options(int argc, char **argv, int *out_argc) {
+    static const char *const valued[] = {"--set",    "--port",   "--listen", "--data-dir",
+                                         "--config", "--out",    "--to",     "--room",
+                                         "--since",  "--format", "--raw",    NULL};
+    split_args = xcalloc(2 * (size_t)argc + 1, sizeof *split_args);
+    split_owned = xcalloc((size_t)argc + 1, sizeof *split_owned);
+    int n = 0, owned = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = i > 1 ? strchr(argv[i], '=') : NULL;
+        bool known = false;
+        for (int k = 0; eq && valued[k]; k++)
+            known |= strlen(valued[k]) == (size_t)(eq - argv[i]) &&
+                     strncmp(argv[i], valued[k], (size_t)(eq - argv[i])) == 0;
+        if (!known) {
+            split_args[n++] = argv[i];
+            continue;
+        }
+        char *copy = xstrdup(argv[i]);
+        copy[eq - argv[i]] = '\0';
+        split_owned[owned++] = copy;
+        split_args[n++] = copy;
+        split_args[n++] = copy + (eq - argv[i]) + 1;
+    }
+    *out_argc = n;
+    return split_args;
+}
+
+static int run_command(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    int n;
+    char **args = split_long_options(argc, argv, &n);
+    int rc = run_command(n, args);
+    for (int i = 0; split_owned[i]; i++) free(split_owned[i]);
+    free(split_owned);
+    free(split_args);
+    return rc;
+}
+
+static int run_command(int argc, char **argv) {
+    /* `wsgate help serve`, as `git help` and `go help` take it. */
+    if (argc == 3 && strcmp(argv[1], "help") == 0) {
+        bool variables = false;
+        if (help_print_command(stdout, argv[2], &variables) == 0) {
+            if (variables) {
+                printf("\nVariables:\n");
+                config_print_help(stdout);
+            }
+            return 0;
+        }
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);

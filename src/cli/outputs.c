@@ -119,6 +119,30 @@ static void read_node_id(const config *cfg, outputs_format format, const char *n
                 cfg->data_dir);
 }
 
+/* The URLs of the server running on the data directory, when they are not
+ * what this configuration says (serve started with other flags, or port
+ * 0): a client must dial the running one, as terraform output shows the
+ * deployed state rather than the variables. Said on stderr. */
+static void use_running_endpoint(const config *cfg, outputs_format format, const char *name,
+                                 derived *d) {
+    if (format == OUTPUTS_RAW && strcmp(name, "websocket_api_endpoint") != 0 &&
+        strcmp(name, "test_connection_url") != 0 && strcmp(name, "management_api_url") != 0)
+        return;
+    char ws[sizeof d->endpoint], mgmt[sizeof d->mgmt];
+    if (nodeid_read_endpoint(cfg->data_dir, ws, sizeof ws, mgmt, sizeof mgmt) != 0 ||
+        (strcmp(ws, d->endpoint) == 0 && strcmp(mgmt, d->mgmt) == 0))
+        return;
+    fprintf(stderr,
+            "wsgate: the server running on %s serves %s, not %s as this configuration says; "
+            "these outputs use the running server's\n",
+            cfg->data_dir, ws, d->endpoint);
+    snprintf(d->endpoint, sizeof d->endpoint, "%s", ws);
+    snprintf(d->mgmt, sizeof d->mgmt, "%s", mgmt);
+    snprintf(d->test_url, sizeof(d->test_url),
+             "%s?userId=testuser&username=TestUser&roomId=general&token=valid_test_token",
+             d->endpoint);
+}
+
 typedef struct output_row {
     const char *name;
     const char *value;
@@ -174,6 +198,7 @@ static void print_text(const output_row *rows, size_t n, FILE *out) {
 int outputs_print(const config *cfg, outputs_format format, const char *name, FILE *out) {
     derived d;
     derive(cfg, &d);
+    use_running_endpoint(cfg, format, name, &d);
     mgmt_credentials creds;
     read_credentials(cfg, format, name, &creds);
     char node_id[64] = "";

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/auth.h"
+#include "cli/outputs.h"
 #include "common/netaddr.h"
 #include "crypto/crypto.h"
 #include "net/tls.h"
@@ -110,4 +111,58 @@ int preflight_port(const char *addr, int port, wsg_error *err) {
                          "cannot listen on %s:%d: permission denied (a port below 1024 needs root "
                          "or CAP_NET_BIND_SERVICE; pass --port 8080 or another above 1023)",
                          addr, port);
+}
+
+int preflight_port_free(const char *addr, int port, wsg_error *err) {
+    if (port <= 0 || port > 65535) return 0;
+    struct sockaddr_storage ss;
+    socklen_t len = netaddr_numeric(addr, port, &ss);
+    if (len == 0) return 0;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
+    close(fd);
+    if (rc != EADDRINUSE) return 0;
+    return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                         "port %d is already in use by another process (%s)", port, addr);
+}
+
+int preflight_existing(const config *cfg, bool store, wsg_error *err) {
+    struct stat st;
+    if (stat(cfg->data_dir, &st) != 0)
+        return wsg_error_set(err, WSG_E_STORE_MISSING,
+                             "no data directory %s: is --data-dir right? (wsgate serve creates it "
+                             "on its first start)",
+                             cfg->data_dir);
+    if (!S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_STORE_MISSING,
+                             "data directory %s is not a directory: is --data-dir right?",
+                             cfg->data_dir);
+    char db[4096];
+    outputs_data_file(cfg, db, sizeof db);
+    if (store && access(db, F_OK) != 0)
+        return wsg_error_set(err, WSG_E_STORE_MISSING,
+                             "no store at %s: is --data-dir right, and project_name and "
+                             "environment as serve had them? (wsgate serve creates it on its "
+                             "first start)",
+                             db);
+    return 0;
+}
+
+int preflight_out_file(const char *path, wsg_error *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_IO, "--out %s is a directory; name a file (%s/backup.db)",
+                             path, path);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return 0; /* the current directory */
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return wsg_error_set(err, WSG_E_IO, "--out %s: directory %s does not exist", path, dir);
+    return 0;
 }

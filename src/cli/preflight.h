@@ -30,4 +30,27 @@ int preflight_data_dir(const char *dir, wsg_error *err);
  * 0, or WSG_E_CONFIG_LISTEN with *err filled (the message gives the fix). */
 int preflight_port(const char *addr, int port, wsg_error *err);
 
+/* Whether `port` on the numeric `addr` is free now, by a bind made as the
+ * first worker's (SO_REUSEADDR, no SO_REUSEPORT) and closed at once. serve
+ * asks before it creates the data directory, the keys and the store, so a
+ * start on a busy port leaves nothing behind; the real bind still decides.
+ * Port 0 and non-numeric addresses are no error. Returns 0, or
+ * WSG_E_CONFIG_LISTEN with *err (the caller's) filled with the one-line
+ * message the listener itself would print. */
+int preflight_port_free(const char *addr, int port, wsg_error *err);
+
+/* Whether the offline commands (backup, restore, export, rotate-key) find
+ * what `serve` left in cfg->data_dir: the directory, and when `store` the
+ * store file in it. Asked first, so a wrong or missing --data-dir is said
+ * as such rather than as a missing key file or an unopenable database.
+ * Creates nothing. Returns 0, or WSG_E_STORE_MISSING with *err (the
+ * caller's) filled with a one-line message naming the path. */
+int preflight_existing(const config *cfg, bool store, wsg_error *err);
+
+/* Whether `path` can be the new file of backup's or restore's --out: not a
+ * directory, and in a directory that exists. SQLite says only "unable to
+ * open database file" of either. Creates nothing. Returns 0, or WSG_E_IO
+ * with *err (the caller's) filled with a one-line message. */
+int preflight_out_file(const char *path, wsg_error *err);
+
 #endif

@@ -644,15 +644,33 @@ static bool is_route_key(const config *c, const char *k) {
     return false;
 }
 
+/* The route that an unknown route key most likely meant ("chats" for
+ * "chat"), or NULL. */
+static const char *suggest_route(const config *c, const char *key) {
+    const char **names = xcalloc(c->custom_routes_count + 4, sizeof *names);
+    size_t n = 0;
+    names[n++] = "$connect";
+    names[n++] = "$disconnect";
+    names[n++] = "$default";
+    for (size_t i = 0; i < c->custom_routes_count; i++) names[n++] = c->custom_routes[i];
+    const char *meant = config_suggest_word(key, names);
+    free(names);
+    return meant;
+}
+
 /* route_integrations name routes that exist; two-way routes have an
  * integration; auth_mode "http" has a URL. */
 static int check_integration_rules(const config *c, wsg_error *err) {
     for (size_t i = 0; i < c->route_integrations_count; i++)
-        if (!is_route_key(c, c->route_integrations[i].key))
+        if (!is_route_key(c, c->route_integrations[i].key)) {
+            const char *meant = suggest_route(c, c->route_integrations[i].key);
             return fail(err,
-                        "route_integrations: \"%s\" is not a route (use $connect, $disconnect, "
-                        "$default or one of custom_routes)",
-                        c->route_integrations[i].key);
+                        "route_integrations: \"%s\" is not a route (%s%s%suse $connect, "
+                        "$disconnect, $default or one of custom_routes, or add it to "
+                        "custom_routes)",
+                        c->route_integrations[i].key, meant ? "did you mean \"" : "",
+                        meant ? meant : "", meant ? "\"? " : "");
+        }
     for (size_t i = 0; i < c->route_responses_count; i++) {
         const char *r = c->route_responses[i];
         bool found = false;

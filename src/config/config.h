@@ -254,6 +254,13 @@ void config_print_no_effect(const config *cfg, void *out);
  * check`, which still exits 0. */
 void config_print_warnings(const config *cfg, void *out);
 
+/* Write one `warning:` line to `out` (a FILE*) for each TF_VAR_ variable of
+ * envp (a NULL-terminated environ) that names no variable but is a typo of
+ * one (TF_VAR_stage_nam): it is ignored, as Terraform ignores undeclared
+ * ones, so the user should hear what it was likely meant to set. Unknown
+ * names that resemble none stay silent (other Terraform variables). */
+void config_print_env_typos(char **envp, void *out);
+
 /* Release everything owned by *cfg. */
 void config_free(config *cfg);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "config/suggest.h"
 
 /* ---------- dump and help ---------- */
 
@@ -286,4 +287,22 @@ void config_print_warnings(const config *cfg, void *out) {
         fprintf(out, "warning: redis_tls_insecure_skip_verify = true: rediss:// connections do not "
                      "check the Redis server's certificate (anyone on the path can read and "
                      "change the data); set redis_tls_ca_file instead\n");
+}
+
+void config_print_env_typos(char **envp, void *out) {
+    static const char prefix[] = "TF_VAR_";
+    for (size_t i = 0; envp && envp[i]; i++) {
+        if (strncmp(envp[i], prefix, sizeof prefix - 1) != 0) continue;
+        const char *name = envp[i] + sizeof prefix - 1;
+        const char *eq = strchr(name, '=');
+        if (!eq) continue;
+        size_t len = (size_t)(eq - name);
+        if (config_find_var(name, len)) continue;
+        const char *meant = config_suggest_var(name, len);
+        if (meant)
+            fprintf(out,
+                    "warning: TF_VAR_%.*s is ignored: wsgate has no variable \"%.*s\"; did you "
+                    "mean TF_VAR_%s?\n",
+                    (int)(len > 100 ? 100 : len), name, (int)(len > 100 ? 100 : len), name, meant);
+    }
 }

@@ -370,7 +370,10 @@ const config_var config_vars[] = {
      .int_set = retention_days,
      .int_set_len = sizeof retention_days / sizeof retention_days[0],
      .help = "log files older than this many days are deleted",
-     .rule = "Log retention days must be one of the valid CloudWatch retention periods."},
+     /* The seed's sentence, then the list: a user cannot guess it. */
+     .rule = "Log retention days must be one of the valid CloudWatch retention periods. "
+             "They are 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827 and "
+             "3653."},
     {.name = "enable_xray_tracing",
      .type = CV_BOOL,
      .offset = OFF(enable_xray_tracing),

@@ -828,7 +828,10 @@ static json_t *value_open(redis_engine *re, const char *room, const char *mid, s
         int rc = crypto_open(re->keys, (const uint8_t *)v, vlen, aad, strlen(aad), &plain, &plen);
         if (rc != 0) {
             char buf[200];
-            log_msg(LOG_ERROR, "store_error", "cannot read a message of room %s from Redis: %s",
+            /* Most often a node started without the others' key file. */
+            log_msg(LOG_ERROR, "store_error",
+                    "cannot read a message of room %s from Redis: %s (every node must use the "
+                    "same key file: set kms_key_file to the first node's keys.json)",
                     room, crypto_open_errmsg(rc, (const uint8_t *)v, vlen, buf, sizeof(buf)));
             return NULL;
         }

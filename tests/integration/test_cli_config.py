@@ -209,7 +209,8 @@ BAD_VALUES = [
     ("throttling_burst_limit = 99999", "throttling_burst_limit",
      "Throttling burst limit must be between 0 and 5000."),
     ("log_retention_days = 2", "log_retention_days",
-     "Log retention days must be one of the valid CloudWatch retention periods."),
+     "Log retention days must be one of the valid CloudWatch retention periods. They are 1, 3, "
+     "5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827 and 3653."),
     ('logging_level = "DEBUG"', "logging_level", None),
     ('lambda_runtime = "python2.7"', "lambda_runtime",
      "Lambda runtime must be a supported Python version (python3.8 through python3.11)."),

@@ -30,3 +30,24 @@ Test(nodeid, codes) {
     cr_assert_eq(errno, ENOENT);
     testdir_free(d);
 }
+
+Test(nodeid, endpoint) {
+    char *d = temp_dir();
+    char ws[128], mgmt[128];
+    cr_assert_eq(
+        nodeid_write_endpoint(d, "ws://127.0.0.1:9000/staging", "http://127.0.0.1:9000/staging"),
+        0);
+    /* Written, but no server holds the lock: a past process's URLs. */
+    cr_assert_eq(nodeid_read_endpoint(d, ws, sizeof ws, mgmt, sizeof mgmt), 1);
+    cr_assert_str_eq(ws, "");
+    int fd = datalock_acquire(d, NULL);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(nodeid_read_endpoint(d, ws, sizeof ws, mgmt, sizeof mgmt), 0);
+    cr_assert_str_eq(ws, "ws://127.0.0.1:9000/staging");
+    cr_assert_str_eq(mgmt, "http://127.0.0.1:9000/staging");
+    /* The id beside it is a file of its own. */
+    cr_assert_eq(nodeid_write(d, "local"), 0);
+    cr_assert_eq(nodeid_read_endpoint(d, ws, sizeof ws, mgmt, sizeof mgmt), 0);
+    datalock_release(fd);
+    remove_dir(d);
+}

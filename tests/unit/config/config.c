@@ -611,7 +611,8 @@ Test(config, env_and_set) {
     cr_expect_lt(config_load_env(&c, bad_env, &err), 0);
     cr_expect_str_eq(err.message, "TF_VAR_log_retention_days: variable \"log_retention_days\": "
                                   "Log retention days must be one of the valid CloudWatch "
-                                  "retention periods.");
+                                  "retention periods. They are 1, 3, 5, 7, 14, 30, 60, 90, 120, "
+                                  "150, 180, 365, 400, 545, 731, 1827 and 3653.");
     config_free(&c);
 }
 
