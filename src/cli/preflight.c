@@ -95,25 +95,10 @@ int preflight_files(const config *cfg, wsg_error *err) {
     return 0;
 }
 
-int preflight_port(const char *addr, int port, wsg_error *err) {
-    if (port <= 0 || port > 65535) return 0;
-    struct sockaddr_storage ss;
-    socklen_t len = netaddr_numeric(addr, port, &ss);
-    if (len == 0) return 0; /* not numeric: the listen check has said what is wrong */
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
-    close(fd);
-    if (rc != EACCES) return 0;
-    return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
-                         "cannot listen on %s:%d: permission denied (a port below 1024 needs root "
-                         "or CAP_NET_BIND_SERVICE; pass --port 8080 or another above 1023)",
-                         addr, port);
-}
-
-int preflight_port_free(const char *addr, int port, wsg_error *err) {
+/* The errno of a test bind to addr:port (SO_REUSEADDR, as serve binds), or
+ * 0 when it succeeds or cannot be tried (an out-of-range port, a name that
+ * is not a numeric address: the listen check says what is wrong there). */
+static int test_bind_errno(const char *addr, int port) {
     if (port <= 0 || port > 65535) return 0;
     struct sockaddr_storage ss;
     socklen_t len = netaddr_numeric(addr, port, &ss);
@@ -124,7 +109,19 @@ int preflight_port_free(const char *addr, int port, wsg_error *err) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
     close(fd);
-    if (rc != EADDRINUSE) return 0;
+    return rc;
+}
+
+int preflight_port(const char *addr, int port, wsg_error *err) {
+    if (test_bind_errno(addr, port) != EACCES) return 0;
+    return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
+                         "cannot listen on %s:%d: permission denied (a port below 1024 needs root "
+                         "or CAP_NET_BIND_SERVICE; pass --port 8080 or another above 1023)",
+                         addr, port);
+}
+
+int preflight_port_free(const char *addr, int port, wsg_error *err) {
+    if (test_bind_errno(addr, port) != EADDRINUSE) return 0;
     return wsg_error_set(err, WSG_E_CONFIG_LISTEN,
                          "port %d is already in use by another process (%s)", port, addr);
 }

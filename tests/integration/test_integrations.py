@@ -289,7 +289,9 @@ def test_errors_and_timeouts_as_api_gateway(start_server, backend_factory):
     assert metric_sum(srv, "wsgate_integration_latency_seconds_count") >= 6
 
 
-def test_concurrency_bound_gives_a_clear_error(start_server, backend_factory):
+def held_work_route(start_server, backend_factory, **settings):
+    """A server with a two-way route `work` whose backend holds every call
+    until the returned event is set (then answers "done"); one worker."""
     release = threading.Event()
 
     def handle(path, ev):
@@ -301,9 +303,15 @@ def test_concurrency_bound_gives_a_clear_error(start_server, backend_factory):
         "custom_routes": tflist(["work"]),
         "route_integrations": tfmap({"work": be.url("/w")}),
         "route_responses": tflist(["work"]),
-        "integration_max_concurrency": 2,
         "worker_threads": 1,
+        **settings,
     })
+    return srv, be, release
+
+
+def test_concurrency_bound_gives_a_clear_error(start_server, backend_factory):
+    srv, _, release = held_work_route(start_server, backend_factory,
+                                      integration_max_concurrency=2)
 
     async def main():
         ws = await connect(srv)
@@ -326,21 +334,9 @@ def test_one_connection_cannot_take_the_whole_concurrency(start_server, backend_
     and every other client got 429. Its own calls are bounded by
     integration_connection_concurrency: beyond, it gets Too Many
     Requests while another client's call still goes through."""
-    release = threading.Event()
-
-    def handle(path, ev):
-        release.wait(10)
-        return proxy(200, "done")
-
-    be = backend_factory(handle)
-    srv = start_server(settings={
-        "custom_routes": tflist(["work"]),
-        "route_integrations": tfmap({"work": be.url("/w")}),
-        "route_responses": tflist(["work"]),
-        "integration_max_concurrency": 4,
-        "integration_connection_concurrency": 2,
-        "worker_threads": 1,
-    })
+    srv, be, release = held_work_route(start_server, backend_factory,
+                                       integration_max_concurrency=4,
+                                       integration_connection_concurrency=2)
 
     async def main():
         greedy = await connect(srv)
