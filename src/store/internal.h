@@ -138,6 +138,13 @@ struct store {
      * messages may be left this second; when it may step again. */
     bool sweep_more;
     double sweep_next_ms;
+
+    /* The checks at start (cleanstop.h): the database file's path, whether
+     * it is as the last clean stop left it (its integrity check then runs
+     * in the background: db_check, NULL when none). */
+    char *db_path;
+    bool db_clean;
+    struct cleanstop_check *db_check;
 };
 
 /* ---- schema.c ---- */

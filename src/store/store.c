@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "log/log.h"
 #include "store/archive.h"
+#include "store/cleanstop.h"
 #include "store/internal.h"
 
 /* Operations committed in one transaction at most. */
@@ -97,6 +98,7 @@ static void probe_write(store *s) {
 }
 
 int store_health(store *s, int64_t stall_ms, char *why, size_t len) {
+    if (cleanstop_check_failed(s->db_check, why, len)) return -1;
     int64_t since = atomic_load(&s->write_since_ms);
     int rc = atomic_load(&s->last_write_rc);
     int64_t running = since ? (int64_t)clock_mono_ms() - since : 0;
@@ -201,7 +203,8 @@ static void *store_thread(void *arg) {
                 s->last_sweep = now;
                 store_sweep(s);
             }
-            if (s->arch && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s)
+            if (s->arch && (now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s ||
+                            archive_snapshot_wanted(s)))
                 archive_snapshot(s);
             continue;
         }
@@ -356,7 +359,7 @@ static int open_main_db(store *s, const char *path, wsg_error *err) {
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
-    if (store_check_integrity(s->db, err, path) != 0) return -1;
+    if (!s->db_clean && cleanstop_check_now(s->db, path, err) != 0) return -1;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(
@@ -431,6 +434,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     store *s = xcalloc(1, sizeof(*s));
     s->opt = *opt;
     s->shm_fd = -1;
+    s->db_path = xstrdup(path);
+    s->db_clean = cleanstop_consume(path);
     if (opt->pitr) {
         s->pitr_dir = xstrdup(opt->pitr_dir);
         mkdir(s->pitr_dir, 0700);
@@ -442,6 +447,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
         sqlite3_close(s->db);
         archive_close(s);
         free(s->pitr_dir);
+        free(s->db_path);
         free(s);
         return NULL;
     }
@@ -452,6 +458,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     snprintf(shm, sizeof(shm), "%s-shm", path);
     s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
     start_threads(s, loop, err);
+    if (s->db_clean) s->db_check = cleanstop_check_start(path);
     return s;
 }
 
@@ -510,6 +517,8 @@ void store_close(store *s) {
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
     pthread_join(s->ckpt_thread, NULL);
+    /* Damage found leaves no clean-stop record: the next start refuses. */
+    bool damaged = cleanstop_check_end(s->db_check);
     /* Closed first: the store connection, closed last, then checkpoints
      * the whole WAL and removes it. */
     sqlite3_close(s->ckpt_db);
@@ -524,6 +533,8 @@ void store_close(store *s) {
     store_finalize(s);
     archive_sync(s);
     sqlite3_close(s->db);
+    if (!damaged) cleanstop_record(s->db_path);
+    free(s->db_path);
     if (s->shm_fd >= 0) close(s->shm_fd);
     archive_close(s);
     pthread_mutex_destroy(&s->lock);

@@ -1,0 +1,146 @@
+/* The clean-stop record and the background integrity check: see
+ * cleanstop.h. */
+#include "store/cleanstop.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "log/log.h"
+#include "store/internal.h"
+#include "store/ledger.h"
+
+static char *record_path(const char *db_path) {
+    size_t n = strlen(db_path) + 7;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s-clean", db_path);
+    return p;
+}
+
+static bool wal_left(const char *db_path) {
+    char wal[4200];
+    struct stat st;
+    snprintf(wal, sizeof(wal), "%s-wal", db_path);
+    return stat(wal, &st) == 0 && st.st_size > 0;
+}
+
+bool cleanstop_consume(const char *db_path) {
+    char *rec = record_path(db_path);
+    ledger l = {0};
+    struct stat st;
+    bool clean = ledger_load(&l, rec) == 0 && l.has_db && stat(db_path, &st) == 0 &&
+                 !wal_left(db_path);
+    if (clean) {
+        ledger_id now = ledger_id_of(&st);
+        clean = ledger_id_eq(&now, &l.db);
+    }
+    unlink(rec);
+    ledger_free(&l);
+    free(rec);
+    return clean;
+}
+
+void cleanstop_record(const char *db_path) {
+    struct stat st;
+    if (stat(db_path, &st) != 0 || wal_left(db_path)) return;
+    ledger l = {.has_db = true, .db = ledger_id_of(&st)};
+    char *rec = record_path(db_path);
+    ledger_save(&l, rec);
+    free(rec);
+}
+
+int cleanstop_check_now(sqlite3 *db, const char *path, wsg_error *err) {
+    int64_t t0 = clock_mono_ms();
+    int rc = store_check_integrity(db, err, path);
+    if (rc == 0)
+        log_msg(LOG_INFO, "store_check",
+                "integrity check of %s: ok in %lld ms, at start (the last stop was not clean, or"
+                " the file changed since)",
+                path, (long long)(clock_mono_ms() - t0));
+    return rc;
+}
+
+struct cleanstop_check {
+    char *path;
+    sqlite3 *db;
+    pthread_t thread;
+    pthread_mutex_t mu; /* db while it may be interrupted */
+    atomic_bool stop, failed;
+    char why[512]; /* written before failed is set */
+};
+
+static void *check_run(void *arg) {
+    cleanstop_check *c = arg;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    int64_t t0 = clock_mono_ms();
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
+    pthread_mutex_lock(&c->mu);
+    c->db = db;
+    if (atomic_load(&c->stop) && db) sqlite3_interrupt(db);
+    pthread_mutex_unlock(&c->mu);
+    wsg_error err = {0};
+    int damaged = rc == SQLITE_OK ? store_check_integrity(db, &err, c->path)
+                                  : wsg_error_set(&err, WSG_E_STORE_DAMAGED,
+                                                  "store %s cannot be opened to check it: %s",
+                                                  c->path, sqlite3_errstr(rc));
+    /* An interrupted check found nothing: the next start checks again. */
+    if (damaged && atomic_load(&c->stop)) damaged = 0;
+    else if (damaged) {
+        snprintf(c->why, sizeof(c->why), "%s", err.message);
+        atomic_store(&c->failed, true);
+        log_msg(LOG_ERROR, "store_damaged", "%s", err.message);
+    } else if (!atomic_load(&c->stop)) {
+        log_msg(LOG_INFO, "store_check",
+                "integrity check of %s: ok in %lld ms, in the background (the last stop was clean)",
+                c->path, (long long)(clock_mono_ms() - t0));
+    }
+    pthread_mutex_lock(&c->mu);
+    c->db = NULL;
+    pthread_mutex_unlock(&c->mu);
+    sqlite3_close(db);
+    return NULL;
+}
+
+cleanstop_check *cleanstop_check_start(const char *db_path) {
+    cleanstop_check *c = xcalloc(1, sizeof(*c));
+    c->path = xstrdup(db_path);
+    pthread_mutex_init(&c->mu, NULL);
+    if (pthread_create(&c->thread, NULL, check_run, c) != 0) {
+        log_msg(LOG_ERROR, "store_error", "cannot start the store's background integrity check");
+        abort();
+    }
+    pthread_setname_np(c->thread, "wsgate-dbcheck");
+    return c;
+}
+
+bool cleanstop_check_failed(cleanstop_check *c, char *why, size_t len) {
+    if (!c || !atomic_load(&c->failed)) return false;
+    snprintf(why, len, "%s", c->why);
+    return true;
+}
+
+bool cleanstop_check_end(cleanstop_check *c) {
+    if (!c) return false;
+    pthread_mutex_lock(&c->mu);
+    atomic_store(&c->stop, true);
+    if (c->db) sqlite3_interrupt(c->db);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    bool failed = atomic_load(&c->failed);
+    pthread_mutex_destroy(&c->mu);
+    free(c->path);
+    free(c);
+    return failed;
+}
