@@ -20,10 +20,10 @@
 #include "store/internal.h"
 #include "store/ledger.h"
 
-static char *record_path(const char *db_path) {
-    size_t n = strlen(db_path) + 7;
+static char *side_path(const char *db_path, const char *suffix) {
+    size_t n = strlen(db_path) + strlen(suffix) + 1;
     char *p = xmalloc(n);
-    snprintf(p, n, "%s-clean", db_path);
+    snprintf(p, n, "%s%s", db_path, suffix);
     return p;
 }
 
@@ -34,29 +34,42 @@ static bool wal_left(const char *db_path) {
     return stat(wal, &st) == 0 && st.st_size > 0;
 }
 
-bool cleanstop_consume(const char *db_path) {
-    char *rec = record_path(db_path);
+cleanstop_state cleanstop_consume(const char *db_path) {
+    char *rec = side_path(db_path, "-clean"), *run = side_path(db_path, "-running");
     ledger l = {0};
     struct stat st;
-    bool clean = ledger_load(&l, rec) == 0 && l.has_db && stat(db_path, &st) == 0 &&
-                 !wal_left(db_path);
-    if (clean) {
+    cleanstop_state state = CLEANSTOP_UNKNOWN;
+    bool wal = wal_left(db_path);
+    if (ledger_load(&l, rec) == 0 && l.has_db && stat(db_path, &st) == 0 && !wal) {
         ledger_id now = ledger_id_of(&st);
-        clean = ledger_id_eq(&now, &l.db);
+        if (ledger_id_eq(&now, &l.db)) state = CLEANSTOP_CLEAN;
     }
+    if (state == CLEANSTOP_UNKNOWN && wal && stat(run, &st) == 0) state = CLEANSTOP_CRASHED;
     unlink(rec);
     ledger_free(&l);
     free(rec);
-    return clean;
+    free(run);
+    return state;
 }
 
-void cleanstop_record(const char *db_path) {
+void cleanstop_running(const char *db_path) {
+    char *run = side_path(db_path, "-running");
+    ledger l = {0};
+    ledger_save(&l, run);
+    free(run);
+}
+
+void cleanstop_record(const char *db_path, bool damaged) {
     struct stat st;
-    if (stat(db_path, &st) != 0 || wal_left(db_path)) return;
-    ledger l = {.has_db = true, .db = ledger_id_of(&st)};
-    char *rec = record_path(db_path);
-    ledger_save(&l, rec);
-    free(rec);
+    if (!damaged && stat(db_path, &st) == 0 && !wal_left(db_path)) {
+        ledger l = {.has_db = true, .db = ledger_id_of(&st)};
+        char *rec = side_path(db_path, "-clean");
+        ledger_save(&l, rec);
+        free(rec);
+    }
+    char *run = side_path(db_path, "-running");
+    unlink(run);
+    free(run);
 }
 
 int cleanstop_check_now(sqlite3 *db, const char *path, wsg_error *err) {
@@ -64,7 +77,7 @@ int cleanstop_check_now(sqlite3 *db, const char *path, wsg_error *err) {
     int rc = store_check_integrity(db, err, path);
     if (rc == 0)
         log_msg(LOG_INFO, "store_check",
-                "integrity check of %s: ok in %lld ms, at start (the last stop was not clean, or"
+                "integrity check of %s: ok in %lld ms, at start (no record of the last stop, or"
                 " the file changed since)",
                 path, (long long)(clock_mono_ms() - t0));
     return rc;
@@ -72,6 +85,7 @@ int cleanstop_check_now(sqlite3 *db, const char *path, wsg_error *err) {
 
 struct cleanstop_check {
     char *path;
+    cleanstop_state state;
     sqlite3 *db;
     pthread_t thread;
     pthread_mutex_t mu; /* db while it may be interrupted */
@@ -99,12 +113,17 @@ static void *check_run(void *arg) {
     if (damaged && atomic_load(&c->stop)) damaged = 0;
     else if (damaged) {
         snprintf(c->why, sizeof(c->why), "%s", err.message);
+        char *run = side_path(c->path, "-running");
+        unlink(run);
+        free(run);
         atomic_store(&c->failed, true);
         log_msg(LOG_ERROR, "store_damaged", "%s", err.message);
     } else if (!atomic_load(&c->stop)) {
         log_msg(LOG_INFO, "store_check",
-                "integrity check of %s: ok in %lld ms, in the background (the last stop was clean)",
-                c->path, (long long)(clock_mono_ms() - t0));
+                "integrity check of %s: ok in %lld ms, in the background (%s)", c->path,
+                (long long)(clock_mono_ms() - t0),
+                c->state == CLEANSTOP_CLEAN ? "the last stop was clean"
+                                            : "the last run was killed; SQLite replayed its WAL");
     }
     pthread_mutex_lock(&c->mu);
     c->db = NULL;
@@ -113,9 +132,10 @@ static void *check_run(void *arg) {
     return NULL;
 }
 
-cleanstop_check *cleanstop_check_start(const char *db_path) {
+cleanstop_check *cleanstop_check_start(const char *db_path, cleanstop_state state) {
     cleanstop_check *c = xcalloc(1, sizeof(*c));
     c->path = xstrdup(db_path);
+    c->state = state;
     pthread_mutex_init(&c->mu, NULL);
     if (pthread_create(&c->thread, NULL, check_run, c) != 0) {
         log_msg(LOG_ERROR, "store_error", "cannot start the store's background integrity check");

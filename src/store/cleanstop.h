@@ -6,9 +6,12 @@
  * to the file itself, which SQLite's WAL recovery after a crash does not
  * repair, and which a file exactly as a clean stop of wsgate left it
  * (same size, mtime and inode, no WAL) had no moment to get but from the
- * disk: so such a start serves first and checks on a thread of its own; a
- * start after a crash, or of a file that anything else wrote, checks
- * before serving, as always. A damage found in the background is logged
+ * disk, nor one that a run of wsgate held when it was killed (a crash
+ * leaves the file as consistent as a commit did, and SQLite's recovery
+ * replays the WAL): such a start serves first and checks on a thread of
+ * its own. A start of a file with no record, or that changed since the
+ * last clean stop (anything else wrote it), checks before serving, as
+ * always. A damage found in the background is logged
  * (store_damaged), fails /readyz, and leaves no clean-stop record, so the
  * next start refuses the file as before. Not for use outside src/store/. */
 #ifndef WSGATE_STORE_CLEANSTOP_H
@@ -20,15 +23,29 @@
 
 #include "common/error.h"
 
-/* Before the database at db_path is opened: true when it is exactly as
- * the last clean stop left it (DB_PATH-clean, a ledger.h file, names its
- * size, mtime and inode, and no WAL is left). The record is removed either
- * way: a run that does not stop cleanly leaves none. */
-bool cleanstop_consume(const char *db_path);
+/* How the last run left the database file. */
+typedef enum cleanstop_state {
+    CLEANSTOP_UNKNOWN, /* no record, or the file changed since: check at start */
+    CLEANSTOP_CLEAN,   /* exactly as the last clean stop left it, no WAL */
+    CLEANSTOP_CRASHED  /* held by a run of wsgate that did not stop: its WAL is left */
+} cleanstop_state;
+
+/* Before the database at db_path is opened: what its records say
+ * (DB_PATH-clean, a ledger.h file naming the file's size, mtime and inode
+ * at the last clean stop; DB_PATH-running, left by a run that opened the
+ * file and has not stopped cleanly). The clean-stop record is removed
+ * either way: only a clean stop writes one. */
+cleanstop_state cleanstop_consume(const char *db_path);
+
+/* After the database opened sound (checked, or from a known state): note
+ * that a run holds it (DB_PATH-running). */
+void cleanstop_running(const char *db_path);
 
 /* After the last connection to db_path closed (its WAL checkpointed and
- * removed): record the file as it is now. Nothing when a WAL is left. */
-void cleanstop_record(const char *db_path);
+ * removed): unless damaged, record the file as it is now (nothing when a
+ * WAL is left); either way the run's mark goes. With damaged, the next
+ * start checks the file before serving (and refuses it). */
+void cleanstop_record(const char *db_path, bool damaged);
 
 /* The integrity check before serving (a start after a crash, or of a file
  * not as the last clean stop left it), timed and logged (store_check).
@@ -38,9 +55,11 @@ int cleanstop_check_now(sqlite3 *db, const char *path, wsg_error *err);
 typedef struct cleanstop_check cleanstop_check;
 
 /* Start the integrity check of db_path on a thread of its own (a read-only
- * connection, at nice +19). Returns the check (the caller's, for
- * cleanstop_check_end). */
-cleanstop_check *cleanstop_check_start(const char *db_path);
+ * connection, at nice +19), for a start in state (logged with the
+ * result). Damage found removes the run's mark, so that even a crash
+ * after it leaves the next start checking before serving. Returns the
+ * check (the caller's, for cleanstop_check_end). */
+cleanstop_check *cleanstop_check_start(const char *db_path, cleanstop_state state);
 
 /* True when the check found the file damaged (why: the message). Any
  * thread. */

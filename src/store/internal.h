@@ -139,11 +139,11 @@ struct store {
     bool sweep_more;
     double sweep_next_ms;
 
-    /* The checks at start (cleanstop.h): the database file's path, whether
-     * it is as the last clean stop left it (its integrity check then runs
-     * in the background: db_check, NULL when none). */
+    /* The checks at start (cleanstop.h): the database file's path, how the
+     * last run left it (known: its integrity check runs in the background,
+     * db_check, NULL when none). */
     char *db_path;
-    bool db_clean;
+    int db_state; /* cleanstop_state */
     struct cleanstop_check *db_check;
 };
 

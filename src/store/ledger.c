@@ -210,13 +210,12 @@ char *ledger_format(const ledger *l, size_t *len) {
         if (f->has_close)
             for (size_t k = 0; k < LEDGER_CLOSE_LEN; k++)
                 snprintf(close + 2 * k, 3, "%02x", f->close[k]);
-        snprintf(line, sizeof(line),
-                 "f %s %llu %lld %lld %llu %d %d %d %u %u %llu %u %u %u %u %d %s\n", f->name,
-                 (unsigned long long)f->id.size, (long long)f->id.mtime_s,
-                 (long long)f->id.mtime_ns, (unsigned long long)f->id.ino, f->last, f->ended,
-                 f->has_pos, f->pos.salt[0], f->pos.salt[1], (unsigned long long)f->pos.frames,
-                 f->pos.page_size, f->pos.db_pages, f->pos.cksum[0], f->pos.cksum[1],
-                 f->pos.big_endian, close);
+        snprintf(
+            line, sizeof(line), "f %s %llu %lld %lld %llu %d %d %d %u %u %llu %u %u %u %u %d %s\n",
+            f->name, (unsigned long long)f->id.size, (long long)f->id.mtime_s,
+            (long long)f->id.mtime_ns, (unsigned long long)f->id.ino, f->last, f->ended, f->has_pos,
+            f->pos.salt[0], f->pos.salt[1], (unsigned long long)f->pos.frames, f->pos.page_size,
+            f->pos.db_pages, f->pos.cksum[0], f->pos.cksum[1], f->pos.big_endian, close);
         put_line(&o, line);
     }
     snprintf(line, sizeof(line), "end %08x\n", (unsigned)crc32(0, (const Bytef *)o.p, (uInt)o.len));

@@ -359,7 +359,7 @@ static int open_main_db(store *s, const char *path, wsg_error *err) {
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
-    if (!s->db_clean && cleanstop_check_now(s->db, path, err) != 0) return -1;
+    if (s->db_state == CLEANSTOP_UNKNOWN && cleanstop_check_now(s->db, path, err) != 0) return -1;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(
@@ -435,7 +435,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     s->opt = *opt;
     s->shm_fd = -1;
     s->db_path = xstrdup(path);
-    s->db_clean = cleanstop_consume(path);
+    s->db_state = cleanstop_consume(path);
     if (opt->pitr) {
         s->pitr_dir = xstrdup(opt->pitr_dir);
         mkdir(s->pitr_dir, 0700);
@@ -458,7 +458,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     snprintf(shm, sizeof(shm), "%s-shm", path);
     s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
     start_threads(s, loop, err);
-    if (s->db_clean) s->db_check = cleanstop_check_start(path);
+    cleanstop_running(path);
+    if (s->db_state != CLEANSTOP_UNKNOWN) s->db_check = cleanstop_check_start(path, s->db_state);
     return s;
 }
 
@@ -533,7 +534,7 @@ void store_close(store *s) {
     store_finalize(s);
     archive_sync(s);
     sqlite3_close(s->db);
-    if (!damaged) cleanstop_record(s->db_path);
+    cleanstop_record(s->db_path, damaged);
     free(s->db_path);
     if (s->shm_fd >= 0) close(s->shm_fd);
     archive_close(s);

@@ -1,0 +1,225 @@
+"""A big store restarts fast (issue 19; docs/storage.md, "What is checked at
+start"): after a clean stop a start reads none of the archive files the
+verified-files ledger vouches for, and runs the database's integrity check
+after serving starts; what they would have caught is still caught, by the
+background checks, and reported as at start (pitr_damaged, store_damaged,
+/readyz), and the next start refuses a damaged database as before. After
+a kill -9 the start reads the archive files written since the last
+record (a torn one is reported and archived again), not the old ones."""
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+
+from conftest import Server, WSGATE_BIN
+from test_pitr import files, load_keys, pause_to_next_second, read_archive, restored_texts, send
+from test_store import DB, cli
+
+import subprocess
+
+
+def wait_log(srv, pattern, timeout=60):
+    """The first match of pattern in the server's log, waiting (bounded)."""
+    deadline = time.time() + timeout
+    while True:
+        m = re.search(pattern, srv.log())
+        if m or time.time() > deadline:
+            assert m, f"no {pattern!r} in:\n{srv.log()}"
+            return m
+        time.sleep(0.1)
+
+
+def read_at_start(srv):
+    m = wait_log(srv, r'"event":"pitr_check".*?: (\d+) of (\d+) files read at start')
+    return int(m.group(1)), int(m.group(2))
+
+
+def readyz(srv):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/readyz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def keep_mtime_write(path, blob):
+    """Write blob over path keeping its size, mtime and inode: the damage a
+    disk does, which no file metadata shows."""
+    st = os.stat(path)
+    assert len(blob) == st.st_size
+    with open(path, "r+b") as f:
+        f.write(blob)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == st.st_mtime_ns and os.stat(path).st_ino == st.st_ino
+
+
+def test_clean_restart_reads_no_old_archive_file_and_a_damaged_one_is_still_caught(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data)
+    send(srv, "p", ["a1", "a2", "a3"])
+    cut = pause_to_next_second()
+    assert srv.stop() == 0, srv.log()
+
+    # a clean stop: nothing is read again at start, the database's check
+    # runs after serving starts, and the old files are checked meanwhile
+    srv = Server(data)
+    read, total = read_at_start(srv)
+    assert read == 0 and total >= 3, srv.log()
+    wait_log(srv, r'"event":"store_check".*in the background \(the last stop was clean\)')
+    wait_log(srv, r'"event":"pitr_verified".*: 0 damaged')
+    assert '"event":"store_check","msg":"integrity check' in srv.log()
+    assert "at start" not in "".join(l for l in srv.log().splitlines() if '"store_check"' in l)
+    assert srv.stop() == 0, srv.log()
+
+    # damage in an old segment that changes none of its metadata (a disk's
+    # damage): the start does not read it, the background check reports
+    # it as a start did, and a fresh snapshot makes later times restorable
+    _, keys = load_keys(data)
+    seg = next(p for p in files(data, "wal-1-") if any(k in "CK" for k, _ in read_archive(p, keys)))
+    blob = bytearray(seg.read_bytes())
+    blob[40] ^= 0x5A
+    keep_mtime_write(seg, bytes(blob))
+    snaps = len(files(data, "snap-"))
+    srv = Server(data)
+    try:
+        read, _ = read_at_start(srv)
+        assert read == 0, srv.log()
+        m = wait_log(srv, r'"event":"pitr_damaged".*')
+        assert seg.name in m.group(0)
+        wait_log(srv, r'"event":"pitr_verified".*: 1 damaged')
+        deadline = time.time() + 30
+        while len(files(data, "snap-")) <= snaps and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(files(data, "snap-")) > snaps, srv.log()
+        res = cli("restore", "--data-dir", str(data), "--to", str(cut), "--out", str(tmp_path / "x.db"),
+                  check=False)
+        assert res.returncode == 1 and seg.name in res.stderr and "damaged" in res.stderr, res.stderr
+        time.sleep(1.1)
+        send(srv, "p", ["b1"])
+        time.sleep(1.1)
+        got = restored_texts(tmp_path, data, int(time.time()), ["p"], "r")
+        assert got["p"] == ["a1", "a2", "a3", "b1"]
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+    # the damaged file left the ledger: the next start reads it and says so
+    srv = Server(data)
+    try:
+        read, _ = read_at_start(srv)
+        assert read >= 1
+        m = wait_log(srv, r'"event":"pitr_damaged".*')
+        assert seg.name in m.group(0)
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_a_kill_reads_only_the_files_written_since_the_last_record(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data)
+    send(srv, "p", ["a1", "a2"])
+    assert srv.stop() == 0, srv.log()
+    srv = Server(data)
+    try:
+        send(srv, "p", ["b1", "b2"])
+        # the second's bucket is written once the second has passed
+        _, keys = load_keys(data)
+        deadline = time.time() + 20
+        newest = None
+        while time.time() < deadline:
+            newest = files(data, "wal-")[-1]
+            if any(k == "K" for k, _ in read_archive(newest, keys)):
+                break
+            time.sleep(0.2)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(timeout=10)
+    finally:
+        srv.stop()
+    total_before = len(files(data, "wal-")) + len(files(data, "snap-"))
+    # the crash's segment, cut inside its last record
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) - 5)
+
+    srv = Server(data)
+    try:
+        read, total = read_at_start(srv)
+        assert total == total_before and read == 1, srv.log()
+        m = wait_log(srv, r'"event":"pitr_torn".*')
+        assert newest.name in m.group(0)
+        # SQLite replayed the killed run's WAL: its database check runs
+        # after serving starts
+        wait_log(srv, r'"event":"store_check".*in the background \(the last run was killed')
+        send(srv, "p", ["c1"])
+        want = ["a1", "a2", "b1", "b2", "c1"]
+        deadline = time.time() + 20
+        while True:
+            got = restored_texts(tmp_path, data, int(time.time()) + 1, ["p"], f"r{int(time.time() * 1000)}")
+            if got["p"] == want or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        assert got["p"] == want
+        assert "pitr_damaged" not in srv.log()
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def leaf_pages(path):
+    """Page numbers of the b-tree leaves of the file (page type 0x0A or
+    0x0D at the page's start), page 1 aside."""
+    blob = open(path, "rb").read()
+    ps = int.from_bytes(blob[16:18], "big")
+    ps = 65536 if ps == 1 else ps
+    return ps, [n for n in range(2, len(blob) // ps + 1) if blob[(n - 1) * ps] in (0x0A, 0x0D)]
+
+
+def test_a_damaged_database_after_a_clean_stop_is_caught_after_serving_starts(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data)
+    pad = "z" * 600
+    send(srv, "big", [f"m{i}-{pad}" for i in range(400)])
+    assert srv.stop() == 0, srv.log()
+    db = data / DB
+    ps, leaves = leaf_pages(db)
+    assert len(leaves) > 20
+    # a leaf in the middle of the room's messages: no start-up read
+    # touches it (the newest message, the rooms), quick_check does
+    page = leaves[len(leaves) // 2]
+    blob = bytearray(db.read_bytes())
+    off = (page - 1) * ps
+    blob[off + 8:off + 200] = b"\xff" * 192
+    keep_mtime_write(db, bytes(blob))
+
+    srv = Server(data)
+    m = wait_log(srv, r'"event":"store_damaged".*')
+    assert "integrity" in m.group(0), m.group(0)
+    deadline = time.time() + 10
+    while readyz(srv)[0] != 503 and time.time() < deadline:
+        time.sleep(0.1)
+    status, body = readyz(srv)
+    assert status == 503 and "integrity" in body, (status, body)
+    assert srv.stop() == 0, srv.log()
+
+    # no clean-stop record after damage: the next start refuses, as before
+    res = subprocess.run([WSGATE_BIN, "serve", "--port", "0", "--data-dir", str(data)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode != 0 and "integrity" in res.stderr, res.stderr
+
+
+def test_a_database_written_by_something_else_is_checked_before_serving(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data)
+    send(srv, "p", ["a1"])
+    assert srv.stop() == 0, srv.log()
+    # another program wrote the file after the clean stop (mtime moves)
+    con = sqlite3.connect(str(data / DB))
+    con.execute("CREATE TABLE IF NOT EXISTS other(x)")
+    con.commit()
+    con.close()
+    srv = Server(data)
+    try:
+        wait_log(srv, r'"event":"store_check".*at start')
+    finally:
+        assert srv.stop() == 0, srv.log()
