@@ -4,13 +4,15 @@ bench/store_scale.py with KEEP=1, or any other), and times, from the exec:
 the port accepting connections, the first durable chat stored and
 broadcast back (the store serving), and the stop (SIGTERM to exit). With
 --kill the server is killed (SIGKILL) after that chat instead of stopped,
-so the next run measures a start after a crash; with --cold the data
+so the next run measures a start after a crash; with --settle it waits
+first (bounded) for the background checks to end (the store_check and
+pitr_verified events) and reports when they did; with --cold the data
 directory's files are evicted from the page cache first (posix_fadvise
 DONTNEED on each: a start after a reboot, not after a deploy). The server's own log
 (logging_level=INFO) is kept in DATA/restart-<n>.log for the start-up's
 events (store_check, pitr_check, pitr_verified...).
 
-    /usr/bin/python3 bench/store_restart.py build/wsgate DATA [--kill] [--cold] [--runs N]
+    /usr/bin/python3 bench/store_restart.py build/wsgate DATA [--kill] [--cold] [--settle] [--runs N]
 
 Targets 127.0.0.1 only; every wait is bounded (START_BUDGET_S, default 300).
 One JSON line per run."""
@@ -70,7 +72,22 @@ def evict(data):
                 os.close(fd)
 
 
-def run(binary, data, kill, n, cold):
+def settle(log_path, t0, deadline):
+    """Seconds from the exec to each background check's end event."""
+    want = {"store_check": None, "pitr_verified": None}
+    while time.monotonic() < deadline and None in want.values():
+        with open(log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        for line in text.splitlines():
+            for ev in want:
+                if want[ev] is None and f'"event":"{ev}"' in line and (
+                        ev != "store_check" or "background" in line):
+                    want[ev] = round(time.monotonic() - t0, 2)
+        time.sleep(0.2)
+    return want
+
+
+def run(binary, data, kill, n, cold, wait_checks=False):
     if cold:
         evict(data)
     port = free_port()
@@ -92,6 +109,7 @@ def run(binary, data, kill, n, cold):
                 time.sleep(0.01)
         asyncio.run(first_chat(port, deadline))
         t_chat = time.monotonic() - t0
+        checks = settle(os.path.join(data, f"restart-{n}.log"), t0, deadline) if wait_checks else {}
         t1 = time.monotonic()
         proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         rc = proc.wait(timeout=BUDGET)
@@ -102,7 +120,8 @@ def run(binary, data, kill, n, cold):
             proc.wait()
         log.close()
     return {"run": n, "binary": binary, "port_s": round(t_port, 2), "first_chat_s": round(t_chat, 2),
-            "stop_s": round(t_stop, 2), "exit": rc, "killed": kill, "cold": cold}
+            "stop_s": round(t_stop, 2), "exit": rc, "killed": kill, "cold": cold,
+            "background_done_s": checks}
 
 
 def main():
@@ -111,7 +130,7 @@ def main():
     cold = "--cold" in sys.argv
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 1
     for n in range(runs):
-        print(json.dumps(run(binary, data, kill, n, cold)), flush=True)
+        print(json.dumps(run(binary, data, kill, n, cold, "--settle" in sys.argv)), flush=True)
 
 
 if __name__ == "__main__":
