@@ -98,6 +98,7 @@ struct archive {
     char *ledger_path;
     ledger led, led_at_open;
     ledger_file cur;
+    int64_t noted_ms; /* when note_progress last noted cur (monotonic) */
     /* The background check of the files the ledger vouched for at start
      * (archive_verify_run): its list, and what it asks of the store thread. */
     ledger_file *bg;
@@ -113,6 +114,8 @@ struct archive {
  * a write(2) each, the most of the archive's CPU when batches are small. */
 #define ARCHIVE_FLUSH_FRAMES 256
 #define ARCHIVE_FLUSH_MS     1000
+/* How often the open segment's synced length is noted in the ledger. */
+#define ARCHIVE_NOTE_MS 10000
 
 /* Pages a bucket holds at most: a second that writes more (16 MiB) is
  * written as more than one record. */
@@ -489,6 +492,8 @@ static void sync_dir(const char *dir) {
 
 /* ---- writing (store thread) ---- */
 
+static void save_ledger(store *s);
+
 static const crypto_keyring *seal_keys(store *s) { return s->opt.keys; }
 
 /* Create dir/name with the file header. Returns the fd or -1. */
@@ -515,6 +520,8 @@ static void close_segment(store *s) {
     int rc = fdatasync(a->fd);
     if (rc == 0 && a->cur.name[0] && fstat(a->fd, &st) == 0) {
         a->cur.id = ledger_id_of(&st);
+        a->cur.records = a->records;
+        a->cur.open = false;
         ledger_put(&a->led, &a->cur);
     }
     close(a->fd);
@@ -835,6 +842,27 @@ static bool in_due(const struct archive *a, int64_t now, int64_t *wait_ms) {
     return *wait_ms <= 0 || bucket_sec(now) != bucket_sec(first->t_ms);
 }
 
+/* Every ARCHIVE_NOTE_MS, the open segment's synced part goes in the
+ * ledger (archiver thread, under a->mu): a start after a crash then reads
+ * only what was written after it, not the whole segment (up to an hour of
+ * commits, 7 GB at 15,000 chats/s). */
+static void note_progress(store *s) {
+    struct archive *a = s->arch;
+    int64_t now = clock_mono_ms();
+    if (a->fd < 0 || !a->cur.name[0] || a->records == 0 || now - a->noted_ms < ARCHIVE_NOTE_MS)
+        return;
+    a->noted_ms = now;
+    struct stat st;
+    if ((a->dirty && fdatasync(a->fd) != 0) || fstat(a->fd, &st) != 0) return;
+    a->dirty = false;
+    ledger_file f = a->cur;
+    f.id = ledger_id_of(&st);
+    f.records = a->records;
+    f.open = true;
+    ledger_put(&a->led, &f);
+    save_ledger(s);
+}
+
 /* Reads, compresses, seals and writes the WAL's committed frames, off the
  * store thread: in a batch's path this was a few ms per 256 frames, and up
  * to 300 ms when write(2) or the writeback it starts waited for a busy
@@ -898,6 +926,7 @@ static void *archive_run(void *arg) {
         pthread_mutex_unlock(&a->in_mu);
         pthread_mutex_lock(&a->mu);
         archive_flush(s, false);
+        note_progress(s);
         bucket_open = a->bk.n > 0;
         open_sec = a->bk.sec;
         pthread_mutex_unlock(&a->mu);
@@ -980,7 +1009,9 @@ static void save_ledger(store *s) {
         snprintf(p, sizeof(p), "%s/%s", a->dir, a->led.files[i].name);
         ledger_id now = {0};
         if (stat(p, &st) == 0) now = ledger_id_of(&st);
-        if (ledger_id_eq(&now, &a->led.files[i].id)) {
+        const ledger_file *f = &a->led.files[i];
+        if (ledger_id_eq(&now, &f->id) ||
+            (f->open && now.ino == f->id.ino && now.size >= f->id.size)) {
             i++;
             continue;
         }
@@ -1091,16 +1122,20 @@ static void file_id(const struct stat *st, uint8_t out[ARCHIVE_CLOSE_LEN]) {
  * end record) into the summary f. Returns 0 when it is sound (*torn: it
  * ends in a record cut by a crash), or -1 with *err when it is damaged. */
 static int read_whole(const char *dir, const arch_file *file, const crypto_keyring *keys,
-                      ledger_file *f, bool *torn, const atomic_bool *stop, wsg_error *err) {
+                      const ledger_file *from, ledger_file *f, bool *torn, const atomic_bool *stop,
+                      wsg_error *err) {
     file_reader r;
     int got = -1;
     memset(f, 0, sizeof(*f));
+    if (from) *f = *from;
     snprintf(f->name, sizeof(f->name), "%s", file->name);
     *torn = false;
     if (reader_open(&r, dir, file->name, err) == 0) {
         uint8_t *raw;
         size_t len;
         int type;
+        if (from && fseeko(r.f, (off_t)from->id.size, SEEK_SET) == 0) r.index = from->records;
+        else if (from) memset(f, 0, sizeof(*f)); /* (never: the caller saw the size) */
         while ((got = reader_next(&r, keys, &type, &raw, &len, torn, err)) == 1) {
             summarize(f, type, raw, len);
             free(raw);
@@ -1109,6 +1144,8 @@ static int read_whole(const char *dir, const arch_file *file, const crypto_keyri
                 break;
             }
         }
+        f->records = r.index;
+        f->open = false;
         reader_close(&r);
     }
     if (got == 0 && file->snap && !f->ended && !(stop && atomic_load(stop))) {
@@ -1155,16 +1192,27 @@ static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *co
         const ledger_file *known = ledger_find(&a->led_at_open, files[i].name);
         ledger_file f;
         bool ok, torn = false;
-        if (known && ledger_id_eq(&known->id, &id) && (!files[i].snap || known->ended)) {
+        /* A segment the last run was still writing: its synced part was
+         * noted, the rest (what a crash may have cut) is read now. */
+        bool prefix = known && known->open && !files[i].snap && known->id.ino == id.ino &&
+                      id.size >= known->id.size;
+        if (known && !known->open && ledger_id_eq(&known->id, &id) &&
+            (!files[i].snap || known->ended)) {
             f = *known;
             ok = true;
             a->bg[a->nbg++] = f;
             bytes_trusted += id.size;
         } else {
             wsg_error err = {0};
-            ok = read_whole(a->dir, &files[i], s->opt.keys, &f, &torn, NULL, &err) == 0;
+            ok = read_whole(a->dir, &files[i], s->opt.keys, prefix ? known : NULL, &f, &torn, NULL,
+                            &err) == 0;
             nread++;
-            bytes_read += id.size;
+            bytes_read += id.size - (prefix ? known->id.size : 0);
+            if (prefix) {
+                /* Its noted part, checked in the background as the rest. */
+                a->bg[a->nbg++] = *known;
+                bytes_trusted += known->id.size;
+            }
             if (!ok) {
                 damaged++;
                 log_damaged(a->dir, files[i].name, &err);
@@ -1232,7 +1280,7 @@ static void *verify_run(void *arg) {
         ledger_file f;
         bool torn;
         wsg_error err = {0};
-        int rc = read_whole(a->dir, &file, s->opt.keys, &f, &torn, &a->bg_stop, &err);
+        int rc = read_whole(a->dir, &file, s->opt.keys, NULL, &f, &torn, &a->bg_stop, &err);
         if (atomic_load(&a->bg_stop)) break;
         if (rc == 0 && torn) {
             /* A file vouched for as whole now ends short: changed under it. */

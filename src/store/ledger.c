@@ -118,6 +118,7 @@ static int parse_file(char **tok, ledger_file *f) {
         get_u32(tok[15], &f->pos.cksum[1]) || get_bool(tok[16], &f->pos.big_endian))
         return -1;
     f->last = (int)last;
+    if (get_u32(tok[18], &f->records) || get_bool(tok[19], &f->open)) return -1;
     if (strcmp(tok[17], "-") == 0) return 0;
     if (strlen(tok[17]) != 2 * LEDGER_CLOSE_LEN) return -1;
     for (size_t i = 0; i < LEDGER_CLOSE_LEN; i++) {
@@ -141,8 +142,8 @@ int ledger_parse(ledger *l, const char *text, size_t len) {
         if (n >= sizeof(line) || memchr(text + off, '\0', n)) break;
         memcpy(line, text + off, n);
         line[n] = '\0';
-        char *tok[20];
-        int nt = split(line, tok, 20);
+        char *tok[24];
+        int nt = split(line, tok, 24);
         int rc = -1;
         if (line_no == 0) {
             rc = n == strlen(LEDGER_MAGIC) && memcmp(text + off, LEDGER_MAGIC, n) == 0 ? 0 : -1;
@@ -160,7 +161,7 @@ int ledger_parse(ledger *l, const char *text, size_t len) {
         } else if (nt == 5 && strcmp(tok[0], "db") == 0 && !l->has_db) {
             rc = get_id(tok + 1, &l->db);
             l->has_db = rc == 0;
-        } else if (nt == 18 && strcmp(tok[0], "f") == 0) {
+        } else if (nt == 20 && strcmp(tok[0], "f") == 0) {
             ledger_file f;
             rc = parse_file(tok, &f);
             if (rc == 0 && ledger_find(l, f.name)) rc = -1;
@@ -210,12 +211,13 @@ char *ledger_format(const ledger *l, size_t *len) {
         if (f->has_close)
             for (size_t k = 0; k < LEDGER_CLOSE_LEN; k++)
                 snprintf(close + 2 * k, 3, "%02x", f->close[k]);
-        snprintf(
-            line, sizeof(line), "f %s %llu %lld %lld %llu %d %d %d %u %u %llu %u %u %u %u %d %s\n",
-            f->name, (unsigned long long)f->id.size, (long long)f->id.mtime_s,
-            (long long)f->id.mtime_ns, (unsigned long long)f->id.ino, f->last, f->ended, f->has_pos,
-            f->pos.salt[0], f->pos.salt[1], (unsigned long long)f->pos.frames, f->pos.page_size,
-            f->pos.db_pages, f->pos.cksum[0], f->pos.cksum[1], f->pos.big_endian, close);
+        snprintf(line, sizeof(line),
+                 "f %s %llu %lld %lld %llu %d %d %d %u %u %llu %u %u %u %u %d %s %u %d\n", f->name,
+                 (unsigned long long)f->id.size, (long long)f->id.mtime_s,
+                 (long long)f->id.mtime_ns, (unsigned long long)f->id.ino, f->last, f->ended,
+                 f->has_pos, f->pos.salt[0], f->pos.salt[1], (unsigned long long)f->pos.frames,
+                 f->pos.page_size, f->pos.db_pages, f->pos.cksum[0], f->pos.cksum[1],
+                 f->pos.big_endian, close, f->records, f->open);
         put_line(&o, line);
     }
     snprintf(line, sizeof(line), "end %08x\n", (unsigned)crc32(0, (const Bytef *)o.p, (uInt)o.len));

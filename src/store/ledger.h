@@ -17,7 +17,8 @@
  *   f <name> <size> <mtime s> <mtime ns> <inode> <last record type>
  *     <snapshot ended 0|1> <has position 0|1> <salt-1> <salt-2> <frames>
  *     <page size> <db pages> <cksum-1> <cksum-2> <big-endian 0|1>
- *     <clean-stop record: 64 hex digits, or ->          (one line)
+ *     <clean-stop record: 64 hex digits, or -> <records> <open 0|1>
+ *                                                        (one line)
  *   end <CRC-32 of every byte before this line, 8 hex digits>
  * Parsing and formatting are I/O-free; ledger_load/ledger_save do the I/O. */
 #ifndef WSGATE_STORE_LEDGER_H
@@ -51,6 +52,11 @@ typedef struct ledger_file {
     walf pos;
     bool has_close; /* it holds a clean-stop record ('Z'): close is it */
     uint8_t close[LEDGER_CLOSE_LEN];
+    uint32_t records; /* records in it (in its first id.size bytes when open) */
+    /* A segment still being appended to: only its first id.size bytes
+     * (records records, synced) are vouched for, whatever its mtime; a
+     * start reads the rest. */
+    bool open;
 } ledger_file;
 
 typedef struct ledger {

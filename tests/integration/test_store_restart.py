@@ -223,3 +223,55 @@ def test_a_database_written_by_something_else_is_checked_before_serving(tmp_path
         wait_log(srv, r'"event":"store_check".*at start')
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_a_kill_reads_only_what_the_open_segment_got_since_it_was_noted(tmp_path):
+    # The archiver notes the open segment's synced length in the ledger
+    # every 10 s: after a kill -9 the start reads the segment from there,
+    # not from its start (an hour of commits at most, gigabytes at load).
+    data = tmp_path / "data"
+    srv = Server(data)
+    try:
+        send(srv, "p", [f"a{i}" for i in range(50)])
+        seg = files(data, "wal-")[-1]
+        noted = None
+        deadline = time.time() + 60
+        while noted is None and time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                text = (data / "pitr" / "verified").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                f = line.split(" ")
+                if f[0] == "f" and f[1] == seg.name and f[-1] == "1":
+                    noted = int(f[2])
+        assert noted, (data / "pitr" / "verified").read_text()
+        send(srv, "p", [f"b{i}" for i in range(50)])
+        _, keys = load_keys(data)
+        deadline = time.time() + 20
+        while seg.stat().st_size == noted and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # the second's bucket
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(timeout=10)
+    finally:
+        srv.stop()
+    size = seg.stat().st_size
+    assert size > noted
+    srv = Server(data)
+    try:
+        m = wait_log(srv, r'"event":"pitr_check".*?: (\d+) of (\d+) files read at start \((\d+) bytes')
+        assert int(m.group(1)) == 1 and int(m.group(3)) == size - noted, (m.group(0), size, noted)
+        send(srv, "p", ["c1"])
+        want = [f"a{i}" for i in range(50)] + [f"b{i}" for i in range(50)] + ["c1"]
+        deadline = time.time() + 20
+        while True:
+            got = restored_texts(tmp_path, data, int(time.time()) + 1, ["p"], f"r{int(time.time() * 1000)}")
+            if got["p"] == want or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        assert got["p"] == want
+        wait_log(srv, r'"event":"pitr_verified".*: 0 damaged')
+    finally:
+        assert srv.stop() == 0, srv.log()

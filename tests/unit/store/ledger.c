@@ -27,7 +27,12 @@ static ledger sample(void) {
                      .db_pages = 12345};
     seg.has_close = true;
     for (int i = 0; i < LEDGER_CLOSE_LEN; i++) seg.close[i] = (uint8_t)(i * 37);
+    seg.records = 7;
     ledger_put(&l, &seg);
+    ledger_file open = {.name = "wal-2-0-1796297637999.pitr", .last = 'K', .records = UINT32_MAX};
+    open.open = true;
+    open.id = (ledger_id){.size = 65536, .ino = 11};
+    ledger_put(&l, &open);
     return l;
 }
 
@@ -50,6 +55,8 @@ static void same(const ledger *a, const ledger *b) {
         cr_assert_eq(x->pos.big_endian, y->pos.big_endian);
         cr_assert_eq(x->has_close, y->has_close);
         cr_assert_eq(memcmp(x->close, y->close, LEDGER_CLOSE_LEN), 0);
+        cr_assert_eq(x->records, y->records);
+        cr_assert_eq(x->open, y->open);
     }
 }
 
@@ -116,10 +123,10 @@ Test(ledger, put_replaces_and_remove_removes) {
     ledger_file f = *ledger_find(&l, "snap-1-1796297637762.pitr");
     f.id.size = 1;
     ledger_put(&l, &f);
-    cr_assert_eq(l.n, 2);
+    cr_assert_eq(l.n, 3);
     cr_assert_eq(ledger_find(&l, f.name)->id.size, 1);
     ledger_remove(&l, f.name);
-    cr_assert_eq(l.n, 1);
+    cr_assert_eq(l.n, 2);
     cr_assert_null(ledger_find(&l, f.name));
     ledger_free(&l);
 }
