@@ -2,6 +2,7 @@
  * cleanstop.h. */
 #include "store/cleanstop.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -19,6 +20,7 @@
 #include "log/log.h"
 #include "store/internal.h"
 #include "store/ledger.h"
+#include "store/walshm.h"
 
 static char *side_path(const char *db_path, const char *suffix) {
     size_t n = strlen(db_path) + strlen(suffix) + 1;
@@ -86,57 +88,105 @@ int cleanstop_check_now(sqlite3 *db, const char *path, wsg_error *err) {
 struct cleanstop_check {
     char *path;
     cleanstop_state state;
-    sqlite3 *db;
+    int shm_fd; /* the store's WAL-index descriptor (-1: none; never closed here) */
     pthread_t thread;
-    pthread_mutex_t mu; /* db while it may be interrupted */
+    pthread_mutex_t mu; /* with wake: the wait between tries */
+    pthread_cond_t wake;
     atomic_bool stop, failed;
+    bool gave_way; /* the check thread's: the last try stopped for the WAL */
     char why[512]; /* written before failed is set */
 };
+
+/* A reader pins the WAL: while the check's read transaction lasts, no
+ * checkpoint can let the WAL restart, and under load it grew to 650 MB
+ * during a 30 s check (which the next start after a crash then had to
+ * recover). Past this many frames (64 MiB of 4 KiB pages, twice the point
+ * where the store thread checkpoints itself) the check gives way and is
+ * tried again after CHECK_RETRY_MS. */
+#define CHECK_MAX_WAL_FRAMES 16384
+#define CHECK_RETRY_MS       60000
+
+/* SQLite's progress handler on the check's connection: non-zero stops the
+ * statement (SQLITE_INTERRUPT). */
+static int check_progress(void *arg) {
+    cleanstop_check *c = arg;
+    if (atomic_load(&c->stop)) return 1;
+    walshm w;
+    if (c->shm_fd >= 0 && walshm_read(c->shm_fd, &w) == 0 && w.mx_frame > CHECK_MAX_WAL_FRAMES) {
+        c->gave_way = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* One try: 0 ok, 1 gave way to the WAL (or stopped), else damaged (*err). */
+static int check_once(cleanstop_check *c, wsg_error *err) {
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(db);
+        return wsg_error_set(err, WSG_E_STORE_DAMAGED, "store %s cannot be opened to check it: %s",
+                             c->path, sqlite3_errstr(rc));
+    }
+    sqlite3_busy_timeout(db, 5000);
+    c->gave_way = false;
+    sqlite3_progress_handler(db, 100000, check_progress, c);
+    int damaged = store_check_integrity(db, err, c->path);
+    sqlite3_close(db);
+    if (damaged && (c->gave_way || atomic_load(&c->stop))) return 1;
+    return damaged ? damaged : 0;
+}
 
 static void *check_run(void *arg) {
     cleanstop_check *c = arg;
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
     int64_t t0 = clock_mono_ms();
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 5000);
-    pthread_mutex_lock(&c->mu);
-    c->db = db;
-    if (atomic_load(&c->stop) && db) sqlite3_interrupt(db);
-    pthread_mutex_unlock(&c->mu);
-    wsg_error err = {0};
-    int damaged = rc == SQLITE_OK ? store_check_integrity(db, &err, c->path)
-                                  : wsg_error_set(&err, WSG_E_STORE_DAMAGED,
-                                                  "store %s cannot be opened to check it: %s",
-                                                  c->path, sqlite3_errstr(rc));
-    /* An interrupted check found nothing: the next start checks again. */
-    if (damaged && atomic_load(&c->stop)) damaged = 0;
-    else if (damaged) {
-        snprintf(c->why, sizeof(c->why), "%s", err.message);
-        char *run = side_path(c->path, "-running");
-        unlink(run);
-        free(run);
-        atomic_store(&c->failed, true);
-        log_msg(LOG_ERROR, "store_damaged", "%s", err.message);
-    } else if (!atomic_load(&c->stop)) {
+    for (;;) {
+        wsg_error err = {0};
+        int rc = check_once(c, &err);
+        if (rc == 0) {
+            log_msg(LOG_INFO, "store_check",
+                    "integrity check of %s: ok in %lld ms, in the background (%s)", c->path,
+                    (long long)(clock_mono_ms() - t0),
+                    c->state == CLEANSTOP_CLEAN
+                        ? "the last stop was clean"
+                        : "the last run was killed; SQLite replayed its WAL");
+            return NULL;
+        }
+        if (rc != 1) {
+            snprintf(c->why, sizeof(c->why), "%s", err.message);
+            char *run = side_path(c->path, "-running");
+            unlink(run);
+            free(run);
+            atomic_store(&c->failed, true);
+            log_msg(LOG_ERROR, "store_damaged", "%s", err.message);
+            return NULL;
+        }
+        /* Stopped (unfinished: the next start checks again), or gave way. */
+        if (atomic_load(&c->stop)) return NULL;
         log_msg(LOG_INFO, "store_check",
-                "integrity check of %s: ok in %lld ms, in the background (%s)", c->path,
-                (long long)(clock_mono_ms() - t0),
-                c->state == CLEANSTOP_CLEAN ? "the last stop was clean"
-                                            : "the last run was killed; SQLite replayed its WAL");
+                "integrity check of %s: deferred, the WAL passed %d frames while it ran; again in"
+                " %d s",
+                c->path, CHECK_MAX_WAL_FRAMES, CHECK_RETRY_MS / 1000);
+        pthread_mutex_lock(&c->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CHECK_RETRY_MS / 1000;
+        while (!atomic_load(&c->stop) &&
+               pthread_cond_timedwait(&c->wake, &c->mu, &until) != ETIMEDOUT) {
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (atomic_load(&c->stop)) return NULL;
     }
-    pthread_mutex_lock(&c->mu);
-    c->db = NULL;
-    pthread_mutex_unlock(&c->mu);
-    sqlite3_close(db);
-    return NULL;
 }
 
-cleanstop_check *cleanstop_check_start(const char *db_path, cleanstop_state state) {
+cleanstop_check *cleanstop_check_start(const char *db_path, cleanstop_state state, int shm_fd) {
     cleanstop_check *c = xcalloc(1, sizeof(*c));
     c->path = xstrdup(db_path);
     c->state = state;
+    c->shm_fd = shm_fd;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->wake, NULL);
     if (pthread_create(&c->thread, NULL, check_run, c) != 0) {
         log_msg(LOG_ERROR, "store_error", "cannot start the store's background integrity check");
         abort();
@@ -154,12 +204,13 @@ bool cleanstop_check_failed(cleanstop_check *c, char *why, size_t len) {
 bool cleanstop_check_end(cleanstop_check *c) {
     if (!c) return false;
     pthread_mutex_lock(&c->mu);
-    atomic_store(&c->stop, true);
-    if (c->db) sqlite3_interrupt(c->db);
+    atomic_store(&c->stop, true); /* the progress handler ends the check */
+    pthread_cond_signal(&c->wake);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
     bool failed = atomic_load(&c->failed);
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->wake);
     free(c->path);
     free(c);
     return failed;

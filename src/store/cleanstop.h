@@ -56,10 +56,14 @@ typedef struct cleanstop_check cleanstop_check;
 
 /* Start the integrity check of db_path on a thread of its own (a read-only
  * connection, at nice +19), for a start in state (logged with the
- * result). Damage found removes the run's mark, so that even a crash
- * after it leaves the next start checking before serving. Returns the
- * check (the caller's, for cleanstop_check_end). */
-cleanstop_check *cleanstop_check_start(const char *db_path, cleanstop_state state);
+ * result). A check gives way when the WAL passes 64 MiB while it holds its
+ * read (it pins the WAL: no checkpoint can restart it), and is tried again
+ * a minute later; shm_fd (the caller's, read with walshm_read; -1: not
+ * watched) is the WAL-index it reads that from. Damage found removes the
+ * run's mark, so that even a crash after it leaves the next start
+ * checking before serving. Returns the check (the caller's, for
+ * cleanstop_check_end, before shm_fd is closed). */
+cleanstop_check *cleanstop_check_start(const char *db_path, cleanstop_state state, int shm_fd);
 
 /* True when the check found the file damaged (why: the message). Any
  * thread. */

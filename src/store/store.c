@@ -459,7 +459,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
     start_threads(s, loop, err);
     cleanstop_running(path);
-    if (s->db_state != CLEANSTOP_UNKNOWN) s->db_check = cleanstop_check_start(path, s->db_state);
+    if (s->db_state != CLEANSTOP_UNKNOWN)
+        s->db_check = cleanstop_check_start(path, s->db_state, s->shm_fd);
     return s;
 }
 
