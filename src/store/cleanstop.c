@@ -93,7 +93,6 @@ struct cleanstop_check {
     pthread_mutex_t mu; /* with wake: the wait between tries */
     pthread_cond_t wake;
     atomic_bool stop, failed;
-    bool gave_way; /* the check thread's: the last try stopped for the WAL */
     char why[512]; /* written before failed is set */
 };
 
@@ -106,35 +105,63 @@ struct cleanstop_check {
 #define CHECK_MAX_WAL_FRAMES 16384
 #define CHECK_RETRY_MS       60000
 
-/* SQLite's progress handler on the check's connection: non-zero stops the
- * statement (SQLITE_INTERRUPT). */
-static int check_progress(void *arg) {
-    cleanstop_check *c = arg;
-    if (atomic_load(&c->stop)) return 1;
-    walshm w;
-    if (c->shm_fd >= 0 && walshm_read(c->shm_fd, &w) == 0 && w.mx_frame > CHECK_MAX_WAL_FRAMES) {
-        c->gave_way = true;
-        return 1;
-    }
-    return 0;
+/* One quick_check on its own connection and thread: the statement is one
+ * VM step that reads the whole file (SQLite calls no progress handler
+ * inside it), so the check thread watches from outside and uses
+ * sqlite3_interrupt, which it honours between pages. */
+typedef struct check_try {
+    const char *path;
+    sqlite3 *db;
+    int rc;
+    wsg_error err;
+    atomic_bool done;
+} check_try;
+
+static void *try_run(void *arg) {
+    check_try *t = arg;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    t->rc = store_check_integrity(t->db, &t->err, t->path);
+    atomic_store(&t->done, true);
+    return NULL;
 }
 
 /* One try: 0 ok, 1 gave way to the WAL (or stopped), else damaged (*err). */
 static int check_once(cleanstop_check *c, wsg_error *err) {
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    check_try t = {.path = c->path};
+    int rc = sqlite3_open_v2(c->path, &t.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        sqlite3_close(db);
+        sqlite3_close(t.db);
         return wsg_error_set(err, WSG_E_STORE_DAMAGED, "store %s cannot be opened to check it: %s",
                              c->path, sqlite3_errstr(rc));
     }
-    sqlite3_busy_timeout(db, 5000);
-    c->gave_way = false;
-    sqlite3_progress_handler(db, 100000, check_progress, c);
-    int damaged = store_check_integrity(db, err, c->path);
-    sqlite3_close(db);
-    if (damaged && (c->gave_way || atomic_load(&c->stop))) return 1;
-    return damaged ? damaged : 0;
+    sqlite3_busy_timeout(t.db, 5000);
+    pthread_t th;
+    if (pthread_create(&th, NULL, try_run, &t) != 0) abort();
+    bool interrupted = false;
+    pthread_mutex_lock(&c->mu);
+    while (!atomic_load(&t.done)) {
+        walshm w;
+        if (!interrupted &&
+            (atomic_load(&c->stop) || (c->shm_fd >= 0 && walshm_read(c->shm_fd, &w) == 0 &&
+                                       w.mx_frame > CHECK_MAX_WAL_FRAMES))) {
+            interrupted = true;
+            sqlite3_interrupt(t.db);
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->wake, &c->mu, &until);
+    }
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(th, NULL);
+    sqlite3_close(t.db);
+    if (t.rc && interrupted) return 1;
+    if (t.rc) *err = t.err;
+    return t.rc;
 }
 
 static void *check_run(void *arg) {
