@@ -492,7 +492,7 @@ static void sync_dir(const char *dir) {
 
 /* ---- writing (store thread) ---- */
 
-static void save_ledger(store *s);
+static void save_ledger(store *s, bool durable);
 
 static const crypto_keyring *seal_keys(store *s) { return s->opt.keys; }
 
@@ -860,7 +860,7 @@ static void note_progress(store *s) {
     f.records = a->records;
     f.open = true;
     ledger_put(&a->led, &f);
-    save_ledger(s);
+    save_ledger(s, true);
 }
 
 /* Reads, compresses, seals and writes the WAL's committed frames, off the
@@ -951,8 +951,28 @@ void archive_guard(store *s) {
      * every batch for the whole of such a run: 1.6 s of a 5 s run at
      * 25,000 chats/s, up to 480 ms before one batch, on this busy disk. */
     walshm w;
-    if (walshm_read(s->shm_fd, &w) == 0 && !walshm_may_restart(&w)) return;
+    bool known = walshm_read(s->shm_fd, &w) == 0;
+    if (known && !walshm_may_restart(&w)) return;
     archive_sync(s);
+    if (!known) return;
+    /* The archive now holds every committed frame of this generation,
+     * synced, and this write may restart the WAL: noted in the ledger, so
+     * a start after a crash that finds the next generation knows the
+     * archive follows on (archive_start) instead of taking a snapshot (11
+     * s at 820 MB, before serving chats). Not fsynced: once per WAL
+     * restart, in front of a batch; a note lost to a power cut costs that
+     * start the snapshot, as before. */
+    pthread_mutex_lock(&a->mu);
+    if (a->fd >= 0 && a->have_w && !a->dirty && a->w.frames == w.mx_frame &&
+        !(a->led.has_gen && a->led.gen_salt[0] == a->w.salt[0] &&
+          a->led.gen_salt[1] == a->w.salt[1] && a->led.gen_frames == a->w.frames)) {
+        a->led.has_gen = true;
+        a->led.gen_salt[0] = a->w.salt[0];
+        a->led.gen_salt[1] = a->w.salt[1];
+        a->led.gen_frames = a->w.frames;
+        save_ledger(s, false);
+    }
+    pthread_mutex_unlock(&a->mu);
 }
 
 /* ---- snapshots ---- */
@@ -1001,7 +1021,7 @@ static int seal_snapshot(store *s, const char *plain, const char *name, int64_t 
 
 /* Write the ledger with the files that are still as noted (pruned ones
  * leave it). Caller holds a->mu (or the threads are not running). */
-static void save_ledger(store *s) {
+static void save_ledger(store *s, bool durable) {
     struct archive *a = s->arch;
     for (size_t i = 0; i < a->led.n;) {
         char p[4200];
@@ -1017,7 +1037,7 @@ static void save_ledger(store *s) {
         }
         ledger_remove(&a->led, a->led.files[i].name);
     }
-    if (ledger_save(&a->led, a->ledger_path) != 0)
+    if ((durable ? ledger_save : ledger_save_fast)(&a->led, a->ledger_path) != 0)
         log_msg(LOG_ERROR, "pitr_error", "cannot write %s: %s (the next start checks every file)",
                 a->ledger_path, strerror(errno));
 }
@@ -1093,7 +1113,7 @@ int archive_snapshot(store *s) {
         a->cache_page_size = 0;
         log_msg(LOG_INFO, "pitr_snapshot", "base snapshot %s/%s written", a->dir, name);
         prune(s, now);
-        save_ledger(s);
+        save_ledger(s, true);
         rc = 0;
     } else {
         unlink(plain);
@@ -1294,7 +1314,7 @@ static void *verify_run(void *arg) {
         log_damaged(a->dir, file.name, &err);
         pthread_mutex_lock(&a->mu);
         ledger_remove(&a->led, file.name);
-        save_ledger(s);
+        save_ledger(s, true);
         pthread_mutex_unlock(&a->mu);
         atomic_store(&a->snapshot_wanted, true);
     }
@@ -1364,6 +1384,15 @@ int archive_start(store *s) {
     if (have_pos && a->wal_at_open && a->have_w && a->w.salt[0] == pos.salt[0] &&
         a->w.salt[1] == pos.salt[1])
         continuous = true;
+    /* Or the WAL restarted once since the archive's last record (SQLite
+     * adds 1 to salt-1 at a restart), and that record ends the generation
+     * the ledger noted as wholly archived when the restarting write began:
+     * the frames of this generation are all that followed it. */
+    const ledger *g = &a->led_at_open;
+    if (have_pos && a->wal_at_open && a->have_w && g->has_gen && g->gen_salt[0] == pos.salt[0] &&
+        g->gen_salt[1] == pos.salt[1] && g->gen_frames == pos.frames &&
+        a->w.salt[0] == pos.salt[0] + 1u)
+        continuous = true;
     bool legacy = has_table(s->db, "pitr_log");
     /* Without a proof that the archive follows on from the last run (a
      * version without it, or PITR off, may have written since), restores
@@ -1373,7 +1402,7 @@ int archive_start(store *s) {
     else s->last_snapshot = time(NULL);
     /* What was read now, and the snapshot if one was taken: a crash from
      * here on costs the next start only the files written after it. */
-    save_ledger(s);
+    save_ledger(s, true);
     ledger_free(&a->led_at_open);
     if (legacy && rc == 0) {
         /* The snapshot just written holds the old change log, which
@@ -1435,7 +1464,7 @@ void archive_close(store *s) {
         }
     }
     close_segment(s);
-    if (a->started) save_ledger(s);
+    if (a->started) save_ledger(s, true);
     if (a->wal_fd >= 0) close(a->wal_fd);
     free(a->ledger_path);
     ledger_free(&a->led);

@@ -161,6 +161,12 @@ int ledger_parse(ledger *l, const char *text, size_t len) {
         } else if (nt == 5 && strcmp(tok[0], "db") == 0 && !l->has_db) {
             rc = get_id(tok + 1, &l->db);
             l->has_db = rc == 0;
+        } else if (nt == 4 && strcmp(tok[0], "g") == 0 && !l->has_gen) {
+            rc = get_u32(tok[1], &l->gen_salt[0]) || get_u32(tok[2], &l->gen_salt[1]) ||
+                         get_u64(tok[3], &l->gen_frames)
+                     ? -1
+                     : 0;
+            l->has_gen = rc == 0;
         } else if (nt == 20 && strcmp(tok[0], "f") == 0) {
             ledger_file f;
             rc = parse_file(tok, &f);
@@ -203,6 +209,11 @@ char *ledger_format(const ledger *l, size_t *len) {
         snprintf(line, sizeof(line), "db %llu %lld %lld %llu\n", (unsigned long long)l->db.size,
                  (long long)l->db.mtime_s, (long long)l->db.mtime_ns,
                  (unsigned long long)l->db.ino);
+        put_line(&o, line);
+    }
+    if (l->has_gen) {
+        snprintf(line, sizeof(line), "g %u %u %llu\n", l->gen_salt[0], l->gen_salt[1],
+                 (unsigned long long)l->gen_frames);
         put_line(&o, line);
     }
     for (size_t i = 0; i < l->n; i++) {
@@ -277,7 +288,7 @@ int ledger_load(ledger *l, const char *path) {
     return rc;
 }
 
-int ledger_save(const ledger *l, const char *path) {
+static int save(const ledger *l, const char *path, bool durable) {
     size_t len;
     char *text = ledger_format(l, &len);
     size_t plen = strlen(path) + 8;
@@ -286,12 +297,12 @@ int ledger_save(const ledger *l, const char *path) {
     int rc = -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
-        rc = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 ? 0 : -1;
+        rc = write(fd, text, len) == (ssize_t)len && (!durable || fsync(fd) == 0) ? 0 : -1;
         close(fd);
         if (rc == 0) rc = rename(tmp, path);
         if (rc != 0) unlink(tmp);
     }
-    if (rc == 0) {
+    if (rc == 0 && durable) {
         /* The rename made durable: a ledger lost to a power cut only costs
          * the next start a full check. */
         char *dir = xstrdup(path);
@@ -306,3 +317,7 @@ int ledger_save(const ledger *l, const char *path) {
     free(text);
     return rc;
 }
+
+int ledger_save(const ledger *l, const char *path) { return save(l, path, true); }
+
+int ledger_save_fast(const ledger *l, const char *path) { return save(l, path, false); }

@@ -19,6 +19,7 @@
  *     <page size> <db pages> <cksum-1> <cksum-2> <big-endian 0|1>
  *     <clean-stop record: 64 hex digits, or -> <records> <open 0|1>
  *                                                        (one line)
+ *   g <salt-1> <salt-2> <frames>   (a WAL generation wholly archived)
  *   end <CRC-32 of every byte before this line, 8 hex digits>
  * Parsing and formatting are I/O-free; ledger_load/ledger_save do the I/O. */
 #ifndef WSGATE_STORE_LEDGER_H
@@ -62,6 +63,12 @@ typedef struct ledger_file {
 typedef struct ledger {
     bool has_db;
     ledger_id db;
+    /* The archive held every committed frame of this WAL generation,
+     * synced, when a write that may restart the WAL began: a start that
+     * finds the next generation (salt-1 + 1) knows the archive follows on. */
+    bool has_gen;
+    uint32_t gen_salt[2];
+    uint64_t gen_frames;
     ledger_file *files; /* [n], owned */
     size_t n, cap;
 } ledger;
@@ -101,5 +108,10 @@ int ledger_load(ledger *l, const char *path);
 /* Write l to path durably: a temporary file, fsync, rename, and the
  * directory synced. Returns 0 or -1 (errno). */
 int ledger_save(const ledger *l, const char *path);
+
+/* As ledger_save without the fsyncs: survives a crash of the process, and
+ * after a power cut leaves the old ledger, the new one, or one whose CRC
+ * fails (then ignored). Returns 0 or -1 (errno). */
+int ledger_save_fast(const ledger *l, const char *path);
 
 #endif

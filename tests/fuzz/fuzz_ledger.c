@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t len, len2;
     char *text = ledger_format(&l, &len);
     require(ledger_parse(&back, text, len) == 0);
-    require(back.n == l.n && back.has_db == l.has_db);
+    require(back.n == l.n && back.has_db == l.has_db && back.has_gen == l.has_gen);
     char *again = ledger_format(&back, &len2);
     require(len2 == len && memcmp(again, text, len) == 0);
     free(text);

@@ -14,6 +14,10 @@ static ledger sample(void) {
     ledger l = {0};
     l.has_db = true;
     l.db = (ledger_id){.size = 4096, .ino = 77, .mtime_s = 1796297637, .mtime_ns = 123456789};
+    l.has_gen = true;
+    l.gen_salt[0] = UINT32_MAX;
+    l.gen_salt[1] = 3;
+    l.gen_frames = 1ull << 33;
     ledger_file snap = {.name = "snap-1-1796297637762.pitr", .last = 'E', .ended = true};
     snap.id = (ledger_id){.size = 693, .ino = 9, .mtime_s = 1, .mtime_ns = 2};
     ledger_put(&l, &snap);
@@ -39,6 +43,10 @@ static ledger sample(void) {
 static void same(const ledger *a, const ledger *b) {
     cr_assert_eq(a->has_db, b->has_db);
     cr_assert(ledger_id_eq(&a->db, &b->db));
+    cr_assert_eq(a->has_gen, b->has_gen);
+    cr_assert_eq(a->gen_salt[0], b->gen_salt[0]);
+    cr_assert_eq(a->gen_salt[1], b->gen_salt[1]);
+    cr_assert_eq(a->gen_frames, b->gen_frames);
     cr_assert_eq(a->n, b->n);
     for (size_t i = 0; i < a->n; i++) {
         const ledger_file *x = &a->files[i], *y = ledger_find(b, a->files[i].name);
