@@ -15,11 +15,33 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from conftest import Server, WSGATE_BIN
 from test_pitr import files, load_keys, pause_to_next_second, read_archive, restored_texts, send
 from test_store import DB, cli
 
 import subprocess
+
+
+STARTED = []
+
+
+def server(data):
+    srv = Server(data)
+    STARTED.append(srv)
+    return srv
+
+
+@pytest.fixture(autouse=True)
+def stop_leftovers():
+    """A failed assert between a start and its stop leaves no server behind."""
+    yield
+    while STARTED:
+        srv = STARTED.pop()
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
 
 
 def wait_log(srv, pattern, timeout=60):
@@ -59,14 +81,14 @@ def keep_mtime_write(path, blob):
 
 def test_clean_restart_reads_no_old_archive_file_and_a_damaged_one_is_still_caught(tmp_path):
     data = tmp_path / "data"
-    srv = Server(data)
+    srv = server(data)
     send(srv, "p", ["a1", "a2", "a3"])
     cut = pause_to_next_second()
     assert srv.stop() == 0, srv.log()
 
     # a clean stop: nothing is read again at start, the database's check
     # runs after serving starts, and the old files are checked meanwhile
-    srv = Server(data)
+    srv = server(data)
     read, total = read_at_start(srv)
     assert read == 0 and total >= 3, srv.log()
     wait_log(srv, r'"event":"store_check".*in the background \(the last stop was clean\)')
@@ -84,7 +106,7 @@ def test_clean_restart_reads_no_old_archive_file_and_a_damaged_one_is_still_caug
     blob[40] ^= 0x5A
     keep_mtime_write(seg, bytes(blob))
     snaps = len(files(data, "snap-"))
-    srv = Server(data)
+    srv = server(data)
     try:
         read, _ = read_at_start(srv)
         assert read == 0, srv.log()
@@ -107,7 +129,7 @@ def test_clean_restart_reads_no_old_archive_file_and_a_damaged_one_is_still_caug
         assert srv.stop() == 0, srv.log()
 
     # the damaged file left the ledger: the next start reads it and says so
-    srv = Server(data)
+    srv = server(data)
     try:
         read, _ = read_at_start(srv)
         assert read >= 1
@@ -119,10 +141,10 @@ def test_clean_restart_reads_no_old_archive_file_and_a_damaged_one_is_still_caug
 
 def test_a_kill_reads_only_the_files_written_since_the_last_record(tmp_path):
     data = tmp_path / "data"
-    srv = Server(data)
+    srv = server(data)
     send(srv, "p", ["a1", "a2"])
     assert srv.stop() == 0, srv.log()
-    srv = Server(data)
+    srv = server(data)
     try:
         send(srv, "p", ["b1", "b2"])
         # the second's bucket is written once the second has passed
@@ -143,7 +165,7 @@ def test_a_kill_reads_only_the_files_written_since_the_last_record(tmp_path):
     with open(newest, "r+b") as f:
         f.truncate(os.path.getsize(newest) - 5)
 
-    srv = Server(data)
+    srv = server(data)
     try:
         read, total = read_at_start(srv)
         assert total == total_before and read == 1, srv.log()
@@ -177,7 +199,7 @@ def leaf_pages(path):
 
 def test_a_damaged_database_after_a_clean_stop_is_caught_after_serving_starts(tmp_path):
     data = tmp_path / "data"
-    srv = Server(data)
+    srv = server(data)
     pad = "z" * 600
     send(srv, "big", [f"m{i}-{pad}" for i in range(400)])
     assert srv.stop() == 0, srv.log()
@@ -192,7 +214,7 @@ def test_a_damaged_database_after_a_clean_stop_is_caught_after_serving_starts(tm
     blob[off + 8:off + 200] = b"\xff" * 192
     keep_mtime_write(db, bytes(blob))
 
-    srv = Server(data)
+    srv = server(data)
     m = wait_log(srv, r'"event":"store_damaged".*')
     assert "integrity" in m.group(0), m.group(0)
     deadline = time.time() + 10
@@ -210,7 +232,7 @@ def test_a_damaged_database_after_a_clean_stop_is_caught_after_serving_starts(tm
 
 def test_a_database_written_by_something_else_is_checked_before_serving(tmp_path):
     data = tmp_path / "data"
-    srv = Server(data)
+    srv = server(data)
     send(srv, "p", ["a1"])
     assert srv.stop() == 0, srv.log()
     # another program wrote the file after the clean stop (mtime moves)
@@ -218,7 +240,7 @@ def test_a_database_written_by_something_else_is_checked_before_serving(tmp_path
     con.execute("CREATE TABLE IF NOT EXISTS other(x)")
     con.commit()
     con.close()
-    srv = Server(data)
+    srv = server(data)
     try:
         wait_log(srv, r'"event":"store_check".*at start')
     finally:
@@ -230,7 +252,7 @@ def test_a_kill_reads_only_what_the_open_segment_got_since_it_was_noted(tmp_path
     # every 10 s: after a kill -9 the start reads the segment from there,
     # not from its start (an hour of commits at most, gigabytes at load).
     data = tmp_path / "data"
-    srv = Server(data)
+    srv = server(data)
     try:
         send(srv, "p", [f"a{i}" for i in range(50)])
         seg = files(data, "wal-")[-1]
@@ -259,7 +281,7 @@ def test_a_kill_reads_only_what_the_open_segment_got_since_it_was_noted(tmp_path
         srv.stop()
     size = seg.stat().st_size
     assert size > noted
-    srv = Server(data)
+    srv = server(data)
     try:
         m = wait_log(srv, r'"event":"pitr_check".*?: (\d+) of (\d+) files read at start \((\d+) bytes')
         assert int(m.group(1)) == 1 and int(m.group(3)) == size - noted, (m.group(0), size, noted)
@@ -302,7 +324,7 @@ def test_a_kill_just_after_a_wal_restart_needs_no_snapshot(tmp_path):
     sent = []
     _, keys = None, None
     for attempt in range(6):
-        srv = Server(data)
+        srv = server(data)
         try:
             if keys is None:
                 _, keys = load_keys(data)
@@ -322,7 +344,7 @@ def test_a_kill_just_after_a_wal_restart_needs_no_snapshot(tmp_path):
         wal, arch = wal_salts(data), last_archived_salts(data, keys)
         restarted = (wal is not None and arch is not None and
                      int.from_bytes(wal[:4], "big") == int.from_bytes(arch[:4], "big") + 1)
-        srv = Server(data)
+        srv = server(data)
         try:
             read_at_start(srv)
             if restarted:
