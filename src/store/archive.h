@@ -82,13 +82,20 @@ int archive_record_open(const crypto_keyring *keys, uint32_t key_id, const char 
  * the database file as the last run left it. */
 void archive_prepare(store *s, const char *db_path);
 
-/* Store thread. archive_start: verify every archive file (a damaged one is
- * logged as pitr_damaged), open a new segment, archive what the WAL holds
+/* Store thread. archive_start: check the archive files (a damaged one is
+ * logged as pitr_damaged): those written since the last record of the
+ * verified-files ledger (ledger.h) are read whole now, the others by a
+ * background thread after serving starts; open a new segment, archive what the WAL holds
  * that the archive lacks, take a first snapshot when there is none, and
  * convert a pitr_log data directory (its table dropped once a snapshot
  * holds it), then start the archiver thread. Returns 0, or -1 (logged; the
  * store then runs without PITR). */
 int archive_start(store *s);
+
+/* Store thread, between batches: true (once) when the background check
+ * found a damaged file since the last call, so a fresh snapshot should be
+ * taken now (later times then restore without it). False without PITR. */
+bool archive_snapshot_wanted(store *s);
 
 /* After a commit on the store connection (its WAL hook; pages: the frames
  * the WAL now holds): note its time. The archiver thread (started by

@@ -146,6 +146,13 @@ struct store {
      * messages may be left this second; when it may step again. */
     bool sweep_more;
     double sweep_next_ms;
+
+    /* The checks at start (cleanstop.h): the database file's path, how the
+     * last run left it (known: its integrity check runs in the background,
+     * db_check, NULL when none). */
+    char *db_path;
+    int db_state; /* cleanstop_state */
+    struct cleanstop_check *db_check;
 };
 
 /* ---- schema.c ---- */

@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "log/log.h"
 #include "store/archive.h"
+#include "store/cleanstop.h"
 #include "store/internal.h"
 #include "store/syncer.h"
 
@@ -98,6 +99,7 @@ static void probe_write(store *s) {
 }
 
 int store_health(store *s, int64_t stall_ms, char *why, size_t len) {
+    if (cleanstop_check_failed(s->db_check, why, len)) return -1;
     int64_t since = atomic_load(&s->write_since_ms);
     int rc = atomic_load(&s->last_write_rc);
     /* The pipelined commit's sync (syncer.h) is part of the write. */
@@ -256,7 +258,8 @@ static void *store_thread(void *arg) {
                 s->last_sweep = now;
                 store_sweep(s);
             }
-            if (s->arch && now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s) {
+            if (s->arch && (now - s->last_snapshot >= s->opt.pitr_snapshot_interval_s ||
+                            archive_snapshot_wanted(s))) {
                 /* The copy must hold only commits the archive was told. */
                 if (s->sync) syncer_drain(s->sync);
                 archive_snapshot(s);
@@ -408,7 +411,7 @@ static int open_main_db(store *s, const char *path, wsg_error *err) {
     if (rc != SQLITE_OK) goto fail;
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(s->db, 5000);
-    if (store_check_integrity(s->db, err, path) != 0) return -1;
+    if (s->db_state == CLEANSTOP_UNKNOWN && cleanstop_check_now(s->db, path, err) != 0) return -1;
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(
@@ -483,6 +486,8 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     store *s = xcalloc(1, sizeof(*s));
     s->opt = *opt;
     s->shm_fd = -1;
+    s->db_path = xstrdup(path);
+    s->db_state = cleanstop_consume(path);
     if (opt->pitr) {
         s->pitr_dir = xstrdup(opt->pitr_dir);
         mkdir(s->pitr_dir, 0700);
@@ -494,6 +499,7 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
         sqlite3_close(s->db);
         archive_close(s);
         free(s->pitr_dir);
+        free(s->db_path);
         free(s);
         return NULL;
     }
@@ -504,6 +510,9 @@ store *store_open(const char *path, uv_loop_t *loop, const store_options *opt, w
     snprintf(shm, sizeof(shm), "%s-shm", path);
     s->shm_fd = open(shm, O_RDONLY | O_CLOEXEC);
     start_threads(s, loop, err);
+    cleanstop_running(path);
+    if (s->db_state != CLEANSTOP_UNKNOWN)
+        s->db_check = cleanstop_check_start(path, s->db_state, s->shm_fd);
     return s;
 }
 
@@ -562,6 +571,8 @@ void store_close(store *s) {
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
     pthread_join(s->ckpt_thread, NULL);
+    /* Damage found leaves no clean-stop record: the next start refuses. */
+    bool damaged = cleanstop_check_end(s->db_check);
     /* Closed first: the store connection, closed last, then checkpoints
      * the whole WAL and removes it. */
     sqlite3_close(s->ckpt_db);
@@ -576,6 +587,8 @@ void store_close(store *s) {
     store_finalize(s);
     archive_sync(s);
     sqlite3_close(s->db);
+    cleanstop_record(s->db_path, damaged);
+    free(s->db_path);
     if (s->shm_fd >= 0) close(s->shm_fd);
     archive_close(s);
     pthread_mutex_destroy(&s->lock);
