@@ -279,7 +279,7 @@ static void run_done(void *hp, void *arg) {
 
 void handlers_store_committed(store_op *op, void *ctx) {
     app *a = ctx;
-    /* On the store thread, in commit order: the chat goes to every worker
+    /* Off the workers (store or sync thread), in commit order: the chat goes to every worker
      * with members in its room at once (one encode, one post per worker),
      * so each member sees a room's seq in order with no hub loop. */
     if (op->kind == STORE_OP_CHAT && op->status == 0 && !op->duplicate) {

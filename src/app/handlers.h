@@ -60,7 +60,8 @@ size_t handlers_leave(hub *h, session *s);
 /* What the engine calls on a worker to deliver to its connections. */
 const engine_deliver *handlers_deliver(void);
 
-/* store_options.on_commit: on the store thread, in commit order, publish
+/* store_options.on_commit: off the worker threads (the store thread, or
+ * its sync thread when the commit is pipelined), in commit order, publish
  * a committed chat to its room and hand the op to the owner of the
  * connection that asked (which runs op->done with op->ctx = its hub). */
 void handlers_store_committed(store_op *op, void *ctx);
