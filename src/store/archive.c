@@ -1187,6 +1187,42 @@ static void log_damaged(const char *dir, const char *name, const wsg_error *err)
             err->message);
 }
 
+/* What verify read at start, and what it left to the background check. */
+typedef struct verify_tally {
+    int damaged;
+    size_t nread;
+    uint64_t bytes_read, bytes_trusted;
+} verify_tally;
+
+/* Read an archive file the ledger does not vouch for, whole; or, for a
+ * segment the last run was still writing (noted: its ledger line), only
+ * what follows the noted part, which goes to the background check. Counts
+ * into *t, reports damage (pitr_damaged) and a torn end (pitr_torn).
+ * Returns whether the file is sound; *f is what it holds, with id. */
+static bool read_unvouched(store *s, const arch_file *file, const ledger_file *noted,
+                           const ledger_id *id, ledger_file *f, bool *torn, verify_tally *t) {
+    struct archive *a = s->arch;
+    wsg_error err = {0};
+    bool ok = read_whole(a->dir, file, s->opt.keys, noted, f, torn, NULL, &err) == 0;
+    t->nread++;
+    t->bytes_read += id->size - (noted ? noted->id.size : 0);
+    if (noted) {
+        a->bg[a->nbg++] = *noted;
+        t->bytes_trusted += noted->id.size;
+    }
+    if (!ok) {
+        t->damaged++;
+        log_damaged(a->dir, file->name, &err);
+    } else if (*torn) {
+        log_msg(LOG_INFO, "pitr_torn",
+                "point-in-time archive %s/%s ends in a torn record (cut by a crash); the"
+                " WAL is archived again from there",
+                a->dir, file->name);
+    }
+    f->id = *id;
+    return ok;
+}
+
 /* Check the archive files: each one the ledger does not vouch for (no
  * line, or not the size, mtime and inode it noted: written since the last
  * record, by a run that crashed, or by anything else) is read whole (CRC,
@@ -1199,9 +1235,7 @@ static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *co
     struct archive *a = s->arch;
     arch_file *files;
     size_t n = list_files(a->dir, &files);
-    int damaged = 0;
-    size_t nread = 0;
-    uint64_t bytes_read = 0, bytes_trusted = 0;
+    verify_tally t = {0};
     int64_t t0 = clock_mono_ms();
     *have_pos = *have_snap = *continuous = false;
     a->gen = 0;
@@ -1226,28 +1260,9 @@ static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *co
             f = *known;
             ok = true;
             a->bg[a->nbg++] = f;
-            bytes_trusted += id.size;
+            t.bytes_trusted += id.size;
         } else {
-            wsg_error err = {0};
-            ok = read_whole(a->dir, &files[i], s->opt.keys, prefix ? known : NULL, &f, &torn, NULL,
-                            &err) == 0;
-            nread++;
-            bytes_read += id.size - (prefix ? known->id.size : 0);
-            if (prefix) {
-                /* Its noted part, checked in the background as the rest. */
-                a->bg[a->nbg++] = *known;
-                bytes_trusted += known->id.size;
-            }
-            if (!ok) {
-                damaged++;
-                log_damaged(a->dir, files[i].name, &err);
-            } else if (torn) {
-                log_msg(LOG_INFO, "pitr_torn",
-                        "point-in-time archive %s/%s ends in a torn record (cut by a crash); the"
-                        " WAL is archived again from there",
-                        a->dir, files[i].name);
-            }
-            f.id = id;
+            ok = read_unvouched(s, &files[i], prefix ? known : NULL, &id, &f, &torn, &t);
         }
         /* Sound and whole: the next start need not read it again (a torn
          * or damaged file is read, and reported, at every start). */
@@ -1276,10 +1291,10 @@ static int verify(store *s, walf *pos, bool *have_pos, bool *have_snap, bool *co
             "point-in-time archive %s: %zu of %zu files read at start (%llu bytes, %lld ms, %d"
             " damaged); %zu unchanged since the last record (%llu bytes) are checked in the"
             " background",
-            a->dir, nread, n, (unsigned long long)bytes_read, (long long)(clock_mono_ms() - t0),
-            damaged, a->nbg, (unsigned long long)bytes_trusted);
+            a->dir, t.nread, n, (unsigned long long)t.bytes_read, (long long)(clock_mono_ms() - t0),
+            t.damaged, a->nbg, (unsigned long long)t.bytes_trusted);
     free(files);
-    return damaged;
+    return t.damaged;
 }
 
 /* The background check (thread wsgate-verify, at nice +19): reads whole

@@ -32,7 +32,7 @@ Test(nodeid, codes) {
 }
 
 Test(nodeid, endpoint) {
-    char *d = temp_dir();
+    char *d = testdir_make("nodeid");
     char ws[128], mgmt[128];
     cr_assert_eq(
         nodeid_write_endpoint(d, "ws://127.0.0.1:9000/staging", "http://127.0.0.1:9000/staging"),
@@ -49,5 +49,5 @@ Test(nodeid, endpoint) {
     cr_assert_eq(nodeid_write(d, "local"), 0);
     cr_assert_eq(nodeid_read_endpoint(d, ws, sizeof ws, mgmt, sizeof mgmt), 0);
     datalock_release(fd);
-    remove_dir(d);
+    testdir_free(d);
 }
