@@ -6,7 +6,6 @@ background checks, and reported as at start (pitr_damaged, store_damaged,
 /readyz), and the next start refuses a damaged database as before. After
 a kill -9 the start reads the archive files written since the last
 record (a torn one is reported and archived again), not the old ones."""
-import asyncio
 import os
 import re
 import signal
@@ -18,7 +17,7 @@ import urllib.request
 import pytest
 
 from conftest import Server, WSGATE_BIN
-from test_pitr import files, load_keys, pause_to_next_second, read_archive, restored_texts, send
+from test_pitr import files, load_keys, pause_to_next_second, read_archive, restored_latest, restored_texts, send
 from test_store import DB, cli
 
 import subprocess
@@ -176,12 +175,7 @@ def test_a_kill_reads_only_the_files_written_since_the_last_record(tmp_path):
         wait_log(srv, r'"event":"store_check".*in the background \(the last run was killed')
         send(srv, "p", ["c1"])
         want = ["a1", "a2", "b1", "b2", "c1"]
-        deadline = time.time() + 20
-        while True:
-            got = restored_texts(tmp_path, data, int(time.time()) + 1, ["p"], f"r{int(time.time() * 1000)}")
-            if got["p"] == want or time.time() > deadline:
-                break
-            time.sleep(0.3)
+        got = restored_latest(tmp_path, data, ["p"], "r", lambda g: g["p"] == want)
         assert got["p"] == want
         assert "pitr_damaged" not in srv.log()
     finally:
@@ -287,12 +281,7 @@ def test_a_kill_reads_only_what_the_open_segment_got_since_it_was_noted(tmp_path
         assert int(m.group(1)) == 1 and int(m.group(3)) == size - noted, (m.group(0), size, noted)
         send(srv, "p", ["c1"])
         want = [f"a{i}" for i in range(50)] + [f"b{i}" for i in range(50)] + ["c1"]
-        deadline = time.time() + 20
-        while True:
-            got = restored_texts(tmp_path, data, int(time.time()) + 1, ["p"], f"r{int(time.time() * 1000)}")
-            if got["p"] == want or time.time() > deadline:
-                break
-            time.sleep(0.3)
+        got = restored_latest(tmp_path, data, ["p"], "r", lambda g: g["p"] == want)
         assert got["p"] == want
         wait_log(srv, r'"event":"pitr_verified".*: 0 damaged')
     finally:
