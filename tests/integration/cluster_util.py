@@ -25,6 +25,32 @@ from conftest import free_port
 BEARER = "bearer-cluster-test-0123456789"
 
 
+def answers_as(port, pid):
+    """The redis-server answering on port is process pid (INFO server's
+    process_id): a PONG alone may come from another run's server that took
+    the port first, and a test talking to it sees that run's rooms."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+        data = b""
+        while b"\r\n" not in data:  # the bulk reply's length
+            chunk = s.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, data = data.partition(b"\r\n")
+        if not head.startswith(b"$"):
+            return False
+        while len(data) < int(head[1:]):
+            chunk = s.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("process_id:"):
+            return int(line.split(":", 1)[1]) == pid
+    return False
+
+
 class Redis:
     """A redis-server of the test's own. `persist` turns on the AOF with
     an fsync before every reply (appendonly yes, appendfsync always) in
@@ -53,6 +79,10 @@ class Redis:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
             try:
                 if self.command("PING").startswith(b"+PONG"):
+                    if not answers_as(self.port, self.proc.pid):
+                        # Another redis-server (a test run beside this one)
+                        # holds the port: ours cannot bind and exits.
+                        continue
                     return
             except OSError:
                 pass

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import pytest
 import websockets
 
+from cluster_util import answers_as
 from conftest import free_port
 
 RECV_TIMEOUT = 5.0
@@ -36,13 +37,17 @@ class Redis:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    # ours, not another run's server on a port it took first
+                    if s.recv(16).startswith(b"+PONG") and answers_as(self.port, self.proc.pid):
                         return
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 
     def command(self, *args):
